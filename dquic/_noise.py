@@ -1,0 +1,585 @@
+"""The Noise Protocol Framework (revision 34) state machine.
+
+This module implements the three objects of the Noise specification §5 —
+``CipherState``, ``SymmetricState`` and ``HandshakeState`` — for the handshake
+patterns dquic uses (NN, NK, NX, XX, IK and their ``pskN`` variants) with DH
+function 25519, ciphers ChaChaPoly and AESGCM, and hashes BLAKE2s and SHA256.
+
+Every primitive comes from the ``cryptography`` package (X25519, ChaCha20-Poly1305,
+AES-256-GCM, BLAKE2s-256, SHA-256, HMAC); the only thing written here is the
+protocol logic that the specification defines in terms of those primitives,
+including Noise's own HMAC-based HKDF (§4.3).
+
+Typical use::
+
+    hs = HandshakeState("Noise_XX_25519_ChaChaPoly_BLAKE2s", initiator=True,
+                        prologue=b"...", s=my_private_key)
+    msg1 = hs.write_message(b"payload")
+    payload2 = hs.read_message(msg2)
+    msg3 = hs.write_message(b"")
+    assert hs.complete
+    c_i2r, c_r2i = hs.split_result      # CipherStates for the two directions
+
+Errors: bad bytes from the peer raise ``NoiseError`` (a ``ProtocolError`` with
+``ErrorCode.HANDSHAKE_FAILED``); local misuse raises ``RuntimeError``/``ValueError``;
+exhausting a nonce raises ``NonceExhausted``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from dquic.errors import ErrorCode, ProtocolError
+
+__all__ = [
+    "NoiseError",
+    "NonceExhausted",
+    "CipherState",
+    "SymmetricState",
+    "HandshakeState",
+    "PATTERNS",
+    "CIPHERS",
+    "HASHES",
+    "MAX_MESSAGE_LEN",
+    "MAX_NONCE",
+    "DHLEN",
+    "protocol_name",
+    "parse_protocol_name",
+]
+
+#: Noise §3: every Noise message is at most 65535 bytes.
+MAX_MESSAGE_LEN = 65535
+#: Noise §5.1: nonce 2**64-1 is reserved (used by Rekey) and never used for encryption.
+MAX_NONCE = 2**64 - 1
+#: Noise §12.1: DHLEN for 25519.
+DHLEN = 32
+_TAGLEN = 16
+_ZEROS32 = bytes(32)
+
+
+class NoiseError(ProtocolError):
+    """A handshake message from the peer was malformed or failed authentication."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorCode.HANDSHAKE_FAILED)
+
+
+class NonceExhausted(RuntimeError):
+    """A CipherState reached nonce 2**64-1; the key must not be used any more (Noise §5.1)."""
+
+
+# --------------------------------------------------------------------------- functions
+# Noise §12: cipher functions. Each entry builds an AEAD object from a 32-byte key and
+# formats the 64-bit counter into the 96-bit nonce the cipher expects.
+
+
+def _chacha_nonce(n: int) -> bytes:
+    # Noise §12.3: 32 bits of zeros followed by the little-endian encoding of n.
+    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+def _aesgcm_nonce(n: int) -> bytes:
+    # Noise §12.4: 32 bits of zeros followed by the big-endian encoding of n.
+    return b"\x00\x00\x00\x00" + n.to_bytes(8, "big")
+
+
+#: cipher name -> (AEAD class, nonce formatter)
+CIPHERS = {
+    "ChaChaPoly": (ChaCha20Poly1305, _chacha_nonce),
+    "AESGCM": (AESGCM, _aesgcm_nonce),
+}
+
+#: hash name -> (factory of a cryptography HashAlgorithm, HASHLEN). Both have HASHLEN 32.
+HASHES = {
+    "SHA256": (hashes.SHA256, 32),
+    "BLAKE2s": (lambda: hashes.BLAKE2s(32), 32),
+}
+
+#: Handshake patterns (Noise §7.4, §7.5): name -> (initiator pre-message tokens,
+#: responder pre-message tokens, message patterns). Messages alternate starting with
+#: the initiator.
+PATTERNS = {
+    "NN": ((), (), (("e",), ("e", "ee"))),
+    "NK": ((), ("s",), (("e", "es"), ("e", "ee"))),
+    "NX": ((), (), (("e",), ("e", "ee", "s", "es"))),
+    "XX": ((), (), (("e",), ("e", "ee", "s", "es"), ("s", "se"))),
+    "IK": ((), ("s",), (("e", "es", "s", "ss"), ("e", "ee", "se"))),
+}
+
+
+def protocol_name(pattern: str, cipher: str = "ChaChaPoly", hash_name: str = "BLAKE2s") -> str:
+    """Return the Noise protocol name (§8), e.g. ``Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s``."""
+    return "Noise_%s_25519_%s_%s" % (pattern, cipher, hash_name)
+
+
+def _split_pattern(full: str) -> Tuple[str, Tuple[int, ...]]:
+    """Split ``XXpsk3`` / ``NNpsk0+psk2`` into the base pattern and the psk positions."""
+    base = full
+    mods = ""
+    for i, ch in enumerate(full):
+        if ch.islower():
+            base, mods = full[:i], full[i:]
+            break
+    positions = []
+    if mods:
+        for mod in mods.split("+"):
+            if not mod.startswith("psk") or not mod[3:].isdigit():
+                raise ValueError("unsupported pattern modifier %r" % mod)
+            positions.append(int(mod[3:]))
+    if base not in PATTERNS:
+        raise ValueError("unsupported handshake pattern %r" % base)
+    return base, tuple(positions)
+
+
+def parse_protocol_name(name: str):
+    """Parse a protocol name into (pattern tokens tuple, psk count, cipher name, hash name).
+
+    Raises ``ValueError`` for anything this module does not support.
+    """
+    parts = name.split("_")
+    if len(parts) != 5 or parts[0] != "Noise":
+        raise ValueError("malformed Noise protocol name %r" % name)
+    _, pattern, dh, cipher, hash_name = parts
+    if dh != "25519":
+        raise ValueError("unsupported DH function %r" % dh)
+    if cipher not in CIPHERS:
+        raise ValueError("unsupported cipher %r" % cipher)
+    if hash_name not in HASHES:
+        raise ValueError("unsupported hash %r" % hash_name)
+    base, psk_positions = _split_pattern(pattern)
+    pre_i, pre_r, messages = PATTERNS[base]
+    msgs = [list(m) for m in messages]
+    # Noise §9.2: psk0 goes at the start of the first message, pskN (N>0) at the end of
+    # message N.
+    for pos in psk_positions:
+        if pos == 0:
+            msgs[0].insert(0, "psk")
+        elif pos <= len(msgs):
+            msgs[pos - 1].append("psk")
+        else:
+            raise ValueError("psk modifier %d beyond the last message" % pos)
+    return (tuple(pre_i), tuple(pre_r), tuple(tuple(m) for m in msgs)), len(psk_positions), cipher, hash_name
+
+
+def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
+    """DH(key_pair, public_key) for 25519 (Noise §12.1).
+
+    A peer public key of small order yields an all-zero result; cryptography rejects
+    it and we abort the handshake (Noise §12.1 permits aborting).
+    """
+    try:
+        return private.exchange(public)
+    except ValueError:
+        raise NoiseError("invalid peer public key") from None
+
+
+def _public_bytes(private: X25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes_raw()
+
+
+# --------------------------------------------------------------------------- CipherState
+
+
+class CipherState:
+    """Noise §5.1: an AEAD key ``k`` and a 64-bit nonce counter ``n``.
+
+    ``encrypt_with_ad``/``decrypt_with_ad`` use and then increment ``n``; with no key
+    they return their input unchanged. A nonce is never reused: once ``n`` reaches
+    2**64-1 both raise ``NonceExhausted``. ``rekey()`` replaces the key per §4.2.
+    """
+
+    __slots__ = ("_cipher_name", "_aead_cls", "_nonce", "_k", "_aead", "n")
+
+    def __init__(self, cipher: str = "ChaChaPoly", key: Optional[bytes] = None) -> None:
+        self._cipher_name = cipher
+        self._aead_cls, self._nonce = CIPHERS[cipher]
+        self._k: Optional[bytes] = None
+        self._aead = None
+        self.n = 0
+        self.initialize_key(key)
+
+    @property
+    def cipher(self) -> str:
+        return self._cipher_name
+
+    @property
+    def key(self) -> Optional[bytes]:
+        """The current key (32 bytes) or None. Only for deriving dquic's packet keys."""
+        return self._k
+
+    def initialize_key(self, key: Optional[bytes]) -> None:
+        """InitializeKey(key): set ``k`` (None means empty) and reset ``n`` to zero."""
+        if key is not None:
+            if len(key) != 32:
+                raise ValueError("cipher keys are 32 bytes")
+            key = bytes(key)
+            self._aead = self._aead_cls(key)
+        else:
+            self._aead = None
+        self._k = key
+        self.n = 0
+
+    def has_key(self) -> bool:
+        """HasKey(): True once a key is set."""
+        return self._k is not None
+
+    def set_nonce(self, nonce: int) -> None:
+        """SetNonce(nonce): for out-of-order transport use; the caller owns uniqueness."""
+        if not 0 <= nonce <= MAX_NONCE:
+            raise ValueError("nonce out of range")
+        self.n = nonce
+
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+        """ENCRYPT(k, n++, ad, plaintext); plaintext unchanged when there is no key."""
+        if self._aead is None:
+            return bytes(plaintext)
+        if self.n >= MAX_NONCE:
+            raise NonceExhausted("nonce space exhausted; rekey or start a new session")
+        out = self._aead.encrypt(self._nonce(self.n), bytes(plaintext), ad)
+        self.n += 1
+        return out
+
+    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+        """DECRYPT(k, n++, ad, ciphertext); raises NoiseError on authentication failure.
+
+        On failure ``n`` is not incremented (Noise §5.1).
+        """
+        if self._aead is None:
+            return bytes(ciphertext)
+        if self.n >= MAX_NONCE:
+            raise NonceExhausted("nonce space exhausted; rekey or start a new session")
+        try:
+            out = self._aead.decrypt(self._nonce(self.n), bytes(ciphertext), ad)
+        except InvalidTag:
+            raise NoiseError("handshake message failed authentication") from None
+        self.n += 1
+        return out
+
+    def rekey(self) -> None:
+        """Rekey(): k = first 32 bytes of ENCRYPT(k, 2**64-1, zerolen, 32 zero bytes) (§4.2)."""
+        if self._aead is None:
+            raise RuntimeError("no key to rekey")
+        n = self.n
+        new_key = self._aead.encrypt(self._nonce(MAX_NONCE), _ZEROS32, b"")[:32]
+        self.initialize_key(new_key)
+        self.n = n  # Rekey does not reset the nonce
+
+    def clear(self) -> None:
+        """Forget the key (best effort: Python bytes cannot be overwritten)."""
+        self._k = None
+        self._aead = None
+
+
+# --------------------------------------------------------------------------- SymmetricState
+
+
+class SymmetricState:
+    """Noise §5.2: chaining key ``ck``, handshake hash ``h`` and a CipherState."""
+
+    __slots__ = ("_hash_factory", "hashlen", "ck", "h", "cipher_state", "_cipher_name")
+
+    def __init__(self, protocol_name_bytes: bytes, cipher: str, hash_name: str) -> None:
+        """InitializeSymmetric(protocol_name)."""
+        self._hash_factory, self.hashlen = HASHES[hash_name]
+        self._cipher_name = cipher
+        if len(protocol_name_bytes) <= self.hashlen:
+            h = protocol_name_bytes.ljust(self.hashlen, b"\x00")
+        else:
+            h = self._hash(protocol_name_bytes)
+        self.h = h
+        # ck is secret once keys are mixed in; keep it in a bytearray we can overwrite.
+        self.ck = bytearray(h)
+        self.cipher_state = CipherState(cipher)
+
+    def _hash(self, data: bytes) -> bytes:
+        d = hashes.Hash(self._hash_factory())
+        d.update(data)
+        return d.finalize()
+
+    def _hmac(self, key, data: bytes) -> bytes:
+        m = hmac.HMAC(bytes(key), self._hash_factory())
+        m.update(data)
+        return m.finalize()
+
+    def hkdf(self, chaining_key, ikm: bytes, num_outputs: int):
+        """HKDF(chaining_key, input_key_material, num_outputs) as Noise §4.3 defines it."""
+        temp_key = self._hmac(chaining_key, ikm)
+        out1 = self._hmac(temp_key, b"\x01")
+        out2 = self._hmac(temp_key, out1 + b"\x02")
+        if num_outputs == 2:
+            return out1, out2
+        out3 = self._hmac(temp_key, out2 + b"\x03")
+        return out1, out2, out3
+
+    def _set_ck(self, value: bytes) -> None:
+        self.ck[:] = value
+
+    def mix_key(self, ikm: bytes) -> None:
+        """MixKey(ikm): ck, temp_k = HKDF(ck, ikm, 2); InitializeKey(temp_k)."""
+        ck, temp_k = self.hkdf(self.ck, ikm, 2)
+        self._set_ck(ck)
+        self.cipher_state.initialize_key(temp_k[:32])
+
+    def mix_hash(self, data: bytes) -> None:
+        """MixHash(data): h = HASH(h || data)."""
+        self.h = self._hash(self.h + bytes(data))
+
+    def mix_key_and_hash(self, ikm: bytes) -> None:
+        """MixKeyAndHash(ikm): used for pre-shared keys (§9)."""
+        ck, temp_h, temp_k = self.hkdf(self.ck, ikm, 3)
+        self._set_ck(ck)
+        self.mix_hash(temp_h)
+        self.cipher_state.initialize_key(temp_k[:32])
+
+    def get_handshake_hash(self) -> bytes:
+        return self.h
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        """EncryptAndHash: ciphertext = EncryptWithAd(h, plaintext); MixHash(ciphertext)."""
+        ciphertext = self.cipher_state.encrypt_with_ad(self.h, plaintext)
+        self.mix_hash(ciphertext)
+        return ciphertext
+
+    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        """DecryptAndHash: plaintext = DecryptWithAd(h, ciphertext); MixHash(ciphertext)."""
+        plaintext = self.cipher_state.decrypt_with_ad(self.h, ciphertext)
+        self.mix_hash(ciphertext)
+        return plaintext
+
+    def split(self) -> Tuple[CipherState, CipherState]:
+        """Split(): two CipherStates (initiator→responder, responder→initiator).
+
+        Afterwards the chaining key is overwritten with zeros and the handshake
+        CipherState forgets its key.
+        """
+        k1, k2 = self.hkdf(self.ck, b"", 2)
+        c1 = CipherState(self._cipher_name, k1[:32])
+        c2 = CipherState(self._cipher_name, k2[:32])
+        for i in range(len(self.ck)):
+            self.ck[i] = 0
+        self.cipher_state.clear()
+        return c1, c2
+
+
+# --------------------------------------------------------------------------- HandshakeState
+
+
+class HandshakeState:
+    """Noise §5.3: runs one handshake for one party.
+
+    Construct with the full protocol name, the role, the prologue and whatever keys
+    the pattern requires: ``s`` (our static private key, 32 raw bytes), ``rs`` (peer
+    static public key known in advance, 32 raw bytes), ``psks`` (one 32-byte key per
+    ``pskN`` modifier). ``e`` injects a fixed ephemeral private key — for tests and
+    test vectors only; never pass it in production.
+
+    Then alternate ``write_message``/``read_message`` as the pattern dictates
+    (``is_my_turn`` says which). When ``complete`` becomes true, take the transport
+    ciphers from ``split_result`` and the channel binding from ``get_handshake_hash()``.
+    """
+
+    def __init__(
+        self,
+        protocol_name: str,
+        initiator: bool,
+        prologue: bytes = b"",
+        s: Optional[bytes] = None,
+        rs: Optional[bytes] = None,
+        psks: Sequence[bytes] = (),
+        e: Optional[bytes] = None,
+    ) -> None:
+        (pre_i, pre_r, messages), psk_count, cipher, hash_name = parse_protocol_name(protocol_name)
+        self.protocol_name = protocol_name
+        self.cipher_name = cipher
+        self.hash_name = hash_name
+        self.initiator = bool(initiator)
+        self._messages = messages
+        self._index = 0
+        if len(psks) != psk_count:
+            raise ValueError("pattern needs %d psk(s), got %d" % (psk_count, len(psks)))
+        for psk in psks:
+            if len(psk) != 32:
+                raise ValueError("pre-shared keys are 32 bytes")
+        self._psks = [bytes(p) for p in psks]
+        self._is_psk = psk_count > 0
+        self._s = X25519PrivateKey.from_private_bytes(bytes(s)) if s is not None else None
+        self._s_pub = _public_bytes(self._s) if self._s is not None else None
+        self._e = X25519PrivateKey.from_private_bytes(bytes(e)) if e is not None else None
+        self._e_pub: Optional[bytes] = None
+        self._rs: Optional[bytes] = None
+        self._re: Optional[bytes] = None
+        if rs is not None:
+            if len(rs) != DHLEN:
+                raise ValueError("static public keys are 32 bytes")
+            self._rs = bytes(rs)
+
+        self._ss = SymmetricState(protocol_name.encode("ascii"), cipher, hash_name)
+        self._ss.mix_hash(bytes(prologue))
+        # Pre-messages (§7.1): initiator's keys first, then the responder's.
+        for side_tokens, is_local in ((pre_i, self.initiator), (pre_r, not self.initiator)):
+            for token in side_tokens:
+                if token == "s":
+                    key = self._s_pub if is_local else self._rs
+                else:  # pragma: no cover - no supported pattern has a pre-message "e"
+                    raise ValueError("unsupported pre-message token %r" % token)
+                if key is None:
+                    raise ValueError("pattern requires a %s static key in advance" % ("local" if is_local else "remote"))
+                self._ss.mix_hash(key)
+        self._needs_local_static = any(
+            "s" in m for i, m in enumerate(messages) if (i % 2 == 0) == self.initiator
+        ) or (("s" in pre_i) if self.initiator else ("s" in pre_r))
+        if self._needs_local_static and self._s is None:
+            raise ValueError("pattern requires a local static key")
+        self._split: Optional[Tuple[CipherState, CipherState]] = None
+        self._hash_at_split: Optional[bytes] = None
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def complete(self) -> bool:
+        """True once every message pattern has been processed (Split has run)."""
+        return self._split is not None
+
+    @property
+    def message_count(self) -> int:
+        """Total number of handshake messages in this pattern."""
+        return len(self._messages)
+
+    @property
+    def messages_done(self) -> int:
+        return self._index
+
+    @property
+    def is_my_turn(self) -> bool:
+        """True when the next call must be ``write_message``."""
+        if self.complete:
+            return False
+        return (self._index % 2 == 0) == self.initiator
+
+    @property
+    def remote_static(self) -> Optional[bytes]:
+        """The peer's static public key once known (pre-message or received), else None."""
+        return self._rs
+
+    @property
+    def remote_ephemeral(self) -> Optional[bytes]:
+        return self._re
+
+    @property
+    def local_ephemeral(self) -> Optional[bytes]:
+        return self._e_pub
+
+    @property
+    def split_result(self) -> Tuple[CipherState, CipherState]:
+        """(initiator→responder, responder→initiator) CipherStates, once complete."""
+        if self._split is None:
+            raise RuntimeError("handshake not complete")
+        return self._split
+
+    def get_handshake_hash(self) -> bytes:
+        """The handshake hash ``h`` (final value once complete); a channel binding (§11.2)."""
+        if self._hash_at_split is not None:
+            return self._hash_at_split
+        return self._ss.get_handshake_hash()
+
+    # ---------------------------------------------------------------- tokens
+    def _dh_for(self, token: str) -> bytes:
+        if token == "ee":
+            return _dh(self._e, self._re_key())
+        if token == "ss":
+            return _dh(self._s, self._rs_key())
+        if token == "es":
+            if self.initiator:
+                return _dh(self._e, self._rs_key())
+            return _dh(self._s, self._re_key())
+        # "se"
+        if self.initiator:
+            return _dh(self._s, self._re_key())
+        return _dh(self._e, self._rs_key())
+
+    def _rs_key(self) -> X25519PublicKey:
+        return X25519PublicKey.from_public_bytes(self._rs)
+
+    def _re_key(self) -> X25519PublicKey:
+        return X25519PublicKey.from_public_bytes(self._re)
+
+    def _finish_if_done(self) -> None:
+        self._index += 1
+        if self._index == len(self._messages):
+            self._hash_at_split = self._ss.get_handshake_hash()
+            self._split = self._ss.split()
+            # Discard handshake secrets (best effort; key objects cannot be wiped).
+            self._e = None
+            self._psks = []
+
+    def write_message(self, payload: bytes = b"") -> bytes:
+        """WriteMessage(payload): produce the next handshake message.
+
+        Call only when ``is_my_turn``. Returns the message bytes to send.
+        """
+        if not self.is_my_turn:
+            raise RuntimeError("not our turn to write a handshake message")
+        pattern = self._messages[self._index]
+        out = bytearray()
+        for token in pattern:
+            if token == "e":
+                if self._e is None:
+                    self._e = X25519PrivateKey.generate()
+                self._e_pub = _public_bytes(self._e)
+                out += self._e_pub
+                self._ss.mix_hash(self._e_pub)
+                if self._is_psk:  # §9.2: psk handshakes also MixKey(e.public_key)
+                    self._ss.mix_key(self._e_pub)
+            elif token == "s":
+                out += self._ss.encrypt_and_hash(self._s_pub)
+            elif token == "psk":
+                self._ss.mix_key_and_hash(self._psks.pop(0))
+            else:
+                self._ss.mix_key(self._dh_for(token))
+        out += self._ss.encrypt_and_hash(bytes(payload))
+        if len(out) > MAX_MESSAGE_LEN:
+            raise ValueError("handshake message exceeds 65535 bytes")
+        self._finish_if_done()
+        return bytes(out)
+
+    def read_message(self, message: bytes) -> bytes:
+        """ReadMessage(message): process the peer's next handshake message; return its payload.
+
+        Raises ``NoiseError`` if the message is truncated, oversized, carries an invalid
+        key or fails authentication. After a failure the state must be abandoned.
+        """
+        if self.complete or self.is_my_turn:
+            raise NoiseError("unexpected handshake message")
+        message = bytes(message)
+        if len(message) > MAX_MESSAGE_LEN:
+            raise NoiseError("handshake message exceeds 65535 bytes")
+        pattern = self._messages[self._index]
+        pos = 0
+        for token in pattern:
+            if token == "e":
+                if len(message) - pos < DHLEN:
+                    raise NoiseError("truncated handshake message")
+                self._re = message[pos:pos + DHLEN]
+                pos += DHLEN
+                self._ss.mix_hash(self._re)
+                if self._is_psk:
+                    self._ss.mix_key(self._re)
+            elif token == "s":
+                n = DHLEN + (_TAGLEN if self._ss.cipher_state.has_key() else 0)
+                if len(message) - pos < n:
+                    raise NoiseError("truncated handshake message")
+                self._rs = self._ss.decrypt_and_hash(message[pos:pos + n])
+                pos += n
+            elif token == "psk":
+                self._ss.mix_key_and_hash(self._psks.pop(0))
+            else:
+                self._ss.mix_key(self._dh_for(token))
+        rest = message[pos:]
+        if self._ss.cipher_state.has_key() and len(rest) < _TAGLEN:
+            raise NoiseError("truncated handshake message")
+        payload = self._ss.decrypt_and_hash(rest)
+        self._finish_if_done()
+        return payload

@@ -1,0 +1,1029 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled stream state: send buffers, receive reassembly, message framing, flow windows.
+
+Every stream id (``0 <= id < 2**62``) has two independent halves: a :class:`SendStream` for
+our bytes to the peer and a :class:`RecvStream` for the peer's bytes to us (PROTOCOL.md).
+A stream's bytes are a sequence of messages, each ``varint(length) || bytes`` with the
+variable-length integer encoding of RFC 9000 §16; an empty message is the single byte 0x00.
+
+Buffers are C memory indexed by absolute stream offsets (RFC 9000 §2.2).  All index
+arithmetic below is checked by construction (offsets are validated against the buffer's
+bounds before any access), which is why bounds checking is disabled in this module.
+"""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcmp, memcpy, memmove
+
+from dquic._ranges cimport RangeSet
+
+from dquic.errors import ErrorCode, ProtocolError
+
+cdef uint64_t VARINT_MAX = (<uint64_t>1 << 62) - 1
+# Above this capacity an emptied send buffer is released instead of kept for reuse.
+cdef Py_ssize_t KEEP_IDLE_BUFFER = 1 << 16
+
+DEFAULT_SEND_BUFFER = 1 << 24
+
+
+# ---------------------------------------------------------------------- varints (RFC 9000 §16)
+
+cdef inline int _varint_size(uint64_t v) noexcept:
+    if v < 0x40:
+        return 1
+    if v < 0x4000:
+        return 2
+    if v < 0x40000000:
+        return 4
+    return 8
+
+
+cdef inline void _varint_put(uint8_t* p, uint64_t v, int size) noexcept:
+    """Write ``v`` (< 2**62) in exactly ``size`` bytes (1, 2, 4 or 8), big-endian."""
+    cdef int i
+    for i in range(size - 1, -1, -1):
+        p[i] = <uint8_t>(v & 0xFF)
+        v >>= 8
+    if size == 2:
+        p[0] |= 0x40
+    elif size == 4:
+        p[0] |= 0x80
+    elif size == 8:
+        p[0] |= 0xC0
+
+
+cdef inline uint64_t _varint_get(const uint8_t* p, int size) noexcept:
+    """Decode a varint whose total size (from the first byte's top bits) is ``size``."""
+    cdef uint64_t v = p[0] & 0x3F
+    cdef int i
+    for i in range(1, size):
+        v = (v << 8) | p[i]
+    return v
+
+
+def message_prefix(length):
+    """The length prefix of a message of ``length`` bytes (minimal varint, RFC 9000 §16)."""
+    cdef uint64_t n
+    cdef uint8_t tmp[8]
+    if length < 0 or length > VARINT_MAX:
+        raise ValueError("message length out of range")
+    n = length
+    cdef int size = _varint_size(n)
+    _varint_put(tmp, n, size)
+    return PyBytes_FromStringAndSize(<char*>tmp, size)
+
+
+# ---------------------------------------------------------------------- flow windows
+
+cdef class FlowWindow:
+    """Receive-side flow-control limit with automatic window growth (RFC 9000 §4.1, §4.2).
+
+    ``FlowWindow(initial, maximum)``: the advertised ``limit`` starts at ``initial`` (the value
+    sent in transport parameters).  Call ``on_consumed(n)`` as the application reads bytes;
+    when ``should_update()`` is True call ``update(now, rtt)`` and send the returned limit in
+    MAX_STREAM_DATA (or MAX_DATA for the connection-level window).
+
+    Auto-tuning: when successive updates are less than two round trips apart, the application
+    drains faster than the window lets the peer send, so the window doubles (up to
+    ``maximum``); otherwise it stays the same.
+    """
+
+    def __init__(self, uint64_t initial, uint64_t maximum=0):
+        if maximum < initial:
+            maximum = initial
+        self._limit = initial
+        self._window = initial
+        self._maximum = maximum
+        self._consumed = 0
+        self._consumed_at_update = 0
+        self._last_update = -1.0
+
+    cdef void consumed_c(self, uint64_t n) noexcept:
+        self._consumed += n
+
+    cdef bint should_update_c(self) noexcept:
+        # Half the window consumed since the last update (RFC 9000 §4.2 suggests updating
+        # before the peer becomes blocked, without sending an update per packet).
+        return (self._consumed - self._consumed_at_update) * 2 >= self._window and self._window > 0
+
+    cdef uint64_t update_c(self, double now, double rtt) noexcept:
+        cdef uint64_t new_limit
+        if self._last_update >= 0.0 and rtt > 0.0 and now - self._last_update < 2.0 * rtt:
+            if self._window < self._maximum:
+                self._window = self._window * 2 if self._window else 1
+                if self._window > self._maximum:
+                    self._window = self._maximum
+        self._last_update = now
+        self._consumed_at_update = self._consumed
+        new_limit = self._consumed + self._window
+        if new_limit > self._limit:
+            self._limit = new_limit
+        return self._limit
+
+    def on_consumed(self, uint64_t n):
+        """Record ``n`` more bytes consumed by the application; then check ``should_update()``."""
+        self.consumed_c(n)
+
+    def should_update(self):
+        """True when half the window was consumed since the last update: call ``update()``."""
+        return self.should_update_c()
+
+    def update(self, double now, double rtt):
+        """Compute and adopt the new limit (never lower than before) and return it.
+
+        ``now`` is the current time and ``rtt`` the smoothed RTT, both in seconds.  Send the
+        result to the peer (MAX_STREAM_DATA / MAX_DATA).
+        """
+        return self.update_c(now, rtt)
+
+    @property
+    def limit(self):
+        """The advertised limit: the peer may send bytes up to this absolute offset."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, uint64_t value):
+        if value < self._limit:
+            raise ValueError("a flow-control limit can only grow (RFC 9000 §4.1)")
+        self._limit = value
+
+    @property
+    def window(self):
+        """Current window size (grows by auto-tuning up to ``maximum``)."""
+        return self._window
+
+    @property
+    def maximum(self):
+        return self._maximum
+
+    @property
+    def consumed(self):
+        """Total bytes consumed so far."""
+        return self._consumed
+
+    def __repr__(self):
+        return "FlowWindow(limit=%d, window=%d, maximum=%d, consumed=%d)" % (
+            self._limit, self._window, self._maximum, self._consumed)
+
+
+# ---------------------------------------------------------------------- send side
+
+cdef class SendStream:
+    """Our half of a stream: message framing, send buffer, retransmission and FIN state.
+
+    ``SendStream(stream_id, max_buffer=16 MiB)``; ``max_buffer`` bounds the bytes held (written
+    but not yet acknowledged as a contiguous prefix), 0 = unlimited.
+
+    Typical use: ``write_message()`` (or ``begin_message()`` + ``write_partial()``), then the
+    connection repeatedly calls ``next_chunk()`` to fill STREAM frames and reports each sent
+    frame's fate with ``on_acked()`` / ``on_lost()``.  ``finish()`` closes the stream with a
+    FIN; ``reset()`` abandons it (the connection then sends RESET_STREAM).
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._buf = NULL
+        self._cap = 0
+        self._head = 0
+
+    def __init__(self, uint64_t stream_id, max_buffer=DEFAULT_SEND_BUFFER):
+        if stream_id > VARINT_MAX:
+            raise ValueError("stream id out of range")
+        if max_buffer < 0:
+            raise ValueError("max_buffer must be >= 0")
+        self.stream_id = stream_id
+        self._max_buffer = max_buffer
+        self._acked = RangeSet()
+        self._retx = RangeSet()
+        self._inflight = RangeSet()
+
+    def __dealloc__(self):
+        if self._buf is not NULL:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+
+    # ------------------------------------------------------------------ buffer management
+
+    cdef int _check_writable(self, uint64_t n) except -1:
+        if self._reset:
+            raise ValueError("stream was reset")
+        if self._finished:
+            raise ValueError("stream was finished")
+        if self._write_offset + n > VARINT_MAX:
+            raise ValueError("stream offset would exceed 2**62-1")
+        if self._max_buffer and (self._write_offset - self._base) + n > self._max_buffer:
+            raise BufferError("send buffer full (%d of %d bytes held)" % (
+                self._write_offset - self._base, self._max_buffer))
+        return 0
+
+    cdef int _append(self, const uint8_t* data, Py_ssize_t n) except -1:
+        """Copy ``n`` bytes to the end of the buffer (capacity checked by the caller's limits)."""
+        cdef Py_ssize_t used = <Py_ssize_t>(self._write_offset - self._base)
+        cdef Py_ssize_t need = used + n, cap
+        cdef uint8_t* mem
+        if n <= 0:
+            return 0
+        if self._head + need > self._cap:
+            if self._head and self._head >= used:
+                # At least half of the occupied region is acknowledged: compact.
+                if used:
+                    memmove(self._buf, self._buf + self._head, <size_t>used)
+                self._head = 0
+            if self._head + need > self._cap:
+                cap = self._cap * 2
+                if cap < self._head + need:
+                    cap = self._head + need
+                if cap < 256:
+                    cap = 256
+                mem = <uint8_t*>PyMem_Realloc(self._buf, <size_t>cap)
+                if mem is NULL:
+                    raise MemoryError()
+                self._buf = mem
+                self._cap = cap
+        memcpy(self._buf + self._head + used, data, <size_t>n)
+        self._write_offset += <uint64_t>n
+        return 0
+
+    cdef void _drop_acked_prefix(self) noexcept:
+        """Advance ``_base`` to the acknowledged prefix, releasing the bytes below it."""
+        cdef uint64_t prefix
+        if self._acked.count() == 0 or self._acked.start_at(0) != 0:
+            return
+        prefix = self._acked.stop_at(0)
+        if prefix <= self._base:
+            return
+        self._head += <Py_ssize_t>(prefix - self._base)
+        self._base = prefix
+        if self._base == self._write_offset:
+            self._head = 0
+            if self._cap > KEEP_IDLE_BUFFER:
+                PyMem_Free(self._buf)
+                self._buf = NULL
+                self._cap = 0
+
+    cdef const uint8_t* data_at(self, uint64_t offset) noexcept:
+        """Pointer to the buffered byte at absolute ``offset`` (``acked_offset <= offset``).
+
+        Valid until the next call that writes, acknowledges or resets.
+        """
+        return self._buf + self._head + <Py_ssize_t>(offset - self._base)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_message(self, data):
+        """Append one message (``varint(len) || data``) and return the bytes appended.
+
+        ``data`` is any C-contiguous buffer (bytes, bytearray, memoryview, numpy array).
+        Raises ``ValueError`` after ``finish()``/``reset()`` or while a message opened with
+        ``begin_message()`` is incomplete, and ``BufferError`` when the message does not fit in
+        ``max_buffer`` (see ``writable``).  Call ``next_chunk()`` afterwards to send it.
+        """
+        cdef Py_buffer view
+        cdef uint8_t prefix[8]
+        cdef int size
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if self._msg_remaining:
+                raise ValueError("the previous message is incomplete (%d bytes owed)" % self._msg_remaining)
+            size = _varint_size(<uint64_t>view.len)
+            self._check_writable(<uint64_t>(view.len + size))
+            _varint_put(prefix, <uint64_t>view.len, size)
+            self._append(prefix, size)
+            self._append(<const uint8_t*>view.buf, view.len)
+            return size + view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    def begin_message(self, uint64_t length):
+        """Start a message of ``length`` bytes whose body follows in ``write_partial()`` calls.
+
+        For messages larger than the send buffer: write the body piece by piece as space frees
+        up.  Returns the prefix size.  No other message may be written until the body is done.
+        """
+        cdef uint8_t prefix[8]
+        cdef int size
+        if self._msg_remaining:
+            raise ValueError("the previous message is incomplete (%d bytes owed)" % self._msg_remaining)
+        if length > VARINT_MAX:
+            raise ValueError("message length out of range")
+        size = _varint_size(length)
+        self._check_writable(size)
+        if self._write_offset + size + length > VARINT_MAX:
+            raise ValueError("stream offset would exceed 2**62-1")
+        _varint_put(prefix, length, size)
+        self._append(prefix, size)
+        self._msg_remaining = length
+        return size
+
+    def write_partial(self, data):
+        """Append body bytes of the message opened by ``begin_message()``; returns their count.
+
+        Raises ``ValueError`` if ``data`` is longer than what the message still owes.
+        """
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if <uint64_t>view.len > self._msg_remaining:
+                raise ValueError("more bytes than the message length announced")
+            self._check_writable(<uint64_t>view.len)
+            self._append(<const uint8_t*>view.buf, view.len)
+            self._msg_remaining -= <uint64_t>view.len
+            return view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    def finish(self):
+        """Mark the end of the stream (FIN after the last written byte); no more writes.
+
+        Idempotent.  Raises ``ValueError`` after ``reset()`` or inside an incomplete message.
+        """
+        if self._reset:
+            raise ValueError("stream was reset")
+        if self._finished:
+            return
+        if self._msg_remaining:
+            raise ValueError("the current message is incomplete (%d bytes owed)" % self._msg_remaining)
+        self._finished = True
+        self._fin_pending = True
+        self._final_size = self._write_offset
+
+    def reset(self, uint64_t error_code):
+        """Abandon the stream: drop all buffered data and return the final size.
+
+        The final size is the highest offset ever sent (RFC 9000 §4.5); the connection sends
+        RESET_STREAM(stream_id, error_code, final_size).  Later calls return the same value.
+        """
+        if self._reset:
+            return self._final_size
+        self._reset = True
+        self._reset_code = error_code
+        self._final_size = self._offset_sent
+        self._fin_pending = False
+        self._retx.clear_c()
+        self._inflight.clear_c()
+        self._inflight_bytes = 0
+        self._msg_remaining = 0
+        if self._buf is not NULL:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+        self._cap = 0
+        self._head = 0
+        return self._final_size
+
+    # ------------------------------------------------------------------ sending
+
+    cdef int next_chunk_c(self, Py_ssize_t max_len, uint64_t flow_limit, uint64_t* offset,
+                          Py_ssize_t* length, bint* fin) except -1:
+        """C version of ``next_chunk``: returns 1 and fills the outputs, or 0 if nothing to send.
+
+        Read the bytes with ``data_at(offset[0])`` before mutating the stream again.
+        """
+        cdef uint64_t start, stop, n
+        if self._reset:
+            return 0
+        if max_len > 0 and self._retx.count():
+            # Retransmissions first, lowest offset first (RFC 9000 §13.3).
+            start = self._retx.start_at(0)
+            stop = self._retx.stop_at(0)
+            n = stop - start
+            if n > <uint64_t>max_len:
+                n = <uint64_t>max_len
+            self._retx.subtract_range(start, start + n)
+            self._inflight_bytes += n - self._inflight.overlap(start, start + n)
+            self._inflight.add_range(start, start + n)
+            self._bytes_retransmitted += n
+            offset[0] = start
+            length[0] = <Py_ssize_t>n
+            fin[0] = self._finished and start + n == self._write_offset and not self._fin_acked
+            if fin[0]:
+                self._fin_pending = False
+                self._fin_sent = True
+            return 1
+        if max_len > 0 and self._write_offset > self._offset_sent and flow_limit > self._offset_sent:
+            start = self._offset_sent
+            n = self._write_offset - start
+            if n > <uint64_t>max_len:
+                n = <uint64_t>max_len
+            if n > flow_limit - start:
+                n = flow_limit - start
+            self._offset_sent = start + n
+            self._inflight_bytes += n
+            self._inflight.add_range(start, start + n)
+            offset[0] = start
+            length[0] = <Py_ssize_t>n
+            fin[0] = self._finished and start + n == self._write_offset and not self._fin_acked
+            if fin[0]:
+                self._fin_pending = False
+                self._fin_sent = True
+            return 1
+        if self._fin_pending and self._offset_sent == self._write_offset:
+            offset[0] = self._write_offset
+            length[0] = 0
+            fin[0] = True
+            self._fin_pending = False
+            self._fin_sent = True
+            return 1
+        return 0
+
+    def next_chunk(self, Py_ssize_t max_len, uint64_t flow_limit):
+        """Pick the next bytes for a STREAM frame and mark them in flight.
+
+        Returns ``(offset, data: bytes, fin)`` or ``None``.  Lost ranges go first (lowest offset
+        first, not limited by flow control: they were within credit when first sent), then new
+        data with ``offset + len(data) <= flow_limit`` (pass the smaller of the stream's and the
+        connection's credit as an absolute stream offset), then a FIN-only chunk (empty data)
+        once everything else is sent.  At most ``max_len`` data bytes.  Record the frame and
+        later call ``on_acked()`` or ``on_lost()`` with ``(offset, len(data), fin)``.
+        """
+        cdef uint64_t offset
+        cdef Py_ssize_t length
+        cdef bint fin
+        if not self.next_chunk_c(max_len, flow_limit, &offset, &length, &fin):
+            return None
+        if length:
+            data = PyBytes_FromStringAndSize(<const char*>self.data_at(offset), length)
+        else:
+            data = b""
+        return (offset, data, fin)
+
+    # ------------------------------------------------------------------ feedback
+
+    cdef int on_acked_c(self, uint64_t offset, uint64_t length, bint fin) except -1:
+        cdef uint64_t stop = offset + length
+        if self._reset:
+            return 0
+        if stop > self._offset_sent or stop < offset:
+            raise ValueError("acknowledged range [%d, %d) was never sent" % (offset, stop))
+        if length:
+            self._inflight_bytes -= self._inflight.overlap(offset, stop)
+            self._inflight.subtract_range(offset, stop)
+            self._retx.subtract_range(offset, stop)
+            self._acked.add_range(offset, stop)
+            self._drop_acked_prefix()
+        if fin and self._finished:
+            self._fin_acked = True
+            self._fin_pending = False
+        return 0
+
+    cdef int on_lost_c(self, uint64_t offset, uint64_t length, bint fin) except -1:
+        cdef uint64_t stop = offset + length, pos, a, b
+        cdef Py_ssize_t i, n
+        if self._reset:
+            return 0
+        if stop > self._offset_sent or stop < offset:
+            raise ValueError("lost range [%d, %d) was never sent" % (offset, stop))
+        if length:
+            self._inflight_bytes -= self._inflight.overlap(offset, stop)
+            self._inflight.subtract_range(offset, stop)
+            # Queue the parts not acknowledged meanwhile (RFC 9000 §13.3: data acknowledged in
+            # any packet is never sent again).
+            pos = offset
+            n = self._acked.count()
+            i = 0
+            while i < n and pos < stop:
+                a = self._acked.start_at(i)
+                b = self._acked.stop_at(i)
+                i += 1
+                if b <= pos:
+                    continue
+                if a >= stop:
+                    break
+                if a > pos:
+                    self._retx.add_range(pos, a)
+                pos = b
+            if pos < stop:
+                self._retx.add_range(pos, stop)
+        if fin and self._finished and not self._fin_acked:
+            self._fin_pending = True
+        return 0
+
+    def on_acked(self, uint64_t offset, uint64_t length, bint fin=False):
+        """A STREAM frame ``(offset, length, fin)`` sent by ``next_chunk()`` was acknowledged.
+
+        Frees the acknowledged prefix of the buffer.  Ignored after ``reset()``.
+        """
+        self.on_acked_c(offset, length, fin)
+
+    def on_lost(self, uint64_t offset, uint64_t length, bint fin=False):
+        """A STREAM frame was declared lost: its unacknowledged bytes (and FIN) are queued again."""
+        self.on_lost_c(offset, length, fin)
+
+    cdef bint has_pending_c(self) noexcept:
+        return not self._reset and (self._retx.count() != 0 or self._write_offset > self._offset_sent
+                                    or self._fin_pending)
+
+    def has_pending(self):
+        """True when ``next_chunk()`` has something to send, ignoring flow control."""
+        return self.has_pending_c()
+
+    def blocked_at(self, uint64_t flow_limit):
+        """True when new data waits but ``flow_limit`` is exhausted (send STREAM_DATA_BLOCKED)."""
+        return (not self._reset and self._write_offset > self._offset_sent
+                and self._offset_sent >= flow_limit)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def offset_sent(self):
+        """Highest offset ever sent (the new-data frontier)."""
+        return self._offset_sent
+
+    @property
+    def write_offset(self):
+        """Total bytes written (prefixes included)."""
+        return self._write_offset
+
+    @property
+    def acked_offset(self):
+        """End of the contiguous acknowledged prefix."""
+        return self._base
+
+    @property
+    def buffered(self):
+        """Bytes held in memory: written minus the acknowledged prefix (0 after reset)."""
+        return 0 if self._reset else self._write_offset - self._base
+
+    @property
+    def writable(self):
+        """Bytes ``write_message()`` may append now (prefix included); -1 if unlimited."""
+        if self._reset or self._finished:
+            return 0
+        if not self._max_buffer:
+            return -1
+        held = self._write_offset - self._base
+        return self._max_buffer - held if held < self._max_buffer else 0
+
+    @property
+    def max_buffer(self):
+        return self._max_buffer
+
+    @property
+    def bytes_in_flight(self):
+        """Bytes sent and neither acknowledged nor declared lost."""
+        return self._inflight_bytes
+
+    @property
+    def pending_new_bytes(self):
+        """Written bytes never sent yet."""
+        return 0 if self._reset else self._write_offset - self._offset_sent
+
+    @property
+    def pending_retransmit_bytes(self):
+        """Lost bytes waiting to be sent again."""
+        return self._retx.total_c()
+
+    @property
+    def is_finished(self):
+        """True once the FIN and every byte were acknowledged."""
+        return (self._finished and self._fin_acked and not self._reset
+                and self._base == self._write_offset)
+
+    @property
+    def fin_sent(self):
+        return self._fin_sent
+
+    @property
+    def fin_acked(self):
+        return self._fin_acked
+
+    @property
+    def is_closed_for_writing(self):
+        """True after ``finish()`` or ``reset()``."""
+        return self._finished or self._reset
+
+    @property
+    def is_reset(self):
+        return self._reset
+
+    @property
+    def reset_code(self):
+        """The error code given to ``reset()``, or None."""
+        return self._reset_code if self._reset else None
+
+    @property
+    def final_size(self):
+        """Final size once known (after ``finish()`` or ``reset()``), else -1."""
+        return self._final_size if (self._finished or self._reset) else -1
+
+    @property
+    def bytes_retransmitted(self):
+        return self._bytes_retransmitted
+
+    def __repr__(self):
+        return ("SendStream(id=%d, written=%d, sent=%d, acked=%d, in_flight=%d, fin=%s, reset=%s)"
+                % (self.stream_id, self._write_offset, self._offset_sent, self._base,
+                   self._inflight_bytes, self._finished, self._reset))
+
+
+# ---------------------------------------------------------------------- receive side
+
+cdef class RecvStream:
+    """The peer's half of a stream: reassembly, message delivery, flow control, final size.
+
+    ``RecvStream(stream_id, max_buffer, initial_window=0)``: the peer may send up to
+    ``max_offset`` (initially ``initial_window``, or ``max_buffer`` if 0); the window
+    auto-tunes up to ``max_buffer`` (see :class:`FlowWindow`).  Memory held never exceeds
+    ``max_offset - read_offset`` (at most ``max_buffer`` bytes).
+
+    Feed STREAM frames to ``insert()``, RESET_STREAM to ``reset()``; read with
+    ``read_message()``; after reads, if ``should_update_window()`` send MAX_STREAM_DATA with
+    ``next_window(now, rtt)``.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._buf = NULL
+        self._cap = 0
+        self._head = 0
+
+    def __init__(self, uint64_t stream_id, uint64_t max_buffer, uint64_t initial_window=0):
+        if stream_id > VARINT_MAX:
+            raise ValueError("stream id out of range")
+        if initial_window == 0:
+            initial_window = max_buffer
+        self.stream_id = stream_id
+        self._final_size = -1
+        self._msg_total = -1
+        self._recv = RangeSet()
+        self._fw = FlowWindow(initial_window, max_buffer)
+
+    def __dealloc__(self):
+        if self._buf is not NULL:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+
+    # ------------------------------------------------------------------ internals
+
+    cdef uint64_t _contiguous_end(self) noexcept:
+        if self._recv.count() and self._recv.start_at(0) == 0:
+            return self._recv.stop_at(0)
+        return 0
+
+    cdef int _ensure(self, uint64_t end) except -1:
+        """Make ``_buf`` cover absolute offsets up to ``end`` (``end <= max_offset``)."""
+        cdef Py_ssize_t need = <Py_ssize_t>(end - self._read_offset)
+        cdef Py_ssize_t span, cap, limit
+        cdef uint8_t* mem
+        if self._head + need <= self._cap:
+            return 0
+        if self._head:
+            # Compact: move everything stored above the read head to the front.
+            span = 0
+            if self._recv.count() and self._recv.stop_at(self._recv.count() - 1) > self._read_offset:
+                span = <Py_ssize_t>(self._recv.stop_at(self._recv.count() - 1) - self._read_offset)
+            if span:
+                memmove(self._buf, self._buf + self._head, <size_t>span)
+            self._head = 0
+            if need <= self._cap:
+                return 0
+        limit = <Py_ssize_t>(self._fw._limit - self._read_offset)
+        cap = self._cap * 2
+        if cap < 1024:
+            cap = 1024
+        if cap < need:
+            cap = need
+        if cap > limit:
+            cap = limit
+        mem = <uint8_t*>PyMem_Realloc(self._buf, <size_t>cap)
+        if mem is NULL:
+            raise MemoryError()
+        self._buf = mem
+        self._cap = cap
+        return 0
+
+    cdef void _consume(self, uint64_t n) noexcept:
+        """Advance the read head by ``n`` contiguous bytes."""
+        self._read_offset += n
+        self._head += <Py_ssize_t>n
+        self._fw.consumed_c(n)
+        if self._recv.stop_at(self._recv.count() - 1) <= self._read_offset:
+            # Nothing stored above the read head: restart at the front of the buffer.
+            self._head = 0
+
+    cdef int _peek_prefix(self, uint64_t* length, int* size) noexcept:
+        """Parse the length prefix at the read head; returns 0 if it is not complete yet."""
+        cdef uint64_t avail = self._contiguous_end() - self._read_offset
+        cdef int s
+        if self._contiguous_end() <= self._read_offset or self._buf is NULL:
+            return 0
+        s = 1 << (self._buf[self._head] >> 6)
+        if avail < <uint64_t>s:
+            return 0
+        length[0] = _varint_get(self._buf + self._head, s)
+        size[0] = s
+        return 1
+
+    # ------------------------------------------------------------------ input
+
+    cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1:
+        """C version of ``insert``; returns the increase of the highest received offset."""
+        cdef uint64_t end = offset + <uint64_t>n
+        cdef uint64_t s, a, b, old_highest = self._highest
+        cdef Py_ssize_t i, cnt
+        if offset > VARINT_MAX or end > VARINT_MAX:
+            raise ProtocolError("stream offset beyond 2**62-1", ErrorCode.FRAME_ENCODING_ERROR)
+        # Final size rules (RFC 9000 §4.5).
+        if self._final_size >= 0:
+            if end > <uint64_t>self._final_size:
+                raise ProtocolError("data beyond the final size", ErrorCode.FINAL_SIZE_ERROR)
+            if fin and end != <uint64_t>self._final_size:
+                raise ProtocolError("final size changed", ErrorCode.FINAL_SIZE_ERROR)
+        elif fin and end < self._highest:
+            raise ProtocolError("final size below data already received", ErrorCode.FINAL_SIZE_ERROR)
+        # Flow control (RFC 9000 §4.1).
+        if end > self._fw._limit:
+            raise ProtocolError("stream data beyond the flow-control limit",
+                                ErrorCode.FLOW_CONTROL_ERROR)
+        s = offset if offset > self._read_offset else self._read_offset
+        if not (self._reset or self._stopped) and end > s:
+            # Bytes already received and still buffered must match (RFC 9000 §2.2); bytes
+            # already read were released and cannot be compared.
+            cnt = self._recv.count()
+            i = 0
+            while i < cnt:
+                a = self._recv.start_at(i)
+                b = self._recv.stop_at(i)
+                i += 1
+                if b <= s:
+                    continue
+                if a >= end:
+                    break
+                if a < s:
+                    a = s
+                if b > end:
+                    b = end
+                if memcmp(self._buf + self._head + <Py_ssize_t>(a - self._read_offset),
+                          data + <Py_ssize_t>(a - offset), <size_t>(b - a)) != 0:
+                    raise ProtocolError("retransmitted stream data differs from the original",
+                                        ErrorCode.PROTOCOL_VIOLATION)
+            self._ensure(end)
+            memcpy(self._buf + self._head + <Py_ssize_t>(s - self._read_offset),
+                   data + <Py_ssize_t>(s - offset), <size_t>(end - s))
+            self._recv.add_range(s, end)
+        if fin:
+            self._final_size = <int64_t>end
+        if end > self._highest:
+            self._highest = end
+        return <int64_t>(self._highest - old_highest)
+
+    def insert(self, uint64_t offset, data, bint fin=False):
+        """Add the bytes of a STREAM frame at absolute ``offset``; returns the new-bytes count.
+
+        Handles reordering, overlaps and duplicates.  The result is how far the highest
+        received offset advanced (charge it to the connection-level flow control).  Raises
+        ``ProtocolError`` with FINAL_SIZE_ERROR (data past, or a change of, the final size),
+        FLOW_CONTROL_ERROR (beyond ``max_offset``) or PROTOCOL_VIOLATION (overlapping bytes
+        that differ from buffered ones; bytes already read are no longer compared).  After
+        ``reset()``/``stop()`` the checks still apply but nothing is stored.
+        """
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return self.insert_c(offset, <const uint8_t*>view.buf, view.len, fin)
+        finally:
+            PyBuffer_Release(&view)
+
+    def reset(self, uint64_t error_code, uint64_t final_size):
+        """Apply RESET_STREAM: check the final size, discard all data; returns new bytes.
+
+        The return value is how far the highest received offset advanced to ``final_size``
+        (charge it to connection-level flow control; the unread bytes ``final_size -
+        read_offset`` may also be credited back to the connection window).  Raises
+        ``ProtocolError`` FINAL_SIZE_ERROR on a contradiction, FLOW_CONTROL_ERROR if
+        ``final_size`` exceeds ``max_offset``.
+        """
+        cdef uint64_t old = self._highest
+        if self._final_size >= 0 and final_size != <uint64_t>self._final_size:
+            raise ProtocolError("final size changed", ErrorCode.FINAL_SIZE_ERROR)
+        if final_size < self._highest:
+            raise ProtocolError("final size below data already received", ErrorCode.FINAL_SIZE_ERROR)
+        if final_size > self._fw._limit:
+            raise ProtocolError("final size beyond the flow-control limit",
+                                ErrorCode.FLOW_CONTROL_ERROR)
+        self._final_size = <int64_t>final_size
+        self._highest = final_size
+        if not self._reset:
+            self._reset = True
+            self._reset_code = error_code
+            self._release()
+        return self._highest - old
+
+    def stop(self):
+        """The application stops reading (STOP_SENDING): release buffers, discard future data.
+
+        Later ``insert()`` calls still check flow control and the final size.
+        """
+        self._stopped = True
+        self._release()
+
+    def _release(self):
+        if self._buf is not NULL:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+        self._cap = 0
+        self._head = 0
+
+    # ------------------------------------------------------------------ reading
+
+    def next_message_info(self):
+        """``(total_len, available)`` for the message at the read head.
+
+        ``total_len`` is -1 while its length prefix is incomplete (``available`` is then 0);
+        ``available`` is how many of its unread body bytes are contiguous now.
+        """
+        cdef uint64_t length, avail
+        cdef int size
+        if self._reset or self._stopped:
+            return (-1, 0)
+        avail = self._contiguous_end() - self._read_offset
+        if self._msg_total >= 0:
+            return (self._msg_total, min(avail, self._msg_remaining))
+        if not self._peek_prefix(&length, &size):
+            return (-1, 0)
+        return (length, min(avail - <uint64_t>size, length))
+
+    def read_message(self, Py_ssize_t max_bytes):
+        """Read up to ``max_bytes`` of the current message: ``(data, end)`` or ``None``.
+
+        ``end`` is True when ``data`` completes the message; otherwise keep calling to get the
+        rest.  An empty message yields ``(b"", True)``.  ``None`` when nothing of the current
+        message is available yet.  Call ``should_update_window()`` after reading.
+        """
+        cdef uint64_t length, avail, n
+        cdef int size
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
+        if self._reset or self._stopped:
+            return None
+        if self._msg_total < 0:
+            if not self._peek_prefix(&length, &size):
+                return None
+            avail = self._contiguous_end() - self._read_offset - <uint64_t>size
+            if length == 0:
+                self._consume(size)
+                return (b"", True)
+            if avail == 0:
+                return None
+            self._consume(size)
+            self._msg_total = <int64_t>length
+            self._msg_remaining = length
+        avail = self._contiguous_end() - self._read_offset
+        if avail > self._msg_remaining:
+            avail = self._msg_remaining
+        if avail == 0:
+            return None
+        n = avail if avail < <uint64_t>max_bytes else <uint64_t>max_bytes
+        data = PyBytes_FromStringAndSize(<const char*>(self._buf + self._head), <Py_ssize_t>n)
+        self._consume(n)
+        self._msg_remaining -= n
+        if self._msg_remaining == 0:
+            self._msg_total = -1
+            return (data, True)
+        return (data, False)
+
+    def message_ready(self, Py_ssize_t max_bytes):
+        """True when ``read_message(max_bytes)`` would return a whole message, a message's end,
+        or exactly ``max_bytes`` bytes (so partial deliveries come in full-size pieces).
+        """
+        cdef uint64_t length, avail, want
+        cdef int size
+        if self._reset or self._stopped or max_bytes <= 0:
+            return False
+        avail = self._contiguous_end() - self._read_offset
+        if self._msg_total >= 0:
+            want = self._msg_remaining
+        else:
+            if not self._peek_prefix(&length, &size):
+                return False
+            avail -= <uint64_t>size
+            want = length
+        if want > <uint64_t>max_bytes:
+            want = <uint64_t>max_bytes
+        return avail >= want
+
+    def read(self, Py_ssize_t max_bytes):
+        """Raw contiguous bytes at the read head, ignoring message framing (tests, debugging).
+
+        Do not mix with ``read_message()`` on the same stream.
+        """
+        cdef uint64_t avail
+        if max_bytes <= 0 or self._reset or self._stopped:
+            return b""
+        avail = self._contiguous_end() - self._read_offset
+        if avail > <uint64_t>max_bytes:
+            avail = <uint64_t>max_bytes
+        if avail == 0:
+            return b""
+        data = PyBytes_FromStringAndSize(<const char*>(self._buf + self._head), <Py_ssize_t>avail)
+        self._consume(avail)
+        return data
+
+    # ------------------------------------------------------------------ flow control
+
+    def should_update_window(self):
+        """True when the application consumed half the window since the last MAX_STREAM_DATA."""
+        if self._reset or self._stopped or self._final_size >= 0:
+            # No credit is needed once the final size is known.
+            return False
+        return self._fw.should_update_c()
+
+    def next_window(self, double now, double rtt):
+        """Raise ``max_offset`` (auto-tuned, see FlowWindow) and return it for MAX_STREAM_DATA."""
+        return self._fw.update_c(now, rtt)
+
+    @property
+    def max_offset(self):
+        """Flow-control limit: the peer may send up to this offset.  Can only be raised."""
+        return self._fw._limit
+
+    @max_offset.setter
+    def max_offset(self, uint64_t value):
+        self._fw.limit = value
+
+    @property
+    def window(self):
+        """The FlowWindow object behind ``max_offset``."""
+        return self._fw
+
+    @property
+    def highest_offset(self):
+        """Largest ``offset + len`` received (or the final size from RESET_STREAM)."""
+        return self._highest
+
+    @property
+    def read_offset(self):
+        """Bytes consumed by the application, message prefixes included."""
+        return self._read_offset
+
+    @property
+    def readable(self):
+        """Contiguous bytes available at the read head (raw, prefixes included)."""
+        if self._reset or self._stopped:
+            return 0
+        return self._contiguous_end() - self._read_offset
+
+    @property
+    def buffered(self):
+        """Received bytes held in memory (beyond the read head)."""
+        if self._reset or self._stopped:
+            return 0
+        return self._recv.overlap(self._read_offset, self._highest)
+
+    @property
+    def allocated(self):
+        """Bytes of memory allocated for the reassembly buffer."""
+        return self._cap
+
+    @property
+    def final_size(self):
+        """Final size (from FIN or RESET_STREAM), or -1 while unknown."""
+        return self._final_size
+
+    @property
+    def data_complete(self):
+        """True when every byte up to the final size was received."""
+        return self._final_size >= 0 and self._contiguous_end() >= <uint64_t>self._final_size
+
+    @property
+    def is_finished(self):
+        """True when the FIN was received and all data was read."""
+        return (not self._reset and self._final_size >= 0
+                and self._read_offset == <uint64_t>self._final_size)
+
+    @property
+    def at_message_boundary(self):
+        """True when no message is partly read."""
+        return self._msg_total < 0
+
+    @property
+    def is_truncated(self):
+        """True when all data up to the final size arrived but ends inside a message.
+
+        The peer broke the message framing: the connection should treat it as a
+        PROTOCOL_VIOLATION.  Detected as soon as the data is complete, before reading.
+        """
+        cdef uint64_t length, final
+        cdef int size
+        if self._reset or self._stopped or not self.data_complete:
+            return False
+        final = <uint64_t>self._final_size
+        if self._msg_total >= 0:
+            return self._read_offset + self._msg_remaining > final
+        if self._read_offset == final:
+            return False
+        if not self._peek_prefix(&length, &size):
+            return True
+        return self._read_offset + <uint64_t>size + length > final
+
+    @property
+    def is_reset(self):
+        return self._reset
+
+    @property
+    def reset_code(self):
+        """Error code from RESET_STREAM, or None."""
+        return self._reset_code if self._reset else None
+
+    def __repr__(self):
+        return ("RecvStream(id=%d, read=%d, highest=%d, max_offset=%d, final=%d, reset=%s)"
+                % (self.stream_id, self._read_offset, self._highest, self._fw._limit,
+                   self._final_size, self._reset))

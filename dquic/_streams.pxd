@@ -77,5 +77,6 @@ cdef class RecvStream:
     cdef uint64_t _contiguous_end(self) noexcept
     cdef void _consume(self, uint64_t n) noexcept
     cdef int _peek_prefix(self, uint64_t* length, int* size) noexcept
+    cdef void _release(self) noexcept
 
     cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1

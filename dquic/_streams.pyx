@@ -815,7 +815,7 @@ cdef class RecvStream:
         self._stopped = True
         self._release()
 
-    def _release(self):
+    cdef void _release(self) noexcept:
         if self._buf is not NULL:
             PyMem_Free(self._buf)
             self._buf = NULL

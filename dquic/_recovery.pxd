@@ -1,0 +1,90 @@
+# Loss detection and RTT estimation (RFC 9002 §5, §6, Appendix A).
+from dquic._congestion cimport CongestionController
+
+cdef enum:
+    SPACE_HANDSHAKE = 0       # long-header packets
+    SPACE_APPLICATION = 1     # short-header packets
+    NUM_SPACES = 2
+
+
+cdef class SentPacket:
+    cdef public long long packet_number
+    cdef public int space
+    cdef public double time_sent
+    cdef public Py_ssize_t sent_bytes
+    cdef public bint ack_eliciting
+    cdef public bint in_flight
+    cdef public bint is_probe
+    cdef public object frames     # opaque to recovery: what the connection must retransmit/confirm
+
+
+cdef class RttEstimator:
+    cdef public double latest_rtt
+    cdef public double smoothed_rtt
+    cdef public double rttvar
+    cdef public double min_rtt
+    cdef public double initial_rtt
+    cdef public bint has_sample
+    cpdef void update(self, double latest_rtt, double ack_delay, double max_ack_delay,
+                      bint handshake_confirmed)
+    cpdef double pto_base(self, double granularity)
+    cpdef void reset(self)
+
+
+cdef class _Space:
+    cdef list slots               # slots[i] holds packet number base + i (None once gone)
+    cdef Py_ssize_t head          # slots[:head] are all gone
+    cdef long long base
+    cdef long long largest_sent
+    cdef long long largest_acked
+    cdef double loss_time         # 0 < loss_time: earliest time-threshold loss (else -1)
+    cdef double time_of_last_ack_eliciting
+    cdef Py_ssize_t ack_eliciting_in_flight
+    cdef Py_ssize_t bytes_in_flight
+    cdef Py_ssize_t outstanding   # SentPacket objects still held
+    cdef Py_ssize_t not_in_flight # ... of which not in flight (ACK-only)
+    cdef dict lost                # packet number -> time declared lost (spurious detection)
+    cdef bint discarded
+
+
+cdef class Recovery:
+    cdef public CongestionController congestion
+    cdef public RttEstimator rtt
+    cdef public double max_ack_delay
+    cdef public int packet_threshold
+    cdef public double time_threshold
+    cdef public double granularity
+    cdef public int persistent_congestion_threshold
+    cdef public bint handshake_confirmed
+    cdef public int pto_count
+    cdef public int probes_needed
+    cdef public Py_ssize_t max_lost_tracked
+    cdef public Py_ssize_t max_tracked
+    cdef public double first_rtt_sample_time
+    # statistics
+    cdef public long long packets_sent
+    cdef public long long packets_acked
+    cdef public long long packets_lost
+    cdef public long long bytes_lost
+    cdef public long long spurious_losses
+    cdef public long long persistent_congestions
+    cdef public long long pto_expirations
+    cdef _Space _sp0
+    cdef _Space _sp1
+
+    cdef inline _Space _space(self, int space)
+    cpdef void on_packet_sent(self, SentPacket pkt)
+    cpdef tuple on_ack_received(self, int space, object ranges, double ack_delay, double now)
+    cpdef object get_loss_detection_timer(self)
+    cpdef tuple on_loss_detection_timeout(self, double now)
+    cpdef void discard_space(self, int space)
+    cpdef long long largest_acked(self, int space)
+    cpdef long long largest_sent(self, int space)
+    cdef list _detect_lost(self, _Space sp, double now)
+    cdef void _on_lost(self, _Space sp, list lost, double now)
+    cdef bint _persistent(self, _Space sp, list lost)
+    cdef void _compact(self, _Space sp)
+    cdef void _evict_not_in_flight(self, _Space sp)
+    cdef double _pto_time(self, int* out_space)
+    cdef void _prune_lost(self, _Space sp, double now)
+    cdef void _check_spurious(self, _Space sp, list rl, double now)

@@ -1,0 +1,105 @@
+"""Connection configuration: every tunable of a connection in one place.
+
+A ``Configuration`` is plain data. The endpoint copies it into each connection it creates; the
+transport parameters a connection announces to its peer (PROTOCOL.md, "Transport parameters") are
+derived from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, List, Optional
+
+__all__ = ["Configuration"]
+
+
+@dataclass
+class Configuration:
+    """Options of one connection (and defaults for an endpoint's connections).
+
+    Sizes are bytes, times are seconds.
+    """
+
+    #: True for the side that opens the connection.
+    is_client: bool = True
+    #: Length of the connection IDs this side issues (the peer puts them in short headers).
+    connection_id_length: int = 8
+    #: Largest UDP payload this side sends (and announces it can receive).
+    max_datagram_size: int = 1200
+    #: Idle timeout; the effective value is the smaller of both sides' (0 disables on this side).
+    idle_timeout: float = 30.0
+    #: The handshake must complete within this time or the connection fails.
+    handshake_timeout: float = 10.0
+    #: Send a PING when nothing ack-eliciting was sent for this long (None: no keep-alive).
+    keep_alive: Optional[float] = None
+    #: Longest time this side delays an ACK (RFC 9002 max_ack_delay).
+    max_ack_delay: float = 0.025
+    #: Exponent scaling the ACK Delay field (RFC 9000 §18.2).
+    ack_delay_exponent: int = 3
+    #: Initial RTT estimate before any sample (RFC 9002 §6.2.2).
+    initial_rtt: float = 0.1
+    #: Connection-level receive window: initial and auto-tuning maximum.
+    initial_max_data: int = 1 << 20
+    max_data_window: int = 24 << 20
+    #: Per-stream receive window: initial and auto-tuning maximum.
+    initial_max_stream_data: int = 256 << 10
+    max_stream_data_window: int = 16 << 20
+    #: Stream ids the peer may open (cumulative; raised as streams close).
+    max_streams: int = 1024
+    #: Bounds on ACK bookkeeping: ranges remembered, ranges sent per ACK frame.
+    max_ack_ranges: int = 64
+    ack_ranges_per_frame: int = 32
+    #: Send an ACK after this many ack-eliciting packets (or max_ack_delay).
+    ack_eliciting_threshold: int = 2
+    #: Congestion controller name ("cubic", "newreno") or a CongestionController factory.
+    congestion_control: Any = "cubic"
+    #: Pace packets over the RTT instead of sending window-sized bursts.
+    pacing: bool = True
+    #: How many of the peer's connection IDs this side stores.
+    active_connection_id_limit: int = 4
+    #: Largest DATAGRAM frame accepted (0 disables unreliable datagrams).
+    max_datagram_frame_size: int = 1200
+    #: Unreliable datagrams queued for sending at most (older ones are dropped as lost).
+    max_datagram_queue: int = 256
+    #: Bytes of application data a connection buffers for sending (back-pressure above this).
+    max_send_buffer: int = 64 << 20
+    #: Security (see PROTOCOL.md "Handshake and keys"): our static key pair, trusted peer keys,
+    #: a pinned server key for clients, and an optional pre-shared key.
+    identity: Any = None
+    trusted_peers: Optional[List[bytes]] = None
+    server_key: Optional[bytes] = None
+    psk: Optional[bytes] = None
+    #: Packet protection: False only for tests and benchmarks of the bare transport.
+    encryption: bool = True
+    #: AEAD for packet protection: "ChaChaPoly" or "AESGCM".
+    cipher: str = "ChaChaPoly"
+    #: Packets sealed under one key before a key update is started automatically.
+    key_update_interval: int = 1 << 23
+    #: Directory for qlog traces (None: no tracing).
+    qlog_dir: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    def copy(self, **changes: Any) -> "Configuration":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise ValueError for settings no connection can work with."""
+        if not 0 <= self.connection_id_length <= 20:
+            raise ValueError("connection_id_length must be 0..20")
+        if self.connection_id_length < 4 and not self.is_client:
+            raise ValueError("a server needs connection IDs of at least 4 bytes to route packets")
+        if not 1200 <= self.max_datagram_size <= 65527:
+            raise ValueError("max_datagram_size must be 1200..65527")
+        if self.max_ack_delay < 0 or self.max_ack_delay >= 2 ** 14 / 1000:
+            raise ValueError("max_ack_delay out of range")
+        if not 0 <= self.ack_delay_exponent <= 20:
+            raise ValueError("ack_delay_exponent must be 0..20")
+        for name in ("initial_max_data", "initial_max_stream_data", "max_streams"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.max_data_window < self.initial_max_data:
+            raise ValueError("max_data_window must be >= initial_max_data")
+        if self.max_stream_data_window < self.initial_max_stream_data:
+            raise ValueError("max_stream_data_window must be >= initial_max_stream_data")
+        if self.active_connection_id_limit < 2:
+            raise ValueError("active_connection_id_limit must be >= 2")

@@ -1,0 +1,95 @@
+"""Events a connection reports to its driver through ``Connection.next_event()``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+__all__ = [
+    "Event",
+    "HandshakeCompleted",
+    "MessageReceived",
+    "StreamReset",
+    "StopSendingReceived",
+    "DatagramReceived",
+    "DatagramAcknowledged",
+    "DatagramLost",
+    "PathChanged",
+    "ConnectionTerminated",
+]
+
+
+class Event:
+    """Base class of connection events."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class HandshakeCompleted(Event):
+    """The handshake finished: application data flows. ``peer_key`` is the peer's static key, if
+    the pattern revealed one."""
+
+    peer_key: Optional[bytes] = None
+
+
+@dataclass(frozen=True)
+class MessageReceived(Event):
+    """Stream ``stream_id`` has readable message data (``Connection.read_message``). Reported once
+    per transition from nothing-readable to readable."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True)
+class StreamReset(Event):
+    """The peer abandoned its half of ``stream_id`` (RESET_STREAM)."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True)
+class StopSendingReceived(Event):
+    """The peer asked us to stop sending on ``stream_id``; our half was reset in answer."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True)
+class DatagramReceived(Event):
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DatagramAcknowledged(Event):
+    """The unreliable datagram with this id (from ``send_datagram``) was acknowledged."""
+
+    datagram_id: int
+
+
+@dataclass(frozen=True)
+class DatagramLost(Event):
+    """The unreliable datagram with this id was declared lost (or dropped from the queue)."""
+
+    datagram_id: int
+
+
+@dataclass(frozen=True)
+class PathChanged(Event):
+    """The peer's address changed (migration or NAT rebinding) and the new path was validated."""
+
+    old_addr: Tuple
+    new_addr: Tuple
+
+
+@dataclass(frozen=True)
+class ConnectionTerminated(Event):
+    """The connection ended. ``by_peer`` tells who closed; ``error_code`` 0 is a clean close; a
+    ``reason`` of "idle timeout" / "handshake timeout" marks timeouts."""
+
+    error_code: int
+    reason: str
+    by_peer: bool
+    application: bool = False
+    timeout: bool = False

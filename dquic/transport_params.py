@@ -1,0 +1,134 @@
+"""Transport parameters: the limits each side announces in the handshake (PROTOCOL.md §9).
+
+Encoded as a sequence of ``(id varint, length varint, value)`` entries as RFC 9000 §18; integer
+values are varints. Unknown ids are ignored, duplicates and malformed values are a
+TRANSPORT_PARAMETER_ERROR.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Dict, Optional
+
+from ._codec import decode_varint, encode_varint
+from .errors import ErrorCode, ProtocolError
+
+__all__ = ["TransportParameters"]
+
+# id -> (attribute, kind); kind "int" is a varint, "bytes" raw, "flag" zero-length
+_PARAMS = {
+    0x00: ("original_destination_connection_id", "bytes"),
+    0x01: ("max_idle_timeout", "int"),  # milliseconds
+    0x02: ("stateless_reset_token", "bytes"),
+    0x03: ("max_udp_payload_size", "int"),
+    0x04: ("initial_max_data", "int"),
+    0x05: ("initial_max_stream_data", "int"),
+    0x08: ("initial_max_streams", "int"),
+    0x0A: ("ack_delay_exponent", "int"),
+    0x0B: ("max_ack_delay", "int"),  # milliseconds
+    0x0C: ("disable_active_migration", "flag"),
+    0x0E: ("active_connection_id_limit", "int"),
+    0x0F: ("initial_source_connection_id", "bytes"),
+    0x10: ("retry_source_connection_id", "bytes"),
+    0x20: ("max_datagram_frame_size", "int"),
+}
+_BY_NAME = {name: (pid, kind) for pid, (name, kind) in _PARAMS.items()}
+MAX_ENCODED_SIZE = 1024
+
+
+@dataclass
+class TransportParameters:
+    original_destination_connection_id: Optional[bytes] = None
+    max_idle_timeout: int = 0
+    stateless_reset_token: Optional[bytes] = None
+    max_udp_payload_size: int = 65527
+    initial_max_data: int = 0
+    initial_max_stream_data: int = 0
+    initial_max_streams: int = 0
+    ack_delay_exponent: int = 3
+    max_ack_delay: int = 25
+    disable_active_migration: bool = False
+    active_connection_id_limit: int = 2
+    initial_source_connection_id: Optional[bytes] = None
+    retry_source_connection_id: Optional[bytes] = None
+    max_datagram_frame_size: int = 0
+
+    def encode(self) -> bytes:
+        """Serialise; fields at their default value are omitted."""
+        out = bytearray()
+        default = TransportParameters()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == getattr(default, f.name):
+                continue
+            pid, kind = _BY_NAME[f.name]
+            if kind == "int":
+                body = encode_varint(value)
+            elif kind == "flag":
+                body = b""
+            else:
+                body = bytes(value)
+            out += encode_varint(pid) + encode_varint(len(body)) + body
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "TransportParameters":
+        """Parse; raises ProtocolError(TRANSPORT_PARAMETER_ERROR) on any fault."""
+        err = ErrorCode.TRANSPORT_PARAMETER_ERROR
+        if len(data) > MAX_ENCODED_SIZE:
+            raise ProtocolError("transport parameters too long", err)
+        params = cls()
+        seen = set()
+        pos = 0
+        try:
+            while pos < len(data):
+                pid, pos = decode_varint(data, pos)
+                length, pos = decode_varint(data, pos)
+                if pos + length > len(data):
+                    raise ProtocolError("transport parameter length past the end", err)
+                body = bytes(data[pos : pos + length])
+                pos += length
+                if pid in seen:
+                    raise ProtocolError(f"duplicate transport parameter 0x{pid:x}", err)
+                seen.add(pid)
+                entry = _PARAMS.get(pid)
+                if entry is None:
+                    continue  # unknown parameters are ignored (RFC 9000 §7.4.2)
+                name, kind = entry
+                if kind == "int":
+                    value, used = decode_varint(body, 0)
+                    if used != len(body):
+                        raise ProtocolError(f"bad integer for transport parameter {name}", err)
+                elif kind == "flag":
+                    if body:
+                        raise ProtocolError(f"transport parameter {name} must be empty", err)
+                    value = True
+                else:
+                    value = body
+                setattr(params, name, value)
+        except ProtocolError as exc:
+            raise ProtocolError(str(exc), err) from None
+        params._check()
+        return params
+
+    def _check(self) -> None:
+        err = ErrorCode.TRANSPORT_PARAMETER_ERROR
+        if self.max_udp_payload_size < 1200:
+            raise ProtocolError("max_udp_payload_size below 1200", err)
+        if self.ack_delay_exponent > 20:
+            raise ProtocolError("ack_delay_exponent above 20", err)
+        if self.max_ack_delay >= 1 << 14:
+            raise ProtocolError("max_ack_delay too large", err)
+        if self.active_connection_id_limit < 2:
+            raise ProtocolError("active_connection_id_limit below 2", err)
+        if self.initial_max_streams > 1 << 60:
+            raise ProtocolError("initial_max_streams too large", err)
+        if self.stateless_reset_token is not None and len(self.stateless_reset_token) != 16:
+            raise ProtocolError("stateless_reset_token must be 16 bytes", err)
+        for name in ("original_destination_connection_id", "initial_source_connection_id",
+                     "retry_source_connection_id"):
+            value = getattr(self, name)
+            if value is not None and len(value) > 20:
+                raise ProtocolError(f"{name} longer than 20 bytes", err)
+
+    def as_dict(self) -> Dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

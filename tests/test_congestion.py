@@ -1,0 +1,388 @@
+"""Congestion controllers (NewReno, CUBIC + HyStart++), the pacer and the factory."""
+import heapq
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dquic import congestion
+from dquic._congestion import CongestionController, Cubic, NewReno, Pacer
+from dquic._recovery import APPLICATION, Recovery, SentPacket
+
+MDS = 1200
+INF = math.inf
+
+
+def ack(cc, nbytes, time_sent, now, sample=0.1, srtt=0.1, min_rtt=0.1):
+    cc.on_packets_acked(nbytes, time_sent, now, sample, srtt, min_rtt)
+
+
+def lose(cc, nbytes, time_sent, now):
+    cc.on_packets_lost(nbytes, now)
+    cc.on_congestion_event(time_sent, now)
+
+
+# ---------------------------------------------------------------- base class
+def test_defaults_and_window_queries():
+    cc = CongestionController()
+    assert cc.congestion_window == 10 * MDS and cc.minimum_window == 2 * MDS
+    assert cc.ssthresh == INF and not cc.in_recovery
+    assert cc.can_send(MDS) and cc.available() == 10 * MDS
+    for _ in range(10):
+        cc.on_packet_sent(MDS, 0.0)
+    assert not cc.can_send(1) and cc.available() == 0
+    cc.on_packet_discarded(MDS)
+    assert cc.bytes_in_flight == 9 * MDS and cc.can_send(MDS)
+    # RFC 9002 §7.2: min(10*mds, max(14720, 2*mds))
+    assert CongestionController(max_datagram_size=1500).congestion_window == 14720
+    with pytest.raises(ValueError):
+        CongestionController(max_datagram_size=100)
+    with pytest.raises(ValueError):
+        CongestionController(initial_window=MDS)          # below the minimum window
+
+
+# ---------------------------------------------------------------- NewReno
+def test_newreno_slow_start_doubles_per_round():
+    cc = NewReno()
+    for _ in range(10):
+        cc.on_packet_sent(MDS, 0.0)
+    ack(cc, 10 * MDS, 0.0, 0.1)
+    assert cc.congestion_window == 20 * MDS and cc.bytes_in_flight == 0
+
+
+def test_newreno_congestion_avoidance_one_mds_per_window():
+    cc = NewReno()
+    cc.on_packet_sent(MDS, 0.0)
+    lose(cc, MDS, 0.0, 0.1)
+    assert cc.congestion_window == 5 * MDS and cc.ssthresh == 5 * MDS
+    now = 0.2
+    for _ in range(5):           # one window acknowledged, in pieces
+        cc.on_packet_sent(MDS, now)
+        ack(cc, MDS, now, now + 0.1)
+    assert cc.congestion_window == 6 * MDS
+    assert not cc.in_recovery
+
+
+def test_newreno_one_reduction_per_round():
+    cc = NewReno(initial_window=40 * MDS)
+    for i in range(40):
+        cc.on_packet_sent(MDS, i * 0.001)
+    lose(cc, MDS, 0.005, 1.0)
+    assert cc.congestion_window == 20 * MDS and cc.in_recovery
+    lose(cc, MDS, 0.02, 1.01)            # sent before the recovery period began
+    assert cc.congestion_window == 20 * MDS and cc.congestion_events == 1
+    ack(cc, 5 * MDS, 0.03, 1.02)          # acks of old packets: no growth, still recovering
+    assert cc.congestion_window == 20 * MDS and cc.in_recovery
+    cc.on_packet_sent(MDS, 1.05)
+    ack(cc, MDS, 1.05, 1.15)              # a packet sent after recovery began: recovery ends
+    assert not cc.in_recovery
+    lose(cc, MDS, 1.1, 1.2)               # new round: reduce again
+    assert cc.congestion_window == 10 * MDS and cc.congestion_events == 2
+
+
+def test_newreno_persistent_congestion_and_app_limited():
+    cc = NewReno()
+    cc.on_persistent_congestion(1.0)
+    assert cc.congestion_window == cc.minimum_window
+    cc.is_app_limited = True
+    cc.on_packet_sent(MDS, 1.1)
+    ack(cc, MDS, 1.1, 1.2)
+    assert cc.congestion_window == cc.minimum_window
+    cc.is_app_limited = False
+    cc.on_packet_sent(MDS, 1.3)
+    ack(cc, MDS, 1.3, 1.4)
+    assert cc.congestion_window == cc.minimum_window + MDS
+
+
+def test_window_never_exceeds_maximum():
+    for cls in (NewReno, Cubic):
+        cc = cls(maximum_window=30 * MDS)
+        for i in range(10):
+            cc.on_packet_sent(10 * MDS, i)
+            ack(cc, 10 * MDS, i, i + 0.1)
+        assert cc.congestion_window == 30 * MDS
+
+
+# ---------------------------------------------------------------- CUBIC (RFC 9438)
+def _cubic_after_loss(w_max_pkts=100, **kw):
+    cc = Cubic(initial_window=w_max_pkts * MDS, hystart=False, **kw)
+    cc.on_packet_sent(MDS, 0.0)
+    lose(cc, MDS, 0.0, 0.0)
+    return cc
+
+
+def test_cubic_beta_reduction_and_k():
+    cc = _cubic_after_loss(100)
+    assert cc.congestion_window == pytest.approx(70 * MDS, abs=1)
+    assert cc.ssthresh == pytest.approx(70 * MDS)
+    assert cc.w_max == pytest.approx(100 * MDS)
+    cc.on_packet_sent(MDS, 0.01)
+    ack(cc, MDS, 0.01, 0.11)              # first ACK after recovery starts the epoch
+    assert cc.k == pytest.approx(((100 - 70) / 0.4) ** (1 / 3))
+
+
+def _drive_rounds(cc, start, rtt, rounds, record=None):
+    """Acknowledge one full window per RTT, acked in 10 pieces."""
+    now = start
+    for _ in range(rounds):
+        w = cc.congestion_window
+        piece = max(w // 10, 1)
+        for j in range(10):
+            cc.on_packet_sent(piece, now)
+            ack(cc, piece, now, now + rtt, rtt, rtt, rtt)
+        now += rtt
+        if record is not None:
+            record.append((now, cc.congestion_window))
+    return now
+
+
+def test_cubic_window_follows_cubic_function():
+    rtt = 0.1
+    cc = _cubic_after_loss(100, fast_convergence=False)
+    trace = []
+    _drive_rounds(cc, 0.0, rtt, 60, trace)
+    epoch = cc.epoch_start
+    k = cc.k
+    for now, w in trace[3:]:
+        t = now - epoch
+        expected = 0.4 * (t - k) ** 3 * MDS + 100 * MDS
+        # the window tracks W_cubic(t + RTT) from below, staying within a few datagrams
+        assert w == pytest.approx(max(expected, 70 * MDS), rel=0.08)
+    # plateau near W_max around t = K, then convex growth beyond
+    at_k = [w for now, w in trace if abs(now - epoch - k) < rtt]
+    assert at_k and all(abs(w - 100 * MDS) < 6 * MDS for w in at_k)
+    assert trace[-1][1] > 100 * MDS
+
+
+def test_cubic_reno_friendly_region():
+    # Tiny RTT: the Reno estimate W_est outgrows the cubic curve, and CUBIC follows W_est.
+    rtt = 0.001
+    cc = _cubic_after_loss(10)
+    _drive_rounds(cc, 0.0, rtt, 300)
+    t = 300 * rtt
+    assert cc.congestion_window > cc.w_cubic(t)
+    alpha = 3 * (1 - 0.7) / (1 + 0.7)
+    # W_est grows by alpha datagrams per round (alpha becomes 1 above W_max)
+    assert cc.congestion_window >= (7 + alpha * 290) * MDS * 0.9
+    assert cc.w_est == pytest.approx(cc.congestion_window, rel=0.02)
+
+
+def test_cubic_fast_convergence():
+    cc = _cubic_after_loss(100)
+    w1 = cc.congestion_window            # 70
+    cc.on_packet_sent(MDS, 0.5)
+    lose(cc, MDS, 0.5, 0.5)              # new loss before W_max regained
+    assert cc.w_max == pytest.approx(w1 * (1 + 0.7) / 2, rel=1e-3)
+    assert cc.congestion_window == pytest.approx(w1 * 0.7, abs=1)
+    nofc = _cubic_after_loss(100, fast_convergence=False)
+    nofc.on_packet_sent(MDS, 0.5)
+    lose(nofc, MDS, 0.5, 0.5)
+    assert nofc.w_max == pytest.approx(w1, abs=1)
+
+
+def test_cubic_minimum_window_and_persistent_congestion():
+    cc = Cubic(hystart=False)
+    for i in range(10):
+        cc.on_packet_sent(MDS, i)
+        lose(cc, MDS, i, i)
+    assert cc.congestion_window == cc.minimum_window
+    cc.on_persistent_congestion(20.0)
+    assert cc.congestion_window == cc.minimum_window and not cc.in_recovery
+
+
+# ---------------------------------------------------------------- HyStart++ (RFC 9406)
+def _hystart_rounds(cc, rtts, start=0.0):
+    """Each round: the window's worth of packets is acked in 10 ACKs with the given RTT."""
+    now = start
+    for rtt in rtts:
+        w = cc.congestion_window
+        piece = max(w // 10, 1)
+        for j in range(10):
+            cc.on_packet_sent(piece, now)
+            ack(cc, piece, now, now + rtt, rtt, rtt, rtt)
+        now += rtt
+    return now
+
+
+def test_hystart_enters_css_on_rtt_increase_and_exits_slow_start():
+    cc = Cubic()
+    t = _hystart_rounds(cc, [0.1] * 3)
+    assert not cc.in_css and cc.ssthresh == INF
+    w = cc.congestion_window
+    t = _hystart_rounds(cc, [0.13], t)   # +30 ms > max(4 ms, min(16 ms, 100/8 ms))
+    assert cc.in_css
+    grew = cc.congestion_window - w
+    assert grew < 0.9 * w                # growth slowed (divided by 4 once in CSS)
+    w = cc.congestion_window
+    t = _hystart_rounds(cc, [0.13], t)
+    assert cc.in_css and cc.congestion_window - w == pytest.approx(w / 4, rel=0.05)
+    _hystart_rounds(cc, [0.13] * 5, t)
+    assert not cc.in_css and cc.ssthresh != INF and cc.hystart_exits == 1
+    assert not cc.in_slow_start()
+
+
+def test_hystart_spurious_css_returns_to_slow_start():
+    cc = Cubic()
+    t = _hystart_rounds(cc, [0.1] * 3)
+    t = _hystart_rounds(cc, [0.13], t)
+    assert cc.in_css
+    t = _hystart_rounds(cc, [0.1], t)    # RTT fell below the CSS baseline
+    assert not cc.in_css and cc.ssthresh == INF
+    w = cc.congestion_window
+    _hystart_rounds(cc, [0.1], t)
+    assert cc.congestion_window >= 1.9 * w
+
+
+def test_hystart_disabled_keeps_slow_start():
+    cc = Cubic(hystart=False)
+    _hystart_rounds(cc, [0.1, 0.1, 0.1, 0.2, 0.2])
+    assert not cc.in_css and cc.ssthresh == INF and cc.congestion_window == 10 * MDS * 32
+
+
+def test_small_rtt_increase_does_not_trigger_css():
+    cc = Cubic()
+    _hystart_rounds(cc, [0.1, 0.1, 0.1, 0.103, 0.105])     # below the 12.5 ms threshold
+    assert not cc.in_css
+
+
+# ---------------------------------------------------------------- pacer (§7.7)
+def test_pacer_rate_and_spacing():
+    p = Pacer(max_datagram_size=MDS, burst_packets=10)
+    assert p.next_send_time(0.0) == 0.0                     # no rate yet: unpaced
+    p.update(100 * MDS, 0.1)
+    assert p.rate == pytest.approx(1.25 * 100 * MDS / 0.1)
+    p.update(100 * MDS, 0.1, True)
+    assert p.rate == pytest.approx(2.0 * 100 * MDS / 0.1)
+    p.update(100 * MDS, 0.1)
+    now = 1.0
+    sent_at = []
+    for _ in range(30):
+        t = p.next_send_time(now)
+        now = max(now, t)
+        p.on_sent(MDS, now)
+        sent_at.append(now)
+    assert sent_at[:10] == [1.0] * 10                       # initial burst
+    gaps = [b - a for a, b in zip(sent_at[10:], sent_at[11:])]
+    assert all(g == pytest.approx(MDS / p.rate) for g in gaps)
+
+
+def test_pacer_burst_limited_by_window_and_idle_refill():
+    p = Pacer(burst_packets=10)
+    p.update(4 * MDS, 0.1)
+    assert p.capacity == 4 * MDS
+    for _ in range(4):
+        assert p.next_send_time(0.0) == 0.0
+        p.on_sent(MDS, 0.0)
+    assert p.next_send_time(0.0) > 0.0
+    assert p.next_send_time(10.0) == 10.0                   # long idle: refilled, capped
+
+
+@given(st.integers(2, 1000), st.floats(0.001, 2.0), st.booleans())
+def test_pacer_average_rate_matches(cwnd_pkts, srtt, slow):
+    p = Pacer()
+    p.update(cwnd_pkts * MDS, srtt, slow)
+    now = 0.0
+    n = 200
+    first = None
+    for _ in range(n):
+        now = max(now, p.next_send_time(now))
+        p.on_sent(MDS, now)
+        first = now if first is None else first
+    # after the initial burst the average rate cannot exceed the configured rate
+    burst = p.capacity
+    assert (n * MDS - burst) <= p.rate * (now - first) * (1 + 1e-9) + MDS
+
+
+# ---------------------------------------------------------------- factory / plug-in
+def test_factory_and_registry():
+    assert isinstance(congestion.create_controller(), Cubic)
+    assert isinstance(congestion.create_controller("NewReno"), NewReno)
+    cc = congestion.create_controller("cubic", max_datagram_size=1400)
+    assert cc.max_datagram_size == 1400
+    with pytest.raises(ValueError):
+        congestion.create_controller("bbr")
+
+    class Fixed(CongestionController):
+        def on_congestion_event(self, time_sent, now):
+            pass
+
+    congestion.register("fixed-test", Fixed)
+    assert "fixed-test" in congestion.available_controllers()
+    fx = congestion.create_controller("fixed-test")
+    fx.on_packet_sent(MDS, 0.0)
+    lose(fx, MDS, 0.0, 0.1)
+    assert fx.congestion_window == 10 * MDS and fx.bytes_in_flight == 0
+    congestion.register("bad-test", lambda **kw: object())
+    with pytest.raises(TypeError):
+        congestion.create_controller("bad-test")
+
+
+# ---------------------------------------------------------------- fluid sanity check
+def _fluid(controller, seconds=30.0, rtt=0.05, rate=1.25e6, loss=0.01, seed=1):
+    """Recovery + controller over a drop-tail bottleneck with random loss; one ACK per packet
+    carrying the last few received ranges. Returns (recovery, controller, delivered_bytes, cwnds)."""
+    rng = random.Random(seed)
+    rec = Recovery(controller, max_ack_delay=0.0)
+    rec.handshake_confirmed = True
+    queue_limit = 2 * rate * rtt
+    link_free = 0.0
+    events = []            # (time, seq, kind, data)
+    seq = 0
+    now = 0.0
+    pn = 0
+    delivered = 0
+    received = []          # packet numbers received, most recent last
+    cwnds = []
+    timer = None
+    steps = 0
+    while now < seconds and steps < 400000:
+        steps += 1
+        # send while the window allows (probes bypass it)
+        while controller.can_send(MDS) and pn < 10**7:
+            pkt = SentPacket(pn, APPLICATION, now, MDS)
+            rec.on_packet_sent(pkt)
+            backlog = max(link_free - now, 0.0) * rate
+            if backlog + MDS <= queue_limit and rng.random() >= loss:
+                link_free = max(link_free, now) + MDS / rate
+                seq += 1
+                heapq.heappush(events, (link_free + rtt, seq, "ack", pn))
+            pn += 1
+        timer = rec.get_loss_detection_timer()
+        nxt = events[0][0] if events else math.inf
+        if timer is not None and timer < nxt:
+            now = timer
+            lost, probe = rec.on_loss_detection_timeout(now)
+            if probe >= 0:
+                for _ in range(rec.probes_needed):
+                    rec.on_packet_sent(SentPacket(pn, APPLICATION, now, MDS, is_probe=True))
+                    link_free = max(link_free, now) + MDS / rate
+                    seq += 1
+                    heapq.heappush(events, (link_free + rtt, seq, "ack", pn))
+                    pn += 1
+            continue
+        if not events:
+            break
+        now, _, _, got = heapq.heappop(events)
+        received.append(got)
+        del received[:-16]
+        ranges = sorted((p, p + 1) for p in set(received))
+        acked, lost = rec.on_ack_received(APPLICATION, ranges, 0.0, now)
+        delivered += sum(p.sent_bytes for p in acked)
+        cwnds.append(controller.congestion_window)
+    return rec, controller, delivered, cwnds
+
+
+@pytest.mark.parametrize("name", ["cubic", "newreno"])
+def test_fluid_sanity(name):
+    cc = congestion.create_controller(name)
+    rec, cc, delivered, cwnds = _fluid(cc)
+    bdp = 1.25e6 * 0.05
+    assert min(cwnds) >= cc.minimum_window
+    assert max(cwnds) <= 4 * bdp + 20 * MDS      # bounded by the path, not runaway
+    throughput = delivered / 30.0
+    assert throughput > 0.15 * 1.25e6, throughput
+    assert throughput <= 1.25e6 * 1.01
+    assert rec.packets_lost > 0 and rec.bytes_in_flight == cc.bytes_in_flight
+    assert rec.persistent_congestions == 0

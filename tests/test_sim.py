@@ -87,7 +87,8 @@ def test_serialization_delay_1500_bytes_at_12_mbit_is_1_ms():
 
 def test_bandwidth_idle_link_does_not_accumulate_backlog():
     # One 1500-byte datagram every 2 ms on a link that needs 1 ms each: no queueing.
-    net, sink = blast(LinkConfig(delay=0.0, bandwidth=12e6), count=4, size=1500, interval=0.002)
+    cfg = LinkConfig(delay=0.0, bandwidth=12e6)
+    net, sink = blast(cfg, count=4, size=1500, interval=0.002)
     times = [t for t, _, _ in sink.received]
     assert times == pytest.approx([0.001, 0.003, 0.005, 0.007], abs=1e-12)
     assert net.link_stats(A, B).max_queue_bytes == 1500
@@ -180,7 +181,7 @@ def test_gilbert_elliott_accepts_tuple_and_validates():
     assert GilbertElliott(0.0, 0.0, 1.0, 0.25).stationary_loss == 0.25
 
 
-# ---------------------------------------------------------------- reorder, jitter, duplicate, corrupt
+# ---------------------------------------------------- reorder, jitter, duplicate, corrupt
 
 
 def inversions(seqs):
@@ -815,3 +816,38 @@ def test_blast_node_payload_format():
     assert node.done and node.datagrams_to_send(0.0) == []
     with pytest.raises(ValueError):
         BlastNode(B, 1, size=4)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_shared_bottleneck(shared):
+    cfg = LinkConfig(delay=0.0, bandwidth=12e6)  # 1 ms per 1500-byte datagram
+    net = Network(seed=1)
+    sink = net.add_node(SinkNode(), B)
+    net.add_node(BlastNode(B, 10, size=1500), A)
+    net.add_node(BlastNode(B, 10, size=1500), C)
+    net.link(A, B, cfg)
+    net.link(C, B, cfg)
+    if shared:
+        net.share_bottleneck((A, B), (C, B))
+    net.run()
+    times = [t for t, _, _ in sink.received]
+    assert max(times) == pytest.approx(0.020 if shared else 0.010)
+    per_sender = [sum(1 for _, addr, _ in sink.received if addr == x) for x in (A, C)]
+    assert per_sender == [10, 10]
+    assert jain_fairness(per_sender) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        net.share_bottleneck((A, B))
+
+
+def test_shared_bottleneck_queue_limit_counts_both_flows():
+    cfg = LinkConfig(delay=0.0, bandwidth=12e6, queue_limit=4 * 1500)
+    net = Network(seed=1)
+    sink = net.add_node(SinkNode(), B)
+    net.add_node(BlastNode(B, 10, size=1500), A)
+    net.add_node(BlastNode(B, 10, size=1500), C)
+    net.link(A, B, cfg)
+    net.link(C, B, cfg)
+    net.share_bottleneck((A, B), (C, B))
+    net.run()
+    assert sink.count == 4
+    assert net.link_stats(A, B).dropped_queue + net.link_stats(C, B).dropped_queue == 16

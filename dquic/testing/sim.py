@@ -332,6 +332,17 @@ def _link_rng(seed: int, src: Address, dst: Address) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:16], "big"))
 
 
+class _Queue:
+    """A bottleneck's FIFO serialisation state (shared by links via ``share_bottleneck``)."""
+
+    __slots__ = ("busy_until", "items", "bytes")
+
+    def __init__(self) -> None:
+        self.busy_until = 0.0
+        self.items: deque = deque()  # (serialisation end time, size) of queued datagrams
+        self.bytes = 0
+
+
 class _Link:
     """One direction of a link: configuration, impairment state, bottleneck queue, counters."""
 
@@ -361,9 +372,7 @@ class _Link:
         "mtu",
         "blackholes",
         # bottleneck state
-        "busy_until",
-        "queue",
-        "queue_bytes",
+        "q",
         "last_arrival",
         # counters
         "sent",
@@ -390,9 +399,7 @@ class _Link:
         self.explicit = explicit
         self.rng = _link_rng(net.seed, src, dst)
         self.ge_bad = False
-        self.busy_until = 0.0
-        self.queue: deque = deque()
-        self.queue_bytes = 0
+        self.q = _Queue()
         self.last_arrival = 0.0
         self.sent = self.delivered = 0
         self.dropped_loss = self.dropped_queue = self.dropped_blackhole = 0
@@ -400,7 +407,7 @@ class _Link:
         self.duplicated = self.corrupted = self.reordered = 0
         self.bytes_sent = self.bytes_delivered = 0
         self.in_flight = 0
-        self.max_queue_bytes = 0
+        self.max_queue_bytes = 0  # high-water mark of the (possibly shared) queue seen by this link
         self.configure(config)
 
     def configure(self, config: LinkConfig) -> None:
@@ -489,23 +496,24 @@ class _Link:
         if bandwidth is not None:
             # Bottleneck: FIFO serialisation. Datagrams whose serialisation has finished by
             # ``now`` have left the queue.
-            queue = self.queue
-            while queue and queue[0][0] <= now:
-                self.queue_bytes -= queue.popleft()[1]
+            q = self.q
+            items = q.items
+            while items and items[0][0] <= now:
+                q.bytes -= items.popleft()[1]
             limit = self.queue_limit
-            if limit is not None and self.queue_bytes + n > limit:
+            if limit is not None and q.bytes + n > limit:
                 self.dropped_queue += 1
                 if trace is not None:
                     trace(now, EVENT_DROP_QUEUE, src, dst, n)
                 return
-            start = self.busy_until
+            start = q.busy_until
             if start < now:
                 start = now
             depart = start + n * 8.0 / bandwidth
-            self.busy_until = depart
-            queue.append((depart, n))
-            qbytes = self.queue_bytes + n
-            self.queue_bytes = qbytes
+            q.busy_until = depart
+            items.append((depart, n))
+            qbytes = q.bytes + n
+            q.bytes = qbytes
             if qbytes > self.max_queue_bytes:
                 self.max_queue_bytes = qbytes
         else:
@@ -518,7 +526,8 @@ class _Link:
         ge = self.ge
         if ge is not None:
             if self.ge_bad:
-                if ge.loss_in_bad >= 1.0 or (ge.loss_in_bad > 0.0 and rng.random() < ge.loss_in_bad):
+                p_loss = ge.loss_in_bad
+                if p_loss >= 1.0 or (p_loss > 0.0 and rng.random() < p_loss):
                     lost = True
                 if rng.random() < ge.p_bad_to_good:
                     self.ge_bad = False
@@ -706,6 +715,18 @@ class Network:
             else:
                 link.configure(cfg)
                 link.explicit = True
+
+    def share_bottleneck(self, *pairs: Tuple[Address, Address]) -> None:
+        """Make the listed ``(src, dst)`` link directions share one FIFO bottleneck queue, e.g.
+        several clients uploading to one server through the same access link, for fairness
+        tests. Each datagram is still serialised at its own link's ``bandwidth`` and checked
+        against its own ``queue_limit``, so give the shared links identical values for those.
+        Call before traffic flows (datagrams already queued on a link are forgotten)."""
+        if len(pairs) < 2:
+            raise ValueError("share_bottleneck needs at least two (src, dst) pairs")
+        shared = _Queue()
+        for src, dst in pairs:
+            self._get_link(_check_addr(src), _check_addr(dst)).q = shared
 
     def _get_link(self, src: Address, dst: Address) -> _Link:
         link = self._links.get((src, dst))

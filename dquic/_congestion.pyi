@@ -1,0 +1,93 @@
+"""Type stubs for dquic._congestion (congestion controllers and pacer)."""
+
+class CongestionController:
+    congestion_window: int
+    bytes_in_flight: int
+    ssthresh: float
+    max_datagram_size: int
+    initial_window: int
+    minimum_window: int
+    maximum_window: int
+    in_recovery: bool
+    recovery_start_time: float
+    is_app_limited: bool
+    congestion_events: int
+    persistent_congestion_events: int
+    def __init__(
+        self,
+        max_datagram_size: int = 1200,
+        initial_window: int | None = None,
+        minimum_window: int | None = None,
+        maximum_window: int | None = None,
+    ) -> None: ...
+    def on_packet_sent(self, sent_bytes: int, now: float) -> None: ...
+    def on_packets_acked(
+        self,
+        acked_bytes: int,
+        largest_time_sent: float,
+        now: float,
+        rtt_sample: float,
+        smoothed_rtt: float,
+        min_rtt: float,
+    ) -> None: ...
+    def on_packets_lost(self, lost_bytes: int, now: float) -> None: ...
+    def on_congestion_event(self, time_sent: float, now: float) -> None: ...
+    def on_persistent_congestion(self, now: float) -> None: ...
+    def on_packet_discarded(self, sent_bytes: int) -> None: ...
+    def on_spurious_congestion(self, now: float) -> None: ...
+    def can_send(self, size: int = 1200) -> bool: ...
+    def available(self) -> int: ...
+    def in_slow_start(self) -> bool: ...
+
+class NewReno(CongestionController): ...
+
+class Cubic(CongestionController):
+    c: float
+    beta: float
+    fast_convergence: bool
+    hystart: bool
+    w_max: float
+    k: float
+    epoch_start: float
+    cwnd_epoch: float
+    w_est: float
+    in_css: bool
+    css_rounds: int
+    css_baseline_min_rtt: float
+    last_round_min_rtt: float
+    current_round_min_rtt: float
+    rtt_sample_count: int
+    round_marker: float
+    hystart_exits: int
+    def __init__(
+        self,
+        max_datagram_size: int = 1200,
+        initial_window: int | None = None,
+        minimum_window: int | None = None,
+        maximum_window: int | None = None,
+        c: float = 0.4,
+        beta: float = 0.7,
+        fast_convergence: bool = True,
+        hystart: bool = True,
+    ) -> None: ...
+    def w_cubic(self, t: float) -> float: ...
+
+class Pacer:
+    max_datagram_size: int
+    burst_packets: float
+    gain: float
+    slow_start_gain: float
+    rate: float
+    capacity: float
+    tokens: float
+    last_time: float
+    def __init__(
+        self,
+        max_datagram_size: int = 1200,
+        burst_packets: float = 10.0,
+        gain: float = 1.25,
+        slow_start_gain: float = 2.0,
+    ) -> None: ...
+    def update(self, cwnd: int, srtt: float, slow_start: bool = False) -> None: ...
+    def next_send_time(self, now: float) -> float: ...
+    def on_sent(self, size: int, now: float) -> None: ...

@@ -170,6 +170,11 @@ def test_local_misuse_value_errors():
         a.sender.encrypt_packet(b"\x43\x00", b"abcd", 0)  # pn_len 4 > header
     with pytest.raises(ValueError):
         a.sender.encrypt_packet(short_header(0), b"abcd", 1 << 62)
+    with pytest.raises(ValueError):
+        a.sender.encrypt_packet(short_header(5), b"abcd", 6)  # header pn != packet_number
+    with pytest.raises(ValueError):
+        NullProtection().encrypt_packet(short_header(5), b"abcd", 6)
+    assert a.packets_sent_in_phase == 0
 
 
 @pytest.mark.parametrize("cipher", SUITES)

@@ -851,3 +851,16 @@ def test_shared_bottleneck_queue_limit_counts_both_flows():
     net.run()
     assert sink.count == 4
     assert net.link_stats(A, B).dropped_queue + net.link_stats(C, B).dropped_queue == 16
+
+
+def test_livelock_zero_delay_ping_pong():
+    # Two echo nodes bouncing a datagram over zero-delay links: time never advances.
+    net = Network(livelock_threshold=500)
+    net.add_node(EchoNode(record=False), B)
+    pinger = net.add_node(EchoNode(record=False), A)
+    pinger._out.append((b"ping", B))
+    net.link(A, B, LinkConfig(delay=0.0))
+    with pytest.raises(Livelock):
+        net.run(until=lambda: False)
+    assert net.now == 0.0
+    assert pinger.count == 250

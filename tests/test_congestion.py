@@ -386,3 +386,32 @@ def test_fluid_sanity(name):
     assert throughput <= 1.25e6 * 1.01
     assert rec.packets_lost > 0 and rec.bytes_in_flight == cc.bytes_in_flight
     assert rec.persistent_congestions == 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["cubic", "newreno"]),
+       st.lists(st.tuples(st.integers(0, 4), st.integers(1, 40), st.floats(0.001, 0.5)),
+                max_size=120))
+def test_controller_invariants(name, ops):
+    """Random event sequences keep the window within [minimum, maximum] and in-flight >= 0."""
+    cc = congestion.create_controller(name, maximum_window=500 * MDS)
+    now = 0.0
+    sent = []                       # send times of outstanding packets
+    for kind, n, dt in ops:
+        now += dt
+        if kind <= 1:
+            for _ in range(n):
+                cc.on_packet_sent(MDS, now)
+                sent.append(now)
+        elif kind == 2 and sent:
+            batch, sent = sent[:n], sent[n:]
+            cc.on_packets_acked(len(batch) * MDS, batch[-1], now, dt, dt, dt / 2)
+        elif kind == 3 and sent:
+            batch, sent = sent[:n], sent[n:]
+            cc.on_packets_lost(len(batch) * MDS, now)
+            cc.on_congestion_event(batch[-1], now)
+        elif kind == 4:
+            cc.on_persistent_congestion(now)
+        assert cc.minimum_window <= cc.congestion_window <= cc.maximum_window
+        assert cc.bytes_in_flight == len(sent) * MDS
+        assert cc.available() >= 0

@@ -438,3 +438,37 @@ def test_accounting_invariants(ops):
         inflight = sum(p.sent_bytes for p in out if p.in_flight)
         assert rec.bytes_in_flight == inflight == cc.bytes_in_flight
         assert len(out) + len(seen) == next_pn
+
+
+def test_loss_timer_takes_precedence_over_pto():
+    rec, _ = make()
+    send(rec, 0, 0.04)
+    send(rec, 1, 0.05)
+    send(rec, 2, 0.06)
+    rec.on_ack_received(APPLICATION, [(1, 2)], 0.0, 0.15)
+    t = rec.get_loss_detection_timer()
+    assert t == pytest.approx(0.04 + 9 / 8 * 0.1)     # loss time of packet 0, not a PTO
+    assert rec.loss_time(APPLICATION) == pytest.approx(t)
+    lost, probe = rec.on_loss_detection_timeout(t)
+    assert pns(lost) == [0] and probe == -1 and rec.pto_count == 0
+
+
+def test_sent_packet_defaults():
+    p = SentPacket(7, APPLICATION, 1.5, 1000, frames=("stream", 0))
+    assert p.in_flight and p.ack_eliciting and not p.is_probe and p.frames == ("stream", 0)
+    q = SentPacket(8, APPLICATION, 1.5, 50, ack_eliciting=False)
+    assert not q.in_flight
+    r = SentPacket(9, APPLICATION, 1.5, 1200, ack_eliciting=False, in_flight=True)
+    assert r.in_flight
+    with pytest.raises(ValueError):
+        SentPacket(-1, APPLICATION, 0.0, 1)
+
+
+def test_recovery_caps_ack_delay_once_confirmed():
+    rec, _ = make()
+    rec.handshake_confirmed = True
+    send(rec, 0, 0.0)
+    rec.on_ack_received(APPLICATION, [(0, 1)], 0.0, 0.1)
+    send(rec, 1, 1.0)
+    rec.on_ack_received(APPLICATION, [(0, 2)], 0.5, 1.3)     # delay capped at 25 ms
+    assert rec.rtt.smoothed_rtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.275)

@@ -458,7 +458,7 @@ cdef class Recovery:
     cdef list _detect_lost(self, _Space sp, double now):
         # RFC 9002 A.10: packet threshold (§6.1.1) and time threshold (§6.1.2).
         cdef list lost = []
-        cdef double loss_delay, lost_send_time, t
+        cdef double loss_delay, t
         cdef long long largest_acked = sp.largest_acked
         cdef Py_ssize_t i, end
         cdef object obj
@@ -472,7 +472,6 @@ cdef class Recovery:
         loss_delay *= self.time_threshold
         if loss_delay < self.granularity:
             loss_delay = self.granularity
-        lost_send_time = now - loss_delay
         end = <Py_ssize_t>(largest_acked - sp.base + 1)
         if end > len(sp.slots):
             end = len(sp.slots)
@@ -481,7 +480,9 @@ cdef class Recovery:
             if not isinstance(obj, SentPacket):
                 continue
             pkt = <SentPacket>obj
-            if (pkt.time_sent <= lost_send_time
+            # compare as time_sent + loss_delay <= now, the same expression that sets
+            # loss_time below, so a timer firing at loss_time always declares the loss
+            if (pkt.time_sent + loss_delay <= now
                     or largest_acked >= pkt.packet_number + self.packet_threshold):
                 sp.slots[i] = _LOST
                 _forget(sp, pkt)

@@ -472,3 +472,19 @@ def test_recovery_caps_ack_delay_once_confirmed():
     send(rec, 1, 1.0)
     rec.on_ack_received(APPLICATION, [(0, 2)], 0.5, 1.3)     # delay capped at 25 ms
     assert rec.rtt.smoothed_rtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.275)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.0, 1000.0), st.floats(0.001, 0.2), st.floats(0.0001, 0.5))
+def test_loss_timer_firing_always_declares_the_loss(t0, gap, rtt):
+    """The loss timer deadline and the time-threshold test use the same arithmetic, so a timer
+    fired exactly at its deadline declares the loss (no re-arm at the same instant)."""
+    rec, _ = make()
+    send(rec, 0, t0)
+    send(rec, 1, t0 + gap)
+    rec.on_ack_received(APPLICATION, [(1, 2)], 0.0, t0 + gap + rtt)
+    if rec.outstanding(APPLICATION):
+        deadline = rec.get_loss_detection_timer()
+        assert deadline == rec.loss_time(APPLICATION)
+        lost, probe = rec.on_loss_detection_timeout(deadline)
+        assert pns(lost) == [0] and probe == -1

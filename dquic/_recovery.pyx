@@ -240,6 +240,19 @@ cdef class Recovery:
         """True once ``discard_space(space)`` was called."""
         return self._space(space).discarded
 
+    def set_congestion_controller(self, CongestionController congestion not None,
+                                  bint reset_rtt=False):
+        """Replace the congestion controller (e.g. on a new network path, RFC 9000 §9.4).
+
+        The new controller takes over the current in-flight bytes so that later ACKs and losses
+        balance. With ``reset_rtt`` the RTT estimator starts over from ``initial_rtt`` too.
+        """
+        congestion.bytes_in_flight = self._sp0.bytes_in_flight + self._sp1.bytes_in_flight
+        self.congestion = congestion
+        if reset_rtt:
+            self.rtt.reset()
+            self.first_rtt_sample_time = -1.0
+
     # ------------------------------------------------------------------ sending
     cpdef void on_packet_sent(self, SentPacket pkt):
         """Record a packet just sent (RFC 9002 A.5). Packet numbers must increase per space.

@@ -488,3 +488,16 @@ def test_loss_timer_firing_always_declares_the_loss(t0, gap, rtt):
         assert deadline == rec.loss_time(APPLICATION)
         lost, probe = rec.on_loss_detection_timeout(deadline)
         assert pns(lost) == [0] and probe == -1
+
+
+def test_set_congestion_controller_transfers_in_flight():
+    rec, old = make()
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.0)
+    rec.on_ack_received(APPLICATION, [(0, 1)], 0.0, 0.1)
+    new = NewReno()
+    rec.set_congestion_controller(new, reset_rtt=True)
+    assert rec.congestion is new and new.bytes_in_flight == MDS
+    assert not rec.rtt.has_sample and rec.rtt.smoothed_rtt == pytest.approx(0.333)
+    rec.on_ack_received(APPLICATION, [(1, 2)], 0.0, 0.2)
+    assert new.bytes_in_flight == 0 and old.bytes_in_flight == MDS

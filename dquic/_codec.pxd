@@ -1,0 +1,68 @@
+# C-level interface of dquic._codec (wire format v1, see PROTOCOL.md).
+#
+# Other compiled modules `cimport` from here so that per-packet work never goes through
+# Python objects:
+#
+#     from dquic._codec cimport Buffer, pull_stream_frame_header, c_varint_size
+#
+# Every `c_pull_*` raises ProtocolError on truncated input (peer data); every `c_push_*`
+# raises ValueError when the write would pass the buffer's capacity (a local bug).
+from cpython.buffer cimport Py_buffer
+from libc.stdint cimport uint8_t, uint64_t
+
+cdef class Buffer:
+    cdef Py_buffer _view        # the exporter's buffer, held for the Buffer's lifetime
+    cdef bint _has_view
+    cdef object _obj            # wrapped object (or the bytearray allocated for writing)
+    cdef object _mv             # lazily created memoryview of _obj, for zero-copy slices
+    cdef unsigned char* _base   # start of the bytes
+    cdef Py_ssize_t _pos        # read/write position
+    cdef Py_ssize_t _size       # number of bytes available (capacity when writing)
+    cdef bint _writable
+
+    cdef int c_need(self, Py_ssize_t n) except -1
+    cdef int c_room(self, Py_ssize_t n) except -1
+    cdef const unsigned char* c_pull_ptr(self, Py_ssize_t n) except NULL
+    cdef unsigned char* c_push_ptr(self, Py_ssize_t n) except NULL
+    cdef int c_pull_uint(self, int nbytes, uint64_t* out) except -1
+    cdef int c_push_uint(self, uint64_t value, int nbytes) except -1
+    cdef int c_pull_varint(self, uint64_t* out) except -1
+    cdef int c_push_varint(self, uint64_t value) except -1
+    cdef int c_push_varint_fixed(self, uint64_t value, int nbytes) except -1
+    cdef int c_push_raw(self, const unsigned char* src, Py_ssize_t n) except -1
+    cdef int c_push_object(self, object data) except -1
+    cdef bytes c_pull_bytes(self, Py_ssize_t n)
+    cdef object c_pull_view(self, Py_ssize_t n)
+
+
+cdef class PacketHeader:
+    cdef readonly int packet_type
+    cdef readonly object version
+    cdef readonly bytes dcid
+    cdef readonly bytes scid
+    cdef readonly bytes token
+    cdef readonly object integrity_tag
+    cdef readonly object supported_versions
+    cdef readonly int first_byte
+    cdef readonly Py_ssize_t pn_offset
+    cdef readonly Py_ssize_t payload_end
+    cdef readonly bint is_long
+
+
+# Size in bytes of the minimal varint encoding of `value`; 0 if value >= 2**62.
+cdef int c_varint_size(uint64_t value) noexcept nogil
+
+# Parse one packet header at buf's position (PROTOCOL.md §4/§5); buf is left at pn_offset.
+cpdef PacketHeader pull_header(Buffer buf, Py_ssize_t short_dcid_len)
+
+# STREAM frame fast path. `frame_type` is the already-read type byte (0x08..0x0f); on return
+# buf is positioned at the first data byte and `length` is the data length (to the end of the
+# buffer when the LEN bit is clear). Checks length against the buffer and offset+length < 2**62.
+cdef int pull_stream_frame_header(Buffer buf, uint64_t frame_type, uint64_t* stream_id,
+                                  uint64_t* offset, uint64_t* length, bint* fin) except -1
+# Writes a STREAM frame header (LEN bit always set, OFF bit iff offset > 0); the caller then
+# writes exactly `length` data bytes.
+cdef int c_push_stream_frame_header(Buffer buf, uint64_t stream_id, uint64_t offset,
+                                    uint64_t length, bint fin) except -1
+cdef int c_stream_frame_header_size(uint64_t stream_id, uint64_t offset,
+                                    uint64_t length) noexcept nogil

@@ -138,7 +138,7 @@ class _Stream:
 
     def __init__(self, stream_id: int, config: Configuration, send_limit: int) -> None:
         self.stream_id = stream_id
-        self.send = SendStream(stream_id)
+        self.send = SendStream(stream_id, 0)  # unbounded here: drivers apply back-pressure
         # the receive half owns its auto-tuned flow-control window (MAX_STREAM_DATA)
         self.recv = RecvStream(stream_id, config.max_stream_data_window, config.initial_max_stream_data)
         self.send_limit = send_limit  # peer's MAX_STREAM_DATA for our half
@@ -771,7 +771,7 @@ class Connection:
             raise ProtocolError("packet without frames", ErrorCode.PROTOCOL_VIOLATION)
         while not buf.eof():
             frame = codec.pull_frame(buf)
-            ftype = frame.frame_type
+            ftype = frame.wire_type
             if long_header and ftype not in _HANDSHAKE_FRAMES:
                 raise ProtocolError(f"frame 0x{ftype:x} not allowed in a handshake packet",
                                     ErrorCode.PROTOCOL_VIOLATION, ftype)
@@ -876,6 +876,7 @@ class Connection:
         if self._handshake_confirmed or self._state < _ESTABLISHED:
             return
         self._handshake_confirmed = True
+        self._recovery.handshake_confirmed = True
         if not self.is_client:
             self._handshake_done_pending = True
         self._discard_space(SPACE_HANDSHAKE)
@@ -978,6 +979,16 @@ class Connection:
         for s in self._streams.values():
             if s.send.has_pending():
                 self._schedule(s)
+
+    def _on_data_blocked(self, space_id: int, frame: Any, now: float) -> None:
+        if self._recv_window.limit > frame.limit:
+            self._want_max_data = True  # our update was lost: repeat it
+
+    def _on_stream_data_blocked(self, space_id: int, frame: Any, now: float) -> None:
+        s = self._streams.get(frame.stream_id)
+        if s is not None and s.recv.max_offset > frame.limit and not s.recv.is_finished:
+            s.want_max_stream_data = True
+            self._schedule(s)
 
     def _on_ignore(self, space_id: int, frame: Any, now: float) -> None:
         """PADDING, PING and the BLOCKED frames need no action beyond acknowledgement."""
@@ -1116,6 +1127,7 @@ class Connection:
                 s = self._streams.get(item[1])
                 if s is not None and not s.recv.is_finished:
                     s.want_max_stream_data = True
+                    self._schedule(s)
             elif kind == "ms":
                 self._want_max_streams = True
             elif kind == "rs":
@@ -1189,13 +1201,10 @@ class Connection:
 
     def _reset_congestion(self) -> None:
         cc = self.config.congestion_control
-        in_flight = self._cc.bytes_in_flight
         new = cc(max_datagram_size=self.config.max_datagram_size) if callable(cc) else create_controller(
             cc, max_datagram_size=self.config.max_datagram_size)
-        new.bytes_in_flight = in_flight
         self._cc = new
-        self._recovery.set_congestion_controller(new) if hasattr(
-            self._recovery, "set_congestion_controller") else setattr(self._recovery, "congestion", new)
+        self._recovery.set_congestion_controller(new, reset_rtt=True)
 
     def change_address(self) -> None:
         """Client: after our local address changed, move to a fresh connection ID so the new
@@ -1384,7 +1393,8 @@ class Connection:
         # congestion control and pacing gate ack-eliciting packets (probes bypass: RFC 9002 §7.5)
         cc_ok = probe or self._cc.can_send(limit)
         if cc_ok and not probe and self._pacer is not None:
-            self._pacer.update(self._cc.congestion_window, self._recovery.rtt.smoothed_rtt)
+            self._pacer.update(self._cc.congestion_window, self._recovery.rtt.smoothed_rtt,
+                               self._cc.in_slow_start())
             t = self._pacer.next_send_time(now)
             if t > now:
                 cc_ok = False
@@ -1616,8 +1626,8 @@ _FRAME_HANDLERS: Dict[int, Callable] = {
     codec.FRAME_MAX_DATA: Connection._on_max_data,
     codec.FRAME_MAX_STREAM_DATA: Connection._on_max_stream_data,
     codec.FRAME_MAX_STREAMS: Connection._on_max_streams,
-    codec.FRAME_DATA_BLOCKED: Connection._on_ignore,
-    codec.FRAME_STREAM_DATA_BLOCKED: Connection._on_ignore,
+    codec.FRAME_DATA_BLOCKED: Connection._on_data_blocked,
+    codec.FRAME_STREAM_DATA_BLOCKED: Connection._on_stream_data_blocked,
     codec.FRAME_STREAMS_BLOCKED: Connection._on_ignore,
     codec.FRAME_NEW_CONNECTION_ID: Connection._on_new_connection_id,
     codec.FRAME_RETIRE_CONNECTION_ID: Connection._on_retire_connection_id,

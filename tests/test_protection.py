@@ -89,14 +89,16 @@ def test_rfc9001_aes_header_protection_vector():
 
 def test_rfc9001_chacha_short_header_packet_vector():
     """RFC 9001 A.5 end to end: nonce construction, AEAD with header AD, HP application."""
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from dquic._protection import _Keys
 
     a, b = pair("ChaChaPoly")
     key = bytes.fromhex("c6d98ff3441c3fe1b2182094f69caa2ed4b716b65488960a7a984979fb23e1c8")
-    iv = int.from_bytes(bytes.fromhex("e0459b3474bdd0e44a41c144"), "big")
-    hp = _HeaderProtection("ChaChaPoly", bytes.fromhex("25a282b9e82f06f21f488917a4fc8f1b73573685608597d0efcb076b0ab7a7a4"))
-    a._send.aead, a._send.iv, a._hp_send = ChaCha20Poly1305(key), iv, hp
-    b._recv.aead, b._recv.iv, b._hp_recv = ChaCha20Poly1305(key), iv, hp
+    iv = bytes.fromhex("e0459b3474bdd0e44a41c144")
+    hp_key = bytes.fromhex("25a282b9e82f06f21f488917a4fc8f1b73573685608597d0efcb076b0ab7a7a4")
+    a._send = _Keys.from_key_iv("ChaChaPoly", key, iv)
+    b._recv = _Keys.from_key_iv("ChaChaPoly", key, iv)
+    a._hp_send = _HeaderProtection("ChaChaPoly", hp_key)
+    b._hp_recv = _HeaderProtection("ChaChaPoly", hp_key)
     pn = 654360564
     packet = a.sender.encrypt_packet(bytes.fromhex("4200bff4"), b"\x01", pn)
     assert packet == bytes.fromhex("4cfe4189655e5cd55c41f69080575d7999c25a5bfb")
@@ -286,6 +288,19 @@ def test_multiple_updates(cipher):
         assert a.key_phase == b.key_phase == gen & 1
         a.discard_old_keys()
         b.discard_old_keys()
+
+
+def test_view_helpers_delegate():
+    a, b = pair()
+    ab, ba = Flow(a, b), Flow(b, a)
+    with pytest.raises(RuntimeError):
+        a.sender.request_key_update()
+    ab.open(ab.seal()[1])
+    ba.open(ba.seal()[1])
+    a.sender.request_key_update()
+    assert a.generation == 1 and a.sender.key_phase == 1 and a.has_old_keys
+    a.receiver.discard_old_keys()
+    assert not a.has_old_keys and a.sender.keys is a.receiver.keys is a
 
 
 def test_forged_phase_flip_does_not_update():

@@ -1,3 +1,4 @@
+# cython: language_level=3
 """Packet protection (RFC 9001 §5 adapted to keys from a Noise handshake), key update
 (RFC 9001 §6) and AEAD usage limits (RFC 9001 §6.6).
 
@@ -22,9 +23,9 @@ peer flipping the key-phase bit makes us update our sending keys too. Hand
 ``keys.sender`` to the packet builder and ``keys.receiver`` to the packet parser.
 ``NullProtection`` has the same interface with no cryptography (handshake packets, tests).
 """
-from __future__ import annotations
-
-from typing import Optional, Tuple, Union
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -53,8 +54,12 @@ __all__ = [
 TAG_SIZE = 16
 SAMPLE_SIZE = 16
 KEY_PHASE_BIT = 0x04
-_PN_MAX = (1 << 62) - 1
-_ZERO5 = bytes(5)
+cdef enum:
+    _TAG = 16
+    _SAMPLE = 16
+    _KP = 0x04
+cdef int64_t _PN_MAX = (<int64_t>1 << 62) - 1
+cdef bytes _ZERO5 = bytes(5)
 
 #: RFC 9001 §6.6: packets that may be protected with one key (None: no practical limit).
 CONFIDENTIALITY_LIMITS = {"AESGCM": 1 << 23, "ChaChaPoly": None}
@@ -68,95 +73,120 @@ _AEADS = {"ChaChaPoly": ChaCha20Poly1305, "AESGCM": AESGCM}
 class DecryptionFailed(ProtocolError):
     """A packet did not authenticate (or was too short to try). Drop it silently."""
 
-    def __init__(self, message: str = "packet decryption failed") -> None:
+    def __init__(self, message="packet decryption failed"):
         super().__init__(message, ErrorCode.PROTOCOL_VIOLATION)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _expand(secret: bytes, label: bytes, length: int) -> bytes:
+def _expand(secret, label, length):
     return HKDFExpand(hashes.SHA256(), length, label).derive(secret)
 
 
-def derive_packet_keys(secret: bytes) -> Tuple[bytes, bytes, bytes]:
+def derive_packet_keys(secret):
     """(aead key 32 bytes, iv 12 bytes, header-protection key 32 bytes) for a traffic secret."""
     if len(secret) != 32:
         raise ValueError("traffic secrets are 32 bytes")
+    secret = bytes(secret)
     return _expand(secret, b"dquic key", 32), _expand(secret, b"dquic iv", 12), _expand(secret, b"dquic hp", 32)
 
 
-def next_secret(secret: bytes) -> bytes:
+def next_secret(secret):
     """The next key-update generation's traffic secret (RFC 9001 §6.1, label "dquic ku")."""
-    return _expand(secret, b"dquic ku", 32)
+    return _expand(bytes(secret), b"dquic ku", 32)
 
 
-def decode_packet_number(truncated: int, pn_nbits: int, expected: int) -> int:
-    """RFC 9000 Appendix A.3: recover a full packet number.
-
-    ``expected`` is the largest packet number received so far in this space plus one.
-    """
-    win = 1 << pn_nbits
-    hwin = win >> 1
-    mask = win - 1
-    candidate = (expected & ~mask) | truncated
-    if candidate <= expected - hwin and candidate < (1 << 62) - win:
+cdef inline int64_t _decode_pn(int64_t truncated, int pn_nbits, int64_t expected):
+    # RFC 9000 Appendix A.3
+    cdef int64_t win = (<int64_t>1) << pn_nbits
+    cdef int64_t hwin = win >> 1
+    cdef int64_t mask = win - 1
+    cdef int64_t candidate = (expected & ~mask) | truncated
+    if candidate <= expected - hwin and candidate < ((<int64_t>1) << 62) - win:
         return candidate + win
     if candidate > expected + hwin and candidate >= win:
         return candidate - win
     return candidate
 
 
-class _HeaderProtection:
+def decode_packet_number(truncated, pn_nbits, expected):
+    """RFC 9000 Appendix A.3: recover a full packet number.
+
+    ``expected`` is the largest packet number received so far in this space plus one.
+    """
+    if not (pn_nbits in (8, 16, 24, 32) and 0 <= truncated < (1 << pn_nbits) and 0 <= expected <= (1 << 62)):
+        raise ValueError("packet number arguments out of range")
+    return _decode_pn(truncated, pn_nbits, expected)
+
+
+cdef class _HeaderProtection:
     """Computes the header-protection mask from a 16-byte sample (RFC 9001 §5.4).
 
     ``mask(sample)`` returns at least 5 bytes; only the first 5 are used.
     """
 
-    __slots__ = ("_ctx", "_key", "mask")
 
-    def __init__(self, cipher: str, hp_key: bytes) -> None:
-        self._key = hp_key
+    def __init__(self, cipher, hp_key):
+        self._key = bytes(hp_key)
         if cipher == "AESGCM":
             # §5.4.3: AES in ECB mode over the sample; one long-lived context suffices
             # because ECB has no chaining state between blocks.
-            self._ctx = Cipher(algorithms.AES(hp_key), modes.ECB()).encryptor()
-            self.mask = self._ctx.update
+            self._chacha = False
+            self._ctx = Cipher(algorithms.AES(self._key), modes.ECB()).encryptor()
         else:
             # §5.4.4: counter = sample[0:4] (little endian), nonce = sample[4:16]; this is
             # exactly the 16-byte "nonce" layout cryptography's ChaCha20 takes. Re-seeding
             # one context (cryptography >= 43) is ~4x cheaper than building a new one.
-            self._ctx = Cipher(algorithms.ChaCha20(hp_key, bytes(16)), None).encryptor()
-            if hasattr(self._ctx, "reset_nonce"):
-                self.mask = self._chacha_mask_reset
-            else:  # pragma: no cover - older cryptography
-                self.mask = self._chacha_mask_new
+            self._chacha = True
+            self._ctx = Cipher(algorithms.ChaCha20(self._key, bytes(16)), None).encryptor()
+            self._reset = hasattr(self._ctx, "reset_nonce")
 
-    def _chacha_mask_reset(self, sample: bytes) -> bytes:
-        ctx = self._ctx
-        ctx.reset_nonce(sample)
-        return ctx.update(_ZERO5)
-
-    def _chacha_mask_new(self, sample: bytes) -> bytes:
+    cpdef bytes mask(self, sample):
+        if not self._chacha:
+            return self._ctx.update(sample)
+        if self._reset:
+            self._ctx.reset_nonce(sample)
+            return self._ctx.update(_ZERO5)
         return Cipher(algorithms.ChaCha20(self._key, sample), None).encryptor().update(_ZERO5)
 
 
-class _Keys:
+cdef class _Keys:
     """AEAD state for one direction and one key-update generation."""
 
-    __slots__ = ("secret", "aead", "iv")
 
-    def __init__(self, cipher: str, secret: bytes) -> None:
+    def __init__(self, cipher, secret):
         key, iv, _ = derive_packet_keys(secret)
-        self.secret = secret
+        self.secret = bytes(secret)
         self.aead = _AEADS[cipher](key)
-        self.iv = int.from_bytes(iv, "big")
+        memcpy(self.iv, <char*>iv, 12)
+
+    @staticmethod
+    def from_key_iv(cipher, key, iv):
+        """Keys from raw material instead of a secret (for published test vectors)."""
+        cdef _Keys k = _Keys.__new__(_Keys)
+        k.secret = b""
+        k.aead = _AEADS[cipher](bytes(key))
+        iv = bytes(iv)
+        if len(iv) != 12:
+            raise ValueError("iv is 12 bytes")
+        memcpy(k.iv, <char*>iv, 12)
+        return k
+
+    cdef bytes nonce(self, uint64_t pn):
+        # RFC 9001 §5.3: iv XOR the packet number left-padded to 12 bytes.
+        cdef unsigned char n[12]
+        cdef int i
+        memcpy(n, self.iv, 12)
+        for i in range(8):
+            n[11 - i] ^= <unsigned char>((pn >> (8 * i)) & 0xFF)
+        return PyBytes_FromStringAndSize(<char*>n, 12)
 
 
 # ----------------------------------------------------------------------------- views
 
 
-class PacketProtection:
+cdef class PacketProtection:
     """One direction of 1-RTT protection, a view onto a shared ``OneRttKeys``.
 
     The sending view offers ``encrypt_packet``; the receiving view ``decrypt_packet``.
@@ -164,18 +194,17 @@ class PacketProtection:
     packets and long-header Length fields) and ``keys`` (the shared ``OneRttKeys``).
     """
 
-    __slots__ = ("keys", "sending", "tag_size")
 
-    def __init__(self, keys: "OneRttKeys", sending: bool) -> None:
+    def __init__(self, OneRttKeys keys, bint sending):
         self.keys = keys
         self.sending = sending
-        self.tag_size = TAG_SIZE
+        self.tag_size = _TAG
 
     @property
-    def key_phase(self) -> int:
+    def key_phase(self):
         return self.keys.key_phase
 
-    def encrypt_packet(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
+    def encrypt_packet(self, plain_header, plain_payload, packet_number):
         """Protect one packet; returns header (with header protection) + ciphertext + tag.
 
         ``plain_header`` ends with the truncated packet number, whose length is taken from
@@ -187,9 +216,7 @@ class PacketProtection:
             raise TypeError("this is the receiving half; use keys.sender")
         return self.keys._seal(plain_header, plain_payload, packet_number)
 
-    def decrypt_packet(
-        self, packet: Union[bytes, bytearray, memoryview], pn_offset: int, expected_packet_number: int
-    ) -> Tuple[bytes, bytes, int]:
+    def decrypt_packet(self, packet, pn_offset, expected_packet_number):
         """Remove protection from one packet.
 
         ``packet`` is exactly one packet (for long headers, cut at its Length field);
@@ -203,8 +230,16 @@ class PacketProtection:
             raise TypeError("this is the sending half; use keys.receiver")
         return self.keys._open(packet, pn_offset, expected_packet_number)
 
+    def request_key_update(self):
+        """Initiate a key update now (``OneRttKeys.update_keys``)."""
+        self.keys.update_keys()
 
-class OneRttKeys:
+    def discard_old_keys(self):
+        """Drop retained previous-generation receive keys (``OneRttKeys.discard_old_keys``)."""
+        self.keys.discard_old_keys()
+
+
+cdef class OneRttKeys:
     """Both directions of 1-RTT packet protection with key update (RFC 9001 §6).
 
     Create once the handshake completes (``dquic.handshake`` does it) and use
@@ -222,24 +257,19 @@ class OneRttKeys:
       update). ``has_old_keys`` says whether that timer is needed.
     """
 
-    def __init__(
-        self,
-        send_secret: bytes,
-        recv_secret: bytes,
-        cipher: str = "ChaChaPoly",
-        *,
-        key_update_interval: int = DEFAULT_KEY_UPDATE_INTERVAL,
-        confidentiality_limit: Optional[int] = -1,
-        integrity_limit: Optional[int] = None,
-    ) -> None:
+
+    def __init__(self, send_secret, recv_secret, cipher="ChaChaPoly", *,
+                 key_update_interval=DEFAULT_KEY_UPDATE_INTERVAL, confidentiality_limit=-1,
+                 integrity_limit=None):
         if cipher not in _AEADS:
-            raise ValueError("unknown cipher %r" % cipher)
+            raise ValueError("unknown cipher %r" % (cipher,))
         if key_update_interval < 1:
             raise ValueError("key_update_interval must be positive")
         self.cipher = cipher
         if confidentiality_limit == -1:
             confidentiality_limit = CONFIDENTIALITY_LIMITS[cipher]
         self.confidentiality_limit = confidentiality_limit
+        self._conf_limit = -1 if confidentiality_limit is None else confidentiality_limit
         self.integrity_limit = INTEGRITY_LIMITS[cipher] if integrity_limit is None else integrity_limit
         if confidentiality_limit is not None:
             key_update_interval = min(key_update_interval, confidentiality_limit)
@@ -249,14 +279,13 @@ class OneRttKeys:
         _, _, recv_hp = derive_packet_keys(recv_secret)
         self._hp_send = _HeaderProtection(cipher, send_hp)
         self._hp_recv = _HeaderProtection(cipher, recv_hp)
-        self._send = _Keys(cipher, bytes(send_secret))
-        self._recv = _Keys(cipher, bytes(recv_secret))
-        self._prev_recv: Optional[_Keys] = None
+        self._send = _Keys(cipher, send_secret)
+        self._recv = _Keys(cipher, recv_secret)
+        self._prev_recv = None
         # Precomputed so that trying the next generation costs the same as any other
         # decryption (RFC 9001 §6.3, timing side channels).
         self._next_recv = _Keys(cipher, next_secret(self._recv.secret))
-        self._recv_first_pn: Optional[int] = None  # lowest pn authenticated in this phase
-
+        self._recv_first_pn = -1
         self.key_phase = 0
         self.generation = 0
         self.key_updates = 0
@@ -269,134 +298,159 @@ class OneRttKeys:
 
     # ------------------------------------------------------------------ key update
     @property
-    def can_update(self) -> bool:
+    def can_update(self):
         """True when we may initiate a key update (RFC 9001 §6.1 precondition, simplified:
         the peer has already sent a packet that authenticated with the current keys)."""
-        return self._recv_first_pn is not None
+        return self._recv_first_pn >= 0
 
     @property
-    def has_old_keys(self) -> bool:
+    def has_old_keys(self):
         """True while previous-generation receive keys are retained."""
         return self._prev_recv is not None
 
-    def update_keys(self) -> None:
+    def update_keys(self):
         """Initiate a key update now. Raises ``RuntimeError`` if ``can_update`` is false."""
-        if not self.can_update:
+        if self._recv_first_pn < 0:
             raise RuntimeError("cannot initiate a key update before the peer confirms the current keys")
         self._rotate()
 
-    def _rotate(self) -> None:
+    cdef _rotate(self):
         cipher = self.cipher
         self._send = _Keys(cipher, next_secret(self._send.secret))
         self._prev_recv = self._recv
         self._recv = self._next_recv
         self._next_recv = _Keys(cipher, next_secret(self._recv.secret))
-        self._recv_first_pn = None
+        self._recv_first_pn = -1
         self.key_phase ^= 1
         self.generation += 1
         self.key_updates += 1
         self.packets_sent_in_phase = 0
         self.packets_received_in_phase = 0
 
-    def discard_old_keys(self) -> None:
+    def discard_old_keys(self):
         """Drop the previous generation's receive keys (call ~3*PTO after an update)."""
         self._prev_recv = None
 
     # ------------------------------------------------------------------ sealing
-    def _seal(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
+    cdef bytes _seal(self, plain_header, plain_payload, packet_number):
         if not 0 <= packet_number <= _PN_MAX:
             raise ValueError("packet number out of range")
-        if self.packets_sent_in_phase >= self.key_update_interval and self.can_update:
+        cdef uint64_t pn = packet_number
+        if self.packets_sent_in_phase >= self.key_update_interval and self._recv_first_pn >= 0:
             self._rotate()
-        limit = self.confidentiality_limit
-        if limit is not None and self.packets_sent_in_phase >= limit:
+        if self._conf_limit >= 0 and self.packets_sent_in_phase >= self._conf_limit:
             raise ProtocolError("confidentiality limit reached without a key update", ErrorCode.AEAD_LIMIT_REACHED)
-        hdr = bytearray(plain_header)
-        if not hdr:
+        cdef bytes hb = plain_header if type(plain_header) is bytes else bytes(plain_header)
+        cdef Py_ssize_t hlen = PyBytes_GET_SIZE(hb)
+        if hlen == 0:
             raise ValueError("empty header")
-        first = hdr[0]
-        pn_len = (first & 0x03) + 1
-        pn_offset = len(hdr) - pn_len
+        cdef const unsigned char* h = <const unsigned char*>PyBytes_AS_STRING(hb)
+        cdef unsigned char first = h[0]
+        cdef int pn_len = (first & 0x03) + 1
+        cdef Py_ssize_t pn_offset = hlen - pn_len
+        cdef int i
+        cdef uint64_t trunc = 0
         if pn_offset < 1:
             raise ValueError("header shorter than its packet number")
         if len(plain_payload) + pn_len < 4:
             raise ValueError("payload too short for a header-protection sample; pad it")
-        if int.from_bytes(hdr[pn_offset:], "big") != packet_number & ((1 << (8 * pn_len)) - 1):
-            raise ValueError("header packet number does not match packet_number")
-        long_header = first & 0x80
-        if not long_header:
-            first = (first & ~KEY_PHASE_BIT) | (self.key_phase << 2)
-            hdr[0] = first
-        keys = self._send
-        nonce = (keys.iv ^ packet_number).to_bytes(12, "big")
-        ct = keys.aead.encrypt(nonce, plain_payload, bytes(hdr))
-        self.packets_sent_in_phase += 1
-        s = 4 - pn_len
-        mask = self._hp_send.mask(ct[s:s + SAMPLE_SIZE])
-        hdr[0] = first ^ (mask[0] & (0x0F if long_header else 0x1F))
         for i in range(pn_len):
-            hdr[pn_offset + i] ^= mask[1 + i]
-        hdr += ct
-        return bytes(hdr)
+            trunc = (trunc << 8) | h[pn_offset + i]
+        if trunc != (pn & ((<uint64_t>1 << (8 * pn_len)) - 1)):
+            raise ValueError("header packet number does not match packet_number")
+        cdef bint long_header = (first & 0x80) != 0
+        cdef unsigned char new_first
+        cdef bytes ad = hb
+        if not long_header:
+            new_first = (first & 0xFB) | (self.key_phase << 2)
+            if new_first != first:
+                ad = PyBytes_FromStringAndSize(<char*>h, hlen)
+                (<unsigned char*>PyBytes_AS_STRING(ad))[0] = new_first
+                first = new_first
+        cdef _Keys keys = self._send
+        cdef bytes ct = keys.aead.encrypt(keys.nonce(pn), plain_payload, ad)
+        self.packets_sent_in_phase += 1
+        cdef Py_ssize_t clen = PyBytes_GET_SIZE(ct)
+        cdef Py_ssize_t s = 4 - pn_len
+        cdef bytes mask_b = self._hp_send.mask(ct[s:s + _SAMPLE])
+        cdef const unsigned char* mask = <const unsigned char*>PyBytes_AS_STRING(mask_b)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, hlen + clen)
+        cdef unsigned char* o = <unsigned char*>PyBytes_AS_STRING(out)
+        memcpy(o, PyBytes_AS_STRING(ad), hlen)
+        memcpy(o + hlen, PyBytes_AS_STRING(ct), clen)
+        o[0] = first ^ (mask[0] & (0x0F if long_header else 0x1F))
+        for i in range(pn_len):
+            o[pn_offset + i] ^= mask[1 + i]
+        return out
 
     # ------------------------------------------------------------------ opening
-    def _fail(self) -> DecryptionFailed:
+    cdef _fail(self):
         self.failed_decryptions += 1
         if self.failed_decryptions > self.integrity_limit:
             self.integrity_limit_reached = True
             return ProtocolError("integrity limit of failed decryptions exceeded", ErrorCode.AEAD_LIMIT_REACHED)
         return DecryptionFailed()
 
-    def _open(self, packet, pn_offset: int, expected: int) -> Tuple[bytes, bytes, int]:
+    cdef tuple _open(self, packet, pn_offset_obj, expected_obj):
         if self.integrity_limit_reached:
             raise ProtocolError("integrity limit of failed decryptions exceeded", ErrorCode.AEAD_LIMIT_REACHED)
-        try:
-            data = bytes(packet)
-        except TypeError:
-            raise DecryptionFailed("not a bytes-like packet") from None
-        if type(pn_offset) is not int or pn_offset < 1 or len(data) < pn_offset + 4 + SAMPLE_SIZE:
+        cdef bytes data
+        if type(packet) is bytes:
+            data = packet
+        else:
+            try:
+                data = bytes(packet)
+            except TypeError:
+                raise DecryptionFailed("not a bytes-like packet") from None
+        cdef Py_ssize_t dlen = PyBytes_GET_SIZE(data)
+        if type(pn_offset_obj) is not int or not 1 <= pn_offset_obj <= dlen:
+            raise DecryptionFailed("bad packet-number offset")
+        cdef Py_ssize_t pn_offset = pn_offset_obj
+        if dlen < pn_offset + 4 + _SAMPLE:
             raise DecryptionFailed("packet too short")
-        mask = self._hp_recv.mask(data[pn_offset + 4:pn_offset + 4 + SAMPLE_SIZE])
-        first = data[0]
-        long_header = first & 0x80
-        first ^= mask[0] & (0x0F if long_header else 0x1F)
-        pn_len = (first & 0x03) + 1
-        pn_end = pn_offset + pn_len
-        hdr = bytearray(data[:pn_end])
-        hdr[0] = first
-        truncated = 0
-        for i in range(pn_len):
-            b = hdr[pn_offset + i] ^ mask[1 + i]
-            hdr[pn_offset + i] = b
-            truncated = (truncated << 8) | b
-        if not 0 <= expected <= _PN_MAX + 1:
+        if not 0 <= expected_obj <= _PN_MAX + 1:
             raise DecryptionFailed("expected packet number out of range")
-        pn = decode_packet_number(truncated, pn_len * 8, expected)
-        if pn > _PN_MAX:
+        cdef int64_t expected = expected_obj
+        cdef bytes mask_b = self._hp_recv.mask(data[pn_offset + 4:pn_offset + 4 + _SAMPLE])
+        cdef const unsigned char* mask = <const unsigned char*>PyBytes_AS_STRING(mask_b)
+        cdef const unsigned char* d = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef unsigned char first = d[0]
+        cdef bint long_header = (first & 0x80) != 0
+        first ^= mask[0] & (0x0F if long_header else 0x1F)
+        cdef int pn_len = (first & 0x03) + 1
+        cdef Py_ssize_t pn_end = pn_offset + pn_len
+        cdef bytes hdr = PyBytes_FromStringAndSize(<char*>d, pn_end)
+        cdef unsigned char* hp = <unsigned char*>PyBytes_AS_STRING(hdr)
+        hp[0] = first
+        cdef int64_t truncated = 0
+        cdef int i
+        for i in range(pn_len):
+            hp[pn_offset + i] ^= mask[1 + i]
+            truncated = (truncated << 8) | hp[pn_offset + i]
+        cdef int64_t pn = _decode_pn(truncated, pn_len * 8, expected)
+        if pn > _PN_MAX or pn < 0:
             raise DecryptionFailed("packet number out of range")
 
         # Choose the key generation (RFC 9001 §6.3, §6.5).
-        which = 0  # 0 current, -1 previous, 1 next
-        keys = self._recv
-        if not long_header and ((first & KEY_PHASE_BIT) >> 2) != self.key_phase:
-            first_pn = self._recv_first_pn
-            if self._prev_recv is not None and (first_pn is None or pn < first_pn):
+        cdef int which = 0  # 0 current, -1 previous, 1 next
+        cdef _Keys keys = self._recv
+        if not long_header and ((first & _KP) >> 2) != self.key_phase:
+            if self._prev_recv is not None and (self._recv_first_pn < 0 or pn < self._recv_first_pn):
                 keys, which = self._prev_recv, -1
             else:
                 keys, which = self._next_recv, 1
-        nonce = (keys.iv ^ pn).to_bytes(12, "big")
         try:
-            payload = keys.aead.decrypt(nonce, data[pn_end:], bytes(hdr))
+            payload = keys.aead.decrypt(keys.nonce(<uint64_t>pn), data[pn_end:], hdr)
         except InvalidTag:
             raise self._fail() from None
         if which == 1:
             # The peer initiated a key update; follow it (RFC 9001 §6.2).
             self._rotate()
         if which >= 0:
-            if self._recv_first_pn is None or pn < self._recv_first_pn:
+            if self._recv_first_pn < 0 or pn < self._recv_first_pn:
                 self._recv_first_pn = pn
             self.packets_received_in_phase += 1
-        return bytes(hdr), payload, pn
+        return hdr, payload, pn
 
 
 class NullProtection:
@@ -410,7 +464,7 @@ class NullProtection:
     key_phase = 0
     keys = None
 
-    def encrypt_packet(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
+    def encrypt_packet(self, plain_header, plain_payload, packet_number):
         """Return ``plain_header + plain_payload`` (after checking the header is sane)."""
         if not plain_header:
             raise ValueError("empty header")
@@ -423,9 +477,7 @@ class NullProtection:
             raise ValueError("header packet number does not match packet_number")
         return bytes(plain_header) + bytes(plain_payload)
 
-    def decrypt_packet(
-        self, packet: Union[bytes, bytearray, memoryview], pn_offset: int, expected_packet_number: int
-    ) -> Tuple[bytes, bytes, int]:
+    def decrypt_packet(self, packet, pn_offset, expected_packet_number):
         """Split an unprotected packet into (header incl. packet number, payload, full pn)."""
         try:
             data = bytes(packet)
@@ -440,7 +492,7 @@ class NullProtection:
         if not 0 <= expected_packet_number <= _PN_MAX + 1:
             raise DecryptionFailed("expected packet number out of range")
         truncated = int.from_bytes(data[pn_offset:pn_end], "big")
-        pn = decode_packet_number(truncated, pn_len * 8, expected_packet_number)
+        pn = _decode_pn(truncated, pn_len * 8, expected_packet_number)
         if pn > _PN_MAX:
             raise DecryptionFailed("packet number out of range")
         return data[:pn_end], data[pn_end:], pn

@@ -1,0 +1,89 @@
+from typing import Dict, Optional, Tuple, Union
+
+from dquic.errors import ProtocolError
+
+TAG_SIZE: int
+SAMPLE_SIZE: int
+KEY_PHASE_BIT: int
+CONFIDENTIALITY_LIMITS: Dict[str, Optional[int]]
+INTEGRITY_LIMITS: Dict[str, int]
+DEFAULT_KEY_UPDATE_INTERVAL: int
+
+_Buffer = Union[bytes, bytearray, memoryview]
+
+class DecryptionFailed(ProtocolError):
+    def __init__(self, message: str = ...) -> None: ...
+
+def derive_packet_keys(secret: bytes) -> Tuple[bytes, bytes, bytes]: ...
+def next_secret(secret: bytes) -> bytes: ...
+def decode_packet_number(truncated: int, pn_nbits: int, expected: int) -> int: ...
+
+class _HeaderProtection:
+    def __init__(self, cipher: str, hp_key: bytes) -> None: ...
+    def mask(self, sample: bytes) -> bytes: ...
+
+class _Keys:
+    secret: bytes
+    aead: object
+    def __init__(self, cipher: str, secret: bytes) -> None: ...
+    @staticmethod
+    def from_key_iv(cipher: str, key: bytes, iv: bytes) -> "_Keys": ...
+
+class PacketProtection:
+    keys: "OneRttKeys"
+    sending: bool
+    tag_size: int
+    @property
+    def key_phase(self) -> int: ...
+    def encrypt_packet(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes: ...
+    def decrypt_packet(
+        self, packet: _Buffer, pn_offset: int, expected_packet_number: int
+    ) -> Tuple[bytes, bytes, int]: ...
+    def request_key_update(self) -> None: ...
+    def discard_old_keys(self) -> None: ...
+
+class OneRttKeys:
+    cipher: str
+    confidentiality_limit: Optional[int]
+    integrity_limit: int
+    key_update_interval: int
+    key_phase: int
+    generation: int
+    key_updates: int
+    packets_sent_in_phase: int
+    packets_received_in_phase: int
+    failed_decryptions: int
+    integrity_limit_reached: bool
+    sender: PacketProtection
+    receiver: PacketProtection
+    _hp_send: _HeaderProtection
+    _hp_recv: _HeaderProtection
+    _send: _Keys
+    _recv: _Keys
+    _prev_recv: Optional[_Keys]
+    _next_recv: _Keys
+    def __init__(
+        self,
+        send_secret: bytes,
+        recv_secret: bytes,
+        cipher: str = "ChaChaPoly",
+        *,
+        key_update_interval: int = ...,
+        confidentiality_limit: Optional[int] = ...,
+        integrity_limit: Optional[int] = None,
+    ) -> None: ...
+    @property
+    def can_update(self) -> bool: ...
+    @property
+    def has_old_keys(self) -> bool: ...
+    def update_keys(self) -> None: ...
+    def discard_old_keys(self) -> None: ...
+
+class NullProtection:
+    tag_size: int
+    key_phase: int
+    keys: None
+    def encrypt_packet(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes: ...
+    def decrypt_packet(
+        self, packet: _Buffer, pn_offset: int, expected_packet_number: int
+    ) -> Tuple[bytes, bytes, int]: ...

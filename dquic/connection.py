@@ -39,6 +39,7 @@ from ._ranges import RangeSet
 from ._recovery import Recovery, SentPacket
 from ._streams import FlowWindow, RecvStream, SendStream
 from .config import Configuration
+from ._protection import DecryptionFailed, NullProtection
 from .errors import AuthenticationError, ErrorCode, ProtocolError
 from .events import (
     ConnectionTerminated,
@@ -102,8 +103,6 @@ class _PlainHandshake:
         return None if self._is_client else b"\xff" + self._params
 
     def protections(self):
-        from ._protection import NullProtection
-
         return NullProtection(), NullProtection()
 
 
@@ -248,8 +247,6 @@ class Connection:
             else:
                 handshake = _PlainHandshake(self.is_client, self._local_params.encode())
         self._handshake = handshake
-        from ._protection import NullProtection
-
         self._seal = [NullProtection(), None]
         self._open = [NullProtection(), None]
         self._handshake_confirmed = False
@@ -710,8 +707,11 @@ class Connection:
             return
         try:
             plain_header, payload, pn = opener.decrypt_packet(packet, pn_offset, space.largest_rx + 1)
-        except ProtocolError:
-            self.packets_dropped += 1
+        except DecryptionFailed:
+            self.packets_dropped += 1  # forged, corrupted or for keys we no longer have: drop
+            return
+        except ProtocolError as exc:
+            self._protocol_error(exc)  # e.g. AEAD_LIMIT_REACHED (RFC 9001 §6.6)
             return
         if pn < space.rx_floor or pn in space.rx:
             self.duplicate_packets += 1

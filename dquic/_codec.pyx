@@ -498,7 +498,7 @@ def encode_packet_number(full_pn, largest_acked=None):
         nbytes = 4
     else:
         raise ValueError("too many unacknowledged packets to encode the packet number")
-    return pn & ((1 << (8 * nbytes)) - 1), nbytes
+    return pn & (((<uint64_t>1) << (8 * nbytes)) - 1), nbytes
 
 
 cdef uint64_t c_decode_packet_number(uint64_t truncated, int nbits, int64_t largest_pn) noexcept nogil:

@@ -222,7 +222,8 @@ def test_packet_number_decode_rfc_a3_example():
 
 @pytest.mark.parametrize("pn,acked,length", [(0, None, 1), (0, -1, 1), (126, None, 1),
                                              (127, None, 2), (200, 100, 1), (228, 100, 2),
-                                             (2**30, 2**30 - 1, 1), (2**24, None, 4)])
+                                             (2**30, 2**30 - 1, 1), (2**24, None, 4),
+                                             (2**32, 2**32 - 2**23, 4), (2**40 + 5, 2**40 - 2**30, 4)])
 def test_packet_number_lengths(pn, acked, length):
     truncated, n = encode_packet_number(pn, acked)
     assert n == length

@@ -28,6 +28,7 @@ Stream bytes carry length-prefixed messages (PROTOCOL.md §5): ``send_message`` 
 """
 from __future__ import annotations
 
+import hmac
 import os
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -53,6 +54,7 @@ from .events import (
     StopSendingReceived,
     StreamReset,
 )
+from .tokens import retry_integrity_tag
 from .transport_params import TransportParameters
 
 __all__ = ["Connection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
@@ -102,7 +104,7 @@ class _PlainHandshake:
         self.complete = True
         return None if self._is_client else b"\xff" + self._params
 
-    def protections(self):
+    def protections(self, **_: Any):
         return NullProtection(), NullProtection()
 
 
@@ -190,6 +192,7 @@ class Connection:
         host_cid: Optional[bytes] = None,
         peer_cid: Optional[bytes] = None,
         original_dcid: Optional[bytes] = None,
+        retry_source_cid: Optional[bytes] = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         reset_token: Optional[Callable[[bytes], bytes]] = None,
         handshake: Any = None,
@@ -211,6 +214,8 @@ class Connection:
         self._cids_to_issue: List[int] = []
         self._retire_host_requested: List[int] = []
         self.cid_changes: List[Tuple[str, bytes]] = [("add", self.host_cid)]
+        self._retry_scid = retry_source_cid  # server: the Retry we sent; client: the one we got
+        self._retry_token = b""
         if self.is_client:
             self.original_dcid = original_dcid or random_bytes(max(8, cid_len))
             self.peer_cid = self.original_dcid
@@ -278,11 +283,13 @@ class Connection:
         # paths (RFC 9000 §8.2, §9)
         self._bytes_received_on_path = 0
         self._bytes_sent_on_path = 0
-        self._address_validated = self.is_client
+        # a server that sent a Retry has validated the address through the token
+        self._address_validated = self.is_client or retry_source_cid is not None
         self._path_challenge: Optional[Tuple[bytes, Tuple, float]] = None  # data, addr, deadline
         self._path_responses: Deque[bytes] = deque()
         self._previous_addr: Optional[Tuple] = None
         self._ping_pending = False
+        self._old_keys_deadline: Optional[float] = None  # when to drop pre-key-update keys
 
         # timers (absolute virtual times)
         self._created = None
@@ -320,6 +327,7 @@ class Connection:
         )
         if not self.is_client:
             p.original_destination_connection_id = self.original_dcid
+            p.retry_source_connection_id = self._retry_scid
             p.stateless_reset_token = self._reset_token(self.host_cid)
         return p
 
@@ -360,6 +368,11 @@ class Connection:
     def is_terminated(self) -> bool:
         """True when nothing remains to do: the driver may forget the connection."""
         return self._state == _TERMINATED
+
+    @property
+    def handshake_confirmed(self) -> bool:
+        """True once the peer proved it has the 1-RTT keys (RFC 9001 §4.1.2)."""
+        return self._handshake_confirmed
 
     @property
     def handshake_complete(self) -> bool:
@@ -603,6 +616,8 @@ class Connection:
                 deadlines.append(self._last_eliciting_sent + ka)
         if self._path_challenge is not None:
             deadlines.append(self._path_challenge[2])
+        if self._old_keys_deadline is not None:
+            deadlines.append(self._old_keys_deadline)
         return min(deadlines) if deadlines else None
 
     def _effective_idle_timeout(self) -> float:
@@ -638,6 +653,10 @@ class Connection:
             return
         if self._path_challenge is not None and now >= self._path_challenge[2]:
             self._path_validation_failed()
+        if self._old_keys_deadline is not None and now >= self._old_keys_deadline:
+            # RFC 9001 §6.5: keep the previous keys about 3 PTO after a key update, no longer
+            self._old_keys_deadline = None
+            self._open[SPACE_APPLICATION].discard_old_keys()
         t = self._recovery.get_loss_detection_timer()
         if t is not None and now >= t:
             lost, probe_space = self._recovery.on_loss_detection_timeout(now)
@@ -686,11 +705,14 @@ class Connection:
             if ptype == codec.PACKET_VERSION_NEGOTIATION:
                 self._on_version_negotiation(hdr)
                 return
-            if ptype == codec.PACKET_RETRY or ptype == codec.PACKET_ZERO_RTT:
+            if ptype == codec.PACKET_RETRY:
+                self._on_retry(hdr, bytes(view[start:end]))
+                return
+            if ptype == codec.PACKET_ZERO_RTT:
                 self.packets_dropped += 1
                 continue
             if hdr.dcid not in self._host_cids.values() and not (
-                    not self.is_client and hdr.dcid == self.original_dcid):
+                    not self.is_client and hdr.dcid in (self.original_dcid, self._retry_scid)):
                 self.packets_dropped += 1
                 continue
             self._receive_packet(hdr, view[start:end], hdr.pn_offset - start, addr, now)
@@ -709,6 +731,8 @@ class Connection:
             plain_header, payload, pn = opener.decrypt_packet(packet, pn_offset, space.largest_rx + 1)
         except DecryptionFailed:
             self.packets_dropped += 1  # forged, corrupted or for keys we no longer have: drop
+            if not hdr.is_long and self.is_stateless_reset(packet):
+                self.on_stateless_reset(now)
             return
         except ProtocolError as exc:
             self._protocol_error(exc)  # e.g. AEAD_LIMIT_REACHED (RFC 9001 §6.6)
@@ -724,6 +748,9 @@ class Connection:
             return
         # the packet is authentic from here on
         self.packets_received += 1
+        if (space_id == SPACE_APPLICATION and self._old_keys_deadline is None
+                and getattr(opener.keys, "has_old_keys", False)):
+            self._old_keys_deadline = now + 3 * self._pto()
         self._last_activity = now
         if self.is_client and hdr.is_long and not self._peer_cid_set_by_server:
             # RFC 9000 §7.2: the client switches to the server's chosen connection ID
@@ -845,6 +872,9 @@ class Connection:
         if self.is_client and params.original_destination_connection_id != self.original_dcid:
             raise ProtocolError("original_destination_connection_id mismatch",
                                 ErrorCode.TRANSPORT_PARAMETER_ERROR)
+        if self.is_client and params.retry_source_connection_id != self._retry_scid:
+            raise ProtocolError("retry_source_connection_id mismatch",
+                                ErrorCode.TRANSPORT_PARAMETER_ERROR)
         self._peer_params = params
         self._peer_cids[0] = (self.peer_cid, params.stateless_reset_token)
         self._peer_max_data = params.initial_max_data
@@ -856,7 +886,7 @@ class Connection:
         self._peer_max_datagram_frame = params.max_datagram_frame_size
         for s in self._streams.values():
             s.send_limit = max(s.send_limit, self._peer_stream_limit)
-        seal, open_ = hs.protections()
+        seal, open_ = hs.protections(key_update_interval=self.config.key_update_interval)
         self._seal[SPACE_APPLICATION] = seal
         self._open[SPACE_APPLICATION] = open_
         self.peer_key = hs.peer_static
@@ -1081,6 +1111,41 @@ class Connection:
                                 ErrorCode.PROTOCOL_VIOLATION, frame.frame_type)
         self._events.append(DatagramReceived(bytes(frame.data)))
 
+    def _on_retry(self, hdr: Any, packet: bytes) -> None:
+        """Client: the server asks us to prove our address (RFC 9000 §17.2.5.2)."""
+        if (not self.is_client or self._state != _HANDSHAKING or self._retry_scid is not None
+                or self.packets_received or hdr.dcid != self.host_cid or not hdr.token):
+            self.packets_dropped += 1
+            return
+        if retry_integrity_tag(self.original_dcid, packet[:-16]) != bytes(hdr.integrity_tag):
+            self.packets_dropped += 1
+            return
+        self._retry_scid = bytes(hdr.scid)
+        self._retry_token = bytes(hdr.token)
+        self.peer_cid = self._retry_scid
+        self._peer_cids[0] = (self.peer_cid, None)
+        # the server kept nothing: send the first handshake message again, same offsets
+        cs = self._spaces[SPACE_HANDSHAKE].crypto_send
+        cs.on_lost(0, cs.offset_sent, False)
+
+    def peer_reset_tokens(self) -> List[bytes]:
+        """Stateless reset tokens the peer gave us (one per connection ID of the peer)."""
+        return [tok for _, tok in self._peer_cids.values() if tok]
+
+    def is_stateless_reset(self, datagram: Any) -> bool:
+        """True if ``datagram`` ends with one of the peer's stateless reset tokens."""
+        if len(datagram) < 21 or self._state >= _DRAINING:
+            return False
+        tail = bytes(datagram[-16:])
+        return any(hmac.compare_digest(tail, tok) for tok in self.peer_reset_tokens())
+
+    def on_stateless_reset(self, now: float) -> None:
+        """The peer lost its state for this connection: stop at once (RFC 9000 §10.3)."""
+        if self._state >= _DRAINING:
+            return
+        self._events.append(ConnectionTerminated(0, "stateless reset", by_peer=True))
+        self._enter_closing(_DRAINING, now)
+
     def _on_version_negotiation(self, hdr: Any) -> None:
         if not self.is_client or self._state != _HANDSHAKING or self.packets_received:
             return
@@ -1285,7 +1350,9 @@ class Connection:
             ptype = (codec.PACKET_INITIAL if self.is_client and not self._peer_cid_set_by_server
                      else codec.PACKET_HANDSHAKE)
             length_off = codec.push_long_header(buf, ptype, codec.DQUIC_VERSION_1, self.peer_cid,
-                                                self.host_cid, b"", trunc, pn_len)
+                                                self.host_cid,
+                                                self._retry_token if ptype == codec.PACKET_INITIAL else b"",
+                                                trunc, pn_len)
         else:
             codec.push_short_header(buf, self.peer_cid, trunc, pn_len)
             length_off = -1

@@ -19,10 +19,14 @@ from .config import Configuration
 from .connection import Connection
 from .errors import ProtocolError
 from .events import Event
+from .tokens import ResetTokens, RetryTokens, retry_integrity_tag
 
 __all__ = ["Endpoint", "ConnectionAccepted"]
 
 MIN_INITIAL_DATAGRAM = 1200
+#: A stateless reset is sent only in answer to datagrams at least this long (it must be shorter
+#: than what triggered it, and still look like a short-header packet: RFC 9000 §10.3).
+MIN_RESET_TRIGGER = 42
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,12 @@ class Endpoint:
     """Demultiplexes datagrams to connections; accepts new connections when ``accept`` is true.
 
     ``config`` is the template for every connection (``is_client`` is set per connection).
+
+    Address validation (PROTOCOL.md §11): a new client is sent a stateless Retry (no connection
+    state, no Diffie-Hellman) when ``require_retry`` is set or when ``retry_threshold`` handshakes
+    are already in progress; handshakes beyond ``max_handshakes`` and connections beyond
+    ``max_connections`` are dropped. Datagrams for unknown connection IDs are answered with a
+    stateless reset (at most ``max_resets_per_second``).
     """
 
     def __init__(
@@ -45,7 +55,12 @@ class Endpoint:
         accept: bool = False,
         max_connections: int = 4096,
         max_handshakes: int = 256,
+        retry_threshold: Optional[int] = None,
+        require_retry: bool = False,
+        max_resets_per_second: float = 100.0,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        token_key: Optional[bytes] = None,
+        reset_key: Optional[bytes] = None,
     ) -> None:
         self.config = config or Configuration()
         self.accept = accept
@@ -55,8 +70,17 @@ class Endpoint:
         self._by_cid: Dict[bytes, Connection] = {}
         self._connections: List[Connection] = []
         self._events: Deque[Tuple[Connection, Event]] = deque()
-        self._vn_pending: List[Tuple[bytes, Tuple]] = []
+        self._stateless_out: List[Tuple[bytes, Tuple]] = []
+        self.require_retry = require_retry
+        self.retry_threshold = max_handshakes // 2 if retry_threshold is None else retry_threshold
+        self._retry_tokens = RetryTokens(token_key)
+        self._reset_tokens = ResetTokens(reset_key)
+        self._reset_budget = max_resets_per_second
+        self._reset_rate = max_resets_per_second
+        self._reset_budget_time = 0.0
         self.datagrams_dropped = 0
+        self.retries_sent = 0
+        self.resets_sent = 0
         if accept and self.config.connection_id_length < 4:
             raise ValueError("a server endpoint needs connection IDs of at least 4 bytes")
 
@@ -69,7 +93,7 @@ class Endpoint:
     def connect(self, addr: Tuple, now: float, config: Optional[Configuration] = None) -> Connection:
         """Open a client connection to ``addr``; call ``datagrams_to_send(now)`` next."""
         cfg = (config or self.config).copy(is_client=True)
-        conn = Connection(cfg, addr, random_bytes=self._random)
+        conn = Connection(cfg, addr, random_bytes=self._random, reset_token=self._reset_tokens)
         self._add(conn)
         conn.connect(now)
         return conn
@@ -108,37 +132,86 @@ class Endpoint:
             if conn is None:
                 if hdr.version != codec.DQUIC_VERSION_1:
                     if hdr.version != 0 and self.accept and len(data) >= MIN_INITIAL_DATAGRAM:
-                        self._vn_pending.append((codec.encode_version_negotiation(
+                        self._stateless_out.append((codec.encode_version_negotiation(
                             hdr.scid, hdr.dcid, [codec.DQUIC_VERSION_1]), addr))
                     else:
                         self.datagrams_dropped += 1
                     return
                 if (not self.accept or hdr.packet_type != codec.PACKET_INITIAL
                         or len(data) < MIN_INITIAL_DATAGRAM or len(dcid) < 8
-                        or len(self._connections) >= self.max_connections
-                        or self._handshaking() >= self.max_handshakes):
+                        or len(self._connections) >= self.max_connections):
                     self.datagrams_dropped += 1
                     return
-                conn = self._accept(hdr, addr, now)
+                retry = None
+                if hdr.token:
+                    retry = self._retry_tokens.validate(hdr.token, addr, now)
+                    if retry is None:
+                        self.datagrams_dropped += 1  # forged, expired or for another address
+                        return
+                elif self.require_retry or self._handshaking() >= self.retry_threshold:
+                    self._send_retry(hdr, addr, now)
+                    return
+                if self._handshaking() >= self.max_handshakes:
+                    self.datagrams_dropped += 1
+                    return
+                conn = self._accept(hdr, addr, now, retry)
         else:
-            conn = self._by_cid.get(bytes(data[1:1 + cid_len]))
+            dcid = bytes(data[1:1 + cid_len])
+            conn = self._by_cid.get(dcid)
             if conn is None:
-                self.datagrams_dropped += 1
+                self._on_unknown_short(data, dcid, addr, now)
                 return
         conn.receive_datagram(data, addr, now)
         self._after(conn)
 
     def _handshaking(self) -> int:
-        return sum(1 for c in self._connections if not c.handshake_complete)
+        # half-open: the client has not yet shown it holds the keys (and so its address)
+        return sum(1 for c in self._connections if not c.handshake_confirmed)
 
-    def _accept(self, hdr, addr: Tuple, now: float) -> Connection:
+    def _accept(self, hdr, addr: Tuple, now: float, retry: Optional[Tuple[bytes, bytes]]) -> Connection:
         cfg = self.config.copy(is_client=False)
-        conn = Connection(cfg, addr, peer_cid=bytes(hdr.scid), original_dcid=bytes(hdr.dcid),
-                          random_bytes=self._random)
+        if retry is not None:
+            odcid, rscid = retry
+        else:
+            odcid, rscid = bytes(hdr.dcid), None
+        conn = Connection(cfg, addr, peer_cid=bytes(hdr.scid), original_dcid=odcid,
+                          retry_source_cid=rscid, random_bytes=self._random,
+                          reset_token=self._reset_tokens)
         self._add(conn)
         self._by_cid[bytes(hdr.dcid)] = conn  # until the client switches to our CID
         self._events.append((conn, ConnectionAccepted(addr)))
         return conn
+
+    def _send_retry(self, hdr, addr: Tuple, now: float) -> None:
+        """Stateless Retry (RFC 9000 §8.1.2): the client must come back with the token."""
+        rscid = self._random(self.config.connection_id_length)
+        token = self._retry_tokens.issue(addr, bytes(hdr.dcid), rscid, now)
+        body = codec.encode_retry(codec.DQUIC_VERSION_1, bytes(hdr.scid), rscid, token)
+        self._stateless_out.append((body + retry_integrity_tag(bytes(hdr.dcid), body), addr))
+        self.retries_sent += 1
+
+    def _on_unknown_short(self, data: bytes, dcid: bytes, addr: Tuple, now: float) -> None:
+        # a stateless reset from a peer that lost our connection? (RFC 9000 §10.3.1)
+        for conn in self._connections:
+            if conn.is_stateless_reset(data):
+                conn.on_stateless_reset(now)
+                self._after(conn)
+                return
+        self.datagrams_dropped += 1
+        if not self.accept or len(data) < MIN_RESET_TRIGGER:
+            return
+        # answer with a stateless reset, rate limited, always shorter than the trigger
+        self._reset_budget = min(self._reset_rate, self._reset_budget
+                                 + (now - self._reset_budget_time) * self._reset_rate)
+        self._reset_budget_time = now
+        if self._reset_budget < 1.0:
+            return
+        self._reset_budget -= 1.0
+        size = min(len(data) - 1, 64)
+        filler = bytearray(self._random(size - 16))
+        filler[0] = 0x40 | (filler[0] & 0x3F)
+        self._stateless_out.append((bytes(filler) + self._reset_tokens(dcid), addr))
+        self.resets_sent += 1
 
     def _after(self, conn: Connection) -> None:
         self._sync_cids(conn)
@@ -161,8 +234,8 @@ class Endpoint:
     # ------------------------------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple]]:
         """Everything every connection wants to send now, as ``(datagram, address)``."""
-        out = self._vn_pending
-        self._vn_pending = []
+        out = self._stateless_out
+        self._stateless_out = []
         for conn in list(self._connections):
             out.extend(conn.datagrams_to_send(now))
             self._after(conn)

@@ -142,6 +142,7 @@ def make_pair(
     client_config: Optional[Configuration] = None,
     server_config: Optional[Configuration] = None,
     encryption: bool = True,
+    server_endpoint: Optional[dict] = None,
     **network_kw: Any,
 ) -> Tuple[Network, EndpointNode, EndpointNode, Connection]:
     """A client and a server endpoint in a simulated network, the client already connecting.
@@ -149,6 +150,7 @@ def make_pair(
     Returns ``(network, client_node, server_node, client_connection)``; send with
     ``client_connection.send_message(...)`` then ``network.run(until=..., max_time=...)``.
     Randomness (connection IDs, keys' nonces aside) is drawn from ``seed`` so runs repeat.
+    ``server_endpoint`` holds extra ``Endpoint`` options (``require_retry``, ``max_handshakes``...).
     """
     rng = random.Random(seed)
 
@@ -160,7 +162,7 @@ def make_pair(
     if scfg.encryption and scfg.identity is None:
         scfg = scfg.copy(identity=test_identity())
     net = Network(seed=seed, **network_kw)
-    server = EndpointNode(Endpoint(scfg, accept=True, random_bytes=rand))
+    server = EndpointNode(Endpoint(scfg, accept=True, random_bytes=rand, **(server_endpoint or {})))
     client = EndpointNode(Endpoint(ccfg, random_bytes=rand))
     net.add_node(server, SERVER_ADDR)
     net.add_node(client, CLIENT_ADDR)

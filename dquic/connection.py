@@ -295,6 +295,7 @@ class Connection:
         self._created = None
         self._last_activity = 0.0
         self._last_eliciting_sent = 0.0
+        self._eliciting_since_receive = False
         self._idle_timeout = config.idle_timeout
         self._close_deadline: Optional[float] = None
         self._close_frame: Optional[Tuple[int, int, bytes, bool]] = None
@@ -752,6 +753,7 @@ class Connection:
                 and getattr(opener.keys, "has_old_keys", False)):
             self._old_keys_deadline = now + 3 * self._pto()
         self._last_activity = now
+        self._eliciting_since_receive = False
         if self.is_client and hdr.is_long and not self._peer_cid_set_by_server:
             # RFC 9000 §7.2: the client switches to the server's chosen connection ID
             self._peer_cid_set_by_server = True
@@ -1395,6 +1397,10 @@ class Connection:
         self._recovery.on_packet_sent(pkt)
         if eliciting:
             self._last_eliciting_sent = now
+            if not self._eliciting_since_receive:
+                # RFC 9000 §10.1: the first ack-eliciting packet after a receipt restarts idle
+                self._eliciting_since_receive = True
+                self._last_activity = now
             if self._pacer is not None:
                 self._pacer.on_sent(size, now)
 

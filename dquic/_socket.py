@@ -1,0 +1,289 @@
+"""A non-blocking UDP socket for dquic's I/O thread.
+
+``UDPSocket`` wraps one ``socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` and gives the driver
+the few operations it needs, each one non-blocking and batch-oriented:
+
+* ``recv_batch(n)`` drains up to ``n`` datagrams (stopping at ``EAGAIN``);
+* ``send(data, addr)`` / ``send_batch(items)`` send datagrams and report how many went out, so
+  the caller can keep the rest for later when the kernel buffer is full (``EAGAIN``/``ENOBUFS``);
+* ``unreachable()`` reports destinations the kernel learnt were unreachable (ICMP port or host
+  unreachable), read from the socket's error queue on Linux (``IP_RECVERR``/``IPV6_RECVERR``).
+
+Addresses are normalised by ``normalize_address`` so the same peer always has the same tuple:
+``(host, port)`` for IPv4, and for IPv6 ``(host, port)`` too unless a scope id is needed
+(link-local), then ``(host, port, 0, scope_id)``. IPv4 peers reaching a dual-stack IPv6 socket
+(``::ffff:a.b.c.d``) are reported as plain IPv4 tuples.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+import sys
+from typing import List, Optional, Tuple
+
+__all__ = ["UDPSocket", "normalize_address", "resolve_address", "DEFAULT_BUFFER_SIZE"]
+
+#: Kernel socket buffer size asked for (the kernel may cap it: see ``net.core.rmem_max``).
+DEFAULT_BUFFER_SIZE = 8 << 20
+#: Largest datagram read at once.
+MAX_DATAGRAM = 65535
+
+# Linux constants not exported by the socket module on every version.
+_SOL_IP = 0
+_IP_RECVERR = 11
+_SOL_IPV6 = 41
+_IPV6_RECVERR = 25
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_SOCK_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
+_UNREACHABLE_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                 errno.EHOSTDOWN if hasattr(errno, "EHOSTDOWN") else errno.EHOSTUNREACH))
+_RETRY_LATER = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR))
+
+Address = Tuple
+
+
+def normalize_address(addr: Tuple) -> Tuple:
+    """The canonical form of a numeric socket address (see the module docstring).
+
+    ``addr`` is what ``recvfrom`` returned or what ``resolve_address`` produced.
+    """
+    host, port = addr[0], addr[1]
+    if ":" in host:
+        if host.startswith("::ffff:") and "." in host:
+            return (host[7:], port)  # IPv4-mapped (dual-stack socket)
+        scope = addr[3] if len(addr) >= 4 else 0
+        if "%" in host:  # textual scope, e.g. fe80::1%eth0
+            host, _, name = host.partition("%")
+            if not scope:
+                try:
+                    scope = socket.if_nametoindex(name)
+                except OSError:
+                    scope = int(name) if name.isdigit() else 0
+        host = str(ipaddress.IPv6Address(host))
+        return (host, port, 0, scope) if scope else (host, port)
+    return (host, port)
+
+
+def check_address(address: object) -> Tuple[str, int]:
+    """Validate the shape of a user-supplied address: a ``(host, port)`` tuple (IPv6 may add
+    flowinfo and scope id). Raises ``TypeError``/``ValueError`` before anything is resolved."""
+    if not isinstance(address, tuple) or len(address) not in (2, 4):
+        raise TypeError("address must be a (host, port) tuple")
+    host, port = address[0], address[1]
+    if isinstance(host, (bytes, bytearray)):
+        host = bytes(host).decode("ascii")
+    if not isinstance(host, str):
+        raise TypeError("host must be a str")
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError("port must be an int")
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be 0..65535")
+    return host, port
+
+
+def resolve_address(address: Tuple, family: Optional[int] = None, passive: bool = False) -> Tuple[int, Tuple]:
+    """Resolve ``address`` to ``(family, normalized numeric address)``.
+
+    Names resolve with IPv4 preferred ('localhost' -> 127.0.0.1) unless ``family`` is given (the
+    family of an existing socket). ``passive`` resolves '' to the wildcard address (for bind).
+    Raises ``socket.gaierror`` (an OSError) for unknown names.
+    """
+    host, port = check_address(address)
+    if host in ("", "<any>") and passive:
+        if family == socket.AF_INET6:
+            return socket.AF_INET6, ("::", port)
+        return socket.AF_INET, ("0.0.0.0", port)
+    if host == "<broadcast>":
+        return socket.AF_INET, ("255.255.255.255", port)
+    # numeric fast path
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if ip.version == 4:
+            return socket.AF_INET, (str(ip), port)
+        addr = (host, port) if len(address) == 2 else (host, port, address[2], address[3])
+        return socket.AF_INET6, normalize_address(addr)
+    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM, 0,
+                               socket.AI_PASSIVE if passive else 0)
+    if not infos:
+        raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host!r}")
+    order = [socket.AF_INET, socket.AF_INET6]
+    if family == socket.AF_INET6:
+        order.reverse()
+    for fam in order:
+        for info in infos:
+            if info[0] == fam:
+                return fam, normalize_address(info[4])
+    raise socket.gaierror(socket.EAI_FAMILY, f"no usable address for {host!r}")
+
+
+class UDPSocket:
+    """One non-blocking UDP socket (see the module docstring).
+
+    Create it for a family, ``bind`` it (optional: the kernel picks a port on first send), then
+    use ``recv_batch`` / ``send`` from a single I/O thread and ``fileno()`` for ``select``.
+    """
+
+    def __init__(self, family: int = socket.AF_INET, buffer_size: int = DEFAULT_BUFFER_SIZE,
+                 dual_stack: bool = False) -> None:
+        self.family = family
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
+                except OSError:
+                    pass
+            self.dual_stack = False
+            if family == socket.AF_INET6:
+                try:
+                    self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+                    self.dual_stack = dual_stack
+                except OSError:
+                    pass
+            self._recverr = False
+            if sys.platform.startswith("linux"):
+                level, opt = (_SOL_IPV6, _IPV6_RECVERR) if family == socket.AF_INET6 else (_SOL_IP, _IP_RECVERR)
+                try:
+                    self.sock.setsockopt(level, opt, 1)
+                    self._recverr = True
+                except OSError:
+                    pass
+                if family == socket.AF_INET6 and self.dual_stack:
+                    try:
+                        self.sock.setsockopt(_SOL_IP, _IP_RECVERR, 1)
+                    except OSError:
+                        pass
+        except BaseException:
+            self.sock.close()
+            raise
+        self._unreachable: List[Tuple[Tuple, int]] = []
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
+        self.send_retries = 0
+        self.closed = False
+
+    # ----------------------------------------------------------------------------------------
+    def bind(self, address: Tuple) -> None:
+        """Bind to a numeric ``address`` (from ``resolve_address``)."""
+        self.sock.bind(address)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def local_address(self) -> Tuple:
+        """The bound address, normalised (port 0 until bound or first send)."""
+        return normalize_address(self.sock.getsockname())
+
+    @property
+    def buffer_sizes(self) -> Tuple[int, int]:
+        """``(SO_SNDBUF, SO_RCVBUF)`` as granted by the kernel."""
+        return (self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    def to_wire(self, addr: Tuple) -> Tuple:
+        """The address to pass to ``sendto`` for a normalised ``addr``."""
+        if self.family == socket.AF_INET6 and ":" not in addr[0]:
+            if not self.dual_stack:
+                raise OSError(errno.EAFNOSUPPORT, "IPv4 destination on an IPv6-only socket")
+            return ("::ffff:" + addr[0], addr[1])
+        if self.family == socket.AF_INET and ":" in addr[0]:
+            raise OSError(errno.EAFNOSUPPORT, "IPv6 destination on an IPv4 socket")
+        return addr
+
+    # ----------------------------------------------------------------------------------------
+    def recv_batch(self, max_count: int = 64) -> List[Tuple[bytes, Tuple]]:
+        """Read up to ``max_count`` datagrams without blocking: ``[(data, normalized_addr)]``.
+
+        ICMP errors met on the way are recorded for ``unreachable()``; other errors stop the
+        batch (the socket stays usable).
+        """
+        out: List[Tuple[bytes, Tuple]] = []
+        recvfrom = self.sock.recvfrom
+        v6 = self.family == socket.AF_INET6
+        for _ in range(max_count):
+            try:
+                data, addr = recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in _UNREACHABLE_ERRNOS:
+                    self._drain_error_queue(exc.errno)
+                    continue
+                break
+            out.append((data, normalize_address(addr) if v6 else addr))
+        self.datagrams_received += len(out)
+        if self._recverr:
+            self._drain_error_queue(0)
+        return out
+
+    def _drain_error_queue(self, default_errno: int) -> None:
+        """Move queued ICMP errors (Linux error queue) into ``_unreachable``."""
+        if not self._recverr:
+            return
+        for _ in range(64):
+            try:
+                _, ancdata, _, addr = self.sock.recvmsg(1, 512, _MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            err = default_errno
+            for level, ctype, cdata in ancdata:
+                if len(cdata) >= _SOCK_EE.size and (level, ctype) in (
+                        (_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)):
+                    err = _SOCK_EE.unpack_from(cdata)[0]
+            if addr and err in _UNREACHABLE_ERRNOS:
+                self._unreachable.append((normalize_address(addr), err))
+
+    def unreachable(self) -> List[Tuple[Tuple, int]]:
+        """Destinations reported unreachable since the last call: ``[(addr, errno)]``."""
+        out, self._unreachable = self._unreachable, []
+        return out
+
+    # ----------------------------------------------------------------------------------------
+    def send(self, data: bytes, addr: Tuple) -> bool:
+        """Send one datagram. False when the kernel cannot take it now (retry later)."""
+        try:
+            self.sock.sendto(data, self.to_wire(addr))
+        except OSError as exc:
+            if exc.errno in _RETRY_LATER or isinstance(exc, BlockingIOError):
+                self.send_retries += 1
+                return False
+            if exc.errno in _UNREACHABLE_ERRNOS:
+                # an earlier ICMP error surfaced here; record it, the datagram is dropped
+                self._drain_error_queue(exc.errno)
+                if not self._recverr:
+                    self._unreachable.append((addr, exc.errno))
+                return True
+            if exc.errno in (errno.EMSGSIZE, errno.EINVAL, errno.EAFNOSUPPORT, errno.ENETUNREACH,
+                             errno.EADDRNOTAVAIL, errno.EPERM, errno.EACCES):
+                return True  # undeliverable datagram: drop it, loss recovery copes
+            raise
+        self.datagrams_sent += 1
+        return True
+
+    def send_batch(self, items: List[Tuple[bytes, Tuple]], start: int = 0) -> int:
+        """Send ``items[start:]`` in order; return the index of the first one not sent
+        (``len(items)`` when all went out). Stops at the first ``EAGAIN``/``ENOBUFS``."""
+        send = self.send
+        i = start
+        n = len(items)
+        while i < n:
+            data, addr = items[i]
+            if not send(data, addr):
+                break
+            i += 1
+        return i
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.sock.close()

@@ -18,7 +18,14 @@
 #                                            per round trip)
 #   on_persistent_congestion(now)            collapse to the minimum window (§7.6.2)
 #   on_packet_discarded(sent_bytes)          keys dropped: forget bytes without a loss signal
-#   on_spurious_congestion(now)              a packet declared lost was acknowledged later
+#   on_spurious_congestion(now)              every loss of the latest congestion episode (the
+#                                            losses since the last reduction) was acknowledged
+#                                            later: undo that reduction
+#   on_rate_sample(delivery_rate, rtt, delivered, prior_delivered, is_app_limited, now)
+#                                            once per ACK frame with a valid delivery-rate sample
+#                                            (after on_packets_acked); rate in bytes/s
+#   pacing_rate()                            bytes/s the connection should pace at, or 0.0 for
+#                                            the Pacer's own cwnd/srtt rule
 #
 # Batching per ACK frame (rather than per packet) keeps the per-packet path free of Python
 # calls; CUBIC and NewReno both grow by "bytes acknowledged" so the batch is exact for them.
@@ -36,6 +43,12 @@ cdef class CongestionController:
     cdef public bint is_app_limited
     cdef public long long congestion_events
     cdef public long long persistent_congestion_events
+    cdef public long long congestion_undos
+    # state before the latest reduction, for on_spurious_congestion
+    cdef bint _undo_valid
+    cdef Py_ssize_t _undo_cwnd
+    cdef double _undo_ssthresh
+    cdef double _undo_recovery_start
 
     cpdef void on_packet_sent(self, Py_ssize_t sent_bytes, double now)
     cpdef void on_packets_acked(self, Py_ssize_t acked_bytes, double largest_time_sent, double now,
@@ -45,6 +58,11 @@ cdef class CongestionController:
     cpdef void on_persistent_congestion(self, double now)
     cpdef void on_packet_discarded(self, Py_ssize_t sent_bytes)
     cpdef void on_spurious_congestion(self, double now)
+    cpdef void on_rate_sample(self, double delivery_rate, double rtt, long long delivered,
+                              long long prior_delivered, bint is_app_limited, double now)
+    cpdef double pacing_rate(self)
+    cdef void _save_undo(self)
+    cdef void _restore_undo(self)
     cpdef bint can_send(self, Py_ssize_t size=*)
     cpdef Py_ssize_t available(self)
     cpdef bint in_slow_start(self)
@@ -69,6 +87,8 @@ cdef class Cubic(CongestionController):
     cdef public double cwnd_epoch
     cdef public double w_est
     cdef double _cwnd                 # fractional congestion window
+    cdef double _undo_fcwnd, _undo_w_max, _undo_k, _undo_epoch_start, _undo_cwnd_epoch
+    cdef double _undo_w_est
     # HyStart++ state (RFC 9406 §4)
     cdef public bint in_css
     cdef public int css_rounds

@@ -66,6 +66,11 @@ cdef class CongestionController:
         self.is_app_limited = False
         self.congestion_events = 0
         self.persistent_congestion_events = 0
+        self.congestion_undos = 0
+        self._undo_valid = False
+        self._undo_cwnd = 0
+        self._undo_ssthresh = INFINITY
+        self._undo_recovery_start = -INFINITY
 
     def __repr__(self):
         return (f"{type(self).__name__}(cwnd={self.congestion_window}, "
@@ -103,6 +108,7 @@ cdef class CongestionController:
         """
         if self._in_recovery_period(time_sent):
             return
+        self._save_undo()
         self.recovery_start_time = now
         self.in_recovery = True
         self.congestion_events += 1
@@ -122,9 +128,57 @@ cdef class CongestionController:
         """Forget in-flight bytes whose keys were dropped, without a congestion signal (§6.4)."""
         self._remove_in_flight(sent_bytes)
 
+    cdef void _save_undo(self):
+        # Remember the state a reduction is about to change (subclasses extend this).
+        self._undo_valid = True
+        self._undo_cwnd = self.congestion_window
+        self._undo_ssthresh = self.ssthresh
+        self._undo_recovery_start = self.recovery_start_time
+
+    cdef void _restore_undo(self):
+        # Window and threshold return to at least their values before the reduction (growth
+        # since is kept, as in RFC 4015's response); the recovery period is cancelled, so a
+        # later genuine loss reduces again.
+        if self._undo_cwnd > self.congestion_window:
+            self.congestion_window = self._undo_cwnd
+        if self._undo_ssthresh > self.ssthresh:
+            self.ssthresh = self._undo_ssthresh
+        self.recovery_start_time = self._undo_recovery_start
+        self.in_recovery = False
+
     cpdef void on_spurious_congestion(self, double now):
-        """A packet declared lost was acknowledged afterwards. The built-ins do not undo."""
+        """Undo the latest reduction: every loss that caused it was acknowledged later.
+
+        Recovery calls this once all packets declared lost since the controller last reduced
+        (``congestion_events`` grew) have been acknowledged after all. Restores the window,
+        slow-start threshold (and a subclass's own state) saved by the reduction; a second
+        call without a new reduction does nothing.
+        """
+        if not self._undo_valid:
+            return
+        self._undo_valid = False
+        self.congestion_undos += 1
+        self._restore_undo()
+
+    cpdef void on_rate_sample(self, double delivery_rate, double rtt, long long delivered,
+                              long long prior_delivered, bint is_app_limited, double now):
+        """A delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation), per ACK frame.
+
+        ``delivery_rate`` is bytes/s over the sample interval, ``rtt`` the round trip of the
+        newest acknowledged packet, ``delivered`` the connection's total delivered bytes and
+        ``prior_delivered`` its value when that packet was sent (a round trip has passed once
+        ``prior_delivered`` reaches the ``delivered`` seen at the round's start).
+        ``is_app_limited`` flags samples the application, not the path, limited. Called after
+        ``on_packets_acked``. Window-based controllers ignore it.
+        """
         pass
+
+    cpdef double pacing_rate(self):
+        """Bytes/s the sender should pace at, or 0.0 to let the Pacer derive it from the window.
+
+        Rate-based controllers (BBR) return their pacing rate; pass it to ``Pacer.update``.
+        """
+        return 0.0
 
     cpdef bint can_send(self, Py_ssize_t size=1200):
         """True when ``size`` more bytes fit in the congestion window."""
@@ -328,6 +382,7 @@ cdef class Cubic(CongestionController):
         if self.congestion_window != <Py_ssize_t>self._cwnd:
             self._cwnd = <double>self.congestion_window   # assigned from outside
         cwnd = self._cwnd
+        self._save_undo()
         self.recovery_start_time = now
         self.in_recovery = True
         self.congestion_events += 1
@@ -343,6 +398,30 @@ cdef class Cubic(CongestionController):
         self._cwnd = cwnd
         self.congestion_window = <Py_ssize_t>cwnd
         self.epoch_start = -INFINITY
+
+    cdef void _save_undo(self):
+        CongestionController._save_undo(self)
+        self._undo_fcwnd = self._cwnd
+        self._undo_w_max = self.w_max
+        self._undo_k = self.k
+        self._undo_epoch_start = self.epoch_start
+        self._undo_cwnd_epoch = self.cwnd_epoch
+        self._undo_w_est = self.w_est
+
+    cdef void _restore_undo(self):
+        # RFC 9438 §4.9: on a spurious congestion event restore W_max, K, the epoch and the
+        # window as they were before the reduction.
+        if self.congestion_window != <Py_ssize_t>self._cwnd:
+            self._cwnd = <double>self.congestion_window
+        CongestionController._restore_undo(self)
+        if self._undo_fcwnd > self._cwnd:
+            self._cwnd = self._undo_fcwnd
+        self.congestion_window = <Py_ssize_t>self._cwnd
+        self.w_max = self._undo_w_max
+        self.k = self._undo_k
+        self.epoch_start = self._undo_epoch_start
+        self.cwnd_epoch = self._undo_cwnd_epoch
+        self.w_est = self._undo_w_est
 
     cpdef void on_persistent_congestion(self, double now):
         """Collapse to the minimum window; the next epoch restarts from slow start (§4.8)."""

@@ -16,6 +16,13 @@ cdef class SentPacket:
     cdef public bint in_flight
     cdef public bint is_probe
     cdef public object frames     # opaque to recovery: what the connection must retransmit/confirm
+    cdef public bint declared_lost  # declared lost earlier; reported in ``acked`` if acked later
+    # delivery-rate sampling state at send time (draft-cheng-iccrg-delivery-rate-estimation)
+    cdef public long long delivered
+    cdef public double delivered_time
+    cdef public double first_sent_time
+    cdef public bint is_app_limited
+    cdef long long _episode       # congestion episode this packet's loss belongs to (0: none)
 
 
 cdef class RttEstimator:
@@ -43,7 +50,7 @@ cdef class _Space:
     cdef Py_ssize_t bytes_in_flight
     cdef Py_ssize_t outstanding   # SentPacket objects still held
     cdef Py_ssize_t not_in_flight # ... of which not in flight (ACK-only)
-    cdef dict lost                # packet number -> time declared lost (spurious detection)
+    cdef dict lost                # packet number -> SentPacket declared lost (spurious detection)
     cdef bint discarded
 
 
@@ -69,6 +76,27 @@ cdef class Recovery:
     cdef public long long spurious_losses
     cdef public long long persistent_congestions
     cdef public long long pto_expirations
+    cdef public long long congestion_undos
+    # adaptive reordering tolerance (RFC 9002 §6.1, RFC 8985 style)
+    cdef public bint adaptive_reordering
+    cdef public bint packet_threshold_disabled
+    cdef public int base_packet_threshold
+    cdef public int max_packet_threshold
+    cdef public double base_time_threshold
+    cdef public double max_time_threshold
+    cdef public int reordering_decay
+    cdef public long long max_reordering_seen
+    cdef int _genuine_streak
+    # congestion undo bookkeeping
+    cdef long long _episode
+    cdef Py_ssize_t _episode_left
+    cdef bint _episode_undoable
+    # delivery-rate estimation (connection-wide counters)
+    cdef public long long delivered
+    cdef public double delivered_time
+    cdef public double first_sent_time
+    cdef public long long app_limited_until
+    cdef public double last_delivery_rate
     cdef _Space _sp0
     cdef _Space _sp1
 
@@ -87,4 +115,8 @@ cdef class Recovery:
     cdef void _evict_not_in_flight(self, _Space sp)
     cdef double _pto_time(self, int* out_space)
     cdef void _prune_lost(self, _Space sp, double now)
-    cdef void _check_spurious(self, _Space sp, list rl, double now)
+    cdef void _rate_sample(self, SentPacket newest, Py_ssize_t nbytes, double now)
+    cdef int _ack_lost(self, _Space sp, long long start, long long stop, list out) except -1
+    cdef void _on_spurious(self, _Space sp, SentPacket pkt, long long prior_largest, double now)
+    cdef void _confirm_lost(self, SentPacket pkt)
+    cpdef void on_app_limited(self)

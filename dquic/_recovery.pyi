@@ -15,6 +15,11 @@ class SentPacket:
     in_flight: bool
     is_probe: bool
     frames: Any
+    declared_lost: bool
+    delivered: int
+    delivered_time: float
+    first_sent_time: float
+    is_app_limited: bool
     def __init__(
         self,
         packet_number: int,
@@ -62,6 +67,20 @@ class Recovery:
     spurious_losses: int
     persistent_congestions: int
     pto_expirations: int
+    congestion_undos: int
+    adaptive_reordering: bool
+    packet_threshold_disabled: bool
+    base_packet_threshold: int
+    max_packet_threshold: int
+    base_time_threshold: float
+    max_time_threshold: float
+    reordering_decay: int
+    max_reordering_seen: int
+    delivered: int
+    delivered_time: float
+    first_sent_time: float
+    app_limited_until: int
+    last_delivery_rate: float
     def __init__(
         self,
         congestion: CongestionController,
@@ -73,6 +92,10 @@ class Recovery:
         persistent_congestion_threshold: int = 3,
         max_lost_tracked: int = 256,
         max_tracked: int = 32768,
+        adaptive_reordering: bool = True,
+        max_packet_threshold: int = 64,
+        max_time_threshold: float = 2.0,
+        reordering_decay: int = 64,
     ) -> None: ...
     @property
     def bytes_in_flight(self) -> int: ...
@@ -87,6 +110,7 @@ class Recovery:
         self, congestion: CongestionController, reset_rtt: bool = False
     ) -> None: ...
     def on_packet_sent(self, pkt: SentPacket) -> None: ...
+    def on_app_limited(self) -> None: ...
     def on_ack_received(
         self, space: int, ranges: Iterable[Sequence[int]], ack_delay: float, now: float
     ) -> Tuple[list[SentPacket], list[SentPacket]]: ...

@@ -44,6 +44,11 @@ cdef class SentPacket:
     mark delivered on acknowledgement; recovery never looks inside. ``in_flight`` defaults to
     ``ack_eliciting`` (a packet counts toward bytes in flight when it is ack-eliciting or
     carries PADDING; pass ``in_flight=True`` for padded ACK-only packets).
+
+    ``declared_lost`` becomes True when recovery reports the packet lost; such a packet can
+    still show up later in the ``acked`` list of ``on_ack_received`` (a spurious loss): its
+    frames were delivered after all. ``delivered``, ``delivered_time``, ``first_sent_time`` and
+    ``is_app_limited`` are filled in by ``Recovery.on_packet_sent`` for delivery-rate sampling.
     """
 
     def __init__(self, long long packet_number, int space, double time_sent, Py_ssize_t sent_bytes,
@@ -58,6 +63,12 @@ cdef class SentPacket:
         self.in_flight = ack_eliciting if in_flight is None else bool(in_flight)
         self.frames = frames
         self.is_probe = is_probe
+        self.declared_lost = False
+        self.delivered = 0
+        self.delivered_time = 0.0
+        self.first_sent_time = 0.0
+        self.is_app_limited = False
+        self._episode = 0
 
     def __repr__(self):
         return (f"SentPacket(pn={self.packet_number}, space={self.space}, t={self.time_sent:.6f}, "
@@ -149,6 +160,10 @@ cdef class _Space:
         self.discarded = False
 
 
+def _pn_key(SentPacket pkt):
+    return pkt.packet_number
+
+
 cdef inline void _forget(_Space sp, SentPacket pkt):
     # Remove an outstanding packet's contribution to the space's counters.
     sp.outstanding -= 1
@@ -170,13 +185,19 @@ cdef class Recovery:
     def __init__(self, CongestionController congestion not None, double max_ack_delay=0.025,
                  double initial_rtt=0.333, int packet_threshold=3, double time_threshold=9.0 / 8.0,
                  double granularity=0.001, int persistent_congestion_threshold=3,
-                 Py_ssize_t max_lost_tracked=256, Py_ssize_t max_tracked=32768):
+                 Py_ssize_t max_lost_tracked=256, Py_ssize_t max_tracked=32768,
+                 bint adaptive_reordering=True, int max_packet_threshold=64,
+                 double max_time_threshold=2.0, int reordering_decay=64):
         if packet_threshold < 1 or time_threshold < 1.0 or granularity <= 0.0:
             raise ValueError("invalid loss detection thresholds")
         if max_ack_delay < 0.0 or persistent_congestion_threshold < 1:
             raise ValueError("invalid max_ack_delay or persistent_congestion_threshold")
         if max_lost_tracked < 0 or max_tracked < 1:
             raise ValueError("invalid tracking limits")
+        if max_packet_threshold < packet_threshold or max_time_threshold < time_threshold:
+            raise ValueError("maximum reordering thresholds below the initial ones")
+        if reordering_decay < 1:
+            raise ValueError("reordering_decay must be at least 1")
         self.congestion = congestion
         self.rtt = RttEstimator(initial_rtt)
         self.max_ack_delay = max_ack_delay
@@ -197,6 +218,23 @@ cdef class Recovery:
         self.spurious_losses = 0
         self.persistent_congestions = 0
         self.pto_expirations = 0
+        self.congestion_undos = 0
+        self.adaptive_reordering = adaptive_reordering
+        self.base_packet_threshold = packet_threshold
+        self.max_packet_threshold = max_packet_threshold
+        self.base_time_threshold = time_threshold
+        self.max_time_threshold = max_time_threshold
+        self.reordering_decay = reordering_decay
+        self.max_reordering_seen = 0
+        self._genuine_streak = 0
+        self._episode = 0
+        self._episode_left = 0
+        self._episode_undoable = False
+        self.delivered = 0
+        self.delivered_time = 0.0
+        self.first_sent_time = 0.0
+        self.app_limited_until = 0
+        self.last_delivery_rate = 0.0
         self._sp0 = _Space()
         self._sp1 = _Space()
 
@@ -286,6 +324,15 @@ cdef class Recovery:
         sp.largest_sent = pn
         self.packets_sent += 1
         if pkt.in_flight:
+            # delivery-rate sampling (draft-cheng-iccrg-delivery-rate-estimation §3.2): an idle
+            # sender restarts the send and delivery intervals at this packet
+            if self._sp0.bytes_in_flight + self._sp1.bytes_in_flight == 0:
+                self.first_sent_time = pkt.time_sent
+                self.delivered_time = pkt.time_sent
+            pkt.delivered = self.delivered
+            pkt.delivered_time = self.delivered_time
+            pkt.first_sent_time = self.first_sent_time
+            pkt.is_app_limited = self.app_limited_until != 0
             if pkt.ack_eliciting:
                 sp.time_of_last_ack_eliciting = pkt.time_sent
                 sp.ack_eliciting_in_flight += 1
@@ -319,20 +366,29 @@ cdef class Recovery:
         ``ranges`` are ascending half-open ``(start, stop)`` packet number ranges as the ACK
         decoder yields them; ``ack_delay`` is already in seconds (ignored in the handshake
         space). Raises ``ProtocolError(PROTOCOL_VIOLATION)`` when a packet number larger than
-        any sent is acknowledged. Packets declared lost earlier and acknowledged now are only
-        counted in ``spurious_losses`` (they are not returned again).
+        any sent is acknowledged.
+
+        ``acked`` also holds packets that were declared lost earlier and are acknowledged now
+        (``pkt.declared_lost`` is True): their frames reached the peer, so the caller marks
+        them delivered (and must not send that data again); they are not in flight any more
+        and do not count toward the congestion controller's acknowledged bytes. Such a
+        spurious loss widens the reordering thresholds and, once every loss of a congestion
+        episode turned out spurious, undoes the window reduction
+        (``CongestionController.on_spurious_congestion``).
         Call ``get_loss_detection_timer()`` next.
         """
         cdef _Space sp = self._space(space)
         cdef list rl
         cdef list newly = []
+        cdef list spurious = None
         cdef list lost
         cdef object r, obj
         cdef SentPacket pkt
         cdef SentPacket largest_pkt = None
-        cdef long long start, stop, largest = -1, pn, lo, hi, end
+        cdef SentPacket newest = None
+        cdef long long start, stop, largest = -1, pn, lo, hi, end, prior_largest
         cdef Py_ssize_t i, n
-        cdef Py_ssize_t acked_bytes = 0
+        cdef Py_ssize_t acked_bytes = 0, spurious_bytes = 0
         cdef bint any_in_flight = False
         cdef bint includes_ack_eliciting = False
         cdef double largest_time_sent = -INFINITY
@@ -360,6 +416,10 @@ cdef class Recovery:
         for r in rl:
             start = r[0]
             stop = r[1]
+            if sp.lost:
+                if spurious is None:
+                    spurious = []
+                self._ack_lost(sp, start, stop, spurious)
             lo = start if start > sp.base + sp.head else sp.base + sp.head
             hi = stop if stop < end else end
             pn = lo
@@ -376,6 +436,9 @@ cdef class Recovery:
                         acked_bytes += pkt.sent_bytes
                         if pkt.time_sent > largest_time_sent:
                             largest_time_sent = pkt.time_sent
+                        # rate sample from the most recently sent packet (ties: larger pn)
+                        if newest is None or pkt.time_sent >= newest.time_sent:
+                            newest = pkt
                     if pkt.ack_eliciting:
                         includes_ack_eliciting = True
                     if largest_pkt is None or pn > largest_pkt.packet_number:
@@ -384,8 +447,18 @@ cdef class Recovery:
                     sp.slots[i] = _ACKED
                 pn += 1
 
-        if sp.lost:
-            self._check_spurious(sp, rl, now)
+        prior_largest = sp.largest_acked
+        if spurious:
+            for pkt in spurious:
+                spurious_bytes += pkt.sent_bytes
+                if pkt.ack_eliciting:
+                    includes_ack_eliciting = True
+                if largest_pkt is None or pkt.packet_number > largest_pkt.packet_number:
+                    largest_pkt = pkt
+                self._on_spurious(sp, pkt, prior_largest, now)
+            newly.extend(spurious)
+            if len(newly) > len(spurious):
+                newly.sort(key=_pn_key)
         if not newly:
             return newly, []
 
@@ -411,6 +484,8 @@ cdef class Recovery:
         if any_in_flight:
             self.congestion.on_packets_acked(acked_bytes, largest_time_sent, now, rtt_sample,
                                              self.rtt.smoothed_rtt, self.rtt.min_rtt)
+        if acked_bytes or spurious_bytes:
+            self._rate_sample(newest, acked_bytes + spurious_bytes, now)
         # The client-side exception of A.7 (keep backing off until the server validated the
         # address) is not applied: an acknowledgement always resets the backoff.
         self.pto_count = 0
@@ -418,40 +493,129 @@ cdef class Recovery:
         self._compact(sp)
         return newly, lost
 
-    cdef void _check_spurious(self, _Space sp, list rl, double now):
-        # A packet declared lost is acknowledged after all (RFC 9002 §6.1 notes the thresholds
-        # trade spurious retransmissions for latency; this counts them).
-        cdef long long pn, start, stop
-        cdef object r
-        cdef list hits = []
-        for pn in sp.lost:
-            for r in rl:
-                start = r[0]
-                stop = r[1]
-                if start <= pn < stop:
-                    hits.append(pn)
-                    break
-        if hits:
-            for pn in hits:
-                del sp.lost[pn]
-            self.spurious_losses += len(hits)
-            self.congestion.on_spurious_congestion(now)
+    cdef void _rate_sample(self, SentPacket newest, Py_ssize_t nbytes, double now):
+        # draft-cheng-iccrg-delivery-rate-estimation §3.3: the sample spans from the send of the
+        # newest acknowledged packet back to the delivery state recorded when it was sent; the
+        # longer of the send and ACK intervals guards against ACK compression.
+        cdef double send_elapsed, ack_elapsed, interval, rate
+        cdef long long delivered
+        self.delivered += nbytes
+        self.delivered_time = now
+        if self.app_limited_until and self.delivered > self.app_limited_until:
+            self.app_limited_until = 0
+        if newest is None:
+            return
+        self.first_sent_time = newest.time_sent
+        send_elapsed = newest.time_sent - newest.first_sent_time
+        ack_elapsed = now - newest.delivered_time
+        interval = send_elapsed if send_elapsed > ack_elapsed else ack_elapsed
+        delivered = self.delivered - newest.delivered
+        # intervals shorter than min_rtt would overestimate the rate (§3.3)
+        if interval <= 0.0 or interval < self.rtt.min_rtt or delivered <= 0:
+            return
+        rate = delivered / interval
+        self.last_delivery_rate = rate
+        self.congestion.on_rate_sample(rate, now - newest.time_sent, self.delivered,
+                                       newest.delivered, newest.is_app_limited, now)
+
+    cpdef void on_app_limited(self):
+        """Mark the sender application-limited (rate estimation draft §3.4).
+
+        Call when the connection could have sent (congestion window and pacer allow it) but
+        had nothing to send. Rate samples taken until the data in flight now is delivered are
+        flagged ``is_app_limited`` so controllers do not mistake them for the path's capacity.
+        """
+        cdef long long mark = self.delivered + self._sp0.bytes_in_flight + self._sp1.bytes_in_flight
+        self.app_limited_until = mark if mark > 0 else 1
+
+    cdef int _ack_lost(self, _Space sp, long long start, long long stop, list out) except -1:
+        # Move the tracked lost packets acknowledged by [start, stop) to ``out``.
+        cdef long long pn
+        cdef object obj
+        cdef list hits
+        if stop - start <= len(sp.lost):
+            for pn in range(start, stop):
+                obj = sp.lost.pop(pn, None)
+                if obj is not None:
+                    out.append(obj)
+        else:
+            hits = [k for k in sp.lost if start <= k < stop]
+            for k in hits:
+                out.append(sp.lost.pop(k))
+        return 0
+
+    cdef void _on_spurious(self, _Space sp, SentPacket pkt, long long prior_largest, double now):
+        # A packet declared lost was acknowledged: the network reordered (or delayed) it.
+        # Adaptive thresholds (RFC 9002 §6.1 allows them; RFC 8985 §6.2 does the same with its
+        # reordering window): the packet threshold grows to the observed reordering distance
+        # + 1, up to max_packet_threshold (deeper reordering switches packet-threshold detection
+        # off, leaving the time threshold), and the time threshold grows to the observed delay
+        # in RTTs + 1/8, up to max_time_threshold. Both decay after reordering_decay losses in a
+        # row turn out genuine (_confirm_lost).
+        cdef long long dist
+        cdef double base, ratio
+        self.spurious_losses += 1
+        self._genuine_streak = 0
+        if self.adaptive_reordering:
+            dist = prior_largest - pkt.packet_number
+            if dist > self.max_reordering_seen:
+                self.max_reordering_seen = dist
+            if dist >= self.max_packet_threshold:
+                self.packet_threshold = self.max_packet_threshold
+                self.packet_threshold_disabled = True
+            elif dist + 1 > self.packet_threshold:
+                self.packet_threshold = <int>(dist + 1)
+            base = self.rtt.latest_rtt
+            if self.rtt.smoothed_rtt > base:
+                base = self.rtt.smoothed_rtt
+            if base > 0.0:
+                ratio = (now - pkt.time_sent) / base + 0.125
+                if ratio > self.max_time_threshold:
+                    ratio = self.max_time_threshold
+                if ratio > self.time_threshold:
+                    self.time_threshold = ratio
+        if pkt._episode != 0 and pkt._episode == self._episode and self._episode_undoable:
+            self._episode_left -= 1
+            if self._episode_left <= 0:
+                # every loss of the episode was spurious: undo the reduction (RFC 9002 §7.3
+                # leaves undo to the controller; cf. RFC 4015, RFC 8985 §9.3)
+                self._episode_undoable = False
+                self.congestion_undos += 1
+                self.congestion.on_spurious_congestion(now)
+
+    cdef void _confirm_lost(self, SentPacket pkt):
+        # A tracked lost packet was never acknowledged within the tracking horizon (or was
+        # evicted): treat the loss as genuine.
+        if pkt._episode != 0 and pkt._episode == self._episode:
+            self._episode_undoable = False
+        if not self.adaptive_reordering:
+            return
+        self._genuine_streak += 1
+        if self._genuine_streak >= self.reordering_decay:
+            self._genuine_streak = 0
+            self.packet_threshold_disabled = False
+            self.packet_threshold = (self.base_packet_threshold
+                                     + (self.packet_threshold - self.base_packet_threshold) // 2)
+            self.time_threshold = (self.base_time_threshold
+                                   + (self.time_threshold - self.base_time_threshold) / 2.0)
 
     cdef void _prune_lost(self, _Space sp, double now):
-        # Lost packets are remembered for three PTOs at most (and max_lost_tracked entries).
+        # Lost packets are remembered until about four PTOs after they were sent (and at most
+        # max_lost_tracked of them); an acknowledgement after that is not recognised.
         cdef double horizon
         cdef list old
+        cdef SentPacket pkt
         if not sp.lost:
             return
-        horizon = now - 3.0 * (self.rtt.pto_base(self.granularity) + self.max_ack_delay)
+        horizon = now - 4.0 * (self.rtt.pto_base(self.granularity) + self.max_ack_delay)
         old = []
-        for pn, t in sp.lost.items():
-            if t < horizon:
+        for pn, obj in sp.lost.items():
+            if (<SentPacket>obj).time_sent < horizon:
                 old.append(pn)
             else:
                 break
         for pn in old:
-            del sp.lost[pn]
+            self._confirm_lost(<SentPacket>sp.lost.pop(pn))
 
     cdef void _compact(self, _Space sp):
         cdef Py_ssize_t n = len(sp.slots)
@@ -473,6 +637,7 @@ cdef class Recovery:
         cdef list lost = []
         cdef double loss_delay, t
         cdef long long largest_acked = sp.largest_acked
+        cdef long long pthresh
         cdef Py_ssize_t i, end
         cdef object obj
         cdef SentPacket pkt
@@ -485,6 +650,8 @@ cdef class Recovery:
         loss_delay *= self.time_threshold
         if loss_delay < self.granularity:
             loss_delay = self.granularity
+        # packet threshold (§6.1.1), unless reordering deeper than the cap switched it off
+        pthresh = (<long long>1 << 62) if self.packet_threshold_disabled else self.packet_threshold
         end = <Py_ssize_t>(largest_acked - sp.base + 1)
         if end > len(sp.slots):
             end = len(sp.slots)
@@ -496,7 +663,7 @@ cdef class Recovery:
             # compare as time_sent + loss_delay <= now, the same expression that sets
             # loss_time below, so a timer firing at loss_time always declares the loss
             if (pkt.time_sent + loss_delay <= now
-                    or largest_acked >= pkt.packet_number + self.packet_threshold):
+                    or largest_acked >= pkt.packet_number + pthresh):
                 sp.slots[i] = _LOST
                 _forget(sp, pkt)
                 lost.append(pkt)
@@ -511,23 +678,39 @@ cdef class Recovery:
         cdef Py_ssize_t lost_bytes = 0
         cdef bint any_in_flight = False
         cdef double latest = -INFINITY
+        cdef long long events_before = self.congestion.congestion_events
         self.packets_lost += len(lost)
         for pkt in lost:
+            pkt.declared_lost = True
             if not pkt.in_flight:
                 continue
             any_in_flight = True
             lost_bytes += pkt.sent_bytes
             if pkt.time_sent > latest:
                 latest = pkt.time_sent
-            if self.max_lost_tracked and pkt.ack_eliciting:
-                sp.lost[pkt.packet_number] = now
-                if len(sp.lost) > self.max_lost_tracked:
-                    del sp.lost[next(iter(sp.lost))]
         if not any_in_flight:
             return
         self.bytes_lost += lost_bytes
         self.congestion.on_packets_lost(lost_bytes, now)
         self.congestion.on_congestion_event(latest, now)
+        if self.congestion.congestion_events != events_before:
+            # the controller reduced: a new congestion episode, undoable while all its losses
+            # may still turn out spurious (losses inside the recovery period join it)
+            self._episode += 1
+            self._episode_left = 0
+            self._episode_undoable = True
+        for pkt in lost:
+            if not pkt.in_flight:
+                continue
+            if self.max_lost_tracked and pkt.ack_eliciting:
+                if self._episode_undoable:
+                    pkt._episode = self._episode
+                    self._episode_left += 1
+                sp.lost[pkt.packet_number] = pkt
+                if len(sp.lost) > self.max_lost_tracked:
+                    self._confirm_lost(<SentPacket>sp.lost.pop(next(iter(sp.lost))))
+            else:
+                self._episode_undoable = False   # this loss could never be shown spurious
         if self._persistent(sp, lost):
             self.persistent_congestions += 1
             self.congestion.on_persistent_congestion(now)
@@ -660,6 +843,8 @@ cdef class Recovery:
         sp.bytes_in_flight = 0
         sp.outstanding = 0
         sp.not_in_flight = 0
+        if sp.lost:
+            self._episode_undoable = False
         sp.lost = {}
         sp.discarded = True
         self.pto_count = 0

@@ -415,3 +415,38 @@ def test_controller_invariants(name, ops):
         assert cc.minimum_window <= cc.congestion_window <= cc.maximum_window
         assert cc.bytes_in_flight == len(sent) * MDS
         assert cc.available() >= 0
+
+
+# ---------------------------------------------------------------- congestion undo
+def test_base_undo_restores_once():
+    cc = NewReno(initial_window=20 * MDS)
+    cc.on_packet_sent(MDS, 0.0)
+    lose(cc, MDS, 0.0, 0.1)
+    assert cc.congestion_window == 10 * MDS and cc.in_recovery
+    cc.on_spurious_congestion(0.2)
+    assert cc.congestion_window == 20 * MDS and cc.ssthresh == INF and not cc.in_recovery
+    assert cc.congestion_undos == 1
+    cc.on_spurious_congestion(0.3)            # nothing saved any more
+    assert cc.congestion_undos == 1 and cc.congestion_window == 20 * MDS
+
+
+def test_undo_keeps_growth_since_reduction():
+    cc = NewReno(initial_window=20 * MDS)
+    lose(cc, 0, 0.0, 0.1)
+    cc.congestion_window = 25 * MDS            # grew past the old window meanwhile
+    cc.on_spurious_congestion(0.2)
+    assert cc.congestion_window == 25 * MDS
+
+
+def test_cubic_undo_restores_epoch_state():
+    cc = _cubic_after_loss(100)
+    _drive_rounds(cc, 0.2, 0.1, 5)
+    saved = (cc.congestion_window, cc.ssthresh, cc.w_max, cc.k, cc.epoch_start, cc.w_est)
+    lose(cc, 0, 1.0, 1.0)
+    assert cc.congestion_window < saved[0] and cc.epoch_start == -INF
+    cc.on_spurious_congestion(1.05)
+    assert (cc.congestion_window, cc.ssthresh, cc.w_max, cc.k, cc.epoch_start,
+            cc.w_est) == saved
+    # the restored epoch continues the cubic curve rather than starting a new one
+    _drive_rounds(cc, 1.1, 0.1, 1)
+    assert cc.epoch_start == saved[4] and cc.congestion_window >= saved[0]

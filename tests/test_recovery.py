@@ -309,33 +309,221 @@ def test_no_persistent_congestion_within_duration_or_before_first_sample():
 
 
 # ---------------------------------------------------------------- spurious losses
-def test_spurious_loss_counted():
-    calls = []
-
-    class Spy(NewReno):
-        def on_spurious_congestion(self, now):
-            calls.append(now)
-
-    rec, cc = make(Spy())
-    for i in range(5):
-        send(rec, i, 0.0)
+def test_spurious_loss_returned_as_acked_once():
+    rec, cc = make(adaptive_reordering=False)
+    pkts = [send(rec, i, 0.0, frames=("f", i)) for i in range(5)]
     _, lost = rec.on_ack_received(APPLICATION, [(4, 5)], 0.0, 0.1)
-    assert pns(lost) == [0, 1]
-    acked, lost = rec.on_ack_received(APPLICATION, [(0, 1), (4, 5)], 0.0, 0.12)
-    assert acked == [] and rec.spurious_losses == 1 and calls == [0.12]
-    rec.on_ack_received(APPLICATION, [(0, 2), (4, 5)], 0.0, 0.13)
-    assert rec.spurious_losses == 2
-    rec.on_ack_received(APPLICATION, [(0, 2), (4, 5)], 0.0, 0.14)
-    assert rec.spurious_losses == 2          # counted once
+    assert pns(lost) == [0, 1] and all(p.declared_lost for p in lost)
+    assert not pkts[2].declared_lost
+    inflight = rec.bytes_in_flight
+    assert inflight == cc.bytes_in_flight == 2 * MDS
+    acked, lost = rec.on_ack_received(APPLICATION, [(0, 1), (4, 5)], 0.0, 0.105)
+    assert pns(acked) == [0] and acked[0] is pkts[0] and acked[0].frames == ("f", 0)
+    assert acked[0].declared_lost and lost == [] and rec.spurious_losses == 1
+    # a spurious packet is not in flight: the counters do not move
+    assert rec.bytes_in_flight == cc.bytes_in_flight == inflight
+    acked, _ = rec.on_ack_received(APPLICATION, [(0, 3), (4, 5)], 0.0, 0.11)
+    assert pns(acked) == [1, 2] and [p.declared_lost for p in acked] == [True, False]
+    assert rec.spurious_losses == 2 and rec.bytes_in_flight == cc.bytes_in_flight == MDS
+    acked, _ = rec.on_ack_received(APPLICATION, [(0, 3), (4, 5)], 0.0, 0.111)
+    assert acked == [] and rec.spurious_losses == 2          # reported once
+
+
+def test_spurious_loss_found_after_slots_compacted():
+    rec, cc = make(adaptive_reordering=False)
+    for i in range(200):
+        send(rec, i, 0.0)
+    _, lost = rec.on_ack_received(APPLICATION, [(1, 200)], 0.0, 0.1)
+    assert pns(lost) == [0] and rec.outstanding(APPLICATION) == []
+    for i in range(200, 210):
+        send(rec, i, 0.2)
+    acked, _ = rec.on_ack_received(APPLICATION, [(0, 205)], 0.0, 0.25)
+    assert pns(acked) == [0] + list(range(200, 205)) and acked[0].declared_lost
+    assert rec.bytes_in_flight == cc.bytes_in_flight == 5 * MDS
 
 
 def test_lost_memory_is_bounded():
-    rec, _ = make(max_lost_tracked=4)
+    rec, _ = make(max_lost_tracked=4, adaptive_reordering=False)
     for i in range(20):
         send(rec, i, 0.0)
     rec.on_ack_received(APPLICATION, [(19, 20)], 0.0, 0.1)
-    rec.on_ack_received(APPLICATION, [(0, 20)], 0.0, 0.11)
-    assert rec.spurious_losses == 4
+    acked, _ = rec.on_ack_received(APPLICATION, [(0, 20)], 0.0, 0.11)
+    # 0..16 were lost, only the newest four are remembered; 17 and 18 are plainly acked
+    assert rec.spurious_losses == 4 and pns(acked) == [13, 14, 15, 16, 17, 18]
+
+
+def test_lost_memory_expires():
+    rec, _ = make(adaptive_reordering=False)
+    for i in range(4):
+        send(rec, i, 0.0)
+    rec.on_ack_received(APPLICATION, [(3, 4)], 0.0, 0.1)          # 0 lost
+    send(rec, 4, 5.0)
+    rec.on_ack_received(APPLICATION, [(3, 5)], 0.0, 5.1)          # long after: forgotten
+    acked, _ = rec.on_ack_received(APPLICATION, [(0, 5)], 0.0, 5.2)
+    assert 0 not in pns(acked) and rec.spurious_losses == 0
+
+
+# ---------------------------------------------------------------- reordering tolerance
+def _reorder_episode(rec, first_pn, t, depth, late):
+    """Send depth + 1 packets at t; ACK all but the first (declaring it lost by the packet
+    threshold when depth >= threshold), then ACK the first ``late`` seconds later."""
+    for i in range(depth + 1):
+        send(rec, first_pn + i, t)
+    _, lost = rec.on_ack_received(APPLICATION, [(first_pn + 1, first_pn + depth + 1)], 0.0,
+                                  t + 0.1)
+    acked, _ = rec.on_ack_received(APPLICATION, [(first_pn, first_pn + depth + 1)], 0.0,
+                                   t + 0.1 + late)
+    return lost, acked
+
+
+def test_packet_threshold_adapts_to_reordering_distance():
+    rec, _ = make()
+    assert rec.packet_threshold == 3 and rec.base_packet_threshold == 3
+    lost, acked = _reorder_episode(rec, 0, 0.0, 10, 0.001)
+    assert pns(lost) == [0] and pns(acked) == [0] and rec.spurious_losses == 1
+    # packet 0 acknowledged after packet 10: distance 10 -> threshold 11
+    assert rec.packet_threshold == 11 and rec.max_reordering_seen == 10
+    # the same depth no longer causes a loss
+    lost, acked = _reorder_episode(rec, 11, 1.0, 10, 0.001)
+    assert lost == [] and pns(acked) == [11] and rec.spurious_losses == 1
+    # a shallower episode does not lower it
+    _reorder_episode(rec, 22, 2.0, 5, 0.001)
+    assert rec.packet_threshold == 11
+
+
+def test_packet_threshold_capped_then_disabled():
+    rec, _ = make(max_packet_threshold=8)
+    _reorder_episode(rec, 0, 0.0, 6, 0.001)
+    assert rec.packet_threshold == 7 and not rec.packet_threshold_disabled
+    _reorder_episode(rec, 7, 1.0, 12, 0.001)
+    assert rec.packet_threshold == 8 and rec.packet_threshold_disabled
+    # only the time threshold declares losses now
+    for i in range(20, 40):
+        send(rec, i, 2.0)
+    _, lost = rec.on_ack_received(APPLICATION, [(39, 40)], 0.0, 2.05)
+    assert lost == [] and rec.loss_time(APPLICATION) is not None
+
+
+def test_time_threshold_widens_and_is_capped():
+    rec, _ = make(packet_threshold=100, max_packet_threshold=200)
+    send(rec, 0, 0.0)
+    send(rec, 1, 0.01)
+    rec.on_ack_received(APPLICATION, [(1, 2)], 0.0, 0.11)     # rtt 0.1
+    t = rec.get_loss_detection_timer()
+    lost, _ = rec.on_loss_detection_timeout(t)
+    assert pns(lost) == [0]
+    acked, _ = rec.on_ack_received(APPLICATION, [(0, 2)], 0.0, 0.14)
+    assert acked[0].declared_lost
+    assert rec.time_threshold == pytest.approx(0.14 / 0.1 + 0.125)
+    assert rec.base_time_threshold == 1.125
+    send(rec, 2, 1.0)
+    send(rec, 3, 1.0)
+    rec.on_ack_received(APPLICATION, [(3, 4)], 0.0, 1.1)
+    acked, lost = rec.on_ack_received(APPLICATION, [(2, 4)], 0.0, 1.135)
+    assert pns(acked) == [2] and not acked[0].declared_lost     # tolerated now
+    # a very late ACK cannot push the threshold beyond max_time_threshold
+    send(rec, 4, 2.0)
+    send(rec, 5, 2.0)
+    rec.on_ack_received(APPLICATION, [(5, 6)], 0.0, 2.1)
+    lost, _ = rec.on_loss_detection_timeout(rec.get_loss_detection_timer())
+    rec.on_ack_received(APPLICATION, [(4, 6)], 0.0, 2.9)
+    assert rec.time_threshold == rec.max_time_threshold == 2.0
+
+
+def test_reordering_thresholds_decay_after_genuine_losses():
+    rec, _ = make(reordering_decay=4, max_lost_tracked=2)
+    _reorder_episode(rec, 0, 0.0, 10, 0.001)
+    raised_p, raised_t = rec.packet_threshold, rec.time_threshold
+    assert raised_p == 11
+    pn = 11
+    for k in range(4):            # genuine losses, forgotten (pruned) one round later
+        for i in range(13):
+            send(rec, pn + i, 10.0 * (k + 1))
+        rec.on_ack_received(APPLICATION, [(pn + 1, pn + 13)], 0.0, 10.0 * (k + 1) + 0.05)
+        pn += 13
+        assert rec.packet_threshold == 11
+    for i in range(13):
+        send(rec, pn + i, 50.0)
+    rec.on_ack_received(APPLICATION, [(pn + 1, pn + 13)], 0.0, 50.05)
+    assert rec.packet_threshold == 3 + (11 - 3) // 2
+    assert rec.time_threshold == pytest.approx(1.125 + (raised_t - 1.125) / 2)
+
+
+def test_adaptive_reordering_off_keeps_thresholds():
+    rec, _ = make(adaptive_reordering=False)
+    _reorder_episode(rec, 0, 0.0, 10, 0.03)
+    assert rec.packet_threshold == 3 and rec.time_threshold == 1.125
+    assert rec.spurious_losses == 1 and rec.max_reordering_seen == 0
+
+
+def test_reordering_limits_validated():
+    cc = NewReno()
+    with pytest.raises(ValueError):
+        Recovery(cc, packet_threshold=10, max_packet_threshold=5)
+    with pytest.raises(ValueError):
+        Recovery(cc, time_threshold=1.5, max_time_threshold=1.2)
+    with pytest.raises(ValueError):
+        Recovery(cc, reordering_decay=0)
+
+
+# ---------------------------------------------------------------- congestion undo
+def _grow(rec, cc, n=40):
+    for i in range(n):
+        send(rec, i, 0.0)
+    rec.on_ack_received(APPLICATION, [(0, n)], 0.0, 0.05)
+
+
+def test_spurious_episode_undoes_reduction():
+    from dquic._congestion import Cubic
+    for cc in (NewReno(), Cubic()):
+        rec, _ = make(cc, adaptive_reordering=False)
+        _grow(rec, cc)
+        before = (cc.congestion_window, cc.ssthresh)
+        for i in range(40, 50):
+            send(rec, i, 0.1)
+        _, lost = rec.on_ack_received(APPLICATION, [(0, 40), (43, 50)], 0.0, 0.15)
+        assert pns(lost) == [40, 41, 42]
+        assert cc.congestion_window < before[0] and cc.in_recovery
+        rec.on_ack_received(APPLICATION, [(0, 41), (43, 50)], 0.0, 0.16)
+        assert cc.congestion_window < before[0] and rec.congestion_undos == 0
+        rec.on_ack_received(APPLICATION, [(0, 50)], 0.0, 0.17)
+        assert rec.congestion_undos == 1 and cc.congestion_undos == 1
+        assert (cc.congestion_window, cc.ssthresh) == before and not cc.in_recovery
+        # a later loss reduces again (the recovery period was cancelled)
+        for i in range(50, 60):
+            send(rec, i, 0.2)
+        cwnd = cc.congestion_window
+        rec.on_ack_received(APPLICATION, [(0, 50), (53, 60)], 0.0, 0.25)
+        assert cc.congestion_window < cwnd and cc.congestion_events == 2
+
+
+def test_episode_with_genuine_loss_is_not_undone():
+    rec, cc = make(max_lost_tracked=2, adaptive_reordering=False)
+    _grow(rec, cc)
+    for i in range(40, 50):
+        send(rec, i, 0.1)
+    rec.on_ack_received(APPLICATION, [(0, 40), (43, 50)], 0.0, 0.15)   # 40..42 lost
+    reduced = cc.congestion_window
+    # 40 was pushed out of the tracked set (treated as genuine): no undo even if the rest
+    # turns out spurious
+    rec.on_ack_received(APPLICATION, [(0, 50)], 0.0, 0.16)
+    assert rec.spurious_losses == 2 and rec.congestion_undos == 0
+    assert cc.congestion_window == reduced
+
+
+def test_losses_inside_recovery_join_the_episode():
+    rec, cc = make(adaptive_reordering=False)
+    _grow(rec, cc)
+    before = cc.congestion_window
+    for i in range(40, 50):
+        send(rec, i, 0.1)
+    rec.on_ack_received(APPLICATION, [(0, 40), (41, 44)], 0.0, 0.15)   # 40 lost, reduction
+    rec.on_ack_received(APPLICATION, [(0, 40), (41, 44), (46, 50)], 0.0, 0.16)  # 44, 45 lost
+    assert cc.congestion_events == 1 and rec.packets_lost == 3
+    rec.on_ack_received(APPLICATION, [(0, 44), (46, 50)], 0.0, 0.17)
+    assert rec.congestion_undos == 0
+    rec.on_ack_received(APPLICATION, [(0, 50)], 0.0, 0.18)
+    assert rec.congestion_undos == 1 and cc.congestion_window == before
 
 
 # ---------------------------------------------------------------- discard
@@ -406,12 +594,15 @@ def test_unknown_space_rejected():
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(1, 6)),
                 min_size=1, max_size=60))
 def test_accounting_invariants(ops):
-    """Random sends/ACKs: each packet is reported acked or lost at most once, and the
-    in-flight bytes always match the outstanding packets (both in Recovery and the controller)."""
+    """Random sends/ACKs: each packet is reported acked at most once and lost at most once
+    (lost first, when both), acked only if it was acknowledged, and the in-flight bytes always
+    match the outstanding packets (both in Recovery and the controller)."""
     rec, cc = make()
     now = 0.0
     next_pn = 0
     seen = set()
+    was_acked = set()
+    was_lost = set()
     for kind, a, b in ops:
         now += 0.01
         if kind <= 1:
@@ -422,8 +613,14 @@ def test_accounting_invariants(ops):
             start = min(a, next_pn - 1)
             stop = min(start + b, next_pn)
             acked, lost = rec.on_ack_received(APPLICATION, [(start, stop)], 0.0, now)
-            for p in acked + lost:
-                assert p.packet_number not in seen
+            for p in acked:
+                assert p.packet_number not in was_acked and start <= p.packet_number < stop
+                assert p.declared_lost == (p.packet_number in was_lost)
+                was_acked.add(p.packet_number)
+                seen.add(p.packet_number)
+            for p in lost:
+                assert p.packet_number not in seen and p.declared_lost
+                was_lost.add(p.packet_number)
                 seen.add(p.packet_number)
         else:
             t = rec.get_loss_detection_timer()
@@ -432,6 +629,7 @@ def test_accounting_invariants(ops):
                 lost, _ = rec.on_loss_detection_timeout(now)
                 for p in lost:
                     assert p.packet_number not in seen
+                    was_lost.add(p.packet_number)
                     seen.add(p.packet_number)
         out = rec.outstanding(APPLICATION)
         assert not (set(pns(out)) & seen)

@@ -302,6 +302,7 @@ class Connection:
         self._close_sent_at = -1.0
         self._local_close = False
 
+        self._qlog: Any = None
         # statistics
         self.packets_received = 0
         self.packets_dropped = 0
@@ -502,7 +503,7 @@ class Connection:
         self._local_close = True
         self._close_frame = (int(error_code), 0, reason.encode("utf-8", "replace")[:512], application)
         self._enter_closing(_CLOSING, None)
-        self._events.append(ConnectionTerminated(int(error_code), reason, by_peer=False,
+        self._emit_terminated(ConnectionTerminated(int(error_code), reason, by_peer=False,
                                                  application=application))
 
     def request_key_update(self) -> None:
@@ -661,6 +662,8 @@ class Connection:
         t = self._recovery.get_loss_detection_timer()
         if t is not None and now >= t:
             lost, probe_space = self._recovery.on_loss_detection_timeout(now)
+            if self._qlog is not None and lost:
+                self._trace_recovery(now, lost[0].space, lost)
             for pkt in lost:
                 self._on_packet_lost(pkt)
             if probe_space is not None and probe_space >= 0:
@@ -670,9 +673,19 @@ class Connection:
         if ka and self._state == _ESTABLISHED and now >= self._last_eliciting_sent + ka:
             self._ping_pending = True
 
+    def _emit_terminated(self, ev: ConnectionTerminated) -> None:
+        self._events.append(ev)
+        if self._qlog is not None:
+            self._qlog.connection_closed(self._now_hint, ev.error_code, ev.reason, ev.by_peer)
+
+    def attach_qlog(self, trace: Any, now: float) -> None:
+        """Trace this connection to ``trace`` (a ``dquic.qlog.QlogTrace``) from now on."""
+        self._qlog = trace
+        trace.connection_started(now, None, self.peer_addr)
+
     def _terminate_timeout(self, reason: str) -> None:
         self._state = _TERMINATED
-        self._events.append(ConnectionTerminated(0, reason, by_peer=False, timeout=True))
+        self._emit_terminated(ConnectionTerminated(0, reason, by_peer=False, timeout=True))
 
     # ----------------------------------------------------------------------------------------
     # receiving
@@ -764,6 +777,12 @@ class Connection:
             self._address_validated = True  # the client used a CID we chose: it got our packet
         if space_id == SPACE_APPLICATION and not self.is_client and not self._handshake_confirmed:
             self._confirm_handshake()
+        if self._qlog is not None:
+            try:
+                decoded = codec.decode_frames(payload)
+            except ProtocolError:
+                decoded = []
+            self._qlog.packet_received(now, hdr.packet_type, pn, len(packet), decoded)
         try:
             eliciting, non_probing = self._process_frames(space_id, payload, now, hdr.is_long)
         except ProtocolError as exc:
@@ -821,6 +840,8 @@ class Connection:
         if space_id == SPACE_APPLICATION:
             delay = (frame.ack_delay << self._peer_ack_delay_exponent) / 1e6
         acked, lost = self._recovery.on_ack_received(space_id, frame.ranges, delay, now)
+        if self._qlog is not None:
+            self._trace_recovery(now, space_id, lost)
         space = self._spaces[space_id]
         for pkt in acked:
             if pkt.packet_number > space.largest_acked:
@@ -828,6 +849,16 @@ class Connection:
             self._on_packet_acked(pkt)
         for pkt in lost:
             self._on_packet_lost(pkt)
+
+    def _trace_recovery(self, now: float, space_id: int, lost: List[SentPacket]) -> None:
+        ptype = codec.PACKET_SHORT if space_id == SPACE_APPLICATION else codec.PACKET_HANDSHAKE
+        for pkt in lost:
+            self._qlog.packet_lost(now, ptype, pkt.packet_number)
+        rtt = self._recovery.rtt
+        self._qlog.metrics_updated(now, cwnd=self._cc.congestion_window,
+                                   bytes_in_flight=self._cc.bytes_in_flight,
+                                   smoothed_rtt=rtt.smoothed_rtt, min_rtt=rtt.min_rtt,
+                                   latest_rtt=rtt.latest_rtt, rttvar=rtt.rttvar)
 
     def _on_crypto(self, space_id: int, frame: Any, now: float) -> None:
         space = self._spaces[space_id]
@@ -1102,7 +1133,7 @@ class Connection:
 
     def _on_connection_close(self, space_id: int, frame: Any, now: float) -> None:
         reason = bytes(frame.reason).decode("utf-8", "replace")
-        self._events.append(ConnectionTerminated(frame.error_code, reason, by_peer=True,
+        self._emit_terminated(ConnectionTerminated(frame.error_code, reason, by_peer=True,
                                                  application=frame.application))
         self._enter_closing(_DRAINING, now)
 
@@ -1145,7 +1176,7 @@ class Connection:
         """The peer lost its state for this connection: stop at once (RFC 9000 §10.3)."""
         if self._state >= _DRAINING:
             return
-        self._events.append(ConnectionTerminated(0, "stateless reset", by_peer=True))
+        self._emit_terminated(ConnectionTerminated(0, "stateless reset", by_peer=True))
         self._enter_closing(_DRAINING, now)
 
     def _on_version_negotiation(self, hdr: Any) -> None:
@@ -1154,7 +1185,7 @@ class Connection:
         if codec.DQUIC_VERSION_1 in hdr.supported_versions:
             return  # RFC 9000 §6.2: ignore a VN that lists our version
         self._state = _TERMINATED
-        self._events.append(ConnectionTerminated(ErrorCode.CONNECTION_REFUSED,
+        self._emit_terminated(ConnectionTerminated(ErrorCode.CONNECTION_REFUSED,
                                                  "no common protocol version", by_peer=True))
 
     # --- acknowledgement and loss of what we sent ---
@@ -1232,7 +1263,7 @@ class Connection:
         code = exc.error_code
         self._close_frame = (code, exc.frame_type or 0, str(exc).encode()[:256], False)
         self._enter_closing(_CLOSING, None)
-        self._events.append(ConnectionTerminated(code, str(exc), by_peer=False))
+        self._emit_terminated(ConnectionTerminated(code, str(exc), by_peer=False))
 
     def _enter_closing(self, state: int, now: Optional[float]) -> None:
         self._state = state
@@ -1395,6 +1426,11 @@ class Connection:
         in_flight = eliciting or any(f[0] == "p" for f in frames)
         pkt = SentPacket(pn, space_id, now, size, eliciting, in_flight, frames)
         self._recovery.on_packet_sent(pkt)
+        if self._qlog is not None:
+            ptype = codec.PACKET_SHORT if space_id == SPACE_APPLICATION else (
+                codec.PACKET_INITIAL if self.is_client and not self._peer_cid_set_by_server
+                else codec.PACKET_HANDSHAKE)
+            self._qlog.packet_sent(now, ptype, pn, size, frames)
         if eliciting:
             self._last_eliciting_sent = now
             if not self._eliciting_since_receive:

@@ -94,6 +94,7 @@ class Endpoint:
         """Open a client connection to ``addr``; call ``datagrams_to_send(now)`` next."""
         cfg = (config or self.config).copy(is_client=True)
         conn = Connection(cfg, addr, random_bytes=self._random, reset_token=self._reset_tokens)
+        self._trace(conn, now)
         self._add(conn)
         conn.connect(now)
         return conn
@@ -177,10 +178,18 @@ class Endpoint:
         conn = Connection(cfg, addr, peer_cid=bytes(hdr.scid), original_dcid=odcid,
                           retry_source_cid=rscid, random_bytes=self._random,
                           reset_token=self._reset_tokens)
+        self._trace(conn, now)
         self._add(conn)
         self._by_cid[bytes(hdr.dcid)] = conn  # until the client switches to our CID
         self._events.append((conn, ConnectionAccepted(addr)))
         return conn
+
+    def _trace(self, conn: Connection, now: float) -> None:
+        if conn.config.qlog_dir:
+            from .qlog import QlogTrace
+
+            conn.attach_qlog(QlogTrace.for_connection(conn.config.qlog_dir, conn.original_dcid,
+                                                      conn.is_client), now)
 
     def _send_retry(self, hdr, addr: Tuple, now: float) -> None:
         """Stateless Retry (RFC 9000 §8.1.2): the client must come back with the token."""
@@ -224,6 +233,8 @@ class Endpoint:
             self._forget(conn)
 
     def _forget(self, conn: Connection) -> None:
+        if conn._qlog is not None:
+            conn._qlog.close()
         for cid in [c for c, k in self._by_cid.items() if k is conn]:
             del self._by_cid[cid]
         try:

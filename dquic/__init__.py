@@ -1,5 +1,21 @@
-"""dquic: a fast, secure, reliable transport over UDP."""
+"""dquic: a fast, secure, reliable transport over UDP.
+
+The public surface:
+
+* ``DQUIC``: the blocking, socket-like endpoint (``bind``, ``send_to``, ``receive_from``, ``close``);
+  ``Connection``: a connection as ``DQUIC.connections`` shows it;
+* ``KeyPair`` and ``load_public``: identities for authenticated connections;
+* ``Configuration``: every tunable of a connection;
+* ``DQUICHeader`` / ``DQUICFrame``: the packet header and STREAM frame header codecs;
+* the exceptions: ``DQUICError`` (an ``OSError``) and its subclasses, and ``ProtocolError`` (a
+  ``ValueError``, raised by every decoder on malformed input).
+
+The sans-IO core lives in ``dquic.connection`` and ``dquic.endpoint``; the network simulator in
+``dquic.testing``.
+"""
+from ._codec import DQUICFrame, DQUICHeader
 from ._version import __version__
+from .config import Configuration
 from .errors import (
     AuthenticationError,
     ConnectionClosed,
@@ -8,13 +24,23 @@ from .errors import (
     ErrorCode,
     ProtocolError,
 )
+from .keys import KeyPair, load_public
+from .sync import DQUIC, Connection, ConnectionRefused
 
 __all__ = [
     "__version__",
     "AuthenticationError",
+    "Configuration",
+    "Connection",
     "ConnectionClosed",
+    "ConnectionRefused",
     "ConnectionTimeout",
+    "DQUIC",
     "DQUICError",
+    "DQUICFrame",
+    "DQUICHeader",
     "ErrorCode",
+    "KeyPair",
     "ProtocolError",
+    "load_public",
 ]

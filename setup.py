@@ -6,6 +6,7 @@ with Cython line tracing for profiling/coverage, and ``DQUIC_DEBUG=1`` for -O0 -
 """
 import glob
 import os
+import sys
 
 from setuptools import Extension, setup
 
@@ -17,7 +18,10 @@ def extensions():
     trace = os.environ.get("DQUIC_TRACE") == "1"
     debug = os.environ.get("DQUIC_DEBUG") == "1"
     macros = [("CYTHON_TRACE_NOGIL", "1")] if trace else []
-    cflags = ["-O0", "-g"] if debug else ["-O3"]
+    if sys.platform == "win32":
+        cflags = ["/Od", "/Zi"] if debug else ["/O2"]
+    else:
+        cflags = ["-O0", "-g"] if debug else ["-O3"]
     exts = []
     for path in sorted(glob.glob(os.path.join("dquic", "*.pyx"))):
         name = path[:-4].replace(os.sep, ".")

@@ -19,6 +19,8 @@ cdef class Buffer:
     cdef Py_ssize_t _pos        # read/write position
     cdef Py_ssize_t _size       # number of bytes available (capacity when writing)
     cdef bint _writable
+    cdef bint _owns             # _base was allocated here (write buffer), freed on dealloc
+    cdef int _exports           # memoryviews currently exported from this Buffer
 
     cdef int c_need(self, Py_ssize_t n) except -1
     cdef int c_room(self, Py_ssize_t n) except -1

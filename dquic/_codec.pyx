@@ -12,7 +12,10 @@ range count is checked against the remaining bytes before any list is built). En
 The layouts follow RFC 9000 §16, §17, §19 and Appendix A with the dquic v1 choices documented
 in PROTOCOL.md.
 """
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.ref cimport Py_INCREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from cpython.bytearray cimport PyByteArray_CheckExact
 from cpython.memoryview cimport PyMemoryView_FromObject
@@ -193,6 +196,22 @@ cdef inline uint64_t _u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
     return <uint64_t>value
 
 
+cdef inline uint64_t _arg_u64(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
+    """Convert an int argument to uint64 (TypeError for non-ints such as floats,
+    ValueError for negatives, OverflowError beyond 64 bits)."""
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return <uint64_t>value
+
+
+cdef inline int _arg_int(object value, str name) except? -1:
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return <int>value
+
+
 cdef inline object _bytes_like(object value, str name):
     if isinstance(value, (bytes, bytearray, memoryview)):
         return value
@@ -224,21 +243,36 @@ cdef class Buffer:
             self._has_view = True
             self._obj = data
             self._writable = not self._view.readonly
+            self._base = <unsigned char*>self._view.buf
+            self._size = self._view.len
         else:
             if capacity < 0:
                 raise ValueError("capacity must be >= 0")
-            self._obj = bytearray(capacity)
-            PyObject_GetBuffer(self._obj, &self._view, PyBUF_SIMPLE)
-            self._has_view = True
+            # zeroed so that data_slice never exposes stale memory
+            self._base = <unsigned char*>PyMem_Calloc(capacity if capacity > 0 else 1, 1)
+            if self._base == NULL:
+                raise MemoryError()
+            self._owns = True
             self._writable = True
-        self._base = <unsigned char*>self._view.buf
-        self._size = self._view.len
+            self._size = capacity
         self._pos = 0
 
     def __dealloc__(self):
         if self._has_view:
             PyBuffer_Release(&self._view)
             self._has_view = False
+        if self._owns:
+            PyMem_Free(self._base)
+            self._base = NULL
+            self._owns = False
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        # exports the whole storage (read-only), so pull_view works on write buffers too
+        PyBuffer_FillInfo(view, self, self._base, self._size, 1, flags)
+        self._exports += 1
+
+    def __releasebuffer__(self, Py_buffer* view):
+        self._exports -= 1
 
     # -- C level -------------------------------------------------------------------------
     cdef int c_need(self, Py_ssize_t n) except -1:
@@ -330,8 +364,11 @@ cdef class Buffer:
         cdef Py_ssize_t start = self._pos
         self.c_pull_ptr(n)
         if self._mv is None:
-            mv = PyMemoryView_FromObject(self._obj)
-            if not (PyBytes_CheckExact(self._obj) or PyByteArray_CheckExact(self._obj)):
+            if self._owns:
+                mv = PyMemoryView_FromObject(self)
+            else:
+                mv = PyMemoryView_FromObject(self._obj)
+            if not (self._owns or PyBytes_CheckExact(self._obj) or PyByteArray_CheckExact(self._obj)):
                 if mv.ndim != 1 or mv.format != "B":
                     mv = mv.cast("B")
             self._mv = mv
@@ -407,30 +444,37 @@ cdef class Buffer:
         """Read ``n`` bytes as a zero-copy memoryview slice of the wrapped data."""
         return self.c_pull_view(n)
 
-    def push_uint8(self, uint64_t v):
+    def push_uint8(self, value):
+        cdef uint64_t v = _arg_u64(value, "value")
         if v > 0xFF:
             raise ValueError("value does not fit in 8 bits")
         self.c_push_uint(v, 1)
 
-    def push_uint16(self, uint64_t v):
+    def push_uint16(self, value):
+        cdef uint64_t v = _arg_u64(value, "value")
         if v > 0xFFFF:
             raise ValueError("value does not fit in 16 bits")
         self.c_push_uint(v, 2)
 
-    def push_uint32(self, uint64_t v):
+    def push_uint32(self, value):
+        cdef uint64_t v = _arg_u64(value, "value")
         if v > 0xFFFFFFFF:
             raise ValueError("value does not fit in 32 bits")
         self.c_push_uint(v, 4)
 
-    def push_uint64(self, uint64_t v):
+    def push_uint64(self, value):
+        cdef uint64_t v = _arg_u64(value, "value")
         self.c_push_uint(v, 8)
 
-    def push_varint(self, uint64_t v):
+    def push_varint(self, value):
         """Write ``v`` as a minimal varint (ValueError if v >= 2**62)."""
+        cdef uint64_t v = _arg_u64(value, "value")
         self.c_push_varint(v)
 
-    def push_varint_fixed(self, uint64_t v, int nbytes):
-        """Write ``v`` as a varint of exactly ``nbytes`` (1, 2, 4 or 8) bytes."""
+    def push_varint_fixed(self, value, width):
+        """Write ``value`` as a varint of exactly ``width`` (1, 2, 4 or 8) bytes."""
+        cdef uint64_t v = _arg_u64(value, "value")
+        cdef int nbytes = _arg_int(width, "width")
         self.c_push_varint_fixed(v, nbytes)
 
     def push_bytes(self, data):
@@ -532,22 +576,25 @@ def decode_packet_number(truncated, length_bytes, largest_pn):
     return c_decode_packet_number(<uint64_t>truncated, 8 * <int>length_bytes, <int64_t>largest_pn)
 
 
-def packet_number_length(int first_byte):
+def packet_number_length(first_byte):
     """Packet-number length (1..4) from an unprotected first byte."""
-    return (first_byte & 0x03) + 1
+    cdef int fb = _arg_int(first_byte, "first_byte")
+    return (fb & 0x03) + 1
 
 
-def key_phase_of(int first_byte):
+def key_phase_of(first_byte):
     """Key phase bit (0/1) of an unprotected short-header first byte."""
-    return (first_byte >> 2) & 1
+    cdef int fb = _arg_int(first_byte, "first_byte")
+    return (fb >> 2) & 1
 
 
-def check_reserved_bits(int first_byte):
+def check_reserved_bits(first_byte):
     """Raise ProtocolError(PROTOCOL_VIOLATION) if the reserved bits of an unprotected first
     byte are not zero (RFC 9000 §17.2/§17.3.1). Call after removing header protection, and
     act on it only once the packet has been authenticated."""
-    cdef int mask = 0x0C if first_byte & 0x80 else 0x18
-    if first_byte & mask:
+    cdef int fb = _arg_int(first_byte, "first_byte")
+    cdef int mask = 0x0C if fb & 0x80 else 0x18
+    if fb & mask:
         raise ProtocolError("reserved header bits are not zero", _PROTOCOL_VIOLATION)
 
 
@@ -693,13 +740,14 @@ def parse_version_invariant(data):
     return True, version, dcid, scid
 
 
-def pull_packet_number(Buffer buf, int pn_len):
+def pull_packet_number(Buffer buf, pn_len):
     """Read the ``pn_len``-byte truncated packet number (call after header protection is
     removed); then decode it with ``decode_packet_number``."""
+    cdef int c_pn_len = _arg_int(pn_len, "pn_len")
     cdef uint64_t v
-    if pn_len < 1 or pn_len > 4:
+    if c_pn_len < 1 or c_pn_len > 4:
         raise ValueError("pn_len must be 1..4")
-    buf.c_pull_uint(pn_len, &v)
+    buf.c_pull_uint(c_pn_len, &v)
     return v
 
 
@@ -719,58 +767,68 @@ cdef int _check_pn(uint64_t pn_truncated, int pn_len) except -1:
     return 0
 
 
-def push_long_header(Buffer buf, int packet_type, uint64_t version, dcid, scid, token,
-                     uint64_t pn_truncated, int pn_len):
+def push_long_header(Buffer buf, packet_type, version, dcid, scid, token, pn_truncated, pn_len):
     """Write an Initial or Handshake header, a 2-byte Length placeholder and the packet number.
 
     Returns the offset of the Length field: once the payload (and AEAD tag) is written, call
     ``patch_length(buf, offset, pn_len + payload_len)``.
     """
-    if packet_type != 0 and packet_type != 2:
+    cdef int c_type = _arg_int(packet_type, "packet_type")
+    cdef uint64_t c_version = _arg_u64(version, "version")
+    cdef uint64_t c_pn = _arg_u64(pn_truncated, "pn_truncated")
+    cdef int c_pn_len = _arg_int(pn_len, "pn_len")
+    if c_type != 0 and c_type != 2:
         raise ValueError("push_long_header writes PACKET_INITIAL or PACKET_HANDSHAKE headers")
-    if version > 0xFFFFFFFF:
+    if c_version > 0xFFFFFFFF:
         raise ValueError("version does not fit in 32 bits")
     _check_cid(dcid, "dcid")
     _check_cid(scid, "scid")
-    _check_pn(pn_truncated, pn_len)
+    _check_pn(c_pn, c_pn_len)
     if token is None:
         token = b""
     _bytes_like(token, "token")
-    if packet_type != 0 and _byte_len(token):
+    if c_type != 0 and _byte_len(token):
         raise ValueError("only Initial packets carry a token")
-    buf.c_push_uint(0xC0 | (packet_type << 4) | (pn_len - 1), 1)
-    buf.c_push_uint(version, 4)
+    buf.c_push_uint(0xC0 | (c_type << 4) | (c_pn_len - 1), 1)
+    buf.c_push_uint(c_version, 4)
     buf.c_push_uint(_byte_len(dcid), 1)
     buf.c_push_object(dcid)
     buf.c_push_uint(_byte_len(scid), 1)
     buf.c_push_object(scid)
-    if packet_type == 0:
+    if c_type == 0:
         buf.c_push_varint(_byte_len(token))
         buf.c_push_object(token)
     cdef Py_ssize_t length_offset = buf._pos
     buf.c_push_varint_fixed(0, 2)
-    buf.c_push_uint(pn_truncated, pn_len)
+    buf.c_push_uint(c_pn, c_pn_len)
     return length_offset
 
 
-def patch_length(Buffer buf, Py_ssize_t length_offset, uint64_t value):
+def patch_length(Buffer buf, Py_ssize_t length_offset, value):
     """Fill the 2-byte Length placeholder written by ``push_long_header``."""
-    if value >= 0x4000:
+    cdef uint64_t c_value = _arg_u64(value, "value")
+    if c_value >= 0x4000:
         raise ValueError("Length must be < 16384 for the 2-byte placeholder")
     if not buf._writable:
         raise ValueError("buffer is read-only")
     if length_offset < 0 or length_offset + 2 > buf._size:
         raise ValueError("length_offset outside buffer")
-    _write_varint(buf._base + length_offset, value, 2)
+    _write_varint(buf._base + length_offset, c_value, 2)
 
 
-def push_short_header(Buffer buf, dcid, uint64_t pn_truncated, int pn_len, int key_phase=0, int spin=0):
+def push_short_header(Buffer buf, dcid, pn_truncated, pn_len, key_phase=0, spin=0):
     """Write a 1-RTT header: first byte, DCID (its length is not on the wire), packet number."""
+    cdef uint64_t c_pn = _arg_u64(pn_truncated, "pn_truncated")
+    cdef int c_pn_len = _arg_int(pn_len, "pn_len")
+    cdef int kp = _arg_int(key_phase, "key_phase")
+    cdef int sp = _arg_int(spin, "spin")
     _check_cid(dcid, "dcid")
-    _check_pn(pn_truncated, pn_len)
-    buf.c_push_uint(0x40 | ((spin & 1) << 5) | ((key_phase & 1) << 2) | (pn_len - 1), 1)
+    _check_pn(c_pn, c_pn_len)
+    if kp not in (0, 1) or sp not in (0, 1):
+        raise ValueError("key_phase and spin must be 0 or 1")
+    buf.c_push_uint(0x40 | (sp << 5) | (kp << 2) | (c_pn_len - 1), 1)
     buf.c_push_object(dcid)
-    buf.c_push_uint(pn_truncated, pn_len)
+    buf.c_push_uint(c_pn, c_pn_len)
 
 
 def encode_retry(version, dcid, scid, token, integrity_tag=None):
@@ -894,27 +952,37 @@ cdef class HandshakeDoneFrame(Frame):
         return 0x1E
 
 
-cdef list _check_ranges(object ranges):
-    """Validate ascending, non-overlapping, non-adjacent half-open ranges; return a list."""
-    cdef list out = []
-    prev_stop = -1
-    for r in ranges:
-        if not isinstance(r, tuple) or len(r) != 2:
-            raise TypeError("ranges must be (start, stop) tuples")
-        start, stop = r
-        _u62(start, "range start")
-        _u62(stop, "range stop")
-        if stop <= start:
-            raise ValueError(f"empty or inverted range {r!r}")
-        if prev_stop >= 0 and start <= prev_stop:
-            raise ValueError("ranges must be ascending with a gap between them")
-        if stop - 1 > VARINT_MAX:
-            raise ValueError("range beyond 2**62-1")
-        prev_stop = stop
-        out.append((start, stop))
-    if not out:
+cdef list _check_ranges(object ranges, bint copy=True):
+    """Validate ascending, non-overlapping, non-adjacent half-open ranges; return them as a
+    list (the caller's list itself when ``copy`` is False and it is a list)."""
+    cdef list rs
+    cdef tuple t
+    cdef Py_ssize_t i, n
+    cdef int64_t start, stop, prev_stop = -1
+    if not copy and type(ranges) is list:
+        rs = <list>ranges
+    else:
+        rs = list(ranges)
+    n = len(rs)
+    if n == 0:
         raise ValueError("an ACK frame needs at least one range")
-    return out
+    for i in range(n):
+        r = rs[i]
+        if not isinstance(r, tuple) or len(<tuple>r) != 2:
+            raise TypeError("ranges must be (start, stop) tuples")
+        t = <tuple>r
+        if not (isinstance(t[0], int) and isinstance(t[1], int)):
+            raise TypeError("range bounds must be ints")
+        start = t[0]
+        stop = t[1]
+        if start < 0 or stop <= start:
+            raise ValueError(f"empty, inverted or negative range {r!r}")
+        if stop > ((<int64_t>1) << 62):
+            raise ValueError("range beyond 2**62-1")
+        if start <= prev_stop:
+            raise ValueError("ranges must be ascending with a gap between them")
+        prev_stop = stop
+    return rs
 
 
 cdef class AckFrame(Frame):
@@ -1369,7 +1437,11 @@ cdef object _pull_ack(Buffer buf, uint64_t ftype, Py_ssize_t max_ack_ranges):
     if first > largest:
         raise ProtocolError("ACK first range underflows below packet number 0")
     smallest = largest - first
-    ranges = [(smallest, largest + 1)]
+    cdef list ranges = PyList_New(<Py_ssize_t>count + 1)
+    cdef Py_ssize_t slot = <Py_ssize_t>count
+    item = (smallest, largest + 1)
+    Py_INCREF(item)
+    PyList_SET_ITEM(ranges, slot, item)
     for i in range(count):
         gap = _pv(buf)
         rlen = _pv(buf)
@@ -1380,8 +1452,10 @@ cdef object _pull_ack(Buffer buf, uint64_t ftype, Py_ssize_t max_ack_ranges):
         if rlen > largest:
             raise ProtocolError("ACK range length underflows below packet number 0")
         smallest = largest - rlen
-        ranges.append((smallest, largest + 1))
-    ranges.reverse()
+        slot -= 1
+        item = (smallest, largest + 1)
+        Py_INCREF(item)
+        PyList_SET_ITEM(ranges, slot, item)
     fr.ranges = ranges
     fr.ack_delay = delay
     if ftype == 0x03:
@@ -1680,10 +1754,11 @@ def stream_frame_header_size(stream_id, offset, length):
                                       _u62(length, "length"))
 
 
-def push_stream_frame_header(Buffer buf, uint64_t stream_id, uint64_t offset, uint64_t length, fin=False):
+def push_stream_frame_header(Buffer buf, stream_id, offset, length, fin=False):
     """Write a STREAM frame header (LEN bit always, OFF bit iff offset > 0); then push the
     ``length`` data bytes."""
-    c_push_stream_frame_header(buf, stream_id, offset, length, bool(fin))
+    c_push_stream_frame_header(buf, _arg_u64(stream_id, "stream_id"), _arg_u64(offset, "offset"),
+                               _arg_u64(length, "length"), bool(fin))
 
 
 cdef int _push_ack_ranges(Buffer buf, list ranges, uint64_t ack_delay, object ecn) except -1:
@@ -1715,7 +1790,7 @@ def push_ack_frame(Buffer buf, ranges, ack_delay, ecn=None):
     ``ranges`` is the ascending list of half-open ``(start, stop)`` packet-number ranges
     (validated: ValueError if empty, overlapping, adjacent or unordered).
     """
-    cdef list rs = _check_ranges(ranges)
+    cdef list rs = _check_ranges(ranges, False)
     cdef uint64_t delay = _u62(ack_delay, "ack_delay")
     if ecn is not None:
         if not isinstance(ecn, tuple) or len(ecn) != 3:
@@ -1882,7 +1957,7 @@ def frame_size(frame):
         return 1
     if t is AckFrame:
         af = <AckFrame>frame
-        rs = _check_ranges(af.ranges)
+        rs = _check_ranges(af.ranges, False)
         k = len(rs) - 1
         start, stop = rs[k]
         n = 1 + _vs(stop - 1) + _vs(af.ack_delay) + _vs(k) + _vs(stop - 1 - start)

@@ -350,6 +350,45 @@ def test_buffer_seek_and_views():
         buf.pull_bytes(-1)
 
 
+def test_buffer_pull_view_on_a_write_buffer_outlives_it():
+    buf = Buffer(capacity=10)
+    buf.push_bytes(b"abcdefghij")
+    buf.seek(2)
+    view = buf.pull_view(3)
+    del buf
+    assert bytes(view) == b"cde"
+
+
+@pytest.mark.parametrize("call", [
+    lambda b: b.push_varint(1.5),
+    lambda b: b.push_uint8(2.0),
+    lambda b: b.push_uint64(None),
+    lambda b: b.push_varint_fixed(1, 2.0),
+    lambda b: push_stream_frame_header(b, 1.5, 0, 1),
+    lambda b: push_stream_frame_header(b, 1, "0", 1),
+    lambda b: push_short_header(b, b"", 1.0, 1),
+    lambda b: push_short_header(b, b"", 1, 1, key_phase=1.0),
+    lambda b: push_long_header(b, 0.0, DQUIC_VERSION_1, b"", b"", b"", 0, 1),
+    lambda b: push_long_header(b, 0, float(DQUIC_VERSION_1), b"", b"", b"", 0, 1),
+    lambda b: pull_packet_number(b, 1.0),
+    lambda b: patch_length(b, 0, 3.0),
+    lambda b: push_ack_frame(b, [(0, 1.5)], 0),
+    lambda b: push_ack_frame(b, [(0, 1)], 0.0),
+    lambda b: packet_number_length(0.0),
+])
+def test_encoders_reject_non_int_arguments(call):
+    """Floats are never silently truncated to ints."""
+    with pytest.raises(TypeError):
+        call(Buffer(capacity=64))
+
+
+def test_encoders_reject_negative_arguments():
+    for call in (lambda b: b.push_varint(-1), lambda b: b.push_uint8(-1),
+                 lambda b: push_stream_frame_header(b, -1, 0, 1), lambda b: push_short_header(b, b"", -1, 1)):
+        with pytest.raises(ValueError):
+            call(Buffer(capacity=64))
+
+
 def test_buffer_accepts_memoryview_and_non_byte_formats():
     import array
 

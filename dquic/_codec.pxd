@@ -19,8 +19,10 @@ cdef class Buffer:
     cdef Py_ssize_t _pos        # read/write position
     cdef Py_ssize_t _size       # number of bytes available (capacity when writing)
     cdef bint _writable
-    cdef bint _owns             # _base was allocated here (write buffer), freed on dealloc
+    cdef unsigned char* _owned  # storage allocated by Buffer(capacity=...), freed on dealloc
     cdef int _exports           # memoryviews currently exported from this Buffer
+    # Compiled callers may retarget _base/_size/_pos at borrowed memory to parse it in
+    # place; the Buffer only ever frees _owned. pull_view is refused on a retargeted buffer.
 
     cdef int c_need(self, Py_ssize_t n) except -1
     cdef int c_room(self, Py_ssize_t n) except -1

@@ -249,10 +249,10 @@ cdef class Buffer:
             if capacity < 0:
                 raise ValueError("capacity must be >= 0")
             # zeroed so that data_slice never exposes stale memory
-            self._base = <unsigned char*>PyMem_Calloc(capacity if capacity > 0 else 1, 1)
-            if self._base == NULL:
+            self._owned = <unsigned char*>PyMem_Calloc(capacity if capacity > 0 else 1, 1)
+            if self._owned == NULL:
                 raise MemoryError()
-            self._owns = True
+            self._base = self._owned
             self._writable = True
             self._size = capacity
         self._pos = 0
@@ -261,13 +261,16 @@ cdef class Buffer:
         if self._has_view:
             PyBuffer_Release(&self._view)
             self._has_view = False
-        if self._owns:
-            PyMem_Free(self._base)
+        if self._owned != NULL:
+            PyMem_Free(self._owned)
+            self._owned = NULL
             self._base = NULL
-            self._owns = False
 
     def __getbuffer__(self, Py_buffer* view, int flags):
         # exports the whole storage (read-only), so pull_view works on write buffers too
+        if (self._owned != NULL and self._base != self._owned) or (
+                self._owned == NULL and self._base != <unsigned char*>self._view.buf):
+            raise BufferError("Buffer is retargeted at borrowed memory")
         PyBuffer_FillInfo(view, self, self._base, self._size, 1, flags)
         self._exports += 1
 
@@ -363,12 +366,15 @@ cdef class Buffer:
     cdef object c_pull_view(self, Py_ssize_t n):
         cdef Py_ssize_t start = self._pos
         self.c_pull_ptr(n)
+        if ((self._owned != NULL and self._base != self._owned)
+                or (self._owned == NULL and self._base != <unsigned char*>self._view.buf)):
+            raise ValueError("pull_view on a Buffer retargeted at borrowed memory")
         if self._mv is None:
-            if self._owns:
+            if self._owned != NULL:
                 mv = PyMemoryView_FromObject(self)
             else:
                 mv = PyMemoryView_FromObject(self._obj)
-            if not (self._owns or PyBytes_CheckExact(self._obj) or PyByteArray_CheckExact(self._obj)):
+            if not (self._owned != NULL or PyBytes_CheckExact(self._obj) or PyByteArray_CheckExact(self._obj)):
                 if mv.ndim != 1 or mv.format != "B":
                     mv = mv.cast("B")
             self._mv = mv

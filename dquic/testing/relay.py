@@ -237,16 +237,21 @@ class LossyRelay:
         c = self.counters
         while q and q[0][0] <= now:
             _, _, data, out, dest, to_server = heapq.heappop(q)
-            try:
-                out.sendto(data, dest)
-            except OSError:
-                c.send_errors += 1
-                continue
+            # count first, so a receiver that got the datagram never sees stale counters
             c.forwarded += 1
             if to_server:
                 c.to_server += 1
             else:
                 c.to_client += 1
+            try:
+                out.sendto(data, dest)
+            except OSError:
+                c.send_errors += 1
+                c.forwarded -= 1
+                if to_server:
+                    c.to_server -= 1
+                else:
+                    c.to_client -= 1
 
     def _run(self) -> None:
         while not self._stopping:

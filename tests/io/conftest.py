@@ -39,7 +39,7 @@ def make_dquic():
 
 
 @pytest.fixture
-def make_relay():
+def make_relay():  # request it before make_dquic so endpoints close while it still forwards
     """``make_relay(server_address, **impairments)`` -> a started LossyRelay stopped after the test."""
     made: List[LossyRelay] = []
 

@@ -113,7 +113,48 @@ cdef class Pacer:
     cdef public double capacity
     cdef public double tokens
     cdef public double last_time
-    cpdef void update(self, Py_ssize_t cwnd, double srtt, bint slow_start=*)
+    cpdef void update(self, Py_ssize_t cwnd, double srtt, bint slow_start=*, double pacing_rate=*)
     cpdef double next_send_time(self, double now)
     cpdef void on_sent(self, Py_ssize_t size, double now)
     cdef double _tokens_at(self, double now)
+
+
+cdef class Bbr(CongestionController):
+    cdef public int mode                  # BBR_STARTUP / BBR_DRAIN / BBR_PROBE_BW / BBR_PROBE_RTT
+    cdef public double btl_bw             # bytes/s: windowed max of delivery-rate samples
+    cdef public double min_rtt            # seconds: windowed min (min_rtt_window)
+    cdef public double min_rtt_stamp
+    cdef public double min_rtt_window
+    cdef public double probe_rtt_duration
+    cdef public double pacing_gain
+    cdef public double cwnd_gain
+    cdef public double high_gain
+    cdef public double loss_threshold
+    cdef public bint filled_pipe
+    cdef public long long round_count
+    cdef public double full_bw
+    cdef public int full_bw_count
+    cdef public int cycle_index
+    cdef public double cycle_stamp
+    cdef public double initial_rtt
+    cdef public long long probe_rtt_rounds
+    cdef long long _next_round_delivered
+    cdef bint _round_start
+    cdef double _bw_rounds[10]       # per-round maxima, indexed by round_count % 10
+    cdef long long _bw_round_of[10]
+    cdef double _probe_rtt_done
+    cdef long long _probe_rtt_round_end
+    cdef bint _probe_rtt_round_done
+    cdef Py_ssize_t _prior_cwnd
+    cdef bint _restore_after_loss
+    cdef long long _round_lost
+    cdef long long _round_delivered
+    cdef long long _last_delivered
+    cdef unsigned long long _rng
+    cdef void _update_bw(self, double rate, bint app_limited)
+    cdef void _check_full_pipe(self, bint app_limited)
+    cdef void _update_cycle(self, double now, long long delivered_bytes)
+    cdef void _enter_probe_bw(self, double now)
+    cdef void _check_probe_rtt(self, double now, bint rtt_expired)
+    cdef double _bdp(self, double gain)
+    cdef void _set_cwnd(self, Py_ssize_t acked)

@@ -52,6 +52,43 @@ class CongestionController:
 
 class NewReno(CongestionController): ...
 
+BBR_STARTUP: int
+BBR_DRAIN: int
+BBR_PROBE_BW: int
+BBR_PROBE_RTT: int
+
+class Bbr(CongestionController):
+    mode: int
+    btl_bw: float
+    min_rtt: float
+    min_rtt_stamp: float
+    min_rtt_window: float
+    probe_rtt_duration: float
+    pacing_gain: float
+    cwnd_gain: float
+    high_gain: float
+    loss_threshold: float
+    filled_pipe: bool
+    round_count: int
+    full_bw: float
+    full_bw_count: int
+    cycle_index: int
+    cycle_stamp: float
+    initial_rtt: float
+    probe_rtt_rounds: int
+    def __init__(
+        self,
+        max_datagram_size: int = 1200,
+        initial_window: int | None = None,
+        minimum_window: int | None = None,
+        maximum_window: int | None = None,
+        initial_rtt: float = 0.1,
+        min_rtt_window: float = 10.0,
+        probe_rtt_duration: float = 0.2,
+        loss_threshold: float = 0.02,
+        seed: int = 1,
+    ) -> None: ...
+
 class Cubic(CongestionController):
     c: float
     beta: float
@@ -99,6 +136,8 @@ class Pacer:
         gain: float = 1.25,
         slow_start_gain: float = 2.0,
     ) -> None: ...
-    def update(self, cwnd: int, srtt: float, slow_start: bool = False) -> None: ...
+    def update(
+        self, cwnd: int, srtt: float, slow_start: bool = False, pacing_rate: float = 0.0
+    ) -> None: ...
     def next_send_time(self, now: float) -> float: ...
     def on_sent(self, size: int, now: float) -> None: ...

@@ -7,6 +7,8 @@
   calls it.
 * ``NewReno`` — RFC 9002 §7 and Appendix B.
 * ``Cubic`` — RFC 9438, with HyStart++ (RFC 9406) in the initial slow start. The default.
+* ``Bbr`` — a model-based controller after BBR v1 (bottleneck bandwidth and round-trip
+  propagation time), with a loss-rate exit from startup and from bandwidth probing.
 * ``Pacer`` — a token bucket spreading a window's worth of packets over a round trip
   (RFC 9002 §7.7).
 
@@ -14,7 +16,7 @@ All times are float seconds passed in by the caller; nothing here reads a clock.
 """
 from libc.math cimport INFINITY, cbrt, fabs
 
-__all__ = ["CongestionController", "NewReno", "Cubic", "Pacer"]
+__all__ = ["CongestionController", "NewReno", "Cubic", "Bbr", "Pacer"]
 
 # RFC 9002 §7.2: initial window = min(10 * max_datagram_size, max(14720, 2 * max_datagram_size)).
 cdef Py_ssize_t _initial_window(Py_ssize_t mds):
@@ -433,14 +435,308 @@ cdef class Cubic(CongestionController):
             self.ssthresh = self.minimum_window
 
 
+# BBR constants (after draft-cardwell-iccrg-bbr-congestion-control-00, BBR v1)
+BBR_STARTUP = 0
+BBR_DRAIN = 1
+BBR_PROBE_BW = 2
+BBR_PROBE_RTT = 3
+cdef double BBR_HIGH_GAIN = 2.885          # 2/ln(2): doubles the delivery rate each round
+cdef int BBR_BW_ROUNDS = 10                # max filter window, in round trips
+cdef int BBR_CYCLE_LEN = 8
+cdef int BBR_LOSS_MIN_PACKETS = 8          # a round needs this many losses to count as lossy
+cdef double[8] BBR_PACING_GAINS = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+cdef class Bbr(CongestionController):
+    """A BBR (v1-like) controller: paces at the measured bottleneck bandwidth, caps in-flight
+    data at twice the bandwidth-delay product, and mostly ignores random loss.
+
+    The model is fed by delivery-rate samples from recovery (``on_rate_sample``):
+    ``btl_bw`` is the maximum delivery rate over the last 10 round trips, ``min_rtt`` the
+    minimum RTT over ``min_rtt_window`` seconds. Modes: STARTUP (gain 2.885 until the
+    bandwidth stops growing by 25 % for three rounds, or a round loses more than
+    ``loss_threshold`` of its data and at least 8 datagrams), DRAIN (empty the queue startup built), PROBE_BW (pacing
+    gain cycling 1.25, 0.75, 1 x 6, one phase per min_rtt; a lossy probing round ends the
+    probe early) and PROBE_RTT (every ``min_rtt_window`` without a lower RTT: 4 packets in
+    flight for ``probe_rtt_duration`` and a round trip, to re-measure the propagation delay).
+
+    The congestion window is ``cwnd_gain * BDP`` plus three datagrams; ``pacing_rate()`` gives
+    ``pacing_gain * btl_bw`` in bytes/s, which the connection should hand to
+    ``Pacer.update(..., pacing_rate=cc.pacing_rate())``. Losses do not reduce the window;
+    persistent congestion shrinks it to the minimum until the next acknowledgement, which
+    restores the previous window (the model, not the loss, decides the rate).
+    """
+
+    def __init__(self, Py_ssize_t max_datagram_size=1200, initial_window=None,
+                 minimum_window=None, maximum_window=None, double initial_rtt=0.1,
+                 double min_rtt_window=10.0, double probe_rtt_duration=0.2,
+                 double loss_threshold=0.02, unsigned long long seed=1):
+        if minimum_window is None:
+            minimum_window = 4 * max_datagram_size
+        if initial_window is None:
+            initial_window = max(_initial_window(max_datagram_size), int(minimum_window))
+        CongestionController.__init__(self, max_datagram_size, initial_window, minimum_window,
+                                      maximum_window)
+        if initial_rtt <= 0.0 or min_rtt_window <= 0.0 or probe_rtt_duration < 0.0:
+            raise ValueError("invalid BBR timing parameters")
+        if not (0.0 < loss_threshold < 1.0):
+            raise ValueError("loss_threshold must be in (0, 1)")
+        self.initial_rtt = initial_rtt
+        self.min_rtt_window = min_rtt_window
+        self.probe_rtt_duration = probe_rtt_duration
+        self.loss_threshold = loss_threshold
+        self.high_gain = BBR_HIGH_GAIN
+        self.mode = BBR_STARTUP
+        self.pacing_gain = BBR_HIGH_GAIN
+        self.cwnd_gain = BBR_HIGH_GAIN
+        self.btl_bw = 0.0
+        self.min_rtt = INFINITY
+        self.min_rtt_stamp = -INFINITY
+        self.filled_pipe = False
+        self.round_count = 0
+        self.full_bw = 0.0
+        self.full_bw_count = 0
+        self.cycle_index = 0
+        self.cycle_stamp = 0.0
+        self.probe_rtt_rounds = 0
+        self._next_round_delivered = 0
+        self._round_start = False
+        for i in range(10):
+            self._bw_rounds[i] = 0.0
+            self._bw_round_of[i] = -1
+        self._probe_rtt_done = -1.0
+        self._probe_rtt_round_end = 0
+        self._probe_rtt_round_done = False
+        self._prior_cwnd = 0
+        self._restore_after_loss = False
+        self._round_lost = 0
+        self._round_delivered = 0
+        self._last_delivered = 0
+        self._rng = seed * 6364136223846793005ULL + 1442695040888963407ULL
+
+    def __repr__(self):
+        return (f"Bbr(mode={self.mode}, btl_bw={self.btl_bw:.0f}, min_rtt={self.min_rtt:.4f}, "
+                f"cwnd={self.congestion_window}, in_flight={self.bytes_in_flight})")
+
+    cdef double _bdp(self, double gain):
+        # gain * btl_bw * min_rtt in bytes; -1 before the first samples
+        if self.btl_bw <= 0.0 or self.min_rtt == INFINITY:
+            return -1.0
+        return gain * self.btl_bw * self.min_rtt
+
+    cpdef bint in_slow_start(self):
+        """True during STARTUP."""
+        return self.mode == BBR_STARTUP
+
+    cpdef double pacing_rate(self):
+        """``pacing_gain * btl_bw`` in bytes/s (before any sample: the initial window over the
+        initial RTT, times the startup gain)."""
+        cdef double rtt
+        if self.btl_bw <= 0.0:
+            rtt = self.min_rtt if self.min_rtt != INFINITY else self.initial_rtt
+            return self.high_gain * self.congestion_window / rtt
+        return self.pacing_gain * self.btl_bw
+
+    cpdef void on_packets_acked(self, Py_ssize_t acked_bytes, double largest_time_sent, double now,
+                                double rtt_sample, double smoothed_rtt, double min_rtt):
+        """Remove the bytes from flight and grow the window toward its model target."""
+        self._remove_in_flight(acked_bytes)
+        if self.in_recovery and largest_time_sent > self.recovery_start_time:
+            self.in_recovery = False
+        self._set_cwnd(acked_bytes)
+
+    cpdef void on_packets_lost(self, Py_ssize_t lost_bytes, double now):
+        """Remove the bytes from flight and count them toward this round's loss rate."""
+        self._remove_in_flight(lost_bytes)
+        self._round_lost += lost_bytes
+
+    cpdef void on_congestion_event(self, double time_sent, double now):
+        """No window reduction: BBR reacts to a round's loss rate, not to single losses."""
+        if self._in_recovery_period(time_sent):
+            return
+        self.recovery_start_time = now
+        self.in_recovery = True
+
+    cpdef void on_persistent_congestion(self, double now):
+        """Shrink to the minimum window; the next acknowledgement restores the previous one."""
+        self.persistent_congestion_events += 1
+        if self.congestion_window > self._prior_cwnd:
+            self._prior_cwnd = self.congestion_window
+        self._restore_after_loss = True
+        self.congestion_window = self.minimum_window
+
+    cpdef void on_rate_sample(self, double delivery_rate, double rtt, long long delivered,
+                              long long prior_delivered, bint is_app_limited, double now):
+        """Update the model (round trips, bandwidth, min RTT) and the mode from one sample."""
+        cdef bint rtt_expired
+        cdef double total
+        self._round_delivered += delivered - self._last_delivered
+        self._last_delivered = delivered
+        # round trips are counted in delivered data (a packet sent after the round began
+        # was acknowledged)
+        self._round_start = False
+        if prior_delivered >= self._next_round_delivered:
+            self._next_round_delivered = delivered
+            self.round_count += 1
+            self._round_start = True
+        self._update_bw(delivery_rate, is_app_limited)
+        if self._round_start:
+            # loss response: a round that lost more than loss_threshold of its data ends
+            # startup, or the current bandwidth probe
+            total = <double>(self._round_lost + self._round_delivered)
+            if (self._round_lost > self.loss_threshold * total
+                    and self._round_lost >= BBR_LOSS_MIN_PACKETS * self.max_datagram_size):
+                if not self.filled_pipe and self.btl_bw > 0.0:
+                    self.filled_pipe = True
+                elif self.mode == BBR_PROBE_BW and self.pacing_gain > 1.0:
+                    self.cycle_index = 1
+                    self.cycle_stamp = now
+                    self.pacing_gain = BBR_PACING_GAINS[1]
+            self._round_lost = 0
+            self._round_delivered = 0
+            self._check_full_pipe(is_app_limited)
+        if self.mode == BBR_STARTUP and self.filled_pipe:
+            self.mode = BBR_DRAIN
+            self.pacing_gain = 1.0 / self.high_gain
+            self.cwnd_gain = 1.0
+        if self.mode == BBR_DRAIN and self.bytes_in_flight <= self._bdp(1.0):
+            self._enter_probe_bw(now)
+        if self.mode == BBR_PROBE_BW:
+            self._update_cycle(now, delivered)
+        # windowed min RTT; PROBE_RTT once it went min_rtt_window without a new minimum
+        rtt_expired = (self.min_rtt != INFINITY
+                       and now > self.min_rtt_stamp + self.min_rtt_window)
+        if rtt > 0.0 and (rtt <= self.min_rtt or rtt_expired):
+            self.min_rtt = rtt
+            self.min_rtt_stamp = now
+        self._check_probe_rtt(now, rtt_expired)
+        self._set_cwnd(0)
+
+    cdef void _update_bw(self, double rate, bint app_limited):
+        cdef int slot = <int>(self.round_count % BBR_BW_ROUNDS)
+        cdef int i
+        cdef double best = 0.0
+        # app-limited samples only count when they exceed the estimate (they understate)
+        if app_limited and rate < self.btl_bw:
+            return
+        if self._bw_round_of[slot] != self.round_count:
+            self._bw_round_of[slot] = self.round_count
+            self._bw_rounds[slot] = 0.0
+        if rate > self._bw_rounds[slot]:
+            self._bw_rounds[slot] = rate
+        for i in range(BBR_BW_ROUNDS):
+            if (self._bw_round_of[i] > self.round_count - BBR_BW_ROUNDS
+                    and self._bw_rounds[i] > best):
+                best = self._bw_rounds[i]
+        self.btl_bw = best
+
+    cdef void _check_full_pipe(self, bint app_limited):
+        if self.filled_pipe or app_limited:
+            return
+        if self.btl_bw >= self.full_bw * 1.25:
+            self.full_bw = self.btl_bw
+            self.full_bw_count = 0
+            return
+        self.full_bw_count += 1
+        if self.full_bw_count >= 3:
+            self.filled_pipe = True
+
+    cdef void _enter_probe_bw(self, double now):
+        cdef int idx
+        self.mode = BBR_PROBE_BW
+        self.cwnd_gain = 2.0
+        # start at a pseudo-random phase other than the draining one (desynchronises flows)
+        self._rng = self._rng * 6364136223846793005ULL + 1442695040888963407ULL
+        idx = <int>((self._rng >> 33) % (BBR_CYCLE_LEN - 1))
+        if idx >= 1:
+            idx += 1
+        self.cycle_index = idx
+        self.cycle_stamp = now
+        self.pacing_gain = BBR_PACING_GAINS[idx]
+
+    cdef void _update_cycle(self, double now, long long delivered_bytes):
+        cdef bint full_length = now - self.cycle_stamp > self.min_rtt
+        cdef bint advance
+        if self.pacing_gain == 1.0:
+            advance = full_length
+        elif self.pacing_gain > 1.0:
+            advance = full_length and (self._round_lost > 0
+                                       or self.bytes_in_flight >= self._bdp(self.pacing_gain))
+        else:
+            advance = full_length or self.bytes_in_flight <= self._bdp(1.0)
+        if advance:
+            self.cycle_index = (self.cycle_index + 1) % BBR_CYCLE_LEN
+            self.cycle_stamp = now
+            self.pacing_gain = BBR_PACING_GAINS[self.cycle_index]
+
+    cdef void _check_probe_rtt(self, double now, bint rtt_expired):
+        if self.mode != BBR_PROBE_RTT and rtt_expired:
+            self.mode = BBR_PROBE_RTT
+            self.probe_rtt_rounds += 1
+            self.pacing_gain = 1.0
+            self.cwnd_gain = 1.0
+            if self.congestion_window > self._prior_cwnd:
+                self._prior_cwnd = self.congestion_window
+            self._probe_rtt_done = -1.0
+        if self.mode != BBR_PROBE_RTT:
+            return
+        if self._probe_rtt_done < 0.0:
+            if self.bytes_in_flight <= 4 * self.max_datagram_size:
+                self._probe_rtt_done = now + self.probe_rtt_duration
+                self._probe_rtt_round_done = False
+                self._next_round_delivered = self._last_delivered
+        else:
+            if self._round_start:
+                self._probe_rtt_round_done = True
+            if self._probe_rtt_round_done and now > self._probe_rtt_done:
+                self.min_rtt_stamp = now
+                self._restore_after_loss = True
+                if self.filled_pipe:
+                    self._enter_probe_bw(now)
+                else:
+                    self.mode = BBR_STARTUP
+                    self.pacing_gain = self.high_gain
+                    self.cwnd_gain = self.high_gain
+
+    cdef void _set_cwnd(self, Py_ssize_t acked):
+        cdef double target
+        cdef Py_ssize_t cwnd = self.congestion_window
+        if self.mode == BBR_PROBE_RTT:
+            if cwnd > 4 * self.max_datagram_size:
+                cwnd = 4 * self.max_datagram_size
+        else:
+            if self._restore_after_loss:
+                self._restore_after_loss = False
+                if self._prior_cwnd > cwnd:
+                    cwnd = self._prior_cwnd
+                self._prior_cwnd = 0
+            target = self._bdp(self.cwnd_gain)
+            if target < 0.0:
+                cwnd += acked                       # no model yet: grow as in slow start
+            else:
+                target += 3 * self.max_datagram_size
+                if self.filled_pipe:
+                    cwnd += acked
+                    if cwnd > target:
+                        cwnd = <Py_ssize_t>target
+                elif cwnd < target:
+                    cwnd += acked
+        if cwnd < self.minimum_window:
+            cwnd = self.minimum_window
+        if cwnd > self.maximum_window:
+            cwnd = self.maximum_window
+        self.congestion_window = cwnd
+
+
 cdef class Pacer:
     """Token-bucket pacer (RFC 9002 §7.7).
 
-    Call ``update(cwnd, srtt, slow_start)`` whenever the window or smoothed RTT changes,
-    ``next_send_time(now)`` before sending (a value ``<= now`` means send now, otherwise arm a
-    timer for it), and ``on_sent(size, now)`` after each packet. The rate is
-    ``gain * cwnd / srtt`` (``slow_start_gain`` in slow start) and up to ``burst_packets``
-    datagrams may leave back to back.
+    Call ``update(cwnd, srtt, cc.in_slow_start(), cc.pacing_rate())`` whenever the window or
+    smoothed RTT changes, ``next_send_time(now)`` before sending (a value ``<= now`` means send
+    now, otherwise arm a timer for it), and ``on_sent(size, now)`` after each packet. The rate
+    is the controller's pacing rate when it gives one, else ``gain * cwnd / srtt``
+    (``slow_start_gain`` in slow start); up to ``burst_packets`` datagrams may leave back to
+    back.
     """
 
     def __init__(self, Py_ssize_t max_datagram_size=1200, double burst_packets=10.0,
@@ -456,11 +752,15 @@ cdef class Pacer:
         self.tokens = self.capacity
         self.last_time = -INFINITY
 
-    cpdef void update(self, Py_ssize_t cwnd, double srtt, bint slow_start=False):
-        """Set the rate from the congestion window and smoothed RTT (bytes per second)."""
+    cpdef void update(self, Py_ssize_t cwnd, double srtt, bint slow_start=False,
+                      double pacing_rate=0.0):
+        """Set the rate (bytes per second): ``pacing_rate`` when positive (a rate-based
+        controller's ``pacing_rate()``), else from the congestion window and smoothed RTT."""
         cdef double g = self.slow_start_gain if slow_start else self.gain
         cdef double burst = self.burst_packets * self.max_datagram_size
-        if srtt <= 0.0 or cwnd <= 0:
+        if pacing_rate > 0.0:
+            self.rate = pacing_rate
+        elif srtt <= 0.0 or cwnd <= 0:
             self.rate = INFINITY
         else:
             self.rate = g * cwnd / srtt

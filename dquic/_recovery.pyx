@@ -157,7 +157,20 @@ cdef class _Space:
         self.outstanding = 0
         self.not_in_flight = 0
         self.lost = {}
+        self.lost_pns = []
         self.discarded = False
+
+
+cdef void _track_lost(_Space sp, SentPacket pkt):
+    # losses are declared in packet number order, so this is nearly always an append
+    cdef list pns = sp.lost_pns
+    cdef long long pn = pkt.packet_number
+    cdef Py_ssize_t i
+    sp.lost[pn] = pkt
+    i = len(pns)
+    while i > 0 and <long long>pns[i - 1] > pn:
+        i -= 1
+    pns.insert(i, pn)
 
 
 def _pn_key(SentPacket pkt):
@@ -529,19 +542,25 @@ cdef class Recovery:
         self.app_limited_until = mark if mark > 0 else 1
 
     cdef int _ack_lost(self, _Space sp, long long start, long long stop, list out) except -1:
-        # Move the tracked lost packets acknowledged by [start, stop) to ``out``.
-        cdef long long pn
-        cdef object obj
-        cdef list hits
-        if stop - start <= len(sp.lost):
-            for pn in range(start, stop):
-                obj = sp.lost.pop(pn, None)
-                if obj is not None:
-                    out.append(obj)
-        else:
-            hits = [k for k in sp.lost if start <= k < stop]
-            for k in hits:
-                out.append(sp.lost.pop(k))
+        # Move the tracked lost packets acknowledged by [start, stop) to ``out``: a binary
+        # search in the ascending lost_pns, so an ACK frame costs O(ranges * log(lost)).
+        cdef list pns = sp.lost_pns
+        cdef Py_ssize_t n = len(pns), lo = 0, hi, mid, j
+        if n == 0 or stop <= <long long>pns[0] or start > <long long>pns[n - 1]:
+            return 0
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if <long long>pns[mid] < start:
+                lo = mid + 1
+            else:
+                hi = mid
+        j = lo
+        while j < n and <long long>pns[j] < stop:
+            out.append(sp.lost.pop(pns[j]))
+            j += 1
+        if j > lo:
+            del pns[lo:j]
         return 0
 
     cdef void _on_spurious(self, _Space sp, SentPacket pkt, long long prior_largest, double now):
@@ -603,19 +622,16 @@ cdef class Recovery:
         # Lost packets are remembered until about four PTOs after they were sent (and at most
         # max_lost_tracked of them); an acknowledgement after that is not recognised.
         cdef double horizon
-        cdef list old
-        cdef SentPacket pkt
-        if not sp.lost:
+        cdef list pns = sp.lost_pns
+        cdef Py_ssize_t j = 0, n = len(pns)
+        if n == 0:
             return
         horizon = now - 4.0 * (self.rtt.pto_base(self.granularity) + self.max_ack_delay)
-        old = []
-        for pn, obj in sp.lost.items():
-            if (<SentPacket>obj).time_sent < horizon:
-                old.append(pn)
-            else:
-                break
-        for pn in old:
-            self._confirm_lost(<SentPacket>sp.lost.pop(pn))
+        while j < n and (<SentPacket>sp.lost[pns[j]]).time_sent < horizon:
+            self._confirm_lost(<SentPacket>sp.lost.pop(pns[j]))
+            j += 1
+        if j:
+            del pns[:j]
 
     cdef void _compact(self, _Space sp):
         cdef Py_ssize_t n = len(sp.slots)
@@ -706,9 +722,9 @@ cdef class Recovery:
                 if self._episode_undoable:
                     pkt._episode = self._episode
                     self._episode_left += 1
-                sp.lost[pkt.packet_number] = pkt
-                if len(sp.lost) > self.max_lost_tracked:
-                    self._confirm_lost(<SentPacket>sp.lost.pop(next(iter(sp.lost))))
+                _track_lost(sp, pkt)
+                if len(sp.lost_pns) > self.max_lost_tracked:
+                    self._confirm_lost(<SentPacket>sp.lost.pop(sp.lost_pns.pop(0)))
             else:
                 self._episode_undoable = False   # this loss could never be shown spurious
         if self._persistent(sp, lost):
@@ -846,5 +862,6 @@ cdef class Recovery:
         if sp.lost:
             self._episode_undoable = False
         sp.lost = {}
+        sp.lost_pns = []
         sp.discarded = True
         self.pto_count = 0

@@ -5,6 +5,9 @@ dquic ships two controllers, both implemented in Cython (``dquic._congestion``):
 * ``"cubic"`` — :class:`Cubic` (RFC 9438) with HyStart++ (RFC 9406) in the initial slow start.
   This is the default.
 * ``"newreno"`` — :class:`NewReno` (RFC 9002 §7).
+* ``"bbr"`` — :class:`Bbr`, model-based (bottleneck bandwidth and min RTT, after BBR v1) with
+  a loss-rate limit on startup and bandwidth probing. It needs its pacing rate applied:
+  ``pacer.update(cc.congestion_window, srtt, cc.in_slow_start(), cc.pacing_rate())``.
 
 A connection creates its controller with :func:`create_controller` from the configured name.
 To add an algorithm, subclass :class:`CongestionController` (in Python or Cython), override the
@@ -33,9 +36,17 @@ The hooks, called by loss recovery with times in float seconds and sizes in byte
 ``on_packets_lost(lost_bytes, now)`` then ``on_congestion_event(time_sent, now)``
     for each batch of losses; ``time_sent`` is the newest send time among the lost packets.
     Reduce at most once per recovery period (``self.recovery_start_time``).
-``on_persistent_congestion(now)``, ``on_packet_discarded(sent_bytes)``,
+``on_persistent_congestion(now)``, ``on_packet_discarded(sent_bytes)``
+    see RFC 9002 §7.6 and §6.4.
 ``on_spurious_congestion(now)``
-    see RFC 9002 §7.6, §6.4 and the class documentation.
+    every loss since the latest reduction (``congestion_events`` grew) was acknowledged
+    after all: undo that reduction. The base class restores the saved window, slow-start
+    threshold and recovery period; override ``_save_undo``/``_restore_undo`` in Cython, or
+    this hook in Python, to restore more.
+``on_rate_sample(delivery_rate, rtt, delivered, prior_delivered, is_app_limited, now)``
+    a delivery-rate sample (bytes/s) once per ACK frame, after ``on_packets_acked``.
+``pacing_rate()``
+    bytes/s to pace at, or 0.0 (the default) to let :class:`Pacer` use ``cwnd / srtt``.
 
 The connection consults ``can_send(size)`` and ``available()``, and paces with :class:`Pacer`.
 Set ``is_app_limited`` while the application, not the window, limits sending: the built-in
@@ -45,12 +56,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
-from ._congestion import CongestionController, Cubic, NewReno, Pacer
+from ._congestion import Bbr, CongestionController, Cubic, NewReno, Pacer
 
 __all__ = [
     "CongestionController",
     "NewReno",
     "Cubic",
+    "Bbr",
     "Pacer",
     "DEFAULT",
     "register",
@@ -63,6 +75,7 @@ DEFAULT = "cubic"
 _REGISTRY: Dict[str, Callable[..., CongestionController]] = {
     "cubic": Cubic,
     "newreno": NewReno,
+    "bbr": Bbr,
 }
 
 

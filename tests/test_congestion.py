@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dquic import congestion
+from dquic._congestion import BBR_DRAIN, BBR_PROBE_BW, BBR_PROBE_RTT, BBR_STARTUP, Bbr
 from dquic._congestion import CongestionController, Cubic, NewReno, Pacer
 from dquic._recovery import APPLICATION, Recovery, SentPacket
 
@@ -301,8 +302,10 @@ def test_factory_and_registry():
     assert isinstance(congestion.create_controller("NewReno"), NewReno)
     cc = congestion.create_controller("cubic", max_datagram_size=1400)
     assert cc.max_datagram_size == 1400
+    assert isinstance(congestion.create_controller("BBR"), Bbr)
+    assert {"bbr", "cubic", "newreno"} <= set(congestion.available_controllers())
     with pytest.raises(ValueError):
-        congestion.create_controller("bbr")
+        congestion.create_controller("no-such-controller")
 
     class Fixed(CongestionController):
         def on_congestion_event(self, time_sent, now):
@@ -374,7 +377,7 @@ def _fluid(controller, seconds=30.0, rtt=0.05, rate=1.25e6, loss=0.01, seed=1):
     return rec, controller, delivered, cwnds
 
 
-@pytest.mark.parametrize("name", ["cubic", "newreno"])
+@pytest.mark.parametrize("name", ["cubic", "newreno", "bbr"])
 def test_fluid_sanity(name):
     cc = congestion.create_controller(name)
     rec, cc, delivered, cwnds = _fluid(cc)
@@ -389,7 +392,7 @@ def test_fluid_sanity(name):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.sampled_from(["cubic", "newreno"]),
+@given(st.sampled_from(["cubic", "newreno", "bbr"]),
        st.lists(st.tuples(st.integers(0, 4), st.integers(1, 40), st.floats(0.001, 0.5)),
                 max_size=120))
 def test_controller_invariants(name, ops):
@@ -450,3 +453,105 @@ def test_cubic_undo_restores_epoch_state():
     # the restored epoch continues the cubic curve rather than starting a new one
     _drive_rounds(cc, 1.1, 0.1, 1)
     assert cc.epoch_start == saved[4] and cc.congestion_window >= saved[0]
+
+
+# ---------------------------------------------------------------- BBR
+def _bbr_feed(cc, rate, rtt, rounds, start=0.0, delivered=0, app_limited=False, per_round=4):
+    """Feed ``rounds`` round trips of rate samples; returns (now, delivered)."""
+    now = start
+    for _ in range(rounds):
+        round_start_delivered = delivered
+        step = max(int(rate * rtt / per_round), 1)
+        for _ in range(per_round):
+            now += rtt / per_round
+            delivered += step
+            cc.on_rate_sample(rate, rtt, delivered, round_start_delivered, app_limited, now)
+    return now, delivered
+
+
+def test_bbr_startup_drain_probe_bw():
+    cc = Bbr(initial_rtt=0.05)
+    assert cc.mode == BBR_STARTUP and cc.in_slow_start()
+    assert cc.pacing_rate() == pytest.approx(2.885 * cc.congestion_window / 0.05)
+    now, d = 0.0, 0
+    for r in (1e5, 2e5, 4e5, 8e5):                 # growing: stays in startup
+        now, d = _bbr_feed(cc, r, 0.05, 1, now, d)
+    assert cc.mode == BBR_STARTUP and not cc.filled_pipe and cc.round_count >= 4
+    now, d = _bbr_feed(cc, 8e5, 0.05, 4, now, d)    # plateau: pipe full after 3 rounds
+    assert cc.filled_pipe and cc.btl_bw == pytest.approx(8e5)
+    assert cc.mode in (BBR_DRAIN, BBR_PROBE_BW)
+    cc.bytes_in_flight = 0                          # drained
+    now, d = _bbr_feed(cc, 8e5, 0.05, 1, now, d)
+    assert cc.mode == BBR_PROBE_BW and not cc.in_slow_start()
+    bdp = 8e5 * 0.05
+    assert cc.congestion_window <= 2 * bdp + 3 * MDS
+    assert cc.pacing_rate() == pytest.approx(cc.pacing_gain * 8e5)
+    gains = set()
+    cc.bytes_in_flight = int(2 * bdp)               # cwnd-limited: the 1.25 phase can end
+    for _ in range(40):
+        now, d = _bbr_feed(cc, 8e5, 0.05, 1, now, d)
+        gains.add(cc.pacing_gain)
+    assert gains == {1.25, 0.75, 1.0}
+
+
+def test_bbr_bandwidth_filter_forgets_after_ten_rounds():
+    cc = Bbr()
+    now, d = _bbr_feed(cc, 1e6, 0.05, 1)
+    assert cc.btl_bw == pytest.approx(1e6)
+    now, d = _bbr_feed(cc, 2e5, 0.05, 9, now, d)
+    assert cc.btl_bw == pytest.approx(1e6)
+    now, d = _bbr_feed(cc, 2e5, 0.05, 2, now, d)
+    assert cc.btl_bw == pytest.approx(2e5)
+    # app-limited samples below the estimate are ignored, above it they count
+    now, d = _bbr_feed(cc, 1e5, 0.05, 12, now, d, app_limited=True)
+    assert cc.btl_bw == pytest.approx(2e5)
+    now, d = _bbr_feed(cc, 3e5, 0.05, 1, now, d, app_limited=True)
+    assert cc.btl_bw == pytest.approx(3e5)
+
+
+def test_bbr_lossy_round_ends_startup_but_random_loss_does_not():
+    cc = Bbr()
+    now, d = _bbr_feed(cc, 1e5, 0.05, 1)
+    now, d = _bbr_feed(cc, 2e5, 0.05, 1, now, d)
+    cc.on_packets_lost(3 * MDS, now)                # 3 datagrams: below the minimum count
+    now, d = _bbr_feed(cc, 4e5, 0.05, 1, now, d)
+    assert not cc.filled_pipe
+    cc.on_packets_lost(20 * MDS, now)               # > 2 % of the round and >= 8 datagrams
+    now, d = _bbr_feed(cc, 8e5, 0.05, 1, now, d)
+    assert cc.filled_pipe and cc.mode in (BBR_DRAIN, BBR_PROBE_BW)
+    w = cc.congestion_window
+    cc.on_packet_sent(MDS, now)
+    lose(cc, MDS, now, now)                         # single losses never cut the window
+    assert cc.congestion_window == w
+
+
+def test_bbr_probe_rtt_every_window():
+    cc = Bbr(min_rtt_window=1.0, probe_rtt_duration=0.2)
+    now, d = _bbr_feed(cc, 1e6, 0.05, 3)
+    now, d = _bbr_feed(cc, 1e6, 0.06, 20, now, d)   # no lower RTT for > 1 s
+    assert cc.mode == BBR_PROBE_RTT and cc.probe_rtt_rounds == 1
+    assert cc.congestion_window == 4 * MDS
+    cc.bytes_in_flight = 2 * MDS
+    now, d = _bbr_feed(cc, 1e6, 0.05, 6, now, d)
+    assert cc.mode != BBR_PROBE_RTT and cc.congestion_window > 4 * MDS
+    assert cc.min_rtt == pytest.approx(0.05)
+
+
+def test_bbr_persistent_congestion_restores_window():
+    cc = Bbr()
+    now, d = _bbr_feed(cc, 1e6, 0.05, 3)
+    w = cc.congestion_window
+    cc.on_persistent_congestion(now)
+    assert cc.congestion_window == cc.minimum_window == 4 * MDS
+    cc.on_packet_sent(MDS, now)
+    ack(cc, MDS, now, now + 0.05)
+    assert cc.congestion_window >= w
+
+
+def test_pacer_uses_controller_rate():
+    p = Pacer(MDS, burst_packets=2)
+    p.update(100 * MDS, 0.1, False, 1e6)
+    assert p.rate == 1e6
+    p.update(100 * MDS, 0.1, False, 0.0)
+    assert p.rate == pytest.approx(1.25 * 100 * MDS / 0.1)
+    assert NewReno().pacing_rate() == 0.0 and Cubic().pacing_rate() == 0.0

@@ -699,3 +699,57 @@ def test_set_congestion_controller_transfers_in_flight():
     assert not rec.rtt.has_sample and rec.rtt.smoothed_rtt == pytest.approx(0.333)
     rec.on_ack_received(APPLICATION, [(1, 2)], 0.0, 0.2)
     assert new.bytes_in_flight == 0 and old.bytes_in_flight == MDS
+
+
+# ---------------------------------------------------------------- delivery-rate sampling
+class _RateSpy(NewReno):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.samples = []
+
+    def on_rate_sample(self, rate, rtt, delivered, prior_delivered, app_limited, now):
+        self.samples.append((rate, rtt, delivered, prior_delivered, app_limited, now))
+
+
+def test_delivery_rate_matches_paced_sending():
+    cc = _RateSpy(initial_window=1 << 24)
+    rec, _ = make(cc)
+    for pn in range(400):                      # 1200 bytes every ms, each acked 50 ms later
+        send(rec, pn, pn * 0.001)
+        if pn >= 50:
+            rec.on_ack_received(APPLICATION, [(0, pn - 49)], 0.0, pn * 0.001)
+    rates = [s[0] for s in cc.samples]
+    assert rates and rates[-1] == pytest.approx(1.2e6, rel=0.03)
+    rate, rtt, delivered, prior, app_limited, now = cc.samples[-1]
+    assert rtt == pytest.approx(0.05) and delivered == rec.delivered == 350 * MDS
+    assert not app_limited and prior < delivered
+    assert rec.last_delivery_rate == rates[-1]
+
+
+def test_rate_sample_needs_interval_of_min_rtt():
+    cc = _RateSpy()
+    rec, _ = make(cc)
+    send(rec, 0, 0.0)
+    rec.on_ack_received(APPLICATION, [(0, 1)], 0.0, 0.1)      # interval 0.1 >= min_rtt
+    assert len(cc.samples) == 1 and cc.samples[0][0] == pytest.approx(MDS / 0.1)
+    # a padded ACK-only packet (in flight, no RTT sample) acknowledged 20 ms after it left:
+    # the interval is shorter than min_rtt, so it would overstate the rate
+    send(rec, 1, 1.0, ack_eliciting=False, in_flight=True)
+    rec.on_ack_received(APPLICATION, [(0, 2)], 0.0, 1.02)
+    assert len(cc.samples) == 1 and rec.delivered == 2 * MDS
+
+
+def test_app_limited_marks_samples_until_delivered():
+    cc = _RateSpy()
+    rec, _ = make(cc)
+    send(rec, 0, 0.0)
+    rec.on_app_limited()
+    assert rec.app_limited_until == MDS
+    send(rec, 1, 0.01)
+    rec.on_ack_received(APPLICATION, [(0, 1)], 0.0, 0.1)
+    assert rec.app_limited_until == MDS           # not past the mark yet
+    rec.on_ack_received(APPLICATION, [(0, 2)], 0.0, 0.12)
+    assert cc.samples[-1][4] is True and rec.app_limited_until == 0
+    send(rec, 2, 0.2)
+    rec.on_ack_received(APPLICATION, [(0, 3)], 0.0, 0.3)
+    assert cc.samples[-1][4] is False

@@ -1,0 +1,149 @@
+"""Loopback benchmarks of the blocking DQUIC API against raw UDP, sender and receiver in
+separate processes.
+
+Run: ``python -m pytest bench/test_bench_loopback.py --benchmark-only -s``. Each case prints its
+figure (goodput in MB/s = 10**6 bytes/s, or round trips per second) and stores it in the
+benchmark's ``extra_info``:
+
+* ``raw_udp``: a ``sendto`` loop of 1200-byte datagrams (what the kernel path alone allows;
+  the receiver's rate is what arrived, drops included);
+* ``dquic_bulk`` / ``dquic_bulk_plain``: 1 MiB messages client -> server, encrypted / without
+  packet protection, timed from the first ``send_to`` until the server's reply that it
+  received everything;
+* ``dquic_rtt``: 32-byte request / echo round trips on one connection.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dquic.sync import DQUIC
+
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "loopback_peer.py")
+BULK_BYTES = int(os.environ.get("DQUIC_BENCH_BULK", 32 << 20))
+UDP_DATAGRAMS = 50_000
+ROUND_TRIPS = 2000
+MB = 1e6
+
+
+class Peer:
+    """A loopback_peer.py process; ``port`` is where it listens."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, PEER, *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "PORT":
+            self.proc.kill()
+            raise RuntimeError(f"peer failed to start: {self.proc.stderr.read()}")
+        self.port = int(line[1])
+
+    def finish(self, timeout: float = 60) -> str:
+        out, err = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode:
+            raise RuntimeError(f"peer failed: {err}")
+        return out
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _report(benchmark, name: str, **info) -> None:
+    benchmark.extra_info.update(info)
+    print(f"\n{name}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in info.items()))
+
+
+def test_raw_udp_sendto_1200(benchmark):
+    import socket
+
+    results = {}
+
+    def run():
+        peer = Peer("udp-sink")
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+            dest = ("127.0.0.1", peer.port)
+            payload = b"\x00" * 1200
+            sendto = s.sendto
+            t0 = time.perf_counter()
+            for _ in range(UDP_DATAGRAMS):
+                sendto(payload, dest)
+            elapsed = time.perf_counter() - t0
+            for _ in range(5):
+                sendto(b"E", dest)
+            s.close()
+            _, n, nbytes, rx_time = peer.finish().split()
+            results.update(send_MBps=UDP_DATAGRAMS * 1200 / elapsed / MB,
+                           received_pct=100.0 * int(n) / UDP_DATAGRAMS,
+                           recv_MBps=int(nbytes) / max(float(rx_time), 1e-9) / MB)
+        finally:
+            peer.kill()
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    _report(benchmark, "raw UDP sendto loop (1200 B)", **results)
+
+
+def _bulk(plain: bool):
+    peer = Peer("dquic-sink", str(BULK_BYTES), *(["--plain"] if plain else []))
+    try:
+        with DQUIC(encryption=not plain, linger=10.0) as d:
+            d.settimeout(120)
+            dest = ("127.0.0.1", peer.port)
+            chunk = os.urandom(1 << 20)
+            t0 = time.perf_counter()
+            sent = 0
+            while sent < BULK_BYTES:
+                n = min(len(chunk), BULK_BYTES - sent)
+                sent += d.send_to(dest, {1: memoryview(chunk)[:n]})
+            _, reply = d.receive_from(100)
+            elapsed = time.perf_counter() - t0
+            stats = d.connections[0].stats
+        _, rx_time, got = reply[0].split()
+        assert int(got) == BULK_BYTES
+        peer.finish()
+        return dict(goodput_MBps=BULK_BYTES / elapsed / MB, seconds=elapsed,
+                    packets_lost=stats.packets_lost, cwnd=stats.cwnd)
+    finally:
+        peer.kill()
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["encrypted", "plain"])
+def test_dquic_bulk_goodput(benchmark, plain):
+    results = {}
+    benchmark.pedantic(lambda: results.update(_bulk(plain)), rounds=3, iterations=1)
+    _report(benchmark, f"dquic bulk {'plain' if plain else 'encrypted'} ({BULK_BYTES >> 20} MiB)", **results)
+
+
+def test_dquic_round_trips(benchmark):
+    results = {}
+
+    def run():
+        peer = Peer("dquic-echo", str(ROUND_TRIPS + 1))
+        try:
+            with DQUIC(linger=5.0) as d:
+                d.settimeout(60)
+                dest = ("127.0.0.1", peer.port)
+                msg = {1: b"x" * 32}
+                d.send_to(dest, msg)  # handshake outside the timed loop
+                d.receive_from(100)
+                t0 = time.perf_counter()
+                for _ in range(ROUND_TRIPS):
+                    d.send_to(dest, msg)
+                    _, back = d.receive_from(100)
+                    assert back == msg
+                elapsed = time.perf_counter() - t0
+            peer.finish()
+            results.update(round_trips_per_s=ROUND_TRIPS / elapsed, usec_per_rtt=elapsed / ROUND_TRIPS * 1e6)
+        finally:
+            peer.kill()
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    _report(benchmark, "dquic round trips (32 B)", **results)

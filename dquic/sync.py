@@ -56,6 +56,8 @@ __all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed"]
 RECV_BATCH = 64
 #: Stream ids are 62-bit (RFC 9000 §2.1).
 MAX_STREAM_ID = (1 << 62) - 1
+#: Ended outgoing connections remembered to report their error to the next send_to.
+MAX_TOMBSTONES = 1024
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Configuration)) - {"is_client"}
 _monotonic = time.monotonic
 
@@ -304,6 +306,7 @@ class DQUIC:
         self._wake_r = self._wake_w = -1
         self._wake_pending = False
         self._consumed = False
+        self._tombstones = 0
         self._timeout: Optional[float] = None
         self._closing = False
         self._closed = False
@@ -834,10 +837,22 @@ class DQUIC:
                                           code, ev.reason)
         else:
             peer.error = ConnectionClosed(f"connection to {peer.addr} closed", code, ev.reason)
-        # a clean idle timeout with nothing owed is forgotten silently: the next send_to reconnects
-        if ev.timeout and peer.established and not peer.conn.send_buffered:
-            if self._by_addr.get(peer.addr) is peer:
+        # How it ended is kept (a "tombstone" in _by_addr, reported once by the next send_to to
+        # that address) only for connections this side opened and only when worth reporting:
+        # a clean idle timeout with nothing owed, or a connection a peer opened to us, is
+        # forgotten at once (the next send_to simply connects again), and tombstones are capped.
+        if self._by_addr.get(peer.addr) is peer:
+            quiet = ev.timeout and peer.established and not peer.conn.send_buffered
+            if quiet or not peer.outgoing:
                 del self._by_addr[peer.addr]
+            else:
+                self._tombstones += 1
+                if self._tombstones > MAX_TOMBSTONES:
+                    for addr, p in list(self._by_addr.items()):
+                        if p.terminated and p is not peer:
+                            del self._by_addr[addr]
+                            self._maybe_forget(p)
+                    self._tombstones = 1
         if peer not in self._ready:
             # keep the state while undelivered data remains readable
             if not peer.conn.readable_streams() and not peer.stage:

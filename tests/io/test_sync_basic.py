@@ -455,3 +455,23 @@ def test_one_thread_receives_while_another_sends(make_dquic):
     assert not recv_errors and not server_errors
     assert received[101] == [b"1:%d" % i for i in range(n)]
     assert received[102] == [b"2:%d" % i for i in range(n)]
+
+
+def test_server_reaches_a_new_peer_on_an_address_whose_connection_ended(make_dquic):
+    server = make_dquic()
+    first = make_dquic()
+    port = first.local_address[1]
+    round_trip(first, server, server.local_address, {1: b"hi"}, {1: b"bye"})
+    first.close()
+    deadline = time.monotonic() + 5
+    while server.connections:
+        assert time.monotonic() < deadline
+        server.settimeout(0.05)
+        with pytest.raises(TimeoutError):
+            server.receive_from(10)
+    server.settimeout(10)
+    # a connection the peer opened and closed leaves nothing behind: the server now opens a
+    # connection itself, to whoever listens on that address (every DQUIC also accepts)
+    second = make_dquic(bind=("127.0.0.1", port))
+    assert server.send_to(("127.0.0.1", port), {4: b"server-initiated"}) == 16
+    assert second.receive_from(100) == (server.local_address, {4: b"server-initiated"})

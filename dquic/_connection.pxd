@@ -1,0 +1,232 @@
+# C-level layout of dquic._connection (the sans-IO connection, see _connection.pyx).
+#
+# Other compiled modules may `cimport Connection` to drive a connection without Python-level
+# attribute lookups; the Python API (receive_datagram, datagrams_to_send, ...) is the contract.
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+
+from dquic._codec cimport Buffer
+from dquic._congestion cimport CongestionController, Pacer
+from dquic._ranges cimport RangeSet
+from dquic._recovery cimport Recovery, SentPacket
+from dquic._streams cimport FlowWindow, RecvStream, SendStream
+
+
+# One STREAM frame carried by a sent packet: what to mark delivered or re-queue.
+cdef struct StreamRecord:
+    uint64_t stream_id
+    uint64_t offset
+    uint64_t length
+    bint fin
+
+
+cdef class _Space:
+    cdef public RangeSet rx
+    cdef public int64_t rx_floor
+    cdef public int64_t largest_rx
+    cdef public double largest_rx_time
+    cdef public bint ack_pending
+    cdef public int unacked_eliciting
+    cdef public double ack_deadline      # < 0: no ACK deadline armed
+    cdef public int64_t next_pn
+    cdef public SendStream crypto_send
+    cdef public RecvStream crypto_recv
+    cdef public bint discarded
+    cdef public int64_t largest_acked
+
+
+cdef class _Stream:
+    cdef public uint64_t stream_id
+    cdef public SendStream send
+    cdef public RecvStream recv
+    cdef public uint64_t send_limit
+    cdef public bint readable_signalled
+    cdef public bint send_opened
+    cdef public bint recv_opened
+    cdef public bint want_max_stream_data
+    cdef public int64_t blocked_reported
+    cdef public object reset_to_send     # None or error code
+    cdef public object stop_to_send      # None or error code
+    cdef public bint queued
+    cdef public bint closed_counted
+    cdef public bint counted
+
+
+# A sent packet with its frame records inline: STREAM frames in a small C array, the ACK it
+# carried as two fields, and rare frames as tuples in `other` (each paired with the number of
+# STREAM records written before it, so acknowledgement and loss are replayed in packet order).
+# Instances are recycled by the connection once recovery hands them back.
+cdef class _Sent(SentPacket):
+    cdef int nstream
+    cdef StreamRecord streams[8]
+    cdef int ack_space                   # -1: no ACK frame
+    cdef uint64_t ack_floor
+    cdef list other
+
+
+cdef class Connection:
+    # public state
+    cdef public object config
+    cdef public bint is_client
+    cdef public object peer_addr
+    cdef public object host_cid
+    cdef public object peer_cid
+    cdef public object original_dcid
+    cdef public list cid_changes
+    cdef public object peer_key
+    cdef public long long packets_received
+    cdef public long long packets_dropped
+    cdef public long long duplicate_packets
+    cdef public long long bytes_sent
+    cdef public long long bytes_received
+    cdef public long long stream_bytes_received
+    cdef public list _spaces
+    cdef public dict _streams
+    cdef public FlowWindow _recv_window
+    cdef public Recovery _recovery
+    cdef public CongestionController _cc
+
+    cdef object _random
+    cdef object _reset_token
+    cdef int _state
+    cdef object _events
+    # connection IDs
+    cdef dict _host_cids
+    cdef long long _host_cid_seq
+    cdef list _cids_to_issue
+    cdef list _retire_host_requested
+    cdef dict _peer_cids
+    cdef long long _peer_cid_seq
+    cdef list _retire_to_send
+    cdef long long _retired_below
+    cdef bint _peer_cid_set_by_server
+    # spaces, recovery
+    cdef _Space _hs
+    cdef _Space _app
+    cdef Pacer _pacer
+    cdef double _pacing_deadline        # < 0: none
+    cdef int _probes[2]
+    # transport parameters
+    cdef object _local_params
+    cdef object _peer_params
+    cdef double _peer_max_ack_delay
+    cdef int _peer_ack_delay_exponent
+    cdef uint64_t _peer_max_datagram_frame
+    # handshake and protection
+    cdef object _handshake
+    cdef list _seal
+    cdef list _open
+    cdef object _app_seal
+    cdef object _app_open
+    cdef bint _app_seal_null
+    cdef bint _app_open_null
+    cdef int _app_tag
+    cdef bint _handshake_confirmed
+    cdef bint _handshake_done_pending
+    # streams and flow control
+    cdef object _send_queue
+    cdef uint64_t _peer_max_data
+    cdef uint64_t _peer_stream_limit
+    cdef uint64_t _data_sent
+    cdef int64_t _data_blocked_reported
+    cdef uint64_t _data_received
+    cdef bint _want_max_data
+    cdef uint64_t _peer_stream_credit
+    cdef uint64_t _peer_opened
+    cdef uint64_t _max_streams_local
+    cdef bint _want_max_streams
+    cdef int64_t _streams_blocked_reported
+    cdef uint64_t _streams_counted
+    cdef object _waiting_for_stream_credit
+    cdef _Stream _last_stream            # one-entry cache in front of _streams
+    # datagrams
+    cdef object _datagrams
+    cdef long long _datagram_seq
+    # paths
+    cdef long long _bytes_received_on_path
+    cdef long long _bytes_sent_on_path
+    cdef bint _address_validated
+    cdef object _path_challenge
+    cdef bint _path_challenge_sent
+    cdef object _path_responses
+    cdef object _previous_addr
+    cdef bint _ping_pending
+    cdef object _old_keys_deadline        # when to drop pre-key-update keys, or None
+    cdef bint _eliciting_since_receive
+    cdef object _retry_scid
+    cdef object _retry_token
+    cdef public object _qlog
+    # timers
+    cdef bint _started
+    cdef double _created
+    cdef double _last_activity
+    cdef double _last_eliciting_sent
+    cdef double _idle_timeout
+    cdef object _close_deadline
+    cdef object _close_frame
+    cdef double _close_sent_at
+    cdef bint _local_close
+    cdef double _now_hint
+    # configuration copied at construction (hot path)
+    cdef int _cid_len
+    cdef Py_ssize_t _mds
+    cdef Py_ssize_t _max_ack_ranges
+    cdef Py_ssize_t _ack_ranges_per_frame
+    cdef int _ack_eliciting_threshold
+    cdef int _ack_delay_exponent
+    cdef double _max_ack_delay
+    cdef uint64_t _stream_window_max
+    cdef uint64_t _stream_window_initial
+    # reusable buffers and records
+    cdef Buffer _sbuf
+    cdef Buffer _rbuf
+    cdef list _free_sent
+
+    # --- internal C API ---
+    cdef _Stream _lookup(self, uint64_t stream_id)
+    cdef _Stream _new_stream(self, uint64_t stream_id)
+    cdef _Stream _peer_stream(self, uint64_t stream_id)
+    cdef void _schedule(self, _Stream s)
+    cdef int _check_recv_closed(self, _Stream s) except -1
+    cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1
+    cdef double _pto(self)
+    cdef double _effective_idle_timeout(self)
+    cdef int64_t _amplification_room(self)
+    cdef int _set_app_protection(self, object seal, object open_) except -1
+    cdef bint _short_dcid_ok(self, const uint8_t* dcid)
+    # receiving
+    cdef int _receive_short(self, object data, const uint8_t* p, Py_ssize_t start,
+                            Py_ssize_t end, object addr, double now) except -1
+    cdef int _receive_long(self, object hdr, object data, Py_ssize_t start, Py_ssize_t end,
+                           object addr, double now) except -1
+    cdef int _after_open(self, int space_id, _Space space, object opener, int64_t pn, int first,
+                         const uint8_t* payload, Py_ssize_t plen, object pobj, Py_ssize_t poff,
+                         bint is_long, object hdr, Py_ssize_t packet_len, object addr,
+                         double now) except -1
+    cdef int _process_frames(self, int space_id, const uint8_t* p, Py_ssize_t n, object pobj,
+                             Py_ssize_t poff, double now, bint long_header, bint* eliciting,
+                             bint* non_probing) except -1
+    cdef int _dispatch_frame(self, int space_id, object frame, double now) except -1
+    cdef int _on_stream_c(self, uint64_t stream_id, uint64_t offset, const uint8_t* data,
+                          Py_ssize_t length, bint fin, int frame_type) except -1
+    cdef int _on_ack_c(self, int space_id, list ranges, uint64_t ack_delay, double now) except -1
+    cdef int _on_packet_acked(self, _Sent pkt) except -1
+    cdef int _on_packet_lost(self, _Sent pkt) except -1
+    cdef int _other_acked(self, tuple item) except -1
+    cdef int _other_lost(self, tuple item) except -1
+    cdef void _recycle(self, _Sent pkt)
+    cdef list _frame_tuples(self, _Sent pkt)
+    # sending
+    cdef _Sent _new_sent(self)
+    cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn, int* pn_len,
+                           Py_ssize_t* length_off) except -1
+    cdef object _finish_packet(self, int space_id, Py_ssize_t hdr_end, Py_ssize_t length_off,
+                               int64_t pn, int pn_len)
+    cdef int _write_ack(self, _Space space, int space_id, double now, _Sent rec) except -1
+    cdef int _record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
+                          bint eliciting, double now) except -1
+    cdef object _build_handshake_datagram(self, double now, Py_ssize_t mds)
+    cdef object _build_app_packet(self, double now, Py_ssize_t mds)
+    cdef bint _has_control_frames(self)
+    cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True
+    cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True
+    cdef bint _write_stream_frames(self, Py_ssize_t end, _Sent rec) except? True

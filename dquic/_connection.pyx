@@ -1,0 +1,2359 @@
+# cython: language_level=3
+"""The sans-IO connection: one dquic connection's whole protocol state machine (compiled).
+
+Theory of operation
+-------------------
+A ``Connection`` never touches a socket, a thread or a clock. Its driver (the endpoint, the
+blocking ``DQUIC`` class, the asyncio API or the network simulator) feeds it what happens and asks
+it what to do:
+
+* ``receive_datagram(data, addr, now)`` when a datagram for this connection arrives;
+* ``handle_timer(now)`` when the deadline from ``get_timer()`` has passed;
+* commands from the application: ``send_message``, ``end_stream``, ``reset_stream``,
+  ``stop_sending``, ``send_datagram``, ``close``.
+
+After each of those the driver calls ``datagrams_to_send(now)`` and sends every ``(data, addr)``
+it returns, then re-arms its timer from ``get_timer()``, and drains ``next_event()``.
+
+Packets live in two packet-number spaces (PROTOCOL.md §7): HANDSHAKE (long-header packets that
+carry the Noise handshake in CRYPTO frames) and APPLICATION (short-header 1-RTT packets sealed
+with the keys the handshake produced). Each space tracks the packet numbers it received (a
+``RangeSet`` that becomes ACK frames) and the packets it sent (``Recovery``, RFC 9002).
+
+Per-packet path
+---------------
+Short-header packets are built in one reusable buffer: header, ACK and STREAM frame headers are
+written with C calls and stream bytes are copied straight from the stream's send buffer. What a
+sent packet carried is recorded in the packet object itself (``_Sent``, a ``SentPacket`` with a
+small C array of STREAM records); when ``Recovery`` declares it acknowledged or lost, the
+connection marks those byte ranges delivered or re-queues them (lost data is always re-sent as
+byte ranges of its stream in new packets, never by replaying a packet) and recycles the object.
+Received short-header packets are parsed in place: STREAM data goes from the datagram (or the
+decrypted payload) straight into the stream's reassembly buffer, ACK frames are decoded without
+frame objects. Rare frames go through the ``dquic._codec`` frame classes.
+
+Stream bytes carry length-prefixed messages (PROTOCOL.md §5): ``send_message`` appends one,
+``read_message`` returns the next message (or the next piece of a large one).
+"""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
+from libc.math cimport ldexp
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcmp, memcpy, memset
+
+from dquic._codec cimport (Buffer, c_push_stream_frame_header, c_varint_size,
+                           pull_stream_frame_header)
+from dquic._congestion cimport CongestionController, Pacer
+from dquic._ranges cimport RangeSet
+from dquic._recovery cimport Recovery, RttEstimator, SentPacket
+from dquic._streams cimport FlowWindow, RecvStream, SendStream
+
+import hmac
+import os
+from collections import deque
+
+from dquic import _codec as codec
+from dquic._protection import DecryptionFailed, NullProtection
+from dquic.congestion import create_controller
+from dquic.errors import AuthenticationError, ErrorCode, ProtocolError
+from dquic.events import (
+    ConnectionTerminated,
+    DatagramAcknowledged,
+    DatagramLost,
+    DatagramReceived,
+    HandshakeCompleted,
+    MessageReceived,
+    PathChanged,
+    StopSendingReceived,
+    StreamReset,
+)
+from dquic.tokens import retry_integrity_tag
+from dquic.transport_params import TransportParameters
+
+__all__ = ["Connection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
+
+SPACE_HANDSHAKE = 0
+SPACE_APPLICATION = 1
+
+MAX_STREAM_ID = (1 << 62) - 1
+MAX_CRYPTO_BUFFER = 16 * 1024
+MAX_PENDING_PATH_RESPONSES = 4
+
+cdef enum:
+    SP_HS = 0
+    SP_APP = 1
+    # connection states
+    _HANDSHAKING = 0
+    _ESTABLISHED = 1
+    _CLOSING = 2
+    _DRAINING = 3
+    _TERMINATED = 4
+    # frame types used on the fast paths (RFC 9000 §19)
+    F_PADDING = 0x00
+    F_PING = 0x01
+    F_ACK = 0x02
+    F_ACK_ECN = 0x03
+    F_CRYPTO = 0x06
+    F_NEW_CONNECTION_ID = 0x18
+    F_PATH_CHALLENGE = 0x1A
+    F_PATH_RESPONSE = 0x1B
+    F_CONNECTION_CLOSE = 0x1C
+    F_CONNECTION_CLOSE_APP = 0x1D
+    # recycled sent-packet records kept per connection
+    FREE_SENT_MAX = 4096
+    INLINE_STREAMS = 8
+    # the codec's default limit on ranges in a received ACK frame
+    ACK_RANGES_LIMIT = 256
+
+cdef uint64_t VARINT_MAX = ((<uint64_t>1) << 62) - 1
+cdef int64_t PN_MAX = ((<int64_t>1) << 62) - 1
+cdef uint64_t DQUIC_VERSION_1 = codec.DQUIC_VERSION_1
+
+cdef object _PROTOCOL_VIOLATION = ErrorCode.PROTOCOL_VIOLATION
+cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
+
+
+# ------------------------------------------------------------------------------ C helpers
+cdef inline int _varint_len(uint64_t v) noexcept:
+    return 1 if v < 0x40 else 2 if v < 0x4000 else 4 if v < 0x40000000 else 8
+
+
+cdef inline Py_ssize_t _read_varint(const uint8_t* p, Py_ssize_t avail, uint64_t* out) noexcept:
+    """Decode one varint (RFC 9000 §16); returns its size, or 0 if truncated."""
+    cdef Py_ssize_t n, i
+    cdef uint64_t v
+    if avail < 1:
+        return 0
+    n = (<Py_ssize_t>1) << (p[0] >> 6)
+    if avail < n:
+        return 0
+    v = p[0] & 0x3F
+    for i in range(1, n):
+        v = (v << 8) | p[i]
+    out[0] = v
+    return n
+
+
+cdef inline int _pn_length(int64_t pn, int64_t largest_acked) except -1:
+    """Bytes needed to send ``pn`` truncated (RFC 9000 §17.1, Appendix A.2)."""
+    cdef int64_t unacked
+    if largest_acked < 0:
+        unacked = pn + 1
+    else:
+        if largest_acked >= pn:
+            raise ValueError("largest_acked must be smaller than full_pn")
+        unacked = pn - largest_acked
+    if unacked < (1 << 7):
+        return 1
+    if unacked < (1 << 15):
+        return 2
+    if unacked < (1 << 23):
+        return 3
+    if unacked < 0x80000000:
+        return 4
+    raise ValueError("too many unacknowledged packets to encode the packet number")
+
+
+cdef inline int64_t _decode_pn(int64_t truncated, int nbits, int64_t expected) noexcept:
+    """Full packet number from its truncated form (RFC 9000 Appendix A.3)."""
+    cdef int64_t win = (<int64_t>1) << nbits
+    cdef int64_t hwin = win >> 1
+    cdef int64_t candidate = (expected & ~(win - 1)) | truncated
+    if candidate <= expected - hwin and candidate < ((<int64_t>1) << 62) - win:
+        return candidate + win
+    if candidate > expected + hwin and candidate >= win:
+        return candidate - win
+    return candidate
+
+
+cdef list _parse_ack(const uint8_t* p, Py_ssize_t n, Py_ssize_t* pos, uint64_t ftype,
+                     uint64_t* delay_out):
+    """Decode the body of an ACK frame at ``p[pos]`` into ascending ``(start, stop)`` ranges.
+
+    Returns None when the frame is malformed in any way (the caller then lets the codec decode
+    it, which raises the precise ProtocolError).
+    """
+    cdef Py_ssize_t at = pos[0], k
+    cdef uint64_t largest, delay, count, first, gap, rlen, smallest, i, e
+    cdef list ranges
+    k = _read_varint(p + at, n - at, &largest)
+    if not k:
+        return None
+    at += k
+    k = _read_varint(p + at, n - at, &delay)
+    if not k:
+        return None
+    at += k
+    k = _read_varint(p + at, n - at, &count)
+    if not k:
+        return None
+    at += k
+    k = _read_varint(p + at, n - at, &first)
+    if not k:
+        return None
+    at += k
+    if count >= ACK_RANGES_LIMIT or count > <uint64_t>((n - at) // 2) or first > largest:
+        return None
+    smallest = largest - first
+    ranges = [(smallest, largest + 1)]
+    i = 0
+    while i < count:
+        k = _read_varint(p + at, n - at, &gap)
+        if not k:
+            return None
+        at += k
+        k = _read_varint(p + at, n - at, &rlen)
+        if not k:
+            return None
+        at += k
+        # RFC 9000 §19.3.1: the next range's largest is the previous smallest - gap - 2
+        if smallest < gap + 2:
+            return None
+        largest = smallest - gap - 2
+        if rlen > largest:
+            return None
+        smallest = largest - rlen
+        ranges.append((smallest, largest + 1))
+        i += 1
+    if ftype == F_ACK_ECN:
+        for i in range(3):
+            k = _read_varint(p + at, n - at, &e)
+            if not k:
+                return None
+            at += k
+    ranges.reverse()
+    pos[0] = at
+    delay_out[0] = delay
+    return ranges
+
+
+cdef inline bint _message_ready1(RecvStream r) noexcept:
+    """``RecvStream.message_ready(1)``: a message, its end or at least one byte is readable."""
+    cdef uint64_t length, avail, want
+    cdef int size
+    if r._reset or r._stopped:
+        return False
+    avail = r._contiguous_end() - r._read_offset
+    if r._msg_total >= 0:
+        want = r._msg_remaining
+    else:
+        if not r._peek_prefix(&length, &size):
+            return False
+        avail -= <uint64_t>size
+        want = length
+    if want > 1:
+        want = 1
+    return avail >= want
+
+
+cdef inline bint _recv_closed(RecvStream r) noexcept:
+    """The peer's half is over: reset, or FIN received and everything read."""
+    return r._reset or (r._final_size >= 0 and r._read_offset == <uint64_t>r._final_size)
+
+
+cdef inline void _add_other(_Sent rec, tuple item):
+    if rec.other is None:
+        rec.other = []
+    rec.other.append((rec.nstream, item))
+
+
+cdef inline int _add_stream_record(_Sent rec, uint64_t sid, uint64_t off, uint64_t length,
+                                   bint fin) except -1:
+    cdef StreamRecord* r
+    if rec.nstream < INLINE_STREAMS:
+        r = &rec.streams[rec.nstream]
+        r.stream_id = sid
+        r.offset = off
+        r.length = length
+        r.fin = fin
+        rec.nstream += 1
+    else:
+        _add_other(rec, ("s", sid, off, length, fin))
+    return 0
+
+
+# ------------------------------------------------------------------------------ helpers
+class _PlainHandshake:
+    """Handshake used when encryption is disabled (tests, benchmarks of the bare transport).
+
+    Same interface as ``dquic.handshake.ClientHandshake`` / ``ServerHandshake``: the client sends
+    its transport parameters, the server answers with its own, and both sides use null packet
+    protection. It authenticates nothing and must never be used on a real network.
+    """
+
+    def __init__(self, is_client, transport_params):
+        self._is_client = is_client
+        self._params = transport_params
+        self.complete = False
+        self.peer_static = None
+        self.peer_transport_params = None
+
+    def start(self):
+        return b"\xff" + self._params
+
+    def receive(self, message):
+        if self.complete or not message or message[0] != 0xFF:
+            raise ProtocolError("unexpected plain handshake message", ErrorCode.HANDSHAKE_FAILED)
+        self.peer_transport_params = bytes(message[1:])
+        self.complete = True
+        return None if self._is_client else b"\xff" + self._params
+
+    def protections(self, **_):
+        return NullProtection(), NullProtection()
+
+
+cdef class _Space:
+    """Per packet-number-space state: receive bookkeeping for ACKs, crypto stream halves."""
+
+    def __init__(self, Py_ssize_t max_ranges):
+        self.rx = RangeSet(max_ranges=max_ranges)
+        self.rx_floor = 0  # packet numbers below this are treated as duplicates
+        self.largest_rx = -1
+        self.largest_rx_time = 0.0
+        self.ack_pending = False  # something to acknowledge
+        self.unacked_eliciting = 0  # ack-eliciting packets received since our last ACK
+        self.ack_deadline = -1.0
+        self.next_pn = 0
+        self.crypto_send = SendStream(0)
+        self.crypto_recv = RecvStream(0, MAX_CRYPTO_BUFFER)
+        self.discarded = False
+        self.largest_acked = -1  # largest of our packet numbers the peer acknowledged
+
+
+cdef class _Stream:
+    """Both halves of one stream id plus their flow-control state."""
+
+    def __init__(self, uint64_t stream_id, uint64_t window_max, uint64_t window_initial,
+                 uint64_t send_limit):
+        self.stream_id = stream_id
+        self.send = SendStream(stream_id, 0)  # unbounded here: drivers apply back-pressure
+        # the receive half owns its auto-tuned flow-control window (MAX_STREAM_DATA)
+        self.recv = RecvStream(stream_id, window_max, window_initial)
+        self.send_limit = send_limit  # peer's MAX_STREAM_DATA for our half
+        self.readable_signalled = False
+        self.send_opened = False
+        self.recv_opened = False
+        self.want_max_stream_data = False
+        self.blocked_reported = -1
+        self.reset_to_send = None
+        self.stop_to_send = None
+        self.queued = False
+        self.closed_counted = False
+        self.counted = False  # our half consumed one of the peer's MAX_STREAMS credits
+
+
+cdef class _Sent(SentPacket):
+    """A ``SentPacket`` carrying the record of its frames (see the .pxd)."""
+
+    def __repr__(self):
+        return (f"_Sent(pn={self.packet_number}, space={self.space}, bytes={self.sent_bytes}, "
+                f"streams={self.nstream}, ack={self.ack_space >= 0}, other={self.other!r})")
+
+
+class ConnectionStats:
+    """A snapshot of a connection's counters (cheap: read on demand)."""
+
+    __slots__ = ("smoothed_rtt", "min_rtt", "latest_rtt", "rttvar", "cwnd", "bytes_in_flight",
+                 "packets_sent", "packets_received", "packets_lost", "spurious_losses",
+                 "bytes_sent", "bytes_received", "stream_bytes_sent", "stream_bytes_received",
+                 "bytes_retransmitted", "bytes_lost", "packets_dropped", "duplicate_packets",
+                 "send_window_used", "recv_window_used", "recv_window", "pto_count")
+
+    def __init__(self, **values):
+        for k in self.__slots__:
+            setattr(self, k, values.get(k, 0))
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __repr__(self):
+        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"ConnectionStats({inner})"
+
+
+def _make_controller(config):
+    cc = config.congestion_control
+    if callable(cc):
+        return cc(max_datagram_size=config.max_datagram_size)
+    return create_controller(cc, max_datagram_size=config.max_datagram_size)
+
+
+# ------------------------------------------------------------------------------ connection
+cdef class Connection:
+    """One dquic connection, sans-IO (see the module docstring for the calling protocol).
+
+    Clients are created by the application (usually through an endpoint) with
+    ``Connection(config, peer_addr, ...)`` and then ``connect(now)``. Servers' connections are
+    created by the endpoint when a new client's first packet arrives.
+    """
+
+    def __init__(self, config, peer_addr, *, host_cid=None, peer_cid=None, original_dcid=None,
+                 retry_source_cid=None, random_bytes=os.urandom, reset_token=None,
+                 handshake=None):
+        config.validate()
+        self.config = config
+        self.is_client = config.is_client
+        self._random = random_bytes
+        self._reset_token = reset_token or (lambda cid: random_bytes(16))
+        self.peer_addr = peer_addr
+        self._state = _HANDSHAKING
+        self._events = deque()
+
+        # configuration read on the per-packet paths
+        self._cid_len = config.connection_id_length
+        self._mds = config.max_datagram_size
+        self._max_ack_ranges = config.max_ack_ranges
+        self._ack_ranges_per_frame = config.ack_ranges_per_frame
+        self._ack_eliciting_threshold = config.ack_eliciting_threshold
+        self._ack_delay_exponent = config.ack_delay_exponent
+        self._max_ack_delay = config.max_ack_delay
+        self._stream_window_max = config.max_stream_data_window
+        self._stream_window_initial = config.initial_max_stream_data
+
+        # connection IDs (RFC 9000 §5.1): ours (peer puts them in DCID) and the peer's
+        cid_len = config.connection_id_length
+        self.host_cid = host_cid if host_cid is not None else random_bytes(cid_len)
+        self._host_cids = {0: self.host_cid}  # sequence -> cid
+        self._host_cid_seq = 0
+        self._cids_to_issue = []
+        self._retire_host_requested = []
+        self.cid_changes = [("add", self.host_cid)]
+        self._retry_scid = retry_source_cid  # server: the Retry we sent; client: the one we got
+        self._retry_token = b""
+        if self.is_client:
+            self.original_dcid = original_dcid or random_bytes(max(8, cid_len))
+            self.peer_cid = self.original_dcid
+        else:
+            self.original_dcid = original_dcid
+            self.peer_cid = peer_cid or b""
+        self._peer_cids = {0: (self.peer_cid, None)}
+        self._peer_cid_seq = 0
+        self._retire_to_send = []
+        self._retired_below = 0  # peer CIDs with lower sequence numbers are retired
+        self._peer_cid_set_by_server = not self.is_client
+
+        # packet-number spaces, loss recovery, congestion control
+        self._hs = _Space(config.max_ack_ranges)
+        self._app = _Space(config.max_ack_ranges)
+        self._spaces = [self._hs, self._app]
+        self._cc = _make_controller(config)
+        self._recovery = Recovery(self._cc, max_ack_delay=0.0, initial_rtt=config.initial_rtt)
+        self._pacer = Pacer(config.max_datagram_size) if config.pacing else None
+        self._pacing_deadline = -1.0
+        self._probes[0] = 0
+        self._probes[1] = 0
+
+        # transport parameters
+        self._local_params = self._make_transport_params()
+        self._peer_params = None
+        self._peer_max_ack_delay = 0.025
+        self._peer_ack_delay_exponent = 3
+        self._peer_max_datagram_frame = 0
+
+        # handshake and packet protection
+        if handshake is None:
+            if config.encryption:
+                handshake = self._make_secure_handshake()
+            else:
+                handshake = _PlainHandshake(self.is_client, self._local_params.encode())
+        self._handshake = handshake
+        self._seal = [NullProtection(), None]
+        self._open = [NullProtection(), None]
+        self._app_seal = None
+        self._app_open = None
+        self._app_tag = 0
+        self._handshake_confirmed = False
+        self._handshake_done_pending = False
+        self.peer_key = None
+
+        # streams and flow control
+        self._streams = {}
+        self._last_stream = None
+        self._send_queue = deque()
+        self._peer_max_data = 0
+        self._peer_stream_limit = 0  # initial MAX_STREAM_DATA for our halves
+        self._data_sent = 0  # sum of highest offsets sent, all streams (connection credit used)
+        self._data_blocked_reported = -1
+        self._recv_window = FlowWindow(config.initial_max_data, config.max_data_window)
+        self._data_received = 0  # sum of highest offsets received
+        self._want_max_data = False
+        self._peer_stream_credit = 0  # MAX_STREAMS from the peer
+        self._peer_opened = 0  # stream ids the peer started sending on
+        self._max_streams_local = config.max_streams  # what we allow the peer (cumulative)
+        self._want_max_streams = False
+        self._streams_blocked_reported = -1
+        self._streams_counted = 0
+        self._waiting_for_stream_credit = deque()
+
+        # unreliable datagrams (RFC 9221)
+        self._datagrams = deque()
+        self._datagram_seq = 0
+
+        # paths (RFC 9000 §8.2, §9)
+        self._bytes_received_on_path = 0
+        self._bytes_sent_on_path = 0
+        # a server that sent a Retry has validated the address through the token
+        self._address_validated = self.is_client or retry_source_cid is not None
+        self._path_challenge = None  # (data, addr, deadline)
+        self._path_challenge_sent = False
+        self._path_responses = deque()
+        self._previous_addr = None
+        self._ping_pending = False
+        self._old_keys_deadline = None  # when to drop pre-key-update keys
+
+        # timers (absolute virtual times)
+        self._started = False
+        self._created = 0.0
+        self._last_activity = 0.0
+        self._last_eliciting_sent = 0.0
+        self._eliciting_since_receive = False
+        self._idle_timeout = config.idle_timeout
+        self._close_deadline = None
+        self._close_frame = None
+        self._close_sent_at = -1.0
+        self._local_close = False
+        self._now_hint = 0.0
+
+        self._qlog = None
+        # statistics
+        self.packets_received = 0
+        self.packets_dropped = 0
+        self.duplicate_packets = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.stream_bytes_received = 0
+
+        # reusable packet buffers and sent-packet records
+        self._sbuf = Buffer(capacity=self._mds)
+        self._rbuf = Buffer(capacity=0)
+        self._rbuf._writable = False
+        self._free_sent = []
+
+    # ----------------------------------------------------------------------------------------
+    # construction helpers
+    def _make_transport_params(self):
+        c = self.config
+        p = TransportParameters(
+            max_idle_timeout=int(c.idle_timeout * 1000),
+            max_udp_payload_size=max(1200, c.max_datagram_size),
+            initial_max_data=c.initial_max_data,
+            initial_max_stream_data=c.initial_max_stream_data,
+            initial_max_streams=c.max_streams,
+            ack_delay_exponent=c.ack_delay_exponent,
+            max_ack_delay=int(round(c.max_ack_delay * 1000)),
+            active_connection_id_limit=c.active_connection_id_limit,
+            initial_source_connection_id=self.host_cid,
+            max_datagram_frame_size=c.max_datagram_frame_size,
+        )
+        if not self.is_client:
+            p.original_destination_connection_id = self.original_dcid
+            p.retry_source_connection_id = self._retry_scid
+            p.stateless_reset_token = self._reset_token(self.host_cid)
+        return p
+
+    def _prologue(self):
+        odcid = self.original_dcid or b""
+        client_cid = self.host_cid if self.is_client else self.peer_cid
+        return (b"dquic/1" + codec.DQUIC_VERSION_1.to_bytes(4, "big") + bytes([len(odcid)]) + odcid
+                + bytes([len(client_cid)]) + client_cid)
+
+    def _make_secure_handshake(self):
+        from dquic.handshake import ClientHandshake, ServerHandshake
+
+        c = self.config
+        params = self._local_params.encode()
+        if self.is_client:
+            return ClientHandshake(identity=c.identity, server_key=c.server_key,
+                                   trusted_peers=c.trusted_peers, psk=c.psk,
+                                   transport_params=params, prologue=self._prologue(),
+                                   cipher=c.cipher)
+        if c.identity is None:
+            raise ValueError("a server needs an identity (KeyPair)")
+        return ServerHandshake(identity=c.identity, trusted_peers=c.trusted_peers, psk=c.psk,
+                               transport_params=params, prologue=self._prologue())
+
+    cdef int _set_app_protection(self, object seal, object open_) except -1:
+        self._seal[SP_APP] = seal
+        self._open[SP_APP] = open_
+        self._app_seal = seal
+        self._app_open = open_
+        self._app_seal_null = isinstance(seal, NullProtection)
+        self._app_open_null = isinstance(open_, NullProtection)
+        self._app_tag = seal.tag_size
+        return 0
+
+    # ----------------------------------------------------------------------------------------
+    # public state
+    @property
+    def is_established(self):
+        """True once the handshake completed and until the connection starts closing."""
+        return self._state == _ESTABLISHED
+
+    @property
+    def is_closed(self):
+        """True once the connection is closing, draining or terminated: it sends no more data."""
+        return self._state >= _CLOSING
+
+    @property
+    def is_terminated(self):
+        """True when nothing remains to do: the driver may forget the connection."""
+        return self._state == _TERMINATED
+
+    @property
+    def handshake_confirmed(self):
+        """True once the peer proved it has the 1-RTT keys (RFC 9001 §4.1.2)."""
+        return self._handshake_confirmed
+
+    @property
+    def handshake_complete(self):
+        return self._state >= _ESTABLISHED or self._handshake.complete
+
+    @property
+    def stats(self):
+        r = self._recovery
+        rtt = r.rtt
+        cdef _Stream s
+        retx = 0
+        for s in self._streams.values():
+            retx += s.send._bytes_retransmitted
+        return ConnectionStats(
+            smoothed_rtt=rtt.smoothed_rtt, min_rtt=rtt.min_rtt, latest_rtt=rtt.latest_rtt,
+            rttvar=rtt.rttvar, cwnd=self._cc.congestion_window,
+            bytes_in_flight=self._cc.bytes_in_flight, packets_sent=r.packets_sent,
+            packets_received=self.packets_received, packets_lost=r.packets_lost,
+            spurious_losses=r.spurious_losses, bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received, stream_bytes_sent=self._data_sent,
+            stream_bytes_received=self.stream_bytes_received,
+            bytes_retransmitted=retx,
+            bytes_lost=r.bytes_lost, packets_dropped=self.packets_dropped,
+            duplicate_packets=self.duplicate_packets,
+            send_window_used=(self._data_sent / self._peer_max_data) if self._peer_max_data else 0.0,
+            recv_window_used=(self._data_received / self._recv_window._limit)
+            if self._recv_window._limit else 0.0,
+            recv_window=self._recv_window._limit, pto_count=r.pto_count,
+        )
+
+    def streams(self):
+        """Ids of the streams this connection has state for."""
+        return list(self._streams)
+
+    def stream_bytes(self, stream_id):
+        """``(bytes_sent, bytes_acked)`` of our half of a stream (message prefixes included)."""
+        s = self._streams.get(stream_id)
+        if s is None:
+            return (0, 0)
+        return ((<_Stream>s).send._offset_sent, (<_Stream>s).send._base)
+
+    @property
+    def send_buffered(self):
+        """Bytes of stream data written but not yet acknowledged (for back-pressure)."""
+        cdef _Stream s
+        cdef uint64_t total = 0
+        for s in self._streams.values():
+            if not s.send._reset:
+                total += s.send._write_offset - s.send._base
+        return total
+
+    # ----------------------------------------------------------------------------------------
+    # commands
+    def connect(self, double now):
+        """Client: start the handshake. Call ``datagrams_to_send(now)`` next."""
+        if not self.is_client:
+            raise RuntimeError("connect() is for clients")
+        if self._started:
+            raise RuntimeError("connect() called twice")
+        self._started = True
+        self._created = now
+        self._last_activity = now
+        self._hs.crypto_send.write_message(self._handshake.start())
+
+    def send_message(self, stream_id, data):
+        """Queue ``data`` (any bytes-like object) as one message on ``stream_id``.
+
+        Returns the number of payload bytes queued. The stream is opened on first use. Raises
+        ValueError/TypeError for bad arguments and ``ConnectionClosed``-worthy RuntimeError if the
+        connection is closing. Call ``datagrams_to_send(now)`` next.
+        """
+        cdef _Stream stream = self._send_stream(stream_id)
+        n = stream.send.write_message(data)
+        self._schedule(stream)
+        return n - _varint_len(n)  # payload bytes (write_message counts the prefix too)
+
+    def send_stream_data(self, stream_id, data, end_stream=False):
+        """Queue ``data`` as one message; with ``end_stream`` also finish our half of the stream."""
+        n = self.send_message(stream_id, data)
+        if end_stream:
+            self.end_stream(stream_id)
+        return n
+
+    def end_stream(self, stream_id):
+        """Finish our half of a stream (FIN after the queued messages)."""
+        cdef _Stream stream = self._send_stream(stream_id)
+        stream.send.finish()
+        self._schedule(stream)
+
+    def reset_stream(self, stream_id, error_code=0):
+        """Abandon our half of a stream: queued data is dropped, the peer gets RESET_STREAM."""
+        cdef _Stream stream = self._send_stream(stream_id)
+        if not stream.send._reset and not stream.send.is_finished:
+            stream.send.reset(error_code)
+            stream.reset_to_send = error_code
+            self._schedule(stream)
+
+    def stop_sending(self, stream_id, error_code=0):
+        """Ask the peer to stop sending on a stream (STOP_SENDING); data still arriving is dropped."""
+        cdef _Stream stream = self._get_stream(stream_id, True)
+        stream.stop_to_send = error_code
+        self._schedule(stream)
+
+    def send_datagram(self, data):
+        """Queue an unreliable datagram (RFC 9221); returns its id for the ack/loss events.
+
+        Raises ValueError if the peer does not accept datagrams of that size.
+        """
+        data = bytes(data)
+        if self._state > _ESTABLISHED:
+            raise RuntimeError("connection is closing")
+        limit = self._peer_max_datagram_frame if self._peer_params else self.config.max_datagram_frame_size
+        if len(data) + 4 > limit:
+            raise ValueError(f"datagram of {len(data)} bytes exceeds the peer's limit")
+        if len(data) > self.config.max_datagram_size - 64:
+            raise ValueError("datagram does not fit in one packet")
+        self._datagram_seq += 1
+        self._datagrams.append((self._datagram_seq, data))
+        while len(self._datagrams) > self.config.max_datagram_queue:
+            dropped, _ = self._datagrams.popleft()
+            self._events.append(DatagramLost(dropped))
+        return self._datagram_seq
+
+    def close(self, error_code=0, reason="", application=True):
+        """Close the connection: CONNECTION_CLOSE goes out, then the closing period (3 PTO).
+
+        Data not yet acknowledged is abandoned; drivers that promise delivery wait for
+        ``send_buffered == 0`` first. Call ``datagrams_to_send(now)`` next.
+        """
+        if self._state >= _CLOSING:
+            return
+        if not self.handshake_complete:
+            application = False
+            if error_code == 0:
+                error_code = ErrorCode.APPLICATION_ERROR if reason else ErrorCode.NO_ERROR
+        self._local_close = True
+        self._close_frame = (int(error_code), 0, reason.encode("utf-8", "replace")[:512], application)
+        self._enter_closing(_CLOSING, None)
+        self._emit_terminated(ConnectionTerminated(int(error_code), reason, by_peer=False,
+                                                   application=application))
+
+    def request_key_update(self):
+        """Start a key update (RFC 9001 §6) now instead of waiting for the automatic one."""
+        keys = getattr(self._seal[SP_APP], "request_key_update", None)
+        if keys is None:
+            raise RuntimeError("no key update possible before the handshake completes")
+        keys()
+
+    # ----------------------------------------------------------------------------------------
+    # reading
+    def next_event(self):
+        """Pop the next event, or None. Drain after every call that moves the connection."""
+        return self._events.popleft() if self._events else None
+
+    def readable_streams(self):
+        """Streams whose next message (or a piece of it) can be read now."""
+        cdef _Stream s
+        out = []
+        for sid, s in self._streams.items():
+            if _message_ready1(s.recv):
+                out.append(sid)
+        return out
+
+    def message_ready(self, stream_id, Py_ssize_t max_bytes):
+        """True if ``read_message(stream_id, max_bytes)`` would return a whole message, the end of
+        one, or exactly ``max_bytes`` of one."""
+        s = self._streams.get(stream_id)
+        return s is not None and (<_Stream>s).recv.message_ready(max_bytes)
+
+    def read_message(self, stream_id, Py_ssize_t max_bytes):
+        """Read up to ``max_bytes`` of the next message on a stream: ``(data, end_of_message)``,
+        or None if nothing is readable. Reading opens flow-control window for the peer."""
+        cdef _Stream s
+        cdef uint64_t before
+        obj = self._streams.get(stream_id)
+        if obj is None:
+            return None
+        s = <_Stream>obj
+        before = s.recv._read_offset
+        result = s.recv.read_message(max_bytes)
+        if s.recv._read_offset != before:
+            self._on_consumed(s, s.recv._read_offset - before)
+        if result is not None and not _message_ready1(s.recv):
+            s.readable_signalled = False
+        return result
+
+    cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1:
+        cdef double rtt = self._recovery.rtt.smoothed_rtt
+        cdef RecvStream r = s.recv
+        # RecvStream.should_update_window(): no credit once the final size is known
+        if not (r._reset or r._stopped or r._final_size >= 0) and r._fw.should_update_c():
+            r._fw.update_c(self._now_hint, rtt)
+            s.want_max_stream_data = True
+            self._schedule(s)
+        self._recv_window.consumed_c(consumed)
+        if self._recv_window.should_update_c():
+            self._recv_window.update_c(self._now_hint, rtt)
+            self._want_max_data = True
+        self._check_recv_closed(s)
+        return 0
+
+    # ----------------------------------------------------------------------------------------
+    # streams
+    cdef _Stream _lookup(self, uint64_t stream_id):
+        cdef _Stream s = self._last_stream
+        if s is not None and s.stream_id == stream_id:
+            return s
+        obj = self._streams.get(stream_id)
+        if obj is None:
+            return None
+        s = <_Stream>obj
+        self._last_stream = s
+        return s
+
+    cdef _Stream _new_stream(self, uint64_t stream_id):
+        cdef _Stream s = _Stream(stream_id, self._stream_window_max, self._stream_window_initial,
+                                 self._peer_stream_limit)
+        self._streams[stream_id] = s
+        self._last_stream = s
+        return s
+
+    def _get_stream(self, stream_id, local):
+        s = self._streams.get(stream_id)
+        if s is None:
+            if not isinstance(stream_id, int) or isinstance(stream_id, bool):
+                raise TypeError("stream id must be an int")
+            if not 0 <= stream_id <= MAX_STREAM_ID:
+                raise ValueError("stream id must be 0 <= id < 2**62")
+            s = self._new_stream(stream_id)
+        return s
+
+    def _send_stream(self, stream_id):
+        if self._state >= _CLOSING:
+            raise RuntimeError("connection is closing")
+        cdef _Stream s = self._get_stream(stream_id, True)
+        s.send_opened = True
+        return s
+
+    cdef void _schedule(self, _Stream s):
+        if not s.queued:
+            s.queued = True
+            self._send_queue.append(s)
+
+    cdef int _check_recv_closed(self, _Stream s) except -1:
+        """Give the peer a new stream credit once its half of ``s`` is fully consumed."""
+        if s.recv_opened and not s.closed_counted and _recv_closed(s.recv):
+            s.closed_counted = True
+            self._max_streams_local += 1
+            self._want_max_streams = True
+        return 0
+
+    # ----------------------------------------------------------------------------------------
+    # timers
+    def get_timer(self):
+        """The absolute time at which ``handle_timer`` must be called, or None."""
+        cdef double best = 0.0, t
+        cdef bint have = False
+        cdef _Space sp
+        if self._state == _TERMINATED:
+            return None
+        if self._state >= _CLOSING:
+            return self._close_deadline
+        lt = self._recovery.get_loss_detection_timer()
+        if lt is not None:
+            best = lt
+            have = True
+        for sp in (self._hs, self._app):
+            if sp.ack_deadline >= 0.0 and not sp.discarded:
+                if not have or sp.ack_deadline < best:
+                    best = sp.ack_deadline
+                    have = True
+        if self._pacing_deadline >= 0.0:
+            if not have or self._pacing_deadline < best:
+                best = self._pacing_deadline
+                have = True
+        if self._started:
+            if self._state == _HANDSHAKING:
+                t = self._created + self.config.handshake_timeout
+                if not have or t < best:
+                    best = t
+                    have = True
+            idle = self._effective_idle_timeout()
+            if idle:
+                t = self._last_activity + idle
+                if not have or t < best:
+                    best = t
+                    have = True
+            ka = self.config.keep_alive
+            if ka and self._state == _ESTABLISHED:
+                t = self._last_eliciting_sent + ka
+                if not have or t < best:
+                    best = t
+                    have = True
+        if self._path_challenge is not None:
+            t = self._path_challenge[2]
+            if not have or t < best:
+                best = t
+                have = True
+        if self._old_keys_deadline is not None:
+            t = self._old_keys_deadline
+            if not have or t < best:
+                best = t
+                have = True
+        return best if have else None
+
+    cdef double _effective_idle_timeout(self):
+        cdef double idle = self._idle_timeout, peer
+        if self._peer_params and self._peer_params.max_idle_timeout:
+            peer = self._peer_params.max_idle_timeout / 1000.0
+            idle = min(idle, peer) if idle else peer
+        if idle:
+            idle = max(idle, 3 * self._pto())
+        return idle
+
+    cdef double _pto(self):
+        cdef RttEstimator rtt = self._recovery.rtt
+        return rtt.smoothed_rtt + max(4 * rtt.rttvar, 0.001) + self._peer_max_ack_delay
+
+    def handle_timer(self, double now):
+        """Call when ``get_timer()``'s deadline has passed; then ``datagrams_to_send(now)``."""
+        cdef _Sent pkt
+        cdef int probe_space
+        self._now_hint = now
+        if self._state == _TERMINATED:
+            return
+        if self._state >= _CLOSING:
+            if self._close_deadline is not None and now >= self._close_deadline:
+                self._state = _TERMINATED
+            return
+        if not self._started:
+            return
+        if self._state == _HANDSHAKING and now >= self._created + self.config.handshake_timeout:
+            self._terminate_timeout("handshake timeout")
+            return
+        idle = self._effective_idle_timeout()
+        if idle and now >= self._last_activity + idle:
+            self._terminate_timeout("idle timeout")
+            return
+        if self._path_challenge is not None and now >= self._path_challenge[2]:
+            self._path_validation_failed()
+        if self._old_keys_deadline is not None and now >= self._old_keys_deadline:
+            # RFC 9001 §6.5: keep the previous keys about 3 PTO after a key update, no longer
+            self._old_keys_deadline = None
+            self._open[SP_APP].discard_old_keys()
+        t = self._recovery.get_loss_detection_timer()
+        if t is not None and now >= t:
+            lost, probe_space = self._recovery.on_loss_detection_timeout(now)
+            if self._qlog is not None and lost:
+                self._trace_recovery(now, lost[0].space, lost)
+            for pkt in lost:
+                self._on_packet_lost(pkt)
+            if probe_space >= 0:
+                self._probes[probe_space] = max(self._probes[probe_space], self._recovery.probes_needed)
+                self._requeue_for_probe(probe_space)
+        ka = self.config.keep_alive
+        if ka and self._state == _ESTABLISHED and now >= self._last_eliciting_sent + ka:
+            self._ping_pending = True
+
+    def _emit_terminated(self, ev):
+        self._events.append(ev)
+        if self._qlog is not None:
+            self._qlog.connection_closed(self._now_hint, ev.error_code, ev.reason, ev.by_peer)
+
+    def attach_qlog(self, trace, now):
+        """Trace this connection to ``trace`` (a ``dquic.qlog.QlogTrace``) from now on."""
+        self._qlog = trace
+        trace.connection_started(now, None, self.peer_addr)
+
+    def _terminate_timeout(self, reason):
+        self._state = _TERMINATED
+        self._emit_terminated(ConnectionTerminated(0, reason, by_peer=False, timeout=True))
+
+    # ----------------------------------------------------------------------------------------
+    # receiving
+    def receive_datagram(self, data, addr, double now):
+        """Process one UDP datagram from ``addr``. Malformed or unauthentic packets are dropped;
+        a protocol violation by the authenticated peer closes the connection. Then call
+        ``datagrams_to_send(now)``."""
+        cdef Py_buffer view
+        cdef bint have_view = False
+        cdef const uint8_t* p
+        cdef Py_ssize_t size, pos, start, end
+        cdef uint8_t first
+        self._now_hint = now
+        if self._state == _TERMINATED:
+            return
+        if not self._started:
+            self._started = True
+            self._created = now
+            self._last_activity = now
+        if PyBytes_CheckExact(data):
+            p = <const uint8_t*>PyBytes_AS_STRING(data)
+            size = PyBytes_GET_SIZE(data)
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            have_view = True
+            p = <const uint8_t*>view.buf
+            size = view.len
+        try:
+            self.bytes_received += size
+            if addr is self.peer_addr or addr == self.peer_addr:
+                self._bytes_received_on_path += size
+            pos = 0
+            while pos < size:
+                start = pos
+                first = p[pos]
+                if first & 0x80:
+                    # long header (handshake space): rare, parsed with the codec's objects
+                    buf = Buffer(data)
+                    buf._pos = start
+                    try:
+                        hdr = codec.pull_header(buf, self._cid_len)
+                    except ProtocolError:
+                        self.packets_dropped += 1
+                        return
+                    end = hdr.payload_end
+                    pos = end
+                    ptype = hdr.packet_type
+                    if ptype == codec.PACKET_VERSION_NEGOTIATION:
+                        self._on_version_negotiation(hdr)
+                        return
+                    if ptype == codec.PACKET_RETRY:
+                        self._on_retry(hdr, bytes(memoryview(data)[start:end]))
+                        return
+                    if ptype == codec.PACKET_ZERO_RTT:
+                        self.packets_dropped += 1
+                        continue
+                    if hdr.dcid not in self._host_cids.values() and not (
+                            not self.is_client and hdr.dcid in (self.original_dcid, self._retry_scid)):
+                        self.packets_dropped += 1
+                        continue
+                    self._receive_long(hdr, data, start, end, addr, now)
+                else:
+                    # short header (RFC 9000 §17.3.1): runs to the end of the datagram
+                    if not (first & 0x40) or size - start - 1 < self._cid_len:
+                        self.packets_dropped += 1
+                        return
+                    pos = size
+                    if not self._short_dcid_ok(p + start + 1):
+                        self.packets_dropped += 1
+                        continue
+                    self._receive_short(data, p, start, size, addr, now)
+                if self._state >= _DRAINING:
+                    return
+        finally:
+            if have_view:
+                PyBuffer_Release(&view)
+
+    cdef bint _short_dcid_ok(self, const uint8_t* dcid):
+        hc = self.host_cid
+        if (PyBytes_CheckExact(hc) and PyBytes_GET_SIZE(hc) == self._cid_len
+                and memcmp(dcid, PyBytes_AS_STRING(hc), self._cid_len) == 0):
+            return True
+        cid = PyBytes_FromStringAndSize(<const char*>dcid, self._cid_len)
+        return cid in self._host_cids.values() or (
+            not self.is_client and cid in (self.original_dcid, self._retry_scid))
+
+    cdef int _receive_short(self, object data, const uint8_t* p, Py_ssize_t start,
+                            Py_ssize_t end, object addr, double now) except -1:
+        cdef _Space space = self._app
+        cdef Py_ssize_t rel = 1 + self._cid_len, plen = end - start, hlen
+        cdef int pn_len, i
+        cdef int64_t truncated, pn
+        cdef uint8_t first
+        opener = self._app_open
+        if space.discarded or opener is None:
+            self.packets_dropped += 1
+            return 0
+        if self._app_open_null:
+            # null protection: the packet number is in the clear
+            first = p[start]
+            pn_len = (first & 0x03) + 1
+            pn = PN_MAX + 1
+            if plen >= rel + pn_len:
+                truncated = 0
+                for i in range(pn_len):
+                    truncated = (truncated << 8) | p[start + rel + i]
+                pn = _decode_pn(truncated, pn_len * 8, space.largest_rx + 1)
+            if pn > PN_MAX:
+                # what NullProtection.decrypt_packet rejects as DecryptionFailed
+                self.packets_dropped += 1
+                if self.is_stateless_reset(memoryview(data)[start:end]):
+                    self.on_stateless_reset(now)
+                return 0
+            hlen = rel + pn_len
+            return self._after_open(SP_APP, space, opener, pn, first, p + start + hlen,
+                                    plen - hlen, data, start + hlen, False, None, plen, addr, now)
+        if start == 0 and PyBytes_CheckExact(data) and end == PyBytes_GET_SIZE(data):
+            packet = data
+        else:
+            packet = bytes(memoryview(data)[start:end])
+        try:
+            plain_header, payload, pn = opener.decrypt_packet(packet, rel, space.largest_rx + 1)
+        except DecryptionFailed:
+            self.packets_dropped += 1  # forged, corrupted or for keys we no longer have: drop
+            if self.is_stateless_reset(packet):
+                self.on_stateless_reset(now)
+            return 0
+        except ProtocolError as exc:
+            self._protocol_error(exc)  # e.g. AEAD_LIMIT_REACHED (RFC 9001 §6.6)
+            return 0
+        if not PyBytes_CheckExact(payload):
+            payload = bytes(payload)
+        return self._after_open(SP_APP, space, opener, pn, plain_header[0],
+                                <const uint8_t*>PyBytes_AS_STRING(payload),
+                                PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now)
+
+    cdef int _receive_long(self, object hdr, object data, Py_ssize_t start, Py_ssize_t end,
+                           object addr, double now) except -1:
+        cdef _Space space = self._hs
+        opener = self._open[SP_HS]
+        if space.discarded or opener is None:
+            self.packets_dropped += 1
+            return 0
+        try:
+            plain_header, payload, pn = opener.decrypt_packet(
+                memoryview(data)[start:end], hdr.pn_offset - start, space.largest_rx + 1)
+        except DecryptionFailed:
+            self.packets_dropped += 1  # forged, corrupted or for keys we no longer have: drop
+            return 0
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return 0
+        if not PyBytes_CheckExact(payload):
+            payload = bytes(payload)
+        return self._after_open(SP_HS, space, opener, pn, plain_header[0],
+                                <const uint8_t*>PyBytes_AS_STRING(payload),
+                                PyBytes_GET_SIZE(payload), payload, 0, True, hdr, end - start,
+                                addr, now)
+
+    cdef int _after_open(self, int space_id, _Space space, object opener, int64_t pn, int first,
+                         const uint8_t* payload, Py_ssize_t plen, object pobj, Py_ssize_t poff,
+                         bint is_long, object hdr, Py_ssize_t packet_len, object addr,
+                         double now) except -1:
+        """An authenticated packet: duplicate check, frames, ACK bookkeeping, migration."""
+        cdef bint eliciting = False, non_probing = False, out_of_order
+        if pn < space.rx_floor or space.rx.contains(<uint64_t>pn):
+            self.duplicate_packets += 1
+            return 0
+        if (is_long and (first & 0x0C)) or (not is_long and (first & 0x18)):
+            self._protocol_error(ProtocolError("reserved header bits set", _PROTOCOL_VIOLATION))
+            return 0
+        # the packet is authentic from here on
+        self.packets_received += 1
+        if (space_id == SP_APP and self._old_keys_deadline is None and not self._app_open_null
+                and getattr(opener.keys, "has_old_keys", False)):
+            self._old_keys_deadline = now + 3 * self._pto()
+        self._last_activity = now
+        self._eliciting_since_receive = False
+        if is_long and self.is_client and not self._peer_cid_set_by_server:
+            # RFC 9000 §7.2: the client switches to the server's chosen connection ID
+            self._peer_cid_set_by_server = True
+            self.peer_cid = hdr.scid
+            self._peer_cids[0] = (hdr.scid, None)
+        if not self.is_client and not self._address_validated and (
+                not is_long or hdr.packet_type != codec.PACKET_INITIAL or hdr.dcid == self.host_cid):
+            self._address_validated = True  # the client used a CID we chose: it got our packet
+        if space_id == SP_APP and not self.is_client and not self._handshake_confirmed:
+            self._confirm_handshake()
+        if self._qlog is not None:
+            try:
+                decoded = codec.decode_frames(pobj[poff:poff + plen])
+            except ProtocolError:
+                decoded = []
+            self._qlog.packet_received(now, hdr.packet_type if is_long else codec.PACKET_SHORT,
+                                       pn, packet_len, decoded)
+        try:
+            self._process_frames(space_id, payload, plen, pobj, poff, now, is_long,
+                                 &eliciting, &non_probing)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return 0
+        if self._state >= _DRAINING:
+            return 0
+        # ACK bookkeeping (RFC 9000 §13.2)
+        out_of_order = pn != space.largest_rx + 1
+        space.rx.add_range(<uint64_t>pn, <uint64_t>pn + 1)
+        if space.rx.count() >= self._max_ack_ranges:
+            if <int64_t>space.rx.start_at(0) > space.rx_floor:
+                space.rx_floor = <int64_t>space.rx.start_at(0)
+        if pn > space.largest_rx:
+            space.largest_rx = pn
+            space.largest_rx_time = now
+        if eliciting:
+            space.ack_pending = True
+            space.unacked_eliciting += 1
+            if (space_id == SP_HS or out_of_order
+                    or space.unacked_eliciting >= self._ack_eliciting_threshold):
+                space.ack_deadline = now
+            elif space.ack_deadline < 0.0:
+                space.ack_deadline = now + self._max_ack_delay
+        # migration (RFC 9000 §9.3): only the highest-numbered non-probing packet moves the path
+        if (space_id == SP_APP and non_probing and pn == space.largest_rx
+                and self._state == _ESTABLISHED
+                and not (addr is self.peer_addr or addr == self.peer_addr)):
+            self._on_peer_address_change(addr, now)
+        return 0
+
+    cdef int _process_frames(self, int space_id, const uint8_t* p, Py_ssize_t n, object pobj,
+                             Py_ssize_t poff, double now, bint long_header, bint* eliciting,
+                             bint* non_probing) except -1:
+        """Decode and act on every frame of a payload ``p[:n]`` (which is ``pobj[poff:]``)."""
+        cdef Buffer rb = self._rbuf
+        cdef Buffer fb
+        cdef Py_ssize_t pos = 0
+        cdef uint64_t ftype, sid, off, length, delay = 0
+        cdef bint fin
+        cdef list ranges
+        if n <= 0:
+            raise ProtocolError("packet without frames", _PROTOCOL_VIOLATION)
+        while pos < n:
+            ftype = p[pos]
+            frame = None
+            ranges = None
+            if 0x08 <= ftype <= 0x0F:
+                # STREAM: header parsed in C, data inserted straight from the packet
+                rb._base = <unsigned char*>p
+                rb._size = n
+                rb._pos = pos + 1
+                pull_stream_frame_header(rb, ftype, &sid, &off, &length, &fin)
+                pos = rb._pos + <Py_ssize_t>length
+            elif ftype == F_PADDING:
+                pos += 1
+                while pos < n and p[pos] == 0:
+                    pos += 1
+            elif ftype == F_PING:
+                pos += 1
+            else:
+                if ftype == F_ACK or ftype == F_ACK_ECN:
+                    pos += 1
+                    ranges = _parse_ack(p, n, &pos, ftype, &delay)
+                    if ranges is None:
+                        pos -= 1
+                if ranges is None:
+                    # everything else (and any malformed frame) through the codec
+                    fb = Buffer(pobj)
+                    fb._pos = poff + pos
+                    frame = codec.pull_frame(fb)
+                    pos = fb._pos - poff
+                    ftype = frame.wire_type
+            if long_header and not (ftype <= F_ACK_ECN or ftype == F_CRYPTO
+                                    or ftype == F_CONNECTION_CLOSE):
+                raise ProtocolError(f"frame 0x{ftype:x} not allowed in a handshake packet",
+                                    _PROTOCOL_VIOLATION, ftype)
+            if not (ftype == F_ACK or ftype == F_ACK_ECN or ftype == F_PADDING
+                    or ftype == F_CONNECTION_CLOSE or ftype == F_CONNECTION_CLOSE_APP):
+                eliciting[0] = True
+            if not (ftype == F_PADDING or ftype == F_PATH_CHALLENGE or ftype == F_PATH_RESPONSE
+                    or ftype == F_NEW_CONNECTION_ID):
+                non_probing[0] = True
+            if frame is not None:
+                self._dispatch_frame(space_id, frame, now)
+            elif ranges is not None:
+                self._on_ack_c(space_id, ranges, delay, now)
+            elif 0x08 <= ftype <= 0x0F:
+                self._on_stream_c(sid, off, p + pos - <Py_ssize_t>length, <Py_ssize_t>length, fin,
+                                  <int>(0x08 | (0x04 if off else 0) | (ftype & 0x02) | (0x01 if fin else 0)))
+            if self._state >= _DRAINING:
+                break
+        return 0
+
+    cdef int _dispatch_frame(self, int space_id, object frame, double now) except -1:
+        handler = _FRAME_HANDLERS.get(frame.wire_type)
+        if handler is not None:
+            handler(self, space_id, frame, now)
+        return 0
+
+    # --- frame handlers ---
+    def _on_ack(self, space_id, frame, now):
+        self._on_ack_c(space_id, list(frame.ranges), frame.ack_delay, now)
+
+    cdef int _on_ack_c(self, int space_id, list ranges, uint64_t ack_delay, double now) except -1:
+        cdef double delay = 0.0
+        cdef _Space space
+        cdef _Sent pkt
+        if space_id == SP_APP:
+            delay = ldexp(<double>ack_delay, self._peer_ack_delay_exponent) / 1e6
+        acked, lost = self._recovery.on_ack_received(space_id, ranges, delay, now)
+        if self._qlog is not None:
+            self._trace_recovery(now, space_id, lost)
+        space = self._app if space_id == SP_APP else self._hs
+        for pkt in acked:
+            if pkt.packet_number > space.largest_acked:
+                space.largest_acked = pkt.packet_number
+            self._on_packet_acked(pkt)
+            # recovery holds no reference to an acknowledged packet any more: reuse it (a lost
+            # one stays tracked by recovery, which may still report it acknowledged later)
+            self._recycle(pkt)
+        for pkt in lost:
+            self._on_packet_lost(pkt)
+        return 0
+
+    def _trace_recovery(self, now, space_id, lost):
+        ptype = codec.PACKET_SHORT if space_id == SP_APP else codec.PACKET_HANDSHAKE
+        for pkt in lost:
+            self._qlog.packet_lost(now, ptype, pkt.packet_number)
+        rtt = self._recovery.rtt
+        self._qlog.metrics_updated(now, cwnd=self._cc.congestion_window,
+                                   bytes_in_flight=self._cc.bytes_in_flight,
+                                   smoothed_rtt=rtt.smoothed_rtt, min_rtt=rtt.min_rtt,
+                                   latest_rtt=rtt.latest_rtt, rttvar=rtt.rttvar)
+
+    def _on_stream(self, space_id, frame, now):
+        data = bytes(frame.data)
+        self._on_stream_c(frame.stream_id, frame.offset,
+                          <const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                          frame.fin, frame.frame_type)
+
+    cdef int _on_stream_c(self, uint64_t stream_id, uint64_t offset, const uint8_t* data,
+                          Py_ssize_t length, bint fin, int frame_type) except -1:
+        cdef _Stream s = self._lookup(stream_id)
+        cdef int64_t new
+        if s is not None and s.closed_counted:
+            return 0  # late data for a stream we already closed and released
+        s = self._peer_stream(stream_id)
+        if s.stop_to_send is not None or s.recv._reset:
+            return 0
+        new = s.recv.insert_c(offset, data, length, fin)
+        if new:
+            self._data_received += <uint64_t>new
+            if self._data_received > self._recv_window._limit:
+                raise ProtocolError("connection flow control limit exceeded",
+                                    _FLOW_CONTROL_ERROR, frame_type)
+        self.stream_bytes_received += length
+        if not s.readable_signalled and _message_ready1(s.recv):
+            s.readable_signalled = True
+            self._events.append(MessageReceived(s.stream_id))
+        self._check_recv_closed(s)
+        return 0
+
+    def _on_crypto(self, space_id, frame, now):
+        cdef _Space space = self._spaces[space_id]
+        try:
+            space.crypto_recv.insert(frame.offset, frame.data, False)
+        except ProtocolError as exc:
+            if exc.error_code == ErrorCode.FLOW_CONTROL_ERROR:
+                raise ProtocolError("crypto buffer exceeded", ErrorCode.CRYPTO_BUFFER_EXCEEDED) from None
+            raise
+        while space.crypto_recv.message_ready(MAX_CRYPTO_BUFFER):
+            piece = space.crypto_recv.read_message(MAX_CRYPTO_BUFFER)
+            if piece is None:
+                break
+            message, end = piece
+            if not end:
+                raise ProtocolError("handshake message too long", ErrorCode.CRYPTO_BUFFER_EXCEEDED)
+            self._on_handshake_message(message, now)
+            if self._state >= _CLOSING:
+                return
+
+    def _on_handshake_message(self, message, now):
+        hs = self._handshake
+        if hs.complete:
+            return  # a retransmission of a message already processed
+        try:
+            reply = hs.receive(message)
+        except AuthenticationError as exc:
+            self._protocol_error(ProtocolError(str(exc), ErrorCode.AUTHENTICATION_FAILED), auth=True)
+            return
+        except ProtocolError as exc:
+            raise ProtocolError(str(exc), ErrorCode.HANDSHAKE_FAILED) from None
+        if reply is not None:
+            self._hs.crypto_send.write_message(reply)
+        if hs.complete:
+            self._on_handshake_complete(now)
+
+    def _on_handshake_complete(self, now):
+        cdef _Stream s
+        hs = self._handshake
+        params = TransportParameters.decode(hs.peer_transport_params or b"")
+        # RFC 9000 §7.3: authenticate the connection IDs used during the handshake
+        if params.initial_source_connection_id != self.peer_cid:
+            raise ProtocolError("initial_source_connection_id mismatch",
+                                ErrorCode.TRANSPORT_PARAMETER_ERROR)
+        if self.is_client and params.original_destination_connection_id != self.original_dcid:
+            raise ProtocolError("original_destination_connection_id mismatch",
+                                ErrorCode.TRANSPORT_PARAMETER_ERROR)
+        if self.is_client and params.retry_source_connection_id != self._retry_scid:
+            raise ProtocolError("retry_source_connection_id mismatch",
+                                ErrorCode.TRANSPORT_PARAMETER_ERROR)
+        self._peer_params = params
+        self._peer_cids[0] = (self.peer_cid, params.stateless_reset_token)
+        self._peer_max_data = params.initial_max_data
+        self._peer_stream_limit = params.initial_max_stream_data
+        self._peer_stream_credit = params.initial_max_streams
+        self._peer_max_ack_delay = params.max_ack_delay / 1000.0
+        self._recovery.max_ack_delay = self._peer_max_ack_delay
+        self._peer_ack_delay_exponent = params.ack_delay_exponent
+        self._peer_max_datagram_frame = params.max_datagram_frame_size
+        for s in self._streams.values():
+            s.send_limit = max(s.send_limit, self._peer_stream_limit)
+        seal, open_ = hs.protections(key_update_interval=self.config.key_update_interval)
+        self._set_app_protection(seal, open_)
+        self.peer_key = hs.peer_static
+        self._state = _ESTABLISHED
+        # issue spare connection IDs for migration (RFC 9000 §5.1.1)
+        limit = min(params.active_connection_id_limit, 8)
+        while len(self._host_cids) < limit:
+            self._issue_cid()
+        self._events.append(HandshakeCompleted(hs.peer_static))
+        for s in list(self._streams.values()):
+            if s.send.has_pending_c() or s.reset_to_send is not None or s.stop_to_send is not None:
+                self._schedule(s)
+
+    def _confirm_handshake(self):
+        """RFC 9001 §4.1.2: the server confirms on its first 1-RTT packet from the client; the
+        client on HANDSHAKE_DONE. The handshake space is then discarded."""
+        if self._handshake_confirmed or self._state < _ESTABLISHED:
+            return
+        self._handshake_confirmed = True
+        self._recovery.handshake_confirmed = True
+        if not self.is_client:
+            self._handshake_done_pending = True
+        self._discard_space(SP_HS)
+
+    def _discard_space(self, int space_id):
+        cdef _Space space = self._spaces[space_id]
+        if space.discarded:
+            return
+        space.discarded = True
+        space.ack_deadline = -1.0
+        space.ack_pending = False
+        self._recovery.discard_space(space_id)
+        self._probes[space_id] = 0
+
+    def _on_handshake_done(self, space_id, frame, now):
+        if not self.is_client:
+            raise ProtocolError("HANDSHAKE_DONE from a client", ErrorCode.PROTOCOL_VIOLATION)
+        self._confirm_handshake()
+
+    cdef _Stream _peer_stream(self, uint64_t stream_id):
+        """The stream a peer frame refers to, opening the peer's half if new (MAX_STREAMS)."""
+        cdef _Stream s = self._lookup(stream_id)
+        if s is None:
+            s = self._new_stream(stream_id)
+        if not s.recv_opened:
+            if self._peer_opened >= self._max_streams_local:
+                raise ProtocolError(f"stream {stream_id} exceeds the stream limit",
+                                    ErrorCode.STREAM_LIMIT_ERROR)
+            s.recv_opened = True
+            self._peer_opened += 1
+        return s
+
+    def _on_reset_stream(self, space_id, frame, now):
+        cdef _Stream s = self._lookup(frame.stream_id)
+        if s is not None and s.closed_counted:
+            return
+        s = self._peer_stream(frame.stream_id)
+        if s.recv._reset:
+            return
+        before = s.recv._highest
+        s.recv.reset(frame.error_code, frame.final_size)
+        grown = max(0, frame.final_size - before)
+        self._data_received += grown
+        if self._data_received > self._recv_window._limit:
+            raise ProtocolError("connection flow control limit exceeded", ErrorCode.FLOW_CONTROL_ERROR)
+        # the bytes the peer will never send count as consumed for connection flow control
+        unread = frame.final_size - s.recv._read_offset
+        if unread > 0:
+            self._recv_window.on_consumed(unread)
+        self._events.append(StreamReset(frame.stream_id, frame.error_code))
+        self._check_recv_closed(s)
+
+    def _on_stop_sending(self, space_id, frame, now):
+        cdef _Stream s = self._get_stream(frame.stream_id, False)
+        self._events.append(StopSendingReceived(frame.stream_id, frame.error_code))
+        if not s.send._reset and not s.send.is_finished:
+            s.send.reset(frame.error_code)
+            s.reset_to_send = frame.error_code
+            self._schedule(s)
+
+    def _on_max_data(self, space_id, frame, now):
+        if frame.maximum > self._peer_max_data:
+            self._peer_max_data = frame.maximum
+            self._requeue_blocked()
+
+    def _on_max_stream_data(self, space_id, frame, now):
+        cdef _Stream s = self._get_stream(frame.stream_id, False)
+        if frame.maximum > s.send_limit:
+            s.send_limit = frame.maximum
+            if s.send.has_pending_c():
+                self._schedule(s)
+
+    def _on_max_streams(self, space_id, frame, now):
+        if frame.maximum > self._peer_stream_credit:
+            self._peer_stream_credit = frame.maximum
+            self._requeue_blocked()
+
+    def _requeue_blocked(self):
+        cdef _Stream s
+        for s in self._streams.values():
+            if s.send.has_pending_c():
+                self._schedule(s)
+
+    def _on_data_blocked(self, space_id, frame, now):
+        if self._recv_window._limit > frame.limit:
+            self._want_max_data = True  # our update was lost: repeat it
+
+    def _on_stream_data_blocked(self, space_id, frame, now):
+        cdef _Stream s = self._lookup(frame.stream_id)
+        if s is not None and s.recv.max_offset > frame.limit and not s.recv.is_finished:
+            s.want_max_stream_data = True
+            self._schedule(s)
+
+    def _on_ignore(self, space_id, frame, now):
+        """PADDING, PING and the BLOCKED frames need no action beyond acknowledgement."""
+
+    def _on_new_connection_id(self, space_id, frame, now):
+        if not self.peer_cid:
+            raise ProtocolError("NEW_CONNECTION_ID to a peer using zero-length IDs",
+                                ErrorCode.PROTOCOL_VIOLATION)
+        seq = frame.sequence
+        known = self._peer_cids.get(seq)
+        if known is not None:
+            if known[0] != bytes(frame.connection_id):
+                raise ProtocolError("NEW_CONNECTION_ID reuses a sequence number",
+                                    ErrorCode.PROTOCOL_VIOLATION)
+            return
+        if seq >= self._peer_cid_seq_floor():
+            self._peer_cids[seq] = (bytes(frame.connection_id), bytes(frame.stateless_reset_token))
+        if frame.retire_prior_to > 0:
+            for old in [q for q in self._peer_cids if q < frame.retire_prior_to]:
+                cid, _ = self._peer_cids.pop(old)
+                self._retire_to_send.append(old)
+                if cid == self.peer_cid:
+                    self._switch_peer_cid()
+            self._retired_below = max(self._retired_below, frame.retire_prior_to)
+        if len(self._peer_cids) > self.config.active_connection_id_limit:
+            raise ProtocolError("too many connection IDs", ErrorCode.CONNECTION_ID_LIMIT_ERROR)
+
+    def _peer_cid_seq_floor(self):
+        return self._retired_below
+
+    def _switch_peer_cid(self):
+        """Move to an unused peer connection ID (after retirement or on a new path)."""
+        for seq in sorted(self._peer_cids):
+            if seq > self._peer_cid_seq:
+                old_seq = self._peer_cid_seq
+                self._peer_cid_seq = seq
+                self.peer_cid = self._peer_cids[seq][0]
+                if old_seq in self._peer_cids:
+                    del self._peer_cids[old_seq]
+                    self._retire_to_send.append(old_seq)
+                return True
+        return False
+
+    def _on_retire_connection_id(self, space_id, frame, now):
+        seq = frame.sequence
+        if seq > self._host_cid_seq:
+            raise ProtocolError("RETIRE_CONNECTION_ID for an unissued ID", ErrorCode.PROTOCOL_VIOLATION)
+        cid = self._host_cids.get(seq)
+        if cid is None:
+            return
+        if len(self._host_cids) == 1:
+            return  # never retire the last one
+        del self._host_cids[seq]
+        self.cid_changes.append(("remove", cid))
+        if cid == self.host_cid:
+            self.host_cid = next(iter(self._host_cids.values()))
+        self._issue_cid()
+
+    def _issue_cid(self):
+        self._host_cid_seq += 1
+        cid = self._random(self.config.connection_id_length)
+        self._host_cids[self._host_cid_seq] = cid
+        self._cids_to_issue.append(self._host_cid_seq)
+        self.cid_changes.append(("add", cid))
+
+    def _on_path_challenge(self, space_id, frame, now):
+        if len(self._path_responses) < MAX_PENDING_PATH_RESPONSES:
+            self._path_responses.append(bytes(frame.data))
+
+    def _on_path_response(self, space_id, frame, now):
+        pc = self._path_challenge
+        if pc is not None and bytes(frame.data) == pc[0]:
+            self._path_challenge = None
+            self._address_validated = True
+            old = self._previous_addr
+            self._previous_addr = None
+            if old is not None and old != self.peer_addr:
+                self._events.append(PathChanged(old, self.peer_addr))
+
+    def _on_connection_close(self, space_id, frame, now):
+        reason = bytes(frame.reason).decode("utf-8", "replace")
+        self._emit_terminated(ConnectionTerminated(frame.error_code, reason, by_peer=True,
+                                                   application=frame.application))
+        self._enter_closing(_DRAINING, now)
+
+    def _on_datagram(self, space_id, frame, now):
+        limit = self.config.max_datagram_frame_size
+        if not limit or len(frame.data) + 4 > limit:
+            raise ProtocolError("DATAGRAM frame too large or not accepted",
+                                ErrorCode.PROTOCOL_VIOLATION, frame.frame_type)
+        self._events.append(DatagramReceived(bytes(frame.data)))
+
+    def _on_retry(self, hdr, packet):
+        """Client: the server asks us to prove our address (RFC 9000 §17.2.5.2)."""
+        if (not self.is_client or self._state != _HANDSHAKING or self._retry_scid is not None
+                or self.packets_received or hdr.dcid != self.host_cid or not hdr.token):
+            self.packets_dropped += 1
+            return
+        if retry_integrity_tag(self.original_dcid, packet[:-16]) != bytes(hdr.integrity_tag):
+            self.packets_dropped += 1
+            return
+        self._retry_scid = bytes(hdr.scid)
+        self._retry_token = bytes(hdr.token)
+        self.peer_cid = self._retry_scid
+        self._peer_cids[0] = (self.peer_cid, None)
+        # the server kept nothing: send the first handshake message again, same offsets
+        cs = self._hs.crypto_send
+        cs.on_lost(0, cs.offset_sent, False)
+
+    def peer_reset_tokens(self):
+        """Stateless reset tokens the peer gave us (one per connection ID of the peer)."""
+        return [tok for _, tok in self._peer_cids.values() if tok]
+
+    def is_stateless_reset(self, datagram):
+        """True if ``datagram`` ends with one of the peer's stateless reset tokens."""
+        if len(datagram) < 21 or self._state >= _DRAINING:
+            return False
+        tail = bytes(datagram[-16:])
+        return any(hmac.compare_digest(tail, tok) for tok in self.peer_reset_tokens())
+
+    def on_stateless_reset(self, now):
+        """The peer lost its state for this connection: stop at once (RFC 9000 §10.3)."""
+        if self._state >= _DRAINING:
+            return
+        self._emit_terminated(ConnectionTerminated(0, "stateless reset", by_peer=True))
+        self._enter_closing(_DRAINING, now)
+
+    def _on_version_negotiation(self, hdr):
+        if not self.is_client or self._state != _HANDSHAKING or self.packets_received:
+            return
+        if codec.DQUIC_VERSION_1 in hdr.supported_versions:
+            return  # RFC 9000 §6.2: ignore a VN that lists our version
+        self._state = _TERMINATED
+        self._emit_terminated(ConnectionTerminated(ErrorCode.CONNECTION_REFUSED,
+                                                   "no common protocol version", by_peer=True))
+
+    # --- acknowledgement and loss of what we sent ---
+    cdef int _on_packet_acked(self, _Sent pkt) except -1:
+        cdef Py_ssize_t i = 0, pos
+        cdef StreamRecord* r
+        cdef _Stream s
+        cdef _Space sp
+        if pkt.ack_space >= 0:
+            # RFC 9000 §13.2.4: the peer has our ACK; stop acknowledging below its smallest
+            sp = self._app if pkt.ack_space == SP_APP else self._hs
+            if <int64_t>pkt.ack_floor > sp.rx_floor:
+                sp.rx.subtract_range(0, pkt.ack_floor)
+                sp.rx_floor = <int64_t>pkt.ack_floor
+        if pkt.other is not None:
+            for pos, item in pkt.other:
+                while i < pos and i < pkt.nstream:
+                    r = &pkt.streams[i]
+                    s = self._lookup(r.stream_id)
+                    if s is not None:
+                        s.send.on_acked_c(r.offset, r.length, r.fin)
+                    i += 1
+                self._other_acked(item)
+        while i < pkt.nstream:
+            r = &pkt.streams[i]
+            s = self._lookup(r.stream_id)
+            if s is not None:
+                s.send.on_acked_c(r.offset, r.length, r.fin)
+            i += 1
+        return 0
+
+    cdef int _other_acked(self, tuple item) except -1:
+        cdef _Stream s
+        cdef _Space sp
+        kind = item[0]
+        if kind == "s":
+            s = self._lookup(item[1])
+            if s is not None:
+                s.send.on_acked_c(item[2], item[3], item[4])
+        elif kind == "c":
+            sp = self._spaces[item[1]]
+            sp.crypto_send.on_acked_c(item[2], item[3], False)
+        elif kind == "g":
+            self._events.append(DatagramAcknowledged(item[1]))
+        return 0
+
+    cdef int _on_packet_lost(self, _Sent pkt) except -1:
+        cdef Py_ssize_t i = 0, pos
+        cdef StreamRecord* r
+        cdef _Stream s
+        if pkt.other is not None:
+            for pos, item in pkt.other:
+                while i < pos and i < pkt.nstream:
+                    r = &pkt.streams[i]
+                    s = self._lookup(r.stream_id)
+                    if s is not None and not s.send._reset:
+                        s.send.on_lost_c(r.offset, r.length, r.fin)
+                        self._schedule(s)
+                    i += 1
+                self._other_lost(item)
+        while i < pkt.nstream:
+            r = &pkt.streams[i]
+            s = self._lookup(r.stream_id)
+            if s is not None and not s.send._reset:
+                s.send.on_lost_c(r.offset, r.length, r.fin)
+                self._schedule(s)
+            i += 1
+        return 0
+
+    cdef int _other_lost(self, tuple item) except -1:
+        cdef _Stream s
+        cdef _Space sp
+        kind = item[0]
+        if kind == "s":
+            s = self._lookup(item[1])
+            if s is not None and not s.send._reset:
+                s.send.on_lost_c(item[2], item[3], item[4])
+                self._schedule(s)
+        elif kind == "c":
+            sp = self._spaces[item[1]]
+            if not sp.discarded:
+                sp.crypto_send.on_lost_c(item[2], item[3], False)
+        elif kind == "md":
+            self._want_max_data = True
+        elif kind == "msd":
+            s = self._lookup(item[1])
+            if s is not None and not s.recv.is_finished:
+                s.want_max_stream_data = True
+                self._schedule(s)
+        elif kind == "ms":
+            self._want_max_streams = True
+        elif kind == "rs":
+            s = self._lookup(item[1])
+            if s is not None:
+                s.reset_to_send = item[2]
+                self._schedule(s)
+        elif kind == "ss":
+            s = self._lookup(item[1])
+            if s is not None and not s.recv._reset:
+                s.stop_to_send = item[2]
+                self._schedule(s)
+        elif kind == "nc":
+            if item[1] in self._host_cids:
+                self._cids_to_issue.append(item[1])
+        elif kind == "rc":
+            self._retire_to_send.append(item[1])
+        elif kind == "hd":
+            self._handshake_done_pending = True
+        elif kind == "g":
+            self._events.append(DatagramLost(item[1]))
+        return 0
+
+    cdef list _frame_tuples(self, _Sent pkt):
+        """The packet's frame records as tuples, in packet order (qlog)."""
+        cdef Py_ssize_t i = 0, pos
+        cdef StreamRecord* r
+        out = []
+        if pkt.ack_space >= 0:
+            out.append(("a", pkt.ack_space, pkt.ack_floor))
+        for pos, item in (pkt.other or ()):
+            while i < pos and i < pkt.nstream:
+                r = &pkt.streams[i]
+                out.append(("s", r.stream_id, r.offset, r.length, r.fin))
+                i += 1
+            out.append(item)
+        while i < pkt.nstream:
+            r = &pkt.streams[i]
+            out.append(("s", r.stream_id, r.offset, r.length, r.fin))
+            i += 1
+        return out
+
+    cdef void _recycle(self, _Sent pkt):
+        pkt.nstream = 0
+        pkt.ack_space = -1
+        pkt.other = None
+        if len(self._free_sent) < FREE_SENT_MAX:
+            self._free_sent.append(pkt)
+
+    def _requeue_for_probe(self, space_id):
+        """PTO (RFC 9002 §6.2.4): make the probe carry data still unacknowledged if there is any."""
+        cdef SendStream cs
+        if space_id == SP_HS:
+            cs = self._hs.crypto_send
+            if cs._offset_sent:
+                cs.on_lost_c(0, cs._offset_sent, False)  # re-send whatever is not acknowledged
+
+    # ----------------------------------------------------------------------------------------
+    # closing
+    def _protocol_error(self, exc, auth=False):
+        if self._state >= _CLOSING:
+            return
+        code = exc.error_code
+        self._close_frame = (code, exc.frame_type or 0, str(exc).encode()[:256], False)
+        self._enter_closing(_CLOSING, None)
+        self._emit_terminated(ConnectionTerminated(code, str(exc), by_peer=False))
+
+    def _enter_closing(self, int state, now):
+        self._state = state
+        self._close_deadline = None if now is None else now + 3 * self._pto()
+        self._send_queue.clear()
+        self._pacing_deadline = -1.0
+        self._hs.ack_deadline = -1.0
+        self._app.ack_deadline = -1.0
+
+    # ----------------------------------------------------------------------------------------
+    # path management
+    def _on_peer_address_change(self, addr, now):
+        old = self.peer_addr
+        self._previous_addr = old if self._previous_addr is None else self._previous_addr
+        self.peer_addr = addr
+        self._bytes_received_on_path = 0
+        self._bytes_sent_on_path = 0
+        if old[0] != addr[0]:
+            # a new network path: congestion state does not carry over (RFC 9000 §9.4)
+            self._reset_congestion()
+        self._address_validated = False
+        challenge = self._random(8)
+        self._path_challenge = (challenge, addr, now + max(3 * self._pto(), 0.1))
+        self._switch_peer_cid()
+
+    def _path_validation_failed(self):
+        # RFC 9000 §9.3.2: go back to the last validated path
+        self._path_challenge = None
+        if self._previous_addr is not None:
+            self.peer_addr = self._previous_addr
+            self._previous_addr = None
+        self._address_validated = True
+
+    def _reset_congestion(self):
+        new = _make_controller(self.config)
+        self._cc = new
+        self._recovery.set_congestion_controller(new, reset_rtt=True)
+
+    def change_address(self):
+        """Client: after our local address changed, move to a fresh connection ID so the new
+        path is not linkable to the old one (the peer validates the new path)."""
+        self._switch_peer_cid()
+
+    # ----------------------------------------------------------------------------------------
+    # sending
+    def datagrams_to_send(self, double now):
+        """Build what should be sent now: a list of ``(datagram, address)``.
+
+        Call after every input (datagram, timer, command). Then re-read ``get_timer()``.
+        """
+        cdef Py_ssize_t mds = self._mds, total = 0
+        cdef int i
+        self._now_hint = now
+        out = []
+        if self._state == _TERMINATED or not self._started:
+            return out
+        if self._state >= _CLOSING:
+            self._send_close(now, out)
+            return out
+        self._pacing_deadline = -1.0
+        addr = self.peer_addr
+        # handshake space first: it is small and unblocks everything else
+        if not self._hs.discarded:
+            for i in range(8):
+                d = self._build_handshake_datagram(now, mds)
+                if d is None:
+                    break
+                out.append((d, addr))
+                total += len(d)
+        if self._app_seal is not None:
+            for i in range(256):
+                d = self._build_app_packet(now, mds)
+                if d is None:
+                    break
+                out.append((d, addr))
+                total += len(d)
+        if total:
+            self.bytes_sent += total
+            self._bytes_sent_on_path += total
+        return out
+
+    cdef int64_t _amplification_room(self):
+        if self._address_validated:
+            return (<int64_t>1) << 62
+        return 3 * self._bytes_received_on_path - self._bytes_sent_on_path
+
+    def _send_close(self, double now, list out):
+        cdef int64_t pn
+        cdef int pn_len
+        cdef Py_ssize_t length_off, hdr_end
+        if self._state != _CLOSING or self._close_frame is None:
+            return
+        if self._close_sent_at >= 0 and now - self._close_sent_at < self._pto():
+            return
+        if self._close_deadline is None:
+            self._close_deadline = now + 3 * self._pto()
+        self._close_sent_at = now
+        code, ftype, reason, app = self._close_frame
+        space_id = SP_APP if self._seal[SP_APP] is not None else SP_HS
+        if space_id == SP_HS and app:
+            app = False
+            code = ErrorCode.APPLICATION_ERROR
+        frame = codec.ConnectionCloseFrame(code, None if app else ftype, reason, app)
+        self._start_packet(space_id, self._mds, &pn, &pn_len, &length_off)
+        hdr_end = self._sbuf._pos
+        codec.push_frame(self._sbuf, frame)
+        if space_id == SP_HS and self.is_client:
+            self._pad_to(1200)
+        data = self._finish_packet(space_id, hdr_end, length_off, pn, pn_len)
+        if len(data) <= self._amplification_room():
+            out.append((data, self.peer_addr))
+
+    cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,
+                           Py_ssize_t* length_off) except -1:
+        """Write a packet header into the reusable send buffer; the payload follows."""
+        cdef _Space space = self._app if space_id == SP_APP else self._hs
+        cdef Buffer buf = self._sbuf
+        cdef int64_t pn = space.next_pn
+        cdef int pn_len
+        cdef uint64_t trunc
+        space.next_pn += 1
+        pn_len = _pn_length(pn, space.largest_acked)
+        trunc = (<uint64_t>pn) & ((((<uint64_t>1) << (8 * pn_len))) - 1)
+        buf._pos = 0
+        if space_id == SP_HS:
+            # the client's packets are INITIAL until the server's first packet arrives
+            ptype = (codec.PACKET_INITIAL if self.is_client and not self._peer_cid_set_by_server
+                     else codec.PACKET_HANDSHAKE)
+            length_off[0] = codec.push_long_header(
+                buf, ptype, DQUIC_VERSION_1, self.peer_cid, self.host_cid,
+                self._retry_token if ptype == codec.PACKET_INITIAL else b"", trunc, pn_len)
+        else:
+            # short header (RFC 9000 §17.3.1); the sealer sets the key-phase bit
+            buf.c_push_uint(0x40 | (pn_len - 1), 1)
+            buf.c_push_object(self.peer_cid)
+            buf.c_push_uint(trunc, pn_len)
+            length_off[0] = -1
+        pn_out[0] = pn
+        pn_len_out[0] = pn_len
+        return 0
+
+    def _pad_to(self, Py_ssize_t total):
+        cdef Buffer buf = self._sbuf
+        cdef Py_ssize_t room = total - self._seal[SP_HS].tag_size - buf._pos
+        cdef unsigned char* p
+        if room > 0:
+            p = buf.c_push_ptr(room)
+            memset(p, 0, room)
+
+    cdef object _finish_packet(self, int space_id, Py_ssize_t hdr_end, Py_ssize_t length_off,
+                               int64_t pn, int pn_len):
+        """Pad for the header-protection sample, seal and return the packet's bytes."""
+        cdef Buffer buf = self._sbuf
+        cdef Py_ssize_t payload_len = buf._pos - hdr_end, pad
+        cdef unsigned char* p
+        # header protection samples 16 bytes starting 4 after the packet number (RFC 9001 §5.4.2)
+        if payload_len + pn_len < 4:
+            pad = 4 - payload_len - pn_len
+            p = buf.c_push_ptr(pad)
+            memset(p, 0, pad)
+        if space_id == SP_APP and self._app_seal_null:
+            return PyBytes_FromStringAndSize(<const char*>buf._base, buf._pos)
+        sealer = self._seal[space_id]
+        if length_off >= 0:
+            codec.patch_length(buf, length_off, pn_len + buf._pos - hdr_end + sealer.tag_size)
+        header = PyBytes_FromStringAndSize(<const char*>buf._base, hdr_end)
+        payload = PyBytes_FromStringAndSize(<const char*>(buf._base + hdr_end), buf._pos - hdr_end)
+        return sealer.encrypt_packet(header, payload, pn)
+
+    cdef int _write_ack(self, _Space space, int space_id, double now, _Sent rec) except -1:
+        """ACK frame from the received ranges, newest first (RFC 9000 §19.3)."""
+        cdef Buffer buf = self._sbuf
+        cdef RangeSet rx = space.rx
+        cdef Py_ssize_t n = rx.count(), lowest, i
+        cdef uint64_t prev_start
+        cdef double delay
+        if n == 0:
+            return 0
+        lowest = 0
+        if 0 < self._ack_ranges_per_frame < n:
+            lowest = n - self._ack_ranges_per_frame
+        delay = now - space.largest_rx_time
+        if delay < 0.0:
+            delay = 0.0
+        buf.c_push_uint(F_ACK, 1)
+        buf.c_push_varint(rx.stop_at(n - 1) - 1)
+        buf.c_push_varint((<uint64_t>(delay * 1e6)) >> self._ack_delay_exponent)
+        buf.c_push_varint(<uint64_t>(n - 1 - lowest))
+        buf.c_push_varint(rx.stop_at(n - 1) - 1 - rx.start_at(n - 1))
+        prev_start = rx.start_at(n - 1)
+        i = n - 2
+        while i >= lowest:
+            buf.c_push_varint(prev_start - rx.stop_at(i) - 1)
+            buf.c_push_varint(rx.stop_at(i) - 1 - rx.start_at(i))
+            prev_start = rx.start_at(i)
+            i -= 1
+        rec.ack_space = space_id
+        rec.ack_floor = rx.start_at(0)
+        space.ack_pending = False
+        space.unacked_eliciting = 0
+        space.ack_deadline = -1.0
+        return 0
+
+    cdef _Sent _new_sent(self):
+        cdef _Sent rec
+        if self._free_sent:
+            return <_Sent>self._free_sent.pop()
+        rec = _Sent.__new__(_Sent)
+        rec.nstream = 0
+        rec.ack_space = -1
+        rec.other = None
+        return rec
+
+    cdef int _record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
+                          bint eliciting, double now) except -1:
+        rec.packet_number = pn
+        rec.space = space_id
+        rec.time_sent = now
+        rec.sent_bytes = size
+        rec.ack_eliciting = eliciting
+        rec.in_flight = eliciting
+        rec.is_probe = False
+        rec.frames = None
+        # recovery's own per-packet state starts fresh on a recycled record
+        rec.declared_lost = False
+        rec.delivered = 0
+        rec.delivered_time = 0.0
+        rec.first_sent_time = 0.0
+        rec.is_app_limited = False
+        rec._episode = 0
+        self._recovery.on_packet_sent(rec)
+        if self._qlog is not None:
+            ptype = codec.PACKET_SHORT if space_id == SP_APP else (
+                codec.PACKET_INITIAL if self.is_client and not self._peer_cid_set_by_server
+                else codec.PACKET_HANDSHAKE)
+            self._qlog.packet_sent(now, ptype, pn, size, self._frame_tuples(rec))
+        if eliciting:
+            self._last_eliciting_sent = now
+            if not self._eliciting_since_receive:
+                # RFC 9000 §10.1: the first ack-eliciting packet after a receipt restarts idle
+                self._eliciting_since_receive = True
+                self._last_activity = now
+            if self._pacer is not None:
+                self._pacer.on_sent(size, now)
+        return 0
+
+    cdef object _build_handshake_datagram(self, double now, Py_ssize_t mds):
+        cdef _Space space = self._hs
+        cdef SendStream crypto = space.crypto_send
+        cdef bint ack_due, probe, eliciting = False
+        cdef int64_t room, pn
+        cdef Py_ssize_t limit, hdr_end, length_off, avail, tag
+        cdef int pn_len
+        cdef _Sent rec
+        ack_due = space.ack_pending and space.ack_deadline >= 0.0 and space.ack_deadline <= now
+        probe = self._probes[SP_HS] > 0
+        if not (ack_due or crypto.has_pending_c() or probe):
+            return None
+        room = self._amplification_room()
+        if room <= 64:
+            return None  # anti-amplification: wait for more bytes from the unvalidated client
+        limit = mds if mds < room else <Py_ssize_t>room
+        self._start_packet(SP_HS, limit, &pn, &pn_len, &length_off)
+        buf = self._sbuf
+        hdr_end = self._sbuf._pos
+        tag = self._seal[SP_HS].tag_size
+        rec = self._new_sent()
+        if space.ack_pending:
+            self._write_ack(space, SP_HS, now, rec)
+        while crypto.has_pending_c():
+            avail = limit - tag - self._sbuf._pos - 1 - 8 - 2
+            if avail < 16:
+                break
+            chunk = crypto.next_chunk(avail, 1 << 62)
+            if chunk is None:
+                break
+            off, data, _fin = chunk
+            codec.push_frame(buf, codec.CryptoFrame(off, data))
+            _add_other(rec, ("c", SP_HS, off, len(data)))
+            eliciting = True
+        if self._probes[SP_HS] > 0:
+            self._probes[SP_HS] -= 1
+            if not eliciting:
+                codec.push_frame(buf, codec.PingFrame())
+                eliciting = True
+        if self.is_client and eliciting:
+            self._pad_to(1200)  # anti-amplification (RFC 9000 §14.1)
+        data = self._finish_packet(SP_HS, hdr_end, length_off, pn, pn_len)
+        self._record_sent(rec, SP_HS, pn, len(data), eliciting, now)
+        return data
+
+    cdef object _build_app_packet(self, double now, Py_ssize_t mds):
+        cdef _Space space = self._app
+        cdef bint ack_due, probe, control, have_data, cc_ok, eliciting = False
+        cdef Py_ssize_t limit = mds, hdr_end, length_off, end
+        cdef int64_t room, pn
+        cdef int pn_len
+        cdef double t
+        cdef _Sent rec
+        ack_due = space.ack_pending and space.ack_deadline >= 0.0 and space.ack_deadline <= now
+        probe = self._probes[SP_APP] > 0
+        control = self._has_control_frames()
+        have_data = len(self._send_queue) > 0 or len(self._datagrams) > 0
+        if not (ack_due or probe or control or have_data or self._ping_pending):
+            return None
+        room = self._amplification_room()
+        if room < limit:
+            if room < 64:
+                return None
+            limit = <Py_ssize_t>room
+        # congestion control and pacing gate ack-eliciting packets (probes bypass: RFC 9002 §7.5)
+        cc_ok = probe or self._cc.can_send(limit)
+        if cc_ok and not probe and self._pacer is not None:
+            self._pacer.update(self._cc.congestion_window, self._recovery.rtt.smoothed_rtt,
+                               self._cc.in_slow_start())
+            t = self._pacer.next_send_time(now)
+            if t > now:
+                cc_ok = False
+                if control or have_data:
+                    self._pacing_deadline = t
+        if not cc_ok and not ack_due:
+            return None
+        self._start_packet(SP_APP, limit, &pn, &pn_len, &length_off)
+        hdr_end = self._sbuf._pos
+        end = limit - self._app_tag
+        rec = self._new_sent()
+        if space.ack_pending:
+            self._write_ack(space, SP_APP, now, rec)
+        if cc_ok:
+            if control:
+                eliciting = self._write_control_frames(end, rec)
+            if len(self._datagrams):
+                eliciting |= self._write_datagrams(end, rec)
+            if len(self._send_queue):
+                eliciting |= self._write_stream_frames(end, rec)
+            if probe:
+                self._probes[SP_APP] -= 1
+            if (probe or self._ping_pending) and not eliciting:
+                self._sbuf.c_push_uint(F_PING, 1)
+                eliciting = True
+            self._ping_pending = False
+        if self._sbuf._pos == hdr_end:
+            # nothing fitted: undo the packet number
+            space.next_pn -= 1
+            self._recycle(rec)
+            return None
+        data = self._finish_packet(SP_APP, hdr_end, -1, pn, pn_len)
+        self._record_sent(rec, SP_APP, pn, len(data), eliciting, now)
+        return data
+
+    cdef bint _has_control_frames(self):
+        return (self._want_max_data or self._want_max_streams or self._handshake_done_pending
+                or len(self._cids_to_issue) > 0 or len(self._retire_to_send) > 0
+                or len(self._path_responses) > 0
+                or (self._path_challenge is not None and not self._path_challenge_sent))
+
+    cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True:
+        cdef Buffer buf = self._sbuf
+        cdef bint wrote = False
+        if self._handshake_done_pending:
+            f = codec.HandshakeDoneFrame()
+            if buf._pos + codec.frame_size(f) <= end:
+                codec.push_frame(buf, f)
+                _add_other(rec, ("hd",))
+                self._handshake_done_pending = False
+                wrote = True
+        if self._want_max_data:
+            f = codec.MaxDataFrame(self._recv_window._limit)
+            if buf._pos + codec.frame_size(f) <= end:
+                codec.push_frame(buf, f)
+                _add_other(rec, ("md",))
+                self._want_max_data = False
+                wrote = True
+        if self._want_max_streams:
+            f = codec.MaxStreamsFrame(self._max_streams_local)
+            if buf._pos + codec.frame_size(f) <= end:
+                codec.push_frame(buf, f)
+                _add_other(rec, ("ms",))
+                self._want_max_streams = False
+                wrote = True
+        while self._path_responses:
+            f = codec.PathResponseFrame(self._path_responses[0])
+            if buf._pos + codec.frame_size(f) > end:
+                break
+            codec.push_frame(buf, f)
+            self._path_responses.popleft()
+            wrote = True
+        if self._path_challenge is not None and not self._path_challenge_sent:
+            f = codec.PathChallengeFrame(self._path_challenge[0])
+            if buf._pos + codec.frame_size(f) <= end:
+                codec.push_frame(buf, f)
+                self._path_challenge_sent = True
+                wrote = True
+        while self._cids_to_issue:
+            seq = self._cids_to_issue[0]
+            cid = self._host_cids.get(seq)
+            if cid is None:
+                self._cids_to_issue.pop(0)
+                continue
+            f = codec.NewConnectionIdFrame(seq, 0, cid, self._reset_token(cid))
+            if buf._pos + codec.frame_size(f) > end:
+                break
+            codec.push_frame(buf, f)
+            _add_other(rec, ("nc", seq))
+            self._cids_to_issue.pop(0)
+            wrote = True
+        while self._retire_to_send:
+            f = codec.RetireConnectionIdFrame(self._retire_to_send[0])
+            if buf._pos + codec.frame_size(f) > end:
+                break
+            codec.push_frame(buf, f)
+            _add_other(rec, ("rc", self._retire_to_send.pop(0)))
+            wrote = True
+        return wrote
+
+    cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True:
+        cdef Buffer buf = self._sbuf
+        cdef bint wrote = False
+        while self._datagrams:
+            dg_id, data = self._datagrams[0]
+            f = codec.DatagramFrame(data)
+            if buf._pos + codec.frame_size(f) > end:
+                break
+            codec.push_frame(buf, f)
+            _add_other(rec, ("g", dg_id))
+            self._datagrams.popleft()
+            wrote = True
+        return wrote
+
+    cdef bint _write_stream_frames(self, Py_ssize_t end, _Sent rec) except? True:
+        """Fill the packet from the streams with something to send, round robin."""
+        cdef Buffer buf = self._sbuf
+        cdef bint wrote = False, fin
+        cdef Py_ssize_t rounds, header, avail, length
+        cdef int64_t conn_credit
+        cdef uint64_t sid, flow_limit, before, off
+        cdef _Stream s
+        cdef SendStream send
+        queue = self._send_queue
+        rounds = len(queue)
+        while rounds > 0 and end - buf._pos > 24 and len(queue) > 0:
+            rounds -= 1
+            s = <_Stream>queue[0]
+            sid = s.stream_id
+            send = s.send
+            # control frames of this stream
+            if s.reset_to_send is not None:
+                f = codec.ResetStreamFrame(sid, s.reset_to_send, send.final_size)
+                if buf._pos + codec.frame_size(f) > end:
+                    break
+                codec.push_frame(buf, f)
+                _add_other(rec, ("rs", sid, s.reset_to_send))
+                s.reset_to_send = None
+                wrote = True
+            if s.stop_to_send is not None:
+                f = codec.StopSendingFrame(sid, s.stop_to_send)
+                if buf._pos + codec.frame_size(f) > end:
+                    break
+                codec.push_frame(buf, f)
+                _add_other(rec, ("ss", sid, s.stop_to_send))
+                s.stop_to_send = None
+                wrote = True
+            if s.want_max_stream_data:
+                f = codec.MaxStreamDataFrame(sid, s.recv._fw._limit)
+                if buf._pos + codec.frame_size(f) > end:
+                    break
+                codec.push_frame(buf, f)
+                _add_other(rec, ("msd", sid))
+                s.want_max_stream_data = False
+                wrote = True
+            if send.has_pending_c():
+                # stream credit (MAX_STREAMS): our first byte on a new id consumes one
+                if send._offset_sent == 0 and not send._fin_sent and not s.counted:
+                    if self._streams_counted >= self._peer_stream_credit:
+                        if self._streams_blocked_reported != <int64_t>self._peer_stream_credit:
+                            f = codec.StreamsBlockedFrame(self._peer_stream_credit)
+                            if buf._pos + codec.frame_size(f) <= end:
+                                codec.push_frame(buf, f)
+                                self._streams_blocked_reported = self._peer_stream_credit
+                                wrote = True
+                        queue.popleft()
+                        s.queued = False
+                        continue
+                conn_credit = <int64_t>self._peer_max_data - <int64_t>self._data_sent
+                if conn_credit < 0:
+                    conn_credit = 0
+                flow_limit = send._offset_sent + <uint64_t>conn_credit
+                if s.send_limit < flow_limit:
+                    flow_limit = s.send_limit
+                header = 1 + _varint_len(sid) + _varint_len(send._offset_sent) + 2
+                avail = end - buf._pos - header
+                if avail > 0:
+                    if avail > 16383:
+                        avail -= 2  # a 4-byte Length field
+                    before = send._offset_sent
+                    if send.next_chunk_c(avail, flow_limit, &off, &length, &fin):
+                        if not s.counted:
+                            s.counted = True
+                            self._streams_counted += 1
+                        c_push_stream_frame_header(buf, sid, off, length, fin)
+                        if length:
+                            buf.c_push_raw(send.data_at(off), length)
+                        _add_stream_record(rec, sid, off, length, fin)
+                        self._data_sent += send._offset_sent - before
+                        wrote = True
+                if send.has_pending_c() and end - buf._pos <= header + 1:
+                    break  # packet full: keep this stream first for the next packet
+                if (send.has_pending_c() and send._retx.count() == 0
+                        and send._offset_sent >= flow_limit):
+                    # flow-control blocked: tell the peer once per limit (RFC 9000 §4.1)
+                    if (send._offset_sent >= s.send_limit
+                            and s.blocked_reported != <int64_t>s.send_limit):
+                        f = codec.StreamDataBlockedFrame(sid, s.send_limit)
+                        if buf._pos + codec.frame_size(f) <= end:
+                            codec.push_frame(buf, f)
+                            s.blocked_reported = s.send_limit
+                            wrote = True
+                    elif (self._data_blocked_reported != <int64_t>self._peer_max_data
+                            and self._data_sent >= self._peer_max_data):
+                        f = codec.DataBlockedFrame(self._peer_max_data)
+                        if buf._pos + codec.frame_size(f) <= end:
+                            codec.push_frame(buf, f)
+                            self._data_blocked_reported = self._peer_max_data
+                            wrote = True
+                    queue.popleft()
+                    s.queued = False
+                    continue
+            queue.popleft()
+            if send.has_pending_c():
+                queue.append(s)  # round robin
+            else:
+                s.queued = False
+        return wrote
+
+
+_FRAME_HANDLERS = {
+    codec.FRAME_PADDING: Connection._on_ignore,
+    codec.FRAME_PING: Connection._on_ignore,
+    codec.FRAME_ACK: Connection._on_ack,
+    codec.FRAME_ACK_ECN: Connection._on_ack,
+    codec.FRAME_RESET_STREAM: Connection._on_reset_stream,
+    codec.FRAME_STOP_SENDING: Connection._on_stop_sending,
+    codec.FRAME_CRYPTO: Connection._on_crypto,
+    codec.FRAME_NEW_TOKEN: Connection._on_ignore,
+    codec.FRAME_MAX_DATA: Connection._on_max_data,
+    codec.FRAME_MAX_STREAM_DATA: Connection._on_max_stream_data,
+    codec.FRAME_MAX_STREAMS: Connection._on_max_streams,
+    codec.FRAME_DATA_BLOCKED: Connection._on_data_blocked,
+    codec.FRAME_STREAM_DATA_BLOCKED: Connection._on_stream_data_blocked,
+    codec.FRAME_STREAMS_BLOCKED: Connection._on_ignore,
+    codec.FRAME_NEW_CONNECTION_ID: Connection._on_new_connection_id,
+    codec.FRAME_RETIRE_CONNECTION_ID: Connection._on_retire_connection_id,
+    codec.FRAME_PATH_CHALLENGE: Connection._on_path_challenge,
+    codec.FRAME_PATH_RESPONSE: Connection._on_path_response,
+    codec.FRAME_CONNECTION_CLOSE: Connection._on_connection_close,
+    codec.FRAME_CONNECTION_CLOSE_APP: Connection._on_connection_close,
+    codec.FRAME_HANDSHAKE_DONE: Connection._on_handshake_done,
+    codec.FRAME_DATAGRAM: Connection._on_datagram,
+    codec.FRAME_DATAGRAM_LEN: Connection._on_datagram,
+}
+for _t in range(0x08, 0x10):
+    _FRAME_HANDLERS[_t] = Connection._on_stream

@@ -5,10 +5,9 @@ after the test; blocking calls get a default timeout so a lost message fails ins
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, List, Tuple
 
 import pytest
 

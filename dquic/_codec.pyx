@@ -94,6 +94,7 @@ FRAME_NAMES = {
 # Frames a long-header (Initial/Handshake) packet may carry (RFC 9000 §12.4, Table 3).
 LONG_HEADER_FRAME_TYPES = frozenset({0x00, 0x01, 0x02, 0x03, 0x06, 0x1C})
 
+cdef object _VERSION_1_OBJ = DQUIC_VERSION_1
 cdef object _FRAME_ENCODING_ERROR = ErrorCode.FRAME_ENCODING_ERROR
 cdef object _PROTOCOL_VIOLATION = ErrorCode.PROTOCOL_VIOLATION
 
@@ -667,7 +668,7 @@ cpdef PacketHeader pull_header(Buffer buf, Py_ssize_t short_dcid_len):
     if b0 & 0x80:
         hdr.is_long = True
         buf.c_pull_uint(4, &version)
-        hdr.version = version
+        hdr.version = _VERSION_1_OBJ if version == C_VERSION_1 else version
         hdr.dcid = _pull_cid(buf, "DCID")
         hdr.scid = _pull_cid(buf, "SCID")
         if version == 0:

@@ -1204,7 +1204,8 @@ class Connection:
                 if item[2] > sp.rx_floor:
                     sp.rx.subtract(0, item[2])
                     sp.rx_floor = item[2]
-            elif kind == "g":
+            elif kind == "g" and not pkt.declared_lost:
+                # a datagram declared lost was already reported as such; one verdict per datagram
                 self._events.append(DatagramAcknowledged(item[1]))
 
     def _on_packet_lost(self, pkt: SentPacket) -> None:
@@ -1339,6 +1340,9 @@ class Connection:
                 if d is None:
                     break
                 out.append((d, self.peer_addr))
+            if not self._send_queue and not self._datagrams and self._cc.can_send(mds):
+                # the application, not the network, limits the rate (delivery-rate estimation)
+                self._recovery.on_app_limited()
         if out:
             n = sum(len(d) for d, _ in out)
             self.bytes_sent += n
@@ -1503,7 +1507,7 @@ class Connection:
         cc_ok = probe or self._cc.can_send(limit)
         if cc_ok and not probe and self._pacer is not None:
             self._pacer.update(self._cc.congestion_window, self._recovery.rtt.smoothed_rtt,
-                               self._cc.in_slow_start())
+                               self._cc.in_slow_start(), self._cc.pacing_rate())
             t = self._pacer.next_send_time(now)
             if t > now:
                 cc_ok = False

@@ -221,7 +221,8 @@ if not dquic._codec.__file__.endswith((".so", ".pyd")):
 print(f"  installed dquic {dquic.__version__} from {where}")
 PY
 # the plugin is registered through the pytest11 entry point of the installed wheel
-"$VPY" -m pytest --help 2>/dev/null | grep -q -- "--dquic-seed" \
+"$VPY" -m pytest -p no:cacheprovider --help >"$WORK/pytest-help.txt" 2>&1 || true
+grep -q -- "--dquic-seed" "$WORK/pytest-help.txt" \
   || fail "the installed wheel's pytest plugin is not loaded (pytest11 entry point)"
 if "$VPY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('dquic.__main__') is None)"; then
   "$WORK/venv/bin/dquic" --help >/dev/null || fail "the dquic console script does not run"

@@ -1,0 +1,69 @@
+"""Shared setup of the benchmarks in bench/.
+
+Run them all with::
+
+    python -m pytest bench/ --benchmark-only --benchmark-json=bench.json
+
+(``-s`` also shows the per-operation figures some benchmarks print). The JSON report's
+``machine_info`` gets a ``dquic`` entry recording what was measured: the dquic version, the
+Python version, and for each compiled module whether it really is the compiled extension and
+when it was built (a benchmark of a stale build is not comparable with a fresh one).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import pytest
+
+def _compiled_module_names(pkgdir: str) -> list:
+    """Every module of the package that has a Cython source (.pyx, shipped in wheels too) or a
+    compiled extension next to it."""
+    names = set()
+    for entry in os.listdir(pkgdir):
+        if entry.endswith(".pyx"):
+            names.add(entry[:-4])
+        elif entry.endswith((".so", ".pyd")):
+            names.add(entry.split(".", 1)[0])
+    return sorted(names)
+
+
+def _build_info() -> dict:
+    import dquic
+
+    pkgdir = os.path.dirname(os.path.abspath(dquic.__file__))
+    modules = {}
+    for name in _compiled_module_names(pkgdir):
+        try:
+            mod = importlib.import_module(f"dquic.{name}")
+        except ImportError as exc:
+            modules[name] = f"not importable: {exc}"
+            continue
+        path = getattr(mod, "__file__", "") or ""
+        modules[name] = {
+            "compiled": path.endswith((".so", ".pyd")),
+            "file": os.path.basename(path),
+            "mtime": int(os.path.getmtime(path)) if path else None,
+        }
+    return {
+        "version": dquic.__version__,
+        "location": pkgdir,
+        "python": sys.version.split()[0],
+        "modules": modules,
+    }
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-benchmark hook: harmless without the plugin
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["dquic"] = _build_info()
+
+
+def pytest_report_header(config):
+    try:
+        info = _build_info()
+    except Exception as exc:  # the header must never break a run
+        return f"dquic: unavailable ({exc!r})"
+    stale = [n for n, m in info["modules"].items() if not (isinstance(m, dict) and m["compiled"])]
+    state = "all compiled" if not stale else f"NOT COMPILED: {', '.join(stale)}"
+    return f"dquic {info['version']} from {info['location']} ({state})"

@@ -25,7 +25,7 @@ from .errors import (
     ProtocolError,
 )
 from .keys import KeyPair, load_public
-from .sync import DQUIC, Connection, ConnectionRefused
+from .sync import DQUIC, Connection, ConnectionRefused, EndpointClosed
 
 __all__ = [
     "__version__",
@@ -39,6 +39,7 @@ __all__ = [
     "DQUICError",
     "DQUICFrame",
     "DQUICHeader",
+    "EndpointClosed",
     "ErrorCode",
     "KeyPair",
     "ProtocolError",

@@ -206,6 +206,8 @@ pip_q "$VPY" -m pip install -q "$WHEEL[test]" || fail "installing the wheel with
 RUN=$WORK/run
 mkdir "$RUN"
 cp -r "$SRC/tests" "$RUN/tests"
+# the examples too (tests run them as scripts against the installed package)
+[ -d "$SRC/examples" ] && cp -r "$SRC/examples" "$RUN/examples"
 # the pytest configuration (markers, timeout) without the package sources
 cp "$SRC/pyproject.toml" "$RUN/"
 cd "$RUN"

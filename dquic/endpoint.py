@@ -1,7 +1,7 @@
 """The sans-IO endpoint: many connections behind one UDP socket.
 
 An ``Endpoint`` routes each incoming datagram to its connection by destination connection ID
-(PROTOCOL.md §10), so a connection keeps working when its peer's address changes; it creates
+(PROTOCOL.md §17), so a connection keeps working when its peer's address changes; it creates
 server-side connections for new clients, answers unknown versions with Version Negotiation, and
 forgets connections once they terminate. Like ``Connection`` it never touches a socket or a clock:
 drive it with ``receive_datagram`` / ``handle_timer`` / ``datagrams_to_send`` / ``get_timer`` /
@@ -41,7 +41,7 @@ class Endpoint:
 
     ``config`` is the template for every connection (``is_client`` is set per connection).
 
-    Address validation (PROTOCOL.md §11): a new client is sent a stateless Retry (no connection
+    Address validation (PROTOCOL.md §18): a new client is sent a stateless Retry (no connection
     state, no Diffie-Hellman) when ``require_retry`` is set or when ``retry_threshold`` handshakes
     are already in progress; handshakes beyond ``max_handshakes`` and connections beyond
     ``max_connections`` are dropped. Datagrams for unknown connection IDs are answered with a

@@ -2,7 +2,7 @@
 
 ``DQUICError`` (an ``OSError``) is the base of everything the endpoint raises about a
 connection. ``ProtocolError`` (a ``ValueError``) is the one exception every decoder raises on
-malformed input; it carries the wire error code a connection closes with (PROTOCOL.md §8).
+malformed input; it carries the wire error code a connection closes with (PROTOCOL.md §11).
 """
 from __future__ import annotations
 

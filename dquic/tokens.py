@@ -1,4 +1,4 @@
-"""Address validation and stateless reset tokens (PROTOCOL.md §11, §12).
+"""Address validation and stateless reset tokens (PROTOCOL.md §17, §18).
 
 * Retry tokens (RFC 9000 §8.1.2 adapted): an AES-256-GCM box under a per-endpoint secret key.
   The plaintext holds the issue time, the client's original destination connection ID and the

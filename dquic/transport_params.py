@@ -1,4 +1,4 @@
-"""Transport parameters: the limits each side announces in the handshake (PROTOCOL.md §9).
+"""Transport parameters: the limits each side announces in the handshake (PROTOCOL.md §12.2).
 
 Encoded as a sequence of ``(id varint, length varint, value)`` entries as RFC 9000 §18; integer
 values are varints. Unknown ids are ignored, duplicates and malformed values are a

@@ -19,13 +19,15 @@ from .config import Configuration
 from .errors import (
     AuthenticationError,
     ConnectionClosed,
+    ConnectionRefused,
     ConnectionTimeout,
     DQUICError,
+    EndpointClosed,
     ErrorCode,
     ProtocolError,
 )
 from .keys import KeyPair, load_public
-from .sync import DQUIC, Connection, ConnectionRefused, EndpointClosed
+from .sync import DQUIC, Connection
 
 __all__ = [
     "__version__",

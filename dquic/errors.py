@@ -7,6 +7,7 @@ malformed input; it carries the wire error code a connection closes with (PROTOC
 from __future__ import annotations
 
 import enum
+import errno
 from typing import Optional
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "ConnectionTimeout",
     "ConnectionClosed",
     "AuthenticationError",
+    "ConnectionRefused",
+    "EndpointClosed",
 ]
 
 
@@ -82,3 +85,15 @@ class ConnectionClosed(DQUICError):
 
 class AuthenticationError(DQUICError):
     """The peer's static key is not trusted, or the handshake failed to authenticate."""
+
+
+class ConnectionRefused(DQUICError, ConnectionRefusedError):
+    """The peer's host reported that nothing listens on that port (ICMP port unreachable)
+    while the handshake was under way."""
+
+
+class EndpointClosed(DQUICError):
+    """The endpoint was closed; ``errno`` is ``EBADF`` like a closed socket's."""
+
+    def __init__(self, message: str = "endpoint is closed") -> None:
+        super().__init__(errno.EBADF, message)

@@ -44,6 +44,8 @@ from .endpoint import ConnectionAccepted, Endpoint
 from .errors import (
     AuthenticationError,
     ConnectionClosed,
+    ConnectionRefused,
+    EndpointClosed,
     ConnectionTimeout,
     DQUICError,
     ErrorCode,
@@ -60,18 +62,6 @@ MAX_STREAM_ID = (1 << 62) - 1
 MAX_TOMBSTONES = 1024
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Configuration)) - {"is_client"}
 _monotonic = time.monotonic
-
-
-class ConnectionRefused(DQUICError, ConnectionRefusedError):
-    """The peer's host reported that nothing listens on that port (ICMP port unreachable)
-    while the handshake was under way."""
-
-
-class EndpointClosed(DQUICError):
-    """The ``DQUIC`` instance was closed; ``errno`` is ``EBADF`` like a closed socket's."""
-
-    def __init__(self, message: str = "endpoint is closed") -> None:
-        super().__init__(errno.EBADF, message)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,1203 @@
+"""The asyncio API: dquic connections as awaitables, with no threads.
+
+``connect`` opens a client connection; ``serve`` runs a server that calls a coroutine per
+accepted connection::
+
+    import asyncio, dquic.aio
+
+    async def echo(conn):
+        while True:
+            stream_id, data = await conn.receive_message()
+            await conn.send_message(stream_id, data)
+
+    async def main():
+        async with await dquic.aio.serve("127.0.0.1", 4433, echo) as server:
+            async with await dquic.aio.connect("127.0.0.1", 4433,
+                                               server_key=server.identity.public) as conn:
+                await conn.send_message(1, b"hello")
+                print(await conn.receive_message(1))
+
+    asyncio.run(main())
+
+How it works
+------------
+Each ``connect`` (one client connection) and each ``serve`` (all of a server's connections) owns
+one UDP socket, an ``asyncio.DatagramProtocol`` (``_Driver``) and a sans-IO
+``dquic.endpoint.Endpoint``. The driver feeds received datagrams to the endpoint with the loop's
+clock (``loop.time()``) as ``now``, and after every batch of input (received datagrams, a fired
+timer, an application call) runs one *pass*: due timers, ``datagrams_to_send`` ->
+``transport.sendto``, events -> connection state, waking the coroutines waiting on it, then
+re-arms its single ``loop.call_at`` timer from ``get_timer()``. Passes are coalesced with
+``loop.call_soon``, so a burst of datagrams costs one pass. The transport's ``pause_writing``
+stops pulling datagrams from the core until ``resume_writing``. It runs on any asyncio loop
+(the default one and uvloop).
+
+Memory is bounded by configuration: received data stays in the core's stream buffers (so the
+peer is flow-controlled) until ``receive_buffer`` bytes of whole messages are waiting to be
+read; a message is assembled in memory up to ``max_message_size`` (larger ones fail that stream
+with ``MessageTooLarge``); ``send_message`` and ``StreamWriter.drain`` wait while more than
+``send_buffer_limit`` bytes are unacknowledged.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import errno
+import ipaddress
+import logging
+import socket
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
+
+from ._socket import normalize_address
+from .config import Configuration
+from .endpoint import ConnectionAccepted, Endpoint
+from .errors import AuthenticationError, ConnectionClosed, ConnectionTimeout, DQUICError, ErrorCode
+from .events import (
+    ConnectionTerminated,
+    DatagramAcknowledged,
+    DatagramLost,
+    DatagramReceived,
+    HandshakeCompleted,
+    MessageReceived,
+    StopSendingReceived,
+    StreamReset,
+)
+
+__all__ = [
+    "connect",
+    "serve",
+    "AsyncConnection",
+    "Server",
+    "StreamReader",
+    "StreamWriter",
+    "StreamResetError",
+    "MessageTooLarge",
+]
+
+logger = logging.getLogger("dquic.aio")
+
+#: Default for ``send_buffer_limit``: unacknowledged bytes above which sends wait.
+SEND_BUFFER_LIMIT = 4 << 20
+#: Default for ``receive_buffer``: bytes of whole unread messages held per connection.
+RECEIVE_BUFFER = 4 << 20
+#: Default for ``max_message_size``: largest message assembled in memory.
+MAX_MESSAGE_SIZE = 64 << 20
+#: Default for ``reader_limit``: bytes a ``StreamReader`` buffers ahead of the application.
+READER_LIMIT = 1 << 20
+#: Received unreliable datagrams kept for ``receive_datagram`` (older ones are dropped).
+DATAGRAM_QUEUE = 1024
+#: Default for ``linger``: how long ``close()`` waits for queued data to be acknowledged.
+LINGER = 10.0
+#: SO_SNDBUF / SO_RCVBUF asked of the kernel.
+SOCKET_BUFFER = 8 << 20
+#: Largest piece moved out of the core at once.
+_PIECE = 1 << 20
+#: Stream ids are 62-bit (RFC 9000 §2.1).
+MAX_STREAM_ID = (1 << 62) - 1
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Configuration)) - {"is_client"}
+_DRIVER_OPTIONS = ("send_buffer_limit", "receive_buffer", "max_message_size", "reader_limit",
+                   "linger", "socket_buffer")
+
+
+class StreamResetError(DQUICError):
+    """The peer reset the stream (RESET_STREAM) or asked us to stop sending on it."""
+
+    def __init__(self, stream_id: int, error_code: int, message: str = "") -> None:
+        super().__init__(errno.ECONNRESET, message or f"stream {stream_id} reset by the peer "
+                                                      f"(code {error_code})")
+        self.stream_id = stream_id
+        self.error_code = error_code
+
+
+class MessageTooLarge(DQUICError):
+    """A received message exceeded ``max_message_size``; the stream was stopped."""
+
+    def __init__(self, stream_id: int, limit: int) -> None:
+        super().__init__(errno.EMSGSIZE, f"message on stream {stream_id} exceeds "
+                                         f"max_message_size ({limit} bytes)")
+        self.stream_id = stream_id
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+def _split_options(options: Dict[str, Any], is_client: bool) -> Tuple[Configuration, Dict[str, Any]]:
+    """Separate driver options from ``Configuration`` fields; TypeError for unknown names."""
+    driver = {k: options.pop(k) for k in _DRIVER_OPTIONS if k in options}
+    unknown = set(options) - _CONFIG_FIELDS
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    cfg = Configuration(is_client=is_client, **options)
+    if not is_client and cfg.encryption and cfg.identity is None:
+        from .keys import KeyPair
+
+        cfg.identity = KeyPair.generate()  # opportunistic: encrypted, not authenticated
+    cfg.validate()
+    for name in ("send_buffer_limit", "receive_buffer", "max_message_size", "reader_limit"):
+        if name in driver and (not isinstance(driver[name], int) or driver[name] <= 0):
+            raise ValueError(f"{name} must be a positive int")
+    if driver.get("linger", 0) < 0:
+        raise ValueError("linger must be >= 0")
+    return cfg, driver
+
+
+def _buffer(data: Any) -> Tuple[Any, int]:
+    """Check that ``data`` is a contiguous bytes-like object: ``(buffer, nbytes)``."""
+    if isinstance(data, str):
+        raise TypeError("str is not bytes-like (encode it first)")
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"{type(data).__name__} is not a bytes-like object") from None
+    if not view.c_contiguous:
+        raise ValueError("buffer is not C-contiguous")
+    n = view.nbytes
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        view = view.cast("B") if n else b""
+    return view, n
+
+
+def _check_stream_id(stream_id: Any) -> None:
+    if not isinstance(stream_id, int) or isinstance(stream_id, bool):
+        raise TypeError("stream id must be an int")
+    if not 0 <= stream_id <= MAX_STREAM_ID:
+        raise ValueError("stream id must be 0 <= id < 2**62")
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int, passive: bool) -> Tuple[int, Tuple]:
+    """``(family, normalized address)``; numeric hosts need no lookup, names prefer IPv4."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError("port must be an int 0..65535")
+    if passive and host in ("", None):
+        return socket.AF_INET, ("0.0.0.0", port)
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if ip.version == 4:
+            return socket.AF_INET, (str(ip), port)
+        return socket.AF_INET6, normalize_address((host, port))
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                   flags=socket.AI_PASSIVE if passive else 0)
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for info in infos:
+            if info[0] == fam:
+                return fam, normalize_address(info[4])
+    raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host!r}")
+
+
+def _recv_finished(core: Any, stream_id: int) -> bool:
+    """True once the peer's half of the stream ended (FIN received and everything read)."""
+    probe = getattr(core, "stream_finished", None)
+    if probe is not None:
+        return bool(probe(stream_id))
+    s = getattr(core, "_streams", {}).get(stream_id)
+    return s is not None and bool(s.recv.is_finished)
+
+
+def _send_done(core: Any, stream_id: int) -> bool:
+    """True once our half of the stream is fully acknowledged (FIN included) or reset."""
+    s = getattr(core, "_streams", {}).get(stream_id)
+    if s is None:
+        return core.send_buffered == 0
+    send = s.send
+    return bool(send.fin_acked or send.is_reset)
+
+
+def _termination_error(ev: ConnectionTerminated, established: bool, addr: Tuple) -> BaseException:
+    """The exception a ``ConnectionTerminated`` event means for waiting application calls."""
+    code = ev.error_code
+    if ev.timeout:
+        what = "idle" if established else "handshake"
+        return ConnectionTimeout(errno.ETIMEDOUT, f"{what} timeout with {addr}")
+    if code == ErrorCode.AUTHENTICATION_FAILED or (
+            code == ErrorCode.HANDSHAKE_FAILED and not ev.application and not established):
+        return AuthenticationError(errno.EACCES, f"handshake with {addr} failed: {ev.reason}")
+    if ev.by_peer:
+        return ConnectionClosed(f"connection closed by {addr} (code {code}): {ev.reason}", code,
+                                ev.reason)
+    if code:
+        return ConnectionClosed(f"connection to {addr} failed (code {code}): {ev.reason}", code,
+                                ev.reason)
+    return ConnectionClosed(f"connection to {addr} closed", code, ev.reason)
+
+
+def _wake(waiters: List["asyncio.Future[Any]"]) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(None)
+    waiters.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+class _Driver(asyncio.DatagramProtocol):
+    """Drives one sans-IO ``Endpoint`` from an asyncio datagram transport (module docstring)."""
+
+    def __init__(self, endpoint: Endpoint, loop: asyncio.AbstractEventLoop,
+                 options: Dict[str, Any], server: Optional["Server"] = None) -> None:
+        self.endpoint = endpoint
+        self.loop = loop
+        self.options = options
+        self.server = server
+        self.transport: Optional[asyncio.DatagramTransport] = None
+        self.conns: Dict[Any, "AsyncConnection"] = {}
+        self._scheduled = False
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at: Optional[float] = None
+        self._paused = False
+        self.lost: "asyncio.Future[None]" = loop.create_future()
+        self.datagrams_in = 0
+        self.datagrams_out = 0
+
+    # protocol callbacks ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        size = self.options.get("socket_buffer", SOCKET_BUFFER)
+        if sock is not None:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, size)
+                except (OSError, AttributeError):
+                    pass
+
+    def datagram_received(self, data: bytes, addr: Tuple) -> None:
+        self.datagrams_in += 1
+        self.endpoint.receive_datagram(data, normalize_address(addr), self.loop.time())
+        self.schedule()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors on an unconnected socket: the handshake / idle timers decide
+        logger.debug("socket error: %r", exc)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.lost.done():
+            self.lost.set_result(None)
+        for conn in list(self.conns.values()):
+            conn._on_terminated(ConnectionClosed("socket closed"), final=True)
+        self.conns.clear()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self.schedule()
+
+    # passes ----------------------------------------------------------------------------------
+    def schedule(self) -> None:
+        """Run a pass soon (coalesced): call after anything that gives the core work."""
+        if not self._scheduled and self.transport is not None:
+            self._scheduled = True
+            self.loop.call_soon(self._pass)
+
+    def _on_timer(self) -> None:
+        at = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        # the loop may run a timer up to its clock resolution early: it fired at its deadline
+        now = self.loop.time()
+        self._run(now if at is None else max(now, at))
+
+    def _pass(self) -> None:
+        self._scheduled = False
+        self._run(self.loop.time())
+
+    def _run(self, now: float) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        ep = self.endpoint
+        t = ep.get_timer()
+        if t is not None and t <= now:
+            ep.handle_timer(now)
+        if not self._paused:
+            out = ep.datagrams_to_send(now)
+            if out:
+                sendto = transport.sendto
+                for data, addr in out:
+                    sendto(data, addr)
+                self.datagrams_out += len(out)
+        self._dispatch()
+        for conn in list(self.conns.values()):
+            conn._service()
+        if self.transport is None:
+            return
+        t = ep.get_timer()
+        if t is not None and self._paused and t <= now:
+            t = now + 0.001  # nothing can be sent until resume_writing: do not spin
+        if t != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = t
+            self._timer = None if t is None else self.loop.call_at(t, self._on_timer)
+
+    def _dispatch(self) -> None:
+        ep = self.endpoint
+        while True:
+            item = ep.next_event()
+            if item is None:
+                return
+            core, ev = item
+            conn = self.conns.get(core)
+            if isinstance(ev, ConnectionAccepted):
+                if self.server is not None and conn is None:
+                    conn = AsyncConnection(self, core, self.options, owns_driver=False)
+                    self.conns[core] = conn
+                continue
+            if conn is not None:
+                conn._on_event(ev)
+
+    def close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+# ----------------------------------------------------------------------------------------------
+class StreamReader:
+    """Byte-stream reading of one stream (``AsyncConnection.open_stream``): the payloads of the
+    peer's messages on that stream, concatenated; EOF when the peer closed its half."""
+
+    def __init__(self, conn: "AsyncConnection", stream_id: int, limit: int) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self._limit = limit
+        self._buf = bytearray()
+        self._eof = False
+        self._exc: Optional[BaseException] = None
+        self._want = 0
+        self._waiters: List["asyncio.Future[None]"] = []
+
+    def __repr__(self) -> str:
+        return f"<StreamReader stream={self.stream_id} buffered={len(self._buf)} eof={self._eof}>"
+
+    # fed by the connection
+    def _fill(self, core: Any) -> bool:
+        """Move readable bytes out of the core up to the buffer limit; True if any moved."""
+        moved = False
+        target = max(self._limit, self._want)
+        while len(self._buf) < target:
+            piece = core.read_message(self.stream_id, min(_PIECE, target - len(self._buf)))
+            if piece is None:
+                break
+            if piece[0]:
+                self._buf += piece[0]
+                moved = True
+        if moved:
+            _wake(self._waiters)
+        return moved
+
+    def _feed(self, data: bytes) -> None:
+        if data:
+            self._buf += data
+            _wake(self._waiters)
+
+    def _feed_eof(self) -> None:
+        if not self._eof:
+            self._eof = True
+            _wake(self._waiters)
+
+    def _set_exception(self, exc: BaseException) -> None:
+        if not self._eof and self._exc is None:
+            self._exc = exc
+            _wake(self._waiters)
+
+    async def _wait(self) -> None:
+        if self._exc is not None and not self._buf:
+            raise self._exc
+        fut = self._conn._loop.create_future()
+        self._waiters.append(fut)
+        self._conn._refill(self.stream_id)
+        await fut
+
+    def _consumed(self) -> None:
+        self._conn._refill(self.stream_id)
+
+    # application side
+    def at_eof(self) -> bool:
+        """True when the peer ended the stream and every byte was read."""
+        return self._eof and not self._buf
+
+    def exception(self) -> Optional[BaseException]:
+        return self._exc
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (at least one unless at EOF: then ``b''``); ``n < 0`` reads to EOF."""
+        if n == 0:
+            return b""
+        if n < 0:
+            parts = []
+            while True:
+                while not self._buf and not self._eof:
+                    await self._wait()
+                if not self._buf:
+                    return b"".join(parts)
+                parts.append(bytes(self._buf))
+                self._buf.clear()
+                self._consumed()
+        while not self._buf and not self._eof:
+            await self._wait()
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        self._consumed()
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; ``asyncio.IncompleteReadError`` if the stream ends first."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self._want = n
+        try:
+            while len(self._buf) < n:
+                if self._eof:
+                    partial = bytes(self._buf)
+                    self._buf.clear()
+                    raise asyncio.IncompleteReadError(partial, n)
+                await self._wait()
+        finally:
+            self._want = 0
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        self._consumed()
+        return data
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Bytes up to and including ``separator``; ``asyncio.IncompleteReadError`` at EOF,
+        ``asyncio.LimitOverrunError`` if none comes within the reader's limit."""
+        if not separator:
+            raise ValueError("separator must not be empty")
+        start = 0
+        while True:
+            i = self._buf.find(separator, start)
+            if i >= 0:
+                end = i + len(separator)
+                data = bytes(self._buf[:end])
+                del self._buf[:end]
+                self._consumed()
+                return data
+            if len(self._buf) >= self._limit:
+                raise asyncio.LimitOverrunError("separator not found within the limit", len(self._buf))
+            if self._eof:
+                partial = bytes(self._buf)
+                self._buf.clear()
+                raise asyncio.IncompleteReadError(partial, None)
+            start = max(0, len(self._buf) - len(separator) + 1)
+            await self._wait()
+
+    async def readline(self) -> bytes:
+        """A line ending in ``b"\\n"`` (or the rest of the stream at EOF)."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+
+    def __aiter__(self) -> "StreamReader":
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+
+class StreamWriter:
+    """Byte-stream writing on one stream: each ``write`` is one message; ``close`` ends our half
+    of the stream (FIN)."""
+
+    def __init__(self, conn: "AsyncConnection", stream_id: int) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<StreamWriter stream={self.stream_id} closing={self._closing}>"
+
+    @property
+    def connection(self) -> "AsyncConnection":
+        return self._conn
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``peername`` (the peer's address), ``peer_key`` or ``connection``."""
+        if name == "peername":
+            return self._conn.peer_address
+        if name == "peer_key":
+            return self._conn.peer_key
+        if name == "connection":
+            return self._conn
+        return default
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> None:
+        """Queue ``data`` as one message (empty writes are ignored). Call ``drain()`` next."""
+        if self._closing:
+            raise ConnectionClosed(f"stream {self.stream_id} is closed for writing")
+        view, n = _buffer(data)
+        if n:
+            self._conn._queue(self.stream_id, view)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    async def drain(self) -> None:
+        """Wait while the connection has more than ``send_buffer_limit`` bytes unacknowledged."""
+        await self._conn._wait_send_room(0)
+
+    def write_eof(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End our half of the stream after the queued data (FIN). Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        conn = self._conn
+        if not conn._terminated:
+            try:
+                conn._core.end_stream(self.stream_id)
+            except RuntimeError:
+                pass
+            conn._driver.schedule()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    async def wait_closed(self) -> None:
+        """Wait until the peer acknowledged everything written and the FIN (or the connection
+        ended)."""
+        conn = self._conn
+        while not conn._terminated and not _send_done(conn._core, self.stream_id):
+            await conn._wait_progress()
+
+
+# ----------------------------------------------------------------------------------------------
+class AsyncConnection:
+    """One dquic connection for coroutines (made by ``connect`` and by ``serve``).
+
+    Messages: ``send_message`` / ``receive_message``; byte streams: ``open_stream``;
+    unreliable datagrams: ``send_datagram`` / ``receive_datagram``; ``close`` / ``wait_closed``
+    (or ``async with``). Failures surface as ``ConnectionClosed``, ``ConnectionTimeout`` or
+    ``AuthenticationError`` from every pending and later call.
+    """
+
+    def __init__(self, driver: _Driver, core: Any, options: Dict[str, Any], owns_driver: bool) -> None:
+        self._driver = driver
+        self._core = core
+        self._loop = driver.loop
+        self._owns_driver = owns_driver
+        self._send_limit = options.get("send_buffer_limit", SEND_BUFFER_LIMIT)
+        self._receive_buffer = options.get("receive_buffer", RECEIVE_BUFFER)
+        self._max_message = options.get("max_message_size", MAX_MESSAGE_SIZE)
+        self._reader_limit = options.get("reader_limit", READER_LIMIT)
+        self._linger = float(options.get("linger", LINGER))
+        self._established: "asyncio.Future[None]" = self._loop.create_future()
+        self._closed: "asyncio.Future[None]" = self._loop.create_future()
+        self._error: Optional[BaseException] = None
+        self._terminated = False  # the core reported ConnectionTerminated
+        self._closing = False  # close() was called
+        self._close_task: Optional["asyncio.Task[None]"] = None
+        self._was_established = False
+        # received messages
+        self._messages: Deque[Tuple[int, bytes]] = collections.deque()
+        self._queued_bytes = 0
+        self._partial: Dict[int, bytearray] = {}
+        self._staged_bytes = 0
+        self._stream_errors: Dict[int, BaseException] = {}
+        self._msg_waiters: List["asyncio.Future[None]"] = []
+        self._wanted: Dict[int, int] = {}  # stream id -> receive_message(stream_id) calls waiting
+        self._need_pull = False
+        # byte streams
+        self._readers: Dict[int, StreamReader] = {}
+        self._writers: Dict[int, StreamWriter] = {}
+        # sending
+        self._send_waiters: List[Tuple[int, "asyncio.Future[None]"]] = []
+        self._progress_waiters: List["asyncio.Future[None]"] = []
+        # unreliable datagrams
+        self._datagram_futures: Dict[int, "asyncio.Future[bool]"] = {}
+        self._datagrams: Deque[bytes] = collections.deque()
+        self._datagram_waiters: List["asyncio.Future[None]"] = []
+        self.datagrams_dropped = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._terminated else ("open" if self._was_established else "handshake")
+        return f"<AsyncConnection {self.peer_address} {state}>"
+
+    async def __aenter__(self) -> "AsyncConnection":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # properties ------------------------------------------------------------------------------
+    @property
+    def peer_address(self) -> Tuple:
+        """The peer's current address (follows migration)."""
+        return normalize_address(self._core.peer_addr)
+
+    @property
+    def local_address(self) -> Optional[Tuple]:
+        t = self._driver.transport
+        return None if t is None else normalize_address(t.get_extra_info("sockname"))
+
+    @property
+    def peer_key(self) -> Optional[bytes]:
+        """The peer's static public key (32 bytes) if the handshake revealed it."""
+        return self._core.peer_key
+
+    @property
+    def stats(self) -> Any:
+        """A ``ConnectionStats`` snapshot (RTT, cwnd, packets sent/lost, retransmissions...)."""
+        return self._core.stats
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes queued and not yet acknowledged by the peer."""
+        return self._core.send_buffered
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection ended or ``close()`` was called."""
+        return self._terminated or self._closing
+
+    # events from the driver --------------------------------------------------------------------
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, MessageReceived):
+            self._need_pull = True
+        elif isinstance(ev, HandshakeCompleted):
+            self._was_established = True
+            if not self._established.done():
+                self._established.set_result(None)
+            server = self._driver.server
+            if server is not None:
+                server._start_handler(self)
+        elif isinstance(ev, DatagramAcknowledged):
+            fut = self._datagram_futures.pop(ev.datagram_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(True)
+        elif isinstance(ev, DatagramLost):
+            fut = self._datagram_futures.pop(ev.datagram_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(False)
+        elif isinstance(ev, DatagramReceived):
+            if len(self._datagrams) >= DATAGRAM_QUEUE:
+                self._datagrams.popleft()
+                self.datagrams_dropped += 1
+            self._datagrams.append(ev.data)
+            _wake(self._datagram_waiters)
+        elif isinstance(ev, (StreamReset, StopSendingReceived)):
+            err = StreamResetError(ev.stream_id, ev.error_code)
+            if isinstance(ev, StreamReset):
+                err = self._stream_errors.setdefault(ev.stream_id, err)
+                self._drop_partial(ev.stream_id)
+                reader = self._readers.get(ev.stream_id)
+                if reader is not None:
+                    reader._set_exception(err)
+                _wake(self._msg_waiters)
+        elif isinstance(ev, ConnectionTerminated):
+            self._on_terminated(_termination_error(ev, self._was_established, self.peer_address))
+
+    def _on_terminated(self, error: BaseException, final: bool = False) -> None:
+        if not self._terminated:
+            self._terminated = True
+            self._error = error
+            if not self._established.done():
+                self._established.set_exception(error)
+                self._established.exception()  # retrieved: no "never retrieved" warning
+            self._pull()  # what already arrived stays readable
+            for reader in self._readers.values():
+                reader._set_exception(error)
+            for fut in self._datagram_futures.values():
+                if not fut.done():
+                    fut.set_result(False)
+            self._datagram_futures.clear()
+            _wake(self._msg_waiters)
+            _wake(self._datagram_waiters)
+            _wake(self._progress_waiters)
+            for _, fut in self._send_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._send_waiters.clear()
+        if final:
+            self._finish()
+
+    def _finish(self) -> None:
+        """The core is gone: release the connection (and the socket if it is ours)."""
+        self._driver.conns.pop(self._core, None)
+        if self._owns_driver:
+            self._driver.close_transport()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _service(self) -> None:
+        """Called by the driver after every pass."""
+        core = self._core
+        if self._need_pull:
+            self._need_pull = False
+            self._pull()
+        if self._readers:
+            for sid, reader in self._readers.items():
+                if not reader._eof and reader._exc is None:
+                    reader._fill(core)
+                    if not core.message_ready(sid, 1) and _recv_finished(core, sid):
+                        reader._feed_eof()
+        if self._send_waiters:
+            buffered = core.send_buffered
+            keep = []
+            for threshold, fut in self._send_waiters:
+                if buffered <= threshold:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((threshold, fut))
+            self._send_waiters = keep
+        if self._progress_waiters:
+            _wake(self._progress_waiters)
+        if self._terminated and core.is_terminated:
+            self._finish()
+
+    # receiving messages ------------------------------------------------------------------------
+    def _pull(self) -> bool:
+        """Move whole messages out of the core while fewer than ``receive_buffer`` bytes wait
+        (or while nothing whole waits, so a large message can complete)."""
+        core = self._core
+        moved = False
+        for sid in core.readable_streams():
+            reader = self._readers.get(sid)
+            if reader is not None:
+                moved |= reader._fill(core)
+                continue
+            wanted = sid in self._wanted
+            while (wanted or not self._messages
+                   or self._queued_bytes + self._staged_bytes < self._receive_buffer):
+                buf = self._partial.get(sid)
+                piece = core.read_message(sid, _PIECE)
+                if piece is None:
+                    break
+                data, end = piece
+                moved = True
+                if sid in self._stream_errors:
+                    continue  # a stream we stopped: drop what still arrives
+                if buf is None and end:
+                    self._messages.append((sid, data))
+                    self._queued_bytes += len(data)
+                    continue
+                if buf is None:
+                    buf = self._partial[sid] = bytearray()
+                buf += data
+                self._staged_bytes += len(data)
+                if len(buf) > self._max_message:
+                    self._drop_partial(sid)
+                    self._stream_errors[sid] = MessageTooLarge(sid, self._max_message)
+                    try:
+                        core.stop_sending(sid, ErrorCode.APPLICATION_ERROR)
+                    except (RuntimeError, ValueError):
+                        pass
+                    continue
+                if end:
+                    del self._partial[sid]
+                    self._staged_bytes -= len(buf)
+                    self._messages.append((sid, bytes(buf)))
+                    self._queued_bytes += len(buf)
+        if moved:
+            _wake(self._msg_waiters)
+            self._driver.schedule()  # reading opened flow-control window
+        return moved
+
+    def _drop_partial(self, sid: int) -> None:
+        buf = self._partial.pop(sid, None)
+        if buf is not None:
+            self._staged_bytes -= len(buf)
+
+    def _take(self, stream_id: Optional[int]) -> Optional[Tuple[int, bytes]]:
+        msgs = self._messages
+        if not msgs:
+            return None
+        if stream_id is None:
+            item = msgs.popleft()
+        else:
+            for i, item in enumerate(msgs):
+                if item[0] == stream_id:
+                    del msgs[i]
+                    break
+            else:
+                return None
+        self._queued_bytes -= len(item[1])
+        if self._queued_bytes < self._receive_buffer:
+            self._pull()
+        return item
+
+    async def receive_message(self, stream_id: Optional[int] = None) -> Any:
+        """The next whole message: ``(stream_id, bytes)`` from any stream, or with
+        ``stream_id`` the next message of that stream as ``bytes``.
+
+        Waits until one arrives. Raises the connection's error once it ended and nothing is left
+        to read, ``StreamResetError`` / ``MessageTooLarge`` for a failed stream.
+        """
+        if stream_id is not None:
+            _check_stream_id(stream_id)
+            if stream_id in self._readers:
+                raise RuntimeError(f"stream {stream_id} is read through its StreamReader")
+        while True:
+            item = self._take(stream_id)
+            if item is not None:
+                return item if stream_id is None else item[1]
+            if stream_id is not None and stream_id in self._stream_errors:
+                raise self._stream_errors[stream_id]
+            if self._terminated:
+                self._pull()
+                item = self._take(stream_id)
+                if item is not None:
+                    return item if stream_id is None else item[1]
+                raise self._error or ConnectionClosed("connection closed")
+            fut = self._loop.create_future()
+            self._msg_waiters.append(fut)
+            if stream_id is not None:
+                # the stream's messages are pulled even when others fill receive_buffer
+                self._wanted[stream_id] = self._wanted.get(stream_id, 0) + 1
+                self._pull()
+            try:
+                if not fut.done():
+                    await fut
+            finally:
+                if fut in self._msg_waiters:
+                    self._msg_waiters.remove(fut)
+                if stream_id is not None:
+                    left = self._wanted[stream_id] - 1
+                    if left:
+                        self._wanted[stream_id] = left
+                    else:
+                        del self._wanted[stream_id]
+
+    # sending -----------------------------------------------------------------------------------
+    def _check_usable(self) -> None:
+        if self._terminated:
+            raise self._error or ConnectionClosed("connection closed")
+        if self._closing:
+            raise ConnectionClosed("connection is closing")
+
+    def _queue(self, stream_id: int, view: Any) -> None:
+        self._check_usable()
+        try:
+            self._core.send_message(stream_id, view)
+        except RuntimeError:
+            raise ConnectionClosed("connection is closing") from None
+        self._driver.schedule()
+
+    async def _wait_send_room(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` more fit under ``send_buffer_limit`` (or nothing is buffered)."""
+        threshold = max(0, self._send_limit - nbytes)
+        while True:
+            if self._terminated:
+                raise self._error or ConnectionClosed("connection closed")
+            if self._core.send_buffered <= threshold:
+                return
+            fut = self._loop.create_future()
+            self._send_waiters.append((threshold, fut))
+            await fut
+
+    async def _wait_progress(self) -> None:
+        """Wait for the next driver pass (acknowledgements may have arrived)."""
+        fut = self._loop.create_future()
+        self._progress_waiters.append(fut)
+        await fut
+
+    async def send_message(self, stream_id: int, data: Any) -> int:
+        """Queue ``data`` (any bytes-like object) as one message on ``stream_id``; returns its
+        length. Waits first while the connection has more than ``send_buffer_limit`` bytes
+        unacknowledged (back-pressure)."""
+        _check_stream_id(stream_id)
+        view, n = _buffer(data)
+        self._check_usable()
+        await self._wait_send_room(n)
+        self._queue(stream_id, view)
+        return n
+
+    def open_stream(self, stream_id: int) -> Tuple[StreamReader, StreamWriter]:
+        """``(reader, writer)`` for byte-stream use of ``stream_id`` (either side may open any
+        id; both sides call this with the same id). Messages of the stream that already arrived
+        become the reader's first bytes; from now on the stream's data goes to the reader only."""
+        _check_stream_id(stream_id)
+        if stream_id in self._readers:
+            return self._readers[stream_id], self._writers[stream_id]
+        reader = StreamReader(self, stream_id, self._reader_limit)
+        keep: Deque[Tuple[int, bytes]] = collections.deque()
+        for sid, data in self._messages:
+            if sid == stream_id:
+                reader._feed(data)
+                self._queued_bytes -= len(data)
+            else:
+                keep.append((sid, data))
+        self._messages = keep
+        buf = self._partial.get(stream_id)
+        if buf is not None:
+            reader._feed(bytes(buf))
+            self._drop_partial(stream_id)
+        if stream_id in self._stream_errors:
+            reader._set_exception(self._stream_errors[stream_id])
+        self._readers[stream_id] = reader
+        writer = self._writers[stream_id] = StreamWriter(self, stream_id)
+        self._refill(stream_id)
+        return reader, writer
+
+    def _refill(self, stream_id: int) -> None:
+        reader = self._readers.get(stream_id)
+        if reader is not None and not self._terminated:
+            if reader._fill(self._core):
+                self._driver.schedule()
+            elif not self._core.message_ready(stream_id, 1) and _recv_finished(self._core, stream_id):
+                reader._feed_eof()
+        elif reader is not None:
+            reader._fill(self._core)
+            if not self._core.message_ready(stream_id, 1):
+                if _recv_finished(self._core, stream_id):
+                    reader._feed_eof()
+
+    def end_stream(self, stream_id: int) -> None:
+        """Finish our half of ``stream_id`` (FIN after the queued messages)."""
+        _check_stream_id(stream_id)
+        self._check_usable()
+        self._core.end_stream(stream_id)
+        self._driver.schedule()
+
+    def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
+        """Abandon our half of ``stream_id``: unsent data is dropped, the peer gets RESET_STREAM."""
+        _check_stream_id(stream_id)
+        self._check_usable()
+        self._core.reset_stream(stream_id, error_code)
+        self._driver.schedule()
+
+    # unreliable datagrams ------------------------------------------------------------------------
+    def send_datagram(self, data: Any) -> "asyncio.Future[bool]":
+        """Send an unreliable datagram (RFC 9221). The returned future resolves to True when the
+        packet carrying it was acknowledged, False when it was declared lost (or dropped from the
+        queue, or the connection ended). ``ValueError`` if it is too large for one packet."""
+        view, _ = _buffer(data)
+        self._check_usable()
+        did = self._core.send_datagram(view)
+        fut: "asyncio.Future[bool]" = self._loop.create_future()
+        self._datagram_futures[did] = fut
+        self._driver.schedule()
+        return fut
+
+    async def receive_datagram(self) -> bytes:
+        """The next unreliable datagram received (the newest ``DATAGRAM_QUEUE`` are kept)."""
+        while not self._datagrams:
+            if self._terminated:
+                raise self._error or ConnectionClosed("connection closed")
+            fut = self._loop.create_future()
+            self._datagram_waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._datagram_waiters:
+                    self._datagram_waiters.remove(fut)
+        return self._datagrams.popleft()
+
+    # closing -------------------------------------------------------------------------------------
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close the connection: wait (in the background, up to ``linger`` seconds) until queued
+        data is acknowledged, then send CONNECTION_CLOSE. Idempotent; ``await wait_closed()``
+        next."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._terminated:
+            return
+        self._close_task = self._loop.create_task(self._graceful_close(error_code, reason))
+
+    def abort(self, error_code: int = 0, reason: str = "") -> None:
+        """Close now, abandoning unacknowledged data."""
+        self._closing = True
+        if not self._terminated and not self._core.is_closed:
+            self._core.close(error_code, reason)
+            self._driver.schedule()
+
+    async def _graceful_close(self, error_code: int, reason: str) -> None:
+        try:
+            if self._linger > 0 and self._was_established and not error_code:
+                deadline = self._loop.time() + self._linger
+                while (not self._terminated and self._core.send_buffered
+                       and self._loop.time() < deadline):
+                    fut = self._loop.create_future()
+                    self._send_waiters.append((0, fut))
+                    handle = self._loop.call_at(deadline, fut.cancel)
+                    try:
+                        await fut
+                    except asyncio.CancelledError:
+                        if not fut.cancelled():
+                            raise
+                    finally:
+                        handle.cancel()
+        finally:
+            if not self._terminated and not self._core.is_closed:
+                self._core.close(error_code, reason)
+            self._driver.schedule()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has fully ended (closing period over, socket released)."""
+        await asyncio.shield(self._closed)
+
+    async def wait_established(self) -> None:
+        """Wait for the handshake (``connect`` already did); raises if it failed."""
+        await asyncio.shield(self._established)
+
+
+# ----------------------------------------------------------------------------------------------
+async def connect(host: str, port: int, **options: Any) -> AsyncConnection:
+    """Open a connection to ``(host, port)`` and complete the handshake.
+
+    ``options`` are ``Configuration`` fields (``server_key`` to pin the server, ``identity``,
+    ``handshake_timeout``, ``idle_timeout``, ``encryption``, ``qlog_dir``, ...) and the driver's
+    ``send_buffer_limit``, ``receive_buffer``, ``max_message_size``, ``reader_limit``,
+    ``linger``, ``socket_buffer``. Raises ``ConnectionTimeout`` when the server does not answer
+    within ``handshake_timeout``, ``AuthenticationError`` when keys do not match.
+    """
+    loop = asyncio.get_running_loop()
+    cfg, driver_opts = _split_options(dict(options), is_client=True)
+    family, addr = await _resolve(loop, host, port, passive=False)
+    endpoint = Endpoint(cfg, accept=False)
+    driver = _Driver(endpoint, loop, driver_opts)
+    local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+    await loop.create_datagram_endpoint(lambda: driver, local_addr=local, family=family)
+    core = endpoint.connect(addr, loop.time())
+    conn = AsyncConnection(driver, core, driver_opts, owns_driver=True)
+    driver.conns[core] = conn
+    driver.schedule()
+    try:
+        # the core's handshake timer normally decides; this only bounds a stuck loop
+        await asyncio.wait_for(asyncio.shield(conn._established), cfg.handshake_timeout + 2.0)
+    except asyncio.TimeoutError:
+        conn.abort()
+        driver.close_transport()
+        raise ConnectionTimeout(errno.ETIMEDOUT, f"handshake with {addr} timed out") from None
+    except BaseException:
+        conn.abort()
+        driver.close_transport()
+        raise
+    return conn
+
+
+class Server:
+    """A running ``serve``: one UDP socket accepting connections; ``handler(conn)`` runs per
+    established connection and the connection is closed when it returns."""
+
+    def __init__(self, handler: Callable[[AsyncConnection], Awaitable[Any]], config: Configuration) -> None:
+        self._handler = handler
+        self._config = config
+        self._driver: Optional[_Driver] = None
+        self._tasks: Set["asyncio.Task[Any]"] = set()
+        self._closing = False
+        self.handler_errors = 0
+
+    def __repr__(self) -> str:
+        return f"<dquic.aio.Server {self.address} connections={len(self.connections)}>"
+
+    @property
+    def address(self) -> Tuple:
+        """The bound ``(host, port)``."""
+        assert self._driver is not None and self._driver.transport is not None
+        return normalize_address(self._driver.transport.get_extra_info("sockname"))
+
+    @property
+    def identity(self) -> Any:
+        """The server's ``KeyPair`` (generated if none was given)."""
+        return self._config.identity
+
+    @property
+    def connections(self) -> List[AsyncConnection]:
+        """Live connections (handshaking ones included)."""
+        return [c for c in (self._driver.conns.values() if self._driver else ()) if not c._terminated]
+
+    def is_serving(self) -> bool:
+        return not self._closing
+
+    def _start_handler(self, conn: AsyncConnection) -> None:
+        if self._closing:
+            conn.abort()
+            return
+        task = asyncio.get_running_loop().create_task(self._run_handler(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, conn: AsyncConnection) -> None:
+        try:
+            await self._handler(conn)
+        except (ConnectionClosed, ConnectionTimeout, AuthenticationError, StreamResetError):
+            pass  # the connection ended under the handler: nothing to report
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
+        except Exception:
+            self.handler_errors += 1
+            logger.exception("dquic.aio handler failed for %s", conn.peer_address)
+            conn.abort(ErrorCode.APPLICATION_ERROR, "handler failed")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Stop accepting and close every connection (each flushes its queued data first, up
+        to its linger time). ``await wait_closed()`` next."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._driver is not None:
+            self._driver.endpoint.accept = False
+            for conn in list(self._driver.conns.values()):
+                conn.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until every connection ended and handlers finished, then release the socket."""
+        driver = self._driver
+        if driver is None:
+            return
+        conns = list(driver.conns.values())
+        if conns:
+            await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        driver.close_transport()
+        await asyncio.shield(driver.lost)
+
+    async def serve_forever(self) -> None:
+        """Wait until the server is closed (by ``close()`` from elsewhere)."""
+        assert self._driver is not None
+        await asyncio.shield(self._driver.lost)
+
+    async def __aenter__(self) -> "Server":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def serve(host: str, port: int, handler: Callable[[AsyncConnection], Awaitable[Any]],
+                *, max_connections: int = 4096, **options: Any) -> Server:
+    """Listen on ``(host, port)`` (port 0 picks a free one: see ``Server.address``) and run
+    ``await handler(conn)`` for each connection once its handshake completed.
+
+    ``options`` as for ``connect``; a server without ``identity`` generates a key pair
+    (``Server.identity``); ``trusted_peers`` restricts clients to those keys.
+    """
+    loop = asyncio.get_running_loop()
+    cfg, driver_opts = _split_options(dict(options), is_client=False)
+    family, addr = await _resolve(loop, host, port, passive=True)
+    server = Server(handler, cfg)
+    endpoint = Endpoint(cfg, accept=True, max_connections=max_connections)
+    driver = _Driver(endpoint, loop, driver_opts, server=server)
+    server._driver = driver
+    await loop.create_datagram_endpoint(lambda: driver, local_addr=addr, family=family)
+    return server

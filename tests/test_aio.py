@@ -1,0 +1,464 @@
+"""The asyncio API (dquic.aio) over real UDP sockets on loopback, on the default event loop and
+on uvloop when it is installed: messages through a lossy relay, several clients, byte streams
+with back-pressure, unreliable datagrams, closing, errors."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+import dquic
+import dquic.aio as aio
+from dquic import AuthenticationError, ConnectionClosed, ConnectionTimeout
+from dquic.keys import KeyPair
+from dquic.testing.relay import LossyRelay
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Upper bound on any single test coroutine (seconds).
+TEST_DEADLINE = 40.0
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - optional
+    uvloop = None
+
+LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None,
+                                                                    reason="uvloop not installed"))]
+
+
+@pytest.fixture(params=LOOPS)
+def run(request):
+    """``run(coroutine_function, *args)`` on a fresh loop of the parametrised kind, bounded."""
+    kind = request.param
+
+    def runner(fn, *args, timeout=TEST_DEADLINE):
+        loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(asyncio.wait_for(fn(*args), timeout))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    runner.kind = kind
+    return runner
+
+
+@pytest.fixture
+def relay_factory():
+    made = []
+
+    def make(server_address, **kwargs):
+        kwargs.setdefault("seed", 11 + len(made))
+        relay = LossyRelay(server_address, **kwargs)
+        made.append(relay)
+        return relay.start()
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads():
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    leaked = []
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
+                  and t.name.startswith("dquic-")]
+        if not leaked:
+            return
+        leaked[0].join(0.1)
+    pytest.fail(f"threads left running: {leaked}")
+
+
+def _payloads(rng, streams, count, max_size):
+    return {sid: [rng.randbytes(rng.choice([0, 1, 17, 1000, 1200, 5000, max_size]))
+                  for _ in range(count)] for sid in streams}
+
+
+async def _echo(conn):
+    while True:
+        sid, data = await conn.receive_message()
+        await conn.send_message(sid, data)
+
+
+# ----------------------------------------------------------------------------------------------
+def test_messages_byte_exact_through_lossy_relay(run, relay_factory):
+    rng = random.Random(1)
+    sent = _payloads(rng, [0, 1, 5, 1 << 40], 12, 300_000)
+    received = {}
+
+    async def collect(conn):
+        total = sum(len(v) for v in sent.values())
+        for _ in range(total):
+            sid, data = await conn.receive_message()
+            received.setdefault(sid, []).append(data)
+        await conn.send_message(9, b"done")
+        await conn.wait_closed()
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, collect) as server:
+            relay = relay_factory(server.address, loss=0.03, reorder=0.03, duplicate=0.02, delay=0.001)
+            async with await aio.connect(*relay.address, server_key=server.identity.public) as conn:
+                assert conn.peer_key == server.identity.public
+                assert conn.peer_address == relay.address
+                for i in range(12):
+                    for sid, msgs in sent.items():
+                        await conn.send_message(sid, msgs[i])
+                assert await conn.receive_message(9) == b"done"
+                stats = conn.stats
+                assert stats.smoothed_rtt > 0 and stats.packets_sent > 0
+            return relay.counters
+
+    counters = run(main)
+    assert received == sent
+    assert counters.dropped > 0  # the relay did lose packets
+
+
+def test_receive_message_per_stream_and_any(run):
+    async def handler(conn):
+        for sid, data in ((3, b"three-a"), (4, b"four"), (3, b"three-b"), (5, b"")):
+            await conn.send_message(sid, data)
+        await conn.wait_closed()
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            async with await aio.connect(*server.address) as conn:
+                assert await conn.receive_message(3) == b"three-a"
+                assert await conn.receive_message(3) == b"three-b"
+                assert await conn.receive_message() == (4, b"four")
+                assert await conn.receive_message() == (5, b"")
+                with pytest.raises(TypeError):
+                    await conn.receive_message(True)
+                with pytest.raises(ValueError):
+                    await conn.receive_message(1 << 62)
+
+    run(main)
+
+
+def test_server_with_several_clients(run, relay_factory):
+    keys = [KeyPair.generate() for _ in range(4)]
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, _echo,
+                                   trusted_peers=[k.public for k in keys]) as server:
+            relay = relay_factory(server.address, loss=0.02, delay=0.001)
+
+            async def client(i):
+                rng = random.Random(i)
+                async with await aio.connect(*relay.address, identity=keys[i],
+                                             server_key=server.identity.public) as conn:
+                    msgs = [rng.randbytes(rng.randint(0, 100_000)) for _ in range(10)]
+                    for m in msgs:
+                        await conn.send_message(i, m)
+                    back = [await conn.receive_message(i) for _ in msgs]
+                    assert back == msgs
+                    return conn.local_address
+
+            locals_ = await asyncio.gather(*(client(i) for i in range(4)))
+            assert len(set(locals_)) == 4
+            peer_keys = {c.peer_key for c in server.connections}
+            assert peer_keys <= {k.public for k in keys}
+
+    run(main)
+
+
+def test_untrusted_client_is_refused(run):
+    async def main():
+        trusted = KeyPair.generate()
+        async with await aio.serve("127.0.0.1", 0, _echo, trusted_peers=[trusted.public]) as server:
+            with pytest.raises((AuthenticationError, ConnectionClosed)):
+                await aio.connect(*server.address, identity=KeyPair.generate(),
+                                  server_key=server.identity.public, handshake_timeout=3.0)
+
+    run(main)
+
+
+def test_wrong_server_key_fails(run):
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, _echo) as server:
+            with pytest.raises((AuthenticationError, ConnectionClosed, ConnectionTimeout)) as info:
+                await aio.connect(*server.address, server_key=KeyPair.generate().public,
+                                  handshake_timeout=2.0)
+            assert isinstance(info.value, dquic.DQUICError)
+
+    run(main)
+
+
+def test_byte_streams_with_drain(run, relay_factory):
+    blob = random.Random(3).randbytes(3 << 20)
+
+    async def handler(conn):
+        reader, writer = conn.open_stream(7)
+        line = await reader.readline()
+        assert line == b"HELLO 7\n"
+        size = int((await reader.readexactly(8)).decode())
+        h = hashlib.sha256()
+        left = size
+        while left:
+            chunk = await reader.read(min(left, 65536))
+            assert chunk
+            h.update(chunk)
+            left -= len(chunk)
+        assert await reader.read() == b""  # the client closed its half
+        assert reader.at_eof()
+        writer.write(h.hexdigest().encode() + b"\n")
+        writer.write(b"bye")
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            relay = relay_factory(server.address, loss=0.01, delay=0.001)
+            async with await aio.connect(*relay.address, send_buffer_limit=256 << 10) as conn:
+                reader, writer = conn.open_stream(7)
+                writer.write(b"HELLO 7\n")
+                writer.write(b"%08d" % len(blob))
+                peak = 0
+                for i in range(0, len(blob), 100_000):
+                    writer.write(blob[i:i + 100_000])
+                    await writer.drain()
+                    peak = max(peak, conn.send_buffered)
+                assert peak <= (256 << 10) + 100_000 + 64  # drain bounded the buffer
+                writer.close()
+                assert writer.is_closing()
+                digest = await reader.readline()
+                assert digest == hashlib.sha256(blob).hexdigest().encode() + b"\n"
+                assert await reader.read(-1) == b"bye"
+                assert reader.at_eof()
+                with pytest.raises(asyncio.IncompleteReadError):
+                    await reader.readexactly(1)
+                await writer.wait_closed()
+                with pytest.raises(ConnectionClosed):
+                    writer.write(b"more")
+
+    run(main)
+
+
+def test_messages_before_open_stream_become_reader_bytes(run):
+    async def handler(conn):
+        await conn.send_message(2, b"abc")
+        await conn.send_message(2, b"def\n")
+        conn.end_stream(2)
+        await conn.wait_closed()
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            async with await aio.connect(*server.address) as conn:
+                await conn.send_message(1, b"ping")  # something to wait on: the reply arrives
+                # wait until both messages are here, then switch the stream to byte mode
+                while sum(1 for s, _ in conn._messages if s == 2) < 2:
+                    await conn._wait_progress()
+                reader, _ = conn.open_stream(2)
+                assert await reader.readline() == b"abcdef\n"
+                assert await reader.read() == b""
+                with pytest.raises(RuntimeError):
+                    await conn.receive_message(2)
+
+    run(main)
+
+
+def test_datagrams_acknowledged_and_lost(run, relay_factory):
+    async def handler(conn):
+        while True:
+            await conn.receive_datagram()
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            relay = relay_factory(server.address, loss=0.25, delay=0.002)
+            async with await aio.connect(*relay.address, server_key=server.identity.public) as conn:
+                futures = []
+                for i in range(120):
+                    futures.append(conn.send_datagram(b"d%03d" % i + bytes(200)))
+                    if i % 10 == 9:
+                        # reliable traffic in between keeps acknowledgements and loss detection going
+                        await conn.send_message(1, b"x" * 1000)
+                results = await asyncio.gather(*futures)
+                assert all(isinstance(r, bool) for r in results)
+                assert any(results) and not all(results)
+                with pytest.raises(ValueError):
+                    conn.send_datagram(bytes(5000))
+                with pytest.raises(TypeError):
+                    conn.send_datagram("text")
+
+    run(main)
+
+
+def test_datagram_round_trip(run):
+    async def handler(conn):
+        while True:
+            d = await conn.receive_datagram()
+            conn.send_datagram(d[::-1])
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            async with await aio.connect(*server.address) as conn:
+                ok = await conn.send_datagram(b"abc")
+                assert ok is True
+                assert await conn.receive_datagram() == b"cba"
+
+    run(main)
+
+
+def test_close_delivers_queued_data_and_wait_closed(run):
+    blob = os.urandom(2 << 20)
+    got = []
+    done = []
+    finished = []
+
+    async def handler(conn):
+        got.append(await conn.receive_message(1))
+        with pytest.raises(ConnectionClosed):
+            await conn.receive_message()
+        done.append(True)
+        finished[0].set()
+
+    async def main():
+        finished.append(asyncio.Event())
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            conn = await aio.connect(*server.address)
+            await conn.send_message(1, blob)
+            conn.close()  # returns at once; the data is flushed first
+            conn.close()  # idempotent
+            await conn.wait_closed()
+            assert conn.is_closed
+            with pytest.raises(ConnectionClosed):
+                await conn.send_message(1, b"late")
+            with pytest.raises(ConnectionClosed):
+                await conn.receive_message()
+            await finished[0].wait()
+            assert server.is_serving()
+        assert not server.is_serving()
+
+    run(main)
+    assert got == [blob] and done == [True]
+
+
+def test_server_close_ends_client_connection(run):
+    async def main():
+        server = await aio.serve("127.0.0.1", 0, _echo)
+        conn = await aio.connect(*server.address)
+        await conn.send_message(1, b"x")
+        assert await conn.receive_message(1) == b"x"
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(ConnectionClosed):
+            await conn.receive_message()
+        await conn.wait_closed()
+
+    run(main)
+
+
+def test_connect_to_dead_port_times_out(run):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionTimeout):
+            await aio.connect("127.0.0.1", port, handshake_timeout=0.5)
+        return time.monotonic() - t0
+
+    elapsed = run(main)
+    assert elapsed < 3.0
+    assert issubclass(ConnectionTimeout, TimeoutError)
+
+
+def test_back_pressure_waits_for_a_slow_reader(run):
+    gate = []
+
+    async def handler(conn):
+        await gate[0].wait()
+        total = 0
+        while total < 40 * 65536:
+            total += len(await conn.receive_message(1))
+        await conn.send_message(1, b"%d" % total)
+        await conn.wait_closed()
+
+    async def main():
+        gate.append(asyncio.Event())
+        # the server holds at most receive_buffer of unread messages, then flow control stops
+        # the client, whose send_message then waits
+        async with await aio.serve("127.0.0.1", 0, handler, receive_buffer=64 << 10,
+                                   initial_max_data=128 << 10,
+                                   max_data_window=256 << 10, initial_max_stream_data=64 << 10,
+                                   max_stream_data_window=128 << 10) as server:
+            async with await aio.connect(*server.address, send_buffer_limit=256 << 10) as conn:
+                async def send_all():
+                    for _ in range(40):
+                        await conn.send_message(1, bytes(65536))
+                task = asyncio.ensure_future(send_all())
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), 0.5)
+                assert conn.send_buffered <= (256 << 10) + 65536 + 64
+                gate[0].set()
+                await task
+                assert await conn.receive_message(1) == b"%d" % (40 * 65536)
+
+    run(main)
+
+
+def test_large_message_assembled_and_too_large_rejected(run):
+    big = os.urandom(5 << 20)
+
+    async def handler(conn):
+        await conn.send_message(1, big)
+        await conn.send_message(2, bytes(3 << 20))
+        await conn.send_message(3, b"after")
+        await conn.wait_closed()
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            async with await aio.connect(*server.address, receive_buffer=1 << 20,
+                                         max_message_size=(5 << 20) + 10) as conn:
+                assert await conn.receive_message(1) == big
+                assert await conn.receive_message(3) == b"after"
+            async with await aio.connect(*server.address, max_message_size=1 << 20) as conn:
+                with pytest.raises(aio.MessageTooLarge):
+                    await conn.receive_message(1)
+                assert await conn.receive_message(3) == b"after"
+
+    run(main)
+
+
+def test_bad_arguments(run):
+    async def main():
+        with pytest.raises(TypeError):
+            await aio.connect("127.0.0.1", 9, no_such_option=1)
+        with pytest.raises(ValueError):
+            await aio.connect("127.0.0.1", 70000)
+        async with await aio.serve("127.0.0.1", 0, _echo) as server:
+            async with await aio.connect(*server.address) as conn:
+                with pytest.raises(TypeError):
+                    await conn.send_message(1, "str")
+                with pytest.raises(TypeError):
+                    await conn.send_message("1", b"x")
+                with pytest.raises(ValueError):
+                    await conn.send_message(-1, b"x")
+                assert await conn.send_message(1, memoryview(b"abcd")[::2].tobytes()) == 2
+                assert await conn.receive_message(1) == b"ac"
+
+    run(main)
+
+
+def test_qlog_traces_written(run, tmp_path):
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, _echo, qlog_dir=str(tmp_path)) as server:
+            async with await aio.connect(*server.address, qlog_dir=str(tmp_path)) as conn:
+                await conn.send_message(1, b"x")
+                assert await conn.receive_message(1) == b"x"
+
+    run(main)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert any(n.endswith("_client.sqlog") for n in names)
+    assert any(n.endswith("_server.sqlog") for n in names)

@@ -612,14 +612,502 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# file transfer (implemented on the asyncio API)
+# file transfer (on the asyncio API): see the module docstring for the protocol
+def _json_message(data: bytes) -> Dict[str, Any]:
+    if len(data) > MAX_CONTROL_MESSAGE:
+        raise ValueError("control message too large")
+    obj = json.loads(data.decode("utf-8"))
+    if not isinstance(obj, dict):
+        raise ValueError("control message is not a JSON object")
+    return obj
+
+
+def _encode(obj: Dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
+def _check_name(name: Any) -> str:
+    """A received file name: a plain base name (no directories, no leading dot)."""
+    if not isinstance(name, str) or not 0 < len(name) <= 255:
+        raise ValueError("bad file name")
+    if (name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name
+            or "\x00" in name or any(ord(c) < 32 for c in name)):
+        raise ValueError(f"refused file name {name!r}")
+    return name
+
+
+def _sha256_file(path: str, limit: Optional[int] = None) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    left = limit
+    with open(path, "rb") as f:
+        while left is None or left > 0:
+            block = f.read(CHUNK if left is None else min(CHUNK, left))
+            if not block:
+                break
+            h.update(block)
+            if left is not None:
+                left -= len(block)
+    return h
+
+
+class _Incoming:
+    """One file being received on one stream."""
+
+    def __init__(self, directory: str, header: Dict[str, Any], busy: set) -> None:
+        self.name = _check_name(header.get("name"))
+        size = header.get("size")
+        digest = header.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < (1 << 50):
+            raise ValueError("bad size")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError("bad sha256")
+        try:
+            bytes.fromhex(digest)
+        except ValueError:
+            raise ValueError("bad sha256") from None
+        if self.name in busy:
+            raise ValueError(f"{self.name} is being received on another stream")
+        self.size = size
+        self.expected = digest.lower()
+        self.final = os.path.join(directory, self.name)
+        self.part = self.final + ".part"
+        have = os.path.getsize(self.part) if os.path.isfile(self.part) else 0
+        if have > size:
+            have = 0
+        self.offset = have
+        self.hash = _sha256_file(self.part, have) if have else hashlib.sha256()
+        self.file = open(self.part, "r+b" if have else "wb")
+        self.file.seek(have)
+        self.file.truncate()
+        self.received = have
+        self.busy = busy
+        busy.add(self.name)
+
+    def write(self, data: bytes) -> None:
+        if self.received + len(data) > self.size:
+            raise ValueError("more data than the announced size")
+        self.file.write(data)
+        self.file.flush()  # what arrived survives an interruption: the next attempt resumes
+        self.hash.update(data)
+        self.received += len(data)
+
+    @property
+    def complete(self) -> bool:
+        return self.received >= self.size
+
+    def finish(self) -> Dict[str, Any]:
+        """Verify the whole ``.part`` and rename it; the verdict to send."""
+        self.close()
+        digest = self.hash.hexdigest()
+        if digest != self.expected:
+            os.unlink(self.part)
+            return {"ok": False, "error": f"sha256 mismatch (got {digest})"}
+        os.replace(self.part, self.final)
+        return {"ok": True, "sha256": digest}
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        self.busy.discard(self.name)
+
+
+async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set) -> Tuple[int, int]:
+    """Serve one sender's connection; returns ``(files verified, files failed)``."""
+    from .errors import DQUICError
+
+    files: Dict[int, Optional[_Incoming]] = {}
+    ok = failed = 0
+    peer = conn.peer_address
+    try:
+        while True:
+            try:
+                sid, data = await conn.receive_message()
+            except DQUICError:
+                break
+            if sid not in files:
+                try:
+                    inc = _Incoming(directory, _json_message(data), busy)
+                except (ValueError, OSError) as exc:
+                    files[sid] = None
+                    failed += 1
+                    out.write(f"refused a file from {peer[0]}:{peer[1]}: {exc}\n")
+                    out.flush()
+                    await conn.send_message(sid, _encode({"ok": False, "error": str(exc)}))
+                    continue
+                files[sid] = inc
+                await conn.send_message(sid, _encode({"offset": inc.offset}))
+                if not inc.complete:
+                    continue
+            else:
+                inc = files[sid]
+                if inc is None or inc.file.closed:
+                    continue  # after a verdict: ignore
+                try:
+                    inc.write(data)
+                except (ValueError, OSError) as exc:
+                    inc.close()
+                    failed += 1
+                    await conn.send_message(sid, _encode({"ok": False, "error": str(exc)}))
+                    continue
+                if not inc.complete:
+                    continue
+            verdict = inc.finish()
+            resumed = f", resumed at {inc.offset} bytes" if inc.offset else ""
+            if verdict["ok"]:
+                ok += 1
+                out.write(f"received {inc.name} ({inc.size} bytes, sha256 verified{resumed}) "
+                          f"from {peer[0]}:{peer[1]}\n")
+            else:
+                failed += 1
+                out.write(f"FAILED {inc.name} from {peer[0]}:{peer[1]}: {verdict['error']}\n")
+            out.flush()
+            await conn.send_message(sid, _encode(verdict))
+    finally:
+        for inc in files.values():
+            if inc is not None and not inc.file.closed:
+                inc.close()  # keep the .part: the sender can resume
+                failed += 1
+                out.write(f"incomplete {inc.name}: {inc.received} of {inc.size} bytes kept in "
+                          f"{inc.name}.part\n")
+                out.flush()
+    return ok, failed
+
+
 def run_serve(args: argparse.Namespace, out: TextIO) -> int:
-    raise CommandFailed("serve: not implemented yet")
+    """The ``serve`` command: receive files until interrupted (or one connection with --once)."""
+    identity = _load_keypair(args.key) if args.key else None
+    trusted = _parse_keys(args.trust)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise CommandFailed(f"cannot create {args.out}: {exc}", EXIT_USAGE) from None
+    return asyncio.run(_serve(args, out, identity, trusted))
+
+
+async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: Any) -> int:
+    from . import aio
+
+    loop = asyncio.get_running_loop()
+    first: "asyncio.Future[Tuple[int, int]]" = loop.create_future()
+    busy: set = set()
+
+    async def handler(conn: Any) -> None:
+        peer = conn.peer_address
+        out.write(f"connection from {peer[0]}:{peer[1]}"
+                  + (f" (key {_b64(conn.peer_key)})" if conn.peer_key else "") + "\n")
+        out.flush()
+        result = await _receive_files(conn, args.out, out, busy)
+        if not first.done():
+            first.set_result(result)
+
+    options: Dict[str, Any] = {"idle_timeout": args.idle_timeout}
+    if identity is not None:
+        options["identity"] = identity
+    if trusted:
+        options["trusted_peers"] = trusted
+    if args.qlog:
+        options["qlog_dir"] = args.qlog
+    try:
+        server = await aio.serve(args.host, args.port, handler, **options)
+    except OSError as exc:
+        raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc}", EXIT_USAGE) from None
+    async with server:
+        host, port = server.address[:2]
+        out.write(f"listening on {host}:{port}, server key {server.identity.public_b64}\n")
+        out.flush()
+        if not args.once:
+            await server.serve_forever()
+            return EXIT_OK
+        ok, failed = await first
+    return EXIT_OK if ok and not failed else EXIT_FAILURE
+
+
+def _b64(key: bytes) -> str:
+    import base64
+
+    return base64.b64encode(key).decode("ascii")
 
 
 def run_send(args: argparse.Namespace, out: TextIO) -> int:
-    raise CommandFailed("send: not implemented yet")
+    """The ``send`` command: send files, wait for each verdict."""
+    identity = _load_keypair(args.key) if args.key else None
+    trusted = _parse_keys(args.trust)
+    server_key = _parse_keys([args.server_key])[0] if args.server_key else None
+    names = set()
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise CommandFailed(f"{path}: not a regular file", EXIT_USAGE)
+        name = os.path.basename(path)
+        try:
+            _check_name(name)
+        except ValueError as exc:
+            raise CommandFailed(f"{path}: {exc}", EXIT_USAGE) from None
+        if name in names:
+            raise CommandFailed(f"two files named {name}", EXIT_USAGE)
+        names.add(name)
+    return asyncio.run(_send(args, out, identity, trusted, server_key))
+
+
+async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: Any,
+                server_key: Any) -> int:
+    from . import aio
+
+    host, port = args.target
+    options: Dict[str, Any] = {"handshake_timeout": args.timeout}
+    if identity is not None:
+        options["identity"] = identity
+    if trusted:
+        options["trusted_peers"] = trusted
+    if server_key is not None:
+        options["server_key"] = server_key
+    if args.qlog:
+        options["qlog_dir"] = args.qlog
+    plan = []
+    for path in args.files:
+        size = os.path.getsize(path)
+        plan.append((path, os.path.basename(path), size, _sha256_file(path).hexdigest()))
+    conn = await aio.connect(host, port, **options)
+    failures = 0
+    t0 = time.monotonic()
+    moved = 0
+    try:
+        for i, (path, name, size, digest) in enumerate(plan):
+            sid = i + 1
+            await conn.send_message(sid, _encode({"name": name, "size": size, "sha256": digest}))
+            answer = _json_message(await conn.receive_message(sid))
+            offset = answer.get("offset")
+            if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= size:
+                failures += 1
+                out.write(f"FAILED {name}: refused by the receiver: {answer.get('error', answer)}\n")
+                out.flush()
+                continue
+            progress = _Progress(size, name, enabled=False if args.no_progress else None)
+            progress.update(offset)
+            queued = offset
+            with open(path, "rb") as f:
+                f.seek(offset)
+                while queued < size:
+                    block = f.read(min(CHUNK, size - queued))
+                    if not block:
+                        break
+                    await conn.send_message(sid, block)
+                    queued += len(block)
+                    progress.update(max(offset, queued - conn.send_buffered))
+            moved += queued - offset
+            if queued < size:
+                progress.close()
+                failures += 1
+                out.write(f"FAILED {name}: file shrank while sending\n")
+                conn.reset_stream(sid)
+                continue
+            verdict = _json_message(await conn.receive_message(sid))
+            progress.close()
+            resumed = f", resumed at {offset} bytes" if offset else ""
+            if verdict.get("ok") is True and verdict.get("sha256") == digest:
+                out.write(f"sent {name} ({size} bytes{resumed}): receiver verified sha256 {digest[:16]}\n")
+            else:
+                failures += 1
+                out.write(f"FAILED {name}: {verdict.get('error', 'receiver reported a different sha256')}\n")
+            out.flush()
+        elapsed = time.monotonic() - t0
+        stats = conn.stats
+        out.write(f"{len(plan) - failures} of {len(plan)} files verified; {_size(moved)} sent in "
+                  f"{elapsed:.2f} s ({_mbit(moved, elapsed):.1f} Mbit/s), rtt "
+                  f"{_ms(stats.smoothed_rtt)}, {stats.packets_lost} packets lost\n")
+    finally:
+        conn.close()
+        await conn.wait_closed()
+    return EXIT_OK if not failures else EXIT_FAILURE
+
+
+# ----------------------------------------------------------------------------------------------
+# bench
+def _bench_udp(seconds: float, size: int) -> Tuple[float, float]:
+    """Raw UDP on loopback: ``(datagrams/s sent, datagrams/s received)`` for ``seconds``."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for s in (rx, tx):
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
+                except OSError:
+                    pass
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(0.2)
+        addr = rx.getsockname()
+        count = [0]
+        stop = threading.Event()
+
+        def receive() -> None:
+            buf = bytearray(65536)
+            n = 0
+            while not stop.is_set():
+                try:
+                    rx.recv_into(buf)
+                    n += 1
+                except (socket.timeout, OSError):
+                    continue
+            count[0] = n
+
+        t = threading.Thread(target=receive, name="dquic-bench-udp", daemon=True)
+        t.start()
+        payload = os.urandom(size)
+        sent = 0
+        sendto = tx.sendto
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            for _ in range(256):
+                try:
+                    sendto(payload, addr)
+                    sent += 1
+                except OSError:
+                    pass
+            if time.perf_counter() >= end:
+                break
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        t.join(2.0)
+        return sent / elapsed, count[0] / elapsed
+    finally:
+        rx.close()
+        tx.close()
+
+
+def _bench_bulk(seconds: float, size: int, encryption: bool) -> Dict[str, float]:
+    """DQUIC client -> server bulk transfer of ``size``-byte messages for ``seconds``."""
+    from .sync import DQUIC
+
+    server = DQUIC(encryption=encryption, linger=0.0)
+    client = DQUIC(encryption=encryption, linger=0.0, max_send_buffer=4 << 20)
+    stop = threading.Event()
+    errors: List[BaseException] = []
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(0.2)
+        client.settimeout(5.0)
+        target = server.local_address
+        client.send_to(target, {1: b"start"})  # handshake outside the measurement
+        server.settimeout(5.0)
+        server.receive_from(65536)
+        server.settimeout(0.2)
+        message = os.urandom(size)
+        batch = {sid: message for sid in range(1, 9)}
+
+        def send() -> None:
+            try:
+                while not stop.is_set():
+                    client.send_to(target, batch)
+            except BaseException as exc:
+                if not stop.is_set():
+                    errors.append(exc)
+
+        t = threading.Thread(target=send, name="dquic-bench-sender", daemon=True)
+        received = 0
+        t0 = time.perf_counter()
+        t.start()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            if errors:
+                raise errors[0]
+            try:
+                _, msgs = server.receive_from(1 << 20)
+            except TimeoutError:
+                continue
+            for v in msgs.values():
+                received += len(v)
+        elapsed = time.perf_counter() - t0
+        stats = client.connections[0].stats
+        return {"bytes": received, "seconds": elapsed, "mbit": _mbit(received, elapsed),
+                "packets": stats.packets_sent, "lost": stats.packets_lost,
+                "rtt": stats.smoothed_rtt}
+    finally:
+        stop.set()
+        client.close()
+        server.close()
+
+
+def _bench_rtt(seconds: float, size: int, encryption: bool) -> Dict[str, float]:
+    """Request/response of ``size`` bytes each way, one at a time, for ``seconds``."""
+    from .sync import DQUIC
+
+    server = DQUIC(encryption=encryption, linger=0.0)
+    client = DQUIC(encryption=encryption, linger=0.0)
+    stop = threading.Event()
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(0.2)
+        client.settimeout(5.0)
+
+        def echo() -> None:
+            while not stop.is_set():
+                try:
+                    peer, msgs = server.receive_from(1 << 20)
+                except (TimeoutError, OSError):
+                    continue
+                try:
+                    server.send_to(peer, msgs)
+                except OSError:
+                    return
+
+        t = threading.Thread(target=echo, name="dquic-bench-echo", daemon=True)
+        t.start()
+        target = server.local_address
+        request = {1: os.urandom(size)}
+        client.send_to(target, request)  # handshake outside the measurement
+        client.receive_from(1 << 20)
+        samples = []
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            a = time.perf_counter()
+            if a >= end:
+                break
+            client.send_to(target, request)
+            got = 0
+            while got < size:
+                _, msgs = client.receive_from(1 << 20)
+                got += sum(len(v) for v in msgs.values())
+            samples.append(time.perf_counter() - a)
+        elapsed = time.perf_counter() - t0
+        samples.sort()
+        return {"count": len(samples), "per_second": len(samples) / elapsed,
+                "median": statistics.median(samples),
+                "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))]}
+    finally:
+        stop.set()
+        client.close()
+        server.close()
 
 
 def run_bench(args: argparse.Namespace, out: TextIO) -> int:
-    raise CommandFailed("bench: not implemented yet")
+    """The ``bench`` command: a table of loopback figures measured in this run."""
+    seconds, size = args.seconds, args.size
+    encryption = not args.no_encryption
+    out.write(f"dquic {__version__} bench: loopback 127.0.0.1, {seconds:g} s per test, "
+              f"{size}-byte payloads, encryption {'on' if encryption else 'OFF'}\n")
+    out.flush()
+    sent_rate, recv_rate = _bench_udp(seconds, size)
+    bulk = _bench_bulk(seconds, size, encryption)
+    rtt = _bench_rtt(seconds, size, encryption)
+    rows = [
+        ("raw UDP sendto (baseline)", f"{sent_rate:,.0f} datagrams/s sent = "
+                                      f"{_mbit(sent_rate * size, 1):,.0f} Mbit/s; "
+                                      f"{recv_rate:,.0f}/s received"),
+        ("dquic bulk, client->server", f"{bulk['mbit']:,.1f} Mbit/s goodput "
+                                       f"({_size(bulk['bytes'])} in {bulk['seconds']:.2f} s, "
+                                       f"{bulk['lost']} packets lost, rtt {_ms(bulk['rtt'])})"),
+        ("dquic round trip", f"median {rtt['median'] * 1e6:,.0f} us, p99 {rtt['p99'] * 1e6:,.0f} us, "
+                             f"{rtt['per_second']:,.0f} round trips/s"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    out.write(f"{'test'.ljust(width)}  result\n{'-' * width}  {'-' * 60}\n")
+    for name, result in rows:
+        out.write(f"{name.ljust(width)}  {result}\n")
+    if sent_rate * size:
+        out.write(f"dquic bulk goodput is {bulk['mbit'] / _mbit(sent_rate * size, 1):.1%} of the raw "
+                  "UDP send rate\n")
+    return EXIT_OK

@@ -1,0 +1,340 @@
+"""The command line (python -m dquic): demo, keygen/pubkey, serve/send through a lossy relay with
+resume from a .part, bench, usage errors, --help and --version, exit codes."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import select
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import dquic
+from dquic import cli
+from dquic.keys import KeyPair
+from dquic.testing.relay import LossyRelay
+
+pytestmark = pytest.mark.timeout(180)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(dquic.__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+COMMANDS = ["demo", "serve", "send", "keygen", "pubkey", "bench"]
+
+
+def dquic_cmd(*args, timeout=120, check_rc=None):
+    """Run ``python -m dquic args`` in a subprocess; returns CompletedProcess."""
+    proc = subprocess.run([sys.executable, "-m", "dquic", *map(str, args)], env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, (proc.stdout, proc.stderr)
+    return proc
+
+
+def run_main(*args):
+    """Run the CLI in-process: ``(exit code, stdout text)``."""
+    out = io.StringIO()
+    rc = cli.main([str(a) for a in args], out=out)
+    return rc, out.getvalue()
+
+
+class Server:
+    """``dquic serve --port 0 --once`` in a subprocess; ``port`` and ``key`` from its first line."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([sys.executable, "-m", "dquic", "serve", "--port", "0", "--once",
+                                      *map(str, args)], env=ENV, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 20.0)
+        assert ready, "serve did not start"
+        line = self.proc.stdout.readline()
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+), server key (\S+)", line)
+        assert m, line
+        self.port = int(m.group(1))
+        self.key = m.group(2)
+
+    def finish(self, timeout=30):
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            pytest.fail(f"serve did not exit: {out} {err}")
+        return self.proc.returncode, out, err
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def make(*args):
+        s = Server(*args)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.kill()
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_random(path, size, seed):
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 1 << 20)
+            f.write(rng.randbytes(n))
+            left -= n
+
+
+# ----------------------------------------------------------------------------------------------
+def test_version():
+    proc = dquic_cmd("--version", check_rc=0)
+    assert proc.stdout.strip() == f"dquic {dquic.__version__}"
+
+
+@pytest.mark.parametrize("command", [None] + COMMANDS)
+def test_help_everywhere(command, capsys):
+    args = ["--help"] if command is None else [command, "--help"]
+    rc, _ = run_main(*args)
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert text.startswith("usage: dquic")
+    if command is not None:
+        assert f"dquic {command}" in text
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["nosuchcommand"],
+    ["demo", "--loss", "2"],
+    ["demo", "--streams", "0"],
+    ["demo", "--size-mb", "-1"],
+    ["send", "no-port-here", "file"],
+    ["send", "127.0.0.1:70000", "file"],
+    ["serve"],
+    ["bench", "--seconds", "0"],
+])
+def test_usage_errors_exit_2(args, capsys):
+    rc, _ = run_main(*args)
+    assert rc == cli.EXIT_USAGE
+    assert "usage: dquic" in capsys.readouterr().err
+
+
+def test_usage_error_exit_2_in_subprocess():
+    proc = dquic_cmd("demo", "--reorder", "x", check_rc=2)
+    assert "--reorder" in proc.stderr
+
+
+def test_send_missing_file_is_usage_error(tmp_path, capsys):
+    rc, _ = run_main("send", "127.0.0.1:9", tmp_path / "missing.bin")
+    assert rc == cli.EXIT_USAGE
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_demo_subprocess_passes():
+    proc = dquic_cmd("demo", "--size-mb", "1", "--seed", "5", "--delay-ms", "2", timeout=120,
+                     check_rc=0)
+    out = proc.stdout
+    assert "PASS: 1.0 MiB on 4 streams verified (sha256)" in out
+    for word in ("goodput:", "Mbit/s", "rtt: smoothed", "min", "loss: relay dropped",
+                 "packets lost", "retransmissions:"):
+        assert word in out, word
+    assert out.count(" ok\n") == 4
+
+
+def test_demo_in_process_options_and_qlog(tmp_path):
+    before = set(threading.enumerate())
+    rc, out = run_main("demo", "--size-mb", "0.5", "--streams", "3", "--seed", "9", "--loss", "0",
+                       "--delay-ms", "0", "--reorder", "0", "--duplicate", "0", "--no-encryption",
+                       "--qlog", tmp_path)
+    assert rc == 0, out
+    assert "encryption DISABLED" in out
+    assert "PASS: 0.5 MiB on 3 streams" in out
+    traces = sorted(p.name for p in tmp_path.iterdir())
+    assert any(n.endswith("_client.sqlog") for n in traces)
+    assert any(n.endswith("_server.sqlog") for n in traces)
+    # every thread the demo started is gone
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not left:
+            break
+        left[0].join(0.1)
+    assert not left
+
+
+def test_demo_deadline_fails_with_exit_1(capsys):
+    t0 = time.monotonic()
+    rc, out = run_main("demo", "--size-mb", "4", "--loss", "0.4", "--timeout", "1", "--seed", "1")
+    elapsed = time.monotonic() - t0
+    assert rc == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "FAIL: deadline of 1 s passed" in err
+    assert elapsed < 15
+
+
+def test_keygen_and_pubkey(tmp_path):
+    key = tmp_path / "id.key"
+    proc = dquic_cmd("keygen", key, check_rc=0)
+    public = proc.stdout.strip()
+    assert KeyPair.load(key).public_b64 == public
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert dquic_cmd("pubkey", key, check_rc=0).stdout.strip() == public
+    # an existing key is never overwritten silently
+    proc = dquic_cmd("keygen", key, check_rc=2)
+    assert "exists" in proc.stderr
+    assert KeyPair.load(key).public_b64 == public
+    rc, out = run_main("keygen", key, "--force")
+    assert rc == 0 and out.strip() != public
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key\n")
+    assert dquic_cmd("pubkey", bad).returncode == 2
+
+
+def test_serve_send_50mib_through_lossy_relay(tmp_path, servers):
+    src = tmp_path / "big.bin"
+    write_random(src, 50 << 20, seed=50)
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"small file\n")
+    empty = tmp_path / "empty.dat"
+    empty.write_bytes(b"")
+    out_dir = tmp_path / "out"
+    server = servers("--out", out_dir)
+    with LossyRelay(("127.0.0.1", server.port), loss=0.005, delay=0.001, reorder=0.005,
+                    duplicate=0.002, seed=3) as relay:
+        host, port = relay.address
+        t0 = time.monotonic()
+        proc = dquic_cmd("send", f"{host}:{port}", src, small, empty, "--server-key", server.key,
+                         "--no-progress", timeout=150)
+        elapsed = time.monotonic() - t0
+        rc, sout, serr = server.finish()
+        counters = relay.counters
+    assert proc.returncode == 0, (proc.stdout, proc.stderr, sout, serr)
+    assert rc == 0, (sout, serr)
+    assert "3 of 3 files verified" in proc.stdout
+    assert sha256(out_dir / "big.bin") == sha256(src)
+    assert (out_dir / "small.txt").read_bytes() == b"small file\n"
+    assert (out_dir / "empty.dat").read_bytes() == b""
+    assert not list(out_dir.glob("*.part"))
+    assert "received big.bin (52428800 bytes, sha256 verified)" in sout
+    assert counters.dropped > 0
+    print(f"50 MiB through the relay in {elapsed:.1f} s")
+
+
+def test_send_resumes_from_part(tmp_path, servers):
+    src = tmp_path / "data.bin"
+    write_random(src, 5 << 20, seed=1)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    have = 3 << 20
+    with open(src, "rb") as f:
+        (out_dir / "data.bin.part").write_bytes(f.read(have))
+    server = servers("--out", out_dir)
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--server-key", server.key,
+                     "--no-progress")
+    rc, sout, _ = server.finish()
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert rc == 0
+    assert f"resumed at {have} bytes" in proc.stdout
+    assert f"resumed at {have} bytes" in sout
+    assert "2.0 MiB sent" in proc.stdout  # only the missing part travelled
+    assert sha256(out_dir / "data.bin") == sha256(src)
+    assert not (out_dir / "data.bin.part").exists()
+
+
+def test_corrupt_part_fails_then_retry_succeeds(tmp_path, servers):
+    src = tmp_path / "data.bin"
+    write_random(src, 1 << 20, seed=2)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "data.bin.part").write_bytes(b"\x00" * 1000)  # not a prefix of the file
+    server = servers("--out", out_dir)
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--server-key", server.key)
+    rc, sout, _ = server.finish()
+    assert proc.returncode == cli.EXIT_FAILURE, proc.stdout
+    assert rc == cli.EXIT_FAILURE
+    assert "sha256 mismatch" in proc.stdout
+    assert not (out_dir / "data.bin").exists()
+    assert not (out_dir / "data.bin.part").exists()  # dropped: the next attempt starts over
+    server = servers("--out", out_dir)
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--server-key", server.key)
+    assert proc.returncode == 0, proc.stdout
+    assert server.finish()[0] == 0
+    assert sha256(out_dir / "data.bin") == sha256(src)
+
+
+def test_trusted_clients_and_pinned_server_key(tmp_path, servers):
+    client_key = tmp_path / "client.key"
+    server_key = tmp_path / "server.key"
+    dquic_cmd("keygen", client_key, check_rc=0)
+    server_pub = dquic_cmd("keygen", server_key, check_rc=0).stdout.strip()
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"trusted\n")
+    out_dir = tmp_path / "out"
+    # the server only accepts the client key (given as a key file); the client pins the server
+    server = servers("--out", out_dir, "--key", server_key, "--trust", client_key)
+    assert server.key == server_pub
+    # without the client key: refused (connection/authentication failure)
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--server-key", server_pub,
+                     "--timeout", "3")
+    assert proc.returncode == cli.EXIT_CONNECTION, (proc.stdout, proc.stderr)
+    # a wrong pinned server key: refused too
+    other = KeyPair.generate().public_b64
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--key", client_key,
+                     "--server-key", other, "--timeout", "3")
+    assert proc.returncode == cli.EXIT_CONNECTION, (proc.stdout, proc.stderr)
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--key", client_key,
+                     "--trust", server_pub)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    rc, sout, _ = server.finish()
+    assert rc == 0
+    assert (out_dir / "f.txt").read_bytes() == b"trusted\n"
+
+
+def test_send_to_dead_port_exits_3(tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    proc = dquic_cmd("send", f"127.0.0.1:{port}", src, "--timeout", "0.5", timeout=30)
+    assert proc.returncode == cli.EXIT_CONNECTION
+    assert "connection failed" in proc.stderr and "timeout" in proc.stderr.lower()
+
+
+def test_bench_prints_table():
+    rc, out = run_main("bench", "--seconds", "0.3")
+    assert rc == 0, out
+    assert "raw UDP sendto (baseline)" in out
+    assert "dquic bulk, client->server" in out and "Mbit/s goodput" in out
+    assert "dquic round trip" in out and "round trips/s" in out
+
+
+def test_refused_file_names():
+    for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "x\x00y", 5, None, "a" * 300]:
+        with pytest.raises(ValueError):
+            cli._check_name(bad)
+    assert cli._check_name("report.pdf") == "report.pdf"

@@ -783,7 +783,11 @@ def run_serve(args: argparse.Namespace, out: TextIO) -> int:
         os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
         raise CommandFailed(f"cannot create {args.out}: {exc}", EXIT_USAGE) from None
-    return asyncio.run(_serve(args, out, identity, trusted))
+    try:
+        return asyncio.run(_serve(args, out, identity, trusted))
+    except KeyboardInterrupt:  # the usual way to stop a server
+        out.write("stopped\n")
+        return EXIT_OK
 
 
 async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: Any) -> int:

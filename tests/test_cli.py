@@ -338,3 +338,23 @@ def test_refused_file_names():
         with pytest.raises(ValueError):
             cli._check_name(bad)
     assert cli._check_name("report.pdf") == "report.pdf"
+
+
+def test_serve_stops_cleanly_on_sigint(tmp_path):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "dquic", "serve", "--port", "0", "--out",
+                             str(tmp_path)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+        assert ready
+        assert proc.stdout.readline().startswith("listening on 127.0.0.1:")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err

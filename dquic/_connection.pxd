@@ -85,101 +85,101 @@ cdef class Connection:
     cdef public Recovery _recovery
     cdef public CongestionController _cc
 
-    cdef object _random
-    cdef object _reset_token
-    cdef int _state
-    cdef object _events
+    cdef public object _random
+    cdef public object _reset_token
+    cdef public int _state
+    cdef public object _events
     # connection IDs
-    cdef dict _host_cids
-    cdef long long _host_cid_seq
-    cdef list _cids_to_issue
-    cdef list _retire_host_requested
-    cdef dict _peer_cids
-    cdef long long _peer_cid_seq
-    cdef list _retire_to_send
-    cdef long long _retired_below
-    cdef bint _peer_cid_set_by_server
+    cdef public dict _host_cids
+    cdef public long long _host_cid_seq
+    cdef public list _cids_to_issue
+    cdef public list _retire_host_requested
+    cdef public dict _peer_cids
+    cdef public long long _peer_cid_seq
+    cdef public list _retire_to_send
+    cdef public long long _retired_below
+    cdef public bint _peer_cid_set_by_server
     # spaces, recovery
-    cdef _Space _hs
-    cdef _Space _app
-    cdef Pacer _pacer
-    cdef double _pacing_deadline        # < 0: none
+    cdef public _Space _hs
+    cdef public _Space _app
+    cdef public Pacer _pacer
+    cdef public double _pacing_deadline        # < 0: none
     cdef int _probes[2]
     # transport parameters
-    cdef object _local_params
-    cdef object _peer_params
-    cdef double _peer_max_ack_delay
-    cdef int _peer_ack_delay_exponent
-    cdef uint64_t _peer_max_datagram_frame
+    cdef public object _local_params
+    cdef public object _peer_params
+    cdef public double _peer_max_ack_delay
+    cdef public int _peer_ack_delay_exponent
+    cdef public uint64_t _peer_max_datagram_frame
     # handshake and protection
-    cdef object _handshake
-    cdef list _seal
-    cdef list _open
-    cdef object _app_seal
-    cdef object _app_open
-    cdef bint _app_seal_null
-    cdef bint _app_open_null
-    cdef int _app_tag
-    cdef bint _handshake_confirmed
-    cdef bint _handshake_done_pending
+    cdef public object _handshake
+    cdef public list _seal
+    cdef public list _open
+    cdef public object _app_seal
+    cdef public object _app_open
+    cdef public bint _app_seal_null
+    cdef public bint _app_open_null
+    cdef public int _app_tag
+    cdef public bint _handshake_confirmed
+    cdef public bint _handshake_done_pending
     # streams and flow control
-    cdef object _send_queue
-    cdef uint64_t _peer_max_data
-    cdef uint64_t _peer_stream_limit
-    cdef uint64_t _data_sent
-    cdef int64_t _data_blocked_reported
-    cdef uint64_t _data_received
-    cdef bint _want_max_data
-    cdef uint64_t _peer_stream_credit
-    cdef uint64_t _peer_opened
-    cdef uint64_t _max_streams_local
-    cdef bint _want_max_streams
-    cdef int64_t _streams_blocked_reported
-    cdef uint64_t _streams_counted
-    cdef object _waiting_for_stream_credit
-    cdef _Stream _last_stream            # one-entry cache in front of _streams
+    cdef public object _send_queue
+    cdef public uint64_t _peer_max_data
+    cdef public uint64_t _peer_stream_limit
+    cdef public uint64_t _data_sent
+    cdef public int64_t _data_blocked_reported
+    cdef public uint64_t _data_received
+    cdef public bint _want_max_data
+    cdef public uint64_t _peer_stream_credit
+    cdef public uint64_t _peer_opened
+    cdef public uint64_t _max_streams_local
+    cdef public bint _want_max_streams
+    cdef public int64_t _streams_blocked_reported
+    cdef public uint64_t _streams_counted
+    cdef public object _waiting_for_stream_credit
+    cdef public _Stream _last_stream            # one-entry cache in front of _streams
     # datagrams
-    cdef object _datagrams
-    cdef long long _datagram_seq
+    cdef public object _datagrams
+    cdef public long long _datagram_seq
     # paths
-    cdef long long _bytes_received_on_path
-    cdef long long _bytes_sent_on_path
-    cdef bint _address_validated
-    cdef object _path_challenge
-    cdef bint _path_challenge_sent
-    cdef object _path_responses
-    cdef object _previous_addr
-    cdef bint _ping_pending
-    cdef object _old_keys_deadline        # when to drop pre-key-update keys, or None
-    cdef bint _eliciting_since_receive
-    cdef object _retry_scid
-    cdef object _retry_token
+    cdef public long long _bytes_received_on_path
+    cdef public long long _bytes_sent_on_path
+    cdef public bint _address_validated
+    cdef public object _path_challenge
+    cdef public bint _path_challenge_sent
+    cdef public object _path_responses
+    cdef public object _previous_addr
+    cdef public bint _ping_pending
+    cdef public object _old_keys_deadline        # when to drop pre-key-update keys, or None
+    cdef public bint _eliciting_since_receive
+    cdef public object _retry_scid
+    cdef public object _retry_token
     cdef public object _qlog
     # timers
-    cdef bint _started
-    cdef double _created
-    cdef double _last_activity
-    cdef double _last_eliciting_sent
-    cdef double _idle_timeout
-    cdef object _close_deadline
-    cdef object _close_frame
-    cdef double _close_sent_at
-    cdef bint _local_close
-    cdef double _now_hint
+    cdef public bint _started
+    cdef public double _created
+    cdef public double _last_activity
+    cdef public double _last_eliciting_sent
+    cdef public double _idle_timeout
+    cdef public object _close_deadline
+    cdef public object _close_frame
+    cdef public double _close_sent_at
+    cdef public bint _local_close
+    cdef public double _now_hint
     # configuration copied at construction (hot path)
-    cdef int _cid_len
-    cdef Py_ssize_t _mds
-    cdef Py_ssize_t _max_ack_ranges
-    cdef Py_ssize_t _ack_ranges_per_frame
-    cdef int _ack_eliciting_threshold
-    cdef int _ack_delay_exponent
-    cdef double _max_ack_delay
-    cdef uint64_t _stream_window_max
-    cdef uint64_t _stream_window_initial
+    cdef public int _cid_len
+    cdef public Py_ssize_t _mds
+    cdef public Py_ssize_t _max_ack_ranges
+    cdef public Py_ssize_t _ack_ranges_per_frame
+    cdef public int _ack_eliciting_threshold
+    cdef public int _ack_delay_exponent
+    cdef public double _max_ack_delay
+    cdef public uint64_t _stream_window_max
+    cdef public uint64_t _stream_window_initial
     # reusable buffers and records
-    cdef Buffer _sbuf
-    cdef Buffer _rbuf
-    cdef list _free_sent
+    cdef public Buffer _sbuf
+    cdef public Buffer _rbuf
+    cdef public list _free_sent
 
     # --- internal C API ---
     cdef _Stream _lookup(self, uint64_t stream_id)
@@ -211,7 +211,7 @@ cdef class Connection:
     cdef int _on_ack_c(self, int space_id, list ranges, uint64_t ack_delay, double now) except -1
     cdef int _on_packet_acked(self, _Sent pkt) except -1
     cdef int _on_packet_lost(self, _Sent pkt) except -1
-    cdef int _other_acked(self, tuple item) except -1
+    cdef int _other_acked(self, tuple item, bint declared_lost) except -1
     cdef int _other_lost(self, tuple item) except -1
     cdef void _recycle(self, _Sent pkt)
     cdef list _frame_tuples(self, _Sent pkt)

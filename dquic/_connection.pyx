@@ -1662,7 +1662,7 @@ cdef class Connection:
                     if s is not None:
                         s.send.on_acked_c(r.offset, r.length, r.fin)
                     i += 1
-                self._other_acked(item)
+                self._other_acked(item, pkt.declared_lost)
         while i < pkt.nstream:
             r = &pkt.streams[i]
             s = self._lookup(r.stream_id)
@@ -1671,7 +1671,7 @@ cdef class Connection:
             i += 1
         return 0
 
-    cdef int _other_acked(self, tuple item) except -1:
+    cdef int _other_acked(self, tuple item, bint declared_lost) except -1:
         cdef _Stream s
         cdef _Space sp
         kind = item[0]
@@ -1682,7 +1682,8 @@ cdef class Connection:
         elif kind == "c":
             sp = self._spaces[item[1]]
             sp.crypto_send.on_acked_c(item[2], item[3], False)
-        elif kind == "g":
+        elif kind == "g" and not declared_lost:
+            # a datagram declared lost was already reported as such; one verdict per datagram
             self._events.append(DatagramAcknowledged(item[1]))
         return 0
 
@@ -1871,6 +1872,9 @@ cdef class Connection:
                     break
                 out.append((d, addr))
                 total += len(d)
+            if not self._send_queue and not self._datagrams and self._cc.can_send(mds):
+                # the application, not the network, limits the rate (delivery-rate estimation)
+                self._recovery.on_app_limited()
         if total:
             self.bytes_sent += total
             self._bytes_sent_on_path += total
@@ -2109,7 +2113,7 @@ cdef class Connection:
         cc_ok = probe or self._cc.can_send(limit)
         if cc_ok and not probe and self._pacer is not None:
             self._pacer.update(self._cc.congestion_window, self._recovery.rtt.smoothed_rtt,
-                               self._cc.in_slow_start())
+                               self._cc.in_slow_start(), self._cc.pacing_rate())
             t = self._pacer.next_send_time(now)
             if t > now:
                 cc_ok = False

@@ -61,7 +61,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # pip, quietly: its output is shown only when it fails
 pip_q() { if ! "$@" >"$WORK/pip.log" 2>&1; then cat "$WORK/pip.log" >&2; return 1; fi; }
 
-step "interpreter: $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+PYINFO=$("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])' 2>&1) \
+  || fail "cannot run the interpreter $PY: $PYINFO"
+step "interpreter: $PYINFO"
 pip_q "$PY" -m pip install -q build
 
 SRC=$ROOT
@@ -201,7 +203,9 @@ step "install the wheel into a fresh virtual environment"
 "$PY" -m venv "$WORK/venv"
 VPY=$WORK/venv/bin/python
 [ -x "$VPY" ] || VPY=$WORK/venv/Scripts/python.exe
-pip_q "$VPY" -m pip install -q "$WHEEL[test]" || fail "installing the wheel with its test extra failed"
+# --prefer-binary: an older release with a wheel rather than building a newer one from source
+# (test tools such as atheris do not publish wheels for every Python with every release)
+pip_q "$VPY" -m pip install -q --prefer-binary "$WHEEL[test]" || fail "installing the wheel with its test extra failed"
 
 RUN=$WORK/run
 mkdir "$RUN"

@@ -412,9 +412,10 @@ def test_large_message_assembled_and_too_large_rejected(run):
     big = os.urandom(5 << 20)
 
     async def handler(conn):
+        # "after" goes first: it must stay readable when the stream beside it fails
+        await conn.send_message(3, b"after")
         await conn.send_message(1, big)
         await conn.send_message(2, bytes(3 << 20))
-        await conn.send_message(3, b"after")
         await conn.wait_closed()
 
     async def main():
@@ -423,9 +424,13 @@ def test_large_message_assembled_and_too_large_rejected(run):
                                          max_message_size=(5 << 20) + 10) as conn:
                 assert await conn.receive_message(1) == big
                 assert await conn.receive_message(3) == b"after"
+                assert await conn.receive_message(2) == bytes(3 << 20)
             async with await aio.connect(*server.address, max_message_size=1 << 20) as conn:
-                with pytest.raises(aio.MessageTooLarge):
+                with pytest.raises(aio.MessageTooLarge) as info:
                     await conn.receive_message(1)
+                assert info.value.stream_id == 1
+                with pytest.raises(aio.MessageTooLarge):
+                    await conn.receive_message(1)  # the stream stays failed
                 assert await conn.receive_message(3) == b"after"
 
     run(main)

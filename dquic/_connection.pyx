@@ -119,6 +119,15 @@ cdef inline int _varint_len(uint64_t v) noexcept:
     return 1 if v < 0x40 else 2 if v < 0x4000 else 4 if v < 0x40000000 else 8
 
 
+cdef inline object _payload_len(object total):
+    """Payload bytes of a message whose encoding (length prefix included) took ``total``."""
+    cdef int k
+    for k in (1, 2, 4, 8):
+        if _varint_len(total - k) == k:
+            return total - k
+    return total
+
+
 cdef inline Py_ssize_t _read_varint(const uint8_t* p, Py_ssize_t avail, uint64_t* out) noexcept:
     """Decode one varint (RFC 9000 §16); returns its size, or 0 if truncated."""
     cdef Py_ssize_t n, i
@@ -678,7 +687,7 @@ cdef class Connection:
         cdef _Stream stream = self._send_stream(stream_id)
         n = stream.send.write_message(data)
         self._schedule(stream)
-        return n - _varint_len(n)  # payload bytes (write_message counts the prefix too)
+        return _payload_len(n)
 
     def send_stream_data(self, stream_id, data, end_stream=False):
         """Queue ``data`` as one message; with ``end_stream`` also finish our half of the stream."""
@@ -1819,6 +1828,7 @@ cdef class Connection:
         self._address_validated = False
         challenge = self._random(8)
         self._path_challenge = (challenge, addr, now + max(3 * self._pto(), 0.1))
+        self._path_challenge_sent = False
         self._switch_peer_cid()
 
     def _path_validation_failed(self):

@@ -263,3 +263,26 @@ def test_same_seed_same_outcome():
         return net.now, conn.stats.packets_sent, conn.stats.packets_lost
 
     assert run(21) == run(21)
+
+
+def test_send_message_returns_payload_length_at_varint_boundaries():
+    from dquic.connection import Connection
+
+    c = Connection(Configuration(encryption=False), SERVER_ADDR)
+    for n in (0, 1, 62, 63, 64, 16382, 16383, 16384, 70_000):
+        assert c.send_message(1, bytes(n)) == n
+
+
+def test_two_successive_migrations_are_both_validated():
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01, bandwidth=50e6), seed=17)
+    data = _payload(17, 3 << 20)
+    conn.send_message(1, data)
+    addrs = [CLIENT_ADDR, ("198.51.100.20", 41000), ("198.51.100.21", 42000)]
+    for i, new in enumerate(addrs[1:], 1):
+        net.run(until=lambda: server.bytes_received > i * (1 << 20), max_time=60)
+        net.rebind(addrs[i - 1], new)
+        net.link(new, SERVER_ADDR, LinkConfig(delay=0.01, bandwidth=50e6))
+    net.run(until=lambda: server.count(1) == 1, max_time=120)
+    assert server.stream_messages(1) == [data]
+    changed = [e.new_addr for _, e in server.events if isinstance(e, PathChanged)]
+    assert changed[-2:] == addrs[1:]

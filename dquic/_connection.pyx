@@ -15,7 +15,7 @@ it what to do:
 After each of those the driver calls ``datagrams_to_send(now)`` and sends every ``(data, addr)``
 it returns, then re-arms its timer from ``get_timer()``, and drains ``next_event()``.
 
-Packets live in two packet-number spaces (PROTOCOL.md §7): HANDSHAKE (long-header packets that
+Packets live in two packet-number spaces (PROTOCOL.md §12.1): HANDSHAKE (long-header packets that
 carry the Noise handshake in CRYPTO frames) and APPLICATION (short-header 1-RTT packets sealed
 with the keys the handshake produced). Each space tracks the packet numbers it received (a
 ``RangeSet`` that becomes ACK frames) and the packets it sent (``Recovery``, RFC 9002).
@@ -32,7 +32,7 @@ Received short-header packets are parsed in place: STREAM data goes from the dat
 decrypted payload) straight into the stream's reassembly buffer, ACK frames are decoded without
 frame objects. Rare frames go through the ``dquic._codec`` frame classes.
 
-Stream bytes carry length-prefixed messages (PROTOCOL.md §5): ``send_message`` appends one,
+Stream bytes carry length-prefixed messages (PROTOCOL.md §8): ``send_message`` appends one,
 ``read_message`` returns the next message (or the next piece of a large one).
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer

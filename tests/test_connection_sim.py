@@ -110,10 +110,10 @@ def test_streams_are_independent_head_of_line():
     net.run(until=lambda: server.count(1) == 1, max_time=60)
 
 
-def test_large_transfer_16mib_one_percent_loss():
-    link = LinkConfig(delay=0.01, loss=0.01, bandwidth=200e6, queue_limit=1_000_000)
-    net, client, server, conn = make_pair(link, seed=11, encryption=False)
-    data = os.urandom(16 << 20)
+def test_large_transfer_64mib_one_percent_loss():
+    link = LinkConfig(delay=0.005, loss=0.01, bandwidth=1e9, queue_limit=4_000_000)
+    net, client, server, conn = make_pair(link, seed=11)
+    data = os.urandom(64 << 20)
     conn.send_message(9, data)
     server.keep_data = False
     net.run(until=lambda: server.count(9) == 1, max_time=600)

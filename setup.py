@@ -3,12 +3,93 @@
 Every ``dquic/*.pyx`` is an extension module. Set ``DQUIC_ONLY=dquic._codec,dquic._ranges``
 to build just those (handy while another module is being edited), ``DQUIC_TRACE=1`` to build
 with Cython line tracing for profiling/coverage, and ``DQUIC_DEBUG=1`` for -O0 -g.
+
+``dquic._protection`` calls libcrypto directly when OpenSSL (>= 1.1.1) headers and library
+are found (``pkg-config libcrypto``, then ``DQUIC_OPENSSL_DIR``, then the compiler's default
+paths); otherwise it uses the ``cryptography`` package only. ``DQUIC_NO_OPENSSL=1`` forces
+the latter.
 """
 import glob
 import os
+import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 
 from setuptools import Extension, setup
+
+
+# --- OpenSSL for dquic._protection -------------------------------------------------------------
+_OPENSSL_PROBE = r"""
+#include <openssl/evp.h>
+#include <openssl/opensslv.h>
+#if OPENSSL_VERSION_NUMBER < 0x10101000L
+#error "OpenSSL 1.1.1 or newer needed"
+#endif
+int main(void) {
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int ok = c != NULL && EVP_chacha20_poly1305() != NULL && EVP_aes_256_gcm() != NULL;
+    EVP_CIPHER_CTX_free(c);
+    return ok ? 0 : 1;
+}
+"""
+
+
+def _openssl_candidates():
+    """(include_dirs, library_dirs, libraries) to try, most specific first."""
+    lib = "libcrypto" if sys.platform == "win32" else "crypto"
+    if shutil.which("pkg-config"):
+        try:
+            flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libcrypto"], check=True,
+                                   capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            flags = None
+        if flags is not None:
+            words = shlex.split(flags)
+            yield ([w[2:] for w in words if w.startswith("-I")], [w[2:] for w in words if w.startswith("-L")],
+                   [w[2:] for w in words if w.startswith("-l")] or [lib])
+    root = os.environ.get("DQUIC_OPENSSL_DIR")
+    if root:
+        yield [os.path.join(root, "include")], [os.path.join(root, "lib"), os.path.join(root, "lib64")], [lib]
+    yield [], [], [lib]
+    for root in ("/opt/homebrew/opt/openssl@3", "/usr/local/opt/openssl@3"):
+        if os.path.isdir(root):
+            yield [os.path.join(root, "include")], [os.path.join(root, "lib")], [lib]
+
+
+def _openssl_build_args():
+    """Extension keyword arguments for linking dquic._protection with libcrypto, or None.
+
+    Each candidate is proven by compiling and linking a small program, so a header without
+    its library (or a too-old OpenSSL) falls back cleanly to the ``cryptography`` path.
+    """
+    if os.environ.get("DQUIC_NO_OPENSSL") == "1":
+        print("dquic: DQUIC_NO_OPENSSL=1, _protection uses the cryptography package only")
+        return None
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.errors import CompileError, LinkError
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    for include_dirs, library_dirs, libraries in _openssl_candidates():
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(_OPENSSL_PROBE)
+            cc = new_compiler()
+            customize_compiler(cc)
+            try:
+                objs = cc.compile([src], output_dir=tmp, include_dirs=include_dirs)
+                cc.link_executable(objs, os.path.join(tmp, "probe"), library_dirs=library_dirs,
+                                   libraries=libraries)
+            except (CompileError, LinkError, OSError):
+                continue
+        print(f"dquic: _protection links libcrypto (include {include_dirs or 'default'}, "
+              f"libraries {libraries}, library dirs {library_dirs or 'default'})")
+        return {"include_dirs": include_dirs, "library_dirs": library_dirs, "libraries": libraries,
+                "define_macros": [("DQUIC_HAVE_OPENSSL", "1")]}
+    print("dquic: no usable OpenSSL (>= 1.1.1) found, _protection uses the cryptography package only")
+    return None
 
 
 def extensions():
@@ -27,7 +108,13 @@ def extensions():
         name = path[:-4].replace(os.sep, ".")
         if only and name not in only:
             continue
-        exts.append(Extension(name, [path], define_macros=macros, extra_compile_args=cflags))
+        kw = {"define_macros": list(macros)}
+        if name == "dquic._protection":
+            ssl = _openssl_build_args()
+            if ssl:
+                kw["define_macros"] += ssl.pop("define_macros")
+                kw.update(ssl)
+        exts.append(Extension(name, [path], extra_compile_args=cflags, **kw))
     directives = {
         "language_level": "3",
         "embedsignature": True,

@@ -22,8 +22,24 @@ ChaCha20-Poly1305 suites.
 peer flipping the key-phase bit makes us update our sending keys too. Hand
 ``keys.sender`` to the packet builder and ``keys.receiver`` to the packet parser.
 ``NullProtection`` has the same interface with no cryptography (handshake packets, tests).
+
+Backends. The primitives come from OpenSSL either way; two ways of reaching them exist:
+
+* ``"openssl"``: when the extension was built against libcrypto (``DQUIC_HAVE_OPENSSL``),
+  each key holds long-lived ``EVP_CIPHER_CTX`` objects initialised with the key once; per
+  packet only the nonce is set and the cipher runs directly on C buffers (no Python call,
+  no temporary object besides the output ``bytes``);
+* ``"cryptography"``: the ``cryptography`` package's AEAD and ``Cipher`` objects (several
+  Python-level calls per packet). Always available; the fallback when the extension was
+  built without libcrypto.
+
+Both produce byte-identical packets (tests check this). ``BACKEND`` names the default for
+new keys, ``AVAILABLE_BACKENDS`` what this build can use; ``use_backend()`` switches the
+default (tests, benchmarks).
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
@@ -43,6 +59,10 @@ __all__ = [
     "derive_packet_keys",
     "next_secret",
     "decode_packet_number",
+    "use_backend",
+    "BACKEND",
+    "AVAILABLE_BACKENDS",
+    "OPENSSL_VERSION",
     "TAG_SIZE",
     "SAMPLE_SIZE",
     "KEY_PHASE_BIT",
@@ -51,6 +71,103 @@ __all__ = [
     "DEFAULT_KEY_UPDATE_INTERVAL",
 ]
 
+# ----------------------------------------------------------------------------- libcrypto
+#
+# The declarations below resolve to libcrypto when the extension is compiled with
+# -DDQUIC_HAVE_OPENSSL (setup.py does so when it finds OpenSSL >= 1.1.1 headers and
+# library); otherwise to stubs that always fail, and DQUIC_OPENSSL is 0 so the module
+# never calls them. One source file serves both builds; no generated Cython code.
+cdef extern from * nogil:
+    """
+    #if defined(DQUIC_HAVE_OPENSSL)
+    #include <openssl/opensslv.h>
+    #if OPENSSL_VERSION_NUMBER < 0x10101000L
+    #undef DQUIC_HAVE_OPENSSL
+    #endif
+    #endif
+
+    #if defined(DQUIC_HAVE_OPENSSL)
+    #include <openssl/crypto.h>
+    #include <openssl/evp.h>
+    #define DQUIC_OPENSSL 1
+    static const char *dquic_openssl_version(void) { return OpenSSL_version(OPENSSL_VERSION); }
+    #else
+    #include <string.h>
+    #define DQUIC_OPENSSL 0
+    typedef struct dquic_no_evp_cipher_ctx EVP_CIPHER_CTX;
+    typedef struct dquic_no_evp_cipher EVP_CIPHER;
+    typedef struct dquic_no_engine ENGINE;
+    #define EVP_CTRL_AEAD_SET_IVLEN 0x9
+    #define EVP_CTRL_AEAD_GET_TAG 0x10
+    #define EVP_CTRL_AEAD_SET_TAG 0x11
+    static const char *dquic_openssl_version(void) { return ""; }
+    static EVP_CIPHER_CTX *EVP_CIPHER_CTX_new(void) { return NULL; }
+    static void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *c) { (void)c; }
+    static const EVP_CIPHER *dquic_no_cipher(void) { return NULL; }
+    #define EVP_aes_128_gcm dquic_no_cipher
+    #define EVP_aes_192_gcm dquic_no_cipher
+    #define EVP_aes_256_gcm dquic_no_cipher
+    #define EVP_chacha20_poly1305 dquic_no_cipher
+    #define EVP_aes_128_ecb dquic_no_cipher
+    #define EVP_aes_192_ecb dquic_no_cipher
+    #define EVP_aes_256_ecb dquic_no_cipher
+    #define EVP_chacha20 dquic_no_cipher
+    static int dquic_no_init(EVP_CIPHER_CTX *c, const EVP_CIPHER *t, ENGINE *e,
+                             const unsigned char *k, const unsigned char *iv)
+    { (void)c; (void)t; (void)e; (void)k; (void)iv; return 0; }
+    static int dquic_no_update(EVP_CIPHER_CTX *c, unsigned char *o, int *ol,
+                               const unsigned char *i, int il)
+    { (void)c; (void)o; (void)ol; (void)i; (void)il; return 0; }
+    static int dquic_no_final(EVP_CIPHER_CTX *c, unsigned char *o, int *ol)
+    { (void)c; (void)o; (void)ol; return 0; }
+    #define EVP_EncryptInit_ex dquic_no_init
+    #define EVP_DecryptInit_ex dquic_no_init
+    #define EVP_EncryptUpdate dquic_no_update
+    #define EVP_DecryptUpdate dquic_no_update
+    #define EVP_EncryptFinal_ex dquic_no_final
+    #define EVP_DecryptFinal_ex dquic_no_final
+    static int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *c, int t, int a, void *p)
+    { (void)c; (void)t; (void)a; (void)p; return 0; }
+    static int EVP_CIPHER_CTX_set_padding(EVP_CIPHER_CTX *c, int p) { (void)c; (void)p; return 0; }
+    static void OPENSSL_cleanse(void *p, size_t n) { volatile unsigned char *v = p; while (n--) *v++ = 0; }
+    #endif
+    """
+    ctypedef struct EVP_CIPHER_CTX:
+        pass
+    ctypedef struct EVP_CIPHER:
+        pass
+    ctypedef struct ENGINE:
+        pass
+    int DQUIC_OPENSSL
+    int EVP_CTRL_AEAD_SET_IVLEN
+    int EVP_CTRL_AEAD_GET_TAG
+    int EVP_CTRL_AEAD_SET_TAG
+    const char* dquic_openssl_version()
+    EVP_CIPHER_CTX* EVP_CIPHER_CTX_new()
+    void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX* ctx)
+    const EVP_CIPHER* EVP_aes_128_gcm()
+    const EVP_CIPHER* EVP_aes_192_gcm()
+    const EVP_CIPHER* EVP_aes_256_gcm()
+    const EVP_CIPHER* EVP_chacha20_poly1305()
+    const EVP_CIPHER* EVP_aes_128_ecb()
+    const EVP_CIPHER* EVP_aes_192_ecb()
+    const EVP_CIPHER* EVP_aes_256_ecb()
+    const EVP_CIPHER* EVP_chacha20()
+    int EVP_EncryptInit_ex(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher, ENGINE* impl,
+                           const unsigned char* key, const unsigned char* iv)
+    int EVP_EncryptUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
+                          const unsigned char* inp, int inl)
+    int EVP_EncryptFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl)
+    int EVP_DecryptInit_ex(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher, ENGINE* impl,
+                           const unsigned char* key, const unsigned char* iv)
+    int EVP_DecryptUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
+                          const unsigned char* inp, int inl)
+    int EVP_DecryptFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl)
+    int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX* ctx, int type, int arg, void* ptr)
+    int EVP_CIPHER_CTX_set_padding(EVP_CIPHER_CTX* ctx, int pad)
+    void OPENSSL_cleanse(void* ptr, size_t len)
+
+
 TAG_SIZE = 16
 SAMPLE_SIZE = 16
 KEY_PHASE_BIT = 0x04
@@ -58,8 +175,15 @@ cdef enum:
     _TAG = 16
     _SAMPLE = 16
     _KP = 0x04
+    # Release the GIL around a cipher call only from this many bytes on. For a ~1200-byte
+    # packet the work is a few hundred ns: dropping and re-taking the GIL would add a
+    # measurable share and, with another busy Python thread, can stall the network thread
+    # for a whole switch interval (the same reasoning as hashlib's 2 KiB threshold).
+    _NOGIL_MIN = 8192
 cdef int64_t _PN_MAX = (<int64_t>1 << 62) - 1
 cdef bytes _ZERO5 = bytes(5)
+cdef unsigned char _ZEROS[16]
+_ZEROS[:] = [0] * 16
 
 #: RFC 9001 §6.6: packets that may be protected with one key (None: no practical limit).
 CONFIDENTIALITY_LIMITS = {"AESGCM": 1 << 23, "ChaChaPoly": None}
@@ -75,6 +199,71 @@ class DecryptionFailed(ProtocolError):
 
     def __init__(self, message="packet decryption failed"):
         super().__init__(message, ErrorCode.PROTOCOL_VIOLATION)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+cdef bint _probe_cipher(const EVP_CIPHER* cipher):
+    """True when libcrypto can set up ``cipher`` (it may be absent, e.g. in a FIPS build)."""
+    if cipher == NULL:
+        return False
+    cdef EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new()
+    if ctx == NULL:
+        return False
+    cdef unsigned char key[32]
+    cdef unsigned char iv[16]
+    key[:] = [0] * 32
+    iv[:] = [0] * 16
+    cdef bint ok = EVP_EncryptInit_ex(ctx, cipher, NULL, key, iv) == 1
+    EVP_CIPHER_CTX_free(ctx)
+    return ok
+
+
+cdef bint _openssl_usable():
+    if not DQUIC_OPENSSL:
+        return False
+    return (_probe_cipher(EVP_aes_256_gcm()) and _probe_cipher(EVP_chacha20_poly1305())
+            and _probe_cipher(EVP_aes_256_ecb()) and _probe_cipher(EVP_chacha20()))
+
+
+cdef bint _HAVE_OPENSSL = _openssl_usable()
+cdef bint _default_openssl = _HAVE_OPENSSL
+
+#: The libcrypto this module calls directly (None when it is built without one).
+OPENSSL_VERSION = dquic_openssl_version().decode("ascii", "replace") if _HAVE_OPENSSL else None
+#: Backends this build can use, the preferred first.
+AVAILABLE_BACKENDS = ("openssl", "cryptography") if _HAVE_OPENSSL else ("cryptography",)
+#: The backend keys created from now on use (see ``use_backend``).
+BACKEND = AVAILABLE_BACKENDS[0]
+
+
+def use_backend(name):
+    """Make ``name`` ("openssl" or "cryptography") the backend of keys created from now on.
+
+    Existing keys keep theirs (a ``OneRttKeys`` keeps its backend across key updates).
+    Returns the previous default so callers (tests, benchmarks) can restore it. Raises
+    ``ValueError`` for a backend this build does not have.
+    """
+    global BACKEND, _default_openssl
+    if name not in AVAILABLE_BACKENDS:
+        raise ValueError("backend %r not available (have %s)" % (name, ", ".join(AVAILABLE_BACKENDS)))
+    previous = BACKEND
+    BACKEND = name
+    _default_openssl = name == "openssl"
+    return previous
+
+
+cdef bint _want_openssl(backend) except -1:
+    if backend is None:
+        return _default_openssl
+    if backend not in AVAILABLE_BACKENDS:
+        raise ValueError("backend %r not available (have %s)" % (backend, ", ".join(AVAILABLE_BACKENDS)))
+    return backend == "openssl"
+
+
+cdef inline const unsigned char* _bytes_ptr(bytes b):
+    return <const unsigned char*>PyBytes_AS_STRING(b)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -123,26 +312,97 @@ def decode_packet_number(truncated, pn_nbits, expected):
 cdef class _HeaderProtection:
     """Computes the header-protection mask from a 16-byte sample (RFC 9001 §5.4).
 
-    ``mask(sample)`` returns at least 5 bytes; only the first 5 are used.
+    ``mask(sample)`` returns at least 5 bytes; only the first 5 are used. The compiled
+    packet path calls ``c_mask`` (5 mask bytes into a C buffer).
     """
 
-
-    def __init__(self, cipher, hp_key):
+    def __init__(self, cipher, hp_key, backend=None):
         self._key = bytes(hp_key)
-        if cipher == "AESGCM":
+        self._chacha = cipher != "AESGCM"
+        self._openssl = _want_openssl(backend)
+        if self._openssl:
+            self._init_openssl()
+        elif not self._chacha:
             # §5.4.3: AES in ECB mode over the sample; one long-lived context suffices
             # because ECB has no chaining state between blocks.
-            self._chacha = False
             self._ctx = Cipher(algorithms.AES(self._key), modes.ECB()).encryptor()
         else:
             # §5.4.4: counter = sample[0:4] (little endian), nonce = sample[4:16]; this is
             # exactly the 16-byte "nonce" layout cryptography's ChaCha20 takes. Re-seeding
             # one context (cryptography >= 43) is ~4x cheaper than building a new one.
-            self._chacha = True
             self._ctx = Cipher(algorithms.ChaCha20(self._key, bytes(16)), None).encryptor()
             self._reset = hasattr(self._ctx, "reset_nonce")
 
+    cdef int _init_openssl(self) except -1:
+        cdef Py_ssize_t klen = len(self._key)
+        cdef const EVP_CIPHER* cipher
+        if self._chacha:
+            if klen != 32:
+                raise ValueError("ChaCha20 header-protection keys are 32 bytes")
+            cipher = EVP_chacha20()
+        elif klen == 16:
+            cipher = EVP_aes_128_ecb()
+        elif klen == 24:
+            cipher = EVP_aes_192_ecb()
+        elif klen == 32:
+            cipher = EVP_aes_256_ecb()
+        else:
+            raise ValueError("AES header-protection keys are 16, 24 or 32 bytes")
+        cdef EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new()
+        if ctx == NULL:
+            raise MemoryError()
+        self._octx = ctx
+        # For ChaCha20 the IV is set per sample (c_mask); all-zero until then.
+        if EVP_EncryptInit_ex(ctx, cipher, NULL, _bytes_ptr(self._key), _ZEROS) != 1:
+            raise RuntimeError("libcrypto refused the header-protection key")
+        if not self._chacha and EVP_CIPHER_CTX_set_padding(ctx, 0) != 1:
+            raise RuntimeError("libcrypto refused to disable ECB padding")
+        return 0
+
+    def __dealloc__(self):
+        if self._octx != NULL:
+            EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._octx)
+            self._octx = NULL
+
+    @property
+    def backend(self):
+        """"openssl" or "cryptography"."""
+        return "openssl" if self._openssl else "cryptography"
+
+    cdef int c_mask(self, const unsigned char* sample, unsigned char* mask) except -1:
+        """Write the first 5 mask bytes for the 16-byte ``sample`` into ``mask``."""
+        cdef unsigned char block[16]
+        cdef int outl = 0
+        cdef bint ok
+        cdef bytes m
+        cdef EVP_CIPHER_CTX* ctx = <EVP_CIPHER_CTX*>self._octx
+        if self._openssl:
+            if self._chacha:
+                # §5.4.4: EVP_chacha20's 16-byte IV is counter (4 bytes, little endian) ||
+                # nonce (12 bytes), exactly the sample; the mask is the keystream over zeros.
+                ok = (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, sample) == 1
+                      and EVP_EncryptUpdate(ctx, mask, &outl, _ZEROS, 5) == 1 and outl == 5)
+            else:
+                ok = EVP_EncryptUpdate(ctx, block, &outl, sample, 16) == 1 and outl == 16
+                memcpy(mask, block, 5)
+            if not ok:
+                raise RuntimeError("header protection failed in libcrypto")
+            return 0
+        m = self.mask(PyBytes_FromStringAndSize(<const char*>sample, 16))
+        memcpy(mask, PyBytes_AS_STRING(m), 5)
+        return 0
+
     cpdef bytes mask(self, sample):
+        cdef bytes s
+        cdef unsigned char out[5]
+        if self._openssl:
+            s = sample if type(sample) is bytes else bytes(sample)
+            if PyBytes_GET_SIZE(s) != _SAMPLE:
+                raise ValueError("header-protection samples are 16 bytes")
+            if not self._chacha:
+                return self._ecb(_bytes_ptr(s))
+            self.c_mask(_bytes_ptr(s), out)
+            return PyBytes_FromStringAndSize(<const char*>out, 5)
         if not self._chacha:
             return self._ctx.update(sample)
         if self._reset:
@@ -150,37 +410,185 @@ cdef class _HeaderProtection:
             return self._ctx.update(_ZERO5)
         return Cipher(algorithms.ChaCha20(self._key, sample), None).encryptor().update(_ZERO5)
 
+    cdef bytes _ecb(self, const unsigned char* sample):
+        # the full 16-byte AES block, like the cryptography backend returns
+        cdef unsigned char block[16]
+        cdef int outl = 0
+        if EVP_EncryptUpdate(<EVP_CIPHER_CTX*>self._octx, block, &outl, sample, 16) != 1 or outl != 16:
+            raise RuntimeError("header protection failed in libcrypto")
+        return PyBytes_FromStringAndSize(<const char*>block, 16)
+
 
 cdef class _Keys:
-    """AEAD state for one direction and one key-update generation."""
+    """AEAD state for one direction and one key-update generation.
 
+    With the openssl backend the key lives in C memory (wiped when the object dies) and in
+    up to two ``EVP_CIPHER_CTX`` (one for sealing, one for opening, each created on first
+    use and initialised with the key once); per packet only the nonce changes.
+    """
 
-    def __init__(self, cipher, secret):
+    def __init__(self, cipher, secret, backend=None):
         key, iv, _ = derive_packet_keys(secret)
         self.secret = bytes(secret)
-        self.aead = _AEADS[cipher](key)
-        memcpy(self.iv, <char*>iv, 12)
+        self._setup(cipher, key, iv, backend)
 
     @staticmethod
-    def from_key_iv(cipher, key, iv):
+    def from_key_iv(cipher, key, iv, backend=None):
         """Keys from raw material instead of a secret (for published test vectors)."""
         cdef _Keys k = _Keys.__new__(_Keys)
         k.secret = b""
-        k.aead = _AEADS[cipher](bytes(key))
-        iv = bytes(iv)
-        if len(iv) != 12:
-            raise ValueError("iv is 12 bytes")
-        memcpy(k.iv, <char*>iv, 12)
+        k._setup(cipher, bytes(key), bytes(iv), backend)
         return k
 
-    cdef bytes nonce(self, uint64_t pn):
+    cdef int _setup(self, cipher, bytes key, bytes iv, backend) except -1:
+        if cipher not in _AEADS:
+            raise ValueError("unknown cipher %r" % (cipher,))
+        if PyBytes_GET_SIZE(iv) != 12:
+            raise ValueError("iv is 12 bytes")
+        self._chacha = cipher == "ChaChaPoly"
+        self._openssl = _want_openssl(backend)
+        cdef Py_ssize_t klen = PyBytes_GET_SIZE(key)
+        cdef bint ok
+        if self._openssl:
+            if self._chacha:
+                ok = klen == 32
+                self._cipher = EVP_chacha20_poly1305()
+            else:
+                ok = klen in (16, 24, 32)
+                self._cipher = (EVP_aes_128_gcm() if klen == 16 else
+                                EVP_aes_192_gcm() if klen == 24 else EVP_aes_256_gcm())
+            if not ok:
+                raise ValueError("bad AEAD key length for %s" % (cipher,))
+            memcpy(self._key, PyBytes_AS_STRING(key), klen)
+            self.aead = None
+        else:
+            self.aead = _AEADS[cipher](key)
+        memcpy(self.iv, PyBytes_AS_STRING(iv), 12)
+        return 0
+
+    def __dealloc__(self):
+        if self._ectx != NULL:
+            EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._ectx)
+        if self._dctx != NULL:
+            EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._dctx)
+        OPENSSL_cleanse(self._key, 32)
+
+    @property
+    def backend(self):
+        """"openssl" or "cryptography"."""
+        return "openssl" if self._openssl else "cryptography"
+
+    cdef void* _context(self, bint sealing) except NULL:
+        # A context keyed once; the nonce is set per packet (EVP_*Init_ex with only an IV).
+        cdef EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new()
+        if ctx == NULL:
+            raise MemoryError()
+        cdef int ok
+        cdef const EVP_CIPHER* cipher = <const EVP_CIPHER*>self._cipher
+        if sealing:
+            ok = EVP_EncryptInit_ex(ctx, cipher, NULL, NULL, NULL) == 1
+            ok = ok and EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) == 1
+            ok = ok and EVP_EncryptInit_ex(ctx, NULL, NULL, self._key, NULL) == 1
+        else:
+            ok = EVP_DecryptInit_ex(ctx, cipher, NULL, NULL, NULL) == 1
+            ok = ok and EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) == 1
+            ok = ok and EVP_DecryptInit_ex(ctx, NULL, NULL, self._key, NULL) == 1
+        if not ok:
+            EVP_CIPHER_CTX_free(ctx)
+            raise RuntimeError("libcrypto refused the AEAD key")
+        if sealing:
+            self._ectx = ctx
+        else:
+            self._dctx = ctx
+        return ctx
+
+    cdef void c_nonce(self, uint64_t pn, unsigned char* n) noexcept nogil:
         # RFC 9001 §5.3: iv XOR the packet number left-padded to 12 bytes.
-        cdef unsigned char n[12]
         cdef int i
         memcpy(n, self.iv, 12)
         for i in range(8):
             n[11 - i] ^= <unsigned char>((pn >> (8 * i)) & 0xFF)
+
+    cdef bytes nonce(self, uint64_t pn):
+        cdef unsigned char n[12]
+        self.c_nonce(pn, n)
         return PyBytes_FromStringAndSize(<char*>n, 12)
+
+    cdef int c_seal(self, uint64_t pn, const unsigned char* ad, Py_ssize_t adlen,
+                    const unsigned char* src, Py_ssize_t n, unsigned char* dst) except -1:
+        """openssl backend: encrypt ``n`` bytes of ``src`` into ``dst`` and append the
+        16-byte tag (``dst`` has room for ``n + 16``). ``ad`` may overlap ``dst`` only
+        before ``dst`` (it is read before anything is written)."""
+        cdef EVP_CIPHER_CTX* ctx = <EVP_CIPHER_CTX*>self._ectx
+        if ctx == NULL:
+            ctx = <EVP_CIPHER_CTX*>self._context(True)
+        if adlen > INT_MAX or n > INT_MAX - _TAG:
+            raise ValueError("packet too large")
+        cdef unsigned char nonce[12]
+        self.c_nonce(pn, nonce)
+        cdef int r
+        if n >= _NOGIL_MIN:
+            with nogil:
+                r = _aead_seal(ctx, nonce, ad, <int>adlen, src, <int>n, dst)
+        else:
+            r = _aead_seal(ctx, nonce, ad, <int>adlen, src, <int>n, dst)
+        if not r:
+            raise RuntimeError("AEAD encryption failed in libcrypto")
+        return 0
+
+    cdef object c_open(self, uint64_t pn, const unsigned char* ad, Py_ssize_t adlen,
+                       const unsigned char* src, Py_ssize_t n):
+        """openssl backend: authenticate and decrypt ``n`` bytes of ciphertext+tag.
+        Returns the plaintext ``bytes`` or None when it does not authenticate."""
+        cdef EVP_CIPHER_CTX* ctx = <EVP_CIPHER_CTX*>self._dctx
+        if ctx == NULL:
+            ctx = <EVP_CIPHER_CTX*>self._context(False)
+        if n < _TAG or n > INT_MAX or adlen > INT_MAX:
+            return None
+        cdef unsigned char nonce[12]
+        self.c_nonce(pn, nonce)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, n - _TAG)
+        cdef unsigned char* o = <unsigned char*>PyBytes_AS_STRING(out)
+        cdef int r
+        if n >= _NOGIL_MIN:
+            with nogil:
+                r = _aead_open(ctx, nonce, ad, <int>adlen, src, <int>n, o)
+        else:
+            r = _aead_open(ctx, nonce, ad, <int>adlen, src, <int>n, o)
+        return out if r else None
+
+
+cdef int _aead_seal(EVP_CIPHER_CTX* ctx, const unsigned char* nonce, const unsigned char* ad, int adlen,
+                    const unsigned char* src, int n, unsigned char* dst) noexcept nogil:
+    cdef int outl = 0, fin = 0
+    if EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1:
+        return 0
+    if EVP_EncryptUpdate(ctx, NULL, &outl, ad, adlen) != 1:
+        return 0
+    outl = 0
+    if n > 0 and EVP_EncryptUpdate(ctx, dst, &outl, src, n) != 1:
+        return 0
+    if EVP_EncryptFinal_ex(ctx, dst + outl, &fin) != 1 or outl + fin != n:
+        return 0
+    return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, _TAG, dst + n) == 1
+
+
+cdef int _aead_open(EVP_CIPHER_CTX* ctx, const unsigned char* nonce, const unsigned char* ad, int adlen,
+                    const unsigned char* src, int n, unsigned char* dst) noexcept nogil:
+    # n includes the tag (n >= 16 checked by the caller)
+    cdef int outl = 0, fin = 0
+    cdef int clen = n - _TAG
+    if EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1:
+        return 0
+    if EVP_DecryptUpdate(ctx, NULL, &outl, ad, adlen) != 1:
+        return 0
+    outl = 0
+    if clen > 0 and EVP_DecryptUpdate(ctx, dst, &outl, src, clen) != 1:
+        return 0
+    # OpenSSL copies the expected tag; the cast only satisfies the generic ctrl signature.
+    if EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, _TAG, <void*>(src + clen)) != 1:
+        return 0
+    return EVP_DecryptFinal_ex(ctx, dst + outl, &fin) == 1 and outl + fin == clen
 
 
 # ----------------------------------------------------------------------------- views
@@ -192,8 +600,9 @@ cdef class PacketProtection:
     The sending view offers ``encrypt_packet``; the receiving view ``decrypt_packet``.
     Both expose ``tag_size`` (16: reserve this many bytes after the payload when sizing
     packets and long-header Length fields) and ``keys`` (the shared ``OneRttKeys``).
+    Compiled callers may ``cimport`` this class and call ``c_seal`` (header and payload
+    as C buffers, no intermediate objects).
     """
-
 
     def __init__(self, OneRttKeys keys, bint sending):
         self.keys = keys
@@ -215,6 +624,14 @@ cdef class PacketProtection:
         if not self.sending:
             raise TypeError("this is the receiving half; use keys.sender")
         return self.keys._seal(plain_header, plain_payload, packet_number)
+
+    cdef bytes c_seal(self, const unsigned char* header, Py_ssize_t hlen,
+                      const unsigned char* payload, Py_ssize_t plen, int64_t packet_number):
+        """``encrypt_packet`` for compiled callers: the same checks and result, the header
+        and payload read from C memory (which must stay valid for the call)."""
+        if not self.sending:
+            raise TypeError("this is the receiving half; use keys.sender")
+        return self.keys._seal_c(header, hlen, payload, plen, None, packet_number)
 
     def decrypt_packet(self, packet, pn_offset, expected_packet_number):
         """Remove protection from one packet.
@@ -255,16 +672,19 @@ cdef class OneRttKeys:
     * after any update the previous receive keys stay usable for reordered packets until
       the connection calls ``discard_old_keys()`` (RFC 9001 §6.5 suggests 3*PTO after the
       update). ``has_old_keys`` says whether that timer is needed.
-    """
 
+    ``backend`` ("openssl", "cryptography" or None for the module default ``BACKEND``)
+    chooses how the primitives are reached; the packets are the same either way.
+    """
 
     def __init__(self, send_secret, recv_secret, cipher="ChaChaPoly", *,
                  key_update_interval=DEFAULT_KEY_UPDATE_INTERVAL, confidentiality_limit=-1,
-                 integrity_limit=None):
+                 integrity_limit=None, backend=None):
         if cipher not in _AEADS:
             raise ValueError("unknown cipher %r" % (cipher,))
         if key_update_interval < 1:
             raise ValueError("key_update_interval must be positive")
+        self.backend = "openssl" if _want_openssl(backend) else "cryptography"
         self.cipher = cipher
         if confidentiality_limit == -1:
             confidentiality_limit = CONFIDENTIALITY_LIMITS[cipher]
@@ -275,16 +695,17 @@ cdef class OneRttKeys:
             key_update_interval = min(key_update_interval, confidentiality_limit)
         self.key_update_interval = key_update_interval
 
+        backend = self.backend
         _, _, send_hp = derive_packet_keys(send_secret)
         _, _, recv_hp = derive_packet_keys(recv_secret)
-        self._hp_send = _HeaderProtection(cipher, send_hp)
-        self._hp_recv = _HeaderProtection(cipher, recv_hp)
-        self._send = _Keys(cipher, send_secret)
-        self._recv = _Keys(cipher, recv_secret)
+        self._hp_send = _HeaderProtection(cipher, send_hp, backend)
+        self._hp_recv = _HeaderProtection(cipher, recv_hp, backend)
+        self._send = _Keys(cipher, send_secret, backend)
+        self._recv = _Keys(cipher, recv_secret, backend)
         self._prev_recv = None
         # Precomputed so that trying the next generation costs the same as any other
         # decryption (RFC 9001 §6.3, timing side channels).
-        self._next_recv = _Keys(cipher, next_secret(self._recv.secret))
+        self._next_recv = _Keys(cipher, next_secret(self._recv.secret), backend)
         self._recv_first_pn = -1
         self.key_phase = 0
         self.generation = 0
@@ -316,10 +737,11 @@ cdef class OneRttKeys:
 
     cdef _rotate(self):
         cipher = self.cipher
-        self._send = _Keys(cipher, next_secret(self._send.secret))
+        backend = self.backend
+        self._send = _Keys(cipher, next_secret(self._send.secret), backend)
         self._prev_recv = self._recv
         self._recv = self._next_recv
-        self._next_recv = _Keys(cipher, next_secret(self._recv.secret))
+        self._next_recv = _Keys(cipher, next_secret(self._recv.secret), backend)
         self._recv_first_pn = -1
         self.key_phase ^= 1
         self.generation += 1
@@ -335,16 +757,31 @@ cdef class OneRttKeys:
     cdef bytes _seal(self, plain_header, plain_payload, packet_number):
         if not 0 <= packet_number <= _PN_MAX:
             raise ValueError("packet number out of range")
-        cdef uint64_t pn = packet_number
+        cdef bytes hb = plain_header if type(plain_header) is bytes else bytes(plain_header)
+        cdef Py_buffer view
+        if PyBytes_CheckExact(plain_payload):
+            return self._seal_c(_bytes_ptr(hb), PyBytes_GET_SIZE(hb), _bytes_ptr(plain_payload),
+                                PyBytes_GET_SIZE(plain_payload), plain_payload, packet_number)
+        PyObject_GetBuffer(plain_payload, &view, PyBUF_SIMPLE)
+        try:
+            return self._seal_c(_bytes_ptr(hb), PyBytes_GET_SIZE(hb), <const unsigned char*>view.buf,
+                                view.len, plain_payload, packet_number)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef bytes _seal_c(self, const unsigned char* h, Py_ssize_t hlen, const unsigned char* payload,
+                       Py_ssize_t plen, object payload_obj, int64_t packet_number):
+        # payload_obj: the payload as a Python object when the caller has one (the
+        # cryptography backend needs one; None makes a copy from ``payload``).
+        if not 0 <= packet_number <= _PN_MAX:
+            raise ValueError("packet number out of range")
+        cdef uint64_t pn = <uint64_t>packet_number
         if self.packets_sent_in_phase >= self.key_update_interval and self._recv_first_pn >= 0:
             self._rotate()
         if self._conf_limit >= 0 and self.packets_sent_in_phase >= self._conf_limit:
             raise ProtocolError("confidentiality limit reached without a key update", ErrorCode.AEAD_LIMIT_REACHED)
-        cdef bytes hb = plain_header if type(plain_header) is bytes else bytes(plain_header)
-        cdef Py_ssize_t hlen = PyBytes_GET_SIZE(hb)
         if hlen == 0:
             raise ValueError("empty header")
-        cdef const unsigned char* h = <const unsigned char*>PyBytes_AS_STRING(hb)
         cdef unsigned char first = h[0]
         cdef int pn_len = (first & 0x03) + 1
         cdef Py_ssize_t pn_offset = hlen - pn_len
@@ -352,32 +789,41 @@ cdef class OneRttKeys:
         cdef uint64_t trunc = 0
         if pn_offset < 1:
             raise ValueError("header shorter than its packet number")
-        if len(plain_payload) + pn_len < 4:
+        if plen + pn_len < 4:
             raise ValueError("payload too short for a header-protection sample; pad it")
         for i in range(pn_len):
             trunc = (trunc << 8) | h[pn_offset + i]
         if trunc != (pn & ((<uint64_t>1 << (8 * pn_len)) - 1)):
             raise ValueError("header packet number does not match packet_number")
         cdef bint long_header = (first & 0x80) != 0
-        cdef unsigned char new_first
-        cdef bytes ad = hb
         if not long_header:
-            new_first = (first & 0xFB) | (self.key_phase << 2)
-            if new_first != first:
-                ad = PyBytes_FromStringAndSize(<char*>h, hlen)
-                (<unsigned char*>PyBytes_AS_STRING(ad))[0] = new_first
-                first = new_first
+            first = (first & 0xFB) | (self.key_phase << 2)
         cdef _Keys keys = self._send
-        cdef bytes ct = keys.aead.encrypt(keys.nonce(pn), plain_payload, ad)
+        cdef bytes out, ct, ad
+        cdef unsigned char* o
+        cdef Py_ssize_t clen
+        if keys._openssl:
+            out = PyBytes_FromStringAndSize(NULL, hlen + plen + _TAG)
+            o = <unsigned char*>PyBytes_AS_STRING(out)
+            memcpy(o, h, hlen)
+            o[0] = first
+            # the associated data is the header as just written (key phase set, no HP yet)
+            keys.c_seal(pn, o, hlen, payload, plen, o + hlen)
+        else:
+            ad = PyBytes_FromStringAndSize(<const char*>h, hlen)
+            (<unsigned char*>PyBytes_AS_STRING(ad))[0] = first
+            if payload_obj is None:
+                payload_obj = PyBytes_FromStringAndSize(<const char*>payload, plen)
+            ct = keys.aead.encrypt(keys.nonce(pn), payload_obj, ad)
+            clen = PyBytes_GET_SIZE(ct)
+            out = PyBytes_FromStringAndSize(NULL, hlen + clen)
+            o = <unsigned char*>PyBytes_AS_STRING(out)
+            memcpy(o, PyBytes_AS_STRING(ad), hlen)
+            memcpy(o + hlen, PyBytes_AS_STRING(ct), clen)
         self.packets_sent_in_phase += 1
-        cdef Py_ssize_t clen = PyBytes_GET_SIZE(ct)
-        cdef Py_ssize_t s = 4 - pn_len
-        cdef bytes mask_b = self._hp_send.mask(ct[s:s + _SAMPLE])
-        cdef const unsigned char* mask = <const unsigned char*>PyBytes_AS_STRING(mask_b)
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, hlen + clen)
-        cdef unsigned char* o = <unsigned char*>PyBytes_AS_STRING(out)
-        memcpy(o, PyBytes_AS_STRING(ad), hlen)
-        memcpy(o + hlen, PyBytes_AS_STRING(ct), clen)
+        # RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number offset.
+        cdef unsigned char mask[5]
+        self._hp_send.c_mask(o + pn_offset + 4, mask)
         o[0] = first ^ (mask[0] & (0x0F if long_header else 0x1F))
         for i in range(pn_len):
             o[pn_offset + i] ^= mask[1 + i]
@@ -411,9 +857,9 @@ cdef class OneRttKeys:
         if not 0 <= expected_obj <= _PN_MAX + 1:
             raise DecryptionFailed("expected packet number out of range")
         cdef int64_t expected = expected_obj
-        cdef bytes mask_b = self._hp_recv.mask(data[pn_offset + 4:pn_offset + 4 + _SAMPLE])
-        cdef const unsigned char* mask = <const unsigned char*>PyBytes_AS_STRING(mask_b)
-        cdef const unsigned char* d = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef const unsigned char* d = _bytes_ptr(data)
+        cdef unsigned char mask[5]
+        self._hp_recv.c_mask(d + pn_offset + 4, mask)
         cdef unsigned char first = d[0]
         cdef bint long_header = (first & 0x80) != 0
         first ^= mask[0] & (0x0F if long_header else 0x1F)
@@ -439,10 +885,15 @@ cdef class OneRttKeys:
                 keys, which = self._prev_recv, -1
             else:
                 keys, which = self._next_recv, 1
-        try:
-            payload = keys.aead.decrypt(keys.nonce(<uint64_t>pn), data[pn_end:], hdr)
-        except InvalidTag:
-            raise self._fail() from None
+        if keys._openssl:
+            payload = keys.c_open(<uint64_t>pn, hp, pn_end, d + pn_end, dlen - pn_end)
+            if payload is None:
+                raise self._fail()
+        else:
+            try:
+                payload = keys.aead.decrypt(keys.nonce(<uint64_t>pn), data[pn_end:], hdr)
+            except InvalidTag:
+                raise self._fail() from None
         if which == 1:
             # The peer initiated a key update; follow it (RFC 9001 §6.2).
             self._rotate()

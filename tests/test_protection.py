@@ -1,4 +1,8 @@
-"""Tests for dquic._protection: packet protection, header protection, key update, limits."""
+"""Tests for dquic._protection: packet protection, header protection, key update, limits.
+
+Every test runs once per available backend ("openssl" when the extension links libcrypto,
+and always "cryptography"); the parity tests at the end check both give identical bytes.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dquic import _protection
 from dquic._protection import (
+    AVAILABLE_BACKENDS,
     KEY_PHASE_BIT,
     DecryptionFailed,
     NullProtection,
@@ -21,6 +27,16 @@ from dquic.errors import ErrorCode, ProtocolError
 
 SUITES = ["ChaChaPoly", "AESGCM"]
 DCID = bytes(range(8))
+
+
+@pytest.fixture(autouse=True, params=AVAILABLE_BACKENDS)
+def backend(request):
+    """Run the test with ``request.param`` as the default backend for new keys."""
+    previous = _protection.use_backend(request.param)
+    try:
+        yield request.param
+    finally:
+        _protection.use_backend(previous)
 
 
 def _secret(label: str) -> bytes:
@@ -95,6 +111,7 @@ def test_rfc9001_chacha_short_header_packet_vector():
     key = bytes.fromhex("c6d98ff3441c3fe1b2182094f69caa2ed4b716b65488960a7a984979fb23e1c8")
     iv = bytes.fromhex("e0459b3474bdd0e44a41c144")
     hp_key = bytes.fromhex("25a282b9e82f06f21f488917a4fc8f1b73573685608597d0efcb076b0ab7a7a4")
+    assert a.backend == _protection.BACKEND
     a._send = _Keys.from_key_iv("ChaChaPoly", key, iv)
     b._recv = _Keys.from_key_iv("ChaChaPoly", key, iv)
     a._hp_send = _HeaderProtection("ChaChaPoly", hp_key)
@@ -388,3 +405,128 @@ def test_null_protection():
         n.decrypt_packet(short_header(1, 4)[:-1], 9, 0)
     with pytest.raises(ValueError):
         n.encrypt_packet(b"", b"", 0)
+
+
+# ------------------------------------------------------------------ backends
+
+
+def test_backend_selection(backend):
+    assert _protection.BACKEND == backend
+    a, b = pair()
+    assert a.backend == b.backend == backend
+    assert a._send.backend == a._hp_send.backend == backend
+    assert AVAILABLE_BACKENDS[-1] == "cryptography"
+    assert (_protection.OPENSSL_VERSION is not None) == ("openssl" in AVAILABLE_BACKENDS)
+    with pytest.raises(ValueError):
+        _protection.use_backend("rot13")
+    with pytest.raises(ValueError):
+        OneRttKeys(bytes(32), bytes(32), backend="rot13")
+    assert _protection.BACKEND == backend  # a refused switch changes nothing
+
+
+def test_backend_kept_across_key_updates(backend):
+    a, b = pair()
+    ab, ba = Flow(a, b), Flow(b, a)
+    other = [n for n in AVAILABLE_BACKENDS if n != backend]
+    if other:
+        _protection.use_backend(other[0])  # the default changes; existing keys do not
+    for _ in range(3):
+        ab.open(ab.seal()[1])
+        ba.open(ba.seal()[1])
+        a.update_keys()
+        ab.open(ab.seal()[1])
+        assert {a._send.backend, a._recv.backend, a._next_recv.backend, b._send.backend} == {backend}
+    assert a.generation == b.generation == 3
+
+
+@pytest.mark.parametrize("cipher", SUITES)
+def test_payload_buffer_types_and_sizes(cipher):
+    a, b = pair(cipher)
+    ab = Flow(a, b)
+    for payload in (b"", b"abc", bytearray(b"bytearray payload"), memoryview(b"0123456789" * 3)[5:],
+                    bytes(range(256)) * 40, bytes(20000)):
+        pn_len = 4 if len(payload) < 3 else 2
+        pn, pkt = ab.seal(payload, pn_len=pn_len)
+        assert len(pkt) == 1 + len(DCID) + pn_len + len(payload) + 16
+        assert ab.open(pkt)[1] == bytes(payload)
+    with pytest.raises(TypeError):
+        ab.seal(12345)
+
+
+# Parity: the two backends are two routes to the same primitives, so for the same secrets
+# and input they must produce the same packets, and each must open the other's packets.
+needs_both = pytest.mark.skipif(len(AVAILABLE_BACKENDS) < 2, reason="built without libcrypto")
+
+
+def backend_pairs(cipher, **kw):
+    s1, s2 = _secret("parity 1 " + cipher), _secret("parity 2 " + cipher)
+    made = {}
+    for name in AVAILABLE_BACKENDS:
+        made[name] = (OneRttKeys(s1, s2, cipher, backend=name, **kw), OneRttKeys(s2, s1, cipher, backend=name, **kw))
+    return made["openssl"], made["cryptography"]
+
+
+@needs_both
+@pytest.mark.parametrize("cipher", SUITES)
+@given(
+    pn=st.integers(min_value=0, max_value=2**62 - 1),
+    pn_len=st.integers(min_value=1, max_value=4),
+    long=st.booleans(),
+    payload=st.binary(min_size=3, max_size=1500),
+)
+@settings(max_examples=60, deadline=None)
+def test_parity_random_packets(cipher, pn, pn_len, long, payload):
+    (oa, ob), (ca, cb) = backend_pairs(cipher)
+    header = (long_header if long else short_header)(pn, pn_len)
+    pn_offset = len(header) - pn_len
+    p1 = oa.sender.encrypt_packet(header, payload, pn)
+    p2 = ca.sender.encrypt_packet(header, payload, pn)
+    assert p1 == p2
+    expected = max(pn - 1, 0)
+    assert cb.receiver.decrypt_packet(p1, pn_offset, expected) == (header, payload, pn)
+    assert ob.receiver.decrypt_packet(p2, pn_offset, expected) == (header, payload, pn)
+
+
+@needs_both
+@pytest.mark.parametrize("cipher", SUITES)
+def test_parity_across_key_updates_and_failures(cipher):
+    (oa, ob), (ca, cb) = backend_pairs(cipher)
+    flows = [(Flow(oa, cb), Flow(ca, ob)), (Flow(ob, ca), Flow(cb, oa))]
+    for step in range(12):
+        for f_ossl, f_cryp in flows:
+            pn1, p1 = f_ossl.seal(b"step %d" % step)
+            pn2, p2 = f_cryp.seal(b"step %d" % step)
+            assert (pn1, p1) == (pn2, p2)
+            assert f_ossl.open(p1)[1] == f_cryp.open(p2)[1] == b"step %d" % step
+            bad = p1[:-1] + bytes([p1[-1] ^ 0x80])
+            with pytest.raises(DecryptionFailed):
+                f_ossl.open(bad)
+            with pytest.raises(DecryptionFailed):
+                f_cryp.open(bad)
+        if step % 3 == 2:
+            oa.update_keys()
+            ca.update_keys()
+    # the receivers follow the last update only once a packet with the new phase arrives
+    assert (oa.generation, ca.generation, ob.generation, cb.generation) == (4, 4, 3, 3)
+    assert oa.failed_decryptions == ca.failed_decryptions == 12
+
+
+@needs_both
+@pytest.mark.parametrize("cipher", SUITES)
+@given(sample=st.binary(min_size=16, max_size=16), key=st.binary(min_size=32, max_size=32))
+@settings(max_examples=50, deadline=None)
+def test_parity_header_protection_mask(cipher, sample, key):
+    o = _HeaderProtection(cipher, key, "openssl")
+    c = _HeaderProtection(cipher, key, "cryptography")
+    assert o.mask(sample) == c.mask(sample)
+    assert o.mask(bytearray(sample)) == c.mask(sample)
+
+
+def test_header_protection_rejects_bad_sizes(backend):
+    with pytest.raises(ValueError):
+        _HeaderProtection("ChaChaPoly", bytes(31))
+    with pytest.raises(ValueError):
+        _HeaderProtection("AESGCM", bytes(20))
+    if backend == "openssl":
+        with pytest.raises(ValueError):
+            _HeaderProtection("AESGCM", bytes(32)).mask(bytes(15))

@@ -260,3 +260,103 @@ def pull_ack_frame(buf, max_ranges=256):
     if ftype == 0x03:
         ecn = (buf.pull_varint(), buf.pull_varint(), buf.pull_varint())
     return ranges, delay, ecn
+
+
+# -- single-call forms ---------------------------------------------------------------------
+# The same signatures and results as the compiled single-call entry points
+# (dquic._codec.encode_stream_frame & co.), built from the cursor functions above, so that
+# each benchmark compares one call against one call.
+def encode_short_header(dcid, pn, pn_len, key_phase=0, spin=0):
+    buf = PyBuffer()
+    push_short_header(buf, dcid, pn, pn_len, key_phase, spin)
+    return bytes(buf.data)
+
+
+def decode_short_header(data, dcid_len, offset=0):
+    """Returns (dcid, pn_truncated, pn_len, key_phase, spin, payload_offset)."""
+    buf = PyBuffer(data)
+    buf.pos = offset
+    first = data[offset] if offset < len(data) else 0
+    if first & 0x80:
+        raise DecodeError("long header")
+    _, _, dcid, _, _, pn_offset, _ = pull_header(buf, dcid_len)
+    pn_len = (first & 0x03) + 1
+    pn = buf.pull_uint(pn_len)
+    return dcid, pn, pn_len, (first >> 2) & 1, (first >> 5) & 1, buf.pos
+
+
+def encode_long_header(ptype, version, dcid, scid, token, pn, pn_len, payload_length=0):
+    buf = PyBuffer()
+    off = push_long_header(buf, ptype, version, dcid, scid, token, pn, pn_len)
+    patch_length(buf, off, pn_len + payload_length)
+    return bytes(buf.data)
+
+
+def decode_long_header(data, offset=0):
+    """Returns (packet_type, version, dcid, scid, token, pn_truncated, pn_len, payload_offset,
+    packet_end)."""
+    buf = PyBuffer(data)
+    buf.pos = offset
+    ptype, version, dcid, scid, token, pn_offset, end = pull_header(buf, 0)
+    pn_len = (data[offset] & 0x03) + 1
+    if end - pn_offset < pn_len:
+        raise DecodeError("length")
+    pn = buf.pull_uint(pn_len)
+    return ptype, version, dcid, scid, token, pn, pn_len, buf.pos, end
+
+
+def encode_stream_frame(stream_id, offset, data, fin=False):
+    buf = PyBuffer()
+    push_stream_frame(buf, stream_id, offset, data, fin)
+    return bytes(buf.data)
+
+
+def decode_stream_frame(data, offset=0):
+    """Returns (stream_id, stream_offset, fin, data_start, data_end)."""
+    buf = PyBuffer(data)
+    buf.pos = offset
+    stream_id, stream_offset, length, fin = pull_stream_frame_header(buf)
+    return stream_id, stream_offset, fin, buf.pos, buf.pos + length
+
+
+def encode_ack(ranges, ack_delay):
+    buf = PyBuffer()
+    push_ack_frame(buf, ranges, ack_delay)
+    return bytes(buf.data)
+
+
+def decode_ack(data, offset=0, max_ranges=256):
+    """Returns (bounds, ack_delay, ecn, next_offset), bounds = [start0, stop0, start1, ...]
+    ascending (pull_ack_frame's parse, collecting flat bounds instead of tuples)."""
+    buf = PyBuffer(data)
+    buf.pos = offset
+    ftype = buf.pull_uint8()
+    if ftype not in (0x02, 0x03):
+        raise DecodeError("not an ACK frame")
+    largest = buf.pull_varint()
+    delay = buf.pull_varint()
+    count = buf.pull_varint()
+    first = buf.pull_varint()
+    if count >= max_ranges or count > (len(buf.data) - buf.pos) // 2:
+        raise DecodeError("range count")
+    if first > largest:
+        raise DecodeError("underflow")
+    smallest = largest - first
+    bounds = [largest + 1, smallest]  # highest range first, reversed below
+    append = bounds.append
+    for _ in range(count):
+        gap = buf.pull_varint()
+        length = buf.pull_varint()
+        if smallest < gap + 2:
+            raise DecodeError("underflow")
+        largest = smallest - gap - 2
+        if length > largest:
+            raise DecodeError("underflow")
+        smallest = largest - length
+        append(largest + 1)
+        append(smallest)
+    bounds.reverse()
+    ecn = None
+    if ftype == 0x03:
+        ecn = (buf.pull_varint(), buf.pull_varint(), buf.pull_varint())
+    return bounds, delay, ecn, buf.pos

@@ -776,6 +776,17 @@ cdef class Connection:
                 out.append(sid)
         return out
 
+    def stream_finished(self, stream_id):
+        """True once the peer's half of ``stream_id`` ended: its FIN arrived and every message
+        was read, or the peer reset it."""
+        s = self._streams.get(stream_id)
+        return s is not None and ((<_Stream>s).recv.is_finished or (<_Stream>s).recv._reset)
+
+    def stream_send_complete(self, stream_id):
+        """True once everything we sent on ``stream_id``, its FIN included, was acknowledged."""
+        s = self._streams.get(stream_id)
+        return s is not None and (<_Stream>s).send.is_finished
+
     def message_ready(self, stream_id, Py_ssize_t max_bytes):
         """True if ``read_message(stream_id, max_bytes)`` would return a whole message, the end of
         one, or exactly ``max_bytes`` of one."""
@@ -1472,6 +1483,10 @@ cdef class Connection:
         unread = frame.final_size - s.recv._read_offset
         if unread > 0:
             self._recv_window.on_consumed(unread)
+            if self._recv_window.should_update():
+                # the credit those bytes held must go back to the peer, or it may stall
+                self._recv_window.update(now, self._recovery.rtt.smoothed_rtt)
+                self._want_max_data = True
         self._events.append(StreamReset(frame.stream_id, frame.error_code))
         self._check_recv_closed(s)
 

@@ -286,3 +286,38 @@ def test_two_successive_migrations_are_both_validated():
     assert server.stream_messages(1) == [data]
     changed = [e.new_addr for _, e in server.events if isinstance(e, PathChanged)]
     assert changed[-2:] == addrs[1:]
+
+
+def test_stream_end_is_visible_on_both_sides():
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01), seed=18)
+    conn.send_message(3, b"last words")
+    conn.end_stream(3)
+    net.run(until=lambda: server.count(3) == 1, max_time=5)
+    net.run_for(0.2)
+    sconn = _server_conn(server)
+    assert sconn.stream_finished(3) and not sconn.stream_finished(4)
+    assert conn.stream_send_complete(3)
+
+
+def test_reset_stream_returns_connection_credit():
+    """Bytes a reset stream will never deliver give their connection credit back (MAX_DATA)."""
+    scfg = Configuration(is_client=False, encryption=False, initial_max_data=200_000,
+                         max_data_window=200_000, initial_max_stream_data=180_000,
+                         max_stream_data_window=180_000)
+    net, client, server, conn = make_pair(LinkConfig(delay=0.005), encryption=False,
+                                          server_config=scfg, seed=19)
+    server.reading = False
+    conn.send_message(1, bytes(150_000))
+    net.run(until=lambda: server.bytes_received == 0 and _server_conn(server)._data_received >= 150_000
+            if server.endpoint.connections else False, max_time=10)
+    sconn = _server_conn(server)
+    sconn.stop_sending(1, 5)  # the peer answers with RESET_STREAM
+    net.poll()
+    net.run(until=lambda: any(isinstance(e, StreamReset) for _, e in server.events), max_time=10)
+    # without any read by the application, the sender gets the credit back
+    net.run(until=lambda: conn._peer_max_data > 200_000, max_time=net.now + 2)
+    server.reading = True
+    data = _payload(19, 150_000)
+    conn.send_message(2, data)
+    net.run(until=lambda: server.count(2) == 1, max_time=10)
+    assert server.stream_messages(2) == [data]

@@ -4,7 +4,9 @@ Run them all with::
 
     python -m pytest bench/ --benchmark-only --benchmark-json=bench.json
 
-(``-s`` also shows the per-operation figures some benchmarks print). The JSON report's
+(``-s`` also shows the per-operation figures some benchmarks print). The JSON report holds
+the statistics of each benchmark but not its raw timings (add ``--benchmark-save-data`` to keep
+them: for the whole of bench/ they run to hundreds of megabytes). Its
 ``machine_info`` gets a ``dquic`` entry recording what was measured: the dquic version, the
 Python version, and for each compiled module whether it really is the compiled extension and
 when it was built (a benchmark of a stale build is not comparable with a fresh one).
@@ -57,6 +59,17 @@ def _build_info() -> dict:
 @pytest.hookimpl(optionalhook=True)  # a pytest-benchmark hook: harmless without the plugin
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["dquic"] = _build_info()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    # --benchmark-json normally embeds every single timing (hundreds of MB for the whole of
+    # bench/, where the fast benchmarks run millions of rounds); keep the statistics only,
+    # unless --benchmark-save-data asks for the raw timings.
+    if config.getoption("benchmark_save_data", False):
+        return
+    for bench in output_json.get("benchmarks", ()):
+        bench.get("stats", {}).pop("data", None)
 
 
 def pytest_report_header(config):

@@ -18,6 +18,11 @@
 #   tools/check_dist.sh --committed   build from `git archive HEAD` (ignores uncommitted edits)
 #   tools/check_dist.sh --keep        keep the work directory (printed) for inspection
 #   tools/check_dist.sh --dist-dir D  also copy the sdist and the (repaired) wheel into D
+#   tools/check_dist.sh --openssl     link dquic._protection with the system's libcrypto
+#                                     (auditwheel then vendors it into the wheel)
+# By default the wheel is built as the release wheels are (pyproject.toml, [tool.cibuildwheel]):
+# DQUIC_NO_OPENSSL=1, packet protection through the `cryptography` package, no shared library
+# of dquic's own, so `auditwheel repair` only retags. DQUIC_NO_OPENSSL in the environment wins.
 # Options combine. PYTHON=python3.9 tools/check_dist.sh checks with another interpreter.
 # Extra arguments after `--` go to pytest, e.g. `tools/check_dist.sh --quick -- -x -k codec`.
 set -euo pipefail
@@ -28,6 +33,7 @@ QUICK=0
 COMMITTED=0
 KEEP=0
 DIST_DIR=""
+OPENSSL=0
 PYTEST_EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,7 +42,8 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --dist-dir) DIST_DIR=$2; shift ;;
     --) shift; PYTEST_EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --openssl) OPENSSL=1 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "check_dist: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -66,6 +73,13 @@ PYINFO=$("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])' 2>
 step "interpreter: $PYINFO"
 pip_q "$PY" -m pip install -q build
 
+if [ "$OPENSSL" = 1 ]; then
+  export DQUIC_NO_OPENSSL=0
+else
+  export DQUIC_NO_OPENSSL=${DQUIC_NO_OPENSSL:-1}
+fi
+step "DQUIC_NO_OPENSSL=$DQUIC_NO_OPENSSL"
+
 SRC=$ROOT
 if [ "$COMMITTED" = 1 ]; then
   SRC=$WORK/src
@@ -81,7 +95,7 @@ if ! "$PY" -m build --outdir "$WORK/dist" "$SRC" >"$WORK/build.log" 2>&1; then
   tail -60 "$WORK/build.log" >&2
   fail "python -m build failed (log above)"
 fi
-grep -E "^(WARNING|warning: no files found)" "$WORK/build.log" | sort -u | sed 's/^/  build: /' || true
+grep -E "^(WARNING|warning: no files found|dquic: )" "$WORK/build.log" | sort -u | sed 's/^/  build: /' || true
 SDIST=$(ls "$WORK"/dist/dquic-*.tar.gz)
 WHEEL=$(ls "$WORK"/dist/dquic-*.whl)
 echo "sdist: $(basename "$SDIST")"
@@ -183,13 +197,16 @@ if [ "$(uname -s)" = Linux ]; then
     fi
     WHEEL=$(ls "$WORK"/repaired/dquic-*.whl)
     "$PY" -m auditwheel show "$WHEEL" | sed 's/^/  /'
-    # The repaired wheel must be the same files, only retagged: nothing vendored into it.
-    "$PY" - "$WHEEL" <<'PY'
+    # Built as released, the repaired wheel holds the same files, only retagged: nothing
+    # vendored. With --openssl, auditwheel grafts libcrypto in: say so.
+    "$PY" - "$WHEEL" "$OPENSSL" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 vendored = [n for n in names if ".libs/" in n]
-if vendored:
+if vendored and sys.argv[2] != "1":
     sys.exit(f"auditwheel vendored shared libraries into the wheel: {vendored}")
+for n in vendored:
+    print(f"  vendored: {n}")
 PY
     echo "repaired wheel: $(basename "$WHEEL")"
   else
@@ -224,7 +241,14 @@ if "site-packages" not in where:
 import dquic._codec
 if not dquic._codec.__file__.endswith((".so", ".pyd")):
     sys.exit(f"dquic._codec is not compiled: {dquic._codec.__file__}")
-print(f"  installed dquic {dquic.__version__} from {where}")
+import dquic._protection as protection
+print(f"  installed dquic {dquic.__version__} from {where}; "
+      f"packet protection backends: {', '.join(protection.AVAILABLE_BACKENDS)}")
+want_openssl = os.environ.get("DQUIC_NO_OPENSSL") != "1"
+if not want_openssl and "openssl" in protection.AVAILABLE_BACKENDS:
+    sys.exit("built with DQUIC_NO_OPENSSL=1 but dquic._protection links libcrypto")
+if want_openssl and "openssl" not in protection.AVAILABLE_BACKENDS:
+    print("  (no usable OpenSSL >= 1.1.1 was found at build time)")
 PY
 # the plugin is registered through the pytest11 entry point of the installed wheel
 "$VPY" -m pytest -p no:cacheprovider --help >"$WORK/pytest-help.txt" 2>&1 || true

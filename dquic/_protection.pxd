@@ -46,6 +46,8 @@ cdef class PacketProtection:
     cdef readonly int tag_size
     cdef bytes c_seal(self, const unsigned char* header, Py_ssize_t hlen,
                       const unsigned char* payload, Py_ssize_t plen, int64_t packet_number)
+    cdef object c_open(self, const unsigned char* packet, Py_ssize_t n, Py_ssize_t pn_offset,
+                       int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte)
 
 
 cdef class OneRttKeys:
@@ -77,3 +79,5 @@ cdef class OneRttKeys:
                        Py_ssize_t plen, object payload_obj, int64_t packet_number)
     cdef _fail(self)
     cdef tuple _open(self, packet, pn_offset_obj, expected_obj)
+    cdef object _open_c(self, const unsigned char* d, Py_ssize_t dlen, Py_ssize_t pn_offset,
+                        int64_t expected, int64_t* pn_out, unsigned char* first_out)

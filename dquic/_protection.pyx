@@ -514,6 +514,34 @@ cdef class _Keys:
         self.c_nonce(pn, n)
         return PyBytes_FromStringAndSize(<char*>n, 12)
 
+    def seal(self, packet_number, ad, payload):
+        """AEAD-encrypt ``payload`` with the nonce for ``packet_number`` and associated data
+        ``ad``; returns ciphertext + tag. No header protection (tests, benchmarks)."""
+        cdef bytes a = bytes(ad), p = bytes(payload)
+        if not 0 <= packet_number <= _PN_MAX:
+            raise ValueError("packet number out of range")
+        if not self._openssl:
+            return self.aead.encrypt(self.nonce(packet_number), p, a)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(p) + _TAG)
+        self.c_seal(packet_number, _bytes_ptr(a), PyBytes_GET_SIZE(a), _bytes_ptr(p), PyBytes_GET_SIZE(p),
+                    <unsigned char*>PyBytes_AS_STRING(out))
+        return out
+
+    def open(self, packet_number, ad, ciphertext):
+        """Inverse of ``seal``; raises ``DecryptionFailed`` if the input does not authenticate."""
+        cdef bytes a = bytes(ad), c = bytes(ciphertext)
+        if not 0 <= packet_number <= _PN_MAX:
+            raise ValueError("packet number out of range")
+        if not self._openssl:
+            try:
+                return self.aead.decrypt(self.nonce(packet_number), c, a)
+            except InvalidTag:
+                raise DecryptionFailed() from None
+        out = self.c_open(packet_number, _bytes_ptr(a), PyBytes_GET_SIZE(a), _bytes_ptr(c), PyBytes_GET_SIZE(c))
+        if out is None:
+            raise DecryptionFailed()
+        return out
+
     cdef int c_seal(self, uint64_t pn, const unsigned char* ad, Py_ssize_t adlen,
                     const unsigned char* src, Py_ssize_t n, unsigned char* dst) except -1:
         """openssl backend: encrypt ``n`` bytes of ``src`` into ``dst`` and append the
@@ -600,8 +628,8 @@ cdef class PacketProtection:
     The sending view offers ``encrypt_packet``; the receiving view ``decrypt_packet``.
     Both expose ``tag_size`` (16: reserve this many bytes after the payload when sizing
     packets and long-header Length fields) and ``keys`` (the shared ``OneRttKeys``).
-    Compiled callers may ``cimport`` this class and call ``c_seal`` (header and payload
-    as C buffers, no intermediate objects).
+    Compiled callers may ``cimport`` this class and call ``c_seal`` / ``c_open`` (C
+    buffers in, no intermediate objects besides the result).
     """
 
     def __init__(self, OneRttKeys keys, bint sending):
@@ -632,6 +660,17 @@ cdef class PacketProtection:
         if not self.sending:
             raise TypeError("this is the receiving half; use keys.sender")
         return self.keys._seal_c(header, hlen, payload, plen, None, packet_number)
+
+    cdef object c_open(self, const unsigned char* packet, Py_ssize_t n, Py_ssize_t pn_offset,
+                       int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte):
+        """``decrypt_packet`` for compiled callers: ``packet`` is C memory (``n`` bytes, one
+        packet). Returns the payload (``bytes``) and stores the full packet number and the
+        unprotected first byte (the header is the input's first ``pn_offset + pn_len`` bytes
+        with that first byte and the truncated packet number). Raises like
+        ``decrypt_packet``."""
+        if self.sending:
+            raise TypeError("this is the sending half; use keys.receiver")
+        return self.keys._open_c(packet, n, pn_offset, expected_packet_number, packet_number, first_byte)
 
     def decrypt_packet(self, packet, pn_offset, expected_packet_number):
         """Remove protection from one packet.
@@ -851,13 +890,33 @@ cdef class OneRttKeys:
         cdef Py_ssize_t dlen = PyBytes_GET_SIZE(data)
         if type(pn_offset_obj) is not int or not 1 <= pn_offset_obj <= dlen:
             raise DecryptionFailed("bad packet-number offset")
-        cdef Py_ssize_t pn_offset = pn_offset_obj
-        if dlen < pn_offset + 4 + _SAMPLE:
-            raise DecryptionFailed("packet too short")
         if not 0 <= expected_obj <= _PN_MAX + 1:
             raise DecryptionFailed("expected packet number out of range")
-        cdef int64_t expected = expected_obj
-        cdef const unsigned char* d = _bytes_ptr(data)
+        cdef Py_ssize_t pn_offset = pn_offset_obj
+        cdef int64_t pn = 0
+        cdef unsigned char first = 0
+        payload = self._open_c(_bytes_ptr(data), dlen, pn_offset, expected_obj, &pn, &first)
+        # the unprotected header: byte 0 and the truncated packet number restored
+        cdef int pn_len = (first & 0x03) + 1
+        cdef bytes hdr = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), pn_offset + pn_len)
+        cdef unsigned char* hp = <unsigned char*>PyBytes_AS_STRING(hdr)
+        hp[0] = first
+        cdef int i
+        for i in range(pn_len):
+            hp[pn_offset + pn_len - 1 - i] = <unsigned char>((pn >> (8 * i)) & 0xFF)
+        return hdr, payload, pn
+
+    cdef object _open_c(self, const unsigned char* d, Py_ssize_t dlen, Py_ssize_t pn_offset,
+                        int64_t expected, int64_t* pn_out, unsigned char* first_out):
+        # The core of decrypt_packet on C memory: returns the payload (bytes), stores the
+        # full packet number and the unprotected first byte. Raises DecryptionFailed or,
+        # past the integrity limit, ProtocolError(AEAD_LIMIT_REACHED).
+        if self.integrity_limit_reached:
+            raise ProtocolError("integrity limit of failed decryptions exceeded", ErrorCode.AEAD_LIMIT_REACHED)
+        if pn_offset < 1 or dlen < pn_offset + 4 + _SAMPLE:
+            raise DecryptionFailed("packet too short")
+        if not 0 <= expected <= _PN_MAX + 1:
+            raise DecryptionFailed("expected packet number out of range")
         cdef unsigned char mask[5]
         self._hp_recv.c_mask(d + pn_offset + 4, mask)
         cdef unsigned char first = d[0]
@@ -865,8 +924,15 @@ cdef class OneRttKeys:
         first ^= mask[0] & (0x0F if long_header else 0x1F)
         cdef int pn_len = (first & 0x03) + 1
         cdef Py_ssize_t pn_end = pn_offset + pn_len
-        cdef bytes hdr = PyBytes_FromStringAndSize(<char*>d, pn_end)
-        cdef unsigned char* hp = <unsigned char*>PyBytes_AS_STRING(hdr)
+        # The associated data is the unprotected header (RFC 9001 §5.3): rebuilt on the
+        # stack for the usual header sizes, in a temporary bytes object otherwise.
+        cdef unsigned char stack_hdr[64]
+        cdef unsigned char* hp = stack_hdr
+        cdef bytes big_hdr
+        if pn_end > 64:
+            big_hdr = PyBytes_FromStringAndSize(NULL, pn_end)
+            hp = <unsigned char*>PyBytes_AS_STRING(big_hdr)
+        memcpy(hp, d, pn_end)
         hp[0] = first
         cdef int64_t truncated = 0
         cdef int i
@@ -891,7 +957,9 @@ cdef class OneRttKeys:
                 raise self._fail()
         else:
             try:
-                payload = keys.aead.decrypt(keys.nonce(<uint64_t>pn), data[pn_end:], hdr)
+                payload = keys.aead.decrypt(keys.nonce(<uint64_t>pn),
+                                            PyBytes_FromStringAndSize(<const char*>(d + pn_end), dlen - pn_end),
+                                            PyBytes_FromStringAndSize(<const char*>hp, pn_end))
             except InvalidTag:
                 raise self._fail() from None
         if which == 1:
@@ -901,7 +969,9 @@ cdef class OneRttKeys:
             if self._recv_first_pn < 0 or pn < self._recv_first_pn:
                 self._recv_first_pn = pn
             self.packets_received_in_phase += 1
-        return hdr, payload, pn
+        pn_out[0] = pn
+        first_out[0] = first
+        return payload
 
 
 class NullProtection:

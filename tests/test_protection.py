@@ -530,3 +530,18 @@ def test_header_protection_rejects_bad_sizes(backend):
     if backend == "openssl":
         with pytest.raises(ValueError):
             _HeaderProtection("AESGCM", bytes(32)).mask(bytes(15))
+
+
+@pytest.mark.parametrize("cipher", SUITES)
+@pytest.mark.parametrize("extra", [0, 50, 60, 200])
+def test_headers_of_any_length(cipher, extra):
+    # headers longer than the opener's on-stack copy of the associated data take another path
+    a, b = pair(cipher)
+    for pn_len in (1, 4):
+        header = bytes([0xC0 | (pn_len - 1)]) + bytes(range(extra)) + (77).to_bytes(pn_len, "big")
+        pkt = a.sender.encrypt_packet(header, b"payload bytes", 77)
+        assert b.receiver.decrypt_packet(pkt, len(header) - pn_len, 77) == (header, b"payload bytes", 77)
+        bad = bytearray(pkt)
+        bad[len(header) // 2] ^= 1  # the header is authenticated
+        with pytest.raises(DecryptionFailed):
+            b.receiver.decrypt_packet(bytes(bad), len(header) - pn_len, 77)

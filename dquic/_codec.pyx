@@ -970,7 +970,8 @@ cdef list _check_ranges(object ranges, bint copy=True):
     cdef list rs
     cdef tuple t
     cdef Py_ssize_t i, n
-    cdef int64_t start, stop, prev_stop = -1
+    cdef int64_t start, stop = 0, prev_stop = -1
+    cdef int overflow = 0
     if not copy and type(ranges) is list:
         rs = <list>ranges
     else:
@@ -985,9 +986,12 @@ cdef list _check_ranges(object ranges, bint copy=True):
         t = <tuple>r
         if not (isinstance(t[0], int) and isinstance(t[1], int)):
             raise TypeError("range bounds must be ints")
-        start = t[0]
-        stop = t[1]
-        if start < 0 or stop <= start:
+        start = PyLong_AsLongLongAndOverflow(t[0], &overflow)
+        if overflow == 0:
+            stop = PyLong_AsLongLongAndOverflow(t[1], &overflow)
+        if overflow > 0:
+            raise ValueError("range beyond 2**62-1")
+        if overflow < 0 or start < 0 or stop <= start:
             raise ValueError(f"empty, inverted or negative range {r!r}")
         if stop > ((<int64_t>1) << 62):
             raise ValueError("range beyond 2**62-1")

@@ -301,6 +301,7 @@ class DQUIC:
         self._closing = False
         self._closed = False
         self._stop = False
+        self._send_waiters = 0  # send_to calls blocked on back-pressure
         self._thread_error: Optional[BaseException] = None
         self.datagrams_in = 0
         self.datagrams_out = 0
@@ -412,7 +413,12 @@ class DQUIC:
                     buffered = conn.send_buffered
                     if buffered == 0 or buffered + n <= limit:
                         break
-                    self._wait(deadline, "send_to timed out waiting for the peer to acknowledge data")
+                    # the I/O thread wakes us when acknowledgements arrive
+                    self._send_waiters += 1
+                    try:
+                        self._wait(deadline, "send_to timed out waiting for the peer to acknowledge data")
+                    finally:
+                        self._send_waiters -= 1
                 try:
                     conn.send_message(sid, view)
                 except RuntimeError:
@@ -730,7 +736,8 @@ class DQUIC:
                     ep.receive_datagram(data, addr, now)
                 if batch:
                     self.datagrams_in += len(batch)
-                    notify = bool(self._ready)
+                    # new data to hand out, or acknowledgements a blocked send_to waits for
+                    notify = bool(self._ready) or self._send_waiters > 0
                 for addr, err in sock.unreachable():
                     notify |= self._on_unreachable(addr, err)
                 t = ep.get_timer()

@@ -475,3 +475,30 @@ def test_server_reaches_a_new_peer_on_an_address_whose_connection_ended(make_dqu
     second = make_dquic(bind=("127.0.0.1", port))
     assert server.send_to(("127.0.0.1", port), {4: b"server-initiated"}) == 16
     assert second.receive_from(100) == (server.local_address, {4: b"server-initiated"})
+
+
+def test_send_to_backpressure_wakes_on_acknowledgements(make_dquic):
+    """send_to blocked on a full send buffer resumes as soon as ACKs drain it (not at its timeout)."""
+    server = make_dquic()
+    address = server.local_address
+    total = 12 << 20
+    got = [0]
+
+    def drain():
+        server.settimeout(20)
+        while got[0] < total:
+            _, msgs = server.receive_from(1 << 20)
+            got[0] += sum(len(v) for v in msgs.values())
+
+    t = threading.Thread(target=drain)
+    t.start()
+    client = make_dquic(max_send_buffer=2 << 20)
+    client.settimeout(20)
+    start = time.monotonic()
+    msg = bytes(1200)
+    for _ in range(total // 1200):
+        client.send_to(address, {1: msg})
+    client.send_to(address, {1: bytes(total - (total // 1200) * 1200)})
+    t.join(30)
+    assert got[0] == total
+    assert time.monotonic() - start < 15

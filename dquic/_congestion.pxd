@@ -117,6 +117,7 @@ cdef class Pacer:
     cpdef double next_send_time(self, double now)
     cpdef void on_sent(self, Py_ssize_t size, double now)
     cdef double _tokens_at(self, double now)
+    cdef public double burst_time          # seconds of a controller-given rate one burst may hold
 
 
 cdef class Bbr(CongestionController):
@@ -158,3 +159,6 @@ cdef class Bbr(CongestionController):
     cdef void _check_probe_rtt(self, double now, bint rtt_expired)
     cdef double _bdp(self, double gain)
     cdef void _set_cwnd(self, Py_ssize_t acked)
+    # (appended, so modules built against the earlier layout keep working)
+    cdef public long long bw_resets       # lossy PROBE_BW rounds that dropped older bw maxima
+    cdef void _forget_old_bw(self)

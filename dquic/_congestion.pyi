@@ -76,6 +76,7 @@ class Bbr(CongestionController):
     cycle_stamp: float
     initial_rtt: float
     probe_rtt_rounds: int
+    bw_resets: int
     def __init__(
         self,
         max_datagram_size: int = 1200,
@@ -129,12 +130,14 @@ class Pacer:
     capacity: float
     tokens: float
     last_time: float
+    burst_time: float
     def __init__(
         self,
         max_datagram_size: int = 1200,
         burst_packets: float = 10.0,
         gain: float = 1.25,
         slow_start_gain: float = 2.0,
+        burst_time: float = 0.001,
     ) -> None: ...
     def update(
         self, cwnd: int, srtt: float, slow_start: bool = False, pacing_rate: float = 0.0

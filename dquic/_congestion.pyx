@@ -456,8 +456,9 @@ cdef class Bbr(CongestionController):
     minimum RTT over ``min_rtt_window`` seconds. Modes: STARTUP (gain 2.885 until the
     bandwidth stops growing by 25 % for three rounds, or a round loses more than
     ``loss_threshold`` of its data and at least 8 datagrams), DRAIN (empty the queue startup built), PROBE_BW (pacing
-    gain cycling 1.25, 0.75, 1 x 6, one phase per min_rtt; a lossy probing round ends the
-    probe early) and PROBE_RTT (every ``min_rtt_window`` without a lower RTT: 4 packets in
+    gain cycling 1.25, 0.75, 1 x 6, one phase per min_rtt, entered at a pseudo-random phase
+    drawn from ``seed`` and the flow's delivered byte count; a lossy round ends the probe
+    early and drops the bandwidth maxima older than the previous round) and PROBE_RTT (every ``min_rtt_window`` without a lower RTT: 4 packets in
     flight for ``probe_rtt_duration`` and a round trip, to re-measure the propagation delay).
 
     The congestion window is ``cwnd_gain * BDP`` plus three datagrams; ``pacing_rate()`` gives
@@ -499,6 +500,7 @@ cdef class Bbr(CongestionController):
         self.cycle_index = 0
         self.cycle_stamp = 0.0
         self.probe_rtt_rounds = 0
+        self.bw_resets = 0
         self._next_round_delivered = 0
         self._round_start = False
         for i in range(10):
@@ -592,6 +594,8 @@ cdef class Bbr(CongestionController):
                     self.cycle_index = 1
                     self.cycle_stamp = now
                     self.pacing_gain = BBR_PACING_GAINS[1]
+                if self.mode == BBR_PROBE_BW:
+                    self._forget_old_bw()
             self._round_lost = 0
             self._round_delivered = 0
             self._check_full_pipe(is_app_limited)
@@ -630,6 +634,27 @@ cdef class Bbr(CongestionController):
                 best = self._bw_rounds[i]
         self.btl_bw = best
 
+    cdef void _forget_old_bw(self):
+        # A round that lost more than loss_threshold of its data says the path no longer
+        # delivers what the older maxima claim: the flow sent at its estimate and the
+        # bottleneck queue overflowed. Keep only the samples of the round just finished and
+        # the one starting, so the estimate falls to what the path gives now. Without this,
+        # flows sharing a bottleneck each keep the maximum they saw in the last ten rounds,
+        # the estimates add up to more than the link, the queue stays full and every flow is
+        # capped by its window (2 x its own estimated BDP) with no force moving the shares
+        # toward fairness: a flow that started late stayed small for tens of seconds.
+        cdef int i
+        cdef double best = 0.0
+        for i in range(BBR_BW_ROUNDS):
+            if self._bw_round_of[i] < self.round_count - 1:
+                self._bw_round_of[i] = -1
+                self._bw_rounds[i] = 0.0
+            elif self._bw_rounds[i] > best:
+                best = self._bw_rounds[i]
+        if best > 0.0:
+            self.btl_bw = best
+        self.bw_resets += 1
+
     cdef void _check_full_pipe(self, bint app_limited):
         if self.filled_pipe or app_limited:
             return
@@ -643,11 +668,20 @@ cdef class Bbr(CongestionController):
 
     cdef void _enter_probe_bw(self, double now):
         cdef int idx
+        cdef unsigned long long x
         self.mode = BBR_PROBE_BW
         self.cwnd_gain = 2.0
-        # start at a pseudo-random phase other than the draining one (desynchronises flows)
+        # Start at a pseudo-random phase other than the draining one, so flows do not probe
+        # in step. Flows that leave PROBE_RTT together (they all see the queue drain at the
+        # same moment) would otherwise draw the same phase whenever they share a seed, which
+        # every connection built with the default one does; mixing in the flow's own
+        # delivered byte count makes the draws differ per connection yet stay reproducible.
         self._rng = self._rng * 6364136223846793005ULL + 1442695040888963407ULL
-        idx = <int>((self._rng >> 33) % (BBR_CYCLE_LEN - 1))
+        x = self._rng ^ (<unsigned long long>self._last_delivered * 0x9E3779B97F4A7C15ULL)
+        x ^= x >> 31
+        x *= 0xBF58476D1CE4E5B9ULL
+        x ^= x >> 29
+        idx = <int>((x >> 33) % (BBR_CYCLE_LEN - 1))
         if idx >= 1:
             idx += 1
         self.cycle_index = idx
@@ -735,16 +769,19 @@ cdef class Pacer:
     smoothed RTT changes, ``next_send_time(now)`` before sending (a value ``<= now`` means send
     now, otherwise arm a timer for it), and ``on_sent(size, now)`` after each packet. The rate
     is the controller's pacing rate when it gives one, else ``gain * cwnd / srtt``
-    (``slow_start_gain`` in slow start); up to ``burst_packets`` datagrams may leave back to
-    back.
+    (``slow_start_gain`` in slow start). Up to ``burst_packets`` datagrams may leave back to
+    back (never more than the window); with a controller's rate, at most ``burst_time``
+    seconds' worth of that rate (but at least two datagrams).
     """
 
     def __init__(self, Py_ssize_t max_datagram_size=1200, double burst_packets=10.0,
-                 double gain=1.25, double slow_start_gain=2.0):
-        if max_datagram_size <= 0 or burst_packets < 1.0 or gain <= 0.0 or slow_start_gain <= 0.0:
+                 double gain=1.25, double slow_start_gain=2.0, double burst_time=0.001):
+        if (max_datagram_size <= 0 or burst_packets < 1.0 or gain <= 0.0
+                or slow_start_gain <= 0.0 or burst_time < 0.0):
             raise ValueError("invalid pacer parameters")
         self.max_datagram_size = max_datagram_size
         self.burst_packets = burst_packets
+        self.burst_time = burst_time
         self.gain = gain
         self.slow_start_gain = slow_start_gain
         self.rate = INFINITY
@@ -760,6 +797,14 @@ cdef class Pacer:
         cdef double burst = self.burst_packets * self.max_datagram_size
         if pacing_rate > 0.0:
             self.rate = pacing_rate
+            # A rate-based controller's rate is what it means to put on the path: a burst of
+            # burst_packets at, say, 2 Mbit/s is a third of such a flow's window arriving at
+            # once at the bottleneck, where a full queue drops the tail of it. Allow about
+            # burst_time worth of the rate (at least two datagrams) instead.
+            if burst > pacing_rate * self.burst_time:
+                burst = pacing_rate * self.burst_time
+                if burst < 2.0 * self.max_datagram_size:
+                    burst = 2.0 * self.max_datagram_size
         elif srtt <= 0.0 or cwnd <= 0:
             self.rate = INFINITY
         else:

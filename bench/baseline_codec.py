@@ -327,7 +327,8 @@ def encode_ack(ranges, ack_delay):
 
 def decode_ack(data, offset=0, max_ranges=256):
     """Returns (bounds, ack_delay, ecn, next_offset), bounds = [start0, stop0, start1, ...]
-    ascending (pull_ack_frame's parse, collecting flat bounds instead of tuples)."""
+    ascending: pull_ack_frame's parse, collecting flat bounds instead of tuples, in a list (the
+    natural container here; the compiled decode_ack returns the same values in a tuple)."""
     buf = PyBuffer(data)
     buf.pos = offset
     ftype = buf.pull_uint8()

@@ -289,8 +289,8 @@ def decode_long_header(data: BytesLike,
 def encode_ack(ranges: Union[Sequence[Range], Sequence[int]], ack_delay: int,
                ecn: Optional[Tuple[int, int, int]] = None) -> bytes: ...
 def decode_ack(data: BytesLike, offset: int = 0, max_ack_ranges: int = 256
-               ) -> Tuple[List[int], int, Optional[Tuple[int, int, int]], int]:
-    """(bounds [start0, stop0, start1, stop1, ...], ack_delay, ecn, next_offset)"""
+               ) -> Tuple[Tuple[int, ...], int, Optional[Tuple[int, int, int]], int]:
+    """(bounds (start0, stop0, start1, stop1, ...), ack_delay, ecn, next_offset)"""
 
 class DQUICHeader:
     packet_type: int

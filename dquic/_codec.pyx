@@ -1467,17 +1467,17 @@ cdef inline tuple _pair(uint64_t a, uint64_t b):
     return t
 
 
-cdef inline int _put_range(list ranges, Py_ssize_t slot, uint64_t start, uint64_t stop,
+cdef inline int _put_range(object ranges, Py_ssize_t slot, uint64_t start, uint64_t stop,
                            bint flat) except -1:
-    """Store range number ``slot`` in a list made by PyList_New: as a tuple, or as two
-    consecutive bounds when ``flat``."""
+    """Store range number ``slot``: as a tuple in a list made by PyList_New, or (``flat``) as
+    two consecutive bounds in a tuple made by PyTuple_New."""
     if flat:
         x = _pyint(start)
         Py_INCREF(x)
-        PyList_SET_ITEM(ranges, 2 * slot, x)
+        PyTuple_SET_ITEM(ranges, 2 * slot, x)
         y = _pyint(stop)
         Py_INCREF(y)
-        PyList_SET_ITEM(ranges, 2 * slot + 1, y)
+        PyTuple_SET_ITEM(ranges, 2 * slot + 1, y)
     else:
         t = _pair(start, stop)
         Py_INCREF(t)
@@ -1485,11 +1485,11 @@ cdef inline int _put_range(list ranges, Py_ssize_t slot, uint64_t start, uint64_
     return 0
 
 
-cdef list _parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos,
-                            Py_ssize_t max_ack_ranges, uint64_t* delay_out, bint flat):
+cdef object _parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos,
+                              Py_ssize_t max_ack_ranges, uint64_t* delay_out, bint flat):
     """Parse an ACK frame from the field after its type byte through the last ACK Range
     (RFC 9000 §19.3): returns the ranges as an ascending list of half-open ``(start, stop)``
-    tuples (``flat``: the flat list ``[start0, stop0, start1, stop1, ...]``), stores the raw
+    tuples (``flat``: the flat tuple ``(start0, stop0, start1, stop1, ...)``), stores the raw
     ACK Delay in ``delay_out`` and advances ``pos[0]``. Raises ProtocolError (message without
     a frame prefix) on malformed input; the ECN counts of an ACK_ECN frame follow at
     ``pos[0]`` (``_parse_ecn``)."""
@@ -1508,7 +1508,11 @@ cdef list _parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t*
         raise ProtocolError("ACK first range underflows below packet number 0")
     smallest = largest - first
     # ranges arrive from the highest down: fill the list from its end
-    cdef list ranges = PyList_New((<Py_ssize_t>count + 1) * (2 if flat else 1))
+    cdef object ranges
+    if flat:
+        ranges = PyTuple_New((<Py_ssize_t>count + 1) * 2)
+    else:
+        ranges = PyList_New(<Py_ssize_t>count + 1)
     cdef Py_ssize_t slot = <Py_ssize_t>count
     _put_range(ranges, slot, smallest, largest + 1, flat)
     for i in range(count):
@@ -2482,8 +2486,8 @@ def encode_ack(ranges, ack_delay, ecn=None):
 
     ``ranges`` is a list or tuple of ascending, non-overlapping, non-adjacent half-open
     ``(start, stop)`` tuples, exactly as for ``push_ack_frame`` (same bytes, same
-    ValueError/TypeError on bad ranges), or the flat bounds list ``[start0, stop0, start1,
-    stop1, ...]`` that ``decode_ack`` returns. ``ack_delay`` is the raw ACK Delay field. The
+    ValueError/TypeError on bad ranges), or a flat sequence of bounds ``(start0, stop0, start1,
+    stop1, ...)`` such as ``decode_ack`` returns. ``ack_delay`` is the raw ACK Delay field. The
     ranges are read in place, highest first, straight into the frame: no Python object is
     created per range. Decode with ``decode_ack``.
     """
@@ -2578,8 +2582,8 @@ def encode_ack(ranges, ack_delay, ecn=None):
 def decode_ack(data, Py_ssize_t offset=0, Py_ssize_t max_ack_ranges=256):
     """Decode the ACK or ACK_ECN frame whose type byte is at ``data[offset]``.
 
-    Returns ``(bounds, ack_delay, ecn, next_offset)``. ``bounds`` is the flat ascending list
-    ``[start0, stop0, start1, stop1, ...]`` of the acknowledged half-open ranges: the same
+    Returns ``(bounds, ack_delay, ecn, next_offset)``. ``bounds`` is the flat ascending tuple
+    ``(start0, stop0, start1, stop1, ...)`` of the acknowledged half-open ranges: the same
     ranges as ``AckFrame.ranges`` without a tuple per range (a third of the objects to
     allocate). Iterate it as pairs with ``it = iter(bounds); for start, stop in zip(it, it)``
     (zip reuses its tuple), or pass it back to ``encode_ack``. ``ack_delay`` is the raw field,
@@ -2591,7 +2595,7 @@ def decode_ack(data, Py_ssize_t offset=0, Py_ssize_t max_ack_ranges=256):
     cdef const unsigned char* p
     cdef Py_ssize_t size, pos
     cdef uint64_t ftype = 0, delay
-    cdef list bounds
+    cdef tuple bounds
     cdef bint own = _open_input(data, &view, &p, &size)
     try:
         if offset < 0 or offset >= size:

@@ -43,7 +43,8 @@ BYTES_TYPES = [bytes, bytearray, memoryview]
 
 
 def flatten(ranges):
-    return [x for r in ranges for x in r]
+    """(start, stop) pairs -> the flat bounds tuple decode_ack returns."""
+    return tuple(x for r in ranges for x in r)
 
 
 def object_ack(ranges, delay, ecn=None):
@@ -312,6 +313,7 @@ def test_ack_matches_object_api(ranges, delay, ecn):
     assert encode_ack(ranges, delay, ecn) == expected
     assert encode_ack(tuple(ranges), delay, ecn) == expected
     assert encode_ack(flatten(ranges), delay, ecn) == expected
+    assert encode_ack(list(flatten(ranges)), delay, ecn) == expected
     bounds, got_delay, got_ecn, end = decode_ack(expected)
     frame = pull_frame(Buffer(expected))
     assert bounds == flatten(frame.ranges) == flatten(ranges)
@@ -321,8 +323,8 @@ def test_ack_matches_object_api(ranges, delay, ecn):
 def test_decode_ack_at_offset_and_limit():
     ack = encode_ack([(1, 2), (4, 6), (8, 9)], 3)
     payload = b"\x01" + ack + b"\x01"
-    assert decode_ack(payload, 1) == ([1, 2, 4, 6, 8, 9], 3, None, 1 + len(ack))
-    assert decode_ack(payload, 1, 3)[0] == [1, 2, 4, 6, 8, 9]
+    assert decode_ack(payload, 1) == ((1, 2, 4, 6, 8, 9), 3, None, 1 + len(ack))
+    assert decode_ack(payload, 1, 3)[0] == (1, 2, 4, 6, 8, 9)
     with pytest.raises(ProtocolError, match="limit") as info:
         decode_ack(payload, 1, 2)
     assert info.value.frame_type == 0x02

@@ -6,6 +6,7 @@ and always "cryptography"); the parity tests at the end check both give identica
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -422,6 +423,12 @@ def test_backend_selection(backend):
     with pytest.raises(ValueError):
         OneRttKeys(bytes(32), bytes(32), backend="rot13")
     assert _protection.BACKEND == backend  # a refused switch changes nothing
+
+
+@pytest.mark.skipif(os.environ.get("DQUIC_REQUIRE_OPENSSL") != "1", reason="DQUIC_REQUIRE_OPENSSL not set")
+def test_required_openssl_backend_present():
+    # CI and wheel builds set DQUIC_REQUIRE_OPENSSL=1 so a silent fallback build fails here.
+    assert AVAILABLE_BACKENDS[0] == "openssl" and _protection.OPENSSL_VERSION
 
 
 def test_backend_kept_across_key_updates(backend):

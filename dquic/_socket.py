@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 import struct
 import sys
@@ -287,3 +288,62 @@ class UDPSocket:
         if not self.closed:
             self.closed = True
             self.sock.close()
+
+
+class Waker:
+    """A file descriptor another thread can make readable to interrupt a ``select``.
+
+    An eventfd on Linux; elsewhere a connected socket pair (``select`` on Windows accepts only
+    sockets, so a pipe would not do). ``fileno()`` is what to select on; ``wake()`` may be called
+    from any thread; ``drain()`` from the selecting thread after it saw the descriptor readable.
+    """
+
+    def __init__(self) -> None:
+        self._eventfd = hasattr(os, "eventfd")
+        self._pair = None
+        if self._eventfd:
+            self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:
+            r, w = socket.socketpair()
+            r.setblocking(False)
+            w.setblocking(False)
+            self._pair = (r, w)
+            self._fd = r.fileno()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def wake(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._eventfd:
+                os.eventfd_write(self._fd, 1)
+            else:
+                self._pair[1].send(b"\x01")
+        except (BlockingIOError, InterruptedError, OSError):
+            pass  # already readable (buffer full) or closing: nothing more to do
+
+    def drain(self) -> None:
+        try:
+            if self._eventfd:
+                os.eventfd_read(self._fd)
+            else:
+                while self._pair[0].recv(4096):
+                    pass
+        except (BlockingIOError, InterruptedError, OSError):
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._eventfd:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        else:
+            for s in self._pair:
+                s.close()

@@ -38,7 +38,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._socket import UDPSocket, check_address, normalize_address, resolve_address
+from ._socket import UDPSocket, Waker, check_address, normalize_address, resolve_address
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
 from .errors import (
@@ -293,7 +293,7 @@ class DQUIC:
         self._ready: "collections.OrderedDict[_Peer, None]" = collections.OrderedDict()
         self._sock: Optional[UDPSocket] = None
         self._thread: Optional[threading.Thread] = None
-        self._wake_r = self._wake_w = -1
+        self._waker: Optional[Waker] = None
         self._wake_pending = False
         self._consumed = False
         self._tombstones = 0
@@ -484,13 +484,9 @@ class DQUIC:
         with self._cond:
             if self._sock is not None:
                 self._sock.close()
-            for fd in {self._wake_r, self._wake_w}:
-                if fd >= 0:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-            self._wake_r = self._wake_w = -1
+            if self._waker is not None:
+                self._waker.close()
+                self._waker = None
             self._closed = True
             self._cond.notify_all()
 
@@ -520,16 +516,10 @@ class DQUIC:
 
     def _wake(self) -> None:
         """Make the I/O thread run an iteration (it then sends what the core queued)."""
-        if self._wake_pending or self._wake_w < 0:
+        if self._wake_pending or self._waker is None:
             return
         self._wake_pending = True
-        try:
-            if self._eventfd:
-                os.eventfd_write(self._wake_w, 1)
-            else:
-                os.write(self._wake_w, b"\x01")
-        except (BlockingIOError, InterruptedError):
-            pass
+        self._waker.wake()
 
     def _peer_for(self, addr: Tuple) -> _Peer:
         """The connection to ``addr``, opening one if needed (lock held)."""
@@ -662,26 +652,12 @@ class DQUIC:
     def _start(self, sock: UDPSocket) -> None:
         """Adopt ``sock`` and start the I/O thread (lock held)."""
         self._sock = sock
-        self._eventfd = hasattr(os, "eventfd")
-        if self._eventfd:
-            self._wake_r = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        else:
-            r, w = os.pipe()
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            self._wake_r, self._wake_w = r, w
+        self._waker = Waker()
         self._thread = threading.Thread(target=self._run, name="dquic-io", daemon=True)
         self._thread.start()
 
     def _drain_wake(self) -> None:
-        try:
-            if self._eventfd:
-                os.eventfd_read(self._wake_r)
-            else:
-                while os.read(self._wake_r, 4096):
-                    pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        self._waker.drain()
 
     def _run(self) -> None:
         try:
@@ -699,7 +675,7 @@ class DQUIC:
     def _loop(self) -> None:
         sock = self._sock
         fd = sock.fileno()
-        wake_fd = self._wake_r
+        wake_fd = self._waker.fileno()
         ep = self._endpoint
         cond = self._cond
         pending: List[Tuple[bytes, Tuple]] = []

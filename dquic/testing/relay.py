@@ -20,13 +20,14 @@ Usage::
 from __future__ import annotations
 
 import heapq
-import os
 import random
 import select
 import socket
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
+
+from .._socket import Waker
 
 __all__ = ["LossyRelay", "RelayCounters"]
 
@@ -104,9 +105,7 @@ class LossyRelay:
         self._queue: List[Tuple[float, int, bytes, socket.socket, Tuple, bool]] = []
         self._seq = 0
         self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._waker = Waker()
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
         self._closed = False
@@ -141,17 +140,13 @@ class LossyRelay:
         if self._closed:
             return
         self._stopping = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._waker.wake()
         if self._thread is not None:
             self._thread.join(5.0)
         self._closed = True
         for s in [self._front, *self._upstream.values()]:
             s.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._waker.close()
 
     def __enter__(self) -> "LossyRelay":
         return self.start()
@@ -260,14 +255,12 @@ class LossyRelay:
             if self._queue:
                 timeout = max(0.0, min(timeout, self._queue[0][0] - now))
             socks = [self._front, *self._upstream.values()]
-            readable, _, _ = select.select([self._wake_r, *socks], [], [], timeout)
+            wake_fd = self._waker.fileno()
+            readable, _, _ = select.select([wake_fd, *socks], [], [], timeout)
             now = time.monotonic()
             for s in readable:
-                if s == self._wake_r:
-                    try:
-                        os.read(self._wake_r, 64)
-                    except OSError:
-                        pass
+                if s == wake_fd:
+                    self._waker.drain()
                     continue
                 self._drain(s, now)
             self._release(time.monotonic())

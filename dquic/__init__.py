@@ -26,8 +26,31 @@ from .errors import (
     ErrorCode,
     ProtocolError,
 )
-from .keys import KeyPair, load_public
-from .sync import DQUIC, Connection
+
+# The socket API and key handling pull in threads, sockets and ``cryptography``: load them on
+# first use so ``import dquic`` (and pytest's plugin discovery) stays cheap.
+_LAZY = {
+    "DQUIC": ("sync", "DQUIC"),
+    "Connection": ("sync", "Connection"),
+    "KeyPair": ("keys", "KeyPair"),
+    "load_public": ("keys", "load_public"),
+}
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'dquic' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "__version__",

@@ -215,7 +215,8 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
 
     encryption = not args.no_encryption
     server_key = KeyPair.generate() if encryption else None
-    common: Dict[str, Any] = {"encryption": encryption, "linger": 5.0}
+    common: Dict[str, Any] = {"encryption": encryption, "linger": 5.0,
+                              "congestion_control": args.cc}
     if args.qlog:
         common["qlog_dir"] = args.qlog
     server = client = relay = None
@@ -228,7 +229,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
               f"streams (seed {seed})\n")
     out.write(f"path: client -> lossy relay -> server on 127.0.0.1 (loss {args.loss:.1%}, "
               f"delay {args.delay_ms:g} ms each way, reorder {args.reorder:.1%}, "
-              f"duplicate {args.duplicate:.1%})\n")
+              f"duplicate {args.duplicate:.1%}); congestion control {args.cc}\n")
     if encryption:
         out.write(f"security: Noise handshake, ChaCha20-Poly1305 packets, server key pinned "
                   f"({server_key.public_b64[:12]}...)\n")
@@ -512,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "relay between them, move random data on several streams, "
                                    "verify every byte (SHA-256 per stream on both ends) and print "
                                    "goodput, RTT, loss, retransmissions and a verdict.")
-    p.add_argument("--loss", type=_probability, default=0.02, help="datagram loss probability, "
-                   "each direction (default 0.02)")
+    p.add_argument("--loss", type=_probability, default=0.01, help="datagram loss probability, "
+                   "each direction (default 0.01)")
     p.add_argument("--delay-ms", type=_non_negative_float, default=10.0,
                    help="one-way delay in ms, each direction (default 10)")
     p.add_argument("--reorder", type=_probability, default=0.01,
@@ -521,8 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duplicate", type=_probability, default=0.005,
                    help="datagram duplication probability (default 0.005)")
     p.add_argument("--streams", type=_int_range(1, 64), default=4, help="streams (default 4)")
-    p.add_argument("--size-mb", type=_positive_float, default=8.0,
-                   help="MiB of data in total (default 8)")
+    p.add_argument("--size-mb", type=_positive_float, default=4.0,
+                   help="MiB of data in total (default 4)")
+    p.add_argument("--cc", choices=("cubic", "newreno", "bbr"), default="cubic",
+                   help="congestion controller (default cubic; bbr does not treat random loss "
+                        "as congestion and is much faster on lossy paths)")
     p.add_argument("--seed", type=_int_range(0, 2 ** 63 - 1), default=None,
                    help="seed of the payload, message sizes and relay decisions (default random)")
     p.add_argument("--qlog", metavar="DIR", help="write qlog traces of both ends to DIR")

@@ -7,7 +7,8 @@ with Cython line tracing for profiling/coverage, and ``DQUIC_DEBUG=1`` for -O0 -
 ``dquic._protection`` calls libcrypto directly when OpenSSL (>= 1.1.1) headers and library
 are found (``pkg-config libcrypto``, then ``DQUIC_OPENSSL_DIR``, then the compiler's default
 paths); otherwise it uses the ``cryptography`` package only. ``DQUIC_NO_OPENSSL=1`` forces
-the latter.
+the latter. Switching between the two in place needs ``build_ext --force`` (the generated C
+file is the same, only the compiler flags differ, so an up-to-date build is not redone).
 """
 import glob
 import os
@@ -68,7 +69,6 @@ def _openssl_build_args():
         print("dquic: DQUIC_NO_OPENSSL=1, _protection uses the cryptography package only")
         return None
     from setuptools._distutils.ccompiler import new_compiler
-    from setuptools._distutils.errors import CompileError, LinkError
     from setuptools._distutils.sysconfig import customize_compiler
 
     for include_dirs, library_dirs, libraries in _openssl_candidates():
@@ -82,7 +82,7 @@ def _openssl_build_args():
                 objs = cc.compile([src], output_dir=tmp, include_dirs=include_dirs)
                 cc.link_executable(objs, os.path.join(tmp, "probe"), library_dirs=library_dirs,
                                    libraries=libraries)
-            except (CompileError, LinkError, OSError):
+            except Exception:  # no compiler, no header, no library: try the next, or fall back
                 continue
         print(f"dquic: _protection links libcrypto (include {include_dirs or 'default'}, "
               f"libraries {libraries}, library dirs {library_dirs or 'default'})")

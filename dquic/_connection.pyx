@@ -783,9 +783,10 @@ cdef class Connection:
         return s is not None and ((<_Stream>s).recv.is_finished or (<_Stream>s).recv._reset)
 
     def stream_send_complete(self, stream_id):
-        """True once everything we sent on ``stream_id``, its FIN included, was acknowledged."""
+        """True once our half of ``stream_id`` needs nothing more: everything we sent, its FIN
+        included, was acknowledged, or we reset it (or we never sent on it)."""
         s = self._streams.get(stream_id)
-        return s is not None and (<_Stream>s).send.is_finished
+        return s is None or (<_Stream>s).send.is_finished or (<_Stream>s).send._reset
 
     def message_ready(self, stream_id, Py_ssize_t max_bytes):
         """True if ``read_message(stream_id, max_bytes)`` would return a whole message, the end of

@@ -84,12 +84,11 @@ def check_address(address: object) -> Tuple[str, int]:
     return host, port
 
 
-def resolve_address(address: Tuple, family: Optional[int] = None, passive: bool = False) -> Tuple[int, Tuple]:
-    """Resolve ``address`` to ``(family, normalized numeric address)``.
+def numeric_address(address: Tuple, family: Optional[int] = None,
+                    passive: bool = False) -> Optional[Tuple[int, Tuple]]:
+    """``(family, normalized address)`` for addresses that need no name lookup, else None.
 
-    Names resolve with IPv4 preferred ('localhost' -> 127.0.0.1) unless ``family`` is given (the
-    family of an existing socket). ``passive`` resolves '' to the wildcard address (for bind).
-    Raises ``socket.gaierror`` (an OSError) for unknown names.
+    ``passive`` maps '' to the wildcard address of ``family`` (IPv4 by default), for bind.
     """
     host, port = check_address(address)
     if host in ("", "<any>") and passive:
@@ -98,20 +97,19 @@ def resolve_address(address: Tuple, family: Optional[int] = None, passive: bool 
         return socket.AF_INET, ("0.0.0.0", port)
     if host == "<broadcast>":
         return socket.AF_INET, ("255.255.255.255", port)
-    # numeric fast path
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
-        ip = None
-    if ip is not None:
-        if ip.version == 4:
-            return socket.AF_INET, (str(ip), port)
-        addr = (host, port) if len(address) == 2 else (host, port, address[2], address[3])
-        return socket.AF_INET6, normalize_address(addr)
-    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM, 0,
-                               socket.AI_PASSIVE if passive else 0)
-    if not infos:
-        raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host!r}")
+        return None
+    if ip.version == 4:
+        return socket.AF_INET, (str(ip), port)
+    addr = (host, port) if len(address) == 2 else (host, port, address[2], address[3])
+    return socket.AF_INET6, normalize_address(addr)
+
+
+def pick_address(infos: List, host: str, family: Optional[int] = None) -> Tuple[int, Tuple]:
+    """Choose from ``getaddrinfo`` results: IPv4 first ('localhost' -> 127.0.0.1) unless
+    ``family`` (the family of an existing socket) is IPv6."""
     order = [socket.AF_INET, socket.AF_INET6]
     if family == socket.AF_INET6:
         order.reverse()
@@ -119,7 +117,23 @@ def resolve_address(address: Tuple, family: Optional[int] = None, passive: bool 
         for info in infos:
             if info[0] == fam:
                 return fam, normalize_address(info[4])
-    raise socket.gaierror(socket.EAI_FAMILY, f"no usable address for {host!r}")
+    raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host!r}")
+
+
+def resolve_address(address: Tuple, family: Optional[int] = None, passive: bool = False) -> Tuple[int, Tuple]:
+    """Resolve ``address`` to ``(family, normalized numeric address)``.
+
+    Names resolve with IPv4 preferred ('localhost' -> 127.0.0.1) unless ``family`` is given (the
+    family of an existing socket). ``passive`` resolves '' to the wildcard address (for bind).
+    Raises ``socket.gaierror`` (an OSError) for unknown names.
+    """
+    numeric = numeric_address(address, family, passive)
+    if numeric is not None:
+        return numeric
+    host, port = address[0], address[1]
+    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM, 0,
+                               socket.AI_PASSIVE if passive else 0)
+    return pick_address(infos, host, family)
 
 
 class UDPSocket:

@@ -44,12 +44,11 @@ import asyncio
 import collections
 import dataclasses
 import errno
-import ipaddress
 import logging
 import socket
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from ._socket import normalize_address
+from ._socket import normalize_address, numeric_address, pick_address
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
 from .errors import AuthenticationError, ConnectionClosed, ConnectionTimeout, DQUICError, ErrorCode
@@ -167,43 +166,17 @@ def _check_stream_id(stream_id: Any) -> None:
 
 async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int, passive: bool) -> Tuple[int, Tuple]:
     """``(family, normalized address)``; numeric hosts need no lookup, names prefer IPv4."""
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ValueError("port must be an int 0..65535")
-    if passive and host in ("", None):
-        return socket.AF_INET, ("0.0.0.0", port)
+    if host is None:
+        host = ""
     try:
-        ip = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        ip = None
-    if ip is not None:
-        if ip.version == 4:
-            return socket.AF_INET, (str(ip), port)
-        return socket.AF_INET6, normalize_address((host, port))
+        numeric = numeric_address((host, port), passive=passive)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if numeric is not None:
+        return numeric
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
                                    flags=socket.AI_PASSIVE if passive else 0)
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        for info in infos:
-            if info[0] == fam:
-                return fam, normalize_address(info[4])
-    raise socket.gaierror(socket.EAI_NONAME, f"cannot resolve {host!r}")
-
-
-def _recv_finished(core: Any, stream_id: int) -> bool:
-    """True once the peer's half of the stream ended (FIN received and everything read)."""
-    probe = getattr(core, "stream_finished", None)
-    if probe is not None:
-        return bool(probe(stream_id))
-    s = getattr(core, "_streams", {}).get(stream_id)
-    return s is not None and bool(s.recv.is_finished)
-
-
-def _send_done(core: Any, stream_id: int) -> bool:
-    """True once our half of the stream is fully acknowledged (FIN included) or reset."""
-    s = getattr(core, "_streams", {}).get(stream_id)
-    if s is None:
-        return core.send_buffered == 0
-    send = s.send
-    return bool(send.fin_acked or send.is_reset)
+    return pick_address(infos, host)
 
 
 def _termination_error(ev: ConnectionTerminated, established: bool, addr: Tuple) -> BaseException:
@@ -575,7 +548,7 @@ class StreamWriter:
         """Wait until the peer acknowledged everything written and the FIN (or the connection
         ended)."""
         conn = self._conn
-        while not conn._terminated and not _send_done(conn._core, self.stream_id):
+        while not conn._terminated and not conn._core.stream_send_complete(self.stream_id):
             await conn._wait_progress()
 
 
@@ -748,7 +721,7 @@ class AsyncConnection:
             for sid, reader in self._readers.items():
                 if not reader._eof and reader._exc is None:
                     reader._fill(core)
-                    if not core.message_ready(sid, 1) and _recv_finished(core, sid):
+                    if not core.message_ready(sid, 1) and core.stream_finished(sid):
                         reader._feed_eof()
         if self._send_waiters:
             buffered = core.send_buffered
@@ -954,12 +927,12 @@ class AsyncConnection:
         if reader is not None and not self._terminated:
             if reader._fill(self._core):
                 self._driver.schedule()
-            elif not self._core.message_ready(stream_id, 1) and _recv_finished(self._core, stream_id):
+            elif not self._core.message_ready(stream_id, 1) and self._core.stream_finished(stream_id):
                 reader._feed_eof()
         elif reader is not None:
             reader._fill(self._core)
             if not self._core.message_ready(stream_id, 1):
-                if _recv_finished(self._core, stream_id):
+                if self._core.stream_finished(stream_id):
                     reader._feed_eof()
 
     def end_stream(self, stream_id: int) -> None:

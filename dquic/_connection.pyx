@@ -46,6 +46,7 @@ from dquic._codec cimport (Buffer, c_push_stream_frame_header, c_varint_size,
                            pull_stream_frame_header)
 from dquic._congestion cimport CongestionController, Pacer
 from dquic._ranges cimport RangeSet
+from dquic._protection cimport PacketProtection
 from dquic._recovery cimport Recovery, RttEstimator, SentPacket
 from dquic._streams cimport FlowWindow, RecvStream, SendStream
 
@@ -1112,6 +1113,20 @@ cdef class Connection:
             hlen = rel + pn_len
             return self._after_open(SP_APP, space, opener, pn, first, p + start + hlen,
                                     plen - hlen, data, start + hlen, False, None, plen, addr, now)
+        if type(opener) is PacketProtection:
+            try:
+                payload = (<PacketProtection>opener).c_open(p + start, plen, rel, space.largest_rx + 1, &pn, &first)
+            except DecryptionFailed:
+                self.packets_dropped += 1
+                if self.is_stateless_reset(memoryview(data)[start:end]):
+                    self.on_stateless_reset(now)
+                return 0
+            except ProtocolError as exc:
+                self._protocol_error(exc)
+                return 0
+            return self._after_open(SP_APP, space, opener, pn, first,
+                                    <const uint8_t*>PyBytes_AS_STRING(payload),
+                                    PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now)
         if start == 0 and PyBytes_CheckExact(data) and end == PyBytes_GET_SIZE(data):
             packet = data
         else:
@@ -1990,6 +2005,8 @@ cdef class Connection:
         sealer = self._seal[space_id]
         if length_off >= 0:
             codec.patch_length(buf, length_off, pn_len + buf._pos - hdr_end + sealer.tag_size)
+        if type(sealer) is PacketProtection:
+            return (<PacketProtection>sealer).c_seal(buf._base, hdr_end, buf._base + hdr_end, buf._pos - hdr_end, pn)
         header = PyBytes_FromStringAndSize(<const char*>buf._base, hdr_end)
         payload = PyBytes_FromStringAndSize(<const char*>(buf._base + hdr_end), buf._pos - hdr_end)
         return sealer.encrypt_packet(header, payload, pn)

@@ -55,6 +55,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ._version import __version__
+from .config import Configuration
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_CONNECTION"]
 
@@ -231,7 +232,9 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
               f"delay {args.delay_ms:g} ms each way, reorder {args.reorder:.1%}, "
               f"duplicate {args.duplicate:.1%}); congestion control {args.cc}\n")
     if encryption:
-        out.write(f"security: Noise handshake, ChaCha20-Poly1305 packets, server key pinned "
+        aead = {"AESGCM": "AES-256-GCM", "ChaChaPoly": "ChaCha20-Poly1305"}.get(
+            Configuration().cipher, Configuration().cipher)
+        out.write(f"security: Noise handshake, {aead} packets, server key pinned "
                   f"({server_key.public_b64[:12]}...)\n")
     else:
         out.write("security: encryption DISABLED (--no-encryption)\n")

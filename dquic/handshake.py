@@ -247,7 +247,7 @@ class ClientHandshake(_Handshake):
         psk: Optional[bytes],
         transport_params: bytes,
         prologue: bytes,
-        cipher: str = "ChaChaPoly",
+        cipher: str = "AESGCM",
     ) -> None:
         """Choose the pattern: a pinned ``server_key`` (or a single ``trusted_peers``
         entry) gives NK/IK, otherwise NX/XX with the server key checked against

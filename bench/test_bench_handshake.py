@@ -1,0 +1,98 @@
+"""Handshakes per second: complete connection setups, client and server in one process (sans-IO).
+
+Each round builds a fresh client/server pair of connections and exchanges datagrams until both
+sides consider the handshake confirmed (dquic) or complete (aioquic). The aioquic case (TLS 1.3,
+ECDSA P-256 certificate) runs in the same session as the reference; it is skipped with a reason
+when aioquic (the ``bench`` extra) is not installed.
+
+    python -m pytest bench/test_bench_handshake.py --benchmark-only
+"""
+from __future__ import annotations
+
+import pytest
+
+from dquic.config import Configuration
+from dquic.connection import Connection
+from dquic.keys import KeyPair
+
+C_ADDR = ("127.0.0.1", 40000)
+S_ADDR = ("127.0.0.1", 4433)
+SERVER_KEY = KeyPair.generate()
+CLIENT_KEY = KeyPair.generate()
+
+# pattern -> (client options, server options)
+PATTERNS = {
+    "NX": ({}, {}),
+    "NK": ({"server_key": SERVER_KEY.public}, {}),
+    "XX": ({"identity": CLIENT_KEY}, {}),
+    "IK": ({"identity": CLIENT_KEY, "server_key": SERVER_KEY.public}, {}),
+}
+
+
+def _dquic_handshake(client_opts, server_opts, cipher):
+    client = Connection(Configuration(cipher=cipher, **client_opts), S_ADDR)
+    server = Connection(Configuration(is_client=False, identity=SERVER_KEY, **server_opts), C_ADDR,
+                        peer_cid=client.host_cid, original_dcid=client.original_dcid)
+    now = 0.0
+    client.connect(now)
+    for _ in range(10):
+        for d, _ in client.datagrams_to_send(now):
+            server.receive_datagram(d, C_ADDR, now)
+        for d, _ in server.datagrams_to_send(now):
+            client.receive_datagram(d, S_ADDR, now)
+        if client.handshake_confirmed and server.handshake_confirmed:
+            return
+        now += 0.001
+    raise AssertionError("dquic handshake did not complete")
+
+
+@pytest.mark.parametrize("cipher", ["AESGCM", "ChaChaPoly"])
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_bench_handshake_dquic(benchmark, pattern, cipher):
+    benchmark.group = "handshake"
+    client_opts, server_opts = PATTERNS[pattern]
+    benchmark(_dquic_handshake, client_opts, server_opts, cipher)
+    benchmark.extra_info["handshakes_per_second"] = round(1.0 / benchmark.stats.stats.median)
+
+
+def test_bench_handshake_aioquic(benchmark):
+    try:
+        import aioquic
+        from aioquic.quic.configuration import QuicConfiguration
+        from aioquic.quic.connection import QuicConnection
+    except ImportError:
+        pytest.skip("aioquic is not installed (pip install aioquic, the 'bench' extra): "
+                    "no same-run reference")
+    from test_bench_core import _self_signed
+
+    benchmark.group = "handshake"
+    cert, key = _self_signed()
+
+    def handshake():
+        ccfg = QuicConfiguration(is_client=True, verify_mode=0, server_name="localhost",
+                                 alpn_protocols=["bench"])
+        scfg = QuicConfiguration(is_client=False, alpn_protocols=["bench"])
+        scfg.certificate = cert
+        scfg.private_key = key
+        client = QuicConnection(configuration=ccfg)
+        server = None
+        now = 0.0
+        client.connect(S_ADDR, now=now)
+        for _ in range(20):
+            for d, _ in client.datagrams_to_send(now=now):
+                if server is None:
+                    server = QuicConnection(
+                        configuration=scfg,
+                        original_destination_connection_id=client.original_destination_connection_id)
+                server.receive_datagram(d, C_ADDR, now=now)
+            if server is not None:
+                for d, _ in server.datagrams_to_send(now=now):
+                    client.receive_datagram(d, S_ADDR, now=now)
+            if client._handshake_complete and server is not None and server._handshake_complete:
+                return
+            now += 0.001
+        raise AssertionError("aioquic handshake did not complete")
+
+    benchmark(handshake)
+    benchmark.extra_info["handshakes_per_second"] = round(1.0 / benchmark.stats.stats.median)
+    benchmark.extra_info["aioquic"] = aioquic.__version__

@@ -15,7 +15,13 @@ import textwrap
 import pytest
 
 import dquic
+import dquic.handshake  # noqa: F401  (see below)
 import dquic.pytest_plugin as plugin
+import dquic.sync  # noqa: F401
+
+# pytester's in-process runs remove every module first imported during an inner run. The
+# `cryptography` package cannot be imported twice (its compiled core keeps the first copy of its
+# Python classes), so what the inner runs use is imported here, before any snapshot is taken.
 
 pytest_plugins = ["pytester"]
 

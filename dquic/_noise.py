@@ -5,10 +5,11 @@ This module implements the three objects of the Noise specification §5 —
 patterns dquic uses (NN, NK, NX, XX, IK and their ``pskN`` variants) with DH
 function 25519, ciphers ChaChaPoly and AESGCM, and hashes BLAKE2s and SHA256.
 
-Every primitive comes from the ``cryptography`` package (X25519, ChaCha20-Poly1305,
-AES-256-GCM, BLAKE2s-256, SHA-256, HMAC); the only thing written here is the
-protocol logic that the specification defines in terms of those primitives,
-including Noise's own HMAC-based HKDF (§4.3).
+Every primitive comes from a library: X25519, ChaCha20-Poly1305 and AES-256-GCM from
+the ``cryptography`` package, SHA-256, BLAKE2s-256 and HMAC from Python's ``hashlib``/
+``hmac`` (OpenSSL-backed one-shot calls, cheaper per call than building hash objects);
+the only thing written here is the protocol logic that the specification defines in
+terms of those primitives, including Noise's own HMAC-based HKDF (§4.3).
 
 Typical use::
 
@@ -26,14 +27,16 @@ exhausting a nonce raises ``NonceExhausted``.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import hashlib
+import hmac
+from typing import Dict, Optional, Sequence, Tuple
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from dquic.errors import ErrorCode, ProtocolError
+from dquic.keys import KeyPair
 
 __all__ = [
     "NoiseError",
@@ -93,10 +96,11 @@ CIPHERS = {
     "AESGCM": (AESGCM, _aesgcm_nonce),
 }
 
-#: hash name -> (factory of a cryptography HashAlgorithm, HASHLEN). Both have HASHLEN 32.
+#: hash name -> (one-shot hash function ``data -> digest``, HMAC digest name for
+#: ``hmac.digest``, HASHLEN). Both have HASHLEN 32 (BLAKE2s's default digest size is 32).
 HASHES = {
-    "SHA256": (hashes.SHA256, 32),
-    "BLAKE2s": (lambda: hashes.BLAKE2s(32), 32),
+    "SHA256": (lambda data: hashlib.sha256(data).digest(), "sha256", 32),
+    "BLAKE2s": (lambda data: hashlib.blake2s(data).digest(), "blake2s", 32),
 }
 
 #: Handshake patterns (Noise §7.4, §7.5): name -> (initiator pre-message tokens,
@@ -165,6 +169,36 @@ def parse_protocol_name(name: str):
     return (tuple(pre_i), tuple(pre_r), tuple(tuple(m) for m in msgs)), len(psk_positions), cipher, hash_name
 
 
+_PROTOCOL_CACHE: Dict[str, tuple] = {}
+_PROTOCOL_CACHE_MAX = 64
+
+
+def _protocol_info(name: str) -> tuple:
+    """Everything a handshake needs from its protocol name, computed once per name.
+
+    Returns ``(pre_i, pre_r, messages, psk_count, cipher, hash_name, initial_h,
+    needs_static)`` where ``initial_h`` is the ``h`` (= ``ck``) that InitializeSymmetric
+    derives from the name (§5.2) and ``needs_static`` is ``(initiator, responder)``:
+    whether each role must have a local static key. The cache holds at most
+    ``_PROTOCOL_CACHE_MAX`` names; further names are parsed every time.
+    """
+    info = _PROTOCOL_CACHE.get(name)
+    if info is not None:
+        return info
+    (pre_i, pre_r, messages), psk_count, cipher, hash_name = parse_protocol_name(name)
+    hash_fn, _, hashlen = HASHES[hash_name]
+    raw = name.encode("ascii")
+    initial_h = raw.ljust(hashlen, b"\x00") if len(raw) <= hashlen else hash_fn(raw)
+    needs_static = tuple(
+        any("s" in m for i, m in enumerate(messages) if (i % 2 == 0) == role) or ("s" in (pre_i if role else pre_r))
+        for role in (True, False)
+    )
+    info = (pre_i, pre_r, messages, psk_count, cipher, hash_name, initial_h, needs_static)
+    if len(_PROTOCOL_CACHE) < _PROTOCOL_CACHE_MAX:
+        _PROTOCOL_CACHE[name] = info
+    return info
+
+
 def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
     """DH(key_pair, public_key) for 25519 (Noise §12.1).
 
@@ -174,6 +208,13 @@ def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
     try:
         return private.exchange(public)
     except ValueError:
+        raise NoiseError("invalid peer public key") from None
+
+
+def _public_key(raw: bytes) -> X25519PublicKey:
+    try:
+        return X25519PublicKey.from_public_bytes(raw)
+    except ValueError:  # pragma: no cover - any 32 bytes parse as an X25519 public key
         raise NoiseError("invalid peer public key") from None
 
 
@@ -280,39 +321,44 @@ class CipherState:
 class SymmetricState:
     """Noise §5.2: chaining key ``ck``, handshake hash ``h`` and a CipherState."""
 
-    __slots__ = ("_hash_factory", "hashlen", "ck", "h", "cipher_state", "_cipher_name")
+    __slots__ = ("_hash_fn", "_hmac_name", "hashlen", "ck", "h", "cipher_state", "_cipher_name")
 
-    def __init__(self, protocol_name_bytes: bytes, cipher: str, hash_name: str) -> None:
-        """InitializeSymmetric(protocol_name)."""
-        self._hash_factory, self.hashlen = HASHES[hash_name]
+    def __init__(self, protocol_name_bytes: bytes, cipher: str, hash_name: str,
+                 initial_h: Optional[bytes] = None) -> None:
+        """InitializeSymmetric(protocol_name).
+
+        ``initial_h`` may carry the value this derives from ``protocol_name_bytes``
+        when the caller already computed it (HandshakeState caches it per name).
+        """
+        self._hash_fn, self._hmac_name, self.hashlen = HASHES[hash_name]
         self._cipher_name = cipher
-        if len(protocol_name_bytes) <= self.hashlen:
+        if initial_h is not None:
+            h = initial_h
+        elif len(protocol_name_bytes) <= self.hashlen:
             h = protocol_name_bytes.ljust(self.hashlen, b"\x00")
         else:
-            h = self._hash(protocol_name_bytes)
+            h = self._hash_fn(protocol_name_bytes)
         self.h = h
         # ck is secret once keys are mixed in; keep it in a bytearray we can overwrite.
         self.ck = bytearray(h)
         self.cipher_state = CipherState(cipher)
 
     def _hash(self, data: bytes) -> bytes:
-        d = hashes.Hash(self._hash_factory())
-        d.update(data)
-        return d.finalize()
+        return self._hash_fn(data)
 
     def _hmac(self, key, data: bytes) -> bytes:
-        m = hmac.HMAC(bytes(key), self._hash_factory())
-        m.update(data)
-        return m.finalize()
+        return hmac.digest(key, data, self._hmac_name)
 
     def hkdf(self, chaining_key, ikm: bytes, num_outputs: int):
         """HKDF(chaining_key, input_key_material, num_outputs) as Noise §4.3 defines it."""
-        temp_key = self._hmac(chaining_key, ikm)
-        out1 = self._hmac(temp_key, b"\x01")
-        out2 = self._hmac(temp_key, out1 + b"\x02")
+        name = self._hmac_name
+        digest = hmac.digest
+        temp_key = digest(chaining_key, ikm, name)
+        out1 = digest(temp_key, b"\x01", name)
+        out2 = digest(temp_key, out1 + b"\x02", name)
         if num_outputs == 2:
             return out1, out2
-        out3 = self._hmac(temp_key, out2 + b"\x03")
+        out3 = digest(temp_key, out2 + b"\x03", name)
         return out1, out2, out3
 
     def _set_ck(self, value: bytes) -> None:
@@ -326,7 +372,7 @@ class SymmetricState:
 
     def mix_hash(self, data: bytes) -> None:
         """MixHash(data): h = HASH(h || data)."""
-        self.h = self._hash(self.h + bytes(data))
+        self.h = self._hash_fn(self.h + data)
 
     def mix_key_and_hash(self, ikm: bytes) -> None:
         """MixKeyAndHash(ikm): used for pre-shared keys (§9)."""
@@ -359,8 +405,7 @@ class SymmetricState:
         k1, k2 = self.hkdf(self.ck, b"", 2)
         c1 = CipherState(self._cipher_name, k1[:32])
         c2 = CipherState(self._cipher_name, k2[:32])
-        for i in range(len(self.ck)):
-            self.ck[i] = 0
+        self.ck[:] = bytes(len(self.ck))
         self.cipher_state.clear()
         return c1, c2
 
@@ -392,11 +437,12 @@ class HandshakeState:
         psks: Sequence[bytes] = (),
         e: Optional[bytes] = None,
     ) -> None:
-        (pre_i, pre_r, messages), psk_count, cipher, hash_name = parse_protocol_name(protocol_name)
+        (pre_i, pre_r, messages, psk_count, cipher, hash_name, initial_h,
+         needs_static) = _protocol_info(protocol_name)
         self.protocol_name = protocol_name
         self.cipher_name = cipher
         self.hash_name = hash_name
-        self.initiator = bool(initiator)
+        self.initiator = initiator = bool(initiator)
         self._messages = messages
         self._index = 0
         if len(psks) != psk_count:
@@ -406,21 +452,31 @@ class HandshakeState:
                 raise ValueError("pre-shared keys are 32 bytes")
         self._psks = [bytes(p) for p in psks]
         self._is_psk = psk_count > 0
-        self._s = X25519PrivateKey.from_private_bytes(bytes(s)) if s is not None else None
-        self._s_pub = _public_bytes(self._s) if self._s is not None else None
+        if s is None:
+            self._s = self._s_pub = None
+        elif isinstance(s, KeyPair):  # a plain class: a cheap check, not an ABC one
+            # A KeyPair keeps its key object: no per-handshake rebuild from raw bytes.
+            self._s = s.private_key
+            self._s_pub = s.public
+        else:
+            self._s = X25519PrivateKey.from_private_bytes(bytes(s))
+            self._s_pub = _public_bytes(self._s)
         self._e = X25519PrivateKey.from_private_bytes(bytes(e)) if e is not None else None
         self._e_pub: Optional[bytes] = None
         self._rs: Optional[bytes] = None
         self._re: Optional[bytes] = None
+        # X25519PublicKey objects for rs/re, built on first DH use.
+        self._rs_obj: Optional[X25519PublicKey] = None
+        self._re_obj: Optional[X25519PublicKey] = None
         if rs is not None:
             if len(rs) != DHLEN:
                 raise ValueError("static public keys are 32 bytes")
             self._rs = bytes(rs)
 
-        self._ss = SymmetricState(protocol_name.encode("ascii"), cipher, hash_name)
-        self._ss.mix_hash(bytes(prologue))
+        self._ss = ss = SymmetricState(b"", cipher, hash_name, initial_h)
+        ss.mix_hash(bytes(prologue))
         # Pre-messages (§7.1): initiator's keys first, then the responder's.
-        for side_tokens, is_local in ((pre_i, self.initiator), (pre_r, not self.initiator)):
+        for side_tokens, is_local in ((pre_i, initiator), (pre_r, not initiator)):
             for token in side_tokens:
                 if token == "s":
                     key = self._s_pub if is_local else self._rs
@@ -428,10 +484,8 @@ class HandshakeState:
                     raise ValueError("unsupported pre-message token %r" % token)
                 if key is None:
                     raise ValueError("pattern requires a %s static key in advance" % ("local" if is_local else "remote"))
-                self._ss.mix_hash(key)
-        self._needs_local_static = any(
-            "s" in m for i, m in enumerate(messages) if (i % 2 == 0) == self.initiator
-        ) or (("s" in pre_i) if self.initiator else ("s" in pre_r))
+                ss.mix_hash(key)
+        self._needs_local_static = needs_static[0] if initiator else needs_static[1]
         if self._needs_local_static and self._s is None:
             raise ValueError("pattern requires a local static key")
         self._split: Optional[Tuple[CipherState, CipherState]] = None
@@ -501,10 +555,16 @@ class HandshakeState:
         return _dh(self._e, self._rs_key())
 
     def _rs_key(self) -> X25519PublicKey:
-        return X25519PublicKey.from_public_bytes(self._rs)
+        key = self._rs_obj
+        if key is None:
+            key = self._rs_obj = _public_key(self._rs)
+        return key
 
     def _re_key(self) -> X25519PublicKey:
-        return X25519PublicKey.from_public_bytes(self._re)
+        key = self._re_obj
+        if key is None:
+            key = self._re_obj = _public_key(self._re)
+        return key
 
     def _finish_if_done(self) -> None:
         self._index += 1
@@ -513,6 +573,7 @@ class HandshakeState:
             self._split = self._ss.split()
             # Discard handshake secrets (best effort; key objects cannot be wiped).
             self._e = None
+            self._rs_obj = self._re_obj = None
             self._psks = []
 
     def write_message(self, payload: bytes = b"") -> bytes:
@@ -563,6 +624,7 @@ class HandshakeState:
                 if len(message) - pos < DHLEN:
                     raise NoiseError("truncated handshake message")
                 self._re = message[pos:pos + DHLEN]
+                self._re_obj = None
                 pos += DHLEN
                 self._ss.mix_hash(self._re)
                 if self._is_psk:
@@ -572,6 +634,7 @@ class HandshakeState:
                 if len(message) - pos < n:
                     raise NoiseError("truncated handshake message")
                 self._rs = self._ss.decrypt_and_hash(message[pos:pos + n])
+                self._rs_obj = None
                 pos += n
             elif token == "psk":
                 self._ss.mix_key_and_hash(self._psks.pop(0))

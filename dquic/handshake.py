@@ -103,6 +103,13 @@ def _noise_name(pattern: str, cipher: str, psk: bool) -> str:
     return protocol_name(full, cipher, _HASH_FOR[cipher])
 
 
+# Every (pattern, cipher, psk) combination is known up front: name them once.
+_NOISE_NAMES = {
+    (pattern, cipher, psk): _noise_name(pattern, cipher, psk)
+    for pattern in PATTERN_IDS for cipher in _HASH_FOR for psk in (False, True)
+}
+
+
 def _full_prologue(sid: int, prologue: bytes) -> bytes:
     prologue = bytes(prologue)
     if len(prologue) > 0xFFFF:
@@ -273,7 +280,7 @@ class ClientHandshake(_Handshake):
             pattern = "XX" if identity is not None else "NX"
         self.pattern = pattern
         self.cipher = cipher
-        self.protocol_name = _noise_name(pattern, cipher, self._psk is not None)
+        self.protocol_name = _NOISE_NAMES[pattern, cipher, self._psk is not None]
         self._suite = suite_id(pattern, cipher, self._psk is not None)
         self._started = False
 
@@ -286,7 +293,7 @@ class ClientHandshake(_Handshake):
             self.protocol_name,
             True,
             _full_prologue(self._suite, self._prologue),
-            s=self._identity.private if self._identity is not None else None,
+            s=self._identity,  # a KeyPair (or None): its key object is reused
             rs=self._pinned,
             psks=[self._psk] if self._psk is not None else (),
         )
@@ -364,12 +371,12 @@ class ServerHandshake(_Handshake):
         if (self._psk is not None) != uses_psk:
             raise self._fail(AuthenticationError("pre-shared key %s" % ("required" if self._psk else "not configured")))
         self.pattern, self.cipher = pattern, cipher
-        self.protocol_name = _noise_name(pattern, cipher, uses_psk)
+        self.protocol_name = _NOISE_NAMES[pattern, cipher, uses_psk]
         self._hs = HandshakeState(
             self.protocol_name,
             False,
             _full_prologue(data[0], self._prologue),
-            s=self._identity.private,
+            s=self._identity,
             psks=[self._psk] if uses_psk else (),
         )
         payload = self._read(data[1:])

@@ -27,7 +27,7 @@ class KeyPair:
     Instances compare equal when their keys are equal; ``repr`` never shows the private key.
     """
 
-    __slots__ = ("_private", "_public")
+    __slots__ = ("_private", "_public", "_key")
 
     def __init__(self, private: bytes) -> None:
         """Prefer ``generate()``/``from_private()``; ``private`` is 32 raw bytes."""
@@ -40,6 +40,8 @@ class KeyPair:
         # Store the clamped-equivalent raw form that cryptography reports back.
         self._private = key.private_bytes_raw()
         self._public = key.public_key().public_bytes_raw()
+        # The key object itself, so handshakes need not rebuild it from raw bytes.
+        self._key = key
 
     @classmethod
     def generate(cls) -> "KeyPair":
@@ -58,6 +60,11 @@ class KeyPair:
     @property
     def public(self) -> bytes:
         return self._public
+
+    @property
+    def private_key(self) -> X25519PrivateKey:
+        """The private key as a ``cryptography`` X25519PrivateKey (built once, reused)."""
+        return self._key
 
     @property
     def public_b64(self) -> str:

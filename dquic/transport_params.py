@@ -53,57 +53,79 @@ class TransportParameters:
     max_datagram_frame_size: int = 0
 
     def encode(self) -> bytes:
-        """Serialise; fields at their default value are omitted."""
-        out = bytearray()
-        default = TransportParameters()
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value == getattr(default, f.name):
+        """Serialise; fields at their default value are omitted.
+
+        Entries follow the field order of this class (the order is part of the encoding
+        every peer and test sees, so keep it).
+        """
+        out = []
+        append = out.append
+        for name, default, prefix, kind in _ENCODE_TABLE:
+            value = getattr(self, name)
+            if value == default:
                 continue
-            pid, kind = _BY_NAME[f.name]
-            if kind == "int":
+            if kind is _INT:
                 body = encode_varint(value)
-            elif kind == "flag":
+            elif kind is _FLAG:
                 body = b""
             else:
                 body = bytes(value)
-            out += encode_varint(pid) + encode_varint(len(body)) + body
-        return bytes(out)
+            append(prefix)
+            n = len(body)
+            append(_SMALL_VARINTS[n] if n < 64 else encode_varint(n))
+            append(body)
+        return b"".join(out)
 
     @classmethod
     def decode(cls, data: bytes) -> "TransportParameters":
         """Parse; raises ProtocolError(TRANSPORT_PARAMETER_ERROR) on any fault."""
         err = ErrorCode.TRANSPORT_PARAMETER_ERROR
-        if len(data) > MAX_ENCODED_SIZE:
+        end = len(data)
+        if end > MAX_ENCODED_SIZE:
             raise ProtocolError("transport parameters too long", err)
         params = cls()
         seen = set()
         pos = 0
         try:
-            while pos < len(data):
-                pid, pos = decode_varint(data, pos)
-                length, pos = decode_varint(data, pos)
-                if pos + length > len(data):
+            while pos < end:
+                # Ids and lengths below 64 are one-byte varints (RFC 9000 §16): read
+                # those inline, anything else through the general decoder.
+                b = data[pos]
+                if b < 0x40:
+                    pid = b
+                    pos += 1
+                else:
+                    pid, pos = decode_varint(data, pos)
+                if pos < end and data[pos] < 0x40:
+                    length = data[pos]
+                    pos += 1
+                else:
+                    length, pos = decode_varint(data, pos)
+                if pos + length > end:
                     raise ProtocolError("transport parameter length past the end", err)
-                body = bytes(data[pos : pos + length])
-                pos += length
                 if pid in seen:
                     raise ProtocolError(f"duplicate transport parameter 0x{pid:x}", err)
                 seen.add(pid)
                 entry = _PARAMS.get(pid)
                 if entry is None:
+                    pos += length
                     continue  # unknown parameters are ignored (RFC 9000 §7.4.2)
                 name, kind = entry
                 if kind == "int":
-                    value, used = decode_varint(body, 0)
-                    if used != len(body):
-                        raise ProtocolError(f"bad integer for transport parameter {name}", err)
+                    if length == 1 and data[pos] < 0x40:
+                        value = data[pos]
+                    else:
+                        body = bytes(data[pos : pos + length])
+                        value, used = decode_varint(body, 0)
+                        if used != length:
+                            raise ProtocolError(f"bad integer for transport parameter {name}", err)
                 elif kind == "flag":
-                    if body:
+                    if length:
                         raise ProtocolError(f"transport parameter {name} must be empty", err)
                     value = True
                 else:
-                    value = body
+                    value = bytes(data[pos : pos + length])
+                pos += length
                 setattr(params, name, value)
         except ProtocolError as exc:
             raise ProtocolError(str(exc), err) from None
@@ -132,3 +154,14 @@ class TransportParameters:
 
     def as_dict(self) -> Dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_INT = "int"
+_FLAG = "flag"
+_SMALL_VARINTS = [bytes([n]) for n in range(64)]
+# (attribute, default, encoded id, kind) in field order, for encode().
+_ENCODE_TABLE = tuple(
+    (f.name, f.default, encode_varint(_BY_NAME[f.name][0]),
+     {"int": _INT, "flag": _FLAG}.get(_BY_NAME[f.name][1], "bytes"))
+    for f in fields(TransportParameters)
+)

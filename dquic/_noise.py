@@ -29,6 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+
+try:  # the one-shot OpenSSL HMAC that hmac.digest() dispatches to, minus the wrapper
+    from _hashlib import hmac_digest as _hmac_digest
+    _hmac_digest(b"k", b"m", "blake2s")
+except Exception:  # pragma: no cover - Python built without OpenSSL or without BLAKE2s there
+    _hmac_digest = hmac.digest
 from typing import Dict, Optional, Sequence, Tuple
 
 from cryptography.exceptions import InvalidTag
@@ -258,9 +264,9 @@ class CipherState:
             if len(key) != 32:
                 raise ValueError("cipher keys are 32 bytes")
             key = bytes(key)
-            self._aead = self._aead_cls(key)
-        else:
-            self._aead = None
+        # The AEAD object is built on first use (_cipher): Split's keys and keys that
+        # a following MixKey replaces are never used for encryption here.
+        self._aead = None
         self._k = key
         self.n = 0
 
@@ -274,13 +280,23 @@ class CipherState:
             raise ValueError("nonce out of range")
         self.n = nonce
 
+    def _cipher(self):
+        """The AEAD object for ``k`` (built once per key), or None without a key."""
+        aead = self._aead
+        if aead is None and self._k is not None:
+            aead = self._aead = self._aead_cls(self._k)
+        return aead
+
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         """ENCRYPT(k, n++, ad, plaintext); plaintext unchanged when there is no key."""
-        if self._aead is None:
+        aead = self._aead
+        if aead is None:
+            aead = self._cipher()
+        if aead is None:
             return bytes(plaintext)
         if self.n >= MAX_NONCE:
             raise NonceExhausted("nonce space exhausted; rekey or start a new session")
-        out = self._aead.encrypt(self._nonce(self.n), bytes(plaintext), ad)
+        out = aead.encrypt(self._nonce(self.n), bytes(plaintext), ad)
         self.n += 1
         return out
 
@@ -289,12 +305,15 @@ class CipherState:
 
         On failure ``n`` is not incremented (Noise §5.1).
         """
-        if self._aead is None:
+        aead = self._aead
+        if aead is None:
+            aead = self._cipher()
+        if aead is None:
             return bytes(ciphertext)
         if self.n >= MAX_NONCE:
             raise NonceExhausted("nonce space exhausted; rekey or start a new session")
         try:
-            out = self._aead.decrypt(self._nonce(self.n), bytes(ciphertext), ad)
+            out = aead.decrypt(self._nonce(self.n), bytes(ciphertext), ad)
         except InvalidTag:
             raise NoiseError("handshake message failed authentication") from None
         self.n += 1
@@ -302,10 +321,11 @@ class CipherState:
 
     def rekey(self) -> None:
         """Rekey(): k = first 32 bytes of ENCRYPT(k, 2**64-1, zerolen, 32 zero bytes) (§4.2)."""
-        if self._aead is None:
+        aead = self._cipher()
+        if aead is None:
             raise RuntimeError("no key to rekey")
         n = self.n
-        new_key = self._aead.encrypt(self._nonce(MAX_NONCE), _ZEROS32, b"")[:32]
+        new_key = aead.encrypt(self._nonce(MAX_NONCE), _ZEROS32, b"")[:32]
         self.initialize_key(new_key)
         self.n = n  # Rekey does not reset the nonce
 
@@ -347,12 +367,12 @@ class SymmetricState:
         return self._hash_fn(data)
 
     def _hmac(self, key, data: bytes) -> bytes:
-        return hmac.digest(key, data, self._hmac_name)
+        return _hmac_digest(key, data, self._hmac_name)
 
     def hkdf(self, chaining_key, ikm: bytes, num_outputs: int):
         """HKDF(chaining_key, input_key_material, num_outputs) as Noise §4.3 defines it."""
         name = self._hmac_name
-        digest = hmac.digest
+        digest = _hmac_digest
         temp_key = digest(chaining_key, ikm, name)
         out1 = digest(temp_key, b"\x01", name)
         out2 = digest(temp_key, out1 + b"\x02", name)
@@ -417,9 +437,9 @@ class HandshakeState:
     """Noise §5.3: runs one handshake for one party.
 
     Construct with the full protocol name, the role, the prologue and whatever keys
-    the pattern requires: ``s`` (our static private key, 32 raw bytes), ``rs`` (peer
-    static public key known in advance, 32 raw bytes), ``psks`` (one 32-byte key per
-    ``pskN`` modifier). ``e`` injects a fixed ephemeral private key — for tests and
+    the pattern requires: ``s`` (our static private key: 32 raw bytes, or a ``KeyPair``
+    whose key object is then reused), ``rs`` (peer static public key known in advance,
+    32 raw bytes), ``psks`` (one 32-byte key per ``pskN`` modifier). ``e`` injects a fixed ephemeral private key — for tests and
     test vectors only; never pass it in production.
 
     Then alternate ``write_message``/``read_message`` as the pattern dictates
@@ -452,10 +472,12 @@ class HandshakeState:
                 raise ValueError("pre-shared keys are 32 bytes")
         self._psks = [bytes(p) for p in psks]
         self._is_psk = psk_count > 0
+        self._s_pair: Optional[KeyPair] = None
         if s is None:
             self._s = self._s_pub = None
         elif isinstance(s, KeyPair):  # a plain class: a cheap check, not an ABC one
             # A KeyPair keeps its key object: no per-handshake rebuild from raw bytes.
+            self._s_pair = s
             self._s = s.private_key
             self._s_pub = s.public
         else:
@@ -544,6 +566,12 @@ class HandshakeState:
         if token == "ee":
             return _dh(self._e, self._re_key())
         if token == "ss":
+            if self.initiator and self._s_pair is not None:
+                # Static-static: the same value on every reconnection to this peer.
+                try:
+                    return self._s_pair.static_dh(self._rs)
+                except ValueError:
+                    raise NoiseError("invalid peer public key") from None
             return _dh(self._s, self._rs_key())
         if token == "es":
             if self.initiator:
@@ -573,6 +601,7 @@ class HandshakeState:
             self._split = self._ss.split()
             # Discard handshake secrets (best effort; key objects cannot be wiped).
             self._e = None
+            self._s_pair = None
             self._rs_obj = self._re_obj = None
             self._psks = []
 

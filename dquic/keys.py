@@ -12,13 +12,14 @@ import binascii
 import os
 from typing import Union
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 __all__ = ["KeyPair", "load_public", "KEY_SIZE"]
 
 KEY_SIZE = 32
 _HEADER = "# dquic private key (X25519, base64). Keep this file secret."
 _PRIVATE_PREFIX = "private: "
+_STATIC_DH_CACHE_MAX = 64
 
 
 class KeyPair:
@@ -27,7 +28,7 @@ class KeyPair:
     Instances compare equal when their keys are equal; ``repr`` never shows the private key.
     """
 
-    __slots__ = ("_private", "_public", "_key")
+    __slots__ = ("_private", "_public", "_key", "_static_dh_cache")
 
     def __init__(self, private: bytes) -> None:
         """Prefer ``generate()``/``from_private()``; ``private`` is 32 raw bytes."""
@@ -42,6 +43,7 @@ class KeyPair:
         self._public = key.public_key().public_bytes_raw()
         # The key object itself, so handshakes need not rebuild it from raw bytes.
         self._key = key
+        self._static_dh_cache: dict = {}
 
     @classmethod
     def generate(cls) -> "KeyPair":
@@ -65,6 +67,25 @@ class KeyPair:
     def private_key(self) -> X25519PrivateKey:
         """The private key as a ``cryptography`` X25519PrivateKey (built once, reused)."""
         return self._key
+
+    def static_dh(self, peer_public: bytes) -> bytes:
+        """X25519(our private key, ``peer_public``) for a peer's *static* key, memoised.
+
+        Both inputs are long-term keys, so the result never changes; an initiator that
+        reconnects to a pinned server (Noise IK's ``ss``) skips one scalar multiplication.
+        Holds at most ``_STATIC_DH_CACHE_MAX`` results (none is more secret than the
+        private key this object already holds). Only an initiator should call it: a
+        responder's hit/miss timing would tell a prober which client keys connected.
+        Raises ``ValueError`` for a peer key of small order (the result would be zero).
+        """
+        cache = self._static_dh_cache
+        shared = cache.get(peer_public)
+        if shared is None:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(peer_public))
+            if len(cache) >= _STATIC_DH_CACHE_MAX:
+                cache.clear()
+            cache[bytes(peer_public)] = shared
+        return shared
 
     @property
     def public_b64(self) -> str:

@@ -354,3 +354,98 @@ def test_fresh_keys_each_handshake():
     a = run(client(server_key=SERVER.public), server())
     b = run(client(server_key=SERVER.public), server())
     assert a[0].handshake_hash != b[0].handshake_hash
+
+
+# ---------------------------------------------------------------- transport parameters
+from dquic._codec import encode_varint  # noqa: E402
+from dquic.transport_params import TransportParameters  # noqa: E402
+
+_TP_IDS = {  # attribute -> (id, kind), restated here so the encoder is checked independently
+    "original_destination_connection_id": (0x00, "bytes"), "max_idle_timeout": (0x01, "int"),
+    "stateless_reset_token": (0x02, "bytes"), "max_udp_payload_size": (0x03, "int"),
+    "initial_max_data": (0x04, "int"), "initial_max_stream_data": (0x05, "int"),
+    "initial_max_streams": (0x08, "int"), "ack_delay_exponent": (0x0A, "int"),
+    "max_ack_delay": (0x0B, "int"), "disable_active_migration": (0x0C, "flag"),
+    "active_connection_id_limit": (0x0E, "int"), "initial_source_connection_id": (0x0F, "bytes"),
+    "retry_source_connection_id": (0x10, "bytes"), "max_datagram_frame_size": (0x20, "int"),
+}
+
+
+def _reference_encode(tp: TransportParameters) -> bytes:
+    default = TransportParameters()
+    out = b""
+    for name, (pid, kind) in _TP_IDS.items():  # declaration order of the dataclass
+        value = getattr(tp, name)
+        if value == getattr(default, name):
+            continue
+        body = encode_varint(value) if kind == "int" else (b"" if kind == "flag" else bytes(value))
+        out += encode_varint(pid) + encode_varint(len(body)) + body
+    return out
+
+
+_cid = st.one_of(st.none(), st.binary(max_size=20))
+_tp_strategy = st.builds(
+    TransportParameters,
+    original_destination_connection_id=_cid,
+    max_idle_timeout=st.integers(0, 2**62 - 1),
+    stateless_reset_token=st.one_of(st.none(), st.binary(min_size=16, max_size=16)),
+    max_udp_payload_size=st.integers(1200, 2**62 - 1),
+    initial_max_data=st.integers(0, 2**62 - 1),
+    initial_max_stream_data=st.integers(0, 2**62 - 1),
+    initial_max_streams=st.integers(0, 2**60),
+    ack_delay_exponent=st.integers(0, 20),
+    max_ack_delay=st.integers(0, (1 << 14) - 1),
+    disable_active_migration=st.booleans(),
+    active_connection_id_limit=st.integers(2, 2**62 - 1),
+    initial_source_connection_id=_cid,
+    retry_source_connection_id=_cid,
+    max_datagram_frame_size=st.integers(0, 2**62 - 1),
+)
+
+
+@given(_tp_strategy)
+@settings(max_examples=300, deadline=None)
+def test_transport_params_encode_matches_reference_and_roundtrips(tp):
+    data = tp.encode()
+    assert data == _reference_encode(tp)
+    assert TransportParameters.decode(data) == tp
+
+
+def _varint_n(value: int, n: int) -> bytes:
+    # A (possibly non-minimal) n-byte varint, RFC 9000 §16.
+    prefix = {1: 0, 2: 1, 4: 2, 8: 3}[n]
+    raw = bytearray(value.to_bytes(n, "big"))
+    raw[0] |= prefix << 6
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("n_id,n_len,n_val", [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2), (8, 4, 8)])
+def test_transport_params_decode_accepts_longer_varints(n_id, n_len, n_val):
+    """Ids, lengths and values in longer-than-needed varint forms decode the same."""
+    value = _varint_n(7, n_val)
+    data = _varint_n(0x0A, n_id) + _varint_n(len(value), n_len) + value
+    assert TransportParameters.decode(data).ack_delay_exponent == 7
+
+
+@pytest.mark.parametrize("data", [
+    b"\x01",                      # id without length
+    b"\x01\x02\x05",              # value past the end
+    b"\x01\x40",                  # truncated two-byte length
+    b"\x41",                      # truncated two-byte id
+    b"\x01\x02\x05\x00",          # int value with trailing byte
+    b"\x01\x00",                  # empty int value
+    b"\x0c\x01\x00",              # non-empty flag
+    b"\x01\x01\x05\x01\x01\x05",  # duplicate
+    b"\x03\x01\x05",              # max_udp_payload_size below 1200
+    b"\x02\x01\x00",              # short stateless reset token
+])
+def test_transport_params_decode_rejects(data):
+    with pytest.raises(ProtocolError) as info:
+        TransportParameters.decode(data)
+    assert info.value.error_code == ErrorCode.TRANSPORT_PARAMETER_ERROR
+
+
+def test_transport_params_unknown_ignored_and_size_capped():
+    assert TransportParameters.decode(b"\x7f\xff\x02ab" + b"\x01\x01\x05").max_idle_timeout == 5
+    with pytest.raises(ProtocolError):
+        TransportParameters.decode(b"\x7f\xff\x44\x01" + bytes(1025))

@@ -127,3 +127,33 @@ def test_load_public_only_value_error(data):
     except ValueError:
         return
     assert len(out) == 32
+
+
+def test_private_key_object_matches_raw_bytes():
+    pair = KeyPair.generate()
+    assert pair.private_key.private_bytes_raw() == pair.private
+    assert pair.private_key.public_key().public_bytes_raw() == pair.public
+    assert pair.private_key is pair.private_key  # built once, reused
+
+
+def test_static_dh_matches_exchange_and_is_bounded():
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    import dquic.keys as keys_mod
+
+    pair = KeyPair.generate()
+    peer = KeyPair.generate()
+    expected = pair.private_key.exchange(X25519PublicKey.from_public_bytes(peer.public))
+    assert pair.static_dh(peer.public) == expected
+    assert pair.static_dh(peer.public) == expected  # second call served from the cache
+    assert peer.static_dh(pair.public) == expected  # DH symmetry
+    for _ in range(keys_mod._STATIC_DH_CACHE_MAX + 5):
+        pair.static_dh(KeyPair.generate().public)
+    assert len(pair._static_dh_cache) <= keys_mod._STATIC_DH_CACHE_MAX
+
+
+def test_static_dh_rejects_small_order_point():
+    pair = KeyPair.generate()
+    with pytest.raises(ValueError):
+        pair.static_dh(bytes(32))  # the identity point: an all-zero shared secret
+    assert bytes(32) not in pair._static_dh_cache

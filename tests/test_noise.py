@@ -61,16 +61,19 @@ HASH_NAMES = ["BLAKE2s", "SHA256"]
 COMBOS = list(itertools.product(PATTERN_KEYS, CIPHER_NAMES, HASH_NAMES))
 
 
-def _ours(pattern, cipher, hash_name, initiator):
+def _ours(pattern, cipher, hash_name, initiator, pairs=None):
+    """Our HandshakeState; with ``pairs`` = (initiator KeyPair, responder KeyPair) the
+    static keys are passed as KeyPair objects instead of raw bytes."""
     i_s, r_s, i_rs = PATTERN_KEYS[pattern]
     name = protocol_name(pattern, cipher, hash_name)
     npsk = parse_protocol_name(name)[1]
+    i_key, r_key = pairs if pairs is not None else (I_S, R_S)
     if initiator:
         return HandshakeState(
-            name, True, PROLOGUE, s=I_S if i_s else None, rs=_pub(R_S) if i_rs else None,
+            name, True, PROLOGUE, s=i_key if i_s else None, rs=_pub(R_S) if i_rs else None,
             psks=[PSK] * npsk, e=I_E,
         )
-    return HandshakeState(name, False, PROLOGUE, s=R_S if r_s else None, psks=[PSK] * npsk, e=R_E)
+    return HandshakeState(name, False, PROLOGUE, s=r_key if r_s else None, psks=[PSK] * npsk, e=R_E)
 
 
 def _theirs(pattern, cipher, hash_name, initiator):
@@ -320,3 +323,32 @@ def test_split_wipes_chaining_key():
     assert not i._ss.cipher_state.has_key()
     assert i._e is None
     assert issubclass(NoiseError, ProtocolError)
+
+
+@pytest.mark.parametrize("pattern,cipher,hash_name", COMBOS)
+@pytest.mark.parametrize("ours_is_initiator", [True, False], ids=["ours-init", "ours-resp"])
+def test_keypair_static_interop_and_repeat(pattern, cipher, hash_name, ours_is_initiator):
+    """A KeyPair as ``s`` (key object reused, IK's static-static DH memoised by the
+    initiator) gives byte-identical messages and keys to noiseprotocol, also when the
+    same KeyPair runs a second handshake (served from its cache)."""
+    from dquic.keys import KeyPair
+
+    pairs = (KeyPair(I_S), KeyPair(R_S))
+    for _ in range(2):
+        ours = _ours(pattern, cipher, hash_name, ours_is_initiator, pairs)
+        theirs = _theirs(pattern, cipher, hash_name, not ours_is_initiator)
+        _run_pair(ours, theirs, ours_is_initiator)
+        assert ours.get_handshake_hash() == theirs.get_handshake_hash()
+        c_i2r, c_r2i = ours.split_result
+        np = theirs.noise_protocol
+        send, recv = (c_i2r, c_r2i) if ours_is_initiator else (c_r2i, c_i2r)
+        assert recv.key == np.cipher_state_encrypt.k and send.key == np.cipher_state_decrypt.k
+
+
+def test_ik_initiator_rejects_small_order_pinned_key():
+    """An IK initiator (KeyPair static) pinned to a small-order key aborts the handshake."""
+    from dquic.keys import KeyPair
+
+    hs = HandshakeState(protocol_name("IK", "AESGCM", "SHA256"), True, b"", s=KeyPair(I_S), rs=bytes(32))
+    with pytest.raises(NoiseError):
+        hs.write_message(b"")

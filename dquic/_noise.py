@@ -30,11 +30,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-try:  # the one-shot OpenSSL HMAC that hmac.digest() dispatches to, minus the wrapper
-    from _hashlib import hmac_digest as _hmac_digest
-    _hmac_digest(b"k", b"m", "blake2s")
-except Exception:  # pragma: no cover - Python built without OpenSSL or without BLAKE2s there
-    _hmac_digest = hmac.digest
 from typing import Dict, Optional, Sequence, Tuple
 
 from cryptography.exceptions import InvalidTag
@@ -102,11 +97,29 @@ CIPHERS = {
     "AESGCM": (AESGCM, _aesgcm_nonce),
 }
 
-#: hash name -> (one-shot hash function ``data -> digest``, HMAC digest name for
-#: ``hmac.digest``, HASHLEN). Both have HASHLEN 32 (BLAKE2s's default digest size is 32).
+try:  # the one-shot OpenSSL HMAC that hmac.digest() dispatches to, minus the wrapper
+    from _hashlib import hmac_digest as _openssl_hmac
+
+    _openssl_hmac(b"k", b"m", "sha256")
+
+    def _hmac_sha256(key, data: bytes) -> bytes:
+        return _openssl_hmac(key, data, "sha256")
+except Exception:  # pragma: no cover - Python built without OpenSSL
+    def _hmac_sha256(key, data: bytes) -> bytes:
+        return hmac.digest(key, data, hashlib.sha256)
+
+
+def _hmac_blake2s(key, data: bytes) -> bytes:
+    # The standard library's HMAC over its built-in BLAKE2s (faster here than OpenSSL's
+    # BLAKE2S-256 HMAC, which pays an algorithm lookup per call).
+    return hmac.digest(key, data, hashlib.blake2s)
+
+
+#: hash name -> (one-shot hash ``data -> digest``, one-shot HMAC ``(key, data) -> digest``,
+#: HASHLEN). Both have HASHLEN 32 (BLAKE2s's default digest size is 32).
 HASHES = {
-    "SHA256": (lambda data: hashlib.sha256(data).digest(), "sha256", 32),
-    "BLAKE2s": (lambda data: hashlib.blake2s(data).digest(), "blake2s", 32),
+    "SHA256": (lambda data: hashlib.sha256(data).digest(), _hmac_sha256, 32),
+    "BLAKE2s": (lambda data: hashlib.blake2s(data).digest(), _hmac_blake2s, 32),
 }
 
 #: Handshake patterns (Noise §7.4, §7.5): name -> (initiator pre-message tokens,
@@ -341,7 +354,7 @@ class CipherState:
 class SymmetricState:
     """Noise §5.2: chaining key ``ck``, handshake hash ``h`` and a CipherState."""
 
-    __slots__ = ("_hash_fn", "_hmac_name", "hashlen", "ck", "h", "cipher_state", "_cipher_name")
+    __slots__ = ("_hash_fn", "_hmac_fn", "hashlen", "ck", "h", "cipher_state", "_cipher_name")
 
     def __init__(self, protocol_name_bytes: bytes, cipher: str, hash_name: str,
                  initial_h: Optional[bytes] = None) -> None:
@@ -350,7 +363,7 @@ class SymmetricState:
         ``initial_h`` may carry the value this derives from ``protocol_name_bytes``
         when the caller already computed it (HandshakeState caches it per name).
         """
-        self._hash_fn, self._hmac_name, self.hashlen = HASHES[hash_name]
+        self._hash_fn, self._hmac_fn, self.hashlen = HASHES[hash_name]
         self._cipher_name = cipher
         if initial_h is not None:
             h = initial_h
@@ -367,18 +380,17 @@ class SymmetricState:
         return self._hash_fn(data)
 
     def _hmac(self, key, data: bytes) -> bytes:
-        return _hmac_digest(key, data, self._hmac_name)
+        return self._hmac_fn(key, data)
 
     def hkdf(self, chaining_key, ikm: bytes, num_outputs: int):
         """HKDF(chaining_key, input_key_material, num_outputs) as Noise §4.3 defines it."""
-        name = self._hmac_name
-        digest = _hmac_digest
-        temp_key = digest(chaining_key, ikm, name)
-        out1 = digest(temp_key, b"\x01", name)
-        out2 = digest(temp_key, out1 + b"\x02", name)
+        digest = self._hmac_fn
+        temp_key = digest(chaining_key, ikm)
+        out1 = digest(temp_key, b"\x01")
+        out2 = digest(temp_key, out1 + b"\x02")
         if num_outputs == 2:
             return out1, out2
-        out3 = digest(temp_key, out2 + b"\x03", name)
+        out3 = digest(temp_key, out2 + b"\x03")
         return out1, out2, out3
 
     def _set_ck(self, value: bytes) -> None:

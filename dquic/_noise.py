@@ -7,7 +7,7 @@ function 25519, ciphers ChaChaPoly and AESGCM, and hashes BLAKE2s and SHA256.
 
 Every primitive comes from a library: X25519, ChaCha20-Poly1305 and AES-256-GCM from
 the ``cryptography`` package, SHA-256, BLAKE2s-256 and HMAC from Python's ``hashlib``/
-``hmac`` (OpenSSL-backed one-shot calls, cheaper per call than building hash objects);
+``hmac`` (one-shot calls, cheaper per call than building ``cryptography`` hash objects);
 the only thing written here is the protocol logic that the specification defines in
 terms of those primitives, including Noise's own HMAC-based HKDF (§4.3).
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-
 from typing import Dict, Optional, Sequence, Tuple
 
 from cryptography.exceptions import InvalidTag

@@ -276,6 +276,22 @@ def derive_packet_keys(secret):
     return _expand(secret, b"dquic key", 32), _expand(secret, b"dquic iv", 12), _expand(secret, b"dquic hp", 32)
 
 
+def _derive_key_iv(secret):
+    # the AEAD key and IV of derive_packet_keys, without the header-protection key
+    secret = bytes(secret)
+    if len(secret) != 32:
+        raise ValueError("traffic secrets are 32 bytes")
+    return _expand(secret, b"dquic key", 32), _expand(secret, b"dquic iv", 12)
+
+
+def _derive_hp(secret):
+    # the header-protection key of derive_packet_keys (it does not change on key update)
+    secret = bytes(secret)
+    if len(secret) != 32:
+        raise ValueError("traffic secrets are 32 bytes")
+    return _expand(secret, b"dquic hp", 32)
+
+
 def next_secret(secret):
     """The next key-update generation's traffic secret (RFC 9001 §6.1, label "dquic ku")."""
     return _expand(bytes(secret), b"dquic ku", 32)
@@ -423,7 +439,7 @@ cdef class _Keys:
     """
 
     def __init__(self, cipher, secret, backend=None):
-        key, iv, _ = derive_packet_keys(secret)
+        key, iv = _derive_key_iv(secret)
         self.secret = bytes(secret)
         self._setup(cipher, key, iv, backend)
 
@@ -722,10 +738,8 @@ cdef class OneRttKeys:
         self.key_update_interval = key_update_interval
 
         backend = self.backend
-        _, _, send_hp = derive_packet_keys(send_secret)
-        _, _, recv_hp = derive_packet_keys(recv_secret)
-        self._hp_send = _HeaderProtection(cipher, send_hp, backend)
-        self._hp_recv = _HeaderProtection(cipher, recv_hp, backend)
+        self._hp_send = _HeaderProtection(cipher, _derive_hp(send_secret), backend)
+        self._hp_recv = _HeaderProtection(cipher, _derive_hp(recv_secret), backend)
         self._send = _Keys(cipher, send_secret, backend)
         self._recv = _Keys(cipher, recv_secret, backend)
         self._prev_recv = None

@@ -96,13 +96,15 @@ CIPHERS = {
     "AESGCM": (AESGCM, _aesgcm_nonce),
 }
 
-try:  # the one-shot OpenSSL HMAC that hmac.digest() dispatches to, minus the wrapper
-    from _hashlib import hmac_digest as _openssl_hmac
+try:  # OpenSSL's HMAC object, the one hmac.new() wraps, minus the Python wrapper
+    from _hashlib import hmac_new as _openssl_hmac_new
 
-    _openssl_hmac(b"k", b"m", "sha256")
+    _openssl_hmac_new(b"k", b"m", "sha256").digest()
 
     def _hmac_sha256(key, data: bytes) -> bytes:
-        return _openssl_hmac(key, data, "sha256")
+        # Building the C HMAC object and asking for its digest costs less per call than
+        # the one-shot hmac.digest() with OpenSSL 3+, which fetches the algorithm anew.
+        return _openssl_hmac_new(key, data, "sha256").digest()
 except Exception:  # pragma: no cover - Python built without OpenSSL
     def _hmac_sha256(key, data: bytes) -> bytes:
         return hmac.digest(key, data, hashlib.sha256)
@@ -120,6 +122,9 @@ HASHES = {
     "SHA256": (lambda data: hashlib.sha256(data).digest(), _hmac_sha256, 32),
     "BLAKE2s": (lambda data: hashlib.blake2s(data).digest(), _hmac_blake2s, 32),
 }
+#: hash name -> the hashlib constructor behind HASHES' one-shot hash (the hot paths call
+#: ``new(data).digest()`` directly).
+_HASH_NEW = {"SHA256": hashlib.sha256, "BLAKE2s": hashlib.blake2s}
 
 #: Handshake patterns (Noise §7.4, §7.5): name -> (initiator pre-message tokens,
 #: responder pre-message tokens, message patterns). Messages alternate starting with
@@ -353,7 +358,8 @@ class CipherState:
 class SymmetricState:
     """Noise §5.2: chaining key ``ck``, handshake hash ``h`` and a CipherState."""
 
-    __slots__ = ("_hash_fn", "_hmac_fn", "hashlen", "ck", "h", "cipher_state", "_cipher_name")
+    __slots__ = ("_hash_fn", "_hash_new", "_hmac_fn", "hashlen", "ck", "h", "cipher_state",
+                 "_cipher_name")
 
     def __init__(self, protocol_name_bytes: bytes, cipher: str, hash_name: str,
                  initial_h: Optional[bytes] = None) -> None:
@@ -363,6 +369,7 @@ class SymmetricState:
         when the caller already computed it (HandshakeState caches it per name).
         """
         self._hash_fn, self._hmac_fn, self.hashlen = HASHES[hash_name]
+        self._hash_new = _HASH_NEW[hash_name]
         self._cipher_name = cipher
         if initial_h is not None:
             h = initial_h
@@ -376,7 +383,7 @@ class SymmetricState:
         self.cipher_state = CipherState(cipher)
 
     def _hash(self, data: bytes) -> bytes:
-        return self._hash_fn(data)
+        return self._hash_new(data).digest()
 
     def _hmac(self, key, data: bytes) -> bytes:
         return self._hmac_fn(key, data)
@@ -397,13 +404,20 @@ class SymmetricState:
 
     def mix_key(self, ikm: bytes) -> None:
         """MixKey(ikm): ck, temp_k = HKDF(ck, ikm, 2); InitializeKey(temp_k)."""
-        ck, temp_k = self.hkdf(self.ck, ikm, 2)
-        self._set_ck(ck)
-        self.cipher_state.initialize_key(temp_k[:32])
+        # HKDF with two outputs, written out: this runs for every DH token.
+        digest = self._hmac_fn
+        temp_key = digest(self.ck, ikm)
+        ck = digest(temp_key, b"\x01")
+        self.ck[:] = ck
+        # HASHLEN is 32 for both hashes, so temp_k needs no truncation (§5.2).
+        cs = self.cipher_state
+        cs._k = digest(temp_key, ck + b"\x02")
+        cs._aead = None  # built on first use
+        cs.n = 0
 
     def mix_hash(self, data: bytes) -> None:
         """MixHash(data): h = HASH(h || data)."""
-        self.h = self._hash_fn(self.h + data)
+        self.h = self._hash_new(self.h + data).digest()
 
     def mix_key_and_hash(self, ikm: bytes) -> None:
         """MixKeyAndHash(ikm): used for pre-shared keys (§9)."""
@@ -418,14 +432,29 @@ class SymmetricState:
     def encrypt_and_hash(self, plaintext: bytes) -> bytes:
         """EncryptAndHash: ciphertext = EncryptWithAd(h, plaintext); MixHash(ciphertext)."""
         ciphertext = self.cipher_state.encrypt_with_ad(self.h, plaintext)
-        self.mix_hash(ciphertext)
+        self.h = self._hash_new(self.h + ciphertext).digest()
         return ciphertext
 
     def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
         """DecryptAndHash: plaintext = DecryptWithAd(h, ciphertext); MixHash(ciphertext)."""
         plaintext = self.cipher_state.decrypt_with_ad(self.h, ciphertext)
-        self.mix_hash(ciphertext)
+        self.h = self._hash_new(self.h + ciphertext).digest()
         return plaintext
+
+    def split_keys(self) -> Tuple[bytes, bytes]:
+        """Split() for a caller that only wants the two keys (initiator→responder,
+        responder→initiator), not CipherStates.
+
+        Afterwards the chaining key is overwritten with zeros and the handshake
+        CipherState forgets its key.
+        """
+        digest = self._hmac_fn
+        temp_key = digest(self.ck, b"")
+        k1 = digest(temp_key, b"\x01")
+        k2 = digest(temp_key, k1 + b"\x02")
+        self.ck[:] = bytes(len(self.ck))
+        self.cipher_state.clear()
+        return k1, k2
 
     def split(self) -> Tuple[CipherState, CipherState]:
         """Split(): two CipherStates (initiator→responder, responder→initiator).
@@ -433,12 +462,8 @@ class SymmetricState:
         Afterwards the chaining key is overwritten with zeros and the handshake
         CipherState forgets its key.
         """
-        k1, k2 = self.hkdf(self.ck, b"", 2)
-        c1 = CipherState(self._cipher_name, k1[:32])
-        c2 = CipherState(self._cipher_name, k2[:32])
-        self.ck[:] = bytes(len(self.ck))
-        self.cipher_state.clear()
-        return c1, c2
+        k1, k2 = self.split_keys()
+        return CipherState(self._cipher_name, k1), CipherState(self._cipher_name, k2)
 
 
 # --------------------------------------------------------------------------- HandshakeState
@@ -455,7 +480,8 @@ class HandshakeState:
 
     Then alternate ``write_message``/``read_message`` as the pattern dictates
     (``is_my_turn`` says which). When ``complete`` becomes true, take the transport
-    ciphers from ``split_result`` and the channel binding from ``get_handshake_hash()``.
+    keys: ``split_result`` gives CipherStates, ``take_split_keys()`` the raw keys; the
+    channel binding comes from ``get_handshake_hash()``.
     """
 
     def __init__(
@@ -507,7 +533,7 @@ class HandshakeState:
             self._rs = bytes(rs)
 
         self._ss = ss = SymmetricState(b"", cipher, hash_name, initial_h)
-        ss.mix_hash(bytes(prologue))
+        ss.mix_hash(prologue if type(prologue) is bytes else bytes(prologue))
         # Pre-messages (§7.1): initiator's keys first, then the responder's.
         for side_tokens, is_local in ((pre_i, initiator), (pre_r, not initiator)):
             for token in side_tokens:
@@ -521,6 +547,9 @@ class HandshakeState:
         self._needs_local_static = needs_static[0] if initiator else needs_static[1]
         if self._needs_local_static and self._s is None:
             raise ValueError("pattern requires a local static key")
+        self._done = False
+        # Split()'s keys until taken (take_split_keys) or wrapped (split_result).
+        self._split_keys: Optional[Tuple[bytes, bytes]] = None
         self._split: Optional[Tuple[CipherState, CipherState]] = None
         self._hash_at_split: Optional[bytes] = None
 
@@ -528,7 +557,7 @@ class HandshakeState:
     @property
     def complete(self) -> bool:
         """True once every message pattern has been processed (Split has run)."""
-        return self._split is not None
+        return self._done
 
     @property
     def message_count(self) -> int:
@@ -542,7 +571,7 @@ class HandshakeState:
     @property
     def is_my_turn(self) -> bool:
         """True when the next call must be ``write_message``."""
-        if self.complete:
+        if self._done:
             return False
         return (self._index % 2 == 0) == self.initiator
 
@@ -561,10 +590,37 @@ class HandshakeState:
 
     @property
     def split_result(self) -> Tuple[CipherState, CipherState]:
-        """(initiator→responder, responder→initiator) CipherStates, once complete."""
+        """(initiator→responder, responder→initiator) CipherStates, once complete.
+
+        Not available after ``take_split_keys()``.
+        """
         if self._split is None:
-            raise RuntimeError("handshake not complete")
+            if not self._done:
+                raise RuntimeError("handshake not complete")
+            if self._split_keys is None:
+                raise RuntimeError("the transport keys were already taken")
+            k1, k2 = self._split_keys
+            self._split_keys = None
+            self._split = (CipherState(self.cipher_name, k1), CipherState(self.cipher_name, k2))
         return self._split
+
+    def take_split_keys(self) -> Tuple[bytes, bytes]:
+        """The two transport keys (initiator→responder, responder→initiator), once complete.
+
+        For a caller that derives its own transport protection from them (dquic's packet
+        keys): this object forgets them, so ``split_result`` is not available afterwards
+        (and is the way to get them when ``split_result`` was used first).
+        """
+        if not self._done:
+            raise RuntimeError("handshake not complete")
+        if self._split is not None:
+            c1, c2 = self._split
+            return c1.key, c2.key
+        keys = self._split_keys
+        if keys is None:
+            raise RuntimeError("the transport keys were already taken")
+        self._split_keys = None
+        return keys
 
     def get_handshake_hash(self) -> bytes:
         """The handshake hash ``h`` (final value once complete); a channel binding (§11.2)."""
@@ -574,24 +630,33 @@ class HandshakeState:
 
     # ---------------------------------------------------------------- tokens
     def _dh_for(self, token: str) -> bytes:
+        """The DH result for a DH token (§5.3): ``ee``, ``es``, ``se`` or ``ss``."""
         if token == "ee":
-            return _dh(self._e, self._re_key())
-        if token == "ss":
+            private, public = self._e, self._re_obj or self._re_key()
+        elif token == "es":
+            if self.initiator:
+                private, public = self._e, self._rs_obj or self._rs_key()
+            else:
+                private, public = self._s, self._re_obj or self._re_key()
+        elif token == "se":
+            if self.initiator:
+                private, public = self._s, self._re_obj or self._re_key()
+            else:
+                private, public = self._e, self._rs_obj or self._rs_key()
+        else:  # "ss"
             if self.initiator and self._s_pair is not None:
                 # Static-static: the same value on every reconnection to this peer.
                 try:
                     return self._s_pair.static_dh(self._rs)
                 except ValueError:
                     raise NoiseError("invalid peer public key") from None
-            return _dh(self._s, self._rs_key())
-        if token == "es":
-            if self.initiator:
-                return _dh(self._e, self._rs_key())
-            return _dh(self._s, self._re_key())
-        # "se"
-        if self.initiator:
-            return _dh(self._s, self._re_key())
-        return _dh(self._e, self._rs_key())
+            private, public = self._s, self._rs_obj or self._rs_key()
+        # A peer public key of small order yields an all-zero result; cryptography
+        # rejects it and we abort the handshake (§12.1 permits aborting).
+        try:
+            return private.exchange(public)
+        except ValueError:
+            raise NoiseError("invalid peer public key") from None
 
     def _rs_key(self) -> X25519PublicKey:
         key = self._rs_obj
@@ -608,8 +673,10 @@ class HandshakeState:
     def _finish_if_done(self) -> None:
         self._index += 1
         if self._index == len(self._messages):
-            self._hash_at_split = self._ss.get_handshake_hash()
-            self._split = self._ss.split()
+            ss = self._ss
+            self._hash_at_split = ss.h
+            self._split_keys = ss.split_keys()
+            self._done = True
             # Discard handshake secrets (best effort; key objects cannot be wiped).
             self._e = None
             self._s_pair = None
@@ -621,30 +688,32 @@ class HandshakeState:
 
         Call only when ``is_my_turn``. Returns the message bytes to send.
         """
-        if not self.is_my_turn:
+        if self._done or (self._index % 2 == 0) != self.initiator:
             raise RuntimeError("not our turn to write a handshake message")
-        pattern = self._messages[self._index]
-        out = bytearray()
-        for token in pattern:
+        ss = self._ss
+        out = []
+        for token in self._messages[self._index]:
             if token == "e":
-                if self._e is None:
-                    self._e = X25519PrivateKey.generate()
-                self._e_pub = _public_bytes(self._e)
-                out += self._e_pub
-                self._ss.mix_hash(self._e_pub)
+                e = self._e
+                if e is None:
+                    e = self._e = X25519PrivateKey.generate()
+                pub = self._e_pub = e.public_key().public_bytes_raw()
+                out.append(pub)
+                ss.mix_hash(pub)
                 if self._is_psk:  # §9.2: psk handshakes also MixKey(e.public_key)
-                    self._ss.mix_key(self._e_pub)
+                    ss.mix_key(pub)
             elif token == "s":
-                out += self._ss.encrypt_and_hash(self._s_pub)
+                out.append(ss.encrypt_and_hash(self._s_pub))
             elif token == "psk":
-                self._ss.mix_key_and_hash(self._psks.pop(0))
+                ss.mix_key_and_hash(self._psks.pop(0))
             else:
-                self._ss.mix_key(self._dh_for(token))
-        out += self._ss.encrypt_and_hash(bytes(payload))
-        if len(out) > MAX_MESSAGE_LEN:
+                ss.mix_key(self._dh_for(token))
+        out.append(ss.encrypt_and_hash(payload))
+        message = b"".join(out)
+        if len(message) > MAX_MESSAGE_LEN:
             raise ValueError("handshake message exceeds 65535 bytes")
         self._finish_if_done()
-        return bytes(out)
+        return message
 
     def read_message(self, message: bytes) -> bytes:
         """ReadMessage(message): process the peer's next handshake message; return its payload.
@@ -652,37 +721,39 @@ class HandshakeState:
         Raises ``NoiseError`` if the message is truncated, oversized, carries an invalid
         key or fails authentication. After a failure the state must be abandoned.
         """
-        if self.complete or self.is_my_turn:
+        if self._done or (self._index % 2 == 0) == self.initiator:
             raise NoiseError("unexpected handshake message")
-        message = bytes(message)
-        if len(message) > MAX_MESSAGE_LEN:
+        if type(message) is not bytes:
+            message = bytes(message)
+        end = len(message)
+        if end > MAX_MESSAGE_LEN:
             raise NoiseError("handshake message exceeds 65535 bytes")
-        pattern = self._messages[self._index]
+        ss = self._ss
+        cs = ss.cipher_state
         pos = 0
-        for token in pattern:
+        for token in self._messages[self._index]:
             if token == "e":
-                if len(message) - pos < DHLEN:
+                if end - pos < DHLEN:
                     raise NoiseError("truncated handshake message")
-                self._re = message[pos:pos + DHLEN]
+                re = self._re = message[pos:pos + DHLEN]
                 self._re_obj = None
                 pos += DHLEN
-                self._ss.mix_hash(self._re)
+                ss.mix_hash(re)
                 if self._is_psk:
-                    self._ss.mix_key(self._re)
+                    ss.mix_key(re)
             elif token == "s":
-                n = DHLEN + (_TAGLEN if self._ss.cipher_state.has_key() else 0)
-                if len(message) - pos < n:
+                n = DHLEN + _TAGLEN if cs._k is not None else DHLEN
+                if end - pos < n:
                     raise NoiseError("truncated handshake message")
-                self._rs = self._ss.decrypt_and_hash(message[pos:pos + n])
+                self._rs = ss.decrypt_and_hash(message[pos:pos + n])
                 self._rs_obj = None
                 pos += n
             elif token == "psk":
-                self._ss.mix_key_and_hash(self._psks.pop(0))
+                ss.mix_key_and_hash(self._psks.pop(0))
             else:
-                self._ss.mix_key(self._dh_for(token))
-        rest = message[pos:]
-        if self._ss.cipher_state.has_key() and len(rest) < _TAGLEN:
+                ss.mix_key(self._dh_for(token))
+        if cs._k is not None and end - pos < _TAGLEN:
             raise NoiseError("truncated handshake message")
-        payload = self._ss.decrypt_and_hash(rest)
+        payload = ss.decrypt_and_hash(message[pos:] if pos else message)
         self._finish_if_done()
         return payload

@@ -118,6 +118,7 @@ cdef class Pacer:
     cpdef void on_sent(self, Py_ssize_t size, double now)
     cdef double _tokens_at(self, double now)
     cdef public double burst_time          # seconds of a controller-given rate one burst may hold
+    cdef public double max_burst_packets   # largest burst at high rates
 
 
 cdef class Bbr(CongestionController):

@@ -131,6 +131,7 @@ class Pacer:
     tokens: float
     last_time: float
     burst_time: float
+    max_burst_packets: float
     def __init__(
         self,
         max_datagram_size: int = 1200,
@@ -138,6 +139,7 @@ class Pacer:
         gain: float = 1.25,
         slow_start_gain: float = 2.0,
         burst_time: float = 0.001,
+        max_burst_packets: float = 64.0,
     ) -> None: ...
     def update(
         self, cwnd: int, srtt: float, slow_start: bool = False, pacing_rate: float = 0.0

@@ -770,17 +770,22 @@ cdef class Pacer:
     now, otherwise arm a timer for it), and ``on_sent(size, now)`` after each packet. The rate
     is the controller's pacing rate when it gives one, else ``gain * cwnd / srtt``
     (``slow_start_gain`` in slow start). Up to ``burst_packets`` datagrams may leave back to
-    back (never more than the window); with a controller's rate, at most ``burst_time``
-    seconds' worth of that rate (but at least two datagrams).
+    back (never more than the window); at high rates a burst may hold up to ``burst_time``
+    seconds' worth of the rate, at most ``max_burst_packets`` datagrams (a user-space sender
+    cannot wake up every ten packets at gigabits per second, and one burst then fits one
+    segmentation-offload send); with a controller's rate, a burst is about ``burst_time``
+    seconds' worth of that rate (at least two datagrams, at most ``max_burst_packets``).
     """
 
     def __init__(self, Py_ssize_t max_datagram_size=1200, double burst_packets=10.0,
-                 double gain=1.25, double slow_start_gain=2.0, double burst_time=0.001):
+                 double gain=1.25, double slow_start_gain=2.0, double burst_time=0.001,
+                 double max_burst_packets=64.0):
         if (max_datagram_size <= 0 or burst_packets < 1.0 or gain <= 0.0
-                or slow_start_gain <= 0.0 or burst_time < 0.0):
+                or slow_start_gain <= 0.0 or burst_time < 0.0 or max_burst_packets < burst_packets):
             raise ValueError("invalid pacer parameters")
         self.max_datagram_size = max_datagram_size
         self.burst_packets = burst_packets
+        self.max_burst_packets = max_burst_packets
         self.burst_time = burst_time
         self.gain = gain
         self.slow_start_gain = slow_start_gain
@@ -795,20 +800,27 @@ cdef class Pacer:
         controller's ``pacing_rate()``), else from the congestion window and smoothed RTT."""
         cdef double g = self.slow_start_gain if slow_start else self.gain
         cdef double burst = self.burst_packets * self.max_datagram_size
+        cdef double most = self.max_burst_packets * self.max_datagram_size
         if pacing_rate > 0.0:
             self.rate = pacing_rate
             # A rate-based controller's rate is what it means to put on the path: a burst of
             # burst_packets at, say, 2 Mbit/s is a third of such a flow's window arriving at
             # once at the bottleneck, where a full queue drops the tail of it. Allow about
             # burst_time worth of the rate (at least two datagrams) instead.
-            if burst > pacing_rate * self.burst_time:
-                burst = pacing_rate * self.burst_time
-                if burst < 2.0 * self.max_datagram_size:
-                    burst = 2.0 * self.max_datagram_size
+            burst = pacing_rate * self.burst_time
+            if burst < 2.0 * self.max_datagram_size:
+                burst = 2.0 * self.max_datagram_size
+            if burst > most:
+                burst = most
         elif srtt <= 0.0 or cwnd <= 0:
             self.rate = INFINITY
         else:
             self.rate = g * cwnd / srtt
+            # fast paths: up to burst_time worth of the rate in one burst
+            if self.rate * self.burst_time > burst:
+                burst = self.rate * self.burst_time
+                if burst > most:
+                    burst = most
         # Never allow a burst larger than the window itself.
         if cwnd > 0 and burst > cwnd:
             burst = <double>cwnd

@@ -1074,6 +1074,47 @@ cdef class Connection:
             if have_view:
                 PyBuffer_Release(&view)
 
+    def receive_segments(self, data, Py_ssize_t segment_size, addr, double now):
+        """Process datagrams of ``segment_size`` bytes packed back to back in ``data`` (the
+        last may be shorter), as UDP generic receive offload hands them over: the same as
+        ``receive_datagram`` on each piece, without a Python call per datagram.
+
+        Stops at the first piece that is not a short-header packet addressed to one of this
+        connection's IDs and returns its offset (``len(data)`` when all were processed); the
+        caller routes the rest one datagram at a time. Then call ``datagrams_to_send(now)``.
+        """
+        cdef Py_buffer view
+        cdef const uint8_t* p
+        cdef Py_ssize_t size, off, end
+        if segment_size <= 0:
+            raise ValueError("segment_size must be > 0")
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            p = <const uint8_t*>view.buf
+            size = view.len
+            off = 0
+            self._now_hint = now
+            if self._state == _TERMINATED or not self._started:
+                return 0
+            path = addr is self.peer_addr or addr == self.peer_addr
+            while off < size:
+                end = off + segment_size
+                if end > size:
+                    end = size
+                if (p[off] & 0xC0) != 0x40 or end - off - 1 < self._cid_len \
+                        or not self._short_dcid_ok(p + off + 1):
+                    return off
+                self.bytes_received += end - off
+                if path:
+                    self._bytes_received_on_path += end - off
+                self._receive_short(data, p, off, end, addr, now)
+                off = end
+                if self._state >= _DRAINING:
+                    return size
+            return size
+        finally:
+            PyBuffer_Release(&view)
+
     cdef bint _short_dcid_ok(self, const uint8_t* dcid):
         hc = self.host_cid
         if (PyBytes_CheckExact(hc) and PyBytes_GET_SIZE(hc) == self._cid_len

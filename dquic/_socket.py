@@ -3,7 +3,7 @@
 ``UDPSocket`` wraps one ``socket.socket(AF_INET or AF_INET6, SOCK_DGRAM)`` and gives the driver
 the few operations it needs, each one non-blocking and batch-oriented:
 
-* ``recv_batch(n)`` drains up to ``n`` datagrams (stopping at ``EAGAIN``);
+* ``recv_batch(n)`` drains up to ``n`` reads (stopping at ``EAGAIN``);
 * ``send(data, addr)`` / ``send_batch(items)`` send datagrams and report how many went out, so
   the caller can keep the rest for later when the kernel buffer is full (``EAGAIN``/``ENOBUFS``);
 * ``unreachable()`` reports destinations the kernel learnt were unreachable (ICMP port or host
@@ -13,6 +13,14 @@ Addresses are normalised by ``normalize_address`` so the same peer always has th
 ``(host, port)`` for IPv4, and for IPv6 ``(host, port)`` too unless a scope id is needed
 (link-local), then ``(host, port, 0, scope_id)``. IPv4 peers reaching a dual-stack IPv6 socket
 (``::ffff:a.b.c.d``) are reported as plain IPv4 tuples.
+
+Segmentation offload (Linux): with ``offload=True`` (the default) the socket asks for UDP generic
+receive offload (``UDP_GRO``: the kernel hands over runs of equal-size datagrams from one sender
+in a single read, reported as ``(data, addr, segment_size)``) and sends runs of equal-size
+datagrams to one address with one ``sendmsg`` carrying ``UDP_SEGMENT`` (GSO): the kernel cuts
+them into the same datagrams on the wire. Where the kernel or device refuses either, the socket
+falls back to one system call per datagram by itself. Set ``DQUIC_NO_OFFLOAD=1`` in the
+environment to turn both off everywhere.
 """
 from __future__ import annotations
 
@@ -41,6 +49,20 @@ _SOCK_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
 _UNREACHABLE_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
                                  errno.EHOSTDOWN if hasattr(errno, "EHOSTDOWN") else errno.EHOSTUNREACH))
 _RETRY_LATER = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR))
+# UDP segmentation offload (linux/udp.h); not exported by the socket module.
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_UDP_GRO = 104
+_INT = struct.Struct("=i")
+_U16 = struct.Struct("=H")
+_GRO_ANC_SIZE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+#: Most datagrams the kernel accepts in one GSO send (UDP_MAX_SEGMENTS).
+GSO_MAX_SEGMENTS = 64
+#: Most bytes in one GSO send (one UDP payload at most).
+GSO_MAX_BYTES = 65000
+#: Errors meaning "this socket/device cannot segment": fall back to one datagram per call.
+_GSO_UNSUPPORTED = frozenset((errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT,
+                              errno.EMSGSIZE))
 
 Address = Tuple
 
@@ -144,7 +166,7 @@ class UDPSocket:
     """
 
     def __init__(self, family: int = socket.AF_INET, buffer_size: int = DEFAULT_BUFFER_SIZE,
-                 dual_stack: bool = False) -> None:
+                 dual_stack: bool = False, offload: bool = True) -> None:
         self.family = family
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -174,6 +196,18 @@ class UDPSocket:
                         self.sock.setsockopt(_SOL_IP, _IP_RECVERR, 1)
                     except OSError:
                         pass
+            self.gso = self.gro = False
+            if offload and sys.platform.startswith("linux") and not os.environ.get("DQUIC_NO_OFFLOAD"):
+                try:
+                    self.sock.getsockopt(_SOL_UDP, _UDP_SEGMENT)
+                    self.gso = True
+                except OSError:
+                    pass
+                try:
+                    self.sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+                    self.gro = True
+                except OSError:
+                    pass
         except BaseException:
             self.sock.close()
             raise
@@ -181,6 +215,7 @@ class UDPSocket:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.send_retries = 0
+        self.gso_sends = 0
         self.closed = False
 
     # ----------------------------------------------------------------------------------------
@@ -213,27 +248,57 @@ class UDPSocket:
         return addr
 
     # ----------------------------------------------------------------------------------------
-    def recv_batch(self, max_count: int = 64) -> List[Tuple[bytes, Tuple]]:
-        """Read up to ``max_count`` datagrams without blocking: ``[(data, normalized_addr)]``.
+    def recv_batch(self, max_count: int = 64) -> List[Tuple[bytes, Tuple, int]]:
+        """Read up to ``max_count`` times without blocking: ``[(data, normalized_addr, segment_size)]``.
 
-        ICMP errors met on the way are recorded for ``unreachable()``; other errors stop the
-        batch (the socket stays usable).
+        ``segment_size`` is 0 for a single datagram; with receive offload a read may return a
+        run of datagrams packed back to back, each ``segment_size`` bytes (the last may be
+        shorter): ``Endpoint.receive_segments`` takes them apart. ICMP errors met on the way
+        are recorded for ``unreachable()``; other errors stop the batch (the socket stays
+        usable).
         """
-        out: List[Tuple[bytes, Tuple]] = []
-        recvfrom = self.sock.recvfrom
+        out: List[Tuple[bytes, Tuple, int]] = []
         v6 = self.family == socket.AF_INET6
-        for _ in range(max_count):
-            try:
-                data, addr = recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                if exc.errno in _UNREACHABLE_ERRNOS:
-                    self._drain_error_queue(exc.errno)
-                    continue
-                break
-            out.append((data, normalize_address(addr) if v6 else addr))
-        self.datagrams_received += len(out)
+        count = 0
+        if self.gro:
+            recvmsg = self.sock.recvmsg
+            anc_size = _GRO_ANC_SIZE
+            for _ in range(max_count):
+                try:
+                    data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, anc_size)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in _UNREACHABLE_ERRNOS:
+                        self._drain_error_queue(exc.errno)
+                        continue
+                    break
+                seg = 0
+                if ancdata:
+                    for level, ctype, cdata in ancdata:
+                        if level == _SOL_UDP and ctype == _UDP_GRO and len(cdata) >= 4:
+                            seg = _INT.unpack_from(cdata)[0]
+                if seg and seg < len(data):
+                    count += (len(data) + seg - 1) // seg
+                else:
+                    seg = 0
+                    count += 1
+                out.append((data, normalize_address(addr) if v6 else addr, seg))
+        else:
+            recvfrom = self.sock.recvfrom
+            for _ in range(max_count):
+                try:
+                    data, addr = recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in _UNREACHABLE_ERRNOS:
+                        self._drain_error_queue(exc.errno)
+                        continue
+                    break
+                out.append((data, normalize_address(addr) if v6 else addr, 0))
+            count = len(out)
+        self.datagrams_received += count
         if self._recverr:
             self._drain_error_queue(0)
         return out
@@ -286,16 +351,68 @@ class UDPSocket:
 
     def send_batch(self, items: List[Tuple[bytes, Tuple]], start: int = 0) -> int:
         """Send ``items[start:]`` in order; return the index of the first one not sent
-        (``len(items)`` when all went out). Stops at the first ``EAGAIN``/``ENOBUFS``."""
+        (``len(items)`` when all went out). Stops at the first ``EAGAIN``/``ENOBUFS``.
+
+        With send offload, each run of datagrams to one address whose sizes are equal (the
+        last of a run may be shorter) goes out in one ``sendmsg``; the datagrams on the wire
+        are the same as with one ``sendto`` each."""
         send = self.send
         i = start
         n = len(items)
         while i < n:
             data, addr = items[i]
+            if self.gso and i + 1 < n:
+                size = len(data)
+                total = size
+                j = i + 1
+                while j < n and j - i < GSO_MAX_SEGMENTS:
+                    d2, a2 = items[j]
+                    l2 = len(d2)
+                    if l2 > size or total + l2 > GSO_MAX_BYTES or (a2 is not addr and a2 != addr):
+                        break
+                    total += l2
+                    j += 1
+                    if l2 < size:
+                        break
+                if j - i > 1:
+                    sent = self._send_segments(items, i, j, size, addr)
+                    if sent is None:
+                        continue  # offload turned off: send the same items one by one
+                    if not sent:
+                        break
+                    i = j
+                    continue
             if not send(data, addr):
                 break
             i += 1
         return i
+
+    def _send_segments(self, items: List[Tuple[bytes, Tuple]], i: int, j: int, size: int,
+                       addr: Tuple) -> Optional[bool]:
+        """One GSO send of ``items[i:j]``: True (sent or dropped for good), False (retry
+        later) or None (the kernel cannot segment here; offload is now off)."""
+        try:
+            self.sock.sendmsg([b"".join([items[k][0] for k in range(i, j)])],
+                              [(_SOL_UDP, _UDP_SEGMENT, _U16.pack(size))], 0, self.to_wire(addr))
+        except OSError as exc:
+            if exc.errno in _RETRY_LATER or isinstance(exc, BlockingIOError):
+                self.send_retries += 1
+                return False
+            if exc.errno in _UNREACHABLE_ERRNOS:
+                self._drain_error_queue(exc.errno)
+                if not self._recverr:
+                    self._unreachable.append((addr, exc.errno))
+                return True
+            if exc.errno in _GSO_UNSUPPORTED:
+                self.gso = False
+                return None
+            if exc.errno in (errno.EAFNOSUPPORT, errno.ENETUNREACH, errno.EADDRNOTAVAIL,
+                             errno.EPERM, errno.EACCES):
+                return True
+            raise
+        self.datagrams_sent += j - i
+        self.gso_sends += 1
+        return True
 
     def close(self) -> None:
         """Close the socket (idempotent)."""

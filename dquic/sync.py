@@ -256,7 +256,9 @@ class DQUIC:
     * ``linger`` (default 10 s): how long ``close()`` waits for queued data to be acknowledged;
     * ``max_connections`` (default 4096): connections this instance keeps at once;
     * ``socket_buffer`` (default 8 MiB): SO_SNDBUF/SO_RCVBUF asked of the kernel;
-    * ``dual_stack`` (default False): an IPv6 socket also reaches IPv4 peers.
+    * ``dual_stack`` (default False): an IPv6 socket also reaches IPv4 peers;
+    * ``offload`` (default True): UDP segmentation offload on Linux (GSO sends, GRO receives),
+      falling back by itself where the kernel or device refuses it.
 
     Every instance accepts connections and opens them: ``send_to`` an address it has no
     connection with starts a handshake. A server without an ``identity`` gets a fresh key pair
@@ -274,6 +276,7 @@ class DQUIC:
         max_connections = int(options.pop("max_connections", 4096))
         self._socket_buffer = int(options.pop("socket_buffer", 8 << 20))
         self._dual_stack = bool(options.pop("dual_stack", False))
+        self._offload = bool(options.pop("offload", True))
         unknown = set(options) - _CONFIG_FIELDS
         if unknown:
             raise TypeError(f"unknown DQUIC option(s): {', '.join(sorted(unknown))}")
@@ -370,7 +373,8 @@ class DQUIC:
             self._check_open()
             if self._sock is not None:
                 raise DQUICError(errno.EINVAL, "already bound (bind before the first send_to)")
-            sock = UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack)
+            sock = UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
+                             offload=self._offload)
             try:
                 sock.bind(addr)
             except BaseException:
@@ -399,7 +403,8 @@ class DQUIC:
         with self._cond:
             self._check_open()
             if self._sock is None:
-                self._start(UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack))
+                self._start(UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
+                                      offload=self._offload))
             elif self._sock.family != family and not (self._sock.dual_stack and family == socket.AF_INET):
                 raise DQUICError(errno.EAFNOSUPPORT,
                                  f"this DQUIC socket is {self._sock.family.name}; cannot reach {addr}")
@@ -708,8 +713,11 @@ class DQUIC:
                 if wake_fd in readable:
                     self._wake_pending = False
                 notify = False
-                for data, addr in batch:
-                    ep.receive_datagram(data, addr, now)
+                for data, addr, seg in batch:
+                    if seg:
+                        ep.receive_segments(data, seg, addr, now)
+                    else:
+                        ep.receive_datagram(data, addr, now)
                 if batch:
                     self.datagrams_in += len(batch)
                     # new data to hand out, or acknowledgements a blocked send_to waits for

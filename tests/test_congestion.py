@@ -569,10 +569,16 @@ def test_pacer_burst_with_controller_rate_is_about_a_millisecond():
     assert sent == 2
     p.update(100 * MDS, 0.1, False, 12.5e6 / 2)       # 50 Mbit/s: 6250 bytes
     assert p.capacity == pytest.approx(6250.0)
-    p.update(100 * MDS, 0.1, False, 1e9)               # fast: burst_packets still caps it
-    assert p.capacity == 10 * MDS
+    p.update(100 * MDS, 0.1, False, 1e9)               # fast: max_burst_packets caps it
+    assert p.capacity == 64 * MDS
     p.update(100 * MDS, 0.1)                           # window-derived rate: full burst
     assert p.capacity == 10 * MDS
+    p.update(1000 * MDS, 0.001)                        # window-derived, fast: 1 ms of the rate
+    assert p.capacity == 64 * MDS
+    p.update(1000 * MDS, 0.05)                         # 30 MB/s: 1 ms is 30 kB
+    assert p.capacity == pytest.approx(1.25 * 1000 * MDS / 0.05 * 0.001)
+    p.update(20 * MDS, 0.001)                          # never more than the window
+    assert p.capacity == 20 * MDS
     assert Pacer(MDS, burst_time=0.01).burst_time == 0.01
     with pytest.raises(ValueError):
         Pacer(MDS, burst_time=-1.0)

@@ -1,0 +1,241 @@
+"""UDP segmentation offload: GSO sends and GRO receives carry exactly the datagrams of one
+``sendto`` each; the endpoint and connection take GRO runs apart like separate datagrams."""
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import sys
+import time
+
+import pytest
+
+from dquic._socket import GSO_MAX_SEGMENTS, UDPSocket
+from dquic.config import Configuration
+from dquic.connection import Connection
+from dquic.endpoint import Endpoint
+from dquic.events import MessageReceived
+from dquic.keys import KeyPair
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO are Linux features")
+
+
+def _plain_receiver():
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    r.bind(("127.0.0.1", 0))
+    r.settimeout(2.0)
+    return r
+
+
+def _drain_plain(r, count):
+    got = []
+    for _ in range(count):
+        got.append(r.recv(65535))
+    return got
+
+
+def _recv_all(udp: UDPSocket, want_bytes: int, limit: float = 2.0):
+    """Read from ``udp`` until ``want_bytes`` arrived; return the split datagrams and the reads."""
+    got, reads = [], []
+    deadline = time.monotonic() + limit
+    total = 0
+    while total < want_bytes and time.monotonic() < deadline:
+        select.select([udp.fileno()], [], [], 0.1)
+        for data, addr, seg in udp.recv_batch(64):
+            reads.append((len(data), seg))
+            total += len(data)
+            if seg:
+                got.extend(data[i:i + seg] for i in range(0, len(data), seg))
+            else:
+                got.append(data)
+    return got, reads
+
+
+@linux_only
+def test_offload_is_on_by_default_here_and_can_be_turned_off():
+    a = UDPSocket()
+    b = UDPSocket(offload=False)
+    try:
+        assert a.gso and a.gro
+        assert not b.gso and not b.gro
+    finally:
+        a.close()
+        b.close()
+
+
+@linux_only
+def test_gso_send_arrives_as_separate_datagrams():
+    r = _plain_receiver()
+    s = UDPSocket()
+    try:
+        dest = r.getsockname()
+        items = [(bytes([i]) * 1200, dest) for i in range(100)] + [(b"tail", dest)]
+        assert s.send_batch(items) == len(items)
+        assert s.datagrams_sent == len(items)
+        assert 0 < s.gso_sends <= 3  # 64 + 36 + (the short tail rides with the second run)
+        got = _drain_plain(r, len(items))
+        assert got == [d for d, _ in items]
+    finally:
+        r.close()
+        s.close()
+
+
+@linux_only
+def test_gso_runs_break_at_size_and_address_changes():
+    r1, r2 = _plain_receiver(), _plain_receiver()
+    s = UDPSocket()
+    try:
+        a1, a2 = r1.getsockname(), r2.getsockname()
+        items = []
+        for i in range(30):
+            items.append((b"a%03d" % i + b"." * 1000, a1))
+        items.append((b"short", a1))
+        items.append((b"after-short" + b"." * 989, a1))  # a run ends after a shorter datagram
+        items += [(b"b%03d" % i + b"-" * 500, a2) for i in range(5)]
+        items += [(b"c%03d" % i + b"." * 1000, a1) for i in range(3)]
+        items.append((b"x" * 1200, a1))  # larger than the run's size: a new run
+        assert s.send_batch(items) == len(items)
+        want1 = [d for d, a in items if a == a1]
+        want2 = [d for d, a in items if a == a2]
+        assert _drain_plain(r1, len(want1)) == want1
+        assert _drain_plain(r2, len(want2)) == want2
+    finally:
+        r1.close()
+        r2.close()
+        s.close()
+
+
+@linux_only
+def test_gro_receive_coalesces_and_splits_exactly():
+    rx = UDPSocket()
+    tx = UDPSocket()
+    try:
+        rx.bind(("127.0.0.1", 0))
+        dest = rx.local_address
+        items = [(os.urandom(1200), dest) for _ in range(GSO_MAX_SEGMENTS)] + [(os.urandom(700), dest)]
+        assert tx.send_batch(items) == len(items)
+        got, reads = _recv_all(rx, sum(len(d) for d, _ in items))
+        assert got == [d for d, _ in items]
+        assert any(seg == 1200 for _, seg in reads)  # at least one coalesced read
+        assert rx.datagrams_received == len(items)
+    finally:
+        rx.close()
+        tx.close()
+
+
+class _RefusingSock:
+    """A socket stand-in whose GSO sends fail as on a device that cannot segment."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.sendmsg_calls = 0
+
+    def sendmsg(self, *args):
+        self.sendmsg_calls += 1
+        raise OSError(errno.EIO, "segmentation not supported")
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_gso_falls_back_to_one_datagram_per_call():
+    r = _plain_receiver()
+    s = UDPSocket()
+    real = s.sock
+    try:
+        s.gso = True
+        s.sock = _RefusingSock(real)
+        dest = r.getsockname()
+        items = [(bytes([i]) * 1000, dest) for i in range(20)]
+        assert s.send_batch(items) == len(items)
+        assert not s.gso and s.sock.sendmsg_calls == 1
+        assert _drain_plain(r, len(items)) == [d for d, _ in items]
+    finally:
+        s.sock = real
+        r.close()
+        s.close()
+
+
+# ---------------------------------------------------------------------- the core side of GRO
+C_ADDR = ("127.0.0.1", 40000)
+S_ADDR = ("127.0.0.1", 4433)
+
+
+def _established_pair():
+    client = Connection(Configuration(), S_ADDR)
+    server_ep = Endpoint(Configuration(is_client=False, identity=KeyPair.generate()), accept=True)
+    now = 0.0
+    client.connect(now)
+    for _ in range(10):
+        for d, _ in client.datagrams_to_send(now):
+            server_ep.receive_datagram(d, C_ADDR, now)
+        for d, _ in server_ep.datagrams_to_send(now):
+            client.receive_datagram(d, S_ADDR, now)
+        if client.handshake_confirmed:
+            break
+        now += 0.001
+    assert client.handshake_confirmed
+    while server_ep.next_event() is not None:
+        pass
+    return client, server_ep, now
+
+
+def _messages(ep):
+    out = []
+    while True:
+        item = ep.next_event()
+        if item is None:
+            return out
+        conn, ev = item
+        if isinstance(ev, MessageReceived):
+            while True:
+                piece = conn.read_message(ev.stream_id, 1 << 20)
+                if piece is None:
+                    break
+                out.append((ev.stream_id, piece[0]))
+
+
+def _one_run(client, now, nbytes, sid):
+    """Queue ``nbytes`` on ``sid``; return (lead, run, size): the datagrams that do not share
+    the common size, sent apart, and the run of equal-size datagrams (the last may be shorter)."""
+    payload = os.urandom(nbytes)
+    client.send_message(sid, payload)
+    grams = [d for d, _ in client.datagrams_to_send(now)]
+    size = len(grams[1])
+    lead = [d for d in grams if len(d) != size and d is not grams[-1]]
+    run = [d for d in grams if len(d) == size or d is grams[-1]]
+    assert len(run) >= 5 and all(len(d) == size for d in run[:-1]) and len(run[-1]) <= size
+    return payload, lead, run, size
+
+
+def test_endpoint_receive_segments_equals_datagram_by_datagram():
+    client, server_ep, now = _established_pair()
+    payload, lead, run, size = _one_run(client, now, 8000, 4)
+    for d in lead:
+        server_ep.receive_datagram(d, C_ADDR, now)
+    # one GRO read: a stray datagram for an unknown connection in the middle is dropped alone
+    stray = bytes([0x40]) + os.urandom(size - 1)
+    packed = b"".join(run[:2]) + stray + b"".join(run[2:])
+    dropped = server_ep.datagrams_dropped
+    server_ep.receive_segments(packed, size, C_ADDR, now)
+    assert _messages(server_ep) == [(4, payload)]
+    assert server_ep.datagrams_dropped == dropped + 1
+
+
+def test_connection_receive_segments_stops_at_a_foreign_datagram():
+    client, server_ep, now = _established_pair()
+    server = server_ep.connections[0]
+    _, lead, run, size = _one_run(client, now, 8000, 0)
+    for d in lead:
+        server.receive_datagram(d, C_ADDR, now)
+    foreign = bytes([0x40]) + b"\xee" * (size - 1)  # a DCID that is not the server's
+    packed = b"".join(run[:3]) + foreign + b"".join(run[3:])
+    received = server.packets_received
+    assert server.receive_segments(packed, size, C_ADDR, now) == 3 * size
+    assert server.packets_received == received + 3
+    assert server.receive_segments(memoryview(packed)[4 * size:], size, C_ADDR, now) == len(packed) - 4 * size
+    assert server.packets_received == received + len(run)
+    with pytest.raises(ValueError):
+        server.receive_segments(packed, 0, C_ADDR, now)

@@ -60,8 +60,9 @@ class TransportParameters:
         """
         out = []
         append = out.append
+        attrs = self.__dict__
         for name, default, prefix, kind in _ENCODE_TABLE:
-            value = getattr(self, name)
+            value = attrs[name]
             if value == default:
                 continue
             if kind is _INT:
@@ -83,16 +84,15 @@ class TransportParameters:
         end = len(data)
         if end > MAX_ENCODED_SIZE:
             raise ProtocolError("transport parameters too long", err)
-        params = cls()
-        seen = set()
+        values = {}  # attribute -> value for the parameters we know
+        unknown = None  # ids of unknown parameters seen, for duplicate detection
         pos = 0
         try:
             while pos < end:
                 # Ids and lengths below 64 are one-byte varints (RFC 9000 §16): read
                 # those inline, anything else through the general decoder.
-                b = data[pos]
-                if b < 0x40:
-                    pid = b
+                pid = data[pos]
+                if pid < 0x40:
                     pos += 1
                 else:
                     pid, pos = decode_varint(data, pos)
@@ -101,34 +101,46 @@ class TransportParameters:
                     pos += 1
                 else:
                     length, pos = decode_varint(data, pos)
-                if pos + length > end:
+                stop = pos + length
+                if stop > end:
                     raise ProtocolError("transport parameter length past the end", err)
-                if pid in seen:
-                    raise ProtocolError(f"duplicate transport parameter 0x{pid:x}", err)
-                seen.add(pid)
-                entry = _PARAMS.get(pid)
+                entry = _DECODE_TABLE.get(pid)
                 if entry is None:
-                    pos += length
-                    continue  # unknown parameters are ignored (RFC 9000 §7.4.2)
+                    # Unknown parameters are ignored (RFC 9000 §7.4.2), but not repeated.
+                    if unknown is None:
+                        unknown = set()
+                    elif pid in unknown:
+                        raise ProtocolError(f"duplicate transport parameter 0x{pid:x}", err)
+                    unknown.add(pid)
+                    pos = stop
+                    continue
                 name, kind = entry
-                if kind == "int":
+                if name in values:
+                    raise ProtocolError(f"duplicate transport parameter 0x{pid:x}", err)
+                if kind is _INT:
                     if length == 1 and data[pos] < 0x40:
                         value = data[pos]
                     else:
-                        body = bytes(data[pos : pos + length])
-                        value, used = decode_varint(body, 0)
-                        if used != length:
+                        # The varint must fill the value exactly (a longer one runs past
+                        # ``stop``, an empty value reads the next entry or the end).
+                        value, used = decode_varint(data, pos)
+                        if used != stop:
                             raise ProtocolError(f"bad integer for transport parameter {name}", err)
-                elif kind == "flag":
+                elif kind is _FLAG:
                     if length:
                         raise ProtocolError(f"transport parameter {name} must be empty", err)
                     value = True
                 else:
-                    value = bytes(data[pos : pos + length])
-                pos += length
-                setattr(params, name, value)
+                    value = bytes(data[pos:stop])
+                values[name] = value
+                pos = stop
         except ProtocolError as exc:
             raise ProtocolError(str(exc), err) from None
+        # Every field has a default: fill the instance's attributes directly.
+        params = cls.__new__(cls)
+        attrs = params.__dict__
+        attrs.update(_DEFAULTS)
+        attrs.update(values)
         params._check()
         return params
 
@@ -165,3 +177,8 @@ _ENCODE_TABLE = tuple(
      {"int": _INT, "flag": _FLAG}.get(_BY_NAME[f.name][1], "bytes"))
     for f in fields(TransportParameters)
 )
+# id -> (attribute, kind) with the kinds above, for decode().
+_DECODE_TABLE = {pid: (name, {"int": _INT, "flag": _FLAG}.get(kind, "bytes"))
+                 for pid, (name, kind) in _PARAMS.items()}
+# attribute -> default value: what decode() starts from.
+_DEFAULTS = {f.name: f.default for f in fields(TransportParameters)}

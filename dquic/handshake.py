@@ -111,10 +111,12 @@ _NOISE_NAMES = {
 
 
 def _full_prologue(sid: int, prologue: bytes) -> bytes:
-    prologue = bytes(prologue)
-    if len(prologue) > 0xFFFF:
+    if type(prologue) is not bytes:
+        prologue = bytes(prologue)
+    n = len(prologue)
+    if n > 0xFFFF:
         raise ValueError("prologue too long")
-    return PROLOGUE_LABEL + bytes([sid]) + len(prologue).to_bytes(2, "big") + prologue
+    return b"".join((PROLOGUE_LABEL, bytes((sid, n >> 8, n & 0xFF)), prologue))
 
 
 def _check_psk(psk: Optional[bytes]) -> Optional[bytes]:
@@ -186,7 +188,7 @@ class _Handshake:
         if self.complete:
             raise self._fail(ProtocolError("unexpected handshake message after completion", ErrorCode.HANDSHAKE_FAILED))
         try:
-            data = bytes(message)
+            data = message if type(message) is bytes else bytes(message)
         except TypeError:
             raise self._fail(ProtocolError("handshake message is not bytes", ErrorCode.HANDSHAKE_FAILED)) from None
         if not data or len(data) > MAX_HANDSHAKE_MESSAGE:
@@ -208,13 +210,9 @@ class _Handshake:
     def _finish(self) -> None:
         hs = self._hs
         self._handshake_hash = hs.get_handshake_hash()
-        c_i2r, c_r2i = hs.split_result
-        if self.is_client:
-            self._secrets = (c_i2r.key, c_r2i.key)
-        else:
-            self._secrets = (c_r2i.key, c_i2r.key)
-        c_i2r.clear()
-        c_r2i.clear()
+        # Split's raw keys (the Noise state forgets them): they are our traffic secrets.
+        k_i2r, k_r2i = hs.take_split_keys()
+        self._secrets = (k_i2r, k_r2i) if self.is_client else (k_r2i, k_i2r)
         self._hs = None
         self.complete = True
 

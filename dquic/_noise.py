@@ -234,9 +234,27 @@ def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
         raise NoiseError("invalid peer public key") from None
 
 
+# cryptography's X25519 classmethods re-check on every call that the OpenSSL build
+# supports X25519 before calling their native constructors. Check once here and call
+# the constructors directly (the same objects come back); otherwise use the classmethods.
+_generate_private = X25519PrivateKey.generate
+_load_public = X25519PublicKey.from_public_bytes
+try:
+    from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+
+    _probe = _rust_openssl.x25519.generate_key()
+    if isinstance(_probe, X25519PrivateKey) and isinstance(
+            _rust_openssl.x25519.from_public_bytes(_probe.public_key().public_bytes_raw()), X25519PublicKey):
+        _generate_private = _rust_openssl.x25519.generate_key
+        _load_public = _rust_openssl.x25519.from_public_bytes
+    del _probe
+except Exception:  # pragma: no cover - another cryptography layout: keep the classmethods
+    pass
+
+
 def _public_key(raw: bytes) -> X25519PublicKey:
     try:
-        return X25519PublicKey.from_public_bytes(raw)
+        return _load_public(raw)
     except ValueError:  # pragma: no cover - any 32 bytes parse as an X25519 public key
         raise NoiseError("invalid peer public key") from None
 
@@ -696,7 +714,7 @@ class HandshakeState:
             if token == "e":
                 e = self._e
                 if e is None:
-                    e = self._e = X25519PrivateKey.generate()
+                    e = self._e = _generate_private()
                 pub = self._e_pub = e.public_key().public_bytes_raw()
                 out.append(pub)
                 ss.mix_hash(pub)

@@ -90,6 +90,8 @@ def _aesgcm_nonce(n: int) -> bytes:
     return b"\x00\x00\x00\x00" + n.to_bytes(8, "big")
 
 
+_NONCE_ZERO = bytes(12)  # nonce 0 in both formats
+
 #: cipher name -> (AEAD class, nonce formatter)
 CIPHERS = {
     "ChaChaPoly": (ChaCha20Poly1305, _chacha_nonce),
@@ -326,13 +328,15 @@ class CipherState:
         """ENCRYPT(k, n++, ad, plaintext); plaintext unchanged when there is no key."""
         aead = self._aead
         if aead is None:
-            aead = self._cipher()
-        if aead is None:
-            return bytes(plaintext)
-        if self.n >= MAX_NONCE:
+            if self._k is None:
+                return bytes(plaintext)
+            aead = self._aead = self._aead_cls(self._k)
+        n = self.n
+        if n >= MAX_NONCE:
             raise NonceExhausted("nonce space exhausted; rekey or start a new session")
-        out = aead.encrypt(self._nonce(self.n), bytes(plaintext), ad)
-        self.n += 1
+        # Handshake keys are mostly used once: nonce 0 is 12 zero bytes in both formats.
+        out = aead.encrypt(self._nonce(n) if n else _NONCE_ZERO, bytes(plaintext), ad)
+        self.n = n + 1
         return out
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
@@ -342,16 +346,17 @@ class CipherState:
         """
         aead = self._aead
         if aead is None:
-            aead = self._cipher()
-        if aead is None:
-            return bytes(ciphertext)
-        if self.n >= MAX_NONCE:
+            if self._k is None:
+                return bytes(ciphertext)
+            aead = self._aead = self._aead_cls(self._k)
+        n = self.n
+        if n >= MAX_NONCE:
             raise NonceExhausted("nonce space exhausted; rekey or start a new session")
         try:
-            out = aead.decrypt(self._nonce(self.n), bytes(ciphertext), ad)
+            out = aead.decrypt(self._nonce(n) if n else _NONCE_ZERO, bytes(ciphertext), ad)
         except InvalidTag:
             raise NoiseError("handshake message failed authentication") from None
-        self.n += 1
+        self.n = n + 1
         return out
 
     def rekey(self) -> None:

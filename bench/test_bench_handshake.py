@@ -5,14 +5,22 @@ sides consider the handshake confirmed (dquic) or complete (aioquic). The aioqui
 ECDSA P-256 certificate) runs in the same session as the reference; it is skipped with a reason
 when aioquic (the ``bench`` extra) is not installed.
 
+Two breakdowns (group "handshake-parts") say where a handshake's time goes: the Noise messages
+alone for each pattern (no connection, packets or packet keys), and the X25519 work of one NX/NK
+handshake (two key generations, four DH operations), which no implementation detail can remove.
+
     python -m pytest bench/test_bench_handshake.py --benchmark-only
 """
 from __future__ import annotations
 
 import pytest
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from dquic._noise import HandshakeState
 from dquic.config import Configuration
 from dquic.connection import Connection
+from dquic.handshake import PATTERN_IDS
 from dquic.keys import KeyPair
 
 C_ADDR = ("127.0.0.1", 40000)
@@ -57,6 +65,46 @@ def test_bench_handshake_dquic(benchmark, pattern, cipher):
     benchmark.group = "handshake"
     client_opts, server_opts = PATTERNS[pattern]
     benchmark(_dquic_handshake, client_opts, server_opts, cipher)
+    _rate(benchmark)
+
+
+def _noise_handshake(pattern, payload=bytes(64)):
+    # The Noise handshake messages of one connection, both roles, AES-GCM/SHA-256 suite.
+    name = "Noise_%s_25519_AESGCM_SHA256" % pattern
+    client_opts, _ = PATTERNS[pattern]
+    i = HandshakeState(name, True, b"prologue", s=client_opts.get("identity"),
+                       rs=client_opts.get("server_key"))
+    r = HandshakeState(name, False, b"prologue", s=SERVER_KEY)
+    while not (i.complete and r.complete):
+        writer, reader = (i, r) if i.is_my_turn else (r, i)
+        reader.read_message(writer.write_message(payload))
+    i.take_split_keys()
+    r.take_split_keys()
+
+
+@pytest.mark.parametrize("pattern", list(PATTERN_IDS))
+def test_bench_handshake_noise_only(benchmark, pattern):
+    benchmark.group = "handshake-parts"
+    benchmark(_noise_handshake, pattern)
+    _rate(benchmark)
+
+
+def _x25519_of_nx():
+    # What NX/NK need from X25519: an ephemeral key per side and four DH results.
+    e_i = X25519PrivateKey.generate()
+    e_r = X25519PrivateKey.generate()
+    re_i = X25519PublicKey.from_public_bytes(e_i.public_key().public_bytes_raw())
+    re_r = X25519PublicKey.from_public_bytes(e_r.public_key().public_bytes_raw())
+    rs = X25519PublicKey.from_public_bytes(SERVER_KEY.public)
+    e_r.exchange(re_i)
+    SERVER_KEY.private_key.exchange(re_i)
+    e_i.exchange(re_r)
+    e_i.exchange(rs)
+
+
+def test_bench_handshake_x25519_floor(benchmark):
+    benchmark.group = "handshake-parts"
+    benchmark(_x25519_of_nx)
     _rate(benchmark)
 
 

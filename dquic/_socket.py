@@ -299,8 +299,6 @@ class UDPSocket:
                 out.append((data, normalize_address(addr) if v6 else addr, 0))
             count = len(out)
         self.datagrams_received += count
-        if self._recverr:
-            self._drain_error_queue(0)
         return out
 
     def _drain_error_queue(self, default_errno: int) -> None:

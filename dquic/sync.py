@@ -6,17 +6,21 @@ of connections, each identified to the application by its peer's address.
 
 Threading model
 ---------------
-Each ``DQUIC`` owns one I/O thread, started when the socket is created (``bind()`` or the first
-``send_to()``). The thread is the only code that touches the socket: it waits in ``select`` on
-the UDP socket and a wake-up file descriptor with the core's next timer as timeout, drains up to
-``RECV_BATCH`` datagrams, feeds them to the endpoint, runs due timers, sends what the endpoint
-produced (keeping what the kernel refused for later) and turns the core's events into state
-the API threads wait on. So ACKs, retransmissions, handshakes and keep-alives proceed while the
-application is busy elsewhere.
+The sans-IO core is driven by one thread at a time, the *driver*: it waits in ``select`` on the
+UDP socket and a wake-up file descriptor (with the core's next timer as timeout), reads what
+arrived (``RECV_BATCH`` reads at most), feeds it to the endpoint, runs due timers, sends what
+the endpoint produced (keeping what the kernel refused for later) and turns the core's events
+into state the API calls wait on.
 
-API calls (from any number of application threads) take the instance lock, queue work in the
-core, poke the wake-up descriptor and wait on a condition variable. Only the lock holder touches
-the core; the socket calls of the I/O thread run without the lock and release the GIL.
+An API call that has to wait (``receive_from`` with nothing ready, ``send_to`` during the
+handshake or under back-pressure) drives itself, so a reply is read, processed and handed over
+in the thread that asked for it, with no hand-off between threads on the way; a call that only
+queues work sends it on the way out. Each ``DQUIC`` also owns an I/O thread that takes the
+driver's role whenever no API call has held it for ``IDLE_HANDOVER`` seconds, so ACKs,
+retransmissions, handshakes and keep-alives proceed while the application is busy elsewhere.
+An API thread that needs the role while the I/O thread holds it asks for it through the
+wake-up descriptor. All core state is behind the instance lock; the driver's socket calls run
+without it and release the GIL.
 
 Messages
 --------
@@ -38,7 +42,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._socket import UDPSocket, Waker, check_address, normalize_address, resolve_address
+from ._socket import (UDPSocket, Waker, check_address, normalize_address, numeric_address,
+                      resolve_address)
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
 from .errors import (
@@ -54,8 +59,10 @@ from .events import ConnectionTerminated, HandshakeCompleted, MessageReceived, P
 
 __all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed"]
 
-#: Datagrams read from the socket per wake-up before the endpoint processes them.
+#: Socket reads per driving step before the endpoint processes them.
 RECV_BATCH = 64
+#: Seconds without an API call driving the core before the I/O thread takes over.
+IDLE_HANDOVER = 0.002
 #: Stream ids are 62-bit (RFC 9000 §2.1).
 MAX_STREAM_ID = (1 << 62) - 1
 #: Ended outgoing connections remembered to report their error to the next send_to.
@@ -290,7 +297,10 @@ class DQUIC:
         self._config = cfg
         self._client_config = cfg.copy(is_client=True, identity=self._client_identity)
         self._endpoint = Endpoint(cfg, accept=True, max_connections=max_connections)
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # API threads wait on this one
+        self._io_cond = threading.Condition(lock)  # the I/O thread waits on this one
+        self._waiters = 0  # API threads waiting on _cond
         self._peers: Dict[Any, _Peer] = {}  # core connection -> peer state
         self._by_addr: Dict[Tuple, _Peer] = {}  # peer address -> newest usable peer state
         self._ready: "collections.OrderedDict[_Peer, None]" = collections.OrderedDict()
@@ -298,6 +308,16 @@ class DQUIC:
         self._thread: Optional[threading.Thread] = None
         self._waker: Optional[Waker] = None
         self._wake_pending = False
+        self._driver: Optional[int] = None  # ident of the thread driving the core, or None
+        self._io_ident: Optional[int] = None
+        self._want_drive = False  # an API thread waits for the I/O thread to hand over
+        self._flush_needed = False  # work was queued while another thread was driving
+        self._active = 0  # API calls in progress
+        self._last_exit = 0.0
+        self._pending: List[Tuple[bytes, Tuple]] = []  # datagrams the kernel has not taken yet
+        self._pending_i = 0
+        self._idle_spins = 0
+        self._addr_cache: Dict[Tuple, Tuple[int, Tuple]] = {}
         self._consumed = False
         self._tombstones = 0
         self._timeout: Optional[float] = None
@@ -408,28 +428,33 @@ class DQUIC:
             elif self._sock.family != family and not (self._sock.dual_stack and family == socket.AF_INET):
                 raise DQUICError(errno.EAFNOSUPPORT,
                                  f"this DQUIC socket is {self._sock.family.name}; cannot reach {addr}")
-            peer = self._peer_for(addr)
-            self._wait_established(peer, deadline)
-            limit = self._config.max_send_buffer
-            conn = peer.conn
-            for sid, view, n in items:
-                while True:
-                    self._raise_if_failed(peer)
-                    buffered = conn.send_buffered
-                    if buffered == 0 or buffered + n <= limit:
-                        break
-                    # the I/O thread wakes us when acknowledgements arrive
-                    self._send_waiters += 1
+            self._active += 1
+            try:
+                peer = self._peer_for(addr)
+                self._wait_established(peer, deadline)
+                limit = self._config.max_send_buffer
+                conn = peer.conn
+                for sid, view, n in items:
+                    while True:
+                        self._raise_if_failed(peer)
+                        buffered = conn.send_buffered
+                        if buffered == 0 or buffered + n <= limit:
+                            break
+                        # wait for acknowledgements, driving the core meanwhile
+                        self._send_waiters += 1
+                        try:
+                            self._drive_or_wait(deadline, "send_to timed out waiting for the peer to "
+                                                          "acknowledge data")
+                        finally:
+                            self._send_waiters -= 1
                     try:
-                        self._wait(deadline, "send_to timed out waiting for the peer to acknowledge data")
-                    finally:
-                        self._send_waiters -= 1
-                try:
-                    conn.send_message(sid, view)
-                except RuntimeError:
-                    self._raise_if_failed(peer)
-                    raise ConnectionClosed("connection is closing") from None
-            self._wake()
+                        conn.send_message(sid, view)
+                    except RuntimeError:
+                        self._raise_if_failed(peer)
+                        raise ConnectionClosed("connection is closing") from None
+                self._kick()
+            finally:
+                self._leave()
         return total
 
     def receive_from(self, max_bytes: int) -> Tuple[Tuple, Dict[int, bytes]]:
@@ -448,15 +473,20 @@ class DQUIC:
         timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
         with self._cond:
-            while True:
-                self._check_open()
-                result = self._collect(max_bytes)
-                if self._consumed:
-                    self._consumed = False
-                    self._wake()  # reading may have opened flow-control window to announce
-                if result is not None:
-                    return result
-                self._wait(deadline, "timed out")
+            self._check_open()
+            self._active += 1
+            try:
+                while True:
+                    result = self._collect(max_bytes)
+                    if self._consumed:
+                        self._consumed = False
+                        self._kick()  # reading may have opened flow-control window to announce
+                    if result is not None:
+                        return result
+                    self._drive_or_wait(deadline, "timed out")
+                    self._check_open()
+            finally:
+                self._leave()
 
     def close(self) -> None:
         """Deliver queued data (waiting up to ``linger`` seconds for acknowledgements), close
@@ -465,24 +495,32 @@ class DQUIC:
         with self._cond:
             if self._closing:
                 while not self._closed and self._thread is not None and self._thread.is_alive():
-                    self._cond.wait(0.05)
+                    self._cond_wait(0.05)
                 return
             self._closing = True
             self._cond.notify_all()
+            self._io_cond.notify()
+            self._wake()  # a thread driving inside an API call returns (EndpointClosed)
             thread = self._thread
             if thread is not None and thread.is_alive():
                 deadline = _monotonic() + self.linger
-                while self._thread_error is None:
-                    busy = [p for p in self._peers.values()
-                            if not p.terminated and p.established and p.conn.send_buffered]
-                    remaining = deadline - _monotonic()
-                    if not busy or remaining <= 0:
-                        break
-                    self._cond.wait(min(remaining, 0.5))
+                self._send_waiters += 1  # woken as acknowledgements arrive
+                try:
+                    while self._thread_error is None:
+                        busy = [p for p in self._peers.values()
+                                if not p.terminated and p.established and p.conn.send_buffered]
+                        remaining = deadline - _monotonic()
+                        if not busy or remaining <= 0:
+                            break
+                        self._cond_wait(min(remaining, 0.5))
+                finally:
+                    self._send_waiters -= 1
                 for p in list(self._peers.values()):
                     if not p.terminated:
                         p.conn.close(0, "")
                 self._stop = True
+                self._cond.notify_all()
+                self._io_cond.notify()
                 self._wake()
         if thread is not None:
             thread.join(5.0)
@@ -504,23 +542,123 @@ class DQUIC:
             raise DQUICError(errno.EIO, f"I/O thread failed: {self._thread_error!r}")
 
     def _resolve(self, address: Tuple) -> Tuple[int, Tuple]:
-        """Resolve without the lock (may query DNS); prefer the socket's family."""
+        """Resolve without the lock (may query DNS); prefer the socket's family. Numeric
+        ``(str, int)`` addresses are remembered (a bounded cache: no parsing per call)."""
+        cacheable = (type(address) is tuple and len(address) == 2 and type(address[0]) is str
+                     and type(address[1]) is int)
+        if cacheable:
+            hit = self._addr_cache.get(address)
+            if hit is not None:
+                return hit
         sock = self._sock
         family = None if sock is None else sock.family
-        return resolve_address(address, family)
+        numeric = numeric_address(address, family)
+        if numeric is None:
+            return resolve_address(address, family)
+        if cacheable:
+            if len(self._addr_cache) >= 1024:
+                self._addr_cache.clear()
+            self._addr_cache[address] = numeric
+        return numeric
 
-    def _wait(self, deadline: Optional[float], message: str) -> None:
-        """One wait on the condition; TimeoutError once ``deadline`` has passed."""
-        if deadline is None:
-            self._cond.wait()
+    def _drive_or_wait(self, deadline: Optional[float], message: str) -> None:
+        """Make progress once while an API call waits: drive the core for one step (until
+        something arrives, a timer is due or ``deadline``) if no other thread drives it, else
+        wait to be notified. ``TimeoutError(message)`` once ``deadline`` has passed."""
+        now = _monotonic()
+        remaining = None if deadline is None else deadline - now
+        me = threading.get_ident()
+        driver = self._driver
+        if driver is None or driver == me:
+            self._driver = me
+            if self._flush_needed:
+                self._flush()
+            timer = self._endpoint.get_timer()
+            timeout = None if timer is None else max(0.0, timer - now)
+            if remaining is not None:
+                timeout = max(0.0, remaining) if timeout is None else min(timeout, max(0.0, remaining))
+            self._cond.release()
+            try:
+                self._step(timeout)
+            finally:
+                self._cond.acquire()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(message)
             return
-        remaining = deadline - _monotonic()
-        if remaining <= 0:
+        if remaining is not None and remaining <= 0:
             raise TimeoutError(message)
-        self._cond.wait(remaining)
+        if driver == self._io_ident:
+            self._want_drive = True  # the I/O thread hands over after its current step
+            self._wake()
+        self._cond_wait(remaining)
+
+    def _leave(self) -> None:
+        """End of an API call: send what it queued and give up the driver's role."""
+        self._active -= 1
+        if self._driver == threading.get_ident():
+            try:
+                self._flush()
+            finally:
+                self._driver = None
+                self._last_exit = _monotonic()
+                self._notify()  # a waiting API thread may drive now
+                if self._pending or self._flush_needed:
+                    self._io_cond.notify()
+
+    def _kick(self) -> None:
+        """Work was queued in the core: get it sent (lock held)."""
+        driver = self._driver
+        if driver is None:
+            self._driver = threading.get_ident()
+            try:
+                self._flush()
+            finally:
+                self._driver = None
+                self._last_exit = _monotonic()
+        else:
+            # another thread drives: it sends at its next step; this thread flushes before it
+            # waits and when its call ends
+            self._flush_needed = True
+            if driver != threading.get_ident():
+                self._wake()
+
+    def _flush(self) -> None:
+        """Send what the core has for the network now (lock held by the driver; released
+        around the socket calls)."""
+        ep = self._endpoint
+        for _ in range(16):
+            self._flush_needed = False
+            if not self._pending:
+                out = ep.datagrams_to_send(_monotonic())
+                if out:
+                    self._pending, self._pending_i = out, 0
+                if self._process_events():
+                    self._notify()
+            if not self._pending:
+                return
+            self._cond.release()
+            try:
+                self._send_pending()
+            finally:
+                self._cond.acquire()
+            if self._pending or not self._flush_needed:
+                return  # the kernel is full (a driver waits for it to drain) or all is out
+
+    def _cond_wait(self, timeout: Optional[float]) -> None:
+        """Wait on the API condition (lock held), counted so notifications go only where
+        somebody waits."""
+        self._waiters += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiters -= 1
+
+    def _notify(self) -> None:
+        if self._waiters:
+            self._cond.notify_all()
 
     def _wake(self) -> None:
-        """Make the I/O thread run an iteration (it then sends what the core queued)."""
+        """Make the thread blocked in ``select`` return (it then sends what the core queued)."""
         if self._wake_pending or self._waker is None:
             return
         self._wake_pending = True
@@ -542,7 +680,7 @@ class DQUIC:
             peer = _Peer(conn, addr, True, now)
             self._peers[conn] = peer
             self._by_addr[addr] = peer
-            self._wake()
+            self._kick()
         return peer
 
     def _raise_if_failed(self, peer: _Peer) -> None:
@@ -565,7 +703,10 @@ class DQUIC:
             limit = hs_deadline if deadline is None else min(deadline, hs_deadline)
             if deadline is not None and now >= deadline:
                 raise TimeoutError("send_to timed out during the handshake")
-            self._cond.wait(limit - now)
+            try:
+                self._drive_or_wait(limit, "send_to timed out during the handshake")
+            except TimeoutError:
+                pass  # the checks above say which deadline passed
 
     def _fail(self, peer: _Peer, error: BaseException) -> None:
         """Give up on a connection locally (lock held)."""
@@ -576,8 +717,10 @@ class DQUIC:
         if not peer.conn.is_closed:
             peer.conn.close(ErrorCode.CONNECTION_REFUSED if isinstance(error, ConnectionRefused) else 0,
                             "")
+        self._flush_needed = True
         self._wake()
-        self._cond.notify_all()
+        self._notify()
+        self._io_cond.notify()
 
     def _collect(self, max_bytes: int) -> Optional[Tuple[Tuple, Dict[int, bytes]]]:
         """Take the next deliverable messages of one peer, rotating peers and streams.
@@ -661,15 +804,15 @@ class DQUIC:
         self._thread = threading.Thread(target=self._run, name="dquic-io", daemon=True)
         self._thread.start()
 
-    def _drain_wake(self) -> None:
-        self._waker.drain()
-
     def _run(self) -> None:
+        self._io_ident = threading.get_ident()
         try:
             self._loop()
         except BaseException as exc:  # pragma: no cover - reported to the API threads
             with self._cond:
                 self._thread_error = exc
+                if self._driver == self._io_ident:
+                    self._driver = None
                 for p in self._peers.values():
                     if not p.terminated:
                         p.terminated = True
@@ -678,78 +821,121 @@ class DQUIC:
             raise
 
     def _loop(self) -> None:
+        """The I/O thread: drive the core whenever no API call does."""
+        me = threading.get_ident()
+        cond = self._cond
+        io_cond = self._io_cond
+        ep = self._endpoint
+        while True:
+            with cond:
+                # wait for the role: free, and no API call has driven for IDLE_HANDOVER
+                while True:
+                    driver = self._driver
+                    if driver == me:
+                        break
+                    if driver is None:
+                        if self._stop or self._closing or self._pending or self._flush_needed:
+                            break
+                        idle = _monotonic() - self._last_exit
+                        if self._active == 0 and idle >= IDLE_HANDOVER:
+                            break
+                        io_cond.wait(IDLE_HANDOVER if self._active else max(IDLE_HANDOVER - idle, 0.0002))
+                    else:
+                        io_cond.wait(IDLE_HANDOVER)
+                self._driver = me
+                self._want_drive = False
+                if self._flush_needed:
+                    self._flush()
+                stop = self._stop
+                timer = ep.get_timer()
+                if stop:
+                    timeout = 0.0
+                elif timer is None:
+                    timeout = None
+                else:
+                    timeout = max(0.0, timer - _monotonic())
+            try:
+                self._step(timeout)
+            finally:
+                with cond:
+                    if stop or self._want_drive:
+                        self._driver = None
+                        self._notify()
+            if stop:
+                with cond:
+                    self._driver = me
+                try:
+                    # bounded effort to flush the last packets (CONNECTION_CLOSE)
+                    for _ in range(100):
+                        if not self._pending:
+                            break
+                        select.select([], [self._sock.fileno()], [], 0.01)
+                        self._send_pending()
+                finally:
+                    with cond:
+                        self._driver = None
+                return
+
+    def _step(self, timeout: Optional[float]) -> None:
+        """One driving step (lock NOT held; the caller holds the driver's role): wait up to
+        ``timeout`` for the socket or the wake-up descriptor, read, process, send."""
         sock = self._sock
         fd = sock.fileno()
         wake_fd = self._waker.fileno()
+        if timeout is not None and timeout <= 0.0 and self._idle_spins >= 3:
+            timeout = 0.001  # a due timer that changes nothing: do not spin
+        wlist = [fd] if self._pending else []
+        readable, _, _ = select.select([fd, wake_fd], wlist, [], timeout)
+        woke = wake_fd in readable
+        if woke:
+            self._waker.drain()
+        batch = sock.recv_batch(RECV_BATCH) if fd in readable else []
+        now = _monotonic()
         ep = self._endpoint
         cond = self._cond
-        pending: List[Tuple[bytes, Tuple]] = []
-        pending_i = 0
-        idle_spins = 0
-        select_ = select.select
-        while True:
-            with cond:
-                timer = ep.get_timer()
-                stop = self._stop
-            if stop and not pending:
-                # one last pass below sends the CONNECTION_CLOSE packets, then exit
-                pass
-            now = _monotonic()
-            if timer is None:
-                timeout = None
-            else:
-                timeout = timer - now
-                if timeout <= 0:
-                    timeout = 0.0 if idle_spins < 3 else 0.001
-            if stop:
-                timeout = 0.0
-            wlist = [fd] if pending else []
-            readable, writable, _ = select_([fd, wake_fd], wlist, [], timeout)
-            if wake_fd in readable:
-                self._drain_wake()
-            batch = sock.recv_batch(RECV_BATCH) if fd in readable else []
-            now = _monotonic()
-            with cond:
-                if wake_fd in readable:
-                    self._wake_pending = False
-                notify = False
-                for data, addr, seg in batch:
-                    if seg:
-                        ep.receive_segments(data, seg, addr, now)
-                    else:
-                        ep.receive_datagram(data, addr, now)
-                if batch:
-                    self.datagrams_in += len(batch)
-                    # new data to hand out, or acknowledgements a blocked send_to waits for
-                    notify = bool(self._ready) or self._send_waiters > 0
-                for addr, err in sock.unreachable():
-                    notify |= self._on_unreachable(addr, err)
-                t = ep.get_timer()
-                if t is not None and t <= now:
-                    ep.handle_timer(now)
-                if not pending:
-                    out = ep.datagrams_to_send(now)
-                    if out:
-                        pending, pending_i = out, 0
-                notify |= self._process_events()
-                stopping = self._stop
-                if notify:
-                    cond.notify_all()
-            if pending:
-                pending_i = sock.send_batch(pending, pending_i)
-                self.datagrams_out = sock.datagrams_sent
-                if pending_i >= len(pending):
-                    pending, pending_i = [], 0
-            idle_spins = 0 if (batch or pending_i or readable) else idle_spins + 1
-            if stopping:
-                if pending:
-                    # bounded effort to flush the last packets (CONNECTION_CLOSE)
-                    for _ in range(100):
-                        select_([], [fd], [], 0.01)
-                        pending_i = sock.send_batch(pending, pending_i)
-                        if pending_i >= len(pending):
-                            break
-                return
+        with cond:
+            if woke:
+                self._wake_pending = False
+            notify = False
+            for data, addr, seg in batch:
+                if seg:
+                    ep.receive_segments(data, seg, addr, now)
+                else:
+                    ep.receive_datagram(data, addr, now)
+            if batch:
+                self.datagrams_in = sock.datagrams_received
+                # new data to hand out, or acknowledgements a blocked send_to waits for
+                notify = bool(self._ready) or self._send_waiters > 0
+            for addr, err in sock.unreachable():
+                notify |= self._on_unreachable(addr, err)
+            t = ep.get_timer()
+            if t is not None and t <= now:
+                ep.handle_timer(now)
+            self._flush_needed = False
+            if not self._pending:
+                out = ep.datagrams_to_send(now)
+                if out:
+                    self._pending, self._pending_i = out, 0
+            notify |= self._process_events()
+            if notify:
+                self._notify()
+        sent = self._send_pending()
+        self._idle_spins = 0 if (batch or sent or readable) else self._idle_spins + 1
+
+    def _send_pending(self) -> int:
+        """Hand the pending datagrams to the kernel (driver only, lock not needed); returns how
+        many went out."""
+        pending = self._pending
+        if not pending:
+            return 0
+        start = self._pending_i
+        i = self._sock.send_batch(pending, start)
+        self.datagrams_out = self._sock.datagrams_sent
+        if i >= len(pending):
+            self._pending, self._pending_i = [], 0
+        else:
+            self._pending_i = i
+        return i - start
 
     def _on_unreachable(self, addr: Tuple, err: int) -> bool:
         """ICMP said ``addr`` is unreachable: fail a connection still in its handshake."""

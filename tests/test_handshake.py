@@ -436,6 +436,7 @@ def test_transport_params_decode_accepts_longer_varints(n_id, n_len, n_val):
     b"\x01\x00",                  # empty int value
     b"\x0c\x01\x00",              # non-empty flag
     b"\x01\x01\x05\x01\x01\x05",  # duplicate
+    b"\x3f\x00\x01\x01\x05\x3f\x01\x00",  # duplicate unknown parameter
     b"\x03\x01\x05",              # max_udp_payload_size below 1200
     b"\x02\x01\x00",              # short stateless reset token
 ])

@@ -352,3 +352,31 @@ def test_ik_initiator_rejects_small_order_pinned_key():
     hs = HandshakeState(protocol_name("IK", "AESGCM", "SHA256"), True, b"", s=KeyPair(I_S), rs=bytes(32))
     with pytest.raises(NoiseError):
         hs.write_message(b"")
+
+
+@pytest.mark.parametrize("cipher,hash_name", [("AESGCM", "SHA256"), ("ChaChaPoly", "BLAKE2s")])
+def test_take_split_keys_matches_noiseprotocol_and_is_taken_once(cipher, hash_name):
+    """take_split_keys() hands out Split's raw keys (the ones noiseprotocol derives) once;
+    the handshake state no longer holds them afterwards."""
+    ours = _ours("XX", cipher, hash_name, True)
+    with pytest.raises(RuntimeError):
+        ours.take_split_keys()  # not complete yet
+    theirs = _theirs("XX", cipher, hash_name, False)
+    _run_pair(ours, theirs, True)
+    k_i2r, k_r2i = ours.take_split_keys()
+    np = theirs.noise_protocol
+    assert k_i2r == np.cipher_state_decrypt.k and k_r2i == np.cipher_state_encrypt.k
+    with pytest.raises(RuntimeError):
+        ours.take_split_keys()
+    with pytest.raises(RuntimeError):
+        ours.split_result
+
+
+def test_take_split_keys_after_split_result_gives_the_same_keys():
+    name = protocol_name("NN", "AESGCM", "SHA256")
+    i, r = HandshakeState(name, True), HandshakeState(name, False)
+    r.read_message(i.write_message())
+    i.read_message(r.write_message())
+    c_i2r, c_r2i = i.split_result
+    assert i.split_result is i.split_result  # built once
+    assert i.take_split_keys() == (c_i2r.key, c_r2i.key) == r.take_split_keys()

@@ -3,11 +3,18 @@
 ``python bench/loopback_peer.py MODE [options]`` binds 127.0.0.1:0, prints ``PORT <n>`` on
 stdout, then serves until done:
 
-* ``dquic-sink TOTAL``: receive TOTAL payload bytes from one peer, then answer ``{0: b"done"}``
-  with the receive time (seconds from first byte to last) in the payload;
-* ``dquic-echo COUNT``: echo COUNT requests back on the stream they came on;
+* ``dquic-sink TOTAL``: answer the first message from a peer with ``{0: b"ready"}`` (so the
+  sender's handshake and first round trip happen before it starts timing), then receive TOTAL
+  payload bytes on any streams and answer ``{0: b"done <seconds> <bytes>"}`` (seconds from the
+  first bulk byte to the last);
+* ``dquic-echo [COUNT]``: send every dict received back to the peer it came from, on the same
+  streams; stop after COUNT messages (each value of a dict is one message), or, without
+  COUNT, after a message ``b"bye"`` (which is echoed too). Serves any number of peers, one
+  after another or at once;
 * ``udp-sink``: count raw UDP datagrams until a 1-byte end marker, then print
-  ``RESULT <datagrams> <bytes> <seconds from first to last>``.
+  ``RESULT <datagrams> <bytes> <seconds from first to last>``;
+* ``udp-echo``: send every raw UDP datagram back to its sender until a 1-byte end marker, then
+  print ``RESULT <datagrams echoed>``.
 
 Options: ``--plain`` turns dquic packet protection off (both sides must agree).
 """
@@ -28,9 +35,10 @@ def dquic_sink(total: int, plain: bool) -> None:
         d.bind(("127.0.0.1", 0))
         d.settimeout(120)
         print("PORT", d.local_address[1], flush=True)
+        peer, _ = d.receive_from(1 << 16)  # the sender's warm-up message
+        d.send_to(peer, {0: b"ready"})
         got = 0
         first = None
-        peer = None
         while got < total:
             peer, data = d.receive_from(1 << 20)
             if first is None:
@@ -41,15 +49,20 @@ def dquic_sink(total: int, plain: bool) -> None:
 
 
 def dquic_echo(count: int, plain: bool) -> None:
+    """Echo until ``count`` messages (0: until a ``b"bye"`` message)."""
     from dquic.sync import DQUIC
 
     with DQUIC(encryption=not plain, linger=5.0) as d:
         d.bind(("127.0.0.1", 0))
         d.settimeout(120)
         print("PORT", d.local_address[1], flush=True)
-        for _ in range(count):
+        seen = 0
+        while True:
             peer, data = d.receive_from(1 << 16)
             d.send_to(peer, data)
+            seen += len(data)
+            if (count and seen >= count) or (not count and b"bye" in data.values()):
+                break
 
 
 def udp_sink() -> None:
@@ -73,6 +86,22 @@ def udp_sink() -> None:
     print("RESULT", n, nbytes, (last - first) if first is not None else 0.0, flush=True)
 
 
+def udp_echo() -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(30)
+    print("PORT", s.getsockname()[1], flush=True)
+    n = 0
+    recvfrom, sendto = s.recvfrom, s.sendto
+    while True:
+        data, addr = recvfrom(65535)
+        if len(data) == 1:
+            break
+        sendto(data, addr)
+        n += 1
+    print("RESULT", n, flush=True)
+
+
 def main(argv) -> None:
     plain = "--plain" in argv
     args = [a for a in argv if not a.startswith("--")]
@@ -80,9 +109,11 @@ def main(argv) -> None:
     if mode == "dquic-sink":
         dquic_sink(int(args[1]), plain)
     elif mode == "dquic-echo":
-        dquic_echo(int(args[1]), plain)
+        dquic_echo(int(args[1]) if len(args) > 1 else 0, plain)
     elif mode == "udp-sink":
         udp_sink()
+    elif mode == "udp-echo":
+        udp_echo()
     else:
         raise SystemExit(f"unknown mode {mode}")
 

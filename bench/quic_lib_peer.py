@@ -6,6 +6,9 @@ until killed:
 
 * ``sink``: count bytes on each stream; at end of stream answer ``done <bytes>`` on it;
 * ``echo``: send every chunk of stream data back on the stream it came on.
+
+Replies are queued from the event handler and leave with the protocol's own ``transmit`` after
+each received datagram's events, so the replies to one datagram share packets.
 """
 from __future__ import annotations
 
@@ -30,12 +33,10 @@ def make_protocol(lib, mode):
             if mode == "echo":
                 if event.data:
                     self._quic.send_stream_data(sid, event.data)
-                    self.transmit()
                 return
             self.counts[sid] = self.counts.get(sid, 0) + len(event.data)
             if event.end_stream:
                 self._quic.send_stream_data(sid, b"done %d" % self.counts[sid], end_stream=True)
-                self.transmit()
 
     return Server
 

@@ -8,8 +8,8 @@ benchmark's ``extra_info``:
 * ``raw_udp``: a ``sendto`` loop of 1200-byte datagrams (what the kernel path alone allows;
   the receiver's rate is what arrived, drops included);
 * ``dquic_bulk`` / ``dquic_bulk_plain``: 1 MiB messages client -> server, encrypted / without
-  packet protection, timed from the first ``send_to`` until the server's reply that it
-  received everything;
+  packet protection, handshake done beforehand, timed from the first bulk ``send_to`` until
+  the server's reply that it received everything;
 * ``dquic_rtt``: 32-byte request / echo round trips on one connection.
 """
 from __future__ import annotations
@@ -91,25 +91,37 @@ def test_raw_udp_sendto_1200(benchmark):
     _report(benchmark, "raw UDP sendto loop (1200 B)", **results)
 
 
-def _bulk(plain: bool):
-    peer = Peer("dquic-sink", str(BULK_BYTES), *(["--plain"] if plain else []))
+def _bulk(plain: bool, streams: int = 1, total: int = 0) -> dict:
+    """Send ``total`` bytes (default ``BULK_BYTES``) to a ``dquic-sink`` peer as 1 MiB messages
+    round-robin over stream ids ``0 .. streams-1``; return goodput and connection stats.
+
+    The handshake and one round trip (a warm-up message the sink answers) come before the
+    timed region, which runs from the first bulk ``send_to`` until the sink's reply that it
+    received every byte (the byte count is checked).
+    """
+    total = total or BULK_BYTES
+    peer = Peer("dquic-sink", str(total), *(["--plain"] if plain else []))
     try:
         with DQUIC(encryption=not plain, linger=10.0) as d:
             d.settimeout(120)
             dest = ("127.0.0.1", peer.port)
-            chunk = os.urandom(1 << 20)
+            d.send_to(dest, {0: b"warm-up"})
+            _, ready = d.receive_from(100)
+            assert ready == {0: b"ready"}, ready
+            chunk = memoryview(os.urandom(1 << 20))
+            sent = i = 0
             t0 = time.perf_counter()
-            sent = 0
-            while sent < BULK_BYTES:
-                n = min(len(chunk), BULK_BYTES - sent)
-                sent += d.send_to(dest, {1: memoryview(chunk)[:n]})
+            while sent < total:
+                n = min(len(chunk), total - sent)
+                sent += d.send_to(dest, {i % streams: chunk[:n]})
+                i += 1
             _, reply = d.receive_from(100)
             elapsed = time.perf_counter() - t0
             stats = d.connections[0].stats
         _, rx_time, got = reply[0].split()
-        assert int(got) == BULK_BYTES
+        assert int(got) == total, (got, total)
         peer.finish()
-        return dict(goodput_MBps=BULK_BYTES / elapsed / MB, seconds=elapsed,
+        return dict(goodput_MBps=total / elapsed / MB, seconds=elapsed,
                     packets_lost=stats.packets_lost, cwnd=stats.cwnd)
     finally:
         peer.kill()

@@ -220,12 +220,12 @@ cdef class Connection:
     cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn, int* pn_len,
                            Py_ssize_t* length_off) except -1
     cdef object _finish_packet(self, int space_id, Py_ssize_t hdr_end, Py_ssize_t length_off,
-                               int64_t pn, int pn_len)
+                               int64_t pn, int pn_len, unsigned char* dst=*)
     cdef int _write_ack(self, _Space space, int space_id, double now, _Sent rec) except -1
     cdef int _record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                           bint eliciting, double now) except -1
     cdef object _build_handshake_datagram(self, double now, Py_ssize_t mds)
-    cdef object _build_app_packet(self, double now, Py_ssize_t mds)
+    cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=*)
     cdef bint _has_control_frames(self)
     cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True
     cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True

@@ -36,6 +36,7 @@ Stream bytes carry length-prefixed messages (PROTOCOL.md §8): ``send_message`` 
 ``read_message`` returns the next message (or the next piece of a large one).
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_Resize
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
 from libc.math cimport ldexp
@@ -1962,6 +1963,78 @@ cdef class Connection:
             self._bytes_sent_on_path += total
         return out
 
+    def datagram_trains(self, double now, Py_ssize_t max_bytes=65000, Py_ssize_t max_segments=64):
+        """What ``datagrams_to_send`` would return, as trains for segmentation offload: a
+        list of ``(data, segment_size, address)``, ``data`` holding one or more datagrams back
+        to back, each ``segment_size`` bytes except the last (which may be shorter), at most
+        ``max_segments`` of them and ``max_bytes`` in all. 1-RTT packets are sealed straight
+        into the train (no object per packet); handshake and closing packets come one per
+        train. Call after every input, like ``datagrams_to_send``."""
+        cdef Py_ssize_t mds = self._mds, total = 0, off = 0, seg = 0, count = 0, n, room
+        cdef unsigned char* base = NULL
+        cdef int i
+        cdef bint close_train
+        out = []
+        self._now_hint = now
+        if self._state == _TERMINATED or not self._started:
+            return out
+        if self._state >= _CLOSING or not self._hs.discarded or self._app_seal is None:
+            for d, a in self.datagrams_to_send(now):
+                out.append((d, len(d), a))
+            return out
+        room = mds + self._app_tag + 64  # a packet never exceeds mds; slack for safety
+        if max_bytes < room:
+            max_bytes = room
+        if max_segments < 1:
+            max_segments = 1
+        self._pacing_deadline = -1.0
+        addr = self.peer_addr
+        train = None
+        for i in range(256):
+            if train is None:
+                train = PyByteArray_FromStringAndSize(NULL, max_bytes)
+                base = <unsigned char*>PyByteArray_AS_STRING(train)
+                off = 0
+                count = 0
+            d = self._build_app_packet(now, mds, base + off)
+            if d is None:
+                break
+            n = <Py_ssize_t>d
+            total += n
+            close_train = False
+            if count == 0 or n == seg:
+                if count == 0:
+                    seg = n
+                off += n
+                count += 1
+            elif n < seg:
+                off += n  # a shorter datagram ends a train
+                count += 1
+                close_train = True
+            else:
+                # longer than the train's size: it starts the next train
+                PyByteArray_Resize(train, off)
+                out.append((train, seg, addr))
+                new = PyByteArray_FromStringAndSize(<const char*>(base + off), max_bytes)
+                train = new
+                base = <unsigned char*>PyByteArray_AS_STRING(train)
+                off = n
+                seg = n
+                count = 1
+            if close_train or count >= max_segments or off + room > max_bytes:
+                PyByteArray_Resize(train, off)
+                out.append((train, seg, addr))
+                train = None
+        if train is not None and count:
+            PyByteArray_Resize(train, off)
+            out.append((train, seg, addr))
+        if not self._send_queue and not self._datagrams and self._cc.can_send(mds):
+            self._recovery.on_app_limited()
+        if total:
+            self.bytes_sent += total
+            self._bytes_sent_on_path += total
+        return out
+
     cdef int64_t _amplification_room(self):
         if self._address_validated:
             return (<int64_t>1) << 62
@@ -2031,10 +2104,12 @@ cdef class Connection:
             memset(p, 0, room)
 
     cdef object _finish_packet(self, int space_id, Py_ssize_t hdr_end, Py_ssize_t length_off,
-                               int64_t pn, int pn_len):
-        """Pad for the header-protection sample, seal and return the packet's bytes."""
+                               int64_t pn, int pn_len, unsigned char* dst=NULL):
+        """Pad for the header-protection sample, seal and return the packet's bytes; with
+        ``dst`` (room for the packet plus the AEAD tag), write the packet there instead and
+        return its length."""
         cdef Buffer buf = self._sbuf
-        cdef Py_ssize_t payload_len = buf._pos - hdr_end, pad
+        cdef Py_ssize_t payload_len = buf._pos - hdr_end, pad, n
         cdef unsigned char* p
         # header protection samples 16 bytes starting 4 after the packet number (RFC 9001 §5.4.2)
         if payload_len + pn_len < 4:
@@ -2042,15 +2117,26 @@ cdef class Connection:
             p = buf.c_push_ptr(pad)
             memset(p, 0, pad)
         if space_id == SP_APP and self._app_seal_null:
+            if dst != NULL:
+                memcpy(dst, buf._base, buf._pos)
+                return buf._pos
             return PyBytes_FromStringAndSize(<const char*>buf._base, buf._pos)
         sealer = self._seal[space_id]
         if length_off >= 0:
             codec.patch_length(buf, length_off, pn_len + buf._pos - hdr_end + sealer.tag_size)
         if type(sealer) is PacketProtection:
+            if dst != NULL:
+                return (<PacketProtection>sealer).c_seal_into(
+                    buf._base, hdr_end, buf._base + hdr_end, buf._pos - hdr_end, pn, dst)
             return (<PacketProtection>sealer).c_seal(buf._base, hdr_end, buf._base + hdr_end, buf._pos - hdr_end, pn)
         header = PyBytes_FromStringAndSize(<const char*>buf._base, hdr_end)
         payload = PyBytes_FromStringAndSize(<const char*>(buf._base + hdr_end), buf._pos - hdr_end)
-        return sealer.encrypt_packet(header, payload, pn)
+        data = sealer.encrypt_packet(header, payload, pn)
+        if dst != NULL:
+            n = len(data)
+            memcpy(dst, <const char*>data, n)
+            return n
+        return data
 
     cdef int _write_ack(self, _Space space, int space_id, double now, _Sent rec) except -1:
         """ACK frame from the received ranges, newest first (RFC 9000 §19.3)."""
@@ -2174,7 +2260,7 @@ cdef class Connection:
         self._record_sent(rec, SP_HS, pn, len(data), eliciting, now)
         return data
 
-    cdef object _build_app_packet(self, double now, Py_ssize_t mds):
+    cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=NULL):
         cdef _Space space = self._app
         cdef bint ack_due, probe, control, have_data, cc_ok, eliciting = False
         cdef Py_ssize_t limit = mds, hdr_end, length_off, end
@@ -2229,8 +2315,8 @@ cdef class Connection:
             space.next_pn -= 1
             self._recycle(rec)
             return None
-        data = self._finish_packet(SP_APP, hdr_end, -1, pn, pn_len)
-        self._record_sent(rec, SP_APP, pn, len(data), eliciting, now)
+        data = self._finish_packet(SP_APP, hdr_end, -1, pn, pn_len, dst)
+        self._record_sent(rec, SP_APP, pn, len(data) if dst == NULL else <Py_ssize_t>data, eliciting, now)
         return data
 
     cdef bint _has_control_frames(self):

@@ -46,6 +46,9 @@ cdef class PacketProtection:
     cdef readonly int tag_size
     cdef bytes c_seal(self, const unsigned char* header, Py_ssize_t hlen,
                       const unsigned char* payload, Py_ssize_t plen, int64_t packet_number)
+    cdef Py_ssize_t c_seal_into(self, const unsigned char* header, Py_ssize_t hlen,
+                                const unsigned char* payload, Py_ssize_t plen,
+                                int64_t packet_number, unsigned char* dst) except -1
     cdef object c_open(self, const unsigned char* packet, Py_ssize_t n, Py_ssize_t pn_offset,
                        int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte)
 
@@ -77,6 +80,9 @@ cdef class OneRttKeys:
     cdef bytes _seal(self, plain_header, plain_payload, packet_number)
     cdef bytes _seal_c(self, const unsigned char* h, Py_ssize_t hlen, const unsigned char* payload,
                        Py_ssize_t plen, object payload_obj, int64_t packet_number)
+    cdef Py_ssize_t _seal_into(self, const unsigned char* h, Py_ssize_t hlen,
+                               const unsigned char* payload, Py_ssize_t plen, object payload_obj,
+                               int64_t packet_number, unsigned char* dst) except -1
     cdef _fail(self)
     cdef tuple _open(self, packet, pn_offset_obj, expected_obj)
     cdef object _open_c(self, const unsigned char* d, Py_ssize_t dlen, Py_ssize_t pn_offset,

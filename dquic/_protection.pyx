@@ -664,6 +664,16 @@ cdef class PacketProtection:
             raise TypeError("this is the receiving half; use keys.sender")
         return self.keys._seal_c(header, hlen, payload, plen, None, packet_number)
 
+    cdef Py_ssize_t c_seal_into(self, const unsigned char* header, Py_ssize_t hlen,
+                                const unsigned char* payload, Py_ssize_t plen,
+                                int64_t packet_number, unsigned char* dst) except -1:
+        """``c_seal`` writing the protected packet to ``dst`` (room for ``hlen + plen +
+        tag_size`` bytes, not overlapping the inputs) instead of a new ``bytes``; returns its
+        length."""
+        if not self.sending:
+            raise TypeError("this is the receiving half; use keys.sender")
+        return self.keys._seal_into(header, hlen, payload, plen, None, packet_number, dst)
+
     cdef object c_open(self, const unsigned char* packet, Py_ssize_t n, Py_ssize_t pn_offset,
                        int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte):
         """``decrypt_packet`` for compiled callers: ``packet`` is C memory (``n`` bytes, one
@@ -813,6 +823,18 @@ cdef class OneRttKeys:
                        Py_ssize_t plen, object payload_obj, int64_t packet_number):
         # payload_obj: the payload as a Python object when the caller has one (the
         # cryptography backend needs one; None makes a copy from ``payload``).
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, hlen + plen + _TAG)
+        cdef Py_ssize_t n = self._seal_into(h, hlen, payload, plen, payload_obj, packet_number,
+                                            <unsigned char*>PyBytes_AS_STRING(out))
+        if n != hlen + plen + _TAG:
+            out = out[:n]
+        return out
+
+    cdef Py_ssize_t _seal_into(self, const unsigned char* h, Py_ssize_t hlen,
+                               const unsigned char* payload, Py_ssize_t plen, object payload_obj,
+                               int64_t packet_number, unsigned char* o) except -1:
+        # Seal into ``o`` (room for hlen + plen + 16, not overlapping h or payload); returns
+        # the packet's length.
         if not 0 <= packet_number <= _PN_MAX:
             raise ValueError("packet number out of range")
         cdef uint64_t pn = <uint64_t>packet_number
@@ -839,16 +861,14 @@ cdef class OneRttKeys:
         if not long_header:
             first = (first & 0xFB) | (self.key_phase << 2)
         cdef _Keys keys = self._send
-        cdef bytes out, ct, ad
-        cdef unsigned char* o
+        cdef bytes ct, ad
         cdef Py_ssize_t clen
         if keys._openssl:
-            out = PyBytes_FromStringAndSize(NULL, hlen + plen + _TAG)
-            o = <unsigned char*>PyBytes_AS_STRING(out)
             memcpy(o, h, hlen)
             o[0] = first
             # the associated data is the header as just written (key phase set, no HP yet)
             keys.c_seal(pn, o, hlen, payload, plen, o + hlen)
+            clen = plen + _TAG
         else:
             ad = PyBytes_FromStringAndSize(<const char*>h, hlen)
             (<unsigned char*>PyBytes_AS_STRING(ad))[0] = first
@@ -856,8 +876,6 @@ cdef class OneRttKeys:
                 payload_obj = PyBytes_FromStringAndSize(<const char*>payload, plen)
             ct = keys.aead.encrypt(keys.nonce(pn), payload_obj, ad)
             clen = PyBytes_GET_SIZE(ct)
-            out = PyBytes_FromStringAndSize(NULL, hlen + clen)
-            o = <unsigned char*>PyBytes_AS_STRING(out)
             memcpy(o, PyBytes_AS_STRING(ad), hlen)
             memcpy(o + hlen, PyBytes_AS_STRING(ct), clen)
         self.packets_sent_in_phase += 1
@@ -867,7 +885,7 @@ cdef class OneRttKeys:
         o[0] = first ^ (mask[0] & (0x0F if long_header else 0x1F))
         for i in range(pn_len):
             o[pn_offset + i] ^= mask[1 + i]
-        return out
+        return hlen + clen
 
     # ------------------------------------------------------------------ opening
     cdef _fail(self):

@@ -4,8 +4,9 @@
 the few operations it needs, each one non-blocking and batch-oriented:
 
 * ``recv_batch(n)`` drains up to ``n`` reads (stopping at ``EAGAIN``);
-* ``send(data, addr)`` / ``send_batch(items)`` send datagrams and report how many went out, so
-  the caller can keep the rest for later when the kernel buffer is full (``EAGAIN``/``ENOBUFS``);
+* ``send(data, addr)`` / ``send_batch(items)`` / ``send_trains(trains)`` send datagrams and report
+  how far they got, so the caller can keep the rest for later when the kernel buffer is full
+  (``EAGAIN``/``ENOBUFS``);
 * ``unreachable()`` reports destinations the kernel learnt were unreachable (ICMP port or host
   unreachable), read from the socket's error queue on Linux (``IP_RECVERR``/``IPV6_RECVERR``).
 
@@ -34,7 +35,8 @@ from typing import List, Optional, Tuple
 
 __all__ = ["UDPSocket", "normalize_address", "resolve_address", "DEFAULT_BUFFER_SIZE"]
 
-#: Kernel socket buffer size asked for (the kernel may cap it: see ``net.core.rmem_max``).
+#: Kernel socket buffer size asked for. Without CAP_NET_ADMIN the kernel caps it at
+#: ``net.core.rmem_max`` / ``wmem_max``; raise those for multi-gigabit rates.
 DEFAULT_BUFFER_SIZE = 8 << 20
 #: Largest datagram read at once.
 MAX_DATAGRAM = 65535
@@ -49,6 +51,9 @@ _SOCK_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
 _UNREACHABLE_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
                                  errno.EHOSTDOWN if hasattr(errno, "EHOSTDOWN") else errno.EHOSTUNREACH))
 _RETRY_LATER = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR))
+# Linux: socket buffer sizes above the sysctl limits (needs CAP_NET_ADMIN).
+_SO_SNDBUFFORCE = 32 if sys.platform.startswith("linux") else None
+_SO_RCVBUFFORCE = 33 if sys.platform.startswith("linux") else None
 # UDP segmentation offload (linux/udp.h); not exported by the socket module.
 _SOL_UDP = 17
 _UDP_SEGMENT = 103
@@ -171,11 +176,18 @@ class UDPSocket:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self.sock.setblocking(False)
-            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            for opt, force in ((socket.SO_SNDBUF, _SO_SNDBUFFORCE), (socket.SO_RCVBUF, _SO_RCVBUFFORCE)):
+                # Above net.core.[rw]mem_max only with CAP_NET_ADMIN (the *FORCE options);
+                # otherwise the kernel caps the request at that limit.
                 try:
-                    self.sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
+                    if force is None:
+                        raise OSError(errno.ENOPROTOOPT, "no forced buffer sizes here")
+                    self.sock.setsockopt(socket.SOL_SOCKET, force, buffer_size)
                 except OSError:
-                    pass
+                    try:
+                        self.sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
+                    except OSError:
+                        pass
             self.dual_stack = False
             if family == socket.AF_INET6:
                 try:
@@ -389,9 +401,12 @@ class UDPSocket:
                        addr: Tuple) -> Optional[bool]:
         """One GSO send of ``items[i:j]``: True (sent or dropped for good), False (retry
         later) or None (the kernel cannot segment here; offload is now off)."""
+        return self._send_gso(b"".join([items[k][0] for k in range(i, j)]), size, addr, j - i)
+
+    def _send_gso(self, data, size: int, addr: Tuple, count: int) -> Optional[bool]:
+        """Send ``data`` as datagrams of ``size`` bytes (the last may be shorter) in one call."""
         try:
-            self.sock.sendmsg([b"".join([items[k][0] for k in range(i, j)])],
-                              [(_SOL_UDP, _UDP_SEGMENT, _U16.pack(size))], 0, self.to_wire(addr))
+            self.sock.sendmsg([data], [(_SOL_UDP, _UDP_SEGMENT, _U16.pack(size))], 0, self.to_wire(addr))
         except OSError as exc:
             if exc.errno in _RETRY_LATER or isinstance(exc, BlockingIOError):
                 self.send_retries += 1
@@ -408,9 +423,43 @@ class UDPSocket:
                              errno.EPERM, errno.EACCES):
                 return True
             raise
-        self.datagrams_sent += j - i
+        self.datagrams_sent += count
         self.gso_sends += 1
         return True
+
+    def send_trains(self, items: List[Tuple[object, int, Tuple]], start: int = 0,
+                    offset: int = 0) -> Tuple[int, int]:
+        """Send trains ``(data, segment_size, addr)`` from ``items[start]`` at byte ``offset``
+        on (see ``Endpoint.trains_to_send``): one ``sendmsg`` per train with send offload,
+        else one ``sendto`` per datagram. Returns ``(index, offset)`` of the first datagram
+        the kernel did not take (``(len(items), 0)`` when all went out); stops at the first
+        ``EAGAIN``/``ENOBUFS``."""
+        send = self.send
+        i = start
+        n = len(items)
+        while i < n:
+            data, seg, addr = items[i]
+            size = len(data)
+            if size > seg and offset == 0 and self.gso:
+                sent = self._send_gso(data, seg, addr, -(-size // seg))
+                if sent is None:
+                    continue  # offload turned off: the same train one datagram at a time
+                if not sent:
+                    return i, 0
+                i += 1
+                continue
+            if size <= seg:
+                if not send(data, addr):
+                    return i, 0
+            else:
+                view = memoryview(data)
+                while offset < size:
+                    if not send(view[offset:offset + seg], addr):
+                        return i, offset
+                    offset += seg
+                offset = 0
+            i += 1
+        return n, 0
 
     def close(self) -> None:
         """Close the socket (idempotent)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _codec as codec
 from .config import Configuration
@@ -274,6 +274,18 @@ class Endpoint:
         self._stateless_out = []
         for conn in list(self._connections):
             out.extend(conn.datagrams_to_send(now))
+            self._after(conn)
+        return out
+
+    def trains_to_send(self, now: float, max_bytes: int = 65000,
+                       max_segments: int = 64) -> List[Tuple[Any, int, Tuple]]:
+        """``datagrams_to_send`` as trains for segmentation offload: ``(data, segment_size,
+        address)``, ``data`` holding datagrams of ``segment_size`` bytes back to back (the last
+        may be shorter); see ``Connection.datagram_trains``."""
+        out = [(d, len(d), a) for d, a in self._stateless_out]
+        self._stateless_out = []
+        for conn in list(self._connections):
+            out.extend(conn.datagram_trains(now, max_bytes, max_segments))
             self._after(conn)
         return out
 

@@ -314,8 +314,10 @@ class DQUIC:
         self._flush_needed = False  # work was queued while another thread was driving
         self._active = 0  # API calls in progress
         self._last_exit = 0.0
-        self._pending: List[Tuple[bytes, Tuple]] = []  # datagrams the kernel has not taken yet
+        # trains (data, segment_size, addr) the kernel has not taken yet, and where it stopped
+        self._pending: List[Tuple[Any, int, Tuple]] = []
         self._pending_i = 0
+        self._pending_off = 0
         self._idle_spins = 0
         self._addr_cache: Dict[Tuple, Tuple[int, Tuple]] = {}
         self._consumed = False
@@ -629,9 +631,9 @@ class DQUIC:
         for _ in range(16):
             self._flush_needed = False
             if not self._pending:
-                out = ep.datagrams_to_send(_monotonic())
+                out = ep.trains_to_send(_monotonic())
                 if out:
-                    self._pending, self._pending_i = out, 0
+                    self._pending, self._pending_i, self._pending_off = out, 0, 0
                 if self._process_events():
                     self._notify()
             if not self._pending:
@@ -913,9 +915,9 @@ class DQUIC:
                 ep.handle_timer(now)
             self._flush_needed = False
             if not self._pending:
-                out = ep.datagrams_to_send(now)
+                out = ep.trains_to_send(now)
                 if out:
-                    self._pending, self._pending_i = out, 0
+                    self._pending, self._pending_i, self._pending_off = out, 0, 0
             notify |= self._process_events()
             if notify:
                 self._notify()
@@ -923,19 +925,20 @@ class DQUIC:
         self._idle_spins = 0 if (batch or sent or readable) else self._idle_spins + 1
 
     def _send_pending(self) -> int:
-        """Hand the pending datagrams to the kernel (driver only, lock not needed); returns how
-        many went out."""
+        """Hand the pending trains to the kernel (driver only, lock not needed); returns how
+        many datagrams went out."""
         pending = self._pending
         if not pending:
             return 0
-        start = self._pending_i
-        i = self._sock.send_batch(pending, start)
-        self.datagrams_out = self._sock.datagrams_sent
+        sock = self._sock
+        before = sock.datagrams_sent
+        i, off = sock.send_trains(pending, self._pending_i, self._pending_off)
+        self.datagrams_out = sock.datagrams_sent
         if i >= len(pending):
-            self._pending, self._pending_i = [], 0
+            self._pending, self._pending_i, self._pending_off = [], 0, 0
         else:
-            self._pending_i = i
-        return i - start
+            self._pending_i, self._pending_off = i, off
+        return sock.datagrams_sent - before
 
     def _on_unreachable(self, addr: Tuple, err: int) -> bool:
         """ICMP said ``addr`` is unreachable: fail a connection still in its handshake."""

@@ -40,6 +40,9 @@ __all__ = ["UDPSocket", "normalize_address", "resolve_address", "DEFAULT_BUFFER_
 DEFAULT_BUFFER_SIZE = 8 << 20
 #: Largest datagram read at once.
 MAX_DATAGRAM = 65535
+#: A first read shorter than this ends a batch: a lone small datagram is interactive traffic,
+#: and another read would most likely only meet EAGAIN.
+_SMALL_READ = 1000
 
 # Linux constants not exported by the socket module on every version.
 _SOL_IP = 0
@@ -261,7 +264,8 @@ class UDPSocket:
 
     # ----------------------------------------------------------------------------------------
     def recv_batch(self, max_count: int = 64) -> List[Tuple[bytes, Tuple, int]]:
-        """Read up to ``max_count`` times without blocking: ``[(data, normalized_addr, segment_size)]``.
+        """Read up to ``max_count`` times without blocking: ``[(data, normalized_addr, segment_size)]``
+        (after one lone small datagram, only that: the caller's ``select`` finds the rest).
 
         ``segment_size`` is 0 for a single datagram; with receive offload a read may return a
         run of datagrams packed back to back, each ``segment_size`` bytes (the last may be
@@ -296,6 +300,8 @@ class UDPSocket:
                     seg = 0
                     count += 1
                 out.append((data, normalize_address(addr) if v6 else addr, seg))
+                if not seg and len(data) < _SMALL_READ and count == 1:
+                    break  # interactive traffic: one small datagram; select finds any other
         else:
             recvfrom = self.sock.recvfrom
             for _ in range(max_count):
@@ -309,6 +315,8 @@ class UDPSocket:
                         continue
                     break
                 out.append((data, normalize_address(addr) if v6 else addr, 0))
+                if len(data) < _SMALL_READ and len(out) == 1:
+                    break  # interactive traffic: one small datagram; select finds any other
             count = len(out)
         self.datagrams_received += count
         return out

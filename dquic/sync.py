@@ -312,6 +312,8 @@ class DQUIC:
         self._io_ident: Optional[int] = None
         self._want_drive = False  # an API thread waits for the I/O thread to hand over
         self._flush_needed = False  # work was queued while another thread was driving
+        self._deferred_flush = False  # acknowledgements wait for the application's next call
+        self._receiving = 0  # receive_from calls in progress
         self._active = 0  # API calls in progress
         self._last_exit = 0.0
         # trains (data, segment_size, addr) the kernel has not taken yet, and where it stopped
@@ -477,18 +479,25 @@ class DQUIC:
         with self._cond:
             self._check_open()
             self._active += 1
+            self._receiving += 1
             try:
+                if self._deferred_flush:
+                    self._kick()
                 while True:
-                    result = self._collect(max_bytes)
+                    result = self._collect(max_bytes) if self._ready else None
                     if self._consumed:
+                        # reading may have opened flow-control window to announce: that goes
+                        # with the next packet (the reply the application is about to send, or
+                        # the next step), or within IDLE_HANDOVER
                         self._consumed = False
-                        self._kick()  # reading may have opened flow-control window to announce
+                        self._deferred_flush = True
                     if result is not None:
                         return result
                     self._drive_or_wait(deadline, "timed out")
                     self._check_open()
             finally:
-                self._leave()
+                self._receiving -= 1
+                self._leave(flush=False)
 
     def close(self) -> None:
         """Deliver queued data (waiting up to ``linger`` seconds for acknowledgements), close
@@ -573,8 +582,8 @@ class DQUIC:
         driver = self._driver
         if driver is None or driver == me:
             self._driver = me
-            if self._flush_needed:
-                self._flush()
+            if self._flush_needed or self._deferred_flush:
+                self._flush()  # a deferral lasts one step at most
             timer = self._endpoint.get_timer()
             timeout = None if timer is None else max(0.0, timer - now)
             if remaining is not None:
@@ -594,12 +603,16 @@ class DQUIC:
             self._wake()
         self._cond_wait(remaining)
 
-    def _leave(self) -> None:
-        """End of an API call: send what it queued and give up the driver's role."""
+    def _leave(self, flush: bool = True) -> None:
+        """End of an API call: send what it queued and give up the driver's role. With
+        ``flush`` False (``receive_from``) acknowledgements and window updates due now wait
+        for the application's next call (a reply carries them) or for the I/O thread, which
+        takes over within ``IDLE_HANDOVER``; work other threads queued is still sent."""
         self._active -= 1
         if self._driver == threading.get_ident():
             try:
-                self._flush()
+                if flush or self._flush_needed or self._pending:
+                    self._flush()
             finally:
                 self._driver = None
                 self._last_exit = _monotonic()
@@ -617,6 +630,7 @@ class DQUIC:
             finally:
                 self._driver = None
                 self._last_exit = _monotonic()
+                self._notify()  # an API thread may have started waiting for the role
         else:
             # another thread drives: it sends at its next step; this thread flushes before it
             # waits and when its call ends
@@ -628,6 +642,7 @@ class DQUIC:
         """Send what the core has for the network now (lock held by the driver; released
         around the socket calls)."""
         ep = self._endpoint
+        self._deferred_flush = False
         for _ in range(16):
             self._flush_needed = False
             if not self._pending:
@@ -838,10 +853,12 @@ class DQUIC:
                     if driver is None:
                         if self._stop or self._closing or self._pending or self._flush_needed:
                             break
+                        # (an API thread waiting for the role was notified when it came free;
+                        # should it not have taken it, the I/O thread drives all the same)
                         idle = _monotonic() - self._last_exit
-                        if self._active == 0 and idle >= IDLE_HANDOVER:
+                        if idle >= IDLE_HANDOVER:
                             break
-                        io_cond.wait(IDLE_HANDOVER if self._active else max(IDLE_HANDOVER - idle, 0.0002))
+                        io_cond.wait(max(IDLE_HANDOVER - idle, 0.0002))
                     else:
                         io_cond.wait(IDLE_HANDOVER)
                 self._driver = me
@@ -862,6 +879,7 @@ class DQUIC:
                 with cond:
                     if stop or self._want_drive:
                         self._driver = None
+                        self._last_exit = _monotonic()  # let the asking thread take the role
                         self._notify()
             if stop:
                 with cond:
@@ -913,8 +931,16 @@ class DQUIC:
             t = ep.get_timer()
             if t is not None and t <= now:
                 ep.handle_timer(now)
+            # A few datagrams that completed messages for a receive_from driving this step:
+            # its caller is about to get them and typically answers at once, so the
+            # acknowledgement waits to go out with that answer (see _leave).
+            defer = (not self._flush_needed and len(batch) <= 2 and self._receiving
+                     and self._ready and self._driver != self._io_ident)
             self._flush_needed = False
-            if not self._pending:
+            if defer:
+                self._deferred_flush = True
+            elif not self._pending:
+                self._deferred_flush = False
                 out = ep.trains_to_send(now)
                 if out:
                     self._pending, self._pending_i, self._pending_off = out, 0, 0

@@ -1,0 +1,161 @@
+"""Who drives the core: API calls that wait drive it themselves, the I/O thread takes over when
+the application is away, and threads hand the role over without stalling one another."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from dquic import sync
+
+
+def _wait_until(predicate, limit: float, step: float = 0.01) -> float:
+    """Poll ``predicate`` (without driving anything) until true; return the seconds it took."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < limit, "condition not reached in time"
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def test_io_thread_finishes_a_lossy_transfer_while_the_application_sleeps(make_relay, make_dquic):
+    server = make_dquic()
+    relay = make_relay(server.local_address, loss=0.05, reorder=0.05)
+    client = make_dquic()
+    payload = os.urandom(2 << 20)
+    client.send_to(relay.address, {3: payload})
+    conn = client.connections[0]
+    # the client application makes no call from here on: its I/O thread must retransmit and
+    # take the acknowledgements; the server application reads meanwhile in another thread
+    got = []
+
+    def read():
+        buf = bytearray()
+        while len(buf) < len(payload):
+            _, d = server.receive_from(1 << 20)
+            buf += d[3]
+        got.append(bytes(buf))
+
+    t = threading.Thread(target=read)
+    t.start()
+    _wait_until(lambda: conn.send_buffered == 0, 20.0)
+    t.join(20)
+    assert got == [payload]
+    assert relay.counters.dropped > 0  # the loss really happened and was repaired
+
+
+def test_acknowledgement_goes_out_while_the_receiving_application_is_busy(make_dquic):
+    server = make_dquic()
+    client = make_dquic()
+    client.send_to(server.local_address, {0: b"warm-up"})
+    assert server.receive_from(100)[1] == {0: b"warm-up"}
+    conn = client.connections[0]
+    client.send_to(server.local_address, {0: b"x" * 5000})
+    # the server application takes the message and then does something else for a while
+    assert server.receive_from(10_000)[1] == {0: b"x" * 5000}
+    took = _wait_until(lambda: conn.send_buffered == 0, 5.0, 0.002)
+    assert took < 0.5  # acknowledged by the server's I/O thread, not at its next call
+
+
+def test_one_datagram_each_way_per_request_and_reply(make_dquic):
+    server = make_dquic()
+    client = make_dquic()
+    stop = threading.Event()
+
+    def echo():
+        while not stop.is_set():
+            try:
+                peer, d = server.receive_from(1000)
+            except TimeoutError:
+                continue
+            server.send_to(peer, d)
+
+    server.settimeout(0.2)
+    t = threading.Thread(target=echo)
+    t.start()
+    try:
+        dest = server.local_address
+        client.send_to(dest, {1: b"hello"})
+        client.receive_from(100)
+        out0, in0 = client.datagrams_out, client.datagrams_in
+        n = 300
+        for i in range(n):
+            client.send_to(dest, {1: b"%05d" % i})
+            assert client.receive_from(100)[1] == {1: b"%05d" % i}
+        # the acknowledgements ride with the requests and replies
+        assert client.datagrams_out - out0 <= n * 1.1
+        assert client.datagrams_in - in0 <= n * 1.1
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def test_many_threads_share_one_endpoint(make_dquic):
+    server = make_dquic()
+    client = make_dquic()
+    stop = threading.Event()
+    errors = []
+
+    def echo():
+        try:
+            while not stop.is_set():
+                try:
+                    peer, d = server.receive_from(1 << 16)
+                except TimeoutError:
+                    continue
+                server.send_to(peer, {sid + 1000: v for sid, v in d.items()})
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    server.settimeout(0.2)
+    threads = [threading.Thread(target=echo)]
+    dest = server.local_address
+    client.send_to(dest, {0: b"open"})
+    per_sender = 200
+    senders = 4
+    received = {1000 + s: [] for s in range(1, senders + 1)}
+    lock = threading.Lock()
+
+    def send(sid):
+        try:
+            for i in range(per_sender):
+                client.send_to(dest, {sid: b"%d:%d" % (sid, i)})
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def receive():
+        try:
+            while True:
+                with lock:
+                    if sum(len(v) for v in received.values()) >= senders * per_sender:
+                        return
+                try:
+                    _, d = client.receive_from(1 << 16)
+                except TimeoutError:
+                    continue
+                with lock:
+                    for sid, v in d.items():
+                        if sid in received:
+                            received[sid].append(v)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    client.settimeout(0.5)
+    threads += [threading.Thread(target=send, args=(s,)) for s in range(1, senders + 1)]
+    threads += [threading.Thread(target=receive) for _ in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    for t in threads[1:]:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stop.set()
+    threads[0].join(5)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors
+    for s in range(1, senders + 1):
+        assert received[1000 + s] == [b"%d:%d" % (s, i) for i in range(per_sender)]
+
+
+def test_handover_constant_is_short():
+    # the I/O thread's takeover delay bounds how late an acknowledgement can be
+    assert 0 < sync.IDLE_HANDOVER <= 0.01

@@ -931,6 +931,7 @@ class DQUIC:
             t = ep.get_timer()
             if t is not None and t <= now:
                 ep.handle_timer(now)
+            notify |= self._process_events()
             # A few datagrams that completed messages for a receive_from driving this step:
             # its caller is about to get them and typically answers at once, so the
             # acknowledgement waits to go out with that answer (see _leave).

@@ -552,3 +552,21 @@ def test_headers_of_any_length(cipher, extra):
         bad[len(header) // 2] ^= 1  # the header is authenticated
         with pytest.raises(DecryptionFailed):
             b.receiver.decrypt_packet(bytes(bad), len(header) - pn_len, 77)
+
+
+def test_key_derivation_matches_cryptography_hkdf_expand():
+    """The one-block HKDF-Expand shortcut gives what RFC 5869's full construction gives."""
+    import os as _os
+
+    from cryptography.hazmat.primitives import hashes as _hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    from dquic._protection import _expand, derive_packet_keys
+
+    for _ in range(20):
+        secret = _os.urandom(32)
+        want = tuple(HKDFExpand(_hashes.SHA256(), n, label).derive(secret)
+                     for label, n in ((b"dquic key", 32), (b"dquic iv", 12), (b"dquic hp", 32)))
+        assert derive_packet_keys(secret) == want
+        for n in (1, 16, 31, 32, 33, 64):
+            assert _expand(secret, b"label", n) == HKDFExpand(_hashes.SHA256(), n, b"label").derive(secret)

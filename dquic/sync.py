@@ -63,6 +63,8 @@ __all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed"]
 RECV_BATCH = 64
 #: Seconds without an API call driving the core before the I/O thread takes over.
 IDLE_HANDOVER = 0.002
+#: A call that only queues work also reads the socket if nobody has for this long.
+STEP_INTERVAL = 0.0005
 #: Stream ids are 62-bit (RFC 9000 §2.1).
 MAX_STREAM_ID = (1 << 62) - 1
 #: Ended outgoing connections remembered to report their error to the next send_to.
@@ -314,6 +316,7 @@ class DQUIC:
         self._flush_needed = False  # work was queued while another thread was driving
         self._deferred_flush = False  # acknowledgements wait for the application's next call
         self._receiving = 0  # receive_from calls in progress
+        self._last_step = 0.0  # when a driver last read the socket
         self._active = 0  # API calls in progress
         self._last_exit = 0.0
         # trains (data, segment_size, addr) the kernel has not taken yet, and where it stopped
@@ -626,7 +629,15 @@ class DQUIC:
         if driver is None:
             self._driver = threading.get_ident()
             try:
-                self._flush()
+                if _monotonic() - self._last_step >= STEP_INTERVAL:
+                    # a sender that never waits still reads acknowledgements now and then
+                    self._cond.release()
+                    try:
+                        self._step(0.0)
+                    finally:
+                        self._cond.acquire()
+                else:
+                    self._flush()
             finally:
                 self._driver = None
                 self._last_exit = _monotonic()
@@ -902,6 +913,7 @@ class DQUIC:
         sock = self._sock
         fd = sock.fileno()
         wake_fd = self._waker.fileno()
+        self._last_step = _monotonic()
         if timeout is not None and timeout <= 0.0 and self._idle_spins >= 3:
             timeout = 0.001  # a due timer that changes nothing: do not spin
         wlist = [fd] if self._pending else []

@@ -813,6 +813,41 @@ cdef class Connection:
             s.readable_signalled = False
         return result
 
+    def read_messages(self, list order, Py_ssize_t budget, dict out):
+        """Take, stream by stream in ``order``, the next message of each into ``out`` (stream id
+        -> bytes) while it is complete within what is left of ``budget`` (or is exactly that
+        long): ``read_message`` for each without a Python call per stream. Stops at the first
+        stream whose next message does not qualify (the caller handles it and the rest) or
+        when the budget is spent. Returns ``(index in order where it stopped, budget left,
+        last stream id read or -1)``."""
+        cdef Py_ssize_t i, n = len(order)
+        cdef _Stream s
+        cdef uint64_t before
+        cdef object last = -1
+        for i in range(n):
+            if budget <= 0:
+                return i, budget, last
+            sid = order[i]
+            obj = self._streams.get(sid)
+            if obj is None:
+                return i, budget, last
+            s = <_Stream>obj
+            if not s.recv.message_ready(budget):
+                return i, budget, last
+            before = s.recv._read_offset
+            result = s.recv.read_message(budget)
+            if s.recv._read_offset != before:
+                self._on_consumed(s, s.recv._read_offset - before)
+            if result is None:
+                return i, budget, last
+            if not _message_ready1(s.recv):
+                s.readable_signalled = False
+            data = (<tuple>result)[0]
+            out[sid] = data
+            budget -= len(data)
+            last = sid
+        return n, budget, last
+
     cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1:
         cdef double rtt = self._recovery.rtt.smoothed_rtt
         cdef RecvStream r = s.recv

@@ -235,10 +235,15 @@ def _validate_messages(ser_obj_dict: Any) -> Tuple[List[Tuple[int, Any, int]], i
     items = []
     total = 0
     for sid, value in ser_obj_dict.items():
-        if not isinstance(sid, int) or isinstance(sid, bool):
+        if type(sid) is not int and (not isinstance(sid, int) or isinstance(sid, bool)):
             raise TypeError(f"stream id {sid!r} is not an int")
         if not 0 <= sid <= MAX_STREAM_ID:
             raise ValueError(f"stream id {sid} outside 0 <= id < 2**62")
+        if type(value) is bytes:  # the common case: already what the core takes
+            n = len(value)
+            items.append((sid, value, n))
+            total += n
+            continue
         if isinstance(value, str):
             raise TypeError(f"stream {sid}: str is not bytes-like (encode it first)")
         try:
@@ -441,12 +446,10 @@ class DQUIC:
                 self._wait_established(peer, deadline)
                 limit = self._config.max_send_buffer
                 conn = peer.conn
+                self._raise_if_failed(peer)
+                buffered = conn.send_buffered
                 for sid, view, n in items:
-                    while True:
-                        self._raise_if_failed(peer)
-                        buffered = conn.send_buffered
-                        if buffered == 0 or buffered + n <= limit:
-                            break
+                    while buffered and buffered + n > limit:
                         # wait for acknowledgements, driving the core meanwhile
                         self._send_waiters += 1
                         try:
@@ -454,11 +457,14 @@ class DQUIC:
                                                           "acknowledge data")
                         finally:
                             self._send_waiters -= 1
+                        self._raise_if_failed(peer)
+                        buffered = conn.send_buffered
                     try:
                         conn.send_message(sid, view)
                     except RuntimeError:
                         self._raise_if_failed(peer)
                         raise ConnectionClosed("connection is closing") from None
+                    buffered += n
                 self._kick()
             finally:
                 self._leave()
@@ -780,6 +786,13 @@ class DQUIC:
             order = streams[i:] + streams[:i] if i else streams
             out: Dict[int, bytes] = {}
             budget = max_bytes
+            if not stage:
+                # whole messages that fit, in one call; the rest (pieces to stage) below
+                done, budget, last = conn.read_messages(order, budget, out)
+                if done:
+                    self._consumed = True
+                    peer.last_sid = last
+                    order = order[done:]
             for sid in order:
                 if budget <= 0:
                     break
@@ -1001,7 +1014,7 @@ class DQUIC:
                 return notify
             conn, ev = item
             peer = self._peers.get(conn)
-            if isinstance(ev, MessageReceived):
+            if type(ev) is MessageReceived:
                 if peer is not None:
                     self._ready[peer] = None
                     notify = True

@@ -194,3 +194,31 @@ def test_stream_frame_without_length_runs_to_packet_end():
     _inject(net, conn, server, bytes([0x0C, 0x09, 0x00, 0x05]) + b"abcde")
     net.run(until=lambda: server.count(9) == 1, max_time=2)
     assert server.stream_messages(9) == [b"abcde"]
+
+
+def test_read_messages_takes_whole_messages_in_order_within_the_budget():
+    client, server = _pair()
+    client.send_message(0, b"a" * 10)
+    client.send_message(4, b"b" * 20)
+    client.send_message(8, b"c" * 5000)  # longer than the budget: a piece of exactly what is left
+    client.send_message(12, b"d" * 7)
+    for _ in range(20):
+        _pump(client, server, 0.0)
+    order = sorted(server.readable_streams())
+    assert order == [0, 4, 8, 12]
+    out = {}
+    done, left, last = server.read_messages(order, 100, out)
+    # 10 + 20 fit; stream 8's next 70 bytes are exactly the rest of the budget
+    assert out == {0: b"a" * 10, 4: b"b" * 20, 8: b"c" * 70}
+    assert (done, left, last) == (3, 0, 8)
+    out = {}
+    assert server.read_messages([12, 8], 7, out) == (1, 0, 12)
+    assert out == {12: b"d" * 7}
+    # a message that is not complete and longer than nothing stops the walk without reading
+    client.send_message(16, b"e" * 3000)
+    client.datagrams_to_send(0.0)  # lost: nothing of stream 16 arrives
+    out = {}
+    assert server.read_messages([16, 8], 10_000, out) == (0, 10_000, -1)
+    assert out == {}
+    assert server.read_messages([8], 10_000, out) == (1, 10_000 - 4930, 8)
+    assert out == {8: b"c" * 4930}

@@ -24,7 +24,7 @@ cdef class FlowWindow:
 
 cdef class SendStream:
     cdef readonly uint64_t stream_id
-    cdef uint8_t* _buf                # unacknowledged bytes [_base, _write_offset) at _buf[_head:]
+    cdef uint8_t* _buf                # ring: unacknowledged [_base, _write_offset) from _buf[_head]
     cdef Py_ssize_t _cap
     cdef Py_ssize_t _head
     cdef uint64_t _base               # absolute offset of _buf[_head] (== acknowledged prefix)
@@ -52,6 +52,7 @@ cdef class SendStream:
     cdef int next_chunk_c(self, Py_ssize_t max_len, uint64_t flow_limit, uint64_t* offset,
                           Py_ssize_t* length, bint* fin) except -1
     cdef const uint8_t* data_at(self, uint64_t offset) noexcept
+    cdef Py_ssize_t contiguous_at(self, uint64_t offset) noexcept
     cdef int on_acked_c(self, uint64_t offset, uint64_t length, bint fin) except -1
     cdef int on_lost_c(self, uint64_t offset, uint64_t length, bint fin) except -1
     cdef bint has_pending_c(self) noexcept

@@ -12,7 +12,7 @@ bounds before any access), which is why bounds checking is disabled in this modu
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove
 
@@ -217,30 +217,47 @@ cdef class SendStream:
         return 0
 
     cdef int _append(self, const uint8_t* data, Py_ssize_t n) except -1:
-        """Copy ``n`` bytes to the end of the buffer (capacity checked by the caller's limits)."""
+        """Copy ``n`` bytes to the end of the buffer (capacity checked by the caller's limits).
+
+        The buffer is a ring: the byte at absolute offset ``x`` lives at
+        ``_buf[(_head + x - _base) % _cap]``, so acknowledged bytes are released without moving
+        the rest; it only grows (one copy, straightened out) when the data does not fit.
+        """
         cdef Py_ssize_t used = <Py_ssize_t>(self._write_offset - self._base)
-        cdef Py_ssize_t need = used + n, cap
+        cdef Py_ssize_t need = used + n, cap, tail, first
         cdef uint8_t* mem
         if n <= 0:
             return 0
-        if self._head + need > self._cap:
-            if self._head and self._head >= used:
-                # At least half of the occupied region is acknowledged: compact.
-                if used:
-                    memmove(self._buf, self._buf + self._head, <size_t>used)
-                self._head = 0
-            if self._head + need > self._cap:
-                cap = self._cap * 2
-                if cap < self._head + need:
-                    cap = self._head + need
-                if cap < 256:
-                    cap = 256
-                mem = <uint8_t*>PyMem_Realloc(self._buf, <size_t>cap)
-                if mem is NULL:
-                    raise MemoryError()
-                self._buf = mem
-                self._cap = cap
-        memcpy(self._buf + self._head + used, data, <size_t>n)
+        if need > self._cap:
+            cap = self._cap * 2
+            if cap < need:
+                cap = need
+            if cap < 256:
+                cap = 256
+            mem = <uint8_t*>PyMem_Malloc(<size_t>cap)
+            if mem is NULL:
+                raise MemoryError()
+            if used:
+                first = self._cap - self._head
+                if first >= used:
+                    memcpy(mem, self._buf + self._head, <size_t>used)
+                else:
+                    memcpy(mem, self._buf + self._head, <size_t>first)
+                    memcpy(mem + first, self._buf, <size_t>(used - first))
+            if self._buf is not NULL:
+                PyMem_Free(self._buf)
+            self._buf = mem
+            self._cap = cap
+            self._head = 0
+        tail = self._head + used
+        if tail >= self._cap:
+            tail -= self._cap
+        first = self._cap - tail
+        if first >= n:
+            memcpy(self._buf + tail, data, <size_t>n)
+        else:
+            memcpy(self._buf + tail, data, <size_t>first)
+            memcpy(self._buf, data + first, <size_t>(n - first))
         self._write_offset += <uint64_t>n
         return 0
 
@@ -253,6 +270,8 @@ cdef class SendStream:
         if prefix <= self._base:
             return
         self._head += <Py_ssize_t>(prefix - self._base)
+        if self._head >= self._cap:
+            self._head -= self._cap
         self._base = prefix
         if self._base == self._write_offset:
             self._head = 0
@@ -262,11 +281,22 @@ cdef class SendStream:
                 self._cap = 0
 
     cdef const uint8_t* data_at(self, uint64_t offset) noexcept:
-        """Pointer to the buffered byte at absolute ``offset`` (``acked_offset <= offset``).
+        """Pointer to the buffered byte at absolute ``offset`` (``acked_offset <= offset``);
+        ``contiguous_at(offset)`` bytes follow it in memory (the ring wraps after them).
 
         Valid until the next call that writes, acknowledges or resets.
         """
-        return self._buf + self._head + <Py_ssize_t>(offset - self._base)
+        cdef Py_ssize_t pos = self._head + <Py_ssize_t>(offset - self._base)
+        if pos >= self._cap:
+            pos -= self._cap
+        return self._buf + pos
+
+    cdef Py_ssize_t contiguous_at(self, uint64_t offset) noexcept:
+        """Bytes readable from ``data_at(offset)`` before the ring wraps."""
+        cdef Py_ssize_t pos = self._head + <Py_ssize_t>(offset - self._base)
+        if pos >= self._cap:
+            pos -= self._cap
+        return self._cap - pos
 
     # ------------------------------------------------------------------ writing
 
@@ -388,6 +418,8 @@ cdef class SendStream:
             n = stop - start
             if n > <uint64_t>max_len:
                 n = <uint64_t>max_len
+            if n > <uint64_t>self.contiguous_at(start):
+                n = <uint64_t>self.contiguous_at(start)  # the rest follows the ring's wrap
             self._retx.subtract_range(start, start + n)
             self._inflight_bytes += n - self._inflight.overlap(start, start + n)
             self._inflight.add_range(start, start + n)
@@ -406,6 +438,8 @@ cdef class SendStream:
                 n = <uint64_t>max_len
             if n > flow_limit - start:
                 n = flow_limit - start
+            if n > <uint64_t>self.contiguous_at(start):
+                n = <uint64_t>self.contiguous_at(start)  # the rest follows the ring's wrap
             self._offset_sent = start + n
             self._inflight_bytes += n
             self._inflight.add_range(start, start + n)

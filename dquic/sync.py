@@ -322,6 +322,8 @@ class DQUIC:
         self._deferred_flush = False  # acknowledgements wait for the application's next call
         self._receiving = 0  # receive_from calls in progress
         self._last_step = 0.0  # when a driver last read the socket
+        self._drive_epoch = 0  # counts API calls that took the driver's role
+        self._io_asleep = False  # the I/O thread sleeps until the driving call ends
         self._active = 0  # API calls in progress
         self._last_exit = 0.0
         # trains (data, segment_size, addr) the kernel has not taken yet, and where it stopped
@@ -590,7 +592,9 @@ class DQUIC:
         me = threading.get_ident()
         driver = self._driver
         if driver is None or driver == me:
-            self._driver = me
+            if driver is None:
+                self._driver = me
+                self._drive_epoch += 1
             if self._flush_needed or self._deferred_flush:
                 self._flush()  # a deferral lasts one step at most
             timer = self._endpoint.get_timer()
@@ -626,7 +630,7 @@ class DQUIC:
                 self._driver = None
                 self._last_exit = _monotonic()
                 self._notify()  # a waiting API thread may drive now
-                if self._pending or self._flush_needed:
+                if self._pending or self._flush_needed or self._io_asleep:
                     self._io_cond.notify()
 
     def _kick(self) -> None:
@@ -648,6 +652,8 @@ class DQUIC:
                 self._driver = None
                 self._last_exit = _monotonic()
                 self._notify()  # an API thread may have started waiting for the role
+                if self._io_asleep:
+                    self._io_cond.notify()
         else:
             # another thread drives: it sends at its next step; this thread flushes before it
             # waits and when its call ends
@@ -867,6 +873,7 @@ class DQUIC:
         cond = self._cond
         io_cond = self._io_cond
         ep = self._endpoint
+        seen_epoch = -1
         while True:
             with cond:
                 # wait for the role: free, and no API call has driven for IDLE_HANDOVER
@@ -883,7 +890,14 @@ class DQUIC:
                         if idle >= IDLE_HANDOVER:
                             break
                         io_cond.wait(max(IDLE_HANDOVER - idle, 0.0002))
+                    elif self._drive_epoch == seen_epoch:
+                        # the same call has been driving for a while (a receive_from waiting
+                        # for data): sleep until it ends instead of looking every 2 ms
+                        self._io_asleep = True
+                        io_cond.wait(1.0)
+                        self._io_asleep = False
                     else:
+                        seen_epoch = self._drive_epoch
                         io_cond.wait(IDLE_HANDOVER)
                 self._driver = me
                 self._want_drive = False

@@ -159,3 +159,20 @@ def test_many_threads_share_one_endpoint(make_dquic):
 def test_handover_constant_is_short():
     # the I/O thread's takeover delay bounds how late an acknowledgement can be
     assert 0 < sync.IDLE_HANDOVER <= 0.01
+
+
+def test_an_idle_endpoint_does_not_spin(make_dquic):
+    import resource
+
+    server = make_dquic(timeout=1.0)
+    client = make_dquic()
+    client.send_to(server.local_address, {0: b"hi"})
+    assert server.receive_from(10)[1] == {0: b"hi"}
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        server.receive_from(10)  # nothing comes: a second of waiting in the driver's seat
+    except TimeoutError:
+        pass
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert cpu < 0.2  # a driver or I/O thread spinning instead of sleeping would use ~1 s

@@ -70,3 +70,11 @@ cdef int c_push_stream_frame_header(Buffer buf, uint64_t stream_id, uint64_t off
                                     uint64_t length, bint fin) except -1
 cdef int c_stream_frame_header_size(uint64_t stream_id, uint64_t offset,
                                     uint64_t length) noexcept nogil
+
+# ACK frame body after its type byte (RFC 9000 §19.3): ascending half-open (start, stop) ranges
+# (a list, or with `flat` a flat tuple), the raw ACK Delay in delay_out, pos advanced past the
+# last range; ProtocolError (no frame prefix) on malformed input. An ACK_ECN frame's three
+# counts follow: parse_ecn.
+cdef object parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos,
+                             Py_ssize_t max_ack_ranges, uint64_t* delay_out, bint flat)
+cdef tuple parse_ecn(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos)

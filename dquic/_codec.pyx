@@ -1485,14 +1485,14 @@ cdef inline int _put_range(object ranges, Py_ssize_t slot, uint64_t start, uint6
     return 0
 
 
-cdef object _parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos,
+cdef object parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos,
                               Py_ssize_t max_ack_ranges, uint64_t* delay_out, bint flat):
     """Parse an ACK frame from the field after its type byte through the last ACK Range
     (RFC 9000 §19.3): returns the ranges as an ascending list of half-open ``(start, stop)``
     tuples (``flat``: the flat tuple ``(start0, stop0, start1, stop1, ...)``), stores the raw
     ACK Delay in ``delay_out`` and advances ``pos[0]``. Raises ProtocolError (message without
     a frame prefix) on malformed input; the ECN counts of an ACK_ECN frame follow at
-    ``pos[0]`` (``_parse_ecn``)."""
+    ``pos[0]`` (``parse_ecn``)."""
     cdef uint64_t largest, delay, count, first, gap, rlen, smallest, i
     cdef Py_ssize_t q = pos[0]
     q = _rv(p, size, q, &largest)
@@ -1532,7 +1532,7 @@ cdef object _parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_
     return ranges
 
 
-cdef tuple _parse_ecn(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos):
+cdef tuple parse_ecn(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos):
     """Parse the three ECN counts of an ACK_ECN frame (RFC 9000 §19.3.2)."""
     cdef uint64_t a, b, c
     cdef Py_ssize_t q = pos[0]
@@ -1547,9 +1547,9 @@ cdef object _pull_ack(Buffer buf, uint64_t ftype, Py_ssize_t max_ack_ranges):
     cdef AckFrame fr = AckFrame.__new__(AckFrame)
     cdef Py_ssize_t pos = buf._pos
     cdef uint64_t delay
-    fr.ranges = _parse_ack_ranges(buf._base, buf._size, &pos, max_ack_ranges, &delay, False)
+    fr.ranges = parse_ack_ranges(buf._base, buf._size, &pos, max_ack_ranges, &delay, False)
     fr.ack_delay = delay
-    fr.ecn = _parse_ecn(buf._base, buf._size, &pos) if ftype == 0x03 else None
+    fr.ecn = parse_ecn(buf._base, buf._size, &pos) if ftype == 0x03 else None
     buf._pos = pos
     return fr
 
@@ -2604,8 +2604,8 @@ def decode_ack(data, Py_ssize_t offset=0, Py_ssize_t max_ack_ranges=256):
         if ftype != 0x02 and ftype != 0x03:
             raise ProtocolError(f"not an ACK frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
         pos = offset + 1
-        bounds = _parse_ack_ranges(p, size, &pos, max_ack_ranges, &delay, True)
-        ecn = _parse_ecn(p, size, &pos) if ftype == 0x03 else None
+        bounds = parse_ack_ranges(p, size, &pos, max_ack_ranges, &delay, True)
+        ecn = parse_ecn(p, size, &pos) if ftype == 0x03 else None
     except ProtocolError as exc:
         if exc.frame_type is not None:
             raise

@@ -43,8 +43,8 @@ from libc.math cimport ldexp
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
-from dquic._codec cimport (Buffer, c_push_stream_frame_header, c_varint_size,
-                           pull_stream_frame_header)
+from dquic._codec cimport (Buffer, c_push_stream_frame_header, c_varint_size, parse_ack_ranges,
+                           parse_ecn, pull_stream_frame_header)
 from dquic._congestion cimport CongestionController, Pacer
 from dquic._ranges cimport RangeSet
 from dquic._protection cimport PacketProtection
@@ -176,67 +176,6 @@ cdef inline int64_t _decode_pn(int64_t truncated, int nbits, int64_t expected) n
     if candidate > expected + hwin and candidate >= win:
         return candidate - win
     return candidate
-
-
-cdef list _parse_ack(const uint8_t* p, Py_ssize_t n, Py_ssize_t* pos, uint64_t ftype,
-                     uint64_t* delay_out):
-    """Decode the body of an ACK frame at ``p[pos]`` into ascending ``(start, stop)`` ranges.
-
-    Returns None when the frame is malformed in any way (the caller then lets the codec decode
-    it, which raises the precise ProtocolError).
-    """
-    cdef Py_ssize_t at = pos[0], k
-    cdef uint64_t largest, delay, count, first, gap, rlen, smallest, i, e
-    cdef list ranges
-    k = _read_varint(p + at, n - at, &largest)
-    if not k:
-        return None
-    at += k
-    k = _read_varint(p + at, n - at, &delay)
-    if not k:
-        return None
-    at += k
-    k = _read_varint(p + at, n - at, &count)
-    if not k:
-        return None
-    at += k
-    k = _read_varint(p + at, n - at, &first)
-    if not k:
-        return None
-    at += k
-    if count >= ACK_RANGES_LIMIT or count > <uint64_t>((n - at) // 2) or first > largest:
-        return None
-    smallest = largest - first
-    ranges = [(smallest, largest + 1)]
-    i = 0
-    while i < count:
-        k = _read_varint(p + at, n - at, &gap)
-        if not k:
-            return None
-        at += k
-        k = _read_varint(p + at, n - at, &rlen)
-        if not k:
-            return None
-        at += k
-        # RFC 9000 §19.3.1: the next range's largest is the previous smallest - gap - 2
-        if smallest < gap + 2:
-            return None
-        largest = smallest - gap - 2
-        if rlen > largest:
-            return None
-        smallest = largest - rlen
-        ranges.append((smallest, largest + 1))
-        i += 1
-    if ftype == F_ACK_ECN:
-        for i in range(3):
-            k = _read_varint(p + at, n - at, &e)
-            if not k:
-                return None
-            at += k
-    ranges.reverse()
-    pos[0] = at
-    delay_out[0] = delay
-    return ranges
 
 
 cdef inline bint _message_ready1(RecvStream r) noexcept:
@@ -1321,7 +1260,7 @@ cdef class Connection:
         """Decode and act on every frame of a payload ``p[:n]`` (which is ``pobj[poff:]``)."""
         cdef Buffer rb = self._rbuf
         cdef Buffer fb
-        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t pos = 0, at
         cdef uint64_t ftype, sid, off, length, delay = 0
         cdef bint fin
         cdef list ranges
@@ -1346,10 +1285,15 @@ cdef class Connection:
                 pos += 1
             else:
                 if ftype == F_ACK or ftype == F_ACK_ECN:
-                    pos += 1
-                    ranges = _parse_ack(p, n, &pos, ftype, &delay)
-                    if ranges is None:
-                        pos -= 1
+                    # the codec's parser, straight from the packet (no frame object)
+                    at = pos + 1
+                    try:
+                        ranges = parse_ack_ranges(p, n, &at, ACK_RANGES_LIMIT, &delay, False)
+                        if ftype == F_ACK_ECN:
+                            parse_ecn(p, n, &at)
+                        pos = at
+                    except ProtocolError:
+                        ranges = None  # the codec below raises it again with the frame named
                 if ranges is None:
                     # everything else (and any malformed frame) through the codec
                     fb = Buffer(pobj)

@@ -692,13 +692,19 @@ class _Incoming:
         if have > size:
             have = 0
         self.offset = have
-        self.hash = _sha256_file(self.part, have) if have else hashlib.sha256()
+        # the hash of what an earlier attempt left: load_hash() (slow for a large part: run it
+        # off the event loop)
+        self.hash = None if have else hashlib.sha256()
         self.file = open(self.part, "r+b" if have else "wb")
         self.file.seek(have)
         self.file.truncate()
         self.received = have
         self.busy = busy
         busy.add(self.name)
+
+    def load_hash(self) -> None:
+        """Hash the bytes an earlier attempt left in the ``.part`` file."""
+        self.hash = _sha256_file(self.part, self.offset)
 
     def write(self, data: bytes) -> None:
         if self.received + len(data) > self.size:
@@ -754,6 +760,9 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set) -> T
                     await conn.send_message(sid, _encode({"ok": False, "error": str(exc)}))
                     continue
                 files[sid] = inc
+                if inc.hash is None:
+                    # disk reads and hashing off the event loop: other connections go on
+                    await asyncio.to_thread(inc.load_hash)
                 await conn.send_message(sid, _encode({"offset": inc.offset}))
                 if not inc.complete:
                     continue
@@ -770,7 +779,7 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set) -> T
                     continue
                 if not inc.complete:
                     continue
-            verdict = inc.finish()
+            verdict = await asyncio.to_thread(inc.finish)  # fsync and rename off the loop
             resumed = f", resumed at {inc.offset} bytes" if inc.offset else ""
             if verdict["ok"]:
                 ok += 1

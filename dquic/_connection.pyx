@@ -708,6 +708,15 @@ cdef class Connection:
         """Pop the next event, or None. Drain after every call that moves the connection."""
         return self._events.popleft() if self._events else None
 
+    def take_events(self):
+        """All pending events at once, oldest first (a list; empty if none): the same as
+        calling ``next_event`` until it returns None."""
+        if not self._events:
+            return []
+        out = list(self._events)
+        self._events.clear()
+        return out
+
     def readable_streams(self):
         """Streams whose next message (or a piece of it) can be read now."""
         cdef _Stream s

@@ -248,12 +248,11 @@ class Endpoint:
         self.resets_sent += 1
 
     def _after(self, conn: Connection) -> None:
-        self._sync_cids(conn)
-        while True:
-            ev = conn.next_event()
-            if ev is None:
-                break
-            self._events.append((conn, ev))
+        if conn.cid_changes:
+            self._sync_cids(conn)
+        evs = conn.take_events()
+        if evs:
+            self._events.extend([(conn, ev) for ev in evs])
         if conn.is_terminated:
             self._forget(conn)
 
@@ -309,3 +308,11 @@ class Endpoint:
     def next_event(self) -> Optional[Tuple[Connection, Event]]:
         """Pop the next ``(connection, event)``, or None."""
         return self._events.popleft() if self._events else None
+
+    def take_events(self) -> List[Tuple[Connection, Event]]:
+        """All pending ``(connection, event)`` pairs at once, oldest first (empty if none)."""
+        if not self._events:
+            return []
+        out = list(self._events)
+        self._events.clear()
+        return out

@@ -1020,13 +1020,8 @@ class DQUIC:
 
     def _process_events(self) -> bool:
         """Turn core events into peer state (lock held). True if waiters should wake."""
-        ep = self._endpoint
         notify = False
-        while True:
-            item = ep.next_event()
-            if item is None:
-                return notify
-            conn, ev = item
+        for conn, ev in self._endpoint.take_events():
             peer = self._peers.get(conn)
             if type(ev) is MessageReceived:
                 if peer is not None:
@@ -1053,6 +1048,7 @@ class DQUIC:
                         del self._by_addr[peer.addr]
                     peer.addr = new
                     self._by_addr[new] = peer
+        return notify
 
     def _on_terminated(self, peer: _Peer, ev: ConnectionTerminated) -> None:
         if peer.terminated:

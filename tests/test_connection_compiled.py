@@ -222,3 +222,16 @@ def test_read_messages_takes_whole_messages_in_order_within_the_budget():
     assert out == {}
     assert server.read_messages([8], 10_000, out) == (1, 10_000 - 4930, 8)
     assert out == {8: b"c" * 4930}
+
+
+def test_take_events_returns_what_next_event_would_in_order():
+    from dquic.events import MessageReceived
+
+    client, server = _pair()
+    for sid in (0, 4, 8):
+        client.send_message(sid, b"m%d" % sid)
+    for _ in range(5):
+        _pump(client, server, 0.0)
+    evs = server.take_events()
+    assert [e.stream_id for e in evs if isinstance(e, MessageReceived)] == [0, 4, 8]
+    assert server.take_events() == [] and server.next_event() is None

@@ -48,10 +48,11 @@ import logging
 import socket
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from ._socket import normalize_address, numeric_address, pick_address
+from ._socket import UDPSocket, normalize_address, numeric_address, pick_address
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
-from .errors import AuthenticationError, ConnectionClosed, ConnectionTimeout, DQUICError, ErrorCode
+from .errors import (AuthenticationError, ConnectionClosed, ConnectionRefused, ConnectionTimeout,
+                     DQUICError, ErrorCode)
 from .events import (
     ConnectionTerminated,
     DatagramAcknowledged,
@@ -97,7 +98,9 @@ MAX_STREAM_ID = (1 << 62) - 1
 
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Configuration)) - {"is_client"}
 _DRIVER_OPTIONS = ("send_buffer_limit", "receive_buffer", "max_message_size", "reader_limit",
-                   "linger", "socket_buffer")
+                   "linger", "socket_buffer", "offload")
+#: Socket reads per readiness callback of the offload transport.
+RECV_BATCH = 64
 
 
 class StreamResetError(DQUICError):
@@ -205,6 +208,112 @@ def _wake(waiters: List["asyncio.Future[Any]"]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+class _OffloadTransport:
+    """A datagram transport over ``dquic._socket.UDPSocket`` for loops with ``add_reader``
+    (the default loop on Unix, uvloop): reads in batches with UDP GRO and sends the core's
+    trains with UDP GSO where the kernel allows, each falling back by itself. It calls the
+    protocol like an asyncio datagram transport would, plus ``segments_received`` for a GRO
+    run, and offers ``send_trains``; other loops use ``create_datagram_endpoint``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: UDPSocket, protocol: "_Driver") -> None:
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._pending: List[Tuple[Any, int, Tuple]] = []
+        self._pending_i = 0
+        self._pending_off = 0
+        self._writing = False
+        self._closing = False
+        loop.add_reader(sock.fileno(), self._on_readable)
+        protocol.connection_made(self)  # type: ignore[arg-type]
+
+    # the asyncio transport surface the driver uses
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self._sock.sock.getsockname()
+        if name == "socket":
+            return None  # buffers are set already; nobody else reads this socket
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._pending) - self._pending_i
+
+    def sendto(self, data: Any, addr: Tuple) -> None:
+        self.send_trains([(data, len(data), addr)])
+
+    def send_trains(self, trains: List[Tuple[Any, int, Tuple]]) -> None:
+        if self._closing or not trains:
+            return
+        if self._pending:
+            self._pending.extend(trains)  # behind what the kernel has not taken yet
+            return
+        i, off = self._sock.send_trains(trains)
+        if i < len(trains):
+            self._pending, self._pending_i, self._pending_off = trains, i, off
+            self._want_write()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        fd = self._sock.fileno()
+        self._loop.remove_reader(fd)
+        if self._writing:
+            self._loop.remove_writer(fd)
+            self._writing = False
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    # loop callbacks
+    def _on_readable(self) -> None:
+        batch = self._sock.recv_batch(RECV_BATCH)
+        if batch:
+            self._protocol.segments_received(batch)
+        bad = self._sock.unreachable()
+        if bad:
+            self._protocol.unreachable(bad)
+
+    def _want_write(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._sock.fileno(), self._on_writable)
+            self._protocol.pause_writing()
+
+    def _on_writable(self) -> None:
+        i, off = self._sock.send_trains(self._pending, self._pending_i, self._pending_off)
+        if i >= len(self._pending):
+            self._pending, self._pending_i, self._pending_off = [], 0, 0
+            self._loop.remove_writer(self._sock.fileno())
+            self._writing = False
+            self._protocol.resume_writing()
+        else:
+            self._pending_i, self._pending_off = i, off
+
+
+async def _open_transport(loop: asyncio.AbstractEventLoop, driver: "_Driver", family: int,
+                          address: Tuple) -> None:
+    """Bind a UDP socket to ``address`` and connect ``driver`` to it: through
+    ``_OffloadTransport`` where the loop supports ``add_reader``, else through
+    ``create_datagram_endpoint``."""
+    if driver.options.get("offload", True):
+        # IPv6 sockets reach IPv4 peers too, like the loop's own datagram endpoints here
+        sock = UDPSocket(family, driver.options.get("socket_buffer", SOCKET_BUFFER),
+                         dual_stack=family == socket.AF_INET6)
+        try:
+            sock.bind(address)
+            _OffloadTransport(loop, sock, driver)
+            return
+        except NotImplementedError:  # e.g. the proactor loop: no add_reader
+            sock.close()
+        except BaseException:
+            sock.close()
+            raise
+    await loop.create_datagram_endpoint(lambda: driver, local_addr=address, family=family)
+
+
 class _Driver(asyncio.DatagramProtocol):
     """Drives one sans-IO ``Endpoint`` from an asyncio datagram transport (module docstring)."""
 
@@ -239,6 +348,32 @@ class _Driver(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Tuple) -> None:
         self.datagrams_in += 1
         self.endpoint.receive_datagram(data, normalize_address(addr), self.loop.time())
+        self.schedule()
+
+    def unreachable(self, items: List[Tuple[Tuple, int]]) -> None:
+        """The kernel reported destinations unreachable (ICMP): a connection this side opened
+        that is still in its handshake to such an address fails at once with
+        ``ConnectionRefused`` instead of waiting out the handshake timeout."""
+        for addr, err in items:
+            for conn in list(self.conns.values()):
+                if (self.server is None and not conn._established.done() and not conn._terminated
+                        and normalize_address(conn._core.peer_addr) == addr):
+                    what = "refused (port unreachable)" if err == errno.ECONNREFUSED else "unreachable"
+                    conn._on_terminated(ConnectionRefused(err, f"connection to {addr} {what}"))
+                    conn.abort(ErrorCode.CONNECTION_REFUSED)
+
+    def segments_received(self, batch: List[Tuple[bytes, Tuple, int]]) -> None:
+        """A batch of reads from ``_OffloadTransport``: ``(data, addr, segment_size)`` with
+        ``segment_size`` 0 for a lone datagram (addresses already normalised)."""
+        ep = self.endpoint
+        now = self.loop.time()
+        for data, addr, seg in batch:
+            if seg:
+                ep.receive_segments(data, seg, addr, now)
+                self.datagrams_in += -(-len(data) // seg)
+            else:
+                ep.receive_datagram(data, addr, now)
+                self.datagrams_in += 1
         self.schedule()
 
     def error_received(self, exc: Exception) -> None:
@@ -291,12 +426,20 @@ class _Driver(asyncio.DatagramProtocol):
         if t is not None and t <= now:
             ep.handle_timer(now)
         if not self._paused:
-            out = ep.datagrams_to_send(now)
-            if out:
-                sendto = transport.sendto
-                for data, addr in out:
-                    sendto(data, addr)
-                self.datagrams_out += len(out)
+            send_trains = getattr(transport, "send_trains", None)
+            if send_trains is not None:
+                trains = ep.trains_to_send(now)
+                if trains:
+                    send_trains(trains)
+                    for data, seg, _ in trains:
+                        self.datagrams_out += -(-len(data) // seg)
+            else:
+                out = ep.datagrams_to_send(now)
+                if out:
+                    sendto = transport.sendto
+                    for data, addr in out:
+                        sendto(data, addr)
+                    self.datagrams_out += len(out)
         self._dispatch()
         for conn in list(self.conns.values()):
             conn._service()
@@ -1041,7 +1184,7 @@ async def connect(host: str, port: int, **options: Any) -> AsyncConnection:
     endpoint = Endpoint(cfg, accept=False)
     driver = _Driver(endpoint, loop, driver_opts)
     local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-    await loop.create_datagram_endpoint(lambda: driver, local_addr=local, family=family)
+    await _open_transport(loop, driver, family, local)
     core = endpoint.connect(addr, loop.time())
     conn = AsyncConnection(driver, core, driver_opts, owns_driver=True)
     driver.conns[core] = conn
@@ -1172,5 +1315,5 @@ async def serve(host: str, port: int, handler: Callable[[AsyncConnection], Await
     endpoint = Endpoint(cfg, accept=True, max_connections=max_connections)
     driver = _Driver(endpoint, loop, driver_opts, server=server)
     server._driver = driver
-    await loop.create_datagram_endpoint(lambda: driver, local_addr=addr, family=family)
+    await _open_transport(loop, driver, family, addr)
     return server

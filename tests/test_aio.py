@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 import socket
+import sys
 import threading
 import time
 
@@ -359,6 +360,8 @@ def test_server_close_ends_client_connection(run):
 
 
 def test_connect_to_dead_port_times_out(run):
+    # the loop's own datagram endpoint (offload=False) does not report ICMP errors: the
+    # handshake timeout decides
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -366,12 +369,29 @@ def test_connect_to_dead_port_times_out(run):
     async def main():
         t0 = time.monotonic()
         with pytest.raises(ConnectionTimeout):
-            await aio.connect("127.0.0.1", port, handshake_timeout=0.5)
+            await aio.connect("127.0.0.1", port, handshake_timeout=0.5, offload=False)
         return time.monotonic() - t0
 
     elapsed = run(main)
     assert elapsed < 3.0
     assert issubclass(ConnectionTimeout, TimeoutError)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ICMP errors read from Linux's error queue")
+def test_connect_to_dead_port_is_refused_fast(run):
+    from dquic.errors import ConnectionRefused
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionRefused):
+            await aio.connect("127.0.0.1", port, handshake_timeout=5.0)
+        return time.monotonic() - t0
+
+    assert run(main) < 1.0  # the port-unreachable answer, not the 5 s handshake timeout
 
 
 def test_back_pressure_waits_for_a_slow_reader(run):
@@ -467,3 +487,80 @@ def test_qlog_traces_written(run, tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert any(n.endswith("_client.sqlog") for n in names)
     assert any(n.endswith("_server.sqlog") for n in names)
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "loop-endpoint"])
+def test_both_transports_carry_a_transfer_byte_exact(run, offload):
+    payload = os.urandom(3 << 20)
+    got = []
+
+    async def sink(conn):
+        buf = bytearray()
+        while len(buf) < len(payload):
+            _, data = await conn.receive_message()
+            buf += data
+        got.append(bytes(buf))
+        await conn.send_message(1, b"ok")
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, sink, offload=offload) as server:
+            async with await aio.connect(*server.address, server_key=server.identity.public,
+                                         offload=offload) as conn:
+                kind = type(conn._driver.transport).__name__
+                for i in range(0, len(payload), 1 << 18):
+                    await conn.send_message(0, payload[i:i + (1 << 18)])
+                assert await conn.receive_message(1) == b"ok"
+                return kind, conn._driver.datagrams_out
+
+    kind, out = run(main)
+    assert got == [payload]
+    if offload and sys.platform.startswith("linux"):
+        assert kind == "_OffloadTransport"
+    elif not offload:
+        assert kind != "_OffloadTransport"
+    assert out >= len(payload) // 1200  # every datagram of every train counted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the offload transport is used on Linux")
+def test_offload_transport_waits_when_the_kernel_is_full(run):
+    """The kernel refusing datagrams (EAGAIN) pauses the driver; they go out once the socket
+    is writable, and everything arrives."""
+    payload = os.urandom(1 << 20)
+    got = []
+    events = []
+
+    async def sink(conn):
+        buf = bytearray()
+        while len(buf) < len(payload):
+            _, data = await conn.receive_message()
+            buf += data
+        got.append(bytes(buf))
+        await conn.send_message(1, b"ok")
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, sink) as server:
+            async with await aio.connect(*server.address, server_key=server.identity.public) as conn:
+                transport = conn._driver.transport
+                sock = transport._sock
+                real = sock.send_trains
+                refusals = [3]
+
+                def flaky(trains, start=0, offset=0):
+                    if refusals[0] > 0 and trains:
+                        refusals[0] -= 1
+                        events.append("full")
+                        return start, offset  # nothing taken: as if EAGAIN
+                    return real(trains, start, offset)
+
+                sock.send_trains = flaky
+                driver = conn._driver
+                orig_pause, orig_resume = driver.pause_writing, driver.resume_writing
+                driver.pause_writing = lambda: (events.append("pause"), orig_pause())[1]
+                driver.resume_writing = lambda: (events.append("resume"), orig_resume())[1]
+                await conn.send_message(0, payload)
+                assert await conn.receive_message(1) == b"ok"
+
+    run(main)
+    assert got == [payload]
+    assert "full" in events and "pause" in events and "resume" in events
+    assert events.index("pause") < events.index("resume")

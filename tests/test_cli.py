@@ -322,7 +322,9 @@ def test_send_to_dead_port_exits_3(tmp_path):
     src.write_bytes(b"x")
     proc = dquic_cmd("send", f"127.0.0.1:{port}", src, "--timeout", "0.5", timeout=30)
     assert proc.returncode == cli.EXIT_CONNECTION
-    assert "connection failed" in proc.stderr and "timeout" in proc.stderr.lower()
+    # refused at once where the kernel reports the ICMP port-unreachable (Linux), else timed out
+    assert "connection failed" in proc.stderr
+    assert "refused" in proc.stderr.lower() or "timeout" in proc.stderr.lower()
 
 
 def test_bench_prints_table():

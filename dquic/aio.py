@@ -299,7 +299,7 @@ async def _open_transport(loop: asyncio.AbstractEventLoop, driver: "_Driver", fa
     ``_OffloadTransport`` where the loop supports ``add_reader``, else through
     ``create_datagram_endpoint``."""
     if driver.options.get("offload", True):
-        # IPv6 sockets reach IPv4 peers too, like the loop's own datagram endpoints here
+        # an IPv6 socket serves IPv4 peers too (IPv4-mapped addresses, reported as IPv4)
         sock = UDPSocket(family, driver.options.get("socket_buffer", SOCKET_BUFFER),
                          dual_stack=family == socket.AF_INET6)
         try:

@@ -564,3 +564,35 @@ def test_offload_transport_waits_when_the_kernel_is_full(run):
     assert got == [payload]
     assert "full" in events and "pause" in events and "resume" in events
     assert events.index("pause") < events.index("resume")
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "loop-endpoint"])
+def test_ipv6_and_ipv4_clients_on_a_wildcard_ipv6_server(run, offload):
+    async def echo(conn):
+        while True:
+            sid, data = await conn.receive_message()
+            await conn.send_message(sid, data)
+
+    async def main():
+        async with await aio.serve("::", 0, echo, offload=offload) as server:
+            port = server.address[1]
+            out = []
+            # the offload transport's IPv6 wildcard socket serves IPv4 clients too
+            for host in ("::1", "127.0.0.1") if offload else ("::1",):
+                async with await aio.connect(host, port, server_key=server.identity.public,
+                                             offload=offload) as conn:
+                    await conn.send_message(2, host.encode())
+                    out.append(await conn.receive_message(2))
+            return out
+
+    assert run(main) == ([b"::1", b"127.0.0.1"] if offload else [b"::1"])

@@ -646,6 +646,8 @@ class DQUIC:
                         self._step(0.0)
                     finally:
                         self._cond.acquire()
+                    if self._deferred_flush or self._flush_needed:
+                        self._flush()  # what this call queued goes now, not with a later reply
                 else:
                     self._flush()
             finally:

@@ -83,6 +83,10 @@ class Endpoint:
         self.resets_sent = 0
         if accept and self.config.connection_id_length < 4:
             raise ValueError("a server endpoint needs connection IDs of at least 4 bytes")
+        if self.config.encryption:
+            # loaded now (about 10 ms), not inside the first handshake, where the time would
+            # inflate that connection's first RTT sample and so its start
+            from . import handshake  # noqa: F401
 
     # ------------------------------------------------------------------------------------
     @property

@@ -6,7 +6,7 @@ the few operations it needs, each one non-blocking and batch-oriented:
 * ``recv_batch(n)`` drains up to ``n`` reads (stopping at ``EAGAIN``);
 * ``send(data, addr)`` / ``send_batch(items)`` / ``send_trains(trains)`` send datagrams and report
   how far they got, so the caller can keep the rest for later when the kernel buffer is full
-  (``EAGAIN``/``ENOBUFS``);
+  (``EAGAIN``/``ENOBUFS``); ``queue_trains`` / ``flush`` / ``pending`` keep that rest for it;
 * ``unreachable()`` reports destinations the kernel learnt were unreachable (ICMP port or host
   unreachable), read from the socket's error queue on Linux (``IP_RECVERR``/``IPV6_RECVERR``).
 
@@ -68,6 +68,9 @@ _GRO_ANC_SIZE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 GSO_MAX_SEGMENTS = 64
 #: Most bytes in one GSO send (one UDP payload at most).
 GSO_MAX_BYTES = 65000
+#: A datagram that can never go out this way: dropped (loss recovery copes).
+_UNDELIVERABLE = frozenset((errno.EMSGSIZE, errno.EINVAL, errno.EAFNOSUPPORT, errno.ENETUNREACH,
+                            errno.EADDRNOTAVAIL, errno.EPERM, errno.EACCES))
 #: Errors meaning "this socket/device cannot segment": fall back to one datagram per call.
 _GSO_UNSUPPORTED = frozenset((errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT,
                               errno.EMSGSIZE))
@@ -231,6 +234,9 @@ class UDPSocket:
         self.datagrams_received = 0
         self.send_retries = 0
         self.gso_sends = 0
+        self._queue: List[Tuple[object, int, Tuple]] = []
+        self._queue_i = 0
+        self._queue_off = 0
         self.closed = False
 
     # ----------------------------------------------------------------------------------------
@@ -275,49 +281,36 @@ class UDPSocket:
         """
         out: List[Tuple[bytes, Tuple, int]] = []
         v6 = self.family == socket.AF_INET6
+        gro = self.gro
+        recvmsg = self.sock.recvmsg if gro else None
+        recvfrom = self.sock.recvfrom
         count = 0
-        if self.gro:
-            recvmsg = self.sock.recvmsg
-            anc_size = _GRO_ANC_SIZE
-            for _ in range(max_count):
-                try:
-                    data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, anc_size)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    if exc.errno in _UNREACHABLE_ERRNOS:
-                        self._drain_error_queue(exc.errno)
-                        continue
-                    break
-                seg = 0
-                if ancdata:
-                    for level, ctype, cdata in ancdata:
-                        if level == _SOL_UDP and ctype == _UDP_GRO and len(cdata) >= 4:
-                            seg = _INT.unpack_from(cdata)[0]
-                if seg and seg < len(data):
-                    count += (len(data) + seg - 1) // seg
+        for _ in range(max_count):
+            try:
+                if gro:
+                    data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_ANC_SIZE)
                 else:
-                    seg = 0
-                    count += 1
-                out.append((data, normalize_address(addr) if v6 else addr, seg))
-                if not seg and len(data) < _SMALL_READ and count == 1:
-                    break  # interactive traffic: one small datagram; select finds any other
-        else:
-            recvfrom = self.sock.recvfrom
-            for _ in range(max_count):
-                try:
                     data, addr = recvfrom(MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    if exc.errno in _UNREACHABLE_ERRNOS:
-                        self._drain_error_queue(exc.errno)
-                        continue
-                    break
-                out.append((data, normalize_address(addr) if v6 else addr, 0))
-                if len(data) < _SMALL_READ and len(out) == 1:
-                    break  # interactive traffic: one small datagram; select finds any other
-            count = len(out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in _UNREACHABLE_ERRNOS:
+                    self._drain_error_queue(exc.errno)
+                    continue
+                break
+            seg = 0
+            if gro and ancdata:
+                for level, ctype, cdata in ancdata:
+                    if level == _SOL_UDP and ctype == _UDP_GRO and len(cdata) >= 4:
+                        seg = _INT.unpack_from(cdata)[0]
+            if seg and seg < len(data):
+                count += (len(data) + seg - 1) // seg
+            else:
+                seg = 0
+                count += 1
+            out.append((data, normalize_address(addr) if v6 else addr, seg))
+            if not seg and count == 1 and len(data) < _SMALL_READ:
+                break  # interactive traffic: one small datagram; select finds any other
         self.datagrams_received += count
         return out
 
@@ -351,38 +344,47 @@ class UDPSocket:
         try:
             self.sock.sendto(data, self.to_wire(addr))
         except OSError as exc:
-            if exc.errno in _RETRY_LATER or isinstance(exc, BlockingIOError):
-                self.send_retries += 1
-                return False
-            if exc.errno in _UNREACHABLE_ERRNOS:
-                # an earlier ICMP error surfaced here; record it, the datagram is dropped
-                self._drain_error_queue(exc.errno)
-                if not self._recverr:
-                    self._unreachable.append((addr, exc.errno))
-                return True
-            if exc.errno in (errno.EMSGSIZE, errno.EINVAL, errno.EAFNOSUPPORT, errno.ENETUNREACH,
-                             errno.EADDRNOTAVAIL, errno.EPERM, errno.EACCES):
-                return True  # undeliverable datagram: drop it, loss recovery copes
-            raise
+            return bool(self._send_failed(exc, addr, False))
         self.datagrams_sent += 1
         return True
+
+    def _send_failed(self, exc: OSError, addr: Tuple, gso: bool) -> Optional[bool]:
+        """What a failed send means: False (the kernel is full: retry later), True (dropped
+        for good: loss recovery copes) or, for a GSO send, None (the kernel or device cannot
+        segment: offload is now off). Other errors propagate."""
+        code = exc.errno
+        if code in _RETRY_LATER or isinstance(exc, BlockingIOError):
+            self.send_retries += 1
+            return False
+        if code in _UNREACHABLE_ERRNOS:
+            # an earlier ICMP error surfaced here; record it, the datagram is dropped
+            self._drain_error_queue(code)
+            if not self._recverr:
+                self._unreachable.append((addr, code))
+            return True
+        if gso and code in _GSO_UNSUPPORTED:
+            self.gso = False
+            return None
+        if code in _UNDELIVERABLE:
+            return True
+        raise exc
 
     def send_batch(self, items: List[Tuple[bytes, Tuple]], start: int = 0) -> int:
         """Send ``items[start:]`` in order; return the index of the first one not sent
         (``len(items)`` when all went out). Stops at the first ``EAGAIN``/``ENOBUFS``.
 
         With send offload, each run of datagrams to one address whose sizes are equal (the
-        last of a run may be shorter) goes out in one ``sendmsg``; the datagrams on the wire
-        are the same as with one ``sendto`` each."""
-        send = self.send
+        last of a run may be shorter) goes out as one train (``send_trains``); the datagrams on
+        the wire are the same as with one ``sendto`` each."""
+        trains = []  # (data, segment_size, addr, index of its first item)
         i = start
         n = len(items)
         while i < n:
             data, addr = items[i]
-            if self.gso and i + 1 < n:
-                size = len(data)
+            size = len(data)
+            j = i + 1
+            if self.gso:
                 total = size
-                j = i + 1
                 while j < n and j - i < GSO_MAX_SEGMENTS:
                     d2, a2 = items[j]
                     l2 = len(d2)
@@ -392,45 +394,22 @@ class UDPSocket:
                     j += 1
                     if l2 < size:
                         break
-                if j - i > 1:
-                    sent = self._send_segments(items, i, j, size, addr)
-                    if sent is None:
-                        continue  # offload turned off: send the same items one by one
-                    if not sent:
-                        break
-                    i = j
-                    continue
-            if not send(data, addr):
-                break
-            i += 1
-        return i
-
-    def _send_segments(self, items: List[Tuple[bytes, Tuple]], i: int, j: int, size: int,
-                       addr: Tuple) -> Optional[bool]:
-        """One GSO send of ``items[i:j]``: True (sent or dropped for good), False (retry
-        later) or None (the kernel cannot segment here; offload is now off)."""
-        return self._send_gso(b"".join([items[k][0] for k in range(i, j)]), size, addr, j - i)
+            if j - i > 1:
+                data = b"".join([items[k][0] for k in range(i, j)])
+            trains.append((data, max(size, 1), addr, i))
+            i = j
+        k, off = self.send_trains([t[:3] for t in trains])
+        if k >= len(trains):
+            return n
+        return trains[k][3] + off // trains[k][1]
 
     def _send_gso(self, data, size: int, addr: Tuple, count: int) -> Optional[bool]:
-        """Send ``data`` as datagrams of ``size`` bytes (the last may be shorter) in one call."""
+        """Send ``data`` as datagrams of ``size`` bytes (the last may be shorter) in one call:
+        as ``_send_failed`` says, or True."""
         try:
             self.sock.sendmsg([data], [(_SOL_UDP, _UDP_SEGMENT, _U16.pack(size))], 0, self.to_wire(addr))
         except OSError as exc:
-            if exc.errno in _RETRY_LATER or isinstance(exc, BlockingIOError):
-                self.send_retries += 1
-                return False
-            if exc.errno in _UNREACHABLE_ERRNOS:
-                self._drain_error_queue(exc.errno)
-                if not self._recverr:
-                    self._unreachable.append((addr, exc.errno))
-                return True
-            if exc.errno in _GSO_UNSUPPORTED:
-                self.gso = False
-                return None
-            if exc.errno in (errno.EAFNOSUPPORT, errno.ENETUNREACH, errno.EADDRNOTAVAIL,
-                             errno.EPERM, errno.EACCES):
-                return True
-            raise
+            return self._send_failed(exc, addr, True)
         self.datagrams_sent += count
         self.gso_sends += 1
         return True
@@ -468,6 +447,34 @@ class UDPSocket:
                 offset = 0
             i += 1
         return n, 0
+
+    # ----------------------------------------------------------------------------------------
+    # trains the kernel has not taken yet, kept in order for the next flush()
+    @property
+    def pending(self) -> bool:
+        """Whether queued trains wait for the kernel (the socket was full)."""
+        return self._queue_i < len(self._queue)
+
+    def queue_trains(self, trains: List[Tuple[object, int, Tuple]]) -> None:
+        """Queue trains ``(data, segment_size, addr)`` behind any still waiting; ``flush()``
+        sends them."""
+        if self.pending:
+            self._queue.extend(trains)
+        else:
+            self._queue, self._queue_i, self._queue_off = trains, 0, 0
+
+    def flush(self) -> int:
+        """Send queued trains until they are all out or the kernel is full (then call again
+        once the socket is writable); returns how many datagrams went out."""
+        if not self.pending:
+            return 0
+        before = self.datagrams_sent
+        i, off = self.send_trains(self._queue, self._queue_i, self._queue_off)
+        if i >= len(self._queue):
+            self._queue, self._queue_i, self._queue_off = [], 0, 0
+        else:
+            self._queue_i, self._queue_off = i, off
+        return self.datagrams_sent - before
 
     def close(self) -> None:
         """Close the socket (idempotent)."""

@@ -219,9 +219,6 @@ class _OffloadTransport:
         self._loop = loop
         self._sock = sock
         self._protocol = protocol
-        self._pending: List[Tuple[Any, int, Tuple]] = []
-        self._pending_i = 0
-        self._pending_off = 0
         self._writing = False
         self._closing = False
         loop.add_reader(sock.fileno(), self._on_readable)
@@ -238,22 +235,19 @@ class _OffloadTransport:
     def is_closing(self) -> bool:
         return self._closing
 
-    def get_write_buffer_size(self) -> int:
-        return len(self._pending) - self._pending_i
-
     def sendto(self, data: Any, addr: Tuple) -> None:
         self.send_trains([(data, len(data), addr)])
 
     def send_trains(self, trains: List[Tuple[Any, int, Tuple]]) -> None:
         if self._closing or not trains:
             return
-        if self._pending:
-            self._pending.extend(trains)  # behind what the kernel has not taken yet
-            return
-        i, off = self._sock.send_trains(trains)
-        if i < len(trains):
-            self._pending, self._pending_i, self._pending_off = trains, i, off
-            self._want_write()
+        sock = self._sock
+        waiting = sock.pending
+        sock.queue_trains(trains)  # behind anything the kernel has not taken yet
+        if not waiting:
+            sock.flush()
+            if sock.pending:
+                self._want_write()
 
     def close(self) -> None:
         if self._closing:
@@ -283,14 +277,12 @@ class _OffloadTransport:
             self._protocol.pause_writing()
 
     def _on_writable(self) -> None:
-        i, off = self._sock.send_trains(self._pending, self._pending_i, self._pending_off)
-        if i >= len(self._pending):
-            self._pending, self._pending_i, self._pending_off = [], 0, 0
-            self._loop.remove_writer(self._sock.fileno())
+        sock = self._sock
+        sock.flush()
+        if not sock.pending:
+            self._loop.remove_writer(sock.fileno())
             self._writing = False
             self._protocol.resume_writing()
-        else:
-            self._pending_i, self._pending_off = i, off
 
 
 async def _open_transport(loop: asyncio.AbstractEventLoop, driver: "_Driver", family: int,

@@ -326,10 +326,6 @@ class DQUIC:
         self._io_asleep = False  # the I/O thread sleeps until the driving call ends
         self._active = 0  # API calls in progress
         self._last_exit = 0.0
-        # trains (data, segment_size, addr) the kernel has not taken yet, and where it stopped
-        self._pending: List[Tuple[Any, int, Tuple]] = []
-        self._pending_i = 0
-        self._pending_off = 0
         self._idle_spins = 0
         self._addr_cache: Dict[Tuple, Tuple[int, Tuple]] = {}
         self._consumed = False
@@ -627,11 +623,16 @@ class DQUIC:
                 if flush or self._flush_needed or self._pending:
                     self._flush()
             finally:
-                self._driver = None
-                self._last_exit = _monotonic()
-                self._notify()  # a waiting API thread may drive now
-                if self._pending or self._flush_needed or self._io_asleep:
-                    self._io_cond.notify()
+                self._release_role()
+
+    def _release_role(self) -> None:
+        """An API thread stops driving (lock held): a waiting API thread may take over, and
+        the I/O thread is told if work waits or it sleeps until this moment."""
+        self._driver = None
+        self._last_exit = _monotonic()
+        self._notify()
+        if self._pending or self._flush_needed or self._io_asleep:
+            self._io_cond.notify()
 
     def _kick(self) -> None:
         """Work was queued in the core: get it sent (lock held)."""
@@ -651,11 +652,7 @@ class DQUIC:
                 else:
                     self._flush()
             finally:
-                self._driver = None
-                self._last_exit = _monotonic()
-                self._notify()  # an API thread may have started waiting for the role
-                if self._io_asleep:
-                    self._io_cond.notify()
+                self._release_role()
         else:
             # another thread drives: it sends at its next step; this thread flushes before it
             # waits and when its call ends
@@ -673,7 +670,7 @@ class DQUIC:
             if not self._pending:
                 out = ep.trains_to_send(_monotonic())
                 if out:
-                    self._pending, self._pending_i, self._pending_off = out, 0, 0
+                    self._sock.queue_trains(out)
                 if self._process_events():
                     self._notify()
             if not self._pending:
@@ -985,28 +982,25 @@ class DQUIC:
                 self._deferred_flush = False
                 out = ep.trains_to_send(now)
                 if out:
-                    self._pending, self._pending_i, self._pending_off = out, 0, 0
+                    sock.queue_trains(out)
             notify |= self._process_events()
             if notify:
                 self._notify()
         sent = self._send_pending()
         self._idle_spins = 0 if (batch or sent or readable) else self._idle_spins + 1
 
-    def _send_pending(self) -> int:
-        """Hand the pending trains to the kernel (driver only, lock not needed); returns how
-        many datagrams went out."""
-        pending = self._pending
-        if not pending:
-            return 0
+    @property
+    def _pending(self) -> bool:
+        """Trains wait for the kernel (the socket was full)."""
         sock = self._sock
-        before = sock.datagrams_sent
-        i, off = sock.send_trains(pending, self._pending_i, self._pending_off)
-        self.datagrams_out = sock.datagrams_sent
-        if i >= len(pending):
-            self._pending, self._pending_i, self._pending_off = [], 0, 0
-        else:
-            self._pending_i, self._pending_off = i, off
-        return sock.datagrams_sent - before
+        return sock is not None and sock.pending
+
+    def _send_pending(self) -> int:
+        """Hand the queued trains to the kernel (driver only, lock not needed); returns how
+        many datagrams went out."""
+        sent = self._sock.flush()
+        self.datagrams_out = self._sock.datagrams_sent
+        return sent
 
     def _on_unreachable(self, addr: Tuple, err: int) -> bool:
         """ICMP said ``addr`` is unreachable: fail a connection still in its handshake."""

@@ -332,3 +332,25 @@ def test_send_trains_resumes_inside_a_train_without_offload():
         s.sock = real
         r.close()
         s.close()
+
+
+def test_queued_trains_wait_for_the_kernel_in_order():
+    r = _plain_receiver()
+    s = UDPSocket(offload=False)
+    real = s.sock
+    try:
+        dest = r.getsockname()
+        grams = [bytes([i]) * 300 for i in range(8)]
+        s.sock = _FullAfter(real, 3)
+        s.queue_trains([(b"".join(grams[:4]), 300, dest)])
+        assert s.flush() == 3 and s.pending
+        s.queue_trains([(b"".join(grams[4:]), 300, dest)])  # behind the rest of the first
+        assert s.flush() == 0 and s.pending  # still full
+        s.sock = real
+        assert s.flush() == 5 and not s.pending
+        assert s.flush() == 0
+        assert _drain_plain(r, 8) == grams
+    finally:
+        s.sock = real
+        r.close()
+        s.close()

@@ -191,6 +191,8 @@ cdef class Connection:
     cdef double _pto(self)
     cdef double _effective_idle_timeout(self)
     cdef int64_t _amplification_room(self)
+    cdef int _check_app_limited(self, Py_ssize_t mds) except -1
+    cdef int _count_sent(self, Py_ssize_t total) except -1
     cdef int _set_app_protection(self, object seal, object open_) except -1
     cdef bint _short_dcid_ok(self, const uint8_t* dcid)
     # receiving

@@ -1943,12 +1943,8 @@ cdef class Connection:
                     break
                 out.append((d, addr))
                 total += len(d)
-            if not self._send_queue and not self._datagrams and self._cc.can_send(mds):
-                # the application, not the network, limits the rate (delivery-rate estimation)
-                self._recovery.on_app_limited()
-        if total:
-            self.bytes_sent += total
-            self._bytes_sent_on_path += total
+            self._check_app_limited(mds)
+        self._count_sent(total)
         return out
 
     def datagram_trains(self, double now, Py_ssize_t max_bytes=65000, Py_ssize_t max_segments=64):
@@ -2016,12 +2012,22 @@ cdef class Connection:
         if train is not None and count:
             PyByteArray_Resize(train, off)
             out.append((train, seg, addr))
+        self._check_app_limited(mds)
+        self._count_sent(total)
+        return out
+
+    cdef int _check_app_limited(self, Py_ssize_t mds) except -1:
+        # nothing left to send while the window has room: the application, not the network,
+        # limits the rate (delivery-rate estimation)
         if not self._send_queue and not self._datagrams and self._cc.can_send(mds):
             self._recovery.on_app_limited()
+        return 0
+
+    cdef int _count_sent(self, Py_ssize_t total) except -1:
         if total:
             self.bytes_sent += total
             self._bytes_sent_on_path += total
-        return out
+        return 0
 
     cdef int64_t _amplification_room(self):
         if self._address_validated:

@@ -489,11 +489,9 @@ def test_qlog_traces_written(run, tmp_path):
     assert any(n.endswith("_server.sqlog") for n in names)
 
 
-@pytest.mark.parametrize("offload", [True, False], ids=["offload", "loop-endpoint"])
-def test_both_transports_carry_a_transfer_byte_exact(run, offload):
-    payload = os.urandom(3 << 20)
-    got = []
-
+def _sink(payload, got):
+    """A server handler that reads ``len(payload)`` bytes of messages, keeps them in ``got``
+    and answers ``ok`` on stream 1."""
     async def sink(conn):
         buf = bytearray()
         while len(buf) < len(payload):
@@ -501,6 +499,16 @@ def test_both_transports_carry_a_transfer_byte_exact(run, offload):
             buf += data
         got.append(bytes(buf))
         await conn.send_message(1, b"ok")
+
+    return sink
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "loop-endpoint"])
+def test_both_transports_carry_a_transfer_byte_exact(run, offload):
+    payload = os.urandom(3 << 20)
+    got = []
+
+    sink = _sink(payload, got)
 
     async def main():
         async with await aio.serve("127.0.0.1", 0, sink, offload=offload) as server:
@@ -529,13 +537,7 @@ def test_offload_transport_waits_when_the_kernel_is_full(run):
     got = []
     events = []
 
-    async def sink(conn):
-        buf = bytearray()
-        while len(buf) < len(payload):
-            _, data = await conn.receive_message()
-            buf += data
-        got.append(bytes(buf))
-        await conn.send_message(1, b"ok")
+    sink = _sink(payload, got)
 
     async def main():
         async with await aio.serve("127.0.0.1", 0, sink) as server:

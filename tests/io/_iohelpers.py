@@ -71,3 +71,37 @@ class Receiver:
                     self.messages.setdefault(key, []).append(bytes(buf))
                     del self.partial[key]
                     self.sizes[key].pop(0)
+
+
+class EchoThread:
+    """Answer every ``receive_from`` of ``server`` from a thread: each message goes back to its
+    sender on stream id + ``shift``. ``stop()`` ends the thread and says whether it ended;
+    exceptions are kept in ``errors``."""
+
+    def __init__(self, server: DQUIC, shift: int = 0, max_bytes: int = 1 << 16) -> None:
+        import threading
+
+        self.server = server
+        self.shift = shift
+        self.max_bytes = max_bytes
+        self.errors: List[BaseException] = []
+        self._stop = threading.Event()
+        server.settimeout(0.2)  # so the loop sees stop() promptly
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    peer, d = self.server.receive_from(self.max_bytes)
+                except TimeoutError:
+                    continue
+                self.server.send_to(peer, {sid + self.shift: v for sid, v in d.items()})
+        except BaseException as exc:  # noqa: BLE001 - recorded for the test's assertion
+            self.errors.append(exc)
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        self._stop.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

@@ -17,7 +17,7 @@ from dquic import AuthenticationError, ConnectionClosed, ConnectionTimeout, DQUI
 from dquic.keys import KeyPair
 from dquic.sync import DQUIC, Connection, ConnectionRefused, EndpointClosed
 
-from _iohelpers import Receiver, ipv6_available
+from _iohelpers import EchoThread, Receiver, ipv6_available
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -414,23 +414,7 @@ def test_one_thread_receives_while_another_sends(make_dquic):
     server = make_dquic()
     client = make_dquic()
     n = 300
-    stop = threading.Event()
-    server_errors = []
-
-    def echo():
-        try:
-            while not stop.is_set():
-                try:
-                    peer, d = server.receive_from(1 << 16)
-                except TimeoutError:
-                    continue
-                server.send_to(peer, {sid + 100: v for sid, v in d.items()})
-        except BaseException as exc:  # noqa: BLE001
-            server_errors.append(exc)
-
-    server.settimeout(0.2)
-    t = threading.Thread(target=echo)
-    t.start()
+    echo = EchoThread(server, shift=100)
     received = {101: [], 102: []}
     recv_errors = []
 
@@ -450,10 +434,9 @@ def test_one_thread_receives_while_another_sends(make_dquic):
     for i in range(1, n):
         client.send_to(server.local_address, {1: b"1:%d" % i, 2: b"2:%d" % i})
     r.join(30)
-    stop.set()
-    t.join(10)
-    assert not r.is_alive() and not t.is_alive()
-    assert not recv_errors and not server_errors
+    assert echo.stop()
+    assert not r.is_alive()
+    assert not recv_errors and not echo.errors
     assert received[101] == [b"1:%d" % i for i in range(n)]
     assert received[102] == [b"2:%d" % i for i in range(n)]
 

@@ -8,6 +8,8 @@ import time
 
 from dquic import sync
 
+from _iohelpers import EchoThread
+
 
 def _wait_until(predicate, limit: float, step: float = 0.01) -> float:
     """Poll ``predicate`` (without driving anything) until true; return the seconds it took."""
@@ -60,19 +62,7 @@ def test_acknowledgement_goes_out_while_the_receiving_application_is_busy(make_d
 def test_one_datagram_each_way_per_request_and_reply(make_dquic):
     server = make_dquic()
     client = make_dquic()
-    stop = threading.Event()
-
-    def echo():
-        while not stop.is_set():
-            try:
-                peer, d = server.receive_from(1000)
-            except TimeoutError:
-                continue
-            server.send_to(peer, d)
-
-    server.settimeout(0.2)
-    t = threading.Thread(target=echo)
-    t.start()
+    echo = EchoThread(server)
     try:
         dest = server.local_address
         client.send_to(dest, {1: b"hello"})
@@ -86,29 +76,15 @@ def test_one_datagram_each_way_per_request_and_reply(make_dquic):
         assert client.datagrams_out - out0 <= n * 1.1
         assert client.datagrams_in - in0 <= n * 1.1
     finally:
-        stop.set()
-        t.join(5)
+        assert echo.stop()
+    assert not echo.errors
 
 
 def test_many_threads_share_one_endpoint(make_dquic):
     server = make_dquic()
     client = make_dquic()
-    stop = threading.Event()
     errors = []
-
-    def echo():
-        try:
-            while not stop.is_set():
-                try:
-                    peer, d = server.receive_from(1 << 16)
-                except TimeoutError:
-                    continue
-                server.send_to(peer, {sid + 1000: v for sid, v in d.items()})
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
-            errors.append(exc)
-
-    server.settimeout(0.2)
-    threads = [threading.Thread(target=echo)]
+    echo = EchoThread(server, shift=1000)
     dest = server.local_address
     client.send_to(dest, {0: b"open"})
     per_sender = 200
@@ -141,17 +117,16 @@ def test_many_threads_share_one_endpoint(make_dquic):
             errors.append(exc)
 
     client.settimeout(0.5)
-    threads += [threading.Thread(target=send, args=(s,)) for s in range(1, senders + 1)]
+    threads = [threading.Thread(target=send, args=(s,)) for s in range(1, senders + 1)]
     threads += [threading.Thread(target=receive) for _ in range(2)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 30
-    for t in threads[1:]:
+    for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
-    stop.set()
-    threads[0].join(5)
+    assert echo.stop()
     assert not any(t.is_alive() for t in threads)
-    assert not errors
+    assert not errors and not echo.errors
     for s in range(1, senders + 1):
         assert received[1000 + s] == [b"%d:%d" % (s, i) for i in range(per_sender)]
 

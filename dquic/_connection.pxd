@@ -72,6 +72,7 @@ cdef class Connection:
     cdef public object peer_cid
     cdef public object original_dcid
     cdef public list cid_changes
+    cdef public dict _work               # the driving endpoint's set of connections with output to build
     cdef public object peer_key
     cdef public long long packets_received
     cdef public long long packets_dropped

@@ -202,6 +202,14 @@ cdef inline bint _recv_closed(RecvStream r) noexcept:
     return r._reset or (r._final_size >= 0 and r._read_offset == <uint64_t>r._final_size)
 
 
+cdef inline void _note_work(Connection conn):
+    # tell the endpoint driving this connection (if any) that it has output to build: the
+    # endpoint then polls only the connections that asked, not all of them
+    cdef dict work = conn._work
+    if work is not None:
+        work[conn] = None
+
+
 cdef inline void _add_other(_Sent rec, tuple item):
     if rec.other is None:
         rec.other = []
@@ -617,6 +625,7 @@ cdef class Connection:
         self._created = now
         self._last_activity = now
         self._hs.crypto_send.write_message(self._handshake.start())
+        _note_work(self)
 
     def send_message(self, stream_id, data):
         """Queue ``data`` (any bytes-like object) as one message on ``stream_id``.
@@ -672,6 +681,7 @@ cdef class Connection:
             raise ValueError("datagram does not fit in one packet")
         self._datagram_seq += 1
         self._datagrams.append((self._datagram_seq, data))
+        _note_work(self)
         while len(self._datagrams) > self.config.max_datagram_queue:
             dropped, _ = self._datagrams.popleft()
             self._events.append(DatagramLost(dropped))
@@ -694,6 +704,7 @@ cdef class Connection:
         self._enter_closing(_CLOSING, None)
         self._emit_terminated(ConnectionTerminated(int(error_code), reason, by_peer=False,
                                                    application=application))
+        _note_work(self)
 
     def request_key_update(self):
         """Start a key update (RFC 9001 §6) now instead of waiting for the automatic one."""
@@ -701,6 +712,7 @@ cdef class Connection:
         if keys is None:
             raise RuntimeError("no key update possible before the handshake completes")
         keys()
+        _note_work(self)
 
     # ----------------------------------------------------------------------------------------
     # reading
@@ -808,6 +820,7 @@ cdef class Connection:
         if self._recv_window.should_update_c():
             self._recv_window.update_c(self._now_hint, rtt)
             self._want_max_data = True
+            _note_work(self)
         self._check_recv_closed(s)
         return 0
 
@@ -852,6 +865,7 @@ cdef class Connection:
         if not s.queued:
             s.queued = True
             self._send_queue.append(s)
+        _note_work(self)
 
     cdef int _check_recv_closed(self, _Stream s) except -1:
         """Give the peer a new stream credit once its half of ``s`` is fully consumed."""
@@ -1451,6 +1465,8 @@ cdef class Connection:
                                 ErrorCode.TRANSPORT_PARAMETER_ERROR)
         self._peer_params = params
         self._peer_cids[0] = (self.peer_cid, params.stateless_reset_token)
+        if params.stateless_reset_token:
+            self.cid_changes.append(("reset", params.stateless_reset_token))
         self._peer_max_data = params.initial_max_data
         self._peer_stream_limit = params.initial_max_stream_data
         self._peer_stream_credit = params.initial_max_streams
@@ -1592,10 +1608,14 @@ cdef class Connection:
                                     ErrorCode.PROTOCOL_VIOLATION)
             return
         if seq >= self._peer_cid_seq_floor():
-            self._peer_cids[seq] = (bytes(frame.connection_id), bytes(frame.stateless_reset_token))
+            token = bytes(frame.stateless_reset_token)
+            self._peer_cids[seq] = (bytes(frame.connection_id), token)
+            self.cid_changes.append(("reset", token))
         if frame.retire_prior_to > 0:
             for old in [q for q in self._peer_cids if q < frame.retire_prior_to]:
-                cid, _ = self._peer_cids.pop(old)
+                cid, token = self._peer_cids.pop(old)
+                if token:
+                    self.cid_changes.append(("unreset", token))
                 self._retire_to_send.append(old)
                 if cid == self.peer_cid:
                     self._switch_peer_cid()
@@ -1614,7 +1634,9 @@ cdef class Connection:
                 self._peer_cid_seq = seq
                 self.peer_cid = self._peer_cids[seq][0]
                 if old_seq in self._peer_cids:
-                    del self._peer_cids[old_seq]
+                    token = self._peer_cids.pop(old_seq)[1]
+                    if token:
+                        self.cid_changes.append(("unreset", token))
                     self._retire_to_send.append(old_seq)
                 return True
         return False
@@ -1936,6 +1958,8 @@ cdef class Connection:
                     break
                 out.append((d, addr))
                 total += len(d)
+            else:
+                _note_work(self)  # more than one call's worth: ask to be polled again
         if self._app_seal is not None:
             for i in range(256):
                 d = self._build_app_packet(now, mds)
@@ -1943,6 +1967,8 @@ cdef class Connection:
                     break
                 out.append((d, addr))
                 total += len(d)
+            else:
+                _note_work(self)
             self._check_app_limited(mds)
         self._count_sent(total)
         return out
@@ -2009,6 +2035,8 @@ cdef class Connection:
                 PyByteArray_Resize(train, off)
                 out.append((train, seg, addr))
                 train = None
+        else:
+            _note_work(self)
         if train is not None and count:
             PyByteArray_Resize(train, off)
             out.append((train, seg, addr))

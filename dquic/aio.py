@@ -433,8 +433,11 @@ class _Driver(asyncio.DatagramProtocol):
                         sendto(data, addr)
                     self.datagrams_out += len(out)
         self._dispatch()
-        for conn in list(self.conns.values()):
-            conn._service()
+        conns = self.conns
+        for core in ep.take_active():  # only the connections this pass touched
+            conn = conns.get(core)
+            if conn is not None:
+                conn._service()
         if self.transport is None:
             return
         t = ep.get_timer()

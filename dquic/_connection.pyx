@@ -108,6 +108,23 @@ cdef enum:
     # the codec's default limit on ranges in a received ACK frame
     ACK_RANGES_LIMIT = 256
 
+# the connection's timers (the timer table, see _fill_timers)
+cdef enum:
+    TIMER_LOSS = 0             # loss detection / probe timeout (RFC 9002 §6)
+    TIMER_ACK_HANDSHAKE = 1    # delayed ACK, handshake space
+    TIMER_ACK = 2              # delayed ACK, application space
+    TIMER_PACING = 3           # the pacer lets the next packet go
+    TIMER_HANDSHAKE = 4        # the handshake must be done by then
+    TIMER_IDLE = 5             # idle timeout (RFC 9000 §10.1)
+    TIMER_KEEP_ALIVE = 6       # send a PING
+    TIMER_PATH_VALIDATION = 7  # PATH_CHALLENGE unanswered
+    TIMER_OLD_KEYS = 8         # drop the keys of the previous key phase
+    TIMER_CLOSE = 9            # closing or draining period over
+    TIMER_KINDS = 10
+
+TIMER_NAMES = ("loss", "ack_handshake", "ack", "pacing", "handshake", "idle", "keep_alive",
+               "path_validation", "old_keys", "close")
+
 cdef uint64_t VARINT_MAX = ((<uint64_t>1) << 62) - 1
 cdef int64_t PN_MAX = ((<int64_t>1) << 62) - 1
 cdef uint64_t DQUIC_VERSION_1 = codec.DQUIC_VERSION_1
@@ -877,57 +894,62 @@ cdef class Connection:
 
     # ----------------------------------------------------------------------------------------
     # timers
-    def get_timer(self):
-        """The absolute time at which ``handle_timer`` must be called, or None."""
-        cdef double best = 0.0, t
-        cdef bint have = False
-        cdef _Space sp
+    cdef int _fill_timers(self, double* t) except -1:
+        """The timer table: each kind's deadline (< 0: not armed), read from the state that
+        owns it (recovery, the spaces, the pacer, the lifecycle), so there is one source of
+        truth per deadline and the next deadline is one minimum over the table."""
+        cdef int i
+        cdef double idle
+        for i in range(TIMER_KINDS):
+            t[i] = -1.0
         if self._state == _TERMINATED:
-            return None
+            return 0
         if self._state >= _CLOSING:
-            return self._close_deadline
+            if self._close_deadline is not None:
+                t[TIMER_CLOSE] = self._close_deadline
+            return 0
         lt = self._recovery.get_loss_detection_timer()
         if lt is not None:
-            best = lt
-            have = True
-        for sp in (self._hs, self._app):
-            if sp.ack_deadline >= 0.0 and not sp.discarded:
-                if not have or sp.ack_deadline < best:
-                    best = sp.ack_deadline
-                    have = True
+            t[TIMER_LOSS] = lt
+        if not self._hs.discarded and self._hs.ack_deadline >= 0.0:
+            t[TIMER_ACK_HANDSHAKE] = self._hs.ack_deadline
+        if not self._app.discarded and self._app.ack_deadline >= 0.0:
+            t[TIMER_ACK] = self._app.ack_deadline
         if self._pacing_deadline >= 0.0:
-            if not have or self._pacing_deadline < best:
-                best = self._pacing_deadline
-                have = True
+            t[TIMER_PACING] = self._pacing_deadline
         if self._started:
             if self._state == _HANDSHAKING:
-                t = self._created + self.config.handshake_timeout
-                if not have or t < best:
-                    best = t
-                    have = True
+                t[TIMER_HANDSHAKE] = self._created + self.config.handshake_timeout
             idle = self._effective_idle_timeout()
             if idle:
-                t = self._last_activity + idle
-                if not have or t < best:
-                    best = t
-                    have = True
+                t[TIMER_IDLE] = self._last_activity + idle
             ka = self.config.keep_alive
             if ka and self._state == _ESTABLISHED:
-                t = self._last_eliciting_sent + ka
-                if not have or t < best:
-                    best = t
-                    have = True
+                t[TIMER_KEEP_ALIVE] = self._last_eliciting_sent + ka
         if self._path_challenge is not None:
-            t = self._path_challenge[2]
-            if not have or t < best:
-                best = t
-                have = True
+            t[TIMER_PATH_VALIDATION] = self._path_challenge[2]
         if self._old_keys_deadline is not None:
-            t = self._old_keys_deadline
-            if not have or t < best:
-                best = t
-                have = True
-        return best if have else None
+            t[TIMER_OLD_KEYS] = self._old_keys_deadline
+        return 0
+
+    def get_timer(self):
+        """The absolute time at which ``handle_timer`` must be called, or None."""
+        cdef double t[TIMER_KINDS]
+        cdef double best = -1.0
+        cdef int i
+        self._fill_timers(t)
+        for i in range(TIMER_KINDS):
+            if t[i] >= 0.0 and (best < 0.0 or t[i] < best):
+                best = t[i]
+        return best if best >= 0.0 else None
+
+    @property
+    def timers(self):
+        """The armed timers by kind: ``{name: deadline}`` (for diagnostics and traces)."""
+        cdef double t[TIMER_KINDS]
+        cdef int i
+        self._fill_timers(t)
+        return {TIMER_NAMES[i]: t[i] for i in range(TIMER_KINDS) if t[i] >= 0.0}
 
     cdef double _effective_idle_timeout(self):
         cdef double idle = self._idle_timeout, peer
@@ -943,33 +965,31 @@ cdef class Connection:
         return rtt.smoothed_rtt + max(4 * rtt.rttvar, 0.001) + self._peer_max_ack_delay
 
     def handle_timer(self, double now):
-        """Call when ``get_timer()``'s deadline has passed; then ``datagrams_to_send(now)``."""
+        """Call when ``get_timer()``'s deadline has passed; then ``datagrams_to_send(now)``.
+
+        Runs each expired timer of the table by kind. The ACK and pacing timers need nothing
+        here: ``datagrams_to_send`` sends what they were waiting for."""
+        cdef double t[TIMER_KINDS]
         cdef _Sent pkt
         cdef int probe_space
         self._now_hint = now
-        if self._state == _TERMINATED:
+        self._fill_timers(t)
+        if 0.0 <= t[TIMER_CLOSE] <= now:
+            self._state = _TERMINATED
             return
-        if self._state >= _CLOSING:
-            if self._close_deadline is not None and now >= self._close_deadline:
-                self._state = _TERMINATED
-            return
-        if not self._started:
-            return
-        if self._state == _HANDSHAKING and now >= self._created + self.config.handshake_timeout:
+        if 0.0 <= t[TIMER_HANDSHAKE] <= now:
             self._terminate_timeout("handshake timeout")
             return
-        idle = self._effective_idle_timeout()
-        if idle and now >= self._last_activity + idle:
+        if 0.0 <= t[TIMER_IDLE] <= now:
             self._terminate_timeout("idle timeout")
             return
-        if self._path_challenge is not None and now >= self._path_challenge[2]:
+        if 0.0 <= t[TIMER_PATH_VALIDATION] <= now:
             self._path_validation_failed()
-        if self._old_keys_deadline is not None and now >= self._old_keys_deadline:
+        if 0.0 <= t[TIMER_OLD_KEYS] <= now:
             # RFC 9001 §6.5: keep the previous keys about 3 PTO after a key update, no longer
             self._old_keys_deadline = None
             self._open[SP_APP].discard_old_keys()
-        t = self._recovery.get_loss_detection_timer()
-        if t is not None and now >= t:
+        if 0.0 <= t[TIMER_LOSS] <= now:
             lost, probe_space = self._recovery.on_loss_detection_timeout(now)
             if self._qlog is not None and lost:
                 self._trace_recovery(now, lost[0].space, lost)
@@ -978,8 +998,7 @@ cdef class Connection:
             if probe_space >= 0:
                 self._probes[probe_space] = max(self._probes[probe_space], self._recovery.probes_needed)
                 self._requeue_for_probe(probe_space)
-        ka = self.config.keep_alive
-        if ka and self._state == _ESTABLISHED and now >= self._last_eliciting_sent + ka:
+        if 0.0 <= t[TIMER_KEEP_ALIVE] <= now:
             self._ping_pending = True
 
     def _emit_terminated(self, ev):

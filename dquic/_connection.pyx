@@ -571,6 +571,15 @@ cdef class Connection:
         return self._state >= _CLOSING
 
     @property
+    def close_sent(self):
+        """True once the connection owes its peer nothing more: our CONNECTION_CLOSE went out
+        (closing), the peer closed first (draining), or it terminated. The closing or draining
+        period that follows only answers stray packets; an application need not wait for it."""
+        if self._state == _CLOSING:
+            return self._close_frame is None or self._close_sent_at >= 0
+        return self._state > _CLOSING
+
+    @property
     def is_terminated(self):
         """True when nothing remains to do: the driver may forget the connection."""
         return self._state == _TERMINATED

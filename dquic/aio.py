@@ -873,7 +873,10 @@ class AsyncConnection:
             self._send_waiters = keep
         if self._progress_waiters:
             _wake(self._progress_waiters)
-        if self._terminated and core.is_terminated:
+        if self._terminated and core.close_sent:
+            # nothing is owed to the peer any more: the application is done with this
+            # connection. A server's endpoint keeps the core through its closing period (it
+            # answers stray packets); a client that owns its socket releases it now.
             self._finish()
 
     # receiving messages ------------------------------------------------------------------------

@@ -344,6 +344,40 @@ def test_close_delivers_queued_data_and_wait_closed(run):
     assert got == [blob] and done == [True]
 
 
+def test_close_with_nothing_in_flight_does_not_wait_out_the_closing_period(run):
+    """close() + wait_closed() return once our CONNECTION_CLOSE is out: the closing period
+    (3 PTO, when stray packets are answered) is kept by the endpoint, not by the caller."""
+    server_side = []
+
+    async def handler(conn):
+        assert await conn.receive_message(2) == b"bye"
+        conn.close()
+        await conn.wait_closed()
+        server_side.append(conn._core.is_terminated)
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            conn = await aio.connect(*server.address)
+            await conn.send_message(1, b"x")
+            while conn.send_buffered:  # until the peer acknowledged it: nothing in flight
+                await asyncio.sleep(0.001)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            conn.close()
+            await conn.wait_closed()
+            elapsed = loop.time() - start
+            # the core is still in its closing period: it was not waited out
+            assert conn._core.is_closed and not conn._core.is_terminated, elapsed
+            other = await aio.connect(*server.address)
+            await other.send_message(2, b"bye")
+            with pytest.raises(ConnectionClosed):
+                await other.receive_message()
+            await other.wait_closed()
+
+    run(main)
+    assert server_side == [False]
+
+
 def test_server_close_ends_client_connection(run):
     async def main():
         server = await aio.serve("127.0.0.1", 0, _echo)

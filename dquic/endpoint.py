@@ -31,6 +31,7 @@ An idle connection is in none of the busy structures; it costs nothing until its
 """
 from __future__ import annotations
 
+import hmac
 import os
 from collections import deque
 from heapq import heapify, heappop, heappush, heapreplace
@@ -44,12 +45,22 @@ from .errors import ProtocolError
 from .events import Event
 from .tokens import ResetTokens, RetryTokens, retry_integrity_tag
 
-__all__ = ["Endpoint", "ConnectionAccepted"]
+__all__ = ["Endpoint", "ConnectionAccepted", "reset_key_for"]
 
 MIN_INITIAL_DATAGRAM = 1200
 #: A stateless reset is sent only in answer to datagrams at least this long (it must be shorter
 #: than what triggered it, and still look like a short-header packet: RFC 9000 §10.3).
 MIN_RESET_TRIGGER = 42
+#: Label of the stateless-reset key derived from an endpoint's static key (``reset_key_for``).
+RESET_KEY_LABEL = b"dquic/1 stateless reset key"
+
+
+def reset_key_for(identity) -> bytes:
+    """The stateless-reset key of an endpoint whose static key pair is ``identity``:
+    HMAC-SHA256(private key, label). A server restarted with the same key file computes the
+    same reset tokens, so it can reset the connections its previous process held (PROTOCOL.md
+    §17); the key itself cannot be recovered from the tokens."""
+    return hmac.new(identity.private, RESET_KEY_LABEL, "sha256").digest()
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,9 @@ class Endpoint:
     state, no Diffie-Hellman) when ``require_retry`` is set or when ``retry_threshold`` handshakes
     are already in progress; handshakes beyond ``max_handshakes`` and connections beyond
     ``max_connections`` are dropped. Datagrams for unknown connection IDs are answered with a
-    stateless reset (at most ``max_resets_per_second``).
+    stateless reset (at most ``max_resets_per_second``), under ``reset_key``: by default one
+    derived from ``config.identity`` (``reset_key_for``), so the tokens survive a restart with
+    the same key; a random one when there is no identity.
     """
 
     def __init__(
@@ -111,6 +124,8 @@ class Endpoint:
         self.require_retry = require_retry
         self.retry_threshold = max_handshakes // 2 if retry_threshold is None else retry_threshold
         self._retry_tokens = RetryTokens(token_key)
+        if reset_key is None and self.config.identity is not None:
+            reset_key = reset_key_for(self.config.identity)
         self._reset_tokens = ResetTokens(reset_key)
         self._reset_budget = max_resets_per_second
         self._reset_rate = max_resets_per_second

@@ -23,6 +23,7 @@ from .errors import (
     ConnectionTimeout,
     DQUICError,
     EndpointClosed,
+    UndeliveredData,
     ErrorCode,
     ProtocolError,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "DQUICFrame",
     "DQUICHeader",
     "EndpointClosed",
+    "UndeliveredData",
     "ErrorCode",
     "KeyPair",
     "ProtocolError",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import errno
-from typing import Optional
+from typing import Any, Dict, Optional
 
 __all__ = [
     "ErrorCode",
@@ -19,6 +19,7 @@ __all__ = [
     "AuthenticationError",
     "ConnectionRefused",
     "EndpointClosed",
+    "UndeliveredData",
 ]
 
 
@@ -90,6 +91,22 @@ class AuthenticationError(DQUICError):
 class ConnectionRefused(DQUICError, ConnectionRefusedError):
     """The peer's host reported that nothing listens on that port (ICMP port unreachable)
     while the handshake was under way."""
+
+
+class UndeliveredData(DQUICError):
+    """Data the application queued was not acknowledged by its peer when ``close()`` gave up
+    on it (``linger`` ran out, or was 0) or when ``flush()`` timed out.
+
+    ``undelivered`` maps each peer address to the number of stream bytes it had not
+    acknowledged (messages with their few bytes of length prefix; they may or may not have
+    arrived, and none will be sent again). ``errno`` is ``ETIMEDOUT``.
+    """
+
+    def __init__(self, undelivered: Dict[Any, int], message: str = "") -> None:
+        total = sum(undelivered.values())
+        super().__init__(errno.ETIMEDOUT, message or (
+            f"{total} bytes queued for {len(undelivered)} peer(s) were not acknowledged"))
+        self.undelivered = dict(undelivered)
 
 
 class EndpointClosed(DQUICError):

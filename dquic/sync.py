@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import logging
 import os
 import select
 import socket
@@ -54,10 +55,13 @@ from .errors import (
     ConnectionTimeout,
     DQUICError,
     ErrorCode,
+    UndeliveredData,
 )
 from .events import ConnectionTerminated, HandshakeCompleted, MessageReceived, PathChanged
 
-__all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed"]
+__all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed", "UndeliveredData"]
+
+logger = logging.getLogger("dquic")
 
 #: Socket reads per driving step before the endpoint processes them.
 RECV_BATCH = 64
@@ -384,8 +388,9 @@ class DQUIC:
     def __enter__(self) -> "DQUIC":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        # with an exception already on its way out, undelivered data is logged, not raised
+        self.close(abandon=exc_type is not None)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else (repr(self.local_address) if self._sock else "unbound")
@@ -506,10 +511,61 @@ class DQUIC:
                 self._receiving -= 1
                 self._leave(flush=False)
 
-    def close(self) -> None:
+    def flush(self, timeout: Optional[float] = -1.0) -> None:
+        """Wait until every connection's queued data has been acknowledged by its peer.
+
+        ``timeout`` in seconds (None: no limit; default: the ``settimeout`` value). Raises
+        ``UndeliveredData`` (its ``undelivered`` maps peer address -> unacknowledged bytes) when
+        the time runs out or a connection with unacknowledged data ends; the data stays queued
+        on connections that are still open."""
+        if timeout == -1.0:
+            timeout = self._timeout
+        deadline = None if timeout is None else _monotonic() + timeout
+        with self._cond:
+            self._check_open()
+            self._active += 1
+            self._send_waiters += 1  # woken as acknowledgements arrive
+            try:
+                while True:
+                    busy = self._unacknowledged()
+                    lost = {p.addr: n for p, n in busy.items() if p.terminated}
+                    if lost:
+                        raise UndeliveredData(lost, f"{sum(lost.values())} bytes were not "
+                                                    f"acknowledged before the connection ended")
+                    if not busy:
+                        return
+                    try:
+                        self._drive_or_wait(deadline, "flush timed out")
+                    except TimeoutError:
+                        left = {p.addr: n for p, n in self._unacknowledged().items()}
+                        if left:
+                            raise UndeliveredData(left, f"flush timed out with {sum(left.values())} "
+                                                        f"bytes unacknowledged") from None
+                        return
+            finally:
+                self._send_waiters -= 1
+                self._leave()
+
+    def _unacknowledged(self) -> Dict["_Peer", int]:
+        """Peers with queued data not yet acknowledged -> bytes (lock held). Connections that
+        ended with data still queued are included (their data will never be acknowledged)."""
+        out = {}
+        for p in self._peers.values():
+            n = p.conn.send_buffered
+            if n and (not p.terminated or p.error is not None):
+                out[p] = n
+        return out
+
+    def close(self, abandon: bool = False) -> None:
         """Deliver queued data (waiting up to ``linger`` seconds for acknowledgements), close
         every connection, stop the I/O thread and close the socket. Idempotent; any later call
-        raises ``EndpointClosed`` (an ``OSError`` with errno ``EBADF``)."""
+        raises ``EndpointClosed`` (an ``OSError`` with errno ``EBADF``).
+
+        If data was still unacknowledged when the wait ended (``linger`` ran out, or is 0),
+        the socket is closed all the same and ``UndeliveredData`` is raised, listing the
+        bytes each peer had not acknowledged, unless ``abandon`` is true (then it is only
+        logged at WARNING on the ``dquic`` logger)."""
+        undelivered: Dict[Tuple, int] = {}
         with self._cond:
             if self._closing:
                 while not self._closed and self._thread is not None and self._thread.is_alive():
@@ -535,6 +591,9 @@ class DQUIC:
                     self._send_waiters -= 1
                 for p in list(self._peers.values()):
                     if not p.terminated:
+                        left = p.conn.send_buffered
+                        if left:
+                            undelivered[p.addr] = undelivered.get(p.addr, 0) + left
                         p.conn.close(0, "")
                 self._stop = True
                 self._cond.notify_all()
@@ -550,6 +609,13 @@ class DQUIC:
                 self._waker = None
             self._closed = True
             self._cond.notify_all()
+        if undelivered:
+            error = UndeliveredData(undelivered, f"close() abandoned {sum(undelivered.values())} "
+                                                 f"unacknowledged bytes queued for "
+                                                 f"{len(undelivered)} peer(s) (linger {self.linger} s)")
+            logger.warning("%s: %s", self, error.strerror)
+            if not abandon:
+                raise error
 
     # ------------------------------------------------------------------------------------
     # helpers for the API threads (called with the lock held unless noted)

@@ -378,6 +378,39 @@ def test_close_with_nothing_in_flight_does_not_wait_out_the_closing_period(run):
     assert server_side == [False]
 
 
+def test_close_reports_data_linger_could_not_deliver_and_flush(run):
+    """A peer that never reads stops the sender at its flow-control window: flush(timeout)
+    raises UndeliveredData with the account, and so does wait_closed() after a close()
+    whose linger ran out; abort() abandons without the report."""
+    release = []
+
+    async def handler(conn):
+        await release[0].wait()  # reads nothing until told
+
+    async def main():
+        release.append(asyncio.Event())
+        # the server keeps at most 64 KiB of whole messages out of its stream buffers
+        async with await aio.serve("127.0.0.1", 0, handler, receive_buffer=1 << 16) as server:
+            conn = await aio.connect(*server.address, linger=0.3, send_buffer_limit=16 << 20)
+            for _ in range(8):  # on one stream: the first message completes, the rest wait
+                await conn.send_message(0, bytes(1 << 20))
+            with pytest.raises(dquic.UndeliveredData) as info:
+                await conn.flush(0.2)
+            assert info.value.undelivered[conn.peer_address] > 0
+            conn.close()
+            with pytest.raises(dquic.UndeliveredData) as info:
+                await conn.wait_closed()
+            assert 1 << 20 <= info.value.undelivered[conn.peer_address] <= 8 * (1 << 20) + 64
+
+            other = await aio.connect(*server.address)
+            await other.send_message(1, bytes(3 << 20))
+            other.abort()
+            await other.wait_closed()  # abandoned on purpose: no report
+            release[0].set()
+
+    run(main)
+
+
 def test_server_close_ends_client_connection(run):
     async def main():
         server = await aio.serve("127.0.0.1", 0, _echo)

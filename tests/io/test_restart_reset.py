@@ -60,7 +60,7 @@ def _time_to_failure(key_after: Path, tmp_path: Path, limit: float) -> float:
     key.save(key_path)
     port = _free_port()
     server = _start(key_path, port)
-    client = dquic.DQUIC(server_key=key.public)
+    client = dquic.DQUIC(server_key=key.public, linger=0.2)
     client.settimeout(5.0)
     try:
         client.send_to(("127.0.0.1", port), {1: b"hello"})
@@ -77,7 +77,7 @@ def _time_to_failure(key_after: Path, tmp_path: Path, limit: float) -> float:
             time.sleep(0.02)
         return limit
     finally:
-        client.close()
+        client.close(abandon=True)  # the last messages went to a dead connection
         server.kill()
         server.communicate(timeout=10)
 

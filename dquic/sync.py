@@ -334,6 +334,9 @@ class DQUIC:
         self._addr_cache: Dict[Tuple, Tuple[int, Tuple]] = {}
         self._consumed = False
         self._tombstones = 0
+        # connections this side opened that ended with an error nobody was told of yet: the
+        # next send_to to that address reports it, or a receive_from with nothing to read
+        self._unreported: Dict["_Peer", None] = {}
         self._timeout: Optional[float] = None
         self._closing = False
         self._closed = False
@@ -480,7 +483,10 @@ class DQUIC:
         most one per stream, ``max_bytes`` in total); a message longer than ``max_bytes`` comes
         in ``max_bytes`` pieces over successive calls. Peers and streams are served in turn.
         Blocks until something is ready, or raises ``TimeoutError`` after the ``settimeout``
-        timeout.
+        timeout. When nothing is left to read and a connection this side opened has ended
+        with an error not yet reported (the server closed or restarted, the handshake was
+        refused, ...), raises that error (``ConnectionClosed``, ``AuthenticationError``,
+        ``ConnectionTimeout``, ``ConnectionRefused``) once, instead of waiting.
         """
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
             raise TypeError("max_bytes must be an int")
@@ -505,6 +511,8 @@ class DQUIC:
                         self._deferred_flush = True
                     if result is not None:
                         return result
+                    if self._unreported:
+                        self._raise_unreported()
                     self._drive_or_wait(deadline, "timed out")
                     self._check_open()
             finally:
@@ -775,6 +783,7 @@ class DQUIC:
         if peer is not None and peer.terminated:
             # report how the previous connection ended, once; the next call reconnects
             del self._by_addr[addr]
+            self._unreported.pop(peer, None)
             self._maybe_forget(peer)
             if peer.error is not None:
                 raise peer.error
@@ -793,6 +802,7 @@ class DQUIC:
             if self._by_addr.get(peer.addr) is peer:
                 del self._by_addr[peer.addr]
                 self._maybe_forget(peer)
+            self._unreported.pop(peer, None)
             raise peer.error or ConnectionClosed("connection closed")
         self._check_open()
 
@@ -813,12 +823,24 @@ class DQUIC:
             except TimeoutError:
                 pass  # the checks above say which deadline passed
 
+    def _raise_unreported(self) -> None:
+        """Raise (once) the error of a connection this side opened that has ended, when a
+        ``receive_from`` has nothing else to return (lock held)."""
+        peer = next(iter(self._unreported))
+        del self._unreported[peer]
+        if self._by_addr.get(peer.addr) is peer:
+            del self._by_addr[peer.addr]  # reported: the next send_to connects afresh
+            self._maybe_forget(peer)
+        raise peer.error or ConnectionClosed(f"connection to {peer.addr} closed")
+
     def _fail(self, peer: _Peer, error: BaseException) -> None:
         """Give up on a connection locally (lock held)."""
         if peer.terminated:
             return
         peer.terminated = True
         peer.error = error
+        if peer.outgoing and self._by_addr.get(peer.addr) is peer:
+            self._unreported[peer] = None
         if not peer.conn.is_closed:
             peer.conn.close(ErrorCode.CONNECTION_REFUSED if isinstance(error, ConnectionRefused) else 0,
                             "")
@@ -1141,10 +1163,12 @@ class DQUIC:
                 del self._by_addr[peer.addr]
             else:
                 self._tombstones += 1
+                self._unreported[peer] = None
                 if self._tombstones > MAX_TOMBSTONES:
                     for addr, p in list(self._by_addr.items()):
                         if p.terminated and p is not peer:
                             del self._by_addr[addr]
+                            self._unreported.pop(p, None)
                             self._maybe_forget(p)
                     self._tombstones = 1
         if peer not in self._ready:

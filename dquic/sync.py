@@ -483,10 +483,11 @@ class DQUIC:
         most one per stream, ``max_bytes`` in total); a message longer than ``max_bytes`` comes
         in ``max_bytes`` pieces over successive calls. Peers and streams are served in turn.
         Blocks until something is ready, or raises ``TimeoutError`` after the ``settimeout``
-        timeout. When nothing is left to read and a connection this side opened has ended
-        with an error not yet reported (the server closed or restarted, the handshake was
-        refused, ...), raises that error (``ConnectionClosed``, ``AuthenticationError``,
-        ``ConnectionTimeout``, ``ConnectionRefused``) once, instead of waiting.
+        timeout. When nothing is left to read, no connection is open any more, and one this
+        side opened ended with an error not yet reported (the server closed or restarted, the
+        handshake was refused, ...), raises that error (``ConnectionClosed``,
+        ``AuthenticationError``, ``ConnectionTimeout``, ``ConnectionRefused``) once, instead
+        of waiting for data that cannot come.
         """
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
             raise TypeError("max_bytes must be an int")
@@ -511,7 +512,7 @@ class DQUIC:
                         self._deferred_flush = True
                     if result is not None:
                         return result
-                    if self._unreported:
+                    if self._unreported and not self._live_peers():
                         self._raise_unreported()
                     self._drive_or_wait(deadline, "timed out")
                     self._check_open()
@@ -822,6 +823,10 @@ class DQUIC:
                 self._drive_or_wait(limit, "send_to timed out during the handshake")
             except TimeoutError:
                 pass  # the checks above say which deadline passed
+
+    def _live_peers(self) -> bool:
+        """True if any connection is still open (lock held)."""
+        return any(not p.terminated for p in self._peers.values())
 
     def _raise_unreported(self) -> None:
         """Raise (once) the error of a connection this side opened that has ended, when a

@@ -2080,9 +2080,10 @@ cdef class Connection:
         return 0
 
     cdef int _count_sent(self, Py_ssize_t total) except -1:
+        # (bytes sent on the current path are counted packet by packet in _record_sent: the
+        # anti-amplification room must shrink within one batch)
         if total:
             self.bytes_sent += total
-            self._bytes_sent_on_path += total
         return 0
 
     cdef int64_t _amplification_room(self):
@@ -2115,6 +2116,8 @@ cdef class Connection:
         data = self._finish_packet(space_id, hdr_end, length_off, pn, pn_len)
         if len(data) <= self._amplification_room():
             out.append((data, self.peer_addr))
+            self.bytes_sent += len(data)
+            self._bytes_sent_on_path += len(data)
 
     cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,
                            Py_ssize_t* length_off) except -1:
@@ -2238,6 +2241,7 @@ cdef class Connection:
         rec.space = space_id
         rec.time_sent = now
         rec.sent_bytes = size
+        self._bytes_sent_on_path += size
         rec.ack_eliciting = eliciting
         rec.in_flight = eliciting
         rec.is_probe = False

@@ -196,3 +196,68 @@ def test_spoofed_flood_costs_bounded_state_and_amplification():
     for addr, n in sent_back.items():
         assert n <= 3 * received[addr], (addr, n, received[addr])
     assert sep.retries_sent > 0
+
+
+
+def _forged_handshake_packet(dcid, scid, pn, frames):
+    """A HANDSHAKE packet anyone can make: these packets carry no packet protection."""
+    from dquic import _codec as codec
+
+    buf = codec.Buffer(capacity=1500)
+    length_off = codec.push_long_header(buf, codec.PACKET_HANDSHAKE, codec.DQUIC_VERSION_1, dcid,
+                                        scid, b"", pn, 2)
+    start = buf.tell()
+    for f in frames:
+        codec.push_frame(buf, f)
+    codec.patch_length(buf, length_off, 2 + buf.tell() - start)
+    return buf.data
+
+
+def _spoofed_handshake(forged_packets, seed):
+    """An attacker sends an Initial from a victim's address, then ``forged_packets`` HANDSHAKE
+    packets to the original DCID it chose itself (the endpoint routes that ID to the new
+    connection); the server's application answers the new connection at once with plenty of
+    data (0.5-RTT: the server's side of an NX handshake is complete after its reply). Returns
+    ``(bytes the server sent to the victim, bytes it received from the victim's address)``."""
+    from dquic import _codec as codec
+
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01), seed=seed)
+    conn.send_message(1, b"warm up")
+    net.run(until=lambda: server.count(1) == 1, max_time=5)
+    sep = server.endpoint
+    victim = ("203.0.113.9", 4444)
+    received = 0
+    sent = [0]
+
+    def count_sent(t, kind, src, dst, size):
+        if kind == "send" and src == SERVER_ADDR and dst == victim:
+            sent[0] += size
+
+    net.on_event(count_sent)
+    spoofer = Connection(Configuration(), SERVER_ADDR)
+    spoofer.connect(net.now)
+    for d, _ in spoofer.datagrams_to_send(net.now):
+        received += len(d)
+        sep.receive_datagram(d, victim, net.now)
+    (sconn,) = [c for c in sep.connections if c.peer_addr == victim]
+    # the handshake packet-number space goes on after the Initial's packet number
+    for pn in range(1, 1 + forged_packets):
+        d = _forged_handshake_packet(spoofer.original_dcid, spoofer.host_cid, pn,
+                                     [codec.PingFrame()])
+        received += len(d)
+        sep.receive_datagram(d, victim, net.now)
+    assert sconn.packets_received == 1 + forged_packets and not sconn.is_closed
+    assert sconn.handshake_complete
+    sconn.send_message(1, bytes(200_000))
+    net.poll(SERVER_ADDR)
+    net.run_for(5.0)
+    assert server.count(1) == 1 and conn.is_established  # the real client was not disturbed
+    return sent[0], received
+
+
+def test_spoofed_initial_answered_with_data_stays_within_three_times():
+    """What the server sends to an address it has not validated stays within 3x what it
+    received from there, counted packet by packet (not once per batch of packets)."""
+    sent, received = _spoofed_handshake(0, seed=12)
+    assert 0 < sent <= 3 * received, (sent, received)
+

@@ -197,6 +197,8 @@ cdef class Connection:
     cdef int _count_sent(self, Py_ssize_t total) except -1
     cdef int _set_app_protection(self, object seal, object open_) except -1
     cdef bint _short_dcid_ok(self, const uint8_t* dcid)
+    cdef bint _awaits_validation(self)
+    cdef bint _dcid_chosen_by_us(self, const uint8_t* dcid)
     # receiving
     cdef int _receive_short(self, object data, const uint8_t* p, Py_ssize_t start,
                             Py_ssize_t end, object addr, double now) except -1
@@ -205,7 +207,7 @@ cdef class Connection:
     cdef int _after_open(self, int space_id, _Space space, object opener, int64_t pn, int first,
                          const uint8_t* payload, Py_ssize_t plen, object pobj, Py_ssize_t poff,
                          bint is_long, object hdr, Py_ssize_t packet_len, object addr,
-                         double now) except -1
+                         double now, bint to_our_cid) except -1
     cdef int _process_frames(self, int space_id, const uint8_t* p, Py_ssize_t n, object pobj,
                              Py_ssize_t poff, double now, bint long_header, bint* eliciting,
                              bint* non_probing) except -1

@@ -1141,6 +1141,17 @@ cdef class Connection:
         finally:
             PyBuffer_Release(&view)
 
+    cdef bint _awaits_validation(self):
+        """Server whose client address is not validated: an authenticated packet addressed to
+        a connection ID we chose would validate it."""
+        return not self._address_validated and not self.is_client
+
+    cdef bint _dcid_chosen_by_us(self, const uint8_t* dcid):
+        """``dcid`` is one of the connection IDs we issued (not the client-chosen original
+        destination ID): only a peer that received our packets can know it."""
+        cid = PyBytes_FromStringAndSize(<const char*>dcid, self._cid_len)
+        return cid in self._host_cids.values()
+
     cdef bint _short_dcid_ok(self, const uint8_t* dcid):
         hc = self.host_cid
         if (PyBytes_CheckExact(hc) and PyBytes_GET_SIZE(hc) == self._cid_len
@@ -1157,10 +1168,13 @@ cdef class Connection:
         cdef int pn_len, i
         cdef int64_t truncated, pn
         cdef uint8_t first
+        cdef bint to_our_cid = False
         opener = self._app_open
         if space.discarded or opener is None:
             self.packets_dropped += 1
             return 0
+        if self._awaits_validation():
+            to_our_cid = self._dcid_chosen_by_us(p + start + 1)
         if self._app_open_null:
             # null protection: the packet number is in the clear
             first = p[start]
@@ -1179,7 +1193,8 @@ cdef class Connection:
                 return 0
             hlen = rel + pn_len
             return self._after_open(SP_APP, space, opener, pn, first, p + start + hlen,
-                                    plen - hlen, data, start + hlen, False, None, plen, addr, now)
+                                    plen - hlen, data, start + hlen, False, None, plen, addr, now,
+                                    to_our_cid)
         if type(opener) is PacketProtection:
             try:
                 payload = (<PacketProtection>opener).c_open(p + start, plen, rel, space.largest_rx + 1, &pn, &first)
@@ -1193,7 +1208,8 @@ cdef class Connection:
                 return 0
             return self._after_open(SP_APP, space, opener, pn, first,
                                     <const uint8_t*>PyBytes_AS_STRING(payload),
-                                    PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now)
+                                    PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr,
+                                    now, to_our_cid)
         if start == 0 and PyBytes_CheckExact(data) and end == PyBytes_GET_SIZE(data):
             packet = data
         else:
@@ -1212,7 +1228,8 @@ cdef class Connection:
             payload = bytes(payload)
         return self._after_open(SP_APP, space, opener, pn, plain_header[0],
                                 <const uint8_t*>PyBytes_AS_STRING(payload),
-                                PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now)
+                                PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now,
+                                to_our_cid)
 
     cdef int _receive_long(self, object hdr, object data, Py_ssize_t start, Py_ssize_t end,
                            object addr, double now) except -1:
@@ -1235,13 +1252,17 @@ cdef class Connection:
         return self._after_open(SP_HS, space, opener, pn, plain_header[0],
                                 <const uint8_t*>PyBytes_AS_STRING(payload),
                                 PyBytes_GET_SIZE(payload), payload, 0, True, hdr, end - start,
-                                addr, now)
+                                addr, now,
+                                self._awaits_validation() and hdr.dcid in self._host_cids.values())
 
     cdef int _after_open(self, int space_id, _Space space, object opener, int64_t pn, int first,
                          const uint8_t* payload, Py_ssize_t plen, object pobj, Py_ssize_t poff,
                          bint is_long, object hdr, Py_ssize_t packet_len, object addr,
-                         double now) except -1:
-        """An authenticated packet: duplicate check, frames, ACK bookkeeping, migration."""
+                         double now, bint to_our_cid) except -1:
+        """An authenticated packet: duplicate check, frames, ACK bookkeeping, migration.
+
+        ``to_our_cid``: the packet was addressed to a connection ID we chose while the client's
+        address awaited validation (see ``_awaits_validation``)."""
         cdef bint eliciting = False, non_probing = False, out_of_order
         if pn < space.rx_floor or space.rx.contains(<uint64_t>pn):
             self.duplicate_packets += 1
@@ -1261,9 +1282,12 @@ cdef class Connection:
             self._peer_cid_set_by_server = True
             self.peer_cid = hdr.scid
             self._peer_cids[0] = (hdr.scid, None)
-        if not self.is_client and not self._address_validated and (
-                not is_long or hdr.packet_type != codec.PACKET_INITIAL or hdr.dcid == self.host_cid):
-            self._address_validated = True  # the client used a CID we chose: it got our packet
+        if to_our_cid and self._awaits_validation():
+            # the client used a connection ID we chose: it received one of our packets at
+            # this address. Nothing else in a handshake-phase packet proves that: those
+            # packets have no packet protection, and the original destination ID is the
+            # client's own choice (PROTOCOL.md §18.1)
+            self._address_validated = True
         if space_id == SP_APP and not self.is_client and not self._handshake_confirmed:
             self._confirm_handshake()
         if self._qlog is not None:

@@ -261,3 +261,12 @@ def test_spoofed_initial_answered_with_data_stays_within_three_times():
     sent, received = _spoofed_handshake(0, seed=12)
     assert 0 < sent <= 3 * received, (sent, received)
 
+
+def test_forged_handshake_packets_do_not_validate_a_spoofed_address():
+    """HANDSHAKE packets to the client-chosen original DCID prove nothing about the address
+    they claim to come from (anyone can make them): the 3x limit still holds."""
+    sent, received = _spoofed_handshake(5, seed=13)
+    assert 0 < sent <= 3 * received, (sent, received)
+
+
+

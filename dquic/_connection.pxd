@@ -234,5 +234,6 @@ cdef class Connection:
     cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=*)
     cdef bint _has_control_frames(self)
     cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True
+    cdef bint _write_path_frames(self, Py_ssize_t end) except? True
     cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True
     cdef bint _write_stream_frames(self, Py_ssize_t end, _Sent rec) except? True

@@ -1142,9 +1142,11 @@ cdef class Connection:
             PyBuffer_Release(&view)
 
     cdef bint _awaits_validation(self):
-        """Server whose client address is not validated: an authenticated packet addressed to
-        a connection ID we chose would validate it."""
-        return not self._address_validated and not self.is_client
+        """Server whose client address is not validated and no path validation runs: an
+        authenticated packet addressed to a connection ID we chose would validate it. (After a
+        migration only PATH_RESPONSE validates the new address: the client's packets reach us
+        with our connection IDs whatever source address an on-path attacker writes on them.)"""
+        return not self._address_validated and not self.is_client and self._path_challenge is None
 
     cdef bint _dcid_chosen_by_us(self, const uint8_t* dcid):
         """``dcid`` is one of the connection IDs we issued (not the client-chosen original
@@ -2349,6 +2351,10 @@ cdef class Connection:
         ack_due = space.ack_pending and space.ack_deadline >= 0.0 and space.ack_deadline <= now
         probe = self._probes[SP_APP] > 0
         control = self._has_control_frames()
+        # path validation frames are small and not held back by congestion control: the
+        # window may still be full of packets sent on the previous path (RFC 9000 §9.4)
+        path_frames = len(self._path_responses) > 0 or (
+            self._path_challenge is not None and not self._path_challenge_sent)
         have_data = len(self._send_queue) > 0 or len(self._datagrams) > 0
         if not (ack_due or probe or control or have_data or self._ping_pending):
             return None
@@ -2367,7 +2373,7 @@ cdef class Connection:
                 cc_ok = False
                 if control or have_data:
                     self._pacing_deadline = t
-        if not cc_ok and not ack_due:
+        if not cc_ok and not ack_due and not path_frames:
             return None
         self._start_packet(SP_APP, limit, &pn, &pn_len, &length_off)
         hdr_end = self._sbuf._pos
@@ -2388,6 +2394,8 @@ cdef class Connection:
                 self._sbuf.c_push_uint(F_PING, 1)
                 eliciting = True
             self._ping_pending = False
+        elif path_frames:
+            eliciting = self._write_path_frames(end)
         if self._sbuf._pos == hdr_end:
             # nothing fitted: undo the packet number
             space.next_pn -= 1
@@ -2427,19 +2435,8 @@ cdef class Connection:
                 _add_other(rec, ("ms",))
                 self._want_max_streams = False
                 wrote = True
-        while self._path_responses:
-            f = codec.PathResponseFrame(self._path_responses[0])
-            if buf._pos + codec.frame_size(f) > end:
-                break
-            codec.push_frame(buf, f)
-            self._path_responses.popleft()
+        if self._write_path_frames(end):
             wrote = True
-        if self._path_challenge is not None and not self._path_challenge_sent:
-            f = codec.PathChallengeFrame(self._path_challenge[0])
-            if buf._pos + codec.frame_size(f) <= end:
-                codec.push_frame(buf, f)
-                self._path_challenge_sent = True
-                wrote = True
         while self._cids_to_issue:
             seq = self._cids_to_issue[0]
             cid = self._host_cids.get(seq)
@@ -2460,6 +2457,25 @@ cdef class Connection:
             codec.push_frame(buf, f)
             _add_other(rec, ("rc", self._retire_to_send.pop(0)))
             wrote = True
+        return wrote
+
+    cdef bint _write_path_frames(self, Py_ssize_t end) except? True:
+        """PATH_RESPONSE for challenges received, PATH_CHALLENGE for a new path."""
+        cdef Buffer buf = self._sbuf
+        cdef bint wrote = False
+        while self._path_responses:
+            f = codec.PathResponseFrame(self._path_responses[0])
+            if buf._pos + codec.frame_size(f) > end:
+                break
+            codec.push_frame(buf, f)
+            self._path_responses.popleft()
+            wrote = True
+        if self._path_challenge is not None and not self._path_challenge_sent:
+            f = codec.PathChallengeFrame(self._path_challenge[0])
+            if buf._pos + codec.frame_size(f) <= end:
+                codec.push_frame(buf, f)
+                self._path_challenge_sent = True
+                wrote = True
         return wrote
 
     cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True:

@@ -269,4 +269,38 @@ def test_forged_handshake_packets_do_not_validate_a_spoofed_address():
     assert 0 < sent <= 3 * received, (sent, received)
 
 
+def test_new_path_that_never_answers_stays_within_three_times():
+    """After the client's address changes, the server sends the new address at most 3x what
+    arrived from it until PATH_RESPONSE comes back: later packets from that address do not
+    validate it (an on-path attacker rewriting source addresses gets no more than 3x)."""
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01, bandwidth=50e6), seed=14)
+    conn.send_message(1, b"hello")
+    net.run(until=lambda: server.count(1) == 1, max_time=5)
+    net.run_for(0.5)
+    sconn = server.endpoint.connections[0]
+    new_addr = ("198.51.100.10", 40002)
+    counts = {"in": 0, "out": 0}
 
+    def count(t, kind, src, dst, size):
+        if kind == "send" and src == new_addr and dst == SERVER_ADDR:
+            counts["in"] += size
+        elif kind == "send" and src == SERVER_ADDR and dst == new_addr:
+            counts["out"] += size
+
+    net.on_event(count)
+    net.rebind(CLIENT_ADDR, new_addr)
+    # the client sends from the new address; nothing sent there comes back
+    net.link(new_addr, SERVER_ADDR, LinkConfig(delay=0.01, bandwidth=50e6),
+             LinkConfig(delay=0.01, bandwidth=50e6, loss=1.0))
+    for i in range(3):
+        conn.send_message(3, b"moved %d" % i)
+        net.poll(new_addr)
+        net.run_for(0.015)
+    assert sconn.peer_addr == new_addr
+    # now the server's application has a lot to say
+    sconn.send_message(2, os.urandom(1 << 20))
+    for _ in range(50):
+        net.poll(SERVER_ADDR)
+        net.run_for(0.01)
+        assert counts["out"] <= 3 * counts["in"], counts
+    assert counts["in"] > 0 and counts["out"] > 0

@@ -1607,7 +1607,11 @@ cdef class Connection:
         self._check_recv_closed(s)
 
     def _on_stop_sending(self, space_id, frame, now):
-        cdef _Stream s = self._get_stream(frame.stream_id, False)
+        cdef _Stream s = self._lookup(frame.stream_id)
+        if s is None or not s.send_opened:
+            # our sending half of that stream was never opened (only we open it): nothing to
+            # stop, no state to create, no RESET_STREAM to send (PROTOCOL.md §16.6)
+            return
         self._events.append(StopSendingReceived(frame.stream_id, frame.error_code))
         if not s.send._reset and not s.send.is_finished:
             s.send.reset(frame.error_code)
@@ -1620,7 +1624,9 @@ cdef class Connection:
             self._requeue_blocked()
 
     def _on_max_stream_data(self, space_id, frame, now):
-        cdef _Stream s = self._get_stream(frame.stream_id, False)
+        cdef _Stream s = self._lookup(frame.stream_id)
+        if s is None or not s.send_opened:
+            return  # credit for a sending half we never opened: ignored (PROTOCOL.md §16.6)
         if frame.maximum > s.send_limit:
             s.send_limit = frame.maximum
             if s.send.has_pending_c():

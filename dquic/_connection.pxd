@@ -138,6 +138,9 @@ cdef class Connection:
     cdef public int64_t _streams_blocked_reported
     cdef public uint64_t _streams_counted
     cdef public object _waiting_for_stream_credit
+    cdef public object _finished                 # deque of (forget_after, _Stream): finished peer halves
+    cdef public Py_ssize_t _finished_max         # how many of them are always remembered
+    cdef public int64_t _credit_owed             # stream credits held back until one is forgotten
     cdef public _Stream _last_stream            # one-entry cache in front of _streams
     # datagrams
     cdef public object _datagrams
@@ -188,6 +191,7 @@ cdef class Connection:
     cdef _Stream _peer_stream(self, uint64_t stream_id)
     cdef void _schedule(self, _Stream s)
     cdef int _check_recv_closed(self, _Stream s) except -1
+    cdef int _forget_finished(self, double now) except -1
     cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef double _pto(self)
     cdef int _fill_timers(self, double* t) except -1

@@ -120,10 +120,11 @@ cdef enum:
     TIMER_PATH_VALIDATION = 7  # PATH_CHALLENGE unanswered
     TIMER_OLD_KEYS = 8         # drop the keys of the previous key phase
     TIMER_CLOSE = 9            # closing or draining period over
-    TIMER_KINDS = 10
+    TIMER_STREAM_CREDIT = 10   # forget an old finished stream half, give its credit back
+    TIMER_KINDS = 11
 
 TIMER_NAMES = ("loss", "ack_handshake", "ack", "pacing", "handshake", "idle", "keep_alive",
-               "path_validation", "old_keys", "close")
+               "path_validation", "old_keys", "close", "stream_credit")
 
 cdef uint64_t VARINT_MAX = ((<uint64_t>1) << 62) - 1
 cdef int64_t PN_MAX = ((<int64_t>1) << 62) - 1
@@ -225,6 +226,11 @@ cdef inline void _note_work(Connection conn):
     cdef dict work = conn._work
     if work is not None:
         work[conn] = None
+
+
+cdef inline bint _peer_only(_Stream s) noexcept:
+    """Everything ``s`` holds came from the peer: we never opened our sending half."""
+    return not s.send_opened and s.reset_to_send is None and not s.send._reset
 
 
 cdef inline void _add_other(_Sent rec, tuple item):
@@ -460,6 +466,11 @@ cdef class Connection:
         self._streams_blocked_reported = -1
         self._streams_counted = 0
         self._waiting_for_stream_credit = deque()
+        # stream halves the peer opened and finished, on streams we never sent on (their whole
+        # state came from the peer): the newest max_streams stay, older ones are forgotten
+        self._finished = deque()
+        self._finished_max = config.max_streams
+        self._credit_owed = 0
 
         # unreliable datagrams (RFC 9221)
         self._datagrams = deque()
@@ -894,11 +905,48 @@ cdef class Connection:
         _note_work(self)
 
     cdef int _check_recv_closed(self, _Stream s) except -1:
-        """Give the peer a new stream credit once its half of ``s`` is fully consumed."""
+        """Give the peer a new stream credit once its half of ``s`` is fully consumed.
+
+        A stream whose only state is the peer's finished half is remembered (late frames for
+        it are ignored) among the newest ``max_streams`` such streams; beyond that, the oldest
+        is forgotten once it finished three PTOs ago, and the credit for the new one goes back
+        only then (PROTOCOL.md §16.6): what a peer opens and finishes costs bounded memory."""
         if s.recv_opened and not s.closed_counted and _recv_closed(s.recv):
             s.closed_counted = True
-            self._max_streams_local += 1
+            if _peer_only(s):
+                self._finished.append((self._now_hint + 3 * self._pto(), s))
+                if len(self._finished) <= self._finished_max:
+                    self._max_streams_local += 1
+                else:
+                    self._credit_owed += 1
+                    self._forget_finished(self._now_hint)
+            else:
+                self._max_streams_local += 1
             self._want_max_streams = True
+            _note_work(self)
+        return 0
+
+    cdef int _forget_finished(self, double now) except -1:
+        """Forget finished peer halves beyond the newest ``max_streams`` that finished at least
+        three PTOs ago; each pays one credit held back."""
+        cdef _Stream s
+        cdef int64_t paid = 0
+        while len(self._finished) > self._finished_max:
+            forget_after, s = self._finished[0]
+            if _peer_only(s) and forget_after > now:
+                break
+            self._finished.popleft()
+            # (a stream we have sent on since it finished is the application's: it stays)
+            if _peer_only(s) and self._streams.get(s.stream_id) is s:
+                del self._streams[s.stream_id]
+                if self._last_stream is s:
+                    self._last_stream = None
+            self._credit_owed -= 1
+            paid += 1
+        if paid:
+            self._max_streams_local += <uint64_t>paid
+            self._want_max_streams = True
+            _note_work(self)
         return 0
 
     # ----------------------------------------------------------------------------------------
@@ -939,6 +987,8 @@ cdef class Connection:
             t[TIMER_PATH_VALIDATION] = self._path_challenge[2]
         if self._old_keys_deadline is not None:
             t[TIMER_OLD_KEYS] = self._old_keys_deadline
+        if self._credit_owed > 0:
+            t[TIMER_STREAM_CREDIT] = self._finished[0][0]
         return 0
 
     def get_timer(self):
@@ -998,6 +1048,8 @@ cdef class Connection:
             # RFC 9001 §6.5: keep the previous keys about 3 PTO after a key update, no longer
             self._old_keys_deadline = None
             self._open[SP_APP].discard_old_keys()
+        if 0.0 <= t[TIMER_STREAM_CREDIT] <= now:
+            self._forget_finished(now)
         if 0.0 <= t[TIMER_LOSS] <= now:
             lost, probe_space = self._recovery.on_loss_detection_timeout(now)
             if self._qlog is not None and lost:

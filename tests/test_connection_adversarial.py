@@ -272,3 +272,40 @@ def test_stop_sending_for_a_stream_the_peer_opened_and_we_never_sent_on():
     assert [e.stream_id for _, e in server.events
             if type(e).__name__ == "StopSendingReceived"] == [5]
 
+
+def test_streams_opened_and_finished_without_end_keep_memory_bounded():
+    """A peer that keeps opening stream halves and finishing them at once (empty STREAM with
+    FIN, or RESET_STREAM), using every stream credit it is given, cannot make the server keep
+    state for all of them: finished halves beyond ``max_streams`` are forgotten once they are
+    three PTOs old, and their credit goes back only then."""
+    limit = 64
+    net, client, server, conn = _established_for_flood(max_streams=limit)
+    sconn = server.endpoint.connections[0]
+    sid = 1000
+    opened = 0
+    largest = 0
+    for rnd in range(400):
+        room = sconn._max_streams_local - sconn._peer_opened
+        if room <= 0:
+            net.run_for(0.05)  # wait for credit, as a peer that obeys MAX_STREAMS does
+            continue
+        frames = []
+        for _ in range(min(room, 100)):
+            sid += 1
+            if sid % 2:
+                frames.append(codec.StreamFrame(sid, 0, b"", True))
+            else:
+                frames.append(codec.ResetStreamFrame(sid, 1, 0))
+        _inject(net, conn, server, frames)
+        opened += len(frames)
+        assert not server.terminated(), server.terminated()
+        largest = max(largest, len(sconn._streams))
+    assert opened >= 5_000
+    assert largest <= 2 * limit + 2, largest
+    # late frames for the newest finished halves are still recognised and ignored
+    opened_before = sconn._peer_opened
+    _inject(net, conn, server, [codec.StreamFrame(sid, 0, b"", True),
+                                codec.ResetStreamFrame(sid - 1, 1, 0)])
+    assert sconn._peer_opened == opened_before and not server.terminated()
+    _inject(net, conn, server, [codec.StreamFrame(0, 6, b"\x05after", False)])
+    assert server.count(0) == 2

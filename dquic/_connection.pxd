@@ -195,6 +195,7 @@ cdef class Connection:
     cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef double _pto(self)
     cdef int _fill_timers(self, double* t) except -1
+    cdef bint _handshake_pending(self)
     cdef double _effective_idle_timeout(self)
     cdef int64_t _amplification_room(self)
     cdef int _check_app_limited(self, Py_ssize_t mds) except -1

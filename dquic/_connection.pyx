@@ -975,7 +975,7 @@ cdef class Connection:
         if self._pacing_deadline >= 0.0:
             t[TIMER_PACING] = self._pacing_deadline
         if self._started:
-            if self._state == _HANDSHAKING:
+            if self._handshake_pending():
                 t[TIMER_HANDSHAKE] = self._created + self.config.handshake_timeout
             idle = self._effective_idle_timeout()
             if idle:
@@ -1009,6 +1009,14 @@ cdef class Connection:
         cdef int i
         self._fill_timers(t)
         return {TIMER_NAMES[i]: t[i] for i in range(TIMER_KINDS) if t[i] >= 0.0}
+
+    cdef bint _handshake_pending(self):
+        """The handshake timeout applies: still handshaking, or (server) complete but not
+        confirmed. For NK/IK/NX the server's side completes as soon as it replied, without any
+        sign that the client received that reply: a connection from a spoofed address stays
+        there, and must end at the handshake timeout, not at the idle timeout."""
+        return self._state == _HANDSHAKING or (
+            self._state == _ESTABLISHED and not self.is_client and not self._handshake_confirmed)
 
     cdef double _effective_idle_timeout(self):
         cdef double idle = self._idle_timeout, peer

@@ -304,3 +304,31 @@ def test_new_path_that_never_answers_stays_within_three_times():
         net.run_for(0.01)
         assert counts["out"] <= 3 * counts["in"], counts
     assert counts["in"] > 0 and counts["out"] > 0
+
+
+def test_spoofed_connection_ends_at_the_handshake_timeout():
+    """For NK/IK/NX the server's side of the handshake is complete once it replied, but the
+    handshake is not confirmed until an authenticated 1-RTT packet from the client arrives: a
+    connection from a spoofed address, which never confirms, ends at the handshake timeout
+    (not at the idle timeout), and the established client is not disturbed."""
+    scfg = Configuration(is_client=False, handshake_timeout=2.0, idle_timeout=30.0)
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01), seed=15, server_config=scfg)
+    conn.send_message(1, b"hello")
+    net.run(until=lambda: server.count(1) == 1, max_time=5)
+    sep = server.endpoint
+    t0 = net.now
+    spoofer = Connection(Configuration(), SERVER_ADDR)
+    spoofer.connect(net.now)
+    for d, _ in spoofer.datagrams_to_send(net.now):
+        sep.receive_datagram(d, ("203.0.113.9", 4444), net.now)
+    net.poll(SERVER_ADDR)
+    (half_open,) = [c for c in sep.connections if c.peer_addr != CLIENT_ADDR]
+    assert half_open.handshake_complete and not half_open.handshake_confirmed
+    for i in range(6):
+        conn.send_message(1, b"tick %d" % i)
+        net.run_for(0.5)
+    assert net.now - t0 >= 2.5
+    assert half_open not in sep.connections and half_open.is_terminated
+    ends = [e for c, e in server.events if c is half_open and isinstance(e, ConnectionTerminated)]
+    assert ends and ends[0].timeout and ends[0].reason == "handshake timeout"
+    assert server.count(1) == 7 and conn.is_established

@@ -29,6 +29,16 @@ next message (or a ``max_bytes`` piece of a large one) of each stream of one pee
 data stays in the core's stream buffers until ``receive_from`` reads it, so flow control slows a
 sender down when the application does not read: memory per connection stays bounded by the
 configured windows.
+
+Addresses
+---------
+A peer is named by its address, so an address belongs to one connection at a time. A new
+connection from an address whose connection is still live (the peer restarted, or somebody sent
+an Initial from that address: it takes no key) gets the address only once its handshake is
+confirmed, which needs the peer to have received our handshake reply there; the connection it
+replaces is then closed. Until then ``send_to``, ``receive_from`` and ``connections`` keep to
+the established connection, and a new connection that never confirms ends at the handshake
+timeout.
 """
 from __future__ import annotations
 
@@ -313,7 +323,10 @@ class DQUIC:
         self._io_cond = threading.Condition(lock)  # the I/O thread waits on this one
         self._waiters = 0  # API threads waiting on _cond
         self._peers: Dict[Any, _Peer] = {}  # core connection -> peer state
-        self._by_addr: Dict[Tuple, _Peer] = {}  # peer address -> newest usable peer state
+        self._by_addr: Dict[Tuple, _Peer] = {}  # peer address -> the peer state send_to uses
+        # connections a peer opened from an address that already has a live connection: they
+        # get the address once their handshake is confirmed (see _settle_contenders)
+        self._contenders: Dict[_Peer, None] = {}
         self._ready: "collections.OrderedDict[_Peer, None]" = collections.OrderedDict()
         self._sock: Optional[UDPSocket] = None
         self._thread: Optional[threading.Thread] = None
@@ -366,11 +379,13 @@ class DQUIC:
 
     @property
     def connections(self) -> List[Connection]:
-        """Public views of the live connections."""
+        """Public views of the live connections: one per address, the one ``send_to`` uses (a
+        newer connection from an address already in use is listed once it has replaced the
+        older one, see ``_settle_contenders``)."""
         with self._cond:
             out = []
             for p in self._peers.values():
-                if p.terminated:
+                if p.terminated or p in self._contenders:
                     continue
                 if p.facade is None:
                     p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _lock=self._cond)
@@ -1124,8 +1139,14 @@ class DQUIC:
                 addr = normalize_address(ev.address)
                 peer = _Peer(conn, addr, False, _monotonic())
                 self._peers[conn] = peer
-                # the newest connection from an address wins (e.g. the peer restarted)
-                self._by_addr[addr] = peer
+                holder = self._by_addr.get(addr)
+                if holder is None or holder.terminated:
+                    self._by_addr[addr] = peer
+                else:
+                    # One unauthenticated datagram (anybody can send an Initial from any
+                    # address) never takes an address away from a live connection: the new
+                    # connection must first show that it receives at that address.
+                    self._contenders[peer] = None
             elif isinstance(ev, ConnectionTerminated):
                 if peer is not None:
                     self._on_terminated(peer, ev)
@@ -1135,14 +1156,39 @@ class DQUIC:
                     new = normalize_address(ev.new_addr)
                     if self._by_addr.get(peer.addr) is peer:
                         del self._by_addr[peer.addr]
+                    self._contenders.pop(peer, None)
                     peer.addr = new
                     self._by_addr[new] = peer
+        if self._contenders:
+            self._settle_contenders()
         return notify
+
+    def _settle_contenders(self) -> None:
+        """A connection a peer opened from an address that already had a live connection gets
+        the address (``send_to``, ``connections``) once its handshake is confirmed (the server
+        received an authenticated 1-RTT packet: the client got our handshake reply at that
+        address, so the peer restarted or reconnected); the connection it replaces is closed,
+        unless this side opened it. Until then the established connection keeps the address,
+        and a contender that never confirms (a spoofed Initial) ends at the handshake timeout
+        without having disturbed it. A contender also gets an address whose connection ended."""
+        for peer in list(self._contenders):
+            if peer.terminated:
+                del self._contenders[peer]
+                continue
+            holder = self._by_addr.get(peer.addr)
+            if peer.conn.handshake_confirmed or holder is None or holder.terminated:
+                del self._contenders[peer]
+                self._by_addr[peer.addr] = peer
+                if (holder is not None and holder is not peer and not holder.terminated
+                        and not holder.outgoing and not holder.conn.is_closed):
+                    holder.conn.close(0, "replaced by a newer connection from the same address")
+                    self._flush_needed = True
 
     def _on_terminated(self, peer: _Peer, ev: ConnectionTerminated) -> None:
         if peer.terminated:
             return
         peer.terminated = True
+        self._contenders.pop(peer, None)
         code = ev.error_code
         if ev.timeout:
             what = "handshake" if not peer.established else "idle"

@@ -361,24 +361,22 @@ def round_trips(d, dest) -> tuple:
     return n / (time.perf_counter() - t0), n
 
 
-def start_holders(port: int, n: int) -> list:
-    """Holder processes for ``n`` connections, all ready (before the ramp's clock starts)."""
+def start_holders(port: int, n: int, per_holder: int = 0) -> list:
+    """Holder processes for ``n`` connections, all ready (before the ramp's clock starts): as
+    many as each may hold (RLIMIT_NOFILE), or ``per_holder`` when that is less."""
     holders = []
     try:
-        first = Proc("holder", str(port), "--connections", str(n), "--net", "1",
-                     "--idle-timeout", str(IDLE_TIMEOUT))
-        holders.append(first)
-        cap = int(first.line(60, "holder start").split()[1])
-        if cap <= 0:
-            raise RuntimeError("a holder process cannot open any socket (RLIMIT_NOFILE)")
-        left = n - cap
+        left = n
         while left > 0:
             if len(holders) >= 250:
-                raise RuntimeError(f"{n} connections need too many holder processes of {cap}")
-            h = Proc("holder", str(port), "--connections", str(min(left, cap)),
-                     "--net", str(len(holders) + 1), "--idle-timeout", str(IDLE_TIMEOUT))
+                raise RuntimeError(f"{n} connections need too many holder processes")
+            ask = min(left, per_holder) if per_holder else left
+            h = Proc("holder", str(port), "--connections", str(ask), "--net", str(len(holders) + 1),
+                     "--idle-timeout", str(IDLE_TIMEOUT))
             holders.append(h)
             got = int(h.line(60, "holder start").split()[1])
+            if got <= 0:
+                raise RuntimeError("a holder process cannot open any socket (RLIMIT_NOFILE)")
             left -= got
         return holders
     except BaseException:

@@ -84,9 +84,10 @@ CHECK = os.environ.get("DQUIC_SCALE_CHECK", "1" if os.environ.get("DQUIC_SCALE_N
 MARGIN = 1024  # max_connections = N + MARGIN
 IDLE_TIMEOUT = 4 * 3600.0  # longer than any run: no connection times out
 CONCURRENCY = 64  # handshakes in progress at once during the ramp
-#: Requests outstanding at once in the check. More overload today's server: a request waiting
-#: longer than the client's probe timeout is sent again, and each copy costs the server as much
-#: as the original (at N = 1,000, 64 outstanding answered 68 requests/s, 16 outstanding 267/s).
+#: Requests outstanding at once in the check. More than that overload a slow server: a request
+#: waiting longer than the client's probe timeout is sent again, and each copy costs the server
+#: as much as the original (today's server at N = 1,000: 68 requests/s answered with 64
+#: outstanding, 267/s with 16).
 CHECK_CONCURRENCY = 16
 PAYLOAD = b"r" * 64
 RTT_COUNT = 2000

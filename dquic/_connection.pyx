@@ -1300,6 +1300,13 @@ cdef class Connection:
         if space.discarded or opener is None:
             self.packets_dropped += 1
             return 0
+        if (self.is_client and self._retry_scid is not None and not self._peer_cid_set_by_server
+                and hdr.scid != self._retry_scid):
+            # after a Retry the server's connection uses the Retry's source connection ID;
+            # another one is a connection the server made for an earlier copy of our first
+            # packet (accepted without the Retry): ignore it (PROTOCOL.md §18)
+            self.packets_dropped += 1
+            return 0
         try:
             plain_header, payload, pn = opener.decrypt_packet(
                 memoryview(data)[start:end], hdr.pn_offset - start, space.largest_rx + 1)

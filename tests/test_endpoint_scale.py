@@ -273,3 +273,44 @@ def test_handshake_completes_and_messages_arrive(monkeypatch):
     net.pump()
     assert len(net.received) == 3
     assert not any(isinstance(ev, HandshakeCompleted) for _, ev in net.server.take_events())
+
+
+def test_retry_race_with_an_earlier_copy_accepted_without_it():
+    """Under load the server may send a Retry for one copy of a client's first packet and accept
+    a later copy directly (fewer handshakes in progress by then): the client keeps to the
+    connection that answered its Retry and completes the handshake."""
+    key = KeyPair.generate()
+    server = Endpoint(Configuration(is_client=False, identity=key), accept=True)
+    client = Endpoint(Configuration())
+    conn = client.connect(SERVER, 0.0)
+    first = client.datagrams_to_send(0.0)
+    client_addr = ("10.1.0.1", 5000)
+    server.require_retry = True
+    for data, _ in first:
+        server.receive_datagram(data, client_addr, 0.001)
+    retry = server.datagrams_to_send(0.001)
+    assert server.retries_sent == 1 and server.connection_count == 0
+    server.require_retry = False
+    for data, _ in first:  # a duplicate (or a retransmission) of the first packet
+        server.receive_datagram(data, client_addr, 0.002)
+    direct = server.datagrams_to_send(0.002)
+    assert server.connection_count == 1 and direct
+    now = 0.003
+    for data, _ in retry + direct:  # the Retry first, then the other connection's answer
+        client.receive_datagram(data, SERVER, now)
+    for _ in range(20):
+        moved = False
+        for data, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, client_addr, now)
+            moved = True
+        for data, _ in server.datagrams_to_send(now):
+            client.receive_datagram(data, SERVER, now)
+            moved = True
+        now += 0.001
+        if not moved:
+            break
+    events = [ev for _, ev in client.take_events()]
+    assert not any(isinstance(ev, ConnectionTerminated) for ev in events), events
+    assert conn.is_established and conn.handshake_confirmed
+    answered = [c for c in server.connections if c.handshake_confirmed]
+    assert len(answered) == 1 and answered[0].host_cid == conn.peer_cid

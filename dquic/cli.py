@@ -390,7 +390,7 @@ def run_keygen(args: argparse.Namespace, out: TextIO) -> int:
     if os.path.exists(args.file) and not args.force:
         raise CommandFailed(f"{args.file} exists (use --force to replace it)", EXIT_USAGE)
     pair = KeyPair.generate()
-    pair.save(args.file)
+    pair.save(args.file, overwrite=args.force)
     out.write(pair.public_b64 + "\n")
     return EXIT_OK
 

@@ -75,11 +75,13 @@ class ConnectionTimeout(DQUICError, TimeoutError):
     """The peer did not answer in time (handshake or idle timeout)."""
 
 
-class ConnectionClosed(DQUICError):
-    """The connection was closed or reset by the peer or locally."""
+class ConnectionClosed(DQUICError, ConnectionResetError):
+    """The connection was closed or reset by the peer or locally. Like a reset socket it is
+    a ``ConnectionResetError`` with errno ``ECONNRESET``; ``error_code`` and ``reason`` are
+    what the CONNECTION_CLOSE carried."""
 
     def __init__(self, message: str = "connection closed", error_code: int = 0, reason: str = "") -> None:
-        super().__init__(message)
+        super().__init__(errno.ECONNRESET, message)
         self.error_code = error_code
         self.reason = reason
 

@@ -350,6 +350,9 @@ class DQUIC:
         # connections this side opened that ended with an error nobody was told of yet: the
         # next send_to to that address reports it, or a receive_from with nothing to read
         self._unreported: Dict["_Peer", None] = {}
+        # the fileno() descriptor (made on first use) and whether it is readable now
+        self._readable: Optional[Waker] = None
+        self._readable_set = False
         self._timeout: Optional[float] = None
         self._closing = False
         self._closed = False
@@ -403,6 +406,48 @@ class DQUIC:
     def gettimeout(self) -> Optional[float]:
         return self._timeout
 
+    def setblocking(self, flag: bool) -> None:
+        """``setblocking(False)`` is ``settimeout(0.0)``, ``setblocking(True)`` is
+        ``settimeout(None)``, as for a socket. A call that would have to wait then raises
+        ``BlockingIOError`` (errno ``EAGAIN``)."""
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self) -> bool:
+        """False if calls never wait (timeout 0), as for a socket."""
+        return self._timeout != 0.0
+
+    def fileno(self) -> int:
+        """A descriptor that is readable while ``receive_from`` would return without waiting
+        (messages are ready, or a connection's error is waiting to be reported), for
+        ``select``/``selectors``/``add_reader`` loops. It is not the UDP socket: the protocol
+        keeps running in the background (ACKs, retransmissions) whether or not the
+        application reads."""
+        with self._cond:
+            self._check_open()
+            if self._readable is None:
+                self._readable = Waker()
+                self._readable_set = False
+                self._update_readable()
+            return self._readable.fileno()
+
+    def _update_readable(self) -> None:
+        """Keep the ``fileno()`` descriptor's readiness in step with ``receive_from`` (lock
+        held; level-triggered: set while something is ready, cleared once all was read)."""
+        ready_peers = self._ready
+        while ready_peers:
+            peer = next(iter(ready_peers))
+            if peer.stage or peer.conn.readable_streams():
+                break
+            del ready_peers[peer]  # everything it had was read
+            self._maybe_forget(peer)
+        ready = bool(ready_peers) or (bool(self._unreported) and not self._live_peers())
+        if ready and not self._readable_set:
+            self._readable_set = True
+            self._readable.wake()
+        elif not ready and self._readable_set:
+            self._readable_set = False
+            self._readable.drain()
+
     def __enter__(self) -> "DQUIC":
         return self
 
@@ -444,7 +489,9 @@ class DQUIC:
         completes: ``ConnectionTimeout``, ``AuthenticationError`` or ``ConnectionRefused`` if it
         fails). Blocks while the connection already buffers ``max_send_buffer`` unacknowledged
         bytes (back-pressure), at most for the ``settimeout`` timeout (``TimeoutError``: the
-        messages before the one that did not fit were queued). Raises ``TypeError`` /
+        messages before the one that did not fit were queued; with ``settimeout(0)`` /
+        ``setblocking(False)`` it raises ``BlockingIOError`` instead, ``EINPROGRESS`` while the
+        handshake is under way and ``EAGAIN`` when the buffer is full). Raises ``TypeError`` /
         ``ValueError`` for bad arguments before anything is sent, and ``ConnectionClosed`` if the
         peer closed the connection (the next ``send_to`` opens a new one).
         """
@@ -487,6 +534,14 @@ class DQUIC:
                         raise ConnectionClosed("connection is closing") from None
                     buffered += n
                 self._kick()
+            except TimeoutError as exc:
+                if timeout == 0.0 and type(exc) is TimeoutError:
+                    # non-blocking (settimeout(0) / setblocking(False)), as for a socket
+                    if not peer.established:
+                        raise BlockingIOError(errno.EINPROGRESS, "handshake in progress: send "
+                                                                 "again once it completes") from None
+                    raise BlockingIOError(errno.EAGAIN, "the send buffer is full") from None
+                raise
             finally:
                 self._leave()
         return total
@@ -498,7 +553,7 @@ class DQUIC:
         most one per stream, ``max_bytes`` in total); a message longer than ``max_bytes`` comes
         in ``max_bytes`` pieces over successive calls. Peers and streams are served in turn.
         Blocks until something is ready, or raises ``TimeoutError`` after the ``settimeout``
-        timeout. When nothing is left to read, no connection is open any more, and one this
+        timeout (``BlockingIOError``, errno ``EAGAIN``, with a timeout of 0). When nothing is left to read, no connection is open any more, and one this
         side opened ended with an error not yet reported (the server closed or restarted, the
         handshake was refused, ...), raises that error (``ConnectionClosed``,
         ``AuthenticationError``, ``ConnectionTimeout``, ``ConnectionRefused``) once, instead
@@ -519,6 +574,8 @@ class DQUIC:
                     self._kick()
                 while True:
                     result = self._collect(max_bytes) if self._ready else None
+                    if self._readable is not None:
+                        self._update_readable()
                     if self._consumed:
                         # reading may have opened flow-control window to announce: that goes
                         # with the next packet (the reply the application is about to send, or
@@ -529,7 +586,12 @@ class DQUIC:
                         return result
                     if self._unreported and not self._live_peers():
                         self._raise_unreported()
-                    self._drive_or_wait(deadline, "timed out")
+                    try:
+                        self._drive_or_wait(deadline, "timed out")
+                    except TimeoutError:
+                        if timeout == 0.0:
+                            raise BlockingIOError(errno.EAGAIN, "no message is ready") from None
+                        raise
                     self._check_open()
             finally:
                 self._receiving -= 1
@@ -631,6 +693,9 @@ class DQUIC:
             if self._waker is not None:
                 self._waker.close()
                 self._waker = None
+            if self._readable is not None:
+                self._readable.close()
+                self._readable = None
             self._closed = True
             self._cond.notify_all()
         if undelivered:
@@ -848,6 +913,8 @@ class DQUIC:
         ``receive_from`` has nothing else to return (lock held)."""
         peer = next(iter(self._unreported))
         del self._unreported[peer]
+        if self._readable is not None:
+            self._update_readable()
         if self._by_addr.get(peer.addr) is peer:
             del self._by_addr[peer.addr]  # reported: the next send_to connects afresh
             self._maybe_forget(peer)
@@ -1161,6 +1228,8 @@ class DQUIC:
                     self._by_addr[new] = peer
         if self._contenders:
             self._settle_contenders()
+        if notify and self._readable is not None:
+            self._update_readable()
         return notify
 
     def _settle_contenders(self) -> None:

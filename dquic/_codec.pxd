@@ -53,7 +53,8 @@ cdef class PacketHeader:
     cdef readonly bint is_long
 
 
-# Size in bytes of the minimal varint encoding of `value`; 0 if value >= 2**62.
+# Size in bytes of the minimal varint encoding of `value`; 0 if value >= 2**62. (Compiled modules
+# of dquic use the inline primitives of dquic/_wire.pxd directly.)
 cdef int c_varint_size(uint64_t value) noexcept nogil
 
 # Parse one packet header at buf's position (PROTOCOL.md §4/§5); buf is left at pn_offset.

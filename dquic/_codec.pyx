@@ -28,6 +28,9 @@ from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 
+from dquic._wire cimport (be_read, be_write, pn_decode, pn_length, pn_truncate, varint_len,
+                         varint_read, varint_write)
+
 from time import perf_counter_ns as _perf_counter_ns
 
 from dquic.errors import ErrorCode, ProtocolError
@@ -105,79 +108,10 @@ cdef object _PROTOCOL_VIOLATION = ErrorCode.PROTOCOL_VIOLATION
 
 
 # ---------------------------------------------------------------------------------------
-# Raw varint helpers (RFC 9000 §16)
+# Raw varint helpers (RFC 9000 §16): the inline primitives of dquic._wire
 # ---------------------------------------------------------------------------------------
 cdef int c_varint_size(uint64_t value) noexcept nogil:
-    if value < 0x40:
-        return 1
-    if value < 0x4000:
-        return 2
-    if value < 0x40000000:
-        return 4
-    if value < ((<uint64_t>1) << 62):
-        return 8
-    return 0
-
-
-cdef inline Py_ssize_t _read_varint(const unsigned char* p, Py_ssize_t avail, uint64_t* out) noexcept nogil:
-    """Decode one varint from p; return bytes consumed, or 0 if fewer than needed are available."""
-    cdef Py_ssize_t n
-    if avail < 1:
-        return 0
-    n = (<Py_ssize_t>1) << (p[0] >> 6)
-    if avail < n:
-        return 0
-    if n == 1:
-        out[0] = p[0]
-    elif n == 2:
-        out[0] = ((<uint64_t>(p[0] & 0x3F)) << 8) | p[1]
-    elif n == 4:
-        out[0] = (((<uint64_t>(p[0] & 0x3F)) << 24) | ((<uint64_t>p[1]) << 16)
-                  | ((<uint64_t>p[2]) << 8) | p[3])
-    else:
-        out[0] = (((<uint64_t>(p[0] & 0x3F)) << 56) | ((<uint64_t>p[1]) << 48)
-                  | ((<uint64_t>p[2]) << 40) | ((<uint64_t>p[3]) << 32)
-                  | ((<uint64_t>p[4]) << 24) | ((<uint64_t>p[5]) << 16)
-                  | ((<uint64_t>p[6]) << 8) | p[7])
-    return n
-
-
-cdef inline void _write_varint(unsigned char* p, uint64_t v, int n) noexcept nogil:
-    """Write v as an n-byte varint (n in 1, 2, 4, 8; v must fit)."""
-    if n == 1:
-        p[0] = <unsigned char>v
-    elif n == 2:
-        p[0] = <unsigned char>(0x40 | (v >> 8))
-        p[1] = <unsigned char>v
-    elif n == 4:
-        p[0] = <unsigned char>(0x80 | (v >> 24))
-        p[1] = <unsigned char>(v >> 16)
-        p[2] = <unsigned char>(v >> 8)
-        p[3] = <unsigned char>v
-    else:
-        p[0] = <unsigned char>(0xC0 | (v >> 56))
-        p[1] = <unsigned char>(v >> 48)
-        p[2] = <unsigned char>(v >> 40)
-        p[3] = <unsigned char>(v >> 32)
-        p[4] = <unsigned char>(v >> 24)
-        p[5] = <unsigned char>(v >> 16)
-        p[6] = <unsigned char>(v >> 8)
-        p[7] = <unsigned char>v
-
-
-cdef inline uint64_t _read_be(const unsigned char* p, int n) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(n):
-        v = (v << 8) | p[i]
-    return v
-
-
-cdef inline void _write_be(unsigned char* p, uint64_t v, int n) noexcept nogil:
-    cdef int i
-    for i in range(n - 1, -1, -1):
-        p[i] = <unsigned char>v
-        v >>= 8
+    return varint_len(value)
 
 
 cdef Py_ssize_t _byte_len(object data) except -1:
@@ -316,34 +250,34 @@ cdef class Buffer:
 
     cdef int c_pull_uint(self, int nbytes, uint64_t* out) except -1:
         cdef const unsigned char* p = self.c_pull_ptr(nbytes)
-        out[0] = _read_be(p, nbytes)
+        out[0] = be_read(p, nbytes)
         return 0
 
     cdef int c_push_uint(self, uint64_t value, int nbytes) except -1:
         cdef unsigned char* p = self.c_push_ptr(nbytes)
-        _write_be(p, value, nbytes)
+        be_write(p, value, nbytes)
         return 0
 
     cdef int c_pull_varint(self, uint64_t* out) except -1:
-        cdef Py_ssize_t n = _read_varint(self._base + self._pos, self._size - self._pos, out)
+        cdef Py_ssize_t n = varint_read(self._base + self._pos, self._size - self._pos, out)
         if n == 0:
             raise ProtocolError(f"truncated varint at offset {self._pos}")
         self._pos += n
         return 0
 
     cdef int c_push_varint(self, uint64_t value) except -1:
-        cdef int n = c_varint_size(value)
+        cdef int n = varint_len(value)
         if n == 0:
             raise ValueError(f"varint value {value} exceeds 2**62-1")
-        _write_varint(self.c_push_ptr(n), value, n)
+        varint_write(self.c_push_ptr(n), value, n)
         return 0
 
     cdef int c_push_varint_fixed(self, uint64_t value, int nbytes) except -1:
         if nbytes not in (1, 2, 4, 8):
             raise ValueError("varint width must be 1, 2, 4 or 8")
-        if c_varint_size(value) == 0 or c_varint_size(value) > nbytes:
+        if varint_len(value) == 0 or varint_len(value) > nbytes:
             raise ValueError(f"varint value {value} does not fit in {nbytes} bytes")
-        _write_varint(self.c_push_ptr(nbytes), value, nbytes)
+        varint_write(self.c_push_ptr(nbytes), value, nbytes)
         return 0
 
     cdef int c_push_raw(self, const unsigned char* src, Py_ssize_t n) except -1:
@@ -500,15 +434,15 @@ cdef class Buffer:
 def varint_size(value):
     """Bytes of the minimal varint encoding of ``value`` (ValueError if out of range)."""
     cdef uint64_t v = _u62(value, "value")
-    return c_varint_size(v)
+    return varint_len(v)
 
 
 def encode_varint(value):
     """Minimal varint encoding of ``value`` (0 <= value < 2**62) as bytes."""
     cdef uint64_t v = _u62(value, "value")
     cdef unsigned char tmp[8]
-    cdef int n = c_varint_size(v)
-    _write_varint(tmp, v, n)
+    cdef int n = varint_len(v)
+    varint_write(tmp, v, n)
     return PyBytes_FromStringAndSize(<const char*>tmp, n)
 
 
@@ -534,41 +468,12 @@ def encode_packet_number(full_pn, largest_acked=None):
     or ``largest_acked >= full_pn``.
     """
     cdef uint64_t pn = _u62(full_pn, "full_pn")
-    cdef uint64_t unacked
+    cdef int64_t la = -1
     cdef int nbytes
-    if largest_acked is None or (isinstance(largest_acked, int) and largest_acked == -1):
-        unacked = pn + 1
-    else:
-        la = _u62(largest_acked, "largest_acked")
-        if la >= pn:
-            raise ValueError("largest_acked must be smaller than full_pn")
-        unacked = pn - la
-    # the encoding must represent 2 * unacked distinct values
-    if unacked < (1 << 7):
-        nbytes = 1
-    elif unacked < (1 << 15):
-        nbytes = 2
-    elif unacked < (1 << 23):
-        nbytes = 3
-    elif unacked < 0x80000000:
-        nbytes = 4
-    else:
-        raise ValueError("too many unacknowledged packets to encode the packet number")
-    return pn & (((<uint64_t>1) << (8 * nbytes)) - 1), nbytes
-
-
-cdef uint64_t c_decode_packet_number(uint64_t truncated, int nbits, int64_t largest_pn) noexcept nogil:
-    cdef uint64_t expected = <uint64_t>(largest_pn + 1)
-    cdef uint64_t win = (<uint64_t>1) << nbits
-    cdef uint64_t hwin = win >> 1
-    cdef uint64_t mask = win - 1
-    cdef uint64_t candidate = (expected & ~mask) | truncated
-    # RFC 9000 A.3; written with unsigned arithmetic that cannot wrap
-    if candidate + hwin <= expected and candidate < ((<uint64_t>1) << 62) - win:
-        return candidate + win
-    if candidate > expected + hwin and candidate >= win:
-        return candidate - win
-    return candidate
+    if not (largest_acked is None or (isinstance(largest_acked, int) and largest_acked == -1)):
+        la = <int64_t>_u62(largest_acked, "largest_acked")
+    nbytes = pn_length(<int64_t>pn, la)
+    return pn_truncate(pn, nbytes), nbytes
 
 
 def decode_packet_number(truncated, length_bytes, largest_pn):
@@ -585,7 +490,7 @@ def decode_packet_number(truncated, length_bytes, largest_pn):
         raise ValueError("truncated packet number does not fit in length_bytes")
     if largest_pn < -1 or largest_pn > VARINT_MAX:
         raise ValueError("largest_pn out of range")
-    return c_decode_packet_number(<uint64_t>truncated, 8 * <int>length_bytes, <int64_t>largest_pn)
+    return pn_decode(<int64_t>truncated, 8 * <int>length_bytes, <int64_t>largest_pn + 1)
 
 
 def packet_number_length(first_byte):
@@ -825,7 +730,7 @@ def patch_length(Buffer buf, Py_ssize_t length_offset, value):
         raise ValueError("buffer is read-only")
     if length_offset < 0 or length_offset + 2 > buf._size:
         raise ValueError("length_offset outside buffer")
-    _write_varint(buf._base + length_offset, c_value, 2)
+    varint_write(buf._base + length_offset, c_value, 2)
 
 
 def push_short_header(Buffer buf, dcid, pn_truncated, pn_len, key_phase=0, spin=0):
@@ -1371,19 +1276,19 @@ cdef inline Py_ssize_t _parse_stream_hdr(const unsigned char* p, Py_ssize_t avai
     """Parse the fields after a STREAM type byte. Returns the bytes consumed (>= 1) or a
     negative fault code (see _stream_hdr_error)."""
     cdef Py_ssize_t n, pos = 0
-    n = _read_varint(p, avail, stream_id)
+    n = varint_read(p, avail, stream_id)
     if n == 0:
         return -1
     pos = n
     if frame_type & 0x04:
-        n = _read_varint(p + pos, avail - pos, offset)
+        n = varint_read(p + pos, avail - pos, offset)
         if n == 0:
             return -2
         pos += n
     else:
         offset[0] = 0
     if frame_type & 0x02:
-        n = _read_varint(p + pos, avail - pos, length)
+        n = varint_read(p + pos, avail - pos, length)
         if n == 0:
             return -3
         pos += n
@@ -1442,7 +1347,7 @@ cdef inline Py_ssize_t _rv(const unsigned char* p, Py_ssize_t size, Py_ssize_t p
                            uint64_t* out) except -1:
     """Read one varint at p[pos] (size = bytes in p); return the position after it or raise
     ProtocolError when it is truncated."""
-    cdef Py_ssize_t n = _read_varint(p + pos, size - pos, out)
+    cdef Py_ssize_t n = varint_read(p + pos, size - pos, out)
     if n == 0:
         raise ProtocolError(f"truncated varint at offset {pos}")
     return pos + n
@@ -1563,10 +1468,10 @@ cdef object _pull_frame(Buffer buf, Py_ssize_t max_ack_ranges):
     cdef CryptoFrame cf
     cdef DatagramFrame df
     cdef PaddingFrame pf
-    tn = _read_varint(buf._base + buf._pos, buf._size - buf._pos, &ftype)
+    tn = varint_read(buf._base + buf._pos, buf._size - buf._pos, &ftype)
     if tn == 0:
         raise ProtocolError(f"truncated frame type at offset {buf._pos}")
-    if tn != c_varint_size(ftype):
+    if tn != varint_len(ftype):
         raise ProtocolError(f"frame type 0x{ftype:x} is not minimally encoded",
                             _PROTOCOL_VIOLATION, ftype)
     buf._pos += tn
@@ -1813,27 +1718,27 @@ def _bench_decode_stream_headers(data, Py_ssize_t n):
 # Frame encoding
 # ---------------------------------------------------------------------------------------
 cdef int c_stream_frame_header_size(uint64_t stream_id, uint64_t offset, uint64_t length) noexcept nogil:
-    return (1 + c_varint_size(stream_id) + (c_varint_size(offset) if offset else 0)
-            + c_varint_size(length))
+    return (1 + varint_len(stream_id) + (varint_len(offset) if offset else 0)
+            + varint_len(length))
 
 
 cdef int c_push_stream_frame_header(Buffer buf, uint64_t stream_id, uint64_t offset,
                                     uint64_t length, bint fin) except -1:
-    cdef int ns = c_varint_size(stream_id)
-    cdef int no = c_varint_size(offset) if offset else 0
-    cdef int nl = c_varint_size(length)
+    cdef int ns = varint_len(stream_id)
+    cdef int no = varint_len(offset) if offset else 0
+    cdef int nl = varint_len(length)
     cdef unsigned char* p
     if ns == 0 or nl == 0 or (offset and no == 0) or offset + length > C_VARINT_MAX:
         raise ValueError("STREAM frame field exceeds 2**62-1")
     p = buf.c_push_ptr(1 + ns + no + nl)
     p[0] = 0x08 | 0x02 | (0x04 if offset else 0) | (0x01 if fin else 0)
     p += 1
-    _write_varint(p, stream_id, ns)
+    varint_write(p, stream_id, ns)
     p += ns
     if offset:
-        _write_varint(p, offset, no)
+        varint_write(p, offset, no)
         p += no
-    _write_varint(p, length, nl)
+    varint_write(p, length, nl)
     return 0
 
 
@@ -2024,7 +1929,7 @@ def push_frame(Buffer buf, frame):
 
 
 cdef Py_ssize_t _vs(uint64_t v) except -1:
-    cdef int n = c_varint_size(v)
+    cdef int n = varint_len(v)
     if n == 0:
         raise ValueError(f"value {v} exceeds 2**62-1")
     return n
@@ -2163,8 +2068,8 @@ cdef inline bint _open_input(object data, Py_buffer* view, const unsigned char**
 
 cdef inline int _put_varint(unsigned char* p, uint64_t v) noexcept nogil:
     """Write v (< 2**62, checked by the caller) as a minimal varint; return its size."""
-    cdef int n = c_varint_size(v)
-    _write_varint(p, v, n)
+    cdef int n = varint_len(v)
+    varint_write(p, v, n)
     return n
 
 
@@ -2189,16 +2094,16 @@ def encode_stream_frame(stream_id, offset, data, fin=False):
     try:
         if off + <uint64_t>n > C_VARINT_MAX:
             raise ValueError("STREAM frame offset + length exceeds 2**62-1")
-        ns = c_varint_size(sid)
-        no = c_varint_size(off) if off else 0
-        nl = c_varint_size(<uint64_t>n)
+        ns = varint_len(sid)
+        no = varint_len(off) if off else 0
+        nl = varint_len(<uint64_t>n)
         out = PyBytes_FromStringAndSize(NULL, 1 + ns + no + nl + n)
         q = <unsigned char*>PyBytes_AS_STRING(out)
         q[0] = 0x08 | 0x02 | (0x04 if off else 0) | (0x01 if fin else 0)
-        _write_varint(q + 1, sid, ns)
+        varint_write(q + 1, sid, ns)
         if off:
-            _write_varint(q + 1 + ns, off, no)
-        _write_varint(q + 1 + ns + no, <uint64_t>n, nl)
+            varint_write(q + 1 + ns, off, no)
+        varint_write(q + 1 + ns + no, <uint64_t>n, nl)
         if n:
             memcpy(q + 1 + ns + no + nl, src, n)
     finally:
@@ -2272,7 +2177,7 @@ def encode_short_header(dcid, pn_truncated, pn_len, key_phase=0, spin=0):
         q[0] = 0x40 | (sp << 5) | (kp << 2) | (c_pn_len - 1)
         if n:
             memcpy(q + 1, src, n)
-        _write_be(q + 1 + n, pn, c_pn_len)
+        be_write(q + 1 + n, pn, c_pn_len)
     finally:
         if own:
             PyBuffer_Release(&view)
@@ -2315,7 +2220,7 @@ def decode_short_header(data, Py_ssize_t dcid_len, Py_ssize_t offset=0):
         pos = offset + 1
         dcid = PyBytes_FromStringAndSize(<const char*>(p + pos), dcid_len)
         pos += dcid_len
-        pn = _read_be(p + pos, pn_len)
+        pn = be_read(p + pos, pn_len)
     finally:
         if own:
             PyBuffer_Release(&view)
@@ -2372,12 +2277,12 @@ def encode_long_header(packet_type, version, dcid, scid, token, pn_truncated, pn
             raise ValueError(f"scid longer than {MAX_CID_LEN} bytes")
         if c_type != 0 and nt:
             raise ValueError("only Initial packets carry a token")
-        ntl = c_varint_size(<uint64_t>nt) if c_type == 0 else 0
+        ntl = varint_len(<uint64_t>nt) if c_type == 0 else 0
         total = 1 + 4 + 1 + nd + 1 + ns + ntl + (nt if c_type == 0 else 0) + 2 + c_pn_len
         out = PyBytes_FromStringAndSize(NULL, total)
         q = <unsigned char*>PyBytes_AS_STRING(out)
         q[0] = 0xC0 | (c_type << 4) | (c_pn_len - 1)
-        _write_be(q + 1, c_version, 4)
+        be_write(q + 1, c_version, 4)
         q += 5
         q[0] = <unsigned char>nd
         if nd:
@@ -2388,13 +2293,13 @@ def encode_long_header(packet_type, version, dcid, scid, token, pn_truncated, pn
             memcpy(q + 1, ps, ns)
         q += 1 + ns
         if c_type == 0:
-            _write_varint(q, <uint64_t>nt, ntl)
+            varint_write(q, <uint64_t>nt, ntl)
             q += ntl
             if nt:
                 memcpy(q, pt, nt)
             q += nt
-        _write_varint(q, plen + <uint64_t>c_pn_len, 2)
-        _write_be(q + 2, pn, c_pn_len)
+        varint_write(q, plen + <uint64_t>c_pn_len, 2)
+        be_write(q + 2, pn, c_pn_len)
     finally:
         if od:
             PyBuffer_Release(&vd)
@@ -2431,7 +2336,7 @@ def decode_long_header(data, Py_ssize_t offset=0):
             raise ProtocolError("not a long header (long-header bit clear)")
         if size - offset < 7:
             raise ProtocolError("truncated long header")
-        version = _read_be(p + offset + 1, 4)
+        version = be_read(p + offset + 1, 4)
         if version == 0:
             raise ProtocolError("version negotiation packet (use pull_header)")
         if version != C_VERSION_1:
@@ -2472,7 +2377,7 @@ def decode_long_header(data, Py_ssize_t offset=0):
         pn_len = (b0 & 0x03) + 1
         if length < <uint64_t>pn_len:
             raise ProtocolError("Length field smaller than the packet number")
-        pn = _read_be(p + pos, pn_len)
+        pn = be_read(p + pos, pn_len)
     finally:
         if own:
             PyBuffer_Release(&view)
@@ -2781,11 +2686,11 @@ cdef class DQUICFrame:
         """Encode as type (OFF|LEN|FIN), stream id, offset, length."""
         cdef unsigned char tmp[25]
         cdef uint64_t sid = self.stream_id, off = self.offset, ln = self.length
-        cdef int a = c_varint_size(sid), b = c_varint_size(off), c = c_varint_size(ln)
+        cdef int a = varint_len(sid), b = varint_len(off), c = varint_len(ln)
         tmp[0] = 0x08 | 0x04 | 0x02 | (self.frame_type & 0x01)
-        _write_varint(tmp + 1, sid, a)
-        _write_varint(tmp + 1 + a, off, b)
-        _write_varint(tmp + 1 + a + b, ln, c)
+        varint_write(tmp + 1, sid, a)
+        varint_write(tmp + 1 + a, off, b)
+        varint_write(tmp + 1 + a + b, ln, c)
         return PyBytes_FromStringAndSize(<const char*>tmp, 1 + a + b + c)
 
     @classmethod

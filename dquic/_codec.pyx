@@ -108,13 +108,13 @@ cdef object _PROTOCOL_VIOLATION = ErrorCode.PROTOCOL_VIOLATION
 
 
 # ---------------------------------------------------------------------------------------
-# Raw varint helpers (RFC 9000 §16): the inline primitives of dquic._wire
+# C helpers: varint size (the primitives themselves are dquic._wire's), argument checks
 # ---------------------------------------------------------------------------------------
 cdef int c_varint_size(uint64_t value) noexcept nogil:
     return varint_len(value)
 
 
-cdef Py_ssize_t _byte_len(object data) except -1:
+cdef Py_ssize_t byte_len(object data) except -1:
     """Length in bytes of a bytes-like object (TypeError for anything else)."""
     cdef Py_buffer view
     if PyBytes_CheckExact(data):
@@ -127,7 +127,7 @@ cdef Py_ssize_t _byte_len(object data) except -1:
     return n
 
 
-cdef inline uint64_t _u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
+cdef uint64_t arg_u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
     """Validate a Python int in 0 .. 2**62-1 (TypeError/ValueError otherwise)."""
     if not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -136,7 +136,7 @@ cdef inline uint64_t _u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
     return <uint64_t>value
 
 
-cdef inline uint64_t _arg_u64(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
+cdef uint64_t arg_u64(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
     """Convert an int argument to uint64 (TypeError for non-ints such as floats,
     ValueError for negatives, OverflowError beyond 64 bits)."""
     if not isinstance(value, int):
@@ -152,7 +152,7 @@ cdef inline int _arg_int(object value, str name) except? -1:
     return <int>value
 
 
-cdef inline object _bytes_like(object value, str name):
+cdef object arg_bytes_like(object value, str name):
     if isinstance(value, (bytes, bytearray, memoryview)):
         return value
     raise TypeError(f"{name} must be bytes-like, not {type(value).__name__}")
@@ -391,35 +391,35 @@ cdef class Buffer:
         return self.c_pull_view(n)
 
     def push_uint8(self, value):
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         if v > 0xFF:
             raise ValueError("value does not fit in 8 bits")
         self.c_push_uint(v, 1)
 
     def push_uint16(self, value):
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         if v > 0xFFFF:
             raise ValueError("value does not fit in 16 bits")
         self.c_push_uint(v, 2)
 
     def push_uint32(self, value):
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         if v > 0xFFFFFFFF:
             raise ValueError("value does not fit in 32 bits")
         self.c_push_uint(v, 4)
 
     def push_uint64(self, value):
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         self.c_push_uint(v, 8)
 
     def push_varint(self, value):
         """Write ``v`` as a minimal varint (ValueError if v >= 2**62)."""
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         self.c_push_varint(v)
 
     def push_varint_fixed(self, value, width):
         """Write ``value`` as a varint of exactly ``width`` (1, 2, 4 or 8) bytes."""
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         cdef int nbytes = _arg_int(width, "width")
         self.c_push_varint_fixed(v, nbytes)
 
@@ -433,13 +433,13 @@ cdef class Buffer:
 # ---------------------------------------------------------------------------------------
 def varint_size(value):
     """Bytes of the minimal varint encoding of ``value`` (ValueError if out of range)."""
-    cdef uint64_t v = _u62(value, "value")
+    cdef uint64_t v = arg_u62(value, "value")
     return varint_len(v)
 
 
 def encode_varint(value):
     """Minimal varint encoding of ``value`` (0 <= value < 2**62) as bytes."""
-    cdef uint64_t v = _u62(value, "value")
+    cdef uint64_t v = arg_u62(value, "value")
     cdef unsigned char tmp[8]
     cdef int n = varint_len(v)
     varint_write(tmp, v, n)
@@ -467,11 +467,11 @@ def encode_packet_number(full_pn, largest_acked=None):
     yet), RFC 9000 Appendix A.2. ValueError when more than 2**31 packets are unacknowledged
     or ``largest_acked >= full_pn``.
     """
-    cdef uint64_t pn = _u62(full_pn, "full_pn")
+    cdef uint64_t pn = arg_u62(full_pn, "full_pn")
     cdef int64_t la = -1
     cdef int nbytes
     if not (largest_acked is None or (isinstance(largest_acked, int) and largest_acked == -1)):
-        la = <int64_t>_u62(largest_acked, "largest_acked")
+        la = <int64_t>arg_u62(largest_acked, "largest_acked")
     nbytes = pn_length(<int64_t>pn, la)
     return pn_truncate(pn, nbytes), nbytes
 
@@ -668,10 +668,10 @@ def pull_packet_number(Buffer buf, pn_len):
     return v
 
 
-cdef int _check_cid(object cid, str name) except -1:
+cdef int arg_cid(object cid, str name) except -1:
     if not isinstance(cid, (bytes, bytearray, memoryview)):
         raise TypeError(f"{name} must be bytes-like")
-    if _byte_len(cid) > 20:
+    if byte_len(cid) > 20:
         raise ValueError(f"{name} longer than {MAX_CID_LEN} bytes")
     return 0
 
@@ -691,29 +691,29 @@ def push_long_header(Buffer buf, packet_type, version, dcid, scid, token, pn_tru
     ``patch_length(buf, offset, pn_len + payload_len)``.
     """
     cdef int c_type = _arg_int(packet_type, "packet_type")
-    cdef uint64_t c_version = _arg_u64(version, "version")
-    cdef uint64_t c_pn = _arg_u64(pn_truncated, "pn_truncated")
+    cdef uint64_t c_version = arg_u64(version, "version")
+    cdef uint64_t c_pn = arg_u64(pn_truncated, "pn_truncated")
     cdef int c_pn_len = _arg_int(pn_len, "pn_len")
     if c_type != 0 and c_type != 2:
         raise ValueError("push_long_header writes PACKET_INITIAL or PACKET_HANDSHAKE headers")
     if c_version > 0xFFFFFFFF:
         raise ValueError("version does not fit in 32 bits")
-    _check_cid(dcid, "dcid")
-    _check_cid(scid, "scid")
+    arg_cid(dcid, "dcid")
+    arg_cid(scid, "scid")
     _check_pn(c_pn, c_pn_len)
     if token is None:
         token = b""
-    _bytes_like(token, "token")
-    if c_type != 0 and _byte_len(token):
+    arg_bytes_like(token, "token")
+    if c_type != 0 and byte_len(token):
         raise ValueError("only Initial packets carry a token")
     buf.c_push_uint(0xC0 | (c_type << 4) | (c_pn_len - 1), 1)
     buf.c_push_uint(c_version, 4)
-    buf.c_push_uint(_byte_len(dcid), 1)
+    buf.c_push_uint(byte_len(dcid), 1)
     buf.c_push_object(dcid)
-    buf.c_push_uint(_byte_len(scid), 1)
+    buf.c_push_uint(byte_len(scid), 1)
     buf.c_push_object(scid)
     if c_type == 0:
-        buf.c_push_varint(_byte_len(token))
+        buf.c_push_varint(byte_len(token))
         buf.c_push_object(token)
     cdef Py_ssize_t length_offset = buf._pos
     buf.c_push_varint_fixed(0, 2)
@@ -723,7 +723,7 @@ def push_long_header(Buffer buf, packet_type, version, dcid, scid, token, pn_tru
 
 def patch_length(Buffer buf, Py_ssize_t length_offset, value):
     """Fill the 2-byte Length placeholder written by ``push_long_header``."""
-    cdef uint64_t c_value = _arg_u64(value, "value")
+    cdef uint64_t c_value = arg_u64(value, "value")
     if c_value >= 0x4000:
         raise ValueError("Length must be < 16384 for the 2-byte placeholder")
     if not buf._writable:
@@ -735,11 +735,11 @@ def patch_length(Buffer buf, Py_ssize_t length_offset, value):
 
 def push_short_header(Buffer buf, dcid, pn_truncated, pn_len, key_phase=0, spin=0):
     """Write a 1-RTT header: first byte, DCID (its length is not on the wire), packet number."""
-    cdef uint64_t c_pn = _arg_u64(pn_truncated, "pn_truncated")
+    cdef uint64_t c_pn = arg_u64(pn_truncated, "pn_truncated")
     cdef int c_pn_len = _arg_int(pn_len, "pn_len")
     cdef int kp = _arg_int(key_phase, "key_phase")
     cdef int sp = _arg_int(spin, "spin")
-    _check_cid(dcid, "dcid")
+    arg_cid(dcid, "dcid")
     _check_pn(c_pn, c_pn_len)
     if kp not in (0, 1) or sp not in (0, 1):
         raise ValueError("key_phase and spin must be 0 or 1")
@@ -754,24 +754,24 @@ def encode_retry(version, dcid, scid, token, integrity_tag=None):
     With ``integrity_tag=None`` the bytes stop before the tag (what the Retry integrity tag
     is computed over, after the original DCID prefix); otherwise the 16-byte tag is appended.
     """
-    cdef uint64_t v = _u62(version, "version")
+    cdef uint64_t v = arg_u62(version, "version")
     if v > 0xFFFFFFFF or v == 0:
         raise ValueError("version must be a non-zero 32-bit value")
-    _check_cid(dcid, "dcid")
-    _check_cid(scid, "scid")
-    _bytes_like(token, "token")
-    if _byte_len(token) == 0:
+    arg_cid(dcid, "dcid")
+    arg_cid(scid, "scid")
+    arg_bytes_like(token, "token")
+    if byte_len(token) == 0:
         raise ValueError("a Retry token must not be empty")
     if integrity_tag is not None:
-        _bytes_like(integrity_tag, "integrity_tag")
-        if _byte_len(integrity_tag) != 16:
+        arg_bytes_like(integrity_tag, "integrity_tag")
+        if byte_len(integrity_tag) != 16:
             raise ValueError("integrity_tag must be 16 bytes")
-    cdef Buffer buf = Buffer(capacity=7 + 40 + _byte_len(token) + 16)
+    cdef Buffer buf = Buffer(capacity=7 + 40 + byte_len(token) + 16)
     buf.c_push_uint(0xF0, 1)
     buf.c_push_uint(v, 4)
-    buf.c_push_uint(_byte_len(dcid), 1)
+    buf.c_push_uint(byte_len(dcid), 1)
     buf.c_push_object(dcid)
-    buf.c_push_uint(_byte_len(scid), 1)
+    buf.c_push_uint(byte_len(scid), 1)
     buf.c_push_object(scid)
     buf.c_push_object(token)
     if integrity_tag is not None:
@@ -784,17 +784,17 @@ def encode_version_negotiation(dcid, scid, versions):
 
     ``dcid``/``scid`` are the client's SCID/DCID echoed back (swapped by the caller).
     """
-    _check_cid(dcid, "dcid")
-    _check_cid(scid, "scid")
+    arg_cid(dcid, "dcid")
+    arg_cid(scid, "scid")
     versions = list(versions)
     if not versions:
         raise ValueError("at least one version is required")
     cdef Buffer buf = Buffer(capacity=7 + 40 + 4 * len(versions))
     buf.c_push_uint(0xC0, 1)
     buf.c_push_uint(0, 4)
-    buf.c_push_uint(_byte_len(dcid), 1)
+    buf.c_push_uint(byte_len(dcid), 1)
     buf.c_push_object(dcid)
-    buf.c_push_uint(_byte_len(scid), 1)
+    buf.c_push_uint(byte_len(scid), 1)
     buf.c_push_object(scid)
     for ver in versions:
         if not isinstance(ver, int):
@@ -919,12 +919,12 @@ cdef class AckFrame(Frame):
 
     def __init__(self, ranges, ack_delay, ecn=None):
         self.ranges = _check_ranges(ranges)
-        self.ack_delay = _u62(ack_delay, "ack_delay")
+        self.ack_delay = arg_u62(ack_delay, "ack_delay")
         if ecn is not None:
             if not isinstance(ecn, tuple) or len(ecn) != 3:
                 raise TypeError("ecn must be a 3-tuple (ect0, ect1, ce) or None")
             for v in ecn:
-                _u62(v, "ecn count")
+                arg_u62(v, "ecn count")
         self.ecn = ecn
 
     @property
@@ -942,9 +942,9 @@ cdef class ResetStreamFrame(Frame):
     cdef public uint64_t final_size
 
     def __init__(self, stream_id, error_code, final_size):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.error_code = _u62(error_code, "error_code")
-        self.final_size = _u62(final_size, "final_size")
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.error_code = arg_u62(error_code, "error_code")
+        self.final_size = arg_u62(final_size, "final_size")
 
     @property
     def frame_type(self):
@@ -960,8 +960,8 @@ cdef class StopSendingFrame(Frame):
     cdef public uint64_t error_code
 
     def __init__(self, stream_id, error_code):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.error_code = _u62(error_code, "error_code")
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.error_code = arg_u62(error_code, "error_code")
 
     @property
     def frame_type(self):
@@ -977,9 +977,9 @@ cdef class CryptoFrame(Frame):
     cdef public object data
 
     def __init__(self, offset, data):
-        self.offset = _u62(offset, "offset")
-        self.data = _bytes_like(data, "data")
-        if self.offset + <uint64_t>_byte_len(data) > C_VARINT_MAX:
+        self.offset = arg_u62(offset, "offset")
+        self.data = arg_bytes_like(data, "data")
+        if self.offset + <uint64_t>byte_len(data) > C_VARINT_MAX:
             raise ValueError("offset + length exceeds 2**62-1")
 
     @property
@@ -995,8 +995,8 @@ cdef class NewTokenFrame(Frame):
     cdef public object token
 
     def __init__(self, token):
-        self.token = _bytes_like(token, "token")
-        if _byte_len(token) == 0:
+        self.token = arg_bytes_like(token, "token")
+        if byte_len(token) == 0:
             raise ValueError("NEW_TOKEN token must not be empty")
 
     @property
@@ -1020,10 +1020,10 @@ cdef class StreamFrame(Frame):
     cdef public bint has_length
 
     def __init__(self, stream_id, offset, data, fin=False, has_length=True):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.offset = _u62(offset, "offset")
-        self.data = _bytes_like(data, "data")
-        if self.offset + <uint64_t>_byte_len(data) > C_VARINT_MAX:
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.offset = arg_u62(offset, "offset")
+        self.data = arg_bytes_like(data, "data")
+        if self.offset + <uint64_t>byte_len(data) > C_VARINT_MAX:
             raise ValueError("offset + length exceeds 2**62-1")
         self.fin = bool(fin)
         self.has_length = bool(has_length)
@@ -1042,7 +1042,7 @@ cdef class MaxDataFrame(Frame):
     cdef public uint64_t maximum
 
     def __init__(self, maximum):
-        self.maximum = _u62(maximum, "maximum")
+        self.maximum = arg_u62(maximum, "maximum")
 
     @property
     def frame_type(self):
@@ -1058,8 +1058,8 @@ cdef class MaxStreamDataFrame(Frame):
     cdef public uint64_t maximum
 
     def __init__(self, stream_id, maximum):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.maximum = _u62(maximum, "maximum")
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.maximum = arg_u62(maximum, "maximum")
 
     @property
     def frame_type(self):
@@ -1074,7 +1074,7 @@ cdef class MaxStreamsFrame(Frame):
     cdef public uint64_t maximum
 
     def __init__(self, maximum):
-        self.maximum = _u62(maximum, "maximum")
+        self.maximum = arg_u62(maximum, "maximum")
         if self.maximum > (<uint64_t>1 << 60):
             raise ValueError("MAX_STREAMS maximum exceeds 2**60")
 
@@ -1091,7 +1091,7 @@ cdef class DataBlockedFrame(Frame):
     cdef public uint64_t limit
 
     def __init__(self, limit):
-        self.limit = _u62(limit, "limit")
+        self.limit = arg_u62(limit, "limit")
 
     @property
     def frame_type(self):
@@ -1107,8 +1107,8 @@ cdef class StreamDataBlockedFrame(Frame):
     cdef public uint64_t limit
 
     def __init__(self, stream_id, limit):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.limit = _u62(limit, "limit")
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.limit = arg_u62(limit, "limit")
 
     @property
     def frame_type(self):
@@ -1123,7 +1123,7 @@ cdef class StreamsBlockedFrame(Frame):
     cdef public uint64_t limit
 
     def __init__(self, limit):
-        self.limit = _u62(limit, "limit")
+        self.limit = arg_u62(limit, "limit")
         if self.limit > (<uint64_t>1 << 60):
             raise ValueError("STREAMS_BLOCKED limit exceeds 2**60")
 
@@ -1143,15 +1143,15 @@ cdef class NewConnectionIdFrame(Frame):
     cdef public object stateless_reset_token
 
     def __init__(self, sequence, retire_prior_to, connection_id, stateless_reset_token):
-        self.sequence = _u62(sequence, "sequence")
-        self.retire_prior_to = _u62(retire_prior_to, "retire_prior_to")
+        self.sequence = arg_u62(sequence, "sequence")
+        self.retire_prior_to = arg_u62(retire_prior_to, "retire_prior_to")
         if self.retire_prior_to > self.sequence:
             raise ValueError("retire_prior_to must be <= sequence")
-        self.connection_id = _bytes_like(connection_id, "connection_id")
-        if not 1 <= _byte_len(connection_id) <= 20:
+        self.connection_id = arg_bytes_like(connection_id, "connection_id")
+        if not 1 <= byte_len(connection_id) <= 20:
             raise ValueError("connection_id must be 1..20 bytes")
-        self.stateless_reset_token = _bytes_like(stateless_reset_token, "stateless_reset_token")
-        if _byte_len(stateless_reset_token) != 16:
+        self.stateless_reset_token = arg_bytes_like(stateless_reset_token, "stateless_reset_token")
+        if byte_len(stateless_reset_token) != 16:
             raise ValueError("stateless_reset_token must be 16 bytes")
 
     @property
@@ -1168,7 +1168,7 @@ cdef class RetireConnectionIdFrame(Frame):
     cdef public uint64_t sequence
 
     def __init__(self, sequence):
-        self.sequence = _u62(sequence, "sequence")
+        self.sequence = arg_u62(sequence, "sequence")
 
     @property
     def frame_type(self):
@@ -1183,8 +1183,8 @@ cdef class PathChallengeFrame(Frame):
     cdef public object data
 
     def __init__(self, data):
-        self.data = _bytes_like(data, "data")
-        if _byte_len(data) != 8:
+        self.data = arg_bytes_like(data, "data")
+        if byte_len(data) != 8:
             raise ValueError("PATH_CHALLENGE data must be 8 bytes")
 
     @property
@@ -1200,8 +1200,8 @@ cdef class PathResponseFrame(Frame):
     cdef public object data
 
     def __init__(self, data):
-        self.data = _bytes_like(data, "data")
-        if _byte_len(data) != 8:
+        self.data = arg_bytes_like(data, "data")
+        if byte_len(data) != 8:
             raise ValueError("PATH_RESPONSE data must be 8 bytes")
 
     @property
@@ -1225,7 +1225,7 @@ cdef class ConnectionCloseFrame(Frame):
     cdef public bint application
 
     def __init__(self, error_code, frame_type=None, reason=b"", application=False):
-        self.error_code = _u62(error_code, "error_code")
+        self.error_code = arg_u62(error_code, "error_code")
         self.application = bool(application)
         if self.application:
             if frame_type is not None:
@@ -1233,9 +1233,9 @@ cdef class ConnectionCloseFrame(Frame):
         else:
             if frame_type is None:
                 frame_type = 0
-            _u62(frame_type, "frame_type")
+            arg_u62(frame_type, "frame_type")
         self.frame_type = frame_type
-        self.reason = _bytes_like(reason, "reason")
+        self.reason = arg_bytes_like(reason, "reason")
 
     @property
     def wire_type(self):
@@ -1251,7 +1251,7 @@ cdef class DatagramFrame(Frame):
     cdef public bint has_length
 
     def __init__(self, data, has_length=True):
-        self.data = _bytes_like(data, "data")
+        self.data = arg_bytes_like(data, "data")
         self.has_length = bool(has_length)
 
     @property
@@ -1274,7 +1274,7 @@ cdef inline Py_ssize_t _parse_stream_hdr(const unsigned char* p, Py_ssize_t avai
                                          uint64_t* stream_id, uint64_t* offset, uint64_t* length,
                                          bint data_follows) noexcept nogil:
     """Parse the fields after a STREAM type byte. Returns the bytes consumed (>= 1) or a
-    negative fault code (see _stream_hdr_error)."""
+    negative fault code (see stream_frame_header_error)."""
     cdef Py_ssize_t n, pos = 0
     n = varint_read(p, avail, stream_id)
     if n == 0:
@@ -1301,8 +1301,14 @@ cdef inline Py_ssize_t _parse_stream_hdr(const unsigned char* p, Py_ssize_t avai
     return pos
 
 
-cdef int _stream_hdr_error(Py_ssize_t code, uint64_t frame_type, uint64_t length,
-                           Py_ssize_t remaining) except -1:
+cdef Py_ssize_t parse_stream_frame_fields(const unsigned char* p, Py_ssize_t avail,
+                                          uint64_t frame_type, uint64_t* stream_id, uint64_t* offset,
+                                          uint64_t* length, bint data_follows) noexcept nogil:
+    return _parse_stream_hdr(p, avail, frame_type, stream_id, offset, length, data_follows)
+
+
+cdef int stream_frame_header_error(Py_ssize_t code, uint64_t frame_type, uint64_t length,
+                                   Py_ssize_t remaining) except -1:
     if code == -1:
         msg = "STREAM frame truncated in stream id"
     elif code == -2:
@@ -1322,7 +1328,7 @@ cdef inline int _pull_stream_hdr(Buffer buf, uint64_t frame_type, uint64_t* stre
     cdef Py_ssize_t n = _parse_stream_hdr(buf._base + buf._pos, buf._size - buf._pos, frame_type,
                                           stream_id, offset, length, data_follows)
     if n < 0:
-        return _stream_hdr_error(n, frame_type, length[0], buf._size - buf._pos)
+        return stream_frame_header_error(n, frame_type, length[0], buf._size - buf._pos)
     fin[0] = frame_type & 0x01
     buf._pos += n
     return 0
@@ -1685,7 +1691,7 @@ def decode_stream_frame_header(data, Py_ssize_t offset=0):
             raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
         n = _parse_stream_hdr(p + offset + 1, size - offset - 1, ftype, &sid, &off, &length, True)
         if n < 0:
-            _stream_hdr_error(n, ftype, length, size - offset - 1)
+            stream_frame_header_error(n, ftype, length, size - offset - 1)
     finally:
         if own_view:
             PyBuffer_Release(&view)
@@ -1744,15 +1750,15 @@ cdef int c_push_stream_frame_header(Buffer buf, uint64_t stream_id, uint64_t off
 
 def stream_frame_header_size(stream_id, offset, length):
     """Encoded size of the header ``push_stream_frame_header`` writes."""
-    return c_stream_frame_header_size(_u62(stream_id, "stream_id"), _u62(offset, "offset"),
-                                      _u62(length, "length"))
+    return c_stream_frame_header_size(arg_u62(stream_id, "stream_id"), arg_u62(offset, "offset"),
+                                      arg_u62(length, "length"))
 
 
 def push_stream_frame_header(Buffer buf, stream_id, offset, length, fin=False):
     """Write a STREAM frame header (LEN bit always, OFF bit iff offset > 0); then push the
     ``length`` data bytes."""
-    c_push_stream_frame_header(buf, _arg_u64(stream_id, "stream_id"), _arg_u64(offset, "offset"),
-                               _arg_u64(length, "length"), bool(fin))
+    c_push_stream_frame_header(buf, arg_u64(stream_id, "stream_id"), arg_u64(offset, "offset"),
+                               arg_u64(length, "length"), bool(fin))
 
 
 cdef int _push_ack_ranges(Buffer buf, list ranges, uint64_t ack_delay, object ecn) except -1:
@@ -1785,12 +1791,12 @@ def push_ack_frame(Buffer buf, ranges, ack_delay, ecn=None):
     (validated: ValueError if empty, overlapping, adjacent or unordered).
     """
     cdef list rs = _check_ranges(ranges, False)
-    cdef uint64_t delay = _u62(ack_delay, "ack_delay")
+    cdef uint64_t delay = arg_u62(ack_delay, "ack_delay")
     if ecn is not None:
         if not isinstance(ecn, tuple) or len(ecn) != 3:
             raise TypeError("ecn must be a 3-tuple or None")
         for v in ecn:
-            _u62(v, "ecn count")
+            arg_u62(v, "ecn count")
     buf.c_push_uint(0x03 if ecn is not None else 0x02, 1)
     _push_ack_ranges(buf, rs, delay, ecn)
 
@@ -1802,7 +1808,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
     t = type(frame)
     if t is StreamFrame:
         sf = <StreamFrame>frame
-        n = _byte_len(sf.data)
+        n = byte_len(sf.data)
         if sf.has_length:
             c_push_stream_frame_header(buf, sf.stream_id, sf.offset, <uint64_t>n, sf.fin)
         else:
@@ -1824,7 +1830,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         push_ack_frame(buf, af.ranges, af.ack_delay, af.ecn)
     elif t is CryptoFrame:
         cf = <CryptoFrame>frame
-        n = _byte_len(cf.data)
+        n = byte_len(cf.data)
         if cf.offset + <uint64_t>n > C_VARINT_MAX:
             raise ValueError("CRYPTO offset + length exceeds 2**62-1")
         buf.c_push_uint(0x06, 1)
@@ -1835,7 +1841,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         df = <DatagramFrame>frame
         if df.has_length:
             buf.c_push_uint(0x31, 1)
-            buf.c_push_varint(_byte_len(df.data))
+            buf.c_push_varint(byte_len(df.data))
         else:
             buf.c_push_uint(0x30, 1)
         buf.c_push_object(df.data)
@@ -1854,7 +1860,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         buf.c_push_varint((<StopSendingFrame>frame).error_code)
     elif t is NewTokenFrame:
         tok = (<NewTokenFrame>frame).token
-        n = _byte_len(tok)
+        n = byte_len(tok)
         if n == 0:
             raise ValueError("NEW_TOKEN token must not be empty")
         buf.c_push_uint(0x07, 1)
@@ -1886,10 +1892,10 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         buf.c_push_varint((<StreamsBlockedFrame>frame).limit)
     elif t is NewConnectionIdFrame:
         nf = <NewConnectionIdFrame>frame
-        n = _byte_len(nf.connection_id)
+        n = byte_len(nf.connection_id)
         if n < 1 or n > 20:
             raise ValueError("connection_id must be 1..20 bytes")
-        if _byte_len(nf.stateless_reset_token) != 16:
+        if byte_len(nf.stateless_reset_token) != 16:
             raise ValueError("stateless_reset_token must be 16 bytes")
         if nf.retire_prior_to > nf.sequence:
             raise ValueError("retire_prior_to must be <= sequence")
@@ -1904,7 +1910,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         buf.c_push_varint((<RetireConnectionIdFrame>frame).sequence)
     elif t is PathChallengeFrame or t is PathResponseFrame:
         data = frame.data
-        if _byte_len(data) != 8:
+        if byte_len(data) != 8:
             raise ValueError("path validation data must be 8 bytes")
         buf.c_push_uint(0x1A if t is PathChallengeFrame else 0x1B, 1)
         buf.c_push_object(data)
@@ -1913,8 +1919,8 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         buf.c_push_uint(0x1D if cc.application else 0x1C, 1)
         buf.c_push_varint(cc.error_code)
         if not cc.application:
-            buf.c_push_varint(_u62(cc.frame_type if cc.frame_type is not None else 0, "frame_type"))
-        buf.c_push_varint(_byte_len(cc.reason))
+            buf.c_push_varint(arg_u62(cc.frame_type if cc.frame_type is not None else 0, "frame_type"))
+        buf.c_push_varint(byte_len(cc.reason))
         buf.c_push_object(cc.reason)
     else:
         raise TypeError(f"cannot encode {t.__name__}")
@@ -1942,7 +1948,7 @@ def frame_size(frame):
     t = type(frame)
     if t is StreamFrame:
         sf = <StreamFrame>frame
-        n = _byte_len(sf.data)
+        n = byte_len(sf.data)
         return (1 + _vs(sf.stream_id) + (_vs(sf.offset) if sf.offset else 0)
                 + (_vs(n) if sf.has_length else 0) + n)
     if t is PaddingFrame:
@@ -1965,10 +1971,10 @@ def frame_size(frame):
             n += _vs(af.ecn[0]) + _vs(af.ecn[1]) + _vs(af.ecn[2])
         return n
     if t is CryptoFrame:
-        n = _byte_len((<CryptoFrame>frame).data)
+        n = byte_len((<CryptoFrame>frame).data)
         return 1 + _vs((<CryptoFrame>frame).offset) + _vs(n) + n
     if t is DatagramFrame:
-        n = _byte_len((<DatagramFrame>frame).data)
+        n = byte_len((<DatagramFrame>frame).data)
         return 1 + (_vs(n) if (<DatagramFrame>frame).has_length else 0) + n
     if t is ResetStreamFrame:
         return (1 + _vs((<ResetStreamFrame>frame).stream_id) + _vs((<ResetStreamFrame>frame).error_code)
@@ -1976,7 +1982,7 @@ def frame_size(frame):
     if t is StopSendingFrame:
         return 1 + _vs((<StopSendingFrame>frame).stream_id) + _vs((<StopSendingFrame>frame).error_code)
     if t is NewTokenFrame:
-        n = _byte_len((<NewTokenFrame>frame).token)
+        n = byte_len((<NewTokenFrame>frame).token)
         return 1 + _vs(n) + n
     if t is MaxDataFrame:
         return 1 + _vs((<MaxDataFrame>frame).maximum)
@@ -1992,14 +1998,14 @@ def frame_size(frame):
         return 1 + _vs((<StreamsBlockedFrame>frame).limit)
     if t is NewConnectionIdFrame:
         nf = <NewConnectionIdFrame>frame
-        return (1 + _vs(nf.sequence) + _vs(nf.retire_prior_to) + 1 + _byte_len(nf.connection_id) + 16)
+        return (1 + _vs(nf.sequence) + _vs(nf.retire_prior_to) + 1 + byte_len(nf.connection_id) + 16)
     if t is RetireConnectionIdFrame:
         return 1 + _vs((<RetireConnectionIdFrame>frame).sequence)
     if t is PathChallengeFrame or t is PathResponseFrame:
         return 9
     if t is ConnectionCloseFrame:
         cc = <ConnectionCloseFrame>frame
-        n = _byte_len(cc.reason)
+        n = byte_len(cc.reason)
         return (1 + _vs(cc.error_code)
                 + (0 if cc.application else _vs(cc.frame_type if cc.frame_type is not None else 0))
                 + _vs(n) + n)
@@ -2035,7 +2041,7 @@ cdef inline uint64_t _fast_u62(object value, str name) except? 0xFFFFFFFFFFFFFFF
         x = PyLong_AsLongLongAndOverflow(value, &overflow)
         if overflow == 0 and x >= 0 and x <= <long long>0x3FFFFFFFFFFFFFFF:
             return <uint64_t>x
-    return _u62(value, name)  # raises the precise TypeError/ValueError
+    return arg_u62(value, name)  # raises the precise TypeError/ValueError
 
 
 cdef inline int _fast_small(object value, str name) except? -1:
@@ -2135,7 +2141,7 @@ def decode_stream_frame(data, Py_ssize_t offset=0):
             raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
         n = _parse_stream_hdr(p + offset + 1, size - offset - 1, ftype, &sid, &off, &length, True)
         if n < 0:
-            _stream_hdr_error(n, ftype, length, size - offset - 1)
+            stream_frame_header_error(n, ftype, length, size - offset - 1)
     finally:
         if own:
             PyBuffer_Release(&view)
@@ -2239,7 +2245,7 @@ def encode_long_header(packet_type, version, dcid, scid, token, pn_truncated, pn
     long header with ``decode_long_header``.
     """
     cdef int c_type = _fast_small(packet_type, "packet_type")
-    cdef uint64_t c_version = _arg_u64(version, "version")
+    cdef uint64_t c_version = arg_u64(version, "version")
     cdef uint64_t pn = _fast_u62(pn_truncated, "pn_truncated")
     cdef int c_pn_len = _fast_small(pn_len, "pn_len")
     cdef uint64_t plen = _fast_u62(payload_length, "payload_length")
@@ -2519,204 +2525,3 @@ def decode_ack(data, Py_ssize_t offset=0, Py_ssize_t max_ack_ranges=256):
         if own:
             PyBuffer_Release(&view)
     return bounds, delay, ecn, pos
-
-
-# ---------------------------------------------------------------------------------------
-# Seed classes
-# ---------------------------------------------------------------------------------------
-cdef class DQUICHeader:
-    """A complete packet header with its full packet number.
-
-    ``DQUICHeader(packet_type, packet_number, dcid=b"", scid=b"", version=DQUIC_VERSION_1,
-    largest_acked=None, token=b"", key_phase=0, spin=0)``. ``to_bytes()`` writes the long form
-    for PACKET_INITIAL/PACKET_HANDSHAKE (Length = packet-number bytes only) and the short
-    form for PACKET_SHORT, truncating the packet number per RFC 9000 A.2 against
-    ``largest_acked``. ``from_bytes(data, largest_pn=-1, dcid_len=None)`` reverses it; for a
-    short header ``dcid_len`` defaults to "all bytes between the first byte and the packet
-    number" (exactly what ``to_bytes`` produces). No header protection is applied.
-    """
-    cdef public object packet_type
-    cdef public object packet_number
-    cdef public object dcid
-    cdef public object scid
-    cdef public object version
-    cdef public object largest_acked
-    cdef public object token
-    cdef public object key_phase
-    cdef public object spin
-
-    def __init__(self, packet_type, packet_number, dcid=b"", scid=b"", version=DQUIC_VERSION_1,
-                 largest_acked=None, token=b"", key_phase=0, spin=0):
-        if not isinstance(packet_type, int):
-            raise TypeError("packet_type must be an int")
-        if packet_type not in (0, 2, 4):
-            raise ValueError("packet_type must be PACKET_INITIAL, PACKET_HANDSHAKE or PACKET_SHORT")
-        _u62(packet_number, "packet_number")
-        _check_cid(dcid, "dcid")
-        _check_cid(scid, "scid")
-        if not isinstance(version, int):
-            raise TypeError("version must be an int")
-        if version <= 0 or version > 0xFFFFFFFF:
-            raise ValueError("version must be a non-zero 32-bit value")
-        if largest_acked is not None:
-            _u62(largest_acked, "largest_acked")
-            if largest_acked >= packet_number:
-                raise ValueError("largest_acked must be smaller than packet_number")
-        _bytes_like(token, "token")
-        if packet_type != 0 and _byte_len(token):
-            raise ValueError("only Initial packets carry a token")
-        for bit, name in ((key_phase, "key_phase"), (spin, "spin")):
-            if not isinstance(bit, int):
-                raise TypeError(f"{name} must be an int")
-            if bit not in (0, 1):
-                raise ValueError(f"{name} must be 0 or 1")
-        self.packet_type = packet_type
-        self.packet_number = packet_number
-        self.dcid = bytes(dcid)
-        self.scid = bytes(scid)
-        self.version = version
-        self.largest_acked = largest_acked
-        self.token = bytes(token)
-        self.key_phase = key_phase
-        self.spin = spin
-
-    def to_bytes(self):
-        """Encode the header (through the packet number)."""
-        truncated, pn_len = encode_packet_number(self.packet_number, self.largest_acked)
-        cdef Buffer buf = Buffer(capacity=1 + 4 + 2 + 40 + 8 + len(self.token) + 2 + 4)
-        if self.packet_type == 4:
-            push_short_header(buf, self.dcid, truncated, pn_len, self.key_phase, self.spin)
-        else:
-            off = push_long_header(buf, self.packet_type, self.version, self.dcid, self.scid,
-                                   self.token, truncated, pn_len)
-            patch_length(buf, off, pn_len)
-        return buf.data
-
-    @classmethod
-    def from_bytes(cls, data, largest_pn=-1, dcid_len=None):
-        """Decode bytes produced by ``to_bytes`` (or any unprotected header); ProtocolError
-        on malformed input."""
-        cdef Buffer buf = Buffer(data)
-        cdef PacketHeader hdr
-        if buf._size < 1:
-            raise ProtocolError("empty header")
-        first = buf._base[0]
-        pn_len = (first & 0x03) + 1
-        if not (first & 0x80) and dcid_len is None:
-            dcid_len = buf._size - 1 - pn_len
-            if dcid_len < 0:
-                raise ProtocolError("short header truncated")
-            if dcid_len > 20:
-                raise ProtocolError(f"DCID length {dcid_len} exceeds {MAX_CID_LEN}")
-        hdr = pull_header(buf, 0 if dcid_len is None else dcid_len)
-        if hdr.packet_type not in (0, 2, 4):
-            raise ProtocolError("not an Initial, Handshake or 1-RTT header")
-        if hdr.payload_end - hdr.pn_offset < pn_len:
-            raise ProtocolError("Length field smaller than the packet number")
-        truncated = pull_packet_number(buf, pn_len)
-        pn = decode_packet_number(truncated, pn_len, largest_pn)
-        if hdr.packet_type == 4:
-            return cls(4, pn, dcid=hdr.dcid, key_phase=(first >> 2) & 1, spin=(first >> 5) & 1)
-        return cls(hdr.packet_type, pn, dcid=hdr.dcid, scid=hdr.scid, version=hdr.version,
-                   token=hdr.token)
-
-    def __eq__(self, other):
-        if not isinstance(other, DQUICHeader):
-            return NotImplemented
-        o = <DQUICHeader>other
-        return ((self.packet_type, self.packet_number, self.dcid, self.scid, self.version,
-                 self.token, self.key_phase, self.spin)
-                == (o.packet_type, o.packet_number, o.dcid, o.scid, o.version, o.token,
-                    o.key_phase, o.spin))
-
-    __hash__ = None
-
-    def __repr__(self):
-        return (f"DQUICHeader(packet_type={self.packet_type}, packet_number={self.packet_number}, "
-                f"dcid={self.dcid!r}, scid={self.scid!r}, version=0x{self.version:08x})")
-
-
-cdef class DQUICFrame:
-    """A STREAM frame header: ``DQUICFrame(stream_id, frame_type, offset, length)``.
-
-    ``frame_type`` must be a STREAM type (0x08..0x0f); its FIN bit (0x01) is carried over.
-    ``to_bytes()`` always writes the OFF and LEN fields; ``from_bytes(data)`` accepts any
-    STREAM type (absent offset = 0, absent length = bytes after the header) and keeps the
-    wire type in ``frame_type``. ``offset + length`` must stay <= 2**62-1.
-    """
-    cdef public object stream_id
-    cdef public object frame_type
-    cdef public object offset
-    cdef public object length
-
-    def __init__(self, stream_id, frame_type, offset=0, length=0):
-        _u62(stream_id, "stream_id")
-        if not isinstance(frame_type, int):
-            raise TypeError("frame_type must be an int")
-        if frame_type < 0x08 or frame_type > 0x0F:
-            raise ValueError("frame_type must be a STREAM frame type (0x08..0x0f)")
-        _u62(offset, "offset")
-        _u62(length, "length")
-        if offset + length > VARINT_MAX:
-            raise ValueError("offset + length exceeds 2**62-1")
-        self.stream_id = stream_id
-        self.frame_type = frame_type
-        self.offset = offset
-        self.length = length
-
-    @property
-    def fin(self):
-        return bool(self.frame_type & 0x01)
-
-    def set_length(self, n):
-        """Set the data length (ValueError if offset + n > 2**62-1)."""
-        _u62(n, "length")
-        if self.offset + n > VARINT_MAX:
-            raise ValueError("offset + length exceeds 2**62-1")
-        self.length = n
-
-    def append_offset(self, n):
-        """Advance the offset by ``n`` (e.g. after the previous chunk was sent)."""
-        _u62(n, "n")
-        if self.offset + n + self.length > VARINT_MAX:
-            raise ValueError("offset + length exceeds 2**62-1")
-        self.offset = self.offset + n
-
-    def to_bytes(self):
-        """Encode as type (OFF|LEN|FIN), stream id, offset, length."""
-        cdef unsigned char tmp[25]
-        cdef uint64_t sid = self.stream_id, off = self.offset, ln = self.length
-        cdef int a = varint_len(sid), b = varint_len(off), c = varint_len(ln)
-        tmp[0] = 0x08 | 0x04 | 0x02 | (self.frame_type & 0x01)
-        varint_write(tmp + 1, sid, a)
-        varint_write(tmp + 1 + a, off, b)
-        varint_write(tmp + 1 + a + b, ln, c)
-        return PyBytes_FromStringAndSize(<const char*>tmp, 1 + a + b + c)
-
-    @classmethod
-    def from_bytes(cls, data):
-        """Decode a STREAM frame header at the start of ``data`` (ProtocolError if malformed)."""
-        cdef Buffer buf = Buffer(data)
-        cdef uint64_t ftype, sid, off, ln
-        cdef bint fin
-        if buf._size < 1:
-            raise ProtocolError("empty STREAM frame header")
-        ftype = buf._base[0]
-        if ftype < 0x08 or ftype > 0x0F:
-            raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
-        buf._pos = 1
-        _pull_stream_hdr(buf, ftype, &sid, &off, &ln, &fin, False)
-        return cls(sid, ftype, off, ln)
-
-    def __eq__(self, other):
-        if not isinstance(other, DQUICFrame):
-            return NotImplemented
-        o = <DQUICFrame>other
-        return ((self.stream_id, self.fin, self.offset, self.length)
-                == (o.stream_id, o.fin, o.offset, o.length))
-
-    __hash__ = None
-
-    def __repr__(self):
-        return (f"DQUICFrame(stream_id={self.stream_id}, frame_type=0x{self.frame_type:02x}, "
-                f"offset={self.offset}, length={self.length})")

@@ -50,6 +50,8 @@ from dquic._ranges cimport RangeSet
 from dquic._protection cimport PacketProtection
 from dquic._recovery cimport Recovery, RttEstimator, SentPacket
 from dquic._streams cimport FlowWindow, RecvStream, SendStream
+from dquic._wire cimport (pn_decode as _decode_pn, pn_length as _pn_length,
+                         varint_len as _varint_len, varint_prefixed_payload_len as _payload_len)
 
 import hmac
 import os
@@ -135,67 +137,6 @@ cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
 
 
 # ------------------------------------------------------------------------------ C helpers
-cdef inline int _varint_len(uint64_t v) noexcept:
-    return 1 if v < 0x40 else 2 if v < 0x4000 else 4 if v < 0x40000000 else 8
-
-
-cdef inline object _payload_len(object total):
-    """Payload bytes of a message whose encoding (length prefix included) took ``total``."""
-    cdef int k
-    for k in (1, 2, 4, 8):
-        if _varint_len(total - k) == k:
-            return total - k
-    return total
-
-
-cdef inline Py_ssize_t _read_varint(const uint8_t* p, Py_ssize_t avail, uint64_t* out) noexcept:
-    """Decode one varint (RFC 9000 §16); returns its size, or 0 if truncated."""
-    cdef Py_ssize_t n, i
-    cdef uint64_t v
-    if avail < 1:
-        return 0
-    n = (<Py_ssize_t>1) << (p[0] >> 6)
-    if avail < n:
-        return 0
-    v = p[0] & 0x3F
-    for i in range(1, n):
-        v = (v << 8) | p[i]
-    out[0] = v
-    return n
-
-
-cdef inline int _pn_length(int64_t pn, int64_t largest_acked) except -1:
-    """Bytes needed to send ``pn`` truncated (RFC 9000 §17.1, Appendix A.2)."""
-    cdef int64_t unacked
-    if largest_acked < 0:
-        unacked = pn + 1
-    else:
-        if largest_acked >= pn:
-            raise ValueError("largest_acked must be smaller than full_pn")
-        unacked = pn - largest_acked
-    if unacked < (1 << 7):
-        return 1
-    if unacked < (1 << 15):
-        return 2
-    if unacked < (1 << 23):
-        return 3
-    if unacked < 0x80000000:
-        return 4
-    raise ValueError("too many unacknowledged packets to encode the packet number")
-
-
-cdef inline int64_t _decode_pn(int64_t truncated, int nbits, int64_t expected) noexcept:
-    """Full packet number from its truncated form (RFC 9000 Appendix A.3)."""
-    cdef int64_t win = (<int64_t>1) << nbits
-    cdef int64_t hwin = win >> 1
-    cdef int64_t candidate = (expected & ~(win - 1)) | truncated
-    if candidate <= expected - hwin and candidate < ((<int64_t>1) << 62) - win:
-        return candidate + win
-    if candidate > expected + hwin and candidate >= win:
-        return candidate - win
-    return candidate
-
-
 cdef inline bint _message_ready1(RecvStream r) noexcept:
     """``RecvStream.message_ready(1)``: a message, its end or at least one byte is readable."""
     cdef uint64_t length, avail, want

@@ -34,12 +34,12 @@ def round_trip(client, server, address, request, reply, max_bytes=65536):
 
 def test_compat_module_reexports():
     import DQUIC
-    from dquic import _codec
+    from dquic import _seed
 
     assert DQUIC.DQUIC is dquic.sync.DQUIC
     assert DQUIC.Connection is dquic.sync.Connection
-    assert DQUIC.DQUICHeader is _codec.DQUICHeader
-    assert DQUIC.DQUICFrame is _codec.DQUICFrame
+    assert DQUIC.DQUICHeader is _seed.DQUICHeader is dquic.DQUICHeader
+    assert DQUIC.DQUICFrame is _seed.DQUICFrame is dquic.DQUICFrame
     assert issubclass(DQUIC.ConnectionRefused, ConnectionRefusedError)
 
 

@@ -31,7 +31,9 @@ An idle connection is in none of the busy structures; it costs nothing until its
 """
 from __future__ import annotations
 
+import base64
 import hmac
+import logging
 import os
 from collections import deque
 from heapq import heapify, heappop, heappush, heapreplace
@@ -41,11 +43,15 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from . import _codec as codec
 from .config import Configuration
 from .connection import Connection
-from .errors import ProtocolError
-from .events import Event
+from .errors import ErrorCode, ProtocolError
+from .events import ConnectionTerminated, Event, HandshakeCompleted, PathChanged
 from .tokens import ResetTokens, RetryTokens, retry_integrity_tag
 
-__all__ = ["Endpoint", "ConnectionAccepted", "reset_key_for"]
+__all__ = ["Endpoint", "ConnectionAccepted", "reset_key_for", "connection_log"]
+
+#: Connection life-cycle records (INFO: established, closed and why, migrations; DEBUG: accepted,
+#: Retry and stateless reset sent). Nothing per packet.
+logger = logging.getLogger("dquic.connection")
 
 MIN_INITIAL_DATAGRAM = 1200
 #: A stateless reset is sent only in answer to datagrams at least this long (it must be shorter
@@ -68,6 +74,59 @@ class ConnectionAccepted(Event):
     """A new peer started a connection with this (server) endpoint."""
 
     address: Tuple
+
+
+class ConnectionLog(logging.LoggerAdapter):
+    """``dquic.connection`` records about one connection, prefixed with its peer address and
+    connection ID (also in each record's ``peer`` and ``cid`` attributes)."""
+
+    def process(self, msg, kwargs):
+        extra = self.extra or {}
+        kwargs["extra"] = {**kwargs.get("extra", {}), **extra}
+        return "[%s %s] %s" % (extra.get("peer"), extra.get("cid"), msg), kwargs
+
+
+def connection_log(conn: Connection) -> ConnectionLog:
+    """The logger adapter for ``conn``."""
+    peer = conn.peer_addr
+    host = "%s:%s" % (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+    return ConnectionLog(logger, {"peer": host, "cid": bytes(conn.host_cid).hex()})
+
+
+def _code(ev) -> str:
+    code = ev.error_code
+    if not ev.application:
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = None
+        if name:
+            code = "%s 0x%x" % (name, code)
+    return "code %s%s" % (code, ", %r" % ev.reason if ev.reason else "")
+
+
+def _log_events(conn: Connection, events: List[Event]) -> None:
+    for ev in events:
+        kind = type(ev)
+        if kind is HandshakeCompleted:
+            key = ev.peer_key
+            connection_log(conn).info(
+                "established (%s, peer key %s)", "client" if conn.is_client else "server",
+                base64.b64encode(key).decode("ascii") if key else "not revealed")
+        elif kind is ConnectionTerminated:
+            if ev.timeout:
+                how = ev.reason
+            elif ev.reason == "stateless reset":
+                how = "stateless reset from the peer (it lost the connection's state)"
+            elif ev.by_peer:
+                how = "closed by the peer (%s)" % _code(ev)
+            elif ev.error_code:
+                how = "failed (%s)" % _code(ev)
+            else:
+                how = "closed"
+            connection_log(conn).info("%s", how)
+        elif kind is PathChanged:
+            connection_log(conn).info("peer moved from %s to %s (path validated)", ev.old_addr, ev.new_addr)
 
 
 class Endpoint:
@@ -286,6 +345,8 @@ class Endpoint:
         self._trace(conn, now)
         self._add(conn, None if rscid is not None else bytes(hdr.dcid))
         self._events.append((conn, ConnectionAccepted(addr)))
+        if logger.isEnabledFor(logging.DEBUG):
+            connection_log(conn).debug("accepted%s", " (address validated by Retry)" if retry else "")
         return conn
 
     def _trace(self, conn: Connection, now: float) -> None:
@@ -302,6 +363,8 @@ class Endpoint:
         body = codec.encode_retry(codec.DQUIC_VERSION_1, bytes(hdr.scid), rscid, token)
         self._stateless_out.append((body + retry_integrity_tag(bytes(hdr.dcid), body), addr))
         self.retries_sent += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("[%s] Retry sent (%d handshakes in progress)", addr, len(self._half_open))
 
     def _on_unknown_short(self, data: bytes, dcid: bytes, addr: Tuple, now: float) -> None:
         # a stateless reset from a peer that lost our connection? (RFC 9000 §10.3.1): one
@@ -327,6 +390,8 @@ class Endpoint:
         filler[0] = 0x40 | (filler[0] & 0x3F)
         self._stateless_out.append((bytes(filler) + self._reset_tokens(dcid), addr))
         self.resets_sent += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("[%s] stateless reset sent for unknown connection ID %s", addr, dcid.hex())
 
     def _after(self, conn: Connection, polled: bool = False) -> None:
         """Bookkeeping after the endpoint touched ``conn``: maps, events, its deadline in the
@@ -338,6 +403,8 @@ class Endpoint:
         evs = conn.take_events()
         if evs:
             self._events.extend([(conn, ev) for ev in evs])
+            if logger.isEnabledFor(logging.INFO):
+                _log_events(conn, evs)
         if conn.is_terminated:
             self._forget(conn)
             return

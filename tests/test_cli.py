@@ -47,16 +47,19 @@ class Server:
     """``dquic serve --port 0 --once`` in a subprocess; ``port`` and ``key`` from its first line."""
 
     def __init__(self, *args):
+        if "--host" not in args:
+            args = ("--host", "127.0.0.1") + args
         self.proc = subprocess.Popen([sys.executable, "-m", "dquic", "serve", "--port", "0", "--once",
                                       *map(str, args)], env=ENV, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 20.0)
         assert ready, "serve did not start"
         line = self.proc.stdout.readline()
-        m = re.match(r"listening on 127\.0\.0\.1:(\d+), server key (\S+)", line)
+        m = re.match(r"listening on (\S+):(\d+), server key (\S+)", line)
         assert m, line
-        self.port = int(m.group(1))
-        self.key = m.group(2)
+        self.host = m.group(1)
+        self.port = int(m.group(2))
+        self.key = m.group(3)
 
     def finish(self, timeout=30):
         try:
@@ -345,8 +348,8 @@ def test_refused_file_names():
 def test_serve_stops_cleanly_on_sigint(tmp_path):
     import signal
 
-    proc = subprocess.Popen([sys.executable, "-m", "dquic", "serve", "--port", "0", "--out",
-                             str(tmp_path)], env=ENV, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "dquic", "serve", "--host", "127.0.0.1", "--port",
+                             "0", "--out", str(tmp_path)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 20.0)

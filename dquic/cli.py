@@ -48,6 +48,7 @@ import math
 import os
 import random
 import socket
+import stat
 import statistics
 import sys
 import threading
@@ -867,8 +868,7 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
     server_key = _parse_keys([args.server_key])[0] if args.server_key else None
     names = set()
     for path in args.files:
-        if not os.path.isfile(path):
-            raise CommandFailed(f"{path}: not a regular file", EXIT_USAGE)
+        _check_source(path)
         name = os.path.basename(path)
         try:
             _check_name(name)
@@ -878,6 +878,36 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
             raise CommandFailed(f"two files named {name}", EXIT_USAGE)
         names.add(name)
     return asyncio.run(_send(args, out, identity, trusted, server_key))
+
+
+def _strerror(exc: OSError) -> str:
+    """An ``OSError``'s text without its class and errno: 'permission denied'."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _check_source(path: str) -> None:
+    """A file to send must exist, be a regular file and be readable: else a usage error that
+    says which of these it is not."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            raise CommandFailed(f"no such file: {path} (a link to a file that does not exist)",
+                                EXIT_USAGE) from None
+        raise CommandFailed(f"no such file: {path}", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CommandFailed(f"cannot read {path}: {_strerror(exc)}", EXIT_USAGE) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CommandFailed(f"{path} is a directory: send the files in it (for example "
+                            f"{os.path.join(path, '*')})", EXIT_USAGE)
+    if not stat.S_ISREG(st.st_mode):
+        raise CommandFailed(f"not a regular file: {path} (a device, pipe or socket)", EXIT_USAGE)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise CommandFailed(f"cannot read {path}: {_strerror(exc)}", EXIT_USAGE) from None
 
 
 async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: Any,

@@ -152,7 +152,29 @@ def test_usage_error_exit_2_in_subprocess():
 def test_send_missing_file_is_usage_error(tmp_path, capsys):
     rc, _ = run_main("send", "127.0.0.1:9", tmp_path / "missing.bin")
     assert rc == cli.EXIT_USAGE
-    assert "not a regular file" in capsys.readouterr().err
+    assert f"no such file: {tmp_path / 'missing.bin'}" in capsys.readouterr().err
+
+
+def test_send_file_errors_say_what_is_wrong(tmp_path, capsys, monkeypatch):
+    """A directory and an unreadable file get their own message (exit 2, nothing sent)."""
+    rc, _ = run_main("send", "127.0.0.1:9", tmp_path)
+    assert rc == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a directory" in err and "not a regular file" not in err
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"x")
+    real_open = open
+
+    def deny(path, *args, **kwargs):  # works when the tests run as root too
+        if os.fspath(path) == str(secret):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", deny)
+    rc, _ = run_main("send", "127.0.0.1:9", secret)
+    assert rc == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"cannot read {secret}: permission denied" in err
 
 
 def test_demo_subprocess_passes():

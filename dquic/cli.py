@@ -498,6 +498,23 @@ def _host_port(text: str) -> Tuple[str, int]:
     return host, p
 
 
+class _KeyList(argparse.Action):
+    """``--trust``: one value per use, appended (``--trust A --trust B``); a value may also be a
+    comma-separated list (``--trust A,B``), unless it names an existing file (a key file)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                  values: Any, option_string: Optional[str] = None) -> None:
+        keys = list(getattr(namespace, self.dest, None) or [])
+        if os.path.exists(values):
+            keys.append(values)
+        else:
+            more = [v.strip() for v in values.split(",") if v.strip()]
+            if not more:
+                raise argparse.ArgumentError(self, f"expected a public key or a key file, got {values!r}")
+            keys.extend(more)
+        setattr(namespace, self.dest, keys)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dquic`` command (one sub-parser per command)."""
     parser = argparse.ArgumentParser(
@@ -551,8 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: current directory)")
     p.add_argument("--key", metavar="KEYFILE", help="this server's key pair file (see keygen); "
                    "default: a fresh key for this run")
-    p.add_argument("--trust", metavar="PUBKEY", nargs="+", action="extend",
-                   help="only accept clients with these public keys (base64/hex or a key file)")
+    p.add_argument("--trust", metavar="PUBKEY", action=_KeyList, default=None,
+                   help="only accept clients with this public key (base64/hex, or a key file); "
+                        "repeat it, or give a comma-separated list, for several clients")
     p.add_argument("--qlog", metavar="DIR", help="write qlog traces to DIR")
     p.add_argument("--once", action="store_true", help="exit after the first client's "
                    "connection ends (exit code 0 only if all its files verified)")
@@ -568,8 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", metavar="KEYFILE", help="this client's key pair file (for servers "
                    "started with --trust)")
     grp = p.add_mutually_exclusive_group()
-    grp.add_argument("--trust", metavar="PUBKEY", nargs="+", action="extend",
-                     help="accept only a server with one of these public keys")
+    grp.add_argument("--trust", metavar="PUBKEY", action=_KeyList, default=None,
+                     help="accept only a server with this public key (base64/hex, or a key "
+                          "file); repeat it, or give a comma-separated list, to accept any of "
+                          "several")
     grp.add_argument("--server-key", metavar="PUBKEY", help="the server's public key (pinned)")
     p.add_argument("--qlog", metavar="DIR", help="write qlog traces to DIR")
     p.add_argument("--timeout", type=_positive_float, default=10.0,

@@ -129,6 +129,8 @@ def test_help_everywhere(command, capsys):
 
 @pytest.mark.parametrize("args", [
     [],
+    ["serve", "--port", "0", "--trust", ","],
+    ["send", "--trust", "", "127.0.0.1:1", "f"],
     ["nosuchcommand"],
     ["demo", "--loss", "2"],
     ["demo", "--streams", "0"],
@@ -385,3 +387,45 @@ def test_serve_stops_cleanly_on_sigint(tmp_path):
             proc.communicate()
     assert proc.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------
+# the command line as a user expects it
+def free_udp_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["send", "serve"])
+def test_trust_takes_one_value_per_use(command, tmp_path):
+    """--trust before the positionals does not swallow them; it repeats, and takes a
+    comma-separated list too (a key file's path is one value even with a comma in it)."""
+    a, b, c = (KeyPair.generate() for _ in range(3))
+    key_file = tmp_path / "with,comma.key"
+    c.save(key_file)
+    tail = ["127.0.0.1:4433", "f1", "f2"] if command == "send" else ["--port", "4433"]
+    parser = cli.build_parser()
+    args = parser.parse_args([command, "--trust", a.public_b64, *tail])
+    assert cli._parse_keys(args.trust) == [a.public]
+    if command == "send":
+        assert args.target == ("127.0.0.1", 4433) and args.files == ["f1", "f2"]
+    args = parser.parse_args([command, "--trust", a.public_b64, "--trust", f"{b.public.hex()},",
+                              "--trust", f"{a.public_b64}, {b.public_b64}", "--trust", str(key_file),
+                              *tail])
+    assert cli._parse_keys(args.trust) == [a.public, b.public, a.public, b.public, c.public]
+
+
+def test_send_with_trust_before_target(tmp_path, servers):
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"trust first\n")
+    out_dir = tmp_path / "out"
+    server = servers("--out", out_dir)
+    other = KeyPair.generate().public_b64
+    proc = dquic_cmd("send", "--trust", other, "--trust", server.key, f"127.0.0.1:{server.port}",
+                     src, "--no-progress")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert server.finish()[0] == 0
+    assert (out_dir / "f.txt").read_bytes() == b"trust first\n"

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import hashlib
 import json
 import math
@@ -401,8 +402,14 @@ def _load_keypair(path: str):
 
     try:
         return KeyPair.load(path)
-    except (OSError, ValueError) as exc:
-        raise CommandFailed(f"cannot read key file {path}: {exc}", EXIT_USAGE) from None
+    except FileNotFoundError:
+        raise CommandFailed(f"cannot read key file {path}: no such file (create one with "
+                            f"'dquic keygen {path}')", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CommandFailed(f"cannot read key file {path}: {_strerror(exc)}", EXIT_USAGE) from None
+    except ValueError as exc:
+        raise CommandFailed(f"{path} is not a dquic key file ({exc}; 'dquic keygen' writes "
+                            "one)", EXIT_USAGE) from None
 
 
 def run_pubkey(args: argparse.Namespace, out: TextIO) -> int:
@@ -429,12 +436,17 @@ def _parse_keys(values: Optional[Sequence[str]]) -> Optional[List[bytes]]:
             try:
                 with open(v, "r", encoding="ascii") as f:
                     v = f.read(4096)
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CommandFailed(f"cannot read public key file {v}: {exc}", EXIT_USAGE) from None
+            except OSError as exc:
+                raise CommandFailed(f"cannot read public key file {v}: {_strerror(exc)}",
+                                    EXIT_USAGE) from None
+            except UnicodeDecodeError:
+                raise CommandFailed(f"{v} is not a key file", EXIT_USAGE) from None
         try:
             keys.append(load_public(v))
         except (TypeError, ValueError) as exc:
-            raise CommandFailed(f"bad public key {v!r}: {exc}", EXIT_USAGE) from None
+            raise CommandFailed(f"bad public key {v.strip()!r}: {exc} (a public key is what "
+                                "'dquic keygen' or 'dquic pubkey' prints, or a key file)",
+                                EXIT_USAGE) from None
     return keys
 
 
@@ -639,7 +651,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
         sys.stderr.write(f"dquic {args.command}: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write(f"dquic {args.command}: interrupted\n")
+        hint = " (run the same command again to resume)" if args.command == "send" else ""
+        sys.stderr.write(f"dquic {args.command}: interrupted{hint}\n")
         return EXIT_FAILURE
     except Exception as exc:  # connection failures and the like: a message, not a traceback
         out.flush()
@@ -829,7 +842,8 @@ def run_serve(args: argparse.Namespace, out: TextIO) -> int:
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
-        raise CommandFailed(f"cannot create {args.out}: {exc}", EXIT_USAGE) from None
+        raise CommandFailed(f"cannot create the output directory {args.out}: {_strerror(exc)}",
+                            EXIT_USAGE) from None
     try:
         return asyncio.run(_serve(args, out, identity, trusted))
     except KeyboardInterrupt:  # the usual way to stop a server
@@ -863,7 +877,7 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
     try:
         server = await aio.serve(args.host, args.port, handler, **options)
     except OSError as exc:
-        raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc}", EXIT_USAGE) from None
+        raise CommandFailed(_listen_error(exc, args.host, args.port), EXIT_USAGE) from None
     async with server:
         host, port = server.address[:2]
         out.write(f"listening on {host}:{port}, server key {server.identity.public_b64}\n")
@@ -873,6 +887,22 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
             return EXIT_OK
         ok, failed = await first
     return EXIT_OK if ok and not failed else EXIT_FAILURE
+
+
+def _listen_error(exc: OSError, host: str, port: int) -> str:
+    where = _where(host, port)
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host!r} (--host takes a name or address of this machine)"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {where}: the port is in use (another 'dquic serve'? choose "
+                "another --port, or --port 0 for a free one)")
+    if exc.errno == errno.EACCES:
+        return (f"cannot listen on {where}: permission denied (ports below 1024 need "
+                "privileges: choose --port 1024 or above)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"cannot listen on {where}: {host} is not an address of this machine (leave "
+                "out --host to listen on all of them)")
+    return f"cannot listen on {where}: {_strerror(exc)}"
 
 
 def _b64(key: bytes) -> str:
@@ -897,7 +927,70 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
         if name in names:
             raise CommandFailed(f"two files named {name}", EXIT_USAGE)
         names.add(name)
-    return asyncio.run(_send(args, out, identity, trusted, server_key))
+    phase = {"connected": False}
+    try:
+        return asyncio.run(_send(args, out, identity, trusted, server_key, phase))
+    except (CommandFailed, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        message = _explain_send_error(exc, args, identity, phase["connected"])
+        if message is None:
+            raise
+        out.flush()
+        raise CommandFailed(message, _connection_exit(exc)) from None
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _explain_send_error(exc: BaseException, args: argparse.Namespace, identity: Any,
+                        connected: bool) -> Optional[str]:
+    """A sentence for an error a user can cause while sending (None: not one of those)."""
+    from .errors import AuthenticationError, ConnectionClosed, ConnectionTimeout
+
+    host, port = args.target
+    where = _where(host, port)
+    again = "; run the same command again to resume where it stopped"
+    if isinstance(exc, socket.gaierror):
+        return f"connection failed: cannot resolve host {host!r} (check the name, or give an IP address)"
+    if isinstance(exc, AuthenticationError):
+        text = str(exc)
+        if "client identity required" in text:
+            return ("connection failed: the server refused this client: it accepts only clients "
+                    "on its trust list, and this client has no key (create one with 'dquic keygen "
+                    "client.key', send with --key client.key, and start the server with --trust "
+                    "<the public key keygen printed>)")
+        if "client static key is not trusted" in text:
+            mine = identity.public_b64 if identity is not None else "<this client's public key>"
+            return ("connection failed: the server refused this client: its key is not on the "
+                    f"server's trust list (start the server with --trust {mine})")
+        if args.server_key and "authentication" in text:
+            return ("connection failed: the server's key does not match --server-key (the server "
+                    "prints its key when it starts: check for a typo, or whether it was restarted "
+                    "without --key and so has a new key)")
+        if args.trust and ("authentication" in text or "server static key" in text):
+            return ("connection failed: the server's key is not one of the --trust keys (the "
+                    "server prints its key when it starts)")
+        return f"connection failed: authentication with {where} failed ({text.rpartition('failed: ')[2]})"
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"connection failed: no dquic server answered at {where} (connection refused: "
+                f"nothing listens on UDP port {port} there; is 'dquic serve --port {port}' running?)")
+    if isinstance(exc, ConnectionTimeout) or (isinstance(exc, TimeoutError) and not connected):
+        if not connected:
+            return (f"connection failed: no dquic server answered at {where} within "
+                    f"{args.timeout:g} s (handshake timeout: is 'dquic serve --port {port}' "
+                    "running there, and does every firewall on the way let UDP through? "
+                    "--timeout waits longer)")
+        return f"connection failed: the server at {where} stopped answering (idle timeout){again}"
+    if isinstance(exc, ConnectionClosed):
+        reason = f" ({exc.reason})" if getattr(exc, "reason", "") else ""
+        return f"connection failed: the server at {where} closed the connection{reason}{again}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"connection failed: cannot reach {where}: {_strerror(exc)}"
+    if isinstance(exc, ValueError) and connected:  # a malformed answer
+        return f"the receiver at {where} sent an answer this sender cannot read ({exc}): is it 'dquic serve'?"
+    return None
 
 
 def _strerror(exc: OSError) -> str:
@@ -931,8 +1024,9 @@ def _check_source(path: str) -> None:
 
 
 async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: Any,
-                server_key: Any) -> int:
+                server_key: Any, phase: Dict[str, bool]) -> int:
     from . import aio
+    from .errors import DQUICError
 
     host, port = args.target
     options: Dict[str, Any] = {"handshake_timeout": args.timeout}
@@ -949,6 +1043,7 @@ async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: A
         size = os.path.getsize(path)
         plan.append((path, os.path.basename(path), size, _sha256_file(path).hexdigest()))
     conn = await aio.connect(host, port, **options)
+    phase["connected"] = True
     failures = 0
     t0 = time.monotonic()
     moved = 0
@@ -996,9 +1091,16 @@ async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: A
         out.write(f"{len(plan) - failures} of {len(plan)} files verified; {_size(moved)} sent in "
                   f"{elapsed:.2f} s ({_mbit(moved, elapsed):.1f} Mbit/s), rtt "
                   f"{_ms(stats.smoothed_rtt)}, {stats.packets_lost} packets lost\n")
+    except BaseException:
+        conn.abort()  # the error is what gets reported, not what was left in flight
+        raise
     finally:
         conn.close()
-        await conn.wait_closed()
+        try:
+            await conn.wait_closed()
+        except DQUICError:
+            if sys.exc_info()[0] is None:
+                raise
     return EXIT_OK if not failures else EXIT_FAILURE
 
 

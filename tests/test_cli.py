@@ -429,3 +429,73 @@ def test_send_with_trust_before_target(tmp_path, servers):
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert server.finish()[0] == 0
     assert (out_dir / "f.txt").read_bytes() == b"trust first\n"
+
+
+def test_connection_errors_are_plain_sentences(tmp_path):
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    proc = dquic_cmd("send", "no-such-host.invalid:4433", src, "--timeout", "2", timeout=60)
+    assert proc.returncode == cli.EXIT_CONNECTION
+    assert "cannot resolve host 'no-such-host.invalid'" in proc.stderr, proc.stderr
+    assert "gaierror" not in proc.stderr and "Errno" not in proc.stderr
+    port = free_udp_port()
+    proc = dquic_cmd("send", f"127.0.0.1:{port}", src, "--timeout", "0.5", timeout=30)
+    assert proc.returncode == cli.EXIT_CONNECTION
+    assert f"no dquic server answered at 127.0.0.1:{port}" in proc.stderr, proc.stderr
+    assert "ConnectionRefused" not in proc.stderr and "Errno" not in proc.stderr
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # takes packets, never answers
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        proc = dquic_cmd("send", f"127.0.0.1:{port}", src, "--timeout", "0.5", timeout=30)
+    assert proc.returncode == cli.EXIT_CONNECTION
+    assert f"no dquic server answered at 127.0.0.1:{port} within 0.5 s" in proc.stderr, proc.stderr
+    assert "ConnectionTimeout" not in proc.stderr and "Errno" not in proc.stderr
+
+
+def test_authentication_errors_say_what_to_do(tmp_path, servers):
+    client_key = tmp_path / "client.key"
+    stranger_key = tmp_path / "stranger.key"
+    server_key = tmp_path / "server.key"
+    dquic_cmd("keygen", client_key, check_rc=0)
+    stranger_pub = dquic_cmd("keygen", stranger_key, check_rc=0).stdout.strip()
+    server_pub = dquic_cmd("keygen", server_key, check_rc=0).stdout.strip()
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"x\n")
+    server = servers("--out", tmp_path / "out", "--key", server_key, "--trust", client_key)
+    target = f"127.0.0.1:{server.port}"
+
+    def send(*args):
+        proc = dquic_cmd("send", target, src, "--timeout", "3", "--no-progress", *args)
+        assert proc.returncode == cli.EXIT_CONNECTION, (proc.stdout, proc.stderr)
+        assert "Error" not in proc.stderr and "Errno" not in proc.stderr, proc.stderr
+        return proc.stderr
+
+    # no client key at all
+    err = send("--server-key", server_pub)
+    assert "the server refused this client" in err and "--key" in err and "--trust" in err, err
+    assert "pattern" not in err
+    # a client key the server does not trust: the message names it
+    err = send("--key", stranger_key, "--server-key", server_pub)
+    assert "its key is not on the server's trust list" in err, err
+    assert f"--trust {stranger_pub}" in err
+    # the same without pinning the server key (the refusal comes after the client's handshake)
+    err = send("--key", stranger_key)
+    assert "its key is not on the server's trust list" in err, err
+    # a pinned server key that is not the server's
+    err = send("--key", client_key, "--server-key", stranger_pub)
+    assert "the server's key does not match --server-key" in err, err
+    err = send("--key", client_key, "--trust", stranger_pub)
+    assert "the server's key is not one of the --trust keys" in err, err
+    proc = dquic_cmd("send", target, src, "--key", client_key, "--server-key", server_pub)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert server.finish()[0] == 0
+
+
+def test_key_file_errors_are_plain(tmp_path, capsys):
+    rc, _ = run_main("send", "127.0.0.1:9", __file__, "--key", tmp_path / "nokey")
+    assert rc == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"cannot read key file {tmp_path / 'nokey'}: no such file" in err, err
+    assert "dquic keygen" in err and "Errno" not in err

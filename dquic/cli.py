@@ -27,7 +27,12 @@ in command-line order) and closes the connection when every file has a verdict.
    into ``<name>.part`` in its output directory; if a ``.part`` from an earlier attempt exists
    and is not longer than the file, ``n`` is its size (the bytes it already has), otherwise 0 and
    the ``.part`` starts empty. A header the receiver refuses is answered with
-   ``{"ok": false, "error": <text>}`` instead, which ends the exchange on that stream.
+   ``{"ok": false, "error": <text>}`` instead, which ends the exchange on that stream. A file
+   ``<name>`` already in the directory: if it has the announced size and SHA-256, the answer is
+   ``{"offset": <size>}`` followed at once by the verdict ``{"ok": true, "sha256": <hex>,
+   "already": true}`` (nothing travels; a sender whose verdict was lost can simply send again);
+   a different file is refused unless ``serve`` runs with ``--overwrite`` (it is then replaced,
+   by the rename of step 4, only once the new file verified).
 3. Sender -> receiver: the file's bytes from offset ``n`` on, as data messages of at most 1 MiB.
 4. Receiver -> sender, once ``size`` bytes are in the ``.part``: the verdict
    ``{"ok": true, "sha256": <hex>}`` after the SHA-256 of the *whole* ``.part`` matched the header
@@ -583,6 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", metavar="PUBKEY", action=_KeyList, default=None,
                    help="only accept clients with this public key (base64/hex, or a key file); "
                         "repeat it, or give a comma-separated list, for several clients")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a file of the same name with different content (default: refuse "
+                        "such a file, and keep the one there; a file identical to the one there "
+                        "is a success that moves no data)")
     p.add_argument("--qlog", metavar="DIR", help="write qlog traces to DIR")
     p.add_argument("--once", action="store_true", help="exit after the first client's "
                    "connection ends (exit code 0 only if all its files verified)")
@@ -702,9 +711,14 @@ def _sha256_file(path: str, limit: Optional[int] = None) -> "hashlib._Hash":
 
 
 class _Incoming:
-    """One file being received on one stream."""
+    """One file being received on one stream.
 
-    def __init__(self, directory: str, header: Dict[str, Any], busy: set) -> None:
+    The constructor (on the event loop) checks the header and claims the name; ``prepare()``
+    (off the loop: it may hash a large file) looks at what the directory already holds and
+    opens the ``.part``."""
+
+    def __init__(self, directory: str, header: Dict[str, Any], busy: set,
+                 overwrite: bool = False) -> None:
         self.name = _check_name(header.get("name"))
         size = header.get("size")
         digest = header.get("sha256")
@@ -720,25 +734,48 @@ class _Incoming:
             raise ValueError(f"{self.name} is being received on another stream")
         self.size = size
         self.expected = digest.lower()
+        self.overwrite = overwrite
         self.final = os.path.join(directory, self.name)
         self.part = self.final + ".part"
-        have = os.path.getsize(self.part) if os.path.isfile(self.part) else 0
-        if have > size:
-            have = 0
-        self.offset = have
-        # the hash of what an earlier attempt left: load_hash() (slow for a large part: run it
-        # off the event loop)
-        self.hash = None if have else hashlib.sha256()
-        self.file = open(self.part, "r+b" if have else "wb")
-        self.file.seek(have)
-        self.file.truncate()
-        self.received = have
+        self.offset = self.received = 0
+        self.hash: Any = None
+        self.file: Any = None
         self.busy = busy
         busy.add(self.name)
 
-    def load_hash(self) -> None:
-        """Hash the bytes an earlier attempt left in the ``.part`` file."""
-        self.hash = _sha256_file(self.part, self.offset)
+    def _exists_error(self) -> ValueError:
+        return ValueError(f"{self.name} already exists on the receiver with different content "
+                          "(it was kept; start 'dquic serve' with --overwrite to replace files, or "
+                          "rename the file)")
+
+    def prepare(self) -> bool:
+        """Open the ``.part`` (resuming where an earlier attempt left it) and hash what it holds.
+        True instead when the directory already holds this very file (same size and SHA-256):
+        nothing needs to travel. A different file of that name is refused (``ValueError``)
+        unless ``overwrite``. Releases the name if it raises."""
+        try:
+            if os.path.lexists(self.final):
+                if not os.path.isfile(self.final):
+                    raise ValueError(f"{self.name} exists on the receiver and is not a regular file")
+                if (os.path.getsize(self.final) == self.size
+                        and _sha256_file(self.final).hexdigest() == self.expected):
+                    self.busy.discard(self.name)
+                    return True
+                if not self.overwrite:
+                    raise self._exists_error()
+            have = os.path.getsize(self.part) if os.path.isfile(self.part) else 0
+            if have > self.size:
+                have = 0
+            self.offset = self.received = have
+            self.file = open(self.part, "r+b" if have else "wb")
+            self.file.seek(have)
+            self.file.truncate()
+            # the hash of what an earlier attempt left
+            self.hash = _sha256_file(self.part, have) if have else hashlib.sha256()
+            return False
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, data: bytes) -> None:
         if self.received + len(data) > self.size:
@@ -752,6 +789,10 @@ class _Incoming:
     def complete(self) -> bool:
         return self.received >= self.size
 
+    @property
+    def closed(self) -> bool:
+        return self.file is None or self.file.closed
+
     def finish(self) -> Dict[str, Any]:
         """Verify the whole ``.part`` and rename it; the verdict to send."""
         self.close()
@@ -759,18 +800,23 @@ class _Incoming:
         if digest != self.expected:
             os.unlink(self.part)
             return {"ok": False, "error": f"sha256 mismatch (got {digest})"}
+        if not self.overwrite and os.path.lexists(self.final):
+            # appeared while the file travelled: keep both (the verified .part resumes, in full,
+            # once the other file is out of the way or with --overwrite)
+            return {"ok": False, "error": str(self._exists_error())}
         os.replace(self.part, self.final)
         return {"ok": True, "sha256": digest}
 
     def close(self) -> None:
-        if not self.file.closed:
+        if self.file is not None and not self.file.closed:
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
         self.busy.discard(self.name)
 
 
-async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set) -> Tuple[int, int]:
+async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set,
+                         overwrite: bool = False) -> Tuple[int, int]:
     """Serve one sender's connection; returns ``(files verified, files failed)``."""
     from .errors import DQUICError
 
@@ -784,25 +830,34 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set) -> T
             except DQUICError:
                 break
             if sid not in files:
+                files[sid] = None  # until the header was accepted: ignore the stream's data
                 try:
-                    inc = _Incoming(directory, _json_message(data), busy)
+                    inc = _Incoming(directory, _json_message(data), busy, overwrite)
+                    # disk reads and hashing off the event loop: other connections go on
+                    already = await asyncio.to_thread(inc.prepare)
                 except (ValueError, OSError) as exc:
-                    files[sid] = None
                     failed += 1
-                    out.write(f"refused a file from {peer[0]}:{peer[1]}: {exc}\n")
+                    error = _strerror(exc) if isinstance(exc, OSError) else str(exc)
+                    out.write(f"refused a file from {peer[0]}:{peer[1]}: {error}\n")
                     out.flush()
-                    await conn.send_message(sid, _encode({"ok": False, "error": str(exc)}))
+                    await conn.send_message(sid, _encode({"ok": False, "error": error}))
+                    continue
+                if already:
+                    ok += 1
+                    out.write(f"already had {inc.name} ({inc.size} bytes, sha256 verified): "
+                              f"nothing to receive from {peer[0]}:{peer[1]}\n")
+                    out.flush()
+                    await conn.send_message(sid, _encode({"offset": inc.size}))
+                    await conn.send_message(sid, _encode({"ok": True, "sha256": inc.expected,
+                                                          "already": True}))
                     continue
                 files[sid] = inc
-                if inc.hash is None:
-                    # disk reads and hashing off the event loop: other connections go on
-                    await asyncio.to_thread(inc.load_hash)
                 await conn.send_message(sid, _encode({"offset": inc.offset}))
                 if not inc.complete:
                     continue
             else:
                 inc = files[sid]
-                if inc is None or inc.file.closed:
+                if inc is None or inc.closed:
                     continue  # after a verdict: ignore
                 try:
                     inc.write(data)
@@ -826,7 +881,7 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set) -> T
             await conn.send_message(sid, _encode(verdict))
     finally:
         for inc in files.values():
-            if inc is not None and not inc.file.closed:
+            if inc is not None and not inc.closed:
                 inc.close()  # keep the .part: the sender can resume
                 failed += 1
                 out.write(f"incomplete {inc.name}: {inc.received} of {inc.size} bytes kept in "
@@ -863,7 +918,7 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
         out.write(f"connection from {peer[0]}:{peer[1]}"
                   + (f" (key {_b64(conn.peer_key)})" if conn.peer_key else "") + "\n")
         out.flush()
-        result = await _receive_files(conn, args.out, out, busy)
+        result = await _receive_files(conn, args.out, out, busy, args.overwrite)
         if not first.done():
             first.set_result(result)
 
@@ -1081,7 +1136,12 @@ async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: A
             progress.close()
             resumed = f", resumed at {offset} bytes" if offset else ""
             if verdict.get("ok") is True and verdict.get("sha256") == digest:
-                out.write(f"sent {name} ({size} bytes{resumed}): receiver verified sha256 {digest[:16]}\n")
+                if verdict.get("already") is True:
+                    out.write(f"{name} ({size} bytes) is already on the receiver (sha256 "
+                              f"{digest[:16]} verified): nothing sent\n")
+                else:
+                    out.write(f"sent {name} ({size} bytes{resumed}): receiver verified sha256 "
+                              f"{digest[:16]}\n")
             else:
                 failures += 1
                 out.write(f"FAILED {name}: {verdict.get('error', 'receiver reported a different sha256')}\n")

@@ -499,3 +499,36 @@ def test_key_file_errors_are_plain(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cannot read key file {tmp_path / 'nokey'}: no such file" in err, err
     assert "dquic keygen" in err and "Errno" not in err
+
+
+def test_serve_refuses_to_overwrite(tmp_path, servers):
+    src = tmp_path / "data.bin"
+    write_random(src, 300_000, seed=4)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "data.bin").write_bytes(b"precious")
+    server = servers("--out", out_dir)
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--server-key", server.key)
+    rc, sout, _ = server.finish()
+    assert proc.returncode == cli.EXIT_FAILURE, (proc.stdout, proc.stderr)
+    assert rc == cli.EXIT_FAILURE
+    assert "FAILED data.bin" in proc.stdout and "already exists on the receiver" in proc.stdout
+    assert "--overwrite" in proc.stdout
+    assert "data.bin" in sout and "already exists" in sout
+    assert (out_dir / "data.bin").read_bytes() == b"precious"
+    assert not (out_dir / "data.bin.part").exists()
+    # --overwrite replaces it (after verification, as ever)
+    server = servers("--out", out_dir, "--overwrite")
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--server-key", server.key)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert server.finish()[0] == 0
+    assert sha256(out_dir / "data.bin") == sha256(src)
+    # sending an identical file again is a success that moves no data (a verdict lost with the
+    # connection can be retried without --overwrite)
+    server = servers("--out", out_dir)
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--server-key", server.key)
+    rc, sout, _ = server.finish()
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert rc == 0
+    assert "already on the receiver" in proc.stdout and "0 B sent" in proc.stdout
+    assert "already had data.bin" in sout

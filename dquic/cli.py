@@ -822,12 +822,16 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set,
 
     files: Dict[int, Optional[_Incoming]] = {}
     ok = failed = 0
-    peer = conn.peer_address
+    peer = _where(*conn.peer_address[:2])
     try:
         while True:
             try:
                 sid, data = await conn.receive_message()
-            except DQUICError:
+            except DQUICError as exc:
+                ended = _connection_ended(exc)
+                if ended:
+                    out.write(f"connection from {peer} ended: {ended}\n")
+                    out.flush()
                 break
             if sid not in files:
                 files[sid] = None  # until the header was accepted: ignore the stream's data
@@ -838,14 +842,14 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set,
                 except (ValueError, OSError) as exc:
                     failed += 1
                     error = _strerror(exc) if isinstance(exc, OSError) else str(exc)
-                    out.write(f"refused a file from {peer[0]}:{peer[1]}: {error}\n")
+                    out.write(f"refused a file from {peer}: {error}\n")
                     out.flush()
                     await conn.send_message(sid, _encode({"ok": False, "error": error}))
                     continue
                 if already:
                     ok += 1
                     out.write(f"already had {inc.name} ({inc.size} bytes, sha256 verified): "
-                              f"nothing to receive from {peer[0]}:{peer[1]}\n")
+                              f"nothing to receive from {peer}\n")
                     out.flush()
                     await conn.send_message(sid, _encode({"offset": inc.size}))
                     await conn.send_message(sid, _encode({"ok": True, "sha256": inc.expected,
@@ -864,19 +868,26 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set,
                 except (ValueError, OSError) as exc:
                     inc.close()
                     failed += 1
-                    await conn.send_message(sid, _encode({"ok": False, "error": str(exc)}))
+                    error = (f"cannot write {inc.name}.part: {_strerror(exc)}"
+                             if isinstance(exc, OSError) else str(exc))
+                    out.write(f"FAILED {inc.name} from {peer}: {error}\n")
+                    out.flush()
+                    await conn.send_message(sid, _encode({"ok": False, "error": error}))
                     continue
                 if not inc.complete:
                     continue
-            verdict = await asyncio.to_thread(inc.finish)  # fsync and rename off the loop
+            try:
+                verdict = await asyncio.to_thread(inc.finish)  # fsync and rename off the loop
+            except OSError as exc:  # the .part stays: a later attempt verifies it again
+                verdict = {"ok": False, "error": f"cannot store {inc.name}: {_strerror(exc)}"}
             resumed = f", resumed at {inc.offset} bytes" if inc.offset else ""
             if verdict["ok"]:
                 ok += 1
                 out.write(f"received {inc.name} ({inc.size} bytes, sha256 verified{resumed}) "
-                          f"from {peer[0]}:{peer[1]}\n")
+                          f"from {peer}\n")
             else:
                 failed += 1
-                out.write(f"FAILED {inc.name} from {peer[0]}:{peer[1]}: {verdict['error']}\n")
+                out.write(f"FAILED {inc.name} from {peer}: {verdict['error']}\n")
             out.flush()
             await conn.send_message(sid, _encode(verdict))
     finally:
@@ -888,6 +899,77 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set,
                           f"{inc.name}.part\n")
                 out.flush()
     return ok, failed
+
+
+def _connection_ended(exc: BaseException) -> Optional[str]:
+    """Why a client's connection ended, for the server's log; None for a clean close."""
+    from .errors import ConnectionClosed, ConnectionTimeout
+
+    if isinstance(exc, ConnectionTimeout):
+        return "the client stopped answering (idle timeout)"
+    if isinstance(exc, ConnectionClosed):
+        if not exc.error_code:
+            return None
+        return f"closed with error {exc.error_code}" + (f" ({exc.reason})" if exc.reason else "")
+    return _strerror(exc) if isinstance(exc, OSError) else str(exc)
+
+
+def _refusal(reason: str, by_peer: bool, key: Optional[bytes], server_key: str) -> str:
+    """A refused handshake, for the server's log: what happened and what would fix it."""
+    if by_peer:
+        return (f"the client does not accept this server's key (its --server-key or --trust must "
+                f"be {server_key})")
+    if "client identity required" in reason:
+        return ("it presented no key, and only clients on the --trust list are accepted (a "
+                "client sends with --key KEYFILE)")
+    if "client static key is not trusted" in reason:
+        if key:
+            return f"its key {_b64(key)} is not on the --trust list (add it with --trust to accept it)"
+        return "its key is not on the --trust list"
+    if "failed authentication" in reason:
+        return (f"it expects another server key (its --server-key or --trust is not this "
+                f"server's key {server_key})")
+    return f"handshake failed ({reason})"
+
+
+def _presented_key(core: Any) -> Optional[bytes]:
+    """The static key a refused client presented, where the core still knows it."""
+    key = getattr(core, "peer_key", None)
+    hs = getattr(core, "_handshake", None)
+    for obj, attr in ((hs, "peer_static"), (getattr(hs, "_hs", None), "remote_static")):
+        if key is None and obj is not None:
+            key = getattr(obj, attr, None)
+    return key if isinstance(key, bytes) else None
+
+
+def _watch_handshakes(server: Any, report: Callable[[Tuple, str, bool, Optional[bytes]], None]) -> bool:
+    """Call ``report(address, reason, by_peer, key)`` for each connection whose handshake was
+    refused (by this server, or by the client). dquic.aio offers no hook for these (they never
+    reach the handler), so this wraps the server endpoint's event queue, which the driver reads
+    after every datagram. False (and nothing reported) if that queue is not where it expects."""
+    from .errors import ErrorCode
+    from .events import ConnectionTerminated
+
+    endpoint = getattr(getattr(server, "_driver", None), "endpoint", None)
+    next_event = getattr(endpoint, "next_event", None)
+    if next_event is None:
+        return False
+    failures = (ErrorCode.HANDSHAKE_FAILED, ErrorCode.AUTHENTICATION_FAILED)
+
+    def watched() -> Any:
+        item = next_event()
+        if item is not None:
+            core, ev = item
+            if (isinstance(ev, ConnectionTerminated) and ev.error_code in failures
+                    and not ev.application):
+                try:
+                    report(tuple(core.peer_addr), ev.reason, ev.by_peer, _presented_key(core))
+                except Exception:  # a log line must never break the server
+                    pass
+        return item
+
+    endpoint.next_event = watched
+    return True
 
 
 def run_serve(args: argparse.Namespace, out: TextIO) -> int:
@@ -915,7 +997,7 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
 
     async def handler(conn: Any) -> None:
         peer = conn.peer_address
-        out.write(f"connection from {peer[0]}:{peer[1]}"
+        out.write(f"connection from {_where(*peer[:2])}"
                   + (f" (key {_b64(conn.peer_key)})" if conn.peer_key else "") + "\n")
         out.flush()
         result = await _receive_files(conn, args.out, out, busy, args.overwrite)
@@ -933,6 +1015,18 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
         server = await aio.serve(args.host, args.port, handler, **options)
     except OSError as exc:
         raise CommandFailed(_listen_error(exc, args.host, args.port), EXIT_USAGE) from None
+    server_key = server.identity.public_b64
+
+    def refused(addr: Tuple, reason: str, by_peer: bool, key: Optional[bytes]) -> None:
+        from ._socket import normalize_address
+
+        where = _where(*normalize_address(addr)[:2])
+        why = _refusal(reason, by_peer, key, server_key)
+        out.write(f"handshake with {where} failed: {why}\n" if by_peer
+                  else f"refused client {where}: {why}\n")
+        out.flush()
+
+    _watch_handshakes(server, refused)
     async with server:
         host, port = server.address[:2]
         out.write(f"listening on {host}:{port}, server key {server.identity.public_b64}\n")

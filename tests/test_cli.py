@@ -532,3 +532,46 @@ def test_serve_refuses_to_overwrite(tmp_path, servers):
     assert rc == 0
     assert "already on the receiver" in proc.stdout and "0 B sent" in proc.stdout
     assert "already had data.bin" in sout
+
+
+def test_serve_logs_refused_clients_and_failed_transfers(tmp_path, servers):
+    client_key = tmp_path / "client.key"
+    dquic_cmd("keygen", client_key, check_rc=0)
+    stranger = KeyPair.generate()
+    stranger_file = tmp_path / "stranger.key"
+    stranger.save(stranger_file)
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"x\n")
+    out_dir = tmp_path / "out"
+    server = servers("--out", out_dir, "--trust", client_key, "--idle-timeout", "1")
+    target = f"127.0.0.1:{server.port}"
+    assert dquic_cmd("send", target, src, "--server-key", server.key,
+                     "--timeout", "3").returncode == cli.EXIT_CONNECTION
+    assert dquic_cmd("send", target, src, "--key", stranger_file, "--server-key", server.key,
+                     "--timeout", "3").returncode == cli.EXIT_CONNECTION
+    # a trusted client that goes away in the middle of a file (no close: the server's idle
+    # timeout ends the connection)
+    script = f"""
+import asyncio, json, os
+from dquic import aio
+from dquic.keys import KeyPair
+async def main():
+    conn = await aio.connect("127.0.0.1", {server.port}, identity=KeyPair.load({str(client_key)!r}))
+    header = {{"name": "big.bin", "size": 10 << 20, "sha256": "0" * 64}}
+    await conn.send_message(1, json.dumps(header).encode())
+    await conn.receive_message(1)
+    await conn.send_message(1, b"y" * 65536)
+    await conn.flush(5)
+    os._exit(0)
+asyncio.run(main())
+"""
+    subprocess.run([sys.executable, "-c", script], env=ENV, check=True, timeout=30)
+    rc, sout, serr = server.finish()
+    assert rc == cli.EXIT_FAILURE, (sout, serr)
+    refused = [line for line in sout.splitlines() if line.startswith("refused client 127.0.0.1:")]
+    assert len(refused) == 2, sout
+    assert "presented no key" in refused[0]
+    assert "not on the --trust list" in refused[1]
+    assert "connection from 127.0.0.1:" in sout and "stopped answering" in sout, sout
+    assert "incomplete big.bin: 65536 of 10485760 bytes kept in big.bin.part" in sout
+    assert "Traceback" not in serr

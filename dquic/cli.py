@@ -580,7 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "interrupted transfer resumes from the .part.")
     p.add_argument("--port", type=_int_range(0, 65535), required=True,
                    help="UDP port to listen on (0: pick a free one and print it)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--host", default=None,
+                   help="address to listen on (default: all addresses of this machine, IPv4 and "
+                        "IPv6 where available; 127.0.0.1 for this machine only)")
     p.add_argument("--out", default=".", metavar="DIR", help="directory for received files "
                    "(default: current directory)")
     p.add_argument("--key", metavar="KEYFILE", help="this server's key pair file (see keygen); "
@@ -1011,10 +1013,16 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
         options["trusted_peers"] = trusted
     if args.qlog:
         options["qlog_dir"] = args.qlog
-    try:
-        server = await aio.serve(args.host, args.port, handler, **options)
-    except OSError as exc:
-        raise CommandFailed(_listen_error(exc, args.host, args.port), EXIT_USAGE) from None
+    hosts = [args.host] if args.host is not None else _wildcard_hosts()
+    for i, host in enumerate(hosts):
+        try:
+            server = await aio.serve(host, args.port, handler, **options)
+            break
+        except OSError as exc:
+            # no IPv6 here after all: the IPv4 wildcard (a port in use stays an error)
+            if i + 1 < len(hosts) and exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                continue
+            raise CommandFailed(_listen_error(exc, host, args.port), EXIT_USAGE) from None
     server_key = server.identity.public_b64
 
     def refused(addr: Tuple, reason: str, by_peer: bool, key: Optional[bytes]) -> None:
@@ -1029,13 +1037,33 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
     _watch_handshakes(server, refused)
     async with server:
         host, port = server.address[:2]
-        out.write(f"listening on {host}:{port}, server key {server.identity.public_b64}\n")
+        out.write(f"listening on {_where(host, port)}, server key {server_key}\n")
+        wildcard = host in ("::", "0.0.0.0")
+        target = f"HOST:{port}" if wildcard else _where(host, port)
+        hint = f"send files here with: dquic send {target} FILE... --server-key {server_key}"
+        if trusted:
+            hint += " --key KEYFILE"
+        if wildcard:
+            hint += ("  (HOST: a name or address of this machine; it listens on all of them"
+                     + (", IPv4 and IPv6)" if host == "::" else ")"))
+        out.write(hint + "\n")
         out.flush()
         if not args.once:
             await server.serve_forever()
             return EXIT_OK
         ok, failed = await first
     return EXIT_OK if ok and not failed else EXIT_FAILURE
+
+
+def _wildcard_hosts() -> List[str]:
+    """What ``serve`` binds without ``--host``, in order of preference: ``::`` (every IPv6
+    address and, dual stack, every IPv4 one) where a socket can do both, else ``0.0.0.0``.
+    Not on Windows, whose event loop would bind an IPv6-only socket."""
+    try:
+        dual = sys.platform != "win32" and socket.has_ipv6 and socket.has_dualstack_ipv6()
+    except OSError:
+        dual = False
+    return ["::", "0.0.0.0"] if dual else ["0.0.0.0"]
 
 
 def _listen_error(exc: OSError, host: str, port: int) -> str:

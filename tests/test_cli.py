@@ -575,3 +575,33 @@ asyncio.run(main())
     assert "connection from 127.0.0.1:" in sout and "stopped answering" in sout, sout
     assert "incomplete big.bin: 65536 of 10485760 bytes kept in big.bin.part" in sout
     assert "Traceback" not in serr
+
+
+def test_serve_listens_on_all_addresses_by_default(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "dquic", "serve", "--port", "0", "--once",
+                             "--out", str(tmp_path / "out")], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+        assert ready
+        line = proc.stdout.readline()
+        m = re.match(r"listening on (\[::\]|0\.0\.0\.0):(\d+), server key (\S+)$", line)
+        assert m, line
+        src = tmp_path / "f.txt"
+        src.write_bytes(b"from anywhere\n")
+        send = dquic_cmd("send", f"127.0.0.1:{m.group(2)}", src, "--server-key", m.group(3))
+        assert send.returncode == 0, (send.stdout, send.stderr)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, (out, err)
+    assert f"--server-key {m.group(3)}" in out  # how clients pin this server
+    assert (tmp_path / "out" / "f.txt").read_bytes() == b"from anywhere\n"
+    assert build_default_host() in ("::", "0.0.0.0")
+
+
+def build_default_host():
+    args = cli.build_parser().parse_args(["serve", "--port", "1"])
+    return args.host if args.host is not None else cli._wildcard_hosts()[0]

@@ -1221,6 +1221,14 @@ async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: A
         plan.append((path, os.path.basename(path), size, _sha256_file(path).hexdigest()))
     conn = await aio.connect(host, port, **options)
     phase["connected"] = True
+    if server_key is None and not trusted:
+        key = _b64(conn.peer_key) if conn.peer_key else "KEY"
+        sys.stderr.write(
+            "dquic send: warning: the server's identity is not verified (no --server-key or "
+            f"--trust): whoever can intercept the traffic could pose as {_where(host, port)} and "
+            f"receive the files. The server presented the key {key}; if that is the key "
+            f"'dquic serve' printed when it started, pin it with --server-key {key}\n")
+        sys.stderr.flush()
     failures = 0
     t0 = time.monotonic()
     moved = 0

@@ -605,3 +605,20 @@ def test_serve_listens_on_all_addresses_by_default(tmp_path):
 def build_default_host():
     args = cli.build_parser().parse_args(["serve", "--port", "1"])
     return args.host if args.host is not None else cli._wildcard_hosts()[0]
+
+
+def test_send_warns_when_server_key_not_pinned(tmp_path, servers):
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"x\n")
+    server = servers("--out", tmp_path / "out")
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--no-progress")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert server.finish()[0] == 0
+    assert "warning: the server's identity is not verified" in proc.stderr, proc.stderr
+    assert f"--server-key {server.key}" in proc.stderr
+    server = servers("--out", tmp_path / "out2")
+    proc = dquic_cmd("send", f"127.0.0.1:{server.port}", src, "--no-progress", "--server-key",
+                     server.key)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert server.finish()[0] == 0
+    assert "warning" not in proc.stderr

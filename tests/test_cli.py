@@ -587,6 +587,8 @@ def test_serve_listens_on_all_addresses_by_default(tmp_path):
         line = proc.stdout.readline()
         m = re.match(r"listening on (\[::\]|0\.0\.0\.0):(\d+), server key (\S+)$", line)
         assert m, line
+        hint = proc.stdout.readline()  # how clients pin this server
+        assert f"dquic send HOST:{m.group(2)} FILE... --server-key {m.group(3)}" in hint, hint
         src = tmp_path / "f.txt"
         src.write_bytes(b"from anywhere\n")
         send = dquic_cmd("send", f"127.0.0.1:{m.group(2)}", src, "--server-key", m.group(3))
@@ -597,7 +599,6 @@ def test_serve_listens_on_all_addresses_by_default(tmp_path):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, (out, err)
-    assert f"--server-key {m.group(3)}" in out  # how clients pin this server
     assert (tmp_path / "out" / "f.txt").read_bytes() == b"from anywhere\n"
     assert build_default_host() in ("::", "0.0.0.0")
 

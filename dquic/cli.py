@@ -53,6 +53,7 @@ import json
 import math
 import os
 import random
+import shutil
 import socket
 import stat
 import statistics
@@ -148,55 +149,121 @@ def _plan_messages(rng: random.Random, length: int) -> List[int]:
     return sizes
 
 
-class _Progress:
-    """A progress line on stderr: tqdm when importable, else a simple bar; silent when stderr
-    is not a terminal (unless ``force``)."""
+def _duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on (rounded up to a whole second)."""
+    total = int(math.ceil(max(0.0, seconds) - 1e-9))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
-    def __init__(self, total: int, label: str, enabled: Optional[bool] = None) -> None:
-        self.total = max(total, 1)
+
+class _Progress:
+    """Progress of one transfer on ``stream`` (default stderr): bytes done of the total,
+    percentage, rate and time left.
+
+    On a terminal: tqdm's bar when tqdm is installed (``pip install "dquic[progress]"``), else
+    a one-line bar redrawn in place. Elsewhere (a file, a pipe, a CI log), with ``lines``: a
+    plain line every ``interval`` seconds, and a last one at ``close()`` if any was written;
+    never a carriage return. Without ``lines``, nothing there. ``start`` is where a resumed
+    transfer begins (not counted in the rate)."""
+
+    BAR_EVERY = 0.2  # seconds between redraws of the plain bar
+
+    def __init__(self, total: int, label: str, *, start: int = 0, enabled: bool = True,
+                 lines: bool = True, stream: Optional[TextIO] = None,
+                 clock: Callable[[], float] = time.monotonic, interval: float = 5.0) -> None:
+        self.total = max(total, 0)
         self.label = label
-        self.done = 0
-        self._last = 0.0
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.interval = interval
+        self.start = self.done = start
+        self.t0 = self._last = clock()
+        self._drawn = 0  # length of the bar line on screen
+        self._lines = 0  # lines written (lines mode)
+        self._line_done = -1  # bytes done in the last line written
         self._bar: Any = None
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self.enabled = enabled
-        if enabled:
+        self.mode: Optional[str] = None  # "tqdm", "bar", "lines" or None (silent)
+        if not enabled:
+            return
+        try:
+            tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        if tty:
             try:
-                from tqdm import tqdm  # optional
+                from tqdm import tqdm  # optional: the "progress" extra
             except ImportError:
                 tqdm = None
             if tqdm is not None:
-                self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                 desc=label, leave=False, file=sys.stderr)
+                self._bar = tqdm(total=self.total, initial=start, unit="B", unit_scale=True,
+                                 unit_divisor=1024, desc=label, leave=False, file=self.stream,
+                                 dynamic_ncols=True)
+                self.mode = "tqdm"
+            else:
+                self.mode = "bar"
+                self._last = -math.inf  # draw at the first update
+        elif lines:
+            self.mode = "lines"
+
+    def status(self, now: float, final: bool = False, label: Optional[str] = None) -> str:
+        """``label: 12.0 MiB of 50.0 MiB (24%), 9.8 MiB/s, ETA 0:04`` (at the end: the time
+        taken instead of the ETA)."""
+        done, total = self.done, self.total
+        pct = 100 if total == 0 else int(100 * min(done, total) / total)
+        elapsed = now - self.t0
+        rate = (done - self.start) / elapsed if elapsed > 0 and done > self.start else 0.0
+        text = f"{self.label if label is None else label}: {_size(done)} of {_size(total)} ({pct}%)"
+        if rate > 0:
+            text += f", {_size(rate)}/s"
+        if final or done >= total:
+            return text + f", in {_duration(elapsed)}"
+        return text + (f", ETA {_duration((total - done) / rate)}" if rate > 0 else ", ETA --:--")
 
     def update(self, done: int) -> None:
-        if not self.enabled:
+        if self.mode is None:
             return
         delta = done - self.done
         self.done = done
-        if self._bar is not None:
+        if self.mode == "tqdm":
             if delta > 0:
                 self._bar.update(delta)
             return
-        now = time.monotonic()
-        if now - self._last < 0.2 and done < self.total:
-            return
-        self._last = now
-        width = 30
-        filled = int(width * min(done, self.total) / self.total)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                         f"{_mib(done)} / {_mib(self.total)}")
-        sys.stderr.flush()
+        now = self.clock()
+        if self.mode == "bar":
+            if now - self._last < self.BAR_EVERY and done < self.total:
+                return
+            self._last = now
+            width = 20
+            filled = int(width * min(done, self.total) / self.total) if self.total else width
+            text = f"[{'#' * filled}{'.' * (width - filled)}] " + self.status(now)
+            columns = shutil.get_terminal_size((80, 24)).columns - 1
+            if len(text) > columns:  # a long name: shorten it, keep the figures
+                keep = max(1, len(self.label) - (len(text) - columns) - 3)
+                text = (f"[{'#' * filled}{'.' * (width - filled)}] "
+                        + self.status(now, label=self.label[:keep] + "..."))[:columns]
+            self.stream.write("\r" + text + " " * max(0, self._drawn - len(text)))
+            self._drawn = len(text)
+            self.stream.flush()
+        elif now - self._last >= self.interval:
+            self._last = now
+            self._write_line(now)
+
+    def _write_line(self, now: float, final: bool = False) -> None:
+        self.stream.write(self.status(now, final) + "\n")
+        self.stream.flush()
+        self._lines += 1
+        self._line_done = self.done
 
     def close(self) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
+        mode, self.mode = self.mode, None
+        if mode == "tqdm":
             self._bar.close()
-        else:
-            sys.stderr.write("\r" + " " * 79 + "\r")
-            sys.stderr.flush()
+        elif mode == "bar" and self._drawn:
+            self.stream.write("\r" + " " * self._drawn + "\r")
+            self.stream.flush()
+        elif mode == "lines" and self._lines and self._line_done != self.done:
+            self._write_line(self.clock(), final=True)
 
 
 def run_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -246,7 +313,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write("security: encryption DISABLED (--no-encryption)\n")
     out.flush()
-    progress = _Progress(total, "demo")
+    progress = _Progress(total, "demo", lines=False)
     try:
         server = DQUIC(identity=server_key, **common)
         server.bind(("127.0.0.1", 0))
@@ -617,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qlog", metavar="DIR", help="write qlog traces to DIR")
     p.add_argument("--timeout", type=_positive_float, default=10.0,
                    help="handshake timeout in seconds (default 10)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress display (on a terminal: a bar with rate and ETA, tqdm's if "
+                        "it is installed; otherwise a line every 5 s)")
     p.set_defaults(func=run_send)
 
     p = sub.add_parser("keygen", help="write a key pair file and print its public key",
@@ -1170,6 +1239,13 @@ def _explain_send_error(exc: BaseException, args: argparse.Namespace, identity: 
     return None
 
 
+async def _show_progress(progress: _Progress, done: Callable[[], int]) -> None:
+    """Feed ``progress`` a few times a second (also while the last bytes are in flight)."""
+    while True:
+        progress.update(done())
+        await asyncio.sleep(0.25)
+
+
 def _strerror(exc: OSError) -> str:
     """An ``OSError``'s text without its class and errno: 'permission denied'."""
     text = exc.strerror or str(exc) or type(exc).__name__
@@ -1217,8 +1293,11 @@ async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: A
         options["qlog_dir"] = args.qlog
     plan = []
     for path in args.files:
-        size = os.path.getsize(path)
-        plan.append((path, os.path.basename(path), size, _sha256_file(path).hexdigest()))
+        try:
+            size = os.path.getsize(path)
+            plan.append((path, os.path.basename(path), size, _sha256_file(path).hexdigest()))
+        except OSError as exc:
+            raise CommandFailed(f"cannot read {path}: {_strerror(exc)}", EXIT_USAGE) from None
     conn = await aio.connect(host, port, **options)
     phase["connected"] = True
     if server_key is None and not trusted:
@@ -1243,27 +1322,37 @@ async def _send(args: argparse.Namespace, out: TextIO, identity: Any, trusted: A
                 out.write(f"FAILED {name}: refused by the receiver: {answer.get('error', answer)}\n")
                 out.flush()
                 continue
-            progress = _Progress(size, name, enabled=False if args.no_progress else None)
-            progress.update(offset)
-            queued = offset
-            with open(path, "rb") as f:
-                f.seek(offset)
-                while queued < size:
-                    block = f.read(min(CHUNK, size - queued))
-                    if not block:
-                        break
-                    await conn.send_message(sid, block)
-                    queued += len(block)
-                    progress.update(max(offset, queued - conn.send_buffered))
-            moved += queued - offset
-            if queued < size:
+            progress = _Progress(size, name, start=offset, enabled=not args.no_progress)
+            sent = [offset]  # bytes queued so far; acknowledged ones are shown
+            ticker = asyncio.get_running_loop().create_task(_show_progress(
+                progress, lambda: max(offset, min(size, sent[0] - conn.send_buffered))))
+            problem = None
+            try:
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        while sent[0] < size:
+                            block = f.read(min(CHUNK, size - sent[0]))
+                            if not block:
+                                problem = "the file shrank while it was being sent"
+                                break
+                            await conn.send_message(sid, block)
+                            sent[0] += len(block)
+                except OSError as exc:
+                    problem = f"cannot read {path}: {_strerror(exc)}"
+                moved += sent[0] - offset
+                if problem is None:
+                    verdict = _json_message(await conn.receive_message(sid))
+                    progress.update(size)  # a verdict: the receiver has every byte
+            finally:
+                ticker.cancel()
                 progress.close()
+            if problem is not None:
                 failures += 1
-                out.write(f"FAILED {name}: file shrank while sending\n")
+                out.write(f"FAILED {name}: {problem}\n")
+                out.flush()
                 conn.reset_stream(sid)
                 continue
-            verdict = _json_message(await conn.receive_message(sid))
-            progress.close()
             resumed = f", resumed at {offset} bytes" if offset else ""
             if verdict.get("ok") is True and verdict.get("sha256") == digest:
                 if verdict.get("already") is True:

@@ -623,3 +623,83 @@ def test_send_warns_when_server_key_not_pinned(tmp_path, servers):
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert server.finish()[0] == 0
     assert "warning" not in proc.stderr
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_lines_for_files_and_pipes():
+    """Not a terminal: a plain line every few seconds (done/total, percentage, rate, ETA),
+    never a carriage return."""
+    stream, clock = io.StringIO(), FakeClock()
+    p = cli._Progress(100 * 1024 * 1024, "big.bin", stream=stream, clock=clock)
+    for i in range(1, 101):  # 1 MiB every 0.1 s: 10 MiB/s
+        clock.now = 100.0 + i * 0.1
+        p.update(i * 1024 * 1024)
+    p.close()
+    text = stream.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert 2 <= len(lines) <= 4, lines  # 10 s at one line per 5 s, and a last one
+    assert re.match(r"big\.bin: 50\.0 MiB of 100\.0 MiB \(50%\), 10\.0 MiB/s, ETA 0:05$",
+                    lines[0]), lines
+    assert lines[-1].startswith("big.bin: 100.0 MiB of 100.0 MiB (100%)")
+    # a short transfer writes nothing (the result line says it all)
+    stream = io.StringIO()
+    p = cli._Progress(1000, "small", stream=stream, clock=FakeClock())
+    p.update(1000)
+    p.close()
+    assert stream.getvalue() == ""
+
+
+def test_progress_bar_on_a_terminal_without_tqdm(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm fails
+    stream, clock = Terminal(), FakeClock()
+    p = cli._Progress(10 * 1024 * 1024, "f.bin", stream=stream, clock=clock, start=1024 * 1024)
+    clock.now += 1.0
+    p.update(4 * 1024 * 1024)  # 3 MiB in 1 s after resuming at 1 MiB
+    text = stream.getvalue()
+    assert text.startswith("\r[") and "\n" not in text
+    assert "f.bin: 4.0 MiB of 10.0 MiB (40%), 3.0 MiB/s, ETA 0:02" in text
+    p.close()
+    assert stream.getvalue().endswith("\r")
+
+
+def test_progress_uses_tqdm_on_a_terminal(monkeypatch):
+    import types
+
+    made = []
+
+    class FakeTqdm:
+        def __init__(self, **kwargs):
+            self.kwargs, self.n, self.closed = kwargs, kwargs.get("initial", 0), False
+            made.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
+    stream = Terminal()
+    p = cli._Progress(1000, "f.bin", stream=stream, start=100)
+    p.update(600)
+    p.close()
+    assert len(made) == 1 and made[0].n == 600 and made[0].closed
+    assert made[0].kwargs["total"] == 1000 and made[0].kwargs["file"] is stream
+    assert made[0].kwargs["unit"] == "B"
+    # not a terminal: no tqdm, plain lines
+    p = cli._Progress(1000, "f.bin", stream=io.StringIO())
+    p.close()
+    assert len(made) == 1

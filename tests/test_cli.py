@@ -703,3 +703,31 @@ def test_progress_uses_tqdm_on_a_terminal(monkeypatch):
     p = cli._Progress(1000, "f.bin", stream=io.StringIO())
     p.close()
     assert len(made) == 1
+
+
+def test_readme_command_line_examples_parse():
+    """Every `dquic ...` command in the README's command-line section parses as written."""
+    readme = os.path.join(ROOT, "README.md")
+    if not os.path.exists(readme):
+        pytest.skip("no README.md next to the package")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("### The command line", 1)[1].split("\n### ", 1)[0]
+    commands = []
+    for block in re.findall(r"```(bash)?\n(.*?)```", section, re.S):
+        for line in block[1].splitlines():
+            if not block[0]:  # a transcript: only its "$ " lines are commands
+                if not line.startswith("$ "):
+                    continue
+                line = line[2:]
+            line = line.split(" #", 1)[0].split(" & ", 1)[0].split(" > ", 1)[0].strip()
+            for prefix in ("python -m dquic ", "dquic "):
+                if line.startswith(prefix):
+                    commands.append(line[len(prefix):])
+                    break
+    assert len(commands) >= 5, commands
+    import shlex
+
+    parser = cli.build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command))

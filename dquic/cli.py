@@ -644,7 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="receive files (see 'send')",
                        description="Receive files sent with 'dquic send' into --out; each file is "
                                    "written to NAME.part and renamed once its SHA-256 verified; an "
-                                   "interrupted transfer resumes from the .part.")
+                                   "interrupted transfer resumes from the .part. A file already "
+                                   "there is never replaced unless --overwrite. Listens on every "
+                                   "address unless --host; logs connections, files, refused "
+                                   "clients and failures to stdout.")
     p.add_argument("--port", type=_int_range(0, 65535), required=True,
                    help="UDP port to listen on (0: pick a free one and print it)")
     p.add_argument("--host", default=None,

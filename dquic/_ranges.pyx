@@ -46,6 +46,10 @@ cdef class RangeSet:
             PyMem_Free(self._r)
             self._r = NULL
 
+    def __sizeof__(self):
+        # the object plus its C array of pairs (what sys.getsizeof reports)
+        return type(self).__basicsize__ + self._cap * 2 * sizeof(uint64_t)
+
     # ------------------------------------------------------------------ internals
 
     cdef int _reserve(self, Py_ssize_t pairs) except -1:

@@ -202,6 +202,10 @@ cdef class SendStream:
             PyMem_Free(self._buf)
             self._buf = NULL
 
+    def __sizeof__(self):
+        # the object plus its C send buffer (what sys.getsizeof reports)
+        return type(self).__basicsize__ + self._cap
+
     # ------------------------------------------------------------------ buffer management
 
     cdef int _check_writable(self, uint64_t n) except -1:
@@ -684,6 +688,10 @@ cdef class RecvStream:
         if self._buf is not NULL:
             PyMem_Free(self._buf)
             self._buf = NULL
+
+    def __sizeof__(self):
+        # the object plus its C reassembly buffer (what sys.getsizeof reports)
+        return type(self).__basicsize__ + self._cap
 
     # ------------------------------------------------------------------ internals
 

@@ -114,6 +114,9 @@ cdef uint64_t DQUIC_VERSION_1 = codec.DQUIC_VERSION_1
 
 cdef object _PROTOCOL_VIOLATION = ErrorCode.PROTOCOL_VIOLATION
 cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
+# handshake packets are not encrypted (the Noise messages they carry are): one stateless
+# NullProtection serves every connection
+cdef object _NULL_PROTECTION = NullProtection()
 
 
 # ------------------------------------------------------------------------------ C helpers
@@ -254,9 +257,13 @@ class _PlainHandshake:
 
 
 cdef class _Space:
-    """Per packet-number-space state: receive bookkeeping for ACKs, crypto stream halves."""
+    """Per packet-number-space state: receive bookkeeping for ACKs, crypto stream halves.
 
-    def __init__(self, Py_ssize_t max_ranges):
+    Only the handshake space starts with crypto streams (the application space makes its
+    receiving half if a CRYPTO frame ever arrives in it); once a space is discarded its
+    bookkeeping is released (``release``)."""
+
+    def __init__(self, Py_ssize_t max_ranges, bint crypto=True):
         self.rx = RangeSet(max_ranges=max_ranges)
         self.rx_floor = 0  # packet numbers below this are treated as duplicates
         self.largest_rx = -1
@@ -265,10 +272,17 @@ cdef class _Space:
         self.unacked_eliciting = 0  # ack-eliciting packets received since our last ACK
         self.ack_deadline = -1.0
         self.next_pn = 0
-        self.crypto_send = SendStream(0)
-        self.crypto_recv = RecvStream(0, MAX_CRYPTO_BUFFER)
+        self.crypto_send = SendStream(0) if crypto else None
+        self.crypto_recv = RecvStream(0, MAX_CRYPTO_BUFFER) if crypto else None
         self.discarded = False
         self.largest_acked = -1  # largest of our packet numbers the peer acknowledged
+
+    def release(self):
+        """Drop what only a live space needs (after ``discarded`` is set): its received
+        packet numbers and crypto streams. Nothing reads them once the space is discarded."""
+        self.rx = None
+        self.crypto_send = None
+        self.crypto_recv = None
 
 
 cdef class _Stream:
@@ -385,7 +399,7 @@ cdef class Connection:
 
         # packet-number spaces, loss recovery, congestion control
         self._hs = _Space(config.max_ack_ranges)
-        self._app = _Space(config.max_ack_ranges)
+        self._app = _Space(config.max_ack_ranges, False)
         self._spaces = [self._hs, self._app]
         self._cc = _make_controller(config)
         self._recovery = Recovery(self._cc, max_ack_delay=0.0, initial_rtt=config.initial_rtt)
@@ -408,8 +422,8 @@ cdef class Connection:
             else:
                 handshake = _PlainHandshake(self.is_client, self._local_params.encode())
         self._handshake = handshake
-        self._seal = [NullProtection(), None]
-        self._open = [NullProtection(), None]
+        self._seal = [_NULL_PROTECTION, None]
+        self._open = [_NULL_PROTECTION, None]
         self._app_seal = None
         self._app_open = None
         self._app_tag = 0
@@ -557,7 +571,8 @@ cdef class Connection:
 
     @property
     def handshake_complete(self):
-        return self._state >= _ESTABLISHED or self._handshake.complete
+        return self._state >= _ESTABLISHED or (self._handshake is not None
+                                                 and self._handshake.complete)
 
     @property
     def stats(self):
@@ -1402,6 +1417,8 @@ cdef class Connection:
 
     def _on_crypto(self, space_id, frame, now):
         cdef _Space space = self._spaces[space_id]
+        if space.crypto_recv is None:
+            space.crypto_recv = RecvStream(0, MAX_CRYPTO_BUFFER)
         try:
             space.crypto_recv.insert(frame.offset, frame.data, False)
         except ProtocolError as exc:
@@ -1421,7 +1438,7 @@ cdef class Connection:
 
     def _on_handshake_message(self, message, now):
         hs = self._handshake
-        if hs.complete:
+        if hs is None or hs.complete:
             return  # a retransmission of a message already processed
         try:
             reply = hs.receive(message)
@@ -1483,6 +1500,10 @@ cdef class Connection:
         if not self.is_client:
             self._handshake_done_pending = True
         self._discard_space(SP_HS)
+        # the handshake's state (its Noise objects are gone already, the 1-RTT keys live on
+        # in _seal/_open) and the transport parameters we sent are not needed any more
+        self._handshake = None
+        self._local_params = None
 
     def _discard_space(self, int space_id):
         cdef _Space space = self._spaces[space_id]
@@ -1493,6 +1514,9 @@ cdef class Connection:
         space.ack_pending = False
         self._recovery.discard_space(space_id)
         self._probes[space_id] = 0
+        space.release()
+        self._seal[space_id] = None
+        self._open[space_id] = None
 
     def _on_handshake_done(self, space_id, frame, now):
         if not self.is_client:
@@ -1852,7 +1876,7 @@ cdef class Connection:
     def _requeue_for_probe(self, space_id):
         """PTO (RFC 9002 §6.2.4): make the probe carry data still unacknowledged if there is any."""
         cdef SendStream cs
-        if space_id == SP_HS:
+        if space_id == SP_HS and not self._hs.discarded:
             cs = self._hs.crypto_send
             if cs._offset_sent:
                 cs.on_lost_c(0, cs._offset_sent, False)  # re-send whatever is not acknowledged

@@ -88,12 +88,11 @@ cdef class Connection:
     cdef public object _random
     cdef public object _reset_token
     cdef public int _state
-    cdef public object _events
+    cdef public list _events
     # connection IDs
     cdef public dict _host_cids
     cdef public long long _host_cid_seq
     cdef public list _cids_to_issue
-    cdef public list _retire_host_requested
     cdef public dict _peer_cids
     cdef public long long _peer_cid_seq
     cdef public list _retire_to_send
@@ -136,7 +135,6 @@ cdef class Connection:
     cdef public bint _want_max_streams
     cdef public int64_t _streams_blocked_reported
     cdef public uint64_t _streams_counted
-    cdef public object _waiting_for_stream_credit
     cdef public _Stream _last_stream            # one-entry cache in front of _streams
     # datagrams
     cdef public object _datagrams

@@ -362,7 +362,7 @@ cdef class Connection:
         self._reset_token = reset_token or (lambda cid: random_bytes(16))
         self.peer_addr = peer_addr
         self._state = _HANDSHAKING
-        self._events = deque()
+        self._events = []
 
         # configuration read on the per-packet paths
         self._cid_len = config.connection_id_length
@@ -381,7 +381,6 @@ cdef class Connection:
         self._host_cids = {0: self.host_cid}  # sequence -> cid
         self._host_cid_seq = 0
         self._cids_to_issue = []
-        self._retire_host_requested = []
         self.cid_changes = [("add", self.host_cid)]
         self._retry_scid = retry_source_cid  # server: the Retry we sent; client: the one we got
         self._retry_token = b""
@@ -434,7 +433,8 @@ cdef class Connection:
         # streams and flow control
         self._streams = {}
         self._last_stream = None
-        self._send_queue = deque()
+        # streams with something to send, round robin (a deque; None while empty)
+        self._send_queue = None
         self._peer_max_data = 0
         self._peer_stream_limit = 0  # initial MAX_STREAM_DATA for our halves
         self._data_sent = 0  # sum of highest offsets sent, all streams (connection credit used)
@@ -448,10 +448,9 @@ cdef class Connection:
         self._want_max_streams = False
         self._streams_blocked_reported = -1
         self._streams_counted = 0
-        self._waiting_for_stream_credit = deque()
 
         # unreliable datagrams (RFC 9221)
-        self._datagrams = deque()
+        self._datagrams = None  # (id, data) waiting to be sent (a deque; None while empty)
         self._datagram_seq = 0
 
         # paths (RFC 9000 §8.2, §9)
@@ -461,7 +460,7 @@ cdef class Connection:
         self._address_validated = self.is_client or retry_source_cid is not None
         self._path_challenge = None  # (data, addr, deadline)
         self._path_challenge_sent = False
-        self._path_responses = deque()
+        self._path_responses = None  # PATH_RESPONSE data to send (a deque; None while empty)
         self._previous_addr = None
         self._ping_pending = False
         self._old_keys_deadline = None  # when to drop pre-key-update keys
@@ -686,6 +685,8 @@ cdef class Connection:
         if len(data) > self.config.max_datagram_size - 64:
             raise ValueError("datagram does not fit in one packet")
         self._datagram_seq += 1
+        if self._datagrams is None:
+            self._datagrams = deque()
         self._datagrams.append((self._datagram_seq, data))
         while len(self._datagrams) > self.config.max_datagram_queue:
             dropped, _ = self._datagrams.popleft()
@@ -721,15 +722,15 @@ cdef class Connection:
     # reading
     def next_event(self):
         """Pop the next event, or None. Drain after every call that moves the connection."""
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def take_events(self):
         """All pending events at once, oldest first (a list; empty if none): the same as
         calling ``next_event`` until it returns None."""
-        if not self._events:
+        out = self._events
+        if not out:
             return []
-        out = list(self._events)
-        self._events.clear()
+        self._events = []
         return out
 
     def readable_streams(self):
@@ -866,6 +867,8 @@ cdef class Connection:
     cdef void _schedule(self, _Stream s):
         if not s.queued:
             s.queued = True
+            if self._send_queue is None:
+                self._send_queue = deque()
             self._send_queue.append(s)
 
     cdef int _check_recv_closed(self, _Stream s) except -1:
@@ -1666,6 +1669,8 @@ cdef class Connection:
         self.cid_changes.append(("add", cid))
 
     def _on_path_challenge(self, space_id, frame, now):
+        if self._path_responses is None:
+            self._path_responses = deque()
         if len(self._path_responses) < MAX_PENDING_PATH_RESPONSES:
             self._path_responses.append(bytes(frame.data))
 
@@ -1894,7 +1899,7 @@ cdef class Connection:
     def _enter_closing(self, int state, now):
         self._state = state
         self._close_deadline = None if now is None else now + 3 * self._pto()
-        self._send_queue.clear()
+        self._send_queue = None
         self._pacing_deadline = -1.0
         self._hs.ack_deadline = -1.0
         self._app.ack_deadline = -1.0
@@ -2045,6 +2050,14 @@ cdef class Connection:
         # limits the rate (delivery-rate estimation)
         if not self._send_queue and not self._datagrams and self._cc.can_send(mds):
             self._recovery.on_app_limited()
+        # queues emptied by what was just built go back to None (a deque holds ~600 bytes
+        # even when empty; most connections are idle most of the time)
+        if self._send_queue is not None and not self._send_queue:
+            self._send_queue = None
+        if self._datagrams is not None and not self._datagrams:
+            self._datagrams = None
+        if self._path_responses is not None and not self._path_responses:
+            self._path_responses = None
         return 0
 
     cdef int _count_sent(self, Py_ssize_t total) except -1:
@@ -2289,7 +2302,8 @@ cdef class Connection:
         ack_due = space.ack_pending and space.ack_deadline >= 0.0 and space.ack_deadline <= now
         probe = self._probes[SP_APP] > 0
         control = self._has_control_frames()
-        have_data = len(self._send_queue) > 0 or len(self._datagrams) > 0
+        have_data = ((self._send_queue is not None and len(self._send_queue) > 0)
+                     or (self._datagrams is not None and len(self._datagrams) > 0))
         if not (ack_due or probe or control or have_data or self._ping_pending):
             return None
         room = self._amplification_room()
@@ -2318,9 +2332,9 @@ cdef class Connection:
         if cc_ok:
             if control:
                 eliciting = self._write_control_frames(end, rec)
-            if len(self._datagrams):
+            if self._datagrams is not None and len(self._datagrams):
                 eliciting |= self._write_datagrams(end, rec)
-            if len(self._send_queue):
+            if self._send_queue is not None and len(self._send_queue):
                 eliciting |= self._write_stream_frames(end, rec)
             if probe:
                 self._probes[SP_APP] -= 1
@@ -2340,7 +2354,7 @@ cdef class Connection:
     cdef bint _has_control_frames(self):
         return (self._want_max_data or self._want_max_streams or self._handshake_done_pending
                 or len(self._cids_to_issue) > 0 or len(self._retire_to_send) > 0
-                or len(self._path_responses) > 0
+                or (self._path_responses is not None and len(self._path_responses) > 0)
                 or (self._path_challenge is not None and not self._path_challenge_sent))
 
     cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True:
@@ -2367,7 +2381,7 @@ cdef class Connection:
                 _add_other(rec, ("ms",))
                 self._want_max_streams = False
                 wrote = True
-        while self._path_responses:
+        while self._path_responses is not None and self._path_responses:
             f = codec.PathResponseFrame(self._path_responses[0])
             if buf._pos + codec.frame_size(f) > end:
                 break

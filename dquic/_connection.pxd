@@ -174,8 +174,8 @@ cdef class Connection:
     cdef public double _max_ack_delay
     cdef public uint64_t _stream_window_max
     cdef public uint64_t _stream_window_initial
-    # reusable buffers and records
-    cdef public Buffer _sbuf
+    # scratch buffers and recycled records, shared by all connections (see _connection.pyx)
+    cdef public Buffer _sbuf                 # borrowed while packets are built, else None
     cdef public Buffer _rbuf
     cdef public list _free_sent
 
@@ -191,6 +191,7 @@ cdef class Connection:
     cdef int64_t _amplification_room(self)
     cdef int _check_app_limited(self, Py_ssize_t mds) except -1
     cdef int _count_sent(self, Py_ssize_t total) except -1
+    cdef void _return_scratch(self)
     cdef int _set_app_protection(self, object seal, object open_) except -1
     cdef bint _short_dcid_ok(self, const uint8_t* dcid)
     # receiving

@@ -102,8 +102,10 @@ cdef enum:
     F_PATH_RESPONSE = 0x1B
     F_CONNECTION_CLOSE = 0x1C
     F_CONNECTION_CLOSE_APP = 0x1D
-    # recycled sent-packet records kept per connection
+    # recycled sent-packet records kept (for all connections)
     FREE_SENT_MAX = 4096
+    # idle send buffers kept (one per thread building packets at the same time)
+    SEND_SCRATCH_MAX = 16
     INLINE_STREAMS = 8
     # the codec's default limit on ranges in a received ACK frame
     ACK_RANGES_LIMIT = 256
@@ -209,6 +211,34 @@ cdef inline void _add_other(_Sent rec, tuple item):
     if rec.other is None:
         rec.other = []
     rec.other.append((rec.nstream, item))
+
+
+# --- scratch state shared by every connection -----------------------------------------------
+# A packet is built in a send buffer from its header to its sealing within one call, and a
+# sent-packet record is idle between its recycling and its reuse: neither needs to belong to a
+# connection. Both are lent out under the GIL; a connection returns its send buffer at the end
+# of datagrams_to_send / datagram_trains (any number of threads may be building packets at
+# once: each holds its own buffer until then).
+cdef list _SEND_SCRATCH = []          # idle send buffers
+cdef list _FREE_SENT = []             # recycled _Sent records (at most FREE_SENT_MAX)
+# STREAM frame headers are parsed with this Buffer pointed at the packet for the length of one
+# C call (no Python code runs in between): one serves every connection
+cdef Buffer _RECV_SCRATCH = Buffer(capacity=0)
+_RECV_SCRATCH._writable = False
+
+
+cdef Buffer _take_scratch(Py_ssize_t size):
+    cdef Buffer b
+    while _SEND_SCRATCH:
+        b = <Buffer>_SEND_SCRATCH.pop()
+        if b._size >= size:
+            return b
+    return Buffer(capacity=size)
+
+
+cdef inline void _give_scratch(Buffer b):
+    if len(_SEND_SCRATCH) < SEND_SCRATCH_MAX:
+        _SEND_SCRATCH.append(b)
 
 
 cdef inline int _add_stream_record(_Sent rec, uint64_t sid, uint64_t off, uint64_t length,
@@ -487,11 +517,11 @@ cdef class Connection:
         self.bytes_received = 0
         self.stream_bytes_received = 0
 
-        # reusable packet buffers and sent-packet records
-        self._sbuf = Buffer(capacity=self._mds)
-        self._rbuf = Buffer(capacity=0)
-        self._rbuf._writable = False
-        self._free_sent = []
+        # packet scratch buffers and recycled sent-packet records, shared by all connections
+        # (see _take_scratch): the send buffer is borrowed while packets are being built
+        self._sbuf = None
+        self._rbuf = _RECV_SCRATCH
+        self._free_sent = _FREE_SENT
 
     # ----------------------------------------------------------------------------------------
     # construction helpers
@@ -1954,6 +1984,7 @@ cdef class Connection:
             return out
         if self._state >= _CLOSING:
             self._send_close(now, out)
+            self._return_scratch()
             return out
         self._pacing_deadline = -1.0
         addr = self.peer_addr
@@ -1974,6 +2005,7 @@ cdef class Connection:
                 total += len(d)
             self._check_app_limited(mds)
         self._count_sent(total)
+        self._return_scratch()
         return out
 
     def datagram_trains(self, double now, Py_ssize_t max_bytes=65000, Py_ssize_t max_segments=64):
@@ -2043,7 +2075,13 @@ cdef class Connection:
             out.append((train, seg, addr))
         self._check_app_limited(mds)
         self._count_sent(total)
+        self._return_scratch()
         return out
+
+    cdef void _return_scratch(self):
+        if self._sbuf is not None:
+            _give_scratch(self._sbuf)
+            self._sbuf = None
 
     cdef int _check_app_limited(self, Py_ssize_t mds) except -1:
         # nothing left to send while the window has room: the application, not the network,
@@ -2099,9 +2137,12 @@ cdef class Connection:
 
     cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,
                            Py_ssize_t* length_off) except -1:
-        """Write a packet header into the reusable send buffer; the payload follows."""
+        """Write a packet header into the send buffer (borrowed until the end of this
+        datagrams_to_send / datagram_trains); the payload follows."""
         cdef _Space space = self._app if space_id == SP_APP else self._hs
         cdef Buffer buf = self._sbuf
+        if buf is None:
+            buf = self._sbuf = _take_scratch(self._mds)
         cdef int64_t pn = space.next_pn
         cdef int pn_len
         cdef uint64_t trunc

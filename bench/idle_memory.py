@@ -8,9 +8,10 @@ One server ``Endpoint(accept=True)`` (encryption on, the default configuration) 
 connections, one at a time. Each comes from its own client ``Endpoint``; the two exchange
 datagrams in memory with a virtual clock (5 ms one way), complete the Noise handshake, then the
 client sends one small message on stream 0 and the server answers it on the same stream. The
-pair is then left alone for a second of virtual time (past every ACK delay, the handshake space
-discarded, only the idle timer left) and the client side is dropped: only the server's state is
-kept, as a server would hold it for a connection that went quiet.
+pair is then driven for two seconds of virtual time in all (past every ACK delay, the handshake
+space discarded, past the point where a quiet connection gives back its idle memory, only the
+idle timer left) and the client side is dropped: only the server's state is kept, as a server
+would hold it for a connection that went quiet.
 
 Three views, each in a fresh child process so that one does not disturb the next:
 
@@ -51,7 +52,7 @@ from dquic.events import MessageReceived  # noqa: E402
 
 SERVER_ADDR = ("192.0.2.1", 4433)
 ONE_WAY = 0.005          # seconds of virtual time a datagram spends on the wire
-SETTLE = 1.0             # virtual time a pair is driven after the exchange (then it is idle)
+SETTLE = 2.0             # virtual time a pair is driven after the exchange (then it is idle)
 REQUEST = b"ping" * 16   # the client's message (64 bytes)
 REPLY = b"pong" * 16     # the server's answer
 
@@ -313,6 +314,9 @@ def measure_breakdown(encryption: bool) -> dict:
         "streams": len(conn._streams),
         "hs_space_discarded": conn._spaces[0] is None or conn._spaces[0].discarded,
     }
+    keys = getattr(conn._app_seal, "keys", None)
+    if keys is not None and hasattr(keys, "contexts"):
+        out["state"]["libcrypto_contexts_held"] = keys.contexts
     if encryption:
         # libcrypto: a OneRttKeys makes two header-protection contexts at once and one AEAD
         # context per direction on first use (the next generation's keys make theirs only
@@ -400,7 +404,7 @@ def main(argv=None) -> int:
             c = b["crypto_c"]
             print(f"libcrypto (C heap) per connection's 1-RTT keys: {_fmt(c['on_creation'])} B on"
                   f" creation, {_fmt(c['after_first_seal_and_open'])} B once it has sealed and"
-                  " opened a packet")
+                  " opened a packet (only while the connection holds its contexts)")
     if "tracemalloc" in results:
         print(f"\ntracemalloc: {_fmt(results['tracemalloc']['tracemalloc_per_conn'])} B per"
               " connection (Python allocations, exact)")

@@ -164,6 +164,7 @@ cdef class Connection:
     cdef public double _close_sent_at
     cdef public bint _local_close
     cdef public double _now_hint
+    cdef public double _idle_released_at
     # configuration copied at construction (hot path)
     cdef public int _cid_len
     cdef public Py_ssize_t _mds
@@ -188,6 +189,9 @@ cdef class Connection:
     cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef double _pto(self)
     cdef double _effective_idle_timeout(self)
+    cdef bint _idle_release_pending(self)
+    cdef double _idle_release_time(self)
+    cdef int _release_idle(self) except -1
     cdef int64_t _amplification_room(self)
     cdef int _check_app_limited(self, Py_ssize_t mds) except -1
     cdef int _count_sent(self, Py_ssize_t total) except -1

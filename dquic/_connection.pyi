@@ -14,6 +14,7 @@ SPACE_APPLICATION: int
 MAX_STREAM_ID: int
 MAX_CRYPTO_BUFFER: int
 MAX_PENDING_PATH_RESPONSES: int
+IDLE_RELEASE_AFTER: float
 
 class _PlainHandshake:
     complete: bool

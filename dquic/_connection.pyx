@@ -81,6 +81,9 @@ SPACE_APPLICATION = 1
 MAX_STREAM_ID = (1 << 62) - 1
 MAX_CRYPTO_BUFFER = 16 * 1024
 MAX_PENDING_PATH_RESPONSES = 4
+#: An established connection with nothing received for this long (at least 3 PTO) gives back
+#: the memory only moving data needs (see Connection._release_idle).
+IDLE_RELEASE_AFTER = 1.0
 
 cdef enum:
     SP_HS = 0
@@ -507,6 +510,7 @@ cdef class Connection:
         self._close_sent_at = -1.0
         self._local_close = False
         self._now_hint = 0.0
+        self._idle_released_at = -1.0  # _last_activity when idle memory was last released
 
         self._qlog = None
         # statistics
@@ -961,7 +965,38 @@ cdef class Connection:
             if not have or t < best:
                 best = t
                 have = True
+        if self._idle_release_pending():
+            t = self._idle_release_time()
+            if not have or t < best:
+                best = t
+                have = True
         return best if have else None
+
+    cdef bint _idle_release_pending(self):
+        # established, and something happened since idle memory was last given back
+        return (self._state == _ESTABLISHED and self._handshake_confirmed
+                and self._idle_released_at != self._last_activity)
+
+    cdef double _idle_release_time(self):
+        cdef double delay = 3 * self._pto()
+        if delay < IDLE_RELEASE_AFTER:
+            delay = IDLE_RELEASE_AFTER
+        return self._last_activity + delay
+
+    cdef int _release_idle(self) except -1:
+        """Nothing arrived for a while: give back what only moving data needs (emptied stream
+        buffers, unused range capacity, the libcrypto contexts of the 1-RTT keys). All of it
+        is made again on demand; this runs once per quiet period."""
+        cdef _Stream s
+        self._idle_released_at = self._last_activity
+        for s in self._streams.values():
+            s.send.release_idle_c()
+            s.recv.release_idle_c()
+        if self._app.rx is not None:
+            self._app.rx.shrink_c()
+        if type(self._app_seal) is PacketProtection:
+            (<PacketProtection>self._app_seal).keys.release_contexts()
+        return 0
 
     cdef double _effective_idle_timeout(self):
         cdef double idle = self._idle_timeout, peer
@@ -1015,6 +1050,8 @@ cdef class Connection:
         ka = self.config.keep_alive
         if ka and self._state == _ESTABLISHED and now >= self._last_eliciting_sent + ka:
             self._ping_pending = True
+        if self._idle_release_pending() and now >= self._idle_release_time():
+            self._release_idle()
 
     def _emit_terminated(self, ev):
         self._events.append(ev)

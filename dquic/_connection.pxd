@@ -107,6 +107,7 @@ cdef class Connection:
     # transport parameters
     cdef public object _local_params
     cdef public object _peer_params
+    cdef public double _peer_idle_timeout
     cdef public double _peer_max_ack_delay
     cdef public int _peer_ack_delay_exponent
     cdef public uint64_t _peer_max_datagram_frame

@@ -442,7 +442,8 @@ cdef class Connection:
 
         # transport parameters
         self._local_params = self._make_transport_params()
-        self._peer_params = None
+        self._peer_params = None  # until the handshake is confirmed
+        self._peer_idle_timeout = 0.0  # the peer's max_idle_timeout in seconds (0: none)
         self._peer_max_ack_delay = 0.025
         self._peer_ack_delay_exponent = 3
         self._peer_max_datagram_frame = 0
@@ -713,7 +714,8 @@ cdef class Connection:
         data = bytes(data)
         if self._state > _ESTABLISHED:
             raise RuntimeError("connection is closing")
-        limit = self._peer_max_datagram_frame if self._peer_params else self.config.max_datagram_frame_size
+        limit = (self._peer_max_datagram_frame if self._state == _ESTABLISHED
+                 else self.config.max_datagram_frame_size)
         if len(data) + 4 > limit:
             raise ValueError(f"datagram of {len(data)} bytes exceeds the peer's limit")
         if len(data) > self.config.max_datagram_size - 64:
@@ -999,9 +1001,8 @@ cdef class Connection:
         return 0
 
     cdef double _effective_idle_timeout(self):
-        cdef double idle = self._idle_timeout, peer
-        if self._peer_params and self._peer_params.max_idle_timeout:
-            peer = self._peer_params.max_idle_timeout / 1000.0
+        cdef double idle = self._idle_timeout, peer = self._peer_idle_timeout
+        if peer > 0.0:
             idle = min(idle, peer) if idle else peer
         if idle:
             idle = max(idle, 3 * self._pto())
@@ -1537,6 +1538,7 @@ cdef class Connection:
             raise ProtocolError("retry_source_connection_id mismatch",
                                 ErrorCode.TRANSPORT_PARAMETER_ERROR)
         self._peer_params = params
+        self._peer_idle_timeout = params.max_idle_timeout / 1000.0
         self._peer_cids[0] = (self.peer_cid, params.stateless_reset_token)
         self._peer_max_data = params.initial_max_data
         self._peer_stream_limit = params.initial_max_stream_data
@@ -1571,9 +1573,11 @@ cdef class Connection:
             self._handshake_done_pending = True
         self._discard_space(SP_HS)
         # the handshake's state (its Noise objects are gone already, the 1-RTT keys live on
-        # in _seal/_open) and the transport parameters we sent are not needed any more
+        # in _seal/_open) and both sides' transport parameters (what is needed of the
+        # peer's was copied) are not needed any more
         self._handshake = None
         self._local_params = None
+        self._peer_params = None
 
     def _discard_space(self, int space_id):
         cdef _Space space = self._spaces[space_id]

@@ -13,7 +13,7 @@ space discarded, past the point where a quiet connection gives back its idle mem
 idle timer left) and the client side is dropped: only the server's state is kept, as a server
 would hold it for a connection that went quiet.
 
-Three views, each in a fresh child process so that one does not disturb the next:
+The views, each measured in a fresh child process so that one does not disturb the next:
 
 * ``tracemalloc``: Python-level allocations (objects, and the C buffers the compiled modules get
   from ``PyMem_*``). Exact and deterministic: the live bytes after the ``n`` connections minus
@@ -23,6 +23,10 @@ Three views, each in a fresh child process so that one does not disturb the next
   count). The C heap holds what tracemalloc cannot see: libcrypto's cipher contexts. RSS also
   holds pymalloc's arenas, fragmentation, and pages freed by the dropped clients that the next
   connections reuse: it is the figure a server's operator sees, not an exact one.
+* ``sync`` (``--sync``, not run by default): the blocking ``dquic.DQUIC`` as the server, in a
+  process of its own answering each message; this process opens the connections from ``n``
+  UDP sockets over loopback (real time, 100 at a time), lets them go quiet and reads the
+  server's RSS before and after: the figure an operator of a ``DQUIC`` server sees.
 * ``breakdown``: one connection taken apart: for each attribute of the ``Connection``, the bytes of
   the objects reachable from it that belong to this connection only (``sys.getsizeof``, which for
   the compiled stream, range-set and buffer classes includes their C buffers), not those shared
@@ -42,9 +46,10 @@ import subprocess
 import sys
 import types
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if __name__ == "__main__" and os.path.dirname(HERE) not in sys.path:
-    sys.path.insert(0, os.path.dirname(HERE))
+try:
+    import dquic  # noqa: F401
+except ImportError:  # run from a checkout without installing: use its dquic
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dquic.config import Configuration  # noqa: E402
 from dquic.endpoint import ConnectionAccepted, Endpoint  # noqa: E402
@@ -349,6 +354,119 @@ def crypto_c_contexts() -> "dict | None":
     return {"on_creation": (h1 - h0) / m, "after_first_seal_and_open": (h2 - h0) / m}
 
 
+# --- the blocking DQUIC server (real sockets, a process of its own) ------------------------
+def sync_server(idle_timeout: float) -> None:
+    import dquic
+
+    ep = dquic.DQUIC(idle_timeout=idle_timeout, max_connections=1 << 20)
+    ep.bind(("127.0.0.1", 0))
+    print(ep.local_address[1], flush=True)
+    while True:
+        peer, msgs = ep.receive_from(1 << 16)
+        if 1 in msgs:  # the measuring process asks how many connections are held
+            ep.send_to(peer, {1: str(len(ep.connections)).encode()})
+        else:
+            ep.send_to(peer, {sid: REPLY for sid in msgs})
+
+
+def _proc_rss(pid: int) -> int:
+    with open("/proc/%d/statm" % pid) as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _sync_clients(port: int, count: int, batch: int = 100, stream: int = 0) -> bytes:
+    """``count`` client connections from as many sockets, ``batch`` at a time: handshake,
+    one request on ``stream``, the reply, then 150 ms more for the last acknowledgements;
+    then dropped. Returns the last reply."""
+    import selectors
+    import socket
+    import time
+
+    from dquic.connection import Connection
+
+    server = ("127.0.0.1", port)
+    ccfg = Configuration(idle_timeout=3600.0)  # the server's connections outlive the run
+    done = 0
+    reply = b""
+    while done < count:
+        k = min(batch, count - done)
+        sel = selectors.DefaultSelector()
+        clients = []
+        now = time.monotonic()
+        for _ in range(k):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            conn = Connection(ccfg, server)
+            conn.connect(now)
+            state = {"sock": sock, "conn": conn, "sent": False, "got": False}
+            sel.register(sock, selectors.EVENT_READ, state)
+            clients.append(state)
+        quiet_at = None
+        deadline = time.monotonic() + 30
+        while True:
+            now = time.monotonic()
+            for st in clients:
+                conn = st["conn"]
+                t = conn.get_timer()
+                if t is not None and t <= now:
+                    conn.handle_timer(now)
+                if conn.is_established and not st["sent"]:
+                    conn.send_message(stream, REQUEST)
+                    st["sent"] = True
+                while conn.next_event() is not None:
+                    pass
+                piece = conn.read_message(stream, 1 << 16)
+                if piece is not None:
+                    reply = piece[0]
+                    st["got"] = True
+                for data, addr in conn.datagrams_to_send(now):
+                    st["sock"].sendto(data, addr)
+            if quiet_at is None and all(st["got"] for st in clients):
+                quiet_at = now + 0.15
+            if quiet_at is not None and now >= quiet_at:
+                break
+            if now > deadline:
+                raise RuntimeError("sync clients did not complete their exchanges (%d done, %d of"
+                                   " %d replied)" % (done, sum(st["got"] for st in clients), k))
+            for key, _ in sel.select(0.002):
+                st = key.data
+                while True:
+                    try:
+                        data, addr = st["sock"].recvfrom(65536)
+                    except BlockingIOError:
+                        break
+                    st["conn"].receive_datagram(data, addr, time.monotonic())
+        for st in clients:
+            sel.unregister(st["sock"])
+            st["sock"].close()
+        sel.close()
+        done += k
+    return reply
+
+
+def measure_sync(n: int) -> dict:
+    import time
+
+    server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child",
+                               "sync-server"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        _sync_clients(port, WARMUP)
+        time.sleep(2.5)  # the server's connections go quiet and release their idle memory
+        rss0 = _proc_rss(server.pid)
+        _sync_clients(port, n)
+        time.sleep(2.5)
+        rss1 = _proc_rss(server.pid)
+        held = int(_sync_clients(port, 1, stream=1))
+    finally:
+        server.kill()
+        server.wait()
+    if held != WARMUP + n + 1:
+        raise RuntimeError("the server holds %d connections, not %d" % (held, WARMUP + n + 1))
+    return {"n": n, "sync_rss_per_conn": (rss1 - rss0) / n}
+
+
 # ------------------------------------------------------------------------------ driver
 def _child(kind: str, n: int, encryption: bool) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "-n", str(n)]
@@ -370,18 +488,25 @@ def main(argv=None) -> int:
     p.add_argument("-n", type=int, default=5000, help="connections (default 5000)")
     p.add_argument("--plain", action="store_true", help="encryption off (bare transport)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--only", choices=("tracemalloc", "rss", "breakdown"), action="append",
-                   help="run only these measurements")
-    p.add_argument("--child", choices=("tracemalloc", "rss", "breakdown"), help=argparse.SUPPRESS)
+    p.add_argument("--only", choices=("tracemalloc", "rss", "breakdown", "sync"),
+                   action="append", help="run only these measurements")
+    p.add_argument("--sync", action="store_true",
+                   help="also measure a blocking DQUIC server over loopback (real sockets)")
+    p.add_argument("--child", choices=("tracemalloc", "rss", "breakdown", "sync", "sync-server"),
+                   help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     enc = not args.plain
+    if args.child == "sync-server":
+        sync_server(idle_timeout=3600.0)
+        return 0
     if args.child:
         fn = {"tracemalloc": lambda: measure_tracemalloc(args.n, enc),
               "rss": lambda: measure_rss(args.n, enc),
-              "breakdown": lambda: measure_breakdown(enc)}[args.child]
+              "breakdown": lambda: measure_breakdown(enc),
+              "sync": lambda: measure_sync(args.n)}[args.child]
         print(json.dumps(fn()))
         return 0
-    kinds = args.only or ["breakdown", "tracemalloc", "rss"]
+    kinds = args.only or ["breakdown", "tracemalloc", "rss"] + (["sync"] if args.sync else [])
     results = {k: _child(k, args.n, enc) for k in kinds}
     if args.json:
         print(json.dumps(results, indent=1))
@@ -414,6 +539,9 @@ def main(argv=None) -> int:
         if "c_heap_per_conn" in r:
             line += f"; C heap in use (mallinfo2): {_fmt(r['c_heap_per_conn'])} B per connection"
         print(line)
+    if "sync" in results:
+        print(f"DQUIC server process (loopback, real sockets): RSS "
+              f"{_fmt(results['sync']['sync_rss_per_conn'])} B per connection")
     return 0
 
 

@@ -28,7 +28,7 @@ ONE_WAY = 0.005
 MAX_IDLE_BYTES = 10_700
 
 
-def _exchange(server: Endpoint, client: Endpoint, count: int, now: float, seed: int):
+def _exchange(server: Endpoint, client: Endpoint, count: int, now: float):
     """``count`` client connections to ``server``: each completes the handshake, sends one
     message and reads the server's answer; then everything is left to go quiet. Only the
     public endpoint API is used (every call visits every connection: keep ``count`` small).
@@ -102,11 +102,11 @@ def test_idle_server_connection_is_small():
     try:
         server, client = _endpoints(1)
         # first connections: module caches, free lists, table growth
-        warm, now = _exchange(server, client, 20, 0.0, 1)
+        warm, now = _exchange(server, client, 20, 0.0)
         client = _endpoints(2)[1]
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
-        conns, now = _exchange(server, client, 100, now, 2)
+        conns, now = _exchange(server, client, 100, now)
         del client  # the client side is not the server's to hold
         gc.collect()
         per_conn = (tracemalloc.get_traced_memory()[0] - before) / len(conns)

@@ -8,10 +8,15 @@ from __future__ import annotations
 import gc
 import heapq
 import random
+import sys
 import tracemalloc
 
+import pytest
+
 from dquic._connection import IDLE_RELEASE_AFTER
-from dquic._protection import PacketProtection
+from dquic._protection import AVAILABLE_BACKENDS, OneRttKeys, PacketProtection
+from dquic._ranges import RangeSet
+from dquic._streams import RecvStream, SendStream
 from dquic.config import Configuration
 from dquic.endpoint import ConnectionAccepted, Endpoint
 from dquic.events import HandshakeCompleted, MessageReceived
@@ -151,3 +156,71 @@ def test_quiet_connections_release_and_recover():
     assert server.stream_messages(4) == [bytes([r]) * 3000 for r in range(3)]
     assert client.stream_messages(4) == [(bytes([r]) * 3000)[::-1] for r in range(3)]
     assert conn.is_established and not client.terminated() and not server.terminated()
+
+
+# --- the pieces a quiet connection releases, one by one ------------------------------------
+@pytest.mark.parametrize("backend", AVAILABLE_BACKENDS)
+@pytest.mark.parametrize("cipher", ["AESGCM", "ChaChaPoly"])
+def test_released_cipher_contexts_come_back_with_the_same_packets(backend, cipher):
+    a_to_b, b_to_a = bytes(range(32)), bytes(range(32, 64))
+    pairs = [(OneRttKeys(a_to_b, b_to_a, cipher, backend=backend, key_update_interval=4),
+              OneRttKeys(b_to_a, a_to_b, cipher, backend=backend, key_update_interval=4))
+             for _ in range(2)]
+    released, kept = pairs
+    for pn in range(12):  # across key updates
+        header = bytes([0x40]) + bytes(8) + bytes([pn])
+        payload = bytes([pn]) * 40
+        if pn % 3 == 0:
+            for k in released:
+                k.release_contexts()
+                assert k.contexts == 0
+        for direction in (0, 1):  # both ways: a key update needs a packet from the peer
+            packets = [pair[direction].sender.encrypt_packet(header, payload, pn)
+                       for pair in pairs]
+            assert packets[0] == packets[1]
+            for pair, packet in zip(pairs, packets):
+                assert pair[1 - direction].receiver.decrypt_packet(packet, 9, pn)[1] == payload
+    assert released[0].generation == kept[0].generation > 0
+    if backend == "openssl":
+        assert released[0].contexts > 0  # made again on use
+
+
+def test_range_set_shrink_keeps_the_ranges():
+    r = RangeSet()
+    for i in range(0, 40, 2):
+        r.add(i, i + 1)
+    r.subtract(0, 30)
+    before = sys.getsizeof(r)
+    r.shrink()
+    assert list(r) == [(30, 31), (32, 33), (34, 35), (36, 37), (38, 39)]
+    assert sys.getsizeof(r) < before
+    r.add(100, 101)
+    assert list(r)[-1] == (100, 101)
+    r.subtract(0, 200)
+    r.shrink()
+    assert sys.getsizeof(r) == sys.getsizeof(RangeSet())
+
+
+def test_stream_buffers_are_released_only_when_empty():
+    s = SendStream(0)
+    s.write_message(b"x" * 500)
+    chunk = s.next_chunk(1000, 1 << 20)
+    s.release_idle()
+    assert s.__sizeof__() > type(s).__basicsize__  # unacknowledged bytes stay
+    s.on_acked(chunk[0], len(chunk[1]))
+    s.release_idle()
+    assert s.__sizeof__() == type(s).__basicsize__
+    s.write_message(b"y" * 10)
+    assert s.next_chunk(1000, 1 << 20)[1] == b"\x0a" + b"y" * 10
+
+    r = RecvStream(0, 1 << 20)
+    r.insert(0, b"\x03abc\x02d")
+    assert r.read_message(100) == (b"abc", True)
+    r.release_idle()
+    assert r.allocated > 0  # half a message is still buffered
+    r.insert(6, b"e")
+    assert r.read_message(100) == (b"de", True)
+    r.release_idle()
+    assert r.allocated == 0
+    r.insert(7, b"\x01f")
+    assert r.read_message(100) == (b"f", True)

@@ -107,8 +107,10 @@ cdef enum:
     F_CONNECTION_CLOSE_APP = 0x1D
     # recycled sent-packet records kept (for all connections)
     FREE_SENT_MAX = 4096
-    # idle send buffers kept (one per thread building packets at the same time)
+    # idle send buffers kept (one per thread building packets at the same time), and their
+    # size: the largest max_datagram_size (Configuration.validate: at most 65527)
     SEND_SCRATCH_MAX = 16
+    SEND_SCRATCH_SIZE = 65536
     INLINE_STREAMS = 8
     # the codec's default limit on ranges in a received ACK frame
     ACK_RANGES_LIMIT = 256
@@ -231,15 +233,19 @@ _RECV_SCRATCH._writable = False
 
 
 cdef Buffer _take_scratch(Py_ssize_t size):
+    # every send buffer holds the largest datagram; lent out, it shows only ``size`` bytes, so
+    # writing past a connection's max_datagram_size still fails as with a buffer of its own
     cdef Buffer b
-    while _SEND_SCRATCH:
+    if _SEND_SCRATCH:
         b = <Buffer>_SEND_SCRATCH.pop()
-        if b._size >= size:
-            return b
-    return Buffer(capacity=size)
+    else:
+        b = Buffer(capacity=SEND_SCRATCH_SIZE)
+    b._size = size if size < SEND_SCRATCH_SIZE else SEND_SCRATCH_SIZE  # never past the storage
+    return b
 
 
 cdef inline void _give_scratch(Buffer b):
+    b._size = SEND_SCRATCH_SIZE
     if len(_SEND_SCRATCH) < SEND_SCRATCH_MAX:
         _SEND_SCRATCH.append(b)
 

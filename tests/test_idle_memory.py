@@ -20,7 +20,7 @@ from dquic._streams import RecvStream, SendStream
 from dquic.config import Configuration
 from dquic.endpoint import ConnectionAccepted, Endpoint
 from dquic.events import HandshakeCompleted, MessageReceived
-from dquic.testing import LinkConfig
+from dquic.testing import EVENT_SEND, LinkConfig
 from dquic.testing.apps import make_pair
 from dquic.testing.apps import test_identity as _identity
 
@@ -224,3 +224,33 @@ def test_stream_buffers_are_released_only_when_empty():
     assert r.allocated == 0
     r.insert(7, b"\x01f")
     assert r.read_message(100) == (b"f", True)
+
+
+def test_shared_send_buffers_respect_each_connections_datagram_size():
+    # two connections with different datagram sizes build packets in turn from the shared
+    # send buffers: each stays within its own limit
+    sizes = (1200, 9000)
+    pairs = []
+    largest = [0, 0]
+    for i, mds in enumerate(sizes):
+        cfg = dict(max_datagram_size=mds)
+        net, client, server, conn = make_pair(
+            LinkConfig(delay=0.005, mtu=65535), seed=10 + i, client_config=Configuration(**cfg),
+            server_config=Configuration(is_client=False, **cfg))
+
+        def sent(now, kind, src, dst, size, i=i):
+            if kind == EVENT_SEND:
+                largest[i] = max(largest[i], size)
+        net.on_event(sent)
+        pairs.append((net, client, server, conn))
+    payload = bytes(range(256)) * 400
+    for net, client, server, conn in pairs:
+        conn.send_message(0, payload)
+    for _ in range(2000):
+        for net, client, server, conn in pairs:
+            net.run_for(0.002)
+            assert conn._sbuf is None
+        if all(p[2].count(0) for p in pairs):
+            break
+    assert all(p[2].stream_messages(0) == [payload] for p in pairs)
+    assert largest[0] == 1200 and 1200 < largest[1] <= 9000

@@ -2,7 +2,7 @@
 
 Everything here is re-exported from the ``dquic`` package: ``DQUIC.DQUIC is dquic.sync.DQUIC``.
 """
-from dquic._codec import DQUICFrame, DQUICHeader
+from dquic._seed import DQUICFrame, DQUICHeader
 from dquic.errors import (
     AuthenticationError,
     ConnectionClosed,

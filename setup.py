@@ -1,6 +1,8 @@
 """Build script for dquic's compiled modules.
 
-Every ``dquic/*.pyx`` is an extension module. Set ``DQUIC_ONLY=dquic._codec,dquic._ranges``
+Every ``dquic/*.pyx`` is an extension module; a ``.pxd`` without a ``.pyx`` (``dquic/_wire.pxd``,
+inline functions only) builds nothing of its own and is compiled into every module that cimports
+it (editing it rebuilds those). Set ``DQUIC_ONLY=dquic._codec,dquic._ranges``
 to build just those (handy while another module is being edited), ``DQUIC_TRACE=1`` to build
 with Cython line tracing for profiling/coverage, and ``DQUIC_DEBUG=1`` for -O0 -g.
 

@@ -39,6 +39,7 @@ import argparse
 import collections
 import ctypes
 import gc
+import heapq
 import json
 import os
 import random
@@ -58,37 +59,32 @@ from dquic.events import MessageReceived  # noqa: E402
 SERVER_ADDR = ("192.0.2.1", 4433)
 ONE_WAY = 0.005          # seconds of virtual time a datagram spends on the wire
 SETTLE = 2.0             # virtual time a pair is driven after the exchange (then it is idle)
+IDLE_TIMEOUT = 86400.0   # both sides: longer than the virtual time of any run
 REQUEST = b"ping" * 16   # the client's message (64 bytes)
 REPLY = b"pong" * 16     # the server's answer
 
 
 # ------------------------------------------------------------------------------ the workload
 class IdleServer:
-    """A server endpoint and the machinery to add idle connections to it one at a time."""
+    """A server endpoint and the machinery to add idle connections to it one at a time.
+
+    Only the endpoints' public, event-driven API is used (the server endpoint builds output
+    and runs timers only for the connections that have some). Both sides announce a one-day
+    idle timeout so that the virtual time the run takes never ends a connection."""
 
     def __init__(self, encryption: bool = True, seed: int = 1, capacity: int = 1 << 20) -> None:
         rng = random.Random(seed)
         self._rand = rng.randbytes
-        scfg = Configuration(is_client=False, encryption=encryption)
+        scfg = Configuration(is_client=False, encryption=encryption, idle_timeout=IDLE_TIMEOUT)
         if encryption:
             from dquic.keys import KeyPair
 
             scfg = scfg.copy(identity=KeyPair.from_private(rng.randbytes(32)))
-        self.ccfg = Configuration(encryption=encryption)
+        self.ccfg = Configuration(encryption=encryption, idle_timeout=IDLE_TIMEOUT)
         self.server = Endpoint(scfg, accept=True, random_bytes=self._rand,
                                max_connections=capacity)
         self.now = 0.0
         self.count = 0
-
-    def _server_send(self, conn, now):
-        out = conn.datagrams_to_send(now)
-        self._after(conn)
-        return out
-
-    def _after(self, conn):
-        # the endpoint's bookkeeping after a connection moved (connection IDs, events); the
-        # public datagrams_to_send/handle_timer would visit every connection on each call
-        self.server._after(conn)
 
     def add(self):
         """One more connection: handshake, one request and its reply, then idle. Returns the
@@ -99,25 +95,24 @@ class IdleServer:
         self.count += 1
         t0 = now = self.now
         cconn = cep.connect(SERVER_ADDR, now)
-        wire = []                      # (arrival time, seq, to_server, data)
+        wire = []                      # heap of (arrival time, seq, to_server, data)
         seq = 0
         sconn = None
-        requested = replied = False
-        got_reply = False
+        requested = replied = got_reply = False
 
         def post(items, to_server, t):
             nonlocal seq
-            for data, _addr in items:
+            for data, addr in items:
+                if not to_server and addr != caddr:
+                    raise RuntimeError("an idle connection sent something")
                 seq += 1
-                wire.append((t + ONE_WAY, seq, to_server, data))
+                heapq.heappush(wire, (t + ONE_WAY, seq, to_server, data))
 
-        post(cep.datagrams_to_send(now), True, now)
         for _ in range(100000):
-            # application steps
+            # the applications: the client asks once established, the server answers
             if cconn.is_established and not requested:
                 cconn.send_message(0, REQUEST)
                 requested = True
-                post(cep.datagrams_to_send(now), True, now)
             for conn, ev in server.take_events():
                 if isinstance(ev, ConnectionAccepted):
                     sconn = conn
@@ -127,47 +122,30 @@ class IdleServer:
                     if not replied:
                         conn.send_message(ev.stream_id, REPLY)
                         replied = True
-                        post(self._server_send(conn, now), False, now)
             for conn, ev in cep.take_events():
                 if isinstance(ev, MessageReceived):
                     while conn.read_message(ev.stream_id, 1 << 16) is not None:
                         got_reply = True
+            post(cep.datagrams_to_send(now), True, now)
+            post(server.datagrams_to_send(now), False, now)
             # the next thing to happen: a delivery or a timer
-            candidates = []
+            candidates = [t for t in (cep.get_timer(), server.get_timer()) if t is not None]
             if wire:
-                candidates.append(min(wire)[0])
-            ct = cep.get_timer()
-            if ct is not None:
-                candidates.append(ct)
-            st = sconn.get_timer() if sconn is not None else None
-            if st is not None:
-                candidates.append(st)
+                candidates.append(wire[0][0])
             nxt = min(candidates) if candidates else None
             if nxt is None or nxt > t0 + SETTLE:
                 break
             now = max(now, nxt)
-            if wire and min(wire)[0] <= now:
-                wire.sort()
-                _t, _s, to_server, data = wire.pop(0)
+            while wire and wire[0][0] <= now:
+                _t, _s, to_server, data = heapq.heappop(wire)
                 if to_server:
                     server.receive_datagram(data, caddr, now)
-                    if sconn is None:
-                        for conn, ev in server.take_events():
-                            if isinstance(ev, ConnectionAccepted):
-                                sconn = conn
-                    if sconn is not None:
-                        post(self._server_send(sconn, now), False, now)
                 else:
                     cep.receive_datagram(data, SERVER_ADDR, now)
-                    post(cep.datagrams_to_send(now), True, now)
-                continue
-            if ct is not None and ct <= now:
-                cep.handle_timer(now)
-                post(cep.datagrams_to_send(now), True, now)
-            if sconn is not None and st is not None and st <= now:
-                sconn.handle_timer(now)
-                self._after(sconn)
-                post(self._server_send(sconn, now), False, now)
+            for ep in (cep, server):
+                t = ep.get_timer()
+                if t is not None and t <= now:
+                    ep.handle_timer(now)
         else:
             raise RuntimeError("pair did not settle")
         server.take_events()
@@ -374,10 +352,12 @@ def _proc_rss(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _sync_clients(port: int, count: int, batch: int = 100, stream: int = 0) -> bytes:
+def _sync_clients(port: int, count: int, keep: list, batch: int = 100, stream: int = 0) -> bytes:
     """``count`` client connections from as many sockets, ``batch`` at a time: handshake,
     one request on ``stream``, the reply, then 150 ms more for the last acknowledgements;
-    then dropped. Returns the last reply."""
+    then the connections are dropped. Their sockets go to ``keep`` (closed, their ports could
+    come back for later connections, which ``DQUIC`` would take for the same peer). Returns
+    the last reply."""
     import selectors
     import socket
     import time
@@ -385,7 +365,7 @@ def _sync_clients(port: int, count: int, batch: int = 100, stream: int = 0) -> b
     from dquic.connection import Connection
 
     server = ("127.0.0.1", port)
-    ccfg = Configuration(idle_timeout=3600.0)  # the server's connections outlive the run
+    ccfg = Configuration(idle_timeout=IDLE_TIMEOUT)  # the server's connections outlive the run
     done = 0
     reply = b""
     while done < count:
@@ -439,7 +419,7 @@ def _sync_clients(port: int, count: int, batch: int = 100, stream: int = 0) -> b
                     st["conn"].receive_datagram(data, addr, time.monotonic())
         for st in clients:
             sel.unregister(st["sock"])
-            st["sock"].close()
+            keep.append(st["sock"])
         sel.close()
         done += k
     return reply
@@ -450,18 +430,21 @@ def measure_sync(n: int) -> dict:
 
     server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child",
                                "sync-server"], stdout=subprocess.PIPE, text=True)
+    sockets: list = []
     try:
         port = int(server.stdout.readline())
-        _sync_clients(port, WARMUP)
+        _sync_clients(port, WARMUP, sockets)
         time.sleep(2.5)  # the server's connections go quiet and release their idle memory
         rss0 = _proc_rss(server.pid)
-        _sync_clients(port, n)
+        _sync_clients(port, n, sockets)
         time.sleep(2.5)
         rss1 = _proc_rss(server.pid)
-        held = int(_sync_clients(port, 1, stream=1))
+        held = int(_sync_clients(port, 1, sockets, stream=1))
     finally:
         server.kill()
         server.wait()
+        for sock in sockets:
+            sock.close()
     if held != WARMUP + n + 1:
         raise RuntimeError("the server holds %d connections, not %d" % (held, WARMUP + n + 1))
     return {"n": n, "sync_rss_per_conn": (rss1 - rss0) / n}
@@ -497,7 +480,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     enc = not args.plain
     if args.child == "sync-server":
-        sync_server(idle_timeout=3600.0)
+        sync_server(idle_timeout=IDLE_TIMEOUT)
         return 0
     if args.child:
         fn = {"tracemalloc": lambda: measure_tracemalloc(args.n, enc),
@@ -524,7 +507,8 @@ def main(argv=None) -> int:
         print("\nthe same objects by type:")
         for name, count, size in b["types"][:25]:
             print(f"  {name:34s} {count:5d} objects {_fmt(size):>8s} B")
-        print(f"\nstate: {b['state']}; endpoint routing entries for it: {b['endpoint_cid_entries']}")
+        print(f"\nstate: {b['state']}; endpoint routing entries for it: "
+              f"{b['endpoint_cid_entries']}")
         if b.get("crypto_c"):
             c = b["crypto_c"]
             print(f"libcrypto (C heap) per connection's 1-RTT keys: {_fmt(c['on_creation'])} B on"

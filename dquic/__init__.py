@@ -13,7 +13,7 @@ The public surface:
 The sans-IO core lives in ``dquic.connection`` and ``dquic.endpoint``; the network simulator in
 ``dquic.testing``.
 """
-from ._codec import DQUICFrame, DQUICHeader
+from ._seed import DQUICFrame, DQUICHeader
 from ._version import __version__
 from .config import Configuration
 from .errors import (
@@ -23,6 +23,7 @@ from .errors import (
     ConnectionTimeout,
     DQUICError,
     EndpointClosed,
+    UndeliveredData,
     ErrorCode,
     ProtocolError,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "DQUICFrame",
     "DQUICHeader",
     "EndpointClosed",
+    "UndeliveredData",
     "ErrorCode",
     "KeyPair",
     "ProtocolError",

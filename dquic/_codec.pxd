@@ -53,8 +53,19 @@ cdef class PacketHeader:
     cdef readonly bint is_long
 
 
-# Size in bytes of the minimal varint encoding of `value`; 0 if value >= 2**62.
+# Size in bytes of the minimal varint encoding of `value`; 0 if value >= 2**62. (Compiled modules
+# of dquic use the inline primitives of dquic/_wire.pxd directly.)
 cdef int c_varint_size(uint64_t value) noexcept nogil
+
+# Argument checks of the Python-level encoders: TypeError/ValueError (local bugs, not peer input)
+# with the argument's name in the message. arg_u62: an int in 0..2**62-1; arg_u64: an int >= 0
+# (OverflowError beyond 64 bits); arg_cid: bytes-like of at most 20 bytes; arg_bytes_like returns
+# its argument; byte_len: the length of a bytes-like object (TypeError for str and non-buffers).
+cdef uint64_t arg_u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL
+cdef uint64_t arg_u64(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL
+cdef int arg_cid(object cid, str name) except -1
+cdef object arg_bytes_like(object value, str name)
+cdef Py_ssize_t byte_len(object data) except -1
 
 # Parse one packet header at buf's position (PROTOCOL.md §4/§5); buf is left at pn_offset.
 cpdef PacketHeader pull_header(Buffer buf, Py_ssize_t short_dcid_len)
@@ -64,6 +75,15 @@ cpdef PacketHeader pull_header(Buffer buf, Py_ssize_t short_dcid_len)
 # buffer when the LEN bit is clear). Checks length against the buffer and offset+length < 2**62.
 cdef int pull_stream_frame_header(Buffer buf, uint64_t frame_type, uint64_t* stream_id,
                                   uint64_t* offset, uint64_t* length, bint* fin) except -1
+# The same parse on raw memory: the fields after the type byte, from p[0:avail]. Returns the bytes
+# consumed, or a negative fault code that stream_frame_header_error raises as ProtocolError
+# (FRAME_ENCODING_ERROR). With data_follows False the length is not checked against avail
+# (a STREAM frame header without its data).
+cdef Py_ssize_t parse_stream_frame_fields(const unsigned char* p, Py_ssize_t avail,
+                                          uint64_t frame_type, uint64_t* stream_id, uint64_t* offset,
+                                          uint64_t* length, bint data_follows) noexcept nogil
+cdef int stream_frame_header_error(Py_ssize_t code, uint64_t frame_type, uint64_t length,
+                                   Py_ssize_t remaining) except -1
 # Writes a STREAM frame header (LEN bit always set, OFF bit iff offset > 0); the caller then
 # writes exactly `length` data bytes.
 cdef int c_push_stream_frame_header(Buffer buf, uint64_t stream_id, uint64_t offset,

@@ -14,21 +14,19 @@ in PROTOCOL.md.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.ref cimport Py_INCREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from cpython.bytearray cimport PyByteArray_CheckExact
 from cpython.memoryview cimport PyMemoryView_FromObject
-from cpython.sequence cimport (PySequence_GetSlice, PySequence_Fast, PySequence_Fast_GET_SIZE,
-                               PySequence_Fast_ITEMS)
-from cpython.long cimport (PyLong_Check, PyLong_AsLongLongAndOverflow, PyLong_AsLongAndOverflow,
-                           PyLong_FromLong, PyLong_FromUnsignedLongLong)
-from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
-from cpython.object cimport PyObject
+from cpython.sequence cimport PySequence_GetSlice
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLong, PyLong_FromUnsignedLongLong
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 
-from time import perf_counter_ns as _perf_counter_ns
+from dquic._wire cimport (be_read, be_write, pn_decode, pn_length, pn_truncate, varint_len,
+                         varint_read, varint_write)
 
 from dquic.errors import ErrorCode, ProtocolError
 
@@ -105,82 +103,13 @@ cdef object _PROTOCOL_VIOLATION = ErrorCode.PROTOCOL_VIOLATION
 
 
 # ---------------------------------------------------------------------------------------
-# Raw varint helpers (RFC 9000 §16)
+# C helpers: varint size (the primitives themselves are dquic._wire's), argument checks
 # ---------------------------------------------------------------------------------------
 cdef int c_varint_size(uint64_t value) noexcept nogil:
-    if value < 0x40:
-        return 1
-    if value < 0x4000:
-        return 2
-    if value < 0x40000000:
-        return 4
-    if value < ((<uint64_t>1) << 62):
-        return 8
-    return 0
+    return varint_len(value)
 
 
-cdef inline Py_ssize_t _read_varint(const unsigned char* p, Py_ssize_t avail, uint64_t* out) noexcept nogil:
-    """Decode one varint from p; return bytes consumed, or 0 if fewer than needed are available."""
-    cdef Py_ssize_t n
-    if avail < 1:
-        return 0
-    n = (<Py_ssize_t>1) << (p[0] >> 6)
-    if avail < n:
-        return 0
-    if n == 1:
-        out[0] = p[0]
-    elif n == 2:
-        out[0] = ((<uint64_t>(p[0] & 0x3F)) << 8) | p[1]
-    elif n == 4:
-        out[0] = (((<uint64_t>(p[0] & 0x3F)) << 24) | ((<uint64_t>p[1]) << 16)
-                  | ((<uint64_t>p[2]) << 8) | p[3])
-    else:
-        out[0] = (((<uint64_t>(p[0] & 0x3F)) << 56) | ((<uint64_t>p[1]) << 48)
-                  | ((<uint64_t>p[2]) << 40) | ((<uint64_t>p[3]) << 32)
-                  | ((<uint64_t>p[4]) << 24) | ((<uint64_t>p[5]) << 16)
-                  | ((<uint64_t>p[6]) << 8) | p[7])
-    return n
-
-
-cdef inline void _write_varint(unsigned char* p, uint64_t v, int n) noexcept nogil:
-    """Write v as an n-byte varint (n in 1, 2, 4, 8; v must fit)."""
-    if n == 1:
-        p[0] = <unsigned char>v
-    elif n == 2:
-        p[0] = <unsigned char>(0x40 | (v >> 8))
-        p[1] = <unsigned char>v
-    elif n == 4:
-        p[0] = <unsigned char>(0x80 | (v >> 24))
-        p[1] = <unsigned char>(v >> 16)
-        p[2] = <unsigned char>(v >> 8)
-        p[3] = <unsigned char>v
-    else:
-        p[0] = <unsigned char>(0xC0 | (v >> 56))
-        p[1] = <unsigned char>(v >> 48)
-        p[2] = <unsigned char>(v >> 40)
-        p[3] = <unsigned char>(v >> 32)
-        p[4] = <unsigned char>(v >> 24)
-        p[5] = <unsigned char>(v >> 16)
-        p[6] = <unsigned char>(v >> 8)
-        p[7] = <unsigned char>v
-
-
-cdef inline uint64_t _read_be(const unsigned char* p, int n) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(n):
-        v = (v << 8) | p[i]
-    return v
-
-
-cdef inline void _write_be(unsigned char* p, uint64_t v, int n) noexcept nogil:
-    cdef int i
-    for i in range(n - 1, -1, -1):
-        p[i] = <unsigned char>v
-        v >>= 8
-
-
-cdef Py_ssize_t _byte_len(object data) except -1:
+cdef Py_ssize_t byte_len(object data) except -1:
     """Length in bytes of a bytes-like object (TypeError for anything else)."""
     cdef Py_buffer view
     if PyBytes_CheckExact(data):
@@ -193,7 +122,7 @@ cdef Py_ssize_t _byte_len(object data) except -1:
     return n
 
 
-cdef inline uint64_t _u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
+cdef uint64_t arg_u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
     """Validate a Python int in 0 .. 2**62-1 (TypeError/ValueError otherwise)."""
     if not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -202,7 +131,7 @@ cdef inline uint64_t _u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
     return <uint64_t>value
 
 
-cdef inline uint64_t _arg_u64(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
+cdef uint64_t arg_u64(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
     """Convert an int argument to uint64 (TypeError for non-ints such as floats,
     ValueError for negatives, OverflowError beyond 64 bits)."""
     if not isinstance(value, int):
@@ -218,7 +147,7 @@ cdef inline int _arg_int(object value, str name) except? -1:
     return <int>value
 
 
-cdef inline object _bytes_like(object value, str name):
+cdef object arg_bytes_like(object value, str name):
     if isinstance(value, (bytes, bytearray, memoryview)):
         return value
     raise TypeError(f"{name} must be bytes-like, not {type(value).__name__}")
@@ -323,34 +252,34 @@ cdef class Buffer:
 
     cdef int c_pull_uint(self, int nbytes, uint64_t* out) except -1:
         cdef const unsigned char* p = self.c_pull_ptr(nbytes)
-        out[0] = _read_be(p, nbytes)
+        out[0] = be_read(p, nbytes)
         return 0
 
     cdef int c_push_uint(self, uint64_t value, int nbytes) except -1:
         cdef unsigned char* p = self.c_push_ptr(nbytes)
-        _write_be(p, value, nbytes)
+        be_write(p, value, nbytes)
         return 0
 
     cdef int c_pull_varint(self, uint64_t* out) except -1:
-        cdef Py_ssize_t n = _read_varint(self._base + self._pos, self._size - self._pos, out)
+        cdef Py_ssize_t n = varint_read(self._base + self._pos, self._size - self._pos, out)
         if n == 0:
             raise ProtocolError(f"truncated varint at offset {self._pos}")
         self._pos += n
         return 0
 
     cdef int c_push_varint(self, uint64_t value) except -1:
-        cdef int n = c_varint_size(value)
+        cdef int n = varint_len(value)
         if n == 0:
             raise ValueError(f"varint value {value} exceeds 2**62-1")
-        _write_varint(self.c_push_ptr(n), value, n)
+        varint_write(self.c_push_ptr(n), value, n)
         return 0
 
     cdef int c_push_varint_fixed(self, uint64_t value, int nbytes) except -1:
         if nbytes not in (1, 2, 4, 8):
             raise ValueError("varint width must be 1, 2, 4 or 8")
-        if c_varint_size(value) == 0 or c_varint_size(value) > nbytes:
+        if varint_len(value) == 0 or varint_len(value) > nbytes:
             raise ValueError(f"varint value {value} does not fit in {nbytes} bytes")
-        _write_varint(self.c_push_ptr(nbytes), value, nbytes)
+        varint_write(self.c_push_ptr(nbytes), value, nbytes)
         return 0
 
     cdef int c_push_raw(self, const unsigned char* src, Py_ssize_t n) except -1:
@@ -464,35 +393,35 @@ cdef class Buffer:
         return self.c_pull_view(n)
 
     def push_uint8(self, value):
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         if v > 0xFF:
             raise ValueError("value does not fit in 8 bits")
         self.c_push_uint(v, 1)
 
     def push_uint16(self, value):
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         if v > 0xFFFF:
             raise ValueError("value does not fit in 16 bits")
         self.c_push_uint(v, 2)
 
     def push_uint32(self, value):
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         if v > 0xFFFFFFFF:
             raise ValueError("value does not fit in 32 bits")
         self.c_push_uint(v, 4)
 
     def push_uint64(self, value):
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         self.c_push_uint(v, 8)
 
     def push_varint(self, value):
         """Write ``v`` as a minimal varint (ValueError if v >= 2**62)."""
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         self.c_push_varint(v)
 
     def push_varint_fixed(self, value, width):
         """Write ``value`` as a varint of exactly ``width`` (1, 2, 4 or 8) bytes."""
-        cdef uint64_t v = _arg_u64(value, "value")
+        cdef uint64_t v = arg_u64(value, "value")
         cdef int nbytes = _arg_int(width, "width")
         self.c_push_varint_fixed(v, nbytes)
 
@@ -506,16 +435,16 @@ cdef class Buffer:
 # ---------------------------------------------------------------------------------------
 def varint_size(value):
     """Bytes of the minimal varint encoding of ``value`` (ValueError if out of range)."""
-    cdef uint64_t v = _u62(value, "value")
-    return c_varint_size(v)
+    cdef uint64_t v = arg_u62(value, "value")
+    return varint_len(v)
 
 
 def encode_varint(value):
     """Minimal varint encoding of ``value`` (0 <= value < 2**62) as bytes."""
-    cdef uint64_t v = _u62(value, "value")
+    cdef uint64_t v = arg_u62(value, "value")
     cdef unsigned char tmp[8]
-    cdef int n = c_varint_size(v)
-    _write_varint(tmp, v, n)
+    cdef int n = varint_len(v)
+    varint_write(tmp, v, n)
     return PyBytes_FromStringAndSize(<const char*>tmp, n)
 
 
@@ -540,42 +469,13 @@ def encode_packet_number(full_pn, largest_acked=None):
     yet), RFC 9000 Appendix A.2. ValueError when more than 2**31 packets are unacknowledged
     or ``largest_acked >= full_pn``.
     """
-    cdef uint64_t pn = _u62(full_pn, "full_pn")
-    cdef uint64_t unacked
+    cdef uint64_t pn = arg_u62(full_pn, "full_pn")
+    cdef int64_t la = -1
     cdef int nbytes
-    if largest_acked is None or (isinstance(largest_acked, int) and largest_acked == -1):
-        unacked = pn + 1
-    else:
-        la = _u62(largest_acked, "largest_acked")
-        if la >= pn:
-            raise ValueError("largest_acked must be smaller than full_pn")
-        unacked = pn - la
-    # the encoding must represent 2 * unacked distinct values
-    if unacked < (1 << 7):
-        nbytes = 1
-    elif unacked < (1 << 15):
-        nbytes = 2
-    elif unacked < (1 << 23):
-        nbytes = 3
-    elif unacked < 0x80000000:
-        nbytes = 4
-    else:
-        raise ValueError("too many unacknowledged packets to encode the packet number")
-    return pn & (((<uint64_t>1) << (8 * nbytes)) - 1), nbytes
-
-
-cdef uint64_t c_decode_packet_number(uint64_t truncated, int nbits, int64_t largest_pn) noexcept nogil:
-    cdef uint64_t expected = <uint64_t>(largest_pn + 1)
-    cdef uint64_t win = (<uint64_t>1) << nbits
-    cdef uint64_t hwin = win >> 1
-    cdef uint64_t mask = win - 1
-    cdef uint64_t candidate = (expected & ~mask) | truncated
-    # RFC 9000 A.3; written with unsigned arithmetic that cannot wrap
-    if candidate + hwin <= expected and candidate < ((<uint64_t>1) << 62) - win:
-        return candidate + win
-    if candidate > expected + hwin and candidate >= win:
-        return candidate - win
-    return candidate
+    if not (largest_acked is None or (isinstance(largest_acked, int) and largest_acked == -1)):
+        la = <int64_t>arg_u62(largest_acked, "largest_acked")
+    nbytes = pn_length(<int64_t>pn, la)
+    return pn_truncate(pn, nbytes), nbytes
 
 
 def decode_packet_number(truncated, length_bytes, largest_pn):
@@ -592,7 +492,7 @@ def decode_packet_number(truncated, length_bytes, largest_pn):
         raise ValueError("truncated packet number does not fit in length_bytes")
     if largest_pn < -1 or largest_pn > VARINT_MAX:
         raise ValueError("largest_pn out of range")
-    return c_decode_packet_number(<uint64_t>truncated, 8 * <int>length_bytes, <int64_t>largest_pn)
+    return pn_decode(<int64_t>truncated, 8 * <int>length_bytes, <int64_t>largest_pn + 1)
 
 
 def packet_number_length(first_byte):
@@ -770,10 +670,10 @@ def pull_packet_number(Buffer buf, pn_len):
     return v
 
 
-cdef int _check_cid(object cid, str name) except -1:
+cdef int arg_cid(object cid, str name) except -1:
     if not isinstance(cid, (bytes, bytearray, memoryview)):
         raise TypeError(f"{name} must be bytes-like")
-    if _byte_len(cid) > 20:
+    if byte_len(cid) > 20:
         raise ValueError(f"{name} longer than {MAX_CID_LEN} bytes")
     return 0
 
@@ -793,29 +693,29 @@ def push_long_header(Buffer buf, packet_type, version, dcid, scid, token, pn_tru
     ``patch_length(buf, offset, pn_len + payload_len)``.
     """
     cdef int c_type = _arg_int(packet_type, "packet_type")
-    cdef uint64_t c_version = _arg_u64(version, "version")
-    cdef uint64_t c_pn = _arg_u64(pn_truncated, "pn_truncated")
+    cdef uint64_t c_version = arg_u64(version, "version")
+    cdef uint64_t c_pn = arg_u64(pn_truncated, "pn_truncated")
     cdef int c_pn_len = _arg_int(pn_len, "pn_len")
     if c_type != 0 and c_type != 2:
         raise ValueError("push_long_header writes PACKET_INITIAL or PACKET_HANDSHAKE headers")
     if c_version > 0xFFFFFFFF:
         raise ValueError("version does not fit in 32 bits")
-    _check_cid(dcid, "dcid")
-    _check_cid(scid, "scid")
+    arg_cid(dcid, "dcid")
+    arg_cid(scid, "scid")
     _check_pn(c_pn, c_pn_len)
     if token is None:
         token = b""
-    _bytes_like(token, "token")
-    if c_type != 0 and _byte_len(token):
+    arg_bytes_like(token, "token")
+    if c_type != 0 and byte_len(token):
         raise ValueError("only Initial packets carry a token")
     buf.c_push_uint(0xC0 | (c_type << 4) | (c_pn_len - 1), 1)
     buf.c_push_uint(c_version, 4)
-    buf.c_push_uint(_byte_len(dcid), 1)
+    buf.c_push_uint(byte_len(dcid), 1)
     buf.c_push_object(dcid)
-    buf.c_push_uint(_byte_len(scid), 1)
+    buf.c_push_uint(byte_len(scid), 1)
     buf.c_push_object(scid)
     if c_type == 0:
-        buf.c_push_varint(_byte_len(token))
+        buf.c_push_varint(byte_len(token))
         buf.c_push_object(token)
     cdef Py_ssize_t length_offset = buf._pos
     buf.c_push_varint_fixed(0, 2)
@@ -825,23 +725,23 @@ def push_long_header(Buffer buf, packet_type, version, dcid, scid, token, pn_tru
 
 def patch_length(Buffer buf, Py_ssize_t length_offset, value):
     """Fill the 2-byte Length placeholder written by ``push_long_header``."""
-    cdef uint64_t c_value = _arg_u64(value, "value")
+    cdef uint64_t c_value = arg_u64(value, "value")
     if c_value >= 0x4000:
         raise ValueError("Length must be < 16384 for the 2-byte placeholder")
     if not buf._writable:
         raise ValueError("buffer is read-only")
     if length_offset < 0 or length_offset + 2 > buf._size:
         raise ValueError("length_offset outside buffer")
-    _write_varint(buf._base + length_offset, c_value, 2)
+    varint_write(buf._base + length_offset, c_value, 2)
 
 
 def push_short_header(Buffer buf, dcid, pn_truncated, pn_len, key_phase=0, spin=0):
     """Write a 1-RTT header: first byte, DCID (its length is not on the wire), packet number."""
-    cdef uint64_t c_pn = _arg_u64(pn_truncated, "pn_truncated")
+    cdef uint64_t c_pn = arg_u64(pn_truncated, "pn_truncated")
     cdef int c_pn_len = _arg_int(pn_len, "pn_len")
     cdef int kp = _arg_int(key_phase, "key_phase")
     cdef int sp = _arg_int(spin, "spin")
-    _check_cid(dcid, "dcid")
+    arg_cid(dcid, "dcid")
     _check_pn(c_pn, c_pn_len)
     if kp not in (0, 1) or sp not in (0, 1):
         raise ValueError("key_phase and spin must be 0 or 1")
@@ -856,24 +756,24 @@ def encode_retry(version, dcid, scid, token, integrity_tag=None):
     With ``integrity_tag=None`` the bytes stop before the tag (what the Retry integrity tag
     is computed over, after the original DCID prefix); otherwise the 16-byte tag is appended.
     """
-    cdef uint64_t v = _u62(version, "version")
+    cdef uint64_t v = arg_u62(version, "version")
     if v > 0xFFFFFFFF or v == 0:
         raise ValueError("version must be a non-zero 32-bit value")
-    _check_cid(dcid, "dcid")
-    _check_cid(scid, "scid")
-    _bytes_like(token, "token")
-    if _byte_len(token) == 0:
+    arg_cid(dcid, "dcid")
+    arg_cid(scid, "scid")
+    arg_bytes_like(token, "token")
+    if byte_len(token) == 0:
         raise ValueError("a Retry token must not be empty")
     if integrity_tag is not None:
-        _bytes_like(integrity_tag, "integrity_tag")
-        if _byte_len(integrity_tag) != 16:
+        arg_bytes_like(integrity_tag, "integrity_tag")
+        if byte_len(integrity_tag) != 16:
             raise ValueError("integrity_tag must be 16 bytes")
-    cdef Buffer buf = Buffer(capacity=7 + 40 + _byte_len(token) + 16)
+    cdef Buffer buf = Buffer(capacity=7 + 40 + byte_len(token) + 16)
     buf.c_push_uint(0xF0, 1)
     buf.c_push_uint(v, 4)
-    buf.c_push_uint(_byte_len(dcid), 1)
+    buf.c_push_uint(byte_len(dcid), 1)
     buf.c_push_object(dcid)
-    buf.c_push_uint(_byte_len(scid), 1)
+    buf.c_push_uint(byte_len(scid), 1)
     buf.c_push_object(scid)
     buf.c_push_object(token)
     if integrity_tag is not None:
@@ -886,17 +786,17 @@ def encode_version_negotiation(dcid, scid, versions):
 
     ``dcid``/``scid`` are the client's SCID/DCID echoed back (swapped by the caller).
     """
-    _check_cid(dcid, "dcid")
-    _check_cid(scid, "scid")
+    arg_cid(dcid, "dcid")
+    arg_cid(scid, "scid")
     versions = list(versions)
     if not versions:
         raise ValueError("at least one version is required")
     cdef Buffer buf = Buffer(capacity=7 + 40 + 4 * len(versions))
     buf.c_push_uint(0xC0, 1)
     buf.c_push_uint(0, 4)
-    buf.c_push_uint(_byte_len(dcid), 1)
+    buf.c_push_uint(byte_len(dcid), 1)
     buf.c_push_object(dcid)
-    buf.c_push_uint(_byte_len(scid), 1)
+    buf.c_push_uint(byte_len(scid), 1)
     buf.c_push_object(scid)
     for ver in versions:
         if not isinstance(ver, int):
@@ -1021,12 +921,12 @@ cdef class AckFrame(Frame):
 
     def __init__(self, ranges, ack_delay, ecn=None):
         self.ranges = _check_ranges(ranges)
-        self.ack_delay = _u62(ack_delay, "ack_delay")
+        self.ack_delay = arg_u62(ack_delay, "ack_delay")
         if ecn is not None:
             if not isinstance(ecn, tuple) or len(ecn) != 3:
                 raise TypeError("ecn must be a 3-tuple (ect0, ect1, ce) or None")
             for v in ecn:
-                _u62(v, "ecn count")
+                arg_u62(v, "ecn count")
         self.ecn = ecn
 
     @property
@@ -1044,9 +944,9 @@ cdef class ResetStreamFrame(Frame):
     cdef public uint64_t final_size
 
     def __init__(self, stream_id, error_code, final_size):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.error_code = _u62(error_code, "error_code")
-        self.final_size = _u62(final_size, "final_size")
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.error_code = arg_u62(error_code, "error_code")
+        self.final_size = arg_u62(final_size, "final_size")
 
     @property
     def frame_type(self):
@@ -1062,8 +962,8 @@ cdef class StopSendingFrame(Frame):
     cdef public uint64_t error_code
 
     def __init__(self, stream_id, error_code):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.error_code = _u62(error_code, "error_code")
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.error_code = arg_u62(error_code, "error_code")
 
     @property
     def frame_type(self):
@@ -1079,9 +979,9 @@ cdef class CryptoFrame(Frame):
     cdef public object data
 
     def __init__(self, offset, data):
-        self.offset = _u62(offset, "offset")
-        self.data = _bytes_like(data, "data")
-        if self.offset + <uint64_t>_byte_len(data) > C_VARINT_MAX:
+        self.offset = arg_u62(offset, "offset")
+        self.data = arg_bytes_like(data, "data")
+        if self.offset + <uint64_t>byte_len(data) > C_VARINT_MAX:
             raise ValueError("offset + length exceeds 2**62-1")
 
     @property
@@ -1097,8 +997,8 @@ cdef class NewTokenFrame(Frame):
     cdef public object token
 
     def __init__(self, token):
-        self.token = _bytes_like(token, "token")
-        if _byte_len(token) == 0:
+        self.token = arg_bytes_like(token, "token")
+        if byte_len(token) == 0:
             raise ValueError("NEW_TOKEN token must not be empty")
 
     @property
@@ -1122,10 +1022,10 @@ cdef class StreamFrame(Frame):
     cdef public bint has_length
 
     def __init__(self, stream_id, offset, data, fin=False, has_length=True):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.offset = _u62(offset, "offset")
-        self.data = _bytes_like(data, "data")
-        if self.offset + <uint64_t>_byte_len(data) > C_VARINT_MAX:
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.offset = arg_u62(offset, "offset")
+        self.data = arg_bytes_like(data, "data")
+        if self.offset + <uint64_t>byte_len(data) > C_VARINT_MAX:
             raise ValueError("offset + length exceeds 2**62-1")
         self.fin = bool(fin)
         self.has_length = bool(has_length)
@@ -1144,7 +1044,7 @@ cdef class MaxDataFrame(Frame):
     cdef public uint64_t maximum
 
     def __init__(self, maximum):
-        self.maximum = _u62(maximum, "maximum")
+        self.maximum = arg_u62(maximum, "maximum")
 
     @property
     def frame_type(self):
@@ -1160,8 +1060,8 @@ cdef class MaxStreamDataFrame(Frame):
     cdef public uint64_t maximum
 
     def __init__(self, stream_id, maximum):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.maximum = _u62(maximum, "maximum")
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.maximum = arg_u62(maximum, "maximum")
 
     @property
     def frame_type(self):
@@ -1176,7 +1076,7 @@ cdef class MaxStreamsFrame(Frame):
     cdef public uint64_t maximum
 
     def __init__(self, maximum):
-        self.maximum = _u62(maximum, "maximum")
+        self.maximum = arg_u62(maximum, "maximum")
         if self.maximum > (<uint64_t>1 << 60):
             raise ValueError("MAX_STREAMS maximum exceeds 2**60")
 
@@ -1193,7 +1093,7 @@ cdef class DataBlockedFrame(Frame):
     cdef public uint64_t limit
 
     def __init__(self, limit):
-        self.limit = _u62(limit, "limit")
+        self.limit = arg_u62(limit, "limit")
 
     @property
     def frame_type(self):
@@ -1209,8 +1109,8 @@ cdef class StreamDataBlockedFrame(Frame):
     cdef public uint64_t limit
 
     def __init__(self, stream_id, limit):
-        self.stream_id = _u62(stream_id, "stream_id")
-        self.limit = _u62(limit, "limit")
+        self.stream_id = arg_u62(stream_id, "stream_id")
+        self.limit = arg_u62(limit, "limit")
 
     @property
     def frame_type(self):
@@ -1225,7 +1125,7 @@ cdef class StreamsBlockedFrame(Frame):
     cdef public uint64_t limit
 
     def __init__(self, limit):
-        self.limit = _u62(limit, "limit")
+        self.limit = arg_u62(limit, "limit")
         if self.limit > (<uint64_t>1 << 60):
             raise ValueError("STREAMS_BLOCKED limit exceeds 2**60")
 
@@ -1245,15 +1145,15 @@ cdef class NewConnectionIdFrame(Frame):
     cdef public object stateless_reset_token
 
     def __init__(self, sequence, retire_prior_to, connection_id, stateless_reset_token):
-        self.sequence = _u62(sequence, "sequence")
-        self.retire_prior_to = _u62(retire_prior_to, "retire_prior_to")
+        self.sequence = arg_u62(sequence, "sequence")
+        self.retire_prior_to = arg_u62(retire_prior_to, "retire_prior_to")
         if self.retire_prior_to > self.sequence:
             raise ValueError("retire_prior_to must be <= sequence")
-        self.connection_id = _bytes_like(connection_id, "connection_id")
-        if not 1 <= _byte_len(connection_id) <= 20:
+        self.connection_id = arg_bytes_like(connection_id, "connection_id")
+        if not 1 <= byte_len(connection_id) <= 20:
             raise ValueError("connection_id must be 1..20 bytes")
-        self.stateless_reset_token = _bytes_like(stateless_reset_token, "stateless_reset_token")
-        if _byte_len(stateless_reset_token) != 16:
+        self.stateless_reset_token = arg_bytes_like(stateless_reset_token, "stateless_reset_token")
+        if byte_len(stateless_reset_token) != 16:
             raise ValueError("stateless_reset_token must be 16 bytes")
 
     @property
@@ -1270,7 +1170,7 @@ cdef class RetireConnectionIdFrame(Frame):
     cdef public uint64_t sequence
 
     def __init__(self, sequence):
-        self.sequence = _u62(sequence, "sequence")
+        self.sequence = arg_u62(sequence, "sequence")
 
     @property
     def frame_type(self):
@@ -1285,8 +1185,8 @@ cdef class PathChallengeFrame(Frame):
     cdef public object data
 
     def __init__(self, data):
-        self.data = _bytes_like(data, "data")
-        if _byte_len(data) != 8:
+        self.data = arg_bytes_like(data, "data")
+        if byte_len(data) != 8:
             raise ValueError("PATH_CHALLENGE data must be 8 bytes")
 
     @property
@@ -1302,8 +1202,8 @@ cdef class PathResponseFrame(Frame):
     cdef public object data
 
     def __init__(self, data):
-        self.data = _bytes_like(data, "data")
-        if _byte_len(data) != 8:
+        self.data = arg_bytes_like(data, "data")
+        if byte_len(data) != 8:
             raise ValueError("PATH_RESPONSE data must be 8 bytes")
 
     @property
@@ -1327,7 +1227,7 @@ cdef class ConnectionCloseFrame(Frame):
     cdef public bint application
 
     def __init__(self, error_code, frame_type=None, reason=b"", application=False):
-        self.error_code = _u62(error_code, "error_code")
+        self.error_code = arg_u62(error_code, "error_code")
         self.application = bool(application)
         if self.application:
             if frame_type is not None:
@@ -1335,9 +1235,9 @@ cdef class ConnectionCloseFrame(Frame):
         else:
             if frame_type is None:
                 frame_type = 0
-            _u62(frame_type, "frame_type")
+            arg_u62(frame_type, "frame_type")
         self.frame_type = frame_type
-        self.reason = _bytes_like(reason, "reason")
+        self.reason = arg_bytes_like(reason, "reason")
 
     @property
     def wire_type(self):
@@ -1353,7 +1253,7 @@ cdef class DatagramFrame(Frame):
     cdef public bint has_length
 
     def __init__(self, data, has_length=True):
-        self.data = _bytes_like(data, "data")
+        self.data = arg_bytes_like(data, "data")
         self.has_length = bool(has_length)
 
     @property
@@ -1376,21 +1276,21 @@ cdef inline Py_ssize_t _parse_stream_hdr(const unsigned char* p, Py_ssize_t avai
                                          uint64_t* stream_id, uint64_t* offset, uint64_t* length,
                                          bint data_follows) noexcept nogil:
     """Parse the fields after a STREAM type byte. Returns the bytes consumed (>= 1) or a
-    negative fault code (see _stream_hdr_error)."""
+    negative fault code (see stream_frame_header_error)."""
     cdef Py_ssize_t n, pos = 0
-    n = _read_varint(p, avail, stream_id)
+    n = varint_read(p, avail, stream_id)
     if n == 0:
         return -1
     pos = n
     if frame_type & 0x04:
-        n = _read_varint(p + pos, avail - pos, offset)
+        n = varint_read(p + pos, avail - pos, offset)
         if n == 0:
             return -2
         pos += n
     else:
         offset[0] = 0
     if frame_type & 0x02:
-        n = _read_varint(p + pos, avail - pos, length)
+        n = varint_read(p + pos, avail - pos, length)
         if n == 0:
             return -3
         pos += n
@@ -1403,8 +1303,14 @@ cdef inline Py_ssize_t _parse_stream_hdr(const unsigned char* p, Py_ssize_t avai
     return pos
 
 
-cdef int _stream_hdr_error(Py_ssize_t code, uint64_t frame_type, uint64_t length,
-                           Py_ssize_t remaining) except -1:
+cdef Py_ssize_t parse_stream_frame_fields(const unsigned char* p, Py_ssize_t avail,
+                                          uint64_t frame_type, uint64_t* stream_id, uint64_t* offset,
+                                          uint64_t* length, bint data_follows) noexcept nogil:
+    return _parse_stream_hdr(p, avail, frame_type, stream_id, offset, length, data_follows)
+
+
+cdef int stream_frame_header_error(Py_ssize_t code, uint64_t frame_type, uint64_t length,
+                                   Py_ssize_t remaining) except -1:
     if code == -1:
         msg = "STREAM frame truncated in stream id"
     elif code == -2:
@@ -1424,7 +1330,7 @@ cdef inline int _pull_stream_hdr(Buffer buf, uint64_t frame_type, uint64_t* stre
     cdef Py_ssize_t n = _parse_stream_hdr(buf._base + buf._pos, buf._size - buf._pos, frame_type,
                                           stream_id, offset, length, data_follows)
     if n < 0:
-        return _stream_hdr_error(n, frame_type, length[0], buf._size - buf._pos)
+        return stream_frame_header_error(n, frame_type, length[0], buf._size - buf._pos)
     fin[0] = frame_type & 0x01
     buf._pos += n
     return 0
@@ -1449,7 +1355,7 @@ cdef inline Py_ssize_t _rv(const unsigned char* p, Py_ssize_t size, Py_ssize_t p
                            uint64_t* out) except -1:
     """Read one varint at p[pos] (size = bytes in p); return the position after it or raise
     ProtocolError when it is truncated."""
-    cdef Py_ssize_t n = _read_varint(p + pos, size - pos, out)
+    cdef Py_ssize_t n = varint_read(p + pos, size - pos, out)
     if n == 0:
         raise ProtocolError(f"truncated varint at offset {pos}")
     return pos + n
@@ -1570,10 +1476,10 @@ cdef object _pull_frame(Buffer buf, Py_ssize_t max_ack_ranges):
     cdef CryptoFrame cf
     cdef DatagramFrame df
     cdef PaddingFrame pf
-    tn = _read_varint(buf._base + buf._pos, buf._size - buf._pos, &ftype)
+    tn = varint_read(buf._base + buf._pos, buf._size - buf._pos, &ftype)
     if tn == 0:
         raise ProtocolError(f"truncated frame type at offset {buf._pos}")
-    if tn != c_varint_size(ftype):
+    if tn != varint_len(ftype):
         raise ProtocolError(f"frame type 0x{ftype:x} is not minimally encoded",
                             _PROTOCOL_VIOLATION, ftype)
     buf._pos += tn
@@ -1787,74 +1693,52 @@ def decode_stream_frame_header(data, Py_ssize_t offset=0):
             raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
         n = _parse_stream_hdr(p + offset + 1, size - offset - 1, ftype, &sid, &off, &length, True)
         if n < 0:
-            _stream_hdr_error(n, ftype, length, size - offset - 1)
+            stream_frame_header_error(n, ftype, length, size - offset - 1)
     finally:
         if own_view:
             PyBuffer_Release(&view)
     return sid, off, length, (ftype & 0x01) != 0, offset + 1 + n
 
 
-def _bench_decode_stream_headers(data, Py_ssize_t n):
-    """Benchmark helper: decode the STREAM frame header at the start of ``data`` ``n`` times
-    in a C loop; returns the elapsed nanoseconds (time.perf_counter_ns around the loop)."""
-    cdef Buffer buf = Buffer(data)
-    cdef uint64_t ftype, sid, off, length, acc = 0
-    cdef bint fin
-    cdef Py_ssize_t i
-    if buf._size < 1:
-        raise ProtocolError("empty data")
-    t0 = _perf_counter_ns()
-    for i in range(n):
-        buf._pos = 0
-        ftype = buf._base[0]
-        buf._pos = 1
-        pull_stream_frame_header(buf, ftype, &sid, &off, &length, &fin)
-        acc += sid + off + length
-    t1 = _perf_counter_ns()
-    if acc == 0xFFFFFFFFFFFFFFFFULL:  # keep the loop from being optimised away
-        print(acc)
-    return t1 - t0
-
-
 # ---------------------------------------------------------------------------------------
 # Frame encoding
 # ---------------------------------------------------------------------------------------
 cdef int c_stream_frame_header_size(uint64_t stream_id, uint64_t offset, uint64_t length) noexcept nogil:
-    return (1 + c_varint_size(stream_id) + (c_varint_size(offset) if offset else 0)
-            + c_varint_size(length))
+    return (1 + varint_len(stream_id) + (varint_len(offset) if offset else 0)
+            + varint_len(length))
 
 
 cdef int c_push_stream_frame_header(Buffer buf, uint64_t stream_id, uint64_t offset,
                                     uint64_t length, bint fin) except -1:
-    cdef int ns = c_varint_size(stream_id)
-    cdef int no = c_varint_size(offset) if offset else 0
-    cdef int nl = c_varint_size(length)
+    cdef int ns = varint_len(stream_id)
+    cdef int no = varint_len(offset) if offset else 0
+    cdef int nl = varint_len(length)
     cdef unsigned char* p
     if ns == 0 or nl == 0 or (offset and no == 0) or offset + length > C_VARINT_MAX:
         raise ValueError("STREAM frame field exceeds 2**62-1")
     p = buf.c_push_ptr(1 + ns + no + nl)
     p[0] = 0x08 | 0x02 | (0x04 if offset else 0) | (0x01 if fin else 0)
     p += 1
-    _write_varint(p, stream_id, ns)
+    varint_write(p, stream_id, ns)
     p += ns
     if offset:
-        _write_varint(p, offset, no)
+        varint_write(p, offset, no)
         p += no
-    _write_varint(p, length, nl)
+    varint_write(p, length, nl)
     return 0
 
 
 def stream_frame_header_size(stream_id, offset, length):
     """Encoded size of the header ``push_stream_frame_header`` writes."""
-    return c_stream_frame_header_size(_u62(stream_id, "stream_id"), _u62(offset, "offset"),
-                                      _u62(length, "length"))
+    return c_stream_frame_header_size(arg_u62(stream_id, "stream_id"), arg_u62(offset, "offset"),
+                                      arg_u62(length, "length"))
 
 
 def push_stream_frame_header(Buffer buf, stream_id, offset, length, fin=False):
     """Write a STREAM frame header (LEN bit always, OFF bit iff offset > 0); then push the
     ``length`` data bytes."""
-    c_push_stream_frame_header(buf, _arg_u64(stream_id, "stream_id"), _arg_u64(offset, "offset"),
-                               _arg_u64(length, "length"), bool(fin))
+    c_push_stream_frame_header(buf, arg_u64(stream_id, "stream_id"), arg_u64(offset, "offset"),
+                               arg_u64(length, "length"), bool(fin))
 
 
 cdef int _push_ack_ranges(Buffer buf, list ranges, uint64_t ack_delay, object ecn) except -1:
@@ -1887,12 +1771,12 @@ def push_ack_frame(Buffer buf, ranges, ack_delay, ecn=None):
     (validated: ValueError if empty, overlapping, adjacent or unordered).
     """
     cdef list rs = _check_ranges(ranges, False)
-    cdef uint64_t delay = _u62(ack_delay, "ack_delay")
+    cdef uint64_t delay = arg_u62(ack_delay, "ack_delay")
     if ecn is not None:
         if not isinstance(ecn, tuple) or len(ecn) != 3:
             raise TypeError("ecn must be a 3-tuple or None")
         for v in ecn:
-            _u62(v, "ecn count")
+            arg_u62(v, "ecn count")
     buf.c_push_uint(0x03 if ecn is not None else 0x02, 1)
     _push_ack_ranges(buf, rs, delay, ecn)
 
@@ -1904,7 +1788,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
     t = type(frame)
     if t is StreamFrame:
         sf = <StreamFrame>frame
-        n = _byte_len(sf.data)
+        n = byte_len(sf.data)
         if sf.has_length:
             c_push_stream_frame_header(buf, sf.stream_id, sf.offset, <uint64_t>n, sf.fin)
         else:
@@ -1926,7 +1810,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         push_ack_frame(buf, af.ranges, af.ack_delay, af.ecn)
     elif t is CryptoFrame:
         cf = <CryptoFrame>frame
-        n = _byte_len(cf.data)
+        n = byte_len(cf.data)
         if cf.offset + <uint64_t>n > C_VARINT_MAX:
             raise ValueError("CRYPTO offset + length exceeds 2**62-1")
         buf.c_push_uint(0x06, 1)
@@ -1937,7 +1821,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         df = <DatagramFrame>frame
         if df.has_length:
             buf.c_push_uint(0x31, 1)
-            buf.c_push_varint(_byte_len(df.data))
+            buf.c_push_varint(byte_len(df.data))
         else:
             buf.c_push_uint(0x30, 1)
         buf.c_push_object(df.data)
@@ -1956,7 +1840,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         buf.c_push_varint((<StopSendingFrame>frame).error_code)
     elif t is NewTokenFrame:
         tok = (<NewTokenFrame>frame).token
-        n = _byte_len(tok)
+        n = byte_len(tok)
         if n == 0:
             raise ValueError("NEW_TOKEN token must not be empty")
         buf.c_push_uint(0x07, 1)
@@ -1988,10 +1872,10 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         buf.c_push_varint((<StreamsBlockedFrame>frame).limit)
     elif t is NewConnectionIdFrame:
         nf = <NewConnectionIdFrame>frame
-        n = _byte_len(nf.connection_id)
+        n = byte_len(nf.connection_id)
         if n < 1 or n > 20:
             raise ValueError("connection_id must be 1..20 bytes")
-        if _byte_len(nf.stateless_reset_token) != 16:
+        if byte_len(nf.stateless_reset_token) != 16:
             raise ValueError("stateless_reset_token must be 16 bytes")
         if nf.retire_prior_to > nf.sequence:
             raise ValueError("retire_prior_to must be <= sequence")
@@ -2006,7 +1890,7 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         buf.c_push_varint((<RetireConnectionIdFrame>frame).sequence)
     elif t is PathChallengeFrame or t is PathResponseFrame:
         data = frame.data
-        if _byte_len(data) != 8:
+        if byte_len(data) != 8:
             raise ValueError("path validation data must be 8 bytes")
         buf.c_push_uint(0x1A if t is PathChallengeFrame else 0x1B, 1)
         buf.c_push_object(data)
@@ -2015,8 +1899,8 @@ cdef int _push_frame(Buffer buf, Frame frame) except -1:
         buf.c_push_uint(0x1D if cc.application else 0x1C, 1)
         buf.c_push_varint(cc.error_code)
         if not cc.application:
-            buf.c_push_varint(_u62(cc.frame_type if cc.frame_type is not None else 0, "frame_type"))
-        buf.c_push_varint(_byte_len(cc.reason))
+            buf.c_push_varint(arg_u62(cc.frame_type if cc.frame_type is not None else 0, "frame_type"))
+        buf.c_push_varint(byte_len(cc.reason))
         buf.c_push_object(cc.reason)
     else:
         raise TypeError(f"cannot encode {t.__name__}")
@@ -2031,7 +1915,7 @@ def push_frame(Buffer buf, frame):
 
 
 cdef Py_ssize_t _vs(uint64_t v) except -1:
-    cdef int n = c_varint_size(v)
+    cdef int n = varint_len(v)
     if n == 0:
         raise ValueError(f"value {v} exceeds 2**62-1")
     return n
@@ -2044,7 +1928,7 @@ def frame_size(frame):
     t = type(frame)
     if t is StreamFrame:
         sf = <StreamFrame>frame
-        n = _byte_len(sf.data)
+        n = byte_len(sf.data)
         return (1 + _vs(sf.stream_id) + (_vs(sf.offset) if sf.offset else 0)
                 + (_vs(n) if sf.has_length else 0) + n)
     if t is PaddingFrame:
@@ -2067,10 +1951,10 @@ def frame_size(frame):
             n += _vs(af.ecn[0]) + _vs(af.ecn[1]) + _vs(af.ecn[2])
         return n
     if t is CryptoFrame:
-        n = _byte_len((<CryptoFrame>frame).data)
+        n = byte_len((<CryptoFrame>frame).data)
         return 1 + _vs((<CryptoFrame>frame).offset) + _vs(n) + n
     if t is DatagramFrame:
-        n = _byte_len((<DatagramFrame>frame).data)
+        n = byte_len((<DatagramFrame>frame).data)
         return 1 + (_vs(n) if (<DatagramFrame>frame).has_length else 0) + n
     if t is ResetStreamFrame:
         return (1 + _vs((<ResetStreamFrame>frame).stream_id) + _vs((<ResetStreamFrame>frame).error_code)
@@ -2078,7 +1962,7 @@ def frame_size(frame):
     if t is StopSendingFrame:
         return 1 + _vs((<StopSendingFrame>frame).stream_id) + _vs((<StopSendingFrame>frame).error_code)
     if t is NewTokenFrame:
-        n = _byte_len((<NewTokenFrame>frame).token)
+        n = byte_len((<NewTokenFrame>frame).token)
         return 1 + _vs(n) + n
     if t is MaxDataFrame:
         return 1 + _vs((<MaxDataFrame>frame).maximum)
@@ -2094,14 +1978,14 @@ def frame_size(frame):
         return 1 + _vs((<StreamsBlockedFrame>frame).limit)
     if t is NewConnectionIdFrame:
         nf = <NewConnectionIdFrame>frame
-        return (1 + _vs(nf.sequence) + _vs(nf.retire_prior_to) + 1 + _byte_len(nf.connection_id) + 16)
+        return (1 + _vs(nf.sequence) + _vs(nf.retire_prior_to) + 1 + byte_len(nf.connection_id) + 16)
     if t is RetireConnectionIdFrame:
         return 1 + _vs((<RetireConnectionIdFrame>frame).sequence)
     if t is PathChallengeFrame or t is PathResponseFrame:
         return 9
     if t is ConnectionCloseFrame:
         cc = <ConnectionCloseFrame>frame
-        n = _byte_len(cc.reason)
+        n = byte_len(cc.reason)
         return (1 + _vs(cc.error_code)
                 + (0 if cc.application else _vs(cc.frame_type if cc.frame_type is not None else 0))
                 + _vs(n) + n)
@@ -2117,708 +2001,3 @@ def encode_frames(frames, Py_ssize_t capacity=-1):
     for f in frames:
         push_frame(buf, f)
     return buf.data
-
-
-# ---------------------------------------------------------------------------------------
-# Single-call entry points
-#
-# One Python call per header or frame, with no Buffer and no frame object: each encoder
-# computes the exact size, allocates the result ``bytes`` once and writes into it; each
-# decoder parses straight from the caller's bytes and returns a tuple. They produce and
-# accept exactly the same bytes as the Buffer/frame-object API above (tests check that),
-# validate their arguments the same way (TypeError/ValueError for local mistakes) and raise
-# only ProtocolError on malformed input bytes.
-# ---------------------------------------------------------------------------------------
-cdef inline uint64_t _fast_u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
-    """``_u62`` with a single C call on the common path (an int in range)."""
-    cdef int overflow = 0
-    cdef long long x
-    if PyLong_Check(value):
-        x = PyLong_AsLongLongAndOverflow(value, &overflow)
-        if overflow == 0 and x >= 0 and x <= <long long>0x3FFFFFFFFFFFFFFF:
-            return <uint64_t>x
-    return _u62(value, name)  # raises the precise TypeError/ValueError
-
-
-cdef inline int _fast_small(object value, str name) except? -1:
-    """An int argument that must be small and non-negative (lengths, bits): TypeError for
-    non-ints, -2 for anything outside 0..255 so the caller reports the range."""
-    cdef int overflow = 0
-    cdef long x
-    if not PyLong_Check(value):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    x = PyLong_AsLongAndOverflow(value, &overflow)
-    if overflow or x < 0 or x > 255:
-        return -2
-    return <int>x
-
-
-cdef inline bint _open_input(object data, Py_buffer* view, const unsigned char** p,
-                             Py_ssize_t* size) except -1:
-    """Point p/size at the bytes of ``data``; returns True when ``view`` must be released."""
-    if PyBytes_CheckExact(data):
-        p[0] = <const unsigned char*>PyBytes_AS_STRING(data)
-        size[0] = PyBytes_GET_SIZE(data)
-        return False
-    if isinstance(data, str):
-        raise TypeError("expected a bytes-like object, got str")
-    PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
-    p[0] = <const unsigned char*>view.buf
-    size[0] = view.len
-    return True
-
-
-cdef inline int _put_varint(unsigned char* p, uint64_t v) noexcept nogil:
-    """Write v (< 2**62, checked by the caller) as a minimal varint; return its size."""
-    cdef int n = c_varint_size(v)
-    _write_varint(p, v, n)
-    return n
-
-
-def encode_stream_frame(stream_id, offset, data, fin=False):
-    """Encode a complete STREAM frame (header + data) as one ``bytes`` object.
-
-    Same bytes as ``push_stream_frame_header`` followed by the data, or ``push_frame`` of a
-    ``StreamFrame`` with ``has_length=True``: LEN bit always set, OFF bit iff
-    ``offset > 0``, FIN bit iff ``fin`` (RFC 9000 §19.8). ``data`` is any bytes-like
-    object; it is copied once, straight into the result. Append the result to a packet
-    payload; decode with ``decode_stream_frame``.
-    """
-    cdef uint64_t sid = _fast_u62(stream_id, "stream_id")
-    cdef uint64_t off = _fast_u62(offset, "offset")
-    cdef Py_buffer view
-    cdef const unsigned char* src
-    cdef Py_ssize_t n
-    cdef bint own = _open_input(data, &view, &src, &n)
-    cdef int ns, no, nl
-    cdef unsigned char* q
-    cdef bytes out
-    try:
-        if off + <uint64_t>n > C_VARINT_MAX:
-            raise ValueError("STREAM frame offset + length exceeds 2**62-1")
-        ns = c_varint_size(sid)
-        no = c_varint_size(off) if off else 0
-        nl = c_varint_size(<uint64_t>n)
-        out = PyBytes_FromStringAndSize(NULL, 1 + ns + no + nl + n)
-        q = <unsigned char*>PyBytes_AS_STRING(out)
-        q[0] = 0x08 | 0x02 | (0x04 if off else 0) | (0x01 if fin else 0)
-        _write_varint(q + 1, sid, ns)
-        if off:
-            _write_varint(q + 1 + ns, off, no)
-        _write_varint(q + 1 + ns + no, <uint64_t>n, nl)
-        if n:
-            memcpy(q + 1 + ns + no + nl, src, n)
-    finally:
-        if own:
-            PyBuffer_Release(&view)
-    return out
-
-
-def decode_stream_frame(data, Py_ssize_t offset=0):
-    """Decode the STREAM frame whose type byte is at ``data[offset]``.
-
-    Returns ``(stream_id, stream_offset, fin, data_start, data_end)``: the frame's data is
-    ``data[data_start:data_end]`` (bounds, not a copy or a view: slice or ``memoryview`` it
-    only if you need it) and the next frame starts at ``data_end``. Any STREAM type
-    0x08..0x0f is accepted (absent offset = 0; without the LEN bit the data runs to the end
-    of ``data``). ProtocolError on a non-STREAM type byte, truncation, a length beyond the
-    data or ``offset + length >= 2**62``.
-    """
-    cdef Py_buffer view
-    cdef const unsigned char* p
-    cdef Py_ssize_t size, n, start
-    cdef uint64_t ftype, sid = 0, off = 0, length = 0
-    cdef bint own = _open_input(data, &view, &p, &size)
-    try:
-        if offset < 0 or offset >= size:
-            raise ProtocolError(f"STREAM frame: offset {offset} outside data of {size} bytes")
-        ftype = p[offset]
-        if ftype < 0x08 or ftype > 0x0F:
-            raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
-        n = _parse_stream_hdr(p + offset + 1, size - offset - 1, ftype, &sid, &off, &length, True)
-        if n < 0:
-            _stream_hdr_error(n, ftype, length, size - offset - 1)
-    finally:
-        if own:
-            PyBuffer_Release(&view)
-    start = offset + 1 + n
-    return sid, off, (ftype & 0x01) != 0, start, start + <Py_ssize_t>length
-
-
-def encode_short_header(dcid, pn_truncated, pn_len, key_phase=0, spin=0):
-    """Encode a 1-RTT (short) header as ``bytes``: first byte, DCID, packet number.
-
-    Same bytes as ``push_short_header`` (RFC 9000 §17.3.1; reserved bits zero). The header is
-    unprotected: append the payload, encrypt, then apply header protection. Decode an
-    unprotected short header with ``decode_short_header``.
-    """
-    cdef uint64_t pn = _fast_u62(pn_truncated, "pn_truncated")
-    cdef int c_pn_len = _fast_small(pn_len, "pn_len")
-    cdef int kp = _fast_small(key_phase, "key_phase")
-    cdef int sp = _fast_small(spin, "spin")
-    cdef Py_buffer view
-    cdef const unsigned char* src
-    cdef Py_ssize_t n
-    cdef bint own
-    cdef unsigned char* q
-    cdef bytes out
-    if c_pn_len < 1 or c_pn_len > 4:
-        raise ValueError("pn_len must be 1..4")
-    if pn >> (8 * c_pn_len):
-        raise ValueError("pn_truncated does not fit in pn_len bytes")
-    if kp > 1 or sp > 1 or kp < 0 or sp < 0:
-        raise ValueError("key_phase and spin must be 0 or 1")
-    if not PyBytes_CheckExact(dcid) and not isinstance(dcid, (bytes, bytearray, memoryview)):
-        raise TypeError("dcid must be bytes-like")
-    own = _open_input(dcid, &view, &src, &n)
-    try:
-        if n > 20:
-            raise ValueError(f"dcid longer than {MAX_CID_LEN} bytes")
-        out = PyBytes_FromStringAndSize(NULL, 1 + n + c_pn_len)
-        q = <unsigned char*>PyBytes_AS_STRING(out)
-        q[0] = 0x40 | (sp << 5) | (kp << 2) | (c_pn_len - 1)
-        if n:
-            memcpy(q + 1, src, n)
-        _write_be(q + 1 + n, pn, c_pn_len)
-    finally:
-        if own:
-            PyBuffer_Release(&view)
-    return out
-
-
-def decode_short_header(data, Py_ssize_t dcid_len, Py_ssize_t offset=0):
-    """Decode an *unprotected* 1-RTT header starting at ``data[offset]``.
-
-    Call it on a header whose protection has been removed (or was never applied); for a
-    protected packet use ``pull_header`` (which stops before the packet number). ``dcid_len``
-    is the length of our own connection IDs (short headers do not carry it). Returns
-    ``(dcid, pn_truncated, pn_len, key_phase, spin, payload_offset)``; recover the full
-    packet number with ``decode_packet_number`` and check the reserved bits with
-    ``check_reserved_bits`` once the packet is authenticated. ProtocolError when the long-
-    header bit is set, the fixed bit is 0, or the data is too short.
-    """
-    cdef Py_buffer view
-    cdef const unsigned char* p
-    cdef Py_ssize_t size, pos
-    cdef int b0, pn_len
-    cdef uint64_t pn
-    cdef bytes dcid
-    cdef bint own
-    if dcid_len < 0 or dcid_len > 20:
-        raise ValueError("dcid_len must be 0..20")
-    own = _open_input(data, &view, &p, &size)
-    try:
-        if offset < 0 or offset >= size:
-            raise ProtocolError(f"short header: offset {offset} outside data of {size} bytes")
-        b0 = p[offset]
-        if b0 & 0x80:
-            raise ProtocolError("not a short header (long-header bit set)")
-        if not (b0 & 0x40):
-            raise ProtocolError("fixed bit is 0")
-        pn_len = (b0 & 0x03) + 1
-        if size - offset < 1 + dcid_len + pn_len:
-            raise ProtocolError(
-                f"truncated short header: need {1 + dcid_len + pn_len} bytes, {size - offset} remaining")
-        pos = offset + 1
-        dcid = PyBytes_FromStringAndSize(<const char*>(p + pos), dcid_len)
-        pos += dcid_len
-        pn = _read_be(p + pos, pn_len)
-    finally:
-        if own:
-            PyBuffer_Release(&view)
-    return dcid, pn, pn_len, (b0 >> 2) & 1, (b0 >> 5) & 1, pos + pn_len
-
-
-def encode_long_header(packet_type, version, dcid, scid, token, pn_truncated, pn_len,
-                       payload_length=0):
-    """Encode an Initial or Handshake header through the packet number as ``bytes``.
-
-    Same bytes as ``push_long_header`` followed by ``patch_length(buf, offset,
-    pn_len + payload_length)``: the Length field is always the 2-byte varint form
-    (RFC 9000 §17.2), so ``pn_len + payload_length`` must be < 16384. ``payload_length``
-    is the number of bytes that will follow the packet number (ciphertext including the
-    AEAD tag). ``token`` must be empty (or None) for Handshake packets. Decode an unprotected
-    long header with ``decode_long_header``.
-    """
-    cdef int c_type = _fast_small(packet_type, "packet_type")
-    cdef uint64_t c_version = _arg_u64(version, "version")
-    cdef uint64_t pn = _fast_u62(pn_truncated, "pn_truncated")
-    cdef int c_pn_len = _fast_small(pn_len, "pn_len")
-    cdef uint64_t plen = _fast_u62(payload_length, "payload_length")
-    cdef Py_buffer vd, vs, vt
-    cdef const unsigned char* pd
-    cdef const unsigned char* ps
-    cdef const unsigned char* pt
-    cdef Py_ssize_t nd, ns, nt, total
-    cdef bint od = False, os_ = False, ot = False
-    cdef int ntl
-    cdef unsigned char* q
-    cdef bytes out
-    if c_type != 0 and c_type != 2:
-        raise ValueError("encode_long_header writes PACKET_INITIAL or PACKET_HANDSHAKE headers")
-    if c_version > 0xFFFFFFFF:
-        raise ValueError("version does not fit in 32 bits")
-    if c_pn_len < 1 or c_pn_len > 4:
-        raise ValueError("pn_len must be 1..4")
-    if pn >> (8 * c_pn_len):
-        raise ValueError("pn_truncated does not fit in pn_len bytes")
-    if plen + <uint64_t>c_pn_len >= 0x4000:
-        raise ValueError("pn_len + payload_length must be < 16384 for the 2-byte Length field")
-    if token is None:
-        token = b""
-    for obj, name in ((dcid, "dcid"), (scid, "scid"), (token, "token")):
-        if not isinstance(obj, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{name} must be bytes-like")
-    od = _open_input(dcid, &vd, &pd, &nd)
-    try:
-        os_ = _open_input(scid, &vs, &ps, &ns)
-        ot = _open_input(token, &vt, &pt, &nt)
-        if nd > 20:
-            raise ValueError(f"dcid longer than {MAX_CID_LEN} bytes")
-        if ns > 20:
-            raise ValueError(f"scid longer than {MAX_CID_LEN} bytes")
-        if c_type != 0 and nt:
-            raise ValueError("only Initial packets carry a token")
-        ntl = c_varint_size(<uint64_t>nt) if c_type == 0 else 0
-        total = 1 + 4 + 1 + nd + 1 + ns + ntl + (nt if c_type == 0 else 0) + 2 + c_pn_len
-        out = PyBytes_FromStringAndSize(NULL, total)
-        q = <unsigned char*>PyBytes_AS_STRING(out)
-        q[0] = 0xC0 | (c_type << 4) | (c_pn_len - 1)
-        _write_be(q + 1, c_version, 4)
-        q += 5
-        q[0] = <unsigned char>nd
-        if nd:
-            memcpy(q + 1, pd, nd)
-        q += 1 + nd
-        q[0] = <unsigned char>ns
-        if ns:
-            memcpy(q + 1, ps, ns)
-        q += 1 + ns
-        if c_type == 0:
-            _write_varint(q, <uint64_t>nt, ntl)
-            q += ntl
-            if nt:
-                memcpy(q, pt, nt)
-            q += nt
-        _write_varint(q, plen + <uint64_t>c_pn_len, 2)
-        _write_be(q + 2, pn, c_pn_len)
-    finally:
-        if od:
-            PyBuffer_Release(&vd)
-        if os_:
-            PyBuffer_Release(&vs)
-        if ot:
-            PyBuffer_Release(&vt)
-    return out
-
-
-def decode_long_header(data, Py_ssize_t offset=0):
-    """Decode an *unprotected* Initial or Handshake header starting at ``data[offset]``.
-
-    Call it once header protection is removed (or was never applied); for a protected
-    packet, or for Retry/Version Negotiation packets, use ``pull_header``. Returns
-    ``(packet_type, version, dcid, scid, token, pn_truncated, pn_len, payload_offset,
-    packet_end)``: the payload is ``data[payload_offset:packet_end]`` and a coalesced next
-    packet starts at ``packet_end`` (RFC 9000 §12.2). ProtocolError for anything else:
-    short header, unsupported version, Retry/0-RTT/Version Negotiation, fixed bit 0, CID
-    over 20 bytes, token or Length beyond the data, Length smaller than the packet number.
-    """
-    cdef Py_buffer view
-    cdef const unsigned char* p
-    cdef Py_ssize_t size, pos, nd, ns
-    cdef int b0, ptype, pn_len
-    cdef uint64_t version, ntok, length, pn
-    cdef bytes dcid, scid, token
-    cdef bint own = _open_input(data, &view, &p, &size)
-    try:
-        if offset < 0 or offset >= size:
-            raise ProtocolError(f"long header: offset {offset} outside data of {size} bytes")
-        b0 = p[offset]
-        if not (b0 & 0x80):
-            raise ProtocolError("not a long header (long-header bit clear)")
-        if size - offset < 7:
-            raise ProtocolError("truncated long header")
-        version = _read_be(p + offset + 1, 4)
-        if version == 0:
-            raise ProtocolError("version negotiation packet (use pull_header)")
-        if version != C_VERSION_1:
-            raise ProtocolError(f"unsupported version 0x{version:08x}")
-        if not (b0 & 0x40):
-            raise ProtocolError("fixed bit is 0")
-        ptype = (b0 >> 4) & 0x03
-        if ptype == 1:
-            raise ProtocolError("0-RTT packets are not used in version 1")
-        if ptype == 3:
-            raise ProtocolError("retry packet has no packet number (use pull_header)")
-        pos = offset + 5
-        nd = p[pos]
-        if nd > 20:
-            raise ProtocolError(f"DCID length {nd} exceeds {MAX_CID_LEN}")
-        if size - pos - 1 < nd + 1:
-            raise ProtocolError("truncated long header in DCID")
-        dcid = PyBytes_FromStringAndSize(<const char*>(p + pos + 1), nd)
-        pos += 1 + nd
-        ns = p[pos]
-        if ns > 20:
-            raise ProtocolError(f"SCID length {ns} exceeds {MAX_CID_LEN}")
-        if size - pos - 1 < ns:
-            raise ProtocolError("truncated long header in SCID")
-        scid = PyBytes_FromStringAndSize(<const char*>(p + pos + 1), ns)
-        pos += 1 + ns
-        if ptype == 0:
-            pos = _rv(p, size, pos, &ntok)
-            if ntok > <uint64_t>(size - pos):
-                raise ProtocolError(f"token length {ntok} exceeds {size - pos} remaining bytes")
-            token = PyBytes_FromStringAndSize(<const char*>(p + pos), <Py_ssize_t>ntok)
-            pos += <Py_ssize_t>ntok
-        else:
-            token = b""
-        pos = _rv(p, size, pos, &length)
-        if length > <uint64_t>(size - pos):
-            raise ProtocolError(f"Length field {length} exceeds {size - pos} remaining bytes")
-        pn_len = (b0 & 0x03) + 1
-        if length < <uint64_t>pn_len:
-            raise ProtocolError("Length field smaller than the packet number")
-        pn = _read_be(p + pos, pn_len)
-    finally:
-        if own:
-            PyBuffer_Release(&view)
-    return (ptype, _VERSION_1_OBJ, dcid, scid, token, pn, pn_len, pos + pn_len,
-            pos + <Py_ssize_t>length)
-
-
-def encode_ack(ranges, ack_delay, ecn=None):
-    """Encode an ACK (0x02) or, with ``ecn=(ect0, ect1, ce)``, ACK_ECN (0x03) frame as
-    ``bytes``.
-
-    ``ranges`` is a list or tuple of ascending, non-overlapping, non-adjacent half-open
-    ``(start, stop)`` tuples, exactly as for ``push_ack_frame`` (same bytes, same
-    ValueError/TypeError on bad ranges), or a flat sequence of bounds ``(start0, stop0, start1,
-    stop1, ...)`` such as ``decode_ack`` returns. ``ack_delay`` is the raw ACK Delay field. The
-    ranges are read in place, highest first, straight into the frame: no Python object is
-    created per range. Decode with ``decode_ack``.
-    """
-    cdef uint64_t delay = _fast_u62(ack_delay, "ack_delay")
-    cdef uint64_t e[3]
-    cdef unsigned char stackbuf[1024]
-    cdef unsigned char* tmp = stackbuf
-    cdef unsigned char* q
-    cdef PyObject** items
-    cdef Py_ssize_t n, count, k, cap
-    cdef int64_t start, stop, prev_start
-    cdef int overflow = 0
-    cdef bint flat
-    if ecn is not None:
-        if not isinstance(ecn, tuple) or len(<tuple>ecn) != 3:
-            raise TypeError("ecn must be a 3-tuple or None")
-        for k in range(3):
-            e[k] = _fast_u62((<tuple>ecn)[k], "ecn count")
-    seq = PySequence_Fast(ranges, "ranges must be a sequence of (start, stop) tuples")
-    n = PySequence_Fast_GET_SIZE(seq)
-    if n == 0:
-        raise ValueError("an ACK frame needs at least one range")
-    items = PySequence_Fast_ITEMS(seq)
-    flat = PyLong_Check(<object>items[0])
-    if flat:
-        if n % 2:
-            raise ValueError("flat ACK bounds must come in (start, stop) pairs")
-        count = n // 2
-    else:
-        count = n
-    # type + largest + delay + count + first range + (gap, length) per further range + ECN
-    cap = 1 + 4 * 8 + 16 * (count - 1) + 3 * 8
-    if cap > <Py_ssize_t>sizeof(stackbuf):
-        tmp = <unsigned char*>PyMem_Malloc(cap)
-        if tmp == NULL:
-            raise MemoryError()
-    try:
-        q = tmp
-        q[0] = 0x02 if ecn is None else 0x03
-        q += 1
-        prev_start = -1
-        k = count
-        while k > 0:
-            k -= 1
-            if flat:
-                r = None
-                a = <object>items[2 * k]
-                b = <object>items[2 * k + 1]
-            else:
-                r = <object>items[k]
-                if PyTuple_CheckExact(r) and PyTuple_GET_SIZE(r) == 2:
-                    a = (<tuple>r)[0]
-                    b = (<tuple>r)[1]
-                elif isinstance(r, tuple) and len(r) == 2:
-                    a, b = r
-                else:
-                    raise TypeError("ranges must be (start, stop) tuples")
-            if not (PyLong_Check(a) and PyLong_Check(b)):
-                raise TypeError("range bounds must be ints")
-            start = PyLong_AsLongLongAndOverflow(a, &overflow)
-            if overflow > 0:
-                raise ValueError("range beyond 2**62-1")
-            if overflow < 0:
-                raise ValueError(f"empty, inverted or negative range {(a, b)!r}")
-            stop = PyLong_AsLongLongAndOverflow(b, &overflow)
-            if overflow > 0 or stop > ((<int64_t>1) << 62):
-                raise ValueError("range beyond 2**62-1")
-            if start < 0 or overflow < 0 or stop <= start:
-                raise ValueError(f"empty, inverted or negative range {(a, b)!r}")
-            if prev_start < 0:
-                # the highest range: Largest Acknowledged, ACK Delay, Range Count, First Range
-                q += _put_varint(q, <uint64_t>(stop - 1))
-                q += _put_varint(q, delay)
-                q += _put_varint(q, <uint64_t>(count - 1))
-            else:
-                if stop >= prev_start:
-                    raise ValueError("ranges must be ascending with a gap between them")
-                # Gap: (previous smallest) - (this largest) - 2 (RFC 9000 §19.3.1)
-                q += _put_varint(q, <uint64_t>(prev_start - stop - 1))
-            q += _put_varint(q, <uint64_t>(stop - 1 - start))
-            prev_start = start
-        if ecn is not None:
-            q += _put_varint(q, e[0])
-            q += _put_varint(q, e[1])
-            q += _put_varint(q, e[2])
-        return PyBytes_FromStringAndSize(<const char*>tmp, q - tmp)
-    finally:
-        if tmp != stackbuf:
-            PyMem_Free(tmp)
-
-
-def decode_ack(data, Py_ssize_t offset=0, Py_ssize_t max_ack_ranges=256):
-    """Decode the ACK or ACK_ECN frame whose type byte is at ``data[offset]``.
-
-    Returns ``(bounds, ack_delay, ecn, next_offset)``. ``bounds`` is the flat ascending tuple
-    ``(start0, stop0, start1, stop1, ...)`` of the acknowledged half-open ranges: the same
-    ranges as ``AckFrame.ranges`` without a tuple per range (a third of the objects to
-    allocate). Iterate it as pairs with ``it = iter(bounds); for start, stop in zip(it, it)``
-    (zip reuses its tuple), or pass it back to ``encode_ack``. ``ack_delay`` is the raw field,
-    ``ecn`` the ``(ect0, ect1, ce)`` counts or None, and ``next_offset`` where the next frame
-    starts. ProtocolError (frame_type set) on a non-ACK type byte, truncation,
-    a range count of ``max_ack_ranges`` or more, or ranges below packet number 0.
-    """
-    cdef Py_buffer view
-    cdef const unsigned char* p
-    cdef Py_ssize_t size, pos
-    cdef uint64_t ftype = 0, delay
-    cdef tuple bounds
-    cdef bint own = _open_input(data, &view, &p, &size)
-    try:
-        if offset < 0 or offset >= size:
-            raise ProtocolError(f"ACK frame: offset {offset} outside data of {size} bytes")
-        ftype = p[offset]
-        if ftype != 0x02 and ftype != 0x03:
-            raise ProtocolError(f"not an ACK frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
-        pos = offset + 1
-        bounds = parse_ack_ranges(p, size, &pos, max_ack_ranges, &delay, True)
-        ecn = parse_ecn(p, size, &pos) if ftype == 0x03 else None
-    except ProtocolError as exc:
-        if exc.frame_type is not None:
-            raise
-        raise ProtocolError(f"ACK frame: {exc.args[0]}", _FRAME_ENCODING_ERROR, ftype) from None
-    finally:
-        if own:
-            PyBuffer_Release(&view)
-    return bounds, delay, ecn, pos
-
-
-# ---------------------------------------------------------------------------------------
-# Seed classes
-# ---------------------------------------------------------------------------------------
-cdef class DQUICHeader:
-    """A complete packet header with its full packet number.
-
-    ``DQUICHeader(packet_type, packet_number, dcid=b"", scid=b"", version=DQUIC_VERSION_1,
-    largest_acked=None, token=b"", key_phase=0, spin=0)``. ``to_bytes()`` writes the long form
-    for PACKET_INITIAL/PACKET_HANDSHAKE (Length = packet-number bytes only) and the short
-    form for PACKET_SHORT, truncating the packet number per RFC 9000 A.2 against
-    ``largest_acked``. ``from_bytes(data, largest_pn=-1, dcid_len=None)`` reverses it; for a
-    short header ``dcid_len`` defaults to "all bytes between the first byte and the packet
-    number" (exactly what ``to_bytes`` produces). No header protection is applied.
-    """
-    cdef public object packet_type
-    cdef public object packet_number
-    cdef public object dcid
-    cdef public object scid
-    cdef public object version
-    cdef public object largest_acked
-    cdef public object token
-    cdef public object key_phase
-    cdef public object spin
-
-    def __init__(self, packet_type, packet_number, dcid=b"", scid=b"", version=DQUIC_VERSION_1,
-                 largest_acked=None, token=b"", key_phase=0, spin=0):
-        if not isinstance(packet_type, int):
-            raise TypeError("packet_type must be an int")
-        if packet_type not in (0, 2, 4):
-            raise ValueError("packet_type must be PACKET_INITIAL, PACKET_HANDSHAKE or PACKET_SHORT")
-        _u62(packet_number, "packet_number")
-        _check_cid(dcid, "dcid")
-        _check_cid(scid, "scid")
-        if not isinstance(version, int):
-            raise TypeError("version must be an int")
-        if version <= 0 or version > 0xFFFFFFFF:
-            raise ValueError("version must be a non-zero 32-bit value")
-        if largest_acked is not None:
-            _u62(largest_acked, "largest_acked")
-            if largest_acked >= packet_number:
-                raise ValueError("largest_acked must be smaller than packet_number")
-        _bytes_like(token, "token")
-        if packet_type != 0 and _byte_len(token):
-            raise ValueError("only Initial packets carry a token")
-        for bit, name in ((key_phase, "key_phase"), (spin, "spin")):
-            if not isinstance(bit, int):
-                raise TypeError(f"{name} must be an int")
-            if bit not in (0, 1):
-                raise ValueError(f"{name} must be 0 or 1")
-        self.packet_type = packet_type
-        self.packet_number = packet_number
-        self.dcid = bytes(dcid)
-        self.scid = bytes(scid)
-        self.version = version
-        self.largest_acked = largest_acked
-        self.token = bytes(token)
-        self.key_phase = key_phase
-        self.spin = spin
-
-    def to_bytes(self):
-        """Encode the header (through the packet number)."""
-        truncated, pn_len = encode_packet_number(self.packet_number, self.largest_acked)
-        cdef Buffer buf = Buffer(capacity=1 + 4 + 2 + 40 + 8 + len(self.token) + 2 + 4)
-        if self.packet_type == 4:
-            push_short_header(buf, self.dcid, truncated, pn_len, self.key_phase, self.spin)
-        else:
-            off = push_long_header(buf, self.packet_type, self.version, self.dcid, self.scid,
-                                   self.token, truncated, pn_len)
-            patch_length(buf, off, pn_len)
-        return buf.data
-
-    @classmethod
-    def from_bytes(cls, data, largest_pn=-1, dcid_len=None):
-        """Decode bytes produced by ``to_bytes`` (or any unprotected header); ProtocolError
-        on malformed input."""
-        cdef Buffer buf = Buffer(data)
-        cdef PacketHeader hdr
-        if buf._size < 1:
-            raise ProtocolError("empty header")
-        first = buf._base[0]
-        pn_len = (first & 0x03) + 1
-        if not (first & 0x80) and dcid_len is None:
-            dcid_len = buf._size - 1 - pn_len
-            if dcid_len < 0:
-                raise ProtocolError("short header truncated")
-            if dcid_len > 20:
-                raise ProtocolError(f"DCID length {dcid_len} exceeds {MAX_CID_LEN}")
-        hdr = pull_header(buf, 0 if dcid_len is None else dcid_len)
-        if hdr.packet_type not in (0, 2, 4):
-            raise ProtocolError("not an Initial, Handshake or 1-RTT header")
-        if hdr.payload_end - hdr.pn_offset < pn_len:
-            raise ProtocolError("Length field smaller than the packet number")
-        truncated = pull_packet_number(buf, pn_len)
-        pn = decode_packet_number(truncated, pn_len, largest_pn)
-        if hdr.packet_type == 4:
-            return cls(4, pn, dcid=hdr.dcid, key_phase=(first >> 2) & 1, spin=(first >> 5) & 1)
-        return cls(hdr.packet_type, pn, dcid=hdr.dcid, scid=hdr.scid, version=hdr.version,
-                   token=hdr.token)
-
-    def __eq__(self, other):
-        if not isinstance(other, DQUICHeader):
-            return NotImplemented
-        o = <DQUICHeader>other
-        return ((self.packet_type, self.packet_number, self.dcid, self.scid, self.version,
-                 self.token, self.key_phase, self.spin)
-                == (o.packet_type, o.packet_number, o.dcid, o.scid, o.version, o.token,
-                    o.key_phase, o.spin))
-
-    __hash__ = None
-
-    def __repr__(self):
-        return (f"DQUICHeader(packet_type={self.packet_type}, packet_number={self.packet_number}, "
-                f"dcid={self.dcid!r}, scid={self.scid!r}, version=0x{self.version:08x})")
-
-
-cdef class DQUICFrame:
-    """A STREAM frame header: ``DQUICFrame(stream_id, frame_type, offset, length)``.
-
-    ``frame_type`` must be a STREAM type (0x08..0x0f); its FIN bit (0x01) is carried over.
-    ``to_bytes()`` always writes the OFF and LEN fields; ``from_bytes(data)`` accepts any
-    STREAM type (absent offset = 0, absent length = bytes after the header) and keeps the
-    wire type in ``frame_type``. ``offset + length`` must stay <= 2**62-1.
-    """
-    cdef public object stream_id
-    cdef public object frame_type
-    cdef public object offset
-    cdef public object length
-
-    def __init__(self, stream_id, frame_type, offset=0, length=0):
-        _u62(stream_id, "stream_id")
-        if not isinstance(frame_type, int):
-            raise TypeError("frame_type must be an int")
-        if frame_type < 0x08 or frame_type > 0x0F:
-            raise ValueError("frame_type must be a STREAM frame type (0x08..0x0f)")
-        _u62(offset, "offset")
-        _u62(length, "length")
-        if offset + length > VARINT_MAX:
-            raise ValueError("offset + length exceeds 2**62-1")
-        self.stream_id = stream_id
-        self.frame_type = frame_type
-        self.offset = offset
-        self.length = length
-
-    @property
-    def fin(self):
-        return bool(self.frame_type & 0x01)
-
-    def set_length(self, n):
-        """Set the data length (ValueError if offset + n > 2**62-1)."""
-        _u62(n, "length")
-        if self.offset + n > VARINT_MAX:
-            raise ValueError("offset + length exceeds 2**62-1")
-        self.length = n
-
-    def append_offset(self, n):
-        """Advance the offset by ``n`` (e.g. after the previous chunk was sent)."""
-        _u62(n, "n")
-        if self.offset + n + self.length > VARINT_MAX:
-            raise ValueError("offset + length exceeds 2**62-1")
-        self.offset = self.offset + n
-
-    def to_bytes(self):
-        """Encode as type (OFF|LEN|FIN), stream id, offset, length."""
-        cdef unsigned char tmp[25]
-        cdef uint64_t sid = self.stream_id, off = self.offset, ln = self.length
-        cdef int a = c_varint_size(sid), b = c_varint_size(off), c = c_varint_size(ln)
-        tmp[0] = 0x08 | 0x04 | 0x02 | (self.frame_type & 0x01)
-        _write_varint(tmp + 1, sid, a)
-        _write_varint(tmp + 1 + a, off, b)
-        _write_varint(tmp + 1 + a + b, ln, c)
-        return PyBytes_FromStringAndSize(<const char*>tmp, 1 + a + b + c)
-
-    @classmethod
-    def from_bytes(cls, data):
-        """Decode a STREAM frame header at the start of ``data`` (ProtocolError if malformed)."""
-        cdef Buffer buf = Buffer(data)
-        cdef uint64_t ftype, sid, off, ln
-        cdef bint fin
-        if buf._size < 1:
-            raise ProtocolError("empty STREAM frame header")
-        ftype = buf._base[0]
-        if ftype < 0x08 or ftype > 0x0F:
-            raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
-        buf._pos = 1
-        _pull_stream_hdr(buf, ftype, &sid, &off, &ln, &fin, False)
-        return cls(sid, ftype, off, ln)
-
-    def __eq__(self, other):
-        if not isinstance(other, DQUICFrame):
-            return NotImplemented
-        o = <DQUICFrame>other
-        return ((self.stream_id, self.fin, self.offset, self.length)
-                == (o.stream_id, o.fin, o.offset, o.length))
-
-    __hash__ = None
-
-    def __repr__(self):
-        return (f"DQUICFrame(stream_id={self.stream_id}, frame_type=0x{self.frame_type:02x}, "
-                f"offset={self.offset}, length={self.length})")

@@ -72,6 +72,7 @@ cdef class Connection:
     cdef public object peer_cid
     cdef public object original_dcid
     cdef public list cid_changes
+    cdef public dict _work               # the driving endpoint's set of connections with output to build
     cdef public object peer_key
     cdef public long long packets_received
     cdef public long long packets_dropped
@@ -136,6 +137,9 @@ cdef class Connection:
     cdef public bint _want_max_streams
     cdef public int64_t _streams_blocked_reported
     cdef public uint64_t _streams_counted
+    cdef public object _finished                 # deque of (forget_after, _Stream): finished peer halves
+    cdef public Py_ssize_t _finished_max         # how many of them are always remembered
+    cdef public int64_t _credit_owed             # stream credits held back until one is forgotten
     cdef public _Stream _last_stream            # one-entry cache in front of _streams
     # datagrams
     cdef public object _datagrams
@@ -187,8 +191,11 @@ cdef class Connection:
     cdef _Stream _peer_stream(self, uint64_t stream_id)
     cdef void _schedule(self, _Stream s)
     cdef int _check_recv_closed(self, _Stream s) except -1
+    cdef int _forget_finished(self, double now) except -1
     cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef double _pto(self)
+    cdef int _fill_timers(self, double* t) except -1
+    cdef bint _handshake_pending(self)
     cdef double _effective_idle_timeout(self)
     cdef bint _idle_release_pending(self)
     cdef double _idle_release_time(self)
@@ -199,6 +206,8 @@ cdef class Connection:
     cdef void _return_scratch(self)
     cdef int _set_app_protection(self, object seal, object open_) except -1
     cdef bint _short_dcid_ok(self, const uint8_t* dcid)
+    cdef bint _awaits_validation(self)
+    cdef bint _dcid_chosen_by_us(self, const uint8_t* dcid)
     # receiving
     cdef int _receive_short(self, object data, const uint8_t* p, Py_ssize_t start,
                             Py_ssize_t end, object addr, double now) except -1
@@ -207,7 +216,7 @@ cdef class Connection:
     cdef int _after_open(self, int space_id, _Space space, object opener, int64_t pn, int first,
                          const uint8_t* payload, Py_ssize_t plen, object pobj, Py_ssize_t poff,
                          bint is_long, object hdr, Py_ssize_t packet_len, object addr,
-                         double now) except -1
+                         double now, bint to_our_cid) except -1
     cdef int _process_frames(self, int space_id, const uint8_t* p, Py_ssize_t n, object pobj,
                              Py_ssize_t poff, double now, bint long_header, bint* eliciting,
                              bint* non_probing) except -1
@@ -234,5 +243,6 @@ cdef class Connection:
     cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=*)
     cdef bint _has_control_frames(self)
     cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True
+    cdef bint _write_path_frames(self, Py_ssize_t end) except? True
     cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True
     cdef bint _write_stream_frames(self, Py_ssize_t end, _Sent rec) except? True

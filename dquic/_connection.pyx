@@ -50,6 +50,8 @@ from dquic._ranges cimport RangeSet
 from dquic._protection cimport PacketProtection
 from dquic._recovery cimport Recovery, RttEstimator, SentPacket
 from dquic._streams cimport FlowWindow, RecvStream, SendStream
+from dquic._wire cimport (pn_decode as _decode_pn, pn_length as _pn_length,
+                         varint_len as _varint_len, varint_prefixed_payload_len as _payload_len)
 
 import hmac
 import os
@@ -115,6 +117,25 @@ cdef enum:
     # the codec's default limit on ranges in a received ACK frame
     ACK_RANGES_LIMIT = 256
 
+# the connection's timers (the timer table, see _fill_timers)
+cdef enum:
+    TIMER_LOSS = 0             # loss detection / probe timeout (RFC 9002 §6)
+    TIMER_ACK_HANDSHAKE = 1    # delayed ACK, handshake space
+    TIMER_ACK = 2              # delayed ACK, application space
+    TIMER_PACING = 3           # the pacer lets the next packet go
+    TIMER_HANDSHAKE = 4        # the handshake must be done by then
+    TIMER_IDLE = 5             # idle timeout (RFC 9000 §10.1)
+    TIMER_KEEP_ALIVE = 6       # send a PING
+    TIMER_PATH_VALIDATION = 7  # PATH_CHALLENGE unanswered
+    TIMER_OLD_KEYS = 8         # drop the keys of the previous key phase
+    TIMER_CLOSE = 9            # closing or draining period over
+    TIMER_STREAM_CREDIT = 10   # forget an old finished stream half, give its credit back
+    TIMER_IDLE_RELEASE = 11    # quiet for a while: give back idle memory (_release_idle)
+    TIMER_KINDS = 12
+
+TIMER_NAMES = ("loss", "ack_handshake", "ack", "pacing", "handshake", "idle", "keep_alive",
+               "path_validation", "old_keys", "close", "stream_credit", "idle_release")
+
 cdef uint64_t VARINT_MAX = ((<uint64_t>1) << 62) - 1
 cdef int64_t PN_MAX = ((<int64_t>1) << 62) - 1
 cdef uint64_t DQUIC_VERSION_1 = codec.DQUIC_VERSION_1
@@ -127,67 +148,6 @@ cdef object _NULL_PROTECTION = NullProtection()
 
 
 # ------------------------------------------------------------------------------ C helpers
-cdef inline int _varint_len(uint64_t v) noexcept:
-    return 1 if v < 0x40 else 2 if v < 0x4000 else 4 if v < 0x40000000 else 8
-
-
-cdef inline object _payload_len(object total):
-    """Payload bytes of a message whose encoding (length prefix included) took ``total``."""
-    cdef int k
-    for k in (1, 2, 4, 8):
-        if _varint_len(total - k) == k:
-            return total - k
-    return total
-
-
-cdef inline Py_ssize_t _read_varint(const uint8_t* p, Py_ssize_t avail, uint64_t* out) noexcept:
-    """Decode one varint (RFC 9000 §16); returns its size, or 0 if truncated."""
-    cdef Py_ssize_t n, i
-    cdef uint64_t v
-    if avail < 1:
-        return 0
-    n = (<Py_ssize_t>1) << (p[0] >> 6)
-    if avail < n:
-        return 0
-    v = p[0] & 0x3F
-    for i in range(1, n):
-        v = (v << 8) | p[i]
-    out[0] = v
-    return n
-
-
-cdef inline int _pn_length(int64_t pn, int64_t largest_acked) except -1:
-    """Bytes needed to send ``pn`` truncated (RFC 9000 §17.1, Appendix A.2)."""
-    cdef int64_t unacked
-    if largest_acked < 0:
-        unacked = pn + 1
-    else:
-        if largest_acked >= pn:
-            raise ValueError("largest_acked must be smaller than full_pn")
-        unacked = pn - largest_acked
-    if unacked < (1 << 7):
-        return 1
-    if unacked < (1 << 15):
-        return 2
-    if unacked < (1 << 23):
-        return 3
-    if unacked < 0x80000000:
-        return 4
-    raise ValueError("too many unacknowledged packets to encode the packet number")
-
-
-cdef inline int64_t _decode_pn(int64_t truncated, int nbits, int64_t expected) noexcept:
-    """Full packet number from its truncated form (RFC 9000 Appendix A.3)."""
-    cdef int64_t win = (<int64_t>1) << nbits
-    cdef int64_t hwin = win >> 1
-    cdef int64_t candidate = (expected & ~(win - 1)) | truncated
-    if candidate <= expected - hwin and candidate < ((<int64_t>1) << 62) - win:
-        return candidate + win
-    if candidate > expected + hwin and candidate >= win:
-        return candidate - win
-    return candidate
-
-
 cdef inline bint _message_ready1(RecvStream r) noexcept:
     """``RecvStream.message_ready(1)``: a message, its end or at least one byte is readable."""
     cdef uint64_t length, avail, want
@@ -210,6 +170,19 @@ cdef inline bint _message_ready1(RecvStream r) noexcept:
 cdef inline bint _recv_closed(RecvStream r) noexcept:
     """The peer's half is over: reset, or FIN received and everything read."""
     return r._reset or (r._final_size >= 0 and r._read_offset == <uint64_t>r._final_size)
+
+
+cdef inline void _note_work(Connection conn):
+    # tell the endpoint driving this connection (if any) that it has output to build: the
+    # endpoint then polls only the connections that asked, not all of them
+    cdef dict work = conn._work
+    if work is not None:
+        work[conn] = None
+
+
+cdef inline bint _peer_only(_Stream s) noexcept:
+    """Everything ``s`` holds came from the peer: we never opened our sending half."""
+    return not s.send_opened and s.reset_to_send is None and not s.send._reset
 
 
 cdef inline void _add_other(_Sent rec, tuple item):
@@ -488,6 +461,12 @@ cdef class Connection:
         self._want_max_streams = False
         self._streams_blocked_reported = -1
         self._streams_counted = 0
+        # stream halves the peer opened and finished, on streams we never sent on (their whole
+        # state came from the peer): the newest max_streams stay, older ones are forgotten
+        # (a deque; None while empty)
+        self._finished = None
+        self._finished_max = config.max_streams
+        self._credit_owed = 0
 
         # unreliable datagrams (RFC 9221)
         self._datagrams = None  # (id, data) waiting to be sent (a deque; None while empty)
@@ -600,6 +579,15 @@ cdef class Connection:
         return self._state >= _CLOSING
 
     @property
+    def close_sent(self):
+        """True once the connection owes its peer nothing more: our CONNECTION_CLOSE went out
+        (closing), the peer closed first (draining), or it terminated. The closing or draining
+        period that follows only answers stray packets; an application need not wait for it."""
+        if self._state == _CLOSING:
+            return self._close_frame is None or self._close_sent_at >= 0
+        return self._state > _CLOSING
+
+    @property
     def is_terminated(self):
         """True when nothing remains to do: the driver may forget the connection."""
         return self._state == _TERMINATED
@@ -672,6 +660,7 @@ cdef class Connection:
         self._created = now
         self._last_activity = now
         self._hs.crypto_send.write_message(self._handshake.start())
+        _note_work(self)
 
     def send_message(self, stream_id, data):
         """Queue ``data`` (any bytes-like object) as one message on ``stream_id``.
@@ -730,6 +719,7 @@ cdef class Connection:
         if self._datagrams is None:
             self._datagrams = deque()
         self._datagrams.append((self._datagram_seq, data))
+        _note_work(self)
         while len(self._datagrams) > self.config.max_datagram_queue:
             dropped, _ = self._datagrams.popleft()
             self._events.append(DatagramLost(dropped))
@@ -752,6 +742,7 @@ cdef class Connection:
         self._enter_closing(_CLOSING, None)
         self._emit_terminated(ConnectionTerminated(int(error_code), reason, by_peer=False,
                                                    application=application))
+        _note_work(self)
 
     def request_key_update(self):
         """Start a key update (RFC 9001 §6) now instead of waiting for the automatic one."""
@@ -759,6 +750,7 @@ cdef class Connection:
         if keys is None:
             raise RuntimeError("no key update possible before the handshake completes")
         keys()
+        _note_work(self)
 
     # ----------------------------------------------------------------------------------------
     # reading
@@ -866,6 +858,7 @@ cdef class Connection:
         if self._recv_window.should_update_c():
             self._recv_window.update_c(self._now_hint, rtt)
             self._want_max_data = True
+            _note_work(self)
         self._check_recv_closed(s)
         return 0
 
@@ -912,73 +905,125 @@ cdef class Connection:
             if self._send_queue is None:
                 self._send_queue = deque()
             self._send_queue.append(s)
+        _note_work(self)
 
     cdef int _check_recv_closed(self, _Stream s) except -1:
-        """Give the peer a new stream credit once its half of ``s`` is fully consumed."""
+        """Give the peer a new stream credit once its half of ``s`` is fully consumed.
+
+        A stream whose only state is the peer's finished half is remembered (late frames for
+        it are ignored) among the newest ``max_streams`` such streams; beyond that, the oldest
+        is forgotten once it finished three PTOs ago, and the credit for the new one goes back
+        only then (PROTOCOL.md §16.6): what a peer opens and finishes costs bounded memory."""
         if s.recv_opened and not s.closed_counted and _recv_closed(s.recv):
             s.closed_counted = True
-            self._max_streams_local += 1
+            if _peer_only(s):
+                if self._finished is None:
+                    self._finished = deque()
+                self._finished.append((self._now_hint + 3 * self._pto(), s))
+                if len(self._finished) <= self._finished_max:
+                    self._max_streams_local += 1
+                else:
+                    self._credit_owed += 1
+                    self._forget_finished(self._now_hint)
+            else:
+                self._max_streams_local += 1
             self._want_max_streams = True
+            _note_work(self)
+        return 0
+
+    cdef int _forget_finished(self, double now) except -1:
+        """Forget finished peer halves beyond the newest ``max_streams`` that finished at least
+        three PTOs ago; each pays one credit held back."""
+        cdef _Stream s
+        cdef int64_t paid = 0
+        while self._finished is not None and len(self._finished) > self._finished_max:
+            forget_after, s = self._finished[0]
+            if _peer_only(s) and forget_after > now:
+                break
+            self._finished.popleft()
+            # (a stream we have sent on since it finished is the application's: it stays)
+            if _peer_only(s) and self._streams.get(s.stream_id) is s:
+                del self._streams[s.stream_id]
+                if self._last_stream is s:
+                    self._last_stream = None
+            self._credit_owed -= 1
+            paid += 1
+        if paid:
+            self._max_streams_local += <uint64_t>paid
+            self._want_max_streams = True
+            _note_work(self)
         return 0
 
     # ----------------------------------------------------------------------------------------
     # timers
-    def get_timer(self):
-        """The absolute time at which ``handle_timer`` must be called, or None."""
-        cdef double best = 0.0, t
-        cdef bint have = False
-        cdef _Space sp
+    cdef int _fill_timers(self, double* t) except -1:
+        """The timer table: each kind's deadline (< 0: not armed), read from the state that
+        owns it (recovery, the spaces, the pacer, the lifecycle), so there is one source of
+        truth per deadline and the next deadline is one minimum over the table."""
+        cdef int i
+        cdef double idle
+        for i in range(TIMER_KINDS):
+            t[i] = -1.0
         if self._state == _TERMINATED:
-            return None
+            return 0
         if self._state >= _CLOSING:
-            return self._close_deadline
+            if self._close_deadline is not None:
+                t[TIMER_CLOSE] = self._close_deadline
+            return 0
         lt = self._recovery.get_loss_detection_timer()
         if lt is not None:
-            best = lt
-            have = True
-        for sp in (self._hs, self._app):
-            if sp.ack_deadline >= 0.0 and not sp.discarded:
-                if not have or sp.ack_deadline < best:
-                    best = sp.ack_deadline
-                    have = True
+            t[TIMER_LOSS] = lt
+        if not self._hs.discarded and self._hs.ack_deadline >= 0.0:
+            t[TIMER_ACK_HANDSHAKE] = self._hs.ack_deadline
+        if not self._app.discarded and self._app.ack_deadline >= 0.0:
+            t[TIMER_ACK] = self._app.ack_deadline
         if self._pacing_deadline >= 0.0:
-            if not have or self._pacing_deadline < best:
-                best = self._pacing_deadline
-                have = True
+            t[TIMER_PACING] = self._pacing_deadline
         if self._started:
-            if self._state == _HANDSHAKING:
-                t = self._created + self.config.handshake_timeout
-                if not have or t < best:
-                    best = t
-                    have = True
+            if self._handshake_pending():
+                t[TIMER_HANDSHAKE] = self._created + self.config.handshake_timeout
             idle = self._effective_idle_timeout()
             if idle:
-                t = self._last_activity + idle
-                if not have or t < best:
-                    best = t
-                    have = True
+                t[TIMER_IDLE] = self._last_activity + idle
             ka = self.config.keep_alive
             if ka and self._state == _ESTABLISHED:
-                t = self._last_eliciting_sent + ka
-                if not have or t < best:
-                    best = t
-                    have = True
+                t[TIMER_KEEP_ALIVE] = self._last_eliciting_sent + ka
         if self._path_challenge is not None:
-            t = self._path_challenge[2]
-            if not have or t < best:
-                best = t
-                have = True
+            t[TIMER_PATH_VALIDATION] = self._path_challenge[2]
         if self._old_keys_deadline is not None:
-            t = self._old_keys_deadline
-            if not have or t < best:
-                best = t
-                have = True
+            t[TIMER_OLD_KEYS] = self._old_keys_deadline
+        if self._credit_owed > 0:
+            t[TIMER_STREAM_CREDIT] = self._finished[0][0]
         if self._idle_release_pending():
-            t = self._idle_release_time()
-            if not have or t < best:
-                best = t
-                have = True
-        return best if have else None
+            t[TIMER_IDLE_RELEASE] = self._idle_release_time()
+        return 0
+
+    def get_timer(self):
+        """The absolute time at which ``handle_timer`` must be called, or None."""
+        cdef double t[TIMER_KINDS]
+        cdef double best = -1.0
+        cdef int i
+        self._fill_timers(t)
+        for i in range(TIMER_KINDS):
+            if t[i] >= 0.0 and (best < 0.0 or t[i] < best):
+                best = t[i]
+        return best if best >= 0.0 else None
+
+    @property
+    def timers(self):
+        """The armed timers by kind: ``{name: deadline}`` (for diagnostics and traces)."""
+        cdef double t[TIMER_KINDS]
+        cdef int i
+        self._fill_timers(t)
+        return {TIMER_NAMES[i]: t[i] for i in range(TIMER_KINDS) if t[i] >= 0.0}
+
+    cdef bint _handshake_pending(self):
+        """The handshake timeout applies: still handshaking, or (server) complete but not
+        confirmed. For NK/IK/NX the server's side completes as soon as it replied, without any
+        sign that the client received that reply: a connection from a spoofed address stays
+        there, and must end at the handshake timeout, not at the idle timeout."""
+        return self._state == _HANDSHAKING or (
+            self._state == _ESTABLISHED and not self.is_client and not self._handshake_confirmed)
 
     cdef bint _idle_release_pending(self):
         # established, and something happened since idle memory was last given back
@@ -1019,33 +1064,33 @@ cdef class Connection:
         return rtt.smoothed_rtt + max(4 * rtt.rttvar, 0.001) + self._peer_max_ack_delay
 
     def handle_timer(self, double now):
-        """Call when ``get_timer()``'s deadline has passed; then ``datagrams_to_send(now)``."""
+        """Call when ``get_timer()``'s deadline has passed; then ``datagrams_to_send(now)``.
+
+        Runs each expired timer of the table by kind. The ACK and pacing timers need nothing
+        here: ``datagrams_to_send`` sends what they were waiting for."""
+        cdef double t[TIMER_KINDS]
         cdef _Sent pkt
         cdef int probe_space
         self._now_hint = now
-        if self._state == _TERMINATED:
+        self._fill_timers(t)
+        if 0.0 <= t[TIMER_CLOSE] <= now:
+            self._state = _TERMINATED
             return
-        if self._state >= _CLOSING:
-            if self._close_deadline is not None and now >= self._close_deadline:
-                self._state = _TERMINATED
-            return
-        if not self._started:
-            return
-        if self._state == _HANDSHAKING and now >= self._created + self.config.handshake_timeout:
+        if 0.0 <= t[TIMER_HANDSHAKE] <= now:
             self._terminate_timeout("handshake timeout")
             return
-        idle = self._effective_idle_timeout()
-        if idle and now >= self._last_activity + idle:
+        if 0.0 <= t[TIMER_IDLE] <= now:
             self._terminate_timeout("idle timeout")
             return
-        if self._path_challenge is not None and now >= self._path_challenge[2]:
+        if 0.0 <= t[TIMER_PATH_VALIDATION] <= now:
             self._path_validation_failed()
-        if self._old_keys_deadline is not None and now >= self._old_keys_deadline:
+        if 0.0 <= t[TIMER_OLD_KEYS] <= now:
             # RFC 9001 §6.5: keep the previous keys about 3 PTO after a key update, no longer
             self._old_keys_deadline = None
             self._open[SP_APP].discard_old_keys()
-        t = self._recovery.get_loss_detection_timer()
-        if t is not None and now >= t:
+        if 0.0 <= t[TIMER_STREAM_CREDIT] <= now:
+            self._forget_finished(now)
+        if 0.0 <= t[TIMER_LOSS] <= now:
             lost, probe_space = self._recovery.on_loss_detection_timeout(now)
             if self._qlog is not None and lost:
                 self._trace_recovery(now, lost[0].space, lost)
@@ -1054,10 +1099,9 @@ cdef class Connection:
             if probe_space >= 0:
                 self._probes[probe_space] = max(self._probes[probe_space], self._recovery.probes_needed)
                 self._requeue_for_probe(probe_space)
-        ka = self.config.keep_alive
-        if ka and self._state == _ESTABLISHED and now >= self._last_eliciting_sent + ka:
+        if 0.0 <= t[TIMER_KEEP_ALIVE] <= now:
             self._ping_pending = True
-        if self._idle_release_pending() and now >= self._idle_release_time():
+        if 0.0 <= t[TIMER_IDLE_RELEASE] <= now:
             self._release_idle()
 
     def _emit_terminated(self, ev):
@@ -1191,6 +1235,19 @@ cdef class Connection:
         finally:
             PyBuffer_Release(&view)
 
+    cdef bint _awaits_validation(self):
+        """Server whose client address is not validated and no path validation runs: an
+        authenticated packet addressed to a connection ID we chose would validate it. (After a
+        migration only PATH_RESPONSE validates the new address: the client's packets reach us
+        with our connection IDs whatever source address an on-path attacker writes on them.)"""
+        return not self._address_validated and not self.is_client and self._path_challenge is None
+
+    cdef bint _dcid_chosen_by_us(self, const uint8_t* dcid):
+        """``dcid`` is one of the connection IDs we issued (not the client-chosen original
+        destination ID): only a peer that received our packets can know it."""
+        cid = PyBytes_FromStringAndSize(<const char*>dcid, self._cid_len)
+        return cid in self._host_cids.values()
+
     cdef bint _short_dcid_ok(self, const uint8_t* dcid):
         hc = self.host_cid
         if (PyBytes_CheckExact(hc) and PyBytes_GET_SIZE(hc) == self._cid_len
@@ -1207,10 +1264,13 @@ cdef class Connection:
         cdef int pn_len, i
         cdef int64_t truncated, pn
         cdef uint8_t first
+        cdef bint to_our_cid = False
         opener = self._app_open
         if space.discarded or opener is None:
             self.packets_dropped += 1
             return 0
+        if self._awaits_validation():
+            to_our_cid = self._dcid_chosen_by_us(p + start + 1)
         if self._app_open_null:
             # null protection: the packet number is in the clear
             first = p[start]
@@ -1229,7 +1289,8 @@ cdef class Connection:
                 return 0
             hlen = rel + pn_len
             return self._after_open(SP_APP, space, opener, pn, first, p + start + hlen,
-                                    plen - hlen, data, start + hlen, False, None, plen, addr, now)
+                                    plen - hlen, data, start + hlen, False, None, plen, addr, now,
+                                    to_our_cid)
         if type(opener) is PacketProtection:
             try:
                 payload = (<PacketProtection>opener).c_open(p + start, plen, rel, space.largest_rx + 1, &pn, &first)
@@ -1243,7 +1304,8 @@ cdef class Connection:
                 return 0
             return self._after_open(SP_APP, space, opener, pn, first,
                                     <const uint8_t*>PyBytes_AS_STRING(payload),
-                                    PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now)
+                                    PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr,
+                                    now, to_our_cid)
         if start == 0 and PyBytes_CheckExact(data) and end == PyBytes_GET_SIZE(data):
             packet = data
         else:
@@ -1262,13 +1324,21 @@ cdef class Connection:
             payload = bytes(payload)
         return self._after_open(SP_APP, space, opener, pn, plain_header[0],
                                 <const uint8_t*>PyBytes_AS_STRING(payload),
-                                PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now)
+                                PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now,
+                                to_our_cid)
 
     cdef int _receive_long(self, object hdr, object data, Py_ssize_t start, Py_ssize_t end,
                            object addr, double now) except -1:
         cdef _Space space = self._hs
         opener = self._open[SP_HS]
         if space.discarded or opener is None:
+            self.packets_dropped += 1
+            return 0
+        if (self.is_client and self._retry_scid is not None and not self._peer_cid_set_by_server
+                and hdr.scid != self._retry_scid):
+            # after a Retry the server's connection uses the Retry's source connection ID;
+            # another one is a connection the server made for an earlier copy of our first
+            # packet (accepted without the Retry): ignore it (PROTOCOL.md §18)
             self.packets_dropped += 1
             return 0
         try:
@@ -1285,13 +1355,17 @@ cdef class Connection:
         return self._after_open(SP_HS, space, opener, pn, plain_header[0],
                                 <const uint8_t*>PyBytes_AS_STRING(payload),
                                 PyBytes_GET_SIZE(payload), payload, 0, True, hdr, end - start,
-                                addr, now)
+                                addr, now,
+                                self._awaits_validation() and hdr.dcid in self._host_cids.values())
 
     cdef int _after_open(self, int space_id, _Space space, object opener, int64_t pn, int first,
                          const uint8_t* payload, Py_ssize_t plen, object pobj, Py_ssize_t poff,
                          bint is_long, object hdr, Py_ssize_t packet_len, object addr,
-                         double now) except -1:
-        """An authenticated packet: duplicate check, frames, ACK bookkeeping, migration."""
+                         double now, bint to_our_cid) except -1:
+        """An authenticated packet: duplicate check, frames, ACK bookkeeping, migration.
+
+        ``to_our_cid``: the packet was addressed to a connection ID we chose while the client's
+        address awaited validation (see ``_awaits_validation``)."""
         cdef bint eliciting = False, non_probing = False, out_of_order
         if pn < space.rx_floor or space.rx.contains(<uint64_t>pn):
             self.duplicate_packets += 1
@@ -1311,9 +1385,12 @@ cdef class Connection:
             self._peer_cid_set_by_server = True
             self.peer_cid = hdr.scid
             self._peer_cids[0] = (hdr.scid, None)
-        if not self.is_client and not self._address_validated and (
-                not is_long or hdr.packet_type != codec.PACKET_INITIAL or hdr.dcid == self.host_cid):
-            self._address_validated = True  # the client used a CID we chose: it got our packet
+        if to_our_cid and self._awaits_validation():
+            # the client used a connection ID we chose: it received one of our packets at
+            # this address. Nothing else in a handshake-phase packet proves that: those
+            # packets have no packet protection, and the original destination ID is the
+            # client's own choice (PROTOCOL.md §18.1)
+            self._address_validated = True
         if space_id == SP_APP and not self.is_client and not self._handshake_confirmed:
             self._confirm_handshake()
         if self._qlog is not None:
@@ -1546,6 +1623,8 @@ cdef class Connection:
         self._peer_params = params
         self._peer_idle_timeout = params.max_idle_timeout / 1000.0
         self._peer_cids[0] = (self.peer_cid, params.stateless_reset_token)
+        if params.stateless_reset_token:
+            self.cid_changes.append(("reset", params.stateless_reset_token))
         self._peer_max_data = params.initial_max_data
         self._peer_stream_limit = params.initial_max_stream_data
         self._peer_stream_credit = params.initial_max_streams
@@ -1641,7 +1720,11 @@ cdef class Connection:
         self._check_recv_closed(s)
 
     def _on_stop_sending(self, space_id, frame, now):
-        cdef _Stream s = self._get_stream(frame.stream_id, False)
+        cdef _Stream s = self._lookup(frame.stream_id)
+        if s is None or not s.send_opened:
+            # our sending half of that stream was never opened (only we open it): nothing to
+            # stop, no state to create, no RESET_STREAM to send (PROTOCOL.md §16.6)
+            return
         self._events.append(StopSendingReceived(frame.stream_id, frame.error_code))
         if not s.send._reset and not s.send.is_finished:
             s.send.reset(frame.error_code)
@@ -1654,7 +1737,9 @@ cdef class Connection:
             self._requeue_blocked()
 
     def _on_max_stream_data(self, space_id, frame, now):
-        cdef _Stream s = self._get_stream(frame.stream_id, False)
+        cdef _Stream s = self._lookup(frame.stream_id)
+        if s is None or not s.send_opened:
+            return  # credit for a sending half we never opened: ignored (PROTOCOL.md §16.6)
         if frame.maximum > s.send_limit:
             s.send_limit = frame.maximum
             if s.send.has_pending_c():
@@ -1696,10 +1781,14 @@ cdef class Connection:
                                     ErrorCode.PROTOCOL_VIOLATION)
             return
         if seq >= self._peer_cid_seq_floor():
-            self._peer_cids[seq] = (bytes(frame.connection_id), bytes(frame.stateless_reset_token))
+            token = bytes(frame.stateless_reset_token)
+            self._peer_cids[seq] = (bytes(frame.connection_id), token)
+            self.cid_changes.append(("reset", token))
         if frame.retire_prior_to > 0:
             for old in [q for q in self._peer_cids if q < frame.retire_prior_to]:
-                cid, _ = self._peer_cids.pop(old)
+                cid, token = self._peer_cids.pop(old)
+                if token:
+                    self.cid_changes.append(("unreset", token))
                 self._retire_to_send.append(old)
                 if cid == self.peer_cid:
                     self._switch_peer_cid()
@@ -1718,7 +1807,9 @@ cdef class Connection:
                 self._peer_cid_seq = seq
                 self.peer_cid = self._peer_cids[seq][0]
                 if old_seq in self._peer_cids:
-                    del self._peer_cids[old_seq]
+                    token = self._peer_cids.pop(old_seq)[1]
+                    if token:
+                        self.cid_changes.append(("unreset", token))
                     self._retire_to_send.append(old_seq)
                 return True
         return False
@@ -2043,6 +2134,8 @@ cdef class Connection:
                     break
                 out.append((d, addr))
                 total += len(d)
+            else:
+                _note_work(self)  # more than one call's worth: ask to be polled again
         if self._app_seal is not None:
             for i in range(256):
                 d = self._build_app_packet(now, mds)
@@ -2050,6 +2143,8 @@ cdef class Connection:
                     break
                 out.append((d, addr))
                 total += len(d)
+            else:
+                _note_work(self)
             self._check_app_limited(mds)
         self._count_sent(total)
         self._return_scratch()
@@ -2117,6 +2212,8 @@ cdef class Connection:
                 PyByteArray_Resize(train, off)
                 out.append((train, seg, addr))
                 train = None
+        else:
+            _note_work(self)
         if train is not None and count:
             PyByteArray_Resize(train, off)
             out.append((train, seg, addr))
@@ -2146,9 +2243,10 @@ cdef class Connection:
         return 0
 
     cdef int _count_sent(self, Py_ssize_t total) except -1:
+        # (bytes sent on the current path are counted packet by packet in _record_sent: the
+        # anti-amplification room must shrink within one batch)
         if total:
             self.bytes_sent += total
-            self._bytes_sent_on_path += total
         return 0
 
     cdef int64_t _amplification_room(self):
@@ -2181,6 +2279,8 @@ cdef class Connection:
         data = self._finish_packet(space_id, hdr_end, length_off, pn, pn_len)
         if len(data) <= self._amplification_room():
             out.append((data, self.peer_addr))
+            self.bytes_sent += len(data)
+            self._bytes_sent_on_path += len(data)
 
     cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,
                            Py_ssize_t* length_off) except -1:
@@ -2307,6 +2407,7 @@ cdef class Connection:
         rec.space = space_id
         rec.time_sent = now
         rec.sent_bytes = size
+        self._bytes_sent_on_path += size
         rec.ack_eliciting = eliciting
         rec.in_flight = eliciting
         rec.is_probe = False
@@ -2390,6 +2491,10 @@ cdef class Connection:
         ack_due = space.ack_pending and space.ack_deadline >= 0.0 and space.ack_deadline <= now
         probe = self._probes[SP_APP] > 0
         control = self._has_control_frames()
+        # path validation frames are small and not held back by congestion control: the
+        # window may still be full of packets sent on the previous path (RFC 9000 §9.4)
+        path_frames = (self._path_responses is not None and len(self._path_responses) > 0) or (
+            self._path_challenge is not None and not self._path_challenge_sent)
         have_data = ((self._send_queue is not None and len(self._send_queue) > 0)
                      or (self._datagrams is not None and len(self._datagrams) > 0))
         if not (ack_due or probe or control or have_data or self._ping_pending):
@@ -2409,7 +2514,7 @@ cdef class Connection:
                 cc_ok = False
                 if control or have_data:
                     self._pacing_deadline = t
-        if not cc_ok and not ack_due:
+        if not cc_ok and not ack_due and not path_frames:
             return None
         self._start_packet(SP_APP, limit, &pn, &pn_len, &length_off)
         hdr_end = self._sbuf._pos
@@ -2430,6 +2535,8 @@ cdef class Connection:
                 self._sbuf.c_push_uint(F_PING, 1)
                 eliciting = True
             self._ping_pending = False
+        elif path_frames:
+            eliciting = self._write_path_frames(end)
         if self._sbuf._pos == hdr_end:
             # nothing fitted: undo the packet number
             space.next_pn -= 1
@@ -2469,19 +2576,8 @@ cdef class Connection:
                 _add_other(rec, ("ms",))
                 self._want_max_streams = False
                 wrote = True
-        while self._path_responses is not None and self._path_responses:
-            f = codec.PathResponseFrame(self._path_responses[0])
-            if buf._pos + codec.frame_size(f) > end:
-                break
-            codec.push_frame(buf, f)
-            self._path_responses.popleft()
+        if self._write_path_frames(end):
             wrote = True
-        if self._path_challenge is not None and not self._path_challenge_sent:
-            f = codec.PathChallengeFrame(self._path_challenge[0])
-            if buf._pos + codec.frame_size(f) <= end:
-                codec.push_frame(buf, f)
-                self._path_challenge_sent = True
-                wrote = True
         while self._cids_to_issue:
             seq = self._cids_to_issue[0]
             cid = self._host_cids.get(seq)
@@ -2502,6 +2598,25 @@ cdef class Connection:
             codec.push_frame(buf, f)
             _add_other(rec, ("rc", self._retire_to_send.pop(0)))
             wrote = True
+        return wrote
+
+    cdef bint _write_path_frames(self, Py_ssize_t end) except? True:
+        """PATH_RESPONSE for challenges received, PATH_CHALLENGE for a new path."""
+        cdef Buffer buf = self._sbuf
+        cdef bint wrote = False
+        while self._path_responses:
+            f = codec.PathResponseFrame(self._path_responses[0])
+            if buf._pos + codec.frame_size(f) > end:
+                break
+            codec.push_frame(buf, f)
+            self._path_responses.popleft()
+            wrote = True
+        if self._path_challenge is not None and not self._path_challenge_sent:
+            f = codec.PathChallengeFrame(self._path_challenge[0])
+            if buf._pos + codec.frame_size(f) <= end:
+                codec.push_frame(buf, f)
+                self._path_challenge_sent = True
+                wrote = True
         return wrote
 
     cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True:

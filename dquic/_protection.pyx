@@ -43,6 +43,8 @@ from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
+from dquic._wire cimport pn_decode as _decode_pn
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -301,19 +303,6 @@ def _derive_hp(secret):
 def next_secret(secret):
     """The next key-update generation's traffic secret (RFC 9001 §6.1, label "dquic ku")."""
     return _expand(bytes(secret), b"dquic ku", 32)
-
-
-cdef inline int64_t _decode_pn(int64_t truncated, int pn_nbits, int64_t expected):
-    # RFC 9000 Appendix A.3
-    cdef int64_t win = (<int64_t>1) << pn_nbits
-    cdef int64_t hwin = win >> 1
-    cdef int64_t mask = win - 1
-    cdef int64_t candidate = (expected & ~mask) | truncated
-    if candidate <= expected - hwin and candidate < ((<int64_t>1) << 62) - win:
-        return candidate + win
-    if candidate > expected + hwin and candidate >= win:
-        return candidate - win
-    return candidate
 
 
 def decode_packet_number(truncated, pn_nbits, expected):

@@ -17,6 +17,7 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove
 
 from dquic._ranges cimport RangeSet
+from dquic._wire cimport varint_get as _varint_get, varint_len as _varint_size, varint_write as _varint_put
 
 from dquic.errors import ErrorCode, ProtocolError
 
@@ -25,41 +26,6 @@ cdef uint64_t VARINT_MAX = (<uint64_t>1 << 62) - 1
 cdef Py_ssize_t KEEP_IDLE_BUFFER = 1 << 16
 
 DEFAULT_SEND_BUFFER = 1 << 24
-
-
-# ---------------------------------------------------------------------- varints (RFC 9000 §16)
-
-cdef inline int _varint_size(uint64_t v) noexcept:
-    if v < 0x40:
-        return 1
-    if v < 0x4000:
-        return 2
-    if v < 0x40000000:
-        return 4
-    return 8
-
-
-cdef inline void _varint_put(uint8_t* p, uint64_t v, int size) noexcept:
-    """Write ``v`` (< 2**62) in exactly ``size`` bytes (1, 2, 4 or 8), big-endian."""
-    cdef int i
-    for i in range(size - 1, -1, -1):
-        p[i] = <uint8_t>(v & 0xFF)
-        v >>= 8
-    if size == 2:
-        p[0] |= 0x40
-    elif size == 4:
-        p[0] |= 0x80
-    elif size == 8:
-        p[0] |= 0xC0
-
-
-cdef inline uint64_t _varint_get(const uint8_t* p, int size) noexcept:
-    """Decode a varint whose total size (from the first byte's top bits) is ``size``."""
-    cdef uint64_t v = p[0] & 0x3F
-    cdef int i
-    for i in range(1, size):
-        v = (v << 8) | p[i]
-    return v
 
 
 def message_prefix(length):

@@ -52,7 +52,7 @@ from ._socket import UDPSocket, normalize_address, numeric_address, pick_address
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
 from .errors import (AuthenticationError, ConnectionClosed, ConnectionRefused, ConnectionTimeout,
-                     DQUICError, ErrorCode)
+                     DQUICError, ErrorCode, UndeliveredData)
 from .events import (
     ConnectionTerminated,
     DatagramAcknowledged,
@@ -433,8 +433,11 @@ class _Driver(asyncio.DatagramProtocol):
                         sendto(data, addr)
                     self.datagrams_out += len(out)
         self._dispatch()
-        for conn in list(self.conns.values()):
-            conn._service()
+        conns = self.conns
+        for core in ep.take_active():  # only the connections this pass touched
+            conn = conns.get(core)
+            if conn is not None:
+                conn._service()
         if self.transport is None:
             return
         t = ep.get_timer()
@@ -713,6 +716,7 @@ class AsyncConnection:
         self._terminated = False  # the core reported ConnectionTerminated
         self._closing = False  # close() was called
         self._close_task: Optional["asyncio.Task[None]"] = None
+        self._undelivered = 0  # bytes a graceful close gave up on (reported by wait_closed)
         self._was_established = False
         # received messages
         self._messages: Deque[Tuple[int, bytes]] = collections.deque()
@@ -742,9 +746,13 @@ class AsyncConnection:
     async def __aenter__(self) -> "AsyncConnection":
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
         self.close()
-        await self.wait_closed()
+        try:
+            await self.wait_closed()
+        except UndeliveredData:
+            if exc_type is None:
+                raise  # (with an exception already on its way out, it was logged)
 
     # properties ------------------------------------------------------------------------------
     @property
@@ -870,7 +878,10 @@ class AsyncConnection:
             self._send_waiters = keep
         if self._progress_waiters:
             _wake(self._progress_waiters)
-        if self._terminated and core.is_terminated:
+        if self._terminated and core.close_sent:
+            # nothing is owed to the peer any more: the application is done with this
+            # connection. A server's endpoint keeps the core through its closing period (it
+            # answers stray packets); a client that owns its socket releases it now.
             self._finish()
 
     # receiving messages ------------------------------------------------------------------------
@@ -1148,12 +1159,45 @@ class AsyncConnection:
                         handle.cancel()
         finally:
             if not self._terminated and not self._core.is_closed:
+                left = self._core.send_buffered
+                if left:
+                    self._undelivered = left
+                    logger.warning("close() abandoned %d unacknowledged bytes queued for %s "
+                                   "(linger %s s)", left, self.peer_address, self._linger)
                 self._core.close(error_code, reason)
             self._driver.schedule()
 
     async def wait_closed(self) -> None:
-        """Wait until the connection has fully ended (closing period over, socket released)."""
+        """Wait until the connection has ended: our CONNECTION_CLOSE is out (or the peer
+        closed it), and the socket is released if the connection owns it.
+
+        Raises ``UndeliveredData`` if ``close()`` gave up on queued data the peer had not
+        acknowledged when ``linger`` ran out (``abort()`` abandons it without this report)."""
         await asyncio.shield(self._closed)
+        if self._undelivered:
+            raise UndeliveredData({self.peer_address: self._undelivered},
+                                  f"close() abandoned {self._undelivered} unacknowledged bytes "
+                                  f"(linger {self._linger} s)")
+
+    async def flush(self, timeout: Optional[float] = None) -> None:
+        """Wait until everything queued has been acknowledged by the peer; ``UndeliveredData``
+        if ``timeout`` (seconds) runs out first or the connection ends with data unacknowledged
+        (what is still queued stays queued on an open connection)."""
+        async def drained() -> None:
+            while self._core.send_buffered and not self._terminated:
+                fut = self._loop.create_future()
+                self._send_waiters.append((0, fut))
+                await fut
+        try:
+            await asyncio.wait_for(drained(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        left = self._core.send_buffered
+        if left:
+            raise UndeliveredData({self.peer_address: left},
+                                  f"{left} bytes not acknowledged "
+                                  + ("before the connection ended" if self._terminated else
+                                     f"within {timeout} s"))
 
     async def wait_established(self) -> None:
         """Wait for the handshake (``connect`` already did); raises if it failed."""

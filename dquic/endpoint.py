@@ -6,27 +6,67 @@ server-side connections for new clients, answers unknown versions with Version N
 forgets connections once they terminate. Like ``Connection`` it never touches a socket or a clock:
 drive it with ``receive_datagram`` / ``handle_timer`` / ``datagrams_to_send`` / ``get_timer`` /
 ``next_event`` (the same calling protocol, so the network simulator drives it directly).
+
+Cost follows events, not the number of connections
+---------------------------------------------------
+No call visits every connection. Three structures keep it so:
+
+* **Timer heap.** Each connection with a deadline has one entry ``[key, seq, conn, due]`` in a
+  binary heap: ``due`` is the connection's current ``get_timer()``, ``key`` <= ``due`` the
+  heap position. The endpoint re-reads a connection's deadline whenever it has just touched
+  that connection (datagram in, timer, output). A deadline that moves earlier gets a new entry
+  (the old one is marked dead); one that moves later only updates ``due``, and the entry is
+  moved down when it reaches the top. So a connection whose idle deadline advances with every
+  packet costs no heap operation per packet, and ``get_timer`` is the top entry, exact.
+* **Work set.** Connections with output to build: the endpoint adds those it has just given
+  input, and a connection adds itself (``Connection._work``) when the application queues
+  something on it or when one call could not send all it had. ``datagrams_to_send`` /
+  ``trains_to_send`` poll only these.
+* **Maps kept incrementally**: connection ID -> connection and the peer's stateless-reset
+  token -> connection (both from ``Connection.cid_changes``), and the half-open connections
+  (those whose handshake is not yet confirmed), for the Retry and handshake limits.
+
+An idle connection is in none of the busy structures; it costs nothing until its own deadline
+(idle timeout, keep-alive) reaches the top of the heap.
 """
 from __future__ import annotations
 
+import base64
+import hmac
+import logging
 import os
 from collections import deque
+from heapq import heapify, heappop, heappush, heapreplace
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _codec as codec
 from .config import Configuration
 from .connection import Connection
-from .errors import ProtocolError
-from .events import Event
+from .errors import ErrorCode, ProtocolError
+from .events import ConnectionTerminated, Event, HandshakeCompleted, PathChanged
 from .tokens import ResetTokens, RetryTokens, retry_integrity_tag
 
-__all__ = ["Endpoint", "ConnectionAccepted"]
+__all__ = ["Endpoint", "ConnectionAccepted", "reset_key_for", "connection_log"]
+
+#: Connection life-cycle records (INFO: established, closed and why, migrations; DEBUG: accepted,
+#: Retry and stateless reset sent). Nothing per packet.
+logger = logging.getLogger("dquic.connection")
 
 MIN_INITIAL_DATAGRAM = 1200
 #: A stateless reset is sent only in answer to datagrams at least this long (it must be shorter
 #: than what triggered it, and still look like a short-header packet: RFC 9000 §10.3).
 MIN_RESET_TRIGGER = 42
+#: Label of the stateless-reset key derived from an endpoint's static key (``reset_key_for``).
+RESET_KEY_LABEL = b"dquic/1 stateless reset key"
+
+
+def reset_key_for(identity) -> bytes:
+    """The stateless-reset key of an endpoint whose static key pair is ``identity``:
+    HMAC-SHA256(private key, label). A server restarted with the same key file computes the
+    same reset tokens, so it can reset the connections its previous process held (PROTOCOL.md
+    §17); the key itself cannot be recovered from the tokens."""
+    return hmac.new(identity.private, RESET_KEY_LABEL, "sha256").digest()
 
 
 @dataclass(frozen=True)
@@ -34,6 +74,59 @@ class ConnectionAccepted(Event):
     """A new peer started a connection with this (server) endpoint."""
 
     address: Tuple
+
+
+class ConnectionLog(logging.LoggerAdapter):
+    """``dquic.connection`` records about one connection, prefixed with its peer address and
+    connection ID (also in each record's ``peer`` and ``cid`` attributes)."""
+
+    def process(self, msg, kwargs):
+        extra = self.extra or {}
+        kwargs["extra"] = {**kwargs.get("extra", {}), **extra}
+        return "[%s %s] %s" % (extra.get("peer"), extra.get("cid"), msg), kwargs
+
+
+def connection_log(conn: Connection) -> ConnectionLog:
+    """The logger adapter for ``conn``."""
+    peer = conn.peer_addr
+    host = "%s:%s" % (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+    return ConnectionLog(logger, {"peer": host, "cid": bytes(conn.host_cid).hex()})
+
+
+def _code(ev) -> str:
+    code = ev.error_code
+    if not ev.application:
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = None
+        if name:
+            code = "%s 0x%x" % (name, code)
+    return "code %s%s" % (code, ", %r" % ev.reason if ev.reason else "")
+
+
+def _log_events(conn: Connection, events: List[Event]) -> None:
+    for ev in events:
+        kind = type(ev)
+        if kind is HandshakeCompleted:
+            key = ev.peer_key
+            connection_log(conn).info(
+                "established (%s, peer key %s)", "client" if conn.is_client else "server",
+                base64.b64encode(key).decode("ascii") if key else "not revealed")
+        elif kind is ConnectionTerminated:
+            if ev.timeout:
+                how = ev.reason
+            elif ev.reason == "stateless reset":
+                how = "stateless reset from the peer (it lost the connection's state)"
+            elif ev.by_peer:
+                how = "closed by the peer (%s)" % _code(ev)
+            elif ev.error_code:
+                how = "failed (%s)" % _code(ev)
+            else:
+                how = "closed"
+            connection_log(conn).info("%s", how)
+        elif kind is PathChanged:
+            connection_log(conn).info("peer moved from %s to %s (path validated)", ev.old_addr, ev.new_addr)
 
 
 class Endpoint:
@@ -46,7 +139,9 @@ class Endpoint:
     state, no Diffie-Hellman) when ``require_retry`` is set or when ``retry_threshold`` handshakes
     are already in progress; handshakes beyond ``max_handshakes`` and connections beyond
     ``max_connections`` are dropped. Datagrams for unknown connection IDs are answered with a
-    stateless reset (at most ``max_resets_per_second``).
+    stateless reset (at most ``max_resets_per_second``), under ``reset_key``: by default one
+    derived from ``config.identity`` (``reset_key_for``), so the tokens survive a restart with
+    the same key; a random one when there is no identity.
     """
 
     def __init__(
@@ -68,13 +163,29 @@ class Endpoint:
         self.max_connections = max_connections
         self.max_handshakes = max_handshakes
         self._random = random_bytes
+        # live connections, in the order they were made (a dict used as an ordered set)
+        self._connections: Dict[Connection, None] = {}
         self._by_cid: Dict[bytes, Connection] = {}
-        self._connections: List[Connection] = []
+        self._by_token: Dict[bytes, Connection] = {}
+        # half-open connections -> the client-chosen DCID still routed to them (servers), or None
+        self._half_open: Dict[Connection, Optional[bytes]] = {}
+        # connections with output to build (shared with each connection as ``_work``)
+        self._work: Dict[Connection, None] = {}
+        # timer heap (module docstring): entries [key, seq, conn, due]; due None = dead entry
+        self._heap: List[list] = []
+        self._entry: Dict[Connection, list] = {}
+        self._seq = 0
+        self._dead_entries = 0
+        self._now = 0.0  # the latest time any call was given
+        # connections touched since the last take_active() (None until a driver asks)
+        self._touched: Optional[Dict[Connection, None]] = None
         self._events: Deque[Tuple[Connection, Event]] = deque()
         self._stateless_out: List[Tuple[bytes, Tuple]] = []
         self.require_retry = require_retry
         self.retry_threshold = max_handshakes // 2 if retry_threshold is None else retry_threshold
         self._retry_tokens = RetryTokens(token_key)
+        if reset_key is None and self.config.identity is not None:
+            reset_key = reset_key_for(self.config.identity)
         self._reset_tokens = ResetTokens(reset_key)
         self._reset_budget = max_resets_per_second
         self._reset_rate = max_resets_per_second
@@ -97,33 +208,57 @@ class Endpoint:
         """Live connections (not yet terminated)."""
         return list(self._connections)
 
+    @property
+    def connection_count(self) -> int:
+        """How many connections are live (without building a list)."""
+        return len(self._connections)
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        """Connections whose handshake is not yet confirmed."""
+        return len(self._half_open)
+
     def connect(self, addr: Tuple, now: float, config: Optional[Configuration] = None) -> Connection:
         """Open a client connection to ``addr``; call ``datagrams_to_send(now)`` next."""
         cfg = (config or self.config).copy(is_client=True)
         conn = Connection(cfg, addr, random_bytes=self._random, reset_token=self._reset_tokens)
+        self._now = now
         self._trace(conn, now)
-        self._add(conn)
+        self._add(conn, None)
         conn.connect(now)
+        self._after(conn)
         return conn
 
-    def _add(self, conn: Connection) -> None:
-        self._connections.append(conn)
+    def _add(self, conn: Connection, initial_dcid: Optional[bytes]) -> None:
+        self._connections[conn] = None
+        conn._work = self._work
+        self._half_open[conn] = initial_dcid
+        if initial_dcid is not None:
+            self._by_cid[initial_dcid] = conn  # until the client switches to our CID
         self._sync_cids(conn)
 
     def _sync_cids(self, conn: Connection) -> None:
         changes = conn.cid_changes
         if not changes:
             return
-        for op, cid in changes:
+        by_cid = self._by_cid
+        by_token = self._by_token
+        for op, value in changes:
             if op == "add":
-                self._by_cid[cid] = conn
-            elif self._by_cid.get(cid) is conn:
-                del self._by_cid[cid]
+                by_cid[value] = conn
+            elif op == "remove":
+                if by_cid.get(value) is conn:
+                    del by_cid[value]
+            elif op == "reset":
+                by_token[value] = conn
+            elif by_token.get(value) is conn:  # "unreset"
+                del by_token[value]
         changes.clear()
 
     # ------------------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Tuple, now: float) -> None:
         """Route one datagram; unknown or malformed ones are dropped (counted)."""
+        self._now = now
         if not data:
             self.datagrams_dropped += 1
             return
@@ -156,10 +291,10 @@ class Endpoint:
                     if retry is None:
                         self.datagrams_dropped += 1  # forged, expired or for another address
                         return
-                elif self.require_retry or self._handshaking() >= self.retry_threshold:
+                elif self.require_retry or len(self._half_open) >= self.retry_threshold:
                     self._send_retry(hdr, addr, now)
                     return
-                if self._handshaking() >= self.max_handshakes:
+                if len(self._half_open) >= self.max_handshakes:
                     self.datagrams_dropped += 1
                     return
                 conn = self._accept(hdr, addr, now, retry)
@@ -180,6 +315,7 @@ class Endpoint:
         if segment_size <= 0 or segment_size >= n:
             self.receive_datagram(data, addr, now)
             return
+        self._now = now
         view = memoryview(data)
         cid_len = self.config.connection_id_length
         by_cid = self._by_cid
@@ -197,10 +333,6 @@ class Endpoint:
             self.receive_datagram(bytes(view[off:end]), addr, now)
             off = end
 
-    def _handshaking(self) -> int:
-        # half-open: the client has not yet shown it holds the keys (and so its address)
-        return sum(1 for c in self._connections if not c.handshake_confirmed)
-
     def _server_config(self) -> Configuration:
         """The configuration of accepted connections: ``config`` as a server's, one copy shared
         by all of them (a copy holds ~1.6 KB), made again when ``config`` was replaced or
@@ -217,13 +349,17 @@ class Endpoint:
             odcid, rscid = retry
         else:
             odcid, rscid = bytes(hdr.dcid), None
-        conn = Connection(cfg, addr, peer_cid=bytes(hdr.scid), original_dcid=odcid,
-                          retry_source_cid=rscid, random_bytes=self._random,
+        # after a Retry the connection keeps the Retry's source connection ID as its own (the
+        # client sends to it already, and ignores a server connection with another one: the
+        # one this endpoint may have made for an earlier copy of the client's first packet)
+        conn = Connection(cfg, addr, host_cid=rscid, peer_cid=bytes(hdr.scid),
+                          original_dcid=odcid, retry_source_cid=rscid, random_bytes=self._random,
                           reset_token=self._reset_tokens)
         self._trace(conn, now)
-        self._add(conn)
-        self._by_cid[bytes(hdr.dcid)] = conn  # until the client switches to our CID
+        self._add(conn, None if rscid is not None else bytes(hdr.dcid))
         self._events.append((conn, ConnectionAccepted(addr)))
+        if logger.isEnabledFor(logging.DEBUG):
+            connection_log(conn).debug("accepted%s", " (address validated by Retry)" if retry else "")
         return conn
 
     def _trace(self, conn: Connection, now: float) -> None:
@@ -240,11 +376,15 @@ class Endpoint:
         body = codec.encode_retry(codec.DQUIC_VERSION_1, bytes(hdr.scid), rscid, token)
         self._stateless_out.append((body + retry_integrity_tag(bytes(hdr.dcid), body), addr))
         self.retries_sent += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("[%s] Retry sent (%d handshakes in progress)", addr, len(self._half_open))
 
     def _on_unknown_short(self, data: bytes, dcid: bytes, addr: Tuple, now: float) -> None:
-        # a stateless reset from a peer that lost our connection? (RFC 9000 §10.3.1)
-        for conn in self._connections:
-            if conn.is_stateless_reset(data):
+        # a stateless reset from a peer that lost our connection? (RFC 9000 §10.3.1): one
+        # look-up of the datagram's last 16 bytes among the tokens our peers gave us
+        if len(data) >= 21:
+            conn = self._by_token.get(bytes(data[-16:]))
+            if conn is not None and conn.is_stateless_reset(data):
                 conn.on_stateless_reset(now)
                 self._after(conn)
                 return
@@ -263,34 +403,103 @@ class Endpoint:
         filler[0] = 0x40 | (filler[0] & 0x3F)
         self._stateless_out.append((bytes(filler) + self._reset_tokens(dcid), addr))
         self.resets_sent += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("[%s] stateless reset sent for unknown connection ID %s", addr, dcid.hex())
 
-    def _after(self, conn: Connection) -> None:
+    def _after(self, conn: Connection, polled: bool = False) -> None:
+        """Bookkeeping after the endpoint touched ``conn``: maps, events, its deadline in the
+        heap, and (unless it was just polled for output) the work set."""
+        if self._touched is not None:
+            self._touched[conn] = None
         if conn.cid_changes:
             self._sync_cids(conn)
         evs = conn.take_events()
         if evs:
             self._events.extend([(conn, ev) for ev in evs])
+            if logger.isEnabledFor(logging.INFO):
+                _log_events(conn, evs)
         if conn.is_terminated:
             self._forget(conn)
+            return
+        if conn in self._half_open and conn.handshake_confirmed:
+            dcid = self._half_open.pop(conn)
+            if dcid is not None and self._by_cid.get(dcid) is conn:
+                del self._by_cid[dcid]  # the client uses our connection IDs now
+        if not polled:
+            self._work[conn] = None
+        self._set_deadline(conn, conn.get_timer())
 
     def _forget(self, conn: Connection) -> None:
+        if conn not in self._connections:
+            return
+        del self._connections[conn]
         if conn._qlog is not None:
             conn._qlog.close()
-        for cid in [c for c, k in self._by_cid.items() if k is conn]:
-            del self._by_cid[cid]
-        try:
-            self._connections.remove(conn)
-        except ValueError:
-            pass
+        by_cid = self._by_cid
+        dcid = self._half_open.pop(conn, None)
+        for cid in (dcid, conn.original_dcid, *conn._host_cids.values()):
+            if cid is not None and by_cid.get(cid) is conn:
+                del by_cid[cid]
+        for token in conn.peer_reset_tokens():
+            if self._by_token.get(token) is conn:
+                del self._by_token[token]
+        self._work.pop(conn, None)
+        conn._work = None
+        self._set_deadline(conn, None)
+
+    # ------------------------------------------------------------------------------------
+    # the timer heap (module docstring)
+    def _set_deadline(self, conn: Connection, due: Optional[float]) -> None:
+        entry = self._entry.get(conn)
+        if entry is not None:
+            if due is not None and due >= entry[0]:
+                entry[3] = due  # later (or the same): moved down when it reaches the top
+                return
+            entry[3] = None  # earlier, or none: this entry is dead
+            self._dead_entries += 1
+            del self._entry[conn]
+        if due is None:
+            return
+        self._seq += 1
+        entry = [due, self._seq, conn, due]
+        self._entry[conn] = entry
+        heappush(self._heap, entry)
+        if self._dead_entries > 1024 and self._dead_entries > len(self._entry):
+            self._heap = [e for e in self._heap if e[3] is not None]
+            heapify(self._heap)
+            self._dead_entries = 0
+
+    def _top(self) -> Optional[list]:
+        """The heap's first live entry, with its key equal to its connection's deadline."""
+        heap = self._heap
+        while heap:
+            entry = heap[0]
+            due = entry[3]
+            if due is None:
+                heappop(heap)
+                self._dead_entries -= 1
+            elif due > entry[0]:
+                entry[0] = due  # its deadline moved later since it was pushed
+                self._seq += 1
+                entry[1] = self._seq
+                heapreplace(heap, entry)
+            else:
+                return entry
+        return None
 
     # ------------------------------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple]]:
-        """Everything every connection wants to send now, as ``(datagram, address)``."""
+        """What the connections with work want to send now, as ``(datagram, address)``."""
+        self._now = now
         out = self._stateless_out
         self._stateless_out = []
-        for conn in list(self._connections):
-            out.extend(conn.datagrams_to_send(now))
-            self._after(conn)
+        work = self._work
+        if work:
+            conns = list(work)
+            work.clear()  # a connection that could not send everything adds itself back
+            for conn in conns:
+                out.extend(conn.datagrams_to_send(now))
+                self._after(conn, True)
         return out
 
     def trains_to_send(self, now: float, max_bytes: int = 65000,
@@ -298,29 +507,57 @@ class Endpoint:
         """``datagrams_to_send`` as trains for segmentation offload: ``(data, segment_size,
         address)``, ``data`` holding datagrams of ``segment_size`` bytes back to back (the last
         may be shorter); see ``Connection.datagram_trains``."""
+        self._now = now
         out = [(d, len(d), a) for d, a in self._stateless_out]
         self._stateless_out = []
-        for conn in list(self._connections):
-            out.extend(conn.datagram_trains(now, max_bytes, max_segments))
-            self._after(conn)
+        work = self._work
+        if work:
+            conns = list(work)
+            work.clear()
+            for conn in conns:
+                out.extend(conn.datagram_trains(now, max_bytes, max_segments))
+                self._after(conn, True)
         return out
 
     def get_timer(self) -> Optional[float]:
-        """Earliest deadline of any connection."""
-        best = None
-        for conn in self._connections:
-            t = conn.get_timer()
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
+        """When ``handle_timer`` (then ``datagrams_to_send``) must next be called: the earliest
+        connection deadline, or at once (the latest time given) while connections have output
+        to build."""
+        if self._work or self._stateless_out:
+            return self._now
+        entry = self._top()
+        return None if entry is None else entry[0]
 
     def handle_timer(self, now: float) -> None:
-        """Run the timers of every connection whose deadline has passed."""
-        for conn in list(self._connections):
-            t = conn.get_timer()
-            if t is not None and t <= now:
-                conn.handle_timer(now)
-                self._after(conn)
+        """Run the timers of the connections whose deadline has passed (only those)."""
+        self._now = now
+        due = []
+        heap = self._heap
+        while True:
+            entry = self._top()
+            if entry is None or entry[0] > now:
+                break
+            heappop(heap)
+            conn = entry[2]
+            del self._entry[conn]
+            due.append(conn)
+        for conn in due:
+            conn.handle_timer(now)
+            self._after(conn)
+
+    def take_active(self) -> List[Connection]:
+        """The connections this endpoint gave input, ran timers of or polled for output since
+        the previous call (terminated ones included), so that a driver can look at just those
+        after a pass. The first call returns every live connection and starts the tracking."""
+        touched = self._touched
+        if touched is None:
+            self._touched = {}
+            return list(self._connections)
+        if not touched:
+            return []
+        out = list(touched)
+        touched.clear()
+        return out
 
     def next_event(self) -> Optional[Tuple[Connection, Event]]:
         """Pop the next ``(connection, event)``, or None."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import errno
-from typing import Optional
+from typing import Any, Dict, Optional
 
 __all__ = [
     "ErrorCode",
@@ -19,6 +19,7 @@ __all__ = [
     "AuthenticationError",
     "ConnectionRefused",
     "EndpointClosed",
+    "UndeliveredData",
 ]
 
 
@@ -74,11 +75,13 @@ class ConnectionTimeout(DQUICError, TimeoutError):
     """The peer did not answer in time (handshake or idle timeout)."""
 
 
-class ConnectionClosed(DQUICError):
-    """The connection was closed or reset by the peer or locally."""
+class ConnectionClosed(DQUICError, ConnectionResetError):
+    """The connection was closed or reset by the peer or locally. Like a reset socket it is
+    a ``ConnectionResetError`` with errno ``ECONNRESET``; ``error_code`` and ``reason`` are
+    what the CONNECTION_CLOSE carried."""
 
     def __init__(self, message: str = "connection closed", error_code: int = 0, reason: str = "") -> None:
-        super().__init__(message)
+        super().__init__(errno.ECONNRESET, message)
         self.error_code = error_code
         self.reason = reason
 
@@ -90,6 +93,22 @@ class AuthenticationError(DQUICError):
 class ConnectionRefused(DQUICError, ConnectionRefusedError):
     """The peer's host reported that nothing listens on that port (ICMP port unreachable)
     while the handshake was under way."""
+
+
+class UndeliveredData(DQUICError):
+    """Data the application queued was not acknowledged by its peer when ``close()`` gave up
+    on it (``linger`` ran out, or was 0) or when ``flush()`` timed out.
+
+    ``undelivered`` maps each peer address to the number of stream bytes it had not
+    acknowledged (messages with their few bytes of length prefix; they may or may not have
+    arrived, and none will be sent again). ``errno`` is ``ETIMEDOUT``.
+    """
+
+    def __init__(self, undelivered: Dict[Any, int], message: str = "") -> None:
+        total = sum(undelivered.values())
+        super().__init__(errno.ETIMEDOUT, message or (
+            f"{total} bytes queued for {len(undelivered)} peer(s) were not acknowledged"))
+        self.undelivered = dict(undelivered)
 
 
 class EndpointClosed(DQUICError):

@@ -107,8 +107,9 @@ class KeyPair:
         raise TypeError("KeyPair objects are not picklable; use save()/load()")
 
     # ------------------------------------------------------------------ files
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Write the key pair to ``path`` with mode 0600, replacing any existing file.
+    def save(self, path: Union[str, "os.PathLike[str]"], overwrite: bool = False) -> None:
+        """Write the key pair to ``path`` with mode 0600. An existing file is an error
+        (``FileExistsError``: a key file is an identity, not a cache) unless ``overwrite``.
 
         Format: a comment line, ``private: <base64>``, and ``public: <base64>`` for
         reference (the public line is recomputed and checked on load).
@@ -128,7 +129,13 @@ class KeyPair:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)  # fails if path exists, with no window for a race
+        finally:
+            os.unlink(tmp)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"]) -> "KeyPair":

@@ -29,12 +29,23 @@ next message (or a ``max_bytes`` piece of a large one) of each stream of one pee
 data stays in the core's stream buffers until ``receive_from`` reads it, so flow control slows a
 sender down when the application does not read: memory per connection stays bounded by the
 configured windows.
+
+Addresses
+---------
+A peer is named by its address, so an address belongs to one connection at a time. A new
+connection from an address whose connection is still live (the peer restarted, or somebody sent
+an Initial from that address: it takes no key) gets the address only once its handshake is
+confirmed, which needs the peer to have received our handshake reply there; the connection it
+replaces is then closed. Until then ``send_to``, ``receive_from`` and ``connections`` keep to
+the established connection, and a new connection that never confirms ends at the handshake
+timeout.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import errno
+import logging
 import os
 import select
 import socket
@@ -54,10 +65,13 @@ from .errors import (
     ConnectionTimeout,
     DQUICError,
     ErrorCode,
+    UndeliveredData,
 )
 from .events import ConnectionTerminated, HandshakeCompleted, MessageReceived, PathChanged
 
-__all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed"]
+__all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed", "UndeliveredData"]
+
+logger = logging.getLogger("dquic")
 
 #: Socket reads per driving step before the endpoint processes them.
 RECV_BATCH = 64
@@ -309,7 +323,10 @@ class DQUIC:
         self._io_cond = threading.Condition(lock)  # the I/O thread waits on this one
         self._waiters = 0  # API threads waiting on _cond
         self._peers: Dict[Any, _Peer] = {}  # core connection -> peer state
-        self._by_addr: Dict[Tuple, _Peer] = {}  # peer address -> newest usable peer state
+        self._by_addr: Dict[Tuple, _Peer] = {}  # peer address -> the peer state send_to uses
+        # connections a peer opened from an address that already has a live connection: they
+        # get the address once their handshake is confirmed (see _settle_contenders)
+        self._contenders: Dict[_Peer, None] = {}
         self._ready: "collections.OrderedDict[_Peer, None]" = collections.OrderedDict()
         self._sock: Optional[UDPSocket] = None
         self._thread: Optional[threading.Thread] = None
@@ -330,6 +347,12 @@ class DQUIC:
         self._addr_cache: Dict[Tuple, Tuple[int, Tuple]] = {}
         self._consumed = False
         self._tombstones = 0
+        # connections this side opened that ended with an error nobody was told of yet: the
+        # next send_to to that address reports it, or a receive_from with nothing to read
+        self._unreported: Dict["_Peer", None] = {}
+        # the fileno() descriptor (made on first use) and whether it is readable now
+        self._readable: Optional[Waker] = None
+        self._readable_set = False
         self._timeout: Optional[float] = None
         self._closing = False
         self._closed = False
@@ -359,11 +382,13 @@ class DQUIC:
 
     @property
     def connections(self) -> List[Connection]:
-        """Public views of the live connections."""
+        """Public views of the live connections: one per address, the one ``send_to`` uses (a
+        newer connection from an address already in use is listed once it has replaced the
+        older one, see ``_settle_contenders``)."""
         with self._cond:
             out = []
             for p in self._peers.values():
-                if p.terminated:
+                if p.terminated or p in self._contenders:
                     continue
                 if p.facade is None:
                     p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _lock=self._cond)
@@ -381,11 +406,54 @@ class DQUIC:
     def gettimeout(self) -> Optional[float]:
         return self._timeout
 
+    def setblocking(self, flag: bool) -> None:
+        """``setblocking(False)`` is ``settimeout(0.0)``, ``setblocking(True)`` is
+        ``settimeout(None)``, as for a socket. A call that would have to wait then raises
+        ``BlockingIOError`` (errno ``EAGAIN``)."""
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self) -> bool:
+        """False if calls never wait (timeout 0), as for a socket."""
+        return self._timeout != 0.0
+
+    def fileno(self) -> int:
+        """A descriptor that is readable while ``receive_from`` would return without waiting
+        (messages are ready, or a connection's error is waiting to be reported), for
+        ``select``/``selectors``/``add_reader`` loops. It is not the UDP socket: the protocol
+        keeps running in the background (ACKs, retransmissions) whether or not the
+        application reads."""
+        with self._cond:
+            self._check_open()
+            if self._readable is None:
+                self._readable = Waker()
+                self._readable_set = False
+                self._update_readable()
+            return self._readable.fileno()
+
+    def _update_readable(self) -> None:
+        """Keep the ``fileno()`` descriptor's readiness in step with ``receive_from`` (lock
+        held; level-triggered: set while something is ready, cleared once all was read)."""
+        ready_peers = self._ready
+        while ready_peers:
+            peer = next(iter(ready_peers))
+            if peer.stage or peer.conn.readable_streams():
+                break
+            del ready_peers[peer]  # everything it had was read
+            self._maybe_forget(peer)
+        ready = bool(ready_peers) or (bool(self._unreported) and not self._live_peers())
+        if ready and not self._readable_set:
+            self._readable_set = True
+            self._readable.wake()
+        elif not ready and self._readable_set:
+            self._readable_set = False
+            self._readable.drain()
+
     def __enter__(self) -> "DQUIC":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        # with an exception already on its way out, undelivered data is logged, not raised
+        self.close(abandon=exc_type is not None)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else (repr(self.local_address) if self._sock else "unbound")
@@ -421,7 +489,9 @@ class DQUIC:
         completes: ``ConnectionTimeout``, ``AuthenticationError`` or ``ConnectionRefused`` if it
         fails). Blocks while the connection already buffers ``max_send_buffer`` unacknowledged
         bytes (back-pressure), at most for the ``settimeout`` timeout (``TimeoutError``: the
-        messages before the one that did not fit were queued). Raises ``TypeError`` /
+        messages before the one that did not fit were queued; with ``settimeout(0)`` /
+        ``setblocking(False)`` it raises ``BlockingIOError`` instead, ``EINPROGRESS`` while the
+        handshake is under way and ``EAGAIN`` when the buffer is full). Raises ``TypeError`` /
         ``ValueError`` for bad arguments before anything is sent, and ``ConnectionClosed`` if the
         peer closed the connection (the next ``send_to`` opens a new one).
         """
@@ -464,6 +534,14 @@ class DQUIC:
                         raise ConnectionClosed("connection is closing") from None
                     buffered += n
                 self._kick()
+            except TimeoutError as exc:
+                if timeout == 0.0 and type(exc) is TimeoutError:
+                    # non-blocking (settimeout(0) / setblocking(False)), as for a socket
+                    if not peer.established:
+                        raise BlockingIOError(errno.EINPROGRESS, "handshake in progress: send "
+                                                                 "again once it completes") from None
+                    raise BlockingIOError(errno.EAGAIN, "the send buffer is full") from None
+                raise
             finally:
                 self._leave()
         return total
@@ -475,7 +553,11 @@ class DQUIC:
         most one per stream, ``max_bytes`` in total); a message longer than ``max_bytes`` comes
         in ``max_bytes`` pieces over successive calls. Peers and streams are served in turn.
         Blocks until something is ready, or raises ``TimeoutError`` after the ``settimeout``
-        timeout.
+        timeout (``BlockingIOError``, errno ``EAGAIN``, with a timeout of 0). When nothing is left to read, no connection is open any more, and one this
+        side opened ended with an error not yet reported (the server closed or restarted, the
+        handshake was refused, ...), raises that error (``ConnectionClosed``,
+        ``AuthenticationError``, ``ConnectionTimeout``, ``ConnectionRefused``) once, instead
+        of waiting for data that cannot come.
         """
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
             raise TypeError("max_bytes must be an int")
@@ -492,6 +574,8 @@ class DQUIC:
                     self._kick()
                 while True:
                     result = self._collect(max_bytes) if self._ready else None
+                    if self._readable is not None:
+                        self._update_readable()
                     if self._consumed:
                         # reading may have opened flow-control window to announce: that goes
                         # with the next packet (the reply the application is about to send, or
@@ -500,16 +584,74 @@ class DQUIC:
                         self._deferred_flush = True
                     if result is not None:
                         return result
-                    self._drive_or_wait(deadline, "timed out")
+                    if self._unreported and not self._live_peers():
+                        self._raise_unreported()
+                    try:
+                        self._drive_or_wait(deadline, "timed out")
+                    except TimeoutError:
+                        if timeout == 0.0:
+                            raise BlockingIOError(errno.EAGAIN, "no message is ready") from None
+                        raise
                     self._check_open()
             finally:
                 self._receiving -= 1
                 self._leave(flush=False)
 
-    def close(self) -> None:
+    def flush(self, timeout: Optional[float] = -1.0) -> None:
+        """Wait until every connection's queued data has been acknowledged by its peer.
+
+        ``timeout`` in seconds (None: no limit; default: the ``settimeout`` value). Raises
+        ``UndeliveredData`` (its ``undelivered`` maps peer address -> unacknowledged bytes) when
+        the time runs out or a connection with unacknowledged data ends; the data stays queued
+        on connections that are still open."""
+        if timeout == -1.0:
+            timeout = self._timeout
+        deadline = None if timeout is None else _monotonic() + timeout
+        with self._cond:
+            self._check_open()
+            self._active += 1
+            self._send_waiters += 1  # woken as acknowledgements arrive
+            try:
+                while True:
+                    busy = self._unacknowledged()
+                    lost = {p.addr: n for p, n in busy.items() if p.terminated}
+                    if lost:
+                        raise UndeliveredData(lost, f"{sum(lost.values())} bytes were not "
+                                                    f"acknowledged before the connection ended")
+                    if not busy:
+                        return
+                    try:
+                        self._drive_or_wait(deadline, "flush timed out")
+                    except TimeoutError:
+                        left = {p.addr: n for p, n in self._unacknowledged().items()}
+                        if left:
+                            raise UndeliveredData(left, f"flush timed out with {sum(left.values())} "
+                                                        f"bytes unacknowledged") from None
+                        return
+            finally:
+                self._send_waiters -= 1
+                self._leave()
+
+    def _unacknowledged(self) -> Dict["_Peer", int]:
+        """Peers with queued data not yet acknowledged -> bytes (lock held). Connections that
+        ended with data still queued are included (their data will never be acknowledged)."""
+        out = {}
+        for p in self._peers.values():
+            n = p.conn.send_buffered
+            if n and (not p.terminated or p.error is not None):
+                out[p] = n
+        return out
+
+    def close(self, abandon: bool = False) -> None:
         """Deliver queued data (waiting up to ``linger`` seconds for acknowledgements), close
         every connection, stop the I/O thread and close the socket. Idempotent; any later call
-        raises ``EndpointClosed`` (an ``OSError`` with errno ``EBADF``)."""
+        raises ``EndpointClosed`` (an ``OSError`` with errno ``EBADF``).
+
+        If data was still unacknowledged when the wait ended (``linger`` ran out, or is 0),
+        the socket is closed all the same and ``UndeliveredData`` is raised, listing the
+        bytes each peer had not acknowledged, unless ``abandon`` is true (then it is only
+        logged at WARNING on the ``dquic`` logger)."""
+        undelivered: Dict[Tuple, int] = {}
         with self._cond:
             if self._closing:
                 while not self._closed and self._thread is not None and self._thread.is_alive():
@@ -535,6 +677,9 @@ class DQUIC:
                     self._send_waiters -= 1
                 for p in list(self._peers.values()):
                     if not p.terminated:
+                        left = p.conn.send_buffered
+                        if left:
+                            undelivered[p.addr] = undelivered.get(p.addr, 0) + left
                         p.conn.close(0, "")
                 self._stop = True
                 self._cond.notify_all()
@@ -548,8 +693,18 @@ class DQUIC:
             if self._waker is not None:
                 self._waker.close()
                 self._waker = None
+            if self._readable is not None:
+                self._readable.close()
+                self._readable = None
             self._closed = True
             self._cond.notify_all()
+        if undelivered:
+            error = UndeliveredData(undelivered, f"close() abandoned {sum(undelivered.values())} "
+                                                 f"unacknowledged bytes queued for "
+                                                 f"{len(undelivered)} peer(s) (linger {self.linger} s)")
+            logger.warning("%s: %s", self, error.strerror)
+            if not abandon:
+                raise error
 
     # ------------------------------------------------------------------------------------
     # helpers for the API threads (called with the lock held unless noted)
@@ -709,6 +864,7 @@ class DQUIC:
         if peer is not None and peer.terminated:
             # report how the previous connection ended, once; the next call reconnects
             del self._by_addr[addr]
+            self._unreported.pop(peer, None)
             self._maybe_forget(peer)
             if peer.error is not None:
                 raise peer.error
@@ -727,6 +883,7 @@ class DQUIC:
             if self._by_addr.get(peer.addr) is peer:
                 del self._by_addr[peer.addr]
                 self._maybe_forget(peer)
+            self._unreported.pop(peer, None)
             raise peer.error or ConnectionClosed("connection closed")
         self._check_open()
 
@@ -747,12 +904,30 @@ class DQUIC:
             except TimeoutError:
                 pass  # the checks above say which deadline passed
 
+    def _live_peers(self) -> bool:
+        """True if any connection is still open (lock held)."""
+        return any(not p.terminated for p in self._peers.values())
+
+    def _raise_unreported(self) -> None:
+        """Raise (once) the error of a connection this side opened that has ended, when a
+        ``receive_from`` has nothing else to return (lock held)."""
+        peer = next(iter(self._unreported))
+        del self._unreported[peer]
+        if self._readable is not None:
+            self._update_readable()
+        if self._by_addr.get(peer.addr) is peer:
+            del self._by_addr[peer.addr]  # reported: the next send_to connects afresh
+            self._maybe_forget(peer)
+        raise peer.error or ConnectionClosed(f"connection to {peer.addr} closed")
+
     def _fail(self, peer: _Peer, error: BaseException) -> None:
         """Give up on a connection locally (lock held)."""
         if peer.terminated:
             return
         peer.terminated = True
         peer.error = error
+        if peer.outgoing and self._by_addr.get(peer.addr) is peer:
+            self._unreported[peer] = None
         if not peer.conn.is_closed:
             peer.conn.close(ErrorCode.CONNECTION_REFUSED if isinstance(error, ConnectionRefused) else 0,
                             "")
@@ -1031,8 +1206,14 @@ class DQUIC:
                 addr = normalize_address(ev.address)
                 peer = _Peer(conn, addr, False, _monotonic())
                 self._peers[conn] = peer
-                # the newest connection from an address wins (e.g. the peer restarted)
-                self._by_addr[addr] = peer
+                holder = self._by_addr.get(addr)
+                if holder is None or holder.terminated:
+                    self._by_addr[addr] = peer
+                else:
+                    # One unauthenticated datagram (anybody can send an Initial from any
+                    # address) never takes an address away from a live connection: the new
+                    # connection must first show that it receives at that address.
+                    self._contenders[peer] = None
             elif isinstance(ev, ConnectionTerminated):
                 if peer is not None:
                     self._on_terminated(peer, ev)
@@ -1042,14 +1223,41 @@ class DQUIC:
                     new = normalize_address(ev.new_addr)
                     if self._by_addr.get(peer.addr) is peer:
                         del self._by_addr[peer.addr]
+                    self._contenders.pop(peer, None)
                     peer.addr = new
                     self._by_addr[new] = peer
+        if self._contenders:
+            self._settle_contenders()
+        if notify and self._readable is not None:
+            self._update_readable()
         return notify
+
+    def _settle_contenders(self) -> None:
+        """A connection a peer opened from an address that already had a live connection gets
+        the address (``send_to``, ``connections``) once its handshake is confirmed (the server
+        received an authenticated 1-RTT packet: the client got our handshake reply at that
+        address, so the peer restarted or reconnected); the connection it replaces is closed,
+        unless this side opened it. Until then the established connection keeps the address,
+        and a contender that never confirms (a spoofed Initial) ends at the handshake timeout
+        without having disturbed it. A contender also gets an address whose connection ended."""
+        for peer in list(self._contenders):
+            if peer.terminated:
+                del self._contenders[peer]
+                continue
+            holder = self._by_addr.get(peer.addr)
+            if peer.conn.handshake_confirmed or holder is None or holder.terminated:
+                del self._contenders[peer]
+                self._by_addr[peer.addr] = peer
+                if (holder is not None and holder is not peer and not holder.terminated
+                        and not holder.outgoing and not holder.conn.is_closed):
+                    holder.conn.close(0, "replaced by a newer connection from the same address")
+                    self._flush_needed = True
 
     def _on_terminated(self, peer: _Peer, ev: ConnectionTerminated) -> None:
         if peer.terminated:
             return
         peer.terminated = True
+        self._contenders.pop(peer, None)
         code = ev.error_code
         if ev.timeout:
             what = "handshake" if not peer.established else "idle"
@@ -1075,10 +1283,12 @@ class DQUIC:
                 del self._by_addr[peer.addr]
             else:
                 self._tombstones += 1
+                self._unreported[peer] = None
                 if self._tombstones > MAX_TOMBSTONES:
                     for addr, p in list(self._by_addr.items()):
                         if p.terminated and p is not peer:
                             del self._by_addr[addr]
+                            self._unreported.pop(p, None)
                             self._maybe_forget(p)
                     self._tombstones = 1
         if peer not in self._ready:

@@ -344,6 +344,73 @@ def test_close_delivers_queued_data_and_wait_closed(run):
     assert got == [blob] and done == [True]
 
 
+def test_close_with_nothing_in_flight_does_not_wait_out_the_closing_period(run):
+    """close() + wait_closed() return once our CONNECTION_CLOSE is out: the closing period
+    (3 PTO, when stray packets are answered) is kept by the endpoint, not by the caller."""
+    server_side = []
+
+    async def handler(conn):
+        assert await conn.receive_message(2) == b"bye"
+        conn.close()
+        await conn.wait_closed()
+        server_side.append(conn._core.is_terminated)
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            conn = await aio.connect(*server.address)
+            await conn.send_message(1, b"x")
+            while conn.send_buffered:  # until the peer acknowledged it: nothing in flight
+                await asyncio.sleep(0.001)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            conn.close()
+            await conn.wait_closed()
+            elapsed = loop.time() - start
+            # the core is still in its closing period: it was not waited out
+            assert conn._core.is_closed and not conn._core.is_terminated, elapsed
+            other = await aio.connect(*server.address)
+            await other.send_message(2, b"bye")
+            with pytest.raises(ConnectionClosed):
+                await other.receive_message()
+            await other.wait_closed()
+
+    run(main)
+    assert server_side == [False]
+
+
+def test_close_reports_data_linger_could_not_deliver_and_flush(run):
+    """A peer that never reads stops the sender at its flow-control window: flush(timeout)
+    raises UndeliveredData with the account, and so does wait_closed() after a close()
+    whose linger ran out; abort() abandons without the report."""
+    release = []
+
+    async def handler(conn):
+        await release[0].wait()  # reads nothing until told
+
+    async def main():
+        release.append(asyncio.Event())
+        # the server keeps at most 64 KiB of whole messages out of its stream buffers
+        async with await aio.serve("127.0.0.1", 0, handler, receive_buffer=1 << 16) as server:
+            conn = await aio.connect(*server.address, linger=0.3, send_buffer_limit=16 << 20)
+            for _ in range(8):  # on one stream: the first message completes, the rest wait
+                await conn.send_message(0, bytes(1 << 20))
+            with pytest.raises(dquic.UndeliveredData) as info:
+                await conn.flush(0.2)
+            assert info.value.undelivered[conn.peer_address] > 0
+            conn.close()
+            with pytest.raises(dquic.UndeliveredData) as info:
+                await conn.wait_closed()
+            assert 1 << 20 <= info.value.undelivered[conn.peer_address] <= 8 * (1 << 20) + 64
+
+            other = await aio.connect(*server.address)
+            await other.send_message(1, bytes(3 << 20))
+            other.abort()
+            await other.wait_closed()  # abandoned on purpose: no report
+            release[0].set()
+
+    run(main)
+
+
 def test_server_close_ends_client_connection(run):
     async def main():
         server = await aio.serve("127.0.0.1", 0, _echo)

@@ -36,7 +36,6 @@ from dquic._codec import (
     StreamDataBlockedFrame,
     StreamFrame,
     StreamsBlockedFrame,
-    _bench_decode_stream_headers,
     check_frame_allowed,
     check_reserved_bits,
     decode_frames,
@@ -883,13 +882,6 @@ def test_decode_stream_frame_header_errors():
         decode_stream_frame_header(b"\x0c\x01")
     with pytest.raises(ProtocolError, match="truncated in length"):
         decode_stream_frame_header(bytearray(b"\x0a\x01"))
-
-
-def test_bench_helper_runs():
-    data = ref_stream_header(4, 100, 16, False) + b"x" * 16
-    assert _bench_decode_stream_headers(data, 1000) >= 0
-    with pytest.raises(ProtocolError):
-        _bench_decode_stream_headers(b"\x0a\x01", 10)
 
 
 # -- context rules --------------------------------------------------------------------------

@@ -16,8 +16,6 @@ from dquic._codec import (
     CryptoFrame,
     DataBlockedFrame,
     DatagramFrame,
-    DQUICFrame,
-    DQUICHeader,
     HandshakeDoneFrame,
     MaxDataFrame,
     MaxStreamDataFrame,
@@ -51,6 +49,7 @@ from dquic._codec import (
     push_long_header,
     push_short_header,
 )
+from dquic._seed import DQUICFrame, DQUICHeader
 from dquic.errors import ProtocolError
 from test_codec_reference import ref_frame, ref_varint
 

@@ -14,7 +14,7 @@ from dquic.config import Configuration
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
 from dquic.testing import LinkConfig
-from dquic.testing.apps import CLIENT_ADDR, make_pair
+from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
 
 
 def _established(**server_kw):
@@ -210,3 +210,102 @@ def test_memory_bounded_by_windows_whatever_the_peer_sends():
     # either it is still within limits, or it closed with FLOW_CONTROL_ERROR
     if server.terminated():
         assert _server_close_code(server) == ErrorCode.FLOW_CONTROL_ERROR
+
+
+def _established_for_flood(**server_kw):
+    """``_established``, then nothing the server sends reaches the client any more: the server
+    acknowledges the injected packets, which the real client never sent and would take for a
+    protocol violation; what matters here is what the server does."""
+    net, client, server, conn = _established(**server_kw)
+    net.link(CLIENT_ADDR, SERVER_ADDR, LinkConfig(delay=0.005), LinkConfig(delay=0.005, loss=1.0))
+    return net, client, server, conn
+
+
+def _flood(net, conn, server, make_frame, ids, per_packet=200):
+    """Inject one frame per stream id of ``ids``, ``per_packet`` frames to a packet."""
+    ids = list(ids)
+    for i in range(0, len(ids), per_packet):
+        _inject(net, conn, server, [make_frame(sid) for sid in ids[i:i + per_packet]])
+        if server.terminated():
+            break
+
+
+def test_frames_for_stream_halves_we_never_opened_create_nothing():
+    """MAX_STREAM_DATA and STOP_SENDING name our sending half of a stream; for a half we never
+    opened they are ignored: no stream state, no RESET_STREAM in reply, no limit consumed.
+    STREAM_DATA_BLOCKED for a stream we do not know is ignored as well."""
+    net, client, server, conn = _established_for_flood(max_streams=16)
+    sconn = server.endpoint.connections[0]
+    before = len(sconn._streams)
+    _flood(net, conn, server, lambda sid: codec.MaxStreamDataFrame(sid, 1 << 20),
+           range(1000, 51_000))
+    _flood(net, conn, server, lambda sid: codec.StopSendingFrame(sid, 7),
+           range(100_000, 150_000))
+    _flood(net, conn, server, lambda sid: codec.StreamDataBlockedFrame(sid, 0),
+           range(200_000, 210_000))
+    assert not server.terminated()
+    assert len(sconn._streams) == before
+    assert not sconn._send_queue  # no RESET_STREAM (nor anything else) queued in reply
+    assert sconn._peer_opened == 1  # stream 0, opened by the client's real data
+    assert not [e for _, e in server.events if type(e).__name__ == "StopSendingReceived"]
+    # the connection still works
+    _inject(net, conn, server, [codec.StreamFrame(0, 6, b"\x05after", False)])
+    assert server.count(0) == 2 and not server.terminated()
+
+
+def test_stop_sending_for_a_stream_the_peer_opened_and_we_never_sent_on():
+    """A stream the peer opened (its half) has no sending half of ours until we send: STOP_SENDING
+    for it is ignored too, so a peer cannot make us send a RESET_STREAM per stream it opens."""
+    net, client, server, conn = _established_for_flood(max_streams=64)
+    sconn = server.endpoint.connections[0]
+    _flood(net, conn, server, lambda sid: codec.StreamFrame(sid, 0, b"\x01x", False),
+           range(1, 40), per_packet=10)
+    _flood(net, conn, server, lambda sid: codec.StopSendingFrame(sid, 3), range(1, 40))
+    assert not server.terminated()
+    assert not sconn._send_queue
+    assert all(not sconn._streams[sid].send.is_reset for sid in range(1, 40))
+    # once we have sent on a stream, STOP_SENDING applies: RESET_STREAM goes back
+    sconn.send_message(5, b"reply")
+    net.poll()
+    _inject(net, conn, server, [codec.StopSendingFrame(5, 9)])
+    assert sconn._streams[5].send.is_reset  # and its RESET_STREAM went out
+    assert [e.stream_id for _, e in server.events
+            if type(e).__name__ == "StopSendingReceived"] == [5]
+
+
+def test_streams_opened_and_finished_without_end_keep_memory_bounded():
+    """A peer that keeps opening stream halves and finishing them at once (empty STREAM with
+    FIN, or RESET_STREAM), using every stream credit it is given, cannot make the server keep
+    state for all of them: finished halves beyond ``max_streams`` are forgotten once they are
+    three PTOs old, and their credit goes back only then."""
+    limit = 64
+    net, client, server, conn = _established_for_flood(max_streams=limit)
+    sconn = server.endpoint.connections[0]
+    sid = 1000
+    opened = 0
+    largest = 0
+    for rnd in range(400):
+        room = sconn._max_streams_local - sconn._peer_opened
+        if room <= 0:
+            net.run_for(0.05)  # wait for credit, as a peer that obeys MAX_STREAMS does
+            continue
+        frames = []
+        for _ in range(min(room, 100)):
+            sid += 1
+            if sid % 2:
+                frames.append(codec.StreamFrame(sid, 0, b"", True))
+            else:
+                frames.append(codec.ResetStreamFrame(sid, 1, 0))
+        _inject(net, conn, server, frames)
+        opened += len(frames)
+        assert not server.terminated(), server.terminated()
+        largest = max(largest, len(sconn._streams))
+    assert opened >= 5_000
+    assert largest <= 2 * limit + 2, largest
+    # late frames for the newest finished halves are still recognised and ignored
+    opened_before = sconn._peer_opened
+    _inject(net, conn, server, [codec.StreamFrame(sid, 0, b"", True),
+                                codec.ResetStreamFrame(sid - 1, 1, 0)])
+    assert sconn._peer_opened == opened_before and not server.terminated()
+    _inject(net, conn, server, [codec.StreamFrame(0, 6, b"\x05after", False)])
+    assert server.count(0) == 2

@@ -27,17 +27,17 @@ from dquic.testing.apps import test_identity as _identity
 SERVER = ("192.0.2.1", 4433)
 CLIENT = ("198.51.100.7", 50000)
 ONE_WAY = 0.005
-#: An idle, established, encrypted server connection holds about 7.1 KB of Python allocations
-#: in this workload, its endpoint's routing entries included (21 KB before connections released
-#: their handshake state, queues, scratch buffers and idle buffers): fail at 1.5 times that.
-MAX_IDLE_BYTES = 10_700
+#: An idle, established, encrypted server connection holds about 7.6 KB of Python allocations
+#: in this workload, its endpoint's routing and timer entries included (22.6 KB before
+#: connections released their handshake state, queues, scratch buffers and idle buffers): fail
+#: at 1.5 times that.
+MAX_IDLE_BYTES = 11_500
 
 
 def _exchange(server: Endpoint, client: Endpoint, count: int, now: float):
     """``count`` client connections to ``server``: each completes the handshake, sends one
     message and reads the server's answer; then everything is left to go quiet. Only the
-    public endpoint API is used (every call visits every connection: keep ``count`` small).
-    Returns (server connections, the time when all is quiet)."""
+    public endpoint API is used. Returns (server connections, the time when all is quiet)."""
     wire = []          # (arrival, seq, to_server, data)
     seq = 0
     sconns = []

@@ -60,10 +60,14 @@ def test_save_load_mode_0600(tmp_path):
     text = p.read_text()
     assert text.startswith("#")
     assert KeyPair.load(p) == a
+    # an existing key file is never replaced by accident
+    b = KeyPair.generate()
+    with pytest.raises(FileExistsError):
+        b.save(p)
+    assert KeyPair.load(p) == a
     # Overwrite keeps 0600 even if the old file was wider.
     os.chmod(p, 0o644)
-    b = KeyPair.generate()
-    b.save(str(p))
+    b.save(str(p), overwrite=True)
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
     assert KeyPair.load(str(p)) == b
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]

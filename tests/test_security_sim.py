@@ -196,3 +196,139 @@ def test_spoofed_flood_costs_bounded_state_and_amplification():
     for addr, n in sent_back.items():
         assert n <= 3 * received[addr], (addr, n, received[addr])
     assert sep.retries_sent > 0
+
+
+
+def _forged_handshake_packet(dcid, scid, pn, frames):
+    """A HANDSHAKE packet anyone can make: these packets carry no packet protection."""
+    from dquic import _codec as codec
+
+    buf = codec.Buffer(capacity=1500)
+    length_off = codec.push_long_header(buf, codec.PACKET_HANDSHAKE, codec.DQUIC_VERSION_1, dcid,
+                                        scid, b"", pn, 2)
+    start = buf.tell()
+    for f in frames:
+        codec.push_frame(buf, f)
+    codec.patch_length(buf, length_off, 2 + buf.tell() - start)
+    return buf.data
+
+
+def _spoofed_handshake(forged_packets, seed):
+    """An attacker sends an Initial from a victim's address, then ``forged_packets`` HANDSHAKE
+    packets to the original DCID it chose itself (the endpoint routes that ID to the new
+    connection); the server's application answers the new connection at once with plenty of
+    data (0.5-RTT: the server's side of an NX handshake is complete after its reply). Returns
+    ``(bytes the server sent to the victim, bytes it received from the victim's address)``."""
+    from dquic import _codec as codec
+
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01), seed=seed)
+    conn.send_message(1, b"warm up")
+    net.run(until=lambda: server.count(1) == 1, max_time=5)
+    sep = server.endpoint
+    victim = ("203.0.113.9", 4444)
+    received = 0
+    sent = [0]
+
+    def count_sent(t, kind, src, dst, size):
+        if kind == "send" and src == SERVER_ADDR and dst == victim:
+            sent[0] += size
+
+    net.on_event(count_sent)
+    spoofer = Connection(Configuration(), SERVER_ADDR)
+    spoofer.connect(net.now)
+    for d, _ in spoofer.datagrams_to_send(net.now):
+        received += len(d)
+        sep.receive_datagram(d, victim, net.now)
+    (sconn,) = [c for c in sep.connections if c.peer_addr == victim]
+    # the handshake packet-number space goes on after the Initial's packet number
+    for pn in range(1, 1 + forged_packets):
+        d = _forged_handshake_packet(spoofer.original_dcid, spoofer.host_cid, pn,
+                                     [codec.PingFrame()])
+        received += len(d)
+        sep.receive_datagram(d, victim, net.now)
+    assert sconn.packets_received == 1 + forged_packets and not sconn.is_closed
+    assert sconn.handshake_complete
+    sconn.send_message(1, bytes(200_000))
+    net.poll(SERVER_ADDR)
+    net.run_for(5.0)
+    assert server.count(1) == 1 and conn.is_established  # the real client was not disturbed
+    return sent[0], received
+
+
+def test_spoofed_initial_answered_with_data_stays_within_three_times():
+    """What the server sends to an address it has not validated stays within 3x what it
+    received from there, counted packet by packet (not once per batch of packets)."""
+    sent, received = _spoofed_handshake(0, seed=12)
+    assert 0 < sent <= 3 * received, (sent, received)
+
+
+def test_forged_handshake_packets_do_not_validate_a_spoofed_address():
+    """HANDSHAKE packets to the client-chosen original DCID prove nothing about the address
+    they claim to come from (anyone can make them): the 3x limit still holds."""
+    sent, received = _spoofed_handshake(5, seed=13)
+    assert 0 < sent <= 3 * received, (sent, received)
+
+
+def test_new_path_that_never_answers_stays_within_three_times():
+    """After the client's address changes, the server sends the new address at most 3x what
+    arrived from it until PATH_RESPONSE comes back: later packets from that address do not
+    validate it (an on-path attacker rewriting source addresses gets no more than 3x)."""
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01, bandwidth=50e6), seed=14)
+    conn.send_message(1, b"hello")
+    net.run(until=lambda: server.count(1) == 1, max_time=5)
+    net.run_for(0.5)
+    sconn = server.endpoint.connections[0]
+    new_addr = ("198.51.100.10", 40002)
+    counts = {"in": 0, "out": 0}
+
+    def count(t, kind, src, dst, size):
+        if kind == "send" and src == new_addr and dst == SERVER_ADDR:
+            counts["in"] += size
+        elif kind == "send" and src == SERVER_ADDR and dst == new_addr:
+            counts["out"] += size
+
+    net.on_event(count)
+    net.rebind(CLIENT_ADDR, new_addr)
+    # the client sends from the new address; nothing sent there comes back
+    net.link(new_addr, SERVER_ADDR, LinkConfig(delay=0.01, bandwidth=50e6),
+             LinkConfig(delay=0.01, bandwidth=50e6, loss=1.0))
+    for i in range(3):
+        conn.send_message(3, b"moved %d" % i)
+        net.poll(new_addr)
+        net.run_for(0.015)
+    assert sconn.peer_addr == new_addr
+    # now the server's application has a lot to say
+    sconn.send_message(2, os.urandom(1 << 20))
+    for _ in range(50):
+        net.poll(SERVER_ADDR)
+        net.run_for(0.01)
+        assert counts["out"] <= 3 * counts["in"], counts
+    assert counts["in"] > 0 and counts["out"] > 0
+
+
+def test_spoofed_connection_ends_at_the_handshake_timeout():
+    """For NK/IK/NX the server's side of the handshake is complete once it replied, but the
+    handshake is not confirmed until an authenticated 1-RTT packet from the client arrives: a
+    connection from a spoofed address, which never confirms, ends at the handshake timeout
+    (not at the idle timeout), and the established client is not disturbed."""
+    scfg = Configuration(is_client=False, handshake_timeout=2.0, idle_timeout=30.0)
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01), seed=15, server_config=scfg)
+    conn.send_message(1, b"hello")
+    net.run(until=lambda: server.count(1) == 1, max_time=5)
+    sep = server.endpoint
+    t0 = net.now
+    spoofer = Connection(Configuration(), SERVER_ADDR)
+    spoofer.connect(net.now)
+    for d, _ in spoofer.datagrams_to_send(net.now):
+        sep.receive_datagram(d, ("203.0.113.9", 4444), net.now)
+    net.poll(SERVER_ADDR)
+    (half_open,) = [c for c in sep.connections if c.peer_addr != CLIENT_ADDR]
+    assert half_open.handshake_complete and not half_open.handshake_confirmed
+    for i in range(6):
+        conn.send_message(1, b"tick %d" % i)
+        net.run_for(0.5)
+    assert net.now - t0 >= 2.5
+    assert half_open not in sep.connections and half_open.is_terminated
+    ends = [e for c, e in server.events if c is half_open and isinstance(e, ConnectionTerminated)]
+    assert ends and ends[0].timeout and ends[0].reason == "handshake timeout"
+    assert server.count(1) == 7 and conn.is_established

@@ -12,11 +12,10 @@ from dquic._codec import (
     PACKET_VERSION_NEGOTIATION,
     PACKET_ZERO_RTT,
     Buffer,
-    DQUICFrame,
-    DQUICHeader,
     decode_stream_frame_header,
     pull_header,
 )
+from dquic._seed import DQUICFrame, DQUICHeader
 from dquic.errors import ProtocolError
 from test_codec_reference import ref_long_header, ref_short_header, ref_stream_header, ref_varint
 

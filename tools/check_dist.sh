@@ -120,6 +120,12 @@ for mod in pyx:
         want = f"dquic/{mod}{ext}"
         if os.path.exists(os.path.join(src, want)) and want not in names:
             problems.append(f"sdist lacks {want}")
+# a .pxd without a .pyx (dquic/_wire.pxd: inline functions compiled into the modules that cimport
+# it) is part of the cimport-able C API all the same
+for pxd in sorted(glob.glob(os.path.join(src, "dquic", "*.pxd"))):
+    want = "dquic/" + os.path.basename(pxd)
+    if os.path.basename(pxd)[:-4] not in pyx and want not in names:
+        problems.append(f"sdist lacks {want}")
 for want in ("pyproject.toml", "setup.py", "LICENSE", "README.md"):
     if os.path.exists(os.path.join(src, want)) and want not in names:
         problems.append(f"sdist lacks {want}")
@@ -138,6 +144,9 @@ for mod in pyx:
         problems.append(f"wheel lacks the compiled extension dquic/{mod}")
     if os.path.exists(os.path.join(src, "dquic", mod + ".pyi")) and f"dquic/{mod}.pyi" not in wnames:
         problems.append(f"wheel lacks the stub dquic/{mod}.pyi")
+for pxd in sorted(glob.glob(os.path.join(src, "dquic", "*.pxd"))):
+    if "dquic/" + os.path.basename(pxd) not in wnames:
+        problems.append(f"wheel lacks dquic/{os.path.basename(pxd)} (the C API other modules cimport)")
 for want in ("dquic/__init__.py", "dquic/py.typed", "dquic/pytest_plugin.py", "dquic/testing/__init__.py",
              "DQUIC.py"):
     if os.path.exists(os.path.join(src, want)) and want not in wnames:

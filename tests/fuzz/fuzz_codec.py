@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 # The codec itself is compiled (nothing to instrument in Python); importing the package
 # without instrument_imports keeps unrelated modules uninstrumented and the target fast.
 from dquic import _codec as codec  # noqa: E402
+from dquic import _seed  # noqa: E402
 from dquic.errors import ProtocolError  # noqa: E402
 
 
@@ -118,11 +119,11 @@ def TestOneInput(data: bytes) -> None:
     except ProtocolError:
         pass
     try:
-        codec.DQUICFrame.from_bytes(body)
+        _seed.DQUICFrame.from_bytes(body)
     except ProtocolError:
         pass
     try:
-        codec.DQUICHeader.from_bytes(body)
+        _seed.DQUICHeader.from_bytes(body)
     except ProtocolError:
         pass
     try:
@@ -148,7 +149,7 @@ def seed_inputs():
     seeds = [b"\x00" + codec.encode_frames([f]) for f in frames]
     seeds.append(b"\x01" + codec.encode_frames(frames))
     for ptype in (codec.PACKET_INITIAL, codec.PACKET_HANDSHAKE, codec.PACKET_SHORT):
-        seeds.append(b"\x08" + codec.DQUICHeader(ptype, 77, dcid=b"D" * 8).to_bytes() + b"payload")
+        seeds.append(b"\x08" + _seed.DQUICHeader(ptype, 77, dcid=b"D" * 8).to_bytes() + b"payload")
     seeds.append(b"\x00" + codec.encode_retry(codec.DQUIC_VERSION_1, b"d", b"s", b"tok", b"T" * 16))
     seeds.append(b"\x00" + codec.encode_version_negotiation(b"d", b"s", [codec.DQUIC_VERSION_1]))
     return seeds

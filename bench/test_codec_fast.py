@@ -1,7 +1,10 @@
-"""Tests of the single-call entry points of dquic._codec (encode_/decode_stream_frame,
-encode_/decode_short_header, encode_/decode_long_header, encode_/decode_ack): same bytes and
-values as the Buffer/frame-object API, the same argument checks, and malformed input raises
-only ProtocolError."""
+"""Tests of the single-call entry points of bench/codec_fast.pyx (encode_/decode_stream_frame,
+encode_/decode_short_header, encode_/decode_long_header, encode_/decode_ack), the compiled side
+of test_bench_codec.py: same bytes and values as the Buffer/frame-object API of dquic._codec, the
+same argument checks, and malformed input raises only ProtocolError.
+
+Run:  python -m pytest bench/test_codec_fast.py   (not benchmarks: --benchmark-only skips them)
+"""
 from __future__ import annotations
 
 import pytest
@@ -15,16 +18,8 @@ from dquic._codec import (
     AckFrame,
     Buffer,
     StreamFrame,
-    decode_ack,
-    decode_long_header,
-    decode_short_header,
-    decode_stream_frame,
-    encode_ack,
     encode_frames,
-    encode_long_header,
     encode_retry,
-    encode_short_header,
-    encode_stream_frame,
     encode_version_negotiation,
     patch_length,
     pull_frame,
@@ -35,6 +30,20 @@ from dquic._codec import (
     push_short_header,
 )
 from dquic.errors import ErrorCode, ProtocolError
+from cython_build import import_pyx
+
+import_pyx("codec_fast")  # compiled on first use
+from codec_fast import (  # noqa: E402
+    bench_decode_stream_headers,
+    decode_ack,
+    decode_long_header,
+    decode_short_header,
+    decode_stream_frame,
+    encode_ack,
+    encode_long_header,
+    encode_short_header,
+    encode_stream_frame,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 u62 = st.integers(0, 2**62 - 1)
@@ -449,3 +458,11 @@ def test_mutated_ack_raises_only_protocol_error(ranges, data):
         encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(encoded)))
     only_protocol_errors(decode_ack, bytes(encoded[:cut]))
+
+
+# -- the C-loop benchmark helper ---------------------------------------------------------------
+def test_bench_decode_stream_headers_runs():
+    data = encode_stream_frame(4, 100, b"x" * 16)
+    assert bench_decode_stream_headers(data, 1000) >= 0
+    with pytest.raises(ProtocolError):
+        bench_decode_stream_headers(b"\x0a\x01", 10)

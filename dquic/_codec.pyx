@@ -201,6 +201,13 @@ cdef class Buffer:
             self._owned = NULL
             self._base = NULL
 
+    def __sizeof__(self):
+        # the object plus the storage it allocated (what sys.getsizeof reports)
+        cdef Py_ssize_t owned = 0
+        if self._owned != NULL:
+            owned = self._size if self._base == self._owned else 1
+        return type(self).__basicsize__ + owned
+
     def __getbuffer__(self, Py_buffer* view, int flags):
         # exports the whole storage (read-only), so pull_view works on write buffers too
         if (self._owned != NULL and self._base != self._owned) or (

@@ -89,12 +89,11 @@ cdef class Connection:
     cdef public object _random
     cdef public object _reset_token
     cdef public int _state
-    cdef public object _events
+    cdef public list _events
     # connection IDs
     cdef public dict _host_cids
     cdef public long long _host_cid_seq
     cdef public list _cids_to_issue
-    cdef public list _retire_host_requested
     cdef public dict _peer_cids
     cdef public long long _peer_cid_seq
     cdef public list _retire_to_send
@@ -109,6 +108,7 @@ cdef class Connection:
     # transport parameters
     cdef public object _local_params
     cdef public object _peer_params
+    cdef public double _peer_idle_timeout
     cdef public double _peer_max_ack_delay
     cdef public int _peer_ack_delay_exponent
     cdef public uint64_t _peer_max_datagram_frame
@@ -137,7 +137,6 @@ cdef class Connection:
     cdef public bint _want_max_streams
     cdef public int64_t _streams_blocked_reported
     cdef public uint64_t _streams_counted
-    cdef public object _waiting_for_stream_credit
     cdef public object _finished                 # deque of (forget_after, _Stream): finished peer halves
     cdef public Py_ssize_t _finished_max         # how many of them are always remembered
     cdef public int64_t _credit_owed             # stream credits held back until one is forgotten
@@ -170,6 +169,7 @@ cdef class Connection:
     cdef public double _close_sent_at
     cdef public bint _local_close
     cdef public double _now_hint
+    cdef public double _idle_released_at
     # configuration copied at construction (hot path)
     cdef public int _cid_len
     cdef public Py_ssize_t _mds
@@ -180,8 +180,8 @@ cdef class Connection:
     cdef public double _max_ack_delay
     cdef public uint64_t _stream_window_max
     cdef public uint64_t _stream_window_initial
-    # reusable buffers and records
-    cdef public Buffer _sbuf
+    # scratch buffers and recycled records, shared by all connections (see _connection.pyx)
+    cdef public Buffer _sbuf                 # borrowed while packets are built, else None
     cdef public Buffer _rbuf
     cdef public list _free_sent
 
@@ -197,9 +197,13 @@ cdef class Connection:
     cdef int _fill_timers(self, double* t) except -1
     cdef bint _handshake_pending(self)
     cdef double _effective_idle_timeout(self)
+    cdef bint _idle_release_pending(self)
+    cdef double _idle_release_time(self)
+    cdef int _release_idle(self) except -1
     cdef int64_t _amplification_room(self)
     cdef int _check_app_limited(self, Py_ssize_t mds) except -1
     cdef int _count_sent(self, Py_ssize_t total) except -1
+    cdef void _return_scratch(self)
     cdef int _set_app_protection(self, object seal, object open_) except -1
     cdef bint _short_dcid_ok(self, const uint8_t* dcid)
     cdef bint _awaits_validation(self)

@@ -14,6 +14,7 @@ SPACE_APPLICATION: int
 MAX_STREAM_ID: int
 MAX_CRYPTO_BUFFER: int
 MAX_PENDING_PATH_RESPONSES: int
+IDLE_RELEASE_AFTER: float
 
 class _PlainHandshake:
     complete: bool
@@ -25,7 +26,7 @@ class _PlainHandshake:
     def protections(self, **_: Any) -> Tuple[Any, Any]: ...
 
 class _Space:
-    rx: RangeSet
+    rx: Optional[RangeSet]  # None once the space is discarded
     rx_floor: int
     largest_rx: int
     largest_rx_time: float
@@ -33,11 +34,12 @@ class _Space:
     unacked_eliciting: int
     ack_deadline: float  # < 0: none
     next_pn: int
-    crypto_send: SendStream
-    crypto_recv: RecvStream
+    crypto_send: Optional[SendStream]  # the handshake space's, until it is discarded
+    crypto_recv: Optional[RecvStream]
     discarded: bool
     largest_acked: int
-    def __init__(self, max_ranges: int) -> None: ...
+    def __init__(self, max_ranges: int, crypto: bool = ...) -> None: ...
+    def release(self) -> None: ...
 
 class _Stream:
     stream_id: int

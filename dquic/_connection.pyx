@@ -83,6 +83,9 @@ SPACE_APPLICATION = 1
 MAX_STREAM_ID = (1 << 62) - 1
 MAX_CRYPTO_BUFFER = 16 * 1024
 MAX_PENDING_PATH_RESPONSES = 4
+#: An established connection with nothing received for this long (at least 3 PTO) gives back
+#: the memory only moving data needs (see Connection._release_idle).
+IDLE_RELEASE_AFTER = 1.0
 
 cdef enum:
     SP_HS = 0
@@ -104,8 +107,12 @@ cdef enum:
     F_PATH_RESPONSE = 0x1B
     F_CONNECTION_CLOSE = 0x1C
     F_CONNECTION_CLOSE_APP = 0x1D
-    # recycled sent-packet records kept per connection
+    # recycled sent-packet records kept (for all connections)
     FREE_SENT_MAX = 4096
+    # idle send buffers kept (one per thread building packets at the same time), and their
+    # size: the largest max_datagram_size (Configuration.validate: at most 65527)
+    SEND_SCRATCH_MAX = 16
+    SEND_SCRATCH_SIZE = 65536
     INLINE_STREAMS = 8
     # the codec's default limit on ranges in a received ACK frame
     ACK_RANGES_LIMIT = 256
@@ -123,10 +130,11 @@ cdef enum:
     TIMER_OLD_KEYS = 8         # drop the keys of the previous key phase
     TIMER_CLOSE = 9            # closing or draining period over
     TIMER_STREAM_CREDIT = 10   # forget an old finished stream half, give its credit back
-    TIMER_KINDS = 11
+    TIMER_IDLE_RELEASE = 11    # quiet for a while: give back idle memory (_release_idle)
+    TIMER_KINDS = 12
 
 TIMER_NAMES = ("loss", "ack_handshake", "ack", "pacing", "handshake", "idle", "keep_alive",
-               "path_validation", "old_keys", "close", "stream_credit")
+               "path_validation", "old_keys", "close", "stream_credit", "idle_release")
 
 cdef uint64_t VARINT_MAX = ((<uint64_t>1) << 62) - 1
 cdef int64_t PN_MAX = ((<int64_t>1) << 62) - 1
@@ -134,6 +142,9 @@ cdef uint64_t DQUIC_VERSION_1 = codec.DQUIC_VERSION_1
 
 cdef object _PROTOCOL_VIOLATION = ErrorCode.PROTOCOL_VIOLATION
 cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
+# handshake packets are not encrypted (the Noise messages they carry are): one stateless
+# NullProtection serves every connection
+cdef object _NULL_PROTECTION = NullProtection()
 
 
 # ------------------------------------------------------------------------------ C helpers
@@ -178,6 +189,38 @@ cdef inline void _add_other(_Sent rec, tuple item):
     if rec.other is None:
         rec.other = []
     rec.other.append((rec.nstream, item))
+
+
+# --- scratch state shared by every connection -----------------------------------------------
+# A packet is built in a send buffer from its header to its sealing within one call, and a
+# sent-packet record is idle between its recycling and its reuse: neither needs to belong to a
+# connection. Both are lent out under the GIL; a connection returns its send buffer at the end
+# of datagrams_to_send / datagram_trains (any number of threads may be building packets at
+# once: each holds its own buffer until then).
+cdef list _SEND_SCRATCH = []          # idle send buffers
+cdef list _FREE_SENT = []             # recycled _Sent records (at most FREE_SENT_MAX)
+# STREAM frame headers are parsed with this Buffer pointed at the packet for the length of one
+# C call (no Python code runs in between): one serves every connection
+cdef Buffer _RECV_SCRATCH = Buffer(capacity=0)
+_RECV_SCRATCH._writable = False
+
+
+cdef Buffer _take_scratch(Py_ssize_t size):
+    # every send buffer holds the largest datagram; lent out, it shows only ``size`` bytes, so
+    # writing past a connection's max_datagram_size still fails as with a buffer of its own
+    cdef Buffer b
+    if _SEND_SCRATCH:
+        b = <Buffer>_SEND_SCRATCH.pop()
+    else:
+        b = Buffer(capacity=SEND_SCRATCH_SIZE)
+    b._size = size if size < SEND_SCRATCH_SIZE else SEND_SCRATCH_SIZE  # never past the storage
+    return b
+
+
+cdef inline void _give_scratch(Buffer b):
+    b._size = SEND_SCRATCH_SIZE
+    if len(_SEND_SCRATCH) < SEND_SCRATCH_MAX:
+        _SEND_SCRATCH.append(b)
 
 
 cdef inline int _add_stream_record(_Sent rec, uint64_t sid, uint64_t off, uint64_t length,
@@ -226,9 +269,13 @@ class _PlainHandshake:
 
 
 cdef class _Space:
-    """Per packet-number-space state: receive bookkeeping for ACKs, crypto stream halves."""
+    """Per packet-number-space state: receive bookkeeping for ACKs, crypto stream halves.
 
-    def __init__(self, Py_ssize_t max_ranges):
+    Only the handshake space starts with crypto streams (the application space makes its
+    receiving half if a CRYPTO frame ever arrives in it); once a space is discarded its
+    bookkeeping is released (``release``)."""
+
+    def __init__(self, Py_ssize_t max_ranges, bint crypto=True):
         self.rx = RangeSet(max_ranges=max_ranges)
         self.rx_floor = 0  # packet numbers below this are treated as duplicates
         self.largest_rx = -1
@@ -237,10 +284,17 @@ cdef class _Space:
         self.unacked_eliciting = 0  # ack-eliciting packets received since our last ACK
         self.ack_deadline = -1.0
         self.next_pn = 0
-        self.crypto_send = SendStream(0)
-        self.crypto_recv = RecvStream(0, MAX_CRYPTO_BUFFER)
+        self.crypto_send = SendStream(0) if crypto else None
+        self.crypto_recv = RecvStream(0, MAX_CRYPTO_BUFFER) if crypto else None
         self.discarded = False
         self.largest_acked = -1  # largest of our packet numbers the peer acknowledged
+
+    def release(self):
+        """Drop what only a live space needs (after ``discarded`` is set): its received
+        packet numbers and crypto streams. Nothing reads them once the space is discarded."""
+        self.rx = None
+        self.crypto_send = None
+        self.crypto_recv = None
 
 
 cdef class _Stream:
@@ -320,7 +374,7 @@ cdef class Connection:
         self._reset_token = reset_token or (lambda cid: random_bytes(16))
         self.peer_addr = peer_addr
         self._state = _HANDSHAKING
-        self._events = deque()
+        self._events = []
 
         # configuration read on the per-packet paths
         self._cid_len = config.connection_id_length
@@ -339,7 +393,6 @@ cdef class Connection:
         self._host_cids = {0: self.host_cid}  # sequence -> cid
         self._host_cid_seq = 0
         self._cids_to_issue = []
-        self._retire_host_requested = []
         self.cid_changes = [("add", self.host_cid)]
         self._retry_scid = retry_source_cid  # server: the Retry we sent; client: the one we got
         self._retry_token = b""
@@ -357,7 +410,7 @@ cdef class Connection:
 
         # packet-number spaces, loss recovery, congestion control
         self._hs = _Space(config.max_ack_ranges)
-        self._app = _Space(config.max_ack_ranges)
+        self._app = _Space(config.max_ack_ranges, False)
         self._spaces = [self._hs, self._app]
         self._cc = _make_controller(config)
         self._recovery = Recovery(self._cc, max_ack_delay=0.0, initial_rtt=config.initial_rtt)
@@ -368,7 +421,8 @@ cdef class Connection:
 
         # transport parameters
         self._local_params = self._make_transport_params()
-        self._peer_params = None
+        self._peer_params = None  # until the handshake is confirmed
+        self._peer_idle_timeout = 0.0  # the peer's max_idle_timeout in seconds (0: none)
         self._peer_max_ack_delay = 0.025
         self._peer_ack_delay_exponent = 3
         self._peer_max_datagram_frame = 0
@@ -380,8 +434,8 @@ cdef class Connection:
             else:
                 handshake = _PlainHandshake(self.is_client, self._local_params.encode())
         self._handshake = handshake
-        self._seal = [NullProtection(), None]
-        self._open = [NullProtection(), None]
+        self._seal = [_NULL_PROTECTION, None]
+        self._open = [_NULL_PROTECTION, None]
         self._app_seal = None
         self._app_open = None
         self._app_tag = 0
@@ -392,7 +446,8 @@ cdef class Connection:
         # streams and flow control
         self._streams = {}
         self._last_stream = None
-        self._send_queue = deque()
+        # streams with something to send, round robin (a deque; None while empty)
+        self._send_queue = None
         self._peer_max_data = 0
         self._peer_stream_limit = 0  # initial MAX_STREAM_DATA for our halves
         self._data_sent = 0  # sum of highest offsets sent, all streams (connection credit used)
@@ -406,15 +461,15 @@ cdef class Connection:
         self._want_max_streams = False
         self._streams_blocked_reported = -1
         self._streams_counted = 0
-        self._waiting_for_stream_credit = deque()
         # stream halves the peer opened and finished, on streams we never sent on (their whole
         # state came from the peer): the newest max_streams stay, older ones are forgotten
-        self._finished = deque()
+        # (a deque; None while empty)
+        self._finished = None
         self._finished_max = config.max_streams
         self._credit_owed = 0
 
         # unreliable datagrams (RFC 9221)
-        self._datagrams = deque()
+        self._datagrams = None  # (id, data) waiting to be sent (a deque; None while empty)
         self._datagram_seq = 0
 
         # paths (RFC 9000 §8.2, §9)
@@ -424,7 +479,7 @@ cdef class Connection:
         self._address_validated = self.is_client or retry_source_cid is not None
         self._path_challenge = None  # (data, addr, deadline)
         self._path_challenge_sent = False
-        self._path_responses = deque()
+        self._path_responses = None  # PATH_RESPONSE data to send (a deque; None while empty)
         self._previous_addr = None
         self._ping_pending = False
         self._old_keys_deadline = None  # when to drop pre-key-update keys
@@ -441,6 +496,7 @@ cdef class Connection:
         self._close_sent_at = -1.0
         self._local_close = False
         self._now_hint = 0.0
+        self._idle_released_at = -1.0  # _last_activity when idle memory was last released
 
         self._qlog = None
         # statistics
@@ -451,11 +507,11 @@ cdef class Connection:
         self.bytes_received = 0
         self.stream_bytes_received = 0
 
-        # reusable packet buffers and sent-packet records
-        self._sbuf = Buffer(capacity=self._mds)
-        self._rbuf = Buffer(capacity=0)
-        self._rbuf._writable = False
-        self._free_sent = []
+        # packet scratch buffers and recycled sent-packet records, shared by all connections
+        # (see _take_scratch): the send buffer is borrowed while packets are being built
+        self._sbuf = None
+        self._rbuf = _RECV_SCRATCH
+        self._free_sent = _FREE_SENT
 
     # ----------------------------------------------------------------------------------------
     # construction helpers
@@ -543,7 +599,8 @@ cdef class Connection:
 
     @property
     def handshake_complete(self):
-        return self._state >= _ESTABLISHED or self._handshake.complete
+        return self._state >= _ESTABLISHED or (self._handshake is not None
+                                                 and self._handshake.complete)
 
     @property
     def stats(self):
@@ -652,12 +709,15 @@ cdef class Connection:
         data = bytes(data)
         if self._state > _ESTABLISHED:
             raise RuntimeError("connection is closing")
-        limit = self._peer_max_datagram_frame if self._peer_params else self.config.max_datagram_frame_size
+        limit = (self._peer_max_datagram_frame if self._state == _ESTABLISHED
+                 else self.config.max_datagram_frame_size)
         if len(data) + 4 > limit:
             raise ValueError(f"datagram of {len(data)} bytes exceeds the peer's limit")
         if len(data) > self.config.max_datagram_size - 64:
             raise ValueError("datagram does not fit in one packet")
         self._datagram_seq += 1
+        if self._datagrams is None:
+            self._datagrams = deque()
         self._datagrams.append((self._datagram_seq, data))
         _note_work(self)
         while len(self._datagrams) > self.config.max_datagram_queue:
@@ -696,15 +756,15 @@ cdef class Connection:
     # reading
     def next_event(self):
         """Pop the next event, or None. Drain after every call that moves the connection."""
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def take_events(self):
         """All pending events at once, oldest first (a list; empty if none): the same as
         calling ``next_event`` until it returns None."""
-        if not self._events:
+        out = self._events
+        if not out:
             return []
-        out = list(self._events)
-        self._events.clear()
+        self._events = []
         return out
 
     def readable_streams(self):
@@ -842,6 +902,8 @@ cdef class Connection:
     cdef void _schedule(self, _Stream s):
         if not s.queued:
             s.queued = True
+            if self._send_queue is None:
+                self._send_queue = deque()
             self._send_queue.append(s)
         _note_work(self)
 
@@ -855,6 +917,8 @@ cdef class Connection:
         if s.recv_opened and not s.closed_counted and _recv_closed(s.recv):
             s.closed_counted = True
             if _peer_only(s):
+                if self._finished is None:
+                    self._finished = deque()
                 self._finished.append((self._now_hint + 3 * self._pto(), s))
                 if len(self._finished) <= self._finished_max:
                     self._max_streams_local += 1
@@ -872,7 +936,7 @@ cdef class Connection:
         three PTOs ago; each pays one credit held back."""
         cdef _Stream s
         cdef int64_t paid = 0
-        while len(self._finished) > self._finished_max:
+        while self._finished is not None and len(self._finished) > self._finished_max:
             forget_after, s = self._finished[0]
             if _peer_only(s) and forget_after > now:
                 break
@@ -930,6 +994,8 @@ cdef class Connection:
             t[TIMER_OLD_KEYS] = self._old_keys_deadline
         if self._credit_owed > 0:
             t[TIMER_STREAM_CREDIT] = self._finished[0][0]
+        if self._idle_release_pending():
+            t[TIMER_IDLE_RELEASE] = self._idle_release_time()
         return 0
 
     def get_timer(self):
@@ -959,10 +1025,35 @@ cdef class Connection:
         return self._state == _HANDSHAKING or (
             self._state == _ESTABLISHED and not self.is_client and not self._handshake_confirmed)
 
+    cdef bint _idle_release_pending(self):
+        # established, and something happened since idle memory was last given back
+        return (self._state == _ESTABLISHED and self._handshake_confirmed
+                and self._idle_released_at != self._last_activity)
+
+    cdef double _idle_release_time(self):
+        cdef double delay = 3 * self._pto()
+        if delay < IDLE_RELEASE_AFTER:
+            delay = IDLE_RELEASE_AFTER
+        return self._last_activity + delay
+
+    cdef int _release_idle(self) except -1:
+        """Nothing arrived for a while: give back what only moving data needs (emptied stream
+        buffers, unused range capacity, the libcrypto contexts of the 1-RTT keys). All of it
+        is made again on demand; this runs once per quiet period."""
+        cdef _Stream s
+        self._idle_released_at = self._last_activity
+        for s in self._streams.values():
+            s.send.release_idle_c()
+            s.recv.release_idle_c()
+        if self._app.rx is not None:
+            self._app.rx.shrink_c()
+        if type(self._app_seal) is PacketProtection:
+            (<PacketProtection>self._app_seal).keys.release_contexts()
+        return 0
+
     cdef double _effective_idle_timeout(self):
-        cdef double idle = self._idle_timeout, peer
-        if self._peer_params and self._peer_params.max_idle_timeout:
-            peer = self._peer_params.max_idle_timeout / 1000.0
+        cdef double idle = self._idle_timeout, peer = self._peer_idle_timeout
+        if peer > 0.0:
             idle = min(idle, peer) if idle else peer
         if idle:
             idle = max(idle, 3 * self._pto())
@@ -1010,6 +1101,8 @@ cdef class Connection:
                 self._requeue_for_probe(probe_space)
         if 0.0 <= t[TIMER_KEEP_ALIVE] <= now:
             self._ping_pending = True
+        if 0.0 <= t[TIMER_IDLE_RELEASE] <= now:
+            self._release_idle()
 
     def _emit_terminated(self, ev):
         self._events.append(ev)
@@ -1478,6 +1571,8 @@ cdef class Connection:
 
     def _on_crypto(self, space_id, frame, now):
         cdef _Space space = self._spaces[space_id]
+        if space.crypto_recv is None:
+            space.crypto_recv = RecvStream(0, MAX_CRYPTO_BUFFER)
         try:
             space.crypto_recv.insert(frame.offset, frame.data, False)
         except ProtocolError as exc:
@@ -1497,7 +1592,7 @@ cdef class Connection:
 
     def _on_handshake_message(self, message, now):
         hs = self._handshake
-        if hs.complete:
+        if hs is None or hs.complete:
             return  # a retransmission of a message already processed
         try:
             reply = hs.receive(message)
@@ -1526,6 +1621,7 @@ cdef class Connection:
             raise ProtocolError("retry_source_connection_id mismatch",
                                 ErrorCode.TRANSPORT_PARAMETER_ERROR)
         self._peer_params = params
+        self._peer_idle_timeout = params.max_idle_timeout / 1000.0
         self._peer_cids[0] = (self.peer_cid, params.stateless_reset_token)
         if params.stateless_reset_token:
             self.cid_changes.append(("reset", params.stateless_reset_token))
@@ -1561,6 +1657,12 @@ cdef class Connection:
         if not self.is_client:
             self._handshake_done_pending = True
         self._discard_space(SP_HS)
+        # the handshake's state (its Noise objects are gone already, the 1-RTT keys live on
+        # in _seal/_open) and both sides' transport parameters (what is needed of the
+        # peer's was copied) are not needed any more
+        self._handshake = None
+        self._local_params = None
+        self._peer_params = None
 
     def _discard_space(self, int space_id):
         cdef _Space space = self._spaces[space_id]
@@ -1571,6 +1673,9 @@ cdef class Connection:
         space.ack_pending = False
         self._recovery.discard_space(space_id)
         self._probes[space_id] = 0
+        space.release()
+        self._seal[space_id] = None
+        self._open[space_id] = None
 
     def _on_handshake_done(self, space_id, frame, now):
         if not self.is_client:
@@ -1732,6 +1837,8 @@ cdef class Connection:
         self.cid_changes.append(("add", cid))
 
     def _on_path_challenge(self, space_id, frame, now):
+        if self._path_responses is None:
+            self._path_responses = deque()
         if len(self._path_responses) < MAX_PENDING_PATH_RESPONSES:
             self._path_responses.append(bytes(frame.data))
 
@@ -1942,7 +2049,7 @@ cdef class Connection:
     def _requeue_for_probe(self, space_id):
         """PTO (RFC 9002 §6.2.4): make the probe carry data still unacknowledged if there is any."""
         cdef SendStream cs
-        if space_id == SP_HS:
+        if space_id == SP_HS and not self._hs.discarded:
             cs = self._hs.crypto_send
             if cs._offset_sent:
                 cs.on_lost_c(0, cs._offset_sent, False)  # re-send whatever is not acknowledged
@@ -1960,7 +2067,7 @@ cdef class Connection:
     def _enter_closing(self, int state, now):
         self._state = state
         self._close_deadline = None if now is None else now + 3 * self._pto()
-        self._send_queue.clear()
+        self._send_queue = None
         self._pacing_deadline = -1.0
         self._hs.ack_deadline = -1.0
         self._app.ack_deadline = -1.0
@@ -2015,6 +2122,7 @@ cdef class Connection:
             return out
         if self._state >= _CLOSING:
             self._send_close(now, out)
+            self._return_scratch()
             return out
         self._pacing_deadline = -1.0
         addr = self.peer_addr
@@ -2039,6 +2147,7 @@ cdef class Connection:
                 _note_work(self)
             self._check_app_limited(mds)
         self._count_sent(total)
+        self._return_scratch()
         return out
 
     def datagram_trains(self, double now, Py_ssize_t max_bytes=65000, Py_ssize_t max_segments=64):
@@ -2110,13 +2219,27 @@ cdef class Connection:
             out.append((train, seg, addr))
         self._check_app_limited(mds)
         self._count_sent(total)
+        self._return_scratch()
         return out
+
+    cdef void _return_scratch(self):
+        if self._sbuf is not None:
+            _give_scratch(self._sbuf)
+            self._sbuf = None
 
     cdef int _check_app_limited(self, Py_ssize_t mds) except -1:
         # nothing left to send while the window has room: the application, not the network,
         # limits the rate (delivery-rate estimation)
         if not self._send_queue and not self._datagrams and self._cc.can_send(mds):
             self._recovery.on_app_limited()
+        # queues emptied by what was just built go back to None (a deque holds ~600 bytes
+        # even when empty; most connections are idle most of the time)
+        if self._send_queue is not None and not self._send_queue:
+            self._send_queue = None
+        if self._datagrams is not None and not self._datagrams:
+            self._datagrams = None
+        if self._path_responses is not None and not self._path_responses:
+            self._path_responses = None
         return 0
 
     cdef int _count_sent(self, Py_ssize_t total) except -1:
@@ -2161,9 +2284,12 @@ cdef class Connection:
 
     cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,
                            Py_ssize_t* length_off) except -1:
-        """Write a packet header into the reusable send buffer; the payload follows."""
+        """Write a packet header into the send buffer (borrowed until the end of this
+        datagrams_to_send / datagram_trains); the payload follows."""
         cdef _Space space = self._app if space_id == SP_APP else self._hs
         cdef Buffer buf = self._sbuf
+        if buf is None:
+            buf = self._sbuf = _take_scratch(self._mds)
         cdef int64_t pn = space.next_pn
         cdef int pn_len
         cdef uint64_t trunc
@@ -2367,9 +2493,10 @@ cdef class Connection:
         control = self._has_control_frames()
         # path validation frames are small and not held back by congestion control: the
         # window may still be full of packets sent on the previous path (RFC 9000 §9.4)
-        path_frames = len(self._path_responses) > 0 or (
+        path_frames = (self._path_responses is not None and len(self._path_responses) > 0) or (
             self._path_challenge is not None and not self._path_challenge_sent)
-        have_data = len(self._send_queue) > 0 or len(self._datagrams) > 0
+        have_data = ((self._send_queue is not None and len(self._send_queue) > 0)
+                     or (self._datagrams is not None and len(self._datagrams) > 0))
         if not (ack_due or probe or control or have_data or self._ping_pending):
             return None
         room = self._amplification_room()
@@ -2398,9 +2525,9 @@ cdef class Connection:
         if cc_ok:
             if control:
                 eliciting = self._write_control_frames(end, rec)
-            if len(self._datagrams):
+            if self._datagrams is not None and len(self._datagrams):
                 eliciting |= self._write_datagrams(end, rec)
-            if len(self._send_queue):
+            if self._send_queue is not None and len(self._send_queue):
                 eliciting |= self._write_stream_frames(end, rec)
             if probe:
                 self._probes[SP_APP] -= 1
@@ -2422,7 +2549,7 @@ cdef class Connection:
     cdef bint _has_control_frames(self):
         return (self._want_max_data or self._want_max_streams or self._handshake_done_pending
                 or len(self._cids_to_issue) > 0 or len(self._retire_to_send) > 0
-                or len(self._path_responses) > 0
+                or (self._path_responses is not None and len(self._path_responses) > 0)
                 or (self._path_challenge is not None and not self._path_challenge_sent))
 
     cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True:

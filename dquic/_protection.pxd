@@ -16,6 +16,7 @@ cdef class _HeaderProtection:
     cdef void* _octx
     cdef int _init_openssl(self) except -1
     cdef int c_mask(self, const unsigned char* sample, unsigned char* mask) except -1
+    cdef void release_c(self) noexcept
     cpdef bytes mask(self, sample)
     cdef bytes _ecb(self, const unsigned char* sample)
 
@@ -32,6 +33,7 @@ cdef class _Keys:
     cdef void* _dctx
     cdef int _setup(self, cipher, bytes key, bytes iv, backend) except -1
     cdef void* _context(self, bint sealing) except NULL
+    cdef void release_c(self) noexcept
     cdef void c_nonce(self, uint64_t pn, unsigned char* n) noexcept nogil
     cdef bytes nonce(self, uint64_t pn)
     cdef int c_seal(self, uint64_t pn, const unsigned char* ad, Py_ssize_t adlen,

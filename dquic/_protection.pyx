@@ -366,6 +366,10 @@ cdef class _HeaderProtection:
         return 0
 
     def __dealloc__(self):
+        self.release_c()
+
+    cdef void release_c(self) noexcept:
+        # the libcrypto context goes (the key stays): the next mask makes it again
         if self._octx != NULL:
             EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._octx)
             self._octx = NULL
@@ -381,6 +385,8 @@ cdef class _HeaderProtection:
         cdef int outl = 0
         cdef bint ok
         cdef bytes m
+        if self._openssl and self._octx == NULL:
+            self._init_openssl()
         cdef EVP_CIPHER_CTX* ctx = <EVP_CIPHER_CTX*>self._octx
         if self._openssl:
             if self._chacha:
@@ -420,6 +426,8 @@ cdef class _HeaderProtection:
         # the full 16-byte AES block, like the cryptography backend returns
         cdef unsigned char block[16]
         cdef int outl = 0
+        if self._octx == NULL:
+            self._init_openssl()
         if EVP_EncryptUpdate(<EVP_CIPHER_CTX*>self._octx, block, &outl, sample, 16) != 1 or outl != 16:
             raise RuntimeError("header protection failed in libcrypto")
         return PyBytes_FromStringAndSize(<const char*>block, 16)
@@ -473,11 +481,17 @@ cdef class _Keys:
         return 0
 
     def __dealloc__(self):
+        self.release_c()
+        OPENSSL_cleanse(self._key, 32)
+
+    cdef void release_c(self) noexcept:
+        # the libcrypto contexts go (the key stays): the next packet makes its context again
         if self._ectx != NULL:
             EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._ectx)
+            self._ectx = NULL
         if self._dctx != NULL:
             EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._dctx)
-        OPENSSL_cleanse(self._key, 32)
+            self._dctx = NULL
 
     @property
     def backend(self):
@@ -797,6 +811,31 @@ cdef class OneRttKeys:
     def discard_old_keys(self):
         """Drop the previous generation's receive keys (call ~3*PTO after an update)."""
         self._prev_recv = None
+
+    # ------------------------------------------------------------------ idle
+    def release_contexts(self):
+        """Free the libcrypto cipher contexts (about 3.6 KB for a connection's keys in both
+        directions, AES-GCM) while the connection is idle; the next packet sealed or opened
+        makes the one it needs again (a few microseconds). Keys and state are kept."""
+        self._hp_send.release_c()
+        self._hp_recv.release_c()
+        self._send.release_c()
+        self._recv.release_c()
+        self._next_recv.release_c()
+        if self._prev_recv is not None:
+            self._prev_recv.release_c()
+
+    @property
+    def contexts(self):
+        """libcrypto cipher contexts held now (0 with the cryptography backend)."""
+        cdef int n = 0
+        cdef _Keys k
+        n += self._hp_send._octx != NULL
+        n += self._hp_recv._octx != NULL
+        for k in (self._send, self._recv, self._next_recv, self._prev_recv):
+            if k is not None:
+                n += (k._ectx != NULL) + (k._dctx != NULL)
+        return n
 
     # ------------------------------------------------------------------ sealing
     cdef bytes _seal(self, plain_header, plain_payload, packet_number):

@@ -29,6 +29,7 @@ cdef class RangeSet:
     cdef uint64_t overlap(self, uint64_t start, uint64_t stop) noexcept
     cdef uint64_t total_c(self) noexcept
     cdef void clear_c(self) noexcept
+    cdef void shrink_c(self) noexcept      # give back unused capacity (all when empty)
     cdef int shift_c(self, uint64_t* start, uint64_t* stop) noexcept
 
     cdef inline Py_ssize_t count(self) noexcept:

@@ -46,6 +46,10 @@ cdef class RangeSet:
             PyMem_Free(self._r)
             self._r = NULL
 
+    def __sizeof__(self):
+        # the object plus its C array of pairs (what sys.getsizeof reports)
+        return type(self).__basicsize__ + self._cap * 2 * sizeof(uint64_t)
+
     # ------------------------------------------------------------------ internals
 
     cdef int _reserve(self, Py_ssize_t pairs) except -1:
@@ -226,6 +230,20 @@ cdef class RangeSet:
             total += self._r[2 * i + 1] - self._r[2 * i]
         return total
 
+    cdef void shrink_c(self) noexcept:
+        cdef uint64_t* mem
+        if self._cap == self._n:
+            return
+        if self._n == 0:
+            PyMem_Free(self._r)
+            self._r = NULL
+            self._cap = 0
+            return
+        mem = <uint64_t*>PyMem_Realloc(self._r, <size_t>self._n * 2 * sizeof(uint64_t))
+        if mem is not NULL:  # else keep the larger block
+            self._r = mem
+            self._cap = self._n
+
     cdef void clear_c(self) noexcept:
         self._n = 0
 
@@ -339,6 +357,10 @@ cdef class RangeSet:
     def clear(self):
         """Remove everything (keeps the allocated memory for reuse)."""
         self._n = 0
+
+    def shrink(self):
+        """Release the memory the ranges do not use (all of it when the set is empty)."""
+        self.shrink_c()
 
     def copy(self):
         """An independent copy with the same ranges and ``max_ranges``."""

@@ -51,7 +51,7 @@ cdef class _Space:
     cdef Py_ssize_t outstanding   # SentPacket objects still held
     cdef Py_ssize_t not_in_flight # ... of which not in flight (ACK-only)
     cdef dict lost                # packet number -> SentPacket declared lost (spurious detection)
-    cdef list lost_pns            # the same packet numbers, ascending
+    cdef list lost_pns            # the same packet numbers, ascending (both None while empty)
     cdef bint discarded
 
 

@@ -156,13 +156,16 @@ cdef class _Space:
         self.bytes_in_flight = 0
         self.outstanding = 0
         self.not_in_flight = 0
-        self.lost = {}
-        self.lost_pns = []
+        self.lost = None        # both made on the first loss tracked, dropped when emptied
+        self.lost_pns = None
         self.discarded = False
 
 
 cdef void _track_lost(_Space sp, SentPacket pkt):
     # losses are declared in packet number order, so this is nearly always an append
+    if sp.lost is None:
+        sp.lost = {}
+        sp.lost_pns = []
     cdef list pns = sp.lost_pns
     cdef long long pn = pkt.packet_number
     cdef Py_ssize_t i
@@ -561,6 +564,8 @@ cdef class Recovery:
             j += 1
         if j > lo:
             del pns[lo:j]
+            if not pns:
+                sp.lost = sp.lost_pns = None
         return 0
 
     cdef void _on_spurious(self, _Space sp, SentPacket pkt, long long prior_largest, double now):
@@ -623,15 +628,18 @@ cdef class Recovery:
         # max_lost_tracked of them); an acknowledgement after that is not recognised.
         cdef double horizon
         cdef list pns = sp.lost_pns
-        cdef Py_ssize_t j = 0, n = len(pns)
-        if n == 0:
+        cdef Py_ssize_t j = 0, n
+        if pns is None:
             return
+        n = len(pns)
         horizon = now - 4.0 * (self.rtt.pto_base(self.granularity) + self.max_ack_delay)
         while j < n and (<SentPacket>sp.lost[pns[j]]).time_sent < horizon:
             self._confirm_lost(<SentPacket>sp.lost.pop(pns[j]))
             j += 1
         if j:
             del pns[:j]
+            if not pns:
+                sp.lost = sp.lost_pns = None
 
     cdef void _compact(self, _Space sp):
         cdef Py_ssize_t n = len(sp.slots)
@@ -861,7 +869,6 @@ cdef class Recovery:
         sp.not_in_flight = 0
         if sp.lost:
             self._episode_undoable = False
-        sp.lost = {}
-        sp.lost_pns = []
+        sp.lost = sp.lost_pns = None
         sp.discarded = True
         self.pto_count = 0

@@ -56,6 +56,7 @@ cdef class SendStream:
     cdef int on_acked_c(self, uint64_t offset, uint64_t length, bint fin) except -1
     cdef int on_lost_c(self, uint64_t offset, uint64_t length, bint fin) except -1
     cdef bint has_pending_c(self) noexcept
+    cdef void release_idle_c(self) noexcept
 
 
 cdef class RecvStream:
@@ -81,3 +82,4 @@ cdef class RecvStream:
     cdef void _release(self) noexcept
 
     cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1
+    cdef void release_idle_c(self) noexcept

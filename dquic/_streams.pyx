@@ -168,6 +168,10 @@ cdef class SendStream:
             PyMem_Free(self._buf)
             self._buf = NULL
 
+    def __sizeof__(self):
+        # the object plus its C send buffer (what sys.getsizeof reports)
+        return type(self).__basicsize__ + self._cap
+
     # ------------------------------------------------------------------ buffer management
 
     cdef int _check_writable(self, uint64_t n) except -1:
@@ -516,6 +520,22 @@ cdef class SendStream:
         """True when ``next_chunk()`` has something to send, ignoring flow control."""
         return self.has_pending_c()
 
+    cdef void release_idle_c(self) noexcept:
+        if self._buf is not NULL and self._base == self._write_offset:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._cap = 0
+            self._head = 0
+        self._acked.shrink_c()
+        self._retx.shrink_c()
+        self._inflight.shrink_c()
+
+    def release_idle(self):
+        """Give back memory the stream does not need while nothing moves: the send buffer
+        when every byte written was acknowledged, unused range capacity. Later writes
+        allocate again."""
+        self.release_idle_c()
+
     def blocked_at(self, uint64_t flow_limit):
         """True when new data waits but ``flow_limit`` is exhausted (send STREAM_DATA_BLOCKED)."""
         return (not self._reset and self._write_offset > self._offset_sent
@@ -650,6 +670,10 @@ cdef class RecvStream:
         if self._buf is not NULL:
             PyMem_Free(self._buf)
             self._buf = NULL
+
+    def __sizeof__(self):
+        # the object plus its C reassembly buffer (what sys.getsizeof reports)
+        return type(self).__basicsize__ + self._cap
 
     # ------------------------------------------------------------------ internals
 
@@ -821,6 +845,18 @@ cdef class RecvStream:
             self._buf = NULL
         self._cap = 0
         self._head = 0
+
+    cdef void release_idle_c(self) noexcept:
+        cdef Py_ssize_t n = self._recv.count()
+        if self._buf is not NULL and (n == 0 or self._recv.stop_at(n - 1) <= self._read_offset):
+            self._release()  # nothing is stored above the read head
+        self._recv.shrink_c()
+
+    def release_idle(self):
+        """Give back memory the stream does not need while nothing moves: the reassembly
+        buffer when every byte received was read, unused range capacity. Later data
+        allocates again."""
+        self.release_idle_c()
 
     # ------------------------------------------------------------------ reading
 

@@ -132,7 +132,8 @@ def _log_events(conn: Connection, events: List[Event]) -> None:
 class Endpoint:
     """Demultiplexes datagrams to connections; accepts new connections when ``accept`` is true.
 
-    ``config`` is the template for every connection (``is_client`` is set per connection).
+    ``config`` is the template for every connection (``is_client`` is set per connection);
+    the connections it accepts share one server copy of it as their ``config``.
 
     Address validation (PROTOCOL.md §18): a new client is sent a stateless Retry (no connection
     state, no Diffie-Hellman) when ``require_retry`` is set or when ``retry_threshold`` handshakes
@@ -189,6 +190,8 @@ class Endpoint:
         self._reset_budget = max_resets_per_second
         self._reset_rate = max_resets_per_second
         self._reset_budget_time = 0.0
+        self._accept_config: Optional[Configuration] = None  # see _server_config
+        self._accept_config_of: Optional[Configuration] = None
         self.datagrams_dropped = 0
         self.retries_sent = 0
         self.resets_sent = 0
@@ -330,8 +333,18 @@ class Endpoint:
             self.receive_datagram(bytes(view[off:end]), addr, now)
             off = end
 
+    def _server_config(self) -> Configuration:
+        """The configuration of accepted connections: ``config`` as a server's, one copy shared
+        by all of them (a copy holds ~1.6 KB), made again when ``config`` was replaced or
+        changed since."""
+        cfg = self._accept_config
+        if cfg is None or self._accept_config_of != self.config:
+            self._accept_config_of = self.config.copy()
+            cfg = self._accept_config = self.config.copy(is_client=False)
+        return cfg
+
     def _accept(self, hdr, addr: Tuple, now: float, retry: Optional[Tuple[bytes, bytes]]) -> Connection:
-        cfg = self.config.copy(is_client=False)
+        cfg = self._server_config()
         if retry is not None:
             odcid, rscid = retry
         else:

@@ -1781,9 +1781,9 @@ cdef class Connection:
                                     ErrorCode.PROTOCOL_VIOLATION)
             return
         if seq >= self._peer_cid_seq_floor():
-            token = bytes(frame.stateless_reset_token)
-            self._peer_cids[seq] = (bytes(frame.connection_id), token)
-            self.cid_changes.append(("reset", token))
+            # its reset token counts only once we use the ID (RFC 9000 §10.3.1: not for IDs
+            # we have not used): _switch_peer_cid reports it then
+            self._peer_cids[seq] = (bytes(frame.connection_id), bytes(frame.stateless_reset_token))
         if frame.retire_prior_to > 0:
             for old in [q for q in self._peer_cids if q < frame.retire_prior_to]:
                 cid, token = self._peer_cids.pop(old)
@@ -1805,7 +1805,9 @@ cdef class Connection:
             if seq > self._peer_cid_seq:
                 old_seq = self._peer_cid_seq
                 self._peer_cid_seq = seq
-                self.peer_cid = self._peer_cids[seq][0]
+                self.peer_cid, token = self._peer_cids[seq]
+                if token:
+                    self.cid_changes.append(("reset", token))
                 if old_seq in self._peer_cids:
                     token = self._peer_cids.pop(old_seq)[1]
                     if token:
@@ -1886,12 +1888,20 @@ cdef class Connection:
         """Stateless reset tokens the peer gave us (one per connection ID of the peer)."""
         return [tok for _, tok in self._peer_cids.values() if tok]
 
+    @property
+    def reset_token(self):
+        """The stateless reset token of the peer's connection ID we use now (None if the peer
+        gave none): the only one a reset can carry (RFC 9000 §10.3.1)."""
+        entry = self._peer_cids.get(self._peer_cid_seq)
+        return None if entry is None else entry[1]
+
     def is_stateless_reset(self, datagram):
-        """True if ``datagram`` ends with one of the peer's stateless reset tokens."""
+        """True if ``datagram`` ends with the reset token of the peer connection ID in use
+        (tokens of IDs we have not used, or retired, do not count: RFC 9000 §10.3.1)."""
         if len(datagram) < 21 or self._state >= _DRAINING:
             return False
-        tail = bytes(datagram[-16:])
-        return any(hmac.compare_digest(tail, tok) for tok in self.peer_reset_tokens())
+        token = self.reset_token
+        return token is not None and hmac.compare_digest(bytes(datagram[-16:]), token)
 
     def on_stateless_reset(self, now):
         """The peer lost its state for this connection: stop at once (RFC 9000 §10.3)."""

@@ -55,7 +55,7 @@ class Configuration:
     #: Pace packets over the RTT instead of sending window-sized bursts.
     pacing: bool = True
     #: How many of the peer's connection IDs this side stores.
-    active_connection_id_limit: int = 4
+    active_connection_id_limit: int = 2
     #: Largest DATAGRAM frame accepted (0 disables unreliable datagrams).
     max_datagram_frame_size: int = 1200
     #: Unreliable datagrams queued for sending at most (older ones are dropped as lost).

@@ -172,7 +172,8 @@ def test_stateless_reset_found_by_token_among_many(monkeypatch):
     net = _open(monkeypatch, 50)
     addr, ep = list(net.clients.items())[17]
     conn = ep.connections[0]
-    token = conn.peer_reset_tokens()[0]
+    token = conn.reset_token
+    assert token is not None
     CountingConnection.calls.clear()
     ep.receive_datagram(bytes([0x47]) + bytes(30) + token, SERVER, net.now)
     assert CountingConnection.calls["is_stateless_reset"] == 1
@@ -183,9 +184,11 @@ def test_stateless_reset_found_by_token_among_many(monkeypatch):
 
 def test_maps_are_emptied_when_connections_end(monkeypatch):
     net = _open(monkeypatch, 30)
-    # each side maps the reset tokens of the spare connection IDs its peers gave it
-    assert len(net.server._by_token) >= 30
-    assert sum(len(ep._by_token) for ep in net.clients.values()) >= 30
+    # each client maps the reset token of the server connection ID it uses (the server's
+    # transport parameters carry it); clients give none for their first ID, and tokens of
+    # spare IDs count only once used (RFC 9000 §10.3.1)
+    assert net.server._by_token == {}
+    assert sum(len(ep._by_token) for ep in net.clients.values()) == 30
     for ep in net.clients.values():
         ep.connections[0].close()
     net.pump()
@@ -314,3 +317,17 @@ def test_retry_race_with_an_earlier_copy_accepted_without_it():
     assert conn.is_established and conn.handshake_confirmed
     answered = [c for c in server.connections if c.handshake_confirmed]
     assert len(answered) == 1 and answered[0].host_cid == conn.peer_cid
+
+
+def test_reset_tokens_of_unused_connection_ids_do_not_count(monkeypatch):
+    """RFC 9000 §10.3.1: only the token of the peer's connection ID in use ends a connection;
+    a spare ID's token (given with NEW_CONNECTION_ID, never used) does not."""
+    net = _open(monkeypatch, 3)
+    addr, ep = next(iter(net.clients.items()))
+    conn = ep.connections[0]
+    spares = [tok for seq, (cid, tok) in conn._peer_cids.items() if cid != conn.peer_cid and tok]
+    assert spares, "the server issued a spare connection ID"
+    ep.receive_datagram(bytes([0x47]) + bytes(30) + spares[0], SERVER, net.now)
+    assert not conn.is_closed
+    ep.receive_datagram(bytes([0x47]) + bytes(30) + conn.reset_token, SERVER, net.now)
+    assert conn.is_closed

@@ -94,7 +94,7 @@ class Connection:
     host_cid: bytes
     peer_cid: bytes
     original_dcid: Optional[bytes]
-    cid_changes: List[Tuple[str, bytes]]
+    cid_changes: Optional[List[Tuple[str, bytes]]]  # None while there is nothing to report
     peer_key: Optional[bytes]
     packets_received: int
     packets_dropped: int

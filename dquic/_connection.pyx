@@ -39,6 +39,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_Resize
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
+cimport cython
 from libc.math cimport ldexp
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
@@ -172,6 +173,23 @@ cdef inline bint _recv_closed(RecvStream r) noexcept:
     return r._reset or (r._final_size >= 0 and r._read_offset == <uint64_t>r._final_size)
 
 
+cdef inline void _append(Connection conn, int which, object item):
+    # the lists below are made on first use and dropped once emptied: most connections are
+    # idle with nothing to report, and an empty list costs ~72 bytes each
+    if which == 0:
+        if conn.cid_changes is None:
+            conn.cid_changes = []
+        conn.cid_changes.append(item)
+    elif which == 1:
+        if conn._cids_to_issue is None:
+            conn._cids_to_issue = []
+        conn._cids_to_issue.append(item)
+    else:
+        if conn._retire_to_send is None:
+            conn._retire_to_send = []
+        conn._retire_to_send.append(item)
+
+
 cdef inline void _note_work(Connection conn):
     # tell the endpoint driving this connection (if any) that it has output to build: the
     # endpoint then polls only the connections that asked, not all of them
@@ -268,6 +286,7 @@ class _PlainHandshake:
         return NullProtection(), NullProtection()
 
 
+@cython.no_gc  # holds only leaf objects (keys, buffers): no cycle can pass through it
 cdef class _Space:
     """Per packet-number-space state: receive bookkeeping for ACKs, crypto stream halves.
 
@@ -297,6 +316,7 @@ cdef class _Space:
         self.crypto_recv = None
 
 
+@cython.no_gc  # holds only leaf objects (keys, buffers): no cycle can pass through it
 cdef class _Stream:
     """Both halves of one stream id plus their flow-control state."""
 
@@ -392,7 +412,7 @@ cdef class Connection:
         self.host_cid = host_cid if host_cid is not None else random_bytes(cid_len)
         self._host_cids = {0: self.host_cid}  # sequence -> cid
         self._host_cid_seq = 0
-        self._cids_to_issue = []
+        self._cids_to_issue = None
         self.cid_changes = [("add", self.host_cid)]
         self._retry_scid = retry_source_cid  # server: the Retry we sent; client: the one we got
         self._retry_token = b""
@@ -404,7 +424,7 @@ cdef class Connection:
             self.peer_cid = peer_cid or b""
         self._peer_cids = {0: (self.peer_cid, None)}
         self._peer_cid_seq = 0
-        self._retire_to_send = []
+        self._retire_to_send = None
         self._retired_below = 0  # peer CIDs with lower sequence numbers are retired
         self._peer_cid_set_by_server = not self.is_client
 
@@ -1624,7 +1644,7 @@ cdef class Connection:
         self._peer_idle_timeout = params.max_idle_timeout / 1000.0
         self._peer_cids[0] = (self.peer_cid, params.stateless_reset_token)
         if params.stateless_reset_token:
-            self.cid_changes.append(("reset", params.stateless_reset_token))
+            _append(self, 0, ("reset", params.stateless_reset_token))
         self._peer_max_data = params.initial_max_data
         self._peer_stream_limit = params.initial_max_stream_data
         self._peer_stream_credit = params.initial_max_streams
@@ -1788,8 +1808,8 @@ cdef class Connection:
             for old in [q for q in self._peer_cids if q < frame.retire_prior_to]:
                 cid, token = self._peer_cids.pop(old)
                 if token:
-                    self.cid_changes.append(("unreset", token))
-                self._retire_to_send.append(old)
+                    _append(self, 0, ("unreset", token))
+                _append(self, 2, old)
                 if cid == self.peer_cid:
                     self._switch_peer_cid()
             self._retired_below = max(self._retired_below, frame.retire_prior_to)
@@ -1807,12 +1827,12 @@ cdef class Connection:
                 self._peer_cid_seq = seq
                 self.peer_cid, token = self._peer_cids[seq]
                 if token:
-                    self.cid_changes.append(("reset", token))
+                    _append(self, 0, ("reset", token))
                 if old_seq in self._peer_cids:
                     token = self._peer_cids.pop(old_seq)[1]
                     if token:
-                        self.cid_changes.append(("unreset", token))
-                    self._retire_to_send.append(old_seq)
+                        _append(self, 0, ("unreset", token))
+                    _append(self, 2, old_seq)
                 return True
         return False
 
@@ -1826,7 +1846,7 @@ cdef class Connection:
         if len(self._host_cids) == 1:
             return  # never retire the last one
         del self._host_cids[seq]
-        self.cid_changes.append(("remove", cid))
+        _append(self, 0, ("remove", cid))
         if cid == self.host_cid:
             self.host_cid = next(iter(self._host_cids.values()))
         self._issue_cid()
@@ -1835,8 +1855,8 @@ cdef class Connection:
         self._host_cid_seq += 1
         cid = self._random(self.config.connection_id_length)
         self._host_cids[self._host_cid_seq] = cid
-        self._cids_to_issue.append(self._host_cid_seq)
-        self.cid_changes.append(("add", cid))
+        _append(self, 1, self._host_cid_seq)
+        _append(self, 0, ("add", cid))
 
     def _on_path_challenge(self, space_id, frame, now):
         if self._path_responses is None:
@@ -2021,9 +2041,9 @@ cdef class Connection:
                 self._schedule(s)
         elif kind == "nc":
             if item[1] in self._host_cids:
-                self._cids_to_issue.append(item[1])
+                _append(self, 1, item[1])
         elif kind == "rc":
-            self._retire_to_send.append(item[1])
+            _append(self, 2, item[1])
         elif kind == "hd":
             self._handshake_done_pending = True
         elif kind == "g":
@@ -2558,7 +2578,7 @@ cdef class Connection:
 
     cdef bint _has_control_frames(self):
         return (self._want_max_data or self._want_max_streams or self._handshake_done_pending
-                or len(self._cids_to_issue) > 0 or len(self._retire_to_send) > 0
+                or self._cids_to_issue or self._retire_to_send
                 or (self._path_responses is not None and len(self._path_responses) > 0)
                 or (self._path_challenge is not None and not self._path_challenge_sent))
 
@@ -2608,6 +2628,10 @@ cdef class Connection:
             codec.push_frame(buf, f)
             _add_other(rec, ("rc", self._retire_to_send.pop(0)))
             wrote = True
+        if self._cids_to_issue is not None and not self._cids_to_issue:
+            self._cids_to_issue = None
+        if self._retire_to_send is not None and not self._retire_to_send:
+            self._retire_to_send = None
         return wrote
 
     cdef bint _write_path_frames(self, Py_ssize_t end) except? True:

@@ -39,6 +39,7 @@ default (tests, benchmarks).
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+cimport cython
 from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
@@ -315,6 +316,7 @@ def decode_packet_number(truncated, pn_nbits, expected):
     return _decode_pn(truncated, pn_nbits, expected)
 
 
+@cython.no_gc  # holds only leaf objects (keys, buffers): no cycle can pass through it
 cdef class _HeaderProtection:
     """Computes the header-protection mask from a 16-byte sample (RFC 9001 §5.4).
 
@@ -433,6 +435,7 @@ cdef class _HeaderProtection:
         return PyBytes_FromStringAndSize(<const char*>block, 16)
 
 
+@cython.no_gc  # holds only leaf objects (keys, buffers): no cycle can pass through it
 cdef class _Keys:
     """AEAD state for one direction and one key-update generation.
 
@@ -634,6 +637,7 @@ cdef int _aead_open(EVP_CIPHER_CTX* ctx, const unsigned char* nonce, const unsig
 # ----------------------------------------------------------------------------- views
 
 
+@cython.no_gc  # holds only leaf objects (keys, buffers): no cycle can pass through it
 cdef class PacketProtection:
     """One direction of 1-RTT protection, a view onto a shared ``OneRttKeys``.
 
@@ -717,6 +721,7 @@ cdef class PacketProtection:
         self.keys.discard_old_keys()
 
 
+@cython.no_gc  # holds only leaf objects (keys, buffers): no cycle can pass through it
 cdef class OneRttKeys:
     """Both directions of 1-RTT packet protection with key update (RFC 9001 §6).
 

@@ -97,6 +97,8 @@ def normalize_address(addr: Tuple) -> Tuple:
                     scope = int(name) if name.isdigit() else 0
         host = str(ipaddress.IPv6Address(host))
         return (host, port, 0, scope) if scope else (host, port)
+    if type(addr) is tuple and len(addr) == 2:
+        return addr  # already canonical: share it rather than build an equal tuple
     return (host, port)
 
 

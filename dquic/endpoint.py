@@ -253,7 +253,7 @@ class Endpoint:
                 by_token[value] = conn
             elif by_token.get(value) is conn:  # "unreset"
                 del by_token[value]
-        changes.clear()
+        conn.cid_changes = None  # made again on the next change
 
     # ------------------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Tuple, now: float) -> None:

@@ -239,7 +239,8 @@ class _Peer:
         self.facade: Optional[Connection] = None
         self.created = now
         # stream id -> [bytearray, end_of_message]: an unfinished piece moved out of the core
-        self.stage: Dict[int, list] = {}
+        # (None while empty: most peers never stage anything)
+        self.stage: Optional[Dict[int, list]] = None
 
 
 def _validate_messages(ser_obj_dict: Any) -> Tuple[List[Tuple[int, Any, int]], int]:
@@ -976,7 +977,7 @@ class DQUIC:
             for sid in order:
                 if budget <= 0:
                     break
-                staged = stage.get(sid)
+                staged = stage.get(sid) if stage else None
                 if staged is None:
                     if conn.message_ready(sid, budget):
                         piece = conn.read_message(sid, budget)
@@ -986,6 +987,8 @@ class DQUIC:
                             budget -= len(piece[0])
                             peer.last_sid = sid
                         continue
+                    if stage is None:
+                        stage = peer.stage = {}
                     staged = stage[sid] = [bytearray(), False]
                 buf = staged[0]
                 # top up the staged piece from the core (at most up to the budget)
@@ -1008,6 +1011,8 @@ class DQUIC:
                     peer.last_sid = sid
                 elif not buf:
                     del stage[sid]
+            if stage is not None and not stage:
+                peer.stage = None
             if out:
                 return peer.addr, out
         return None

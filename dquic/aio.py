@@ -700,6 +700,16 @@ class AsyncConnection:
     ``AuthenticationError`` from every pending and later call.
     """
 
+    # a server holds one per connection: slots instead of a per-instance dict (33 attributes
+    # are past what a key-sharing dict holds, so each dict was ~1.2 KB)
+    __slots__ = ("_close_task", "_closed", "_closing", "_core", "_datagram_futures",
+                 "_datagram_waiters", "_datagrams", "_driver", "_error", "_established",
+                 "_linger", "_loop", "_max_message", "_messages", "_msg_waiters", "_need_pull",
+                 "_owns_driver", "_partial", "_progress_waiters", "_queued_bytes",
+                 "_reader_limit", "_readers", "_receive_buffer", "_send_limit", "_send_waiters",
+                 "_staged_bytes", "_stream_errors", "_terminated", "_undelivered", "_wanted",
+                 "_was_established", "_writers", "datagrams_dropped", "__weakref__")
+
     def __init__(self, driver: _Driver, core: Any, options: Dict[str, Any], owns_driver: bool) -> None:
         self._driver = driver
         self._core = core
@@ -719,7 +729,9 @@ class AsyncConnection:
         self._undelivered = 0  # bytes a graceful close gave up on (reported by wait_closed)
         self._was_established = False
         # received messages
-        self._messages: Deque[Tuple[int, bytes]] = collections.deque()
+        # the two queues are made on first use: an empty deque costs ~760 bytes, and most of
+        # a server's connections are idle with nothing queued
+        self._messages: Any = ()
         self._queued_bytes = 0
         self._partial: Dict[int, bytearray] = {}
         self._staged_bytes = 0
@@ -735,7 +747,7 @@ class AsyncConnection:
         self._progress_waiters: List["asyncio.Future[None]"] = []
         # unreliable datagrams
         self._datagram_futures: Dict[int, "asyncio.Future[bool]"] = {}
-        self._datagrams: Deque[bytes] = collections.deque()
+        self._datagrams: Any = ()
         self._datagram_waiters: List["asyncio.Future[None]"] = []
         self.datagrams_dropped = 0
 
@@ -805,7 +817,9 @@ class AsyncConnection:
             if fut is not None and not fut.done():
                 fut.set_result(False)
         elif isinstance(ev, DatagramReceived):
-            if len(self._datagrams) >= DATAGRAM_QUEUE:
+            if not self._datagrams:
+                self._datagrams = collections.deque()
+            elif len(self._datagrams) >= DATAGRAM_QUEUE:
                 self._datagrams.popleft()
                 self.datagrams_dropped += 1
             self._datagrams.append(ev.data)
@@ -907,6 +921,8 @@ class AsyncConnection:
                 if sid in self._stream_errors:
                     continue  # a stream we stopped: drop what still arrives
                 if buf is None and end:
+                    if not self._messages:
+                        self._messages = collections.deque()
                     self._messages.append((sid, data))
                     self._queued_bytes += len(data)
                     continue
@@ -925,6 +941,8 @@ class AsyncConnection:
                 if end:
                     del self._partial[sid]
                     self._staged_bytes -= len(buf)
+                    if not self._messages:
+                        self._messages = collections.deque()
                     self._messages.append((sid, bytes(buf)))
                     self._queued_bytes += len(buf)
         if moved:

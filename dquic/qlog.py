@@ -94,9 +94,10 @@ class QlogTrace:
         self.closed = False
 
     @classmethod
-    def for_connection(cls, directory: str, odcid: bytes, is_client: bool) -> "QlogTrace":
+    def for_connection(cls, directory: str, odcid: Optional[bytes], is_client: bool) -> "QlogTrace":
         os.makedirs(directory, exist_ok=True)
         role = "client" if is_client else "server"
+        odcid = odcid or b""
         return cls(os.path.join(directory, f"{odcid.hex()}_{role}.sqlog"), vantage_point=role,
                    odcid=odcid)
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+import dquic
+
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "dquic"
+PACKAGE = Path(dquic.__file__).resolve().parent  # the source tree's, or the installed wheel's
 ALLOWLIST = Path(__file__).resolve().parent / "stubtest_allowlist.txt"
 
 # mypy (the test extra) supports Python 3.10+; dquic itself still runs on 3.9

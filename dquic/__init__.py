@@ -28,6 +28,12 @@ from .errors import (
     ProtocolError,
 )
 
+from typing import TYPE_CHECKING, Any, List
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers
+    from .keys import KeyPair, load_public
+    from .sync import DQUIC, Connection
+
 # The socket API and key handling pull in threads, sockets and ``cryptography``: load them on
 # first use so ``import dquic`` (and pytest's plugin discovery) stays cheap.
 _LAZY = {
@@ -38,7 +44,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     try:
         module, attr = _LAZY[name]
     except KeyError:
@@ -50,7 +56,7 @@ def __getattr__(name: str):
     return value
 
 
-def __dir__():
+def __dir__() -> List[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [

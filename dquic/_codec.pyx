@@ -465,8 +465,9 @@ def decode_varint(data, Py_ssize_t offset=0):
 def encode_packet_number(full_pn, largest_acked=None):
     """Truncate ``full_pn`` for the wire: returns ``(truncated, length_bytes)``.
 
-    The length covers twice the distance to ``largest_acked`` (None or -1: nothing acked
-    yet), RFC 9000 Appendix A.2. ValueError when more than 2**31 packets are unacknowledged
+    The length spans more than twice the distance to ``largest_acked`` (None or -1: nothing
+    acked yet), RFC 9000 §17.1 (Appendix A.2's pseudocode allows one byte less at exact powers
+    of two). ValueError when that distance is 2**31 or more (more than 4 bytes would be needed)
     or ``largest_acked >= full_pn``.
     """
     cdef uint64_t pn = arg_u62(full_pn, "full_pn")

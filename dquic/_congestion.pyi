@@ -1,5 +1,9 @@
 """Type stubs for dquic._congestion (congestion controllers and pacer)."""
+from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
+__all__ = ["CongestionController", "NewReno", "Cubic", "Bbr", "Pacer"]
+
+@disjoint_base
 class CongestionController:
     congestion_window: int
     bytes_in_flight: int
@@ -50,6 +54,7 @@ class CongestionController:
     def available(self) -> int: ...
     def in_slow_start(self) -> bool: ...
 
+@disjoint_base
 class NewReno(CongestionController): ...
 
 BBR_STARTUP: int
@@ -57,6 +62,7 @@ BBR_DRAIN: int
 BBR_PROBE_BW: int
 BBR_PROBE_RTT: int
 
+@disjoint_base
 class Bbr(CongestionController):
     mode: int
     btl_bw: float
@@ -90,6 +96,7 @@ class Bbr(CongestionController):
         seed: int = 1,
     ) -> None: ...
 
+@disjoint_base
 class Cubic(CongestionController):
     c: float
     beta: float
@@ -121,6 +128,7 @@ class Cubic(CongestionController):
     ) -> None: ...
     def w_cubic(self, t: float) -> float: ...
 
+@disjoint_base
 class Pacer:
     max_datagram_size: int
     burst_packets: float

@@ -1,6 +1,7 @@
 """Type stub of dquic._connection (the compiled sans-IO connection, re-exported by
 dquic.connection)."""
 from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
 from dquic._congestion import CongestionController
 from dquic._ranges import RangeSet
@@ -8,6 +9,8 @@ from dquic._recovery import Recovery, SentPacket
 from dquic._streams import FlowWindow, RecvStream, SendStream
 from dquic.config import Configuration
 from dquic.events import ConnectionTerminated, Event
+
+__all__ = ["Connection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
 
 SPACE_HANDSHAKE: int
 SPACE_APPLICATION: int
@@ -25,6 +28,7 @@ class _PlainHandshake:
     def receive(self, message: bytes) -> Optional[bytes]: ...
     def protections(self, **_: Any) -> Tuple[Any, Any]: ...
 
+@disjoint_base
 class _Space:
     rx: Optional[RangeSet]  # None once the space is discarded
     rx_floor: int
@@ -41,6 +45,7 @@ class _Space:
     def __init__(self, max_ranges: int, crypto: bool = ...) -> None: ...
     def release(self) -> None: ...
 
+@disjoint_base
 class _Stream:
     stream_id: int
     send: SendStream
@@ -59,6 +64,7 @@ class _Stream:
     def __init__(self, stream_id: int, window_max: int, window_initial: int,
                  send_limit: int) -> None: ...
 
+@disjoint_base
 class _Sent(SentPacket): ...
 
 class ConnectionStats:
@@ -87,6 +93,7 @@ class ConnectionStats:
     def __init__(self, **values: Any) -> None: ...
     def as_dict(self) -> Dict[str, Any]: ...
 
+@disjoint_base
 class Connection:
     config: Configuration
     is_client: bool
@@ -112,6 +119,8 @@ class Connection:
     _open: List[Any]
     _retry_scid: Optional[bytes]
     _qlog: Any
+    _work: Optional[Dict[Any, Any]]  # the driving endpoint's connections with output to build
+    _host_cids: Dict[int, bytes]  # sequence number -> our connection ID
 
     def __init__(self, config: Configuration, peer_addr: Tuple[Any, ...], *,
                  host_cid: Optional[bytes] = ..., peer_cid: Optional[bytes] = ...,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -93,7 +93,9 @@ def _aesgcm_nonce(n: int) -> bytes:
 _NONCE_ZERO = bytes(12)  # nonce 0 in both formats
 
 #: cipher name -> (AEAD class, nonce formatter)
-CIPHERS = {
+_Aead = Union[ChaCha20Poly1305, AESGCM]
+
+CIPHERS: Dict[str, Tuple[Callable[[bytes], _Aead], Callable[[int], bytes]]] = {
     "ChaChaPoly": (ChaCha20Poly1305, _chacha_nonce),
     "AESGCM": (AESGCM, _aesgcm_nonce),
 }
@@ -120,13 +122,13 @@ def _hmac_blake2s(key, data: bytes) -> bytes:
 
 #: hash name -> (one-shot hash ``data -> digest``, one-shot HMAC ``(key, data) -> digest``,
 #: HASHLEN). Both have HASHLEN 32 (BLAKE2s's default digest size is 32).
-HASHES = {
+HASHES: Dict[str, Tuple[Callable[[bytes], bytes], Callable[[Any, bytes], bytes], int]] = {
     "SHA256": (lambda data: hashlib.sha256(data).digest(), _hmac_sha256, 32),
     "BLAKE2s": (lambda data: hashlib.blake2s(data).digest(), _hmac_blake2s, 32),
 }
 #: hash name -> the hashlib constructor behind HASHES' one-shot hash (the hot paths call
 #: ``new(data).digest()`` directly).
-_HASH_NEW = {"SHA256": hashlib.sha256, "BLAKE2s": hashlib.blake2s}
+_HASH_NEW: Dict[str, Callable[[bytes], Any]] = {"SHA256": hashlib.sha256, "BLAKE2s": hashlib.blake2s}
 
 #: Handshake patterns (Noise §7.4, §7.5): name -> (initiator pre-message tokens,
 #: responder pre-message tokens, message patterns). Messages alternate starting with
@@ -282,7 +284,7 @@ class CipherState:
         self._cipher_name = cipher
         self._aead_cls, self._nonce = CIPHERS[cipher]
         self._k: Optional[bytes] = None
-        self._aead = None
+        self._aead: Optional[_Aead] = None
         self.n = 0
         self.initialize_key(key)
 
@@ -512,7 +514,7 @@ class HandshakeState:
         protocol_name: str,
         initiator: bool,
         prologue: bytes = b"",
-        s: Optional[bytes] = None,
+        s: Optional[Union[bytes, KeyPair]] = None,
         rs: Optional[bytes] = None,
         psks: Sequence[bytes] = (),
         e: Optional[bytes] = None,
@@ -533,6 +535,8 @@ class HandshakeState:
         self._psks = [bytes(p) for p in psks]
         self._is_psk = psk_count > 0
         self._s_pair: Optional[KeyPair] = None
+        self._s: Optional[X25519PrivateKey]
+        self._s_pub: Optional[bytes]
         if s is None:
             self._s = self._s_pub = None
         elif isinstance(s, KeyPair):  # a plain class: a cheap check, not an ABC one
@@ -638,6 +642,7 @@ class HandshakeState:
             raise RuntimeError("handshake not complete")
         if self._split is not None:
             c1, c2 = self._split
+            assert c1.key is not None and c2.key is not None  # Split() keys both
             return c1.key, c2.key
         keys = self._split_keys
         if keys is None:
@@ -669,6 +674,7 @@ class HandshakeState:
         else:  # "ss"
             if self.initiator and self._s_pair is not None:
                 # Static-static: the same value on every reconnection to this peer.
+                assert self._rs is not None  # the patterns with ss all know rs by then
                 try:
                     return self._s_pair.static_dh(self._rs)
                 except ValueError:
@@ -676,6 +682,7 @@ class HandshakeState:
             private, public = self._s, self._rs_obj or self._rs_key()
         # A peer public key of small order yields an all-zero result; cryptography
         # rejects it and we abort the handshake (§12.1 permits aborting).
+        assert private is not None  # the pattern's tokens come after the keys they use
         try:
             return private.exchange(public)
         except ValueError:
@@ -684,12 +691,14 @@ class HandshakeState:
     def _rs_key(self) -> X25519PublicKey:
         key = self._rs_obj
         if key is None:
+            assert self._rs is not None
             key = self._rs_obj = _public_key(self._rs)
         return key
 
     def _re_key(self) -> X25519PublicKey:
         key = self._re_obj
         if key is None:
+            assert self._re is not None
             key = self._re_obj = _public_key(self._re)
         return key
 
@@ -726,6 +735,7 @@ class HandshakeState:
                 if self._is_psk:  # §9.2: psk handshakes also MixKey(e.public_key)
                     ss.mix_key(pub)
             elif token == "s":
+                assert self._s_pub is not None  # checked in __init__ (_needs_local_static)
                 out.append(ss.encrypt_and_hash(self._s_pub))
             elif token == "psk":
                 ss.mix_key_and_hash(self._psks.pop(0))

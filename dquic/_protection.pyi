@@ -1,6 +1,9 @@
 from typing import Dict, Optional, Tuple, Union
+from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
 from dquic.errors import ProtocolError
+
+__all__ = ["DecryptionFailed", "PacketProtection", "NullProtection", "OneRttKeys", "derive_packet_keys", "next_secret", "decode_packet_number", "use_backend", "BACKEND", "AVAILABLE_BACKENDS", "OPENSSL_VERSION", "TAG_SIZE", "SAMPLE_SIZE", "KEY_PHASE_BIT", "CONFIDENTIALITY_LIMITS", "INTEGRITY_LIMITS", "DEFAULT_KEY_UPDATE_INTERVAL"]
 
 TAG_SIZE: int
 SAMPLE_SIZE: int
@@ -25,12 +28,14 @@ def next_secret(secret: bytes) -> bytes: ...
 def decode_packet_number(truncated: int, pn_nbits: int, expected: int) -> int: ...
 def use_backend(name: str) -> str: ...
 
+@disjoint_base
 class _HeaderProtection:
     def __init__(self, cipher: str, hp_key: bytes, backend: Optional[str] = None) -> None: ...
     @property
     def backend(self) -> str: ...
     def mask(self, sample: _Buffer) -> bytes: ...
 
+@disjoint_base
 class _Keys:
     secret: bytes
     aead: object
@@ -42,10 +47,12 @@ class _Keys:
     def seal(self, packet_number: int, ad: _Buffer, payload: _Buffer) -> bytes: ...
     def open(self, packet_number: int, ad: _Buffer, ciphertext: _Buffer) -> bytes: ...
 
+@disjoint_base
 class PacketProtection:
     keys: "OneRttKeys"
     sending: bool
     tag_size: int
+    def __init__(self, keys: "OneRttKeys", sending: bool) -> None: ...
     @property
     def key_phase(self) -> int: ...
     def encrypt_packet(self, plain_header: _Buffer, plain_payload: _Buffer, packet_number: int) -> bytes: ...
@@ -55,6 +62,7 @@ class PacketProtection:
     def request_key_update(self) -> None: ...
     def discard_old_keys(self) -> None: ...
 
+@disjoint_base
 class OneRttKeys:
     cipher: str
     backend: str

@@ -1,11 +1,15 @@
 """Type stubs for dquic._recovery (RFC 9002 loss detection and RTT estimation)."""
 from typing import Any, Iterable, Optional, Sequence, Tuple
+from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
 from ._congestion import CongestionController
+
+__all__ = ["SentPacket", "RttEstimator", "Recovery", "HANDSHAKE", "APPLICATION"]
 
 HANDSHAKE: int
 APPLICATION: int
 
+@disjoint_base
 class SentPacket:
     packet_number: int
     space: int
@@ -32,6 +36,7 @@ class SentPacket:
         is_probe: bool = False,
     ) -> None: ...
 
+@disjoint_base
 class RttEstimator:
     latest_rtt: float
     smoothed_rtt: float
@@ -46,6 +51,7 @@ class RttEstimator:
     ) -> None: ...
     def pto_base(self, granularity: float) -> float: ...
 
+@disjoint_base
 class Recovery:
     congestion: CongestionController
     rtt: RttEstimator

@@ -1,10 +1,12 @@
 """Type stub for dquic._seed (the seed classes; dquic.DQUICHeader / dquic.DQUICFrame)."""
 from typing import Optional, Union
+from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
-BytesLike = Union[bytes, bytearray, memoryview]
+_BytesLike = Union[bytes, bytearray, memoryview]
 
 __all__ = ["DQUICHeader", "DQUICFrame"]
 
+@disjoint_base
 class DQUICHeader:
     packet_type: int
     packet_number: int
@@ -15,13 +17,14 @@ class DQUICHeader:
     token: bytes
     key_phase: int
     spin: int
-    def __init__(self, packet_type: int, packet_number: int, dcid: BytesLike = b"", scid: BytesLike = b"",
-                 version: int = ..., largest_acked: Optional[int] = None, token: BytesLike = b"",
+    def __init__(self, packet_type: int, packet_number: int, dcid: _BytesLike = b"", scid: _BytesLike = b"",
+                 version: int = ..., largest_acked: Optional[int] = None, token: _BytesLike = b"",
                  key_phase: int = 0, spin: int = 0) -> None: ...
     def to_bytes(self) -> bytes: ...
     @classmethod
-    def from_bytes(cls, data: BytesLike, largest_pn: int = -1, dcid_len: Optional[int] = None) -> "DQUICHeader": ...
+    def from_bytes(cls, data: _BytesLike, largest_pn: int = -1, dcid_len: Optional[int] = None) -> "DQUICHeader": ...
 
+@disjoint_base
 class DQUICFrame:
     stream_id: int
     frame_type: int
@@ -34,4 +37,4 @@ class DQUICFrame:
     def append_offset(self, n: int) -> None: ...
     def to_bytes(self) -> bytes: ...
     @classmethod
-    def from_bytes(cls, data: BytesLike) -> "DQUICFrame": ...
+    def from_bytes(cls, data: _BytesLike) -> "DQUICFrame": ...

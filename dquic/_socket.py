@@ -31,7 +31,9 @@ import os
 import socket
 import struct
 import sys
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
+
+BytesLike = Union[bytes, bytearray, memoryview]
 
 __all__ = ["UDPSocket", "normalize_address", "resolve_address", "DEFAULT_BUFFER_SIZE"]
 
@@ -180,7 +182,7 @@ class UDPSocket:
 
     def __init__(self, family: int = socket.AF_INET, buffer_size: int = DEFAULT_BUFFER_SIZE,
                  dual_stack: bool = False, offload: bool = True) -> None:
-        self.family = family
+        self.family = socket.AddressFamily(family)  # an enum: its .name goes into messages
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self.sock.setblocking(False)
@@ -236,7 +238,7 @@ class UDPSocket:
         self.datagrams_received = 0
         self.send_retries = 0
         self.gso_sends = 0
-        self._queue: List[Tuple[object, int, Tuple]] = []
+        self._queue: List[Tuple[BytesLike, int, Tuple]] = []
         self._queue_i = 0
         self._queue_off = 0
         self.closed = False
@@ -284,7 +286,7 @@ class UDPSocket:
         out: List[Tuple[bytes, Tuple, int]] = []
         v6 = self.family == socket.AF_INET6
         gro = self.gro
-        recvmsg = self.sock.recvmsg if gro else None
+        recvmsg: Any = self.sock.recvmsg if gro else None  # no recvmsg on Windows
         recvfrom = self.sock.recvfrom
         count = 0
         for _ in range(max_count):
@@ -341,7 +343,7 @@ class UDPSocket:
         return out
 
     # ----------------------------------------------------------------------------------------
-    def send(self, data: bytes, addr: Tuple) -> bool:
+    def send(self, data: BytesLike, addr: Tuple) -> bool:
         """Send one datagram. False when the kernel cannot take it now (retry later)."""
         try:
             self.sock.sendto(data, self.to_wire(addr))
@@ -416,7 +418,7 @@ class UDPSocket:
         self.gso_sends += 1
         return True
 
-    def send_trains(self, items: List[Tuple[object, int, Tuple]], start: int = 0,
+    def send_trains(self, items: List[Tuple[BytesLike, int, Tuple]], start: int = 0,
                     offset: int = 0) -> Tuple[int, int]:
         """Send trains ``(data, segment_size, addr)`` from ``items[start]`` at byte ``offset``
         on (see ``Endpoint.trains_to_send``): one ``sendmsg`` per train with send offload,
@@ -457,7 +459,7 @@ class UDPSocket:
         """Whether queued trains wait for the kernel (the socket was full)."""
         return self._queue_i < len(self._queue)
 
-    def queue_trains(self, trains: List[Tuple[object, int, Tuple]]) -> None:
+    def queue_trains(self, trains: List[Tuple[BytesLike, int, Tuple]]) -> None:
         """Queue trains ``(data, segment_size, addr)`` behind any still waiting; ``flush()``
         sends them."""
         if self.pending:
@@ -495,7 +497,8 @@ class Waker:
 
     def __init__(self) -> None:
         self._eventfd = hasattr(os, "eventfd")
-        self._pair = None
+        # the socket pair, where there is no eventfd (never read when there is one)
+        self._pair: Tuple[socket.socket, socket.socket] = None  # type: ignore[assignment]
         if self._eventfd:
             self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:

@@ -1,9 +1,11 @@
 from typing import Any, Optional, Tuple
+from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
 DEFAULT_SEND_BUFFER: int
 
 def message_prefix(length: int) -> bytes: ...
 
+@disjoint_base
 class FlowWindow:
     def __init__(self, initial: int, maximum: int = 0) -> None: ...
     def on_consumed(self, n: int) -> None: ...
@@ -17,6 +19,7 @@ class FlowWindow:
     @property
     def consumed(self) -> int: ...
 
+@disjoint_base
 class SendStream:
     stream_id: int
     def __init__(self, stream_id: int, max_buffer: int = ...) -> None: ...
@@ -66,6 +69,7 @@ class SendStream:
     @property
     def bytes_retransmitted(self) -> int: ...
 
+@disjoint_base
 class RecvStream:
     stream_id: int
     def __init__(self, stream_id: int, max_buffer: int, initial_window: int = 0) -> None: ...

@@ -46,7 +46,7 @@ import dataclasses
 import errno
 import logging
 import socket
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
 
 from ._socket import UDPSocket, normalize_address, numeric_address, pick_address
 from .config import Configuration
@@ -148,6 +148,7 @@ def _buffer(data: Any) -> Tuple[Any, int]:
     """Check that ``data`` is a contiguous bytes-like object: ``(buffer, nbytes)``."""
     if isinstance(data, str):
         raise TypeError("str is not bytes-like (encode it first)")
+    view: Union[memoryview, bytes]
     try:
         view = memoryview(data)
     except TypeError:
@@ -543,7 +544,7 @@ class StreamReader:
         if n == 0:
             return b""
         if n < 0:
-            parts = []
+            parts: List[bytes] = []
             while True:
                 while not self._buf and not self._eof:
                     await self._wait()
@@ -825,7 +826,7 @@ class AsyncConnection:
             self._datagrams.append(ev.data)
             _wake(self._datagram_waiters)
         elif isinstance(ev, (StreamReset, StopSendingReceived)):
-            err = StreamResetError(ev.stream_id, ev.error_code)
+            err: BaseException = StreamResetError(ev.stream_id, ev.error_code)
             if isinstance(ev, StreamReset):
                 err = self._stream_errors.setdefault(ev.stream_id, err)
                 self._drop_partial(ev.stream_id)
@@ -846,6 +847,7 @@ class AsyncConnection:
             self._pull()  # what already arrived stays readable
             for reader in self._readers.values():
                 reader._set_exception(error)
+            fut: "asyncio.Future[Any]"  # a datagram's, then a send waiter's
             for fut in self._datagram_futures.values():
                 if not fut.done():
                     fut.set_result(False)

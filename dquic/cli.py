@@ -305,7 +305,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"path: client -> lossy relay -> server on 127.0.0.1 (loss {args.loss:.1%}, "
               f"delay {args.delay_ms:g} ms each way, reorder {args.reorder:.1%}, "
               f"duplicate {args.duplicate:.1%}); congestion control {args.cc}\n")
-    if encryption:
+    if server_key is not None:  # with encryption
         aead = {"AESGCM": "AES-256-GCM", "ChaChaPoly": "ChaCha20-Poly1305"}.get(
             Configuration().cipher, Configuration().cipher)
         out.write(f"security: Noise handshake, {aead} packets, server key pinned "
@@ -317,7 +317,7 @@ def run_demo(args: argparse.Namespace, out: TextIO) -> int:
     try:
         server = DQUIC(identity=server_key, **common)
         server.bind(("127.0.0.1", 0))
-        relay = LossyRelay(server.local_address, loss=args.loss, delay=args.delay_ms / 1000.0,
+        relay = LossyRelay(_bound_address(server), loss=args.loss, delay=args.delay_ms / 1000.0,
                            reorder=args.reorder, duplicate=args.duplicate, seed=seed).start()
         client = DQUIC(server_key=server_key.public if server_key else None, **common)
         target = relay.address
@@ -488,6 +488,14 @@ def run_pubkey(args: argparse.Namespace, out: TextIO) -> int:
     """``pubkey FILE``: print the public key (base64) of a key pair file."""
     out.write(_load_keypair(args.file).public_b64 + "\n")
     return EXIT_OK
+
+
+def _bound_address(endpoint: Any) -> Tuple:
+    """The local address of a bound ``dquic.DQUIC`` endpoint."""
+    address = endpoint.local_address
+    if address is None:
+        raise RuntimeError("the endpoint is not bound")
+    return address
 
 
 def _parse_keys(values: Optional[Sequence[str]]) -> Optional[List[bytes]]:
@@ -895,6 +903,7 @@ async def _receive_files(conn: Any, directory: str, out: TextIO, busy: set,
     from .errors import DQUICError
 
     files: Dict[int, Optional[_Incoming]] = {}
+    inc: Optional[_Incoming]
     ok = failed = 0
     peer = _where(*conn.peer_address[:2])
     try:
@@ -1024,7 +1033,7 @@ def _watch_handshakes(server: Any, report: Callable[[Tuple, str, bool, Optional[
     from .errors import ErrorCode
     from .events import ConnectionTerminated
 
-    endpoint = getattr(getattr(server, "_driver", None), "endpoint", None)
+    endpoint: Any = getattr(getattr(server, "_driver", None), "endpoint", None)
     next_event = getattr(endpoint, "next_event", None)
     if next_event is None:
         return False
@@ -1164,7 +1173,8 @@ def run_send(args: argparse.Namespace, out: TextIO) -> int:
     """The ``send`` command: send files, wait for each verdict."""
     identity = _load_keypair(args.key) if args.key else None
     trusted = _parse_keys(args.trust)
-    server_key = _parse_keys([args.server_key])[0] if args.server_key else None
+    server_keys = _parse_keys([args.server_key]) if args.server_key else None
+    server_key = server_keys[0] if server_keys else None
     names = set()
     for path in args.files:
         _check_source(path)
@@ -1453,7 +1463,7 @@ def _bench_bulk(seconds: float, size: int, encryption: bool) -> Dict[str, float]
         server.bind(("127.0.0.1", 0))
         server.settimeout(0.2)
         client.settimeout(5.0)
-        target = server.local_address
+        target = _bound_address(server)
         client.send_to(target, {1: b"start"})  # handshake outside the measurement
         server.settimeout(5.0)
         server.receive_from(65536)
@@ -1528,7 +1538,7 @@ def _bench_rtt(seconds: float, size: int, encryption: bool) -> Dict[str, float]:
 
         t = threading.Thread(target=echo, name="dquic-bench-echo", daemon=True)
         t.start()
-        target = server.local_address
+        target = _bound_address(server)
         request = {1: os.urandom(size)}
         client.send_to(target, request)  # handshake outside the measurement
         client.receive_from(1 << 20)

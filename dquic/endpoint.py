@@ -106,6 +106,7 @@ def _code(ev) -> str:
 
 
 def _log_events(conn: Connection, events: List[Event]) -> None:
+    ev: Any  # narrowed by `type(ev) is ...` below, which type checkers do not follow
     for ev in events:
         kind = type(ev)
         if kind is HandshakeCompleted:

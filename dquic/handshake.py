@@ -196,12 +196,14 @@ class _Handshake:
         return data
 
     def _read(self, data: bytes) -> bytes:
+        assert self._hs is not None
         try:
             return self._hs.read_message(data)
         except NoiseError as exc:
             raise self._fail(ProtocolError(str(exc), ErrorCode.HANDSHAKE_FAILED)) from None
 
     def _write(self, payload: bytes, prefix: bytes = b"") -> bytes:
+        assert self._hs is not None
         out = prefix + self._hs.write_message(payload)
         if len(out) > MAX_HANDSHAKE_MESSAGE:
             raise self._fail(ValueError("handshake message would exceed 4096 bytes; transport parameters too large"))
@@ -209,6 +211,7 @@ class _Handshake:
 
     def _finish(self) -> None:
         hs = self._hs
+        assert hs is not None
         self._handshake_hash = hs.get_handshake_hash()
         # Split's raw keys (the Noise state forgets them): they are our traffic secrets.
         k_i2r, k_r2i = hs.take_split_keys()
@@ -226,6 +229,7 @@ class _Handshake:
         if not self.complete:
             raise RuntimeError("handshake not complete")
         if self._keys is None:
+            assert self._secrets is not None and self.cipher is not None  # set by completion
             send_secret, recv_secret = self._secrets
             self._keys = OneRttKeys(send_secret, recv_secret, self.cipher, key_update_interval=key_update_interval)
             self._secrets = None
@@ -235,6 +239,7 @@ class _Handshake:
     def one_rtt_keys(self) -> OneRttKeys:
         """The shared key-update state behind ``protections()``."""
         self.protections()
+        assert self._keys is not None
         return self._keys
 
 
@@ -287,6 +292,7 @@ class ClientHandshake(_Handshake):
         if self._started:
             raise RuntimeError("start() already called")
         self._started = True
+        assert self.protocol_name is not None  # chosen in __init__
         self._hs = HandshakeState(
             self.protocol_name,
             True,
@@ -308,6 +314,7 @@ class ClientHandshake(_Handshake):
             raise RuntimeError("call start() first")
         data = self._check_incoming(message)
         payload = self._read(data)
+        assert self._hs is not None
         server_static = self._hs.remote_static
         if self._pinned is None and self._trusted is not None and server_static not in self._trusted:
             raise self._fail(AuthenticationError("server static key is not trusted"))
@@ -375,7 +382,7 @@ class ServerHandshake(_Handshake):
             False,
             _full_prologue(data[0], self._prologue),
             s=self._identity,
-            psks=[self._psk] if uses_psk else (),
+            psks=[self._psk] if self._psk is not None and uses_psk else (),
         )
         payload = self._read(data[1:])
         if pattern == "IK":

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 
@@ -323,7 +323,7 @@ class DquicPair(NamedTuple):
 
 
 @pytest.fixture
-def dquic_pair(request: pytest.FixtureRequest, dquic_seed: int) -> DquicPair:
+def dquic_pair(request: pytest.FixtureRequest, dquic_seed: int) -> Iterator[DquicPair]:
     """A simulated dquic client and server (``dquic.testing.apps.make_pair``), seeded.
 
     The link between them has the test's ``@pytest.mark.dquic_link(...)`` settings (with
@@ -346,7 +346,7 @@ def dquic_pair(request: pytest.FixtureRequest, dquic_seed: int) -> DquicPair:
 
 
 @pytest.fixture
-def dquic_relay(request: pytest.FixtureRequest, dquic_seed: int) -> Callable[..., Any]:
+def dquic_relay(request: pytest.FixtureRequest, dquic_seed: int) -> Iterator[Callable[..., Any]]:
     """A factory of started in-process lossy UDP relays (``dquic.testing.relay.LossyRelay``).
 
     ``relay = dquic_relay(server_address, loss=0.05, reorder=0.05)`` listens on a loopback
@@ -393,7 +393,7 @@ class DquicEndpoints(NamedTuple):
 
 
 @pytest.fixture
-def dquic_endpoints(request: pytest.FixtureRequest, dquic_seed: int) -> DquicEndpoints:
+def dquic_endpoints(request: pytest.FixtureRequest, dquic_seed: int) -> Iterator[DquicEndpoints]:
     """A client and a server ``dquic.DQUIC`` endpoint over real UDP sockets on 127.0.0.1.
 
     Yields :class:`DquicEndpoints` ``(client, server, address)``: the server is bound to

@@ -1,73 +1,234 @@
-"""qlog traces: one JSON-SEQ file per connection, in the shapes of draft-ietf-quic-qlog.
+"""qlog traces: one JSON-SEQ file per connection.
+
+The traces follow qlog 0.3: the main schema of draft-ietf-quic-qlog-main-schema-05 in its
+JSON-SEQ form (a header record, then one record per event, each starting with the RS
+character) with the QUIC events of draft-ietf-quic-qlog-quic-events-04 (the categories
+``connectivity``, ``transport``, ``security`` and ``recovery``). tests/qlog_schema.json is a JSON
+Schema of what dquic writes, taken from those drafts' definitions, and the test suite validates
+real traces against it.
 
 A ``QlogTrace`` is handed to a connection (endpoints do it when ``qlog_dir`` is configured); the
-connection calls its ``packet_sent`` / ``packet_received`` / ``packet_lost`` /
-``metrics_updated`` / ``connection_*`` methods with the virtual ``now`` it was given, so traces of
-simulated connections carry simulated time. Files are named ``<ODCID hex>_<client|server>.sqlog``
-and open in qvis (https://qvis.quictools.info) and other qlog tools. Records are buffered and
-written in batches; ``close()`` flushes.
+connection calls its methods with the ``now`` it was given, so traces of simulated connections
+carry simulated time. Event times are milliseconds relative to the trace's first event;
+``reference_time`` (common_fields) is the wall clock at that moment, in milliseconds since the
+Unix epoch. Files are named ``<ODCID hex>_<client|server>.sqlog`` and open in qvis
+(https://qvis.quictools.info) and other qlog tools. Records are buffered and written in batches;
+``close()`` flushes.
+
+Events: ``connectivity:connection_started``/``connection_closed``,
+``transport:packet_sent``/``packet_received``/``packet_dropped`` (with their frames),
+``recovery:packet_lost``, ``recovery:metrics_updated``, ``recovery:congestion_state_updated``
+(derived from metrics updates that carry ``ssthresh``/``in_recovery``, or reported directly) and
+``security:key_updated`` (key material is never written: ``new`` is left empty).
+
+Sent frames come from the connection's records of what a packet carried (tuples, see
+``frames_to_qlog``). A record that lacks a value the draft requires for its frame type (for
+instance MAX_DATA's ``maximum``) is written as ``{"frame_type": "unknown", "frame_type_value":
+<wire type>}``, valid and still naming the type, rather than as an incomplete frame.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["QlogTrace", "frames_to_qlog", "PACKET_TYPE_NAMES"]
+__all__ = ["QlogTrace", "frames_to_qlog", "PACKET_TYPE_NAMES", "QLOG_VERSION"]
 
 QLOG_VERSION = "0.3"
 RS = "\x1e"
 PACKET_TYPE_NAMES = {0: "initial", 1: "0RTT", 2: "handshake", 3: "retry", 4: "1RTT",
                      5: "version_negotiation"}
+_UINT32_MAX = 0xFFFFFFFF
+
+# RFC 9000 §20.1 codes with a name in the draft's TransportError
+_TRANSPORT_ERRORS = {
+    0x00: "no_error", 0x01: "internal_error", 0x02: "connection_refused",
+    0x03: "flow_control_error", 0x04: "stream_limit_error", 0x05: "stream_state_error",
+    0x06: "final_size_error", 0x07: "frame_encoding_error", 0x08: "transport_parameter_error",
+    0x09: "connection_id_limit_error", 0x0A: "protocol_violation", 0x0B: "invalid_token",
+    0x0C: "application_error", 0x0D: "crypto_buffer_exceeded", 0x0E: "key_update_error",
+    0x0F: "aead_limit_reached", 0x10: "no_viable_path",
+}
+# packet_dropped triggers of draft-ietf-quic-qlog-quic-events-04
+DROP_TRIGGERS = ("internal_error", "rejected", "unsupported", "invalid", "connection_unknown",
+                 "decryption_failure", "general")
+KEY_TYPES = ("server_initial_secret", "client_initial_secret", "server_handshake_secret",
+             "client_handshake_secret", "server_0rtt_secret", "client_0rtt_secret",
+             "server_1rtt_secret", "client_1rtt_secret")
+
+
+def _transport_error(code: int) -> Any:
+    """The draft's TransportError name for ``code``, else the number (uint32), else None."""
+    name = _TRANSPORT_ERRORS.get(code)
+    if name is not None:
+        return name
+    if 0x100 <= code <= 0x1FF:
+        return f"crypto_error_0x{code:x}"
+    return code if 0 <= code <= _UINT32_MAX else None
+
+
+def _ranges(ranges: Iterable[Sequence[int]]) -> List[List[int]]:
+    """ACK ranges as the draft's AckRange: [first, last] (inclusive), ascending."""
+    pairs = sorted((int(a), int(b)) for a, b in ranges)
+    return [[a, b] if b != a else [a] for a, b in pairs]
+
+
+def _unknown(wire_type: int) -> Dict[str, Any]:
+    return {"frame_type": "unknown", "frame_type_value": wire_type}
+
+
+def _tuple_frame(f: Tuple[Any, ...]) -> Dict[str, Any]:
+    """One of the connection's sent-frame records.
+
+    ``("s", stream_id, offset, length, fin)``, ``("c", space, offset, length)``,
+    ``("a", space, floor[, ranges[, ack_delay_ms]])`` with ``ranges`` as (first, last) inclusive
+    pairs, ``("g", datagram_id[, length])``, ``("md"[, maximum])``, ``("msd", stream_id[,
+    maximum])``, ``("ms"[, maximum[, "bidirectional"|"unidirectional"]])``, ``("rs", stream_id,
+    error_code[, final_size])``, ``("ss", stream_id, error_code)``, ``("nc", sequence[,
+    retire_prior_to, connection_id[, reset_token]])``, ``("rc", sequence)``, ``("hd",)``,
+    ``("p",)``.
+    """
+    kind, n = f[0], len(f)
+    if kind == "s":
+        d: Dict[str, Any] = {"frame_type": "stream", "stream_id": f[1], "offset": f[2], "length": f[3]}
+        if f[4]:
+            d["fin"] = True
+        return d
+    if kind == "c":
+        return {"frame_type": "crypto", "offset": f[2], "length": f[3]}
+    if kind == "a":
+        d = {"frame_type": "ack"}
+        if n > 3 and f[3] is not None:
+            d["acked_ranges"] = _ranges(f[3])
+        if n > 4 and f[4] is not None:
+            d["ack_delay"] = round(float(f[4]), 3)
+        return d
+    if kind == "g":
+        d = {"frame_type": "datagram"}
+        if n > 2:
+            d["length"] = f[2]
+        return d
+    if kind == "md":
+        return {"frame_type": "max_data", "maximum": f[1]} if n > 1 else _unknown(0x10)
+    if kind == "msd":
+        return ({"frame_type": "max_stream_data", "stream_id": f[1], "maximum": f[2]} if n > 2
+                else _unknown(0x11))
+    if kind == "ms":
+        if n < 2:
+            return _unknown(0x12)
+        return {"frame_type": "max_streams", "maximum": f[1],
+                "stream_type": f[2] if n > 2 else "bidirectional"}
+    if kind == "rs":
+        if n < 4:
+            return _unknown(0x04)
+        return {"frame_type": "reset_stream", "stream_id": f[1], "error_code": f[2], "final_size": f[3]}
+    if kind == "ss":
+        return {"frame_type": "stop_sending", "stream_id": f[1], "error_code": f[2]}
+    if kind == "nc":
+        if n < 4:
+            return _unknown(0x18)
+        d = {"frame_type": "new_connection_id", "sequence_number": f[1], "retire_prior_to": f[2],
+             "connection_id": bytes(f[3]).hex()}
+        if n > 4 and f[4] is not None:
+            d["stateless_reset_token"] = bytes(f[4]).hex()
+        return d
+    if kind == "rc":
+        return {"frame_type": "retire_connection_id", "sequence_number": f[1]}
+    if kind == "hd":
+        return {"frame_type": "handshake_done"}
+    if kind == "p":
+        return {"frame_type": "ping"}
+    return {"frame_type": str(kind)}  # an extension the connection records under its own name
 
 
 def frames_to_qlog(frames: Iterable[Any]) -> List[Dict[str, Any]]:
     """Convert a connection's sent-frame records (tuples) or decoded frame objects to qlog."""
-    out: List[Dict[str, Any]] = []
-    for f in frames:
-        if isinstance(f, tuple):
-            kind = f[0]
-            if kind == "s":
-                out.append({"frame_type": "stream", "stream_id": f[1], "offset": f[2],
-                            "length": f[3], "fin": bool(f[4])})
-            elif kind == "c":
-                out.append({"frame_type": "crypto", "offset": f[2], "length": f[3]})
-            elif kind == "a":
-                out.append({"frame_type": "ack"})
-            elif kind == "g":
-                out.append({"frame_type": "datagram"})
-            else:
-                name = {"md": "max_data", "msd": "max_stream_data", "ms": "max_streams",
-                        "rs": "reset_stream", "ss": "stop_sending", "nc": "new_connection_id",
-                        "rc": "retire_connection_id", "hd": "handshake_done", "p": "ping"}.get(kind, kind)
-                out.append({"frame_type": name})
-        else:
-            out.append(_frame_object(f))
-    return out
+    return [_tuple_frame(f) if isinstance(f, tuple) else _frame_object(f) for f in frames]
 
 
 def _frame_object(f: Any) -> Dict[str, Any]:
+    """A frame decoded by ``dquic._codec``."""
     name = type(f).__name__
     base = name[:-5] if name.endswith("Frame") else name
     snake = "".join("_" + c.lower() if c.isupper() else c for c in base).lstrip("_")
-    d: Dict[str, Any] = {"frame_type": snake}
     if snake == "stream":
-        d.update(stream_id=f.stream_id, offset=f.offset, length=len(f.data), fin=bool(f.fin))
-    elif snake == "ack":
-        d["acked_ranges"] = [[a, b - 1] for a, b in f.ranges]
-        d["ack_delay"] = f.ack_delay
-    elif snake == "crypto":
-        d.update(offset=f.offset, length=len(f.data))
-    elif snake in ("max_data", "max_streams"):
-        d["maximum"] = f.maximum
-    elif snake == "max_stream_data":
-        d.update(stream_id=f.stream_id, maximum=f.maximum)
-    elif snake == "connection_close":
-        d.update(error_space="application" if f.application else "transport",
-                 error_code=f.error_code, reason=bytes(f.reason).decode("utf-8", "replace"))
-    elif snake == "padding":
-        d["payload_length"] = getattr(f, "length", 0)
-    return d
+        d: Dict[str, Any] = {"frame_type": "stream", "stream_id": f.stream_id, "offset": f.offset,
+                             "length": len(f.data)}
+        if f.fin:
+            d["fin"] = True
+        return d
+    if snake == "ack":
+        # the ACK Delay field is in units of the sender's ack_delay_exponent, which the trace
+        # does not know: it is left out rather than written wrong
+        d = {"frame_type": "ack", "acked_ranges": _ranges((a, b - 1) for a, b in f.ranges)}
+        if f.ecn:
+            d["ect0"], d["ect1"], d["ce"] = f.ecn
+        return d
+    if snake == "crypto":
+        return {"frame_type": "crypto", "offset": f.offset, "length": len(f.data)}
+    if snake == "padding":
+        return {"frame_type": "padding", "payload_length": int(getattr(f, "length", 0))}
+    if snake in ("ping", "handshake_done"):
+        return {"frame_type": snake}
+    if snake == "max_data":
+        return {"frame_type": "max_data", "maximum": f.maximum}
+    if snake == "max_stream_data":
+        return {"frame_type": "max_stream_data", "stream_id": f.stream_id, "maximum": f.maximum}
+    if snake == "max_streams":
+        return {"frame_type": "max_streams", "maximum": f.maximum,
+                "stream_type": "unidirectional" if f.frame_type & 1 else "bidirectional"}
+    if snake == "data_blocked":
+        return {"frame_type": "data_blocked", "limit": f.limit}
+    if snake == "stream_data_blocked":
+        return {"frame_type": "stream_data_blocked", "stream_id": f.stream_id, "limit": f.limit}
+    if snake == "streams_blocked":
+        return {"frame_type": "streams_blocked", "limit": f.limit,
+                "stream_type": "unidirectional" if f.frame_type & 1 else "bidirectional"}
+    if snake == "reset_stream":
+        return {"frame_type": "reset_stream", "stream_id": f.stream_id,
+                "error_code": _uint32(f.error_code), "final_size": f.final_size}
+    if snake == "stop_sending":
+        return {"frame_type": "stop_sending", "stream_id": f.stream_id, "error_code": _uint32(f.error_code)}
+    if snake == "new_token":
+        return {"frame_type": "new_token", "token": {"raw": {"length": len(f.token)}}}
+    if snake == "new_connection_id":
+        return {"frame_type": "new_connection_id", "sequence_number": f.sequence,
+                "retire_prior_to": f.retire_prior_to, "connection_id": bytes(f.connection_id).hex(),
+                "stateless_reset_token": bytes(f.stateless_reset_token).hex()}
+    if snake == "retire_connection_id":
+        return {"frame_type": "retire_connection_id", "sequence_number": f.sequence}
+    if snake in ("path_challenge", "path_response"):
+        return {"frame_type": snake, "data": bytes(f.data).hex()}
+    if snake == "connection_close":
+        d = {"frame_type": "connection_close",
+             "error_space": "application" if f.application else "transport",
+             "error_code_value": f.error_code,
+             "reason": bytes(f.reason).decode("utf-8", "replace")}
+        code = f.error_code if f.application else _transport_error(f.error_code)
+        if code is not None and (not f.application or code <= _UINT32_MAX):
+            d["error_code"] = code
+        if f.frame_type:
+            d["trigger_frame_type"] = f.frame_type
+        return d
+    if snake == "datagram":
+        return {"frame_type": "datagram", "length": len(f.data)}
+    return {"frame_type": snake}
+
+
+def _uint32(code: int) -> int:
+    return code if code <= _UINT32_MAX else _UINT32_MAX
+
+
+def _header(packet_type: int, pn: Optional[int]) -> Dict[str, Any]:
+    hdr: Dict[str, Any] = {"packet_type": PACKET_TYPE_NAMES.get(packet_type, "unknown")}
+    if pn is not None and pn >= 0:
+        hdr["packet_number"] = pn
+    return hdr
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
 
 
 class QlogTrace:
@@ -80,23 +241,33 @@ class QlogTrace:
         self._pending: List[str] = []
         self._flush_every = flush_every
         self._t0: Optional[float] = None
+        self._cc_state: Optional[str] = None
+        self._key_generation = 0
+        # the wall clock as the trace starts (its first event follows at once): relative event
+        # times count from it
+        reference = round(time.time() * 1000.0, 3)
+        odcid_hex = bytes(odcid).hex()
         header = {
             "qlog_version": QLOG_VERSION,
             "qlog_format": "JSON-SEQ",
             "title": title,
+            "description": "dquic connection trace (draft-ietf-quic-qlog-main-schema-05, "
+                           "draft-ietf-quic-qlog-quic-events-04)",
             "trace": {
                 "vantage_point": {"name": "dquic", "type": vantage_point},
-                "common_fields": {"ODCID": odcid.hex(), "time_format": "relative",
-                                  "reference_time": 0.0, "protocol_type": ["QUIC"]},
+                "common_fields": {"ODCID": odcid_hex, "group_id": odcid_hex,
+                                  "time_format": "relative", "reference_time": reference,
+                                  "protocol_type": ["QUIC"]},
             },
         }
         self._fh.write(RS + json.dumps(header) + "\n")
         self.closed = False
 
     @classmethod
-    def for_connection(cls, directory: str, odcid: bytes, is_client: bool) -> "QlogTrace":
+    def for_connection(cls, directory: str, odcid: Optional[bytes], is_client: bool) -> "QlogTrace":
         os.makedirs(directory, exist_ok=True)
         role = "client" if is_client else "server"
+        odcid = odcid or b""
         return cls(os.path.join(directory, f"{odcid.hex()}_{role}.sqlog"), vantage_point=role,
                    odcid=odcid)
 
@@ -105,52 +276,147 @@ class QlogTrace:
             return
         if self._t0 is None:
             self._t0 = now
-        rec = {"time": round((now - self._t0) * 1000.0, 3), "name": name, "data": data}
+        rec = {"time": _ms(now - self._t0), "name": name, "data": data}
         self._pending.append(RS + json.dumps(rec) + "\n")
         if len(self._pending) >= self._flush_every:
             self.flush()
 
-    # events -----------------------------------------------------------------------------
+    # connectivity -------------------------------------------------------------------------
     def connection_started(self, now: float, local: Any, remote: Any) -> None:
-        self._event(now, "connectivity:connection_started",
-                    {"src_ip": str(local[0]) if local else "", "dst_ip": str(remote[0]),
-                     "dst_port": remote[1]})
+        data: Dict[str, Any] = {"src_ip": str(local[0]) if local else "",
+                                "dst_ip": str(remote[0]) if remote else "", "protocol": "QUIC"}
+        if remote:
+            data["ip_version"] = "v6" if ":" in str(remote[0]) else "v4"
+            data["dst_port"] = remote[1]
+        if local and len(local) > 1:
+            data["src_port"] = local[1]
+        self._event(now, "connectivity:connection_started", data)
 
-    def connection_closed(self, now: float, error_code: int, reason: str, by_peer: bool) -> None:
-        self._event(now, "connectivity:connection_closed",
-                    {"owner": "remote" if by_peer else "local", "error_code": error_code,
-                     "reason": reason})
+    def connection_closed(self, now: float, error_code: int, reason: str, by_peer: bool, *,
+                          application: bool = False, timeout: bool = False,
+                          trigger: Optional[str] = None) -> None:
+        """The connection ended: ``error_code`` is a transport error code unless
+        ``application``; ``timeout`` marks an idle or handshake timeout."""
+        data: Dict[str, Any] = {"owner": "remote" if by_peer else "local", "reason": reason}
+        if application:
+            if 0 <= error_code <= _UINT32_MAX:
+                data["application_code"] = error_code
+        else:
+            code = _transport_error(error_code)
+            if code is not None:
+                data["connection_code"] = code
+        if trigger is None:
+            if timeout:
+                trigger = "handshake_timeout" if "handshake" in reason else "idle_timeout"
+            elif reason == "stateless reset":
+                trigger = "stateless_reset"
+            elif application:
+                trigger = "application"
+            else:
+                trigger = "clean" if error_code == 0 else "error"
+        data["trigger"] = trigger
+        self._event(now, "connectivity:connection_closed", data)
         self.close()
 
-    def packet_sent(self, now: float, packet_type: int, pn: int, size: int, frames: Iterable[Any]) -> None:
-        self._event(now, "transport:packet_sent",
-                    {"header": {"packet_type": PACKET_TYPE_NAMES.get(packet_type, "unknown"),
-                                "packet_number": pn},
-                     "raw": {"length": size}, "frames": frames_to_qlog(frames)})
+    # transport ----------------------------------------------------------------------------
+    def packet_sent(self, now: float, packet_type: int, pn: int, size: int, frames: Iterable[Any],
+                    *, trigger: Optional[str] = None) -> None:
+        data: Dict[str, Any] = {"header": _header(packet_type, pn), "raw": {"length": size},
+                                "frames": frames_to_qlog(frames)}
+        if trigger:
+            data["trigger"] = trigger
+        self._event(now, "transport:packet_sent", data)
 
     def packet_received(self, now: float, packet_type: int, pn: int, size: int,
                         frames: Iterable[Any]) -> None:
         self._event(now, "transport:packet_received",
-                    {"header": {"packet_type": PACKET_TYPE_NAMES.get(packet_type, "unknown"),
-                                "packet_number": pn},
-                     "raw": {"length": size}, "frames": frames_to_qlog(frames)})
+                    {"header": _header(packet_type, pn), "raw": {"length": size},
+                     "frames": frames_to_qlog(frames)})
 
-    def packet_dropped(self, now: float, size: int, trigger: str) -> None:
-        self._event(now, "transport:packet_dropped", {"raw": {"length": size}, "trigger": trigger})
+    def packet_dropped(self, now: float, size: int, trigger: str = "general", *,
+                       packet_type: Optional[int] = None, pn: Optional[int] = None,
+                       reason: Optional[str] = None) -> None:
+        """A packet (or datagram) the connection discarded: ``trigger`` is one of
+        ``DROP_TRIGGERS`` ("decryption_failure", "invalid", "rejected", "unsupported",
+        "connection_unknown", "internal_error", "general"; a duplicate is "rejected" with the
+        reason "duplicate"); ``reason`` goes into ``details``."""
+        if trigger not in DROP_TRIGGERS:
+            reason = reason or trigger
+            trigger = "general"
+        data: Dict[str, Any] = {"raw": {"length": size}, "trigger": trigger}
+        if packet_type is not None:
+            data["header"] = _header(packet_type, pn)
+        if reason:
+            data["details"] = {"reason": reason}
+        self._event(now, "transport:packet_dropped", data)
 
-    def packet_lost(self, now: float, packet_type: int, pn: int) -> None:
-        self._event(now, "recovery:packet_lost",
-                    {"header": {"packet_type": PACKET_TYPE_NAMES.get(packet_type, "unknown"),
-                                "packet_number": pn}})
+    # recovery -----------------------------------------------------------------------------
+    def packet_lost(self, now: float, packet_type: int, pn: int,
+                    frames: Optional[Iterable[Any]] = None, *, trigger: Optional[str] = None) -> None:
+        data: Dict[str, Any] = {"header": _header(packet_type, pn)}
+        if frames is not None:
+            data["frames"] = frames_to_qlog(frames)
+        if trigger:
+            data["trigger"] = trigger  # "reordering_threshold", "time_threshold", "pto_expired"
+        self._event(now, "recovery:packet_lost", data)
 
     def metrics_updated(self, now: float, *, cwnd: int, bytes_in_flight: int, smoothed_rtt: float,
-                        min_rtt: float, latest_rtt: float, rttvar: float) -> None:
-        self._event(now, "recovery:metrics_updated",
-                    {"congestion_window": cwnd, "bytes_in_flight": bytes_in_flight,
-                     "smoothed_rtt": round(smoothed_rtt * 1000, 3),
-                     "min_rtt": round(min_rtt * 1000, 3),
-                     "latest_rtt": round(latest_rtt * 1000, 3),
-                     "rtt_variance": round(rttvar * 1000, 3)})
+                        min_rtt: float, latest_rtt: float, rttvar: float,
+                        ssthresh: Optional[float] = None, pto_count: Optional[int] = None,
+                        packets_in_flight: Optional[int] = None, pacing_rate: Optional[float] = None,
+                        in_recovery: Optional[bool] = None) -> None:
+        """RTTs in seconds (written in ms), sizes in bytes, ``pacing_rate`` in bits/s. With
+        ``ssthresh`` (and ``in_recovery``) a change of congestion state is also reported."""
+        data: Dict[str, Any] = {
+            "congestion_window": int(cwnd), "bytes_in_flight": int(bytes_in_flight),
+            "smoothed_rtt": _ms(smoothed_rtt), "min_rtt": _ms(min_rtt),
+            "latest_rtt": _ms(latest_rtt), "rtt_variance": _ms(rttvar)}
+        if ssthresh is not None and ssthresh < 2**64:  # infinite before the first loss
+            data["ssthresh"] = int(ssthresh)
+        if pto_count is not None:
+            data["pto_count"] = int(pto_count)
+        if packets_in_flight is not None:
+            data["packets_in_flight"] = int(packets_in_flight)
+        if pacing_rate is not None:
+            data["pacing_rate"] = int(pacing_rate)
+        self._event(now, "recovery:metrics_updated", data)
+        if ssthresh is not None:
+            if in_recovery:
+                state = "recovery"
+            elif cwnd < ssthresh:
+                state = "slow_start"
+            else:
+                state = "congestion_avoidance"
+            self.congestion_state_updated(now, state)
+
+    def congestion_state_updated(self, now: float, new: str, *, trigger: Optional[str] = None) -> None:
+        """The congestion controller's state ("slow_start", "congestion_avoidance",
+        "recovery", "application_limited", ...); written only when it changes."""
+        if new == self._cc_state:
+            return
+        data: Dict[str, Any] = {"new": new}
+        if self._cc_state is not None:
+            data["old"] = self._cc_state
+        if trigger:
+            data["trigger"] = trigger  # "persistent_congestion" or "ECN"
+        self._cc_state = new
+        self._event(now, "recovery:congestion_state_updated", data)
+
+    # security -----------------------------------------------------------------------------
+    def key_updated(self, now: float, key_type: str, *, generation: Optional[int] = None,
+                    trigger: str = "local_update") -> None:
+        """New keys are in use: ``key_type`` one of ``KEY_TYPES``; 1-RTT key updates count
+        ``generation`` (by default one more than the last); ``trigger`` "local_update",
+        "remote_update" or "tls". The key itself is never written (``new`` stays empty)."""
+        data: Dict[str, Any] = {"key_type": key_type, "new": "", "trigger": trigger}
+        if key_type.endswith("1rtt_secret"):
+            if generation is None:
+                self._key_generation += 1
+                generation = self._key_generation
+            else:
+                self._key_generation = generation
+            data["generation"] = generation
+        self._event(now, "security:key_updated", data)
 
     # output -------------------------------------------------------------------------------
     def flush(self) -> None:

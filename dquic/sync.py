@@ -51,7 +51,7 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ._socket import (UDPSocket, Waker, check_address, normalize_address, numeric_address,
                       resolve_address)
@@ -247,7 +247,7 @@ def _validate_messages(ser_obj_dict: Any) -> Tuple[List[Tuple[int, Any, int]], i
     """Check a ``send_to`` dict completely; return ``([(stream_id, buffer, nbytes)], total)``."""
     if not isinstance(ser_obj_dict, dict):
         raise TypeError("send_to needs a dict {stream_id: bytes-like}")
-    items = []
+    items: List[Tuple[int, Any, int]] = []
     total = 0
     for sid, value in ser_obj_dict.items():
         if type(sid) is not int and (not isinstance(sid, int) or isinstance(sid, bool)):
@@ -261,6 +261,7 @@ def _validate_messages(ser_obj_dict: Any) -> Tuple[List[Tuple[int, Any, int]], i
             continue
         if isinstance(value, str):
             raise TypeError(f"stream {sid}: str is not bytes-like (encode it first)")
+        view: Union[memoryview, bytes]
         try:
             view = memoryview(value)
         except TypeError:
@@ -896,7 +897,7 @@ class DQUIC:
             if now >= hs_deadline:
                 # the core's own handshake timer should have fired; do not wait past it
                 self._fail(peer, ConnectionTimeout(errno.ETIMEDOUT, f"handshake with {peer.addr} timed out"))
-                raise peer.error
+                raise peer.error  # type: ignore[misc]  # set by _fail
             limit = hs_deadline if deadline is None else min(deadline, hs_deadline)
             if deadline is not None and now >= deadline:
                 raise TimeoutError("send_to timed out during the handshake")

@@ -7,7 +7,7 @@ TRANSPORT_PARAMETER_ERROR.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Union
 
 from ._codec import decode_varint, encode_varint
 from .errors import ErrorCode, ProtocolError
@@ -58,7 +58,7 @@ class TransportParameters:
         Entries follow the field order of this class (the order is part of the encoding
         every peer and test sees, so keep it).
         """
-        out = []
+        out: List[bytes] = []
         append = out.append
         attrs = self.__dict__
         for name, default, prefix, kind in _ENCODE_TABLE:
@@ -117,6 +117,7 @@ class TransportParameters:
                 name, kind = entry
                 if name in values:
                     raise ProtocolError(f"duplicate transport parameter 0x{pid:x}", err)
+                value: Union[int, bool, bytes]
                 if kind is _INT:
                     if length == 1 and data[pos] < 0x40:
                         value = data[pos]

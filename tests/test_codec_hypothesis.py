@@ -2,7 +2,7 @@
 "random or mutated bytes only ever raise ProtocolError"."""
 from __future__ import annotations
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dquic._codec import (
@@ -292,29 +292,7 @@ def test_mutated_headers_raise_only_protocol_error(payload, data):
     only_protocol_errors(pull_header, Buffer(bytes(raw)), 8)
 
 
-# -- seed classes ------------------------------------------------------------------------------
-@SETTINGS
-@given(st.sampled_from([PACKET_INITIAL, PACKET_HANDSHAKE, PACKET_SHORT]), st.integers(0, 2**62 - 1),
-       st.integers(1, 2**31 - 1), cid, cid)
-def test_dquic_header_round_trip(ptype, pn, distance, dcid, scid):
-    largest_acked = pn - distance if pn - distance >= 0 else None
-    if largest_acked is None:
-        assume(pn < 2**31)
-    if ptype == PACKET_SHORT:
-        scid = b""
-    hdr = DQUICHeader(ptype, pn, dcid=dcid, scid=scid, largest_acked=largest_acked)
-    largest_pn = -1 if largest_acked is None else largest_acked
-    assert DQUICHeader.from_bytes(hdr.to_bytes(), largest_pn=largest_pn) == hdr
-
-
-@SETTINGS
-@given(u62, st.integers(0x08, 0x0F), st.integers(0, 2**61 - 1), st.integers(0, 2**61))
-def test_dquic_frame_round_trip(stream_id, ftype, offset, length):
-    frame = DQUICFrame(stream_id, ftype, offset, length)
-    back = DQUICFrame.from_bytes(frame.to_bytes())
-    assert back == frame and back.fin == bool(ftype & 1)
-
-
+# -- seed classes (their round trips: tests/test_seed_classes.py) -----------------------------
 @SETTINGS
 @given(st.binary(max_size=30))
 def test_seed_classes_random_bytes(data):

@@ -424,3 +424,19 @@ def test_link_settings_helper(pytester, run):
                 link_settings(request.node)
         """)
     run().assert_outcomes(passed=3)
+
+
+def test_star_imports_of_the_helpers_add_no_tests(pytester, run):
+    """A user's test module that imports dquic's testing helpers collects only its own tests:
+    no helper is named like a test."""
+    pytester.makepyfile(test_helpers="""
+        from dquic.testing import *
+        from dquic.testing.apps import *
+        from dquic.testing.sim import *
+        from dquic.pytest_plugin import *
+
+        def test_mine():
+            assert make_pair and shared_identity().public
+    """)
+    result = run("--collect-only", "-q")
+    assert [line for line in result.outlines if "::" in line] == ["test_helpers.py::test_mine"]

@@ -1,16 +1,24 @@
-"""qlog traces written by connections: JSON-SEQ structure as draft-ietf-quic-qlog describes."""
+"""qlog traces written by connections: qlog 0.3 JSON-SEQ (draft-ietf-quic-qlog-main-schema-05)
+with the QUIC events of draft-ietf-quic-qlog-quic-events-04, validated against the JSON Schema
+tests/qlog_schema.json written from those drafts' definitions."""
 from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 
+import jsonschema
+import pytest
+
+from dquic import qlog
+from dquic._codec import AckFrame, MaxStreamsFrame, StreamFrame
 from dquic.config import Configuration
 from dquic.testing import LinkConfig
 from dquic.testing.apps import make_pair
 
-KNOWN = {"connectivity:connection_started", "connectivity:connection_closed",
-         "transport:packet_sent", "transport:packet_received", "transport:packet_dropped",
-         "recovery:packet_lost", "recovery:metrics_updated"}
+SCHEMA = json.loads((Path(__file__).resolve().parent / "qlog_schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
 def _read_seq(path):
@@ -20,43 +28,189 @@ def _read_seq(path):
     return records[0], records[1:]
 
 
-def test_qlog_trace_structure(tmp_path):
-    qdir = str(tmp_path / "qlog")
+def _validate(path):
+    """Every record of a JSON-SEQ trace against the schema: a header, then events."""
+    header, events = _read_seq(path)
+    assert "qlog_format" in header and not any("qlog_format" in e for e in events)
+    for record in [header] + events:
+        errors = sorted(VALIDATOR.iter_errors(record), key=lambda e: list(e.path))
+        assert not errors, f"{path}: {record}\n" + "\n".join(
+            f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+    return header, events
+
+
+@pytest.fixture(scope="module")
+def lossy_traces(tmp_path_factory):
+    """Traces of both ends of a simulated 300 kB transfer over a lossy, reordering link."""
+    qdir = str(tmp_path_factory.mktemp("qlog"))
+    started = time.time() * 1000.0
     ccfg = Configuration(qlog_dir=qdir)
     scfg = Configuration(is_client=False, qlog_dir=qdir)
-    net, client, server, conn = make_pair(LinkConfig(delay=0.01, loss=0.05), seed=3,
-                                          client_config=ccfg, server_config=scfg)
+    link = LinkConfig(delay=0.01, loss=0.05, reorder=0.02, duplicate=0.01)
+    net, client, server, conn = make_pair(link, seed=3, client_config=ccfg, server_config=scfg)
     conn.send_message(1, os.urandom(300_000))
     net.run(until=lambda: server.count(1) == 1, max_time=30)
     conn.close()
     net.run(until=lambda: not client.endpoint.connections and not server.endpoint.connections,
             max_time=net.now + 10)
     files = sorted(os.listdir(qdir))
+    return {"dir": qdir, "files": files, "odcid": conn.original_dcid.hex(),
+            "wall": (started, time.time() * 1000.0)}
+
+
+def test_qlog_trace_structure(lossy_traces):
+    qdir, files = lossy_traces["dir"], lossy_traces["files"]
     assert len(files) == 2
     assert {f.rsplit("_", 1)[1] for f in files} == {"client.sqlog", "server.sqlog"}
     for name in files:
         header, events = _read_seq(os.path.join(qdir, name))
-        assert header["qlog_format"] == "JSON-SEQ" and header["qlog_version"]
+        assert header["qlog_format"] == "JSON-SEQ" and header["qlog_version"] == "0.3"
         vp = header["trace"]["vantage_point"]["type"]
         assert vp in ("client", "server") and name.endswith(vp + ".sqlog")
-        assert header["trace"]["common_fields"]["ODCID"] == conn.original_dcid.hex()
+        common = header["trace"]["common_fields"]
+        assert common["ODCID"] == common["group_id"] == lossy_traces["odcid"]
+        # relative times count from reference_time, the wall clock when the trace started
+        assert common["time_format"] == "relative"
+        lo, hi = lossy_traces["wall"]
+        assert lo - 1 <= common["reference_time"] <= hi + 1
         names = [e["name"] for e in events]
-        assert set(names) <= KNOWN, set(names) - KNOWN
         times = [e["time"] for e in events]
-        assert times == sorted(times) and all(isinstance(t, (int, float)) for t in times)
-        for e in events:
-            assert isinstance(e["data"], dict)
-            if e["name"] in ("transport:packet_sent", "transport:packet_received"):
-                hdr = e["data"]["header"]
-                assert hdr["packet_type"] in ("initial", "handshake", "1RTT")
-                assert isinstance(hdr["packet_number"], int)
-                assert isinstance(e["data"]["frames"], list)
-                assert all("frame_type" in f for f in e["data"]["frames"])
+        assert times == sorted(times) and times[0] == 0
         assert "transport:packet_sent" in names and "transport:packet_received" in names
         assert "recovery:metrics_updated" in names
+        assert names[0] == "connectivity:connection_started"
         assert names[-1] == "connectivity:connection_closed"
-    _, cevents = _read_seq(os.path.join(qdir, [f for f in files if f.endswith("client.sqlog")][0]))
-    # with 5 % loss the sender reports losses, and stream frames carry offsets
-    assert any(e["name"] == "recovery:packet_lost" for e in cevents)
-    frames = [f for e in cevents if e["name"] == "transport:packet_sent" for f in e["data"]["frames"]]
-    assert any(f["frame_type"] == "stream" and "offset" in f for f in frames)
+
+
+def test_real_traces_validate_against_the_schema(lossy_traces):
+    for name in lossy_traces["files"]:
+        _validate(os.path.join(lossy_traces["dir"], name))
+
+
+def test_real_traces_carry_what_loss_debugging_needs(lossy_traces):
+    client = [f for f in lossy_traces["files"] if f.endswith("client.sqlog")][0]
+    _, events = _read_seq(os.path.join(lossy_traces["dir"], client))
+    by_name = {}
+    for e in events:
+        by_name.setdefault(e["name"], []).append(e["data"])
+    # with 5 % loss the sender reports losses by packet number, and what it sent is in the trace
+    lost = by_name["recovery:packet_lost"]
+    sent = {(d["header"]["packet_type"], d["header"]["packet_number"]) for d in by_name["transport:packet_sent"]}
+    assert lost and all((d["header"]["packet_type"], d["header"]["packet_number"]) in sent for d in lost)
+    frames = [f for d in by_name["transport:packet_sent"] for f in d["frames"]]
+    assert any(f["frame_type"] == "stream" and f["length"] > 0 for f in frames)
+    assert not any(f.get("fin") is False for f in frames)  # fin is written only when true
+    # the acknowledgements the client received say which packets arrived
+    acks = [f for d in by_name["transport:packet_received"] for f in d["frames"] if f["frame_type"] == "ack"]
+    assert acks and all(f["acked_ranges"] for f in acks)
+    assert all(len(r) in (1, 2) and r[0] <= r[-1] for f in acks for r in f["acked_ranges"])
+    metrics = by_name["recovery:metrics_updated"]
+    assert all(m["congestion_window"] > 0 and m["smoothed_rtt"] > 0 for m in metrics)
+    closed = by_name["connectivity:connection_closed"][0]
+    assert closed["owner"] == "local" and closed["trigger"] == "clean"
+
+
+def _api_trace(tmp_path):
+    return qlog.QlogTrace(str(tmp_path / "t.sqlog"), vantage_point="client", odcid=b"\x01\x02")
+
+
+def test_trace_api_writes_every_event_validly(tmp_path):
+    """What the connection can report beyond today's calls (packet_dropped, congestion state,
+    key updates, ACK ranges and frame values in sent records) is written in the drafts' shapes."""
+    t = _api_trace(tmp_path)
+    t.connection_started(1.0, ("192.0.2.1", 5000), ("2001:db8::1", 4433))
+    t.packet_sent(1.0, 4, 7, 1200, [
+        ("a", 2, 0, [(10, 12), (0, 5), (7, 7)], 0.25), ("s", 4, 0, 100, True), ("c", 0, 0, 50),
+        ("md", 1 << 20), ("msd", 4, 1 << 18), ("ms", 100), ("ms", 10, "unidirectional"),
+        ("rs", 8, 3, 1000), ("ss", 8, 3), ("nc", 2, 1, b"\xaa" * 8, b"\x0f" * 16), ("rc", 1),
+        ("g", 5, 30), ("hd",), ("p",)], trigger="pto_probe")
+    # records without the values the draft requires: named by their wire type
+    t.packet_sent(1.1, 4, 8, 60, [("a", 2, 0), ("md",), ("msd", 4), ("ms",), ("rs", 8, 3), ("nc", 2)])
+    t.packet_received(1.2, 4, 3, 80, [AckFrame([(0, 6), (10, 13)], 5), StreamFrame(4, 0, b"xy", True),
+                                      MaxStreamsFrame(9)])
+    t.packet_dropped(1.3, 1200, "decryption_failure", packet_type=4, pn=9)
+    t.packet_dropped(1.4, 1200, "duplicate")
+    t.packet_lost(1.5, 4, 7, [("s", 4, 0, 100, False)], trigger="time_threshold")
+    t.metrics_updated(1.6, cwnd=12000, bytes_in_flight=2400, smoothed_rtt=0.02, min_rtt=0.01,
+                      latest_rtt=0.03, rttvar=0.005, ssthresh=float("inf"), pto_count=1)
+    t.metrics_updated(1.7, cwnd=6000, bytes_in_flight=2400, smoothed_rtt=0.02, min_rtt=0.01,
+                      latest_rtt=0.03, rttvar=0.005, ssthresh=6000, in_recovery=True)
+    t.metrics_updated(1.8, cwnd=6000, bytes_in_flight=0, smoothed_rtt=0.02, min_rtt=0.01,
+                      latest_rtt=0.03, rttvar=0.005, ssthresh=6000, in_recovery=False)
+    t.key_updated(1.9, "client_1rtt_secret")
+    t.key_updated(2.0, "server_1rtt_secret", trigger="remote_update")
+    t.connection_closed(2.1, 0x0A, "bad frame", by_peer=True)
+    _, events = _validate(t.path)
+    sent = [e["data"] for e in events if e["name"] == "transport:packet_sent"]
+    assert sent[0]["frames"][0] == {"frame_type": "ack", "acked_ranges": [[0, 5], [7], [10, 12]],
+                                    "ack_delay": 0.25}
+    assert sent[0]["frames"][3] == {"frame_type": "max_data", "maximum": 1 << 20}
+    assert sent[0]["trigger"] == "pto_probe"
+    assert [f.get("frame_type_value") for f in sent[1]["frames"]] == [None, 0x10, 0x11, 0x12, 0x04, 0x18]
+    received = [e["data"] for e in events if e["name"] == "transport:packet_received"][0]["frames"]
+    assert received[0]["acked_ranges"] == [[0, 5], [10, 12]]
+    assert received[1] == {"frame_type": "stream", "stream_id": 4, "offset": 0, "length": 2, "fin": True}
+    assert received[2] == {"frame_type": "max_streams", "maximum": 9, "stream_type": "bidirectional"}
+    dropped = [e["data"] for e in events if e["name"] == "transport:packet_dropped"]
+    assert dropped[0]["trigger"] == "decryption_failure" and dropped[0]["header"]["packet_number"] == 9
+    assert dropped[1] == {"raw": {"length": 1200}, "trigger": "general", "details": {"reason": "duplicate"}}
+    states = [e["data"] for e in events if e["name"] == "recovery:congestion_state_updated"]
+    assert states == [{"new": "slow_start"}, {"old": "slow_start", "new": "recovery"},
+                      {"old": "recovery", "new": "congestion_avoidance"}]
+    keys = [e["data"] for e in events if e["name"] == "security:key_updated"]
+    assert [k["generation"] for k in keys] == [1, 2] and all(k["new"] == "" for k in keys)
+    closed = [e["data"] for e in events if e["name"] == "connectivity:connection_closed"][0]
+    assert closed == {"owner": "remote", "reason": "bad frame", "connection_code": "protocol_violation",
+                      "trigger": "error"}
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    (dict(error_code=0, reason="", by_peer=False), {"connection_code": "no_error", "trigger": "clean"}),
+    (dict(error_code=7, reason="bye", by_peer=False, application=True),
+     {"application_code": 7, "trigger": "application"}),
+    (dict(error_code=0, reason="idle timeout", by_peer=False, timeout=True), {"trigger": "idle_timeout"}),
+    (dict(error_code=0x101, reason="key", by_peer=True), {"connection_code": "crypto_error_0x101", "trigger": "error"}),
+    (dict(error_code=0x2000, reason="x", by_peer=True), {"connection_code": 0x2000, "trigger": "error"}),
+])
+def test_connection_closed_codes(tmp_path, kwargs, expected):
+    t = _api_trace(tmp_path)
+    t.connection_closed(0.0, **kwargs)
+    _, events = _validate(t.path)
+    assert expected.items() <= events[0]["data"].items()
+
+
+def test_schema_rejects_what_draft_forbids():
+    """The fixture is not vacuous: shapes the drafts do not allow fail."""
+    bad = [
+        {"time": 0, "name": "transport:packet_sent", "data": {"header": {"packet_type": "1RTT"},
+                                                             "frames": [{"frame_type": "max_data"}]}},
+        {"time": 0, "name": "transport:packet_sent", "data": {"header": {"packet_type": "1RTT"}, "frames": [
+            {"frame_type": "stream", "stream_id": 0, "offset": 0, "length": 1, "fin": False}]}},
+        {"time": 0, "name": "connectivity:connection_closed", "data": {"error_code": 1}},
+        {"time": 0, "name": "transport:packet_dropped", "data": {"trigger": "duplicate"}},
+        {"time": 0, "name": "transport:packet_lost", "data": {}},
+        {"qlog_format": "JSON-SEQ", "qlog_version": "0.4", "trace": {}},
+    ]
+    for record in bad:
+        assert not VALIDATOR.is_valid(record), record
+
+
+@pytest.mark.xfail(strict=True, reason="the connection does not pass an ACK's ranges with its sent "
+                   "record yet (dquic/_connection.pyx _frame_tuples); remove this mark when it does")
+def test_sent_acks_carry_ranges_in_real_traces(lossy_traces):
+    server = [f for f in lossy_traces["files"] if f.endswith("server.sqlog")][0]
+    _, events = _read_seq(os.path.join(lossy_traces["dir"], server))
+    acks = [f for e in events if e["name"] == "transport:packet_sent" for f in e["data"]["frames"]
+            if f["frame_type"] == "ack"]
+    assert acks and all("acked_ranges" in f for f in acks)
+
+
+@pytest.mark.xfail(strict=True, reason="the connection does not report the packets it drops to its "
+                   "trace yet (dquic/_connection.pyx, where packets_dropped and duplicate_packets "
+                   "count); remove this mark when it does")
+def test_dropped_packets_in_real_traces(lossy_traces):
+    events = []
+    for name in lossy_traces["files"]:
+        events += _read_seq(os.path.join(lossy_traces["dir"], name))[1]
+    # the link duplicates 1 % of the datagrams: the receiving end drops the copies
+    assert any(e["name"] == "transport:packet_dropped" for e in events)

@@ -17,7 +17,7 @@ from ..endpoint import Endpoint
 from ..events import ConnectionTerminated, Event, HandshakeCompleted
 from .sim import LinkConfig, Network
 
-__all__ = ["EndpointNode", "make_pair", "CLIENT_ADDR", "SERVER_ADDR", "test_identity"]
+__all__ = ["EndpointNode", "make_pair", "CLIENT_ADDR", "SERVER_ADDR", "shared_identity"]
 
 CLIENT_ADDR = ("198.51.100.7", 50000)
 SERVER_ADDR = ("192.0.2.1", 4433)
@@ -122,17 +122,19 @@ def messages_digest(messages: List[bytes]) -> str:
     return h.hexdigest()
 
 
-_TEST_IDENTITY = None
+_SHARED_IDENTITY = None
 
 
-def test_identity():
-    """A server key pair generated once per process (tests need a server identity)."""
-    global _TEST_IDENTITY
-    if _TEST_IDENTITY is None:
+def shared_identity():
+    """A server key pair generated once per process (tests need a server identity).
+
+    (Not named ``test_*``: pytest would collect it as a test wherever it is imported.)"""
+    global _SHARED_IDENTITY
+    if _SHARED_IDENTITY is None:
         from ..keys import KeyPair
 
-        _TEST_IDENTITY = KeyPair.generate()
-    return _TEST_IDENTITY
+        _SHARED_IDENTITY = KeyPair.generate()
+    return _SHARED_IDENTITY
 
 
 def make_pair(
@@ -160,7 +162,7 @@ def make_pair(
     ccfg = client_config or Configuration(encryption=encryption)
     scfg = server_config or Configuration(is_client=False, encryption=encryption)
     if scfg.encryption and scfg.identity is None:
-        scfg = scfg.copy(identity=test_identity())
+        scfg = scfg.copy(identity=shared_identity())
     net = Network(seed=seed, **network_kw)
     server = EndpointNode(Endpoint(scfg, accept=True, random_bytes=rand, **(server_endpoint or {})))
     client = EndpointNode(Endpoint(ccfg, random_bytes=rand))

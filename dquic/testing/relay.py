@@ -25,7 +25,7 @@ import select
 import socket
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .._socket import Waker
 
@@ -37,6 +37,16 @@ class RelayCounters:
 
     __slots__ = ("received", "forwarded", "dropped", "duplicated", "reordered", "overflow",
                  "to_server", "to_client", "clients", "send_errors")
+    received: int
+    forwarded: int
+    dropped: int
+    duplicated: int
+    reordered: int
+    overflow: int
+    to_server: int
+    to_client: int
+    clients: int
+    send_errors: int
 
     def __init__(self) -> None:
         for k in self.__slots__:
@@ -256,7 +266,8 @@ class LossyRelay:
                 timeout = max(0.0, min(timeout, self._queue[0][0] - now))
             socks = [self._front, *self._upstream.values()]
             wake_fd = self._waker.fileno()
-            readable, _, _ = select.select([wake_fd, *socks], [], [], timeout)
+            fds: List[Any] = [wake_fd, *socks]  # select takes descriptors and sockets alike
+            readable, _, _ = select.select(fds, [], [], timeout)
             now = time.monotonic()
             for s in readable:
                 if s == wake_fd:

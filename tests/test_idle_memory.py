@@ -22,7 +22,7 @@ from dquic.endpoint import ConnectionAccepted, Endpoint
 from dquic.events import HandshakeCompleted, MessageReceived
 from dquic.testing import EVENT_SEND, LinkConfig
 from dquic.testing.apps import make_pair
-from dquic.testing.apps import test_identity as _identity
+from dquic.testing.apps import shared_identity as _identity
 
 SERVER = ("192.0.2.1", 4433)
 CLIENT = ("198.51.100.7", 50000)

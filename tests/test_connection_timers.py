@@ -1,4 +1,5 @@
 """The connection's timer table: every armed deadline by kind, and get_timer its minimum."""
+from _sansio import exchange
 from dquic.config import Configuration
 from dquic.endpoint import Endpoint
 from dquic.keys import KeyPair
@@ -15,16 +16,7 @@ def _pair(**options):
 
 
 def _pump(server, client, now):
-    for _ in range(20):
-        moved = False
-        for data, _ in client.datagrams_to_send(now):
-            server.receive_datagram(data, CLIENT, now)
-            moved = True
-        for data, _ in server.datagrams_to_send(now):
-            client.receive_datagram(data, SERVER, now)
-            moved = True
-        if not moved:
-            return
+    exchange(server, client, CLIENT, SERVER, now, rounds=20, step=0.0)
 
 
 def test_timer_table_names_each_deadline_and_get_timer_is_its_minimum():

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dquic.endpoint as endpoint_module
+from _sansio import exchange
 from dquic.config import Configuration
 from dquic.connection import Connection
 from dquic.endpoint import Endpoint
@@ -301,17 +302,7 @@ def test_retry_race_with_an_earlier_copy_accepted_without_it():
     now = 0.003
     for data, _ in retry + direct:  # the Retry first, then the other connection's answer
         client.receive_datagram(data, SERVER, now)
-    for _ in range(20):
-        moved = False
-        for data, _ in client.datagrams_to_send(now):
-            server.receive_datagram(data, client_addr, now)
-            moved = True
-        for data, _ in server.datagrams_to_send(now):
-            client.receive_datagram(data, SERVER, now)
-            moved = True
-        now += 0.001
-        if not moved:
-            break
+    exchange(server, client, client_addr, SERVER, now, rounds=20)
     events = [ev for _, ev in client.take_events()]
     assert not any(isinstance(ev, ConnectionTerminated) for ev in events), events
     assert conn.is_established and conn.handshake_confirmed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from _sansio import exchange
 from dquic.config import Configuration
 from dquic.endpoint import Endpoint
 from dquic.keys import KeyPair
@@ -14,18 +15,7 @@ CLIENT = ("10.0.0.2", 5000)
 
 
 def _pump(server, client, now, rounds=30):
-    for _ in range(rounds):
-        moved = False
-        for data, _ in client.datagrams_to_send(now):
-            server.receive_datagram(data, CLIENT, now)
-            moved = True
-        for data, _ in server.datagrams_to_send(now):
-            client.receive_datagram(data, SERVER, now)
-            moved = True
-        now += 0.001
-        if not moved:
-            break
-    return now
+    return exchange(server, client, CLIENT, SERVER, now, rounds=rounds)
 
 
 def _messages(caplog):

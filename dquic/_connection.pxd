@@ -2,7 +2,7 @@
 #
 # Other compiled modules may `cimport Connection` to drive a connection without Python-level
 # attribute lookups; the Python API (receive_datagram, datagrams_to_send, ...) is the contract.
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from dquic._codec cimport Buffer
 from dquic._congestion cimport CongestionController, Pacer
@@ -11,12 +11,56 @@ from dquic._recovery cimport Recovery, SentPacket
 from dquic._streams cimport FlowWindow, RecvStream, SendStream
 
 
-# One STREAM frame carried by a sent packet: what to mark delivered or re-queue.
-cdef struct StreamRecord:
-    uint64_t stream_id
-    uint64_t offset
-    uint64_t length
+# What a sent packet carried: one record per frame that its acknowledgement or loss acts on,
+# in packet order. `kind` names the frame; a, b, c are its integer fields in wire order, and a
+# field the frame does not have carries what the connection needs to act (a datagram's id, a
+# crypto frame's packet-number space).
+cdef enum FrameKind:
+    FR_STREAM = 0                  # a stream id, b offset, c length, fin
+    FR_CRYPTO = 1                  # a offset, b length, c space
+    FR_DATAGRAM = 2                # a length, b datagram id
+    FR_HANDSHAKE_DONE = 3
+    FR_MAX_DATA = 4                # a maximum
+    FR_MAX_STREAMS = 5             # a maximum
+    FR_MAX_STREAM_DATA = 6         # a stream id, b maximum
+    FR_RESET_STREAM = 7            # a stream id, b error code, c final size
+    FR_STOP_SENDING = 8            # a stream id, b error code
+    FR_NEW_CONNECTION_ID = 9       # a sequence, b retire prior to, c connection ID length
+    FR_RETIRE_CONNECTION_ID = 10   # a sequence
+    # frames written but not recorded: nothing happens when they are acknowledged or lost
+    FR_UNRECORDED = 11
+    FR_PING = 11
+    FR_PATH_CHALLENGE = 12
+    FR_PATH_RESPONSE = 13
+    FR_DATA_BLOCKED = 14           # a limit
+    FR_STREAM_DATA_BLOCKED = 15    # a stream id, b limit
+    FR_STREAMS_BLOCKED = 16        # a limit
+    FR_KINDS = 17
+
+
+cdef struct FrameRecord:
+    uint64_t a
+    uint64_t b
+    uint64_t c
+    uint8_t kind
     bint fin
+
+
+# A FIFO of 64-bit values: storage made on first use and given back once emptied.
+cdef struct U64Queue:
+    uint64_t* items
+    uint32_t n
+    uint32_t cap
+
+
+# Control frames the connection owes its peer (a stream's own are in _Stream.owed). Loss of a
+# recorded frame puts it back here; the frame writers pay it off (Connection._pay, _put_frame).
+cdef struct Pending:
+    uint32_t once                  # 1 << FR_x for each frame owed once: HANDSHAKE_DONE,
+                                   # MAX_DATA, MAX_STREAMS, PING, PATH_CHALLENGE
+    U64Queue new_cids              # sequence numbers of our connection IDs to announce
+    U64Queue retire_cids           # sequence numbers of the peer's connection IDs to retire
+    U64Queue path_responses        # PATH_CHALLENGE data to echo, as big-endian integers
 
 
 cdef class _Space:
@@ -42,25 +86,26 @@ cdef class _Stream:
     cdef public bint readable_signalled
     cdef public bint send_opened
     cdef public bint recv_opened
-    cdef public bint want_max_stream_data
+    cdef public uint32_t owed            # 1 << FR_x for each frame owed: RESET_STREAM,
+                                         # STOP_SENDING, MAX_STREAM_DATA
+    cdef public uint64_t reset_code      # the error code of the RESET_STREAM owed
+    cdef public uint64_t stop_code       # the error code of the STOP_SENDING owed
     cdef public int64_t blocked_reported
-    cdef public object reset_to_send     # None or error code
-    cdef public object stop_to_send      # None or error code
     cdef public bint queued
     cdef public bint closed_counted
     cdef public bint counted
 
 
-# A sent packet with its frame records inline: STREAM frames in a small C array, the ACK it
-# carried as two fields, and rare frames as tuples in `other` (each paired with the number of
-# STREAM records written before it, so acknowledgement and loss are replayed in packet order).
-# Instances are recycled by the connection once recovery hands them back.
+# A sent packet with its frame records: the first ones in a small C array, any more in a
+# C array of its own, and the ACK it carried as two fields. Instances are recycled by the
+# connection once recovery hands them back.
 cdef class _Sent(SentPacket):
-    cdef int nstream
-    cdef StreamRecord streams[8]
+    cdef int nrec                        # records written
+    cdef FrameRecord recs[8]             # the first INLINE_RECORDS of them
+    cdef FrameRecord* more               # the rest (made on first need, kept for reuse)
+    cdef int more_cap
     cdef int ack_space                   # -1: no ACK frame
     cdef uint64_t ack_floor
-    cdef list other
 
 
 cdef class Connection:
@@ -93,11 +138,10 @@ cdef class Connection:
     # connection IDs
     cdef public dict _host_cids
     cdef public long long _host_cid_seq
-    cdef public list _cids_to_issue
     cdef public dict _peer_cids
     cdef public long long _peer_cid_seq
-    cdef public list _retire_to_send
     cdef public long long _retired_below
+    cdef Pending _pending                # control frames owed to the peer
     cdef public bint _peer_cid_set_by_server
     # spaces, recovery
     cdef public _Space _hs
@@ -122,7 +166,6 @@ cdef class Connection:
     cdef public bint _app_open_null
     cdef public int _app_tag
     cdef public bint _handshake_confirmed
-    cdef public bint _handshake_done_pending
     # streams and flow control
     cdef public object _send_queue
     cdef public uint64_t _peer_max_data
@@ -130,11 +173,9 @@ cdef class Connection:
     cdef public uint64_t _data_sent
     cdef public int64_t _data_blocked_reported
     cdef public uint64_t _data_received
-    cdef public bint _want_max_data
     cdef public uint64_t _peer_stream_credit
     cdef public uint64_t _peer_opened
     cdef public uint64_t _max_streams_local
-    cdef public bint _want_max_streams
     cdef public int64_t _streams_blocked_reported
     cdef public uint64_t _streams_counted
     cdef public object _finished                 # deque of (forget_after, _Stream): finished peer halves
@@ -149,10 +190,7 @@ cdef class Connection:
     cdef public long long _bytes_sent_on_path
     cdef public bint _address_validated
     cdef public object _path_challenge
-    cdef public bint _path_challenge_sent
-    cdef public object _path_responses
     cdef public object _previous_addr
-    cdef public bint _ping_pending
     cdef public object _old_keys_deadline        # when to drop pre-key-update keys, or None
     cdef public bint _eliciting_since_receive
     cdef public object _retry_scid
@@ -226,10 +264,9 @@ cdef class Connection:
     cdef int _on_ack_c(self, int space_id, list ranges, uint64_t ack_delay, double now) except -1
     cdef int _on_packet_acked(self, _Sent pkt) except -1
     cdef int _on_packet_lost(self, _Sent pkt) except -1
-    cdef int _other_acked(self, tuple item, bint declared_lost) except -1
-    cdef int _other_lost(self, tuple item) except -1
+    cdef int _record_acked(self, FrameRecord* r, bint declared_lost) except -1
+    cdef int _record_lost(self, FrameRecord* r) except -1
     cdef void _recycle(self, _Sent pkt)
-    cdef list _frame_tuples(self, _Sent pkt)
     # sending
     cdef _Sent _new_sent(self)
     cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn, int* pn_len,
@@ -241,8 +278,13 @@ cdef class Connection:
                           bint eliciting, double now) except -1
     cdef object _build_handshake_datagram(self, double now, Py_ssize_t mds)
     cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=*)
+    cdef int _put_frame(self, Py_ssize_t end, _Sent rec, int kind, uint64_t a=*, uint64_t b=*,
+                        uint64_t c=*, const unsigned char* tail=*, Py_ssize_t tail_len=*) except -1
+    cdef int _pay(self, uint32_t* owed, int kind, Py_ssize_t end, _Sent rec, uint64_t a=*,
+                  uint64_t b=*, uint64_t c=*, const unsigned char* tail=*,
+                  Py_ssize_t tail_len=*) except -1
     cdef bint _has_control_frames(self)
-    cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True
-    cdef bint _write_path_frames(self, Py_ssize_t end) except? True
-    cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True
-    cdef bint _write_stream_frames(self, Py_ssize_t end, _Sent rec) except? True
+    cdef int _write_control_frames(self, Py_ssize_t end, _Sent rec) except -1
+    cdef int _write_path_frames(self, Py_ssize_t end, _Sent rec) except -1
+    cdef int _write_datagrams(self, Py_ssize_t end, _Sent rec) except -1
+    cdef int _write_stream_frames(self, Py_ssize_t end, _Sent rec) except -1

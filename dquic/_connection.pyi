@@ -54,10 +54,10 @@ class _Stream:
     readable_signalled: bool
     send_opened: bool
     recv_opened: bool
-    want_max_stream_data: bool
+    owed: int  # frames owed to the peer: a bit (1 << kind) each for RESET_STREAM, STOP_SENDING, MAX_STREAM_DATA
+    reset_code: int  # the error code of the RESET_STREAM owed
+    stop_code: int  # the error code of the STOP_SENDING owed
     blocked_reported: int
-    reset_to_send: Optional[int]
-    stop_to_send: Optional[int]
     queued: bool
     closed_counted: bool
     counted: bool
@@ -65,7 +65,8 @@ class _Stream:
                  send_limit: int) -> None: ...
 
 @disjoint_base
-class _Sent(SentPacket): ...
+class _Sent(SentPacket):
+    def frames_for_trace(self) -> List[Dict[str, Any]]: ...
 
 class ConnectionStats:
     smoothed_rtt: float
@@ -121,6 +122,8 @@ class Connection:
     _qlog: Any
     _work: Optional[Dict[Any, Any]]  # the driving endpoint's connections with output to build
     _host_cids: Dict[int, bytes]  # sequence number -> our connection ID
+    @property
+    def _owed(self) -> Dict[str, Any]: ...  # control frames owed to the peer, by qlog name
 
     def __init__(self, config: Configuration, peer_addr: Tuple[Any, ...], *,
                  host_cid: Optional[bytes] = ..., peer_cid: Optional[bytes] = ...,

@@ -25,9 +25,17 @@ Per-packet path
 Short-header packets are built in one reusable buffer: header, ACK and STREAM frame headers are
 written with C calls and stream bytes are copied straight from the stream's send buffer. What a
 sent packet carried is recorded in the packet object itself (``_Sent``, a ``SentPacket`` with a
-small C array of STREAM records); when ``Recovery`` declares it acknowledged or lost, the
-connection marks those byte ranges delivered or re-queues them (lost data is always re-sent as
-byte ranges of its stream in new packets, never by replaying a packet) and recycles the object.
+small C array of typed frame records, ``FrameRecord``); when ``Recovery`` declares it
+acknowledged or lost, the connection replays the records in packet order: STREAM byte ranges
+are marked delivered or re-queued (lost data is always re-sent as byte ranges of its stream in
+new packets, never by replaying a packet), a lost control frame is owed again, and the object is
+recycled.
+
+Control frames owed to the peer are one structure (``Pending``: a bit per frame owed once,
+small queues for connection IDs and path responses; a stream's own bits are in ``_Stream.owed``).
+Every frame but STREAM, ACK and CONNECTION_CLOSE is written by ``_put_frame`` (fits, written,
+recorded) and the owed ones by ``_pay`` (and then no longer owed).
+
 Received short-header packets are parsed in place: STREAM data goes from the datagram (or the
 decrypted payload) straight into the stream's reassembly buffer, ACK frames are decoded without
 frame objects. Rare frames go through the ``dquic._codec`` frame classes.
@@ -39,10 +47,11 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_Resize
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 cimport cython
 from libc.math cimport ldexp
-from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.string cimport memcmp, memcpy, memset
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 from dquic._codec cimport (Buffer, c_push_stream_frame_header, c_varint_size, parse_ack_ranges,
                            parse_ecn, pull_stream_frame_header)
@@ -51,8 +60,9 @@ from dquic._ranges cimport RangeSet
 from dquic._protection cimport PacketProtection
 from dquic._recovery cimport Recovery, RttEstimator, SentPacket
 from dquic._streams cimport FlowWindow, RecvStream, SendStream
-from dquic._wire cimport (pn_decode as _decode_pn, pn_length as _pn_length,
-                         varint_len as _varint_len, varint_prefixed_payload_len as _payload_len)
+from dquic._wire cimport (be_read, be_write, pn_decode as _decode_pn, pn_length as _pn_length,
+                         varint_len as _varint_len, varint_prefixed_payload_len as _payload_len,
+                         varint_write)
 
 import hmac
 import os
@@ -114,7 +124,10 @@ cdef enum:
     # size: the largest max_datagram_size (Configuration.validate: at most 65527)
     SEND_SCRATCH_MAX = 16
     SEND_SCRATCH_SIZE = 65536
-    INLINE_STREAMS = 8
+    # frame records a sent packet holds inline (_Sent.recs), and how many more it may keep
+    # room for while it waits to be reused
+    INLINE_RECORDS = 8
+    MORE_RECORDS_KEPT = 32
     # the codec's default limit on ranges in a received ACK frame
     ACK_RANGES_LIMIT = 256
 
@@ -134,6 +147,20 @@ cdef enum:
     TIMER_IDLE_RELEASE = 11    # quiet for a while: give back idle memory (_release_idle)
     TIMER_KINDS = 12
 
+# frames owed (Pending.once, _Stream.owed): one bit per frame kind
+cdef enum:
+    OWE_HANDSHAKE_DONE = 1 << FR_HANDSHAKE_DONE
+    OWE_MAX_DATA = 1 << FR_MAX_DATA
+    OWE_MAX_STREAMS = 1 << FR_MAX_STREAMS
+    OWE_MAX_STREAM_DATA = 1 << FR_MAX_STREAM_DATA
+    OWE_RESET_STREAM = 1 << FR_RESET_STREAM
+    OWE_STOP_SENDING = 1 << FR_STOP_SENDING
+    OWE_PING = 1 << FR_PING
+    OWE_PATH_CHALLENGE = 1 << FR_PATH_CHALLENGE
+    # what makes a packet worth building by itself (a PING waits for a packet, see
+    # _build_app_packet)
+    OWE_CONTROL = OWE_HANDSHAKE_DONE | OWE_MAX_DATA | OWE_MAX_STREAMS | OWE_PATH_CHALLENGE
+
 TIMER_NAMES = ("loss", "ack_handshake", "ack", "pacing", "handshake", "idle", "keep_alive",
                "path_validation", "old_keys", "close", "stream_credit", "idle_release")
 
@@ -146,6 +173,35 @@ cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
 # handshake packets are not encrypted (the Noise messages they carry are): one stateless
 # NullProtection serves every connection
 cdef object _NULL_PROTECTION = NullProtection()
+
+# Each frame kind (FrameKind, see the .pxd): its wire type, how many of its record's fields
+# (a, b, c) follow the type as varints, and its name in qlog traces.
+_FRAME_KINDS = (
+    (FR_STREAM, 0x08, 3, "stream"),  # (type bits and fields: _write_stream_frames)
+    (FR_CRYPTO, 0x06, 2, "crypto"),
+    (FR_DATAGRAM, 0x31, 1, "datagram"),
+    (FR_HANDSHAKE_DONE, 0x1E, 0, "handshake_done"),
+    (FR_MAX_DATA, 0x10, 1, "max_data"),
+    (FR_MAX_STREAMS, 0x12, 1, "max_streams"),
+    (FR_MAX_STREAM_DATA, 0x11, 2, "max_stream_data"),
+    (FR_RESET_STREAM, 0x04, 3, "reset_stream"),
+    (FR_STOP_SENDING, 0x05, 2, "stop_sending"),
+    (FR_NEW_CONNECTION_ID, 0x18, 3, "new_connection_id"),
+    (FR_RETIRE_CONNECTION_ID, 0x19, 1, "retire_connection_id"),
+    (FR_PING, 0x01, 0, "ping"),
+    (FR_PATH_CHALLENGE, 0x1A, 0, "path_challenge"),
+    (FR_PATH_RESPONSE, 0x1B, 0, "path_response"),
+    (FR_DATA_BLOCKED, 0x14, 1, "data_blocked"),
+    (FR_STREAM_DATA_BLOCKED, 0x15, 2, "stream_data_blocked"),
+    (FR_STREAMS_BLOCKED, 0x16, 1, "streams_blocked"),
+)
+cdef uint8_t _WIRE_TYPE[FR_KINDS]
+cdef uint8_t _WIRE_FIELDS[FR_KINDS]
+cdef tuple _TRACE_NAMES = tuple(k[3] for k in sorted(_FRAME_KINDS))
+for _k in _FRAME_KINDS:
+    _WIRE_TYPE[_k[0]] = _k[1]
+    _WIRE_FIELDS[_k[0]] = _k[2]
+del _k
 
 
 # ------------------------------------------------------------------------------ C helpers
@@ -173,21 +229,47 @@ cdef inline bint _recv_closed(RecvStream r) noexcept:
     return r._reset or (r._final_size >= 0 and r._read_offset == <uint64_t>r._final_size)
 
 
-cdef inline void _append(Connection conn, int which, object item):
-    # the lists below are made on first use and dropped once emptied: most connections are
-    # idle with nothing to report, and an empty list costs ~72 bytes each
-    if which == 0:
-        if conn.cid_changes is None:
-            conn.cid_changes = []
-        conn.cid_changes.append(item)
-    elif which == 1:
-        if conn._cids_to_issue is None:
-            conn._cids_to_issue = []
-        conn._cids_to_issue.append(item)
+cdef inline void _cid_change(Connection conn, object item):
+    # the list is made on first use and dropped once emptied: most connections are idle with
+    # nothing to report, and an empty list costs ~72 bytes
+    if conn.cid_changes is None:
+        conn.cid_changes = []
+    conn.cid_changes.append(item)
+
+
+cdef int _q_push(U64Queue* q, uint64_t v) except -1:
+    cdef uint32_t cap
+    cdef uint64_t* items
+    if q.n == q.cap:
+        cap = 2 * q.cap if q.cap else 4
+        items = <uint64_t*>PyMem_Realloc(q.items, cap * sizeof(uint64_t))
+        if items is NULL:
+            raise MemoryError()
+        q.items = items
+        q.cap = cap
+    q.items[q.n] = v
+    q.n += 1
+    return 0
+
+
+cdef void _q_pop(U64Queue* q) noexcept:
+    """Drop the oldest value (there is one); an emptied queue gives its storage back."""
+    q.n -= 1
+    if q.n:
+        memmove(q.items, q.items + 1, q.n * sizeof(uint64_t))
     else:
-        if conn._retire_to_send is None:
-            conn._retire_to_send = []
-        conn._retire_to_send.append(item)
+        _q_clear(q)
+
+
+cdef void _q_clear(U64Queue* q) noexcept:
+    PyMem_Free(q.items)
+    q.items = NULL
+    q.n = 0
+    q.cap = 0
+
+
+cdef list _q_list(U64Queue* q):
+    return [q.items[i] for i in range(q.n)]
 
 
 cdef inline void _note_work(Connection conn):
@@ -200,13 +282,7 @@ cdef inline void _note_work(Connection conn):
 
 cdef inline bint _peer_only(_Stream s) noexcept:
     """Everything ``s`` holds came from the peer: we never opened our sending half."""
-    return not s.send_opened and s.reset_to_send is None and not s.send._reset
-
-
-cdef inline void _add_other(_Sent rec, tuple item):
-    if rec.other is None:
-        rec.other = []
-    rec.other.append((rec.nstream, item))
+    return not s.send_opened and not (s.owed & OWE_RESET_STREAM) and not s.send._reset
 
 
 # --- scratch state shared by every connection -----------------------------------------------
@@ -241,19 +317,41 @@ cdef inline void _give_scratch(Buffer b):
         _SEND_SCRATCH.append(b)
 
 
-cdef inline int _add_stream_record(_Sent rec, uint64_t sid, uint64_t off, uint64_t length,
-                                   bint fin) except -1:
-    cdef StreamRecord* r
-    if rec.nstream < INLINE_STREAMS:
-        r = &rec.streams[rec.nstream]
-        r.stream_id = sid
-        r.offset = off
-        r.length = length
-        r.fin = fin
-        rec.nstream += 1
+# --- a sent packet's frame records ----------------------------------------------------------
+cdef inline int _add_record(_Sent rec, int kind, uint64_t a, uint64_t b, uint64_t c,
+                            bint fin) except -1:
+    cdef FrameRecord* r
+    if rec.nrec < INLINE_RECORDS:
+        r = &rec.recs[rec.nrec]
     else:
-        _add_other(rec, ("s", sid, off, length, fin))
+        r = _more_record(rec)
+    r.kind = <uint8_t>kind
+    r.a = a
+    r.b = b
+    r.c = c
+    r.fin = fin
+    rec.nrec += 1
     return 0
+
+
+cdef FrameRecord* _more_record(_Sent rec) except NULL:
+    """Room for the record after the inline ones and those in ``rec.more``."""
+    cdef int i = rec.nrec - INLINE_RECORDS, cap
+    cdef FrameRecord* more
+    if i >= rec.more_cap:
+        cap = 2 * rec.more_cap if rec.more_cap else INLINE_RECORDS
+        more = <FrameRecord*>PyMem_Realloc(rec.more, cap * sizeof(FrameRecord))
+        if more is NULL:
+            raise MemoryError()
+        rec.more = more
+        rec.more_cap = cap
+    return &rec.more[i]
+
+
+cdef inline FrameRecord* _record_at(_Sent pkt, int i) noexcept:
+    if i < INLINE_RECORDS:
+        return &pkt.recs[i]
+    return &pkt.more[i - INLINE_RECORDS]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -330,10 +428,10 @@ cdef class _Stream:
         self.readable_signalled = False
         self.send_opened = False
         self.recv_opened = False
-        self.want_max_stream_data = False
+        self.owed = 0  # frames owed to the peer (OWE_RESET_STREAM, ...), with their codes:
+        self.reset_code = 0
+        self.stop_code = 0
         self.blocked_reported = -1
-        self.reset_to_send = None
-        self.stop_to_send = None
         self.queued = False
         self.closed_counted = False
         self.counted = False  # our half consumed one of the peer's MAX_STREAMS credits
@@ -342,9 +440,54 @@ cdef class _Stream:
 cdef class _Sent(SentPacket):
     """A ``SentPacket`` carrying the record of its frames (see the .pxd)."""
 
+    def __dealloc__(self):
+        PyMem_Free(self.more)
+
     def __repr__(self):
         return (f"_Sent(pn={self.packet_number}, space={self.space}, bytes={self.sent_bytes}, "
-                f"streams={self.nstream}, ack={self.ack_space >= 0}, other={self.other!r})")
+                f"ack={self.ack_space >= 0}, frames={self.frames_for_trace()!r})")
+
+    def frames_for_trace(self):
+        """What the packet carried, in packet order (its ACK first), as qlog frames: the one
+        place where records are read for a trace (see _trace_frame)."""
+        cdef int i
+        out = [{"frame_type": "ack"}] if self.ack_space >= 0 else []
+        for i in range(self.nrec):
+            out.append(_trace_frame(_record_at(self, i)))
+        return out
+
+
+cdef dict _trace_frame(FrameRecord* r):
+    """A frame record as a qlog frame (draft-ietf-quic-qlog-quic-events-04). What a record does
+    not keep is left out where the draft allows (an ACK's ranges); a NEW_CONNECTION_ID, whose
+    connection ID and token are not kept, is an "unknown" frame naming its wire type."""
+    cdef int kind = r.kind
+    name = _TRACE_NAMES[kind]
+    if kind == FR_STREAM:
+        d = {"frame_type": name, "stream_id": r.a, "offset": r.b, "length": r.c}
+        if r.fin:
+            d["fin"] = True  # written only when true
+        return d
+    if kind == FR_CRYPTO:
+        return {"frame_type": name, "offset": r.a, "length": r.b}
+    if kind == FR_DATAGRAM:
+        return {"frame_type": name, "length": r.a}
+    if kind == FR_MAX_DATA:
+        return {"frame_type": name, "maximum": r.a}
+    if kind == FR_MAX_STREAMS:
+        return {"frame_type": name, "maximum": r.a, "stream_type": "bidirectional"}
+    if kind == FR_MAX_STREAM_DATA:
+        return {"frame_type": name, "stream_id": r.a, "maximum": r.b}
+    if kind == FR_RESET_STREAM:
+        return {"frame_type": name, "stream_id": r.a, "error_code": min(r.b, 0xFFFFFFFF),
+                "final_size": r.c}
+    if kind == FR_STOP_SENDING:
+        return {"frame_type": name, "stream_id": r.a, "error_code": min(r.b, 0xFFFFFFFF)}
+    if kind == FR_RETIRE_CONNECTION_ID:
+        return {"frame_type": name, "sequence_number": r.a}
+    if kind == FR_NEW_CONNECTION_ID:
+        return {"frame_type": "unknown", "frame_type_value": _WIRE_TYPE[kind]}
+    return {"frame_type": name}
 
 
 class ConnectionStats:
@@ -412,7 +555,6 @@ cdef class Connection:
         self.host_cid = host_cid if host_cid is not None else random_bytes(cid_len)
         self._host_cids = {0: self.host_cid}  # sequence -> cid
         self._host_cid_seq = 0
-        self._cids_to_issue = None
         self.cid_changes = [("add", self.host_cid)]
         self._retry_scid = retry_source_cid  # server: the Retry we sent; client: the one we got
         self._retry_token = b""
@@ -424,7 +566,6 @@ cdef class Connection:
             self.peer_cid = peer_cid or b""
         self._peer_cids = {0: (self.peer_cid, None)}
         self._peer_cid_seq = 0
-        self._retire_to_send = None
         self._retired_below = 0  # peer CIDs with lower sequence numbers are retired
         self._peer_cid_set_by_server = not self.is_client
 
@@ -460,7 +601,6 @@ cdef class Connection:
         self._app_open = None
         self._app_tag = 0
         self._handshake_confirmed = False
-        self._handshake_done_pending = False
         self.peer_key = None
 
         # streams and flow control
@@ -474,11 +614,9 @@ cdef class Connection:
         self._data_blocked_reported = -1
         self._recv_window = FlowWindow(config.initial_max_data, config.max_data_window)
         self._data_received = 0  # sum of highest offsets received
-        self._want_max_data = False
         self._peer_stream_credit = 0  # MAX_STREAMS from the peer
         self._peer_opened = 0  # stream ids the peer started sending on
         self._max_streams_local = config.max_streams  # what we allow the peer (cumulative)
-        self._want_max_streams = False
         self._streams_blocked_reported = -1
         self._streams_counted = 0
         # stream halves the peer opened and finished, on streams we never sent on (their whole
@@ -497,11 +635,8 @@ cdef class Connection:
         self._bytes_sent_on_path = 0
         # a server that sent a Retry has validated the address through the token
         self._address_validated = self.is_client or retry_source_cid is not None
-        self._path_challenge = None  # (data, addr, deadline)
-        self._path_challenge_sent = False
-        self._path_responses = None  # PATH_RESPONSE data to send (a deque; None while empty)
+        self._path_challenge = None  # (data, addr, deadline); OWE_PATH_CHALLENGE until sent
         self._previous_addr = None
-        self._ping_pending = False
         self._old_keys_deadline = None  # when to drop pre-key-update keys
 
         # timers (absolute virtual times)
@@ -532,6 +667,12 @@ cdef class Connection:
         self._sbuf = None
         self._rbuf = _RECV_SCRATCH
         self._free_sent = _FREE_SENT
+        # (self._pending, the control frames owed to the peer, starts zeroed: nothing owed)
+
+    def __dealloc__(self):
+        _q_clear(&self._pending.new_cids)
+        _q_clear(&self._pending.retire_cids)
+        _q_clear(&self._pending.path_responses)
 
     # ----------------------------------------------------------------------------------------
     # construction helpers
@@ -647,6 +788,25 @@ cdef class Connection:
             recv_window=self._recv_window._limit, pto_count=r.pto_count,
         )
 
+    @property
+    def _owed(self):
+        """The control frames this connection owes its peer (not those of its streams), by
+        qlog name: True for a frame owed once, the values queued for the others (connection
+        ID sequence numbers, PATH_CHALLENGE data to echo). For tests and tools."""
+        cdef int kind
+        out = {}
+        for kind in (FR_HANDSHAKE_DONE, FR_MAX_DATA, FR_MAX_STREAMS, FR_PING, FR_PATH_CHALLENGE):
+            if self._pending.once & ((<uint32_t>1) << kind):
+                out[_TRACE_NAMES[kind]] = True
+        if self._pending.new_cids.n:
+            out["new_connection_id"] = _q_list(&self._pending.new_cids)
+        if self._pending.retire_cids.n:
+            out["retire_connection_id"] = _q_list(&self._pending.retire_cids)
+        if self._pending.path_responses.n:
+            out["path_response"] = [v.to_bytes(8, "big")
+                                    for v in _q_list(&self._pending.path_responses)]
+        return out
+
     def streams(self):
         """Ids of the streams this connection has state for."""
         return list(self._streams)
@@ -712,13 +872,15 @@ cdef class Connection:
         cdef _Stream stream = self._send_stream(stream_id)
         if not stream.send._reset and not stream.send.is_finished:
             stream.send.reset(error_code)
-            stream.reset_to_send = error_code
+            stream.owed |= OWE_RESET_STREAM
+            stream.reset_code = error_code
             self._schedule(stream)
 
     def stop_sending(self, stream_id, error_code=0):
         """Ask the peer to stop sending on a stream (STOP_SENDING); data still arriving is dropped."""
         cdef _Stream stream = self._get_stream(stream_id, True)
-        stream.stop_to_send = error_code
+        stream.stop_code = error_code
+        stream.owed |= OWE_STOP_SENDING
         self._schedule(stream)
 
     def send_datagram(self, data):
@@ -872,12 +1034,12 @@ cdef class Connection:
         # RecvStream.should_update_window(): no credit once the final size is known
         if not (r._reset or r._stopped or r._final_size >= 0) and r._fw.should_update_c():
             r._fw.update_c(self._now_hint, rtt)
-            s.want_max_stream_data = True
+            s.owed |= OWE_MAX_STREAM_DATA
             self._schedule(s)
         self._recv_window.consumed_c(consumed)
         if self._recv_window.should_update_c():
             self._recv_window.update_c(self._now_hint, rtt)
-            self._want_max_data = True
+            self._pending.once |= OWE_MAX_DATA
             _note_work(self)
         self._check_recv_closed(s)
         return 0
@@ -947,7 +1109,7 @@ cdef class Connection:
                     self._forget_finished(self._now_hint)
             else:
                 self._max_streams_local += 1
-            self._want_max_streams = True
+            self._pending.once |= OWE_MAX_STREAMS
             _note_work(self)
         return 0
 
@@ -970,7 +1132,7 @@ cdef class Connection:
             paid += 1
         if paid:
             self._max_streams_local += <uint64_t>paid
-            self._want_max_streams = True
+            self._pending.once |= OWE_MAX_STREAMS
             _note_work(self)
         return 0
 
@@ -1120,7 +1282,7 @@ cdef class Connection:
                 self._probes[probe_space] = max(self._probes[probe_space], self._recovery.probes_needed)
                 self._requeue_for_probe(probe_space)
         if 0.0 <= t[TIMER_KEEP_ALIVE] <= now:
-            self._ping_pending = True
+            self._pending.once |= OWE_PING
         if 0.0 <= t[TIMER_IDLE_RELEASE] <= now:
             self._release_idle()
 
@@ -1574,7 +1736,7 @@ cdef class Connection:
         if s is not None and s.closed_counted:
             return 0  # late data for a stream we already closed and released
         s = self._peer_stream(stream_id)
-        if s.stop_to_send is not None or s.recv._reset:
+        if (s.owed & OWE_STOP_SENDING) or s.recv._reset:
             return 0
         new = s.recv.insert_c(offset, data, length, fin)
         if new:
@@ -1644,7 +1806,7 @@ cdef class Connection:
         self._peer_idle_timeout = params.max_idle_timeout / 1000.0
         self._peer_cids[0] = (self.peer_cid, params.stateless_reset_token)
         if params.stateless_reset_token:
-            _append(self, 0, ("reset", params.stateless_reset_token))
+            _cid_change(self, ("reset", params.stateless_reset_token))
         self._peer_max_data = params.initial_max_data
         self._peer_stream_limit = params.initial_max_stream_data
         self._peer_stream_credit = params.initial_max_streams
@@ -1664,7 +1826,7 @@ cdef class Connection:
             self._issue_cid()
         self._events.append(HandshakeCompleted(hs.peer_static))
         for s in list(self._streams.values()):
-            if s.send.has_pending_c() or s.reset_to_send is not None or s.stop_to_send is not None:
+            if s.send.has_pending_c() or s.owed & (OWE_RESET_STREAM | OWE_STOP_SENDING):
                 self._schedule(s)
 
     def _confirm_handshake(self):
@@ -1675,7 +1837,7 @@ cdef class Connection:
         self._handshake_confirmed = True
         self._recovery.handshake_confirmed = True
         if not self.is_client:
-            self._handshake_done_pending = True
+            self._pending.once |= OWE_HANDSHAKE_DONE
         self._discard_space(SP_HS)
         # the handshake's state (its Noise objects are gone already, the 1-RTT keys live on
         # in _seal/_open) and both sides' transport parameters (what is needed of the
@@ -1735,7 +1897,7 @@ cdef class Connection:
             if self._recv_window.should_update():
                 # the credit those bytes held must go back to the peer, or it may stall
                 self._recv_window.update(now, self._recovery.rtt.smoothed_rtt)
-                self._want_max_data = True
+                self._pending.once |= OWE_MAX_DATA
         self._events.append(StreamReset(frame.stream_id, frame.error_code))
         self._check_recv_closed(s)
 
@@ -1748,7 +1910,8 @@ cdef class Connection:
         self._events.append(StopSendingReceived(frame.stream_id, frame.error_code))
         if not s.send._reset and not s.send.is_finished:
             s.send.reset(frame.error_code)
-            s.reset_to_send = frame.error_code
+            s.owed |= OWE_RESET_STREAM
+            s.reset_code = frame.error_code
             self._schedule(s)
 
     def _on_max_data(self, space_id, frame, now):
@@ -1778,12 +1941,12 @@ cdef class Connection:
 
     def _on_data_blocked(self, space_id, frame, now):
         if self._recv_window._limit > frame.limit:
-            self._want_max_data = True  # our update was lost: repeat it
+            self._pending.once |= OWE_MAX_DATA  # our update was lost: repeat it
 
     def _on_stream_data_blocked(self, space_id, frame, now):
         cdef _Stream s = self._lookup(frame.stream_id)
         if s is not None and s.recv.max_offset > frame.limit and not s.recv.is_finished:
-            s.want_max_stream_data = True
+            s.owed |= OWE_MAX_STREAM_DATA
             self._schedule(s)
 
     def _on_ignore(self, space_id, frame, now):
@@ -1808,8 +1971,8 @@ cdef class Connection:
             for old in [q for q in self._peer_cids if q < frame.retire_prior_to]:
                 cid, token = self._peer_cids.pop(old)
                 if token:
-                    _append(self, 0, ("unreset", token))
-                _append(self, 2, old)
+                    _cid_change(self, ("unreset", token))
+                _q_push(&self._pending.retire_cids, old)
                 if cid == self.peer_cid:
                     self._switch_peer_cid()
             self._retired_below = max(self._retired_below, frame.retire_prior_to)
@@ -1827,12 +1990,12 @@ cdef class Connection:
                 self._peer_cid_seq = seq
                 self.peer_cid, token = self._peer_cids[seq]
                 if token:
-                    _append(self, 0, ("reset", token))
+                    _cid_change(self, ("reset", token))
                 if old_seq in self._peer_cids:
                     token = self._peer_cids.pop(old_seq)[1]
                     if token:
-                        _append(self, 0, ("unreset", token))
-                    _append(self, 2, old_seq)
+                        _cid_change(self, ("unreset", token))
+                    _q_push(&self._pending.retire_cids, old_seq)
                 return True
         return False
 
@@ -1846,7 +2009,7 @@ cdef class Connection:
         if len(self._host_cids) == 1:
             return  # never retire the last one
         del self._host_cids[seq]
-        _append(self, 0, ("remove", cid))
+        _cid_change(self, ("remove", cid))
         if cid == self.host_cid:
             self.host_cid = next(iter(self._host_cids.values()))
         self._issue_cid()
@@ -1855,19 +2018,20 @@ cdef class Connection:
         self._host_cid_seq += 1
         cid = self._random(self.config.connection_id_length)
         self._host_cids[self._host_cid_seq] = cid
-        _append(self, 1, self._host_cid_seq)
-        _append(self, 0, ("add", cid))
+        _q_push(&self._pending.new_cids, self._host_cid_seq)
+        _cid_change(self, ("add", cid))
 
     def _on_path_challenge(self, space_id, frame, now):
-        if self._path_responses is None:
-            self._path_responses = deque()
-        if len(self._path_responses) < MAX_PENDING_PATH_RESPONSES:
-            self._path_responses.append(bytes(frame.data))
+        data = bytes(frame.data)  # 8 bytes (the codec checks)
+        if self._pending.path_responses.n < MAX_PENDING_PATH_RESPONSES:
+            _q_push(&self._pending.path_responses,
+                    be_read(<const unsigned char*>PyBytes_AS_STRING(data), 8))
 
     def _on_path_response(self, space_id, frame, now):
         pc = self._path_challenge
         if pc is not None and bytes(frame.data) == pc[0]:
             self._path_challenge = None
+            self._pending.once &= ~OWE_PATH_CHALLENGE
             self._address_validated = True
             old = self._previous_addr
             self._previous_addr = None
@@ -1940,9 +2104,11 @@ cdef class Connection:
                                                    "no common protocol version", by_peer=True))
 
     # --- acknowledgement and loss of what we sent ---
+    # A packet's records are replayed in packet order: STREAM records here (the per-packet
+    # path), the others by _record_acked / _record_lost, one branch per kind.
     cdef int _on_packet_acked(self, _Sent pkt) except -1:
-        cdef Py_ssize_t i = 0, pos
-        cdef StreamRecord* r
+        cdef int i
+        cdef FrameRecord* r
         cdef _Stream s
         cdef _Space sp
         if pkt.ack_space >= 0:
@@ -1951,128 +2117,86 @@ cdef class Connection:
             if <int64_t>pkt.ack_floor > sp.rx_floor:
                 sp.rx.subtract_range(0, pkt.ack_floor)
                 sp.rx_floor = <int64_t>pkt.ack_floor
-        if pkt.other is not None:
-            for pos, item in pkt.other:
-                while i < pos and i < pkt.nstream:
-                    r = &pkt.streams[i]
-                    s = self._lookup(r.stream_id)
-                    if s is not None:
-                        s.send.on_acked_c(r.offset, r.length, r.fin)
-                    i += 1
-                self._other_acked(item, pkt.declared_lost)
-        while i < pkt.nstream:
-            r = &pkt.streams[i]
-            s = self._lookup(r.stream_id)
-            if s is not None:
-                s.send.on_acked_c(r.offset, r.length, r.fin)
-            i += 1
+        for i in range(pkt.nrec):
+            r = _record_at(pkt, i)
+            if r.kind == FR_STREAM:
+                s = self._lookup(r.a)
+                if s is not None:
+                    s.send.on_acked_c(r.b, r.c, r.fin)
+            else:
+                self._record_acked(r, pkt.declared_lost)
         return 0
 
-    cdef int _other_acked(self, tuple item, bint declared_lost) except -1:
-        cdef _Stream s
+    cdef int _record_acked(self, FrameRecord* r, bint declared_lost) except -1:
+        """A frame other than STREAM arrived: CRYPTO data is delivered, a datagram reported
+        (the other kinds need nothing)."""
         cdef _Space sp
-        kind = item[0]
-        if kind == "s":
-            s = self._lookup(item[1])
-            if s is not None:
-                s.send.on_acked_c(item[2], item[3], item[4])
-        elif kind == "c":
-            sp = self._spaces[item[1]]
-            sp.crypto_send.on_acked_c(item[2], item[3], False)
-        elif kind == "g" and not declared_lost:
+        if r.kind == FR_CRYPTO:
+            sp = self._spaces[r.c]
+            sp.crypto_send.on_acked_c(r.a, r.b, False)
+        elif r.kind == FR_DATAGRAM and not declared_lost:
             # a datagram declared lost was already reported as such; one verdict per datagram
-            self._events.append(DatagramAcknowledged(item[1]))
+            self._events.append(DatagramAcknowledged(r.b))
         return 0
 
     cdef int _on_packet_lost(self, _Sent pkt) except -1:
-        cdef Py_ssize_t i = 0, pos
-        cdef StreamRecord* r
+        cdef int i
+        cdef FrameRecord* r
         cdef _Stream s
-        if pkt.other is not None:
-            for pos, item in pkt.other:
-                while i < pos and i < pkt.nstream:
-                    r = &pkt.streams[i]
-                    s = self._lookup(r.stream_id)
-                    if s is not None and not s.send._reset:
-                        s.send.on_lost_c(r.offset, r.length, r.fin)
-                        self._schedule(s)
-                    i += 1
-                self._other_lost(item)
-        while i < pkt.nstream:
-            r = &pkt.streams[i]
-            s = self._lookup(r.stream_id)
-            if s is not None and not s.send._reset:
-                s.send.on_lost_c(r.offset, r.length, r.fin)
-                self._schedule(s)
-            i += 1
+        for i in range(pkt.nrec):
+            r = _record_at(pkt, i)
+            if r.kind == FR_STREAM:
+                s = self._lookup(r.a)
+                if s is not None and not s.send._reset:
+                    s.send.on_lost_c(r.b, r.c, r.fin)
+                    self._schedule(s)
+            else:
+                self._record_lost(r)
         return 0
 
-    cdef int _other_lost(self, tuple item) except -1:
+    cdef int _record_lost(self, FrameRecord* r) except -1:
+        """A frame other than STREAM was lost: what it carried is owed again, unless that no
+        longer applies (a frame announcing a limit is sent anew with the limit then current)."""
         cdef _Stream s
         cdef _Space sp
-        kind = item[0]
-        if kind == "s":
-            s = self._lookup(item[1])
-            if s is not None and not s.send._reset:
-                s.send.on_lost_c(item[2], item[3], item[4])
-                self._schedule(s)
-        elif kind == "c":
-            sp = self._spaces[item[1]]
+        cdef int kind = r.kind
+        if kind == FR_CRYPTO:
+            sp = self._spaces[r.c]
             if not sp.discarded:
-                sp.crypto_send.on_lost_c(item[2], item[3], False)
-        elif kind == "md":
-            self._want_max_data = True
-        elif kind == "msd":
-            s = self._lookup(item[1])
-            if s is not None and not s.recv.is_finished:
-                s.want_max_stream_data = True
-                self._schedule(s)
-        elif kind == "ms":
-            self._want_max_streams = True
-        elif kind == "rs":
-            s = self._lookup(item[1])
-            if s is not None:
-                s.reset_to_send = item[2]
-                self._schedule(s)
-        elif kind == "ss":
-            s = self._lookup(item[1])
-            if s is not None and not s.recv._reset:
-                s.stop_to_send = item[2]
-                self._schedule(s)
-        elif kind == "nc":
-            if item[1] in self._host_cids:
-                _append(self, 1, item[1])
-        elif kind == "rc":
-            _append(self, 2, item[1])
-        elif kind == "hd":
-            self._handshake_done_pending = True
-        elif kind == "g":
-            self._events.append(DatagramLost(item[1]))
+                sp.crypto_send.on_lost_c(r.a, r.b, False)
+        elif kind == FR_HANDSHAKE_DONE or kind == FR_MAX_DATA or kind == FR_MAX_STREAMS:
+            self._pending.once |= (<uint32_t>1) << kind
+        elif kind == FR_MAX_STREAM_DATA or kind == FR_RESET_STREAM or kind == FR_STOP_SENDING:
+            s = self._lookup(r.a)
+            if s is None:
+                return 0
+            if kind == FR_MAX_STREAM_DATA:
+                if s.recv.is_finished:
+                    return 0
+            elif kind == FR_RESET_STREAM:
+                s.reset_code = r.b
+            else:
+                if s.recv._reset:
+                    return 0
+                s.stop_code = r.b
+            s.owed |= (<uint32_t>1) << kind
+            self._schedule(s)
+        elif kind == FR_NEW_CONNECTION_ID:
+            if r.a in self._host_cids:
+                _q_push(&self._pending.new_cids, r.a)
+        elif kind == FR_RETIRE_CONNECTION_ID:
+            _q_push(&self._pending.retire_cids, r.a)
+        elif kind == FR_DATAGRAM:
+            self._events.append(DatagramLost(r.b))
         return 0
 
-    cdef list _frame_tuples(self, _Sent pkt):
-        """The packet's frame records as tuples, in packet order (qlog)."""
-        cdef Py_ssize_t i = 0, pos
-        cdef StreamRecord* r
-        out = []
-        if pkt.ack_space >= 0:
-            out.append(("a", pkt.ack_space, pkt.ack_floor))
-        for pos, item in (pkt.other or ()):
-            while i < pos and i < pkt.nstream:
-                r = &pkt.streams[i]
-                out.append(("s", r.stream_id, r.offset, r.length, r.fin))
-                i += 1
-            out.append(item)
-        while i < pkt.nstream:
-            r = &pkt.streams[i]
-            out.append(("s", r.stream_id, r.offset, r.length, r.fin))
-            i += 1
-        return out
-
     cdef void _recycle(self, _Sent pkt):
-        pkt.nstream = 0
+        pkt.nrec = 0
         pkt.ack_space = -1
-        pkt.other = None
+        if pkt.more_cap > MORE_RECORDS_KEPT:
+            PyMem_Free(pkt.more)
+            pkt.more = NULL
+            pkt.more_cap = 0
         if len(self._free_sent) < FREE_SENT_MAX:
             self._free_sent.append(pkt)
 
@@ -2114,14 +2238,17 @@ cdef class Connection:
             # a new network path: congestion state does not carry over (RFC 9000 §9.4)
             self._reset_congestion()
         self._address_validated = False
-        challenge = self._random(8)
+        challenge = bytes(self._random(8))
+        if len(challenge) != 8:
+            raise ValueError("random_bytes(8) must return 8 bytes")
         self._path_challenge = (challenge, addr, now + max(3 * self._pto(), 0.1))
-        self._path_challenge_sent = False
+        self._pending.once |= OWE_PATH_CHALLENGE
         self._switch_peer_cid()
 
     def _path_validation_failed(self):
         # RFC 9000 §9.3.2: go back to the last validated path
         self._path_challenge = None
+        self._pending.once &= ~OWE_PATH_CHALLENGE
         if self._previous_addr is not None:
             self.peer_addr = self._previous_addr
             self._previous_addr = None
@@ -2268,8 +2395,6 @@ cdef class Connection:
             self._send_queue = None
         if self._datagrams is not None and not self._datagrams:
             self._datagrams = None
-        if self._path_responses is not None and not self._path_responses:
-            self._path_responses = None
         return 0
 
     cdef int _count_sent(self, Py_ssize_t total) except -1:
@@ -2426,9 +2551,8 @@ cdef class Connection:
         if self._free_sent:
             return <_Sent>self._free_sent.pop()
         rec = _Sent.__new__(_Sent)
-        rec.nstream = 0
+        rec.nrec = 0
         rec.ack_space = -1
-        rec.other = None
         return rec
 
     cdef int _record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
@@ -2454,7 +2578,7 @@ cdef class Connection:
             ptype = codec.PACKET_SHORT if space_id == SP_APP else (
                 codec.PACKET_INITIAL if self.is_client and not self._peer_cid_set_by_server
                 else codec.PACKET_HANDSHAKE)
-            self._qlog.packet_sent(now, ptype, pn, size, self._frame_tuples(rec))
+            self._qlog.packet_sent(now, ptype, pn, size, rec.frames_for_trace())
         if eliciting:
             self._last_eliciting_sent = now
             if not self._eliciting_since_receive:
@@ -2482,7 +2606,6 @@ cdef class Connection:
             return None  # anti-amplification: wait for more bytes from the unvalidated client
         limit = mds if mds < room else <Py_ssize_t>room
         self._start_packet(SP_HS, limit, &pn, &pn_len, &length_off)
-        buf = self._sbuf
         hdr_end = self._sbuf._pos
         tag = self._seal[SP_HS].tag_size
         rec = self._new_sent()
@@ -2496,14 +2619,14 @@ cdef class Connection:
             if chunk is None:
                 break
             off, data, _fin = chunk
-            codec.push_frame(buf, codec.CryptoFrame(off, data))
-            _add_other(rec, ("c", SP_HS, off, len(data)))
+            # (always fits: avail leaves room for the frame's type, offset and length)
+            self._put_frame(limit - tag, rec, FR_CRYPTO, off, len(data), SP_HS,
+                            <const unsigned char*>PyBytes_AS_STRING(data), len(data))
             eliciting = True
         if self._probes[SP_HS] > 0:
             self._probes[SP_HS] -= 1
             if not eliciting:
-                codec.push_frame(buf, codec.PingFrame())
-                eliciting = True
+                eliciting = self._put_frame(limit - tag, rec, FR_PING)
         if self.is_client and eliciting:
             self._pad_to(1200)  # anti-amplification (RFC 9000 §14.1)
         data = self._finish_packet(SP_HS, hdr_end, length_off, pn, pn_len)
@@ -2512,8 +2635,8 @@ cdef class Connection:
 
     cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=NULL):
         cdef _Space space = self._app
-        cdef bint ack_due, probe, control, have_data, cc_ok, eliciting = False
-        cdef Py_ssize_t limit = mds, hdr_end, length_off, end
+        cdef bint ack_due, probe, control, path_frames, have_data, cc_ok, eliciting
+        cdef Py_ssize_t limit = mds, hdr_end, length_off, end, acked_end
         cdef int64_t room, pn
         cdef int pn_len
         cdef double t
@@ -2523,11 +2646,11 @@ cdef class Connection:
         control = self._has_control_frames()
         # path validation frames are small and not held back by congestion control: the
         # window may still be full of packets sent on the previous path (RFC 9000 §9.4)
-        path_frames = (self._path_responses is not None and len(self._path_responses) > 0) or (
-            self._path_challenge is not None and not self._path_challenge_sent)
+        path_frames = (self._pending.path_responses.n > 0
+                       or (self._pending.once & OWE_PATH_CHALLENGE) != 0)
         have_data = ((self._send_queue is not None and len(self._send_queue) > 0)
                      or (self._datagrams is not None and len(self._datagrams) > 0))
-        if not (ack_due or probe or control or have_data or self._ping_pending):
+        if not (ack_due or probe or control or have_data or self._pending.once & OWE_PING):
             return None
         room = self._amplification_room()
         if room < limit:
@@ -2552,21 +2675,22 @@ cdef class Connection:
         rec = self._new_sent()
         if space.ack_pending:
             self._write_ack(space, SP_APP, now, rec)
+        acked_end = self._sbuf._pos  # every frame after the ACK elicits one
         if cc_ok:
             if control:
-                eliciting = self._write_control_frames(end, rec)
+                self._write_control_frames(end, rec)
             if self._datagrams is not None and len(self._datagrams):
-                eliciting |= self._write_datagrams(end, rec)
+                self._write_datagrams(end, rec)
             if self._send_queue is not None and len(self._send_queue):
-                eliciting |= self._write_stream_frames(end, rec)
+                self._write_stream_frames(end, rec)
             if probe:
                 self._probes[SP_APP] -= 1
-            if (probe or self._ping_pending) and not eliciting:
-                self._sbuf.c_push_uint(F_PING, 1)
-                eliciting = True
-            self._ping_pending = False
+            if (probe or self._pending.once & OWE_PING) and self._sbuf._pos == acked_end:
+                self._put_frame(end, rec, FR_PING)
+            self._pending.once &= ~OWE_PING
         elif path_frames:
-            eliciting = self._write_path_frames(end)
+            self._write_path_frames(end, rec)
+        eliciting = self._sbuf._pos > acked_end
         if self._sbuf._pos == hdr_end:
             # nothing fitted: undo the packet number
             space.next_pn -= 1
@@ -2576,101 +2700,115 @@ cdef class Connection:
         self._record_sent(rec, SP_APP, pn, len(data) if dst == NULL else <Py_ssize_t>data, eliciting, now)
         return data
 
+    # --- frame writers ---
+    # Every frame but STREAM, ACK and CONNECTION_CLOSE goes into a packet through _put_frame;
+    # the frames owed (Pending, _Stream.owed) through _pay.
+    cdef int _put_frame(self, Py_ssize_t end, _Sent rec, int kind, uint64_t a=0, uint64_t b=0,
+                        uint64_t c=0, const unsigned char* tail=NULL,
+                        Py_ssize_t tail_len=0) except -1:
+        """Write the frame ``kind``: its type, its first fields (a, b, c: as many as the
+        kind has, see _FRAME_KINDS) as varints, then ``tail``, if it fits before ``end``; and
+        record it in ``rec`` (kinds before FR_UNRECORDED). Returns 1 if written, 0 if not."""
+        cdef Buffer buf = self._sbuf
+        cdef uint64_t v[3]
+        cdef int n[3]
+        cdef int i, fields = _WIRE_FIELDS[kind]
+        cdef Py_ssize_t size = 1 + tail_len
+        cdef unsigned char* p
+        v[0] = a
+        v[1] = b
+        v[2] = c
+        for i in range(fields):
+            n[i] = _varint_len(v[i])
+            if n[i] == 0:
+                raise ValueError(f"{_TRACE_NAMES[kind]} field {v[i]} exceeds 2**62-1")
+            size += n[i]
+        if (kind == FR_MAX_STREAMS or kind == FR_STREAMS_BLOCKED) and a > ((<uint64_t>1) << 60):
+            raise ValueError(f"{_TRACE_NAMES[kind]} {a} exceeds 2**60")
+        if buf._pos + size > end:
+            return 0
+        p = buf.c_push_ptr(size)
+        p[0] = _WIRE_TYPE[kind]
+        p += 1
+        for i in range(fields):
+            varint_write(p, v[i], n[i])
+            p += n[i]
+        if tail_len:
+            memcpy(p, tail, tail_len)
+        if kind < FR_UNRECORDED:
+            _add_record(rec, kind, a, b, c, False)
+        return 1
+
+    cdef int _pay(self, uint32_t* owed, int kind, Py_ssize_t end, _Sent rec, uint64_t a=0,
+                  uint64_t b=0, uint64_t c=0, const unsigned char* tail=NULL,
+                  Py_ssize_t tail_len=0) except -1:
+        """The frame ``kind``, if it is owed (its bit in ``owed[0]``): written and recorded
+        (_put_frame), and then no longer owed. Returns 1 if it stays owed for want of room."""
+        cdef uint32_t bit = (<uint32_t>1) << kind
+        if not (owed[0] & bit):
+            return 0
+        if not self._put_frame(end, rec, kind, a, b, c, tail, tail_len):
+            return 1
+        owed[0] &= ~bit
+        return 0
+
     cdef bint _has_control_frames(self):
-        return (self._want_max_data or self._want_max_streams or self._handshake_done_pending
-                or self._cids_to_issue or self._retire_to_send
-                or (self._path_responses is not None and len(self._path_responses) > 0)
-                or (self._path_challenge is not None and not self._path_challenge_sent))
+        return ((self._pending.once & OWE_CONTROL) != 0 or self._pending.new_cids.n > 0
+                or self._pending.retire_cids.n > 0 or self._pending.path_responses.n > 0)
 
-    cdef bint _write_control_frames(self, Py_ssize_t end, _Sent rec) except? True:
-        cdef Buffer buf = self._sbuf
-        cdef bint wrote = False
-        if self._handshake_done_pending:
-            f = codec.HandshakeDoneFrame()
-            if buf._pos + codec.frame_size(f) <= end:
-                codec.push_frame(buf, f)
-                _add_other(rec, ("hd",))
-                self._handshake_done_pending = False
-                wrote = True
-        if self._want_max_data:
-            f = codec.MaxDataFrame(self._recv_window._limit)
-            if buf._pos + codec.frame_size(f) <= end:
-                codec.push_frame(buf, f)
-                _add_other(rec, ("md",))
-                self._want_max_data = False
-                wrote = True
-        if self._want_max_streams:
-            f = codec.MaxStreamsFrame(self._max_streams_local)
-            if buf._pos + codec.frame_size(f) <= end:
-                codec.push_frame(buf, f)
-                _add_other(rec, ("ms",))
-                self._want_max_streams = False
-                wrote = True
-        if self._write_path_frames(end):
-            wrote = True
-        while self._cids_to_issue:
-            seq = self._cids_to_issue[0]
+    cdef int _write_control_frames(self, Py_ssize_t end, _Sent rec) except -1:
+        cdef uint32_t* owed = &self._pending.once
+        cdef U64Queue* q = &self._pending.new_cids
+        self._pay(owed, FR_HANDSHAKE_DONE, end, rec)
+        self._pay(owed, FR_MAX_DATA, end, rec, self._recv_window._limit)
+        self._pay(owed, FR_MAX_STREAMS, end, rec, self._max_streams_local)
+        self._write_path_frames(end, rec)
+        while q.n:
+            seq = q.items[0]
             cid = self._host_cids.get(seq)
-            if cid is None:
-                self._cids_to_issue.pop(0)
-                continue
-            f = codec.NewConnectionIdFrame(seq, 0, cid, self._reset_token(cid))
-            if buf._pos + codec.frame_size(f) > end:
-                break
-            codec.push_frame(buf, f)
-            _add_other(rec, ("nc", seq))
-            self._cids_to_issue.pop(0)
-            wrote = True
-        while self._retire_to_send:
-            f = codec.RetireConnectionIdFrame(self._retire_to_send[0])
-            if buf._pos + codec.frame_size(f) > end:
-                break
-            codec.push_frame(buf, f)
-            _add_other(rec, ("rc", self._retire_to_send.pop(0)))
-            wrote = True
-        if self._cids_to_issue is not None and not self._cids_to_issue:
-            self._cids_to_issue = None
-        if self._retire_to_send is not None and not self._retire_to_send:
-            self._retire_to_send = None
-        return wrote
+            if cid is not None:
+                tail = bytes(cid) + bytes(self._reset_token(cid))
+                if not (1 <= len(cid) <= 20 and len(tail) == len(cid) + 16):
+                    raise ValueError("a connection ID is 1..20 bytes, a reset token 16")
+                if not self._put_frame(end, rec, FR_NEW_CONNECTION_ID, seq, 0, len(cid),
+                                       <const unsigned char*>PyBytes_AS_STRING(tail), len(tail)):
+                    break
+            _q_pop(q)
+        q = &self._pending.retire_cids
+        while q.n and self._put_frame(end, rec, FR_RETIRE_CONNECTION_ID, q.items[0]):
+            _q_pop(q)
+        return 0
 
-    cdef bint _write_path_frames(self, Py_ssize_t end) except? True:
+    cdef int _write_path_frames(self, Py_ssize_t end, _Sent rec) except -1:
         """PATH_RESPONSE for challenges received, PATH_CHALLENGE for a new path."""
-        cdef Buffer buf = self._sbuf
-        cdef bint wrote = False
-        while self._path_responses:
-            f = codec.PathResponseFrame(self._path_responses[0])
-            if buf._pos + codec.frame_size(f) > end:
+        cdef U64Queue* q = &self._pending.path_responses
+        cdef unsigned char data[8]
+        while q.n:
+            be_write(data, q.items[0], 8)
+            if not self._put_frame(end, rec, FR_PATH_RESPONSE, 0, 0, 0, data, 8):
                 break
-            codec.push_frame(buf, f)
-            self._path_responses.popleft()
-            wrote = True
-        if self._path_challenge is not None and not self._path_challenge_sent:
-            f = codec.PathChallengeFrame(self._path_challenge[0])
-            if buf._pos + codec.frame_size(f) <= end:
-                codec.push_frame(buf, f)
-                self._path_challenge_sent = True
-                wrote = True
-        return wrote
+            _q_pop(q)
+        if self._pending.once & OWE_PATH_CHALLENGE:
+            challenge = self._path_challenge[0]
+            self._pay(&self._pending.once, FR_PATH_CHALLENGE, end, rec, 0, 0, 0,
+                      <const unsigned char*>PyBytes_AS_STRING(challenge), 8)
+        return 0
 
-    cdef bint _write_datagrams(self, Py_ssize_t end, _Sent rec) except? True:
-        cdef Buffer buf = self._sbuf
-        cdef bint wrote = False
+    cdef int _write_datagrams(self, Py_ssize_t end, _Sent rec) except -1:
+        cdef Py_ssize_t n
         while self._datagrams:
             dg_id, data = self._datagrams[0]
-            f = codec.DatagramFrame(data)
-            if buf._pos + codec.frame_size(f) > end:
+            n = PyBytes_GET_SIZE(data)
+            if not self._put_frame(end, rec, FR_DATAGRAM, <uint64_t>n, dg_id, 0,
+                                   <const unsigned char*>PyBytes_AS_STRING(data), n):
                 break
-            codec.push_frame(buf, f)
-            _add_other(rec, ("g", dg_id))
             self._datagrams.popleft()
-            wrote = True
-        return wrote
+        return 0
 
-    cdef bint _write_stream_frames(self, Py_ssize_t end, _Sent rec) except? True:
+    cdef int _write_stream_frames(self, Py_ssize_t end, _Sent rec) except -1:
         """Fill the packet from the streams with something to send, round robin."""
         cdef Buffer buf = self._sbuf
-        cdef bint wrote = False, fin
+        cdef bint fin
         cdef Py_ssize_t rounds, header, avail, length
         cdef int64_t conn_credit
         cdef uint64_t sid, flow_limit, before, off
@@ -2683,41 +2821,21 @@ cdef class Connection:
             s = <_Stream>queue[0]
             sid = s.stream_id
             send = s.send
-            # control frames of this stream
-            if s.reset_to_send is not None:
-                f = codec.ResetStreamFrame(sid, s.reset_to_send, send.final_size)
-                if buf._pos + codec.frame_size(f) > end:
-                    break
-                codec.push_frame(buf, f)
-                _add_other(rec, ("rs", sid, s.reset_to_send))
-                s.reset_to_send = None
-                wrote = True
-            if s.stop_to_send is not None:
-                f = codec.StopSendingFrame(sid, s.stop_to_send)
-                if buf._pos + codec.frame_size(f) > end:
-                    break
-                codec.push_frame(buf, f)
-                _add_other(rec, ("ss", sid, s.stop_to_send))
-                s.stop_to_send = None
-                wrote = True
-            if s.want_max_stream_data:
-                f = codec.MaxStreamDataFrame(sid, s.recv._fw._limit)
-                if buf._pos + codec.frame_size(f) > end:
-                    break
-                codec.push_frame(buf, f)
-                _add_other(rec, ("msd", sid))
-                s.want_max_stream_data = False
-                wrote = True
+            # control frames of this stream (one that does not fit keeps the stream first)
+            if s.owed and (
+                    self._pay(&s.owed, FR_RESET_STREAM, end, rec, sid, s.reset_code,
+                              send._final_size)
+                    or self._pay(&s.owed, FR_STOP_SENDING, end, rec, sid, s.stop_code)
+                    or self._pay(&s.owed, FR_MAX_STREAM_DATA, end, rec, sid, s.recv._fw._limit)):
+                break
             if send.has_pending_c():
                 # stream credit (MAX_STREAMS): our first byte on a new id consumes one
                 if send._offset_sent == 0 and not send._fin_sent and not s.counted:
                     if self._streams_counted >= self._peer_stream_credit:
-                        if self._streams_blocked_reported != <int64_t>self._peer_stream_credit:
-                            f = codec.StreamsBlockedFrame(self._peer_stream_credit)
-                            if buf._pos + codec.frame_size(f) <= end:
-                                codec.push_frame(buf, f)
-                                self._streams_blocked_reported = self._peer_stream_credit
-                                wrote = True
+                        if (self._streams_blocked_reported != <int64_t>self._peer_stream_credit
+                                and self._put_frame(end, rec, FR_STREAMS_BLOCKED,
+                                                    self._peer_stream_credit)):
+                            self._streams_blocked_reported = self._peer_stream_credit
                         queue.popleft()
                         s.queued = False
                         continue
@@ -2740,9 +2858,8 @@ cdef class Connection:
                         c_push_stream_frame_header(buf, sid, off, length, fin)
                         if length:
                             buf.c_push_raw(send.data_at(off), length)
-                        _add_stream_record(rec, sid, off, length, fin)
+                        _add_record(rec, FR_STREAM, sid, off, length, fin)
                         self._data_sent += send._offset_sent - before
-                        wrote = True
                 if send.has_pending_c() and end - buf._pos <= header + 1:
                     break  # packet full: keep this stream first for the next packet
                 if (send.has_pending_c() and send._retx.count() == 0
@@ -2750,18 +2867,12 @@ cdef class Connection:
                     # flow-control blocked: tell the peer once per limit (RFC 9000 §4.1)
                     if (send._offset_sent >= s.send_limit
                             and s.blocked_reported != <int64_t>s.send_limit):
-                        f = codec.StreamDataBlockedFrame(sid, s.send_limit)
-                        if buf._pos + codec.frame_size(f) <= end:
-                            codec.push_frame(buf, f)
+                        if self._put_frame(end, rec, FR_STREAM_DATA_BLOCKED, sid, s.send_limit):
                             s.blocked_reported = s.send_limit
-                            wrote = True
                     elif (self._data_blocked_reported != <int64_t>self._peer_max_data
-                            and self._data_sent >= self._peer_max_data):
-                        f = codec.DataBlockedFrame(self._peer_max_data)
-                        if buf._pos + codec.frame_size(f) <= end:
-                            codec.push_frame(buf, f)
-                            self._data_blocked_reported = self._peer_max_data
-                            wrote = True
+                            and self._data_sent >= self._peer_max_data
+                            and self._put_frame(end, rec, FR_DATA_BLOCKED, self._peer_max_data)):
+                        self._data_blocked_reported = self._peer_max_data
                     queue.popleft()
                     s.queued = False
                     continue
@@ -2770,7 +2881,7 @@ cdef class Connection:
                 queue.append(s)  # round robin
             else:
                 s.queued = False
-        return wrote
+        return 0
 
 
 _FRAME_HANDLERS = {

@@ -21,17 +21,15 @@ Events: ``connectivity:connection_started``/``connection_closed``,
 (derived from metrics updates that carry ``ssthresh``/``in_recovery``, or reported directly) and
 ``security:key_updated`` (key material is never written: ``new`` is left empty).
 
-Sent frames come from the connection's records of what a packet carried (tuples, see
-``frames_to_qlog``). A record that lacks a value the draft requires for its frame type (for
-instance MAX_DATA's ``maximum``) is written as ``{"frame_type": "unknown", "frame_type_value":
-<wire type>}``, valid and still naming the type, rather than as an incomplete frame.
+Sent frames come from the connection's records of what a packet carried, already as qlog
+frames (``_Sent.frames_for_trace`` in dquic/_connection.pyx); received frames are decoded here.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 __all__ = ["QlogTrace", "frames_to_qlog", "PACKET_TYPE_NAMES", "QLOG_VERSION"]
 
@@ -74,77 +72,10 @@ def _ranges(ranges: Iterable[Sequence[int]]) -> List[List[int]]:
     return [[a, b] if b != a else [a] for a, b in pairs]
 
 
-def _unknown(wire_type: int) -> Dict[str, Any]:
-    return {"frame_type": "unknown", "frame_type_value": wire_type}
-
-
-def _tuple_frame(f: Tuple[Any, ...]) -> Dict[str, Any]:
-    """One of the connection's sent-frame records.
-
-    ``("s", stream_id, offset, length, fin)``, ``("c", space, offset, length)``,
-    ``("a", space, floor[, ranges[, ack_delay_ms]])`` with ``ranges`` as (first, last) inclusive
-    pairs, ``("g", datagram_id[, length])``, ``("md"[, maximum])``, ``("msd", stream_id[,
-    maximum])``, ``("ms"[, maximum[, "bidirectional"|"unidirectional"]])``, ``("rs", stream_id,
-    error_code[, final_size])``, ``("ss", stream_id, error_code)``, ``("nc", sequence[,
-    retire_prior_to, connection_id[, reset_token]])``, ``("rc", sequence)``, ``("hd",)``,
-    ``("p",)``.
-    """
-    kind, n = f[0], len(f)
-    if kind == "s":
-        d: Dict[str, Any] = {"frame_type": "stream", "stream_id": f[1], "offset": f[2], "length": f[3]}
-        if f[4]:
-            d["fin"] = True
-        return d
-    if kind == "c":
-        return {"frame_type": "crypto", "offset": f[2], "length": f[3]}
-    if kind == "a":
-        d = {"frame_type": "ack"}
-        if n > 3 and f[3] is not None:
-            d["acked_ranges"] = _ranges(f[3])
-        if n > 4 and f[4] is not None:
-            d["ack_delay"] = round(float(f[4]), 3)
-        return d
-    if kind == "g":
-        d = {"frame_type": "datagram"}
-        if n > 2:
-            d["length"] = f[2]
-        return d
-    if kind == "md":
-        return {"frame_type": "max_data", "maximum": f[1]} if n > 1 else _unknown(0x10)
-    if kind == "msd":
-        return ({"frame_type": "max_stream_data", "stream_id": f[1], "maximum": f[2]} if n > 2
-                else _unknown(0x11))
-    if kind == "ms":
-        if n < 2:
-            return _unknown(0x12)
-        return {"frame_type": "max_streams", "maximum": f[1],
-                "stream_type": f[2] if n > 2 else "bidirectional"}
-    if kind == "rs":
-        if n < 4:
-            return _unknown(0x04)
-        return {"frame_type": "reset_stream", "stream_id": f[1], "error_code": f[2], "final_size": f[3]}
-    if kind == "ss":
-        return {"frame_type": "stop_sending", "stream_id": f[1], "error_code": f[2]}
-    if kind == "nc":
-        if n < 4:
-            return _unknown(0x18)
-        d = {"frame_type": "new_connection_id", "sequence_number": f[1], "retire_prior_to": f[2],
-             "connection_id": bytes(f[3]).hex()}
-        if n > 4 and f[4] is not None:
-            d["stateless_reset_token"] = bytes(f[4]).hex()
-        return d
-    if kind == "rc":
-        return {"frame_type": "retire_connection_id", "sequence_number": f[1]}
-    if kind == "hd":
-        return {"frame_type": "handshake_done"}
-    if kind == "p":
-        return {"frame_type": "ping"}
-    return {"frame_type": str(kind)}  # an extension the connection records under its own name
-
-
 def frames_to_qlog(frames: Iterable[Any]) -> List[Dict[str, Any]]:
-    """Convert a connection's sent-frame records (tuples) or decoded frame objects to qlog."""
-    return [_tuple_frame(f) if isinstance(f, tuple) else _frame_object(f) for f in frames]
+    """Convert decoded frame objects to qlog; frames in qlog form already (dicts, such as a
+    connection's records of what it sent) pass through."""
+    return [f if isinstance(f, dict) else _frame_object(f) for f in frames]
 
 
 def _frame_object(f: Any) -> Dict[str, Any]:

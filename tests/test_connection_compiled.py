@@ -15,7 +15,7 @@ from dquic.connection import Connection
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
 from dquic.testing import LinkConfig
-from dquic.testing.apps import CLIENT_ADDR, make_pair
+from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
 
 C_ADDR = ("192.0.2.1", 4433)
 S_ADDR = ("198.51.100.7", 4433)
@@ -78,7 +78,8 @@ def test_any_bytes_like_datagram_is_parsed_in_place(wrap):
 
 def test_many_small_streams_share_packets_and_survive_loss():
     """Packets carry more STREAM frames than the inline records hold (the rest go to the
-    overflow list); with loss, acknowledgement and retransmission still cover every byte."""
+    packet's overflow array); with loss, acknowledgement and retransmission still cover every
+    byte."""
     client, server = _pair(max_streams=256)
     rng = random.Random(7)
     msgs = {sid: os.urandom(rng.randrange(1, 40)) for sid in range(0, 4 * 60, 4)}
@@ -235,3 +236,127 @@ def test_take_events_returns_what_next_event_would_in_order():
     evs = server.take_events()
     assert [e.stream_id for e in evs if isinstance(e, MessageReceived)] == [0, 4, 8]
     assert server.take_events() == [] and server.next_event() is None
+
+
+def _new_packets(conn, before):
+    """The application-space packets ``conn`` sent since ``before`` (packet numbers it had)."""
+    return [p for p in conn._recovery.outstanding(1) if p.packet_number not in before]
+
+
+def test_sent_records_list_every_frame_in_packet_order():
+    """A packet's records, inline and overflow alike, come back in the order the frames were
+    written, with their values: datagrams before the streams, streams in queue order."""
+    client, server = _pair(max_streams=256, max_datagram_frame_size=1200)
+    msgs = {sid: bytes([sid % 251]) * (1 + sid % 7) for sid in range(0, 4 * 20, 4)}
+    dg = client.send_datagram(b"dg")
+    for sid, m in msgs.items():
+        client.send_message(sid, m)
+    before = {p.packet_number for p in client._recovery.outstanding(1)}
+    client.datagrams_to_send(0.001)
+    frames = [f for p in _new_packets(client, before) for f in p.frames_for_trace()
+              if f["frame_type"] != "ack"]
+    assert dg == 1 and frames[0] == {"frame_type": "datagram", "length": 2}
+    streams = [f for f in frames if f["frame_type"] == "stream"]
+    assert len(streams) > 8  # more than the inline records: the rest in the overflow array
+    assert streams == [{"frame_type": "stream", "stream_id": sid, "offset": 0, "length": 1 + len(m)}
+                       for sid, m in msgs.items()]
+
+
+def test_lost_control_frames_are_owed_again():
+    """MAX_DATA and MAX_STREAM_DATA in a lost packet go back to what the receiver owes and
+    are sent again with the limits then current (the sender was never blocked: no
+    DATA_BLOCKED asked for them)."""
+    window = dict(initial_max_data=100_000, max_data_window=100_000,
+                  initial_max_stream_data=100_000, max_stream_data_window=100_000)
+    client, server = _pair(**window)
+    client.send_message(4, bytes(60_000))  # past half of both windows: both updates are owed
+    got, now, dropped, resent, owed_again = {}, 0.0, None, [], False
+    for _ in range(2000):
+        now += 0.002
+        for d, _ in client.datagrams_to_send(now):
+            server.receive_datagram(d, C_ADDR, now)
+        owed_again |= dropped is not None and "max_data" in server._owed
+        _read_all(server, got)
+        before = {p.packet_number for p in server._recovery.outstanding(1)}
+        out = server.datagrams_to_send(now)
+        for (d, _), p in zip(out, _new_packets(server, before)):
+            frames = {f["frame_type"]: f for f in p.frames_for_trace()}
+            if "max_data" in frames and dropped is None:
+                dropped = frames
+                continue
+            if "max_data" in frames:
+                resent.append(frames)
+            client.receive_datagram(d, S_ADDR, now)
+        for conn in (client, server):
+            t = conn.get_timer()
+            if t is not None and t <= now:
+                conn.handle_timer(now)
+                owed_again |= conn is server and dropped is not None and "max_data" in server._owed
+        if resent:
+            break
+    assert dropped is not None and "max_stream_data" in dropped
+    assert owed_again and resent
+    assert resent[0]["max_data"] == dropped["max_data"]
+    assert resent[0]["max_stream_data"] == dropped["max_stream_data"]
+
+
+def test_sent_records_match_what_the_peer_received(tmp_path):
+    """Each packet's records, as traced, are the frames the peer decoded from it (frames a
+    record leaves out: PING, PATH_*, the BLOCKED frames, PADDING), in the same order and with
+    the same values, on a lossy link with every recorded frame kind in use."""
+    import json
+
+    qdir = str(tmp_path)
+    kw = dict(qlog_dir=qdir, initial_max_data=60_000, max_data_window=120_000,
+              initial_max_stream_data=20_000, max_stream_data_window=40_000, max_streams=40,
+              max_datagram_frame_size=1400, active_connection_id_limit=4)
+    net, client, server, conn = make_pair(
+        LinkConfig(delay=0.02, loss=0.05, reorder=0.02, bandwidth=20e6), seed=4,
+        client_config=Configuration(**kw), server_config=Configuration(is_client=False, **kw))
+    net.run(until=lambda: conn.is_established, max_time=10)
+    rng = random.Random(4)
+    for i in range(60):
+        conn.send_message(4 * (i % 30), rng.randbytes(rng.choice([5, 300, 5000, 30000])))
+        if i % 7 == 0:
+            conn.send_datagram(rng.randbytes(200))
+    net.run_for(1.0)
+    conn.reset_stream(16, 5)
+    conn.stop_sending(20, 6)
+    new_addr = ("198.51.100.30", 40000)
+    net.rebind(CLIENT_ADDR, new_addr)
+    net.link(new_addr, SERVER_ADDR, LinkConfig(delay=0.02, loss=0.05))
+    conn.change_address()
+    net.run_for(10.0)
+    conn.close()
+    net.run_for(2.0)
+
+    def events(role):
+        name = [f for f in os.listdir(qdir) if f.endswith(role + ".sqlog")][0]
+        raw = open(os.path.join(qdir, name), encoding="utf-8").read()
+        return [json.loads(c) for c in raw.split("\x1e") if c.strip()][1:]
+
+    unrecorded = {"padding", "ping", "path_challenge", "path_response", "data_blocked",
+                  "stream_data_blocked", "streams_blocked", "connection_close"}
+    kinds, compared = set(), 0
+    for sender, receiver in (("client", "server"), ("server", "client")):
+        key = lambda e: (e["data"]["header"]["packet_type"], e["data"]["header"]["packet_number"])
+        sent = {key(e): e["data"]["frames"] for e in events(sender) if e["name"] == "transport:packet_sent"}
+        for e in events(receiver):
+            if e["name"] != "transport:packet_received" or key(e) not in sent:
+                continue
+            got = [f for f in e["data"]["frames"] if f["frame_type"] not in unrecorded]
+            mine = sent[key(e)]
+            assert len(mine) == len(got), (mine, got)
+            for s, r in zip(mine, got):
+                if s["frame_type"] == "unknown":  # NEW_CONNECTION_ID: no connection ID kept
+                    assert s["frame_type_value"] == 0x18 and r["frame_type"] == "new_connection_id"
+                elif s["frame_type"] == "ack":  # a sent ACK's ranges are not kept
+                    assert r["frame_type"] == "ack"
+                else:
+                    assert {k: r.get(k) for k in s} == s, (s, r)
+                kinds.add(r["frame_type"])
+            compared += 1
+    assert compared > 100
+    assert kinds >= {"stream", "ack", "crypto", "datagram", "handshake_done", "max_data",
+                     "max_stream_data", "max_streams", "reset_stream", "stop_sending",
+                     "new_connection_id", "retire_connection_id"}, kinds

@@ -129,7 +129,7 @@ def _idle_state(conn):
     assert conn._seal[0] is None and conn._open[0] is None
     assert conn._local_params is None and conn._peer_params is None
     assert conn._sbuf is None  # the send buffer is only borrowed while packets are built
-    assert conn._send_queue is None and conn._datagrams is None and conn._path_responses is None
+    assert conn._send_queue is None and conn._datagrams is None and not conn._owed
     for sid in conn.streams():
         s = conn._streams[sid]
         # emptied stream buffers were given back

@@ -1291,6 +1291,10 @@ cdef class Connection:
         if self._qlog is not None:
             self._qlog.connection_closed(self._now_hint, ev.error_code, ev.reason, ev.by_peer)
 
+    def _trace_drop(self, now, size, trigger, packet_type=None, pn=None, reason=None):
+        """Tell the trace about a packet this connection discarded (qlog packet_dropped)."""
+        self._qlog.packet_dropped(now, size, trigger, packet_type=packet_type, pn=pn, reason=reason)
+
     def attach_qlog(self, trace, now):
         """Trace this connection to ``trace`` (a ``dquic.qlog.QlogTrace``) from now on."""
         self._qlog = trace
@@ -1450,6 +1454,8 @@ cdef class Connection:
         opener = self._app_open
         if space.discarded or opener is None:
             self.packets_dropped += 1
+            if self._qlog is not None:
+                self._trace_drop(now, plen, "rejected", codec.PACKET_SHORT, None, "no 1-RTT keys")
             return 0
         if self._awaits_validation():
             to_our_cid = self._dcid_chosen_by_us(p + start + 1)
@@ -1466,6 +1472,8 @@ cdef class Connection:
             if pn > PN_MAX:
                 # what NullProtection.decrypt_packet rejects as DecryptionFailed
                 self.packets_dropped += 1
+                if self._qlog is not None:
+                    self._trace_drop(now, plen, "decryption_failure", codec.PACKET_SHORT)
                 if self.is_stateless_reset(memoryview(data)[start:end]):
                     self.on_stateless_reset(now)
                 return 0
@@ -1478,6 +1486,8 @@ cdef class Connection:
                 payload = (<PacketProtection>opener).c_open(p + start, plen, rel, space.largest_rx + 1, &pn, &first)
             except DecryptionFailed:
                 self.packets_dropped += 1
+                if self._qlog is not None:
+                    self._trace_drop(now, plen, "decryption_failure", codec.PACKET_SHORT)
                 if self.is_stateless_reset(memoryview(data)[start:end]):
                     self.on_stateless_reset(now)
                 return 0
@@ -1496,6 +1506,8 @@ cdef class Connection:
             plain_header, payload, pn = opener.decrypt_packet(packet, rel, space.largest_rx + 1)
         except DecryptionFailed:
             self.packets_dropped += 1  # forged, corrupted or for keys we no longer have: drop
+            if self._qlog is not None:
+                self._trace_drop(now, plen, "decryption_failure", codec.PACKET_SHORT)
             if self.is_stateless_reset(packet):
                 self.on_stateless_reset(now)
             return 0
@@ -1528,6 +1540,8 @@ cdef class Connection:
                 memoryview(data)[start:end], hdr.pn_offset - start, space.largest_rx + 1)
         except DecryptionFailed:
             self.packets_dropped += 1  # forged, corrupted or for keys we no longer have: drop
+            if self._qlog is not None:
+                self._trace_drop(now, end - start, "decryption_failure", hdr.packet_type)
             return 0
         except ProtocolError as exc:
             self._protocol_error(exc)
@@ -1551,6 +1565,9 @@ cdef class Connection:
         cdef bint eliciting = False, non_probing = False, out_of_order
         if pn < space.rx_floor or space.rx.contains(<uint64_t>pn):
             self.duplicate_packets += 1
+            if self._qlog is not None:
+                self._trace_drop(now, packet_len, "rejected",
+                                 hdr.packet_type if is_long else codec.PACKET_SHORT, pn, "duplicate")
             return 0
         if (is_long and (first & 0x0C)) or (not is_long and (first & 0x18)):
             self._protocol_error(ProtocolError("reserved header bits set", _PROTOCOL_VIOLATION))

@@ -218,9 +218,6 @@ def test_sent_acks_carry_ranges_in_real_traces(lossy_traces):
     assert acks and all("acked_ranges" in f for f in acks)
 
 
-@pytest.mark.xfail(strict=True, reason="the connection does not report the packets it drops to its "
-                   "trace yet (dquic/_connection.pyx, where packets_dropped and duplicate_packets "
-                   "count); remove this mark when it does")
 def test_dropped_packets_in_real_traces(lossy_traces):
     events = []
     for name in lossy_traces["files"]:

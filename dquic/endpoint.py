@@ -13,8 +13,8 @@ No call visits every connection. Three structures keep it so:
 
 * **Timer heap.** Each connection with a deadline has one entry ``[key, seq, conn, due]`` in a
   binary heap: ``due`` is the connection's current ``get_timer()``, ``key`` <= ``due`` the
-  heap position. The endpoint re-reads a connection's deadline whenever it has just touched
-  that connection (datagram in, timer, output). A deadline that moves earlier gets a new entry
+  heap position. The endpoint re-reads a connection's deadline after polling it for output
+  (input and timers put a connection in the work set, so a poll always follows). A deadline that moves earlier gets a new entry
   (the old one is marked dead); one that moves later only updates ``due``, and the entry is
   moved down when it reaches the top. So a connection whose idle deadline advances with every
   packet costs no heap operation per packet, and ``get_timer`` is the top entry, exact.
@@ -408,8 +408,11 @@ class Endpoint:
             logger.debug("[%s] stateless reset sent for unknown connection ID %s", addr, dcid.hex())
 
     def _after(self, conn: Connection, polled: bool = False) -> None:
-        """Bookkeeping after the endpoint touched ``conn``: maps, events, its deadline in the
-        heap, and (unless it was just polled for output) the work set."""
+        """Bookkeeping after the endpoint touched ``conn``: maps, events, then either the work
+        set (input or a timer: output to build) or, once it was polled for output, its deadline
+        in the heap. A connection in the work set needs no heap refresh yet: ``get_timer``
+        answers "now" while the set is not empty, and the poll that follows re-reads the
+        deadline once, after sending (which moves it again anyway)."""
         if self._touched is not None:
             self._touched[conn] = None
         if conn.cid_changes:
@@ -426,9 +429,10 @@ class Endpoint:
             dcid = self._half_open.pop(conn)
             if dcid is not None and self._by_cid.get(dcid) is conn:
                 del self._by_cid[dcid]  # the client uses our connection IDs now
-        if not polled:
+        if polled:
+            self._set_deadline(conn, conn.get_timer())
+        else:
             self._work[conn] = None
-        self._set_deadline(conn, conn.get_timer())
 
     def _forget(self, conn: Connection) -> None:
         if conn not in self._connections:

@@ -4,14 +4,16 @@
 One Python call per header or frame, with no Buffer and no frame object: each encoder computes
 the exact size, allocates the result ``bytes`` once and writes into it; each decoder parses
 straight from the caller's bytes and returns a tuple. They produce and accept exactly the same
-bytes as the Buffer/frame-object API of ``dquic._codec`` (test_codec_fast.py checks that),
-validate their arguments the same way (TypeError/ValueError for local mistakes) and raise only
-ProtocolError on malformed input bytes. ``bench/baseline_codec.py`` has the same signatures in
-pure Python; ``test_bench_codec.py`` measures one against the other.
+bytes as the Buffer and frame-object API of ``dquic._codec`` and ``dquic._frames``
+(test_codec_fast.py checks that), validate their arguments the same way (TypeError/ValueError
+for local mistakes) and raise only ProtocolError on malformed input bytes.
+``bench/baseline_codec.py`` has the same signatures in pure Python; ``test_bench_codec.py``
+measures one against the other.
 
 Not part of dquic (the transport never needed them): compiled on first use against the
 installed dquic by ``build_ext.py`` beside this file, which cimports the codec's C API
-(``dquic/_codec.pxd``) and the inline wire primitives (``dquic/_wire.pxd``).
+(``dquic/_codec.pxd``, ``dquic/_frames.pxd``) and the inline wire primitives
+(``dquic/_wire.pxd``).
 """
 from cpython.buffer cimport Py_buffer, PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -23,9 +25,9 @@ from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from dquic._codec cimport (Buffer, arg_u62, arg_u64, parse_ack_ranges, parse_ecn,
-                           parse_stream_frame_fields, pull_stream_frame_header,
-                           stream_frame_header_error)
+from dquic._codec cimport Buffer, arg_u62, arg_u64
+from dquic._frames cimport (parse_ack_ranges, parse_ecn, parse_stream_frame_fields,
+                            pull_stream_frame_header, stream_frame_header_error)
 from dquic._wire cimport be_read, be_write, varint_len, varint_read, varint_write
 
 from time import perf_counter_ns as _perf_counter_ns

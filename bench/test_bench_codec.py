@@ -26,18 +26,20 @@ from cython_build import import_pyx
 from dquic._codec import (
     DQUIC_VERSION_1,
     PACKET_INITIAL,
-    AckFrame,
     Buffer,
-    StreamFrame,
-    decode_stream_frame_header,
     patch_length,
-    pull_frame,
     pull_header,
     pull_packet_number,
-    push_ack_frame,
-    push_frame,
     push_long_header,
     push_short_header,
+)
+from dquic._frames import (
+    AckFrame,
+    StreamFrame,
+    decode_stream_frame_header,
+    pull_frame,
+    push_ack_frame,
+    push_frame,
     push_stream_frame_header,
 )
 

@@ -15,20 +15,16 @@ from dquic._codec import (
     DQUIC_VERSION_1,
     PACKET_HANDSHAKE,
     PACKET_INITIAL,
-    AckFrame,
     Buffer,
-    StreamFrame,
-    encode_frames,
     encode_retry,
     encode_version_negotiation,
     patch_length,
-    pull_frame,
     pull_header,
     pull_packet_number,
-    push_ack_frame,
     push_long_header,
     push_short_header,
 )
+from dquic._frames import AckFrame, StreamFrame, encode_frames, pull_frame, push_ack_frame
 from dquic.errors import ErrorCode, ProtocolError
 from cython_build import import_pyx
 

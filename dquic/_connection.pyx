@@ -38,7 +38,7 @@ recorded) and the owed ones by ``_pay`` (and then no longer owed).
 
 Received short-header packets are parsed in place: STREAM data goes from the datagram (or the
 decrypted payload) straight into the stream's reassembly buffer, ACK frames are decoded without
-frame objects. Rare frames go through the ``dquic._codec`` frame classes.
+frame objects. Rare frames go through the ``dquic._frames`` frame classes.
 
 Stream bytes carry length-prefixed messages (PROTOCOL.md §8): ``send_message`` appends one,
 ``read_message`` returns the next message (or the next piece of a large one).
@@ -53,8 +53,9 @@ from libc.math cimport ldexp
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove, memset
 
-from dquic._codec cimport (Buffer, c_push_stream_frame_header, c_varint_size, parse_ack_ranges,
-                           parse_ecn, pull_stream_frame_header)
+from dquic._codec cimport Buffer, c_varint_size
+from dquic._frames cimport (c_push_stream_frame_header, parse_ack_ranges, parse_ecn,
+                            pull_stream_frame_header)
 from dquic._congestion cimport CongestionController, Pacer
 from dquic._ranges cimport RangeSet
 from dquic._protection cimport PacketProtection
@@ -69,6 +70,7 @@ import os
 from collections import deque
 
 from dquic import _codec as codec
+from dquic import _frames as frames
 from dquic._protection import DecryptionFailed, NullProtection
 from dquic.congestion import create_controller
 from dquic.errors import AuthenticationError, ErrorCode, ProtocolError
@@ -1594,7 +1596,7 @@ cdef class Connection:
             self._confirm_handshake()
         if self._qlog is not None:
             try:
-                decoded = codec.decode_frames(pobj[poff:poff + plen])
+                decoded = frames.decode_frames(pobj[poff:poff + plen])
             except ProtocolError:
                 decoded = []
             self._qlog.packet_received(now, hdr.packet_type if is_long else codec.PACKET_SHORT,
@@ -1675,7 +1677,7 @@ cdef class Connection:
                     # everything else (and any malformed frame) through the codec
                     fb = Buffer(pobj)
                     fb._pos = poff + pos
-                    frame = codec.pull_frame(fb)
+                    frame = frames.pull_frame(fb)
                     pos = fb._pos - poff
                     ftype = frame.wire_type
             if long_header and not (ftype <= F_ACK_ECN or ftype == F_CRYPTO
@@ -2442,10 +2444,10 @@ cdef class Connection:
         if space_id == SP_HS and app:
             app = False
             code = ErrorCode.APPLICATION_ERROR
-        frame = codec.ConnectionCloseFrame(code, None if app else ftype, reason, app)
+        frame = frames.ConnectionCloseFrame(code, None if app else ftype, reason, app)
         self._start_packet(space_id, self._mds, &pn, &pn_len, &length_off)
         hdr_end = self._sbuf._pos
-        codec.push_frame(self._sbuf, frame)
+        frames.push_frame(self._sbuf, frame)
         if space_id == SP_HS and self.is_client:
             self._pad_to(1200)
         data = self._finish_packet(space_id, hdr_end, length_off, pn, pn_len)
@@ -2902,29 +2904,29 @@ cdef class Connection:
 
 
 _FRAME_HANDLERS = {
-    codec.FRAME_PADDING: Connection._on_ignore,
-    codec.FRAME_PING: Connection._on_ignore,
-    codec.FRAME_ACK: Connection._on_ack,
-    codec.FRAME_ACK_ECN: Connection._on_ack,
-    codec.FRAME_RESET_STREAM: Connection._on_reset_stream,
-    codec.FRAME_STOP_SENDING: Connection._on_stop_sending,
-    codec.FRAME_CRYPTO: Connection._on_crypto,
-    codec.FRAME_NEW_TOKEN: Connection._on_ignore,
-    codec.FRAME_MAX_DATA: Connection._on_max_data,
-    codec.FRAME_MAX_STREAM_DATA: Connection._on_max_stream_data,
-    codec.FRAME_MAX_STREAMS: Connection._on_max_streams,
-    codec.FRAME_DATA_BLOCKED: Connection._on_data_blocked,
-    codec.FRAME_STREAM_DATA_BLOCKED: Connection._on_stream_data_blocked,
-    codec.FRAME_STREAMS_BLOCKED: Connection._on_ignore,
-    codec.FRAME_NEW_CONNECTION_ID: Connection._on_new_connection_id,
-    codec.FRAME_RETIRE_CONNECTION_ID: Connection._on_retire_connection_id,
-    codec.FRAME_PATH_CHALLENGE: Connection._on_path_challenge,
-    codec.FRAME_PATH_RESPONSE: Connection._on_path_response,
-    codec.FRAME_CONNECTION_CLOSE: Connection._on_connection_close,
-    codec.FRAME_CONNECTION_CLOSE_APP: Connection._on_connection_close,
-    codec.FRAME_HANDSHAKE_DONE: Connection._on_handshake_done,
-    codec.FRAME_DATAGRAM: Connection._on_datagram,
-    codec.FRAME_DATAGRAM_LEN: Connection._on_datagram,
+    frames.FRAME_PADDING: Connection._on_ignore,
+    frames.FRAME_PING: Connection._on_ignore,
+    frames.FRAME_ACK: Connection._on_ack,
+    frames.FRAME_ACK_ECN: Connection._on_ack,
+    frames.FRAME_RESET_STREAM: Connection._on_reset_stream,
+    frames.FRAME_STOP_SENDING: Connection._on_stop_sending,
+    frames.FRAME_CRYPTO: Connection._on_crypto,
+    frames.FRAME_NEW_TOKEN: Connection._on_ignore,
+    frames.FRAME_MAX_DATA: Connection._on_max_data,
+    frames.FRAME_MAX_STREAM_DATA: Connection._on_max_stream_data,
+    frames.FRAME_MAX_STREAMS: Connection._on_max_streams,
+    frames.FRAME_DATA_BLOCKED: Connection._on_data_blocked,
+    frames.FRAME_STREAM_DATA_BLOCKED: Connection._on_stream_data_blocked,
+    frames.FRAME_STREAMS_BLOCKED: Connection._on_ignore,
+    frames.FRAME_NEW_CONNECTION_ID: Connection._on_new_connection_id,
+    frames.FRAME_RETIRE_CONNECTION_ID: Connection._on_retire_connection_id,
+    frames.FRAME_PATH_CHALLENGE: Connection._on_path_challenge,
+    frames.FRAME_PATH_RESPONSE: Connection._on_path_response,
+    frames.FRAME_CONNECTION_CLOSE: Connection._on_connection_close,
+    frames.FRAME_CONNECTION_CLOSE_APP: Connection._on_connection_close,
+    frames.FRAME_HANDSHAKE_DONE: Connection._on_handshake_done,
+    frames.FRAME_DATAGRAM: Connection._on_datagram,
+    frames.FRAME_DATAGRAM_LEN: Connection._on_datagram,
 }
 for _t in range(0x08, 0x10):
     _FRAME_HANDLERS[_t] = Connection._on_stream

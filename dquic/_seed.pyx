@@ -2,15 +2,15 @@
 """The seed project's header and STREAM frame classes, ``DQUICHeader`` and ``DQUICFrame``.
 
 Whole values in, bytes out (and back): a header with its full packet number, a STREAM frame
-header with its offset and length. They are written with the codec of ``dquic._codec`` and
+header with its offset and length. They are written with ``dquic._codec`` and ``dquic._frames`` and
 produce exactly its bytes; ``dquic.DQUICHeader``/``dquic.DQUICFrame`` and the compatibility
 module ``DQUIC`` re-export them. Nothing in the transport uses them.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint64_t
 
-from dquic._codec cimport (Buffer, PacketHeader, arg_bytes_like, arg_cid, arg_u62, byte_len,
-                           parse_stream_frame_fields, pull_header, stream_frame_header_error)
+from dquic._codec cimport Buffer, PacketHeader, arg_bytes_like, arg_cid, arg_u62, byte_len, pull_header
+from dquic._frames cimport parse_stream_frame_fields, stream_frame_header_error
 from dquic._wire cimport varint_len, varint_write
 
 from dquic._codec import (

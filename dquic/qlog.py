@@ -79,7 +79,7 @@ def frames_to_qlog(frames: Iterable[Any]) -> List[Dict[str, Any]]:
 
 
 def _frame_object(f: Any) -> Dict[str, Any]:
-    """A frame decoded by ``dquic._codec``."""
+    """A frame decoded by ``dquic._frames``."""
     name = type(f).__name__
     base = name[:-5] if name.endswith("Frame") else name
     snake = "".join("_" + c.lower() if c.isupper() else c for c in base).lstrip("_")

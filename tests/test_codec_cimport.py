@@ -1,4 +1,4 @@
-"""The C-level API in dquic/_codec.pxd can be cimported and used by another compiled module.
+"""The C-level API in dquic/_codec.pxd and dquic/_frames.pxd can be cimported and used by another compiled module.
 
 Builds a tiny extension in a temporary directory (a few seconds); skipped when no C compiler
 is available.
@@ -18,8 +18,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = textwrap.dedent('''
     # cython: language_level=3
     from libc.stdint cimport uint64_t
-    from dquic._codec cimport (Buffer, PacketHeader, pull_header, pull_stream_frame_header,
-                               c_push_stream_frame_header, c_stream_frame_header_size, c_varint_size)
+    from dquic._codec cimport Buffer, PacketHeader, pull_header, c_varint_size
+    from dquic._frames cimport (pull_stream_frame_header, c_push_stream_frame_header,
+                                c_stream_frame_header_size)
 
     def roundtrip(uint64_t sid, uint64_t off, uint64_t length, bint fin):
         cdef Buffer buf = Buffer(capacity=64)

@@ -10,6 +10,7 @@ import os
 import pytest
 
 from dquic import _codec as codec
+from dquic import _frames as framing
 from dquic.config import Configuration
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
@@ -39,7 +40,7 @@ def _inject(net, conn, server, frames, pn_bump=0):
     trunc, pn_len = codec.encode_packet_number(pn, sp.largest_acked)
     codec.push_short_header(buf, conn.peer_cid, trunc, pn_len)
     for f in frames:
-        codec.push_frame(buf, f)
+        framing.push_frame(buf, f)
     while buf.tell() < 24:
         buf.push_uint8(0)
     server.receive_datagram(buf.data, CLIENT_ADDR, net.now)
@@ -62,29 +63,29 @@ def _peer_told(net, client, code):
 def test_overlapping_stream_data_with_different_bytes():
     net, client, server, conn = _established()
     server.reading = False
-    _inject(net, conn, server, [codec.StreamFrame(7, 0, b"\x05abcde", False)])
-    _inject(net, conn, server, [codec.StreamFrame(7, 2, b"XXXX", False)])
+    _inject(net, conn, server, [framing.StreamFrame(7, 0, b"\x05abcde", False)])
+    _inject(net, conn, server, [framing.StreamFrame(7, 2, b"XXXX", False)])
     assert _server_close_code(server) == ErrorCode.PROTOCOL_VIOLATION
     _peer_told(net, client, ErrorCode.PROTOCOL_VIOLATION)
 
 
 def test_ack_for_packets_never_sent():
     net, client, server, conn = _established()
-    _inject(net, conn, server, [codec.AckFrame([(0, 1), (1000, 1001)], 0)])
+    _inject(net, conn, server, [framing.AckFrame([(0, 1), (1000, 1001)], 0)])
     assert _server_close_code(server) == ErrorCode.PROTOCOL_VIOLATION
     _peer_told(net, client, ErrorCode.PROTOCOL_VIOLATION)
 
 
 def test_data_beyond_stream_window():
     net, client, server, conn = _established(initial_max_stream_data=10_000)
-    _inject(net, conn, server, [codec.StreamFrame(3, 50_000, b"x" * 100, False)])
+    _inject(net, conn, server, [framing.StreamFrame(3, 50_000, b"x" * 100, False)])
     assert _server_close_code(server) == ErrorCode.FLOW_CONTROL_ERROR
     _peer_told(net, client, ErrorCode.FLOW_CONTROL_ERROR)
 
 
 def test_huge_offset():
     net, client, server, conn = _established()
-    _inject(net, conn, server, [codec.StreamFrame(3, (1 << 62) - 10, b"x", False)])
+    _inject(net, conn, server, [framing.StreamFrame(3, (1 << 62) - 10, b"x", False)])
     assert _server_close_code(server) == ErrorCode.FLOW_CONTROL_ERROR
 
 
@@ -92,9 +93,9 @@ def test_data_beyond_connection_window():
     net, client, server, conn = _established(initial_max_data=30_000, max_data_window=30_000,
                                             initial_max_stream_data=20_000)
     server.reading = False
-    frames = [codec.StreamFrame(s, 0, b"y" * 1000, False) for s in range(1, 4)]
+    frames = [framing.StreamFrame(s, 0, b"y" * 1000, False) for s in range(1, 4)]
     for off in range(0, 20_000, 1000):
-        _inject(net, conn, server, [codec.StreamFrame(s, off, b"y" * 1000, False) for s in (1, 2)])
+        _inject(net, conn, server, [framing.StreamFrame(s, off, b"y" * 1000, False) for s in (1, 2)])
         if server.terminated():
             break
     assert frames
@@ -104,7 +105,7 @@ def test_data_beyond_connection_window():
 def test_stream_ids_beyond_the_limit():
     net, client, server, conn = _established(max_streams=4)
     for sid in range(10, 20):
-        _inject(net, conn, server, [codec.StreamFrame(sid, 0, b"\x00", False)])
+        _inject(net, conn, server, [framing.StreamFrame(sid, 0, b"\x00", False)])
         if server.terminated():
             break
     assert _server_close_code(server) == ErrorCode.STREAM_LIMIT_ERROR
@@ -116,22 +117,22 @@ def test_stream_ids_beyond_the_limit():
 def test_final_size_change():
     net, client, server, conn = _established()
     server.reading = False
-    _inject(net, conn, server, [codec.StreamFrame(5, 0, b"\x02ab", True)])
-    _inject(net, conn, server, [codec.StreamFrame(5, 3, b"\x01c", True)])
+    _inject(net, conn, server, [framing.StreamFrame(5, 0, b"\x02ab", True)])
+    _inject(net, conn, server, [framing.StreamFrame(5, 3, b"\x01c", True)])
     assert _server_close_code(server) == ErrorCode.FINAL_SIZE_ERROR
 
 
 def test_reset_with_final_size_below_received():
     net, client, server, conn = _established()
     server.reading = False
-    _inject(net, conn, server, [codec.StreamFrame(5, 0, b"\x05abcde", False)])
-    _inject(net, conn, server, [codec.ResetStreamFrame(5, 1, 3)])
+    _inject(net, conn, server, [framing.StreamFrame(5, 0, b"\x05abcde", False)])
+    _inject(net, conn, server, [framing.ResetStreamFrame(5, 1, 3)])
     assert _server_close_code(server) == ErrorCode.FINAL_SIZE_ERROR
 
 
 def test_handshake_done_from_client():
     net, client, server, conn = _established()
-    _inject(net, conn, server, [codec.HandshakeDoneFrame()])
+    _inject(net, conn, server, [framing.HandshakeDoneFrame()])
     assert _server_close_code(server) == ErrorCode.PROTOCOL_VIOLATION
 
 
@@ -151,7 +152,7 @@ def test_unknown_frame_type():
 
 def test_too_many_connection_ids():
     net, client, server, conn = _established()
-    frames = [codec.NewConnectionIdFrame(seq, 0, os.urandom(8), os.urandom(16)) for seq in range(10, 18)]
+    frames = [framing.NewConnectionIdFrame(seq, 0, os.urandom(8), os.urandom(16)) for seq in range(10, 18)]
     _inject(net, conn, server, frames)
     assert _server_close_code(server) == ErrorCode.CONNECTION_ID_LIMIT_ERROR
 
@@ -200,7 +201,7 @@ def test_memory_bounded_by_windows_whatever_the_peer_sends():
     sconn = server.endpoint.connections[0]
     for sid in range(1, 40):
         for off in range(1000, 50_000, 7000):
-            _inject(net, conn, server, [codec.StreamFrame(sid, off, b"z" * 900, False)])
+            _inject(net, conn, server, [framing.StreamFrame(sid, off, b"z" * 900, False)])
             if server.terminated():
                 break
         if server.terminated():
@@ -237,11 +238,11 @@ def test_frames_for_stream_halves_we_never_opened_create_nothing():
     net, client, server, conn = _established_for_flood(max_streams=16)
     sconn = server.endpoint.connections[0]
     before = len(sconn._streams)
-    _flood(net, conn, server, lambda sid: codec.MaxStreamDataFrame(sid, 1 << 20),
+    _flood(net, conn, server, lambda sid: framing.MaxStreamDataFrame(sid, 1 << 20),
            range(1000, 51_000))
-    _flood(net, conn, server, lambda sid: codec.StopSendingFrame(sid, 7),
+    _flood(net, conn, server, lambda sid: framing.StopSendingFrame(sid, 7),
            range(100_000, 150_000))
-    _flood(net, conn, server, lambda sid: codec.StreamDataBlockedFrame(sid, 0),
+    _flood(net, conn, server, lambda sid: framing.StreamDataBlockedFrame(sid, 0),
            range(200_000, 210_000))
     assert not server.terminated()
     assert len(sconn._streams) == before
@@ -249,7 +250,7 @@ def test_frames_for_stream_halves_we_never_opened_create_nothing():
     assert sconn._peer_opened == 1  # stream 0, opened by the client's real data
     assert not [e for _, e in server.events if type(e).__name__ == "StopSendingReceived"]
     # the connection still works
-    _inject(net, conn, server, [codec.StreamFrame(0, 6, b"\x05after", False)])
+    _inject(net, conn, server, [framing.StreamFrame(0, 6, b"\x05after", False)])
     assert server.count(0) == 2 and not server.terminated()
 
 
@@ -258,16 +259,16 @@ def test_stop_sending_for_a_stream_the_peer_opened_and_we_never_sent_on():
     for it is ignored too, so a peer cannot make us send a RESET_STREAM per stream it opens."""
     net, client, server, conn = _established_for_flood(max_streams=64)
     sconn = server.endpoint.connections[0]
-    _flood(net, conn, server, lambda sid: codec.StreamFrame(sid, 0, b"\x01x", False),
+    _flood(net, conn, server, lambda sid: framing.StreamFrame(sid, 0, b"\x01x", False),
            range(1, 40), per_packet=10)
-    _flood(net, conn, server, lambda sid: codec.StopSendingFrame(sid, 3), range(1, 40))
+    _flood(net, conn, server, lambda sid: framing.StopSendingFrame(sid, 3), range(1, 40))
     assert not server.terminated()
     assert not sconn._send_queue
     assert all(not sconn._streams[sid].send.is_reset for sid in range(1, 40))
     # once we have sent on a stream, STOP_SENDING applies: RESET_STREAM goes back
     sconn.send_message(5, b"reply")
     net.poll()
-    _inject(net, conn, server, [codec.StopSendingFrame(5, 9)])
+    _inject(net, conn, server, [framing.StopSendingFrame(5, 9)])
     assert sconn._streams[5].send.is_reset  # and its RESET_STREAM went out
     assert [e.stream_id for _, e in server.events
             if type(e).__name__ == "StopSendingReceived"] == [5]
@@ -293,9 +294,9 @@ def test_streams_opened_and_finished_without_end_keep_memory_bounded():
         for _ in range(min(room, 100)):
             sid += 1
             if sid % 2:
-                frames.append(codec.StreamFrame(sid, 0, b"", True))
+                frames.append(framing.StreamFrame(sid, 0, b"", True))
             else:
-                frames.append(codec.ResetStreamFrame(sid, 1, 0))
+                frames.append(framing.ResetStreamFrame(sid, 1, 0))
         _inject(net, conn, server, frames)
         opened += len(frames)
         assert not server.terminated(), server.terminated()
@@ -304,8 +305,8 @@ def test_streams_opened_and_finished_without_end_keep_memory_bounded():
     assert largest <= 2 * limit + 2, largest
     # late frames for the newest finished halves are still recognised and ignored
     opened_before = sconn._peer_opened
-    _inject(net, conn, server, [codec.StreamFrame(sid, 0, b"", True),
-                                codec.ResetStreamFrame(sid - 1, 1, 0)])
+    _inject(net, conn, server, [framing.StreamFrame(sid, 0, b"", True),
+                                framing.ResetStreamFrame(sid - 1, 1, 0)])
     assert sconn._peer_opened == opened_before and not server.terminated()
-    _inject(net, conn, server, [codec.StreamFrame(0, 6, b"\x05after", False)])
+    _inject(net, conn, server, [framing.StreamFrame(0, 6, b"\x05after", False)])
     assert server.count(0) == 2

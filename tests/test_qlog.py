@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from dquic import qlog
-from dquic._codec import AckFrame, MaxStreamsFrame, StreamFrame
+from dquic._frames import AckFrame, MaxStreamsFrame, StreamFrame
 from dquic.config import Configuration
 from dquic.testing import LinkConfig
 from dquic.testing.apps import make_pair

@@ -125,6 +125,7 @@ def test_retry_round_trip():
 
 def test_forged_retry_is_ignored():
     from dquic import _codec as codec
+    from dquic import _frames as framing
 
     net, client, server, conn = make_pair(LinkConfig(delay=0.01), seed=9)
     forged = codec.encode_retry(codec.DQUIC_VERSION_1, conn.host_cid, b"\x01" * 8, b"tok",
@@ -202,13 +203,14 @@ def test_spoofed_flood_costs_bounded_state_and_amplification():
 def _forged_handshake_packet(dcid, scid, pn, frames):
     """A HANDSHAKE packet anyone can make: these packets carry no packet protection."""
     from dquic import _codec as codec
+    from dquic import _frames as framing
 
     buf = codec.Buffer(capacity=1500)
     length_off = codec.push_long_header(buf, codec.PACKET_HANDSHAKE, codec.DQUIC_VERSION_1, dcid,
                                         scid, b"", pn, 2)
     start = buf.tell()
     for f in frames:
-        codec.push_frame(buf, f)
+        framing.push_frame(buf, f)
     codec.patch_length(buf, length_off, 2 + buf.tell() - start)
     return buf.data
 
@@ -220,6 +222,7 @@ def _spoofed_handshake(forged_packets, seed):
     data (0.5-RTT: the server's side of an NX handshake is complete after its reply). Returns
     ``(bytes the server sent to the victim, bytes it received from the victim's address)``."""
     from dquic import _codec as codec
+    from dquic import _frames as framing
 
     net, client, server, conn = make_pair(LinkConfig(delay=0.01), seed=seed)
     conn.send_message(1, b"warm up")
@@ -243,7 +246,7 @@ def _spoofed_handshake(forged_packets, seed):
     # the handshake packet-number space goes on after the Initial's packet number
     for pn in range(1, 1 + forged_packets):
         d = _forged_handshake_packet(spoofer.original_dcid, spoofer.host_cid, pn,
-                                     [codec.PingFrame()])
+                                     [framing.PingFrame()])
         received += len(d)
         sep.receive_datagram(d, victim, net.now)
     assert sconn.packets_received == 1 + forged_packets and not sconn.is_closed

@@ -12,9 +12,9 @@ from dquic._codec import (
     PACKET_VERSION_NEGOTIATION,
     PACKET_ZERO_RTT,
     Buffer,
-    decode_stream_frame_header,
     pull_header,
 )
+from dquic._frames import decode_stream_frame_header
 from dquic._seed import DQUICFrame, DQUICHeader
 from dquic.errors import ProtocolError
 from test_codec_reference import ref_long_header, ref_short_header, ref_stream_header, ref_varint

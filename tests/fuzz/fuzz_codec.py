@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target for dquic._codec (atheris / libFuzzer).
+"""Coverage-guided fuzz target for dquic._codec and dquic._frames (atheris / libFuzzer).
 
 Run:
     python tests/fuzz/fuzz_codec.py -atheris_runs=100000
@@ -7,7 +7,7 @@ Run:
 
 Coverage feedback comes from the instrumented Python checks below; to also get edge coverage
 inside the compiled codec, build it with clang and libFuzzer instrumentation first:
-    CC=clang CFLAGS="-fsanitize=fuzzer-no-link" DQUIC_ONLY=dquic._codec \
+    CC=clang CFLAGS="-fsanitize=fuzzer-no-link" DQUIC_ONLY=dquic._codec,dquic._frames \
         python setup.py build_ext --inplace
 
 Every decoder entry point is fed the input; the only exception allowed to escape a decoder is
@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 # The codec itself is compiled (nothing to instrument in Python); importing the package
 # without instrument_imports keeps unrelated modules uninstrumented and the target fast.
 from dquic import _codec as codec  # noqa: E402
+from dquic import _frames as framing  # noqa: E402
 from dquic import _seed  # noqa: E402
 from dquic.errors import ProtocolError  # noqa: E402
 
@@ -42,7 +43,7 @@ _FAULTS = ("truncated", "exceeds", "underflow", "unknown frame type", "not minim
 
 def _build_feedback():
     lines = ["def _feedback(kind, detail):", "    hits = 0"]
-    for t in sorted(codec.FRAME_NAMES):
+    for t in sorted(framing.FRAME_NAMES):
         lines.append(f"    if kind == 'frame' and detail == {t}:")
         lines.append("        hits += 1")
     for fault in _FAULTS:
@@ -63,17 +64,17 @@ _feedback = _build_feedback()
 @atheris.instrument_func
 def _check_frames(data: bytes, packet_type) -> None:
     try:
-        frames = codec.decode_frames(data, packet_type=packet_type, max_ack_ranges=64)
+        frames = framing.decode_frames(data, packet_type=packet_type, max_ack_ranges=64)
     except ProtocolError as exc:
         _feedback("error", str(exc))
         return
     for frame in frames:
         _feedback("frame", frame.wire_type)
-    encoded = codec.encode_frames(frames)
-    again = codec.decode_frames(encoded, max_ack_ranges=64)
+    encoded = framing.encode_frames(frames)
+    again = framing.decode_frames(encoded, max_ack_ranges=64)
     # PADDING runs may merge after re-encoding; everything else must match exactly
-    strip = [f for f in frames if not isinstance(f, codec.PaddingFrame)]
-    strip_again = [f for f in again if not isinstance(f, codec.PaddingFrame)]
+    strip = [f for f in frames if not isinstance(f, framing.PaddingFrame)]
+    strip_again = [f for f in again if not isinstance(f, framing.PaddingFrame)]
     if strip != strip_again:
         raise AssertionError(f"re-encoding changed frames: {frames!r} -> {again!r}")
 
@@ -115,7 +116,7 @@ def TestOneInput(data: bytes) -> None:
     except ProtocolError:
         pass
     try:
-        codec.decode_stream_frame_header(bytes([0x08 | (selector & 7)]) + body)
+        framing.decode_stream_frame_header(bytes([0x08 | (selector & 7)]) + body)
     except ProtocolError:
         pass
     try:
@@ -135,19 +136,19 @@ def TestOneInput(data: bytes) -> None:
 def seed_inputs():
     """Valid encodings to start from: one payload of every frame type and each header form."""
     frames = [
-        codec.PaddingFrame(3), codec.PingFrame(), codec.AckFrame([(0, 3), (5, 9)], 10),
-        codec.AckFrame([(1, 2)], 0, (1, 2, 3)), codec.ResetStreamFrame(1, 2, 3),
-        codec.StopSendingFrame(4, 5), codec.CryptoFrame(6, b"crypto"), codec.NewTokenFrame(b"token"),
-        codec.StreamFrame(8, 0, b"stream", True), codec.StreamFrame(9, 300, b"s"),
-        codec.MaxDataFrame(10), codec.MaxStreamDataFrame(11, 12), codec.MaxStreamsFrame(13),
-        codec.DataBlockedFrame(14), codec.StreamDataBlockedFrame(15, 16), codec.StreamsBlockedFrame(17),
-        codec.NewConnectionIdFrame(18, 1, b"cid-1234", b"R" * 16), codec.RetireConnectionIdFrame(19),
-        codec.PathChallengeFrame(b"chalenge"), codec.PathResponseFrame(b"response"),
-        codec.ConnectionCloseFrame(7, 8, b"why"), codec.ConnectionCloseFrame(9, None, b"app", True),
-        codec.HandshakeDoneFrame(), codec.DatagramFrame(b"dgram"),
+        framing.PaddingFrame(3), framing.PingFrame(), framing.AckFrame([(0, 3), (5, 9)], 10),
+        framing.AckFrame([(1, 2)], 0, (1, 2, 3)), framing.ResetStreamFrame(1, 2, 3),
+        framing.StopSendingFrame(4, 5), framing.CryptoFrame(6, b"crypto"), framing.NewTokenFrame(b"token"),
+        framing.StreamFrame(8, 0, b"stream", True), framing.StreamFrame(9, 300, b"s"),
+        framing.MaxDataFrame(10), framing.MaxStreamDataFrame(11, 12), framing.MaxStreamsFrame(13),
+        framing.DataBlockedFrame(14), framing.StreamDataBlockedFrame(15, 16), framing.StreamsBlockedFrame(17),
+        framing.NewConnectionIdFrame(18, 1, b"cid-1234", b"R" * 16), framing.RetireConnectionIdFrame(19),
+        framing.PathChallengeFrame(b"chalenge"), framing.PathResponseFrame(b"response"),
+        framing.ConnectionCloseFrame(7, 8, b"why"), framing.ConnectionCloseFrame(9, None, b"app", True),
+        framing.HandshakeDoneFrame(), framing.DatagramFrame(b"dgram"),
     ]
-    seeds = [b"\x00" + codec.encode_frames([f]) for f in frames]
-    seeds.append(b"\x01" + codec.encode_frames(frames))
+    seeds = [b"\x00" + framing.encode_frames([f]) for f in frames]
+    seeds.append(b"\x01" + framing.encode_frames(frames))
     for ptype in (codec.PACKET_INITIAL, codec.PACKET_HANDSHAKE, codec.PACKET_SHORT):
         seeds.append(b"\x08" + _seed.DQUICHeader(ptype, 77, dcid=b"D" * 8).to_bytes() + b"payload")
     seeds.append(b"\x00" + codec.encode_retry(codec.DQUIC_VERSION_1, b"d", b"s", b"tok", b"T" * 16))

@@ -141,6 +141,7 @@ cdef class Connection:
     cdef public dict _peer_cids
     cdef public long long _peer_cid_seq
     cdef public long long _retired_below
+    cdef public set _retiring      # peer CID sequences retired, RETIRE_CONNECTION_ID not yet acknowledged
     cdef Pending _pending                # control frames owed to the peer
     cdef public bint _peer_cid_set_by_server
     # spaces, recovery

@@ -569,6 +569,7 @@ cdef class Connection:
         self._peer_cids = {0: (self.peer_cid, None)}
         self._peer_cid_seq = 0
         self._retired_below = 0  # peer CIDs with lower sequence numbers are retired
+        self._retiring = None  # a set once the first peer ID is retired
         self._peer_cid_set_by_server = not self.is_client
 
         # packet-number spaces, loss recovery, congestion control
@@ -1991,7 +1992,7 @@ cdef class Connection:
                 cid, token = self._peer_cids.pop(old)
                 if token:
                     _cid_change(self, ("unreset", token))
-                _q_push(&self._pending.retire_cids, old)
+                self._retire_peer_cid(old)
                 if cid == self.peer_cid:
                     self._switch_peer_cid()
             self._retired_below = max(self._retired_below, frame.retire_prior_to)
@@ -2014,9 +2015,22 @@ cdef class Connection:
                     token = self._peer_cids.pop(old_seq)[1]
                     if token:
                         _cid_change(self, ("unreset", token))
-                    _q_push(&self._pending.retire_cids, old_seq)
+                    self._retire_peer_cid(old_seq)
                 return True
         return False
+
+    def _retire_peer_cid(self, seq):
+        """Owe RETIRE_CONNECTION_ID for the peer's ID ``seq`` until it is acknowledged. A peer
+        that makes us retire IDs faster than it acknowledges the retirements would grow that
+        list without end: past 4x active_connection_id_limit (at least 16) unacknowledged
+        retirements the connection closes with CONNECTION_ID_LIMIT_ERROR (RFC 9000 §5.1.2)."""
+        if self._retiring is None:
+            self._retiring = set()
+        self._retiring.add(seq)
+        if len(self._retiring) > max(16, 4 * self.config.active_connection_id_limit):
+            raise ProtocolError("the peer retires connection IDs faster than it acknowledges "
+                                "the retirements", ErrorCode.CONNECTION_ID_LIMIT_ERROR)
+        _q_push(&self._pending.retire_cids, seq)
 
     def _on_retire_connection_id(self, space_id, frame, now):
         seq = frame.sequence
@@ -2147,8 +2161,8 @@ cdef class Connection:
         return 0
 
     cdef int _record_acked(self, FrameRecord* r, bint declared_lost) except -1:
-        """A frame other than STREAM arrived: CRYPTO data is delivered, a datagram reported
-        (the other kinds need nothing)."""
+        """A frame other than STREAM arrived: CRYPTO data is delivered, a datagram reported, a
+        retirement done (the other kinds need nothing)."""
         cdef _Space sp
         if r.kind == FR_CRYPTO:
             sp = self._spaces[r.c]
@@ -2156,6 +2170,8 @@ cdef class Connection:
         elif r.kind == FR_DATAGRAM and not declared_lost:
             # a datagram declared lost was already reported as such; one verdict per datagram
             self._events.append(DatagramAcknowledged(r.b))
+        elif r.kind == FR_RETIRE_CONNECTION_ID and self._retiring is not None:
+            self._retiring.discard(r.a)
         return 0
 
     cdef int _on_packet_lost(self, _Sent pkt) except -1:
@@ -2204,7 +2220,8 @@ cdef class Connection:
             if r.a in self._host_cids:
                 _q_push(&self._pending.new_cids, r.a)
         elif kind == FR_RETIRE_CONNECTION_ID:
-            _q_push(&self._pending.retire_cids, r.a)
+            if self._retiring is not None and r.a in self._retiring:  # not acked by another copy
+                _q_push(&self._pending.retire_cids, r.a)
         elif kind == FR_DATAGRAM:
             self._events.append(DatagramLost(r.b))
         return 0

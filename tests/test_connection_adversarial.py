@@ -157,6 +157,35 @@ def test_too_many_connection_ids():
     assert _server_close_code(server) == ErrorCode.CONNECTION_ID_LIMIT_ERROR
 
 
+def test_retirements_faster_than_acknowledged_are_bounded():
+    # each NEW_CONNECTION_ID retires the one before it (retire_prior_to = its own sequence),
+    # and nothing the server sends is ever acknowledged (the network does not run): the server
+    # owes one RETIRE_CONNECTION_ID per frame, so without a bound the list only grows
+    net, client, server, conn = _established()
+    sconn = server.endpoint.connections[0]
+    for seq in range(10, 110):
+        _inject(net, conn, server, [framing.NewConnectionIdFrame(seq, seq, os.urandom(8), os.urandom(16))])
+        if sconn.is_closed:
+            break
+    assert _server_close_code(server) == ErrorCode.CONNECTION_ID_LIMIT_ERROR
+    assert seq < 40  # closed once 16 retirements (4x active_connection_id_limit=2, at least 16) were owed
+
+
+def test_acknowledged_retirements_do_not_count():
+    # the same rotation at the pace of the acknowledgements: the peer acknowledges the server's
+    # RETIRE_CONNECTION_ID frames before it sends the next ID, so any number of rotations is fine
+    net, client, server, conn = _established()
+    sconn = server.endpoint.connections[0]
+    from dquic._frames import AckFrame
+    for seq in range(10, 60):
+        _inject(net, conn, server, [framing.NewConnectionIdFrame(seq, seq, os.urandom(8), os.urandom(16))])
+        # acknowledge every packet the server has sent so far, as the peer would
+        sent = sconn._spaces[1].next_pn
+        _inject(net, conn, server, [AckFrame([(0, sent)], 0)])
+        assert not sconn.is_closed, seq
+    assert not sconn._retiring
+
+
 def test_garbage_is_dropped_and_connection_survives():
     # with packet protection, forged packets fail authentication and are dropped
     net, client, server, conn = make_pair(LinkConfig(delay=0.005), seed=3)

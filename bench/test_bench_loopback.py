@@ -11,6 +11,13 @@ benchmark's ``extra_info``:
   packet protection, handshake done beforehand, timed from the first bulk ``send_to`` until
   the server's reply that it received everything;
 * ``dquic_rtt``: 32-byte request / echo round trips on one connection.
+
+Where the two processes run decides much of a loopback figure (on one CPU a round trip is a
+pair of direct context switches; on two, every wake-up crosses cores), so both are pinned, the
+same way for every case and every implementation: ``DQUIC_BENCH_CPUS=split`` (the default on a
+machine with two or more CPUs: the benchmark process on the first allowed CPU, the peer on the
+second), ``shared`` (both on the first) or ``free`` (the scheduler decides, as before). The
+placement is recorded in each case's ``extra_info``.
 """
 from __future__ import annotations
 
@@ -30,12 +37,55 @@ ROUND_TRIPS = 2000
 MB = 1e6
 
 
+def _placement():
+    """(name, CPUs of this process, CPUs of the peer); None: leave as the scheduler wants."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    mode = os.environ.get("DQUIC_BENCH_CPUS", "split" if len(allowed) >= 2 else "free")
+    if mode not in ("split", "shared", "free"):
+        raise ValueError(f"DQUIC_BENCH_CPUS must be split, shared or free, not {mode!r}")
+    if mode == "free" or not allowed or (mode == "split" and len(allowed) < 2):
+        return "free", None, None
+    if mode == "split":
+        return mode, {allowed[0]}, {allowed[1]}
+    return mode, {allowed[0]}, {allowed[0]}
+
+
+PLACEMENT, SELF_CPUS, PEER_CPUS = _placement()
+
+
+def _pin_peer() -> None:  # runs in the peer process between fork and exec
+    if PEER_CPUS is not None:
+        os.sched_setaffinity(0, PEER_CPUS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pinned():
+    """Pin this process for the module's cases (restored afterwards)."""
+    if SELF_CPUS is None:
+        yield PLACEMENT
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, SELF_CPUS)
+    try:
+        yield PLACEMENT
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@pytest.fixture(autouse=True)
+def _record_placement(request):
+    yield
+    bench = request.node.funcargs.get("benchmark")
+    if bench is not None:
+        bench.extra_info["cpu_placement"] = PLACEMENT
+
+
 class Peer:
     """A loopback_peer.py process; ``port`` is where it listens."""
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, PEER, *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=_pin_peer)
         line = self.proc.stdout.readline().split()
         if not line or line[0] != "PORT":
             self.proc.kill()

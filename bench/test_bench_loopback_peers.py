@@ -23,7 +23,10 @@ Run: ``python -m pytest bench/test_bench_loopback_peers.py --benchmark-only -s``
   The ping-pong's rate depends mostly on where the scheduler puts the two processes: on one
   CPU a round trip is a pair of direct context switches (over 100,000/s), on two CPUs each
   wake-up crosses cores (about 15,000/s on a 2-core machine); ``last_cpus`` in its
-  ``extra_info`` records where they ran. The other cases are subject to the same effect.
+  ``extra_info`` records where they ran. The other cases are subject to the same effect, so
+  every case runs with the same placement: ``DQUIC_BENCH_CPUS`` (``split``, the default: this
+  process on one CPU and every peer on another; ``shared``; ``free``), as in
+  ``test_bench_loopback.py``, recorded as ``cpu_placement``.
 
 Each figure goes into its benchmark's ``extra_info``; one summary table is printed at the end.
 aioquic / qh3 cases skip when the package is not importable. Every peer process is killed in a
@@ -43,6 +46,7 @@ import time
 import pytest
 
 import test_bench_loopback as base
+from test_bench_loopback import _record_placement, pinned  # noqa: F401 (autouse fixtures)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_PEER = os.path.join(HERE, "quic_lib_peer.py")
@@ -268,7 +272,7 @@ def cert(tmp_path_factory):
 
 def _lib_peer(lib, mode, cert):
     proc = subprocess.Popen([sys.executable, LIB_PEER, lib, mode, *cert], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=base._pin_peer)
     line = proc.stdout.readline().split()
     if not line or line[0] != "PORT":
         proc.kill()

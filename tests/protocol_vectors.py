@@ -28,6 +28,9 @@ RETRY_TOKEN = b"retry token example"
 RESET_KEY = bytes(range(0x20, 0x40))
 RESET_CID = DCID
 STATIC_PRIVATE = bytes(range(0x40, 0x60))
+PROLOGUE_ORIGINAL_DCID = bytes.fromhex("8394c8f03e515708")
+PROLOGUE_CLIENT_SCID = bytes.fromhex("f067a5502a4262b5")
+PROLOGUE_SUITE = 0x21  # NK (1) with the AES suite (0x20)
 
 
 def expand(secret: bytes, label: bytes, n: int) -> bytes:
@@ -78,12 +81,19 @@ def reset() -> dict:
             "token_from_static": hmac.new(derived, RESET_CID, "sha256").digest()[:16]}
 
 
+def prologue() -> dict:
+    ctx = (b"dquic/1" + struct.pack("!I", 0x44510001) + bytes([len(PROLOGUE_ORIGINAL_DCID)])
+           + PROLOGUE_ORIGINAL_DCID + bytes([len(PROLOGUE_CLIENT_SCID)]) + PROLOGUE_CLIENT_SCID)
+    return {"ctx": ctx, "prologue": b"dquic/1" + bytes([PROLOGUE_SUITE]) + struct.pack("!H", len(ctx)) + ctx}
+
+
 def all_vectors() -> dict:
     out = {f"keys.{k}": v for k, v in key_schedule().items()}
     for cipher, tag in (("AES-256-GCM", "aes"), ("ChaCha20-Poly1305", "chacha")):
         out.update({f"{tag}.{k}": v for k, v in protect(cipher).items()})
     out.update({f"retry.{k}": v for k, v in retry().items()})
     out.update({f"reset.{k}": v for k, v in reset().items()})
+    out.update({f"noise.{k}": v for k, v in prologue().items()})
     return out
 
 

@@ -89,3 +89,14 @@ def test_stateless_reset_tokens():
     key = reset_key_for(KeyPair.from_private(pv.STATIC_PRIVATE))
     assert key == DOCUMENTED["reset.key_from_static"]
     assert ResetTokens(key)(pv.RESET_CID) == DOCUMENTED["reset.token_from_static"]
+
+
+def test_noise_prologue():
+    from dquic.config import Configuration
+    from dquic.connection import Connection
+    from dquic.handshake import _full_prologue
+
+    client = Connection(Configuration(), ("192.0.2.1", 4433), host_cid=pv.PROLOGUE_CLIENT_SCID,
+                        original_dcid=pv.PROLOGUE_ORIGINAL_DCID)
+    assert client._prologue() == DOCUMENTED["noise.ctx"]
+    assert _full_prologue(pv.PROLOGUE_SUITE, client._prologue()) == DOCUMENTED["noise.prologue"]

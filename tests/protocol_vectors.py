@@ -7,10 +7,12 @@ checks that the appendix shows exactly these values and that dquic produces them
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -31,6 +33,13 @@ STATIC_PRIVATE = bytes(range(0x40, 0x60))
 PROLOGUE_ORIGINAL_DCID = bytes.fromhex("8394c8f03e515708")
 PROLOGUE_CLIENT_SCID = bytes.fromhex("f067a5502a4262b5")
 PROLOGUE_SUITE = 0x21  # NK (1) with the AES suite (0x20)
+# the NK handshake of A.7: fixed keys (real ephemeral keys are fresh random ones)
+NK_SERVER_STATIC = bytes(range(0x60, 0x80))
+NK_CLIENT_EPHEMERAL = bytes(range(0x80, 0xA0))
+NK_SERVER_EPHEMERAL = bytes(range(0xA0, 0xC0))
+# transport parameters (§12.2): initial_max_data (0x04) = 1048576, initial_max_streams (0x08) = 16
+NK_CLIENT_PARAMS = bytes.fromhex("0404801000000801" "10")
+NK_SERVER_PARAMS = bytes.fromhex("0404801000000801" "10")
 
 
 def expand(secret: bytes, label: bytes, n: int) -> bytes:
@@ -87,6 +96,70 @@ def prologue() -> dict:
     return {"ctx": ctx, "prologue": b"dquic/1" + bytes([PROLOGUE_SUITE]) + struct.pack("!H", len(ctx)) + ctx}
 
 
+def _public(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _dh(private: bytes, public: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, "sha256").digest()
+
+
+def _noise_hkdf(ck: bytes, ikm: bytes):
+    temp = _hmac(ck, ikm)
+    out1 = _hmac(temp, b"\x01")
+    return out1, _hmac(temp, out1 + b"\x02")
+
+
+def nk_handshake() -> dict:
+    """Noise_NK_25519_AESGCM_SHA256 (Noise revision 34, §5 and §7) with the dquic prologue of A.6,
+    written out step by step: the two handshake messages as dquic sends them and the traffic
+    secrets that Split() yields."""
+    name = b"Noise_NK_25519_AESGCM_SHA256"
+    h = name + bytes(32 - len(name))  # HASHLEN 32: the name padded with zeros
+    ck = h
+    k = None
+    n = 0
+
+    def mix_hash(data):
+        nonlocal h
+        h = hashlib.sha256(h + data).digest()
+
+    def mix_key(ikm):
+        nonlocal ck, k, n
+        ck, k = _noise_hkdf(ck, ikm)
+        n = 0
+
+    def encrypt_and_hash(plaintext):
+        nonlocal n
+        out = AESGCM(k).encrypt(bytes(4) + n.to_bytes(8, "big"), plaintext, h)
+        n += 1
+        mix_hash(out)
+        return out
+
+    server_public = _public(NK_SERVER_STATIC)
+    mix_hash(prologue()["prologue"])
+    mix_hash(server_public)  # the pre-message: <- s
+    # message 1, -> e, es
+    e_c = _public(NK_CLIENT_EPHEMERAL)
+    mix_hash(e_c)
+    mix_key(_dh(NK_CLIENT_EPHEMERAL, server_public))
+    message1 = bytes([PROLOGUE_SUITE]) + e_c + encrypt_and_hash(NK_CLIENT_PARAMS)
+    # message 2, <- e, ee
+    e_s = _public(NK_SERVER_EPHEMERAL)
+    mix_hash(e_s)
+    mix_key(_dh(NK_SERVER_EPHEMERAL, e_c))
+    message2 = e_s + encrypt_and_hash(NK_SERVER_PARAMS)
+    client_to_server, server_to_client = _noise_hkdf(ck, b"")  # Split()
+    return {"server_static_public": server_public, "message1": message1, "message2": message2,
+            "handshake_hash": h, "client_secret": client_to_server,
+            "server_secret": server_to_client}
+
+
 def all_vectors() -> dict:
     out = {f"keys.{k}": v for k, v in key_schedule().items()}
     for cipher, tag in (("AES-256-GCM", "aes"), ("ChaCha20-Poly1305", "chacha")):
@@ -94,6 +167,7 @@ def all_vectors() -> dict:
     out.update({f"retry.{k}": v for k, v in retry().items()})
     out.update({f"reset.{k}": v for k, v in reset().items()})
     out.update({f"noise.{k}": v for k, v in prologue().items()})
+    out.update({f"nk.{k}": v for k, v in nk_handshake().items()})
     return out
 
 

@@ -29,7 +29,7 @@ def _appendix() -> dict:
     values: dict = {}
     name = None
     for line in text[start:].splitlines():
-        m = re.match(r"([a-z_]+\.[a-z_]+) = ([0-9a-f]+)$", line)
+        m = re.match(r"([a-z_0-9]+\.[a-z_0-9]+) = ([0-9a-f]+)$", line)
         if m:
             name = m.group(1)
             values[name] = m.group(2)
@@ -100,3 +100,32 @@ def test_noise_prologue():
                         original_dcid=pv.PROLOGUE_ORIGINAL_DCID)
     assert client._prologue() == DOCUMENTED["noise.ctx"]
     assert _full_prologue(pv.PROLOGUE_SUITE, client._prologue()) == DOCUMENTED["noise.prologue"]
+
+
+def test_nk_handshake(monkeypatch):
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from dquic import _noise
+    from dquic.handshake import ClientHandshake, ServerHandshake
+
+    ephemerals = iter([pv.NK_CLIENT_EPHEMERAL, pv.NK_SERVER_EPHEMERAL])
+    monkeypatch.setattr(_noise, "_generate_private",
+                        lambda: X25519PrivateKey.from_private_bytes(next(ephemerals)))
+    server_key = KeyPair.from_private(pv.NK_SERVER_STATIC)
+    assert server_key.public == DOCUMENTED["nk.server_static_public"]
+    ctx = DOCUMENTED["noise.ctx"]
+    client = ClientHandshake(identity=None, server_key=server_key.public, trusted_peers=None, psk=None,
+                             transport_params=pv.NK_CLIENT_PARAMS, prologue=ctx, cipher="AESGCM")
+    server = ServerHandshake(identity=server_key, trusted_peers=None, psk=None,
+                             transport_params=pv.NK_SERVER_PARAMS, prologue=ctx)
+    message1 = client.start()
+    assert message1 == DOCUMENTED["nk.message1"]
+    message2 = server.receive(message1)
+    assert message2 == DOCUMENTED["nk.message2"]
+    assert client.receive(message2) is None
+    assert client.complete and server.complete
+    assert client.peer_transport_params == pv.NK_SERVER_PARAMS
+    assert server.peer_transport_params == pv.NK_CLIENT_PARAMS
+    assert client.handshake_hash == server.handshake_hash == DOCUMENTED["nk.handshake_hash"]
+    secrets = (DOCUMENTED["nk.client_secret"], DOCUMENTED["nk.server_secret"])
+    assert client._secrets == secrets and server._secrets == secrets[::-1]

@@ -115,49 +115,86 @@ def _noise_hkdf(ck: bytes, ikm: bytes):
     return out1, _hmac(temp, out1 + b"\x02")
 
 
-def nk_handshake() -> dict:
-    """Noise_NK_25519_AESGCM_SHA256 (Noise revision 34, §5 and §7) with the dquic prologue of A.6,
-    written out step by step: the two handshake messages as dquic sends them and the traffic
-    secrets that Split() yields."""
-    name = b"Noise_NK_25519_AESGCM_SHA256"
-    h = name + bytes(32 - len(name))  # HASHLEN 32: the name padded with zeros
-    ck = h
-    k = None
-    n = 0
+class SymmetricState:
+    """Noise's SymmetricState and CipherState (revision 34, §5.1-§5.2) for AESGCM_SHA256."""
 
-    def mix_hash(data):
-        nonlocal h
-        h = hashlib.sha256(h + data).digest()
+    def __init__(self, protocol_name: bytes) -> None:
+        self.h = protocol_name + bytes(32 - len(protocol_name))  # HASHLEN 32, zero-padded
+        self.ck = self.h
+        self.k = None
+        self.n = 0
 
-    def mix_key(ikm):
-        nonlocal ck, k, n
-        ck, k = _noise_hkdf(ck, ikm)
-        n = 0
+    def mix_hash(self, data: bytes) -> None:
+        self.h = hashlib.sha256(self.h + data).digest()
 
-    def encrypt_and_hash(plaintext):
-        nonlocal n
-        out = AESGCM(k).encrypt(bytes(4) + n.to_bytes(8, "big"), plaintext, h)
-        n += 1
-        mix_hash(out)
+    def mix_key(self, ikm: bytes) -> None:
+        self.ck, self.k = _noise_hkdf(self.ck, ikm)
+        self.n = 0
+
+    def _nonce(self) -> bytes:
+        return bytes(4) + self.n.to_bytes(8, "big")
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        out = AESGCM(self.k).encrypt(self._nonce(), plaintext, self.h)
+        self.n += 1
+        self.mix_hash(out)
         return out
 
+    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        out = AESGCM(self.k).decrypt(self._nonce(), ciphertext, self.h)
+        self.n += 1
+        self.mix_hash(ciphertext)
+        return out
+
+    def split(self):
+        return _noise_hkdf(self.ck, b"")
+
+
+def nk_start(prologue_bytes: bytes, server_public: bytes, ephemeral: bytes, params: bytes):
+    """The client's side of Noise_NK_25519_AESGCM_SHA256 up to message 1 (without the suite id):
+    (state, message 1)."""
+    ss = SymmetricState(b"Noise_NK_25519_AESGCM_SHA256")
+    ss.mix_hash(prologue_bytes)
+    ss.mix_hash(server_public)  # the pre-message: <- s
+    e = _public(ephemeral)  # -> e, es
+    ss.mix_hash(e)
+    ss.mix_key(_dh(ephemeral, server_public))
+    return ss, e + ss.encrypt_and_hash(params)
+
+
+def nk_finish(ss: SymmetricState, ephemeral: bytes, message2: bytes):
+    """The client reads message 2 (<- e, ee): (server parameters, client->server secret,
+    server->client secret)."""
+    e_s = message2[:32]
+    ss.mix_hash(e_s)
+    ss.mix_key(_dh(ephemeral, e_s))
+    params = ss.decrypt_and_hash(message2[32:])
+    c2s, s2c = ss.split()
+    return params, c2s, s2c
+
+
+def nk_handshake() -> dict:
+    """Noise_NK_25519_AESGCM_SHA256 with the dquic prologue of A.6, both sides written out step
+    by step: the two handshake messages as dquic sends them and the traffic secrets that
+    Split() yields."""
     server_public = _public(NK_SERVER_STATIC)
-    mix_hash(prologue()["prologue"])
-    mix_hash(server_public)  # the pre-message: <- s
-    # message 1, -> e, es
-    e_c = _public(NK_CLIENT_EPHEMERAL)
-    mix_hash(e_c)
-    mix_key(_dh(NK_CLIENT_EPHEMERAL, server_public))
-    message1 = bytes([PROLOGUE_SUITE]) + e_c + encrypt_and_hash(NK_CLIENT_PARAMS)
-    # message 2, <- e, ee
+    client, body1 = nk_start(prologue()["prologue"], server_public, NK_CLIENT_EPHEMERAL, NK_CLIENT_PARAMS)
+    message1 = bytes([PROLOGUE_SUITE]) + body1
+    # the server's side of message 2: it mirrors the client's state after message 1
+    server = SymmetricState(b"Noise_NK_25519_AESGCM_SHA256")
+    server.mix_hash(prologue()["prologue"])
+    server.mix_hash(server_public)
+    server.mix_hash(body1[:32])
+    server.mix_key(_dh(NK_SERVER_STATIC, body1[:32]))
+    assert server.decrypt_and_hash(body1[32:]) == NK_CLIENT_PARAMS
     e_s = _public(NK_SERVER_EPHEMERAL)
-    mix_hash(e_s)
-    mix_key(_dh(NK_SERVER_EPHEMERAL, e_c))
-    message2 = e_s + encrypt_and_hash(NK_SERVER_PARAMS)
-    client_to_server, server_to_client = _noise_hkdf(ck, b"")  # Split()
+    server.mix_hash(e_s)
+    server.mix_key(_dh(NK_SERVER_EPHEMERAL, body1[:32]))
+    message2 = e_s + server.encrypt_and_hash(NK_SERVER_PARAMS)
+    params, c2s, s2c = nk_finish(client, NK_CLIENT_EPHEMERAL, message2)
+    assert params == NK_SERVER_PARAMS and (c2s, s2c) == server.split() and client.h == server.h
     return {"server_static_public": server_public, "message1": message1, "message2": message2,
-            "handshake_hash": h, "client_secret": client_to_server,
-            "server_secret": server_to_client}
+            "handshake_hash": client.h, "client_secret": c2s, "server_secret": s2c}
 
 
 def all_vectors() -> dict:

@@ -1297,7 +1297,7 @@ cdef class Connection:
             # it ended before its handshake completed: say so, with the key the peer presented
             # (a refused client's key is kept by the handshake: dquic.handshake presented_key)
             self._events.append(HandshakeFailed(
-                self.peer_addr, ev.error_code, ev.reason, ev.by_peer, ev.timeout,
+                self.peer_addr, ev.error_code, ev.reason, ev.by_peer, ev.application, ev.timeout,
                 getattr(self._handshake, "presented_key", None)))
         self._events.append(ev)
         if self._qlog is not None:

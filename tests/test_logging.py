@@ -210,3 +210,28 @@ def test_sync_server_reports_refused_clients():
         assert server.handshake_failures == 1
     assert len(failures) == 1 and failures[0].peer_key == refused_key.public
     assert failures[0].address[0] == "127.0.0.1"
+
+
+def test_migration_and_stateless_resets_are_logged(caplog):
+    """INFO: a peer that moved (once its new path is validated) and a stateless reset that ended
+    a connection; DEBUG: a stateless reset sent for an unknown connection ID."""
+    from dquic.testing import LinkConfig
+    from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
+
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01), seed=2)
+    net.run(until=lambda: conn.is_established, max_time=5)
+    moved = ("198.51.100.7", 50001)
+    with caplog.at_level(logging.DEBUG, logger="dquic.connection"):
+        net.rebind(CLIENT_ADDR, moved)
+        conn.send_message(1, bytes(200_000))  # data keeps coming from the new address
+        net.run(until=lambda: server.count(1) == 1 and any(
+            "peer moved" in m for m in _messages(caplog)), max_time=net.now + 5)
+        server.endpoint.receive_datagram(bytes([0x41]) + bytes(range(60)), ("203.0.113.9", 9), net.now)
+        token = conn.reset_token
+        client.endpoint.receive_datagram(bytes([0x47]) + bytes(30) + token, SERVER_ADDR, net.now)
+    messages = _messages(caplog)
+    assert any(m.startswith("[198.51.100.7:50001 ") and "peer moved from ('198.51.100.7', 50000) to "
+               "('198.51.100.7', 50001) (path validated)" in m for m in messages), messages
+    assert any("stateless reset sent for unknown connection ID" in m for m in messages)
+    assert any(m.endswith("stateless reset from the peer (it lost the connection's state)")
+               for m in messages)

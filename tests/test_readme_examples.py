@@ -297,3 +297,29 @@ def test_one_machine_script_transfers_a_file(tmp_path):
             v4 = pattern.replace(re.escape("[::]"), re.escape("0.0.0.0")).replace(
                 re.escape(", IPv4 and IPv6)"), re.escape(")"))
             assert any(re.fullmatch(v4, l) for l in lines), (want, proc.stdout)
+
+
+# ------------------------------------------------------------------------------- prose
+def test_socket_api_error_list_names_every_error():
+    """The socket API's list of errors names every exception dquic raises to applications."""
+    from dquic import errors
+
+    text = README.read_text(encoding="utf-8")
+    start = text.index("Errors: `dquic.")
+    paragraph = text[start:text.index("\n\n", start)]
+    for name in errors.__all__:
+        if name in ("ErrorCode", "ProtocolError"):  # a code table; the decoders' own error
+            continue
+        assert f"`dquic.{name}`" in paragraph, name
+
+
+def test_newcomer_path_comes_first():
+    """Install, a first working example, the API, trust and the command line come before the
+    reference material."""
+    text = README.read_text(encoding="utf-8")
+    heads = re.findall(r"^#{2,3} (.+)$", text, re.M)
+    order = ["Two commands", "Using dquic", "The socket-like API", "The command line",
+             "Security and trust", "The sans-IO core and the network simulator", "Performance", "Layout"]
+    assert [h for h in heads if h in order] == order, heads
+    first_example = text.index("```python")
+    assert first_example < text.index("## Two commands")

@@ -195,6 +195,18 @@ cdef class CongestionController:
         """True while the window is below the slow-start threshold."""
         return self.congestion_window < self.ssthresh
 
+    def congestion_state(self, app_limited=False):
+        """The controller's state under the names of qlog's congestion_state_updated:
+        "recovery" (a reduction's recovery period), "application_limited" (``is_app_limited``,
+        or ``app_limited`` when the sender knows it had nothing to send while the window had
+        room), "slow_start" (``in_slow_start()``) or "congestion_avoidance". Read only while
+        tracing (dquic.qlog writes each change)."""
+        if self.in_recovery:
+            return "recovery"
+        if app_limited or self.is_app_limited:
+            return "application_limited"
+        return "slow_start" if self.in_slow_start() else "congestion_avoidance"
+
 
 cdef class NewReno(CongestionController):
     """NewReno (RFC 9002 §7.3, Appendix B): slow start, then +1 datagram per window acked."""

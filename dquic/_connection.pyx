@@ -80,6 +80,7 @@ from dquic.events import (
     DatagramLost,
     DatagramReceived,
     HandshakeCompleted,
+    HandshakeFailed,
     MessageReceived,
     PathChanged,
     StopSendingReceived,
@@ -453,7 +454,10 @@ cdef class _Sent(SentPacket):
         """What the packet carried, in packet order (its ACK first), as qlog frames: the one
         place where records are read for a trace (see _trace_frame)."""
         cdef int i
-        out = [{"frame_type": "ack"}] if self.ack_space >= 0 else []
+        out = []
+        if self.ack_space >= 0:
+            # its ranges are known while the packet is being traced (Connection._write_ack)
+            out.append(self.frames if type(self.frames) is dict else {"frame_type": "ack"})
         for i in range(self.nrec):
             out.append(_trace_frame(_record_at(self, i)))
         return out
@@ -461,7 +465,7 @@ cdef class _Sent(SentPacket):
 
 cdef dict _trace_frame(FrameRecord* r):
     """A frame record as a qlog frame (draft-ietf-quic-qlog-quic-events-04). What a record does
-    not keep is left out where the draft allows (an ACK's ranges); a NEW_CONNECTION_ID, whose
+    not keep is left out where the draft allows; a NEW_CONNECTION_ID, whose
     connection ID and token are not kept, is an "unknown" frame naming its wire type."""
     cdef int kind = r.kind
     name = _TRACE_NAMES[kind]
@@ -935,6 +939,8 @@ cdef class Connection:
         if keys is None:
             raise RuntimeError("no key update possible before the handshake completes")
         keys()
+        if self._qlog is not None:
+            self._trace_keys(self._now_hint, "local_update")
         _note_work(self)
 
     # ----------------------------------------------------------------------------------------
@@ -1277,8 +1283,8 @@ cdef class Connection:
             self._forget_finished(now)
         if 0.0 <= t[TIMER_LOSS] <= now:
             lost, probe_space = self._recovery.on_loss_detection_timeout(now)
-            if self._qlog is not None and lost:
-                self._trace_recovery(now, lost[0].space, lost)
+            if self._qlog is not None:  # (a PTO changes pto_count even when nothing was lost)
+                self._trace_recovery(now, lost[0].space if lost else SP_APP, lost)
             for pkt in lost:
                 self._on_packet_lost(pkt)
             if probe_space >= 0:
@@ -1290,9 +1296,23 @@ cdef class Connection:
             self._release_idle()
 
     def _emit_terminated(self, ev):
+        if self._app_seal is None:
+            # it ended before its handshake completed: say so, with the key the peer presented
+            # (a refused client's key is kept by the handshake: dquic.handshake presented_key)
+            self._events.append(HandshakeFailed(
+                self.peer_addr, ev.error_code, ev.reason, ev.by_peer, ev.application, ev.timeout,
+                getattr(self._handshake, "presented_key", None)))
         self._events.append(ev)
         if self._qlog is not None:
-            self._qlog.connection_closed(self._now_hint, ev.error_code, ev.reason, ev.by_peer)
+            self._qlog.connection_closed(self._now_hint, ev.error_code, ev.reason, ev.by_peer,
+                                         application=ev.application, timeout=ev.timeout)
+
+    def _trace_keys(self, now, trigger):
+        """Tell the trace when the 1-RTT keys are new: installed by the handshake (generation
+        0) or updated (RFC 9001 §6); the trace writes only a generation it has not seen."""
+        keys = getattr(self._app_seal, "keys", None)
+        if keys is not None:
+            self._qlog.keys_updated(now, keys.generation, trigger)
 
     def _trace_drop(self, now, size, trigger, packet_type=None, pn=None, reason=None):
         """Tell the trace about a packet this connection discarded (qlog packet_dropped)."""
@@ -1596,6 +1616,8 @@ cdef class Connection:
         if space_id == SP_APP and not self.is_client and not self._handshake_confirmed:
             self._confirm_handshake()
         if self._qlog is not None:
+            if space_id == SP_APP:
+                self._trace_keys(now, "remote_update")
             try:
                 decoded = frames.decode_frames(pobj[poff:poff + plen])
             except ProtocolError:
@@ -1734,14 +1756,22 @@ cdef class Connection:
         return 0
 
     def _trace_recovery(self, now, space_id, lost):
+        """Losses, then the recovery metrics and congestion state (the trace writes only what
+        changed): after each ACK and loss-detection timeout, while tracing."""
         ptype = codec.PACKET_SHORT if space_id == SP_APP else codec.PACKET_HANDSHAKE
         for pkt in lost:
             self._qlog.packet_lost(now, ptype, pkt.packet_number)
-        rtt = self._recovery.rtt
-        self._qlog.metrics_updated(now, cwnd=self._cc.congestion_window,
-                                   bytes_in_flight=self._cc.bytes_in_flight,
+        recovery = self._recovery
+        rtt = recovery.rtt
+        cc = self._cc
+        self._qlog.metrics_updated(now, cwnd=cc.congestion_window,
+                                   bytes_in_flight=cc.bytes_in_flight,
                                    smoothed_rtt=rtt.smoothed_rtt, min_rtt=rtt.min_rtt,
-                                   latest_rtt=rtt.latest_rtt, rttvar=rtt.rttvar)
+                                   latest_rtt=rtt.latest_rtt, rttvar=rtt.rttvar,
+                                   ssthresh=cc.ssthresh, pto_count=recovery.pto_count)
+        self._qlog.congestion_state_updated(
+            now, cc.congestion_state(recovery.app_limited_until != 0),
+            persistent_congestion_events=cc.persistent_congestion_events)
 
     def _on_stream(self, space_id, frame, now):
         data = bytes(frame.data)
@@ -1845,6 +1875,8 @@ cdef class Connection:
         while len(self._host_cids) < limit:
             self._issue_cid()
         self._events.append(HandshakeCompleted(hs.peer_static))
+        if self._qlog is not None:
+            self._trace_keys(now, "tls")
         for s in list(self._streams.values()):
             if s.send.has_pending_c() or s.owed & (OWE_RESET_STREAM | OWE_STOP_SENDING):
                 self._schedule(s)
@@ -2577,6 +2609,12 @@ cdef class Connection:
             i -= 1
         rec.ack_space = space_id
         rec.ack_floor = rx.start_at(0)
+        if self._qlog is not None:
+            # the ranges only a trace needs: kept on the record until _record_sent reports it
+            rec.frames = {"frame_type": "ack", "ack_delay": round(delay * 1000.0, 3),
+                          "acked_ranges": [[rx.start_at(i), rx.stop_at(i) - 1]
+                                           if rx.stop_at(i) - 1 > rx.start_at(i)
+                                           else [rx.start_at(i)] for i in range(lowest, n)]}
         space.ack_pending = False
         space.unacked_eliciting = 0
         space.ack_deadline = -1.0
@@ -2601,7 +2639,6 @@ cdef class Connection:
         rec.ack_eliciting = eliciting
         rec.in_flight = eliciting
         rec.is_probe = False
-        rec.frames = None
         # recovery's own per-packet state starts fresh on a recycled record
         rec.declared_lost = False
         rec.delivered = 0
@@ -2615,6 +2652,9 @@ cdef class Connection:
                 codec.PACKET_INITIAL if self.is_client and not self._peer_cid_set_by_server
                 else codec.PACKET_HANDSHAKE)
             self._qlog.packet_sent(now, ptype, pn, size, rec.frames_for_trace())
+            if space_id == SP_APP:
+                self._trace_keys(now, "local_update")
+        rec.frames = None
         if eliciting:
             self._last_eliciting_sent = now
             if not self._eliciting_since_receive:

@@ -59,6 +59,7 @@ from .events import (
     DatagramLost,
     DatagramReceived,
     HandshakeCompleted,
+    HandshakeFailed,
     MessageReceived,
     StopSendingReceived,
     StreamReset,
@@ -458,6 +459,10 @@ class _Driver(asyncio.DatagramProtocol):
                 return
             core, ev = item
             conn = self.conns.get(core)
+            if type(ev) is HandshakeFailed:
+                if self.server is not None:
+                    self.server._handshake_failed(ev)
+                continue
             if isinstance(ev, ConnectionAccepted):
                 if self.server is not None and conn is None:
                     conn = AsyncConnection(self, core, self.options, owns_driver=False)
@@ -1263,8 +1268,13 @@ class Server:
     """A running ``serve``: one UDP socket accepting connections; ``handler(conn)`` runs per
     established connection and the connection is closed when it returns."""
 
-    def __init__(self, handler: Callable[[AsyncConnection], Awaitable[Any]], config: Configuration) -> None:
+    def __init__(self, handler: Callable[[AsyncConnection], Awaitable[Any]], config: Configuration,
+                 on_handshake_failed: Optional[Callable[[HandshakeFailed], Any]] = None) -> None:
         self._handler = handler
+        self._on_handshake_failed = on_handshake_failed
+        #: connections whose handshake failed (refused clients, clients that refused this
+        #: server, malformed or abandoned handshakes): they never reached the handler
+        self.handshake_failures = 0
         self._config = config
         self._driver: Optional[_Driver] = None
         self._tasks: Set["asyncio.Task[Any]"] = set()
@@ -1292,6 +1302,20 @@ class Server:
 
     def is_serving(self) -> bool:
         return not self._closing
+
+    def _handshake_failed(self, ev: HandshakeFailed) -> None:
+        self.handshake_failures += 1
+        callback = self._on_handshake_failed
+        if callback is None:
+            return
+        try:
+            result = callback(ev)
+            if asyncio.iscoroutine(result):
+                task = asyncio.get_running_loop().create_task(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception:  # a report must never break the server
+            logger.exception("dquic.aio on_handshake_failed callback failed")
 
     def _start_handler(self, conn: AsyncConnection) -> None:
         if self._closing:
@@ -1357,17 +1381,27 @@ class Server:
 
 
 async def serve(host: str, port: int, handler: Callable[[AsyncConnection], Awaitable[Any]],
-                *, max_connections: int = 4096, **options: Any) -> Server:
+                *, max_connections: int = 4096,
+                on_handshake_failed: Optional[Callable[[HandshakeFailed], Any]] = None,
+                **options: Any) -> Server:
     """Listen on ``(host, port)`` (port 0 picks a free one: see ``Server.address``) and run
     ``await handler(conn)`` for each connection once its handshake completed.
 
     ``options`` as for ``connect``; a server without ``identity`` generates a key pair
     (``Server.identity``); ``trusted_peers`` restricts clients to those keys.
+
+    A connection whose handshake fails never reaches ``handler``: ``on_handshake_failed(event)``
+    is called instead (from the event loop; a coroutine it returns is run as a task) with a
+    ``dquic.events.HandshakeFailed``: the peer's ``address``, ``reason``, ``error_code``,
+    ``by_peer`` (the client refused this server), ``timeout``, and ``peer_key``, the static
+    key the client presented (for a client refused by ``trusted_peers``, the refused key).
+    ``Server.handshake_failures`` counts them; each is also logged at INFO on the
+    ``dquic.connection`` logger.
     """
     loop = asyncio.get_running_loop()
     cfg, driver_opts = _split_options(dict(options), is_client=False)
     family, addr = await _resolve(loop, host, port, passive=True)
-    server = Server(handler, cfg)
+    server = Server(handler, cfg, on_handshake_failed)
     endpoint = Endpoint(cfg, accept=True, max_connections=max_connections)
     driver = _Driver(endpoint, loop, driver_opts, server=server)
     server._driver = driver

@@ -1015,46 +1015,6 @@ def _refusal(reason: str, by_peer: bool, key: Optional[bytes], server_key: str) 
     return f"handshake failed ({reason})"
 
 
-def _presented_key(core: Any) -> Optional[bytes]:
-    """The static key a refused client presented, where the core still knows it."""
-    key = getattr(core, "peer_key", None)
-    hs = getattr(core, "_handshake", None)
-    for obj, attr in ((hs, "peer_static"), (getattr(hs, "_hs", None), "remote_static")):
-        if key is None and obj is not None:
-            key = getattr(obj, attr, None)
-    return key if isinstance(key, bytes) else None
-
-
-def _watch_handshakes(server: Any, report: Callable[[Tuple, str, bool, Optional[bytes]], None]) -> bool:
-    """Call ``report(address, reason, by_peer, key)`` for each connection whose handshake was
-    refused (by this server, or by the client). dquic.aio offers no hook for these (they never
-    reach the handler), so this wraps the server endpoint's event queue, which the driver reads
-    after every datagram. False (and nothing reported) if that queue is not where it expects."""
-    from .errors import ErrorCode
-    from .events import ConnectionTerminated
-
-    endpoint: Any = getattr(getattr(server, "_driver", None), "endpoint", None)
-    next_event = getattr(endpoint, "next_event", None)
-    if next_event is None:
-        return False
-    failures = (ErrorCode.HANDSHAKE_FAILED, ErrorCode.AUTHENTICATION_FAILED)
-
-    def watched() -> Any:
-        item = next_event()
-        if item is not None:
-            core, ev = item
-            if (isinstance(ev, ConnectionTerminated) and ev.error_code in failures
-                    and not ev.application):
-                try:
-                    report(tuple(core.peer_addr), ev.reason, ev.by_peer, _presented_key(core))
-                except Exception:  # a log line must never break the server
-                    pass
-        return item
-
-    endpoint.next_event = watched
-    return True
-
-
 def run_serve(args: argparse.Namespace, out: TextIO) -> int:
     """The ``serve`` command: receive files until interrupted (or one connection with --once)."""
     identity = _load_keypair(args.key) if args.key else None
@@ -1087,7 +1047,24 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
         if not first.done():
             first.set_result(result)
 
-    options: Dict[str, Any] = {"idle_timeout": args.idle_timeout}
+    server_key = ""  # known once the server is up (before any client can be refused)
+
+    def refused(ev: Any) -> None:
+        """A client's handshake failed: say who, which key, and what would fix it (timeouts
+        of half-open handshakes are not reported: anybody can start one)."""
+        from ._socket import normalize_address
+        from .errors import ErrorCode
+
+        if ev.timeout or ev.application or ev.error_code not in (
+                ErrorCode.HANDSHAKE_FAILED, ErrorCode.AUTHENTICATION_FAILED):
+            return
+        where = _where(*normalize_address(ev.address)[:2])
+        why = _refusal(ev.reason, ev.by_peer, ev.peer_key, server_key)
+        out.write(f"handshake with {where} failed: {why}\n" if ev.by_peer
+                  else f"refused client {where}: {why}\n")
+        out.flush()
+
+    options: Dict[str, Any] = {"idle_timeout": args.idle_timeout, "on_handshake_failed": refused}
     if identity is not None:
         options["identity"] = identity
     if trusted:
@@ -1105,17 +1082,6 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
                 continue
             raise CommandFailed(_listen_error(exc, host, args.port), EXIT_USAGE) from None
     server_key = server.identity.public_b64
-
-    def refused(addr: Tuple, reason: str, by_peer: bool, key: Optional[bytes]) -> None:
-        from ._socket import normalize_address
-
-        where = _where(*normalize_address(addr)[:2])
-        why = _refusal(reason, by_peer, key, server_key)
-        out.write(f"handshake with {where} failed: {why}\n" if by_peer
-                  else f"refused client {where}: {why}\n")
-        out.flush()
-
-    _watch_handshakes(server, refused)
     async with server:
         host, port = server.address[:2]
         out.write(f"listening on {_where(host, port)}, server key {server_key}\n")

@@ -44,13 +44,14 @@ from . import _codec as codec
 from .config import Configuration
 from .connection import Connection
 from .errors import ErrorCode, ProtocolError
-from .events import ConnectionTerminated, Event, HandshakeCompleted, PathChanged
+from .events import ConnectionTerminated, Event, HandshakeCompleted, HandshakeFailed, PathChanged
 from .tokens import ResetTokens, RetryTokens, retry_integrity_tag
 
 __all__ = ["Endpoint", "ConnectionAccepted", "reset_key_for", "connection_log"]
 
-#: Connection life-cycle records (INFO: established, closed and why, migrations; DEBUG: accepted,
-#: Retry and stateless reset sent). Nothing per packet.
+#: Connection life-cycle records (INFO: established, failed handshakes with the key the peer
+#: presented, closed and why, migrations; DEBUG: accepted, Retry and stateless reset sent).
+#: Nothing per packet.
 logger = logging.getLogger("dquic.connection")
 
 MIN_INITIAL_DATAGRAM = 1200
@@ -105,15 +106,33 @@ def _code(ev) -> str:
     return "code %s%s" % (code, ", %r" % ev.reason if ev.reason else "")
 
 
+def _b64_key(key: Optional[bytes]) -> str:
+    return base64.b64encode(key).decode("ascii") if key else "not revealed"
+
+
 def _log_events(conn: Connection, events: List[Event]) -> None:
     ev: Any  # narrowed by `type(ev) is ...` below, which type checkers do not follow
+    failed = False
     for ev in events:
         kind = type(ev)
         if kind is HandshakeCompleted:
-            key = ev.peer_key
             connection_log(conn).info(
                 "established (%s, peer key %s)", "client" if conn.is_client else "server",
-                base64.b64encode(key).decode("ascii") if key else "not revealed")
+                _b64_key(ev.peer_key))
+        elif kind is HandshakeFailed:
+            # one record says it all (the ConnectionTerminated that follows is not logged)
+            failed = True
+            if ev.timeout:
+                how = "handshake failed: the peer stopped answering (%s)" % ev.reason
+            elif ev.by_peer:
+                how = "handshake refused by the peer (%s)" % _code(ev)
+            elif ev.error_code == ErrorCode.AUTHENTICATION_FAILED:
+                how = "handshake refused (%s)" % _code(ev)
+            else:
+                how = "handshake failed (%s)" % _code(ev)
+            connection_log(conn).info("%s; peer key %s", how, _b64_key(ev.peer_key))
+        elif kind is ConnectionTerminated and failed:
+            pass
         elif kind is ConnectionTerminated:
             if ev.timeout:
                 how = ev.reason

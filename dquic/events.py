@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 __all__ = [
     "Event",
     "HandshakeCompleted",
+    "HandshakeFailed",
     "MessageReceived",
     "StreamReset",
     "StopSendingReceived",
@@ -29,6 +30,26 @@ class HandshakeCompleted(Event):
     """The handshake finished: application data flows. ``peer_key`` is the peer's static key, if
     the pattern revealed one."""
 
+    peer_key: Optional[bytes] = None
+
+
+@dataclass(frozen=True)
+class HandshakeFailed(Event):
+    """The connection ended before its handshake completed; its ``ConnectionTerminated``
+    follows. ``address`` is the peer's; ``error_code``, ``reason``, ``by_peer``,
+    ``application`` and ``timeout`` are those of the ``ConnectionTerminated``: this side refused
+    the peer (``by_peer`` false, ``error_code`` ``ErrorCode.AUTHENTICATION_FAILED``: its key is
+    not trusted, it presented none where one is required, a pre-shared key is missing), the
+    peer refused this side (``by_peer`` true), the handshake was malformed
+    (``ErrorCode.HANDSHAKE_FAILED``), or the peer stopped answering (``timeout``). ``peer_key`` is the static key the peer presented, if
+    the handshake got that far, trusted or not: for a refused client, the refused key."""
+
+    address: Tuple
+    error_code: int
+    reason: str
+    by_peer: bool
+    application: bool = False
+    timeout: bool = False
     peer_key: Optional[bytes] = None
 
 

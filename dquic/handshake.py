@@ -46,7 +46,9 @@ Usage (server)::
 Errors raised by ``receive``: ``dquic.AuthenticationError`` when the peer's identity is
 not trusted (or a policy such as "client identity required" is not met), and
 ``ProtocolError(..., ErrorCode.HANDSHAKE_FAILED)`` for anything malformed or failing
-authentication. After either, the handshake object is dead.
+authentication. After either, the handshake object is dead; ``presented_key`` still names the
+static key the peer revealed, if it got that far (``peer_static`` is set only for a trusted
+key), so a refusal can be reported with the key that was refused.
 """
 from __future__ import annotations
 
@@ -152,6 +154,9 @@ class _Handshake:
         self._secrets: Optional[Tuple[bytes, bytes]] = None
         self.complete = False
         self.peer_static: Optional[bytes] = None
+        # the static key the peer revealed, trusted or not (kept after a refusal, so whoever
+        # reports it can say which key was refused); peer_static is set only once trusted
+        self.presented_key: Optional[bytes] = None
         self.peer_transport_params: Optional[bytes] = None
         self.pattern: Optional[str] = None
         self.cipher: Optional[str] = None
@@ -316,6 +321,7 @@ class ClientHandshake(_Handshake):
         payload = self._read(data)
         assert self._hs is not None
         server_static = self._hs.remote_static
+        self.presented_key = server_static
         if self._pinned is None and self._trusted is not None and server_static not in self._trusted:
             raise self._fail(AuthenticationError("server static key is not trusted"))
         self.peer_static = server_static
@@ -359,6 +365,7 @@ class ServerHandshake(_Handshake):
         payload = self._read(data)
         # XX message 3: the client identity arrives now.
         client_static = self._hs.remote_static
+        self.presented_key = client_static
         if self._trusted is not None and client_static not in self._trusted:
             raise self._fail(AuthenticationError("client static key is not trusted"))
         self.peer_static = client_static
@@ -387,6 +394,7 @@ class ServerHandshake(_Handshake):
         payload = self._read(data[1:])
         if pattern == "IK":
             client_static = self._hs.remote_static
+            self.presented_key = client_static
             if self._trusted is not None and client_static not in self._trusted:
                 raise self._fail(AuthenticationError("client static key is not trusted"))
             self.peer_static = client_static

@@ -17,12 +17,19 @@ Unix epoch. Files are named ``<ODCID hex>_<client|server>.sqlog`` and open in qv
 
 Events: ``connectivity:connection_started``/``connection_closed``,
 ``transport:packet_sent``/``packet_received``/``packet_dropped`` (with their frames),
-``recovery:packet_lost``, ``recovery:metrics_updated``, ``recovery:congestion_state_updated``
-(derived from metrics updates that carry ``ssthresh``/``in_recovery``, or reported directly) and
-``security:key_updated`` (key material is never written: ``new`` is left empty).
+``recovery:packet_lost``, ``recovery:metrics_updated`` (the values that changed, after each ACK
+and loss-detection timeout), ``recovery:congestion_state_updated`` (the controller's
+``congestion_state()`` when it changes, trigger "persistent_congestion" when that collapsed the
+window) and ``security:key_updated`` (the 1-RTT keys of both directions when the handshake
+installs them, trigger "tls", and at each key update, RFC 9001 §6, with its generation; key
+material is never written: ``new`` is left empty). ``connection_closed`` carries the
+draft's trigger: "clean", "error", "application", "idle_timeout", "handshake_timeout" or
+"stateless_reset".
 
 Sent frames come from the connection's records of what a packet carried, already as qlog
-frames (``_Sent.frames_for_trace`` in dquic/_connection.pyx); received frames are decoded here.
+frames (``_Sent.frames_for_trace`` in dquic/_connection.pyx; an ACK's ranges and delay are
+kept only while tracing); received frames are decoded here. A connection without a trace
+makes none of these calls (each is behind a ``_qlog is not None`` test).
 """
 from __future__ import annotations
 
@@ -173,7 +180,11 @@ class QlogTrace:
         self._flush_every = flush_every
         self._t0: Optional[float] = None
         self._cc_state: Optional[str] = None
+        self._persistent = 0
+        self._metrics: Dict[str, Any] = {}
         self._key_generation = 0
+        #: the 1-RTT key generation last written by ``keys_updated`` (-1: none yet)
+        self.key_generation = -1
         # the wall clock as the trace starts (its first event follows at once): relative event
         # times count from it
         reference = round(time.time() * 1000.0, 3)
@@ -227,24 +238,28 @@ class QlogTrace:
                           application: bool = False, timeout: bool = False,
                           trigger: Optional[str] = None) -> None:
         """The connection ended: ``error_code`` is a transport error code unless
-        ``application``; ``timeout`` marks an idle or handshake timeout."""
+        ``application``; ``timeout`` marks an idle or handshake timeout. The trigger, unless
+        given: "idle_timeout"/"handshake_timeout", "stateless_reset", "application" (an
+        application close with an error code), "clean" (code 0) or "error"."""
         data: Dict[str, Any] = {"owner": "remote" if by_peer else "local", "reason": reason}
-        if application:
-            if 0 <= error_code <= _UINT32_MAX:
-                data["application_code"] = error_code
-        else:
-            code = _transport_error(error_code)
-            if code is not None:
-                data["connection_code"] = code
         if trigger is None:
             if timeout:
                 trigger = "handshake_timeout" if "handshake" in reason else "idle_timeout"
             elif reason == "stateless reset":
                 trigger = "stateless_reset"
-            elif application:
-                trigger = "application"
+            elif application and error_code:
+                trigger = "application"  # closed by the application with its error code
             else:
                 trigger = "clean" if error_code == 0 else "error"
+        if trigger not in ("idle_timeout", "handshake_timeout", "stateless_reset"):
+            # (a timeout or a reset carries no code: no CONNECTION_CLOSE was exchanged)
+            if application:
+                if 0 <= error_code <= _UINT32_MAX:
+                    data["application_code"] = error_code
+            else:
+                code = _transport_error(error_code)
+                if code is not None:
+                    data["connection_code"] = code
         data["trigger"] = trigger
         self._event(now, "connectivity:connection_closed", data)
         self.close()
@@ -294,15 +309,17 @@ class QlogTrace:
     def metrics_updated(self, now: float, *, cwnd: int, bytes_in_flight: int, smoothed_rtt: float,
                         min_rtt: float, latest_rtt: float, rttvar: float,
                         ssthresh: Optional[float] = None, pto_count: Optional[int] = None,
-                        packets_in_flight: Optional[int] = None, pacing_rate: Optional[float] = None,
-                        in_recovery: Optional[bool] = None) -> None:
-        """RTTs in seconds (written in ms), sizes in bytes, ``pacing_rate`` in bits/s. With
-        ``ssthresh`` (and ``in_recovery``) a change of congestion state is also reported."""
+                        packets_in_flight: Optional[int] = None,
+                        pacing_rate: Optional[float] = None) -> None:
+        """The recovery metrics now: RTTs in seconds (written in ms), sizes in bytes,
+        ``pacing_rate`` in bits/s. Only the values that changed since the last call are
+        written (the draft asks for actual updates), and nothing when none did; ``ssthresh``
+        is left out while infinite (before the first loss)."""
         data: Dict[str, Any] = {
             "congestion_window": int(cwnd), "bytes_in_flight": int(bytes_in_flight),
             "smoothed_rtt": _ms(smoothed_rtt), "min_rtt": _ms(min_rtt),
             "latest_rtt": _ms(latest_rtt), "rtt_variance": _ms(rttvar)}
-        if ssthresh is not None and ssthresh < 2**64:  # infinite before the first loss
+        if ssthresh is not None and ssthresh < 2**64:
             data["ssthresh"] = int(ssthresh)
         if pto_count is not None:
             data["pto_count"] = int(pto_count)
@@ -310,20 +327,22 @@ class QlogTrace:
             data["packets_in_flight"] = int(packets_in_flight)
         if pacing_rate is not None:
             data["pacing_rate"] = int(pacing_rate)
-        self._event(now, "recovery:metrics_updated", data)
-        if ssthresh is not None:
-            if in_recovery:
-                state = "recovery"
-            elif cwnd < ssthresh:
-                state = "slow_start"
-            else:
-                state = "congestion_avoidance"
-            self.congestion_state_updated(now, state)
+        last = self._metrics
+        changed = {k: v for k, v in data.items() if last.get(k) != v}
+        if changed:
+            last.update(changed)
+            self._event(now, "recovery:metrics_updated", changed)
 
-    def congestion_state_updated(self, now: float, new: str, *, trigger: Optional[str] = None) -> None:
-        """The congestion controller's state ("slow_start", "congestion_avoidance",
-        "recovery", "application_limited", ...); written only when it changes."""
-        if new == self._cc_state:
+    def congestion_state_updated(self, now: float, new: str, *, trigger: Optional[str] = None,
+                                 persistent_congestion_events: Optional[int] = None) -> None:
+        """The congestion controller's state (``CongestionController.congestion_state()``:
+        "slow_start", "congestion_avoidance", "recovery", "application_limited"), written only
+        when it changes. ``persistent_congestion_events`` is the controller's count of them: a
+        new one is written (trigger "persistent_congestion") even when the name stays."""
+        if persistent_congestion_events is not None and persistent_congestion_events > self._persistent:
+            self._persistent = persistent_congestion_events
+            trigger = trigger or "persistent_congestion"
+        elif new == self._cc_state:
             return
         data: Dict[str, Any] = {"new": new}
         if self._cc_state is not None:
@@ -348,6 +367,16 @@ class QlogTrace:
                 self._key_generation = generation
             data["generation"] = generation
         self._event(now, "security:key_updated", data)
+
+    def keys_updated(self, now: float, generation: int, trigger: str) -> None:
+        """Both directions' 1-RTT keys are at ``generation`` (0: installed by the handshake,
+        trigger "tls"; then each key update, "local_update" or "remote_update"): one
+        key_updated per direction, written only for a generation not written yet."""
+        if generation <= self.key_generation:
+            return
+        self.key_generation = generation
+        for key_type in ("client_1rtt_secret", "server_1rtt_secret"):
+            self.key_updated(now, key_type, generation=generation, trigger=trigger)
 
     # output -------------------------------------------------------------------------------
     def flush(self) -> None:

@@ -67,7 +67,8 @@ from .errors import (
     ErrorCode,
     UndeliveredData,
 )
-from .events import ConnectionTerminated, HandshakeCompleted, MessageReceived, PathChanged
+from .events import (ConnectionTerminated, HandshakeCompleted, HandshakeFailed, MessageReceived,
+                     PathChanged)
 
 __all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed", "UndeliveredData"]
 
@@ -288,7 +289,14 @@ class DQUIC:
     * ``socket_buffer`` (default 8 MiB): SO_SNDBUF/SO_RCVBUF asked of the kernel;
     * ``dual_stack`` (default False): an IPv6 socket also reaches IPv4 peers;
     * ``offload`` (default True): UDP segmentation offload on Linux (GSO sends, GRO receives),
-      falling back by itself where the kernel or device refuses it.
+      falling back by itself where the kernel or device refuses it;
+    * ``on_handshake_failed`` (default None): called with a ``dquic.events.HandshakeFailed``
+      for each connection a peer opened whose handshake failed (a client refused by
+      ``trusted_peers``, with the key it presented in ``peer_key``; a client that refused this
+      side's key; a malformed or abandoned handshake). It runs in the thread driving the
+      socket, without the instance lock: keep it short and do not call this ``DQUIC`` from
+      it. ``handshake_failures`` counts them; each is also logged at INFO on the
+      ``dquic.connection`` logger.
 
     Every instance accepts connections and opens them: ``send_to`` an address it has no
     connection with starts a handshake. A server without an ``identity`` gets a fresh key pair
@@ -307,6 +315,11 @@ class DQUIC:
         self._socket_buffer = int(options.pop("socket_buffer", 8 << 20))
         self._dual_stack = bool(options.pop("dual_stack", False))
         self._offload = bool(options.pop("offload", True))
+        self._on_handshake_failed = options.pop("on_handshake_failed", None)
+        if self._on_handshake_failed is not None and not callable(self._on_handshake_failed):
+            raise TypeError("on_handshake_failed must be callable")
+        self._failed_handshakes: List[HandshakeFailed] = []  # to report outside the lock
+        self.handshake_failures = 0
         unknown = set(options) - _CONFIG_FIELDS
         if unknown:
             raise TypeError(f"unknown DQUIC option(s): {', '.join(sorted(unknown))}")
@@ -1169,6 +1182,19 @@ class DQUIC:
                 self._notify()
         sent = self._send_pending()
         self._idle_spins = 0 if (batch or sent or readable) else self._idle_spins + 1
+        if self._failed_handshakes:
+            self._report_failed_handshakes()
+
+    def _report_failed_handshakes(self) -> None:
+        """Hand the handshake failures gathered by ``_process_events`` to the application's
+        ``on_handshake_failed`` (lock not held)."""
+        with self._cond:
+            failures, self._failed_handshakes = self._failed_handshakes, []
+        for ev in failures:
+            try:
+                self._on_handshake_failed(ev)
+            except Exception:  # a report must never stop the socket
+                logger.exception("dquic on_handshake_failed callback failed")
 
     @property
     def _pending(self) -> bool:
@@ -1224,6 +1250,11 @@ class DQUIC:
                 if peer is not None:
                     self._on_terminated(peer, ev)
                     notify = True
+            elif type(ev) is HandshakeFailed:
+                if peer is not None and not peer.outgoing:
+                    self.handshake_failures += 1
+                    if self._on_handshake_failed is not None:
+                        self._failed_handshakes.append(ev)
             elif isinstance(ev, PathChanged):
                 if peer is not None:
                     new = normalize_address(ev.new_addr)

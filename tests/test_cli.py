@@ -571,7 +571,8 @@ asyncio.run(main())
     refused = [line for line in sout.splitlines() if line.startswith("refused client 127.0.0.1:")]
     assert len(refused) == 2, sout
     assert "presented no key" in refused[0]
-    assert "not on the --trust list" in refused[1]
+    # the refused key is named, so it can be added with --trust
+    assert f"its key {stranger.public_b64} is not on the --trust list" in refused[1], refused
     assert "connection from 127.0.0.1:" in sout and "stopped answering" in sout, sout
     assert "incomplete big.bin: 65536 of 10485760 bytes kept in big.bin.part" in sout
     assert "Traceback" not in serr
@@ -731,3 +732,13 @@ def test_readme_command_line_examples_parse():
     parser = cli.build_parser()
     for command in commands:
         parser.parse_args(shlex.split(command))
+
+
+def test_serve_reports_refusals_through_the_public_hook():
+    """The command line learns of refused clients through dquic.aio.serve's
+    on_handshake_failed, not through the driver's private event queue."""
+    import inspect
+
+    source = inspect.getsource(cli)
+    assert "on_handshake_failed" in source
+    assert "._driver" not in source and "next_event" not in source

@@ -17,7 +17,8 @@ Run: ``python -m pytest bench/test_bench_loopback_peers.py --benchmark-only -s``
 * new connections per second (``connections_s``) against one long-lived server process: each
   iteration a fresh client that connects, does one 32-byte echo and closes (the QUIC stacks'
   clients send their CONNECTION_CLOSE and do not wait out the closing period, as dquic's
-  ``close`` does not);
+  ``close`` does not); dquic also from one reused client socket (``connections_reused_s``,
+  ``dquic.aio.open_client``: a connection, an echo and a close per iteration);
 * raw UDP, the kernel floor: a ``sendto`` loop of 1200-byte datagrams (sender rate, as
   ``Mbit_s_1``) and a blocking 32-byte ping-pong between two processes (``round_trips_s``).
   The ping-pong's rate depends mostly on where the scheduler puts the two processes: on one
@@ -62,7 +63,8 @@ MSG = b"x" * 32
 TABLE: dict = {}
 COLUMNS = (("Mbit_s_1", "bulk 1 stream Mbit/s", "{:.0f}"), ("Mbit_s_8", "bulk 8 streams", "{:.0f}"),
            ("round_trips_s", "round trips/s", "{:.0f}"), ("requests_s_32", "32 in flight req/s", "{:.0f}"),
-           ("connections_s", "connections/s", "{:.0f}"))
+           ("connections_s", "connections/s", "{:.0f}"),
+           ("connections_reused_s", "conns/s one socket", "{:.0f}"))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -166,6 +168,43 @@ def test_dquic_connections(benchmark):
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     _note(benchmark, "dquic", "connections_s", res["v"])
+
+
+def test_dquic_connections_reused(benchmark):
+    """New connections per second from one client socket (``dquic.aio.open_client``): each
+    iteration a new connection, one 32-byte echo, close; the socket and driver are reused."""
+    import dquic.aio as aio
+    res = {}
+
+    async def loop(dest):
+        async with await aio.open_client() as client:
+            for _ in range(20):  # warm-up
+                await _one_connection(client, dest)
+            t0 = time.perf_counter()
+            for _ in range(CONNECTIONS):
+                await _one_connection(client, dest)
+            res["v"] = CONNECTIONS / (time.perf_counter() - t0)
+            conn = await client.connect(*dest)
+            await conn.send_message(0, b"bye")
+            await conn.receive_message(0)
+
+    async def _one_connection(client, dest):
+        conn = await client.connect(*dest)
+        await conn.send_message(0, MSG)
+        assert await conn.receive_message(0) == MSG
+        conn.close()
+        await conn.wait_closed()
+
+    def run():
+        peer = base.Peer("dquic-echo")
+        try:
+            asyncio.run(asyncio.wait_for(loop(("127.0.0.1", peer.port)), 120))
+            peer.finish(30)
+        finally:
+            peer.kill()
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    _note(benchmark, "dquic", "connections_reused_s", res["v"])
 
 
 # ----------------------------------------------------------------------------------------------

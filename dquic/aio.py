@@ -21,8 +21,8 @@ accepted connection::
 
 How it works
 ------------
-Each ``connect`` (one client connection) and each ``serve`` (all of a server's connections) owns
-one UDP socket, an ``asyncio.DatagramProtocol`` (``_Driver``) and a sans-IO
+Each ``connect`` (one client connection), each ``open_client`` (a ``Client``: any number of
+outgoing connections) and each ``serve`` (all of a server's connections) owns one UDP socket, an ``asyncio.DatagramProtocol`` (``_Driver``) and a sans-IO
 ``dquic.endpoint.Endpoint``. The driver feeds received datagrams to the endpoint with the loop's
 clock (``loop.time()``) as ``now``, and after every batch of input (received datagrams, a fired
 timer, an application call) runs one *pass*: due timers, ``datagrams_to_send`` ->
@@ -52,7 +52,7 @@ from ._socket import UDPSocket, normalize_address, numeric_address, pick_address
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
 from .errors import (AuthenticationError, ConnectionClosed, ConnectionRefused, ConnectionTimeout,
-                     DQUICError, ErrorCode, UndeliveredData)
+                     DQUICError, EndpointClosed, ErrorCode, UndeliveredData)
 from .events import (
     ConnectionTerminated,
     DatagramAcknowledged,
@@ -67,8 +67,10 @@ from .events import (
 
 __all__ = [
     "connect",
+    "open_client",
     "serve",
     "AsyncConnection",
+    "Client",
     "Server",
     "StreamReader",
     "StreamWriter",
@@ -1230,6 +1232,30 @@ class AsyncConnection:
 
 
 # ----------------------------------------------------------------------------------------------
+async def _handshake(driver: _Driver, endpoint: Endpoint, addr: Tuple, cfg: Configuration,
+                     driver_opts: Dict[str, Any], owns_driver: bool) -> AsyncConnection:
+    """Open a connection on ``driver`` and wait for its handshake; on failure the connection
+    (and the socket, if it is the connection's own) is released and the error raised."""
+    core = endpoint.connect(addr, driver.loop.time(), cfg)
+    conn = AsyncConnection(driver, core, driver_opts, owns_driver=owns_driver)
+    driver.conns[core] = conn
+    driver.schedule()
+    try:
+        # the core's handshake timer normally decides; this only bounds a stuck loop
+        await asyncio.wait_for(asyncio.shield(conn._established), cfg.handshake_timeout + 2.0)
+    except asyncio.TimeoutError:
+        conn.abort()
+        if owns_driver:
+            driver.close_transport()
+        raise ConnectionTimeout(errno.ETIMEDOUT, f"handshake with {addr} timed out") from None
+    except BaseException:
+        conn.abort()
+        if owns_driver:
+            driver.close_transport()
+        raise
+    return conn
+
+
 async def connect(host: str, port: int, **options: Any) -> AsyncConnection:
     """Open a connection to ``(host, port)`` and complete the handshake.
 
@@ -1238,6 +1264,8 @@ async def connect(host: str, port: int, **options: Any) -> AsyncConnection:
     ``send_buffer_limit``, ``receive_buffer``, ``max_message_size``, ``reader_limit``,
     ``linger``, ``socket_buffer``. Raises ``ConnectionTimeout`` when the server does not answer
     within ``handshake_timeout``, ``AuthenticationError`` when keys do not match.
+
+    The connection has a UDP socket of its own; ``open_client`` gives one socket for many.
     """
     loop = asyncio.get_running_loop()
     cfg, driver_opts = _split_options(dict(options), is_client=True)
@@ -1246,22 +1274,101 @@ async def connect(host: str, port: int, **options: Any) -> AsyncConnection:
     driver = _Driver(endpoint, loop, driver_opts)
     local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
     await _open_transport(loop, driver, family, local)
-    core = endpoint.connect(addr, loop.time())
-    conn = AsyncConnection(driver, core, driver_opts, owns_driver=True)
-    driver.conns[core] = conn
-    driver.schedule()
-    try:
-        # the core's handshake timer normally decides; this only bounds a stuck loop
-        await asyncio.wait_for(asyncio.shield(conn._established), cfg.handshake_timeout + 2.0)
-    except asyncio.TimeoutError:
-        conn.abort()
-        driver.close_transport()
-        raise ConnectionTimeout(errno.ETIMEDOUT, f"handshake with {addr} timed out") from None
-    except BaseException:
-        conn.abort()
-        driver.close_transport()
-        raise
-    return conn
+    return await _handshake(driver, endpoint, addr, cfg, driver_opts, owns_driver=True)
+
+
+class Client:
+    """One UDP socket from which any number of connections are opened (``open_client``).
+
+    Connections share the socket, the event-loop reader and the endpoint's timers, so opening
+    one costs a handshake and no socket; each ends on its own (``close``/``wait_closed``) and
+    the socket stays until the client is closed. Unlike a ``Server`` it accepts nothing.
+    """
+
+    def __init__(self, driver: _Driver, config: Configuration, driver_opts: Dict[str, Any],
+                 family: int) -> None:
+        self._driver = driver
+        self._config = config
+        self._driver_opts = driver_opts
+        self._family = family
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<dquic.aio.Client {self.local_address} connections={len(self.connections)}>"
+
+    @property
+    def local_address(self) -> Tuple:
+        """The socket's ``(host, port)``."""
+        assert self._driver.transport is not None
+        return normalize_address(self._driver.transport.get_extra_info("sockname"))
+
+    @property
+    def connections(self) -> List[AsyncConnection]:
+        """Live connections (handshaking ones included)."""
+        return [c for c in self._driver.conns.values() if not c._terminated]
+
+    async def connect(self, host: str, port: int, **options: Any) -> AsyncConnection:
+        """Open a connection to ``(host, port)`` from this socket and complete the handshake.
+
+        ``options`` are ``Configuration`` fields that differ for this connection from those
+        given to ``open_client`` (``server_key``, ``trusted_peers``, ``handshake_timeout``,
+        ...); the socket and driver options are the client's. Raises as ``dquic.aio.connect``.
+        """
+        if self._closing:
+            raise EndpointClosed()
+        unknown = set(options) - _CONFIG_FIELDS
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        cfg = self._config.copy(**options) if options else self._config
+        if options:
+            cfg.validate()
+        family, addr = await _resolve(self._driver.loop, host, port, passive=False)
+        if family != self._family:
+            raise ValueError(f"{host!r} is not reachable from this client's "
+                             f"{'IPv6' if self._family == socket.AF_INET6 else 'IPv4'} socket")
+        return await _handshake(self._driver, self._driver.endpoint, addr, cfg,
+                                self._driver_opts, owns_driver=False)
+
+    def close(self) -> None:
+        """Close every connection (each flushes its queued data first, up to its linger time).
+        ``await wait_closed()`` next."""
+        if self._closing:
+            return
+        self._closing = True
+        for conn in list(self._driver.conns.values()):
+            conn.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until every connection ended, then release the socket."""
+        conns = list(self._driver.conns.values())
+        if conns:
+            await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+        self._driver.close_transport()
+        await asyncio.shield(self._driver.lost)
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def open_client(host: str = "0.0.0.0", port: int = 0, **options: Any) -> Client:
+    """A ``Client``: one UDP socket bound to ``(host, port)`` (by default any IPv4 address and a
+    free port; ``"::"`` for IPv6) for opening many connections, each with
+    ``await client.connect(host, port)``.
+
+    ``options`` as for ``connect``: ``Configuration`` fields every connection starts from (a
+    ``connect`` call may change some) and the driver's options.
+    """
+    loop = asyncio.get_running_loop()
+    cfg, driver_opts = _split_options(dict(options), is_client=True)
+    family, local = await _resolve(loop, host, port, passive=True)
+    endpoint = Endpoint(cfg, accept=False)
+    driver = _Driver(endpoint, loop, driver_opts)
+    await _open_transport(loop, driver, family, local)
+    return Client(driver, cfg, driver_opts, family)
 
 
 class Server:

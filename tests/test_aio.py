@@ -426,6 +426,53 @@ def test_server_close_ends_client_connection(run):
     run(main)
 
 
+def test_client_opens_many_connections_from_one_socket(run):
+    # one Client socket: connections one after another to one server and at once to two servers
+    # pinned with different keys (per-connection options); every one leaves from the same port
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, _echo) as a, await aio.serve("127.0.0.1", 0, _echo) as b:
+            async with await aio.open_client() as client:
+                local = client.local_address
+                for i in range(12):
+                    conn = await client.connect(*a.address, server_key=a.identity.public)
+                    assert conn.local_address == local and conn.peer_key == a.identity.public
+                    await conn.send_message(i, b"ping %d" % i)
+                    assert await conn.receive_message(i) == b"ping %d" % i
+                    conn.close()
+                    await conn.wait_closed()
+                assert client.connections == []
+                ca, cb = await asyncio.gather(client.connect(*a.address, server_key=a.identity.public),
+                                              client.connect(*b.address, server_key=b.identity.public))
+                assert {ca.peer_key, cb.peer_key} == {a.identity.public, b.identity.public}
+                assert len(client.connections) == 2
+                await ca.send_message(1, b"to a")
+                await cb.send_message(1, b"to b")
+                assert (await ca.receive_message(1), await cb.receive_message(1)) == (b"to a", b"to b")
+                # a wrong pin fails that connection only; the others and the socket go on
+                with pytest.raises(AuthenticationError):
+                    await client.connect(*a.address, server_key=b.identity.public)
+                await ca.send_message(2, b"still here")
+                assert await ca.receive_message(2) == b"still here"
+                transport = client._driver.transport
+            assert transport.is_closing()  # leaving the block closed both and the socket
+            assert ca.is_closed and cb.is_closed
+            with pytest.raises(dquic.EndpointClosed):
+                await client.connect(*a.address)
+
+    run(main)
+
+
+def test_client_checks_its_arguments(run):
+    async def main():
+        async with await aio.open_client() as client:
+            with pytest.raises(TypeError):
+                await client.connect("127.0.0.1", 9, no_such_option=1)
+            with pytest.raises(ValueError):
+                await client.connect("::1", 9)  # an IPv4 socket cannot reach an IPv6 address
+
+    run(main)
+
+
 def test_connect_to_dead_port_times_out(run):
     # the loop's own datagram endpoint (offload=False) does not report ICMP errors: the
     # handshake timeout decides

@@ -104,7 +104,8 @@ class Connection:
     ``ConnectionStats`` snapshot, None when standalone), ``is_established``, ``peer_key``.
     """
 
-    def __init__(self, addr: Tuple, conn_id: Any = None, *, _peer: Any = None, _lock: Any = None) -> None:
+    def __init__(self, addr: Tuple, conn_id: Any = None, *, _peer: Any = None, _lock: Any = None,
+                 _owner: Any = None) -> None:
         try:
             check_address(addr)
         except TypeError as exc:
@@ -113,6 +114,7 @@ class Connection:
         self._conn_id = conn_id
         self._peer = _peer
         self._lock = _lock
+        self._owner = _owner
         self._sent_pn = 0
         self._recv_pn = 0
         self._bytes_ack: Dict[int, int] = {}
@@ -217,6 +219,17 @@ class Connection:
             return 0
         with self._lock:
             return core.send_buffered
+
+    def close(self, abandon: bool = False) -> None:
+        """Close this connection (``DQUIC.disconnect`` of its address): queued data is
+        delivered first, up to ``linger``; ``UndeliveredData`` if some was not. A standalone
+        ``Connection`` (not from ``DQUIC.connections``) has nothing to close."""
+        if self._owner is not None and self._peer is not None:
+            with self._owner._cond:
+                self._owner._check_open()
+                if self._peer.terminated:
+                    return
+                self._owner._disconnect(self._peer, abandon)
 
     def __repr__(self) -> str:
         return f"Connection(addr={self.addr!r}, conn_id={self.conn_id!r})"
@@ -406,7 +419,7 @@ class DQUIC:
                 if p.terminated or p in self._contenders:
                     continue
                 if p.facade is None:
-                    p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _lock=self._cond)
+                    p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _lock=self._cond, _owner=self)
                 out.append(p.facade)
             return out
 
@@ -646,6 +659,51 @@ class DQUIC:
             finally:
                 self._send_waiters -= 1
                 self._leave()
+
+    def disconnect(self, address: Tuple, abandon: bool = False) -> None:
+        """Close the connection with ``address``, leaving the socket and other connections
+        open: what was queued for that peer is delivered first (waiting up to ``linger``
+        seconds for its acknowledgement), then CONNECTION_CLOSE is sent. The next ``send_to``
+        to that address opens a new connection. If data was still unacknowledged when the wait
+        ended, ``UndeliveredData`` is raised (with ``abandon``, or ``linger`` 0, it is only
+        dropped). No connection with ``address``: nothing happens."""
+        self._check_open()
+        _, addr = self._resolve(address)
+        with self._cond:
+            self._check_open()
+            peer = self._by_addr.get(addr)
+            if peer is None or peer.terminated:
+                return
+            self._disconnect(peer, abandon)
+
+    def _disconnect(self, peer: "_Peer", abandon: bool) -> None:
+        """``disconnect`` for one peer (lock held)."""
+        self._active += 1
+        left = 0
+        try:
+            if not abandon and self.linger > 0:
+                deadline = _monotonic() + self.linger
+                self._send_waiters += 1  # woken as acknowledgements arrive
+                try:
+                    while not peer.terminated and peer.conn.send_buffered:
+                        try:
+                            self._drive_or_wait(deadline, "disconnect timed out")
+                        except TimeoutError:
+                            break
+                finally:
+                    self._send_waiters -= 1
+            left = peer.conn.send_buffered if not peer.terminated else 0
+            if self._by_addr.get(peer.addr) is peer:
+                del self._by_addr[peer.addr]  # the next send_to connects afresh
+            self._contenders.pop(peer, None)
+            if not peer.terminated and not peer.conn.is_closed:
+                peer.conn.close(0, "")
+                self._kick()
+        finally:
+            self._leave()
+        if left and not abandon:
+            raise UndeliveredData({peer.addr: left}, f"disconnect from {peer.addr} abandoned {left} "
+                                                     f"unacknowledged bytes (linger {self.linger} s)")
 
     def _unacknowledged(self) -> Dict["_Peer", int]:
         """Peers with queued data not yet acknowledged -> bytes (lock held). Connections that

@@ -494,3 +494,48 @@ def test_send_to_backpressure_wakes_on_acknowledgements(make_dquic):
     t.join(30)
     assert got[0] == total
     assert time.monotonic() - start < 15
+
+
+def test_disconnect_closes_one_connection_and_the_next_send_opens_another(make_dquic):
+    server = make_dquic()
+    other = make_dquic()
+    client = make_dquic()
+    dest = server.local_address
+    round_trip(client, server, dest, {1: b"q"}, {1: b"a"})
+    round_trip(client, other, other.local_address, {1: b"q2"}, {1: b"a2"})
+    first = {c.addr: c.conn_id for c in client.connections}[dest]
+    # queued data goes before the close: the server reads it, then sees the connection end
+    client.send_to(dest, {2: b"last words " * 1000})
+    client.disconnect(dest)
+    assert [c.addr for c in client.connections] == [other.local_address]
+    peer, got = server.receive_from(1 << 20)
+    assert got == {2: b"last words " * 1000}
+    deadline = time.monotonic() + 5
+    while server.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not server.connections  # its CONNECTION_CLOSE arrived
+    client.disconnect(dest)  # nothing left to close: no error
+    client.disconnect(("127.0.0.1", 9))  # never connected: no error
+    # a new connection, and the other one untouched
+    round_trip(client, server, dest, {1: b"again"}, {1: b"welcome back"})
+    second = {c.addr: c.conn_id for c in client.connections}[dest]
+    assert second != first
+    round_trip(client, other, other.local_address, {1: b"q3"}, {1: b"a3"})
+    # the seed's Connection object closes its own connection
+    [conn] = [c for c in client.connections if c.addr == other.local_address]
+    conn.close()
+    assert [c.addr for c in client.connections] == [dest]
+
+
+def test_disconnect_reports_what_linger_could_not_deliver(make_dquic):
+    server = make_dquic()
+    client = make_dquic(linger=0.0)
+    dest = server.local_address
+    round_trip(client, server, dest, {1: b"q"}, {1: b"a"})
+    client.send_to(dest, {3: bytes(200_000)})
+    with pytest.raises(dquic.UndeliveredData) as info:
+        client.disconnect(dest)
+    assert 0 < info.value.undelivered[dest] <= 200_000 + 8
+    assert not client.connections
+    client.send_to(dest, {4: b"x"})  # abandon: no report
+    client.disconnect(dest, abandon=True)

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import errno
 import logging
 import socket
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple
 
+from ._app import CONFIG_FIELDS, as_buffer, check_stream_id, split_options, termination_error
 from ._socket import UDPSocket, normalize_address, numeric_address, pick_address
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
@@ -97,9 +97,7 @@ SOCKET_BUFFER = 8 << 20
 #: Largest piece moved out of the core at once.
 _PIECE = 1 << 20
 #: Stream ids are 62-bit (RFC 9000 §2.1).
-MAX_STREAM_ID = (1 << 62) - 1
 
-_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Configuration)) - {"is_client"}
 _DRIVER_OPTIONS = ("send_buffer_limit", "receive_buffer", "max_message_size", "reader_limit",
                    "linger", "socket_buffer", "offload")
 #: Socket reads per readiness callback of the offload transport.
@@ -129,11 +127,8 @@ class MessageTooLarge(DQUICError):
 # helpers
 def _split_options(options: Dict[str, Any], is_client: bool) -> Tuple[Configuration, Dict[str, Any]]:
     """Separate driver options from ``Configuration`` fields; TypeError for unknown names."""
-    driver = {k: options.pop(k) for k in _DRIVER_OPTIONS if k in options}
-    unknown = set(options) - _CONFIG_FIELDS
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    cfg = Configuration(is_client=is_client, **options)
+    fields, driver = split_options(options, _DRIVER_OPTIONS)
+    cfg = Configuration(is_client=is_client, **fields)
     if not is_client and cfg.encryption and cfg.identity is None:
         from .keys import KeyPair
 
@@ -145,30 +140,6 @@ def _split_options(options: Dict[str, Any], is_client: bool) -> Tuple[Configurat
     if driver.get("linger", 0) < 0:
         raise ValueError("linger must be >= 0")
     return cfg, driver
-
-
-def _buffer(data: Any) -> Tuple[Any, int]:
-    """Check that ``data`` is a contiguous bytes-like object: ``(buffer, nbytes)``."""
-    if isinstance(data, str):
-        raise TypeError("str is not bytes-like (encode it first)")
-    view: Union[memoryview, bytes]
-    try:
-        view = memoryview(data)
-    except TypeError:
-        raise TypeError(f"{type(data).__name__} is not a bytes-like object") from None
-    if not view.c_contiguous:
-        raise ValueError("buffer is not C-contiguous")
-    n = view.nbytes
-    if view.ndim != 1 or view.format not in ("B", "b", "c"):
-        view = view.cast("B") if n else b""
-    return view, n
-
-
-def _check_stream_id(stream_id: Any) -> None:
-    if not isinstance(stream_id, int) or isinstance(stream_id, bool):
-        raise TypeError("stream id must be an int")
-    if not 0 <= stream_id <= MAX_STREAM_ID:
-        raise ValueError("stream id must be 0 <= id < 2**62")
 
 
 async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int, passive: bool) -> Tuple[int, Tuple]:
@@ -184,24 +155,6 @@ async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int, passiv
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
                                    flags=socket.AI_PASSIVE if passive else 0)
     return pick_address(infos, host)
-
-
-def _termination_error(ev: ConnectionTerminated, established: bool, addr: Tuple) -> BaseException:
-    """The exception a ``ConnectionTerminated`` event means for waiting application calls."""
-    code = ev.error_code
-    if ev.timeout:
-        what = "idle" if established else "handshake"
-        return ConnectionTimeout(errno.ETIMEDOUT, f"{what} timeout with {addr}")
-    if code == ErrorCode.AUTHENTICATION_FAILED or (
-            code == ErrorCode.HANDSHAKE_FAILED and not ev.application and not established):
-        return AuthenticationError(errno.EACCES, f"handshake with {addr} failed: {ev.reason}")
-    if ev.by_peer:
-        return ConnectionClosed(f"connection closed by {addr} (code {code}): {ev.reason}", code,
-                                ev.reason)
-    if code:
-        return ConnectionClosed(f"connection to {addr} failed (code {code}): {ev.reason}", code,
-                                ev.reason)
-    return ConnectionClosed(f"connection to {addr} closed", code, ev.reason)
 
 
 def _wake(waiters: List["asyncio.Future[Any]"]) -> None:
@@ -659,7 +612,7 @@ class StreamWriter:
         """Queue ``data`` as one message (empty writes are ignored). Call ``drain()`` next."""
         if self._closing:
             raise ConnectionClosed(f"stream {self.stream_id} is closed for writing")
-        view, n = _buffer(data)
+        view, n = as_buffer(data)
         if n:
             self._conn._queue(self.stream_id, view)
 
@@ -842,7 +795,7 @@ class AsyncConnection:
                     reader._set_exception(err)
                 _wake(self._msg_waiters)
         elif isinstance(ev, ConnectionTerminated):
-            self._on_terminated(_termination_error(ev, self._was_established, self.peer_address))
+            self._on_terminated(termination_error(ev, self._was_established, self.peer_address))
 
     def _on_terminated(self, error: BaseException, final: bool = False) -> None:
         if not self._terminated:
@@ -990,7 +943,7 @@ class AsyncConnection:
         to read, ``StreamResetError`` / ``MessageTooLarge`` for a failed stream.
         """
         if stream_id is not None:
-            _check_stream_id(stream_id)
+            check_stream_id(stream_id)
             if stream_id in self._readers:
                 raise RuntimeError(f"stream {stream_id} is read through its StreamReader")
         while True:
@@ -1061,8 +1014,8 @@ class AsyncConnection:
         """Queue ``data`` (any bytes-like object) as one message on ``stream_id``; returns its
         length. Waits first while the connection has more than ``send_buffer_limit`` bytes
         unacknowledged (back-pressure)."""
-        _check_stream_id(stream_id)
-        view, n = _buffer(data)
+        check_stream_id(stream_id)
+        view, n = as_buffer(data)
         self._check_usable()
         await self._wait_send_room(n)
         self._queue(stream_id, view)
@@ -1072,7 +1025,7 @@ class AsyncConnection:
         """``(reader, writer)`` for byte-stream use of ``stream_id`` (either side may open any
         id; both sides call this with the same id). Messages of the stream that already arrived
         become the reader's first bytes; from now on the stream's data goes to the reader only."""
-        _check_stream_id(stream_id)
+        check_stream_id(stream_id)
         if stream_id in self._readers:
             return self._readers[stream_id], self._writers[stream_id]
         reader = StreamReader(self, stream_id, self._reader_limit)
@@ -1110,14 +1063,14 @@ class AsyncConnection:
 
     def end_stream(self, stream_id: int) -> None:
         """Finish our half of ``stream_id`` (FIN after the queued messages)."""
-        _check_stream_id(stream_id)
+        check_stream_id(stream_id)
         self._check_usable()
         self._core.end_stream(stream_id)
         self._driver.schedule()
 
     def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
         """Abandon our half of ``stream_id``: unsent data is dropped, the peer gets RESET_STREAM."""
-        _check_stream_id(stream_id)
+        check_stream_id(stream_id)
         self._check_usable()
         self._core.reset_stream(stream_id, error_code)
         self._driver.schedule()
@@ -1127,7 +1080,7 @@ class AsyncConnection:
         """Send an unreliable datagram (RFC 9221). The returned future resolves to True when the
         packet carrying it was acknowledged, False when it was declared lost (or dropped from the
         queue, or the connection ended). ``ValueError`` if it is too large for one packet."""
-        view, _ = _buffer(data)
+        view, _ = as_buffer(data)
         self._check_usable()
         did = self._core.send_datagram(view)
         fut: "asyncio.Future[bool]" = self._loop.create_future()
@@ -1316,7 +1269,7 @@ class Client:
         """
         if self._closing:
             raise EndpointClosed()
-        unknown = set(options) - _CONFIG_FIELDS
+        unknown = set(options) - CONFIG_FIELDS
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         cfg = self._config.copy(**options) if options else self._config

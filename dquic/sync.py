@@ -43,7 +43,6 @@ timeout.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import errno
 import logging
 import os
@@ -51,14 +50,14 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ._app import split_options, termination_error, validate_messages
 from ._socket import (UDPSocket, Waker, check_address, normalize_address, numeric_address,
                       resolve_address)
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
 from .errors import (
-    AuthenticationError,
     ConnectionClosed,
     ConnectionRefused,
     EndpointClosed,
@@ -81,10 +80,8 @@ IDLE_HANDOVER = 0.002
 #: A call that only queues work also reads the socket if nobody has for this long.
 STEP_INTERVAL = 0.0005
 #: Stream ids are 62-bit (RFC 9000 §2.1).
-MAX_STREAM_ID = (1 << 62) - 1
 #: Ended outgoing connections remembered to report their error to the next send_to.
 MAX_TOMBSTONES = 1024
-_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Configuration)) - {"is_client"}
 _monotonic = time.monotonic
 
 
@@ -257,37 +254,9 @@ class _Peer:
         self.stage: Optional[Dict[int, list]] = None
 
 
-def _validate_messages(ser_obj_dict: Any) -> Tuple[List[Tuple[int, Any, int]], int]:
-    """Check a ``send_to`` dict completely; return ``([(stream_id, buffer, nbytes)], total)``."""
-    if not isinstance(ser_obj_dict, dict):
-        raise TypeError("send_to needs a dict {stream_id: bytes-like}")
-    items: List[Tuple[int, Any, int]] = []
-    total = 0
-    for sid, value in ser_obj_dict.items():
-        if type(sid) is not int and (not isinstance(sid, int) or isinstance(sid, bool)):
-            raise TypeError(f"stream id {sid!r} is not an int")
-        if not 0 <= sid <= MAX_STREAM_ID:
-            raise ValueError(f"stream id {sid} outside 0 <= id < 2**62")
-        if type(value) is bytes:  # the common case: already what the core takes
-            n = len(value)
-            items.append((sid, value, n))
-            total += n
-            continue
-        if isinstance(value, str):
-            raise TypeError(f"stream {sid}: str is not bytes-like (encode it first)")
-        view: Union[memoryview, bytes]
-        try:
-            view = memoryview(value)
-        except TypeError:
-            raise TypeError(f"stream {sid}: {type(value).__name__} is not a bytes-like object") from None
-        if not view.c_contiguous:
-            raise ValueError(f"stream {sid}: buffer is not C-contiguous")
-        n = view.nbytes
-        if view.ndim != 1 or view.format not in ("B", "b", "c"):
-            view = view.cast("B") if n else b""
-        items.append((sid, view, n))
-        total += n
-    return items, total
+#: Options of ``DQUIC`` itself; every other option is a ``Configuration`` field.
+_OWN_OPTIONS = ("linger", "max_connections", "socket_buffer", "dual_stack", "offload",
+                "on_handshake_failed")
 
 
 class DQUIC:
@@ -321,22 +290,20 @@ class DQUIC:
     """
 
     def __init__(self, **options: Any) -> None:
-        self.linger = float(options.pop("linger", 10.0))
+        fields, own = split_options(options, _OWN_OPTIONS)
+        self.linger = float(own.get("linger", 10.0))
         if self.linger < 0:
             raise ValueError("linger must be >= 0")
-        max_connections = int(options.pop("max_connections", 4096))
-        self._socket_buffer = int(options.pop("socket_buffer", 8 << 20))
-        self._dual_stack = bool(options.pop("dual_stack", False))
-        self._offload = bool(options.pop("offload", True))
-        self._on_handshake_failed = options.pop("on_handshake_failed", None)
+        max_connections = int(own.get("max_connections", 4096))
+        self._socket_buffer = int(own.get("socket_buffer", 8 << 20))
+        self._dual_stack = bool(own.get("dual_stack", False))
+        self._offload = bool(own.get("offload", True))
+        self._on_handshake_failed: Optional[Callable[[HandshakeFailed], Any]] = own.get("on_handshake_failed")
         if self._on_handshake_failed is not None and not callable(self._on_handshake_failed):
             raise TypeError("on_handshake_failed must be callable")
         self._failed_handshakes: List[HandshakeFailed] = []  # to report outside the lock
         self.handshake_failures = 0
-        unknown = set(options) - _CONFIG_FIELDS
-        if unknown:
-            raise TypeError(f"unknown DQUIC option(s): {', '.join(sorted(unknown))}")
-        cfg = Configuration(is_client=False, **options)
+        cfg = Configuration(is_client=False, **fields)
         self._client_identity = cfg.identity
         if cfg.encryption and cfg.identity is None:
             from .keys import KeyPair
@@ -523,7 +490,7 @@ class DQUIC:
         ``ValueError`` for bad arguments before anything is sent, and ``ConnectionClosed`` if the
         peer closed the connection (the next ``send_to`` opens a new one).
         """
-        items, total = _validate_messages(ser_obj_dict)
+        items, total = validate_messages(ser_obj_dict)
         self._check_open()
         family, addr = self._resolve(address)
         timeout = self._timeout
@@ -1248,9 +1215,12 @@ class DQUIC:
         ``on_handshake_failed`` (lock not held)."""
         with self._cond:
             failures, self._failed_handshakes = self._failed_handshakes, []
+        callback = self._on_handshake_failed
+        if callback is None:
+            return
         for ev in failures:
             try:
-                self._on_handshake_failed(ev)
+                callback(ev)
             except Exception:  # a report must never stop the socket
                 logger.exception("dquic on_handshake_failed callback failed")
 
@@ -1353,21 +1323,7 @@ class DQUIC:
             return
         peer.terminated = True
         self._contenders.pop(peer, None)
-        code = ev.error_code
-        if ev.timeout:
-            what = "handshake" if not peer.established else "idle"
-            peer.error = ConnectionTimeout(errno.ETIMEDOUT, f"{what} timeout with {peer.addr}")
-        elif code == ErrorCode.AUTHENTICATION_FAILED or (
-                code == ErrorCode.HANDSHAKE_FAILED and not ev.application and not peer.established):
-            peer.error = AuthenticationError(errno.EACCES, f"handshake with {peer.addr} failed: {ev.reason}")
-        elif ev.by_peer:
-            peer.error = ConnectionClosed(f"connection closed by {peer.addr} (code {code}): {ev.reason}",
-                                          code, ev.reason)
-        elif code:
-            peer.error = ConnectionClosed(f"connection to {peer.addr} failed (code {code}): {ev.reason}",
-                                          code, ev.reason)
-        else:
-            peer.error = ConnectionClosed(f"connection to {peer.addr} closed", code, ev.reason)
+        peer.error = termination_error(ev, peer.established, peer.addr)
         # How it ended is kept (a "tombstone" in _by_addr, reported once by the next send_to to
         # that address) only for connections this side opened and only when worth reporting:
         # a clean idle timeout with nothing owed, or a connection a peer opened to us, is

@@ -552,7 +552,8 @@ cdef class Connection:
 
         # connection IDs (RFC 9000 §5.1): ours (peer puts them in DCID) and the peer's
         cid_len = config.connection_id_length
-        self.host_cid = host_cid if host_cid is not None else random_bytes(cid_len)
+        # connection IDs we issue come from the configuration (random, or QUIC-LB: quic_lb.py)
+        self.host_cid = host_cid if host_cid is not None else config.new_connection_id(random_bytes)
         self._host_cids = {0: self.host_cid}  # sequence -> cid
         self._host_cid_seq = 0
         self.cid_changes = [("add", self.host_cid)]
@@ -2033,7 +2034,7 @@ cdef class Connection:
 
     def _issue_cid(self):
         self._host_cid_seq += 1
-        cid = self._random(self.config.connection_id_length)
+        cid = self.config.new_connection_id(self._random)
         self._host_cids[self._host_cid_seq] = cid
         _q_push(&self._pending.new_cids, self._host_cid_seq)
         _cid_change(self, ("add", cid))

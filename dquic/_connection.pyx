@@ -1316,6 +1316,7 @@ cdef class Connection:
         cdef const uint8_t* p
         cdef Py_ssize_t size, pos, start, end
         cdef uint8_t first
+        cdef bint on_path
         self._now_hint = now
         if self._state == _TERMINATED:
             return
@@ -1331,9 +1332,10 @@ cdef class Connection:
             have_view = True
             p = <const uint8_t*>view.buf
             size = view.len
+        on_path = addr is self.peer_addr or addr == self.peer_addr
         try:
             self.bytes_received += size
-            if addr is self.peer_addr or addr == self.peer_addr:
+            if on_path:
                 self._bytes_received_on_path += size
             pos = 0
             while pos < size:
@@ -1378,6 +1380,10 @@ cdef class Connection:
                 if self._state >= _DRAINING:
                     return
         finally:
+            if not on_path and (addr is self.peer_addr or addr == self.peer_addr):
+                # this datagram moved the peer here: it counts toward the new path's
+                # anti-amplification budget (else the PATH_CHALLENGE waits for another one)
+                self._bytes_received_on_path += size
             if have_view:
                 PyBuffer_Release(&view)
 
@@ -1415,6 +1421,9 @@ cdef class Connection:
                 if path:
                     self._bytes_received_on_path += end - off
                 self._receive_short(data, p, off, end, addr, now)
+                if not path and (addr is self.peer_addr or addr == self.peer_addr):
+                    path = True  # this datagram moved the peer here (see receive_datagram)
+                    self._bytes_received_on_path += end - off
                 off = end
                 if self._state >= _DRAINING:
                     return size

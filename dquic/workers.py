@@ -30,6 +30,11 @@ to the worker that holds its connection, also after the client's address changed
   worker is not restarted until ``start_worker`` is called; one that exits otherwise is
   restarted after ``restart_delay``.
 
+A Retry names the worker that sent it (its source connection ID is one of that worker's), so
+the client's next Initial returns to it; only a Retry sent just before its worker started
+draining can lead the client to another worker, which then accepts the connection under the
+drained worker's ID: that connection's later packets reach the drained worker and are reset.
+
 Where the kernel refuses ``SO_REUSEPORT`` or the program (not Linux, or an old or restricted
 kernel), the pool warns and serves with one worker. Each worker counts the datagrams it received
 whose connection ID names another worker (``stats()["misrouted"]``): 0 when steering works.
@@ -327,14 +332,15 @@ class WorkerPool:
                             p.join(0)
                             self._procs[i] = None
                         continue
-                    if self._died_at[i] is None:
+                    died = self._died_at[i]
+                    if died is None:
                         logger.warning("dquic worker %d (pid %s) exited with %s; restarting",
                                        i, p.pid, p.exitcode)
-                        self._died_at[i] = now
+                        died = self._died_at[i] = now
                         if self._accepting[i]:
                             self._accepting[i] = False  # new connections elsewhere meanwhile
                             changed = True
-                    if now - self._died_at[i] >= self.restart_delay:
+                    if now - died >= self.restart_delay:
                         p.join(0)
                         self.restarts += 1
                         self._spawn(i)

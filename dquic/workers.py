@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._socket import UDPSocket, normalize_address, resolve_address
 from .endpoint import Endpoint
@@ -183,21 +183,26 @@ class WorkerPool:
 
     ``handler`` is what ``dquic.aio.serve`` takes: ``async def handler(conn)``, run in the
     worker that holds the connection. ``options`` are those of ``dquic.aio.serve``
-    (``Configuration`` fields and driver options, ``max_connections``); ``server_id`` is the
+    (``Configuration`` fields and driver options, ``max_connections``). With ``sync=True``,
+    ``handler(server)`` is called once in each worker with a bound ``dquic.DQUIC`` (options
+    those of ``DQUIC``) and serves it, typically a ``receive_from`` loop; once the worker has
+    drained, ``server`` is closed, so ``receive_from`` raises ``EndpointClosed`` (which ends
+    the worker normally). ``server_id`` is the
     fleet's QUIC-LB server ID (the worker index is appended; plaintext mode only, since the
     kernel cannot decrypt). Without ``identity`` one key pair is generated for all workers
     (``identity``): clients see one server. ``start()`` binds and forks; ``close()`` drains
     every worker and releases the sockets; ``with WorkerPool(...) as pool`` does both.
     """
 
-    def __init__(self, address: Tuple, workers: int,
-                 handler: Callable[[Any], Awaitable[Any]], *, drain_timeout: float = 30.0,
-                 restart_delay: float = 0.2, **options: Any) -> None:
+    def __init__(self, address: Tuple, workers: int, handler: Callable[[Any], Any], *,
+                 sync: bool = False, drain_timeout: float = 30.0, restart_delay: float = 0.2,
+                 **options: Any) -> None:
         if not 1 <= workers <= MAX_WORKERS:
             raise ValueError("workers must be 1..%d" % MAX_WORKERS)
         if options.get("lb_key") is not None and workers > 1:
             raise ValueError("workers on one port need plaintext QUIC-LB connection IDs "
                              "(the kernel's steering program cannot decrypt): no lb_key")
+        self.sync = sync
         self.requested_workers = workers
         self.workers = workers
         self.handler = handler
@@ -431,10 +436,11 @@ class WorkerPool:
         self.close()
 
 
-def serve_workers(address: Tuple, workers: int, handler: Callable[[Any], Awaitable[Any]],
+def serve_workers(address: Tuple, workers: int, handler: Callable[[Any], Any],
                   **options: Any) -> None:
-    """Serve ``handler`` (as for ``dquic.aio.serve``) with ``workers`` processes on ``address``
-    until SIGINT/SIGTERM, then drain them (``WorkerPool``)."""
+    """Serve ``handler`` (as for ``dquic.aio.serve``, or with ``sync=True`` a function given
+    each worker's ``DQUIC``) with ``workers`` processes on ``address`` until SIGINT/SIGTERM,
+    then drain them (``WorkerPool``)."""
     pool = WorkerPool(address, workers, handler, **options)
     pool.start()
     try:
@@ -452,9 +458,65 @@ def _worker_main(pool: WorkerPool, index: int) -> None:
         if j != index:
             s.close()
     try:
-        asyncio.run(_worker(pool, index, pool._socks[index]))
+        if pool.sync:
+            _sync_worker(pool, index, pool._socks[index])
+        else:
+            asyncio.run(_worker(pool, index, pool._socks[index]))
     finally:
         pool._stats[index * _STATS_WIDTH] = EXITED
+
+
+def _sync_worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
+    from .errors import EndpointClosed
+    from .sync import DQUIC
+
+    options = dict(pool.options)
+    options["server_id"] = pool._base_sid + bytes([index])
+    server = DQUIC(max_connections=pool.max_connections, **options)
+    endpoint = server._endpoint = _WorkerEndpoint(
+        server._config, accept=True, max_connections=pool.max_connections,
+        token_key=pool.token_key, worker=index, cid_offset=pool.cid_offset)
+    with server._cond:
+        server._start(UDPSocket(sock.family, server._socket_buffer, offload=server._offload,
+                                sock=sock))
+    stats = pool._stats
+    base = index * _STATS_WIDTH
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def publish() -> None:
+        stats[base + 1] = endpoint.datagrams
+        stats[base + 2] = endpoint.misrouted
+        stats[base + 3] = endpoint.accepted
+        stats[base + 4] = endpoint.resets_sent
+        stats[base + 5] = endpoint.connection_count
+
+    def supervise() -> None:  # publishes the counters; drains on SIGTERM (as _worker)
+        while not stop.wait(0.1):
+            publish()
+        stats[base] = DRAIN_REQUESTED
+        deadline = time.monotonic() + 2.0
+        while stats[base] == DRAIN_REQUESTED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        endpoint.accept = False
+        deadline = time.monotonic() + pool.drain_timeout
+        while endpoint.connection_count and time.monotonic() < deadline:
+            publish()
+            time.sleep(0.05)
+        publish()
+        server.close(abandon=True)
+
+    supervisor = threading.Thread(target=supervise, name="dquic-worker", daemon=True)
+    stats[base] = RUNNING
+    supervisor.start()
+    try:
+        pool.handler(server)
+    except EndpointClosed:
+        pass
+    finally:
+        stop.set()
+        supervisor.join(pool.drain_timeout + 5)
+        server.close(abandon=True)
 
 
 async def _worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:

@@ -244,8 +244,15 @@ def _owner(conn, pool):
     return conn.peer_cid[pool.cid_offset]
 
 
-def _run_many(n_conns, n_clients, messages, max_time):
-    with WorkerPool(("127.0.0.1", 0), 4, _echo, drain_timeout=5.0, linger=1.0) as pool:
+def _sync_echo(server):
+    while True:
+        peer, messages = server.receive_from(1 << 20)
+        server.send_to(peer, messages)
+
+
+def _run_many(n_conns, n_clients, messages, max_time, sync=False):
+    with WorkerPool(("127.0.0.1", 0), 4, _sync_echo if sync else _echo, sync=sync,
+                    drain_timeout=5.0, linger=1.0) as pool:
         assert pool.steering and pool.workers == 4
         sel = selectors.DefaultSelector()
         per = n_conns // n_clients
@@ -298,6 +305,13 @@ def test_many_connections_rebinding_across_four_workers():
           "datagrams per worker %s, accepted %s, misrouted %d"
           % (n, n_clients, rebinds, elapsed, [s["datagrams"] for s in stats],
              [s["accepted"] for s in stats], sum(s["misrouted"] for s in stats)))
+
+
+def test_sync_api_workers_with_rebinding():
+    """The same over ``DQUIC`` (sync=True): each worker's handler runs a receive_from loop.
+    (DQUIC knows a connection by its peer's address: one connection per client socket.)"""
+    elapsed, stats, rebinds = _run_many(32, 32, messages=4, max_time=60, sync=True)
+    assert rebinds >= 32
 
 
 def test_sigkill_loses_only_that_workers_connections():

@@ -250,9 +250,9 @@ def _sync_echo(server):
         server.send_to(peer, messages)
 
 
-def _run_many(n_conns, n_clients, messages, max_time, sync=False):
+def _run_many(n_conns, n_clients, messages, max_time, sync=False, **options):
     with WorkerPool(("127.0.0.1", 0), 4, _sync_echo if sync else _echo, sync=sync,
-                    drain_timeout=5.0, linger=1.0) as pool:
+                    drain_timeout=5.0, linger=1.0, **options) as pool:
         assert pool.steering and pool.workers == 4
         sel = selectors.DefaultSelector()
         per = n_conns // n_clients
@@ -288,19 +288,20 @@ def _run_many(n_conns, n_clients, messages, max_time, sync=False):
                 assert st["ended"] is None, st["ended"]
                 assert bytes(st["got"]) == b"".join(st["sent"])
         owners = [_owner(conn, pool) for c in clients for conn in c.conns]
+        peer_cids = [conn.peer_cid for c in clients for conn in c.conns]
         rebinds = sum(c.rebinds for c in clients)
         _close_all(clients, sel)
     assert sum(s["misrouted"] for s in stats) == 0, stats
     assert sum(s["accepted"] for s in stats) == per * n_clients
     assert sorted(set(owners)) == [0, 1, 2, 3]
     assert [s["accepted"] for s in stats] == [owners.count(i) for i in range(4)]
-    return elapsed, stats, rebinds
+    return elapsed, stats, rebinds, peer_cids
 
 
 def test_many_connections_rebinding_across_four_workers():
     n = int(os.environ.get("DQUIC_WORKERS_CONNECTIONS", "240"))
     n_clients = max(1, n // 8)
-    elapsed, stats, rebinds = _run_many(n, n_clients, messages=4, max_time=60 + n * 0.1)
+    elapsed, stats, rebinds, _ = _run_many(n, n_clients, messages=4, max_time=60 + n * 0.1)
     print("\n%d connections on %d client sockets (%d rebindings), 4 workers: %.1f s; "
           "datagrams per worker %s, accepted %s, misrouted %d"
           % (n, n_clients, rebinds, elapsed, [s["datagrams"] for s in stats],
@@ -310,8 +311,39 @@ def test_many_connections_rebinding_across_four_workers():
 def test_sync_api_workers_with_rebinding():
     """The same over ``DQUIC`` (sync=True): each worker's handler runs a receive_from loop.
     (DQUIC knows a connection by its peer's address: one connection per client socket.)"""
-    elapsed, stats, rebinds = _run_many(32, 32, messages=4, max_time=60, sync=True)
+    elapsed, stats, rebinds, _ = _run_many(32, 32, messages=4, max_time=60, sync=True)
     assert rebinds >= 32
+
+
+def test_workers_behind_a_fleet_server_id():
+    """With a fleet server ID, a QUIC-LB balancer configured with its length reads it from
+    every connection ID; the worker byte follows it (the balancer's nonce)."""
+    from dquic.quic_lb import LoadBalancerConfig
+
+    _, _, _, cids = _run_many(40, 5, messages=2, max_time=60, server_id=b"\x00\x03")
+    balancer = LoadBalancerConfig(0, 2, 5)  # 8-byte IDs: first octet, 2-byte server ID, nonce
+    assert {balancer.server_id_of(c) for c in cids} == {b"\x00\x03"}
+    assert {c[3] for c in cids} == {0, 1, 2, 3}
+
+
+def test_fallback_to_one_worker_where_the_kernel_refuses(monkeypatch):
+    import dquic.workers as workers
+
+    def refuse(sock, program):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(workers, "attach_steering", refuse)
+    with pytest.warns(RuntimeWarning, match="serving with one worker"):
+        pool = WorkerPool(("127.0.0.1", 0), 4, _echo, drain_timeout=2.0, linger=0.5).start()
+    try:
+        assert pool.workers == 1 and not pool.steering and len(pool.pids()) == 1
+        sel = selectors.DefaultSelector()
+        c = _Client(pool.address, 4, 1, sel)
+        assert _drive([c], sel, lambda: all(c.done(k) for k in c.conns), 30)
+        assert all(st["ended"] is None for st in c.conns.values())
+        _close_all([c], sel)
+    finally:
+        pool.close()
 
 
 def test_sigkill_loses_only_that_workers_connections():

@@ -558,7 +558,8 @@ cdef class Connection:
 
         # connection IDs (RFC 9000 §5.1): ours (peer puts them in DCID) and the peer's
         cid_len = config.connection_id_length
-        self.host_cid = host_cid if host_cid is not None else random_bytes(cid_len)
+        # connection IDs we issue come from the configuration (random, or QUIC-LB: quic_lb.py)
+        self.host_cid = host_cid if host_cid is not None else config.new_connection_id(random_bytes)
         self._host_cids = {0: self.host_cid}  # sequence -> cid
         self._host_cid_seq = 0
         self.cid_changes = [("add", self.host_cid)]
@@ -1338,6 +1339,7 @@ cdef class Connection:
         cdef const uint8_t* p
         cdef Py_ssize_t size, pos, start, end
         cdef uint8_t first
+        cdef bint on_path
         self._now_hint = now
         if self._state == _TERMINATED:
             return
@@ -1353,9 +1355,10 @@ cdef class Connection:
             have_view = True
             p = <const uint8_t*>view.buf
             size = view.len
+        on_path = addr is self.peer_addr or addr == self.peer_addr
         try:
             self.bytes_received += size
-            if addr is self.peer_addr or addr == self.peer_addr:
+            if on_path:
                 self._bytes_received_on_path += size
             pos = 0
             while pos < size:
@@ -1400,6 +1403,10 @@ cdef class Connection:
                 if self._state >= _DRAINING:
                     return
         finally:
+            if not on_path and (addr is self.peer_addr or addr == self.peer_addr):
+                # this datagram moved the peer here: it counts toward the new path's
+                # anti-amplification budget (else the PATH_CHALLENGE waits for another one)
+                self._bytes_received_on_path += size
             if have_view:
                 PyBuffer_Release(&view)
 
@@ -1437,6 +1444,9 @@ cdef class Connection:
                 if path:
                     self._bytes_received_on_path += end - off
                 self._receive_short(data, p, off, end, addr, now)
+                if not path and (addr is self.peer_addr or addr == self.peer_addr):
+                    path = True  # this datagram moved the peer here (see receive_datagram)
+                    self._bytes_received_on_path += end - off
                 off = end
                 if self._state >= _DRAINING:
                     return size
@@ -2081,7 +2091,7 @@ cdef class Connection:
 
     def _issue_cid(self):
         self._host_cid_seq += 1
-        cid = self._random(self.config.connection_id_length)
+        cid = self.config.new_connection_id(self._random)
         self._host_cids[self._host_cid_seq] = cid
         _q_push(&self._pending.new_cids, self._host_cid_seq)
         _cid_change(self, ("add", cid))

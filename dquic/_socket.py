@@ -181,9 +181,11 @@ class UDPSocket:
     """
 
     def __init__(self, family: int = socket.AF_INET, buffer_size: int = DEFAULT_BUFFER_SIZE,
-                 dual_stack: bool = False, offload: bool = True) -> None:
+                 dual_stack: bool = False, offload: bool = True,
+                 sock: Optional[socket.socket] = None) -> None:
         self.family = socket.AddressFamily(family)  # an enum: its .name goes into messages
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        # ``sock``: adopt a socket made elsewhere (already bound: workers on one port)
+        self.sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         try:
             self.sock.setblocking(False)
             for opt, force in ((socket.SO_SNDBUF, _SO_SNDBUFFORCE), (socket.SO_RCVBUF, _SO_RCVBUFFORCE)):
@@ -201,7 +203,10 @@ class UDPSocket:
             self.dual_stack = False
             if family == socket.AF_INET6:
                 try:
-                    self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+                    if sock is None:
+                        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+                    else:  # fixed when it was bound
+                        dual_stack = not self.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
                     self.dual_stack = dual_stack
                 except OSError:
                     pass

@@ -677,6 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "connection ends (exit code 0 only if all its files verified)")
     p.add_argument("--idle-timeout", type=_positive_float, default=30.0,
                    help="close connections idle this long (default 30 s)")
+    p.add_argument("--workers", type=_int_range(1, 64), default=1, metavar="N",
+                   help="serve with N worker processes on the one port, each datagram steered "
+                        "by the kernel to the worker named in its connection ID (Linux; "
+                        "default 1)")
     p.set_defaults(func=run_serve)
 
     p = sub.add_parser("send", help="send files to 'dquic serve'",
@@ -1024,6 +1028,10 @@ def run_serve(args: argparse.Namespace, out: TextIO) -> int:
     except OSError as exc:
         raise CommandFailed(f"cannot create the output directory {args.out}: {_strerror(exc)}",
                             EXIT_USAGE) from None
+    if args.workers > 1:
+        if args.once:
+            raise CommandFailed("--once serves one connection: it takes no --workers", EXIT_USAGE)
+        return _serve_workers(args, out, identity, trusted)
     try:
         return asyncio.run(_serve(args, out, identity, trusted))
     except KeyboardInterrupt:  # the usual way to stop a server
@@ -1100,6 +1108,53 @@ async def _serve(args: argparse.Namespace, out: TextIO, identity: Any, trusted: 
             return EXIT_OK
         ok, failed = await first
     return EXIT_OK if ok and not failed else EXIT_FAILURE
+
+
+def _serve_workers(args: argparse.Namespace, out: TextIO, identity: Any, trusted: Any) -> int:
+    """``serve --workers N``: the same receiver in N processes on one port (dquic.workers)."""
+    from .keys import KeyPair
+    from .workers import WorkerPool
+
+    async def handler(conn: Any) -> None:  # runs in the worker that holds the connection
+        peer = conn.peer_address
+        out.write(f"[worker {os.getpid()}] connection from {_where(*peer[:2])}"
+                  + (f" (key {_b64(conn.peer_key)})" if conn.peer_key else "") + "\n")
+        out.flush()
+        await _receive_files(conn, args.out, out, set(), args.overwrite)
+
+    options: Dict[str, Any] = {"idle_timeout": args.idle_timeout,
+                               "identity": identity or KeyPair.generate()}
+    if trusted:
+        options["trusted_peers"] = trusted
+    if args.qlog:
+        options["qlog_dir"] = args.qlog
+    hosts = [args.host] if args.host is not None else _wildcard_hosts()
+    pool = None
+    for i, host in enumerate(hosts):
+        try:
+            pool = WorkerPool((host, args.port), args.workers, handler, **options).start()
+            break
+        except OSError as exc:
+            if i + 1 < len(hosts) and exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                continue
+            raise CommandFailed(_listen_error(exc, host, args.port), EXIT_USAGE) from None
+    assert pool is not None
+    try:
+        host, port = pool.address[:2]
+        server_key = options["identity"].public_b64
+        how = ("steered by connection ID" if pool.steering
+               else "the kernel refused steering: one worker")
+        out.write(f"listening on {_where(host, port)} with {pool.workers} workers ({how}), "
+                  f"server key {server_key}\n")
+        target = f"HOST:{port}" if host in ("::", "0.0.0.0") else _where(host, port)
+        out.write(f"send files here with: dquic send {target} FILE... --server-key {server_key}"
+                  + (" --key KEYFILE" if trusted else "") + "\n")
+        out.flush()
+        pool.serve_forever()
+        out.write("stopped\n")
+    finally:
+        pool.close()
+    return EXIT_OK
 
 
 def _wildcard_hosts() -> List[str]:

@@ -7,7 +7,7 @@ derived from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 __all__ = ["Configuration"]
 
@@ -78,11 +78,32 @@ class Configuration:
     key_update_interval: int = 1 << 23
     #: Directory for qlog traces (None: no tracing).
     qlog_dir: Optional[str] = None
+    #: QUIC-LB (PROTOCOL.md §17.1, ``dquic.quic_lb``): a server ID of 1..15 bytes written into
+    #: every connection ID this side issues, so a QUIC-LB load balancer routes the connection
+    #: to this server for its whole life; the nonce fills the rest of ``connection_id_length``
+    #: (at least 4 bytes). ``lb_key``: 16-byte AES-128 key of the encrypted modes (None:
+    #: plaintext); ``lb_config_id``: the config-rotation codepoint 0..6;
+    #: ``lb_length_self_encoding``: the first octet carries the ID's length (else random bits).
+    server_id: Optional[bytes] = None
+    lb_key: Optional[bytes] = None
+    lb_config_id: int = 0
+    lb_length_self_encoding: bool = False
     extra: dict = field(default_factory=dict)
 
     def copy(self, **changes: Any) -> "Configuration":
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+    def new_connection_id(self, random_bytes: Callable[[int], bytes]) -> bytes:
+        """A new connection ID for this side to issue: ``connection_id_length`` random bytes,
+        or a QUIC-LB connection ID carrying ``server_id`` (nonce drawn from ``random_bytes``)."""
+        if self.server_id is None:
+            return random_bytes(self.connection_id_length)
+        from .quic_lb import generator_for
+
+        return generator_for(self.connection_id_length, self.server_id, self.lb_config_id,
+                             self.lb_key, self.lb_length_self_encoding, random_bytes)(
+                                 self.connection_id_length)
 
     def validate(self) -> None:
         """Raise ValueError for settings no connection can work with."""
@@ -105,3 +126,13 @@ class Configuration:
             raise ValueError("max_stream_data_window must be >= initial_max_stream_data")
         if self.active_connection_id_limit < 2:
             raise ValueError("active_connection_id_limit must be >= 2")
+        if self.server_id is not None:
+            if not isinstance(self.server_id, (bytes, bytearray)) or not 1 <= len(self.server_id) <= 15:
+                raise ValueError("server_id must be 1..15 bytes")
+            if self.connection_id_length - 1 - len(self.server_id) < 4:
+                raise ValueError("connection_id_length must leave a QUIC-LB nonce of at least 4 "
+                                 "bytes after the first octet and the server_id")
+        if self.lb_key is not None and len(self.lb_key) != 16:
+            raise ValueError("lb_key must be 16 bytes (AES-128)")
+        if not 0 <= self.lb_config_id <= 6:
+            raise ValueError("lb_config_id must be 0..6 (7 marks unroutable connection IDs)")

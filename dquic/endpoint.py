@@ -391,7 +391,7 @@ class Endpoint:
 
     def _send_retry(self, hdr, addr: Tuple, now: float) -> None:
         """Stateless Retry (RFC 9000 §8.1.2): the client must come back with the token."""
-        rscid = self._random(self.config.connection_id_length)
+        rscid = self.config.new_connection_id(self._random)  # the connection keeps it: routable
         token = self._retry_tokens.issue(addr, bytes(hdr.dcid), rscid, now)
         body = codec.encode_retry(codec.DQUIC_VERSION_1, bytes(hdr.scid), rscid, token)
         self._stateless_out.append((body + retry_integrity_tag(bytes(hdr.dcid), body), addr))

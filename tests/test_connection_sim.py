@@ -321,3 +321,31 @@ def test_reset_stream_returns_connection_credit():
     conn.send_message(2, data)
     net.run(until=lambda: server.count(2) == 1, max_time=10)
     assert server.stream_messages(2) == [data]
+
+
+@pytest.mark.parametrize("keep_alive,seed", [(0.2, 12), (1.0, 14)])
+def test_rebinding_of_a_client_with_nothing_to_send_is_followed(keep_alive, seed):
+    """A client whose address changes while only the server is sending is heard from again by
+    one packet (a keep-alive PING, here one a second). That datagram moves the server to the
+    new address and must count toward the new path's anti-amplification budget: otherwise the
+    server may send nothing there, not even its PATH_CHALLENGE, the validation times out and
+    the server goes back to the old address, again at each PING, until the idle timeout."""
+    ccfg = Configuration(keep_alive=keep_alive)
+    net, client, server, conn = make_pair(LinkConfig(delay=0.01, bandwidth=50e6), seed=seed,
+                                          client_config=ccfg)
+    conn.send_message(1, b"hello")
+    net.run(until=lambda: server.count(1) == 1, max_time=5)
+    sconn = _server_conn(server)
+    data = _payload(seed, 1 << 20)
+    sconn.send_message(2, data)
+    net.run(until=lambda: client.bytes_received > 200_000, max_time=30)
+    new_addr = ("198.51.100.9", 40002)
+    net.rebind(CLIENT_ADDR, new_addr)
+    net.link(new_addr, SERVER_ADDR, LinkConfig(delay=0.01, bandwidth=50e6))
+    # the first datagram from the new address starts the path validation, and its bytes are
+    # the new path's budget (3x) for the PATH_CHALLENGE
+    net.run(until=lambda: sconn._path_challenge is not None, max_time=net.now + 2 * keep_alive)
+    assert sconn.peer_addr == new_addr and sconn._bytes_received_on_path > 0
+    net.run(until=lambda: client.count(2) == 1, max_time=10)
+    assert client.stream_messages(2) == [data]
+    assert sconn.peer_addr == new_addr

@@ -739,6 +739,12 @@ class AsyncConnection:
         return None if t is None else normalize_address(t.get_extra_info("sockname"))
 
     @property
+    def connection_id(self) -> bytes:
+        """The connection ID this side issued and the peer currently sends to (a server's
+        carries its QUIC-LB server ID when ``server_id`` is set)."""
+        return bytes(self._core.host_cid)
+
+    @property
     def peer_key(self) -> Optional[bytes]:
         """The peer's static public key (32 bytes) if the handshake revealed it."""
         return self._core.peer_key

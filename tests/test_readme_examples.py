@@ -77,6 +77,8 @@ SCRIPTS: Dict[str, List[str]] = {
     "keypair": [r"[A-Za-z0-9+/]{43}="],
     "sans-io": [re.escape("handshake completed, client key: None"), re.escape("(b'hello', True)")],
     "simulator": [r"\d+\.\d\d s simulated, \d+ packets lost"],
+    "fleet": [re.escape("9 0003")],
+    "workers": [re.escape("{1: b'hello, workers'}")],
 }
 PAIRED = {"seed-server", "seed-client"}
 PYTEST_FILES = {"pytest-markers", "test_my_protocol.py"}

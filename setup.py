@@ -81,7 +81,13 @@ def _openssl_build_args():
     from setuptools._distutils.ccompiler import new_compiler
     from setuptools._distutils.sysconfig import customize_compiler
 
+    explicit = os.environ.get("DQUIC_OPENSSL_DIR")
     for include_dirs, library_dirs, libraries in _openssl_candidates():
+        if explicit and not (os.path.exists(os.path.join(include_dirs[0], "openssl", "evp.h"))
+                             and glob.glob(os.path.join(library_dirs[0], "*crypto*"))):
+            # the probe below would also pass on the system's OpenSSL, found by default paths
+            print(f"dquic: DQUIC_OPENSSL_DIR={explicit!r} holds no include/openssl/evp.h and lib/*crypto*")
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "probe.c")
             with open(src, "w") as f:

@@ -79,6 +79,8 @@ def build_info() -> Dict[str, Any]:
     from . import _protection
 
     library = _protection.OPENSSL_LIBRARY
+    if library:
+        library = os.path.abspath(library)  # as loaded, e.g. through an RPATH of $ORIGIN/../dquic.libs
     vendored = False
     if library:
         here = os.path.dirname(os.path.realpath(__file__))

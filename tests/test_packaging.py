@@ -226,3 +226,60 @@ def test_fallback_build_without_requirement_still_configures(tmp_path):
     r = _setup_py({"DQUIC_OPENSSL_DIR": str(tmp_path / "no-openssl-here")})
     assert r.returncode == 0, r.stderr
     assert "uses the cryptography package only" in r.stdout
+
+
+def _tool(name):
+    path = ROOT / "tools" / f"{name}.py"
+    if not path.exists():
+        pytest.skip("no tools/ beside the tests")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _wheel(path, names):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for n in names:
+            zf.writestr(n, b"x")
+        zf.writestr("dquic-0.1.0.dist-info/RECORD", "".join(f"{n},,\n" for n in names) + "dquic-0.1.0.dist-info/RECORD,,\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("vendored", [
+    "dquic.libs/libcrypto-7c3c55df.so.3",           # auditwheel
+    "dquic/.dylibs/libcrypto.3.dylib",             # delocate
+    "dquic.libs/libcrypto-3-x64-1a2b3c4d.dll",     # delvewheel
+])
+def test_repair_accepts_a_wheel_carrying_libcrypto(tmp_path, monkeypatch, vendored):
+    repair = _tool("repair_wheel")
+    monkeypatch.setenv("DQUIC_OPENSSL_DIR", str(tmp_path))
+    (tmp_path / "LICENSE.txt").write_text("the OpenSSL licence")
+    wheel = _wheel(tmp_path / "w.whl", ["dquic/__init__.py", "dquic/_protection.so", vendored])
+    repair.check(wheel, allow_none=False)
+    import base64
+    import hashlib
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        licence = vendored.rsplit("/", 1)[0] + "/LICENSE-OpenSSL.txt"
+        assert zf.read(licence) == b"the OpenSSL licence"
+        record = zf.read("dquic-0.1.0.dist-info/RECORD").decode().splitlines()
+        assert zf.namelist()[-1] == "dquic-0.1.0.dist-info/RECORD"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(b"the OpenSSL licence").digest()).rstrip(b"=").decode()
+    assert f"{licence},sha256={digest},19" in record
+    assert record[-1] == "dquic-0.1.0.dist-info/RECORD,,"
+
+
+def test_repair_refuses_a_wheel_without_libcrypto(tmp_path, monkeypatch):
+    repair = _tool("repair_wheel")
+    monkeypatch.delenv("DQUIC_OPENSSL_DIR", raising=False)
+    # a libcrypto elsewhere than the repair tools' directories does not count
+    wheel = _wheel(tmp_path / "w.whl", ["dquic/__init__.py", "dquic/_protection.so", "dquic/libcrypto.txt"])
+    with pytest.raises(SystemExit, match="carries no libcrypto"):
+        repair.check(wheel, allow_none=False)
+    repair.check(wheel, allow_none=True)  # a deliberate fallback build

@@ -31,8 +31,10 @@ INFO = "import dquic, json; print(json.dumps(dquic.build_info()))"
 
 
 def build_info(python: str, cwd: str) -> dict:
-    out = subprocess.run([python, "-c", INFO], cwd=cwd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    r = subprocess.run([python, "-c", INFO], cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"bench_compare: {python} cannot import dquic (from {cwd}): {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def run_once(python: str, cwd: str, json_path: str, select) -> dict:

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.request
 
 #: The OpenSSL release the wheels carry (3.5: a long-term-support series) and the SHA-256 of
@@ -68,9 +69,17 @@ def fetch(dest: str, source) -> str:
     if source:
         shutil.copyfile(source, path)
     else:
-        log(f"downloading {URL}")
-        with urllib.request.urlopen(URL, timeout=120) as r, open(path, "wb") as f:
-            shutil.copyfileobj(r, f)
+        for attempt in range(1, 4):
+            log(f"downloading {URL}")
+            try:
+                with urllib.request.urlopen(URL, timeout=120) as r, open(path, "wb") as f:
+                    shutil.copyfileobj(r, f)
+                break
+            except OSError as exc:
+                if attempt == 3:
+                    sys.exit(f"build_openssl: cannot download {URL}: {exc} (--source takes a local copy)")
+                log(f"download failed ({exc}), retrying")
+                time.sleep(5 * attempt)
     got = sha256(path)
     if got != SHA256:
         sys.exit(f"build_openssl: SHA-256 mismatch for openssl-{VERSION}.tar.gz: {got}, expected {SHA256}")

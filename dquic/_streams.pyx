@@ -783,6 +783,9 @@ cdef class RecvStream:
             memcpy(self._buf + self._head + <Py_ssize_t>(s - self._read_offset),
                    data + <Py_ssize_t>(s - offset), <size_t>(end - s))
             self._recv.add_range(s, end)
+        elif self._stopped and not self._reset and end > s:
+            # not stored, but which bytes arrived is still known (``data_complete``)
+            self._recv.add_range(s, end)
         if fin:
             self._final_size = <int64_t>end
         if end > self._highest:
@@ -834,7 +837,8 @@ cdef class RecvStream:
     def stop(self):
         """The application stops reading (STOP_SENDING): release buffers, discard future data.
 
-        Later ``insert()`` calls still check flow control and the final size.
+        Later ``insert()`` calls still check flow control and the final size, and record which
+        bytes arrived (``data_complete``) without storing them.
         """
         self._stopped = True
         self._release()

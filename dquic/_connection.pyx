@@ -653,6 +653,7 @@ cdef class Connection:
         self._streams_counted = 0
         self._streams_waiting = 0
         self._credit_waiters = None
+        self._idle_halves = None
         self._send_buffered = 0
         # the peer's halves read to their end, oldest first: the newest max_streams stay known,
         # older resolved ones are forgotten (PROTOCOL.md §16.7; a deque, None while empty)
@@ -868,15 +869,19 @@ cdef class Connection:
         """True when a message on ``stream_id`` written now would wait for stream credit: no
         half of ours on that id takes messages (none is live, or the live one is ending and no
         next one waits yet) and the peer's MAX_STREAMS is used up by halves open or waiting.
-        Drivers block (back-pressure) while this holds (PROTOCOL.md §16.7)."""
+        Drivers block (back-pressure) while this holds (PROTOCOL.md §16.7); asking ends our
+        halves that only wait for more messages, so that their credit comes back."""
         cdef _Stream s
         obj = self._streams.get(stream_id)
         if obj is not None:
             s = <_Stream>obj
             if s.send_next is not None or (s.send_opened and not (s.send._finished or s.send._reset)):
                 return False
-        return (<int64_t>self._streams_counted + self._streams_waiting
-                >= <int64_t>self._peer_stream_credit)
+        if self._pressure():
+            # credit is wanted: halves that only wait for more messages end now
+            self._end_idle_halves()
+            return True
+        return False
 
     @property
     def peer_allows_no_streams(self):
@@ -1191,6 +1196,8 @@ cdef class Connection:
             s.send_opened = True
             s.counted = False
             self._streams_waiting += 1
+            if self._idle_halves and self._pressure():
+                self._end_idle_halves()
             return x
         if x._finished or x._reset:
             if s.send_next is None:
@@ -1236,8 +1243,36 @@ cdef class Connection:
                 self._send_complete(s)
         elif (x._base == x._write_offset and x._write_offset != 0 and x._msg_remaining == 0
                 and not s.pinned):
-            x.finish()
-            self._schedule(s)
+            # every message acknowledged: the half may end. It does at once if its credit is
+            # wanted, else when it is (_end_idle_halves) or after a quiet period; until then a
+            # new message continues it without a round trip
+            if self._pressure():
+                x.finish()
+                self._schedule(s)
+            else:
+                if self._idle_halves is None:
+                    self._idle_halves = deque()
+                self._idle_halves.append((s, s.send_gen))
+        return 0
+
+    cdef bint _pressure(self):
+        """Every stream credit the peer gave is taken by our halves, open or waiting."""
+        return (<int64_t>self._streams_counted + self._streams_waiting
+                >= <int64_t>self._peer_stream_credit)
+
+    cdef int _end_idle_halves(self) except -1:
+        """End (FIN) our halves whose messages were all acknowledged and that took nothing
+        since: their credit comes back once the peer has the FIN."""
+        cdef _Stream s
+        cdef SendStream x
+        q = self._idle_halves
+        while q:
+            s, gen = q.popleft()
+            x = s.send
+            if (s.send_gen == gen and s.send_opened and not x._finished and not x._reset
+                    and x._base == x._write_offset and x._msg_remaining == 0):
+                x.finish()
+                self._schedule(s)
         return 0
 
     cdef int _maybe_release(self, _Stream s) except -1:
@@ -1550,6 +1585,8 @@ cdef class Connection:
         is made again on demand; this runs once per quiet period."""
         cdef _Stream s
         self._idle_released_at = self._last_activity
+        if self._idle_halves:
+            self._end_idle_halves()
         for s in self._streams.values():
             s.send.release_idle_c()
             s.recv.release_idle_c()
@@ -3319,6 +3356,8 @@ cdef class Connection:
                             self._streams_blocked_reported = self._peer_stream_credit
                         queue.popleft()
                         s.queued = False
+                        if self._idle_halves:
+                            self._end_idle_halves()
                         if not s.credit_wait:
                             # woken by MAX_STREAMS (_on_max_streams), oldest first
                             s.credit_wait = True
@@ -3332,6 +3371,11 @@ cdef class Connection:
                 flow_limit = send._offset_sent + <uint64_t>conn_credit
                 if s.send_limit < flow_limit:
                     flow_limit = s.send_limit
+                if (not send._finished and not s.pinned and send._msg_remaining == 0
+                        and self._pressure()):
+                    # credit is wanted: the half ends with the messages it has (FIN with
+                    # the last of them), not a round trip later
+                    send.finish()
                 header = 1 + _varint_len(sid) + _varint_len(send._offset_sent) + 2
                 avail = end - buf._pos - header
                 if avail > 0:

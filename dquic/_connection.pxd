@@ -196,7 +196,7 @@ cdef class Connection:
     cdef public uint64_t _streams_counted
     cdef public int64_t _streams_waiting         # our live halves not yet opened (no credit yet)
     cdef public object _credit_waiters           # deque of streams waiting for stream credit
-    cdef public object _idle_halves              # deque of (_Stream, gen): our halves all acknowledged
+    cdef public object _idle_halves              # deque of (_Stream, gen, since): our halves all acknowledged
     cdef public uint64_t _send_buffered          # bytes written to our halves, not yet acknowledged
     cdef public object _finished                 # deque of (_Stream, gen): peer halves read to their end
     cdef public Py_ssize_t _finished_max         # how many of them are always remembered
@@ -269,7 +269,7 @@ cdef class Connection:
     cdef int _after_ack(self, _Stream s) except -1
     cdef int _maybe_release(self, _Stream s) except -1
     cdef bint _pressure(self)
-    cdef int _end_idle_halves(self) except -1
+    cdef int _end_idle_halves(self, double now=*) except -1
     cdef SendStream _writable_half(self, _Stream s)
     cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef double _pto(self)

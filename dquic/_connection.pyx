@@ -144,8 +144,9 @@ cdef enum:
     TIMER_PATH_VALIDATION = 7  # PATH_CHALLENGE unanswered
     TIMER_OLD_KEYS = 8         # drop the keys of the previous key phase
     TIMER_CLOSE = 9            # closing or draining period over
-    TIMER_IDLE_RELEASE = 10    # quiet for a while: give back idle memory (_release_idle)
-    TIMER_KINDS = 11
+    TIMER_STREAM_IDLE = 10     # end our halves whose messages were all acknowledged 3 PTO ago
+    TIMER_IDLE_RELEASE = 11    # quiet for a while: give back idle memory (_release_idle)
+    TIMER_KINDS = 12
 
 # frames owed (Pending.once, _Stream.owed): one bit per frame kind
 cdef enum:
@@ -162,7 +163,7 @@ cdef enum:
     OWE_CONTROL = OWE_HANDSHAKE_DONE | OWE_MAX_DATA | OWE_MAX_STREAMS | OWE_PATH_CHALLENGE
 
 TIMER_NAMES = ("loss", "ack_handshake", "ack", "pacing", "handshake", "idle", "keep_alive",
-               "path_validation", "old_keys", "close", "idle_release")
+               "path_validation", "old_keys", "close", "stream_idle", "idle_release")
 
 cdef uint64_t VARINT_MAX = ((<uint64_t>1) << 62) - 1
 cdef uint64_t UINT64_NONE = 0xFFFFFFFFFFFFFFFF
@@ -1252,7 +1253,7 @@ cdef class Connection:
             else:
                 if self._idle_halves is None:
                     self._idle_halves = deque()
-                self._idle_halves.append((s, s.send_gen))
+                self._idle_halves.append((s, s.send_gen, self._now_hint))
         return 0
 
     cdef bint _pressure(self):
@@ -1260,19 +1261,26 @@ cdef class Connection:
         return (<int64_t>self._streams_counted + self._streams_waiting
                 >= <int64_t>self._peer_stream_credit)
 
-    cdef int _end_idle_halves(self) except -1:
-        """End (FIN) our halves whose messages were all acknowledged and that took nothing
-        since: their credit comes back once the peer has the FIN."""
+    cdef int _end_idle_halves(self, double now=-1.0) except -1:
+        """End (FIN) our halves whose messages were all acknowledged (all of them, or with
+        ``now`` those idle for 3 PTO: the deadline of TIMER_STREAM_IDLE) and that took nothing
+        since: their credit comes back once the
+        peer has the FIN. Ending them only after 3 PTO of quiet (or at once when their credit
+        is wanted) lets a stream used back and forth keep one incarnation."""
         cdef _Stream s
         cdef SendStream x
+        cdef double span = 3 * self._pto()
         q = self._idle_halves
         while q:
-            s, gen = q.popleft()
+            if now >= 0.0 and q[0][2] + span > now:
+                return 0
+            s, gen, _ = q.popleft()
             x = s.send
             if (s.send_gen == gen and s.send_opened and not x._finished and not x._reset
                     and x._base == x._write_offset and x._msg_remaining == 0):
                 x.finish()
                 self._schedule(s)
+        self._idle_halves = None  # an empty deque costs more than the connection's streams
         return 0
 
     cdef int _maybe_release(self, _Stream s) except -1:
@@ -1377,6 +1385,8 @@ cdef class Connection:
                     self._forget_recv(s)
             else:
                 self._finished.popleft()  # reopened or released since
+        if self._finished is not None and not self._finished:
+            self._finished = None
         return 0
 
     cdef int _forget_recv(self, _Stream s) except -1:
@@ -1429,6 +1439,8 @@ cdef class Connection:
                     if self._credit_owed > 0:
                         self._credit_owed -= 1
                         self._give_credit(1)
+        if not self._tomb_wait:
+            self._tomb_wait = None
         self._trim_finished()
         return 0
 
@@ -1537,6 +1549,8 @@ cdef class Connection:
             t[TIMER_PATH_VALIDATION] = self._path_challenge[2]
         if self._old_keys_deadline is not None:
             t[TIMER_OLD_KEYS] = self._old_keys_deadline
+        if self._idle_halves:
+            t[TIMER_STREAM_IDLE] = self._idle_halves[0][2] + 3 * self._pto()
         if self._idle_release_pending():
             t[TIMER_IDLE_RELEASE] = self._idle_release_time()
         return 0
@@ -1633,6 +1647,8 @@ cdef class Connection:
             # RFC 9001 §6.5: keep the previous keys about 3 PTO after a key update, no longer
             self._old_keys_deadline = None
             self._open[SP_APP].discard_old_keys()
+        if 0.0 <= t[TIMER_STREAM_IDLE] <= now:
+            self._end_idle_halves(now)
         if 0.0 <= t[TIMER_LOSS] <= now:
             lost, probe_space = self._recovery.on_loss_detection_timeout(now)
             if self._qlog is not None and lost:
@@ -2398,6 +2414,8 @@ cdef class Connection:
                 room -= 1
             else:
                 self._maybe_release(s)
+        if not q:
+            self._credit_waiters = None
 
     def _requeue_blocked(self):
         cdef _Stream s

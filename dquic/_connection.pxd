@@ -98,6 +98,7 @@ cdef class _Stream:
     # lifecycle (PROTOCOL.md §16.7): each half has incarnations, numbered by *_gen
     cdef public bint pinned              # a byte stream: never finished automatically
     cdef public bint credit_wait         # in Connection._credit_waiters
+    cdef public double idle_since        # when it was listed in Connection._idle_halves, or -1
     cdef public uint32_t send_gen
     cdef public SendStream send_next     # messages written after our half was closed
     cdef public int64_t send_min_pn      # peer control frames for our half below this are old
@@ -252,7 +253,8 @@ cdef class Connection:
 
     # --- internal C API ---
     cdef _Stream _lookup(self, uint64_t stream_id)
-    cdef _Stream _new_stream(self, uint64_t stream_id)
+    cdef _Stream _new_stream(self, uint64_t stream_id, bint local=*)
+    cdef _Stream _local_stream(self, object stream_id)
     cdef void _schedule(self, _Stream s)
     cdef int _check_recv_closed(self, _Stream s) except -1
     cdef int _give_credit(self, uint64_t n) except -1
@@ -261,7 +263,7 @@ cdef class Connection:
     cdef int _forget_recv(self, _Stream s) except -1
     cdef int _recv_complete(self, _Stream s) except -1
     cdef int _resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1
-    cdef _Stream _route(self, uint64_t stream_id, bint* nxt)
+    cdef _Stream _route(self, uint64_t stream_id, uint64_t end, bint* nxt)
     cdef int _open_recv(self, _Stream s, int64_t min_pn) except -1
     cdef bint _ambiguous(self, uint64_t stream_id) except -1
     cdef int _stream_frame_at(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t pos) except -1

@@ -64,6 +64,7 @@ class _Stream:
     # lifecycle (PROTOCOL.md §16.7)
     pinned: bool
     credit_wait: bool
+    idle_since: float
     send_gen: int
     send_next: Optional[SendStream]
     send_min_pn: int

@@ -316,6 +316,11 @@ cdef list _FREE_SENT = []             # recycled _Sent records (at most FREE_SEN
 # C call (no Python code runs in between): one serves every connection
 cdef Buffer _RECV_SCRATCH = Buffer(capacity=0)
 _RECV_SCRATCH._writable = False
+# The half of a stream id not in use (the peer's half of an id only we send on, and ours of an
+# id only the peer sends on): one shared empty placeholder, never written to; the half's first
+# use replaces it (_writable_half, _open_recv)
+cdef SendStream _NO_SEND = SendStream(0, 0)
+cdef RecvStream _NO_RECV = RecvStream(0, 0)
 
 
 cdef Buffer _take_scratch(Py_ssize_t size):
@@ -466,6 +471,7 @@ cdef class _Stream:
         self.recv_c = -1
         self.recv_lo = 0
         self.recv_next_lo = 0
+        self.idle_since = -1.0
         self.recv_min_pn = 0
         self.recv_next = None
 
@@ -919,11 +925,14 @@ cdef class Connection:
         ValueError/TypeError for bad arguments and ``ConnectionClosed``-worthy RuntimeError if the
         connection is closing. Call ``datagrams_to_send(now)`` next.
         """
-        cdef _Stream stream = self._send_stream(stream_id)
+        if self._state >= _CLOSING:
+            raise RuntimeError("connection is closing")
+        cdef _Stream stream = self._local_stream(stream_id)
         cdef SendStream half = self._writable_half(stream)
         cdef uint64_t h0 = _held(half)
         n = half.write_message(data)
         self._send_buffered += _held(half) - h0
+        stream.idle_since = -1.0  # its entry in _idle_halves, if any, no longer applies
         if half is stream.send:
             self._schedule(stream)
         return _payload_len(n)
@@ -1158,34 +1167,50 @@ cdef class Connection:
         self._last_stream = s
         return s
 
-    cdef _Stream _new_stream(self, uint64_t stream_id):
-        cdef _Stream s = _Stream(stream_id, self._stream_window_max, self._stream_window_initial,
-                                 self._peer_stream_limit)
+    cdef _Stream _new_stream(self, uint64_t stream_id, bint local=True):
+        """State for a new id: made by us (``local``: our half is the one about to be used)
+        or by a peer frame (its half). The other half is a shared empty placeholder until used."""
+        cdef _Stream s = _Stream.__new__(_Stream)
+        s.stream_id = stream_id
+        if local:
+            s.send = SendStream(stream_id, 0)  # unbounded here: drivers apply back-pressure
+            s.recv = _NO_RECV
+        else:
+            s.send = _NO_SEND
+            s.recv = RecvStream(stream_id, self._stream_window_max, self._stream_window_initial)
+        s.send_limit = self._peer_stream_limit
+        s.blocked_reported = -1
+        s.recv_w = -1
+        s.recv_c = -1
+        s.idle_since = -1.0
         self._streams[stream_id] = s
         self._last_stream = s
         return s
 
+    cdef _Stream _local_stream(self, object stream_id):
+        obj = self._streams.get(stream_id)
+        if obj is not None:
+            return <_Stream>obj
+        if not isinstance(stream_id, int) or isinstance(stream_id, bool):
+            raise TypeError("stream id must be an int")
+        if not 0 <= stream_id <= MAX_STREAM_ID:
+            raise ValueError("stream id must be 0 <= id < 2**62")
+        return self._new_stream(stream_id)
+
     def _get_stream(self, stream_id, local):
-        s = self._streams.get(stream_id)
-        if s is None:
-            if not isinstance(stream_id, int) or isinstance(stream_id, bool):
-                raise TypeError("stream id must be an int")
-            if not 0 <= stream_id <= MAX_STREAM_ID:
-                raise ValueError("stream id must be 0 <= id < 2**62")
-            s = self._new_stream(stream_id)
-        return s
+        return self._local_stream(stream_id)
 
     def _send_stream(self, stream_id):
         if self._state >= _CLOSING:
             raise RuntimeError("connection is closing")
-        return self._get_stream(stream_id, True)
+        return self._local_stream(stream_id)
 
     cdef SendStream _writable_half(self, _Stream s):
         """The send half a new message of ``s`` goes to: the live incarnation, a new one if
         none is live, or the next one while the live one is ending (PROTOCOL.md §16.7)."""
         cdef SendStream x = s.send
         if not s.send_opened:
-            if x._write_offset or x._finished or x._reset:
+            if x is _NO_SEND or x._write_offset or x._finished or x._reset:
                 x = SendStream(s.stream_id, 0)
                 s.send = x
                 s.blocked_reported = -1
@@ -1250,7 +1275,8 @@ cdef class Connection:
             if self._pressure():
                 x.finish()
                 self._schedule(s)
-            else:
+            elif s.idle_since < 0.0:
+                s.idle_since = self._now_hint
                 if self._idle_halves is None:
                     self._idle_halves = deque()
                 self._idle_halves.append((s, s.send_gen, self._now_hint))
@@ -1274,8 +1300,11 @@ cdef class Connection:
         while q:
             if now >= 0.0 and q[0][2] + span > now:
                 return 0
-            s, gen, _ = q.popleft()
+            s, gen, since = q.popleft()
             x = s.send
+            if s.idle_since != since:
+                continue  # it took messages since (and may be listed again, later)
+            s.idle_since = -1.0
             if (s.send_gen == gen and s.send_opened and not x._finished and not x._reset
                     and x._base == x._write_offset and x._msg_remaining == 0):
                 x.finish()
@@ -1399,7 +1428,7 @@ cdef class Connection:
         s.recv_done = False
         s.recv_w = -1
         s.readable_signalled = False
-        s.recv._release()
+        s.recv = _NO_RECV  # the next incarnation gets a new one
         self._maybe_release(s)
         return 0
 
@@ -1450,7 +1479,7 @@ cdef class Connection:
             raise ProtocolError(f"stream {s.stream_id} exceeds the stream limit",
                                 ErrorCode.STREAM_LIMIT_ERROR)
         self._peer_opened += 1
-        if s.recv_gen != 0:
+        if s.recv_gen != 0 or s.recv is _NO_RECV:
             s.recv = RecvStream(s.stream_id, self._stream_window_max, self._stream_window_initial)
         self._gen_seq += 1
         s.recv_gen = self._gen_seq
@@ -1463,11 +1492,13 @@ cdef class Connection:
         s.recv_lo = self._rx_pn
         return 0
 
-    cdef _Stream _route(self, uint64_t stream_id, bint* nxt):
+    cdef _Stream _route(self, uint64_t stream_id, uint64_t end, bint* nxt):
         """The stream whose receive half a peer STREAM or RESET_STREAM frame (in the 1-RTT
-        packet ``_rx_pn``) belongs to, opening a half if it starts one; ``nxt[0]`` is set when
-        the frame is for the incarnation after the one still being read. Raises _DropPacket
-        when the frame may be a late copy of an earlier incarnation (PROTOCOL.md §16.7)."""
+        packet ``_rx_pn``, reaching offset ``end``) belongs to, opening a half if it starts one;
+        ``nxt[0]`` is set when the frame is for the incarnation after the one still being read.
+        Raises _DropPacket when the frame may be a late copy of an earlier incarnation; None
+        when it must be one: it would start a new incarnation beyond the stream credit a new
+        half has (PROTOCOL.md §16.7)."""
         cdef _Stream s = self._lookup(stream_id)
         cdef int64_t pn = self._rx_pn
         cdef int64_t w
@@ -1475,8 +1506,10 @@ cdef class Connection:
         if s is None or not s.recv_opened:
             if pn < self._stale_below:
                 raise _DropPacket()
+            if end > self._stream_window_initial and self._stale_below > 0:
+                return None
             if s is None:
-                s = self._new_stream(stream_id)
+                s = self._new_stream(stream_id, False)
             self._open_recv(s, self._stale_below)
             return s
         if not s.recv_done:
@@ -1493,6 +1526,8 @@ cdef class Connection:
         if w < 0 or pn < w:
             raise _DropPacket()
         # the next incarnation
+        if end > self._stream_window_initial:
+            return None
         if s.closed_counted:
             # the finished one is only remembered: the new one replaces it
             self._open_recv(s, w)
@@ -2203,9 +2238,12 @@ cdef class Connection:
     cdef int _on_stream_c(self, uint64_t stream_id, uint64_t offset, const uint8_t* data,
                           Py_ssize_t length, bint fin, int frame_type) except -1:
         cdef bint nxt
-        cdef _Stream s = self._route(stream_id, &nxt)
-        cdef RecvStream r = s.recv_next if nxt else s.recv
+        cdef _Stream s = self._route(stream_id, offset + <uint64_t>length, &nxt)
+        cdef RecvStream r
         cdef int64_t new
+        if s is None:
+            return 0
+        r = s.recv_next if nxt else s.recv
         if r._reset:
             return 0
         new = r.insert_c(offset, data, length, fin)
@@ -2344,8 +2382,11 @@ cdef class Connection:
 
     def _on_reset_stream(self, space_id, frame, now):
         cdef bint nxt
-        cdef _Stream s = self._route(frame.stream_id, &nxt)
-        cdef RecvStream r = s.recv_next if nxt else s.recv
+        cdef _Stream s = self._route(frame.stream_id, frame.final_size, &nxt)
+        cdef RecvStream r
+        if s is None:
+            return
+        r = s.recv_next if nxt else s.recv
         if r._reset:
             return
         before = r._highest
@@ -2429,7 +2470,8 @@ cdef class Connection:
 
     def _on_stream_data_blocked(self, space_id, frame, now):
         cdef _Stream s = self._lookup(frame.stream_id)
-        if s is not None and s.recv.max_offset > frame.limit and not s.recv.is_finished:
+        if (s is not None and s.recv_opened and s.recv.max_offset > frame.limit
+                and not s.recv.is_finished):
             s.owed |= OWE_MAX_STREAM_DATA
             self._schedule(s)
 

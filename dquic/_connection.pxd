@@ -43,7 +43,8 @@ cdef struct FrameRecord:
     uint64_t b
     uint64_t c
     uint8_t kind
-    bint fin
+    uint8_t fin
+    uint32_t gen                   # stream frames: the incarnation of the half (_Stream)
 
 
 # A FIFO of 64-bit values: storage made on first use and given back once emptied.
@@ -92,8 +93,23 @@ cdef class _Stream:
     cdef public uint64_t stop_code       # the error code of the STOP_SENDING owed
     cdef public int64_t blocked_reported
     cdef public bint queued
-    cdef public bint closed_counted
-    cdef public bint counted
+    cdef public bint closed_counted      # the peer's half was read to its end (credit given)
+    cdef public bint counted             # our half consumed one of the peer's MAX_STREAMS credits
+    # lifecycle (PROTOCOL.md §16.7): each half has incarnations, numbered by *_gen
+    cdef public bint pinned              # a byte stream: never finished automatically
+    cdef public bint credit_wait         # in Connection._credit_waiters
+    cdef public double idle_since        # when it was listed in Connection._idle_halves, or -1
+    cdef public uint32_t send_gen
+    cdef public SendStream send_next     # messages written after our half was closed
+    cdef public int64_t send_min_pn      # peer control frames for our half below this are old
+    cdef public uint32_t recv_gen
+    cdef public bint recv_done           # the peer's half is complete (all bytes and FIN, or reset)
+    cdef public int64_t recv_w           # its watermark once resolved, else -1
+    cdef public int64_t recv_c           # the largest packet number received when it completed
+    cdef public int64_t recv_lo          # the smallest packet number that carried a frame of it
+    cdef public int64_t recv_min_pn      # peer frames for this half below this may be older
+    cdef public RecvStream recv_next     # the next incarnation, while this one is still read
+    cdef public int64_t recv_next_lo     # recv_lo of recv_next
 
 
 # A sent packet with its frame records: the first ones in a small C array, any more in a
@@ -105,6 +121,7 @@ cdef class _Sent(SentPacket):
     cdef FrameRecord* more               # the rest (made on first need, kept for reuse)
     cdef int more_cap
     cdef int ack_space                   # -1: no ACK frame
+    cdef uint64_t ack_lo                 # the ACK frame listed every packet received from here up
     cdef uint64_t ack_floor
 
 
@@ -179,9 +196,20 @@ cdef class Connection:
     cdef public uint64_t _max_streams_local
     cdef public int64_t _streams_blocked_reported
     cdef public uint64_t _streams_counted
-    cdef public object _finished                 # deque of (forget_after, _Stream): finished peer halves
+    cdef public int64_t _streams_waiting         # our live halves not yet opened (no credit yet)
+    cdef public object _credit_waiters           # deque of streams waiting for stream credit
+    cdef public object _idle_halves              # deque of (_Stream, gen, since): our halves all acknowledged
+    cdef public uint64_t _send_buffered          # bytes written to our halves, not yet acknowledged
+    cdef public object _finished                 # deque of (_Stream, gen): peer halves read to their end
     cdef public Py_ssize_t _finished_max         # how many of them are always remembered
-    cdef public int64_t _credit_owed             # stream credits held back until one is forgotten
+    cdef public int64_t _credit_owed             # stream credits held back until one resolves
+    cdef public int64_t _unresolved              # finished peer halves not yet resolved
+    cdef public list _tomb_new                   # complete peer halves awaiting an ACK covering them
+    cdef public int64_t _tomb_lo                 # the smallest recv_lo among them
+    cdef public object _tomb_wait                # deque of (packet number, list of (_Stream, gen))
+    cdef public int64_t _stale_below             # frames for halves without state below: old
+    cdef public int64_t _rx_pn                   # packet number of the 1-RTT packet being processed
+    cdef public uint32_t _gen_seq                # last incarnation number given to a stream half
     cdef public _Stream _last_stream            # one-entry cache in front of _streams
     # datagrams
     cdef public object _datagrams
@@ -226,11 +254,26 @@ cdef class Connection:
 
     # --- internal C API ---
     cdef _Stream _lookup(self, uint64_t stream_id)
-    cdef _Stream _new_stream(self, uint64_t stream_id)
-    cdef _Stream _peer_stream(self, uint64_t stream_id)
+    cdef _Stream _new_stream(self, uint64_t stream_id, bint local=*)
+    cdef _Stream _local_stream(self, object stream_id)
     cdef void _schedule(self, _Stream s)
     cdef int _check_recv_closed(self, _Stream s) except -1
-    cdef int _forget_finished(self, double now) except -1
+    cdef int _give_credit(self, uint64_t n) except -1
+    cdef int _drop_unread(self, _Stream s, uint64_t code) except -1
+    cdef int _trim_finished(self) except -1
+    cdef int _forget_recv(self, _Stream s) except -1
+    cdef int _recv_complete(self, _Stream s) except -1
+    cdef int _resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1
+    cdef _Stream _route(self, uint64_t stream_id, uint64_t end, bint* nxt)
+    cdef int _open_recv(self, _Stream s, int64_t min_pn) except -1
+    cdef bint _ambiguous(self, uint64_t stream_id) except -1
+    cdef int _stream_frame_at(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t pos) except -1
+    cdef int _send_complete(self, _Stream s) except -1
+    cdef int _after_ack(self, _Stream s) except -1
+    cdef int _maybe_release(self, _Stream s) except -1
+    cdef bint _pressure(self)
+    cdef int _end_idle_halves(self, double now=*) except -1
+    cdef SendStream _writable_half(self, _Stream s)
     cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef double _pto(self)
     cdef int _fill_timers(self, double* t) except -1

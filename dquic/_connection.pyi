@@ -61,6 +61,21 @@ class _Stream:
     queued: bool
     closed_counted: bool
     counted: bool
+    # lifecycle (PROTOCOL.md §16.7)
+    pinned: bool
+    credit_wait: bool
+    idle_since: float
+    send_gen: int
+    send_next: Optional[SendStream]
+    send_min_pn: int
+    recv_gen: int
+    recv_done: bool
+    recv_w: int
+    recv_c: int
+    recv_lo: int
+    recv_min_pn: int
+    recv_next: Optional[RecvStream]
+    recv_next_lo: int
     def __init__(self, stream_id: int, window_max: int, window_initial: int,
                  send_limit: int) -> None: ...
 
@@ -148,6 +163,10 @@ class Connection:
     def stats(self) -> ConnectionStats: ...
     @property
     def send_buffered(self) -> int: ...
+    def stream_open_blocked(self, stream_id: int) -> bool: ...
+    @property
+    def peer_allows_no_streams(self) -> bool: ...
+    def pin_stream(self, stream_id: int) -> None: ...
     def streams(self) -> List[int]: ...
     def stream_bytes(self, stream_id: int) -> Tuple[int, int]: ...
     # commands

@@ -115,6 +115,7 @@ cdef enum:
     F_PING = 0x01
     F_ACK = 0x02
     F_ACK_ECN = 0x03
+    F_RESET_STREAM = 0x04
     F_CRYPTO = 0x06
     F_NEW_CONNECTION_ID = 0x18
     F_PATH_CHALLENGE = 0x1A
@@ -146,7 +147,7 @@ cdef enum:
     TIMER_PATH_VALIDATION = 7  # PATH_CHALLENGE unanswered
     TIMER_OLD_KEYS = 8         # drop the keys of the previous key phase
     TIMER_CLOSE = 9            # closing or draining period over
-    TIMER_STREAM_CREDIT = 10   # forget an old finished stream half, give its credit back
+    TIMER_STREAM_IDLE = 10     # end our halves whose messages were all acknowledged 3 PTO ago
     TIMER_IDLE_RELEASE = 11    # quiet for a while: give back idle memory (_release_idle)
     TIMER_KINDS = 12
 
@@ -165,9 +166,12 @@ cdef enum:
     OWE_CONTROL = OWE_HANDSHAKE_DONE | OWE_MAX_DATA | OWE_MAX_STREAMS | OWE_PATH_CHALLENGE
 
 TIMER_NAMES = ("loss", "ack_handshake", "ack", "pacing", "handshake", "idle", "keep_alive",
-               "path_validation", "old_keys", "close", "stream_credit", "idle_release")
+               "path_validation", "old_keys", "close", "stream_idle", "idle_release")
 
 cdef uint64_t VARINT_MAX = ((<uint64_t>1) << 62) - 1
+cdef uint64_t UINT64_NONE = 0xFFFFFFFFFFFFFFFF
+# smallest ack-eliciting 1-RTT packet sent (endpoint.MIN_RESET_TRIGGER)
+cdef Py_ssize_t MIN_ELICITING_PACKET = 42
 cdef int64_t PN_MAX = ((<int64_t>1) << 62) - 1
 cdef uint64_t DQUIC_VERSION_1 = codec.DQUIC_VERSION_1
 
@@ -225,6 +229,21 @@ cdef inline bint _message_ready1(RecvStream r) noexcept:
     if want > 1:
         want = 1
     return avail >= want
+
+
+cdef inline uint64_t _held(SendStream x) noexcept:
+    """Bytes a send half holds: written and not yet acknowledged as a prefix."""
+    return 0 if x._reset else x._write_offset - x._base
+
+
+cdef inline bint _data_complete(RecvStream r) noexcept:
+    """Every byte of the peer's half and its end arrived (or it was reset)."""
+    return r._reset or (r._final_size >= 0 and r._contiguous_end() >= <uint64_t>r._final_size)
+
+
+class _DropPacket(Exception):
+    """A frame whose stream incarnation cannot be told yet (PROTOCOL.md §16.7): the packet is
+    treated as never received, so its sender sends its frames again."""
 
 
 cdef inline bint _recv_closed(RecvStream r) noexcept:
@@ -300,6 +319,11 @@ cdef list _FREE_SENT = []             # recycled _Sent records (at most FREE_SEN
 # C call (no Python code runs in between): one serves every connection
 cdef Buffer _RECV_SCRATCH = Buffer(capacity=0)
 _RECV_SCRATCH._writable = False
+# The half of a stream id not in use (the peer's half of an id only we send on, and ours of an
+# id only the peer sends on): one shared empty placeholder, never written to; the half's first
+# use replaces it (_writable_half, _open_recv)
+cdef SendStream _NO_SEND = SendStream(0, 0)
+cdef RecvStream _NO_RECV = RecvStream(0, 0)
 
 
 cdef Buffer _take_scratch(Py_ssize_t size):
@@ -322,7 +346,7 @@ cdef inline void _give_scratch(Buffer b):
 
 # --- a sent packet's frame records ----------------------------------------------------------
 cdef inline int _add_record(_Sent rec, int kind, uint64_t a, uint64_t b, uint64_t c,
-                            bint fin) except -1:
+                            bint fin, uint32_t gen=0) except -1:
     cdef FrameRecord* r
     if rec.nrec < INLINE_RECORDS:
         r = &rec.recs[rec.nrec]
@@ -333,6 +357,7 @@ cdef inline int _add_record(_Sent rec, int kind, uint64_t a, uint64_t b, uint64_
     r.b = b
     r.c = c
     r.fin = fin
+    r.gen = gen
     rec.nrec += 1
     return 0
 
@@ -438,6 +463,20 @@ cdef class _Stream:
         self.queued = False
         self.closed_counted = False
         self.counted = False  # our half consumed one of the peer's MAX_STREAMS credits
+        self.pinned = False
+        self.credit_wait = False
+        self.send_gen = 0
+        self.send_next = None
+        self.send_min_pn = 0
+        self.recv_gen = 0
+        self.recv_done = False
+        self.recv_w = -1
+        self.recv_c = -1
+        self.recv_lo = 0
+        self.recv_next_lo = 0
+        self.idle_since = -1.0
+        self.recv_min_pn = 0
+        self.recv_next = None
 
 
 cdef class _Sent(SentPacket):
@@ -627,12 +666,22 @@ cdef class Connection:
         self._max_streams_local = config.max_streams  # what we allow the peer (cumulative)
         self._streams_blocked_reported = -1
         self._streams_counted = 0
-        # stream halves the peer opened and finished, on streams we never sent on (their whole
-        # state came from the peer): the newest max_streams stay, older ones are forgotten
-        # (a deque; None while empty)
+        self._streams_waiting = 0
+        self._credit_waiters = None
+        self._idle_halves = None
+        self._send_buffered = 0
+        # the peer's halves read to their end, oldest first: the newest max_streams stay known,
+        # older resolved ones are forgotten (PROTOCOL.md §16.7; a deque, None while empty)
         self._finished = None
         self._finished_max = config.max_streams
         self._credit_owed = 0
+        self._unresolved = 0
+        self._tomb_new = None
+        self._tomb_wait = None
+        self._tomb_lo = 0
+        self._stale_below = 0
+        self._rx_pn = 0
+        self._gen_seq = 0
 
         # unreliable datagrams (RFC 9221)
         self._datagrams = None  # (id, data) waiting to be sent (a deque; None while empty)
@@ -829,12 +878,39 @@ cdef class Connection:
     @property
     def send_buffered(self):
         """Bytes of stream data written but not yet acknowledged (for back-pressure)."""
+        return self._send_buffered
+
+    def stream_open_blocked(self, stream_id):
+        """True when a message on ``stream_id`` written now would wait for stream credit: no
+        half of ours on that id takes messages (none is live, or the live one is ending and no
+        next one waits yet) and the peer's MAX_STREAMS is used up by halves open or waiting.
+        Drivers block (back-pressure) while this holds (PROTOCOL.md §16.7); asking ends our
+        halves that only wait for more messages, so that their credit comes back."""
         cdef _Stream s
-        cdef uint64_t total = 0
-        for s in self._streams.values():
-            if not s.send._reset:
-                total += s.send._write_offset - s.send._base
-        return total
+        obj = self._streams.get(stream_id)
+        if obj is not None:
+            s = <_Stream>obj
+            if s.send_next is not None or (s.send_opened and not (s.send._finished or s.send._reset)):
+                return False
+        if self._pressure():
+            # credit is wanted: halves that only wait for more messages end now
+            self._end_idle_halves()
+            return True
+        return False
+
+    @property
+    def peer_allows_no_streams(self):
+        """True once the handshake is done and the peer allows no stream half at all
+        (initial_max_streams 0 and no MAX_STREAMS since): no message can ever be sent."""
+        return self._state == _ESTABLISHED and self._peer_stream_credit == 0
+
+    def pin_stream(self, stream_id):
+        """Keep ``stream_id`` as one byte stream: our half ends only with ``end_stream`` (no
+        automatic end once its messages are acknowledged) and its state stays until the
+        connection ends. For byte-stream use (asyncio ``open_stream``), where the end of the
+        peer's half is the end of the data."""
+        cdef _Stream s = self._get_stream(stream_id, True)
+        s.pinned = True
 
     # ----------------------------------------------------------------------------------------
     # commands
@@ -857,9 +933,16 @@ cdef class Connection:
         ValueError/TypeError for bad arguments and ``ConnectionClosed``-worthy RuntimeError if the
         connection is closing. Call ``datagrams_to_send(now)`` next.
         """
-        cdef _Stream stream = self._send_stream(stream_id)
-        n = stream.send.write_message(data)
-        self._schedule(stream)
+        if self._state >= _CLOSING:
+            raise RuntimeError("connection is closing")
+        cdef _Stream stream = self._local_stream(stream_id)
+        cdef SendStream half = self._writable_half(stream)
+        cdef uint64_t h0 = _held(half)
+        n = half.write_message(data)
+        self._send_buffered += _held(half) - h0
+        stream.idle_since = -1.0  # its entry in _idle_halves, if any, no longer applies
+        if half is stream.send:
+            self._schedule(stream)
         return _payload_len(n)
 
     def send_stream_data(self, stream_id, data, end_stream=False):
@@ -872,21 +955,48 @@ cdef class Connection:
     def end_stream(self, stream_id):
         """Finish our half of a stream (FIN after the queued messages)."""
         cdef _Stream stream = self._send_stream(stream_id)
-        stream.send.finish()
-        self._schedule(stream)
+        cdef SendStream half = self._writable_half(stream)
+        half.finish()
+        if half is stream.send:
+            self._schedule(stream)
 
     def reset_stream(self, stream_id, error_code=0):
-        """Abandon our half of a stream: queued data is dropped, the peer gets RESET_STREAM."""
-        cdef _Stream stream = self._send_stream(stream_id)
-        if not stream.send._reset and not stream.send.is_finished:
-            stream.send.reset(error_code)
-            stream.owed |= OWE_RESET_STREAM
-            stream.reset_code = error_code
-            self._schedule(stream)
+        """Abandon our half of a stream: queued data is dropped, the peer gets RESET_STREAM.
+
+        A half the peer never saw (nothing of it was sent yet) is dropped without a frame: a
+        RESET_STREAM would open it at the peer and take a stream credit (PROTOCOL.md §16.7)."""
+        if self._state >= _CLOSING:
+            raise RuntimeError("connection is closing")
+        cdef _Stream stream = self._get_stream(stream_id, True)
+        cdef SendStream send = stream.send
+        if stream.send_next is not None:
+            # messages queued behind an ending incarnation: that one never opened
+            self._send_buffered -= _held(stream.send_next)
+            stream.send_next = None
+            self._streams_waiting -= 1
+        elif stream.send_opened and not send._reset and not send.is_finished:
+            self._send_buffered -= _held(send)
+            send.reset(error_code)
+            if stream.counted:
+                stream.owed |= OWE_RESET_STREAM
+                stream.reset_code = error_code
+                self._schedule(stream)
+            else:
+                self._streams_waiting -= 1
+                self._send_complete(stream)
+        self._maybe_release(stream)
 
     def stop_sending(self, stream_id, error_code=0):
         """Ask the peer to stop sending on a stream (STOP_SENDING); data still arriving is dropped."""
         cdef _Stream stream = self._get_stream(stream_id, True)
+        cdef RecvStream r = stream.recv
+        if stream.recv_opened and not stream.closed_counted and not r._reset:
+            r.stop()
+            if _data_complete(r):
+                # every byte arrived: the peer's half may be complete on its side (then it
+                # sends no RESET_STREAM); what is unread is dropped here, no frame is needed
+                self._drop_unread(stream, error_code)
+                return
         stream.stop_code = error_code
         stream.owed |= OWE_STOP_SENDING
         self._schedule(stream)
@@ -1067,29 +1177,160 @@ cdef class Connection:
         self._last_stream = s
         return s
 
-    cdef _Stream _new_stream(self, uint64_t stream_id):
-        cdef _Stream s = _Stream(stream_id, self._stream_window_max, self._stream_window_initial,
-                                 self._peer_stream_limit)
+    cdef _Stream _new_stream(self, uint64_t stream_id, bint local=True):
+        """State for a new id: made by us (``local``: our half is the one about to be used)
+        or by a peer frame (its half). The other half is a shared empty placeholder until used."""
+        cdef _Stream s = _Stream.__new__(_Stream)
+        s.stream_id = stream_id
+        if local:
+            s.send = SendStream(stream_id, 0)  # unbounded here: drivers apply back-pressure
+            s.recv = _NO_RECV
+        else:
+            s.send = _NO_SEND
+            s.recv = RecvStream(stream_id, self._stream_window_max, self._stream_window_initial)
+        s.send_limit = self._peer_stream_limit
+        s.blocked_reported = -1
+        s.recv_w = -1
+        s.recv_c = -1
+        s.idle_since = -1.0
         self._streams[stream_id] = s
         self._last_stream = s
         return s
 
+    cdef _Stream _local_stream(self, object stream_id):
+        obj = self._streams.get(stream_id)
+        if obj is not None:
+            return <_Stream>obj
+        if not isinstance(stream_id, int) or isinstance(stream_id, bool):
+            raise TypeError("stream id must be an int")
+        if not 0 <= stream_id <= MAX_STREAM_ID:
+            raise ValueError("stream id must be 0 <= id < 2**62")
+        return self._new_stream(stream_id)
+
     def _get_stream(self, stream_id, local):
-        s = self._streams.get(stream_id)
-        if s is None:
-            if not isinstance(stream_id, int) or isinstance(stream_id, bool):
-                raise TypeError("stream id must be an int")
-            if not 0 <= stream_id <= MAX_STREAM_ID:
-                raise ValueError("stream id must be 0 <= id < 2**62")
-            s = self._new_stream(stream_id)
-        return s
+        return self._local_stream(stream_id)
 
     def _send_stream(self, stream_id):
         if self._state >= _CLOSING:
             raise RuntimeError("connection is closing")
-        cdef _Stream s = self._get_stream(stream_id, True)
-        s.send_opened = True
-        return s
+        return self._local_stream(stream_id)
+
+    cdef SendStream _writable_half(self, _Stream s):
+        """The send half a new message of ``s`` goes to: the live incarnation, a new one if
+        none is live, or the next one while the live one is ending (PROTOCOL.md §16.7)."""
+        cdef SendStream x = s.send
+        if not s.send_opened:
+            if x is _NO_SEND or x._write_offset or x._finished or x._reset:
+                x = SendStream(s.stream_id, 0)
+                s.send = x
+                s.blocked_reported = -1
+                s.send_limit = self._peer_stream_limit
+            # incarnations are numbered across the connection: records of one whose stream
+            # object was released never match a later one
+            self._gen_seq += 1
+            s.send_gen = self._gen_seq
+            s.send_opened = True
+            s.counted = False
+            self._streams_waiting += 1
+            if self._idle_halves and self._pressure():
+                self._end_idle_halves()
+            return x
+        if x._finished or x._reset:
+            if s.send_next is None:
+                s.send_next = SendStream(s.stream_id, 0)
+                self._streams_waiting += 1
+            return s.send_next
+        return x
+
+    cdef int _send_complete(self, _Stream s) except -1:
+        """Our live half needs nothing more (its bytes and FIN, or its RESET_STREAM, were
+        acknowledged; or it ended before the peer saw it): the next incarnation goes live, or
+        the half goes idle. Control frames of the peer in packets numbered below
+        ``send_min_pn`` concern an earlier incarnation."""
+        cdef SendStream nxt = s.send_next
+        cdef int64_t floor = self._app.largest_rx
+        if self._rx_pn > floor:
+            floor = self._rx_pn
+        s.send_min_pn = floor + 1
+        s.owed &= ~OWE_RESET_STREAM
+        if nxt is not None:
+            s.send_next = None
+            s.send = nxt
+            self._gen_seq += 1
+            s.send_gen = self._gen_seq
+            s.counted = False  # already among the waiting halves since send_next was made
+            s.blocked_reported = -1
+            s.send_limit = self._peer_stream_limit
+            self._schedule(s)
+        else:
+            s.send_opened = False
+            self._maybe_release(s)
+        return 0
+
+    cdef int _after_ack(self, _Stream s) except -1:
+        """After an acknowledgement for our live half: a message half with every byte
+        acknowledged and nothing queued ends (FIN); a half whose FIN and bytes are all
+        acknowledged is complete."""
+        cdef SendStream x = s.send
+        if x._reset or not s.send_opened:
+            return 0
+        if x._finished:
+            if x._fin_acked and x._base == x._write_offset:
+                self._send_complete(s)
+        elif (x._base == x._write_offset and x._write_offset != 0 and x._msg_remaining == 0
+                and not s.pinned):
+            # every message acknowledged: the half may end. It does at once if its credit is
+            # wanted, else when it is (_end_idle_halves) or after a quiet period; until then a
+            # new message continues it without a round trip
+            if self._pressure():
+                x.finish()
+                self._schedule(s)
+            elif s.idle_since < 0.0:
+                s.idle_since = self._now_hint
+                if self._idle_halves is None:
+                    self._idle_halves = deque()
+                self._idle_halves.append((s, s.send_gen, self._now_hint))
+        return 0
+
+    cdef bint _pressure(self):
+        """Every stream credit the peer gave is taken by our halves, open or waiting."""
+        return (<int64_t>self._streams_counted + self._streams_waiting
+                >= <int64_t>self._peer_stream_credit)
+
+    cdef int _end_idle_halves(self, double now=-1.0) except -1:
+        """End (FIN) our halves whose messages were all acknowledged (all of them, or with
+        ``now`` those idle for 3 PTO: the deadline of TIMER_STREAM_IDLE) and that took nothing
+        since: their credit comes back once the
+        peer has the FIN. Ending them only after 3 PTO of quiet (or at once when their credit
+        is wanted) lets a stream used back and forth keep one incarnation."""
+        cdef _Stream s
+        cdef SendStream x
+        cdef double span = 3 * self._pto()
+        q = self._idle_halves
+        while q:
+            if now >= 0.0 and q[0][2] + span > now:
+                return 0
+            s, gen, since = q.popleft()
+            x = s.send
+            if s.idle_since != since:
+                continue  # it took messages since (and may be listed again, later)
+            s.idle_since = -1.0
+            if (s.send_gen == gen and s.send_opened and not x._finished and not x._reset
+                    and x._base == x._write_offset and x._msg_remaining == 0):
+                x.finish()
+                self._schedule(s)
+        self._idle_halves = None  # an empty deque costs more than the connection's streams
+        return 0
+
+    cdef int _maybe_release(self, _Stream s) except -1:
+        """Drop the state of a stream both of whose halves are idle."""
+        if (not s.send_opened and s.send_next is None and not s.recv_opened and not s.owed
+                and not s.queued and not s.pinned and not s.credit_wait
+                and self._streams.get(s.stream_id) is s):
+            del self._streams[s.stream_id]
+            if self._last_stream is s:
+                self._last_stream = None
+        return 0
 
     cdef void _schedule(self, _Stream s):
         if not s.queued:
@@ -1100,51 +1341,220 @@ cdef class Connection:
         _note_work(self)
 
     cdef int _check_recv_closed(self, _Stream s) except -1:
-        """Give the peer a new stream credit once its half of ``s`` is fully consumed.
-
-        A stream whose only state is the peer's finished half is remembered (late frames for
-        it are ignored) among the newest ``max_streams`` such streams; beyond that, the oldest
-        is forgotten once it finished three PTOs ago, and the credit for the new one goes back
-        only then (PROTOCOL.md §16.6): what a peer opens and finishes costs bounded memory."""
-        if s.recv_opened and not s.closed_counted and _recv_closed(s.recv):
-            s.closed_counted = True
-            if _peer_only(s):
-                if self._finished is None:
-                    self._finished = deque()
-                self._finished.append((self._now_hint + 3 * self._pto(), s))
-                if len(self._finished) <= self._finished_max:
-                    self._max_streams_local += 1
-                else:
-                    self._credit_owed += 1
-                    self._forget_finished(self._now_hint)
+        """Once the peer's half of ``s`` was read to its end (or reset): its credit goes back
+        and the next incarnation, if one arrived meanwhile, takes its place; else the half is
+        remembered among the newest ``max_streams`` finished ones (PROTOCOL.md §16.7). The
+        credit of a half finished while more than ``max_streams`` finished halves are still
+        unresolved is held back until one resolves: what a peer opens and finishes costs
+        bounded memory even if it never acknowledges anything."""
+        cdef int64_t w
+        if not s.recv_opened or s.closed_counted or not _recv_closed(s.recv):
+            return 0
+        s.closed_counted = True
+        if s.recv_next is not None:
+            # the next incarnation opened (and was counted) once this one was resolved
+            w = s.recv_w
+            s.recv = s.recv_next
+            s.recv_next = None
+            self._gen_seq += 1
+            s.recv_gen = self._gen_seq
+            s.recv_done = False
+            s.recv_w = -1
+            s.recv_min_pn = w
+            s.recv_lo = s.recv_next_lo
+            s.closed_counted = False
+            s.readable_signalled = False
+            self._give_credit(1)
+            if _data_complete(s.recv):
+                self._recv_complete(s)
+            if _message_ready1(s.recv):
+                s.readable_signalled = True
+                self._events.append(MessageReceived(s.stream_id))
+            return self._check_recv_closed(s)
+        if self._finished is None:
+            self._finished = deque()
+        self._finished.append((s, s.recv_gen))
+        if s.recv_w < 0:
+            self._unresolved += 1
+            if self._unresolved > self._finished_max:
+                self._credit_owed += 1
             else:
-                self._max_streams_local += 1
-            self._pending.once |= OWE_MAX_STREAMS
-            _note_work(self)
+                self._give_credit(1)
+        else:
+            self._give_credit(1)
+        self._trim_finished()
         return 0
 
-    cdef int _forget_finished(self, double now) except -1:
-        """Forget finished peer halves beyond the newest ``max_streams`` that finished at least
-        three PTOs ago; each pays one credit held back."""
-        cdef _Stream s
-        cdef int64_t paid = 0
-        while self._finished is not None and len(self._finished) > self._finished_max:
-            forget_after, s = self._finished[0]
-            if _peer_only(s) and forget_after > now:
-                break
-            self._finished.popleft()
-            # (a stream we have sent on since it finished is the application's: it stays)
-            if _peer_only(s) and self._streams.get(s.stream_id) is s:
-                del self._streams[s.stream_id]
-                if self._last_stream is s:
-                    self._last_stream = None
-            self._credit_owed -= 1
-            paid += 1
-        if paid:
-            self._max_streams_local += <uint64_t>paid
-            self._pending.once |= OWE_MAX_STREAMS
-            _note_work(self)
+    cdef int _give_credit(self, uint64_t n) except -1:
+        self._max_streams_local += n
+        self._pending.once |= OWE_MAX_STREAMS
+        _note_work(self)
         return 0
+
+    cdef int _drop_unread(self, _Stream s, uint64_t code) except -1:
+        """The application stopped reading a half whose bytes all arrived: it ends here as if
+        reset; its unread bytes count as consumed for connection flow control."""
+        cdef RecvStream r = s.recv
+        cdef uint64_t unread = <uint64_t>r._final_size - r._read_offset
+        r.reset(code, r._final_size)
+        s.owed &= ~OWE_STOP_SENDING
+        if unread:
+            self._recv_window.consumed_c(unread)
+            if self._recv_window.should_update_c():
+                self._recv_window.update_c(self._now_hint, self._recovery.rtt.smoothed_rtt)
+                self._pending.once |= OWE_MAX_DATA
+                _note_work(self)
+        if not s.recv_done:
+            self._recv_complete(s)
+        self._check_recv_closed(s)
+        return 0
+
+    cdef int _trim_finished(self) except -1:
+        """Forget the oldest finished peer halves beyond the newest ``max_streams``, as far as
+        they are resolved (an unresolved one stops the walk: its credit may be held back)."""
+        cdef _Stream s
+        while self._finished is not None and len(self._finished) > self._finished_max:
+            s, gen = self._finished[0]
+            if (s.recv_gen == gen and s.recv_opened and s.closed_counted
+                    and self._streams.get(s.stream_id) is s):
+                if s.recv_w < 0:
+                    break
+                self._finished.popleft()
+                if not s.pinned:
+                    self._forget_recv(s)
+            else:
+                self._finished.popleft()  # reopened or released since
+        if self._finished is not None and not self._finished:
+            self._finished = None
+        return 0
+
+    cdef int _forget_recv(self, _Stream s) except -1:
+        """Drop a finished and resolved peer half. Frames for an id without a live half in
+        packets numbered below ``_stale_below`` may be late ones of a forgotten incarnation."""
+        if s.recv_w > self._stale_below:
+            self._stale_below = s.recv_w
+        s.recv_opened = False
+        s.closed_counted = False
+        s.recv_done = False
+        s.recv_w = -1
+        s.readable_signalled = False
+        s.recv = _NO_RECV  # the next incarnation gets a new one
+        self._maybe_release(s)
+        return 0
+
+    cdef int _recv_complete(self, _Stream s) except -1:
+        """Every byte of the peer's half and its end arrived: from now on a frame for this id
+        is a late copy or the next incarnation's, told apart once the half is resolved (the
+        peer acknowledged a packet of ours whose ACK frame covered all we received)."""
+        s.recv_done = True
+        s.recv_c = self._app.largest_rx if self._app.largest_rx > self._rx_pn else self._rx_pn
+        if self._tomb_new is None:
+            self._tomb_new = []
+            self._tomb_lo = s.recv_lo
+        elif s.recv_lo < self._tomb_lo:
+            self._tomb_lo = s.recv_lo
+        self._tomb_new.append((s, s.recv_gen))
+        return 0
+
+    cdef int _resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1:
+        """The peer acknowledged our packet ``acked_pn``, whose ACK frame listed every packet
+        we had received from ``ack_lo`` up: halves complete before it was sent, all of whose
+        frames came in packets from ``ack_lo`` up, are resolved. Every frame of
+        theirs the peer sent was in a packet numbered below the one being processed (it had
+        all of them acknowledged before it sent this one); frames in this packet and later
+        ones belong to a new incarnation (PROTOCOL.md §16.7)."""
+        cdef _Stream s
+        cdef int64_t w = self._rx_pn
+        while (self._tomb_wait and self._tomb_wait[0][0] <= acked_pn
+                and self._tomb_wait[0][1] >= ack_lo):
+            _, _, batch = self._tomb_wait.popleft()
+            for s, gen in batch:
+                if (s.recv_gen != gen or not s.recv_done or s.recv_w >= 0
+                        or self._streams.get(s.stream_id) is not s):
+                    continue
+                s.recv_w = w
+                if s.closed_counted:
+                    self._unresolved -= 1
+                    if self._credit_owed > 0:
+                        self._credit_owed -= 1
+                        self._give_credit(1)
+        if not self._tomb_wait:
+            self._tomb_wait = None
+        self._trim_finished()
+        return 0
+
+    cdef int _open_recv(self, _Stream s, int64_t min_pn) except -1:
+        """A new incarnation of the peer's half of ``s`` (counts against our MAX_STREAMS)."""
+        if self._peer_opened >= self._max_streams_local:
+            raise ProtocolError(f"stream {s.stream_id} exceeds the stream limit",
+                                ErrorCode.STREAM_LIMIT_ERROR)
+        self._peer_opened += 1
+        if s.recv_gen != 0 or s.recv is _NO_RECV:
+            s.recv = RecvStream(s.stream_id, self._stream_window_max, self._stream_window_initial)
+        self._gen_seq += 1
+        s.recv_gen = self._gen_seq
+        s.recv_opened = True
+        s.recv_done = False
+        s.recv_w = -1
+        s.closed_counted = False
+        s.readable_signalled = False
+        s.recv_min_pn = min_pn
+        s.recv_lo = self._rx_pn
+        return 0
+
+    cdef _Stream _route(self, uint64_t stream_id, uint64_t end, bint* nxt):
+        """The stream whose receive half a peer STREAM or RESET_STREAM frame (in the 1-RTT
+        packet ``_rx_pn``, reaching offset ``end``) belongs to, opening a half if it starts one;
+        ``nxt[0]`` is set when the frame is for the incarnation after the one still being read.
+        Raises _DropPacket when the frame may be a late copy of an earlier incarnation; None
+        when it must be one: it would start a new incarnation beyond the stream credit a new
+        half has (PROTOCOL.md §16.7)."""
+        cdef _Stream s = self._lookup(stream_id)
+        cdef int64_t pn = self._rx_pn
+        cdef int64_t w
+        nxt[0] = False
+        if s is None or not s.recv_opened:
+            if pn < self._stale_below:
+                raise _DropPacket()
+            if end > self._stream_window_initial and self._stale_below > 0:
+                return None
+            if s is None:
+                s = self._new_stream(stream_id, False)
+            self._open_recv(s, self._stale_below)
+            return s
+        if not s.recv_done:
+            if pn < s.recv_min_pn:
+                raise _DropPacket()
+            if pn < s.recv_lo:
+                s.recv_lo = pn
+            return s
+        if pn <= s.recv_c:
+            # the peer reopens an id only once we acknowledged the complete half, in a
+            # packet numbered above every one we had then: this frame is of this incarnation
+            return s
+        w = s.recv_w
+        if w < 0 or pn < w:
+            raise _DropPacket()
+        # the next incarnation
+        if end > self._stream_window_initial:
+            return None
+        if s.closed_counted:
+            # the finished one is only remembered: the new one replaces it
+            self._open_recv(s, w)
+            return s
+        if s.recv_next is None:
+            if self._peer_opened >= self._max_streams_local:
+                raise ProtocolError(f"stream {stream_id} exceeds the stream limit",
+                                    ErrorCode.STREAM_LIMIT_ERROR)
+            self._peer_opened += 1
+            s.recv_next = RecvStream(stream_id, self._stream_window_max, self._stream_window_initial)
+            s.recv_next_lo = pn
+        elif _data_complete(s.recv_next):
+            raise _DropPacket()  # a third incarnation waits until the second one is read
+        elif pn < s.recv_next_lo:
+            s.recv_next_lo = pn
+        nxt[0] = True
+        return s
 
     # ----------------------------------------------------------------------------------------
     # timers
@@ -1184,8 +1594,8 @@ cdef class Connection:
             t[TIMER_PATH_VALIDATION] = self._path_challenge[2]
         if self._old_keys_deadline is not None:
             t[TIMER_OLD_KEYS] = self._old_keys_deadline
-        if self._credit_owed > 0:
-            t[TIMER_STREAM_CREDIT] = self._finished[0][0]
+        if self._idle_halves:
+            t[TIMER_STREAM_IDLE] = self._idle_halves[0][2] + 3 * self._pto()
         if self._idle_release_pending():
             t[TIMER_IDLE_RELEASE] = self._idle_release_time()
         return 0
@@ -1234,6 +1644,8 @@ cdef class Connection:
         is made again on demand; this runs once per quiet period."""
         cdef _Stream s
         self._idle_released_at = self._last_activity
+        if self._idle_halves:
+            self._end_idle_halves()
         for s in self._streams.values():
             s.send.release_idle_c()
             s.recv.release_idle_c()
@@ -1280,8 +1692,8 @@ cdef class Connection:
             # RFC 9001 §6.5: keep the previous keys about 3 PTO after a key update, no longer
             self._old_keys_deadline = None
             self._open[SP_APP].discard_old_keys()
-        if 0.0 <= t[TIMER_STREAM_CREDIT] <= now:
-            self._forget_finished(now)
+        if 0.0 <= t[TIMER_STREAM_IDLE] <= now:
+            self._end_idle_halves(now)
         if 0.0 <= t[TIMER_LOSS] <= now:
             lost, probe_space = self._recovery.on_loss_detection_timeout(now)
             if self._qlog is not None:  # (a PTO changes pto_count even when nothing was lost)
@@ -1634,11 +2046,23 @@ cdef class Connection:
                 decoded = []
             self._qlog.packet_received(now, hdr.packet_type if is_long else codec.PACKET_SHORT,
                                        pn, packet_len, decoded)
+        if space_id == SP_APP:
+            self._rx_pn = pn
         try:
             self._process_frames(space_id, payload, plen, pobj, poff, now, is_long,
                                  &eliciting, &non_probing)
         except ProtocolError as exc:
             self._protocol_error(exc)
+            return 0
+        except _DropPacket:
+            # a frame's stream incarnation cannot be told yet: the packet counts as not
+            # received (no ACK), its sender sends the frames again (PROTOCOL.md §16.7). The
+            # ACK that resolves the halves waiting goes out now
+            self.packets_dropped += 1
+            if self._tomb_new is not None and not space.ack_pending:
+                space.ack_pending = True
+                space.ack_deadline = now
+                _note_work(self)
             return 0
         if self._state >= _DRAINING:
             return 0
@@ -1669,10 +2093,16 @@ cdef class Connection:
     cdef int _process_frames(self, int space_id, const uint8_t* p, Py_ssize_t n, object pobj,
                              Py_ssize_t poff, double now, bint long_header, bint* eliciting,
                              bint* non_probing) except -1:
-        """Decode and act on every frame of a payload ``p[:n]`` (which is ``pobj[poff:]``)."""
+        """Decode and act on every frame of a payload ``p[:n]`` (which is ``pobj[poff:]``).
+
+        STREAM and RESET_STREAM frames act after every other frame of the packet, in their
+        order: a packet with one whose stream incarnation cannot be told yet is dropped before
+        any of them changed a stream (_DropPacket, PROTOCOL.md §16.7)."""
         cdef Buffer rb = self._rbuf
         cdef Buffer fb
-        cdef Py_ssize_t pos = 0, at
+        cdef Py_ssize_t pos = 0, at, start = 0, nd = 0, i
+        cdef Py_ssize_t dpos[64]          # deferred STREAM frames (their offsets in p)
+        cdef list dlist = None            # ... beyond 64, or once a RESET_STREAM is deferred
         cdef uint64_t ftype, sid, off, length, delay = 0
         cdef bint fin
         cdef list ranges
@@ -1682,6 +2112,7 @@ cdef class Connection:
             ftype = p[pos]
             frame = None
             ranges = None
+            start = pos
             if 0x08 <= ftype <= 0x0F:
                 # STREAM: header parsed in C, data inserted straight from the packet
                 rb._base = <unsigned char*>p
@@ -1724,15 +2155,73 @@ cdef class Connection:
                     or ftype == F_NEW_CONNECTION_ID):
                 non_probing[0] = True
             if frame is not None:
-                self._dispatch_frame(space_id, frame, now)
+                if ftype == F_RESET_STREAM:
+                    if self._ambiguous(frame.stream_id):
+                        raise _DropPacket()
+                    if dlist is None:
+                        dlist = [dpos[i] for i in range(nd)]
+                    dlist.append(frame)
+                else:
+                    self._dispatch_frame(space_id, frame, now)
             elif ranges is not None:
                 self._on_ack_c(space_id, ranges, delay, now)
             elif 0x08 <= ftype <= 0x0F:
-                self._on_stream_c(sid, off, p + pos - <Py_ssize_t>length, <Py_ssize_t>length, fin,
-                                  <int>(0x08 | (0x04 if off else 0) | (ftype & 0x02) | (0x01 if fin else 0)))
+                if self._ambiguous(sid):
+                    raise _DropPacket()
+                if dlist is not None:
+                    dlist.append(start)
+                elif nd < 64:
+                    dpos[nd] = start
+                    nd += 1
+                else:
+                    dlist = [dpos[i] for i in range(nd)]
+                    dlist.append(start)
             if self._state >= _DRAINING:
-                break
+                return 0
+        if dlist is None:
+            for i in range(nd):
+                if self._state >= _DRAINING:
+                    break
+                self._stream_frame_at(p, n, dpos[i])
+        else:
+            for item in dlist:
+                if self._state >= _DRAINING:
+                    break
+                if type(item) is int:
+                    self._stream_frame_at(p, n, <Py_ssize_t>item)
+                else:
+                    self._on_reset_stream(space_id, item, now)
         return 0
+
+    cdef int _stream_frame_at(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t pos) except -1:
+        """Act on the STREAM frame at ``p[pos]`` (already checked by the first pass)."""
+        cdef Buffer rb = self._rbuf
+        cdef uint64_t ftype = p[pos], sid, off, length
+        cdef bint fin
+        rb._base = <unsigned char*>p
+        rb._size = n
+        rb._pos = pos + 1
+        pull_stream_frame_header(rb, ftype, &sid, &off, &length, &fin)
+        self._on_stream_c(sid, off, p + rb._pos, <Py_ssize_t>length, fin,
+                          <int>(0x08 | (0x04 if off else 0) | (ftype & 0x02) | (0x01 if fin else 0)))
+        return 0
+
+    cdef bint _ambiguous(self, uint64_t stream_id) except -1:
+        """Would a STREAM or RESET_STREAM frame for ``stream_id`` in the packet being processed
+        (``_rx_pn``) be one whose incarnation cannot be told yet? (The tests of _route, without
+        its effects.)"""
+        cdef _Stream s = self._lookup(stream_id)
+        cdef int64_t pn = self._rx_pn
+        if s is None or not s.recv_opened:
+            return pn < self._stale_below
+        if not s.recv_done:
+            return pn < s.recv_min_pn
+        if pn <= s.recv_c:
+            return False
+        if s.recv_w < 0 or pn < s.recv_w:
+            return True
+        return (not s.closed_counted and s.recv_next is not None
+                and _data_complete(s.recv_next))
 
     cdef int _dispatch_frame(self, int space_id, object frame, double now) except -1:
         handler = _FRAME_HANDLERS.get(frame.wire_type)
@@ -1791,23 +2280,33 @@ cdef class Connection:
 
     cdef int _on_stream_c(self, uint64_t stream_id, uint64_t offset, const uint8_t* data,
                           Py_ssize_t length, bint fin, int frame_type) except -1:
-        cdef _Stream s = self._lookup(stream_id)
+        cdef bint nxt
+        cdef _Stream s = self._route(stream_id, offset + <uint64_t>length, &nxt)
+        cdef RecvStream r
         cdef int64_t new
-        if s is not None and s.closed_counted:
-            return 0  # late data for a stream we already closed and released
-        s = self._peer_stream(stream_id)
-        if (s.owed & OWE_STOP_SENDING) or s.recv._reset:
+        if s is None:
             return 0
-        new = s.recv.insert_c(offset, data, length, fin)
+        r = s.recv_next if nxt else s.recv
+        if r._reset:
+            return 0
+        new = r.insert_c(offset, data, length, fin)
         if new:
             self._data_received += <uint64_t>new
             if self._data_received > self._recv_window._limit:
                 raise ProtocolError("connection flow control limit exceeded",
                                     _FLOW_CONTROL_ERROR, frame_type)
         self.stream_bytes_received += length
-        if not s.readable_signalled and _message_ready1(s.recv):
+        if nxt:
+            return 0  # read once the current incarnation is
+        if r._stopped:
+            if _data_complete(r):
+                self._drop_unread(s, s.stop_code)
+            return 0
+        if not s.readable_signalled and _message_ready1(r):
             s.readable_signalled = True
             self._events.append(MessageReceived(s.stream_id))
+        if not s.recv_done and _data_complete(r):
+            self._recv_complete(s)
         self._check_recv_closed(s)
         return 0
 
@@ -1926,34 +2425,23 @@ cdef class Connection:
             raise ProtocolError("HANDSHAKE_DONE from a client", ErrorCode.PROTOCOL_VIOLATION)
         self._confirm_handshake()
 
-    cdef _Stream _peer_stream(self, uint64_t stream_id):
-        """The stream a peer frame refers to, opening the peer's half if new (MAX_STREAMS)."""
-        cdef _Stream s = self._lookup(stream_id)
-        if s is None:
-            s = self._new_stream(stream_id)
-        if not s.recv_opened:
-            if self._peer_opened >= self._max_streams_local:
-                raise ProtocolError(f"stream {stream_id} exceeds the stream limit",
-                                    ErrorCode.STREAM_LIMIT_ERROR)
-            s.recv_opened = True
-            self._peer_opened += 1
-        return s
-
     def _on_reset_stream(self, space_id, frame, now):
-        cdef _Stream s = self._lookup(frame.stream_id)
-        if s is not None and s.closed_counted:
+        cdef bint nxt
+        cdef _Stream s = self._route(frame.stream_id, frame.final_size, &nxt)
+        cdef RecvStream r
+        if s is None:
             return
-        s = self._peer_stream(frame.stream_id)
-        if s.recv._reset:
+        r = s.recv_next if nxt else s.recv
+        if r._reset:
             return
-        before = s.recv._highest
-        s.recv.reset(frame.error_code, frame.final_size)
+        before = r._highest
+        r.reset(frame.error_code, frame.final_size)
         grown = max(0, frame.final_size - before)
         self._data_received += grown
         if self._data_received > self._recv_window._limit:
             raise ProtocolError("connection flow control limit exceeded", ErrorCode.FLOW_CONTROL_ERROR)
         # the bytes the peer will never send count as consumed for connection flow control
-        unread = frame.final_size - s.recv._read_offset
+        unread = frame.final_size - r._read_offset
         if unread > 0:
             self._recv_window.on_consumed(unread)
             if self._recv_window.should_update():
@@ -1961,16 +2449,21 @@ cdef class Connection:
                 self._recv_window.update(now, self._recovery.rtt.smoothed_rtt)
                 self._pending.once |= OWE_MAX_DATA
         self._events.append(StreamReset(frame.stream_id, frame.error_code))
-        self._check_recv_closed(s)
+        if not nxt:
+            if not s.recv_done:
+                self._recv_complete(s)
+            self._check_recv_closed(s)
 
     def _on_stop_sending(self, space_id, frame, now):
         cdef _Stream s = self._lookup(frame.stream_id)
-        if s is None or not s.send_opened:
-            # our sending half of that stream was never opened (only we open it): nothing to
-            # stop, no state to create, no RESET_STREAM to send (PROTOCOL.md §16.6)
+        if s is None or not s.send_opened or not s.counted or self._rx_pn < s.send_min_pn:
+            # our sending half of that stream was never opened toward the peer (only we open
+            # it), or the frame is about an earlier incarnation: nothing to stop, no state to
+            # create, no RESET_STREAM to send (PROTOCOL.md §16.6, §16.7)
             return
         self._events.append(StopSendingReceived(frame.stream_id, frame.error_code))
         if not s.send._reset and not s.send.is_finished:
+            self._send_buffered -= _held(s.send)
             s.send.reset(frame.error_code)
             s.owed |= OWE_RESET_STREAM
             s.reset_code = frame.error_code
@@ -1983,7 +2476,7 @@ cdef class Connection:
 
     def _on_max_stream_data(self, space_id, frame, now):
         cdef _Stream s = self._lookup(frame.stream_id)
-        if s is None or not s.send_opened:
+        if s is None or not s.send_opened or self._rx_pn < s.send_min_pn:
             return  # credit for a sending half we never opened: ignored (PROTOCOL.md §16.6)
         if frame.maximum > s.send_limit:
             s.send_limit = frame.maximum
@@ -1991,9 +2484,24 @@ cdef class Connection:
                 self._schedule(s)
 
     def _on_max_streams(self, space_id, frame, now):
-        if frame.maximum > self._peer_stream_credit:
-            self._peer_stream_credit = frame.maximum
-            self._requeue_blocked()
+        cdef _Stream s
+        cdef int64_t room
+        if frame.maximum <= self._peer_stream_credit:
+            return
+        self._peer_stream_credit = frame.maximum
+        # wake as many halves waiting for credit as the new credit lets open, oldest first
+        room = <int64_t>self._peer_stream_credit - <int64_t>self._streams_counted
+        q = self._credit_waiters
+        while q and room > 0:
+            s = <_Stream>q.popleft()
+            s.credit_wait = False
+            if s.send_opened and not s.counted and self._streams.get(s.stream_id) is s:
+                self._schedule(s)
+                room -= 1
+            else:
+                self._maybe_release(s)
+        if not q:
+            self._credit_waiters = None
 
     def _requeue_blocked(self):
         cdef _Stream s
@@ -2007,7 +2515,8 @@ cdef class Connection:
 
     def _on_stream_data_blocked(self, space_id, frame, now):
         cdef _Stream s = self._lookup(frame.stream_id)
-        if s is not None and s.recv.max_offset > frame.limit and not s.recv.is_finished:
+        if (s is not None and s.recv_opened and s.recv.max_offset > frame.limit
+                and not s.recv.is_finished):
             s.owed |= OWE_MAX_STREAM_DATA
             self._schedule(s)
 
@@ -2192,23 +2701,34 @@ cdef class Connection:
             if <int64_t>pkt.ack_floor > sp.rx_floor:
                 sp.rx.subtract_range(0, pkt.ack_floor)
                 sp.rx_floor = <int64_t>pkt.ack_floor
+        cdef uint64_t h0
         for i in range(pkt.nrec):
             r = _record_at(pkt, i)
             if r.kind == FR_STREAM:
                 s = self._lookup(r.a)
-                if s is not None:
+                if s is not None and s.send_gen == r.gen:
+                    h0 = _held(s.send)
                     s.send.on_acked_c(r.b, r.c, r.fin)
+                    self._send_buffered -= h0 - _held(s.send)
+                    self._after_ack(s)
             else:
                 self._record_acked(r, pkt.declared_lost)
+        if pkt.ack_space == SP_APP and self._tomb_wait:
+            self._resolve(<uint64_t>pkt.packet_number, pkt.ack_lo)
         return 0
 
     cdef int _record_acked(self, FrameRecord* r, bint declared_lost) except -1:
         """A frame other than STREAM arrived: CRYPTO data is delivered, a datagram reported, a
         retirement done (the other kinds need nothing)."""
         cdef _Space sp
+        cdef _Stream s
         if r.kind == FR_CRYPTO:
             sp = self._spaces[r.c]
             sp.crypto_send.on_acked_c(r.a, r.b, False)
+        elif r.kind == FR_RESET_STREAM:
+            s = self._lookup(r.a)
+            if s is not None and s.send_gen == r.gen and s.send_opened and s.send._reset:
+                self._send_complete(s)
         elif r.kind == FR_DATAGRAM and not declared_lost:
             # a datagram declared lost was already reported as such; one verdict per datagram
             self._events.append(DatagramAcknowledged(r.b))
@@ -2224,11 +2744,17 @@ cdef class Connection:
             r = _record_at(pkt, i)
             if r.kind == FR_STREAM:
                 s = self._lookup(r.a)
-                if s is not None and not s.send._reset:
+                if s is not None and s.send_gen == r.gen and not s.send._reset:
                     s.send.on_lost_c(r.b, r.c, r.fin)
                     self._schedule(s)
             else:
                 self._record_lost(r)
+        if (pkt.ack_space == SP_APP and self._tomb_wait
+                and self._tomb_wait[0][0] <= <uint64_t>pkt.packet_number):
+            # halves waiting to be resolved by that ACK: another one must reach the peer
+            self._app.ack_pending = True
+            self._pending.once |= OWE_PING
+            _note_work(self)
         return 0
 
     cdef int _record_lost(self, FrameRecord* r) except -1:
@@ -2248,12 +2774,15 @@ cdef class Connection:
             if s is None:
                 return 0
             if kind == FR_MAX_STREAM_DATA:
-                if s.recv.is_finished:
+                # no more credit is needed once the final size is known
+                if s.recv_gen != r.gen or not s.recv_opened or s.recv._final_size >= 0:
                     return 0
             elif kind == FR_RESET_STREAM:
+                if s.send_gen != r.gen or not s.send_opened or not s.send._reset:
+                    return 0
                 s.reset_code = r.b
             else:
-                if s.recv._reset:
+                if s.recv_gen != r.gen or not s.recv_opened or s.recv_done:
                     return 0
                 s.stop_code = r.b
             s.owed |= (<uint32_t>1) << kind
@@ -2271,6 +2800,7 @@ cdef class Connection:
     cdef void _recycle(self, _Sent pkt):
         pkt.nrec = 0
         pkt.ack_space = -1
+        pkt.ack_lo = UINT64_NONE
         if pkt.more_cap > MORE_RECORDS_KEPT:
             PyMem_Free(pkt.more)
             pkt.more = NULL
@@ -2625,6 +3155,7 @@ cdef class Connection:
                           "acked_ranges": [[rx.start_at(i), rx.stop_at(i) - 1]
                                            if rx.stop_at(i) - 1 > rx.start_at(i)
                                            else [rx.start_at(i)] for i in range(lowest, n)]}
+        rec.ack_lo = rx.start_at(lowest)
         space.ack_pending = False
         space.unacked_eliciting = 0
         space.ack_deadline = -1.0
@@ -2637,6 +3168,7 @@ cdef class Connection:
         rec = _Sent.__new__(_Sent)
         rec.nrec = 0
         rec.ack_space = -1
+        rec.ack_lo = UINT64_NONE
         return rec
 
     cdef int _record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
@@ -2657,6 +3189,16 @@ cdef class Connection:
         rec.is_app_limited = False
         rec._episode = 0
         self._recovery.on_packet_sent(rec)
+        if (self._tomb_new is not None and space_id == SP_APP and rec.ack_space == SP_APP
+                and rec.ack_lo <= <uint64_t>self._tomb_lo):
+            # this ACK lists every packet that carried a frame of the peer's halves complete
+            # so far: they are resolved once it is acknowledged
+            if self._tomb_wait is None:
+                self._tomb_wait = deque()
+            self._tomb_wait.append((<uint64_t>pn, <uint64_t>self._tomb_lo, self._tomb_new))
+            self._tomb_new = None
+            if not eliciting:
+                self._pending.once |= OWE_PING  # so that the peer acknowledges it soon
         if self._qlog is not None:
             ptype = codec.PACKET_SHORT if space_id == SP_APP else (
                 codec.PACKET_INITIAL if self.is_client and not self._peer_cid_set_by_server
@@ -2722,7 +3264,7 @@ cdef class Connection:
     cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=NULL):
         cdef _Space space = self._app
         cdef bint ack_due, probe, control, path_frames, have_data, cc_ok, eliciting
-        cdef Py_ssize_t limit = mds, hdr_end, length_off, end, acked_end
+        cdef Py_ssize_t limit = mds, hdr_end, length_off, end, acked_end, pad
         cdef int64_t room, pn
         cdef int pn_len
         cdef double t
@@ -2777,6 +3319,12 @@ cdef class Connection:
         elif path_frames:
             self._write_path_frames(end, rec)
         eliciting = self._sbuf._pos > acked_end
+        if eliciting and self._sbuf._pos + self._app_tag < MIN_ELICITING_PACKET:
+            # long enough for a peer that lost the connection to answer with a stateless reset
+            # (RFC 9000 §10.3; endpoint.MIN_RESET_TRIGGER): small packets (a lone FIN, a PING)
+            # are common once message streams end by themselves
+            pad = MIN_ELICITING_PACKET - self._app_tag - self._sbuf._pos
+            memset(self._sbuf.c_push_ptr(pad), 0, pad)
         if self._sbuf._pos == hdr_end:
             # nothing fitted: undo the packet number
             space.next_pn -= 1
@@ -2900,6 +3448,7 @@ cdef class Connection:
         cdef uint64_t sid, flow_limit, before, off
         cdef _Stream s
         cdef SendStream send
+        cdef int n0
         queue = self._send_queue
         rounds = len(queue)
         while rounds > 0 and end - buf._pos > 24 and len(queue) > 0:
@@ -2907,15 +3456,27 @@ cdef class Connection:
             s = <_Stream>queue[0]
             sid = s.stream_id
             send = s.send
-            # control frames of this stream (one that does not fit keeps the stream first)
-            if s.owed and (
-                    self._pay(&s.owed, FR_RESET_STREAM, end, rec, sid, s.reset_code,
-                              send._final_size)
-                    or self._pay(&s.owed, FR_STOP_SENDING, end, rec, sid, s.stop_code)
-                    or self._pay(&s.owed, FR_MAX_STREAM_DATA, end, rec, sid, s.recv._fw._limit)):
-                break
+            # control frames of this stream (one that does not fit keeps the stream first);
+            # each record carries the incarnation of the half it concerns
+            if s.owed:
+                n0 = rec.nrec
+                if self._pay(&s.owed, FR_RESET_STREAM, end, rec, sid, s.reset_code,
+                             send._final_size):
+                    break
+                if rec.nrec != n0:
+                    _record_at(rec, rec.nrec - 1).gen = s.send_gen
+                    n0 = rec.nrec
+                if self._pay(&s.owed, FR_STOP_SENDING, end, rec, sid, s.stop_code):
+                    break
+                if rec.nrec != n0:
+                    _record_at(rec, rec.nrec - 1).gen = s.recv_gen
+                    n0 = rec.nrec
+                if self._pay(&s.owed, FR_MAX_STREAM_DATA, end, rec, sid, s.recv._fw._limit):
+                    break
+                if rec.nrec != n0:
+                    _record_at(rec, rec.nrec - 1).gen = s.recv_gen
             if send.has_pending_c():
-                # stream credit (MAX_STREAMS): our first byte on a new id consumes one
+                # stream credit (MAX_STREAMS): the first frame of an incarnation consumes one
                 if send._offset_sent == 0 and not send._fin_sent and not s.counted:
                     if self._streams_counted >= self._peer_stream_credit:
                         if (self._streams_blocked_reported != <int64_t>self._peer_stream_credit
@@ -2924,6 +3485,14 @@ cdef class Connection:
                             self._streams_blocked_reported = self._peer_stream_credit
                         queue.popleft()
                         s.queued = False
+                        if self._idle_halves:
+                            self._end_idle_halves()
+                        if not s.credit_wait:
+                            # woken by MAX_STREAMS (_on_max_streams), oldest first
+                            s.credit_wait = True
+                            if self._credit_waiters is None:
+                                self._credit_waiters = deque()
+                            self._credit_waiters.append(s)
                         continue
                 conn_credit = <int64_t>self._peer_max_data - <int64_t>self._data_sent
                 if conn_credit < 0:
@@ -2931,6 +3500,11 @@ cdef class Connection:
                 flow_limit = send._offset_sent + <uint64_t>conn_credit
                 if s.send_limit < flow_limit:
                     flow_limit = s.send_limit
+                if (not send._finished and not s.pinned and send._msg_remaining == 0
+                        and self._pressure()):
+                    # credit is wanted: the half ends with the messages it has (FIN with
+                    # the last of them), not a round trip later
+                    send.finish()
                 header = 1 + _varint_len(sid) + _varint_len(send._offset_sent) + 2
                 avail = end - buf._pos - header
                 if avail > 0:
@@ -2941,10 +3515,11 @@ cdef class Connection:
                         if not s.counted:
                             s.counted = True
                             self._streams_counted += 1
+                            self._streams_waiting -= 1
                         c_push_stream_frame_header(buf, sid, off, length, fin)
                         if length:
                             buf.c_push_raw(send.data_at(off), length)
-                        _add_record(rec, FR_STREAM, sid, off, length, fin)
+                        _add_record(rec, FR_STREAM, sid, off, length, fin, s.send_gen)
                         self._data_sent += send._offset_sent - before
                 if send.has_pending_c() and end - buf._pos <= header + 1:
                     break  # packet full: keep this stream first for the next packet
@@ -2967,6 +3542,8 @@ cdef class Connection:
                 queue.append(s)  # round robin
             else:
                 s.queued = False
+                if not s.send_opened:
+                    self._maybe_release(s)
         return 0
 
 

@@ -10,6 +10,7 @@ Buffers are C memory indexed by absolute stream offsets (RFC 9000 §2.2).  All i
 arithmetic below is checked by construction (offsets are validated against the buffer's
 bounds before any access), which is why bounds checking is disabled in this module.
 """
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -135,6 +136,7 @@ cdef class FlowWindow:
 
 # ---------------------------------------------------------------------- send side
 
+@cython.no_gc  # holds only leaf objects (range sets): no cycle can pass through it
 cdef class SendStream:
     """Our half of a stream: message framing, send buffer, retransmission and FIN state.
 
@@ -637,6 +639,7 @@ cdef class SendStream:
 
 # ---------------------------------------------------------------------- receive side
 
+@cython.no_gc  # holds only leaf objects (a range set, a flow window): no cycle can pass through it
 cdef class RecvStream:
     """The peer's half of a stream: reassembly, message delivery, flow control, final size.
 
@@ -783,6 +786,9 @@ cdef class RecvStream:
             memcpy(self._buf + self._head + <Py_ssize_t>(s - self._read_offset),
                    data + <Py_ssize_t>(s - offset), <size_t>(end - s))
             self._recv.add_range(s, end)
+        elif self._stopped and not self._reset and end > s:
+            # not stored, but which bytes arrived is still known (``data_complete``)
+            self._recv.add_range(s, end)
         if fin:
             self._final_size = <int64_t>end
         if end > self._highest:
@@ -834,7 +840,8 @@ cdef class RecvStream:
     def stop(self):
         """The application stops reading (STOP_SENDING): release buffers, discard future data.
 
-        Later ``insert()`` calls still check flow control and the final size.
+        Later ``insert()`` calls still check flow control and the final size, and record which
+        bytes arrived (``data_complete``) without storing them.
         """
         self._stopped = True
         self._release()

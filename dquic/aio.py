@@ -1019,13 +1019,29 @@ class AsyncConnection:
     async def send_message(self, stream_id: int, data: Any) -> int:
         """Queue ``data`` (any bytes-like object) as one message on ``stream_id``; returns its
         length. Waits first while the connection has more than ``send_buffer_limit`` bytes
-        unacknowledged (back-pressure)."""
+        unacknowledged, or while the message needs a new stream half and the peer's
+        ``max_streams`` are all in use (back-pressure); raises ``DQUICError`` (``ENOBUFS``) if
+        the peer allows no stream at all."""
         check_stream_id(stream_id)
         view, n = as_buffer(data)
         self._check_usable()
         await self._wait_send_room(n)
+        await self._wait_stream_credit(stream_id)
         self._queue(stream_id, view)
         return n
+
+    async def _wait_stream_credit(self, stream_id: int) -> None:
+        """Wait while a message on ``stream_id`` needs a new stream half and the peer's
+        ``max_streams`` are all in use (PROTOCOL.md §16.7); ``DQUICError`` (``ENOBUFS``) if
+        the peer allows none at all."""
+        core = self._core
+        while core.stream_open_blocked(stream_id):
+            if self._terminated:
+                raise self._error or ConnectionClosed("connection closed")
+            if core.peer_allows_no_streams:
+                raise DQUICError(errno.ENOBUFS, "the peer allows no streams (its max_streams "
+                                                "is 0): no message can be sent")
+            await self._wait_progress()
 
     def open_stream(self, stream_id: int) -> Tuple[StreamReader, StreamWriter]:
         """``(reader, writer)`` for byte-stream use of ``stream_id`` (either side may open any
@@ -1035,6 +1051,8 @@ class AsyncConnection:
         if stream_id in self._readers:
             return self._readers[stream_id], self._writers[stream_id]
         reader = StreamReader(self, stream_id, self._reader_limit)
+        # a byte stream: its end is the writer's close(), not the moment its data is acknowledged
+        self._core.pin_stream(stream_id)
         keep: Deque[Tuple[int, bytes]] = collections.deque()
         for sid, data in self._messages:
             if sid == stream_id:

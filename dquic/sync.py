@@ -69,6 +69,9 @@ from .errors import (
 from .events import (ConnectionTerminated, HandshakeCompleted, HandshakeFailed, MessageReceived,
                      PathChanged)
 
+#: Raised (``DQUICError``, errno ``ENOBUFS``) by a send when the peer allows no stream at all.
+_NO_STREAMS = "the peer allows no streams (its max_streams is 0): no message can be sent"
+
 __all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed", "UndeliveredData"]
 
 logger = logging.getLogger("dquic")
@@ -483,12 +486,14 @@ class DQUIC:
         connection first if there is none with ``address`` (blocking until the handshake
         completes: ``ConnectionTimeout``, ``AuthenticationError`` or ``ConnectionRefused`` if it
         fails). Blocks while the connection already buffers ``max_send_buffer`` unacknowledged
-        bytes (back-pressure), at most for the ``settimeout`` timeout (``TimeoutError``: the
+        bytes, or while a message needs a new stream half and the peer's ``max_streams`` are all
+        in use (back-pressure), at most for the ``settimeout`` timeout (``TimeoutError``: the
         messages before the one that did not fit were queued; with ``settimeout(0)`` /
         ``setblocking(False)`` it raises ``BlockingIOError`` instead, ``EINPROGRESS`` while the
         handshake is under way and ``EAGAIN`` when the buffer is full). Raises ``TypeError`` /
-        ``ValueError`` for bad arguments before anything is sent, and ``ConnectionClosed`` if the
-        peer closed the connection (the next ``send_to`` opens a new one).
+        ``ValueError`` for bad arguments before anything is sent, ``ConnectionClosed`` if the
+        peer closed the connection (the next ``send_to`` opens a new one), and ``DQUICError``
+        (``ENOBUFS``) if the peer allows no stream at all (its ``max_streams`` is 0).
         """
         items, total = validate_messages(ser_obj_dict)
         self._check_open()
@@ -522,6 +527,18 @@ class DQUIC:
                             self._send_waiters -= 1
                         self._raise_if_failed(peer)
                         buffered = conn.send_buffered
+                    while conn.stream_open_blocked(sid):
+                        # a new stream half needs one of the peer's stream credits (max_streams):
+                        # wait for one to come back, as for room in the send buffer
+                        if conn.peer_allows_no_streams:
+                            raise DQUICError(errno.ENOBUFS, _NO_STREAMS)
+                        self._send_waiters += 1
+                        try:
+                            self._drive_or_wait(deadline, "send_to timed out waiting for the peer to "
+                                                          "allow another stream (max_streams)")
+                        finally:
+                            self._send_waiters -= 1
+                        self._raise_if_failed(peer)
                     try:
                         conn.send_message(sid, view)
                     except RuntimeError:

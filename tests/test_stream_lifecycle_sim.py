@@ -1,0 +1,278 @@
+"""Message-stream lifecycle in the simulator (PROTOCOL.md §16.7): any number of stream ids over
+one connection, ids reused at random, exactly-once in-order delivery per id, bounded state."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dquic import _codec as codec
+from dquic import _frames as framing
+from dquic.config import Configuration
+from dquic.events import ConnectionTerminated
+from dquic.testing import LinkConfig
+from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
+
+
+def _server_conn(server):
+    conns = server.endpoint.connections
+    assert len(conns) == 1
+    return conns[0]
+
+
+def _payload(sid: int, seq: int) -> bytes:
+    """A message that names its stream and its place in that stream's sequence."""
+    rng = random.Random(sid * 1_000_003 + seq)
+    return b"%d:%d:" % (sid, seq) + rng.randbytes(rng.randrange(0, 48))
+
+
+def _state(conn) -> int:
+    """Stream objects the core holds for a connection (both halves of an id are one object)."""
+    return len(conn._streams)
+
+
+def _pair(max_streams, link=None, seed=1, **kw):
+    ccfg = Configuration(encryption=False, max_streams=max_streams, **kw)
+    scfg = Configuration(is_client=False, encryption=False, max_streams=max_streams, **kw)
+    net, client, server, conn = make_pair(link or LinkConfig(delay=0.005, bandwidth=100e6),
+                                          seed=seed, client_config=ccfg, server_config=scfg,
+                                          encryption=False)
+    net.run(until=lambda: conn.is_established and server.endpoint.connections, max_time=5)
+    return net, client, server, conn
+
+
+def _send_with_backpressure(net, conn, items, on_step=None, max_time=600.0):
+    """Send ``(sid, data)`` in order as a driver does: while ``stream_open_blocked(sid)`` the
+    network runs (acknowledgements return stream credit) instead of queueing more halves."""
+    for sid, data in items:
+        if conn.stream_open_blocked(sid):
+            net.run(until=lambda: not conn.stream_open_blocked(sid), max_time=max_time)
+        conn.send_message(sid, data)
+        if on_step is not None:
+            on_step()
+
+
+def test_many_more_ids_than_max_streams_each_delivered_once():
+    """20,000 distinct ids, one message each, with max_streams=16: every message arrives once,
+    byte-exact; the stream state of both sides stays bounded by the limit, not the ids used."""
+    limit = 16
+    net, client, server, conn = _pair(limit)
+    sconn = _server_conn(server)
+    n = 20_000
+    peak = [0, 0]
+
+    def sample():
+        peak[0] = max(peak[0], _state(conn))
+        peak[1] = max(peak[1], _state(sconn))
+
+    items = [(sid, _payload(sid, 0)) for sid in range(1000, 1000 + n)]
+    _send_with_backpressure(net, conn, items, sample)
+    net.run(until=lambda: len(server.messages) == n, max_time=600)
+    net.run_for(1.0)
+    got = {sid: msgs for (c, sid), msgs in server.messages.items()}
+    assert len(got) == n
+    for sid, data in items:
+        assert got[sid] == [data], sid
+    assert not server.terminated() and not client.terminated()
+    # bounded by the limit: live halves of ours (open or waiting for credit) and, on the
+    # receiving side, live halves plus the newest max_streams finished ones
+    assert peak[0] <= 2 * limit + 2, peak
+    assert peak[1] <= 3 * limit + 2, peak
+    # and once everything is delivered and the connection was quiet for a while (halves that
+    # only wait for more messages end then), the sender keeps nothing
+    net.run_for(3.0)
+    assert _state(conn) == 0
+    assert _state(sconn) <= limit
+    assert sconn._peer_opened == n
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_ids_reused_at_random_under_loss_and_reordering(seed):
+    """Messages on a few ids picked at random, in bursts separated by pauses (so ids end and are
+    reopened many times), over a link with 5 % loss, reordering and duplication: every message
+    arrives exactly once and in order per id."""
+    link = LinkConfig(delay=0.02, loss=0.05, reorder=0.05, reorder_delay=0.01, duplicate=0.02,
+                      bandwidth=20e6)
+    net, client, server, conn = _pair(8, link=link, seed=seed)
+    sconn = _server_conn(server)
+    rng = random.Random(seed)
+    ids = [rng.randrange(1 << 40) for _ in range(40)]
+    sent = {sid: [] for sid in ids}
+    peak = 0
+    for burst in range(150):
+        for _ in range(rng.randrange(1, 12)):
+            sid = rng.choice(ids)
+            data = _payload(sid, len(sent[sid]))
+            if conn.stream_open_blocked(sid):
+                net.run(until=lambda: not conn.stream_open_blocked(sid), max_time=net.now + 60)
+            conn.send_message(sid, data)
+            sent[sid].append(data)
+        net.run_for(rng.choice([0.001, 0.02, 0.2]))
+        peak = max(peak, _state(sconn), _state(conn))
+    total = sum(len(v) for v in sent.values())
+    net.run(until=lambda: sum(server.count(s) for s in ids) == total, max_time=net.now + 600)
+    net.run_for(2.0)
+    for sid in ids:
+        assert server.stream_messages(sid) == sent[sid], sid
+    assert not server.terminated() and not client.terminated()
+    # ids were really reopened many times (each opening counts against the limit)
+    assert sconn._peer_opened > 3 * len(ids)
+    assert peak <= 2 * len(ids) + 8 + 2
+
+
+def test_an_id_reused_back_to_back_keeps_order_and_state_flat():
+    """One id gets a message, then another as soon as the previous incarnation ended, 3,000
+    times, while the link reorders and duplicates: order holds and state does not grow."""
+    link = LinkConfig(delay=0.01, reorder=0.1, reorder_delay=0.004, duplicate=0.05)
+    net, client, server, conn = _pair(4, link=link, seed=9)
+    sconn = _server_conn(server)
+    msgs = [_payload(7, i) for i in range(3000)]
+    peak = 0
+    for i, m in enumerate(msgs):
+        conn.send_message(7, m)
+        net.run(until=lambda: server.count(7) == i + 1, max_time=net.now + 30)
+        if i % 3 == 0:
+            # and sometimes right after the end of the previous incarnation
+            net.run(until=lambda: not conn._streams or conn._streams[7].send.is_closed_for_writing,
+                    max_time=net.now + 30)
+        peak = max(peak, _state(sconn), _state(conn), len(sconn._finished or ()))
+    net.run_for(1.0)
+    assert server.stream_messages(7) == msgs
+    assert sconn._peer_opened > 500  # the id was reopened over and over
+    assert peak <= 4  # max_streams: the newest finished halves remembered
+    assert not server.terminated() and not client.terminated()
+
+
+def test_reset_of_a_stream_never_sent_takes_no_credit():
+    """Regression: with the peer allowing 6 halves and 30 streams queued, resetting one that
+    was never sent used no credit here while the peer counted its RESET_STREAM as an opening
+    (later STREAM_LIMIT_ERROR). Now a half the peer never saw ends without any frame."""
+    net, client, server, conn = _pair(6)
+    for sid in range(30):
+        conn.send_message(sid, _payload(sid, 0))
+    conn.reset_stream(16)
+    net.run(until=lambda: len(server.messages) == 29, max_time=30)
+    net.run_for(1.0)
+    assert not server.terminated() and not client.terminated()
+    assert server.count(16) == 0
+    assert all(server.stream_messages(s) == [_payload(s, 0)] for s in range(30) if s != 16)
+    net.run_for(3.0)
+    assert _state(conn) == 0
+
+
+def test_message_after_explicit_end_opens_a_new_incarnation():
+    net, client, server, conn = _pair(4)
+    conn.send_message(3, b"one")
+    conn.end_stream(3)
+    conn.send_message(3, b"two")  # queued behind the FIN: the next incarnation
+    net.run(until=lambda: server.count(3) == 2, max_time=5)
+    assert server.stream_messages(3) == [b"one", b"two"]
+
+
+# ---------------------------------------------------------------------------------------------
+# a peer driving the protocol by hand (frames injected into packets)
+
+def _established(**server_kw):
+    scfg = Configuration(is_client=False, encryption=False, **server_kw)
+    net, client, server, conn = make_pair(LinkConfig(delay=0.005), encryption=False,
+                                          server_config=scfg, seed=1)
+    conn.send_message(0, b"hello")
+    net.run(until=lambda: server.count(0) == 1, max_time=5)
+    net.run_for(0.05)
+    # from now on the client hears nothing: the test plays its part
+    net.link(CLIENT_ADDR, SERVER_ADDR, LinkConfig(delay=0.005), LinkConfig(delay=0.005, loss=1.0))
+    return net, client, server, conn
+
+
+def _inject(net, conn, server, frames):
+    sp = conn._spaces[1]
+    pn = sp.next_pn
+    sp.next_pn = pn + 1
+    buf = codec.Buffer(capacity=4096)
+    trunc, pn_len = codec.encode_packet_number(pn, sp.largest_acked)
+    codec.push_short_header(buf, conn.peer_cid, trunc, pn_len)
+    for f in frames:
+        framing.push_frame(buf, f)
+    while buf.tell() < 24:
+        buf.push_uint8(0)
+    server.receive_datagram(buf.data, CLIENT_ADDR, net.now)
+    net.poll()
+    return pn
+
+
+def _ack_all(sconn):
+    return framing.AckFrame([(0, sconn._app.next_pn)], 0)
+
+
+def test_peer_reopening_an_id_before_it_may_is_not_misread():
+    """A peer that sends a new incarnation of an id right after the previous one completed,
+    without waiting for our acknowledgement to be acknowledged: the receiver cannot tell that
+    frame from a late copy of the old incarnation, so the packet is dropped unacknowledged
+    (nothing delivered twice); once the peer acknowledged our ACK, the same frame in a new
+    packet is the next incarnation."""
+    net, client, server, conn = _established(max_streams=4)
+    sconn = _server_conn(server)
+    _inject(net, conn, server, [framing.StreamFrame(5, 0, b"\x03old", True)])
+    net.poll()
+    assert server.stream_messages(5) == [b"old"]
+    dropped = sconn.packets_dropped
+    for _ in range(20):  # a copy of the old frame, or the new incarnation? not yet known
+        _inject(net, conn, server, [framing.StreamFrame(5, 0, b"\x03old", True)])
+    assert sconn.packets_dropped == dropped + 20
+    assert server.stream_messages(5) == [b"old"]
+    # the peer acknowledges our packets (so also the ACK that covered the whole half)
+    _inject(net, conn, server, [_ack_all(sconn), framing.StreamFrame(5, 0, b"\x03new", True)])
+    assert server.stream_messages(5) == [b"old", b"new"]
+    assert not server.terminated()
+
+
+def test_aggressive_peer_reopening_ids_keeps_state_bounded():
+    """A peer that reopens a handful of ids in every packet (acknowledging everything at once)
+    for 5,000 packets: each incarnation is delivered once and the receiver's state stays flat."""
+    net, client, server, conn = _established(max_streams=8)
+    sconn = _server_conn(server)
+    peak = 0
+    expected = {sid: [] for sid in range(4)}
+    for i in range(5000):
+        frames = [_ack_all(sconn)]
+        for sid in range(4):
+            data = b"%d-%d" % (sid, i)
+            frames.append(framing.StreamFrame(sid + 100, 0, bytes([len(data)]) + data, True))
+            expected[sid].append(data)
+        _inject(net, conn, server, frames)
+        net.run_for(0.001)
+        peak = max(peak, _state(sconn), len(sconn._finished or ()), len(sconn._tomb_wait or ()))
+        assert not server.terminated()
+    got = {sid: server.stream_messages(sid + 100) for sid in range(4)}
+    # every message delivered at most once and in order; those of packets that came before
+    # the previous incarnation was resolved were dropped (the peer would send them again)
+    for sid in range(4):
+        seen = got[sid]
+        assert len(seen) == len(set(seen))
+        idx = [expected[sid].index(m) for m in seen]
+        assert idx == sorted(idx)
+        assert len(seen) >= 1000
+    assert peak <= 12, peak
+
+
+def test_late_old_frame_after_the_id_was_forgotten_is_dropped():
+    """After a finished half is forgotten, a late packet (numbered below the one that resolved
+    it) carrying a frame for that id does not open a new half: it is dropped unacknowledged."""
+    net, client, server, conn = _established(max_streams=2)
+    sconn = _server_conn(server)
+    sp = conn._spaces[1]
+    late = sp.next_pn
+    sp.next_pn += 5  # packet numbers the server has not seen: a late packet will use one
+    for sid in range(10, 20):
+        _inject(net, conn, server, [_ack_all(sconn), framing.StreamFrame(sid, 0, b"\x01x", True)])
+        net.run_for(0.01)
+    _inject(net, conn, server, [_ack_all(sconn)])
+    assert 10 not in sconn._streams  # forgotten (beyond the newest max_streams finished)
+    opened = sconn._peer_opened
+    after = sp.next_pn
+    sp.next_pn = late
+    _inject(net, conn, server, [framing.StreamFrame(10, 0, b"\x01x", True)])
+    sp.next_pn = after
+    assert sconn._peer_opened == opened
+    assert server.stream_messages(10) == [b"x"]
+    assert not [e for _, e in server.events if isinstance(e, ConnectionTerminated)]

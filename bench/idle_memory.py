@@ -27,7 +27,7 @@ The views, each measured in a fresh child process so that one does not disturb t
   process of its own answering each message; this process opens the connections from ``n``
   UDP sockets over loopback (real time, 100 at a time), lets them go quiet and reads the
   server's RSS before and after: the figure an operator of a ``DQUIC`` server sees.
-* ``breakdown``: one connection taken apart: for each attribute of the ``Connection``, the bytes of
+* ``breakdown``: one connection taken apart: for each attribute of the ``CoreConnection``, the bytes of
   the objects reachable from it that belong to this connection only (``sys.getsizeof``, which for
   the compiled stream, range-set and buffer classes includes their C buffers), not those shared
   with the other connections (configuration templates, keys, modules, classes). Plus the C-heap
@@ -88,7 +88,7 @@ class IdleServer:
 
     def add(self):
         """One more connection: handshake, one request and its reply, then idle. Returns the
-        server's ``Connection``."""
+        server's ``CoreConnection``."""
         server = self.server
         cep = Endpoint(self.ccfg, random_bytes=self._rand)
         caddr = ("198.51.100.%d" % (1 + self.count % 250), 10000 + self.count % 50000)
@@ -249,7 +249,7 @@ def breakdown(conn, other) -> "list[tuple[str, int, int]]":
     held = {id(o) for o in gc.get_referents(conn)}
     counted = set(shared)
     counted.add(id(conn))
-    rows = [("Connection object", 1, sys.getsizeof(conn))]
+    rows = [("CoreConnection object", 1, sys.getsizeof(conn))]
     names = [n for n in dir(type(conn)) if not n.startswith("__")]
     names = [n for n in _ORDER if n in names] + sorted(n for n in names if n not in _ORDER)
     for name in names:
@@ -362,7 +362,7 @@ def _sync_clients(port: int, count: int, keep: list, batch: int = 100, stream: i
     import socket
     import time
 
-    from dquic.connection import Connection
+    from dquic.connection import CoreConnection
 
     server = ("127.0.0.1", port)
     ccfg = Configuration(idle_timeout=IDLE_TIMEOUT)  # the server's connections outlive the run
@@ -377,7 +377,7 @@ def _sync_clients(port: int, count: int, keep: list, batch: int = 100, stream: i
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", 0))
             sock.setblocking(False)
-            conn = Connection(ccfg, server)
+            conn = CoreConnection(ccfg, server)
             conn.connect(now)
             state = {"sock": sock, "conn": conn, "sent": False, "got": False}
             sel.register(sock, selectors.EVENT_READ, state)

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from dquic.config import Configuration
-from dquic.connection import Connection
+from dquic.connection import CoreConnection
 from dquic.keys import KeyPair
 
 PAYLOAD = 1200                   # stream bytes per packet the transfer is sized in
@@ -52,9 +52,9 @@ def _dquic_pair(encryption):
     window = dict(initial_max_data=64 << 20, max_data_window=64 << 20,
                   initial_max_stream_data=64 << 20, max_stream_data_window=64 << 20)
     kp = KeyPair.generate()
-    client = Connection(Configuration(encryption=encryption, pacing=False, max_datagram_size=MDS,
+    client = CoreConnection(Configuration(encryption=encryption, pacing=False, max_datagram_size=MDS,
                                       **window), S_ADDR)
-    server = Connection(Configuration(is_client=False, encryption=encryption, identity=kp,
+    server = CoreConnection(Configuration(is_client=False, encryption=encryption, identity=kp,
                                       pacing=False, max_datagram_size=MDS, **window), C_ADDR,
                         peer_cid=client.host_cid, original_dcid=client.original_dcid)
     now = 0.0

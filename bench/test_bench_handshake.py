@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from dquic._noise import HandshakeState
 from dquic.config import Configuration
-from dquic.connection import Connection
+from dquic.connection import CoreConnection
 from dquic.handshake import PATTERN_IDS
 from dquic.keys import KeyPair
 
@@ -38,8 +38,8 @@ PATTERNS = {
 
 
 def _dquic_handshake(client_opts, server_opts, cipher):
-    client = Connection(Configuration(cipher=cipher, **client_opts), S_ADDR)
-    server = Connection(Configuration(is_client=False, identity=SERVER_KEY, **server_opts), C_ADDR,
+    client = CoreConnection(Configuration(cipher=cipher, **client_opts), S_ADDR)
+    server = CoreConnection(Configuration(is_client=False, identity=SERVER_KEY, **server_opts), C_ADDR,
                         peer_cid=client.host_cid, original_dcid=client.original_dcid)
     now = 0.0
     client.connect(now)

@@ -15,7 +15,7 @@ import os
 import time
 
 from dquic.config import Configuration
-from dquic.connection import Connection
+from dquic.connection import CoreConnection
 
 MESSAGES = int(os.environ.get("DQUIC_BENCH_MESSAGES", "100000"))
 SIZE = 64
@@ -32,8 +32,8 @@ S_ADDR = ("198.51.100.7", 4433)
 
 def _pair():
     window = dict(initial_max_data=64 << 20, max_data_window=64 << 20)
-    client = Connection(Configuration(encryption=False, pacing=False, **window), S_ADDR)
-    server = Connection(Configuration(is_client=False, encryption=False, pacing=False, **window),
+    client = CoreConnection(Configuration(encryption=False, pacing=False, **window), S_ADDR)
+    server = CoreConnection(Configuration(is_client=False, encryption=False, pacing=False, **window),
                         C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
     now = 0.0
     client.connect(now)

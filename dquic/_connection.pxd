@@ -1,6 +1,6 @@
 # C-level layout of dquic._connection (the sans-IO connection, see _connection.pyx).
 #
-# Other compiled modules may `cimport Connection` to drive a connection without Python-level
+# Other compiled modules may `cimport CoreConnection` to drive a connection without Python-level
 # attribute lookups; the Python API (receive_datagram, datagrams_to_send, ...) is the contract.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
@@ -55,7 +55,7 @@ cdef struct U64Queue:
 
 
 # Control frames the connection owes its peer (a stream's own are in _Stream.owed). Loss of a
-# recorded frame puts it back here; the frame writers pay it off (Connection._pay, _put_frame).
+# recorded frame puts it back here; the frame writers pay it off (CoreConnection._pay, _put_frame).
 cdef struct Pending:
     uint32_t once                  # 1 << FR_x for each frame owed once: HANDSHAKE_DONE,
                                    # MAX_DATA, MAX_STREAMS, PING, PATH_CHALLENGE
@@ -97,8 +97,8 @@ cdef class _Stream:
     cdef public bint counted             # our half consumed one of the peer's MAX_STREAMS credits
     # lifecycle (PROTOCOL.md §16.7): each half has incarnations, numbered by *_gen
     cdef public bint pinned              # a byte stream: never finished automatically
-    cdef public bint credit_wait         # in Connection._credit_waiters
-    cdef public double idle_since        # when it was listed in Connection._idle_halves, or -1
+    cdef public bint credit_wait         # in CoreConnection._credit_waiters
+    cdef public double idle_since        # when it was listed in CoreConnection._idle_halves, or -1
     cdef public uint32_t send_gen
     cdef public SendStream send_next     # messages written after our half was closed
     cdef public int64_t send_min_pn      # peer control frames for our half below this are old
@@ -125,7 +125,7 @@ cdef class _Sent(SentPacket):
     cdef uint64_t ack_floor
 
 
-cdef class Connection:
+cdef class CoreConnection:
     # public state
     cdef public object config
     cdef public bint is_client

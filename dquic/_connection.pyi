@@ -10,7 +10,7 @@ from dquic._streams import FlowWindow, RecvStream, SendStream
 from dquic.config import Configuration
 from dquic.events import ConnectionTerminated, Event
 
-__all__ = ["Connection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
+__all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
 
 SPACE_HANDSHAKE: int
 SPACE_APPLICATION: int
@@ -110,7 +110,7 @@ class ConnectionStats:
     def as_dict(self) -> Dict[str, Any]: ...
 
 @disjoint_base
-class Connection:
+class CoreConnection:
     config: Configuration
     is_client: bool
     peer_addr: Tuple[Any, ...]

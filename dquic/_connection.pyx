@@ -3,7 +3,7 @@
 
 Theory of operation
 -------------------
-A ``Connection`` never touches a socket, a thread or a clock. Its driver (the endpoint, the
+A ``CoreConnection`` never touches a socket, a thread or a clock. Its driver (the endpoint, the
 blocking ``DQUIC`` class, the asyncio API or the network simulator) feeds it what happens and asks
 it what to do:
 
@@ -89,7 +89,7 @@ from dquic.events import (
 from dquic.tokens import retry_integrity_tag
 from dquic.transport_params import TransportParameters
 
-__all__ = ["Connection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
+__all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
 
 SPACE_HANDSHAKE = 0
 SPACE_APPLICATION = 1
@@ -98,7 +98,7 @@ MAX_STREAM_ID = (1 << 62) - 1
 MAX_CRYPTO_BUFFER = 16 * 1024
 MAX_PENDING_PATH_RESPONSES = 4
 #: An established connection with nothing received for this long (at least 3 PTO) gives back
-#: the memory only moving data needs (see Connection._release_idle).
+#: the memory only moving data needs (see CoreConnection._release_idle).
 IDLE_RELEASE_AFTER = 1.0
 
 cdef enum:
@@ -251,7 +251,7 @@ cdef inline bint _recv_closed(RecvStream r) noexcept:
     return r._reset or (r._final_size >= 0 and r._read_offset == <uint64_t>r._final_size)
 
 
-cdef inline void _cid_change(Connection conn, object item):
+cdef inline void _cid_change(CoreConnection conn, object item):
     # the list is made on first use and dropped once emptied: most connections are idle with
     # nothing to report, and an empty list costs ~72 bytes
     if conn.cid_changes is None:
@@ -294,7 +294,7 @@ cdef list _q_list(U64Queue* q):
     return [q.items[i] for i in range(q.n)]
 
 
-cdef inline void _note_work(Connection conn):
+cdef inline void _note_work(CoreConnection conn):
     # tell the endpoint driving this connection (if any) that it has output to build: the
     # endpoint then polls only the connections that asked, not all of them
     cdef dict work = conn._work
@@ -495,7 +495,7 @@ cdef class _Sent(SentPacket):
         cdef int i
         out = []
         if self.ack_space >= 0:
-            # its ranges are known while the packet is being traced (Connection._write_ack)
+            # its ranges are known while the packet is being traced (CoreConnection._write_ack)
             out.append(self.frames if type(self.frames) is dict else {"frame_type": "ack"})
         for i in range(self.nrec):
             out.append(_trace_frame(_record_at(self, i)))
@@ -564,11 +564,11 @@ def _make_controller(config):
 
 
 # ------------------------------------------------------------------------------ connection
-cdef class Connection:
+cdef class CoreConnection:
     """One dquic connection, sans-IO (see the module docstring for the calling protocol).
 
     Clients are created by the application (usually through an endpoint) with
-    ``Connection(config, peer_addr, ...)`` and then ``connect(now)``. Servers' connections are
+    ``CoreConnection(config, peer_addr, ...)`` and then ``connect(now)``. Servers' connections are
     created by the endpoint when a new client's first packet arrives.
     """
 
@@ -3548,29 +3548,29 @@ cdef class Connection:
 
 
 _FRAME_HANDLERS = {
-    frames.FRAME_PADDING: Connection._on_ignore,
-    frames.FRAME_PING: Connection._on_ignore,
-    frames.FRAME_ACK: Connection._on_ack,
-    frames.FRAME_ACK_ECN: Connection._on_ack,
-    frames.FRAME_RESET_STREAM: Connection._on_reset_stream,
-    frames.FRAME_STOP_SENDING: Connection._on_stop_sending,
-    frames.FRAME_CRYPTO: Connection._on_crypto,
-    frames.FRAME_NEW_TOKEN: Connection._on_ignore,
-    frames.FRAME_MAX_DATA: Connection._on_max_data,
-    frames.FRAME_MAX_STREAM_DATA: Connection._on_max_stream_data,
-    frames.FRAME_MAX_STREAMS: Connection._on_max_streams,
-    frames.FRAME_DATA_BLOCKED: Connection._on_data_blocked,
-    frames.FRAME_STREAM_DATA_BLOCKED: Connection._on_stream_data_blocked,
-    frames.FRAME_STREAMS_BLOCKED: Connection._on_ignore,
-    frames.FRAME_NEW_CONNECTION_ID: Connection._on_new_connection_id,
-    frames.FRAME_RETIRE_CONNECTION_ID: Connection._on_retire_connection_id,
-    frames.FRAME_PATH_CHALLENGE: Connection._on_path_challenge,
-    frames.FRAME_PATH_RESPONSE: Connection._on_path_response,
-    frames.FRAME_CONNECTION_CLOSE: Connection._on_connection_close,
-    frames.FRAME_CONNECTION_CLOSE_APP: Connection._on_connection_close,
-    frames.FRAME_HANDSHAKE_DONE: Connection._on_handshake_done,
-    frames.FRAME_DATAGRAM: Connection._on_datagram,
-    frames.FRAME_DATAGRAM_LEN: Connection._on_datagram,
+    frames.FRAME_PADDING: CoreConnection._on_ignore,
+    frames.FRAME_PING: CoreConnection._on_ignore,
+    frames.FRAME_ACK: CoreConnection._on_ack,
+    frames.FRAME_ACK_ECN: CoreConnection._on_ack,
+    frames.FRAME_RESET_STREAM: CoreConnection._on_reset_stream,
+    frames.FRAME_STOP_SENDING: CoreConnection._on_stop_sending,
+    frames.FRAME_CRYPTO: CoreConnection._on_crypto,
+    frames.FRAME_NEW_TOKEN: CoreConnection._on_ignore,
+    frames.FRAME_MAX_DATA: CoreConnection._on_max_data,
+    frames.FRAME_MAX_STREAM_DATA: CoreConnection._on_max_stream_data,
+    frames.FRAME_MAX_STREAMS: CoreConnection._on_max_streams,
+    frames.FRAME_DATA_BLOCKED: CoreConnection._on_data_blocked,
+    frames.FRAME_STREAM_DATA_BLOCKED: CoreConnection._on_stream_data_blocked,
+    frames.FRAME_STREAMS_BLOCKED: CoreConnection._on_ignore,
+    frames.FRAME_NEW_CONNECTION_ID: CoreConnection._on_new_connection_id,
+    frames.FRAME_RETIRE_CONNECTION_ID: CoreConnection._on_retire_connection_id,
+    frames.FRAME_PATH_CHALLENGE: CoreConnection._on_path_challenge,
+    frames.FRAME_PATH_RESPONSE: CoreConnection._on_path_response,
+    frames.FRAME_CONNECTION_CLOSE: CoreConnection._on_connection_close,
+    frames.FRAME_CONNECTION_CLOSE_APP: CoreConnection._on_connection_close,
+    frames.FRAME_HANDSHAKE_DONE: CoreConnection._on_handshake_done,
+    frames.FRAME_DATAGRAM: CoreConnection._on_datagram,
+    frames.FRAME_DATAGRAM_LEN: CoreConnection._on_datagram,
 }
 for _t in range(0x08, 0x10):
-    _FRAME_HANDLERS[_t] = Connection._on_stream
+    _FRAME_HANDLERS[_t] = CoreConnection._on_stream

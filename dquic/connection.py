@@ -2,7 +2,7 @@
 
 The implementation is compiled (``dquic/_connection.pyx``); this module is its public home.
 
-A ``Connection`` never touches a socket, a thread or a clock. Its driver (the endpoint, the
+A ``CoreConnection`` never touches a socket, a thread or a clock. Its driver (the endpoint, the
 blocking ``DQUIC`` class, the asyncio API or the network simulator) feeds it what happens and asks
 it what to do:
 
@@ -20,9 +20,9 @@ from ._connection import (
     MAX_STREAM_ID,
     SPACE_APPLICATION,
     SPACE_HANDSHAKE,
-    Connection,
+    CoreConnection,
     ConnectionStats,
     _PlainHandshake,
 )
 
-__all__ = ["Connection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
+__all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]

@@ -3,7 +3,7 @@
 An ``Endpoint`` routes each incoming datagram to its connection by destination connection ID
 (PROTOCOL.md §17), so a connection keeps working when its peer's address changes; it creates
 server-side connections for new clients, answers unknown versions with Version Negotiation, and
-forgets connections once they terminate. Like ``Connection`` it never touches a socket or a clock:
+forgets connections once they terminate. Like ``CoreConnection`` it never touches a socket or a clock:
 drive it with ``receive_datagram`` / ``handle_timer`` / ``datagrams_to_send`` / ``get_timer`` /
 ``next_event`` (the same calling protocol, so the network simulator drives it directly).
 
@@ -19,11 +19,11 @@ No call visits every connection. Three structures keep it so:
   moved down when it reaches the top. So a connection whose idle deadline advances with every
   packet costs no heap operation per packet, and ``get_timer`` is the top entry, exact.
 * **Work set.** Connections with output to build: the endpoint adds those it has just given
-  input, and a connection adds itself (``Connection._work``) when the application queues
+  input, and a connection adds itself (``CoreConnection._work``) when the application queues
   something on it or when one call could not send all it had. ``datagrams_to_send`` /
   ``trains_to_send`` poll only these.
 * **Maps kept incrementally**: connection ID -> connection and the peer's stateless-reset
-  token -> connection (both from ``Connection.cid_changes``), and the half-open connections
+  token -> connection (both from ``CoreConnection.cid_changes``), and the half-open connections
   (those whose handshake is not yet confirmed), for the Retry and handshake limits.
 
 An idle connection is in none of the busy structures; it costs nothing until its own deadline
@@ -42,14 +42,14 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _codec as codec
 from .config import Configuration
-from .connection import Connection
+from .connection import CoreConnection
 from .errors import ErrorCode, ProtocolError
 from .events import ConnectionTerminated, Event, HandshakeCompleted, HandshakeFailed, PathChanged
 from .tokens import ResetTokens, RetryTokens, retry_integrity_tag
 
 __all__ = ["Endpoint", "ConnectionAccepted", "reset_key_for", "connection_log"]
 
-#: Connection life-cycle records (INFO: established, failed handshakes with the key the peer
+#: CoreConnection life-cycle records (INFO: established, failed handshakes with the key the peer
 #: presented, closed and why, migrations; DEBUG: accepted, Retry and stateless reset sent).
 #: Nothing per packet.
 logger = logging.getLogger("dquic.connection")
@@ -87,7 +87,7 @@ class ConnectionLog(logging.LoggerAdapter):
         return "[%s %s] %s" % (extra.get("peer"), extra.get("cid"), msg), kwargs
 
 
-def connection_log(conn: Connection) -> ConnectionLog:
+def connection_log(conn: CoreConnection) -> ConnectionLog:
     """The logger adapter for ``conn``."""
     peer = conn.peer_addr
     host = "%s:%s" % (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
@@ -110,7 +110,7 @@ def _b64_key(key: Optional[bytes]) -> str:
     return base64.b64encode(key).decode("ascii") if key else "not revealed"
 
 
-def _log_events(conn: Connection, events: List[Event]) -> None:
+def _log_events(conn: CoreConnection, events: List[Event]) -> None:
     ev: Any  # narrowed by `type(ev) is ...` below, which type checkers do not follow
     failed = False
     for ev in events:
@@ -184,22 +184,22 @@ class Endpoint:
         self.max_handshakes = max_handshakes
         self._random = random_bytes
         # live connections, in the order they were made (a dict used as an ordered set)
-        self._connections: Dict[Connection, None] = {}
-        self._by_cid: Dict[bytes, Connection] = {}
-        self._by_token: Dict[bytes, Connection] = {}
+        self._connections: Dict[CoreConnection, None] = {}
+        self._by_cid: Dict[bytes, CoreConnection] = {}
+        self._by_token: Dict[bytes, CoreConnection] = {}
         # half-open connections -> the client-chosen DCID still routed to them (servers), or None
-        self._half_open: Dict[Connection, Optional[bytes]] = {}
+        self._half_open: Dict[CoreConnection, Optional[bytes]] = {}
         # connections with output to build (shared with each connection as ``_work``)
-        self._work: Dict[Connection, None] = {}
+        self._work: Dict[CoreConnection, None] = {}
         # timer heap (module docstring): entries [key, seq, conn, due]; due None = dead entry
         self._heap: List[list] = []
-        self._entry: Dict[Connection, list] = {}
+        self._entry: Dict[CoreConnection, list] = {}
         self._seq = 0
         self._dead_entries = 0
         self._now = 0.0  # the latest time any call was given
         # connections touched since the last take_active() (None until a driver asks)
-        self._touched: Optional[Dict[Connection, None]] = None
-        self._events: Deque[Tuple[Connection, Event]] = deque()
+        self._touched: Optional[Dict[CoreConnection, None]] = None
+        self._events: Deque[Tuple[CoreConnection, Event]] = deque()
         self._stateless_out: List[Tuple[bytes, Tuple]] = []
         self.require_retry = require_retry
         self.retry_threshold = max_handshakes // 2 if retry_threshold is None else retry_threshold
@@ -224,7 +224,7 @@ class Endpoint:
 
     # ------------------------------------------------------------------------------------
     @property
-    def connections(self) -> List[Connection]:
+    def connections(self) -> List[CoreConnection]:
         """Live connections (not yet terminated)."""
         return list(self._connections)
 
@@ -238,10 +238,10 @@ class Endpoint:
         """Connections whose handshake is not yet confirmed."""
         return len(self._half_open)
 
-    def connect(self, addr: Tuple, now: float, config: Optional[Configuration] = None) -> Connection:
+    def connect(self, addr: Tuple, now: float, config: Optional[Configuration] = None) -> CoreConnection:
         """Open a client connection to ``addr``; call ``datagrams_to_send(now)`` next."""
         cfg = (config or self.config).copy(is_client=True)
-        conn = Connection(cfg, addr, random_bytes=self._random, reset_token=self._reset_tokens)
+        conn = CoreConnection(cfg, addr, random_bytes=self._random, reset_token=self._reset_tokens)
         self._now = now
         self._trace(conn, now)
         self._add(conn, None)
@@ -249,7 +249,7 @@ class Endpoint:
         self._after(conn)
         return conn
 
-    def _add(self, conn: Connection, initial_dcid: Optional[bytes]) -> None:
+    def _add(self, conn: CoreConnection, initial_dcid: Optional[bytes]) -> None:
         self._connections[conn] = None
         conn._work = self._work
         self._half_open[conn] = initial_dcid
@@ -257,7 +257,7 @@ class Endpoint:
             self._by_cid[initial_dcid] = conn  # until the client switches to our CID
         self._sync_cids(conn)
 
-    def _sync_cids(self, conn: Connection) -> None:
+    def _sync_cids(self, conn: CoreConnection) -> None:
         changes = conn.cid_changes
         if not changes:
             return
@@ -363,7 +363,7 @@ class Endpoint:
             cfg = self._accept_config = self.config.copy(is_client=False)
         return cfg
 
-    def _accept(self, hdr, addr: Tuple, now: float, retry: Optional[Tuple[bytes, bytes]]) -> Connection:
+    def _accept(self, hdr, addr: Tuple, now: float, retry: Optional[Tuple[bytes, bytes]]) -> CoreConnection:
         cfg = self._server_config()
         if retry is not None:
             odcid, rscid = retry
@@ -372,7 +372,7 @@ class Endpoint:
         # after a Retry the connection keeps the Retry's source connection ID as its own (the
         # client sends to it already, and ignores a server connection with another one: the
         # one this endpoint may have made for an earlier copy of the client's first packet)
-        conn = Connection(cfg, addr, host_cid=rscid, peer_cid=bytes(hdr.scid),
+        conn = CoreConnection(cfg, addr, host_cid=rscid, peer_cid=bytes(hdr.scid),
                           original_dcid=odcid, retry_source_cid=rscid, random_bytes=self._random,
                           reset_token=self._reset_tokens)
         self._trace(conn, now)
@@ -382,7 +382,7 @@ class Endpoint:
             connection_log(conn).debug("accepted%s", " (address validated by Retry)" if retry else "")
         return conn
 
-    def _trace(self, conn: Connection, now: float) -> None:
+    def _trace(self, conn: CoreConnection, now: float) -> None:
         if conn.config.qlog_dir:
             from .qlog import QlogTrace
 
@@ -426,7 +426,7 @@ class Endpoint:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] stateless reset sent for unknown connection ID %s", addr, dcid.hex())
 
-    def _after(self, conn: Connection, polled: bool = False) -> None:
+    def _after(self, conn: CoreConnection, polled: bool = False) -> None:
         """Bookkeeping after the endpoint touched ``conn``: maps, events, then either the work
         set (input or a timer: output to build) or, once it was polled for output, its deadline
         in the heap. A connection in the work set needs no heap refresh yet: ``get_timer``
@@ -453,7 +453,7 @@ class Endpoint:
         else:
             self._work[conn] = None
 
-    def _forget(self, conn: Connection) -> None:
+    def _forget(self, conn: CoreConnection) -> None:
         if conn not in self._connections:
             return
         del self._connections[conn]
@@ -473,7 +473,7 @@ class Endpoint:
 
     # ------------------------------------------------------------------------------------
     # the timer heap (module docstring)
-    def _set_deadline(self, conn: Connection, due: Optional[float]) -> None:
+    def _set_deadline(self, conn: CoreConnection, due: Optional[float]) -> None:
         entry = self._entry.get(conn)
         if entry is not None:
             if due is not None and due >= entry[0]:
@@ -530,7 +530,7 @@ class Endpoint:
                        max_segments: int = 64) -> List[Tuple[Any, int, Tuple]]:
         """``datagrams_to_send`` as trains for segmentation offload: ``(data, segment_size,
         address)``, ``data`` holding datagrams of ``segment_size`` bytes back to back (the last
-        may be shorter); see ``Connection.datagram_trains``."""
+        may be shorter); see ``CoreConnection.datagram_trains``."""
         self._now = now
         out = [(d, len(d), a) for d, a in self._stateless_out]
         self._stateless_out = []
@@ -569,7 +569,7 @@ class Endpoint:
             conn.handle_timer(now)
             self._after(conn)
 
-    def take_active(self) -> List[Connection]:
+    def take_active(self) -> List[CoreConnection]:
         """The connections this endpoint gave input, ran timers of or polled for output since
         the previous call (terminated ones included), so that a driver can look at just those
         after a pass. The first call returns every live connection and starts the tracking."""
@@ -583,11 +583,11 @@ class Endpoint:
         touched.clear()
         return out
 
-    def next_event(self) -> Optional[Tuple[Connection, Event]]:
+    def next_event(self) -> Optional[Tuple[CoreConnection, Event]]:
         """Pop the next ``(connection, event)``, or None."""
         return self._events.popleft() if self._events else None
 
-    def take_events(self) -> List[Tuple[Connection, Event]]:
+    def take_events(self) -> List[Tuple[CoreConnection, Event]]:
         """All pending ``(connection, event)`` pairs at once, oldest first (empty if none)."""
         if not self._events:
             return []

@@ -1,4 +1,4 @@
-"""Events a connection reports to its driver through ``Connection.next_event()``."""
+"""Events a connection reports to its driver through ``CoreConnection.next_event()``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,7 +55,7 @@ class HandshakeFailed(Event):
 
 @dataclass(frozen=True)
 class MessageReceived(Event):
-    """Stream ``stream_id`` has readable message data (``Connection.read_message``). Reported once
+    """Stream ``stream_id`` has readable message data (``CoreConnection.read_message``). Reported once
     per transition from nothing-readable to readable."""
 
     stream_id: int

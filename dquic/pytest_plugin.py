@@ -297,7 +297,7 @@ class DquicPair(NamedTuple):
     client: Any
     #: the server's ``EndpointNode`` (``server.stream_messages(sid)``, ``server.count(sid)``)
     server: Any
-    #: the client's ``dquic.connection.Connection``, already connecting to the server
+    #: the client's ``dquic.connection.CoreConnection``, already connecting to the server
     connection: Any
 
     def run(self, until: Optional[Callable[[], bool]] = None, max_time: float = 60.0) -> float:

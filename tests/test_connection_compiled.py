@@ -11,7 +11,7 @@ import pytest
 from dquic import _codec as codec
 from dquic._connection import _Sent
 from dquic.config import Configuration
-from dquic.connection import Connection
+from dquic.connection import CoreConnection
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
 from dquic.testing import LinkConfig
@@ -22,8 +22,8 @@ S_ADDR = ("198.51.100.7", 4433)
 
 
 def _pair(**kw):
-    client = Connection(Configuration(encryption=False, pacing=False, **kw), S_ADDR)
-    server = Connection(Configuration(is_client=False, encryption=False, pacing=False, **kw),
+    client = CoreConnection(Configuration(encryption=False, pacing=False, **kw), S_ADDR)
+    server = CoreConnection(Configuration(is_client=False, encryption=False, pacing=False, **kw),
                         C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
     client.connect(0.0)
     for _ in range(10):

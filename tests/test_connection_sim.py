@@ -1,4 +1,4 @@
-"""Connection scenarios in the deterministic simulator: delivery, flow control, lifecycle."""
+"""CoreConnection scenarios in the deterministic simulator: delivery, flow control, lifecycle."""
 from __future__ import annotations
 
 import hashlib
@@ -266,9 +266,9 @@ def test_same_seed_same_outcome():
 
 
 def test_send_message_returns_payload_length_at_varint_boundaries():
-    from dquic.connection import Connection
+    from dquic.connection import CoreConnection
 
-    c = Connection(Configuration(encryption=False), SERVER_ADDR)
+    c = CoreConnection(Configuration(encryption=False), SERVER_ADDR)
     for n in (0, 1, 62, 63, 64, 16382, 16383, 16384, 70_000):
         assert c.send_message(1, bytes(n)) == n
 

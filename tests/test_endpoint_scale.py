@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import dquic.endpoint as endpoint_module
 from _sansio import exchange
 from dquic.config import Configuration
-from dquic.connection import Connection
+from dquic.connection import CoreConnection
 from dquic.endpoint import Endpoint
 from dquic.keys import KeyPair
 from dquic.events import ConnectionTerminated, HandshakeCompleted, MessageReceived
@@ -26,7 +26,7 @@ from dquic.events import ConnectionTerminated, HandshakeCompleted, MessageReceiv
 SERVER = ("10.0.0.1", 4433)
 
 
-class CountingConnection(Connection):
+class CountingConnection(CoreConnection):
     """Counts the calls an endpoint makes on a connection (class-wide tallies)."""
 
     calls: "collections.Counter[str]" = collections.Counter()
@@ -57,7 +57,7 @@ class Net:
     with a virtual clock (1 ms one way)."""
 
     def __init__(self, monkeypatch, n: int, encryption: bool = False) -> None:
-        monkeypatch.setattr(endpoint_module, "Connection", CountingConnection)
+        monkeypatch.setattr(endpoint_module, "CoreConnection", CountingConnection)
         cfg = Configuration(encryption=encryption, idle_timeout=300.0)
         self.now = 0.0
         scfg = cfg.copy(is_client=False, identity=KeyPair.generate() if encryption else None)

@@ -93,10 +93,10 @@ def test_stateless_reset_tokens():
 
 def test_noise_prologue():
     from dquic.config import Configuration
-    from dquic.connection import Connection
+    from dquic.connection import CoreConnection
     from dquic.handshake import _full_prologue
 
-    client = Connection(Configuration(), ("192.0.2.1", 4433), host_cid=pv.PROLOGUE_CLIENT_SCID,
+    client = CoreConnection(Configuration(), ("192.0.2.1", 4433), host_cid=pv.PROLOGUE_CLIENT_SCID,
                         original_dcid=pv.PROLOGUE_ORIGINAL_DCID)
     assert client._prologue() == DOCUMENTED["noise.ctx"]
     assert _full_prologue(pv.PROLOGUE_SUITE, client._prologue()) == DOCUMENTED["noise.prologue"]

@@ -5,7 +5,7 @@ import os
 import random
 
 from dquic.config import Configuration
-from dquic.connection import Connection
+from dquic.connection import CoreConnection
 from dquic.endpoint import Endpoint
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
@@ -181,7 +181,7 @@ def test_spoofed_flood_costs_bounded_state_and_amplification():
     conn.send_message(2, data)
     for i in range(2000):
         addr = ("203.0.113.%d" % rng.randrange(1, 255), rng.randrange(1024, 65535))
-        spoofer = Connection(ccfg, SERVER_ADDR)
+        spoofer = CoreConnection(ccfg, SERVER_ADDR)
         spoofer.connect(net.now)
         for d, _ in spoofer.datagrams_to_send(net.now):
             received[addr] = received.get(addr, 0) + len(d)
@@ -237,7 +237,7 @@ def _spoofed_handshake(forged_packets, seed):
             sent[0] += size
 
     net.on_event(count_sent)
-    spoofer = Connection(Configuration(), SERVER_ADDR)
+    spoofer = CoreConnection(Configuration(), SERVER_ADDR)
     spoofer.connect(net.now)
     for d, _ in spoofer.datagrams_to_send(net.now):
         received += len(d)
@@ -320,7 +320,7 @@ def test_spoofed_connection_ends_at_the_handshake_timeout():
     net.run(until=lambda: server.count(1) == 1, max_time=5)
     sep = server.endpoint
     t0 = net.now
-    spoofer = Connection(Configuration(), SERVER_ADDR)
+    spoofer = CoreConnection(Configuration(), SERVER_ADDR)
     spoofer.connect(net.now)
     for d, _ in spoofer.datagrams_to_send(net.now):
         sep.receive_datagram(d, ("203.0.113.9", 4444), net.now)

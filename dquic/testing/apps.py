@@ -12,7 +12,7 @@ import random
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import Configuration
-from ..connection import Connection
+from ..connection import CoreConnection
 from ..endpoint import Endpoint
 from ..events import ConnectionTerminated, Event, HandshakeCompleted
 from .sim import LinkConfig, Network
@@ -37,12 +37,12 @@ class EndpointNode:
         self.reading = reading
         self.keep_data = keep_data
         self.read_size = read_size
-        self.messages: Dict[Tuple[Connection, int], List[bytes]] = {}
-        self.digests: Dict[Tuple[Connection, int], Any] = {}
-        self.message_counts: Dict[Tuple[Connection, int], int] = {}
+        self.messages: Dict[Tuple[CoreConnection, int], List[bytes]] = {}
+        self.digests: Dict[Tuple[CoreConnection, int], Any] = {}
+        self.message_counts: Dict[Tuple[CoreConnection, int], int] = {}
         self.bytes_received = 0
-        self.events: List[Tuple[Connection, Event]] = []
-        self._partial: Dict[Tuple[Connection, int], List[bytes]] = {}
+        self.events: List[Tuple[CoreConnection, Event]] = []
+        self._partial: Dict[Tuple[CoreConnection, int], List[bytes]] = {}
 
     # simulator node protocol
     def receive_datagram(self, data: bytes, addr: Tuple, now: float) -> None:
@@ -91,7 +91,7 @@ class EndpointNode:
                         if self.keep_data:
                             self.messages.setdefault(key, []).append(msg)
 
-    def stream_messages(self, stream_id: int, conn: Optional[Connection] = None) -> List[bytes]:
+    def stream_messages(self, stream_id: int, conn: Optional[CoreConnection] = None) -> List[bytes]:
         """Messages received on ``stream_id`` (of ``conn``, or of the only connection)."""
         for (c, sid), msgs in self.messages.items():
             if sid == stream_id and (conn is None or c is conn):
@@ -146,7 +146,7 @@ def make_pair(
     encryption: bool = True,
     server_endpoint: Optional[dict] = None,
     **network_kw: Any,
-) -> Tuple[Network, EndpointNode, EndpointNode, Connection]:
+) -> Tuple[Network, EndpointNode, EndpointNode, CoreConnection]:
     """A client and a server endpoint in a simulated network, the client already connecting.
 
     Returns ``(network, client_node, server_node, client_connection)``; send with

@@ -13,7 +13,7 @@ import pytest
 
 from dquic._socket import GSO_MAX_SEGMENTS, UDPSocket
 from dquic.config import Configuration
-from dquic.connection import Connection
+from dquic.connection import CoreConnection
 from dquic.endpoint import Endpoint
 from dquic.events import MessageReceived
 from dquic.keys import KeyPair
@@ -164,7 +164,7 @@ S_ADDR = ("127.0.0.1", 4433)
 
 
 def _established_pair():
-    client = Connection(Configuration(), S_ADDR)
+    client = CoreConnection(Configuration(), S_ADDR)
     server_ep = Endpoint(Configuration(is_client=False, identity=KeyPair.generate()), accept=True)
     now = 0.0
     client.connect(now)

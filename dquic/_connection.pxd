@@ -207,6 +207,8 @@ cdef class CoreConnection:
     cdef public list _tomb_new                   # complete peer halves awaiting an ACK covering them
     cdef public int64_t _tomb_lo                 # the smallest recv_lo among them
     cdef public object _tomb_wait                # deque of (packet number, list of (_Stream, gen))
+    cdef public dict _lost_streams              # pn -> ((sid, gen, offset, length, fin), ...) of 1-RTT packets declared lost
+    cdef public list _lost_streams_pns          # their packet numbers, ascending
     cdef public int64_t _stale_below             # frames for halves without state below: old
     cdef public int64_t _rx_pn                   # packet number of the 1-RTT packet being processed
     cdef public uint32_t _gen_seq                # last incarnation number given to a stream half
@@ -308,6 +310,7 @@ cdef class CoreConnection:
     cdef int _on_ack_c(self, int space_id, list ranges, uint64_t ack_delay, double now) except -1
     cdef int _on_packet_acked(self, _Sent pkt) except -1
     cdef int _on_packet_lost(self, _Sent pkt) except -1
+    cdef int _late_acks(self, list ranges) except -1
     cdef int _record_acked(self, FrameRecord* r, bint declared_lost) except -1
     cdef int _record_lost(self, FrameRecord* r) except -1
     cdef void _recycle(self, _Sent pkt)

@@ -67,6 +67,7 @@ from dquic._wire cimport (be_read, be_write, pn_decode as _decode_pn, pn_length 
 
 import hmac
 import os
+from bisect import bisect_left, insort
 from collections import deque
 
 from dquic import _codec as codec
@@ -97,6 +98,9 @@ SPACE_APPLICATION = 1
 MAX_STREAM_ID = (1 << 62) - 1
 MAX_CRYPTO_BUFFER = 16 * 1024
 MAX_PENDING_PATH_RESPONSES = 4
+#: 1-RTT packets declared lost whose stream data is remembered for a late acknowledgement
+#: (_late_acks); beyond it the oldest are forgotten
+MAX_LOST_STREAM_PACKETS = 1024
 #: An established connection with nothing received for this long (at least 3 PTO) gives back
 #: the memory only moving data needs (see CoreConnection._release_idle).
 IDLE_RELEASE_AFTER = 1.0
@@ -614,6 +618,8 @@ cdef class CoreConnection:
         self._peer_cid_seq = 0
         self._retired_below = 0  # peer CIDs with lower sequence numbers are retired
         self._retiring = None  # a set once the first peer ID is retired
+        self._lost_streams = None  # made on the first lost 1-RTT packet with stream data
+        self._lost_streams_pns = None
         self._peer_cid_set_by_server = not self.is_client
 
         # packet-number spaces, loss recovery, congestion control
@@ -1653,6 +1659,9 @@ cdef class CoreConnection:
             self._app.rx.shrink_c()
         if type(self._app_seal) is PacketProtection:
             (<PacketProtection>self._app_seal).keys.release_contexts()
+        # a quiet period long after any loss: an acknowledgement of those packets now would
+        # come far later than any the peer sends (it acknowledges within max_ack_delay)
+        self._lost_streams = self._lost_streams_pns = None
         return 0
 
     cdef double _effective_idle_timeout(self):
@@ -2252,6 +2261,37 @@ cdef class CoreConnection:
             self._recycle(pkt)
         for pkt in lost:
             self._on_packet_lost(pkt)
+        if space_id == SP_APP and self._lost_streams:
+            self._late_acks(ranges)
+        return 0
+
+    cdef int _late_acks(self, list ranges) except -1:
+        """Stream data of 1-RTT packets declared lost and since forgotten by recovery, that
+        this ACK shows arrived after all: acknowledged now, so it is not sent again. Recovery
+        recognises an acknowledgement of a lost packet only for about four PTOs; past that, data
+        resent after the peer completed and resolved its half would be read as the next
+        incarnation's (PROTOCOL.md §16.7)."""
+        cdef list pns = self._lost_streams_pns
+        cdef dict recs = self._lost_streams
+        cdef Py_ssize_t i, j
+        cdef _Stream s
+        cdef uint64_t h0
+        for r in ranges:
+            i = bisect_left(pns, r[0])
+            j = bisect_left(pns, r[1], i)
+            if i == j:
+                continue
+            for pn in pns[i:j]:
+                for sid, gen, off, length, fin in recs.pop(pn):
+                    s = self._lookup(sid)
+                    if s is not None and s.send_gen == gen and not s.send._reset:
+                        h0 = _held(s.send)
+                        s.send.on_acked_c(off, length, fin)
+                        self._send_buffered -= h0 - _held(s.send)
+                        self._after_ack(s)
+            del pns[i:j]
+        if not pns:
+            self._lost_streams = self._lost_streams_pns = None
         return 0
 
     def _trace_recovery(self, now, space_id, lost):
@@ -2702,6 +2742,12 @@ cdef class CoreConnection:
                 sp.rx.subtract_range(0, pkt.ack_floor)
                 sp.rx_floor = <int64_t>pkt.ack_floor
         cdef uint64_t h0
+        if pkt.declared_lost and pkt.space == SP_APP and self._lost_streams is not None:
+            # a loss recovery took back in time: its stream data is acknowledged here
+            if self._lost_streams.pop(pkt.packet_number, None) is not None:
+                self._lost_streams_pns.remove(pkt.packet_number)
+                if not self._lost_streams_pns:
+                    self._lost_streams = self._lost_streams_pns = None
         for i in range(pkt.nrec):
             r = _record_at(pkt, i)
             if r.kind == FR_STREAM:
@@ -2740,6 +2786,7 @@ cdef class CoreConnection:
         cdef int i
         cdef FrameRecord* r
         cdef _Stream s
+        cdef list streams = None
         for i in range(pkt.nrec):
             r = _record_at(pkt, i)
             if r.kind == FR_STREAM:
@@ -2747,8 +2794,20 @@ cdef class CoreConnection:
                 if s is not None and s.send_gen == r.gen and not s.send._reset:
                     s.send.on_lost_c(r.b, r.c, r.fin)
                     self._schedule(s)
+                    if streams is None:
+                        streams = []
+                    streams.append((r.a, r.gen, r.b, r.c, r.fin))
             else:
                 self._record_lost(r)
+        if streams is not None and pkt.space == SP_APP:
+            # kept until acknowledged late (_late_acks) or pushed out by newer ones
+            if self._lost_streams is None:
+                self._lost_streams = {}
+                self._lost_streams_pns = []
+            self._lost_streams[pkt.packet_number] = tuple(streams)
+            insort(self._lost_streams_pns, pkt.packet_number)
+            if len(self._lost_streams_pns) > MAX_LOST_STREAM_PACKETS:
+                del self._lost_streams[self._lost_streams_pns.pop(0)]
         if (pkt.ack_space == SP_APP and self._tomb_wait
                 and self._tomb_wait[0][0] <= <uint64_t>pkt.packet_number):
             # halves waiting to be resolved by that ACK: another one must reach the peer

@@ -276,3 +276,61 @@ def test_late_old_frame_after_the_id_was_forgotten_is_dropped():
     assert sconn._peer_opened == opened
     assert server.stream_messages(10) == [b"x"]
     assert not [e for _, e in server.events if isinstance(e, ConnectionTerminated)]
+
+
+def test_late_acknowledgement_of_a_forgotten_lost_packet_prevents_a_second_delivery():
+    # A message with its FIN (one packet, P) is held back in the network while every copy the
+    # sender resends is lost, until its recovery has declared P lost and forgotten it (about four
+    # PTOs). Then P arrives: the receiver delivers the message, completes the half and, once
+    # the sender acknowledged its ACK, resolves it. The sender must take that ACK of P as the
+    # acknowledgement of the data: had it resent the data, the copy would come after the
+    # resolution and be read as the id's next incarnation (the message delivered twice).
+    import sys
+    import os
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _sansio import exchange
+    from dquic.connection import CoreConnection
+
+    c_addr, s_addr = ("192.0.2.1", 1000), ("198.51.100.1", 2000)
+    client = CoreConnection(Configuration(encryption=False), s_addr)
+    server = CoreConnection(Configuration(is_client=False, encryption=False), c_addr,
+                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
+    now = 0.0
+    client.connect(now)
+    now = exchange(server, client, c_addr, s_addr, now, rounds=50, step=0.01)
+    delivered = []
+
+    def step(rounds, drop_stream_4, keep_alive):
+        nonlocal now
+        for i in range(rounds):
+            now += 0.01
+            for c in (client, server):
+                t = c.get_timer()
+                if t is not None and t <= now:
+                    c.handle_timer(now)
+            if i % 10 == 0:
+                client.send_message(8, keep_alive % i)
+            for d, _ in client.datagrams_to_send(now):
+                if not (drop_stream_4 and b"message on 4" in d):
+                    server.receive_datagram(d, c_addr, now)
+            for d, _ in server.datagrams_to_send(now):
+                client.receive_datagram(d, s_addr, now)
+            for sid in server.readable_streams():
+                while (piece := server.read_message(sid, 1 << 20)) is not None:
+                    if sid == 4:
+                        delivered.append(piece[0])
+
+    client.send_message(4, b"message on 4")
+    client.end_stream(4)
+    held = [d for d, _ in client.datagrams_to_send(now)]
+    first_pn = client._spaces[1].next_pn - 1
+    step(100, True, b"keep-alive %d")
+    # the sender declared P lost and forgot it; fewer than 128 packets later it still decodes
+    assert client.stream_bytes(4) == (len(b"message on 4") + 1, 0)
+    assert client._spaces[1].next_pn - first_pn < 100
+    for d in held:
+        server.receive_datagram(d, c_addr, now)
+    step(300, False, b"more %d")
+    assert delivered == [b"message on 4"]
+    assert client.stream_send_complete(4)
+    assert not client.is_closed and not server.is_closed

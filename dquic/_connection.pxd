@@ -99,6 +99,7 @@ cdef class _Stream:
     cdef public bint pinned              # a byte stream: never finished automatically
     cdef public bint credit_wait         # in CoreConnection._credit_waiters
     cdef public double idle_since        # when it was listed in CoreConnection._idle_halves, or -1
+    cdef public uint32_t idle_gen        # its send_gen then
     cdef public uint32_t send_gen
     cdef public SendStream send_next     # messages written after our half was closed
     cdef public int64_t send_min_pn      # peer control frames for our half below this are old
@@ -198,7 +199,8 @@ cdef class CoreConnection:
     cdef public uint64_t _streams_counted
     cdef public int64_t _streams_waiting         # our live halves not yet opened (no credit yet)
     cdef public object _credit_waiters           # deque of streams waiting for stream credit
-    cdef public object _idle_halves              # deque of (_Stream, gen, since): our halves all acknowledged
+    cdef public object _idle_halves              # deque of _Stream: our halves all acknowledged, oldest first
+    cdef public object _idle_times               # deque of floats: when each was listed (no tuple per listing)
     cdef public uint64_t _send_buffered          # bytes written to our halves, not yet acknowledged
     cdef public object _finished                 # deque of (_Stream, gen): peer halves read to their end
     cdef public Py_ssize_t _finished_max         # how many of them are always remembered

@@ -65,6 +65,7 @@ class _Stream:
     pinned: bool
     credit_wait: bool
     idle_since: float
+    idle_gen: int
     send_gen: int
     send_next: Optional[SendStream]
     send_min_pn: int

@@ -675,6 +675,7 @@ cdef class CoreConnection:
         self._streams_waiting = 0
         self._credit_waiters = None
         self._idle_halves = None
+        self._idle_times = None
         self._send_buffered = 0
         # the peer's halves read to their end, oldest first: the newest max_streams stay known,
         # older resolved ones are forgotten (PROTOCOL.md §16.7; a deque, None while empty)
@@ -1293,9 +1294,12 @@ cdef class CoreConnection:
                 self._schedule(s)
             elif s.idle_since < 0.0:
                 s.idle_since = self._now_hint
+                s.idle_gen = s.send_gen
                 if self._idle_halves is None:
                     self._idle_halves = deque()
-                self._idle_halves.append((s, s.send_gen, self._now_hint))
+                    self._idle_times = deque()
+                self._idle_halves.append(s)
+                self._idle_times.append(self._now_hint)
         return 0
 
     cdef bint _pressure(self):
@@ -1312,20 +1316,25 @@ cdef class CoreConnection:
         cdef _Stream s
         cdef SendStream x
         cdef double span = 3 * self._pto()
+        cdef double since
         q = self._idle_halves
+        times = self._idle_times
         while q:
-            if now >= 0.0 and q[0][2] + span > now:
+            since = times[0]
+            if now >= 0.0 and since + span > now:
                 return 0
-            s, gen, since = q.popleft()
+            s = q.popleft()
+            times.popleft()
             x = s.send
             if s.idle_since != since:
                 continue  # it took messages since (and may be listed again, later)
             s.idle_since = -1.0
-            if (s.send_gen == gen and s.send_opened and not x._finished and not x._reset
+            if (s.send_gen == s.idle_gen and s.send_opened and not x._finished and not x._reset
                     and x._base == x._write_offset and x._msg_remaining == 0):
                 x.finish()
                 self._schedule(s)
-        self._idle_halves = None  # an empty deque costs more than the connection's streams
+        # an empty deque costs more than the connection's streams
+        self._idle_halves = self._idle_times = None
         return 0
 
     cdef int _maybe_release(self, _Stream s) except -1:
@@ -1601,7 +1610,7 @@ cdef class CoreConnection:
         if self._old_keys_deadline is not None:
             t[TIMER_OLD_KEYS] = self._old_keys_deadline
         if self._idle_halves:
-            t[TIMER_STREAM_IDLE] = self._idle_halves[0][2] + 3 * self._pto()
+            t[TIMER_STREAM_IDLE] = self._idle_times[0] + 3 * self._pto()
         if self._idle_release_pending():
             t[TIMER_IDLE_RELEASE] = self._idle_release_time()
         return 0

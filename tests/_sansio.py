@@ -20,3 +20,24 @@ def exchange(server, client, client_addr: Tuple, server_addr: Tuple, now: float,
         if not moved:
             break
     return now
+
+
+def inject(net, conn, server, frames, client_addr, pn_bump: int = 0) -> int:
+    """Send a short-header packet with ``frames`` to ``server`` as if the client connection
+    ``conn`` had sent it (no packet protection); returns its packet number."""
+    from dquic import _codec as codec
+    from dquic import _frames as framing
+
+    sp = conn._spaces[1]
+    pn = sp.next_pn + pn_bump
+    sp.next_pn = pn + 1
+    buf = codec.Buffer(capacity=4096)
+    trunc, pn_len = codec.encode_packet_number(pn, sp.largest_acked)
+    codec.push_short_header(buf, conn.peer_cid, trunc, pn_len)
+    for f in frames:
+        framing.push_frame(buf, f)
+    while buf.tell() < 24:
+        buf.push_uint8(0)
+    server.receive_datagram(buf.data, client_addr, net.now)
+    net.poll()
+    return pn

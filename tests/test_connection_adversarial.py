@@ -14,6 +14,7 @@ from dquic import _frames as framing
 from dquic.config import Configuration
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
+from _sansio import inject
 from dquic.testing import LinkConfig
 from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
 
@@ -33,18 +34,7 @@ def _established(**server_kw):
 
 def _inject(net, conn, server, frames, pn_bump=0):
     """Send a short-header packet with ``frames`` as if ``conn`` had sent it (no encryption)."""
-    sp = conn._spaces[1]
-    pn = sp.next_pn + pn_bump
-    sp.next_pn = pn + 1
-    buf = codec.Buffer(capacity=4096)
-    trunc, pn_len = codec.encode_packet_number(pn, sp.largest_acked)
-    codec.push_short_header(buf, conn.peer_cid, trunc, pn_len)
-    for f in frames:
-        framing.push_frame(buf, f)
-    while buf.tell() < 24:
-        buf.push_uint8(0)
-    server.receive_datagram(buf.data, CLIENT_ADDR, net.now)
-    net.poll()
+    return inject(net, conn, server, frames, CLIENT_ADDR, pn_bump)
 
 
 def _server_close_code(server):

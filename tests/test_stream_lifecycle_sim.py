@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from dquic import _codec as codec
 from dquic import _frames as framing
 from dquic.config import Configuration
 from dquic.events import ConnectionTerminated
+from _sansio import inject
 from dquic.testing import LinkConfig
 from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
 
@@ -185,19 +185,7 @@ def _established(**server_kw):
 
 
 def _inject(net, conn, server, frames):
-    sp = conn._spaces[1]
-    pn = sp.next_pn
-    sp.next_pn = pn + 1
-    buf = codec.Buffer(capacity=4096)
-    trunc, pn_len = codec.encode_packet_number(pn, sp.largest_acked)
-    codec.push_short_header(buf, conn.peer_cid, trunc, pn_len)
-    for f in frames:
-        framing.push_frame(buf, f)
-    while buf.tell() < 24:
-        buf.push_uint8(0)
-    server.receive_datagram(buf.data, CLIENT_ADDR, net.now)
-    net.poll()
-    return pn
+    return inject(net, conn, server, frames, CLIENT_ADDR)
 
 
 def _ack_all(sconn):
@@ -285,9 +273,6 @@ def test_late_acknowledgement_of_a_forgotten_lost_packet_prevents_a_second_deliv
     # the sender acknowledged its ACK, resolves it. The sender must take that ACK of P as the
     # acknowledgement of the data: had it resent the data, the copy would come after the
     # resolution and be read as the id's next incarnation (the message delivered twice).
-    import sys
-    import os
-    sys.path.insert(0, os.path.dirname(__file__))
     from _sansio import exchange
     from dquic.connection import CoreConnection
 

@@ -1307,6 +1307,22 @@ cdef class CoreConnection:
         return (<int64_t>self._streams_counted + self._streams_waiting
                 >= <int64_t>self._peer_stream_credit)
 
+    cdef int _drop_stale_idle(self) except -1:
+        """Forget the oldest listings of halves that took messages since (a half in use is
+        listed again each time its messages are all acknowledged): the idle timer then waits
+        for a half really idle, not for a stale listing."""
+        cdef _Stream s
+        q = self._idle_halves
+        times = self._idle_times
+        while q:
+            s = <_Stream>q[0]
+            if s.idle_since == <double>times[0]:
+                return 0
+            q.popleft()
+            times.popleft()
+        self._idle_halves = self._idle_times = None
+        return 0
+
     cdef int _end_idle_halves(self, double now=-1.0) except -1:
         """End (FIN) our halves whose messages were all acknowledged (all of them, or with
         ``now`` those idle for 3 PTO: the deadline of TIMER_STREAM_IDLE) and that took nothing
@@ -1610,7 +1626,9 @@ cdef class CoreConnection:
         if self._old_keys_deadline is not None:
             t[TIMER_OLD_KEYS] = self._old_keys_deadline
         if self._idle_halves:
-            t[TIMER_STREAM_IDLE] = self._idle_times[0] + 3 * self._pto()
+            self._drop_stale_idle()
+            if self._idle_halves:
+                t[TIMER_STREAM_IDLE] = self._idle_times[0] + 3 * self._pto()
         if self._idle_release_pending():
             t[TIMER_IDLE_RELEASE] = self._idle_release_time()
         return 0

@@ -56,7 +56,7 @@ def _dquic_pair(encryption):
                                       **window), S_ADDR)
     server = CoreConnection(Configuration(is_client=False, encryption=encryption, identity=kp,
                                       pacing=False, max_datagram_size=MDS, **window), C_ADDR,
-                        peer_cid=client.host_cid, original_dcid=client.original_dcid)
+                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
     now = 0.0
     client.connect(now)
     for _ in range(20):

@@ -40,7 +40,7 @@ PATTERNS = {
 def _dquic_handshake(client_opts, server_opts, cipher):
     client = CoreConnection(Configuration(cipher=cipher, **client_opts), S_ADDR)
     server = CoreConnection(Configuration(is_client=False, identity=SERVER_KEY, **server_opts), C_ADDR,
-                        peer_cid=client.host_cid, original_dcid=client.original_dcid)
+                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
     now = 0.0
     client.connect(now)
     for _ in range(10):

@@ -34,7 +34,7 @@ def _pair():
     window = dict(initial_max_data=64 << 20, max_data_window=64 << 20)
     client = CoreConnection(Configuration(encryption=False, pacing=False, **window), S_ADDR)
     server = CoreConnection(Configuration(is_client=False, encryption=False, pacing=False, **window),
-                        C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
+                            C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
     now = 0.0
     client.connect(now)
     for _ in range(20):

@@ -373,8 +373,8 @@ class Endpoint:
         # client sends to it already, and ignores a server connection with another one: the
         # one this endpoint may have made for an earlier copy of the client's first packet)
         conn = CoreConnection(cfg, addr, host_cid=rscid, peer_cid=bytes(hdr.scid),
-                          original_dcid=odcid, retry_source_cid=rscid, random_bytes=self._random,
-                          reset_token=self._reset_tokens)
+                              original_dcid=odcid, retry_source_cid=rscid, random_bytes=self._random,
+                              reset_token=self._reset_tokens)
         self._trace(conn, now)
         self._add(conn, None if rscid is not None else bytes(hdr.dcid))
         self._events.append((conn, ConnectionAccepted(addr)))

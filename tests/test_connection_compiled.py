@@ -24,7 +24,7 @@ S_ADDR = ("198.51.100.7", 4433)
 def _pair(**kw):
     client = CoreConnection(Configuration(encryption=False, pacing=False, **kw), S_ADDR)
     server = CoreConnection(Configuration(is_client=False, encryption=False, pacing=False, **kw),
-                        C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
+                            C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
     client.connect(0.0)
     for _ in range(10):
         _pump(client, server, 0.0)

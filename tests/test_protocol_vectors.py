@@ -97,7 +97,7 @@ def test_noise_prologue():
     from dquic.handshake import _full_prologue
 
     client = CoreConnection(Configuration(), ("192.0.2.1", 4433), host_cid=pv.PROLOGUE_CLIENT_SCID,
-                        original_dcid=pv.PROLOGUE_ORIGINAL_DCID)
+                            original_dcid=pv.PROLOGUE_ORIGINAL_DCID)
     assert client._prologue() == DOCUMENTED["noise.ctx"]
     assert _full_prologue(pv.PROLOGUE_SUITE, client._prologue()) == DOCUMENTED["noise.prologue"]
 

@@ -4,9 +4,11 @@
 the few operations it needs, each one non-blocking and batch-oriented:
 
 * ``recv_batch(n)`` drains up to ``n`` reads (stopping at ``EAGAIN``);
-* ``send(data, addr)`` / ``send_batch(items)`` / ``send_trains(trains)`` send datagrams and report
-  how far they got, so the caller can keep the rest for later when the kernel buffer is full
-  (``EAGAIN``/``ENOBUFS``); ``queue_trains`` / ``flush`` / ``pending`` keep that rest for it;
+* one way out: a *transmit* is a train ``(data, segment_size, addr)``, one or more datagrams
+  back to back (a single datagram is a train of one, ``segment_size`` = its length), as the
+  connection builds them. ``queue_trains(trains)`` then ``flush()`` send them (``pending`` says
+  whether the kernel left some for later: ``EAGAIN``/``ENOBUFS``); ``send_trains`` does the
+  sending and reports how far it got; ``send(data, addr)`` is its one-datagram step;
 * ``unreachable()`` reports destinations the kernel learnt were unreachable (ICMP port or host
   unreachable), read from the socket's error queue on Linux (``IP_RECVERR``/``IPV6_RECVERR``).
 
@@ -377,40 +379,6 @@ class UDPSocket:
         if code in _UNDELIVERABLE:
             return True
         raise exc
-
-    def send_batch(self, items: List[Tuple[bytes, Tuple]], start: int = 0) -> int:
-        """Send ``items[start:]`` in order; return the index of the first one not sent
-        (``len(items)`` when all went out). Stops at the first ``EAGAIN``/``ENOBUFS``.
-
-        With send offload, each run of datagrams to one address whose sizes are equal (the
-        last of a run may be shorter) goes out as one train (``send_trains``); the datagrams on
-        the wire are the same as with one ``sendto`` each."""
-        trains = []  # (data, segment_size, addr, index of its first item)
-        i = start
-        n = len(items)
-        while i < n:
-            data, addr = items[i]
-            size = len(data)
-            j = i + 1
-            if self.gso:
-                total = size
-                while j < n and j - i < GSO_MAX_SEGMENTS:
-                    d2, a2 = items[j]
-                    l2 = len(d2)
-                    if l2 > size or total + l2 > GSO_MAX_BYTES or (a2 is not addr and a2 != addr):
-                        break
-                    total += l2
-                    j += 1
-                    if l2 < size:
-                        break
-            if j - i > 1:
-                data = b"".join([items[k][0] for k in range(i, j)])
-            trains.append((data, max(size, 1), addr, i))
-            i = j
-        k, off = self.send_trains([t[:3] for t in trains])
-        if k >= len(trains):
-            return n
-        return trains[k][3] + off // trains[k][1]
 
     def _send_gso(self, data, size: int, addr: Tuple, count: int) -> Optional[bool]:
         """Send ``data`` as datagrams of ``size`` bytes (the last may be shorter) in one call:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dquic._socket import GSO_MAX_SEGMENTS, UDPSocket
+from dquic._socket import GSO_MAX_BYTES, UDPSocket
 from dquic.config import Configuration
 from dquic.connection import CoreConnection
 from dquic.endpoint import Endpoint
@@ -72,9 +72,13 @@ def test_gso_send_arrives_as_separate_datagrams():
     try:
         dest = r.getsockname()
         items = [(bytes([i]) * 1200, dest) for i in range(100)] + [(b"tail", dest)]
-        assert s.send_batch(items) == len(items)
+        # two trains as a connection builds them (at most GSO_MAX_BYTES each): 54 datagrams,
+        # then 46 and the short tail
+        trains = [(b"".join(d for d, _ in items[:54]), 1200, dest),
+                  (b"".join(d for d, _ in items[54:]), 1200, dest)]
+        assert s.send_trains(trains) == (2, 0)
         assert s.datagrams_sent == len(items)
-        assert 0 < s.gso_sends <= 3  # 64 + 36 + (the short tail rides with the second run)
+        assert s.gso_sends == 2
         got = _drain_plain(r, len(items))
         assert got == [d for d, _ in items]
     finally:
@@ -83,24 +87,19 @@ def test_gso_send_arrives_as_separate_datagrams():
 
 
 @linux_only
-def test_gso_runs_break_at_size_and_address_changes():
+def test_trains_to_several_addresses_with_short_last_segments():
     r1, r2 = _plain_receiver(), _plain_receiver()
     s = UDPSocket()
     try:
         a1, a2 = r1.getsockname(), r2.getsockname()
-        items = []
-        for i in range(30):
-            items.append((b"a%03d" % i + b"." * 1000, a1))
-        items.append((b"short", a1))
-        items.append((b"after-short" + b"." * 989, a1))  # a run ends after a shorter datagram
-        items += [(b"b%03d" % i + b"-" * 500, a2) for i in range(5)]
-        items += [(b"c%03d" % i + b"." * 1000, a1) for i in range(3)]
-        items.append((b"x" * 1200, a1))  # larger than the run's size: a new run
-        assert s.send_batch(items) == len(items)
-        want1 = [d for d, a in items if a == a1]
-        want2 = [d for d, a in items if a == a2]
-        assert _drain_plain(r1, len(want1)) == want1
-        assert _drain_plain(r2, len(want2)) == want2
+        first = [b"a%03d" % i + b"." * 1000 for i in range(30)] + [b"short"]
+        second = [b"b%03d" % i + b"-" * 500 for i in range(5)]
+        third = [b"c%03d" % i + b"." * 1000 for i in range(3)]
+        trains = [(b"".join(first), 1004, a1), (b"".join(second), 504, a2),
+                  (b"".join(third), 1004, a1), (b"x" * 1200, 1200, a1)]
+        assert s.send_trains(trains) == (4, 0)
+        assert _drain_plain(r1, 35) == first + third + [b"x" * 1200]
+        assert _drain_plain(r2, 5) == second
     finally:
         r1.close()
         r2.close()
@@ -114,8 +113,10 @@ def test_gro_receive_coalesces_and_splits_exactly():
     try:
         rx.bind(("127.0.0.1", 0))
         dest = rx.local_address
-        items = [(os.urandom(1200), dest) for _ in range(GSO_MAX_SEGMENTS)] + [(os.urandom(700), dest)]
-        assert tx.send_batch(items) == len(items)
+        count = GSO_MAX_BYTES // 1200
+        items = [(os.urandom(1200), dest) for _ in range(count)] + [(os.urandom(700), dest)]
+        trains = [(b"".join(d for d, _ in items[:count]), 1200, dest), (items[-1][0], 700, dest)]
+        assert tx.send_trains(trains) == (2, 0)
         got, reads = _recv_all(rx, sum(len(d) for d, _ in items))
         assert got == [d for d, _ in items]
         assert any(seg == 1200 for _, seg in reads)  # at least one coalesced read
@@ -149,7 +150,7 @@ def test_gso_falls_back_to_one_datagram_per_call():
         s.sock = _RefusingSock(real)
         dest = r.getsockname()
         items = [(bytes([i]) * 1000, dest) for i in range(20)]
-        assert s.send_batch(items) == len(items)
+        assert s.send_trains([(b"".join(d for d, _ in items), 1000, dest)]) == (1, 0)
         assert not s.gso and s.sock.sendmsg_calls == 1
         assert _drain_plain(r, len(items)) == [d for d, _ in items]
     finally:

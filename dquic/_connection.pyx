@@ -1051,6 +1051,17 @@ cdef class CoreConnection:
                                                    application=application))
         _note_work(self)
 
+    def request_ack(self):
+        """Ask the peer to acknowledge now: a PING goes out with the next packets, and a peer
+        holding two ack-eliciting packets acknowledges at once instead of after its ACK delay
+        (25 ms by default). For a driver waiting for data to be acknowledged (close, flush)
+        when the peer may have nothing to send back. Does nothing before the handshake
+        completes, once closing, or with nothing unacknowledged."""
+        if self._state != _ESTABLISHED or self._app_seal is None or not self._send_buffered:
+            return
+        self._pending.once |= OWE_PING
+        _note_work(self)
+
     def request_key_update(self):
         """Start a key update (RFC 9001 §6) now instead of waiting for the automatic one."""
         keys = getattr(self._seal[SP_APP], "request_key_update", None)

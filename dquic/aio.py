@@ -1149,6 +1149,9 @@ class AsyncConnection:
         try:
             if self._linger > 0 and self._was_established and not error_code:
                 deadline = self._loop.time() + self._linger
+                if self._core.send_buffered and not self._terminated:
+                    self._core.request_ack()  # now, not after the peer's ACK delay
+                    self._driver.schedule()
                 while (not self._terminated and self._core.send_buffered
                        and self._loop.time() < deadline):
                     fut = self._loop.create_future()
@@ -1188,6 +1191,9 @@ class AsyncConnection:
         if ``timeout`` (seconds) runs out first or the connection ends with data unacknowledged
         (what is still queued stays queued on an open connection)."""
         async def drained() -> None:
+            if self._core.send_buffered and not self._terminated:
+                self._core.request_ack()  # now, not after the peer's ACK delay
+                self._driver.schedule()
             while self._core.send_buffered and not self._terminated:
                 fut = self._loop.create_future()
                 self._send_waiters.append((0, fut))

@@ -623,9 +623,14 @@ class DQUIC:
             self._check_open()
             self._active += 1
             self._send_waiters += 1  # woken as acknowledgements arrive
+            asked = False
             try:
                 while True:
                     busy = self._unacknowledged()
+                    if not asked:
+                        asked = True  # acknowledge now, not after the peers' ACK delay
+                        for p in busy:
+                            p.conn.request_ack()
                     lost = {p.addr: n for p, n in busy.items() if p.terminated}
                     if lost:
                         raise UndeliveredData(lost, f"{sum(lost.values())} bytes were not "
@@ -668,6 +673,7 @@ class DQUIC:
             if not abandon and self.linger > 0:
                 deadline = _monotonic() + self.linger
                 self._send_waiters += 1  # woken as acknowledgements arrive
+                peer.conn.request_ack()  # now, not after the peer's ACK delay
                 try:
                     while not peer.terminated and peer.conn.send_buffered:
                         try:
@@ -723,12 +729,20 @@ class DQUIC:
                 deadline = _monotonic() + self.linger
                 self._send_waiters += 1  # woken as acknowledgements arrive
                 try:
+                    asked = False
                     while self._thread_error is None:
                         busy = [p for p in self._peers.values()
                                 if not p.terminated and p.established and p.conn.send_buffered]
                         remaining = deadline - _monotonic()
                         if not busy or remaining <= 0:
                             break
+                        if not asked:
+                            # peers that have nothing to send back would acknowledge only
+                            # after their ACK delay: ask them to do it now
+                            asked = True
+                            for p in busy:
+                                p.conn.request_ack()
+                            self._wake()
                         self._cond_wait(min(remaining, 0.5))
                 finally:
                     self._send_waiters -= 1

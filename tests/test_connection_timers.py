@@ -48,3 +48,33 @@ def test_expired_kinds_run_by_kind():
     idle = conn.timers["idle"]
     conn.handle_timer(idle + 60.0)
     assert conn.is_terminated and conn.timers == {} and conn.get_timer() is None
+
+
+def test_request_ack_makes_the_peer_acknowledge_without_its_ack_delay():
+    # one message to a peer with nothing to send back: it acknowledges after its ACK delay
+    # (25 ms), unless asked with a PING (two ack-eliciting packets are acknowledged at once)
+    from _sansio import exchange
+    from dquic.config import Configuration
+    from dquic.connection import CoreConnection
+
+    c_addr, s_addr = ("192.0.2.1", 1000), ("198.51.100.1", 2000)
+    for ask in (False, True):
+        client = CoreConnection(Configuration(encryption=False), s_addr)
+        server = CoreConnection(Configuration(is_client=False, encryption=False), c_addr,
+                                peer_cid=client.host_cid, original_dcid=client.original_dcid)
+        now = 0.0
+        client.connect(now)
+        now = exchange(server, client, c_addr, s_addr, now, rounds=50, step=0.05)
+        client.request_ack()  # nothing unacknowledged: nothing to ask
+        assert client.datagrams_to_send(now) == []
+        client.send_message(1, b"x")
+        for d, _ in client.datagrams_to_send(now):
+            server.receive_datagram(d, c_addr, now)
+        assert server.datagrams_to_send(now) == []  # the ACK waits for its delay
+        if ask:
+            client.request_ack()
+            for d, _ in client.datagrams_to_send(now):
+                server.receive_datagram(d, c_addr, now)
+        for d, _ in server.datagrams_to_send(now):
+            client.receive_datagram(d, s_addr, now)
+        assert client.send_buffered == (0 if ask else 2)  # the message and its length prefix

@@ -514,16 +514,11 @@ class Endpoint:
     # ------------------------------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple]]:
         """What the connections with work want to send now, as ``(datagram, address)``."""
-        self._now = now
-        out = self._stateless_out
+        out: List[Any] = self._stateless_out
         self._stateless_out = []
-        work = self._work
-        if work:
-            conns = list(work)
-            work.clear()  # a connection that could not send everything adds itself back
-            for conn in conns:
-                out.extend(conn.datagrams_to_send(now))
-                self._after(conn, True)
+        for conn in self._poll(now):
+            out.extend(conn.datagrams_to_send(now))
+            self._after(conn, True)
         return out
 
     def trains_to_send(self, now: float, max_bytes: int = 65000,
@@ -531,17 +526,23 @@ class Endpoint:
         """``datagrams_to_send`` as trains for segmentation offload: ``(data, segment_size,
         address)``, ``data`` holding datagrams of ``segment_size`` bytes back to back (the last
         may be shorter); see ``CoreConnection.datagram_trains``."""
-        self._now = now
-        out = [(d, len(d), a) for d, a in self._stateless_out]
+        out: List[Any] = [(d, len(d), a) for d, a in self._stateless_out]
         self._stateless_out = []
-        work = self._work
-        if work:
-            conns = list(work)
-            work.clear()
-            for conn in conns:
-                out.extend(conn.datagram_trains(now, max_bytes, max_segments))
-                self._after(conn, True)
+        for conn in self._poll(now):
+            out.extend(conn.datagram_trains(now, max_bytes, max_segments))
+            self._after(conn, True)
         return out
+
+    def _poll(self, now: float) -> List[CoreConnection]:
+        """The connections with output to build, taken out of the work set (one that cannot
+        send everything in one call adds itself back)."""
+        self._now = now
+        work = self._work
+        if not work:
+            return []
+        conns = list(work)
+        work.clear()
+        return conns
 
     def get_timer(self) -> Optional[float]:
         """When ``handle_timer`` (then ``datagrams_to_send``) must next be called: the earliest

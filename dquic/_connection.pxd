@@ -278,6 +278,7 @@ cdef class CoreConnection:
     cdef bint _pressure(self)
     cdef int _end_idle_halves(self, double now=*) except -1
     cdef int _drop_stale_idle(self) except -1
+    cdef int _forget_resolved(self) except -1
     cdef SendStream _writable_half(self, _Stream s)
     cdef int _on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef double _pto(self)

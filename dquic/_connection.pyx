@@ -1700,6 +1700,27 @@ cdef class CoreConnection:
         # a quiet period long after any loss: an acknowledgement of those packets now would
         # come far later than any the peer sends (it acknowledges within max_ack_delay)
         self._lost_streams = self._lost_streams_pns = None
+        if self._finished is not None:
+            self._forget_resolved()
+        return 0
+
+    cdef int _forget_resolved(self) except -1:
+        """A quiet connection forgets every finished peer half already resolved (raising the
+        watermark as _trim_finished does for the oldest): any frame the peer sends from now on
+        is in a packet numbered above them all, so nothing can be taken for a late copy that is
+        not one, and an idle connection keeps no list of finished streams."""
+        cdef _Stream s
+        kept = None
+        for s, gen in self._finished:
+            if (s.recv_gen == gen and s.recv_opened and s.closed_counted
+                    and self._streams.get(s.stream_id) is s):
+                if s.recv_w < 0:
+                    if kept is None:
+                        kept = deque()
+                    kept.append((s, gen))  # unresolved: its credit may be held back
+                elif not s.pinned:
+                    self._forget_recv(s)
+        self._finished = kept
         return 0
 
     cdef double _effective_idle_timeout(self):

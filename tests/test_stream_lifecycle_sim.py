@@ -319,3 +319,36 @@ def test_late_acknowledgement_of_a_forgotten_lost_packet_prevents_a_second_deliv
     assert delivered == [b"message on 4"]
     assert client.stream_send_complete(4)
     assert not client.is_closed and not server.is_closed
+
+
+def test_a_quiet_connection_forgets_its_finished_resolved_halves():
+    # an id used once and finished: once resolved and the connection quiet (the idle release,
+    # after 1 s), the receiver keeps neither the half nor a list of finished halves
+    from _sansio import exchange
+    from dquic.connection import CoreConnection
+
+    c_addr, s_addr = ("192.0.2.1", 1000), ("198.51.100.1", 2000)
+    client = CoreConnection(Configuration(encryption=False), s_addr)
+    server = CoreConnection(Configuration(is_client=False, encryption=False), c_addr,
+                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
+    now = 0.0
+    client.connect(now)
+    now = exchange(server, client, c_addr, s_addr, now, rounds=50, step=0.01)
+    client.send_message(4, b"once")
+    client.end_stream(4)
+    for _ in range(60):  # deliver, read, acknowledge, resolve (timers included)
+        now = exchange(server, client, c_addr, s_addr, now, rounds=5, step=0.01)
+        while server.read_message(4, 100) is not None:
+            pass
+        for c in (client, server):
+            t = c.get_timer()
+            if t is not None and t <= now:
+                c.handle_timer(now)
+    assert server._finished is not None  # remembered while the connection is busy
+    now += 2.0
+    for c in (client, server):
+        t = c.get_timer()
+        if t is not None and t <= now:
+            c.handle_timer(now)
+    assert server._finished is None
+    assert 4 not in server._streams

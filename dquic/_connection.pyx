@@ -216,6 +216,17 @@ del _k
 
 
 # ------------------------------------------------------------------------------ C helpers
+cdef struct _DeferredStream:
+    # a STREAM frame the first pass of _process_frames parsed, applied after the other frames
+    Py_ssize_t at                     # its offset in the payload
+    Py_ssize_t data                   # where its data starts
+    uint64_t sid
+    uint64_t off
+    uint64_t length
+    bint fin
+    int ftype                         # as _stream_frame_at reports it
+
+
 cdef inline bint _message_ready1(RecvStream r) noexcept:
     """``RecvStream.message_ready(1)``: a message, its end or at least one byte is readable."""
     cdef uint64_t length, avail, want
@@ -2169,8 +2180,9 @@ cdef class CoreConnection:
         cdef Buffer rb = self._rbuf
         cdef Buffer fb
         cdef Py_ssize_t pos = 0, at, start = 0, nd = 0, i
-        cdef Py_ssize_t dpos[64]          # deferred STREAM frames (their offsets in p)
+        cdef _DeferredStream dfr[64]      # deferred STREAM frames, as the first pass parsed them
         cdef list dlist = None            # ... beyond 64, or once a RESET_STREAM is deferred
+                                          # (offsets in p, parsed again: rare)
         cdef uint64_t ftype, sid, off, length, delay = 0
         cdef bint fin
         cdef list ranges
@@ -2227,7 +2239,7 @@ cdef class CoreConnection:
                     if self._ambiguous(frame.stream_id):
                         raise _DropPacket()
                     if dlist is None:
-                        dlist = [dpos[i] for i in range(nd)]
+                        dlist = [dfr[i].at for i in range(nd)]
                     dlist.append(frame)
                 else:
                     self._dispatch_frame(space_id, frame, now)
@@ -2239,10 +2251,17 @@ cdef class CoreConnection:
                 if dlist is not None:
                     dlist.append(start)
                 elif nd < 64:
-                    dpos[nd] = start
+                    dfr[nd].at = start
+                    dfr[nd].sid = sid
+                    dfr[nd].off = off
+                    dfr[nd].length = length
+                    dfr[nd].data = pos - <Py_ssize_t>length
+                    dfr[nd].fin = fin
+                    dfr[nd].ftype = <int>(0x08 | (0x04 if off else 0) | (ftype & 0x02)
+                                          | (0x01 if fin else 0))
                     nd += 1
                 else:
-                    dlist = [dpos[i] for i in range(nd)]
+                    dlist = [dfr[i].at for i in range(nd)]
                     dlist.append(start)
             if self._state >= _DRAINING:
                 return 0
@@ -2250,7 +2269,8 @@ cdef class CoreConnection:
             for i in range(nd):
                 if self._state >= _DRAINING:
                     break
-                self._stream_frame_at(p, n, dpos[i])
+                self._on_stream_c(dfr[i].sid, dfr[i].off, p + dfr[i].data,
+                                  <Py_ssize_t>dfr[i].length, dfr[i].fin, dfr[i].ftype)
         else:
             for item in dlist:
                 if self._state >= _DRAINING:

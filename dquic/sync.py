@@ -518,27 +518,16 @@ class DQUIC:
                 buffered = conn.send_buffered
                 for sid, view, n in items:
                     while buffered and buffered + n > limit:
-                        # wait for acknowledgements, driving the core meanwhile
-                        self._send_waiters += 1
-                        try:
-                            self._drive_or_wait(deadline, "send_to timed out waiting for the peer to "
-                                                          "acknowledge data")
-                        finally:
-                            self._send_waiters -= 1
-                        self._raise_if_failed(peer)
+                        self._await_send(peer, deadline, "send_to timed out waiting for the peer "
+                                                         "to acknowledge data")
                         buffered = conn.send_buffered
                     while conn.stream_open_blocked(sid):
                         # a new stream half needs one of the peer's stream credits (max_streams):
                         # wait for one to come back, as for room in the send buffer
                         if conn.peer_allows_no_streams:
                             raise DQUICError(errno.ENOBUFS, _NO_STREAMS)
-                        self._send_waiters += 1
-                        try:
-                            self._drive_or_wait(deadline, "send_to timed out waiting for the peer to "
-                                                          "allow another stream (max_streams)")
-                        finally:
-                            self._send_waiters -= 1
-                        self._raise_if_failed(peer)
+                        self._await_send(peer, deadline, "send_to timed out waiting for the peer "
+                                                         "to allow another stream (max_streams)")
                     try:
                         conn.send_message(sid, view)
                     except RuntimeError:
@@ -557,6 +546,17 @@ class DQUIC:
             finally:
                 self._leave()
         return total
+
+    def _await_send(self, peer: "_Peer", deadline: Optional[float], message: str) -> None:
+        """A send waits (lock held): drive the core or wait for the driver until an
+        acknowledgement or new credit may have made room, then raise how the connection
+        ended if it did; ``TimeoutError(message)`` at ``deadline``."""
+        self._send_waiters += 1  # woken as acknowledgements arrive
+        try:
+            self._drive_or_wait(deadline, message)
+        finally:
+            self._send_waiters -= 1
+        self._raise_if_failed(peer)
 
     def receive_from(self, max_bytes: int) -> Tuple[Tuple, Dict[int, bytes]]:
         """Wait for data from any peer: ``(peer_address, {stream_id: bytes})``.

@@ -430,6 +430,25 @@ class _Driver(asyncio.DatagramProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    # for the owners of the socket (Server, Client)
+    def sockname(self) -> Tuple:
+        assert self.transport is not None
+        return normalize_address(self.transport.get_extra_info("sockname"))
+
+    def live_connections(self) -> List["AsyncConnection"]:
+        return [c for c in self.conns.values() if not c._terminated]
+
+    async def wait_connections(self) -> None:
+        """Until every connection on this socket has ended."""
+        conns = list(self.conns.values())
+        if conns:
+            await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+
+    async def release(self) -> None:
+        """Close the socket and wait until the loop let it go."""
+        self.close_transport()
+        await asyncio.shield(self.lost)
+
 
 # ----------------------------------------------------------------------------------------------
 class StreamReader:
@@ -1282,13 +1301,12 @@ class Client:
     @property
     def local_address(self) -> Tuple:
         """The socket's ``(host, port)``."""
-        assert self._driver.transport is not None
-        return normalize_address(self._driver.transport.get_extra_info("sockname"))
+        return self._driver.sockname()
 
     @property
     def connections(self) -> List[AsyncConnection]:
         """Live connections (handshaking ones included)."""
-        return [c for c in self._driver.conns.values() if not c._terminated]
+        return self._driver.live_connections()
 
     async def connect(self, host: str, port: int, **options: Any) -> AsyncConnection:
         """Open a connection to ``(host, port)`` from this socket and complete the handshake.
@@ -1323,11 +1341,8 @@ class Client:
 
     async def wait_closed(self) -> None:
         """Wait until every connection ended, then release the socket."""
-        conns = list(self._driver.conns.values())
-        if conns:
-            await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
-        self._driver.close_transport()
-        await asyncio.shield(self._driver.lost)
+        await self._driver.wait_connections()
+        await self._driver.release()
 
     async def __aenter__(self) -> "Client":
         return self
@@ -1377,8 +1392,8 @@ class Server:
     @property
     def address(self) -> Tuple:
         """The bound ``(host, port)``."""
-        assert self._driver is not None and self._driver.transport is not None
-        return normalize_address(self._driver.transport.get_extra_info("sockname"))
+        assert self._driver is not None
+        return self._driver.sockname()
 
     @property
     def identity(self) -> Any:
@@ -1388,7 +1403,7 @@ class Server:
     @property
     def connections(self) -> List[AsyncConnection]:
         """Live connections (handshaking ones included)."""
-        return [c for c in (self._driver.conns.values() if self._driver else ()) if not c._terminated]
+        return self._driver.live_connections() if self._driver else []
 
     def is_serving(self) -> bool:
         return not self._closing
@@ -1446,16 +1461,13 @@ class Server:
         driver = self._driver
         if driver is None:
             return
-        conns = list(driver.conns.values())
-        if conns:
-            await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+        await driver.wait_connections()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        driver.close_transport()
-        await asyncio.shield(driver.lost)
+        await driver.release()
 
     async def serve_forever(self) -> None:
         """Wait until the server is closed (by ``close()`` from elsewhere)."""

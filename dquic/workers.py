@@ -485,11 +485,7 @@ def _sync_worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def publish() -> None:
-        stats[base + 1] = endpoint.datagrams
-        stats[base + 2] = endpoint.misrouted
-        stats[base + 3] = endpoint.accepted
-        stats[base + 4] = endpoint.resets_sent
-        stats[base + 5] = endpoint.connection_count
+        _publish(stats, base, endpoint)
 
     def supervise() -> None:  # publishes the counters; drains on SIGTERM (as _worker)
         while not stop.wait(0.1):
@@ -519,6 +515,15 @@ def _sync_worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
         server.close(abandon=True)
 
 
+def _publish(stats: Any, base: int, endpoint: "_WorkerEndpoint") -> None:
+    """A worker's counters into its row of the pool's shared array (the parent reads them)."""
+    stats[base + 1] = endpoint.datagrams
+    stats[base + 2] = endpoint.misrouted
+    stats[base + 3] = endpoint.accepted
+    stats[base + 4] = endpoint.resets_sent
+    stats[base + 5] = endpoint.connection_count
+
+
 async def _worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
     from . import aio
 
@@ -539,11 +544,7 @@ async def _worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
     base = index * _STATS_WIDTH
 
     def publish() -> None:
-        stats[base + 1] = endpoint.datagrams
-        stats[base + 2] = endpoint.misrouted
-        stats[base + 3] = endpoint.accepted
-        stats[base + 4] = endpoint.resets_sent
-        stats[base + 5] = endpoint.connection_count
+        _publish(stats, base, endpoint)
 
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -41,3 +41,21 @@ def inject(net, conn, server, frames, client_addr, pn_bump: int = 0) -> int:
     server.receive_datagram(buf.data, client_addr, net.now)
     net.poll()
     return pn
+
+
+C_ADDR = ("192.0.2.1", 1000)
+S_ADDR = ("198.51.100.1", 2000)
+
+
+def plain_pair(step: float = 0.01):
+    """Two ``CoreConnection``s without packet protection, connected by ``exchange`` (client at
+    ``C_ADDR``, server at ``S_ADDR``): ``(client, server, now)``."""
+    from dquic.config import Configuration
+    from dquic.connection import CoreConnection
+
+    client = CoreConnection(Configuration(encryption=False), S_ADDR)
+    server = CoreConnection(Configuration(is_client=False, encryption=False), C_ADDR,
+                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
+    client.connect(0.0)
+    now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=50, step=step)
+    return client, server, now

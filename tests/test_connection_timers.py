@@ -53,18 +53,10 @@ def test_expired_kinds_run_by_kind():
 def test_request_ack_makes_the_peer_acknowledge_without_its_ack_delay():
     # one message to a peer with nothing to send back: it acknowledges after its ACK delay
     # (25 ms), unless asked with a PING (two ack-eliciting packets are acknowledged at once)
-    from _sansio import exchange
-    from dquic.config import Configuration
-    from dquic.connection import CoreConnection
+    from _sansio import C_ADDR as c_addr, S_ADDR as s_addr, plain_pair
 
-    c_addr, s_addr = ("192.0.2.1", 1000), ("198.51.100.1", 2000)
     for ask in (False, True):
-        client = CoreConnection(Configuration(encryption=False), s_addr)
-        server = CoreConnection(Configuration(is_client=False, encryption=False), c_addr,
-                                peer_cid=client.host_cid, original_dcid=client.original_dcid)
-        now = 0.0
-        client.connect(now)
-        now = exchange(server, client, c_addr, s_addr, now, rounds=50, step=0.05)
+        client, server, now = plain_pair(step=0.05)
         client.request_ack()  # nothing unacknowledged: nothing to ask
         assert client.datagrams_to_send(now) == []
         client.send_message(1, b"x")

@@ -273,16 +273,9 @@ def test_late_acknowledgement_of_a_forgotten_lost_packet_prevents_a_second_deliv
     # the sender acknowledged its ACK, resolves it. The sender must take that ACK of P as the
     # acknowledgement of the data: had it resent the data, the copy would come after the
     # resolution and be read as the id's next incarnation (the message delivered twice).
-    from _sansio import exchange
-    from dquic.connection import CoreConnection
+    from _sansio import C_ADDR as c_addr, S_ADDR as s_addr, plain_pair
 
-    c_addr, s_addr = ("192.0.2.1", 1000), ("198.51.100.1", 2000)
-    client = CoreConnection(Configuration(encryption=False), s_addr)
-    server = CoreConnection(Configuration(is_client=False, encryption=False), c_addr,
-                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    now = 0.0
-    client.connect(now)
-    now = exchange(server, client, c_addr, s_addr, now, rounds=50, step=0.01)
+    client, server, now = plain_pair()
     delivered = []
 
     def step(rounds, drop_stream_4, keep_alive):
@@ -324,16 +317,9 @@ def test_late_acknowledgement_of_a_forgotten_lost_packet_prevents_a_second_deliv
 def test_a_quiet_connection_forgets_its_finished_resolved_halves():
     # an id used once and finished: once resolved and the connection quiet (the idle release,
     # after 1 s), the receiver keeps neither the half nor a list of finished halves
-    from _sansio import exchange
-    from dquic.connection import CoreConnection
+    from _sansio import C_ADDR as c_addr, S_ADDR as s_addr, exchange, plain_pair
 
-    c_addr, s_addr = ("192.0.2.1", 1000), ("198.51.100.1", 2000)
-    client = CoreConnection(Configuration(encryption=False), s_addr)
-    server = CoreConnection(Configuration(is_client=False, encryption=False), c_addr,
-                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    now = 0.0
-    client.connect(now)
-    now = exchange(server, client, c_addr, s_addr, now, rounds=50, step=0.01)
+    client, server, now = plain_pair()
     client.send_message(4, b"once")
     client.end_stream(4)
     for _ in range(60):  # deliver, read, acknowledge, resolve (timers included)

@@ -239,6 +239,10 @@ cdef class CoreConnection:
     cdef public object _close_frame
     cdef public double _close_sent_at
     cdef public bint _local_close
+    cdef public bint _await_close_reply
+    cdef public bint _close_reply_owed
+    cdef public bint _close_resend
+    cdef public int _closing_rx
     cdef public double _now_hint
     cdef public double _idle_released_at
     # configuration copied at construction (hot path)

@@ -725,6 +725,10 @@ cdef class CoreConnection:
         self._close_frame = None
         self._close_sent_at = -1.0
         self._local_close = False
+        self._await_close_reply = False
+        self._close_reply_owed = False
+        self._close_resend = False
+        self._closing_rx = 0
         self._now_hint = 0.0
         self._idle_released_at = -1.0  # _last_activity when idle memory was last released
 
@@ -816,11 +820,16 @@ cdef class CoreConnection:
 
     @property
     def close_sent(self):
-        """True once the connection owes its peer nothing more: our CONNECTION_CLOSE went out
-        (closing), the peer closed first (draining), or it terminated. The closing or draining
-        period that follows only answers stray packets; an application need not wait for it."""
+        """True once the connection owes its peer nothing more: the peer closed first
+        (draining), it terminated, or our CONNECTION_CLOSE went out and, after a graceful
+        ``close()`` of an established connection, the peer's CONNECTION_CLOSE answered it (or
+        the closing period ended without one; PROTOCOL.md §11). Until then a lost
+        CONNECTION_CLOSE, and the acknowledgement it carries, can still be sent again; after
+        it the closing or draining period only answers stray packets and an application
+        need not wait for it."""
         if self._state == _CLOSING:
-            return self._close_frame is None or self._close_sent_at >= 0
+            return self._close_frame is None or (self._close_sent_at >= 0
+                                                 and not self._await_close_reply)
         return self._state > _CLOSING
 
     @property
@@ -1056,6 +1065,8 @@ cdef class CoreConnection:
             if error_code == 0:
                 error_code = ErrorCode.APPLICATION_ERROR if reason else ErrorCode.NO_ERROR
         self._local_close = True
+        # a graceful close of an established connection waits for the peer's answer (close_sent)
+        self._await_close_reply = self._state == _ESTABLISHED and error_code == 0
         self._close_frame = (int(error_code), 0, reason.encode("utf-8", "replace")[:512], application)
         self._enter_closing(_CLOSING, None)
         self._emit_terminated(ConnectionTerminated(int(error_code), reason, by_peer=False,
@@ -1758,6 +1769,8 @@ cdef class CoreConnection:
         self._fill_timers(t)
         if 0.0 <= t[TIMER_CLOSE] <= now:
             self._state = _TERMINATED
+            if self._qlog is not None:
+                self._qlog.close()
             return
         if 0.0 <= t[TIMER_HANDSHAKE] <= now:
             self._terminate_timeout("handshake timeout")
@@ -1818,6 +1831,8 @@ cdef class CoreConnection:
     def _terminate_timeout(self, reason):
         self._state = _TERMINATED
         self._emit_terminated(ConnectionTerminated(0, reason, by_peer=False, timeout=True))
+        if self._qlog is not None:
+            self._qlog.close()
 
     # ----------------------------------------------------------------------------------------
     # receiving
@@ -2098,6 +2113,13 @@ cdef class CoreConnection:
             return 0
         # the packet is authentic from here on
         self.packets_received += 1
+        if self._state == _CLOSING:
+            # answer with CONNECTION_CLOSE again: to the 1st, 2nd, 4th, 8th... packet that
+            # arrives while closing (RFC 9000 §10.2.1: a rate that decreases)
+            self._closing_rx += 1
+            if self._closing_rx & (self._closing_rx - 1) == 0:
+                self._close_resend = True
+                _note_work(self)
         if (space_id == SP_APP and self._old_keys_deadline is None and not self._app_open_null
                 and getattr(opener.keys, "has_old_keys", False)):
             self._old_keys_deadline = now + 3 * self._pto()
@@ -2742,9 +2764,20 @@ cdef class CoreConnection:
                 self._events.append(PathChanged(old, self.peer_addr))
 
     def _on_connection_close(self, space_id, frame, now):
+        if self._state >= _CLOSING:
+            # the answer to our own CONNECTION_CLOSE (or both closed at once): the peer has
+            # it, nothing more to say (RFC 9000 §10.2.1)
+            self._enter_closing(_DRAINING, now)
+            return
         reason = bytes(frame.reason).decode("utf-8", "replace")
         self._emit_terminated(ConnectionTerminated(frame.error_code, reason, by_peer=True,
                                                    application=frame.application))
+        if self._state == _ESTABLISHED:
+            # one CONNECTION_CLOSE (NO_ERROR) in answer before draining (RFC 9000 §10.2.2
+            # allows it): it tells a peer whose close() waits that its close arrived
+            self._close_frame = (0, 0, b"", False)
+            self._close_reply_owed = True
+            _note_work(self)
         self._enter_closing(_DRAINING, now)
 
     def _on_datagram(self, space_id, frame, now):
@@ -3159,10 +3192,13 @@ cdef class CoreConnection:
         cdef int64_t pn
         cdef int pn_len
         cdef Py_ssize_t length_off, hdr_end
-        if self._state != _CLOSING or self._close_frame is None:
+        if self._state == _DRAINING and self._close_reply_owed:
+            self._close_reply_owed = False  # the one answer to the peer's CONNECTION_CLOSE
+        elif self._state != _CLOSING or self._close_frame is None:
             return
-        if self._close_sent_at >= 0 and now - self._close_sent_at < self._pto():
+        elif self._close_sent_at >= 0 and not self._close_resend:
             return
+        self._close_resend = False
         if self._close_deadline is None:
             self._close_deadline = now + 3 * self._pto()
         self._close_sent_at = now
@@ -3174,10 +3210,30 @@ cdef class CoreConnection:
         frame = frames.ConnectionCloseFrame(code, None if app else ftype, reason, app)
         self._start_packet(space_id, self._mds, &pn, &pn_len, &length_off)
         hdr_end = self._sbuf._pos
+        traced = [frame]
+        if space_id == SP_APP and self._state == _CLOSING and self._await_close_reply:
+            # a graceful close acknowledges what we received: a peer that waits for its last
+            # data to be acknowledged learns it from this packet (at most 32 ranges)
+            ranges = self._ack_ranges_per_frame
+            if ranges <= 0 or ranges > 32:
+                self._ack_ranges_per_frame = 32
+            rec = self._new_sent()
+            try:
+                self._write_ack(self._app, SP_APP, now, rec)
+                if self._qlog is not None and rec.ack_space >= 0:
+                    traced.insert(0, rec.frames)
+            finally:
+                self._ack_ranges_per_frame = ranges
+                rec.frames = None
+                self._recycle(rec)
         frames.push_frame(self._sbuf, frame)
         if space_id == SP_HS and self.is_client:
             self._pad_to(1200)
         data = self._finish_packet(space_id, hdr_end, length_off, pn, pn_len)
+        if self._qlog is not None:
+            self._qlog.packet_sent(now, codec.PACKET_SHORT if space_id == SP_APP else (
+                codec.PACKET_INITIAL if self.is_client and not self._peer_cid_set_by_server
+                else codec.PACKET_HANDSHAKE), pn, len(data), traced)
         if len(data) <= self._amplification_room():
             out.append((data, self.peer_addr))
             self.bytes_sent += len(data)

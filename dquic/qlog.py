@@ -262,7 +262,9 @@ class QlogTrace:
                     data["connection_code"] = code
         data["trigger"] = trigger
         self._event(now, "connectivity:connection_closed", data)
-        self.close()
+        # written out now; the trace stays open for what the closing period sends (the
+        # connection, or the endpoint that forgets it, closes it)
+        self.flush()
 
     # transport ----------------------------------------------------------------------------
     def packet_sent(self, now: float, packet_type: int, pn: int, size: int, frames: Iterable[Any],

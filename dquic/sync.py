@@ -746,12 +746,28 @@ class DQUIC:
                         self._cond_wait(min(remaining, 0.5))
                 finally:
                     self._send_waiters -= 1
+                closed = []
                 for p in list(self._peers.values()):
                     if not p.terminated:
                         left = p.conn.send_buffered
                         if left:
                             undelivered[p.addr] = undelivered.get(p.addr, 0) + left
                         p.conn.close(0, "")
+                        closed.append(p.conn)
+                if closed:
+                    # within linger, until each peer answered our CONNECTION_CLOSE (close_sent):
+                    # while we wait, a lost one (and the acknowledgement it carries) goes out
+                    # again when the peer's next packet arrives
+                    self._wake()
+                    self._send_waiters += 1  # woken as datagrams arrive
+                    try:
+                        while self._thread_error is None and not all(c.close_sent for c in closed):
+                            remaining = deadline - _monotonic()
+                            if remaining <= 0:
+                                break
+                            self._cond_wait(min(remaining, 0.02))
+                    finally:
+                        self._send_waiters -= 1
                 self._stop = True
                 self._cond.notify_all()
                 self._io_cond.notify()

@@ -68,8 +68,8 @@ def test_spoofed_initial_from_a_live_clients_address_does_not_take_its_replies(m
         with server._cond:
             server._endpoint.receive_datagram(forged, caddr, time.monotonic())
             server._process_events()
-            server._flush_needed = True
-            server._wake()
+            server._drive.flush_needed = True
+            server._drive.wake()
     _wait_for(lambda: len(_live_server_connections(server)) == 2)
     # the server's replies still go to the real client, and the client's still arrive
     for i in range(3):

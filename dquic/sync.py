@@ -328,20 +328,6 @@ class DQUIC:
     # ------------------------------------------------------------------------------------
     # socket-like surface
     @property
-    def _sock(self) -> Optional[UDPSocket]:
-        return self._drive.sock
-
-    @property
-    def datagrams_in(self) -> int:
-        """UDP datagrams received (as of the last driving step)."""
-        return self._drive.datagrams_in
-
-    @property
-    def datagrams_out(self) -> int:
-        """UDP datagrams sent."""
-        return self._drive.datagrams_out
-
-    @property
     def identity(self):
         """This instance's static key pair (generated if none was given)."""
         return self._config.identity
@@ -349,13 +335,14 @@ class DQUIC:
     @property
     def sock(self) -> Optional[socket.socket]:
         """The underlying UDP socket (None before ``bind``/``send_to``). Do not read from it."""
-        return None if self._sock is None else self._sock.sock
+        return None if self._drive.sock is None else self._drive.sock.sock
 
     @property
     def local_address(self) -> Optional[Tuple]:
         """The bound ``(host, port)``, or None before the socket exists."""
         with self._cond:
-            return None if self._sock is None or self._sock.closed else self._sock.local_address
+            sock = self._drive.sock
+            return None if sock is None or sock.closed else sock.local_address
 
     @property
     def connections(self) -> List[Connection]:
@@ -371,6 +358,16 @@ class DQUIC:
                     p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _lock=self._cond, _owner=self)
                 out.append(p.facade)
             return out
+
+    @property
+    def datagrams_in(self) -> int:
+        """UDP datagrams received (as of the last driving step)."""
+        return self._drive.datagrams_in
+
+    @property
+    def datagrams_out(self) -> int:
+        """UDP datagrams sent."""
+        return self._drive.datagrams_out
 
     def settimeout(self, value: Optional[float]) -> None:
         """Timeout of blocking calls in seconds (None: block forever; 0: don't block)."""
@@ -433,7 +430,7 @@ class DQUIC:
         self.close(abandon=exc_type is not None)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else (repr(self.local_address) if self._sock else "unbound")
+        state = "closed" if self._closed else (repr(self.local_address) if self._drive.sock else "unbound")
         return f"<DQUIC {state} connections={len(self._peers)}>"
 
     def bind(self, address: Tuple) -> None:
@@ -446,7 +443,7 @@ class DQUIC:
         family, addr = resolve_address(address, passive=True)
         with self._cond:
             self._check_open()
-            if self._sock is not None:
+            if self._drive.sock is not None:
                 raise DQUICError(errno.EINVAL, "already bound (bind before the first send_to)")
             sock = UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
                              offload=self._offload)
@@ -481,12 +478,13 @@ class DQUIC:
         deadline = None if timeout is None else _monotonic() + timeout
         with self._cond:
             self._check_open()
-            if self._sock is None:
+            sock = self._drive.sock
+            if sock is None:
                 self._start(UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
                                       offload=self._offload))
-            elif self._sock.family != family and not (self._sock.dual_stack and family == socket.AF_INET):
+            elif sock.family != family and not (sock.dual_stack and family == socket.AF_INET):
                 raise DQUICError(errno.EAFNOSUPPORT,
-                                 f"this DQUIC socket is {self._sock.family.name}; cannot reach {addr}")
+                                 f"this DQUIC socket is {sock.family.name}; cannot reach {addr}")
             self._drive.active += 1
             try:
                 peer = self._peer_for(addr)
@@ -764,7 +762,7 @@ class DQUIC:
             hit = self._addr_cache.get(address)
             if hit is not None:
                 return hit
-        sock = self._sock
+        sock = self._drive.sock
         family = None if sock is None else sock.family
         numeric = numeric_address(address, family)
         if numeric is None:

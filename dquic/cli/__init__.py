@@ -40,31 +40,29 @@ __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXI
 
 # ----------------------------------------------------------------------------------------------
 # argument parsing
-def _probability(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _probability(text: str) -> float:
+    v = _number(text)
     if not 0.0 <= v <= 1.0 or math.isnan(v):
         raise argparse.ArgumentTypeError(f"must be a probability in [0, 1]: {text}")
     return v
 
 
 def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    v = _number(text)
     if not v > 0 or math.isinf(v):
         raise argparse.ArgumentTypeError(f"must be > 0: {text}")
     return v
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    v = _number(text)
     if not v >= 0 or math.isinf(v):
         raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
     return v

@@ -101,7 +101,7 @@ def test_a_restarted_client_on_the_same_port_takes_over_once_its_handshake_is_co
     assert server.receive_from(100) == (("127.0.0.1", port), {1: b"first"})
     (old,) = server.connections
     # the client goes away without a word: its CONNECTION_CLOSE never leaves the socket
-    first._sock.queue_trains = lambda trains: None
+    first._drive.sock.queue_trains = lambda trains: None
     first.close()
     second = make_dquic(bind=("127.0.0.1", port), timeout=5.0)
     second.send_to(saddr, {1: b"second"})

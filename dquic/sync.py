@@ -42,7 +42,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from ._app import split_options, termination_error, validate_messages
 # (the driving steps' tunables stay importable from here)
@@ -76,6 +76,48 @@ _monotonic = time.monotonic
 
 
 # ----------------------------------------------------------------------------------------------
+_T = TypeVar("_T")
+
+
+class _SeedCounter(Generic[_T]):
+    """A counter of the seed's ``Connection``: read from the core (under the instance lock) for
+    a connection of a ``DQUIC``; for a standalone ``Connection``, a plain attribute starting at
+    ``initial()`` (settable, as the seed's were)."""
+
+    def __init__(self, live: Callable[[Any], _T], initial: Callable[[], _T]) -> None:
+        self._live = live
+        self._initial = initial
+        self._name = ""
+
+    def __set_name__(self, owner: Any, name: str) -> None:
+        self._name = "_own_" + name
+
+    def __get__(self, obj: Any, owner: Any = None) -> _T:
+        if obj is None:
+            return self  # type: ignore[return-value]  # the class's attribute: the descriptor
+        core = obj._core()
+        if core is None:
+            own = obj.__dict__
+            if self._name not in own:
+                own[self._name] = self._initial()
+            return own[self._name]
+        with obj._owner._cond:
+            return self._live(core)
+
+    def __set__(self, obj: Any, value: _T) -> None:
+        obj.__dict__[self._name] = value
+
+
+def _stream_counts(core: Any, index: int) -> Dict[int, int]:
+    """Stream id -> bytes sent (``index`` 0) or acknowledged (1), of the streams that sent."""
+    out = {}
+    for sid in core.streams():
+        v = core.stream_bytes(sid)
+        if v[0]:
+            out[sid] = v[index]
+    return out
+
+
 class Connection:
     """One connection as the application sees it (the seed's ``Connection`` attributes).
 
@@ -91,7 +133,7 @@ class Connection:
     ``ConnectionStats`` snapshot, None when standalone), ``is_established``, ``peer_key``.
     """
 
-    def __init__(self, addr: Tuple, conn_id: Any = None, *, _peer: Any = None, _lock: Any = None,
+    def __init__(self, addr: Tuple, conn_id: Any = None, *, _peer: Any = None,
                  _owner: Any = None) -> None:
         try:
             check_address(addr)
@@ -99,13 +141,8 @@ class Connection:
             raise ValueError(str(exc)) from None
         self._addr = tuple(addr)
         self._conn_id = conn_id
-        self._peer = _peer
-        self._lock = _lock
+        self._peer = _peer  # with _owner (the DQUIC): a live connection
         self._owner = _owner
-        self._sent_pn = 0
-        self._recv_pn = 0
-        self._bytes_ack: Dict[int, int] = {}
-        self._bytes_sent: Dict[int, int] = {}
 
     def _core(self):
         return None if self._peer is None else self._peer.conn
@@ -127,66 +164,17 @@ class Connection:
     def conn_id(self, value: Any) -> None:
         self._conn_id = value
 
-    @property
-    def sent_packet_number(self) -> int:
-        core = self._core()
-        if core is None:
-            return self._sent_pn
-        with self._lock:
-            return core.stats.packets_sent
-
-    @sent_packet_number.setter
-    def sent_packet_number(self, value: int) -> None:
-        self._sent_pn = value
-
-    @property
-    def recv_packet_number(self) -> int:
-        core = self._core()
-        if core is None:
-            return self._recv_pn
-        with self._lock:
-            return core.packets_received
-
-    @recv_packet_number.setter
-    def recv_packet_number(self, value: int) -> None:
-        self._recv_pn = value
-
-    def _stream_counts(self, index: int) -> Dict[int, int]:
-        core = self._core()
-        with self._lock:
-            out = {}
-            for sid in core.streams():
-                v = core.stream_bytes(sid)
-                if v[0]:
-                    out[sid] = v[index]
-            return out
-
-    @property
-    def stream_bytes_sent(self) -> Dict[int, int]:
-        if self._core() is None:
-            return self._bytes_sent
-        return self._stream_counts(0)
-
-    @stream_bytes_sent.setter
-    def stream_bytes_sent(self, value: Dict[int, int]) -> None:
-        self._bytes_sent = value
-
-    @property
-    def stream_bytes_ack(self) -> Dict[int, int]:
-        if self._core() is None:
-            return self._bytes_ack
-        return self._stream_counts(1)
-
-    @stream_bytes_ack.setter
-    def stream_bytes_ack(self, value: Dict[int, int]) -> None:
-        self._bytes_ack = value
+    sent_packet_number = _SeedCounter[int](lambda core: core.stats.packets_sent, int)
+    recv_packet_number = _SeedCounter[int](lambda core: core.packets_received, int)
+    stream_bytes_sent = _SeedCounter[Dict[int, int]](lambda core: _stream_counts(core, 0), dict)
+    stream_bytes_ack = _SeedCounter[Dict[int, int]](lambda core: _stream_counts(core, 1), dict)
 
     @property
     def stats(self):
         core = self._core()
         if core is None:
             return None
-        with self._lock:
+        with self._owner._cond:
             return core.stats
 
     @property
@@ -204,7 +192,7 @@ class Connection:
         core = self._core()
         if core is None:
             return 0
-        with self._lock:
+        with self._owner._cond:
             return core.send_buffered
 
     def close(self, abandon: bool = False) -> None:
@@ -355,7 +343,7 @@ class DQUIC:
                 if p.terminated or p in self._contenders:
                     continue
                 if p.facade is None:
-                    p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _lock=self._cond, _owner=self)
+                    p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _owner=self)
                 out.append(p.facade)
             return out
 

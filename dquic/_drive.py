@@ -231,6 +231,22 @@ class Drive:
             if holder != threading.get_ident():
                 self.wake()
 
+    def queue_flush(self) -> None:
+        """Work was queued in the core while turning events into state (lock held, by the
+        driver): it goes out with this step, or the driver's next flush."""
+        self.flush_needed = True
+
+    def defer_flush(self) -> None:
+        """A ``receive_from`` read data (lock held): the flow-control window it opened goes
+        with the application's next call (typically its reply), the next step, or the I/O
+        thread within ``IDLE_HANDOVER``."""
+        self.deferred_flush = True
+
+    def send_deferred(self) -> None:
+        """An API call begins (lock held): what a deferral held back goes now."""
+        if self.deferred_flush:
+            self.kick()
+
     # ------------------------------------------------------------------------------------
     # driving (by the role's holder)
     def flush(self) -> None:

@@ -547,8 +547,7 @@ class DQUIC:
             self._drive.active += 1
             self._drive.receiving += 1
             try:
-                if self._drive.deferred_flush:
-                    self._drive.kick()
+                self._drive.send_deferred()
                 while True:
                     result = self._collect(max_bytes) if self._ready else None
                     if self._readable is not None:
@@ -558,7 +557,7 @@ class DQUIC:
                         # with the next packet (the reply the application is about to send, or
                         # the next step), or within IDLE_HANDOVER
                         self._consumed = False
-                        self._drive.deferred_flush = True
+                        self._drive.defer_flush()
                     if result is not None:
                         return result
                     if self._unreported and not self._live_peers():
@@ -1028,7 +1027,7 @@ class DQUIC:
                 if (holder is not None and holder is not peer and not holder.terminated
                         and not holder.outgoing and not holder.conn.is_closed):
                     holder.conn.close(0, "replaced by a newer connection from the same address")
-                    self._drive.flush_needed = True  # the driver sends the close
+                    self._drive.queue_flush()  # the driver sends the close
 
     def _on_terminated(self, peer: _Peer, ev: ConnectionTerminated) -> None:
         if peer.terminated:

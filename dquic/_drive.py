@@ -242,11 +242,6 @@ class Drive:
         thread within ``IDLE_HANDOVER``."""
         self.deferred_flush = True
 
-    def send_deferred(self) -> None:
-        """An API call begins (lock held): what a deferral held back goes now."""
-        if self.deferred_flush:
-            self.kick()
-
     # ------------------------------------------------------------------------------------
     # driving (by the role's holder)
     def flush(self) -> None:

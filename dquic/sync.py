@@ -464,16 +464,17 @@ class DQUIC:
         family, addr = self._resolve(address)
         timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
+        drive = self._drive
         with self._cond:
             self._check_open()
-            sock = self._drive.sock
+            sock = drive.sock
             if sock is None:
                 self._start(UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
                                       offload=self._offload))
             elif sock.family != family and not (sock.dual_stack and family == socket.AF_INET):
                 raise DQUICError(errno.EAFNOSUPPORT,
                                  f"this DQUIC socket is {sock.family.name}; cannot reach {addr}")
-            self._drive.active += 1
+            drive.active += 1
             try:
                 peer = self._peer_for(addr)
                 self._wait_established(peer, deadline)
@@ -499,7 +500,7 @@ class DQUIC:
                         self._raise_if_failed(peer)
                         raise ConnectionClosed("connection is closing") from None
                     buffered += n
-                self._drive.kick()
+                drive.kick()
             except TimeoutError as exc:
                 if timeout == 0.0 and type(exc) is TimeoutError:
                     # non-blocking (settimeout(0) / setblocking(False)), as for a socket
@@ -509,7 +510,7 @@ class DQUIC:
                     raise BlockingIOError(errno.EAGAIN, "the send buffer is full") from None
                 raise
             finally:
-                self._drive.end_call()
+                drive.end_call()
         return total
 
     def _await_send(self, peer: "_Peer", deadline: Optional[float], message: str) -> None:
@@ -542,12 +543,14 @@ class DQUIC:
             raise ValueError("max_bytes must be > 0")
         timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
+        drive = self._drive
         with self._cond:
             self._check_open()
-            self._drive.active += 1
-            self._drive.receiving += 1
+            drive.active += 1
+            drive.receiving += 1
             try:
-                self._drive.send_deferred()
+                if drive.deferred_flush:
+                    drive.kick()  # what the last deferral held back goes now
                 while True:
                     result = self._collect(max_bytes) if self._ready else None
                     if self._readable is not None:
@@ -557,21 +560,21 @@ class DQUIC:
                         # with the next packet (the reply the application is about to send, or
                         # the next step), or within IDLE_HANDOVER
                         self._consumed = False
-                        self._drive.defer_flush()
+                        drive.defer_flush()
                     if result is not None:
                         return result
                     if self._unreported and not self._live_peers():
                         self._raise_unreported()
                     try:
-                        self._drive.drive_or_wait(deadline, "timed out")
+                        drive.drive_or_wait(deadline, "timed out")
                     except TimeoutError:
                         if timeout == 0.0:
                             raise BlockingIOError(errno.EAGAIN, "no message is ready") from None
                         raise
                     self._check_open()
             finally:
-                self._drive.receiving -= 1
-                self._drive.end_call(flush=False)
+                drive.receiving -= 1
+                drive.end_call(flush=False)
 
     def flush(self, timeout: Optional[float] = -1.0) -> None:
         """Wait until every connection's queued data has been acknowledged by its peer.
@@ -583,10 +586,11 @@ class DQUIC:
         if timeout == -1.0:
             timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
+        drive = self._drive
         with self._cond:
             self._check_open()
-            self._drive.active += 1
-            self._drive.send_waiters += 1  # woken as acknowledgements arrive
+            drive.active += 1
+            drive.send_waiters += 1  # woken as acknowledgements arrive
             asked = False
             try:
                 while True:
@@ -602,7 +606,7 @@ class DQUIC:
                     if not busy:
                         return
                     try:
-                        self._drive.drive_or_wait(deadline, "flush timed out")
+                        drive.drive_or_wait(deadline, "flush timed out")
                     except TimeoutError:
                         left = {p.addr: n for p, n in self._unacknowledged().items()}
                         if left:
@@ -610,8 +614,8 @@ class DQUIC:
                                                         f"bytes unacknowledged") from None
                         return
             finally:
-                self._drive.send_waiters -= 1
-                self._drive.end_call()
+                drive.send_waiters -= 1
+                drive.end_call()
 
     def disconnect(self, address: Tuple, abandon: bool = False) -> None:
         """Close the connection with ``address``, leaving the socket and other connections
@@ -631,30 +635,31 @@ class DQUIC:
 
     def _disconnect(self, peer: "_Peer", abandon: bool) -> None:
         """``disconnect`` for one peer (lock held)."""
-        self._drive.active += 1
+        drive = self._drive
+        drive.active += 1
         left = 0
         try:
             if not abandon and self.linger > 0:
                 deadline = _monotonic() + self.linger
-                self._drive.send_waiters += 1  # woken as acknowledgements arrive
+                drive.send_waiters += 1  # woken as acknowledgements arrive
                 peer.conn.request_ack()  # now, not after the peer's ACK delay
                 try:
                     while not peer.terminated and peer.conn.send_buffered:
                         try:
-                            self._drive.drive_or_wait(deadline, "disconnect timed out")
+                            drive.drive_or_wait(deadline, "disconnect timed out")
                         except TimeoutError:
                             break
                 finally:
-                    self._drive.send_waiters -= 1
+                    drive.send_waiters -= 1
             left = peer.conn.send_buffered if not peer.terminated else 0
             if self._by_addr.get(peer.addr) is peer:
                 del self._by_addr[peer.addr]  # the next send_to connects afresh
             self._contenders.pop(peer, None)
             if not peer.terminated and not peer.conn.is_closed:
                 peer.conn.close(0, "")
-                self._drive.kick()
+                drive.kick()
         finally:
-            self._drive.end_call()
+            drive.end_call()
         if left and not abandon:
             raise UndeliveredData({peer.addr: left}, f"disconnect from {peer.addr} abandoned {left} "
                                                      f"unacknowledged bytes (linger {self.linger} s)")

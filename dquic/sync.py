@@ -586,11 +586,10 @@ class DQUIC:
         if timeout == -1.0:
             timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
-        drive = self._drive
         with self._cond:
             self._check_open()
-            drive.active += 1
-            drive.send_waiters += 1  # woken as acknowledgements arrive
+            self._drive.active += 1
+            self._drive.send_waiters += 1  # woken as acknowledgements arrive
             asked = False
             try:
                 while True:
@@ -606,7 +605,7 @@ class DQUIC:
                     if not busy:
                         return
                     try:
-                        drive.drive_or_wait(deadline, "flush timed out")
+                        self._drive.drive_or_wait(deadline, "flush timed out")
                     except TimeoutError:
                         left = {p.addr: n for p, n in self._unacknowledged().items()}
                         if left:
@@ -614,8 +613,8 @@ class DQUIC:
                                                         f"bytes unacknowledged") from None
                         return
             finally:
-                drive.send_waiters -= 1
-                drive.end_call()
+                self._drive.send_waiters -= 1
+                self._drive.end_call()
 
     def disconnect(self, address: Tuple, abandon: bool = False) -> None:
         """Close the connection with ``address``, leaving the socket and other connections

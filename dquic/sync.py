@@ -6,21 +6,15 @@ of connections, each identified to the application by its peer's address.
 
 Threading model
 ---------------
-The sans-IO core is driven by one thread at a time, the *driver*: it waits in ``select`` on the
-UDP socket and a wake-up file descriptor (with the core's next timer as timeout), reads what
-arrived (``RECV_BATCH`` reads at most), feeds it to the endpoint, runs due timers, sends what
-the endpoint produced (keeping what the kernel refused for later) and turns the core's events
-into state the API calls wait on.
-
-An API call that has to wait (``receive_from`` with nothing ready, ``send_to`` during the
-handshake or under back-pressure) drives itself, so a reply is read, processed and handed over
-in the thread that asked for it, with no hand-off between threads on the way; a call that only
-queues work sends it on the way out. Each ``DQUIC`` also owns an I/O thread that takes the
-driver's role whenever no API call has held it for ``IDLE_HANDOVER`` seconds, so ACKs,
-retransmissions, handshakes and keep-alives proceed while the application is busy elsewhere.
-An API thread that needs the role while the I/O thread holds it asks for it through the
-wake-up descriptor. All core state is behind the instance lock; the driver's socket calls run
-without it and release the GIL.
+The sans-IO core is driven by one thread at a time: an API call that has to wait
+(``receive_from`` with nothing ready, ``send_to`` during the handshake or under back-pressure)
+drives it itself, so a reply is read, processed and handed over in the thread that asked for
+it; a call that only queues work sends it on the way out. Each ``DQUIC`` also owns an I/O
+thread that takes the driver's role whenever no API call has held it for ``IDLE_HANDOVER``
+seconds, so ACKs, retransmissions, handshakes and keep-alives proceed while the application is
+busy elsewhere. The role, its hand-over and the driving steps are ``dquic._drive.Drive``; this
+module keeps the connections as the application sees them. All core state is behind the
+instance lock; the driver's socket calls run without it and release the GIL.
 
 Messages
 --------
@@ -46,13 +40,13 @@ import collections
 import errno
 import logging
 import os
-import select
 import socket
-import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from ._app import split_options, termination_error, validate_messages
+# (the driving steps' tunables stay importable from here)
+from ._drive import IDLE_HANDOVER, RECV_BATCH, STEP_INTERVAL, Drive  # noqa: F401
 from ._socket import (UDPSocket, Waker, check_address, normalize_address, numeric_address,
                       resolve_address)
 from .config import Configuration
@@ -76,19 +70,54 @@ __all__ = ["DQUIC", "Connection", "ConnectionRefused", "EndpointClosed", "Undeli
 
 logger = logging.getLogger("dquic")
 
-#: Socket reads per driving step before the endpoint processes them.
-RECV_BATCH = 64
-#: Seconds without an API call driving the core before the I/O thread takes over.
-IDLE_HANDOVER = 0.002
-#: A call that only queues work also reads the socket if nobody has for this long.
-STEP_INTERVAL = 0.0005
-#: Stream ids are 62-bit (RFC 9000 §2.1).
 #: Ended outgoing connections remembered to report their error to the next send_to.
 MAX_TOMBSTONES = 1024
 _monotonic = time.monotonic
 
 
 # ----------------------------------------------------------------------------------------------
+_T = TypeVar("_T")
+
+
+class _SeedCounter(Generic[_T]):
+    """A counter of the seed's ``Connection``: read from the core (under the instance lock) for
+    a connection of a ``DQUIC``; for a standalone ``Connection``, a plain attribute starting at
+    ``initial()`` (settable, as the seed's were)."""
+
+    def __init__(self, live: Callable[[Any], _T], initial: Callable[[], _T]) -> None:
+        self._live = live
+        self._initial = initial
+        self._name = ""
+
+    def __set_name__(self, owner: Any, name: str) -> None:
+        self._name = "_own_" + name
+
+    def __get__(self, obj: Any, owner: Any = None) -> _T:
+        if obj is None:
+            return self  # type: ignore[return-value]  # the class's attribute: the descriptor
+        core = obj._core()
+        if core is None:
+            own = obj.__dict__
+            if self._name not in own:
+                own[self._name] = self._initial()
+            return own[self._name]
+        with obj._owner._cond:
+            return self._live(core)
+
+    def __set__(self, obj: Any, value: _T) -> None:
+        obj.__dict__[self._name] = value
+
+
+def _stream_counts(core: Any, index: int) -> Dict[int, int]:
+    """Stream id -> bytes sent (``index`` 0) or acknowledged (1), of the streams that sent."""
+    out = {}
+    for sid in core.streams():
+        v = core.stream_bytes(sid)
+        if v[0]:
+            out[sid] = v[index]
+    return out
+
+
 class Connection:
     """One connection as the application sees it (the seed's ``Connection`` attributes).
 
@@ -104,7 +133,7 @@ class Connection:
     ``ConnectionStats`` snapshot, None when standalone), ``is_established``, ``peer_key``.
     """
 
-    def __init__(self, addr: Tuple, conn_id: Any = None, *, _peer: Any = None, _lock: Any = None,
+    def __init__(self, addr: Tuple, conn_id: Any = None, *, _peer: Any = None,
                  _owner: Any = None) -> None:
         try:
             check_address(addr)
@@ -112,13 +141,8 @@ class Connection:
             raise ValueError(str(exc)) from None
         self._addr = tuple(addr)
         self._conn_id = conn_id
-        self._peer = _peer
-        self._lock = _lock
+        self._peer = _peer  # with _owner (the DQUIC): a live connection
         self._owner = _owner
-        self._sent_pn = 0
-        self._recv_pn = 0
-        self._bytes_ack: Dict[int, int] = {}
-        self._bytes_sent: Dict[int, int] = {}
 
     def _core(self):
         return None if self._peer is None else self._peer.conn
@@ -140,66 +164,17 @@ class Connection:
     def conn_id(self, value: Any) -> None:
         self._conn_id = value
 
-    @property
-    def sent_packet_number(self) -> int:
-        core = self._core()
-        if core is None:
-            return self._sent_pn
-        with self._lock:
-            return core.stats.packets_sent
-
-    @sent_packet_number.setter
-    def sent_packet_number(self, value: int) -> None:
-        self._sent_pn = value
-
-    @property
-    def recv_packet_number(self) -> int:
-        core = self._core()
-        if core is None:
-            return self._recv_pn
-        with self._lock:
-            return core.packets_received
-
-    @recv_packet_number.setter
-    def recv_packet_number(self, value: int) -> None:
-        self._recv_pn = value
-
-    def _stream_counts(self, index: int) -> Dict[int, int]:
-        core = self._core()
-        with self._lock:
-            out = {}
-            for sid in core.streams():
-                v = core.stream_bytes(sid)
-                if v[0]:
-                    out[sid] = v[index]
-            return out
-
-    @property
-    def stream_bytes_sent(self) -> Dict[int, int]:
-        if self._core() is None:
-            return self._bytes_sent
-        return self._stream_counts(0)
-
-    @stream_bytes_sent.setter
-    def stream_bytes_sent(self, value: Dict[int, int]) -> None:
-        self._bytes_sent = value
-
-    @property
-    def stream_bytes_ack(self) -> Dict[int, int]:
-        if self._core() is None:
-            return self._bytes_ack
-        return self._stream_counts(1)
-
-    @stream_bytes_ack.setter
-    def stream_bytes_ack(self, value: Dict[int, int]) -> None:
-        self._bytes_ack = value
+    sent_packet_number = _SeedCounter[int](lambda core: core.stats.packets_sent, int)
+    recv_packet_number = _SeedCounter[int](lambda core: core.packets_received, int)
+    stream_bytes_sent = _SeedCounter[Dict[int, int]](lambda core: _stream_counts(core, 0), dict)
+    stream_bytes_ack = _SeedCounter[Dict[int, int]](lambda core: _stream_counts(core, 1), dict)
 
     @property
     def stats(self):
         core = self._core()
         if core is None:
             return None
-        with self._lock:
+        with self._owner._cond:
             return core.stats
 
     @property
@@ -217,7 +192,7 @@ class Connection:
         core = self._core()
         if core is None:
             return 0
-        with self._lock:
+        with self._owner._cond:
             return core.send_buffered
 
     def close(self, abandon: bool = False) -> None:
@@ -316,32 +291,16 @@ class DQUIC:
         self._config = cfg
         self._client_config = cfg.copy(is_client=True, identity=self._client_identity)
         self._endpoint = Endpoint(cfg, accept=True, max_connections=max_connections)
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)  # API threads wait on this one
-        self._io_cond = threading.Condition(lock)  # the I/O thread waits on this one
-        self._waiters = 0  # API threads waiting on _cond
         self._peers: Dict[Any, _Peer] = {}  # core connection -> peer state
         self._by_addr: Dict[Tuple, _Peer] = {}  # peer address -> the peer state send_to uses
         # connections a peer opened from an address that already has a live connection: they
         # get the address once their handshake is confirmed (see _settle_contenders)
         self._contenders: Dict[_Peer, None] = {}
         self._ready: "collections.OrderedDict[_Peer, None]" = collections.OrderedDict()
-        self._sock: Optional[UDPSocket] = None
-        self._thread: Optional[threading.Thread] = None
-        self._waker: Optional[Waker] = None
-        self._wake_pending = False
-        self._driver: Optional[int] = None  # ident of the thread driving the core, or None
-        self._io_ident: Optional[int] = None
-        self._want_drive = False  # an API thread waits for the I/O thread to hand over
-        self._flush_needed = False  # work was queued while another thread was driving
-        self._deferred_flush = False  # acknowledgements wait for the application's next call
-        self._receiving = 0  # receive_from calls in progress
-        self._last_step = 0.0  # when a driver last read the socket
-        self._drive_epoch = 0  # counts API calls that took the driver's role
-        self._io_asleep = False  # the I/O thread sleeps until the driving call ends
-        self._active = 0  # API calls in progress
-        self._last_exit = 0.0
-        self._idle_spins = 0
+        # who drives the core (an API call or the I/O thread), the hand-over and the steps
+        self._drive = Drive(self._ready, self._process_events, self._on_unreachable,
+                            self._report_failed_handshakes, self._io_failed)
+        self._cond = self._drive.cond  # the instance lock (API threads wait on it)
         self._addr_cache: Dict[Tuple, Tuple[int, Tuple]] = {}
         self._consumed = False
         self._tombstones = 0
@@ -352,13 +311,7 @@ class DQUIC:
         self._readable: Optional[Waker] = None
         self._readable_set = False
         self._timeout: Optional[float] = None
-        self._closing = False
         self._closed = False
-        self._stop = False
-        self._send_waiters = 0  # send_to calls blocked on back-pressure
-        self._thread_error: Optional[BaseException] = None
-        self.datagrams_in = 0
-        self.datagrams_out = 0
 
     # ------------------------------------------------------------------------------------
     # socket-like surface
@@ -370,13 +323,14 @@ class DQUIC:
     @property
     def sock(self) -> Optional[socket.socket]:
         """The underlying UDP socket (None before ``bind``/``send_to``). Do not read from it."""
-        return None if self._sock is None else self._sock.sock
+        return None if self._drive.sock is None else self._drive.sock.sock
 
     @property
     def local_address(self) -> Optional[Tuple]:
         """The bound ``(host, port)``, or None before the socket exists."""
         with self._cond:
-            return None if self._sock is None or self._sock.closed else self._sock.local_address
+            sock = self._drive.sock
+            return None if sock is None or sock.closed else sock.local_address
 
     @property
     def connections(self) -> List[Connection]:
@@ -389,9 +343,19 @@ class DQUIC:
                 if p.terminated or p in self._contenders:
                     continue
                 if p.facade is None:
-                    p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _lock=self._cond, _owner=self)
+                    p.facade = Connection(p.addr, p.conn.host_cid, _peer=p, _owner=self)
                 out.append(p.facade)
             return out
+
+    @property
+    def datagrams_in(self) -> int:
+        """UDP datagrams received (as of the last driving step)."""
+        return self._drive.datagrams_in
+
+    @property
+    def datagrams_out(self) -> int:
+        """UDP datagrams sent."""
+        return self._drive.datagrams_out
 
     def settimeout(self, value: Optional[float]) -> None:
         """Timeout of blocking calls in seconds (None: block forever; 0: don't block)."""
@@ -454,7 +418,7 @@ class DQUIC:
         self.close(abandon=exc_type is not None)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else (repr(self.local_address) if self._sock else "unbound")
+        state = "closed" if self._closed else (repr(self.local_address) if self._drive.sock else "unbound")
         return f"<DQUIC {state} connections={len(self._peers)}>"
 
     def bind(self, address: Tuple) -> None:
@@ -467,7 +431,7 @@ class DQUIC:
         family, addr = resolve_address(address, passive=True)
         with self._cond:
             self._check_open()
-            if self._sock is not None:
+            if self._drive.sock is not None:
                 raise DQUICError(errno.EINVAL, "already bound (bind before the first send_to)")
             sock = UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
                              offload=self._offload)
@@ -500,15 +464,17 @@ class DQUIC:
         family, addr = self._resolve(address)
         timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
+        drive = self._drive
         with self._cond:
             self._check_open()
-            if self._sock is None:
+            sock = drive.sock
+            if sock is None:
                 self._start(UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
                                       offload=self._offload))
-            elif self._sock.family != family and not (self._sock.dual_stack and family == socket.AF_INET):
+            elif sock.family != family and not (sock.dual_stack and family == socket.AF_INET):
                 raise DQUICError(errno.EAFNOSUPPORT,
-                                 f"this DQUIC socket is {self._sock.family.name}; cannot reach {addr}")
-            self._active += 1
+                                 f"this DQUIC socket is {sock.family.name}; cannot reach {addr}")
+            drive.active += 1
             try:
                 peer = self._peer_for(addr)
                 self._wait_established(peer, deadline)
@@ -534,7 +500,7 @@ class DQUIC:
                         self._raise_if_failed(peer)
                         raise ConnectionClosed("connection is closing") from None
                     buffered += n
-                self._kick()
+                drive.kick()
             except TimeoutError as exc:
                 if timeout == 0.0 and type(exc) is TimeoutError:
                     # non-blocking (settimeout(0) / setblocking(False)), as for a socket
@@ -544,18 +510,18 @@ class DQUIC:
                     raise BlockingIOError(errno.EAGAIN, "the send buffer is full") from None
                 raise
             finally:
-                self._leave()
+                drive.end_call()
         return total
 
     def _await_send(self, peer: "_Peer", deadline: Optional[float], message: str) -> None:
         """A send waits (lock held): drive the core or wait for the driver until an
         acknowledgement or new credit may have made room, then raise how the connection
         ended if it did; ``TimeoutError(message)`` at ``deadline``."""
-        self._send_waiters += 1  # woken as acknowledgements arrive
+        self._drive.send_waiters += 1  # woken as acknowledgements arrive
         try:
-            self._drive_or_wait(deadline, message)
+            self._drive.drive_or_wait(deadline, message)
         finally:
-            self._send_waiters -= 1
+            self._drive.send_waiters -= 1
         self._raise_if_failed(peer)
 
     def receive_from(self, max_bytes: int) -> Tuple[Tuple, Dict[int, bytes]]:
@@ -577,13 +543,14 @@ class DQUIC:
             raise ValueError("max_bytes must be > 0")
         timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
+        drive = self._drive
         with self._cond:
             self._check_open()
-            self._active += 1
-            self._receiving += 1
+            drive.active += 1
+            drive.receiving += 1
             try:
-                if self._deferred_flush:
-                    self._kick()
+                if drive.deferred_flush:
+                    drive.kick()  # what the last deferral held back goes now
                 while True:
                     result = self._collect(max_bytes) if self._ready else None
                     if self._readable is not None:
@@ -593,21 +560,21 @@ class DQUIC:
                         # with the next packet (the reply the application is about to send, or
                         # the next step), or within IDLE_HANDOVER
                         self._consumed = False
-                        self._deferred_flush = True
+                        drive.defer_flush()
                     if result is not None:
                         return result
                     if self._unreported and not self._live_peers():
                         self._raise_unreported()
                     try:
-                        self._drive_or_wait(deadline, "timed out")
+                        drive.drive_or_wait(deadline, "timed out")
                     except TimeoutError:
                         if timeout == 0.0:
                             raise BlockingIOError(errno.EAGAIN, "no message is ready") from None
                         raise
                     self._check_open()
             finally:
-                self._receiving -= 1
-                self._leave(flush=False)
+                drive.receiving -= 1
+                drive.end_call(flush=False)
 
     def flush(self, timeout: Optional[float] = -1.0) -> None:
         """Wait until every connection's queued data has been acknowledged by its peer.
@@ -621,8 +588,8 @@ class DQUIC:
         deadline = None if timeout is None else _monotonic() + timeout
         with self._cond:
             self._check_open()
-            self._active += 1
-            self._send_waiters += 1  # woken as acknowledgements arrive
+            self._drive.active += 1
+            self._drive.send_waiters += 1  # woken as acknowledgements arrive
             asked = False
             try:
                 while True:
@@ -638,7 +605,7 @@ class DQUIC:
                     if not busy:
                         return
                     try:
-                        self._drive_or_wait(deadline, "flush timed out")
+                        self._drive.drive_or_wait(deadline, "flush timed out")
                     except TimeoutError:
                         left = {p.addr: n for p, n in self._unacknowledged().items()}
                         if left:
@@ -646,8 +613,8 @@ class DQUIC:
                                                         f"bytes unacknowledged") from None
                         return
             finally:
-                self._send_waiters -= 1
-                self._leave()
+                self._drive.send_waiters -= 1
+                self._drive.end_call()
 
     def disconnect(self, address: Tuple, abandon: bool = False) -> None:
         """Close the connection with ``address``, leaving the socket and other connections
@@ -667,30 +634,31 @@ class DQUIC:
 
     def _disconnect(self, peer: "_Peer", abandon: bool) -> None:
         """``disconnect`` for one peer (lock held)."""
-        self._active += 1
+        drive = self._drive
+        drive.active += 1
         left = 0
         try:
             if not abandon and self.linger > 0:
                 deadline = _monotonic() + self.linger
-                self._send_waiters += 1  # woken as acknowledgements arrive
+                drive.send_waiters += 1  # woken as acknowledgements arrive
                 peer.conn.request_ack()  # now, not after the peer's ACK delay
                 try:
                     while not peer.terminated and peer.conn.send_buffered:
                         try:
-                            self._drive_or_wait(deadline, "disconnect timed out")
+                            drive.drive_or_wait(deadline, "disconnect timed out")
                         except TimeoutError:
                             break
                 finally:
-                    self._send_waiters -= 1
+                    drive.send_waiters -= 1
             left = peer.conn.send_buffered if not peer.terminated else 0
             if self._by_addr.get(peer.addr) is peer:
                 del self._by_addr[peer.addr]  # the next send_to connects afresh
             self._contenders.pop(peer, None)
             if not peer.terminated and not peer.conn.is_closed:
                 peer.conn.close(0, "")
-                self._kick()
+                drive.kick()
         finally:
-            self._leave()
+            drive.end_call()
         if left and not abandon:
             raise UndeliveredData({peer.addr: left}, f"disconnect from {peer.addr} abandoned {left} "
                                                      f"unacknowledged bytes (linger {self.linger} s)")
@@ -715,22 +683,20 @@ class DQUIC:
         bytes each peer had not acknowledged, unless ``abandon`` is true (then it is only
         logged at WARNING on the ``dquic`` logger)."""
         undelivered: Dict[Tuple, int] = {}
+        drive = self._drive
         with self._cond:
-            if self._closing:
-                while not self._closed and self._thread is not None and self._thread.is_alive():
-                    self._cond_wait(0.05)
+            if drive.closing:
+                while not self._closed and drive.thread is not None and drive.thread.is_alive():
+                    drive.wait(0.05)
                 return
-            self._closing = True
-            self._cond.notify_all()
-            self._io_cond.notify()
-            self._wake()  # a thread driving inside an API call returns (EndpointClosed)
-            thread = self._thread
+            drive.begin_close()  # a thread driving inside an API call returns (EndpointClosed)
+            thread = drive.thread
             if thread is not None and thread.is_alive():
                 deadline = _monotonic() + self.linger
-                self._send_waiters += 1  # woken as acknowledgements arrive
+                drive.send_waiters += 1  # woken as acknowledgements arrive
                 try:
                     asked = False
-                    while self._thread_error is None:
+                    while drive.error is None:
                         busy = [p for p in self._peers.values()
                                 if not p.terminated and p.established and p.conn.send_buffered]
                         remaining = deadline - _monotonic()
@@ -742,10 +708,10 @@ class DQUIC:
                             asked = True
                             for p in busy:
                                 p.conn.request_ack()
-                            self._wake()
-                        self._cond_wait(min(remaining, 0.5))
+                            drive.wake()
+                        drive.wait(min(remaining, 0.5))
                 finally:
-                    self._send_waiters -= 1
+                    drive.send_waiters -= 1
                 closed = []
                 for p in list(self._peers.values()):
                     if not p.terminated:
@@ -758,28 +724,21 @@ class DQUIC:
                     # within linger, until each peer answered our CONNECTION_CLOSE (close_sent):
                     # while we wait, a lost one (and the acknowledgement it carries) goes out
                     # again when the peer's next packet arrives
-                    self._wake()
-                    self._send_waiters += 1  # woken as datagrams arrive
+                    drive.wake()
+                    drive.send_waiters += 1  # woken as datagrams arrive
                     try:
-                        while self._thread_error is None and not all(c.close_sent for c in closed):
+                        while drive.error is None and not all(c.close_sent for c in closed):
                             remaining = deadline - _monotonic()
                             if remaining <= 0:
                                 break
-                            self._cond_wait(min(remaining, 0.02))
+                            drive.wait(min(remaining, 0.02))
                     finally:
-                        self._send_waiters -= 1
-                self._stop = True
-                self._cond.notify_all()
-                self._io_cond.notify()
-                self._wake()
+                        drive.send_waiters -= 1
+                drive.stop_io()
         if thread is not None:
             thread.join(5.0)
         with self._cond:
-            if self._sock is not None:
-                self._sock.close()
-            if self._waker is not None:
-                self._waker.close()
-                self._waker = None
+            drive.close()
             if self._readable is not None:
                 self._readable.close()
                 self._readable = None
@@ -796,10 +755,10 @@ class DQUIC:
     # ------------------------------------------------------------------------------------
     # helpers for the API threads (called with the lock held unless noted)
     def _check_open(self) -> None:
-        if self._closing or self._closed:
+        if self._drive.closing or self._closed:
             raise EndpointClosed()
-        if self._thread_error is not None:
-            raise DQUICError(errno.EIO, f"I/O thread failed: {self._thread_error!r}")
+        if self._drive.error is not None:
+            raise DQUICError(errno.EIO, f"I/O thread failed: {self._drive.error!r}")
 
     def _resolve(self, address: Tuple) -> Tuple[int, Tuple]:
         """Resolve without the lock (may query DNS); prefer the socket's family. Numeric
@@ -810,7 +769,7 @@ class DQUIC:
             hit = self._addr_cache.get(address)
             if hit is not None:
                 return hit
-        sock = self._sock
+        sock = self._drive.sock
         family = None if sock is None else sock.family
         numeric = numeric_address(address, family)
         if numeric is None:
@@ -820,130 +779,6 @@ class DQUIC:
                 self._addr_cache.clear()
             self._addr_cache[address] = numeric
         return numeric
-
-    def _drive_or_wait(self, deadline: Optional[float], message: str) -> None:
-        """Make progress once while an API call waits: drive the core for one step (until
-        something arrives, a timer is due or ``deadline``) if no other thread drives it, else
-        wait to be notified. ``TimeoutError(message)`` once ``deadline`` has passed."""
-        now = _monotonic()
-        remaining = None if deadline is None else deadline - now
-        me = threading.get_ident()
-        driver = self._driver
-        if driver is None or driver == me:
-            if driver is None:
-                self._driver = me
-                self._drive_epoch += 1
-            if self._flush_needed or self._deferred_flush:
-                self._flush()  # a deferral lasts one step at most
-            timer = self._endpoint.get_timer()
-            timeout = None if timer is None else max(0.0, timer - now)
-            if remaining is not None:
-                timeout = max(0.0, remaining) if timeout is None else min(timeout, max(0.0, remaining))
-            self._cond.release()
-            try:
-                self._step(timeout)
-            finally:
-                self._cond.acquire()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(message)
-            return
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError(message)
-        if driver == self._io_ident:
-            self._want_drive = True  # the I/O thread hands over after its current step
-            self._wake()
-        self._cond_wait(remaining)
-
-    def _leave(self, flush: bool = True) -> None:
-        """End of an API call: send what it queued and give up the driver's role. With
-        ``flush`` False (``receive_from``) acknowledgements and window updates due now wait
-        for the application's next call (a reply carries them) or for the I/O thread, which
-        takes over within ``IDLE_HANDOVER``; work other threads queued is still sent."""
-        self._active -= 1
-        if self._driver == threading.get_ident():
-            try:
-                if flush or self._flush_needed or self._pending:
-                    self._flush()
-            finally:
-                self._release_role()
-
-    def _release_role(self) -> None:
-        """An API thread stops driving (lock held): a waiting API thread may take over, and
-        the I/O thread is told if work waits or it sleeps until this moment."""
-        self._driver = None
-        self._last_exit = _monotonic()
-        self._notify()
-        if self._pending or self._flush_needed or self._io_asleep:
-            self._io_cond.notify()
-
-    def _kick(self) -> None:
-        """Work was queued in the core: get it sent (lock held)."""
-        driver = self._driver
-        if driver is None:
-            self._driver = threading.get_ident()
-            try:
-                if _monotonic() - self._last_step >= STEP_INTERVAL:
-                    # a sender that never waits still reads acknowledgements now and then
-                    self._cond.release()
-                    try:
-                        self._step(0.0)
-                    finally:
-                        self._cond.acquire()
-                    if self._deferred_flush or self._flush_needed:
-                        self._flush()  # what this call queued goes now, not with a later reply
-                else:
-                    self._flush()
-            finally:
-                self._release_role()
-        else:
-            # another thread drives: it sends at its next step; this thread flushes before it
-            # waits and when its call ends
-            self._flush_needed = True
-            if driver != threading.get_ident():
-                self._wake()
-
-    def _flush(self) -> None:
-        """Send what the core has for the network now (lock held by the driver; released
-        around the socket calls)."""
-        ep = self._endpoint
-        self._deferred_flush = False
-        for _ in range(16):
-            self._flush_needed = False
-            if not self._pending:
-                out = ep.trains_to_send(_monotonic())
-                if out:
-                    self._sock.queue_trains(out)
-                if self._process_events():
-                    self._notify()
-            if not self._pending:
-                return
-            self._cond.release()
-            try:
-                self._send_pending()
-            finally:
-                self._cond.acquire()
-            if self._pending or not self._flush_needed:
-                return  # the kernel is full (a driver waits for it to drain) or all is out
-
-    def _cond_wait(self, timeout: Optional[float]) -> None:
-        """Wait on the API condition (lock held), counted so notifications go only where
-        somebody waits."""
-        self._waiters += 1
-        try:
-            self._cond.wait(timeout)
-        finally:
-            self._waiters -= 1
-
-    def _notify(self) -> None:
-        if self._waiters:
-            self._cond.notify_all()
-
-    def _wake(self) -> None:
-        """Make the thread blocked in ``select`` return (it then sends what the core queued)."""
-        if self._wake_pending or self._waker is None:
-            return
-        self._wake_pending = True
-        self._waker.wake()
 
     def _peer_for(self, addr: Tuple) -> _Peer:
         """The connection to ``addr``, opening one if needed (lock held)."""
@@ -962,7 +797,7 @@ class DQUIC:
             peer = _Peer(conn, addr, True, now)
             self._peers[conn] = peer
             self._by_addr[addr] = peer
-            self._kick()
+            self._drive.kick()
         return peer
 
     def _raise_if_failed(self, peer: _Peer) -> None:
@@ -987,7 +822,7 @@ class DQUIC:
             if deadline is not None and now >= deadline:
                 raise TimeoutError("send_to timed out during the handshake")
             try:
-                self._drive_or_wait(limit, "send_to timed out during the handshake")
+                self._drive.drive_or_wait(limit, "send_to timed out during the handshake")
             except TimeoutError:
                 pass  # the checks above say which deadline passed
 
@@ -1018,10 +853,7 @@ class DQUIC:
         if not peer.conn.is_closed:
             peer.conn.close(ErrorCode.CONNECTION_REFUSED if isinstance(error, ConnectionRefused) else 0,
                             "")
-        self._flush_needed = True
-        self._wake()
-        self._notify()
-        self._io_cond.notify()
+        self._drive.alert()
 
     def _collect(self, max_bytes: int) -> Optional[Tuple[Tuple, Dict[int, bytes]]]:
         """Take the next deliverable messages of one peer, rotating peers and streams.
@@ -1108,158 +940,23 @@ class DQUIC:
             del self._peers[peer.conn]
 
     # ------------------------------------------------------------------------------------
-    # the I/O thread
+    # what the driver tells this instance (dquic._drive.Drive's hooks)
     def _start(self, sock: UDPSocket) -> None:
         """Adopt ``sock`` and start the I/O thread (lock held)."""
-        self._sock = sock
-        self._waker = Waker()
-        self._thread = threading.Thread(target=self._run, name="dquic-io", daemon=True)
-        self._thread.start()
+        self._drive.start(sock, self._endpoint)
 
-    def _run(self) -> None:
-        self._io_ident = threading.get_ident()
-        try:
-            self._loop()
-        except BaseException as exc:  # pragma: no cover - reported to the API threads
-            with self._cond:
-                self._thread_error = exc
-                if self._driver == self._io_ident:
-                    self._driver = None
-                for p in self._peers.values():
-                    if not p.terminated:
-                        p.terminated = True
-                        p.error = DQUICError(errno.EIO, f"I/O thread failed: {exc!r}")
-                self._cond.notify_all()
-            raise
-
-    def _loop(self) -> None:
-        """The I/O thread: drive the core whenever no API call does."""
-        me = threading.get_ident()
-        cond = self._cond
-        io_cond = self._io_cond
-        ep = self._endpoint
-        seen_epoch = -1
-        while True:
-            with cond:
-                # wait for the role: free, and no API call has driven for IDLE_HANDOVER
-                while True:
-                    driver = self._driver
-                    if driver == me:
-                        break
-                    if driver is None:
-                        if self._stop or self._closing or self._pending or self._flush_needed:
-                            break
-                        # (an API thread waiting for the role was notified when it came free;
-                        # should it not have taken it, the I/O thread drives all the same)
-                        idle = _monotonic() - self._last_exit
-                        if idle >= IDLE_HANDOVER:
-                            break
-                        io_cond.wait(max(IDLE_HANDOVER - idle, 0.0002))
-                    elif self._drive_epoch == seen_epoch:
-                        # the same call has been driving for a while (a receive_from waiting
-                        # for data): sleep until it ends instead of looking every 2 ms
-                        self._io_asleep = True
-                        io_cond.wait(1.0)
-                        self._io_asleep = False
-                    else:
-                        seen_epoch = self._drive_epoch
-                        io_cond.wait(IDLE_HANDOVER)
-                self._driver = me
-                self._want_drive = False
-                if self._flush_needed:
-                    self._flush()
-                stop = self._stop
-                timer = ep.get_timer()
-                if stop:
-                    timeout = 0.0
-                elif timer is None:
-                    timeout = None
-                else:
-                    timeout = max(0.0, timer - _monotonic())
-            try:
-                self._step(timeout)
-            finally:
-                with cond:
-                    if stop or self._want_drive:
-                        self._driver = None
-                        self._last_exit = _monotonic()  # let the asking thread take the role
-                        self._notify()
-            if stop:
-                with cond:
-                    self._driver = me
-                try:
-                    # bounded effort to flush the last packets (CONNECTION_CLOSE)
-                    for _ in range(100):
-                        if not self._pending:
-                            break
-                        select.select([], [self._sock.fileno()], [], 0.01)
-                        self._send_pending()
-                finally:
-                    with cond:
-                        self._driver = None
-                return
-
-    def _step(self, timeout: Optional[float]) -> None:
-        """One driving step (lock NOT held; the caller holds the driver's role): wait up to
-        ``timeout`` for the socket or the wake-up descriptor, read, process, send."""
-        sock = self._sock
-        fd = sock.fileno()
-        wake_fd = self._waker.fileno()
-        self._last_step = _monotonic()
-        if timeout is not None and timeout <= 0.0 and self._idle_spins >= 3:
-            timeout = 0.001  # a due timer that changes nothing: do not spin
-        wlist = [fd] if self._pending else []
-        readable, _, _ = select.select([fd, wake_fd], wlist, [], timeout)
-        woke = wake_fd in readable
-        if woke:
-            self._waker.drain()
-        batch = sock.recv_batch(RECV_BATCH) if fd in readable else []
-        now = _monotonic()
-        ep = self._endpoint
-        cond = self._cond
-        with cond:
-            if woke:
-                self._wake_pending = False
-            notify = False
-            for data, addr, seg in batch:
-                if seg:
-                    ep.receive_segments(data, seg, addr, now)
-                else:
-                    ep.receive_datagram(data, addr, now)
-            if batch:
-                self.datagrams_in = sock.datagrams_received
-                # new data to hand out, or acknowledgements a blocked send_to waits for
-                notify = bool(self._ready) or self._send_waiters > 0
-            for addr, err in sock.unreachable():
-                notify |= self._on_unreachable(addr, err)
-            t = ep.get_timer()
-            if t is not None and t <= now:
-                ep.handle_timer(now)
-            notify |= self._process_events()
-            # A few datagrams that completed messages for a receive_from driving this step:
-            # its caller is about to get them and typically answers at once, so the
-            # acknowledgement waits to go out with that answer (see _leave).
-            defer = (not self._flush_needed and len(batch) <= 2 and self._receiving
-                     and self._ready and self._driver != self._io_ident)
-            self._flush_needed = False
-            if defer:
-                self._deferred_flush = True
-            elif not self._pending:
-                self._deferred_flush = False
-                out = ep.trains_to_send(now)
-                if out:
-                    sock.queue_trains(out)
-            notify |= self._process_events()
-            if notify:
-                self._notify()
-        sent = self._send_pending()
-        self._idle_spins = 0 if (batch or sent or readable) else self._idle_spins + 1
-        if self._failed_handshakes:
-            self._report_failed_handshakes()
+    def _io_failed(self, exc: BaseException) -> None:
+        """The I/O thread died of ``exc`` (lock held): every open connection ends with it."""
+        for p in self._peers.values():
+            if not p.terminated:
+                p.terminated = True
+                p.error = DQUICError(errno.EIO, f"I/O thread failed: {exc!r}")
 
     def _report_failed_handshakes(self) -> None:
         """Hand the handshake failures gathered by ``_process_events`` to the application's
-        ``on_handshake_failed`` (lock not held)."""
+        ``on_handshake_failed`` (after each driving step; lock not held)."""
+        if not self._failed_handshakes:
+            return
         with self._cond:
             failures, self._failed_handshakes = self._failed_handshakes, []
         callback = self._on_handshake_failed
@@ -1270,19 +967,6 @@ class DQUIC:
                 callback(ev)
             except Exception:  # a report must never stop the socket
                 logger.exception("dquic on_handshake_failed callback failed")
-
-    @property
-    def _pending(self) -> bool:
-        """Trains wait for the kernel (the socket was full)."""
-        sock = self._sock
-        return sock is not None and sock.pending
-
-    def _send_pending(self) -> int:
-        """Hand the queued trains to the kernel (driver only, lock not needed); returns how
-        many datagrams went out."""
-        sent = self._sock.flush()
-        self.datagrams_out = self._sock.datagrams_sent
-        return sent
 
     def _on_unreachable(self, addr: Tuple, err: int) -> bool:
         """ICMP said ``addr`` is unreachable: fail a connection still in its handshake."""
@@ -1363,7 +1047,7 @@ class DQUIC:
                 if (holder is not None and holder is not peer and not holder.terminated
                         and not holder.outgoing and not holder.conn.is_closed):
                     holder.conn.close(0, "replaced by a newer connection from the same address")
-                    self._flush_needed = True
+                    self._drive.queue_flush()  # the driver sends the close
 
     def _on_terminated(self, peer: _Peer, ev: ConnectionTerminated) -> None:
         if peer.terminated:

@@ -525,21 +525,22 @@ def _publish(stats: Any, base: int, endpoint: "_WorkerEndpoint") -> None:
 
 
 async def _worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
-    from . import aio
+    from .aio import Server
+    from .aio._driver import SOCKET_BUFFER, _Driver, _OffloadTransport, _split_options
 
     loop = asyncio.get_running_loop()
     options = dict(pool.options)
     options["server_id"] = pool._base_sid + bytes([index])
-    cfg, driver_opts = aio._split_options(options, is_client=False)
+    cfg, driver_opts = _split_options(options, is_client=False)
     endpoint = _WorkerEndpoint(cfg, accept=True, max_connections=pool.max_connections,
                                token_key=pool.token_key, worker=index,
                                cid_offset=pool.cid_offset)
-    server = aio.Server(pool.handler, cfg)
-    driver = aio._Driver(endpoint, loop, driver_opts, server=server)
+    server = Server(pool.handler, cfg)
+    driver = _Driver(endpoint, loop, driver_opts, server=server)
     server._driver = driver
-    usock = UDPSocket(sock.family, driver_opts.get("socket_buffer", aio.SOCKET_BUFFER),
+    usock = UDPSocket(sock.family, driver_opts.get("socket_buffer", SOCKET_BUFFER),
                       offload=driver_opts.get("offload", True), sock=sock)
-    aio._OffloadTransport(loop, usock, driver)
+    _OffloadTransport(loop, usock, driver)
     stats = pool._stats
     base = index * _STATS_WIDTH
 

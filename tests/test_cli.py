@@ -17,6 +17,7 @@ import pytest
 
 import dquic
 from dquic import cli
+from dquic.cli import _common, keyfiles, transfer
 from dquic.keys import KeyPair
 from dquic.testing.relay import LossyRelay
 
@@ -365,8 +366,8 @@ def test_bench_prints_table():
 def test_refused_file_names():
     for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "x\x00y", 5, None, "a" * 300]:
         with pytest.raises(ValueError):
-            cli._check_name(bad)
-    assert cli._check_name("report.pdf") == "report.pdf"
+            transfer._check_name(bad)
+    assert transfer._check_name("report.pdf") == "report.pdf"
 
 
 def test_serve_stops_cleanly_on_sigint(tmp_path):
@@ -409,13 +410,13 @@ def test_trust_takes_one_value_per_use(command, tmp_path):
     tail = ["127.0.0.1:4433", "f1", "f2"] if command == "send" else ["--port", "4433"]
     parser = cli.build_parser()
     args = parser.parse_args([command, "--trust", a.public_b64, *tail])
-    assert cli._parse_keys(args.trust) == [a.public]
+    assert keyfiles._parse_keys(args.trust) == [a.public]
     if command == "send":
         assert args.target == ("127.0.0.1", 4433) and args.files == ["f1", "f2"]
     args = parser.parse_args([command, "--trust", a.public_b64, "--trust", f"{b.public.hex()},",
                               "--trust", f"{a.public_b64}, {b.public_b64}", "--trust", str(key_file),
                               *tail])
-    assert cli._parse_keys(args.trust) == [a.public, b.public, a.public, b.public, c.public]
+    assert keyfiles._parse_keys(args.trust) == [a.public, b.public, a.public, b.public, c.public]
 
 
 def test_send_with_trust_before_target(tmp_path, servers):
@@ -606,7 +607,7 @@ def test_serve_listens_on_all_addresses_by_default(tmp_path):
 
 def build_default_host():
     args = cli.build_parser().parse_args(["serve", "--port", "1"])
-    return args.host if args.host is not None else cli._wildcard_hosts()[0]
+    return args.host if args.host is not None else transfer._wildcard_hosts()[0]
 
 
 def test_send_warns_when_server_key_not_pinned(tmp_path, servers):
@@ -643,7 +644,7 @@ def test_progress_lines_for_files_and_pipes():
     """Not a terminal: a plain line every few seconds (done/total, percentage, rate, ETA),
     never a carriage return."""
     stream, clock = io.StringIO(), FakeClock()
-    p = cli._Progress(100 * 1024 * 1024, "big.bin", stream=stream, clock=clock)
+    p = _common._Progress(100 * 1024 * 1024, "big.bin", stream=stream, clock=clock)
     for i in range(1, 101):  # 1 MiB every 0.1 s: 10 MiB/s
         clock.now = 100.0 + i * 0.1
         p.update(i * 1024 * 1024)
@@ -657,7 +658,7 @@ def test_progress_lines_for_files_and_pipes():
     assert lines[-1].startswith("big.bin: 100.0 MiB of 100.0 MiB (100%)")
     # a short transfer writes nothing (the result line says it all)
     stream = io.StringIO()
-    p = cli._Progress(1000, "small", stream=stream, clock=FakeClock())
+    p = _common._Progress(1000, "small", stream=stream, clock=FakeClock())
     p.update(1000)
     p.close()
     assert stream.getvalue() == ""
@@ -666,7 +667,7 @@ def test_progress_lines_for_files_and_pipes():
 def test_progress_bar_on_a_terminal_without_tqdm(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm fails
     stream, clock = Terminal(), FakeClock()
-    p = cli._Progress(10 * 1024 * 1024, "f.bin", stream=stream, clock=clock, start=1024 * 1024)
+    p = _common._Progress(10 * 1024 * 1024, "f.bin", stream=stream, clock=clock, start=1024 * 1024)
     clock.now += 1.0
     p.update(4 * 1024 * 1024)  # 3 MiB in 1 s after resuming at 1 MiB
     text = stream.getvalue()
@@ -694,14 +695,14 @@ def test_progress_uses_tqdm_on_a_terminal(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
     stream = Terminal()
-    p = cli._Progress(1000, "f.bin", stream=stream, start=100)
+    p = _common._Progress(1000, "f.bin", stream=stream, start=100)
     p.update(600)
     p.close()
     assert len(made) == 1 and made[0].n == 600 and made[0].closed
     assert made[0].kwargs["total"] == 1000 and made[0].kwargs["file"] is stream
     assert made[0].kwargs["unit"] == "B"
     # not a terminal: no tqdm, plain lines
-    p = cli._Progress(1000, "f.bin", stream=io.StringIO())
+    p = _common._Progress(1000, "f.bin", stream=io.StringIO())
     p.close()
     assert len(made) == 1
 
@@ -737,8 +738,11 @@ def test_readme_command_line_examples_parse():
 def test_serve_reports_refusals_through_the_public_hook():
     """The command line learns of refused clients through dquic.aio.serve's
     on_handshake_failed, not through the driver's private event queue."""
+    import importlib
     import inspect
+    import pkgutil
 
-    source = inspect.getsource(cli)
+    modules = [cli] + [importlib.import_module(f"dquic.cli.{m.name}") for m in pkgutil.iter_modules(cli.__path__)]
+    source = "".join(inspect.getsource(module) for module in modules)
     assert "on_handshake_failed" in source
     assert "._driver" not in source and "next_event" not in source

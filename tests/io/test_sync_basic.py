@@ -350,7 +350,7 @@ def test_close_wakes_a_blocked_receiver(make_dquic):
     # wait until the receiver is parked inside receive_from, driving the socket or waiting
     # for the I/O thread to hand over (bounded)
     deadline = time.monotonic() + 5
-    while not (d._active and (d._driver == t.ident or d._waiters)):  # noqa: SLF001 - white-box
+    while not (d._drive.active and (d._drive.holder == t.ident or d._drive.waiters)):  # noqa: SLF001 - white-box
         assert time.monotonic() < deadline
         t.join(0.01)
     d.close()

@@ -68,8 +68,8 @@ def test_spoofed_initial_from_a_live_clients_address_does_not_take_its_replies(m
         with server._cond:
             server._endpoint.receive_datagram(forged, caddr, time.monotonic())
             server._process_events()
-            server._flush_needed = True
-            server._wake()
+            server._drive.flush_needed = True
+            server._drive.wake()
     _wait_for(lambda: len(_live_server_connections(server)) == 2)
     # the server's replies still go to the real client, and the client's still arrive
     for i in range(3):
@@ -101,7 +101,7 @@ def test_a_restarted_client_on_the_same_port_takes_over_once_its_handshake_is_co
     assert server.receive_from(100) == (("127.0.0.1", port), {1: b"first"})
     (old,) = server.connections
     # the client goes away without a word: its CONNECTION_CLOSE never leaves the socket
-    first._sock.queue_trains = lambda trains: None
+    first._drive.sock.queue_trains = lambda trains: None
     first.close()
     second = make_dquic(bind=("127.0.0.1", port), timeout=5.0)
     second.send_to(saddr, {1: b"second"})

@@ -1,0 +1,437 @@
+"""Who drives the sans-IO endpoint of a blocking ``dquic.sync.DQUIC``: the driver's role, its
+hand-over between the API threads and the I/O thread, and the driving itself.
+
+The sans-IO core is driven by one thread at a time, the *driver*: it waits in ``select`` on the
+UDP socket and a wake-up file descriptor (with the core's next timer as timeout), reads what
+arrived (``RECV_BATCH`` reads at most), feeds it to the endpoint, runs due timers, sends what
+the endpoint produced (keeping what the kernel refused for later) and lets the ``DQUIC`` turn
+the core's events into the state its API calls wait on.
+
+The role (``Drive.holder``, the ident of the thread that drives, or None) is in one of three
+states, and every change of state is one of the methods below:
+
+* free (``holder`` None): nobody drives. The I/O thread takes the role once no API call has
+  held it for ``IDLE_HANDOVER`` seconds, or at once when work waits (trains the kernel refused,
+  work queued while another thread drove, closing).
+* held by an API call: a call that has to wait takes the free role (``drive_or_wait``: the
+  ``epoch`` counts these takings) and drives itself, so a reply is read, processed and handed
+  over in the thread that asked for it; a call that only queues work takes it for one step or
+  one flush (``kick``). The call gives it back when it ends (``end_call``: what it queued is
+  sent, and the I/O thread is told if work waits or it sleeps).
+* held by the I/O thread (``io_loop``): an API thread that needs the role asks for it
+  (``want_handover``, through the wake-up descriptor) and the I/O thread lets go after its
+  current step. While the same API call keeps the role for long (a ``receive_from`` waiting
+  for data), the I/O thread sleeps (``io_asleep``) until that call ends.
+
+Two flags carry work across the hand-over: ``flush_needed`` (work was queued while another
+thread drove: the driver sends it at its next step) and ``deferred_flush`` (acknowledgements of
+a step whose data a ``receive_from`` is about to hand out wait for the application's reply, for
+one step at most). API threads wait on ``cond`` (counted in ``waiters``, so notifications go
+only where somebody waits), the I/O thread on ``io_cond``; both share the ``DQUIC``'s lock. The
+driver's socket calls run without the lock and release the GIL.
+"""
+from __future__ import annotations
+
+import select
+import threading
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from ._socket import UDPSocket, Waker
+
+__all__ = ["Drive", "RECV_BATCH", "IDLE_HANDOVER", "STEP_INTERVAL"]
+
+#: Socket reads per driving step before the endpoint processes them.
+RECV_BATCH = 64
+#: Seconds without an API call driving the core before the I/O thread takes over.
+IDLE_HANDOVER = 0.002
+#: A call that only queues work also reads the socket if nobody has for this long.
+STEP_INTERVAL = 0.0005
+_monotonic = time.monotonic
+
+
+class Drive:
+    """The driver's role of one ``DQUIC`` and the driving (module docstring).
+
+    The ``DQUIC`` gives it the readiness map its ``receive_from`` serves (``ready``: a step
+    that filled it wakes the API threads) and four hooks, each called with the lock held
+    unless noted: ``on_events()`` turns the core's events into connection state (True if
+    waiting threads should look again), ``on_unreachable(addr, errno)`` handles an ICMP
+    report (True likewise), ``after_step()`` runs after each step without the lock, and
+    ``on_failure(exc)`` is told that the I/O thread died of ``exc``.
+    """
+
+    def __init__(self, ready: Dict[Any, None], on_events: Callable[[], bool],
+                 on_unreachable: Callable[[Tuple, int], bool], after_step: Callable[[], None],
+                 on_failure: Callable[[BaseException], None]) -> None:
+        lock = threading.Lock()
+        self.cond = threading.Condition(lock)  # API threads wait on this one
+        self.io_cond = threading.Condition(lock)  # the I/O thread waits on this one
+        self._ready = ready
+        self._on_events = on_events
+        self._on_unreachable = on_unreachable
+        self._after_step = after_step
+        self._on_failure = on_failure
+        self.endpoint: Any = None
+        self.sock: Optional[UDPSocket] = None
+        self.waker: Optional[Waker] = None
+        self.thread: Optional[threading.Thread] = None
+        # the role
+        self.holder: Optional[int] = None  # ident of the thread driving the core, or None
+        self.io_ident: Optional[int] = None
+        self.epoch = 0  # counts API calls that took the driver's role
+        self.want_handover = False  # an API thread waits for the I/O thread to hand over
+        self.io_asleep = False  # the I/O thread sleeps until the driving call ends
+        self.last_exit = 0.0  # when an API call last gave the role up
+        # work carried across the hand-over
+        self.flush_needed = False  # work was queued while another thread was driving
+        self.deferred_flush = False  # acknowledgements wait for the application's next call
+        self.last_step = 0.0  # when a driver last read the socket
+        self.idle_spins = 0
+        # wake-ups
+        self.waiters = 0  # API threads waiting on cond
+        self.wake_pending = False
+        # the API calls in progress
+        self.active = 0  # API calls in progress
+        self.receiving = 0  # receive_from calls in progress
+        self.send_waiters = 0  # sends, flushes and closes waiting for acknowledgements
+        # lifecycle
+        self.closing = False
+        self.stop = False
+        self.error: Optional[BaseException] = None  # what the I/O thread died of
+        self.datagrams_in = 0
+        self.datagrams_out = 0
+
+    # ------------------------------------------------------------------------------------
+    # wake-ups (lock held)
+    def wait(self, timeout: Optional[float]) -> None:
+        """Wait on the API condition, counted so notifications go only where somebody
+        waits."""
+        self.waiters += 1
+        try:
+            self.cond.wait(timeout)
+        finally:
+            self.waiters -= 1
+
+    def notify(self) -> None:
+        if self.waiters:
+            self.cond.notify_all()
+
+    def wake(self) -> None:
+        """Make the thread blocked in ``select`` return (it then sends what the core queued)."""
+        if self.wake_pending or self.waker is None:
+            return
+        self.wake_pending = True
+        self.waker.wake()
+
+    def alert(self) -> None:
+        """Connection state changed outside a step (a connection given up locally): the
+        driver sends what that queued, and the waiting API threads and the I/O thread look
+        again."""
+        self.flush_needed = True
+        self.wake()
+        self.notify()
+        self.io_cond.notify()
+
+    def begin_close(self) -> None:
+        """The ``DQUIC`` is closing: API calls driving or waiting return (``EndpointClosed``)
+        and the I/O thread takes the role at once from now on."""
+        self.closing = True
+        self.cond.notify_all()
+        self.io_cond.notify()
+        self.wake()
+
+    def stop_io(self) -> None:
+        """The I/O thread sends the last packets (CONNECTION_CLOSE) and ends."""
+        self.stop = True
+        self.cond.notify_all()
+        self.io_cond.notify()
+        self.wake()
+
+    # ------------------------------------------------------------------------------------
+    # the role in an API call (lock held)
+    def drive_or_wait(self, deadline: Optional[float], message: str) -> None:
+        """Make progress once while an API call waits: drive the core for one step (until
+        something arrives, a timer is due or ``deadline``) if no other thread drives it, else
+        wait to be notified. ``TimeoutError(message)`` once ``deadline`` has passed."""
+        now = _monotonic()
+        remaining = None if deadline is None else deadline - now
+        me = threading.get_ident()
+        holder = self.holder
+        if holder is None or holder == me:
+            if holder is None:
+                self.holder = me
+                self.epoch += 1
+            if self.flush_needed or self.deferred_flush:
+                self.flush()  # a deferral lasts one step at most
+            timer = self.endpoint.get_timer()
+            timeout = None if timer is None else max(0.0, timer - now)
+            if remaining is not None:
+                timeout = max(0.0, remaining) if timeout is None else min(timeout, max(0.0, remaining))
+            self.cond.release()
+            try:
+                self.step(timeout)
+            finally:
+                self.cond.acquire()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(message)
+            return
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError(message)
+        if holder == self.io_ident:
+            self.want_handover = True  # the I/O thread hands over after its current step
+            self.wake()
+        self.wait(remaining)
+
+    def end_call(self, flush: bool = True) -> None:
+        """End of an API call: send what it queued and give up the driver's role. With
+        ``flush`` False (``receive_from``) acknowledgements and window updates due now wait
+        for the application's next call (a reply carries them) or for the I/O thread, which
+        takes over within ``IDLE_HANDOVER``; work other threads queued is still sent."""
+        self.active -= 1
+        if self.holder == threading.get_ident():
+            try:
+                if flush or self.flush_needed or self.pending:
+                    self.flush()
+            finally:
+                self.release()
+
+    def release(self) -> None:
+        """An API thread stops driving: a waiting API thread may take over, and the I/O
+        thread is told if work waits or it sleeps until this moment."""
+        self.holder = None
+        self.last_exit = _monotonic()
+        self.notify()
+        if self.pending or self.flush_needed or self.io_asleep:
+            self.io_cond.notify()
+
+    def kick(self) -> None:
+        """Work was queued in the core: get it sent."""
+        holder = self.holder
+        if holder is None:
+            self.holder = threading.get_ident()
+            try:
+                if _monotonic() - self.last_step >= STEP_INTERVAL:
+                    # a sender that never waits still reads acknowledgements now and then
+                    self.cond.release()
+                    try:
+                        self.step(0.0)
+                    finally:
+                        self.cond.acquire()
+                    if self.deferred_flush or self.flush_needed:
+                        self.flush()  # what this call queued goes now, not with a later reply
+                else:
+                    self.flush()
+            finally:
+                self.release()
+        else:
+            # another thread drives: it sends at its next step; this thread flushes before it
+            # waits and when its call ends
+            self.flush_needed = True
+            if holder != threading.get_ident():
+                self.wake()
+
+    def queue_flush(self) -> None:
+        """Work was queued in the core while turning events into state (lock held, by the
+        driver): it goes out with this step, or the driver's next flush."""
+        self.flush_needed = True
+
+    def defer_flush(self) -> None:
+        """A ``receive_from`` read data (lock held): the flow-control window it opened goes
+        with the application's next call (typically its reply), the next step, or the I/O
+        thread within ``IDLE_HANDOVER``."""
+        self.deferred_flush = True
+
+    # ------------------------------------------------------------------------------------
+    # driving (by the role's holder)
+    def flush(self) -> None:
+        """Send what the core has for the network now (lock held by the driver; released
+        around the socket calls)."""
+        ep = self.endpoint
+        self.deferred_flush = False
+        for _ in range(16):
+            self.flush_needed = False
+            if not self.pending:
+                out = ep.trains_to_send(_monotonic())
+                if out:
+                    self.sock.queue_trains(out)
+                if self._on_events():
+                    self.notify()
+            if not self.pending:
+                return
+            self.cond.release()
+            try:
+                self.send_pending()
+            finally:
+                self.cond.acquire()
+            if self.pending or not self.flush_needed:
+                return  # the kernel is full (a driver waits for it to drain) or all is out
+
+    def step(self, timeout: Optional[float]) -> None:
+        """One driving step (lock NOT held; the caller holds the driver's role): wait up to
+        ``timeout`` for the socket or the wake-up descriptor, read, process, send."""
+        sock = self.sock
+        fd = sock.fileno()
+        wake_fd = self.waker.fileno()
+        self.last_step = _monotonic()
+        if timeout is not None and timeout <= 0.0 and self.idle_spins >= 3:
+            timeout = 0.001  # a due timer that changes nothing: do not spin
+        wlist = [fd] if self.pending else []
+        readable, _, _ = select.select([fd, wake_fd], wlist, [], timeout)
+        woke = wake_fd in readable
+        if woke:
+            self.waker.drain()
+        batch = sock.recv_batch(RECV_BATCH) if fd in readable else []
+        now = _monotonic()
+        ep = self.endpoint
+        with self.cond:
+            if woke:
+                self.wake_pending = False
+            notify = False
+            for data, addr, seg in batch:
+                if seg:
+                    ep.receive_segments(data, seg, addr, now)
+                else:
+                    ep.receive_datagram(data, addr, now)
+            if batch:
+                self.datagrams_in = sock.datagrams_received
+                # new data to hand out, or acknowledgements a blocked send_to waits for
+                notify = bool(self._ready) or self.send_waiters > 0
+            for addr, err in sock.unreachable():
+                notify |= self._on_unreachable(addr, err)
+            t = ep.get_timer()
+            if t is not None and t <= now:
+                ep.handle_timer(now)
+            notify |= self._on_events()
+            # A few datagrams that completed messages for a receive_from driving this step:
+            # its caller is about to get them and typically answers at once, so the
+            # acknowledgement waits to go out with that answer (see end_call).
+            defer = (not self.flush_needed and len(batch) <= 2 and self.receiving
+                     and self._ready and self.holder != self.io_ident)
+            self.flush_needed = False
+            if defer:
+                self.deferred_flush = True
+            elif not self.pending:
+                self.deferred_flush = False
+                out = ep.trains_to_send(now)
+                if out:
+                    sock.queue_trains(out)
+            notify |= self._on_events()
+            if notify:
+                self.notify()
+        sent = self.send_pending()
+        self.idle_spins = 0 if (batch or sent or readable) else self.idle_spins + 1
+        self._after_step()
+
+    @property
+    def pending(self) -> bool:
+        """Trains wait for the kernel (the socket was full)."""
+        sock = self.sock
+        return sock is not None and sock.pending
+
+    def send_pending(self) -> int:
+        """Hand the queued trains to the kernel (driver only, lock not needed); returns how
+        many datagrams went out."""
+        sent = self.sock.flush()
+        self.datagrams_out = self.sock.datagrams_sent
+        return sent
+
+    # ------------------------------------------------------------------------------------
+    # the I/O thread
+    def start(self, sock: UDPSocket, endpoint: Any) -> None:
+        """Drive ``endpoint`` over ``sock`` and start the I/O thread (lock held)."""
+        self.sock = sock
+        self.endpoint = endpoint
+        self.waker = Waker()
+        self.thread = threading.Thread(target=self._run, name="dquic-io", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.io_ident = threading.get_ident()
+        try:
+            self.io_loop()
+        except BaseException as exc:  # pragma: no cover - reported to the API threads
+            with self.cond:
+                self.error = exc
+                if self.holder == self.io_ident:
+                    self.holder = None
+                self._on_failure(exc)
+                self.cond.notify_all()
+            raise
+
+    def io_loop(self) -> None:
+        """The I/O thread: drive the core whenever no API call does."""
+        me = threading.get_ident()
+        cond = self.cond
+        io_cond = self.io_cond
+        ep = self.endpoint
+        seen_epoch = -1
+        while True:
+            with cond:
+                # wait for the role: free, and no API call has driven for IDLE_HANDOVER
+                while True:
+                    holder = self.holder
+                    if holder == me:
+                        break
+                    if holder is None:
+                        if self.stop or self.closing or self.pending or self.flush_needed:
+                            break
+                        # (an API thread waiting for the role was notified when it came free;
+                        # should it not have taken it, the I/O thread drives all the same)
+                        idle = _monotonic() - self.last_exit
+                        if idle >= IDLE_HANDOVER:
+                            break
+                        io_cond.wait(max(IDLE_HANDOVER - idle, 0.0002))
+                    elif self.epoch == seen_epoch:
+                        # the same call has been driving for a while (a receive_from waiting
+                        # for data): sleep until it ends instead of looking every 2 ms
+                        self.io_asleep = True
+                        io_cond.wait(1.0)
+                        self.io_asleep = False
+                    else:
+                        seen_epoch = self.epoch
+                        io_cond.wait(IDLE_HANDOVER)
+                self.holder = me
+                self.want_handover = False
+                if self.flush_needed:
+                    self.flush()
+                stop = self.stop
+                timer = ep.get_timer()
+                if stop:
+                    timeout = 0.0
+                elif timer is None:
+                    timeout = None
+                else:
+                    timeout = max(0.0, timer - _monotonic())
+            try:
+                self.step(timeout)
+            finally:
+                with cond:
+                    if stop or self.want_handover:
+                        self.holder = None
+                        self.last_exit = _monotonic()  # let the asking thread take the role
+                        self.notify()
+            if stop:
+                with cond:
+                    self.holder = me
+                try:
+                    # bounded effort to flush the last packets (CONNECTION_CLOSE)
+                    for _ in range(100):
+                        if not self.pending:
+                            break
+                        select.select([], [self.sock.fileno()], [], 0.01)
+                        self.send_pending()
+                finally:
+                    with cond:
+                        self.holder = None
+                return
+
+    def close(self) -> None:
+        """Release the socket and the wake-up descriptor once the I/O thread ended (lock
+        held)."""
+        if self.sock is not None:
+            self.sock.close()
+        if self.waker is not None:
+            self.waker.close()
+            self.waker = None
+

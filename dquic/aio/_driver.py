@@ -1,0 +1,360 @@
+"""The asyncio driver of ``dquic.aio``: one UDP socket, its transport and the sans-IO endpoint behind it.
+
+Each ``connect`` (one client connection), each ``open_client`` (a ``Client``: any number of
+outgoing connections) and each ``serve`` (all of a server's connections) owns one UDP socket, an ``asyncio.DatagramProtocol`` (``_Driver``) and a sans-IO
+``dquic.endpoint.Endpoint``. The driver feeds received datagrams to the endpoint with the loop's
+clock (``loop.time()``) as ``now``, and after every batch of input (received datagrams, a fired
+timer, an application call) runs one *pass*: due timers, ``datagrams_to_send`` ->
+``transport.sendto``, events -> connection state, waking the coroutines waiting on it, then
+re-arms its single ``loop.call_at`` timer from ``get_timer()``. Passes are coalesced with
+``loop.call_soon``, so a burst of datagrams costs one pass. The transport's ``pause_writing``
+stops pulling datagrams from the core until ``resume_writing``. It runs on any asyncio loop
+(the default one and uvloop).
+
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from .._app import split_options
+from .._socket import UDPSocket, normalize_address, numeric_address, pick_address
+from ..config import Configuration
+from ..endpoint import ConnectionAccepted, Endpoint
+from ..errors import ConnectionClosed, ConnectionRefused, ErrorCode
+from ..events import HandshakeFailed
+from ._connection import AsyncConnection, logger
+
+if TYPE_CHECKING:
+    from . import Server
+
+#: SO_SNDBUF / SO_RCVBUF asked of the kernel.
+SOCKET_BUFFER = 8 << 20
+_DRIVER_OPTIONS = ("send_buffer_limit", "receive_buffer", "max_message_size", "reader_limit",
+                   "linger", "socket_buffer", "offload")
+#: Socket reads per readiness callback of the offload transport.
+RECV_BATCH = 64
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+def _split_options(options: Dict[str, Any], is_client: bool) -> Tuple[Configuration, Dict[str, Any]]:
+    """Separate driver options from ``Configuration`` fields; TypeError for unknown names."""
+    fields, driver = split_options(options, _DRIVER_OPTIONS)
+    cfg = Configuration(is_client=is_client, **fields)
+    if not is_client and cfg.encryption and cfg.identity is None:
+        from ..keys import KeyPair
+
+        cfg.identity = KeyPair.generate()  # opportunistic: encrypted, not authenticated
+    cfg.validate()
+    for name in ("send_buffer_limit", "receive_buffer", "max_message_size", "reader_limit"):
+        if name in driver and (not isinstance(driver[name], int) or driver[name] <= 0):
+            raise ValueError(f"{name} must be a positive int")
+    if driver.get("linger", 0) < 0:
+        raise ValueError("linger must be >= 0")
+    return cfg, driver
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int, passive: bool) -> Tuple[int, Tuple]:
+    """``(family, normalized address)``; numeric hosts need no lookup, names prefer IPv4."""
+    if host is None:
+        host = ""
+    try:
+        numeric = numeric_address((host, port), passive=passive)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if numeric is not None:
+        return numeric
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                   flags=socket.AI_PASSIVE if passive else 0)
+    return pick_address(infos, host)
+
+
+# ----------------------------------------------------------------------------------------------
+class _OffloadTransport:
+    """A datagram transport over ``dquic._socket.UDPSocket`` for loops with ``add_reader``
+    (the default loop on Unix, uvloop): reads in batches with UDP GRO and sends the core's
+    trains with UDP GSO where the kernel allows, each falling back by itself. It calls the
+    protocol like an asyncio datagram transport would, plus ``segments_received`` for a GRO
+    run, and offers ``send_trains``; other loops use ``create_datagram_endpoint``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: UDPSocket, protocol: "_Driver") -> None:
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._writing = False
+        self._closing = False
+        loop.add_reader(sock.fileno(), self._on_readable)
+        protocol.connection_made(self)  # type: ignore[arg-type]
+
+    # the asyncio transport surface the driver uses
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self._sock.sock.getsockname()
+        if name == "socket":
+            return None  # buffers are set already; nobody else reads this socket
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def sendto(self, data: Any, addr: Tuple) -> None:
+        self.send_trains([(data, len(data), addr)])
+
+    def send_trains(self, trains: List[Tuple[Any, int, Tuple]]) -> None:
+        if self._closing or not trains:
+            return
+        sock = self._sock
+        waiting = sock.pending
+        sock.queue_trains(trains)  # behind anything the kernel has not taken yet
+        if not waiting:
+            sock.flush()
+            if sock.pending:
+                self._want_write()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        fd = self._sock.fileno()
+        self._loop.remove_reader(fd)
+        if self._writing:
+            self._loop.remove_writer(fd)
+            self._writing = False
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    # loop callbacks
+    def _on_readable(self) -> None:
+        batch = self._sock.recv_batch(RECV_BATCH)
+        if batch:
+            self._protocol.segments_received(batch)
+        bad = self._sock.unreachable()
+        if bad:
+            self._protocol.unreachable(bad)
+
+    def _want_write(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._sock.fileno(), self._on_writable)
+            self._protocol.pause_writing()
+
+    def _on_writable(self) -> None:
+        sock = self._sock
+        sock.flush()
+        if not sock.pending:
+            self._loop.remove_writer(sock.fileno())
+            self._writing = False
+            self._protocol.resume_writing()
+
+
+async def _open_transport(loop: asyncio.AbstractEventLoop, driver: "_Driver", family: int,
+                          address: Tuple) -> None:
+    """Bind a UDP socket to ``address`` and connect ``driver`` to it: through
+    ``_OffloadTransport`` where the loop supports ``add_reader``, else through
+    ``create_datagram_endpoint``."""
+    if driver.options.get("offload", True):
+        # an IPv6 socket serves IPv4 peers too (IPv4-mapped addresses, reported as IPv4)
+        sock = UDPSocket(family, driver.options.get("socket_buffer", SOCKET_BUFFER),
+                         dual_stack=family == socket.AF_INET6)
+        try:
+            sock.bind(address)
+            _OffloadTransport(loop, sock, driver)
+            return
+        except NotImplementedError:  # e.g. the proactor loop: no add_reader
+            sock.close()
+        except BaseException:
+            sock.close()
+            raise
+    await loop.create_datagram_endpoint(lambda: driver, local_addr=address, family=family)
+
+
+class _Driver(asyncio.DatagramProtocol):
+    """Drives one sans-IO ``Endpoint`` from an asyncio datagram transport (module docstring)."""
+
+    def __init__(self, endpoint: Endpoint, loop: asyncio.AbstractEventLoop,
+                 options: Dict[str, Any], server: Optional["Server"] = None) -> None:
+        self.endpoint = endpoint
+        self.loop = loop
+        self.options = options
+        self.server = server
+        self.transport: Optional[asyncio.DatagramTransport] = None
+        self.conns: Dict[Any, "AsyncConnection"] = {}
+        self._scheduled = False
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at: Optional[float] = None
+        self._paused = False
+        self.lost: "asyncio.Future[None]" = loop.create_future()
+        self.datagrams_in = 0
+        self.datagrams_out = 0
+
+    # protocol callbacks ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        size = self.options.get("socket_buffer", SOCKET_BUFFER)
+        if sock is not None:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, size)
+                except (OSError, AttributeError):
+                    pass
+
+    def datagram_received(self, data: bytes, addr: Tuple) -> None:
+        self.datagrams_in += 1
+        self.endpoint.receive_datagram(data, normalize_address(addr), self.loop.time())
+        self.schedule()
+
+    def unreachable(self, items: List[Tuple[Tuple, int]]) -> None:
+        """The kernel reported destinations unreachable (ICMP): a connection this side opened
+        that is still in its handshake to such an address fails at once with
+        ``ConnectionRefused`` instead of waiting out the handshake timeout."""
+        for addr, err in items:
+            for conn in list(self.conns.values()):
+                if (self.server is None and not conn._established.done() and not conn._terminated
+                        and normalize_address(conn._core.peer_addr) == addr):
+                    what = "refused (port unreachable)" if err == errno.ECONNREFUSED else "unreachable"
+                    conn._on_terminated(ConnectionRefused(err, f"connection to {addr} {what}"))
+                    conn.abort(ErrorCode.CONNECTION_REFUSED)
+
+    def segments_received(self, batch: List[Tuple[bytes, Tuple, int]]) -> None:
+        """A batch of reads from ``_OffloadTransport``: ``(data, addr, segment_size)`` with
+        ``segment_size`` 0 for a lone datagram (addresses already normalised)."""
+        ep = self.endpoint
+        now = self.loop.time()
+        for data, addr, seg in batch:
+            if seg:
+                ep.receive_segments(data, seg, addr, now)
+                self.datagrams_in += -(-len(data) // seg)
+            else:
+                ep.receive_datagram(data, addr, now)
+                self.datagrams_in += 1
+        self.schedule()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors on an unconnected socket: the handshake / idle timers decide
+        logger.debug("socket error: %r", exc)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.lost.done():
+            self.lost.set_result(None)
+        for conn in list(self.conns.values()):
+            conn._on_terminated(ConnectionClosed("socket closed"), final=True)
+        self.conns.clear()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self.schedule()
+
+    # passes ----------------------------------------------------------------------------------
+    def schedule(self) -> None:
+        """Run a pass soon (coalesced): call after anything that gives the core work."""
+        if not self._scheduled and self.transport is not None:
+            self._scheduled = True
+            self.loop.call_soon(self._pass)
+
+    def _on_timer(self) -> None:
+        at = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        # the loop may run a timer up to its clock resolution early: it fired at its deadline
+        now = self.loop.time()
+        self._run(now if at is None else max(now, at))
+
+    def _pass(self) -> None:
+        self._scheduled = False
+        self._run(self.loop.time())
+
+    def _run(self, now: float) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        ep = self.endpoint
+        t = ep.get_timer()
+        if t is not None and t <= now:
+            ep.handle_timer(now)
+        if not self._paused:
+            send_trains = getattr(transport, "send_trains", None)
+            if send_trains is not None:
+                trains = ep.trains_to_send(now)
+                if trains:
+                    send_trains(trains)
+                    for data, seg, _ in trains:
+                        self.datagrams_out += -(-len(data) // seg)
+            else:
+                out = ep.datagrams_to_send(now)
+                if out:
+                    sendto = transport.sendto
+                    for data, addr in out:
+                        sendto(data, addr)
+                    self.datagrams_out += len(out)
+        self._dispatch()
+        conns = self.conns
+        for core in ep.take_active():  # only the connections this pass touched
+            conn = conns.get(core)
+            if conn is not None:
+                conn._service()
+        if self.transport is None:
+            return
+        t = ep.get_timer()
+        if t is not None and self._paused and t <= now:
+            t = now + 0.001  # nothing can be sent until resume_writing: do not spin
+        if t != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = t
+            self._timer = None if t is None else self.loop.call_at(t, self._on_timer)
+
+    def _dispatch(self) -> None:
+        ep = self.endpoint
+        while True:
+            item = ep.next_event()
+            if item is None:
+                return
+            core, ev = item
+            conn = self.conns.get(core)
+            if type(ev) is HandshakeFailed:
+                if self.server is not None:
+                    self.server._handshake_failed(ev)
+                continue
+            if isinstance(ev, ConnectionAccepted):
+                if self.server is not None and conn is None:
+                    conn = AsyncConnection(self, core, self.options, owns_driver=False)
+                    self.conns[core] = conn
+                continue
+            if conn is not None:
+                conn._on_event(ev)
+
+    def close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # for the owners of the socket (Server, Client)
+    def sockname(self) -> Tuple:
+        assert self.transport is not None
+        return normalize_address(self.transport.get_extra_info("sockname"))
+
+    def live_connections(self) -> List["AsyncConnection"]:
+        return [c for c in self.conns.values() if not c._terminated]
+
+    async def wait_connections(self) -> None:
+        """Until every connection on this socket has ended."""
+        conns = list(self.conns.values())
+        if conns:
+            await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+
+    async def release(self) -> None:
+        """Close the socket and wait until the loop let it go."""
+        self.close_transport()
+        await asyncio.shield(self.lost)
+
+

@@ -16,8 +16,9 @@ Run: ``python -m pytest bench/test_bench_loopback_peers.py --benchmark-only -s``
   sends the next request on its stream; completed requests per second);
 * new connections per second (``connections_s``) against one long-lived server process: each
   iteration a fresh client that connects, does one 32-byte echo and closes (the QUIC stacks'
-  clients send their CONNECTION_CLOSE and do not wait out the closing period, as dquic's
-  ``close`` does not); dquic also from one reused client socket (``connections_reused_s``,
+  clients send their CONNECTION_CLOSE and do not wait out the closing period; dquic's ``close``
+  does not either, but waits for the server's CONNECTION_CLOSE in answer, one round trip, so
+  that a lost close is sent again: PROTOCOL.md §19); dquic also from one reused client socket (``connections_reused_s``,
   ``dquic.aio.open_client``: a connection, an echo and a close per iteration);
 * raw UDP, the kernel floor: a ``sendto`` loop of 1200-byte datagrams (sender rate, as
   ``Mbit_s_1``) and a blocking 32-byte ping-pong between two processes (``round_trips_s``).

@@ -1,4 +1,4 @@
-"""A helper shared by the sans-IO tests (importable from tests/ as a plain module)."""
+"""Helpers shared by the sans-IO tests (importable from tests/ as a plain module)."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -20,6 +20,26 @@ def exchange(server, client, client_addr: Tuple, server_addr: Tuple, now: float,
         if not moved:
             break
     return now
+
+
+def injectable_pair(**server_kw):
+    """A simulated client and server without packet protection (``make_pair`` over a 5 ms
+    link, the server's configuration extended by ``server_kw``) that exchanged one message
+    and then settled, ready for ``inject``: ``(net, client, server, conn)``."""
+    from dquic.config import Configuration
+    from dquic.testing import LinkConfig
+    from dquic.testing.apps import make_pair
+
+    scfg = Configuration(is_client=False, encryption=False, **server_kw)
+    net, client, server, conn = make_pair(LinkConfig(delay=0.005), encryption=False,
+                                          server_config=scfg, seed=1)
+    conn.send_message(0, b"hello")
+    net.run(until=lambda: server.count(0) == 1, max_time=5)
+    # let what the client still has in flight (acknowledgements) arrive: an injected packet
+    # must follow the client's last real one, or the server acknowledges it out of order at
+    # once and the client, which never sent that packet number, closes first
+    net.run_for(0.05)
+    return net, client, server, conn
 
 
 def inject(net, conn, server, frames, client_addr, pn_bump: int = 0) -> int:

@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import os
 import random
-import socket
 import sys
 import threading
 import time
@@ -19,6 +18,8 @@ import dquic.aio as aio
 from dquic import AuthenticationError, ConnectionClosed, ConnectionTimeout
 from dquic.keys import KeyPair
 from dquic.testing.relay import LossyRelay
+
+from _net import free_udp_port, ipv6_available
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -476,9 +477,7 @@ def test_client_checks_its_arguments(run):
 def test_connect_to_dead_port_times_out(run):
     # the loop's own datagram endpoint (offload=False) does not report ICMP errors: the
     # handshake timeout decides
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_udp_port()
 
     async def main():
         t0 = time.monotonic()
@@ -495,9 +494,7 @@ def test_connect_to_dead_port_times_out(run):
 def test_connect_to_dead_port_is_refused_fast(run):
     from dquic.errors import ConnectionRefused
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_udp_port()
 
     async def main():
         t0 = time.monotonic()
@@ -682,16 +679,7 @@ def test_offload_transport_waits_when_the_kernel_is_full(run):
     assert events.index("pause") < events.index("resume")
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "loop-endpoint"])
 def test_ipv6_and_ipv4_clients_on_a_wildcard_ipv6_server(run, offload):
     async def echo(conn):

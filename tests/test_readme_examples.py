@@ -26,6 +26,8 @@ from typing import Dict, List, NamedTuple, Optional
 
 import pytest
 
+from _net import udp_port_bound
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 EXAMPLES = ROOT / "examples"
@@ -124,19 +126,6 @@ def _netns_prefix() -> Optional[List[str]]:
     return prefix if probe.returncode == 0 else None
 
 
-def _udp_port_bound(port: int) -> bool:
-    hexport = "%04X" % port
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                if any(line.split()[1].rsplit(":", 1)[1] == hexport for line in f):
-                    return True
-        except OSError:
-            continue
-    return False
-
-
 def _isolated(argv: List[str], ports: List[int]) -> List[str]:
     """``argv`` in a network namespace of its own, or as it is when none can be made (then the
     fixed ``ports`` it uses must be free here)."""
@@ -146,7 +135,7 @@ def _isolated(argv: List[str], ports: List[int]) -> List[str]:
     if not os.path.exists("/proc/net/udp"):
         pytest.skip("cannot isolate fixed ports here (no network namespace, no /proc/net/udp)")
     for port in ports:
-        if _udp_port_bound(port):
+        if udp_port_bound(port):
             pytest.skip(f"UDP port {port} (used as written by the example) is busy")
     return argv
 

@@ -264,14 +264,21 @@ def _establish_rtt(rec, t=0.0):
     return t + 0.1
 
 
-def test_persistent_congestion_collapses_window():
+def _spread_over_two_durations():
+    """An RTT sample, then packets 1..8 sent across more than the persistent-congestion
+    duration and 9 at twice the duration: ``(rec, cc, t, duration)``, t the time of the sample."""
     rec, cc = make()
     t = _establish_rtt(rec)
     duration = (rec.rtt.pto_base(0.001) + 0.025) * 3
-    # packets 1..8 spread over more than the duration, all lost; 9 acked later
     for i in range(1, 9):
         send(rec, i, t + i * duration / 6)
     send(rec, 9, t + 2 * duration)
+    return rec, cc, t, duration
+
+
+def test_persistent_congestion_collapses_window():
+    # packets 1..8 spread over more than the duration, all lost; 9 acked later
+    rec, cc, t, duration = _spread_over_two_durations()
     acked, lost = rec.on_ack_received(APPLICATION, [(9, 10)], 0.0, t + 2 * duration + 0.1)
     assert pns(lost) == list(range(1, 9))
     assert rec.persistent_congestions == 1
@@ -280,12 +287,7 @@ def test_persistent_congestion_collapses_window():
 
 
 def test_no_persistent_congestion_when_packet_between_acked():
-    rec, cc = make()
-    t = _establish_rtt(rec)
-    duration = (rec.rtt.pto_base(0.001) + 0.025) * 3
-    for i in range(1, 9):
-        send(rec, i, t + i * duration / 6)
-    send(rec, 9, t + 2 * duration)
+    rec, cc, t, duration = _spread_over_two_durations()
     rec.on_ack_received(APPLICATION, [(4, 5)], 0.0, t + 4 * duration / 6 + 0.01)
     acked, lost = rec.on_ack_received(APPLICATION, [(4, 5), (9, 10)], 0.0, t + 2 * duration + 0.1)
     assert rec.persistent_congestions == 0

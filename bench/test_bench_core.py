@@ -19,8 +19,8 @@ import time
 import pytest
 
 from dquic.config import Configuration
-from dquic.connection import CoreConnection
 from dquic.keys import KeyPair
+from dquic.testing.pairs import core_pair, exchange
 
 PAYLOAD = 1200                   # stream bytes per packet the transfer is sized in
 MDS = 1252                       # datagram size that fits 1200 stream bytes in a dquic packet
@@ -51,21 +51,12 @@ def _report(benchmark, results, label):
 def _dquic_pair(encryption):
     window = dict(initial_max_data=64 << 20, max_data_window=64 << 20,
                   initial_max_stream_data=64 << 20, max_stream_data_window=64 << 20)
-    kp = KeyPair.generate()
-    client = CoreConnection(Configuration(encryption=encryption, pacing=False, max_datagram_size=MDS,
-                                      **window), S_ADDR)
-    server = CoreConnection(Configuration(is_client=False, encryption=encryption, identity=kp,
-                                      pacing=False, max_datagram_size=MDS, **window), C_ADDR,
-                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    now = 0.0
-    client.connect(now)
-    for _ in range(20):
-        for d, _ in client.datagrams_to_send(now):
-            server.receive_datagram(d, C_ADDR, now)
-        for d, _ in server.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        if client.is_established and server.is_established:
-            break
+    client, server = core_pair(
+        Configuration(encryption=encryption, pacing=False, max_datagram_size=MDS, **window),
+        Configuration(is_client=False, encryption=encryption, identity=KeyPair.generate(),
+                      pacing=False, max_datagram_size=MDS, **window), C_ADDR, S_ADDR)
+    now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=20, step=0.0,
+                   until=lambda: client.is_established and server.is_established)
     assert client.is_established and server.is_established
     return client, server, now
 

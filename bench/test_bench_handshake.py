@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from dquic._noise import HandshakeState
 from dquic.config import Configuration
-from dquic.connection import CoreConnection
+from dquic.testing.pairs import core_pair, exchange
 from dquic.handshake import PATTERN_IDS
 from dquic.keys import KeyPair
 
@@ -38,20 +38,13 @@ PATTERNS = {
 
 
 def _dquic_handshake(client_opts, server_opts, cipher):
-    client = CoreConnection(Configuration(cipher=cipher, **client_opts), S_ADDR)
-    server = CoreConnection(Configuration(is_client=False, identity=SERVER_KEY, **server_opts), C_ADDR,
-                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    now = 0.0
-    client.connect(now)
-    for _ in range(10):
-        for d, _ in client.datagrams_to_send(now):
-            server.receive_datagram(d, C_ADDR, now)
-        for d, _ in server.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        if client.handshake_confirmed and server.handshake_confirmed:
-            return
-        now += 0.001
-    raise AssertionError("dquic handshake did not complete")
+    client, server = core_pair(Configuration(cipher=cipher, **client_opts),
+                               Configuration(is_client=False, identity=SERVER_KEY, **server_opts),
+                               C_ADDR, S_ADDR)
+    exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=10,
+             until=lambda: client.handshake_confirmed and server.handshake_confirmed)
+    if not (client.handshake_confirmed and server.handshake_confirmed):
+        raise AssertionError("dquic handshake did not complete")
 
 
 def _rate(benchmark):

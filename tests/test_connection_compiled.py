@@ -11,21 +11,20 @@ import pytest
 from dquic import _codec as codec
 from dquic._connection import _Sent
 from dquic.config import Configuration
-from dquic.connection import CoreConnection
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
 from dquic.testing import LinkConfig
 from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
+from dquic.testing.pairs import core_pair
 
 C_ADDR = ("192.0.2.1", 4433)
 S_ADDR = ("198.51.100.7", 4433)
 
 
 def _pair(**kw):
-    client = CoreConnection(Configuration(encryption=False, pacing=False, **kw), S_ADDR)
-    server = CoreConnection(Configuration(is_client=False, encryption=False, pacing=False, **kw),
-                            C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    client.connect(0.0)
+    client, server = core_pair(Configuration(encryption=False, pacing=False, **kw),
+                               Configuration(is_client=False, encryption=False, pacing=False, **kw),
+                               C_ADDR, S_ADDR)
     for _ in range(10):
         _pump(client, server, 0.0)
     assert client.is_established and server.is_established

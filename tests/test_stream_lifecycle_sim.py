@@ -312,7 +312,8 @@ def test_late_acknowledgement_of_a_forgotten_lost_packet_prevents_a_second_deliv
 def test_a_quiet_connection_forgets_its_finished_resolved_halves():
     # an id used once and finished: once resolved and the connection quiet (the idle release,
     # after 1 s), the receiver keeps neither the half nor a list of finished halves
-    from _sansio import C_ADDR as c_addr, S_ADDR as s_addr, exchange, plain_pair
+    from _sansio import C_ADDR as c_addr, S_ADDR as s_addr, plain_pair
+    from dquic.testing.pairs import exchange
 
     client, server, now = plain_pair()
     client.send_message(4, b"once")

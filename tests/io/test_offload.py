@@ -17,6 +17,7 @@ from dquic.connection import CoreConnection
 from dquic.endpoint import Endpoint
 from dquic.events import MessageReceived
 from dquic.keys import KeyPair
+from dquic.testing.pairs import exchange
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO are Linux features")
 
@@ -167,16 +168,9 @@ S_ADDR = ("127.0.0.1", 4433)
 def _established_pair():
     client = CoreConnection(Configuration(), S_ADDR)
     server_ep = Endpoint(Configuration(is_client=False, identity=KeyPair.generate()), accept=True)
-    now = 0.0
-    client.connect(now)
-    for _ in range(10):
-        for d, _ in client.datagrams_to_send(now):
-            server_ep.receive_datagram(d, C_ADDR, now)
-        for d, _ in server_ep.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        if client.handshake_confirmed:
-            break
-        now += 0.001
+    client.connect(0.0)
+    now = exchange(server_ep, client, C_ADDR, S_ADDR, 0.0, rounds=10,
+                   until=lambda: client.handshake_confirmed)
     assert client.handshake_confirmed
     while server_ep.next_event() is not None:
         pass

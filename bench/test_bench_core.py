@@ -123,23 +123,17 @@ def _self_signed():
     return cert, key
 
 
-def _aioquic_pair():
-    from aioquic.quic.configuration import QuicConfiguration
+def aioquic_handshake(ccfg, scfg, rounds, step):
+    """An aioquic client (configuration ``ccfg``) and server (``scfg``, made when the first
+    datagram arrives) exchanging datagrams, ``step`` seconds of virtual time apart, until both
+    completed the handshake: ``(client, server, now)``; AssertionError after ``rounds``."""
     from aioquic.quic.connection import QuicConnection
 
-    cert, key = _self_signed()
-    common = dict(alpn_protocols=["bench"], max_datagram_size=MDS, max_data=64 << 20,
-                  max_stream_data=64 << 20)
-    ccfg = QuicConfiguration(is_client=True, verify_mode=0, server_name="localhost", **common)
-    scfg = QuicConfiguration(is_client=False, **common)
-    scfg.certificate = cert
-    scfg.private_key = key
     client = QuicConnection(configuration=ccfg)
     server = None
     now = 0.0
     client.connect(S_ADDR, now=now)
-    for _ in range(50):
-        now += STEP
+    for _ in range(rounds):
         for d, _ in client.datagrams_to_send(now=now):
             if server is None:
                 server = QuicConnection(configuration=scfg,
@@ -149,8 +143,22 @@ def _aioquic_pair():
             for d, _ in server.datagrams_to_send(now=now):
                 client.receive_datagram(d, S_ADDR, now=now)
         if client._handshake_complete and server is not None and server._handshake_complete:
-            break
-    assert server is not None and client._handshake_complete and server._handshake_complete
+            return client, server, now
+        now += step
+    raise AssertionError("aioquic handshake did not complete")
+
+
+def _aioquic_pair():
+    from aioquic.quic.configuration import QuicConfiguration
+
+    cert, key = _self_signed()
+    common = dict(alpn_protocols=["bench"], max_datagram_size=MDS, max_data=64 << 20,
+                  max_stream_data=64 << 20)
+    ccfg = QuicConfiguration(is_client=True, verify_mode=0, server_name="localhost", **common)
+    scfg = QuicConfiguration(is_client=False, **common)
+    scfg.certificate = cert
+    scfg.private_key = key
+    client, server, now = aioquic_handshake(ccfg, scfg, 50, STEP)
     while client.next_event() is not None:
         pass
     while server.next_event() is not None:

@@ -105,11 +105,10 @@ def test_bench_handshake_aioquic(benchmark):
     try:
         import aioquic
         from aioquic.quic.configuration import QuicConfiguration
-        from aioquic.quic.connection import QuicConnection
     except ImportError:
         pytest.skip("aioquic is not installed (pip install aioquic, the 'bench' extra): "
                     "no same-run reference")
-    from test_bench_core import _self_signed
+    from test_bench_core import _self_signed, aioquic_handshake
 
     benchmark.group = "handshake"
     cert, key = _self_signed()
@@ -120,24 +119,7 @@ def test_bench_handshake_aioquic(benchmark):
         scfg = QuicConfiguration(is_client=False, alpn_protocols=["bench"])
         scfg.certificate = cert
         scfg.private_key = key
-        client = QuicConnection(configuration=ccfg)
-        server = None
-        now = 0.0
-        client.connect(S_ADDR, now=now)
-        for _ in range(20):
-            for d, _ in client.datagrams_to_send(now=now):
-                if server is None:
-                    server = QuicConnection(
-                        configuration=scfg,
-                        original_destination_connection_id=client.original_destination_connection_id)
-                server.receive_datagram(d, C_ADDR, now=now)
-            if server is not None:
-                for d, _ in server.datagrams_to_send(now=now):
-                    client.receive_datagram(d, S_ADDR, now=now)
-            if client._handshake_complete and server is not None and server._handshake_complete:
-                return
-            now += 0.001
-        raise AssertionError("aioquic handshake did not complete")
+        aioquic_handshake(ccfg, scfg, 20, 0.001)
 
     benchmark(handshake)
     _rate(benchmark)

@@ -13,6 +13,7 @@ nothing; elsewhere they run on the machine's loopback and are skipped only if th
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -161,25 +162,15 @@ def test_python_example_runs_and_prints_what_the_readme_says(name, tmp_path):
         assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600
 
 
-_PAIR_HARNESS = textwrap.dedent("""
+# (the harness runs in a temporary directory: it carries its own copy of udp_port_bound)
+_PAIR_HARNESS = inspect.getsource(udp_port_bound) + textwrap.dedent("""
     # the seed server, then the seed client once the server's port is bound; JSON out
     import json, subprocess, sys, time
-    def bound(port):
-        hexport = "%04X" % port
-        for table in ("/proc/net/udp", "/proc/net/udp6"):
-            try:
-                with open(table) as f:
-                    next(f)
-                    if any(l.split()[1].rsplit(":", 1)[1] == hexport for l in f):
-                        return True
-            except OSError:
-                pass
-        return False
     server = subprocess.Popen([sys.executable, "seed_server.py"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not bound(9999) and server.poll() is None and time.monotonic() < deadline:
+        while not udp_port_bound(9999) and server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         client = subprocess.run([sys.executable, "seed_client.py"], capture_output=True, text=True,
                                 timeout=60)

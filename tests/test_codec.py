@@ -876,7 +876,7 @@ def test_push_stream_frame_header_limits():
 def test_decode_stream_frame_header_errors():
     with pytest.raises(ProtocolError, match="not a STREAM frame"):
         decode_stream_frame_header(b"\x06\x00\x00")
-    with pytest.raises(ProtocolError, match="offset outside"):
+    with pytest.raises(ProtocolError, match="offset 0 outside data of 0 bytes"):
         decode_stream_frame_header(b"")
     with pytest.raises(ProtocolError, match="truncated in stream id"):
         decode_stream_frame_header(b"\x08")

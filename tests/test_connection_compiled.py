@@ -54,6 +54,18 @@ def _read_all(conn, out):
                 out[sid].append(b"")
 
 
+def _deliver_all(client, server, got, now):
+    """Pump 1 ms steps (at most 500) until the client holds nothing unacknowledged, reading all
+    the server receives into ``got``; returns the time reached."""
+    for _ in range(500):
+        now += 0.001
+        _pump(client, server, now)
+        _read_all(server, got)
+        if client.send_buffered == 0:
+            break
+    return now
+
+
 def _messages(out):
     return {sid: parts[:-1] for sid, parts in out.items()}
 
@@ -115,12 +127,7 @@ def test_sent_records_are_recycled_and_never_aliased():
     client.send_message(1, payload)
     got = {}
     now = 0.0
-    for _ in range(500):
-        now += 0.001
-        _pump(client, server, now)
-        _read_all(server, got)
-        if client.send_buffered == 0:
-            break
+    now = _deliver_all(client, server, got, now)
     assert _messages(got)[1] == [payload]
     free = client._free_sent
     assert free and all(type(p) is _Sent for p in free)
@@ -131,12 +138,7 @@ def test_sent_records_are_recycled_and_never_aliased():
     # reuse: more data does not grow the pool without bound
     before = len(free)
     client.send_message(1, payload)
-    for _ in range(500):
-        now += 0.001
-        _pump(client, server, now)
-        _read_all(server, got)
-        if client.send_buffered == 0:
-            break
+    now = _deliver_all(client, server, got, now)
     assert _messages(got)[1] == [payload, payload]
     assert len(client._free_sent) <= max(before, 64) * 2
 

@@ -105,22 +105,17 @@ def test_rtt_matches_reference(samples, confirmed):
 
 
 # ---------------------------------------------------------------- ACK processing
-def test_ack_of_unsent_packet_raises_protocol_violation():
+@pytest.mark.parametrize("space, ranges, code", [
+    (APPLICATION, [(0, 2)], ErrorCode.PROTOCOL_VIOLATION),   # acknowledges unsent packet 1
+    (HANDSHAKE, [(0, 1)], ErrorCode.PROTOCOL_VIOLATION),     # nothing sent in that space
+    (APPLICATION, [(1, 1)], ErrorCode.FRAME_ENCODING_ERROR),  # an empty range
+], ids=["unsent-packet", "unsent-space", "malformed-range"])
+def test_bad_ack_raises(space, ranges, code):
     rec, _ = make()
     send(rec, 0, 0.0)
     with pytest.raises(ProtocolError) as ei:
-        rec.on_ack_received(APPLICATION, [(0, 2)], 0.0, 0.1)
-    assert ei.value.error_code == ErrorCode.PROTOCOL_VIOLATION
-    with pytest.raises(ProtocolError):
-        rec.on_ack_received(HANDSHAKE, [(0, 1)], 0.0, 0.1)   # nothing sent in that space
-
-
-def test_malformed_range_raises():
-    rec, _ = make()
-    send(rec, 0, 0.0)
-    with pytest.raises(ProtocolError) as ei:
-        rec.on_ack_received(APPLICATION, [(1, 1)], 0.0, 0.1)
-    assert ei.value.error_code == ErrorCode.FRAME_ENCODING_ERROR
+        rec.on_ack_received(space, ranges, 0.0, 0.1)
+    assert ei.value.error_code == code
 
 
 def test_ack_returns_newly_acked_and_duplicates_are_harmless():

@@ -36,38 +36,35 @@ def _peer_told(net, client, code):
     assert t.by_peer and t.error_code == code
 
 
-def test_overlapping_stream_data_with_different_bytes():
-    net, client, server, conn = injectable_pair()
+# (server configuration, the frames of each injected packet, the error the server closes with)
+_ONE_BAD_FRAME = {
+    "overlapping-stream-data-with-different-bytes": (
+        {}, [[framing.StreamFrame(7, 0, b"\x05abcde", False)], [framing.StreamFrame(7, 2, b"XXXX", False)]],
+        ErrorCode.PROTOCOL_VIOLATION),
+    "ack-for-packets-never-sent": (
+        {}, [[framing.AckFrame([(0, 1), (1000, 1001)], 0)]], ErrorCode.PROTOCOL_VIOLATION),
+    "data-beyond-stream-window": (
+        {"initial_max_stream_data": 10_000}, [[framing.StreamFrame(3, 50_000, b"x" * 100, False)]],
+        ErrorCode.FLOW_CONTROL_ERROR),
+    "huge-offset": (
+        {}, [[framing.StreamFrame(3, (1 << 62) - 10, b"x", False)]], ErrorCode.FLOW_CONTROL_ERROR),
+}
+
+
+@pytest.mark.parametrize("case", list(_ONE_BAD_FRAME))
+def test_a_bad_frame_closes_the_connection(case):
+    server_kw, packets, code = _ONE_BAD_FRAME[case]
+    net, client, server, conn = injectable_pair(**server_kw)
     server.reading = False
-    _inject(net, conn, server, [framing.StreamFrame(7, 0, b"\x05abcde", False)])
-    _inject(net, conn, server, [framing.StreamFrame(7, 2, b"XXXX", False)])
-    assert _server_close_code(server) == ErrorCode.PROTOCOL_VIOLATION
-    _peer_told(net, client, ErrorCode.PROTOCOL_VIOLATION)
-
-
-def test_ack_for_packets_never_sent():
-    net, client, server, conn = injectable_pair()
-    _inject(net, conn, server, [framing.AckFrame([(0, 1), (1000, 1001)], 0)])
-    assert _server_close_code(server) == ErrorCode.PROTOCOL_VIOLATION
-    _peer_told(net, client, ErrorCode.PROTOCOL_VIOLATION)
-
-
-def test_data_beyond_stream_window():
-    net, client, server, conn = injectable_pair(initial_max_stream_data=10_000)
-    _inject(net, conn, server, [framing.StreamFrame(3, 50_000, b"x" * 100, False)])
-    assert _server_close_code(server) == ErrorCode.FLOW_CONTROL_ERROR
-    _peer_told(net, client, ErrorCode.FLOW_CONTROL_ERROR)
-
-
-def test_huge_offset():
-    net, client, server, conn = injectable_pair()
-    _inject(net, conn, server, [framing.StreamFrame(3, (1 << 62) - 10, b"x", False)])
-    assert _server_close_code(server) == ErrorCode.FLOW_CONTROL_ERROR
+    for frames in packets:
+        _inject(net, conn, server, frames)
+    assert _server_close_code(server) == code
+    _peer_told(net, client, code)
 
 
 def test_data_beyond_connection_window():
     net, client, server, conn = injectable_pair(initial_max_data=30_000, max_data_window=30_000,
-                                            initial_max_stream_data=20_000)
+                                                initial_max_stream_data=20_000)
     server.reading = False
     frames = [framing.StreamFrame(s, 0, b"y" * 1000, False) for s in range(1, 4)]
     for off in range(0, 20_000, 1000):
@@ -213,7 +210,7 @@ def test_memory_bounded_by_windows_whatever_the_peer_sends():
     """A peer spraying out-of-order data over many streams cannot make the server buffer more
     than its connection window."""
     net, client, server, conn = injectable_pair(initial_max_data=200_000, max_data_window=200_000,
-                                            initial_max_stream_data=50_000, max_streams=64)
+                                                initial_max_stream_data=50_000, max_streams=64)
     server.reading = False
     sconn = server.endpoint.connections[0]
     for sid in range(1, 40):

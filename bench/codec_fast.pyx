@@ -26,7 +26,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from dquic._codec cimport Buffer, arg_u62, arg_u64, open_input
-from dquic._frames cimport (c_stream_frame_at, parse_ack_ranges, parse_ecn,
+from dquic._frames cimport (c_decode_stream_frame, parse_ack_ranges, parse_ecn,
                             pull_stream_frame_header)
 from dquic._wire cimport be_read, be_write, varint_len, varint_read, varint_write
 
@@ -131,17 +131,9 @@ def decode_stream_frame(data, Py_ssize_t offset=0):
     of ``data``). ProtocolError on a non-STREAM type byte, truncation, a length beyond the
     data or ``offset + length >= 2**62``.
     """
-    cdef Py_buffer view
-    cdef const unsigned char* p
-    cdef Py_ssize_t size, start
     cdef uint64_t sid = 0, off = 0, length = 0
     cdef bint fin = False
-    cdef bint own = open_input(data, &view, &p, &size)
-    try:
-        start = c_stream_frame_at(p, size, offset, &sid, &off, &length, &fin)
-    finally:
-        if own:
-            PyBuffer_Release(&view)
+    cdef Py_ssize_t start = c_decode_stream_frame(data, offset, &sid, &off, &length, &fin)
     return sid, off, fin, start, start + <Py_ssize_t>length
 
 

@@ -876,23 +876,28 @@ def decode_stream_frame_header(data, Py_ssize_t offset=0):
     Returns ``(stream_id, stream_offset, length, fin, data_start)`` where the frame's data
     is ``data[data_start:data_start + length]``.
     """
-    cdef Py_buffer view
-    cdef const unsigned char* p
-    cdef Py_ssize_t size, start
     cdef uint64_t sid = 0, off = 0, length = 0
     cdef bint fin = False
-    cdef bint own_view = open_input(data, &view, &p, &size)
-    try:
-        start = c_stream_frame_at(p, size, offset, &sid, &off, &length, &fin)
-    finally:
-        if own_view:
-            PyBuffer_Release(&view)
+    cdef Py_ssize_t start = c_decode_stream_frame(data, offset, &sid, &off, &length, &fin)
     return sid, off, length, fin, start
 
 
-cdef Py_ssize_t c_stream_frame_at(const unsigned char* p, Py_ssize_t size, Py_ssize_t offset,
-                                  uint64_t* stream_id, uint64_t* stream_offset, uint64_t* length,
-                                  bint* fin) except -1:
+cdef Py_ssize_t c_decode_stream_frame(object data, Py_ssize_t offset, uint64_t* stream_id,
+                                      uint64_t* stream_offset, uint64_t* length, bint* fin) except -1:
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t size
+    cdef bint own_view = open_input(data, &view, &p, &size)
+    try:
+        return _stream_frame_at(p, size, offset, stream_id, stream_offset, length, fin)
+    finally:
+        if own_view:
+            PyBuffer_Release(&view)
+
+
+cdef inline Py_ssize_t _stream_frame_at(const unsigned char* p, Py_ssize_t size, Py_ssize_t offset,
+                                        uint64_t* stream_id, uint64_t* stream_offset,
+                                        uint64_t* length, bint* fin) except -1:
     cdef uint64_t ftype
     cdef Py_ssize_t n
     if offset < 0 or offset >= size:

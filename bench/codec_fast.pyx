@@ -27,8 +27,8 @@ from libc.string cimport memcpy
 
 from dquic._codec cimport Buffer, arg_u62, arg_u64, open_input
 from dquic._frames cimport (c_decode_stream_frame, parse_ack_ranges, parse_ecn,
-                            pull_stream_frame_header)
-from dquic._wire cimport be_read, be_write, varint_len, varint_read, varint_write
+                            pull_stream_frame_header, read_varint_at)
+from dquic._wire cimport be_read, be_write, varint_len, varint_write
 
 from time import perf_counter_ns as _perf_counter_ns
 
@@ -39,16 +39,6 @@ cdef uint64_t C_VARINT_MAX = 0x3FFFFFFFFFFFFFFFULL
 cdef uint32_t C_VERSION_1 = 0x44510001
 cdef object _VERSION_1_OBJ = DQUIC_VERSION_1
 cdef object _FRAME_ENCODING_ERROR = ErrorCode.FRAME_ENCODING_ERROR
-
-
-cdef inline Py_ssize_t _rv(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos,
-                           uint64_t* out) except -1:
-    """Read one varint at p[pos] (size = bytes in p); return the position after it or raise
-    ProtocolError when it is truncated."""
-    cdef Py_ssize_t n = varint_read(p + pos, size - pos, out)
-    if n == 0:
-        raise ProtocolError(f"truncated varint at offset {pos}")
-    return pos + n
 
 
 cdef inline uint64_t _fast_u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
@@ -358,14 +348,14 @@ def decode_long_header(data, Py_ssize_t offset=0):
         scid = PyBytes_FromStringAndSize(<const char*>(p + pos + 1), ns)
         pos += 1 + ns
         if ptype == 0:
-            pos = _rv(p, size, pos, &ntok)
+            pos = read_varint_at(p, size, pos, &ntok)
             if ntok > <uint64_t>(size - pos):
                 raise ProtocolError(f"token length {ntok} exceeds {size - pos} remaining bytes")
             token = PyBytes_FromStringAndSize(<const char*>(p + pos), <Py_ssize_t>ntok)
             pos += <Py_ssize_t>ntok
         else:
             token = b""
-        pos = _rv(p, size, pos, &length)
+        pos = read_varint_at(p, size, pos, &length)
         if length > <uint64_t>(size - pos):
             raise ProtocolError(f"Length field {length} exceeds {size - pos} remaining bytes")
         pn_len = (b0 & 0x03) + 1

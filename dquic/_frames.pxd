@@ -44,3 +44,6 @@ cdef int c_stream_frame_header_size(uint64_t stream_id, uint64_t offset,
 cdef object parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos,
                              Py_ssize_t max_ack_ranges, uint64_t* delay_out, bint flat)
 cdef tuple parse_ecn(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos)
+# One varint at p[pos] (p[0:size] the input): the position after it; ProtocolError when truncated.
+cdef Py_ssize_t read_varint_at(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos,
+                               uint64_t* out) except -1

@@ -70,10 +70,8 @@ class Wire:
 
     def __init__(self, client: Any, client_addr: Tuple, server: Any, server_addr: Tuple,
                  one_way: float) -> None:
-        self.client = client
-        self.client_addr = client_addr
-        self.server = server
-        self.server_addr = server_addr
+        self.client, self.client_addr = client, client_addr
+        self.server, self.server_addr = server, server_addr
         self.one_way = one_way
         self._queue: List[Tuple[float, int, bool, bytes]] = []  # (arrival, seq, to_server, data)
         self._seq = 0

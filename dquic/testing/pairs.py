@@ -37,10 +37,10 @@ def exchange(server: Any, client: Any, client_addr: Tuple, server_addr: Tuple, n
     """Move datagrams client -> server, then server -> client, at most ``rounds`` times,
     ``step`` seconds of virtual time apart; returns the time reached.
 
-    Without ``until`` it stops after the first round in which neither side sent anything (the
-    time then is one step past it). With ``until`` it also stops, without the step, as soon as
-    ``until()`` holds after a round; the caller checks ``until()`` again to tell success from
-    a stall. No timers are run: the endpoints' own ``handle_timer`` is the caller's business.
+    It stops after the first round in which neither side sent anything (the time then is one
+    step past it) and, given ``until``, as soon as ``until()`` holds after a round (without the
+    step); the caller checks ``until()`` again to tell success from a stall. No timers are run:
+    the endpoints' own ``handle_timer`` is the caller's business.
     """
     for _ in range(rounds):
         moved = False

@@ -296,14 +296,20 @@ class _FullAfter:
         return getattr(self._sock, name)
 
 
-def test_send_trains_resumes_inside_a_train_without_offload(closing):
+def _sender_filling_after(closing, n):
+    """A plain receiver and a UDPSocket without offload whose socket buffer is full after ``n``
+    datagrams: ``(receiver, sender, its real socket, the receiver's address)``."""
     r = closing(_plain_receiver())
     s = closing(UDPSocket(offload=False))
     real = s.sock
-    dest = r.getsockname()
+    s.sock = _FullAfter(real, n)
+    return r, s, real, r.getsockname()
+
+
+def test_send_trains_resumes_inside_a_train_without_offload(closing):
+    r, s, real, dest = _sender_filling_after(closing, 4)
     grams = [bytes([i]) * 500 for i in range(6)]
     trains = [(b"".join(grams), 500, dest)]
-    s.sock = _FullAfter(real, 4)
     assert s.send_trains(trains) == (0, 2000)  # four went out, the fifth waits
     s.sock = real
     assert s.send_trains(trains, 0, 2000) == (1, 0)
@@ -311,12 +317,8 @@ def test_send_trains_resumes_inside_a_train_without_offload(closing):
 
 
 def test_queued_trains_wait_for_the_kernel_in_order(closing):
-    r = closing(_plain_receiver())
-    s = closing(UDPSocket(offload=False))
-    real = s.sock
-    dest = r.getsockname()
+    r, s, real, dest = _sender_filling_after(closing, 3)
     grams = [bytes([i]) * 300 for i in range(8)]
-    s.sock = _FullAfter(real, 3)
     s.queue_trains([(b"".join(grams[:4]), 300, dest)])
     assert s.flush() == 3 and s.pending
     s.queue_trains([(b"".join(grams[4:]), 300, dest)])  # behind the rest of the first

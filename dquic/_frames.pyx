@@ -557,8 +557,14 @@ cdef inline Py_ssize_t _plen(Buffer buf, str what) except -1:
 
 cdef Py_ssize_t read_varint_at(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos,
                                uint64_t* out) except -1:
+    return _rv(p, size, pos, out)
+
+
+cdef inline Py_ssize_t _rv(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos,
+                           uint64_t* out) except -1:
     """Read one varint at p[pos] (size = bytes in p); return the position after it or raise
-    ProtocolError when it is truncated."""
+    ProtocolError when it is truncated. Inline for the per-packet parsers of this module; other
+    modules call it through read_varint_at."""
     cdef Py_ssize_t n = varint_read(p + pos, size - pos, out)
     if n == 0:
         raise ProtocolError(f"truncated varint at offset {pos}")
@@ -612,10 +618,10 @@ cdef object parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t
     ``pos[0]`` (``parse_ecn``)."""
     cdef uint64_t largest, delay, count, first, gap, rlen, smallest, i
     cdef Py_ssize_t q = pos[0]
-    q = read_varint_at(p, size, q, &largest)
-    q = read_varint_at(p, size, q, &delay)
-    q = read_varint_at(p, size, q, &count)
-    q = read_varint_at(p, size, q, &first)
+    q = _rv(p, size, q, &largest)
+    q = _rv(p, size, q, &delay)
+    q = _rv(p, size, q, &count)
+    q = _rv(p, size, q, &first)
     if count >= <uint64_t>max_ack_ranges:
         raise ProtocolError(f"ACK range count {count} exceeds the limit of {max_ack_ranges} ranges")
     # each further range needs at least two bytes: check before allocating anything
@@ -633,8 +639,8 @@ cdef object parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t
     cdef Py_ssize_t slot = <Py_ssize_t>count
     _put_range(ranges, slot, smallest, largest + 1, flat)
     for i in range(count):
-        q = read_varint_at(p, size, q, &gap)
-        q = read_varint_at(p, size, q, &rlen)
+        q = _rv(p, size, q, &gap)
+        q = _rv(p, size, q, &rlen)
         # RFC 9000 §19.3.1: largest = previous smallest - gap - 2
         if smallest < gap + 2 or gap > C_VARINT_MAX:
             raise ProtocolError("ACK gap underflows below packet number 0")
@@ -653,9 +659,9 @@ cdef tuple parse_ecn(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos):
     """Parse the three ECN counts of an ACK_ECN frame (RFC 9000 §19.3.2)."""
     cdef uint64_t a, b, c
     cdef Py_ssize_t q = pos[0]
-    q = read_varint_at(p, size, q, &a)
-    q = read_varint_at(p, size, q, &b)
-    q = read_varint_at(p, size, q, &c)
+    q = _rv(p, size, q, &a)
+    q = _rv(p, size, q, &b)
+    q = _rv(p, size, q, &c)
     pos[0] = q
     return (a, b, c)
 

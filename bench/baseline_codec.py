@@ -231,37 +231,6 @@ def push_ack_frame(buf, ranges, ack_delay):
         below = start
 
 
-def pull_ack_frame(buf, max_ranges=256):
-    ftype = buf.pull_uint8()
-    if ftype not in (0x02, 0x03):
-        raise DecodeError("not an ACK frame")
-    largest = buf.pull_varint()
-    delay = buf.pull_varint()
-    count = buf.pull_varint()
-    first = buf.pull_varint()
-    if count >= max_ranges or count > (len(buf.data) - buf.pos) // 2:
-        raise DecodeError("range count")
-    if first > largest:
-        raise DecodeError("underflow")
-    smallest = largest - first
-    ranges = [(smallest, largest + 1)]
-    for _ in range(count):
-        gap = buf.pull_varint()
-        length = buf.pull_varint()
-        if smallest < gap + 2:
-            raise DecodeError("underflow")
-        largest = smallest - gap - 2
-        if length > largest:
-            raise DecodeError("underflow")
-        smallest = largest - length
-        ranges.append((smallest, largest + 1))
-    ranges.reverse()
-    ecn = None
-    if ftype == 0x03:
-        ecn = (buf.pull_varint(), buf.pull_varint(), buf.pull_varint())
-    return ranges, delay, ecn
-
-
 # -- single-call forms ---------------------------------------------------------------------
 # The same signatures and results as the compiled single-call entry points
 # (dquic._codec.encode_stream_frame & co.), built from the cursor functions above, so that
@@ -327,8 +296,9 @@ def encode_ack(ranges, ack_delay):
 
 def decode_ack(data, offset=0, max_ranges=256):
     """Returns (bounds, ack_delay, ecn, next_offset), bounds = [start0, stop0, start1, ...]
-    ascending: pull_ack_frame's parse, collecting flat bounds instead of tuples, in a list (the
-    natural container here; the compiled decode_ack returns the same values in a tuple)."""
+    ascending, in a list (the natural container here; the compiled decode_ack returns the same
+    values in a tuple). The only ACK parser of the baseline: nothing here needs (start, stop)
+    tuples."""
     buf = PyBuffer(data)
     buf.pos = offset
     ftype = buf.pull_uint8()

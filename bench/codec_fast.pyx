@@ -25,10 +25,10 @@ from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from dquic._codec cimport Buffer, arg_u62, arg_u64
-from dquic._frames cimport (parse_ack_ranges, parse_ecn, parse_stream_frame_fields,
-                            pull_stream_frame_header, stream_frame_header_error)
-from dquic._wire cimport be_read, be_write, varint_len, varint_read, varint_write
+from dquic._codec cimport Buffer, arg_u62, arg_u64, open_input
+from dquic._frames cimport (c_decode_stream_frame, parse_ack_ranges, parse_ecn,
+                            pull_stream_frame_header, read_varint_at)
+from dquic._wire cimport be_read, be_write, varint_len, varint_write
 
 from time import perf_counter_ns as _perf_counter_ns
 
@@ -39,16 +39,6 @@ cdef uint64_t C_VARINT_MAX = 0x3FFFFFFFFFFFFFFFULL
 cdef uint32_t C_VERSION_1 = 0x44510001
 cdef object _VERSION_1_OBJ = DQUIC_VERSION_1
 cdef object _FRAME_ENCODING_ERROR = ErrorCode.FRAME_ENCODING_ERROR
-
-
-cdef inline Py_ssize_t _rv(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos,
-                           uint64_t* out) except -1:
-    """Read one varint at p[pos] (size = bytes in p); return the position after it or raise
-    ProtocolError when it is truncated."""
-    cdef Py_ssize_t n = varint_read(p + pos, size - pos, out)
-    if n == 0:
-        raise ProtocolError(f"truncated varint at offset {pos}")
-    return pos + n
 
 
 cdef inline uint64_t _fast_u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
@@ -75,21 +65,6 @@ cdef inline int _fast_small(object value, str name) except? -1:
     return <int>x
 
 
-cdef inline bint _open_input(object data, Py_buffer* view, const unsigned char** p,
-                             Py_ssize_t* size) except -1:
-    """Point p/size at the bytes of ``data``; returns True when ``view`` must be released."""
-    if PyBytes_CheckExact(data):
-        p[0] = <const unsigned char*>PyBytes_AS_STRING(data)
-        size[0] = PyBytes_GET_SIZE(data)
-        return False
-    if isinstance(data, str):
-        raise TypeError("expected a bytes-like object, got str")
-    PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
-    p[0] = <const unsigned char*>view.buf
-    size[0] = view.len
-    return True
-
-
 cdef inline int _put_varint(unsigned char* p, uint64_t v) noexcept nogil:
     """Write v (< 2**62, checked by the caller) as a minimal varint; return its size."""
     cdef int n = varint_len(v)
@@ -111,7 +86,7 @@ def encode_stream_frame(stream_id, offset, data, fin=False):
     cdef Py_buffer view
     cdef const unsigned char* src
     cdef Py_ssize_t n
-    cdef bint own = _open_input(data, &view, &src, &n)
+    cdef bint own = open_input(data, &view, &src, &n)
     cdef int ns, no, nl
     cdef unsigned char* q
     cdef bytes out
@@ -146,25 +121,10 @@ def decode_stream_frame(data, Py_ssize_t offset=0):
     of ``data``). ProtocolError on a non-STREAM type byte, truncation, a length beyond the
     data or ``offset + length >= 2**62``.
     """
-    cdef Py_buffer view
-    cdef const unsigned char* p
-    cdef Py_ssize_t size, n, start
-    cdef uint64_t ftype, sid = 0, off = 0, length = 0
-    cdef bint own = _open_input(data, &view, &p, &size)
-    try:
-        if offset < 0 or offset >= size:
-            raise ProtocolError(f"STREAM frame: offset {offset} outside data of {size} bytes")
-        ftype = p[offset]
-        if ftype < 0x08 or ftype > 0x0F:
-            raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
-        n = parse_stream_frame_fields(p + offset + 1, size - offset - 1, ftype, &sid, &off, &length, True)
-        if n < 0:
-            stream_frame_header_error(n, ftype, length, size - offset - 1)
-    finally:
-        if own:
-            PyBuffer_Release(&view)
-    start = offset + 1 + n
-    return sid, off, (ftype & 0x01) != 0, start, start + <Py_ssize_t>length
+    cdef uint64_t sid = 0, off = 0, length = 0
+    cdef bint fin = False
+    cdef Py_ssize_t start = c_decode_stream_frame(data, offset, &sid, &off, &length, &fin)
+    return sid, off, fin, start, start + <Py_ssize_t>length
 
 
 def encode_short_header(dcid, pn_truncated, pn_len, key_phase=0, spin=0):
@@ -192,7 +152,7 @@ def encode_short_header(dcid, pn_truncated, pn_len, key_phase=0, spin=0):
         raise ValueError("key_phase and spin must be 0 or 1")
     if not PyBytes_CheckExact(dcid) and not isinstance(dcid, (bytes, bytearray, memoryview)):
         raise TypeError("dcid must be bytes-like")
-    own = _open_input(dcid, &view, &src, &n)
+    own = open_input(dcid, &view, &src, &n)
     try:
         if n > 20:
             raise ValueError(f"dcid longer than {MAX_CID_LEN} bytes")
@@ -228,7 +188,7 @@ def decode_short_header(data, Py_ssize_t dcid_len, Py_ssize_t offset=0):
     cdef bint own
     if dcid_len < 0 or dcid_len > 20:
         raise ValueError("dcid_len must be 0..20")
-    own = _open_input(data, &view, &p, &size)
+    own = open_input(data, &view, &p, &size)
     try:
         if offset < 0 or offset >= size:
             raise ProtocolError(f"short header: offset {offset} outside data of {size} bytes")
@@ -291,10 +251,10 @@ def encode_long_header(packet_type, version, dcid, scid, token, pn_truncated, pn
     for obj, name in ((dcid, "dcid"), (scid, "scid"), (token, "token")):
         if not isinstance(obj, (bytes, bytearray, memoryview)):
             raise TypeError(f"{name} must be bytes-like")
-    od = _open_input(dcid, &vd, &pd, &nd)
+    od = open_input(dcid, &vd, &pd, &nd)
     try:
-        os_ = _open_input(scid, &vs, &ps, &ns)
-        ot = _open_input(token, &vt, &pt, &nt)
+        os_ = open_input(scid, &vs, &ps, &ns)
+        ot = open_input(token, &vt, &pt, &nt)
         if nd > 20:
             raise ValueError(f"dcid longer than {MAX_CID_LEN} bytes")
         if ns > 20:
@@ -351,7 +311,7 @@ def decode_long_header(data, Py_ssize_t offset=0):
     cdef int b0, ptype, pn_len
     cdef uint64_t version, ntok, length, pn
     cdef bytes dcid, scid, token
-    cdef bint own = _open_input(data, &view, &p, &size)
+    cdef bint own = open_input(data, &view, &p, &size)
     try:
         if offset < 0 or offset >= size:
             raise ProtocolError(f"long header: offset {offset} outside data of {size} bytes")
@@ -388,14 +348,14 @@ def decode_long_header(data, Py_ssize_t offset=0):
         scid = PyBytes_FromStringAndSize(<const char*>(p + pos + 1), ns)
         pos += 1 + ns
         if ptype == 0:
-            pos = _rv(p, size, pos, &ntok)
+            pos = read_varint_at(p, size, pos, &ntok)
             if ntok > <uint64_t>(size - pos):
                 raise ProtocolError(f"token length {ntok} exceeds {size - pos} remaining bytes")
             token = PyBytes_FromStringAndSize(<const char*>(p + pos), <Py_ssize_t>ntok)
             pos += <Py_ssize_t>ntok
         else:
             token = b""
-        pos = _rv(p, size, pos, &length)
+        pos = read_varint_at(p, size, pos, &length)
         if length > <uint64_t>(size - pos):
             raise ProtocolError(f"Length field {length} exceeds {size - pos} remaining bytes")
         pn_len = (b0 & 0x03) + 1
@@ -525,7 +485,7 @@ def decode_ack(data, Py_ssize_t offset=0, Py_ssize_t max_ack_ranges=256):
     cdef Py_ssize_t size, pos
     cdef uint64_t ftype = 0, delay
     cdef tuple bounds
-    cdef bint own = _open_input(data, &view, &p, &size)
+    cdef bint own = open_input(data, &view, &p, &size)
     try:
         if offset < 0 or offset >= size:
             raise ProtocolError(f"ACK frame: offset {offset} outside data of {size} bytes")

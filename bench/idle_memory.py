@@ -39,7 +39,6 @@ import argparse
 import collections
 import ctypes
 import gc
-import heapq
 import json
 import os
 import random
@@ -55,6 +54,7 @@ except ImportError:  # run from a checkout without installing: use its dquic
 from dquic.config import Configuration  # noqa: E402
 from dquic.endpoint import ConnectionAccepted, Endpoint  # noqa: E402
 from dquic.events import MessageReceived  # noqa: E402
+from dquic.testing.pairs import Wire  # noqa: E402
 
 SERVER_ADDR = ("192.0.2.1", 4433)
 ONE_WAY = 0.005          # seconds of virtual time a datagram spends on the wire
@@ -95,19 +95,10 @@ class IdleServer:
         self.count += 1
         t0 = now = self.now
         cconn = cep.connect(SERVER_ADDR, now)
-        wire = []                      # heap of (arrival time, seq, to_server, data)
-        seq = 0
+        # (the server sending to any other address: an idle connection sent something)
+        wire = Wire(cep, caddr, server, SERVER_ADDR, ONE_WAY)
         sconn = None
         requested = replied = got_reply = False
-
-        def post(items, to_server, t):
-            nonlocal seq
-            for data, addr in items:
-                if not to_server and addr != caddr:
-                    raise RuntimeError("an idle connection sent something")
-                seq += 1
-                heapq.heappush(wire, (t + ONE_WAY, seq, to_server, data))
-
         for _ in range(100000):
             # the applications: the client asks once established, the server answers
             if cconn.is_established and not requested:
@@ -126,26 +117,12 @@ class IdleServer:
                 if isinstance(ev, MessageReceived):
                     while conn.read_message(ev.stream_id, 1 << 16) is not None:
                         got_reply = True
-            post(cep.datagrams_to_send(now), True, now)
-            post(server.datagrams_to_send(now), False, now)
-            # the next thing to happen: a delivery or a timer
-            candidates = [t for t in (cep.get_timer(), server.get_timer()) if t is not None]
-            if wire:
-                candidates.append(wire[0][0])
-            nxt = min(candidates) if candidates else None
+            wire.collect(now)
+            nxt = wire.next_time()  # the next thing to happen: a delivery or a timer
             if nxt is None or nxt > t0 + SETTLE:
                 break
             now = max(now, nxt)
-            while wire and wire[0][0] <= now:
-                _t, _s, to_server, data = heapq.heappop(wire)
-                if to_server:
-                    server.receive_datagram(data, caddr, now)
-                else:
-                    cep.receive_datagram(data, SERVER_ADDR, now)
-            for ep in (cep, server):
-                t = ep.get_timer()
-                if t is not None and t <= now:
-                    ep.handle_timer(now)
+            wire.advance(now)
         else:
             raise RuntimeError("pair did not settle")
         server.take_events()

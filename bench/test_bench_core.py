@@ -19,8 +19,8 @@ import time
 import pytest
 
 from dquic.config import Configuration
-from dquic.connection import CoreConnection
 from dquic.keys import KeyPair
+from dquic.testing.pairs import core_pair, exchange
 
 PAYLOAD = 1200                   # stream bytes per packet the transfer is sized in
 MDS = 1252                       # datagram size that fits 1200 stream bytes in a dquic packet
@@ -51,21 +51,12 @@ def _report(benchmark, results, label):
 def _dquic_pair(encryption):
     window = dict(initial_max_data=64 << 20, max_data_window=64 << 20,
                   initial_max_stream_data=64 << 20, max_stream_data_window=64 << 20)
-    kp = KeyPair.generate()
-    client = CoreConnection(Configuration(encryption=encryption, pacing=False, max_datagram_size=MDS,
-                                      **window), S_ADDR)
-    server = CoreConnection(Configuration(is_client=False, encryption=encryption, identity=kp,
-                                      pacing=False, max_datagram_size=MDS, **window), C_ADDR,
-                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    now = 0.0
-    client.connect(now)
-    for _ in range(20):
-        for d, _ in client.datagrams_to_send(now):
-            server.receive_datagram(d, C_ADDR, now)
-        for d, _ in server.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        if client.is_established and server.is_established:
-            break
+    client, server = core_pair(
+        Configuration(encryption=encryption, pacing=False, max_datagram_size=MDS, **window),
+        Configuration(is_client=False, encryption=encryption, identity=KeyPair.generate(),
+                      pacing=False, max_datagram_size=MDS, **window), C_ADDR, S_ADDR)
+    now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=20, step=0.0,
+                   until=lambda: client.is_established and server.is_established)
     assert client.is_established and server.is_established
     return client, server, now
 
@@ -132,23 +123,17 @@ def _self_signed():
     return cert, key
 
 
-def _aioquic_pair():
-    from aioquic.quic.configuration import QuicConfiguration
+def aioquic_handshake(ccfg, scfg, rounds, step):
+    """An aioquic client (configuration ``ccfg``) and server (``scfg``, made when the first
+    datagram arrives) exchanging datagrams, ``step`` seconds of virtual time apart, until both
+    completed the handshake: ``(client, server, now)``; AssertionError after ``rounds``."""
     from aioquic.quic.connection import QuicConnection
 
-    cert, key = _self_signed()
-    common = dict(alpn_protocols=["bench"], max_datagram_size=MDS, max_data=64 << 20,
-                  max_stream_data=64 << 20)
-    ccfg = QuicConfiguration(is_client=True, verify_mode=0, server_name="localhost", **common)
-    scfg = QuicConfiguration(is_client=False, **common)
-    scfg.certificate = cert
-    scfg.private_key = key
     client = QuicConnection(configuration=ccfg)
     server = None
     now = 0.0
     client.connect(S_ADDR, now=now)
-    for _ in range(50):
-        now += STEP
+    for _ in range(rounds):
         for d, _ in client.datagrams_to_send(now=now):
             if server is None:
                 server = QuicConnection(configuration=scfg,
@@ -158,8 +143,22 @@ def _aioquic_pair():
             for d, _ in server.datagrams_to_send(now=now):
                 client.receive_datagram(d, S_ADDR, now=now)
         if client._handshake_complete and server is not None and server._handshake_complete:
-            break
-    assert server is not None and client._handshake_complete and server._handshake_complete
+            return client, server, now
+        now += step
+    raise AssertionError("aioquic handshake did not complete")
+
+
+def _aioquic_pair():
+    from aioquic.quic.configuration import QuicConfiguration
+
+    cert, key = _self_signed()
+    common = dict(alpn_protocols=["bench"], max_datagram_size=MDS, max_data=64 << 20,
+                  max_stream_data=64 << 20)
+    ccfg = QuicConfiguration(is_client=True, verify_mode=0, server_name="localhost", **common)
+    scfg = QuicConfiguration(is_client=False, **common)
+    scfg.certificate = cert
+    scfg.private_key = key
+    client, server, now = aioquic_handshake(ccfg, scfg, 50, STEP)
     while client.next_event() is not None:
         pass
     while server.next_event() is not None:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from dquic._noise import HandshakeState
 from dquic.config import Configuration
-from dquic.connection import CoreConnection
+from dquic.testing.pairs import core_pair, exchange
 from dquic.handshake import PATTERN_IDS
 from dquic.keys import KeyPair
 
@@ -38,20 +38,13 @@ PATTERNS = {
 
 
 def _dquic_handshake(client_opts, server_opts, cipher):
-    client = CoreConnection(Configuration(cipher=cipher, **client_opts), S_ADDR)
-    server = CoreConnection(Configuration(is_client=False, identity=SERVER_KEY, **server_opts), C_ADDR,
-                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    now = 0.0
-    client.connect(now)
-    for _ in range(10):
-        for d, _ in client.datagrams_to_send(now):
-            server.receive_datagram(d, C_ADDR, now)
-        for d, _ in server.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        if client.handshake_confirmed and server.handshake_confirmed:
-            return
-        now += 0.001
-    raise AssertionError("dquic handshake did not complete")
+    client, server = core_pair(Configuration(cipher=cipher, **client_opts),
+                               Configuration(is_client=False, identity=SERVER_KEY, **server_opts),
+                               C_ADDR, S_ADDR)
+    exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=10,
+             until=lambda: client.handshake_confirmed and server.handshake_confirmed)
+    if not (client.handshake_confirmed and server.handshake_confirmed):
+        raise AssertionError("dquic handshake did not complete")
 
 
 def _rate(benchmark):
@@ -112,11 +105,10 @@ def test_bench_handshake_aioquic(benchmark):
     try:
         import aioquic
         from aioquic.quic.configuration import QuicConfiguration
-        from aioquic.quic.connection import QuicConnection
     except ImportError:
         pytest.skip("aioquic is not installed (pip install aioquic, the 'bench' extra): "
                     "no same-run reference")
-    from test_bench_core import _self_signed
+    from test_bench_core import _self_signed, aioquic_handshake
 
     benchmark.group = "handshake"
     cert, key = _self_signed()
@@ -127,24 +119,7 @@ def test_bench_handshake_aioquic(benchmark):
         scfg = QuicConfiguration(is_client=False, alpn_protocols=["bench"])
         scfg.certificate = cert
         scfg.private_key = key
-        client = QuicConnection(configuration=ccfg)
-        server = None
-        now = 0.0
-        client.connect(S_ADDR, now=now)
-        for _ in range(20):
-            for d, _ in client.datagrams_to_send(now=now):
-                if server is None:
-                    server = QuicConnection(
-                        configuration=scfg,
-                        original_destination_connection_id=client.original_destination_connection_id)
-                server.receive_datagram(d, C_ADDR, now=now)
-            if server is not None:
-                for d, _ in server.datagrams_to_send(now=now):
-                    client.receive_datagram(d, S_ADDR, now=now)
-            if client._handshake_complete and server is not None and server._handshake_complete:
-                return
-            now += 0.001
-        raise AssertionError("aioquic handshake did not complete")
+        aioquic_handshake(ccfg, scfg, 20, 0.001)
 
     benchmark(handshake)
     _rate(benchmark)

@@ -110,32 +110,40 @@ def _report(benchmark, name: str, **info) -> None:
                                    for k, v in info.items()))
 
 
-def test_raw_udp_sendto_1200(benchmark):
+def udp_sendto_loop(count: int) -> tuple:
+    """Send ``count`` 1200-byte datagrams in a plain ``sendto`` loop to a ``udp-sink`` peer,
+    then its end marker; returns (seconds the loop took, datagrams and bytes the sink
+    received, the sink's receive time in seconds)."""
     import socket
 
+    peer = Peer("udp-sink")
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        dest = ("127.0.0.1", peer.port)
+        payload = b"\x00" * 1200
+        sendto = s.sendto
+        t0 = time.perf_counter()
+        for _ in range(count):
+            sendto(payload, dest)
+        elapsed = time.perf_counter() - t0
+        for _ in range(5):
+            sendto(b"E", dest)
+        s.close()
+        _, n, nbytes, rx_time = peer.finish().split()
+        return elapsed, int(n), int(nbytes), float(rx_time)
+    finally:
+        peer.kill()
+
+
+def test_raw_udp_sendto_1200(benchmark):
     results = {}
 
     def run():
-        peer = Peer("udp-sink")
-        try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-            dest = ("127.0.0.1", peer.port)
-            payload = b"\x00" * 1200
-            sendto = s.sendto
-            t0 = time.perf_counter()
-            for _ in range(UDP_DATAGRAMS):
-                sendto(payload, dest)
-            elapsed = time.perf_counter() - t0
-            for _ in range(5):
-                sendto(b"E", dest)
-            s.close()
-            _, n, nbytes, rx_time = peer.finish().split()
-            results.update(send_MBps=UDP_DATAGRAMS * 1200 / elapsed / MB,
-                           received_pct=100.0 * int(n) / UDP_DATAGRAMS,
-                           recv_MBps=int(nbytes) / max(float(rx_time), 1e-9) / MB)
-        finally:
-            peer.kill()
+        elapsed, n, nbytes, rx_time = udp_sendto_loop(UDP_DATAGRAMS)
+        results.update(send_MBps=UDP_DATAGRAMS * 1200 / elapsed / MB,
+                       received_pct=100.0 * n / UDP_DATAGRAMS,
+                       recv_MBps=nbytes / max(rx_time, 1e-9) / MB)
 
     benchmark.pedantic(run, rounds=3, iterations=1)
     _report(benchmark, "raw UDP sendto loop (1200 B)", **results)

@@ -95,87 +95,97 @@ def test_dquic_bulk(benchmark, streams):
     _note(benchmark, "dquic", f"Mbit_s_{streams}", res["goodput_MBps"] * 8)
 
 
-@pytest.mark.parametrize("in_flight", [1, IN_FLIGHT])
-def test_dquic_rtt(benchmark, in_flight):
-    from dquic.sync import DQUIC
+def _once_against(benchmark, kind, body):
+    """The benchmark's one round: a fresh ``kind`` peer process, ``body(peer)`` (which returns
+    the figure and, last, tells the peer to end), the peer's exit; the peer is killed whatever
+    happens. Returns the figure."""
     res = {}
 
     def run():
-        peer = base.Peer("dquic-echo")
+        peer = base.Peer(kind)
         try:
-            with DQUIC(linger=5.0) as d:
-                d.settimeout(30)
-                dest = ("127.0.0.1", peer.port)
-                d.send_to(dest, {0: MSG})  # handshake outside the timed region
-                d.receive_from(100)
-                if in_flight == 1:
-                    msg = {0: MSG}
-                    t0 = time.perf_counter()
-                    for _ in range(RTTS):
-                        d.send_to(dest, msg)
-                        _, back = d.receive_from(100)
-                        assert back == msg, back
-                    res["v"] = RTTS / (time.perf_counter() - t0)
-                else:
-                    done = 0
-                    issued = in_flight
-                    t0 = time.perf_counter()
-                    d.send_to(dest, {sid: MSG for sid in range(in_flight)})
-                    while done < REQUESTS:
-                        _, back = d.receive_from(1 << 16)
-                        nxt = {}
-                        for sid, data in back.items():
-                            assert data == MSG, (sid, data)
-                            done += 1
-                            if issued < REQUESTS:
-                                nxt[sid] = MSG
-                                issued += 1
-                        if nxt:
-                            d.send_to(dest, nxt)
-                    res["v"] = REQUESTS / (time.perf_counter() - t0)
-                d.send_to(dest, {0: b"bye"})
-                d.receive_from(100)
+            res["v"] = body(peer)
             peer.finish(30)
         finally:
             peer.kill()
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    _note(benchmark, "dquic", "round_trips_s" if in_flight == 1 else "requests_s_32", res["v"])
+    return res["v"]
+
+
+def _say_bye(d, dest):
+    """What ends a ``dquic-echo`` peer: a "bye" message, answered."""
+    d.send_to(dest, {0: b"bye"})
+    d.receive_from(100)
+
+
+@pytest.mark.parametrize("in_flight", [1, IN_FLIGHT])
+def test_dquic_rtt(benchmark, in_flight):
+    from dquic.sync import DQUIC
+
+    def body(peer):
+        with DQUIC(linger=5.0) as d:
+            d.settimeout(30)
+            dest = ("127.0.0.1", peer.port)
+            d.send_to(dest, {0: MSG})  # handshake outside the timed region
+            d.receive_from(100)
+            if in_flight == 1:
+                msg = {0: MSG}
+                t0 = time.perf_counter()
+                for _ in range(RTTS):
+                    d.send_to(dest, msg)
+                    _, back = d.receive_from(100)
+                    assert back == msg, back
+                rate = RTTS / (time.perf_counter() - t0)
+            else:
+                done = 0
+                issued = in_flight
+                t0 = time.perf_counter()
+                d.send_to(dest, {sid: MSG for sid in range(in_flight)})
+                while done < REQUESTS:
+                    _, back = d.receive_from(1 << 16)
+                    nxt = {}
+                    for sid, data in back.items():
+                        assert data == MSG, (sid, data)
+                        done += 1
+                        if issued < REQUESTS:
+                            nxt[sid] = MSG
+                            issued += 1
+                    if nxt:
+                        d.send_to(dest, nxt)
+                rate = REQUESTS / (time.perf_counter() - t0)
+            _say_bye(d, dest)
+        return rate
+
+    rate = _once_against(benchmark, "dquic-echo", body)
+    _note(benchmark, "dquic", "round_trips_s" if in_flight == 1 else "requests_s_32", rate)
 
 
 def test_dquic_connections(benchmark):
     from dquic.sync import DQUIC
-    res = {}
 
-    def run():
-        peer = base.Peer("dquic-echo")
-        try:
-            dest = ("127.0.0.1", peer.port)
-            t0 = time.perf_counter()
-            for _ in range(CONNECTIONS):
-                with DQUIC() as d:
-                    d.settimeout(10)
-                    d.send_to(dest, {0: b"x"})
-                    _, back = d.receive_from(100)
-                    assert back == {0: b"x"}, back
-            res["v"] = CONNECTIONS / (time.perf_counter() - t0)
-            with DQUIC(linger=5.0) as d:
+    def body(peer):
+        dest = ("127.0.0.1", peer.port)
+        t0 = time.perf_counter()
+        for _ in range(CONNECTIONS):
+            with DQUIC() as d:
                 d.settimeout(10)
-                d.send_to(dest, {0: b"bye"})
-                d.receive_from(100)
-            peer.finish(30)
-        finally:
-            peer.kill()
+                d.send_to(dest, {0: b"x"})
+                _, back = d.receive_from(100)
+                assert back == {0: b"x"}, back
+        rate = CONNECTIONS / (time.perf_counter() - t0)
+        with DQUIC(linger=5.0) as d:
+            d.settimeout(10)
+            _say_bye(d, dest)
+        return rate
 
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    _note(benchmark, "dquic", "connections_s", res["v"])
+    _note(benchmark, "dquic", "connections_s", _once_against(benchmark, "dquic-echo", body))
 
 
 def test_dquic_connections_reused(benchmark):
     """New connections per second from one client socket (``dquic.aio.open_client``): each
     iteration a new connection, one 32-byte echo, close; the socket and driver are reused."""
     import dquic.aio as aio
-    res = {}
 
     async def loop(dest):
         async with await aio.open_client() as client:
@@ -184,10 +194,11 @@ def test_dquic_connections_reused(benchmark):
             t0 = time.perf_counter()
             for _ in range(CONNECTIONS):
                 await _one_connection(client, dest)
-            res["v"] = CONNECTIONS / (time.perf_counter() - t0)
+            rate = CONNECTIONS / (time.perf_counter() - t0)
             conn = await client.connect(*dest)
             await conn.send_message(0, b"bye")
             await conn.receive_message(0)
+            return rate
 
     async def _one_connection(client, dest):
         conn = await client.connect(*dest)
@@ -196,16 +207,9 @@ def test_dquic_connections_reused(benchmark):
         conn.close()
         await conn.wait_closed()
 
-    def run():
-        peer = base.Peer("dquic-echo")
-        try:
-            asyncio.run(asyncio.wait_for(loop(("127.0.0.1", peer.port)), 120))
-            peer.finish(30)
-        finally:
-            peer.kill()
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    _note(benchmark, "dquic", "connections_reused_s", res["v"])
+    rate = _once_against(benchmark, "dquic-echo",
+                         lambda peer: asyncio.run(asyncio.wait_for(loop(("127.0.0.1", peer.port)), 120)))
+    _note(benchmark, "dquic", "connections_reused_s", rate)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,24 +218,9 @@ def test_raw_udp_sendto(benchmark):
     res = {}
 
     def run():
-        peer = base.Peer("udp-sink")
-        try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-            dest = ("127.0.0.1", peer.port)
-            payload = b"\0" * 1200
-            sendto = s.sendto
-            t0 = time.perf_counter()
-            for _ in range(UDP_DATAGRAMS):
-                sendto(payload, dest)
-            res["mbit"] = UDP_DATAGRAMS * 1200 * 8 / (time.perf_counter() - t0) / 1e6
-            for _ in range(5):
-                sendto(b"E", dest)
-            s.close()
-            _, n, _, _ = peer.finish(30).split()
-            res["received_pct"] = 100.0 * int(n) / UDP_DATAGRAMS
-        finally:
-            peer.kill()
+        elapsed, n, _, _ = base.udp_sendto_loop(UDP_DATAGRAMS)
+        res["mbit"] = UDP_DATAGRAMS * 1200 * 8 / elapsed / 1e6
+        res["received_pct"] = 100.0 * n / UDP_DATAGRAMS
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info["received_pct"] = res["received_pct"]
@@ -250,41 +239,37 @@ def _last_cpu(pid: int):
 def test_raw_udp_ping_pong(benchmark):
     res = {}
 
-    def run():
-        peer = base.Peer("udp-echo")
-        try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.settimeout(1.0)
-            s.connect(("127.0.0.1", peer.port))
-            send, recv = s.send, s.recv
-            lost = 0
-            t0 = time.perf_counter()
-            for _ in range(UDP_PINGS):
-                send(MSG)
-                while True:  # loopback rarely drops; resend after a 1 s silence (bounded)
-                    try:
-                        recv(64)
-                        break
-                    except socket.timeout:
-                        lost += 1
-                        if lost > 10:
-                            raise
-                        send(MSG)
-            res["v"] = UDP_PINGS / (time.perf_counter() - t0)
-            res["lost"] = lost
-            res["cpus"] = (_last_cpu(os.getpid()), _last_cpu(peer.proc.pid))
-            for _ in range(5):
-                send(b"E")
-            s.close()
-            peer.finish(30)
-        finally:
-            peer.kill()
+    def body(peer):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(1.0)
+        s.connect(("127.0.0.1", peer.port))
+        send, recv = s.send, s.recv
+        lost = 0
+        t0 = time.perf_counter()
+        for _ in range(UDP_PINGS):
+            send(MSG)
+            while True:  # loopback rarely drops; resend after a 1 s silence (bounded)
+                try:
+                    recv(64)
+                    break
+                except socket.timeout:
+                    lost += 1
+                    if lost > 10:
+                        raise
+                    send(MSG)
+        rate = UDP_PINGS / (time.perf_counter() - t0)
+        res["lost"] = lost
+        res["cpus"] = (_last_cpu(os.getpid()), _last_cpu(peer.proc.pid))
+        for _ in range(5):
+            send(b"E")
+        s.close()
+        return rate
 
-    benchmark.pedantic(run, rounds=1, iterations=1)
+    rate = _once_against(benchmark, "udp-echo", body)
     benchmark.extra_info["timeouts"] = res["lost"]
     benchmark.extra_info["last_cpus"] = res["cpus"]
     print(f"\nraw UDP ping-pong: client and echo process last ran on CPUs {res['cpus']}")
-    _note(benchmark, "raw UDP", "round_trips_s", res["v"])
+    _note(benchmark, "raw UDP", "round_trips_s", rate)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import os
 import time
 
 from dquic.config import Configuration
-from dquic.connection import CoreConnection
+from dquic.testing.pairs import core_pair, exchange
 
 MESSAGES = int(os.environ.get("DQUIC_BENCH_MESSAGES", "100000"))
 SIZE = 64
@@ -32,18 +32,11 @@ S_ADDR = ("198.51.100.7", 4433)
 
 def _pair():
     window = dict(initial_max_data=64 << 20, max_data_window=64 << 20)
-    client = CoreConnection(Configuration(encryption=False, pacing=False, **window), S_ADDR)
-    server = CoreConnection(Configuration(is_client=False, encryption=False, pacing=False, **window),
-                            C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    now = 0.0
-    client.connect(now)
-    for _ in range(20):
-        for d, _ in client.datagrams_to_send(now):
-            server.receive_datagram(d, C_ADDR, now)
-        for d, _ in server.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        if client.is_established and server.is_established:
-            break
+    client, server = core_pair(Configuration(encryption=False, pacing=False, **window),
+                               Configuration(is_client=False, encryption=False, pacing=False, **window),
+                               C_ADDR, S_ADDR)
+    now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=20, step=0.0,
+                   until=lambda: client.is_established and server.is_established)
     assert client.is_established and server.is_established
     return client, server, now
 

@@ -29,17 +29,7 @@ from dquic.errors import ErrorCode, ProtocolError
 from cython_build import import_pyx
 
 import_pyx("codec_fast")  # compiled on first use
-from codec_fast import (  # noqa: E402
-    bench_decode_stream_headers,
-    decode_ack,
-    decode_long_header,
-    decode_short_header,
-    decode_stream_frame,
-    encode_ack,
-    encode_long_header,
-    encode_short_header,
-    encode_stream_frame,
-)
+import codec_fast as fast  # noqa: E402
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 u62 = st.integers(0, 2**62 - 1)
@@ -77,8 +67,8 @@ def only_protocol_errors(fn, *args):
 def test_encode_stream_frame_matches_object_api(stream_id, offset, data, fin):
     expected = encode_frames([StreamFrame(stream_id, offset, data, fin)])
     for wrap in BYTES_TYPES:
-        assert encode_stream_frame(stream_id, offset, wrap(data), fin) == expected
-    got = decode_stream_frame(expected)
+        assert fast.encode_stream_frame(stream_id, offset, wrap(data), fin) == expected
+    got = fast.decode_stream_frame(expected)
     frame = pull_frame(Buffer(expected))
     assert got[:3] == (frame.stream_id, frame.offset, frame.fin) == (stream_id, offset, fin)
     assert expected[got[3]:got[4]] == data
@@ -86,29 +76,29 @@ def test_encode_stream_frame_matches_object_api(stream_id, offset, data, fin):
 
 
 def test_decode_stream_frame_at_offset_and_without_len_bit():
-    first = encode_stream_frame(8, 0, b"head", False)
+    first = fast.encode_stream_frame(8, 0, b"head", False)
     last = encode_frames([StreamFrame(12, 7, b"tail-bytes", True, has_length=False)])
     payload = bytearray(first + last)
-    sid, off, fin, start, end = decode_stream_frame(payload)
+    sid, off, fin, start, end = fast.decode_stream_frame(payload)
     assert (sid, off, fin, bytes(payload[start:end])) == (8, 0, False, b"head")
-    sid, off, fin, start, end = decode_stream_frame(memoryview(payload), end)
+    sid, off, fin, start, end = fast.decode_stream_frame(memoryview(payload), end)
     assert (sid, off, fin, bytes(payload[start:end])) == (12, 7, True, b"tail-bytes")
     assert end == len(payload)
 
 
 def test_encode_stream_frame_argument_errors():
     with pytest.raises(ValueError):
-        encode_stream_frame(-1, 0, b"")
+        fast.encode_stream_frame(-1, 0, b"")
     with pytest.raises(ValueError):
-        encode_stream_frame(2**62, 0, b"")
+        fast.encode_stream_frame(2**62, 0, b"")
     with pytest.raises(ValueError):
-        encode_stream_frame(0, 2**62 - 1, b"xy")  # offset + length beyond 2**62-1
+        fast.encode_stream_frame(0, 2**62 - 1, b"xy")  # offset + length beyond 2**62-1
     with pytest.raises(TypeError):
-        encode_stream_frame(1.0, 0, b"")
+        fast.encode_stream_frame(1.0, 0, b"")
     with pytest.raises(TypeError):
-        encode_stream_frame(0, 0, "text")
+        fast.encode_stream_frame(0, 0, "text")
     with pytest.raises(TypeError):
-        encode_stream_frame(0, 0, 5)
+        fast.encode_stream_frame(0, 0, 5)
 
 
 @pytest.mark.parametrize("data, offset, match", [
@@ -126,7 +116,7 @@ def test_encode_stream_frame_argument_errors():
 ])
 def test_decode_stream_frame_malformed(data, offset, match):
     with pytest.raises(ProtocolError, match=match) as info:
-        decode_stream_frame(data, offset)
+        fast.decode_stream_frame(data, offset)
     assert info.value.error_code == ErrorCode.FRAME_ENCODING_ERROR
 
 
@@ -135,9 +125,9 @@ def test_decode_stream_frame_malformed(data, offset, match):
 def test_stream_frame_round_trip(stream_id, offset, data, fin, prefix):
     if offset + len(data) > 2**62 - 1:
         offset = 2**62 - 1 - len(data)
-    encoded = encode_stream_frame(stream_id, offset, data, fin)
+    encoded = fast.encode_stream_frame(stream_id, offset, data, fin)
     assert encoded == encode_frames([StreamFrame(stream_id, offset, data, fin)])
-    sid, off, f, start, end = decode_stream_frame(prefix + encoded, len(prefix))
+    sid, off, f, start, end = fast.decode_stream_frame(prefix + encoded, len(prefix))
     assert (sid, off, f, (prefix + encoded)[start:end]) == (stream_id, offset, fin, data)
     assert end == len(prefix) + len(encoded)
 
@@ -154,9 +144,9 @@ def test_short_header_matches_object_api(dcid, pn, pn_len, key_phase, spin):
     push_short_header(buf, dcid, pn, pn_len, key_phase, spin)
     expected = buf.data
     for wrap in BYTES_TYPES:
-        assert encode_short_header(wrap(dcid), pn, pn_len, key_phase, spin) == expected
+        assert fast.encode_short_header(wrap(dcid), pn, pn_len, key_phase, spin) == expected
     packet = expected + b"payload"
-    got = decode_short_header(packet, len(dcid))
+    got = fast.decode_short_header(packet, len(dcid))
     rbuf = Buffer(packet)
     hdr = pull_header(rbuf, len(dcid))
     assert got == (hdr.dcid, pull_packet_number(rbuf, pn_len), pn_len, hdr.key_phase, hdr.spin_bit,
@@ -166,23 +156,23 @@ def test_short_header_matches_object_api(dcid, pn, pn_len, key_phase, spin):
 
 def test_encode_short_header_argument_errors():
     with pytest.raises(ValueError):
-        encode_short_header(b"x" * 21, 0, 1)
+        fast.encode_short_header(b"x" * 21, 0, 1)
     with pytest.raises(ValueError):
-        encode_short_header(b"x", 256, 1)
+        fast.encode_short_header(b"x", 256, 1)
     with pytest.raises(ValueError):
-        encode_short_header(b"x", 0, 5)
+        fast.encode_short_header(b"x", 0, 5)
     with pytest.raises(ValueError):
-        encode_short_header(b"x", 0, 0)
+        fast.encode_short_header(b"x", 0, 0)
     with pytest.raises(ValueError):
-        encode_short_header(b"x", 0, 1, key_phase=2)
+        fast.encode_short_header(b"x", 0, 1, key_phase=2)
     with pytest.raises(ValueError):
-        encode_short_header(b"x", 0, 1, spin=-1)
+        fast.encode_short_header(b"x", 0, 1, spin=-1)
     with pytest.raises(TypeError):
-        encode_short_header("cid", 0, 1)
+        fast.encode_short_header("cid", 0, 1)
     with pytest.raises(TypeError):
-        encode_short_header(b"x", 0, 1.0)
+        fast.encode_short_header(b"x", 0, 1.0)
     with pytest.raises(ValueError):
-        decode_short_header(b"\x40\x00", 21)
+        fast.decode_short_header(b"\x40\x00", 21)
 
 
 @pytest.mark.parametrize("data, dcid_len, offset, match", [
@@ -195,15 +185,15 @@ def test_encode_short_header_argument_errors():
 ])
 def test_decode_short_header_malformed(data, dcid_len, offset, match):
     with pytest.raises(ProtocolError, match=match):
-        decode_short_header(data, dcid_len, offset)
+        fast.decode_short_header(data, dcid_len, offset)
 
 
 @SETTINGS
 @given(cid, st.integers(1, 4), st.data(), st.integers(0, 1), st.integers(0, 1), st.binary(max_size=4))
 def test_short_header_round_trip(dcid, pn_len, data, key_phase, spin, prefix):
     pn = data.draw(st.integers(0, 2 ** (8 * pn_len) - 1))
-    encoded = encode_short_header(dcid, pn, pn_len, key_phase, spin)
-    got = decode_short_header(prefix + encoded, len(dcid), len(prefix))
+    encoded = fast.encode_short_header(dcid, pn, pn_len, key_phase, spin)
+    got = fast.decode_short_header(prefix + encoded, len(dcid), len(prefix))
     assert got == (dcid, pn, pn_len, key_phase, spin, len(prefix) + len(encoded))
 
 
@@ -225,11 +215,11 @@ def object_long_header(ptype, dcid, scid, token, pn, pn_len, payload_length=0):
 def test_long_header_matches_object_api(ptype, dcid, scid, token, pn, pn_len, payload_length):
     expected = object_long_header(ptype, dcid, scid, token, pn, pn_len, payload_length)
     for wrap in BYTES_TYPES:
-        assert encode_long_header(ptype, DQUIC_VERSION_1, wrap(dcid), wrap(scid),
+        assert fast.encode_long_header(ptype, DQUIC_VERSION_1, wrap(dcid), wrap(scid),
                                   None if token is None else wrap(token), pn, pn_len,
                                   payload_length) == expected
     packet = expected + b"p" * payload_length + b"next-packet"
-    got = decode_long_header(packet)
+    got = fast.decode_long_header(packet)
     rbuf = Buffer(packet)
     hdr = pull_header(rbuf, 0)
     assert got == (hdr.packet_type, hdr.version, hdr.dcid, hdr.scid, hdr.token,
@@ -241,7 +231,7 @@ def test_long_header_matches_object_api(ptype, dcid, scid, token, pn, pn_len, pa
 def test_encode_long_header_argument_errors():
     args = dict(packet_type=PACKET_INITIAL, version=DQUIC_VERSION_1, dcid=b"d", scid=b"s", token=b"",
                 pn_truncated=0, pn_len=1)
-    encode_long_header(**args)
+    fast.encode_long_header(**args)
     for key, value, exc in [
         ("packet_type", 3, ValueError), ("packet_type", 1, ValueError), ("version", 2**32, ValueError),
         ("dcid", b"x" * 21, ValueError), ("scid", b"x" * 21, ValueError), ("pn_truncated", 256, ValueError),
@@ -249,17 +239,17 @@ def test_encode_long_header_argument_errors():
         ("pn_truncated", -1, ValueError), ("version", 1.5, TypeError),
     ]:
         with pytest.raises(exc):
-            encode_long_header(**{**args, key: value})
+            fast.encode_long_header(**{**args, key: value})
     with pytest.raises(ValueError, match="only Initial"):
-        encode_long_header(**{**args, "packet_type": PACKET_HANDSHAKE, "token": b"t"})
+        fast.encode_long_header(**{**args, "packet_type": PACKET_HANDSHAKE, "token": b"t"})
     with pytest.raises(ValueError, match="16384"):
-        encode_long_header(**args, payload_length=16383)
+        fast.encode_long_header(**args, payload_length=16383)
 
 
 def test_decode_long_header_malformed():
-    good = encode_long_header(PACKET_INITIAL, DQUIC_VERSION_1, b"d" * 8, b"s" * 8, b"tok", 0x12, 1, 4) + b"pppp"
-    only_protocol_errors(decode_long_header, good)  # sanity: decodes
-    assert decode_long_header(good)[8] == len(good)
+    good = fast.encode_long_header(PACKET_INITIAL, DQUIC_VERSION_1, b"d" * 8, b"s" * 8, b"tok", 0x12, 1, 4) + b"pppp"
+    only_protocol_errors(fast.decode_long_header, good)  # sanity: decodes
+    assert fast.decode_long_header(good)[8] == len(good)
     cases = [
         (b"", "outside"),
         (b"\x40" + good[1:], "long-header bit"),
@@ -278,12 +268,12 @@ def test_decode_long_header_malformed():
     ]
     for data, match in cases:
         with pytest.raises(ProtocolError, match=match):
-            decode_long_header(data)
+            fast.decode_long_header(data)
     # Retry and Version Negotiation packets are for pull_header
     with pytest.raises(ProtocolError):
-        decode_long_header(encode_retry(DQUIC_VERSION_1, b"d", b"s", b"token", b"\x00" * 16))
+        fast.decode_long_header(encode_retry(DQUIC_VERSION_1, b"d", b"s", b"token", b"\x00" * 16))
     with pytest.raises(ProtocolError):
-        decode_long_header(encode_version_negotiation(b"d", b"s", [DQUIC_VERSION_1]))
+        fast.decode_long_header(encode_version_negotiation(b"d", b"s", [DQUIC_VERSION_1]))
 
 
 @SETTINGS
@@ -293,10 +283,10 @@ def test_long_header_round_trip(ptype, dcid, scid, token, pn_len, data, payload_
     if ptype == PACKET_HANDSHAKE:
         token = b""
     pn = data.draw(st.integers(0, 2 ** (8 * pn_len) - 1))
-    encoded = encode_long_header(ptype, DQUIC_VERSION_1, dcid, scid, token, pn, pn_len, payload_length)
+    encoded = fast.encode_long_header(ptype, DQUIC_VERSION_1, dcid, scid, token, pn, pn_len, payload_length)
     assert encoded == object_long_header(ptype, dcid, scid, token, pn, pn_len, payload_length)
     packet = prefix + encoded + b"\x00" * payload_length
-    got = decode_long_header(packet, len(prefix))
+    got = fast.decode_long_header(packet, len(prefix))
     end = len(prefix) + len(encoded)
     assert got == (ptype, DQUIC_VERSION_1, dcid, scid, token, pn, pn_len, end, end + payload_length)
 
@@ -315,23 +305,23 @@ def test_ack_matches_object_api(ranges, delay, ecn):
     buf = Buffer(capacity=4096)
     push_ack_frame(buf, ranges, delay, ecn)
     assert buf.data == expected
-    assert encode_ack(ranges, delay, ecn) == expected
-    assert encode_ack(tuple(ranges), delay, ecn) == expected
-    assert encode_ack(flatten(ranges), delay, ecn) == expected
-    assert encode_ack(list(flatten(ranges)), delay, ecn) == expected
-    bounds, got_delay, got_ecn, end = decode_ack(expected)
+    assert fast.encode_ack(ranges, delay, ecn) == expected
+    assert fast.encode_ack(tuple(ranges), delay, ecn) == expected
+    assert fast.encode_ack(flatten(ranges), delay, ecn) == expected
+    assert fast.encode_ack(list(flatten(ranges)), delay, ecn) == expected
+    bounds, got_delay, got_ecn, end = fast.decode_ack(expected)
     frame = pull_frame(Buffer(expected))
     assert bounds == flatten(frame.ranges) == flatten(ranges)
     assert (got_delay, got_ecn, end) == (frame.ack_delay, frame.ecn, len(expected))
 
 
 def test_decode_ack_at_offset_and_limit():
-    ack = encode_ack([(1, 2), (4, 6), (8, 9)], 3)
+    ack = fast.encode_ack([(1, 2), (4, 6), (8, 9)], 3)
     payload = b"\x01" + ack + b"\x01"
-    assert decode_ack(payload, 1) == ((1, 2, 4, 6, 8, 9), 3, None, 1 + len(ack))
-    assert decode_ack(payload, 1, 3)[0] == (1, 2, 4, 6, 8, 9)
+    assert fast.decode_ack(payload, 1) == ((1, 2, 4, 6, 8, 9), 3, None, 1 + len(ack))
+    assert fast.decode_ack(payload, 1, 3)[0] == (1, 2, 4, 6, 8, 9)
     with pytest.raises(ProtocolError, match="limit") as info:
-        decode_ack(payload, 1, 2)
+        fast.decode_ack(payload, 1, 2)
     assert info.value.frame_type == 0x02
 
 
@@ -356,7 +346,7 @@ def test_decode_ack_at_offset_and_limit():
 ])
 def test_encode_ack_bad_ranges(ranges, exc):
     with pytest.raises(exc):
-        encode_ack(ranges, 0)
+        fast.encode_ack(ranges, 0)
     if exc is ValueError and ranges and not isinstance(ranges[0], int):
         with pytest.raises(ValueError):
             AckFrame(ranges, 0)
@@ -364,15 +354,15 @@ def test_encode_ack_bad_ranges(ranges, exc):
 
 def test_encode_ack_bad_delay_and_ecn():
     with pytest.raises(ValueError):
-        encode_ack([(0, 1)], -1)
+        fast.encode_ack([(0, 1)], -1)
     with pytest.raises(ValueError):
-        encode_ack([(0, 1)], 2**62)
+        fast.encode_ack([(0, 1)], 2**62)
     with pytest.raises(TypeError):
-        encode_ack([(0, 1)], 0, [1, 2, 3])
+        fast.encode_ack([(0, 1)], 0, [1, 2, 3])
     with pytest.raises(TypeError):
-        encode_ack([(0, 1)], 0, (1, 2))
+        fast.encode_ack([(0, 1)], 0, (1, 2))
     with pytest.raises(ValueError):
-        encode_ack([(0, 1)], 0, (1, 2, -3))
+        fast.encode_ack([(0, 1)], 0, (1, 2, -3))
 
 
 @pytest.mark.parametrize("data, match", [
@@ -389,7 +379,7 @@ def test_encode_ack_bad_delay_and_ecn():
 ])
 def test_decode_ack_malformed(data, match):
     with pytest.raises(ProtocolError, match=match) as info:
-        decode_ack(data)
+        fast.decode_ack(data)
     assert info.value.error_code == ErrorCode.FRAME_ENCODING_ERROR
 
 
@@ -408,10 +398,10 @@ def ack_ranges(draw):
 @SETTINGS
 @given(ack_ranges(), u62, st.none() | st.tuples(u62, u62, u62), st.binary(max_size=4))
 def test_ack_round_trip(ranges, delay, ecn, prefix):
-    encoded = encode_ack(ranges, delay, ecn)
+    encoded = fast.encode_ack(ranges, delay, ecn)
     assert encoded == object_ack(ranges, delay, ecn)
-    assert encode_ack(flatten(ranges), delay, ecn) == encoded
-    got = decode_ack(prefix + encoded, len(prefix))
+    assert fast.encode_ack(flatten(ranges), delay, ecn) == encoded
+    got = fast.decode_ack(prefix + encoded, len(prefix))
     assert got == (flatten(ranges), delay, ecn, len(prefix) + len(encoded))
 
 
@@ -419,10 +409,10 @@ def test_ack_round_trip(ranges, delay, ecn, prefix):
 @SETTINGS
 @given(st.binary(max_size=64), st.integers(0, 3))
 def test_random_bytes_raise_only_protocol_error(data, offset):
-    for fn in (decode_stream_frame, decode_ack, decode_long_header):
+    for fn in (fast.decode_stream_frame, fast.decode_ack, fast.decode_long_header):
         only_protocol_errors(fn, data, offset)
     for dcid_len in (0, 8, 20):
-        only_protocol_errors(decode_short_header, data, dcid_len, offset)
+        only_protocol_errors(fast.decode_short_header, data, dcid_len, offset)
 
 
 @SETTINGS
@@ -434,12 +424,12 @@ def test_decoders_agree_with_pull_frame(frame_type, rest):
     except ProtocolError:
         frame = None
     if frame_type in (0x02, 0x03):
-        got = only_protocol_errors(decode_ack, data)
+        got = only_protocol_errors(fast.decode_ack, data)
         assert (got is None) == (frame is None)
         if frame is not None:
             assert got[:3] == (flatten(frame.ranges), frame.ack_delay, frame.ecn)
     else:
-        got = only_protocol_errors(decode_stream_frame, data)
+        got = only_protocol_errors(fast.decode_stream_frame, data)
         assert (got is None) == (frame is None)
         if frame is not None:
             assert got[:3] == (frame.stream_id, frame.offset, frame.fin)
@@ -449,16 +439,16 @@ def test_decoders_agree_with_pull_frame(frame_type, rest):
 @SETTINGS
 @given(ack_ranges(), st.data())
 def test_mutated_ack_raises_only_protocol_error(ranges, data):
-    encoded = bytearray(encode_ack(ranges, 3, (1, 2, 3)))
+    encoded = bytearray(fast.encode_ack(ranges, 3, (1, 2, 3)))
     for _ in range(data.draw(st.integers(1, 4))):
         encoded[data.draw(st.integers(0, len(encoded) - 1))] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(encoded)))
-    only_protocol_errors(decode_ack, bytes(encoded[:cut]))
+    only_protocol_errors(fast.decode_ack, bytes(encoded[:cut]))
 
 
 # -- the C-loop benchmark helper ---------------------------------------------------------------
 def test_bench_decode_stream_headers_runs():
-    data = encode_stream_frame(4, 100, b"x" * 16)
-    assert bench_decode_stream_headers(data, 1000) >= 0
+    data = fast.encode_stream_frame(4, 100, b"x" * 16)
+    assert fast.bench_decode_stream_headers(data, 1000) >= 0
     with pytest.raises(ProtocolError):
-        bench_decode_stream_headers(b"\x0a\x01", 10)
+        fast.bench_decode_stream_headers(b"\x0a\x01", 10)

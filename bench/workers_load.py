@@ -15,92 +15,58 @@ import argparse
 import json
 import os
 import selectors
-import socket
 import time
 
 from dquic.config import Configuration
 from dquic.endpoint import Endpoint
 from dquic.events import ConnectionTerminated, HandshakeCompleted, MessageReceived
+from dquic.testing.udp import SocketEndpoint, drive
 
 
-class _Conn:
+class _Conn(SocketEndpoint):
+    """One client connection on its own socket: a request, and the next one once the whole
+    answer came back."""
+
     def __init__(self, server, sel, size):
+        super().__init__(Endpoint(Configuration(idle_timeout=30.0, handshake_timeout=30.0)), sel,
+                         read_batch=16)
         self.server = server
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
-        sel.register(self.sock, selectors.EVENT_READ, self)
-        self.ep = Endpoint(Configuration(idle_timeout=30.0, handshake_timeout=30.0))
         self.request = os.urandom(size)
         self.conn = self.ep.connect(server, time.monotonic())
         self.answers = 0
         self.got = 0
         self.failed = None
 
-    def flush(self, now):
-        for data, addr in self.ep.datagrams_to_send(now):
-            try:
-                self.sock.sendto(data, addr)
-            except BlockingIOError:
-                pass
-
-    def read(self, now):
-        for _ in range(16):
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except BlockingIOError:
-                break
-            self.ep.receive_datagram(data, addr, now)
-
-    def events(self):
-        while (item := self.ep.next_event()) is not None:
-            _, ev = item
-            if isinstance(ev, HandshakeCompleted):
-                self.conn.send_message(0, self.request)
-            elif isinstance(ev, MessageReceived):
-                while (r := self.conn.read_message(ev.stream_id, 1 << 20)) is not None:
-                    self.got += len(r[0])
-                    while self.got >= len(self.request):  # one whole answer: the next request
-                        self.got -= len(self.request)
-                        self.answers += 1
-                        self.conn.send_message(0, self.request)
-            elif isinstance(ev, ConnectionTerminated):
-                self.failed = ev
-
-
-def _drive(conns, sel, until, max_time):
-    deadline = time.monotonic() + max_time
-    while not until() and time.monotonic() < deadline:
-        now = time.monotonic()
-        timers = [t for c in conns if (t := c.ep.get_timer()) is not None]
-        wait = min([0.005] + [max(0.0, t - now) for t in timers])
-        for key, _ in sel.select(wait):
-            key.data.read(time.monotonic())
-        now = time.monotonic()
-        for c in conns:
-            t = c.ep.get_timer()
-            if t is not None and t <= now:
-                c.ep.handle_timer(now)
-            c.events()
-            c.flush(now)
+    def on_event(self, _conn, ev):
+        if isinstance(ev, HandshakeCompleted):
+            self.conn.send_message(0, self.request)
+        elif isinstance(ev, MessageReceived):
+            while (r := self.conn.read_message(ev.stream_id, 1 << 20)) is not None:
+                self.got += len(r[0])
+                while self.got >= len(self.request):  # one whole answer: the next request
+                    self.got -= len(self.request)
+                    self.answers += 1
+                    self.conn.send_message(0, self.request)
+        elif isinstance(ev, ConnectionTerminated):
+            self.failed = ev
 
 
 def run(host, port, connections, seconds, size):
     sel = selectors.DefaultSelector()
     cpu0, t0 = sum(os.times()[:2]), time.monotonic()
     conns = [_Conn((host, port), sel, size) for _ in range(connections)]
-    _drive(conns, sel, lambda: all(c.answers >= 1 or c.failed for c in conns), 60)
+    drive(conns, sel, lambda: all(c.answers >= 1 or c.failed for c in conns), 60, max_wait=0.005)
     t1, cpu1 = time.monotonic(), sum(os.times()[:2])
     failed = sum(1 for c in conns if c.failed or not c.answers)
     base = sum(c.answers for c in conns)
     end = t1 + seconds
-    _drive(conns, sel, lambda: time.monotonic() >= end, seconds + 1)
+    drive(conns, sel, lambda: time.monotonic() >= end, seconds + 1, max_wait=0.005)
     t2, cpu2 = time.monotonic(), sum(os.times()[:2])
     trips = sum(c.answers for c in conns) - base
     for c in conns:
         c.conn.close()
         c.flush(time.monotonic())
-        c.sock.close()
+        c.close()
     return {"connections": connections, "failed": failed,
             "handshake_seconds": t1 - t0, "handshakes_per_s": connections / (t1 - t0),
             "handshake_client_cpu": cpu1 - cpu0,

@@ -7,7 +7,8 @@
 #
 # Every `c_pull_*` raises ProtocolError on truncated input (peer data); every `c_push_*`
 # raises ValueError when the write would pass the buffer's capacity (a local bug).
-from cpython.buffer cimport Py_buffer
+from cpython.buffer cimport Py_buffer, PyBUF_SIMPLE, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint64_t
 
 cdef class Buffer:
@@ -66,6 +67,23 @@ cdef uint64_t arg_u64(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL
 cdef int arg_cid(object cid, str name) except -1
 cdef object arg_bytes_like(object value, str name)
 cdef Py_ssize_t byte_len(object data) except -1
+
+
+# Point p/size at the bytes of a bytes-like ``data`` (TypeError for str and non-buffers); returns
+# True when ``view`` was filled and must be released (PyBuffer_Release) after use. Inline: the
+# single-call decoders open their input with it on every call.
+cdef inline bint open_input(object data, Py_buffer* view, const unsigned char** p,
+                            Py_ssize_t* size) except -1:
+    if PyBytes_CheckExact(data):
+        p[0] = <const unsigned char*>PyBytes_AS_STRING(data)
+        size[0] = PyBytes_GET_SIZE(data)
+        return False
+    if isinstance(data, str):
+        raise TypeError("expected a bytes-like object, got str")
+    PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+    p[0] = <const unsigned char*>view.buf
+    size[0] = view.len
+    return True
 
 # Parse one packet header at buf's position (PROTOCOL.md §4/§5); buf is left at pn_offset.
 cpdef PacketHeader pull_header(Buffer buf, Py_ssize_t short_dcid_len)

@@ -76,6 +76,21 @@ cdef Py_ssize_t byte_len(object data) except -1:
     return n
 
 
+cdef inline uint64_t _pull_uint(Buffer buf, int n) except? 0xFFFFFFFFFFFFFFFFULL:
+    """Buffer.pull_uint8/16/32/64: the n-byte big-endian integer at the position."""
+    cdef uint64_t v
+    buf.c_pull_uint(n, &v)
+    return v
+
+
+cdef inline int _push_uint(Buffer buf, object value, int n) except -1:
+    """Buffer.push_uint8/16/32/64: ``value`` as n big-endian bytes (ValueError if it does not fit)."""
+    cdef uint64_t v = arg_u64(value, "value")
+    if n < 8 and v >> (8 * n):
+        raise ValueError(f"value does not fit in {8 * n} bits")
+    return buf.c_push_uint(v, n)
+
+
 cdef uint64_t arg_u62(object value, str name) except? 0xFFFFFFFFFFFFFFFFULL:
     """Validate a Python int in 0 .. 2**62-1 (TypeError/ValueError otherwise)."""
     if not isinstance(value, int):
@@ -308,24 +323,16 @@ cdef class Buffer:
         return self._pos >= self._size
 
     def pull_uint8(self):
-        cdef uint64_t v
-        self.c_pull_uint(1, &v)
-        return v
+        return _pull_uint(self, 1)
 
     def pull_uint16(self):
-        cdef uint64_t v
-        self.c_pull_uint(2, &v)
-        return v
+        return _pull_uint(self, 2)
 
     def pull_uint32(self):
-        cdef uint64_t v
-        self.c_pull_uint(4, &v)
-        return v
+        return _pull_uint(self, 4)
 
     def pull_uint64(self):
-        cdef uint64_t v
-        self.c_pull_uint(8, &v)
-        return v
+        return _pull_uint(self, 8)
 
     def pull_varint(self):
         """Read one varint (non-minimal encodings are accepted, RFC 9000 §16)."""
@@ -342,26 +349,16 @@ cdef class Buffer:
         return self.c_pull_view(n)
 
     def push_uint8(self, value):
-        cdef uint64_t v = arg_u64(value, "value")
-        if v > 0xFF:
-            raise ValueError("value does not fit in 8 bits")
-        self.c_push_uint(v, 1)
+        _push_uint(self, value, 1)
 
     def push_uint16(self, value):
-        cdef uint64_t v = arg_u64(value, "value")
-        if v > 0xFFFF:
-            raise ValueError("value does not fit in 16 bits")
-        self.c_push_uint(v, 2)
+        _push_uint(self, value, 2)
 
     def push_uint32(self, value):
-        cdef uint64_t v = arg_u64(value, "value")
-        if v > 0xFFFFFFFF:
-            raise ValueError("value does not fit in 32 bits")
-        self.c_push_uint(v, 4)
+        _push_uint(self, value, 4)
 
     def push_uint64(self, value):
-        cdef uint64_t v = arg_u64(value, "value")
-        self.c_push_uint(v, 8)
+        _push_uint(self, value, 8)
 
     def push_varint(self, value):
         """Write ``v`` as a minimal varint (ValueError if v >= 2**62)."""

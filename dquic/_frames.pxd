@@ -25,6 +25,11 @@ cdef Py_ssize_t parse_stream_frame_fields(const unsigned char* p, Py_ssize_t ava
                                           uint64_t* length, bint data_follows) noexcept nogil
 cdef int stream_frame_header_error(Py_ssize_t code, uint64_t frame_type, uint64_t length,
                                    Py_ssize_t remaining) except -1
+# A whole STREAM frame header whose type byte is at data[offset] (data: any bytes-like object):
+# the offset, the type (0x08..0x0f) and the fields checked, ProtocolError otherwise; returns the
+# offset of the first data byte.
+cdef Py_ssize_t c_decode_stream_frame(object data, Py_ssize_t offset, uint64_t* stream_id,
+                                      uint64_t* stream_offset, uint64_t* length, bint* fin) except -1
 # Writes a STREAM frame header (LEN bit always set, OFF bit iff offset > 0); the caller then
 # writes exactly `length` data bytes.
 cdef int c_push_stream_frame_header(Buffer buf, uint64_t stream_id, uint64_t offset,
@@ -39,3 +44,6 @@ cdef int c_stream_frame_header_size(uint64_t stream_id, uint64_t offset,
 cdef object parse_ack_ranges(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos,
                              Py_ssize_t max_ack_ranges, uint64_t* delay_out, bint flat)
 cdef tuple parse_ecn(const unsigned char* p, Py_ssize_t size, Py_ssize_t* pos)
+# One varint at p[pos] (p[0:size] the input): the position after it; ProtocolError when truncated.
+cdef Py_ssize_t read_varint_at(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos,
+                               uint64_t* out) except -1

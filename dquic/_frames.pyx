@@ -12,8 +12,7 @@ type when known), never read beyond the bytes they were given and never allocate
 input justifies (an ACK range count is checked against the remaining bytes before any list is
 built). Encoders raise ``ValueError``/``TypeError`` on bad arguments: local bugs, not peer input.
 """
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from cpython.buffer cimport PyBuffer_Release
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLong, PyLong_FromUnsignedLongLong
 from cpython.ref cimport Py_INCREF
@@ -21,7 +20,7 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport uint8_t, uint64_t, int64_t
 from libc.string cimport memset
 
-from dquic._codec cimport Buffer, arg_bytes_like, arg_u62, arg_u64, byte_len
+from dquic._codec cimport Buffer, arg_bytes_like, arg_u62, arg_u64, byte_len, open_input
 from dquic._wire cimport varint_len, varint_read, varint_write
 
 from dquic.errors import ErrorCode, ProtocolError
@@ -556,10 +555,16 @@ cdef inline Py_ssize_t _plen(Buffer buf, str what) except -1:
     return <Py_ssize_t>v
 
 
+cdef Py_ssize_t read_varint_at(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos,
+                               uint64_t* out) except -1:
+    return _rv(p, size, pos, out)
+
+
 cdef inline Py_ssize_t _rv(const unsigned char* p, Py_ssize_t size, Py_ssize_t pos,
                            uint64_t* out) except -1:
     """Read one varint at p[pos] (size = bytes in p); return the position after it or raise
-    ProtocolError when it is truncated."""
+    ProtocolError when it is truncated. Inline for the per-packet parsers of this module; other
+    modules call it through read_varint_at."""
     cdef Py_ssize_t n = varint_read(p + pos, size - pos, out)
     if n == 0:
         raise ProtocolError(f"truncated varint at offset {pos}")
@@ -877,32 +882,40 @@ def decode_stream_frame_header(data, Py_ssize_t offset=0):
     Returns ``(stream_id, stream_offset, length, fin, data_start)`` where the frame's data
     is ``data[data_start:data_start + length]``.
     """
+    cdef uint64_t sid = 0, off = 0, length = 0
+    cdef bint fin = False
+    cdef Py_ssize_t start = c_decode_stream_frame(data, offset, &sid, &off, &length, &fin)
+    return sid, off, length, fin, start
+
+
+cdef Py_ssize_t c_decode_stream_frame(object data, Py_ssize_t offset, uint64_t* stream_id,
+                                      uint64_t* stream_offset, uint64_t* length, bint* fin) except -1:
     cdef Py_buffer view
     cdef const unsigned char* p
-    cdef Py_ssize_t size, n
-    cdef uint64_t ftype, sid, off, length
-    cdef bint own_view = False
-    if PyBytes_CheckExact(data):
-        p = <const unsigned char*>PyBytes_AS_STRING(data)
-        size = PyBytes_GET_SIZE(data)
-    else:
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        own_view = True
-        p = <const unsigned char*>view.buf
-        size = view.len
+    cdef Py_ssize_t size
+    cdef bint own_view = open_input(data, &view, &p, &size)
     try:
-        if offset < 0 or offset >= size:
-            raise ProtocolError("offset outside data")
-        ftype = p[offset]
-        if ftype < 0x08 or ftype > 0x0F:
-            raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
-        n = _parse_stream_hdr(p + offset + 1, size - offset - 1, ftype, &sid, &off, &length, True)
-        if n < 0:
-            stream_frame_header_error(n, ftype, length, size - offset - 1)
+        return _stream_frame_at(p, size, offset, stream_id, stream_offset, length, fin)
     finally:
         if own_view:
             PyBuffer_Release(&view)
-    return sid, off, length, (ftype & 0x01) != 0, offset + 1 + n
+
+
+cdef inline Py_ssize_t _stream_frame_at(const unsigned char* p, Py_ssize_t size, Py_ssize_t offset,
+                                        uint64_t* stream_id, uint64_t* stream_offset,
+                                        uint64_t* length, bint* fin) except -1:
+    cdef uint64_t ftype
+    cdef Py_ssize_t n
+    if offset < 0 or offset >= size:
+        raise ProtocolError(f"STREAM frame: offset {offset} outside data of {size} bytes")
+    ftype = p[offset]
+    if ftype < 0x08 or ftype > 0x0F:
+        raise ProtocolError(f"not a STREAM frame type: 0x{ftype:02x}", _FRAME_ENCODING_ERROR, ftype)
+    n = _parse_stream_hdr(p + offset + 1, size - offset - 1, ftype, stream_id, stream_offset, length, True)
+    if n < 0:
+        stream_frame_header_error(n, ftype, length[0], size - offset - 1)
+    fin[0] = (ftype & 0x01) != 0
+    return offset + 1 + n
 
 
 # ---------------------------------------------------------------------------------------

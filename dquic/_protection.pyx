@@ -296,6 +296,17 @@ def use_backend(name):
     return previous
 
 
+cdef inline str _backend_name(bint openssl):
+    return "openssl" if openssl else "cryptography"
+
+
+cdef inline void _free_context(void** ctx) noexcept:
+    """Free the libcrypto cipher context *ctx, if any, and forget it."""
+    if ctx[0] != NULL:
+        EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>ctx[0])
+        ctx[0] = NULL
+
+
 cdef bint _want_openssl(backend) except -1:
     if backend is None:
         return _default_openssl
@@ -415,14 +426,12 @@ cdef class _HeaderProtection:
 
     cdef void release_c(self) noexcept:
         # the libcrypto context goes (the key stays): the next mask makes it again
-        if self._octx != NULL:
-            EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._octx)
-            self._octx = NULL
+        _free_context(&self._octx)
 
     @property
     def backend(self):
         """"openssl" or "cryptography"."""
-        return "openssl" if self._openssl else "cryptography"
+        return _backend_name(self._openssl)
 
     cdef int c_mask(self, const unsigned char* sample, unsigned char* mask) except -1:
         """Write the first 5 mask bytes for the 16-byte ``sample`` into ``mask``."""
@@ -532,17 +541,13 @@ cdef class _Keys:
 
     cdef void release_c(self) noexcept:
         # the libcrypto contexts go (the key stays): the next packet makes its context again
-        if self._ectx != NULL:
-            EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._ectx)
-            self._ectx = NULL
-        if self._dctx != NULL:
-            EVP_CIPHER_CTX_free(<EVP_CIPHER_CTX*>self._dctx)
-            self._dctx = NULL
+        _free_context(&self._ectx)
+        _free_context(&self._dctx)
 
     @property
     def backend(self):
         """"openssl" or "cryptography"."""
-        return "openssl" if self._openssl else "cryptography"
+        return _backend_name(self._openssl)
 
     cdef void* _context(self, bint sealing) except NULL:
         # A context keyed once; the nonce is set per packet (EVP_*Init_ex with only an IV).
@@ -793,7 +798,7 @@ cdef class OneRttKeys:
             raise ValueError("unknown cipher %r" % (cipher,))
         if key_update_interval < 1:
             raise ValueError("key_update_interval must be positive")
-        self.backend = "openssl" if _want_openssl(backend) else "cryptography"
+        self.backend = _backend_name(_want_openssl(backend))
         self.cipher = cipher
         if confidentiality_limit == -1:
             confidentiality_limit = CONFIDENTIALITY_LIMITS[cipher]

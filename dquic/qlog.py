@@ -85,6 +85,20 @@ def frames_to_qlog(frames: Iterable[Any]) -> List[Dict[str, Any]]:
     return [f if isinstance(f, dict) else _frame_object(f) for f in frames]
 
 
+# frames whose qlog fields are attributes of the same name (MAX_STREAMS and STREAMS_BLOCKED add
+# their stream_type); PING and HANDSHAKE_DONE have none
+_SAME_NAMED_FIELDS = {
+    "ping": (),
+    "handshake_done": (),
+    "max_data": ("maximum",),
+    "max_stream_data": ("stream_id", "maximum"),
+    "max_streams": ("maximum",),
+    "data_blocked": ("limit",),
+    "stream_data_blocked": ("stream_id", "limit"),
+    "streams_blocked": ("limit",),
+}
+
+
 def _frame_object(f: Any) -> Dict[str, Any]:
     """A frame decoded by ``dquic._frames``."""
     name = type(f).__name__
@@ -107,22 +121,14 @@ def _frame_object(f: Any) -> Dict[str, Any]:
         return {"frame_type": "crypto", "offset": f.offset, "length": len(f.data)}
     if snake == "padding":
         return {"frame_type": "padding", "payload_length": int(getattr(f, "length", 0))}
-    if snake in ("ping", "handshake_done"):
-        return {"frame_type": snake}
-    if snake == "max_data":
-        return {"frame_type": "max_data", "maximum": f.maximum}
-    if snake == "max_stream_data":
-        return {"frame_type": "max_stream_data", "stream_id": f.stream_id, "maximum": f.maximum}
-    if snake == "max_streams":
-        return {"frame_type": "max_streams", "maximum": f.maximum,
-                "stream_type": "unidirectional" if f.frame_type & 1 else "bidirectional"}
-    if snake == "data_blocked":
-        return {"frame_type": "data_blocked", "limit": f.limit}
-    if snake == "stream_data_blocked":
-        return {"frame_type": "stream_data_blocked", "stream_id": f.stream_id, "limit": f.limit}
-    if snake == "streams_blocked":
-        return {"frame_type": "streams_blocked", "limit": f.limit,
-                "stream_type": "unidirectional" if f.frame_type & 1 else "bidirectional"}
+    fields = _SAME_NAMED_FIELDS.get(snake)
+    if fields is not None:
+        d = {"frame_type": snake}
+        for field in fields:
+            d[field] = getattr(f, field)
+        if snake in ("max_streams", "streams_blocked"):
+            d["stream_type"] = "unidirectional" if f.frame_type & 1 else "bidirectional"
+        return d
     if snake == "reset_stream":
         return {"frame_type": "reset_stream", "stream_id": f.stream_id,
                 "error_code": _uint32(f.error_code), "final_size": f.final_size}

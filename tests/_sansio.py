@@ -1,25 +1,27 @@
-"""A helper shared by the sans-IO tests (importable from tests/ as a plain module)."""
+"""Helpers shared by the sans-IO tests (importable from tests/ as a plain module)."""
 from __future__ import annotations
 
-from typing import Tuple
+from dquic.testing.pairs import core_pair, exchange
 
 
-def exchange(server, client, client_addr: Tuple, server_addr: Tuple, now: float,
-             rounds: int = 30, step: float = 0.001) -> float:
-    """Move datagrams between two endpoints until neither has anything to send (at most
-    ``rounds`` exchanges, ``step`` seconds of virtual time each); returns the time reached."""
-    for _ in range(rounds):
-        moved = False
-        for data, _ in client.datagrams_to_send(now):
-            server.receive_datagram(data, client_addr, now)
-            moved = True
-        for data, _ in server.datagrams_to_send(now):
-            client.receive_datagram(data, server_addr, now)
-            moved = True
-        now += step
-        if not moved:
-            break
-    return now
+def injectable_pair(**server_kw):
+    """A simulated client and server without packet protection (``make_pair`` over a 5 ms
+    link, the server's configuration extended by ``server_kw``) that exchanged one message
+    and then settled, ready for ``inject``: ``(net, client, server, conn)``."""
+    from dquic.config import Configuration
+    from dquic.testing import LinkConfig
+    from dquic.testing.apps import make_pair
+
+    scfg = Configuration(is_client=False, encryption=False, **server_kw)
+    net, client, server, conn = make_pair(LinkConfig(delay=0.005), encryption=False,
+                                          server_config=scfg, seed=1)
+    conn.send_message(0, b"hello")
+    net.run(until=lambda: server.count(0) == 1, max_time=5)
+    # let what the client still has in flight (acknowledgements) arrive: an injected packet
+    # must follow the client's last real one, or the server acknowledges it out of order at
+    # once and the client, which never sent that packet number, closes first
+    net.run_for(0.05)
+    return net, client, server, conn
 
 
 def inject(net, conn, server, frames, client_addr, pn_bump: int = 0) -> int:
@@ -51,11 +53,8 @@ def plain_pair(step: float = 0.01):
     """Two ``CoreConnection``s without packet protection, connected by ``exchange`` (client at
     ``C_ADDR``, server at ``S_ADDR``): ``(client, server, now)``."""
     from dquic.config import Configuration
-    from dquic.connection import CoreConnection
 
-    client = CoreConnection(Configuration(encryption=False), S_ADDR)
-    server = CoreConnection(Configuration(is_client=False, encryption=False), C_ADDR,
-                            peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    client.connect(0.0)
+    client, server = core_pair(Configuration(encryption=False),
+                               Configuration(is_client=False, encryption=False), C_ADDR, S_ADDR)
     now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=50, step=step)
     return client, server, now

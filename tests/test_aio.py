@@ -7,9 +7,7 @@ import asyncio
 import hashlib
 import os
 import random
-import socket
 import sys
-import threading
 import time
 
 import pytest
@@ -18,7 +16,9 @@ import dquic
 import dquic.aio as aio
 from dquic import AuthenticationError, ConnectionClosed, ConnectionTimeout
 from dquic.keys import KeyPair
-from dquic.testing.relay import LossyRelay
+
+from _fixtures import _no_leaked_threads, make_relay  # noqa: F401 (fixtures)
+from _net import free_udp_port, ipv6_available
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,36 +51,6 @@ def run(request):
     return runner
 
 
-@pytest.fixture
-def relay_factory():
-    made = []
-
-    def make(server_address, **kwargs):
-        kwargs.setdefault("seed", 11 + len(made))
-        relay = LossyRelay(server_address, **kwargs)
-        made.append(relay)
-        return relay.start()
-
-    yield make
-    for r in made:
-        r.stop()
-
-
-@pytest.fixture(autouse=True)
-def _no_leaked_threads():
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5.0
-    leaked = []
-    while time.monotonic() < deadline:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                  and t.name.startswith("dquic-")]
-        if not leaked:
-            return
-        leaked[0].join(0.1)
-    pytest.fail(f"threads left running: {leaked}")
-
-
 def _payloads(rng, streams, count, max_size):
     return {sid: [rng.randbytes(rng.choice([0, 1, 17, 1000, 1200, 5000, max_size]))
                   for _ in range(count)] for sid in streams}
@@ -93,7 +63,7 @@ async def _echo(conn):
 
 
 # ----------------------------------------------------------------------------------------------
-def test_messages_byte_exact_through_lossy_relay(run, relay_factory):
+def test_messages_byte_exact_through_lossy_relay(run, make_relay):
     rng = random.Random(1)
     sent = _payloads(rng, [0, 1, 5, 1 << 40], 12, 300_000)
     received = {}
@@ -108,7 +78,7 @@ def test_messages_byte_exact_through_lossy_relay(run, relay_factory):
 
     async def main():
         async with await aio.serve("127.0.0.1", 0, collect) as server:
-            relay = relay_factory(server.address, loss=0.03, reorder=0.03, duplicate=0.02, delay=0.001)
+            relay = make_relay(server.address, seed=11, loss=0.03, reorder=0.03, duplicate=0.02, delay=0.001)
             async with await aio.connect(*relay.address, server_key=server.identity.public) as conn:
                 assert conn.peer_key == server.identity.public
                 assert conn.peer_address == relay.address
@@ -146,13 +116,13 @@ def test_receive_message_per_stream_and_any(run):
     run(main)
 
 
-def test_server_with_several_clients(run, relay_factory):
+def test_server_with_several_clients(run, make_relay):
     keys = [KeyPair.generate() for _ in range(4)]
 
     async def main():
         async with await aio.serve("127.0.0.1", 0, _echo,
                                    trusted_peers=[k.public for k in keys]) as server:
-            relay = relay_factory(server.address, loss=0.02, delay=0.001)
+            relay = make_relay(server.address, seed=11, loss=0.02, delay=0.001)
 
             async def client(i):
                 rng = random.Random(i)
@@ -195,7 +165,7 @@ def test_wrong_server_key_fails(run):
     run(main)
 
 
-def test_byte_streams_with_drain(run, relay_factory):
+def test_byte_streams_with_drain(run, make_relay):
     blob = random.Random(3).randbytes(3 << 20)
 
     async def handler(conn):
@@ -219,7 +189,7 @@ def test_byte_streams_with_drain(run, relay_factory):
 
     async def main():
         async with await aio.serve("127.0.0.1", 0, handler) as server:
-            relay = relay_factory(server.address, loss=0.01, delay=0.001)
+            relay = make_relay(server.address, seed=11, loss=0.01, delay=0.001)
             async with await aio.connect(*relay.address, send_buffer_limit=256 << 10) as conn:
                 reader, writer = conn.open_stream(7)
                 writer.write(b"HELLO 7\n")
@@ -268,14 +238,14 @@ def test_messages_before_open_stream_become_reader_bytes(run):
     run(main)
 
 
-def test_datagrams_acknowledged_and_lost(run, relay_factory):
+def test_datagrams_acknowledged_and_lost(run, make_relay):
     async def handler(conn):
         while True:
             await conn.receive_datagram()
 
     async def main():
         async with await aio.serve("127.0.0.1", 0, handler) as server:
-            relay = relay_factory(server.address, loss=0.25, delay=0.002)
+            relay = make_relay(server.address, seed=11, loss=0.25, delay=0.002)
             async with await aio.connect(*relay.address, server_key=server.identity.public) as conn:
                 futures = []
                 for i in range(120):
@@ -476,9 +446,7 @@ def test_client_checks_its_arguments(run):
 def test_connect_to_dead_port_times_out(run):
     # the loop's own datagram endpoint (offload=False) does not report ICMP errors: the
     # handshake timeout decides
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_udp_port()
 
     async def main():
         t0 = time.monotonic()
@@ -495,9 +463,7 @@ def test_connect_to_dead_port_times_out(run):
 def test_connect_to_dead_port_is_refused_fast(run):
     from dquic.errors import ConnectionRefused
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_udp_port()
 
     async def main():
         t0 = time.monotonic()
@@ -682,16 +648,7 @@ def test_offload_transport_waits_when_the_kernel_is_full(run):
     assert events.index("pause") < events.index("resume")
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "loop-endpoint"])
 def test_ipv6_and_ipv4_clients_on_a_wildcard_ipv6_server(run, offload):
     async def echo(conn):

@@ -21,6 +21,8 @@ from dquic.cli import _common, keyfiles, transfer
 from dquic.keys import KeyPair
 from dquic.testing.relay import LossyRelay
 
+from _net import free_udp_port
+
 pytestmark = pytest.mark.timeout(180)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(dquic.__file__)))
@@ -341,11 +343,7 @@ def test_trusted_clients_and_pinned_server_key(tmp_path, servers):
 
 
 def test_send_to_dead_port_exits_3(tmp_path):
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_udp_port()
     src = tmp_path / "f"
     src.write_bytes(b"x")
     proc = dquic_cmd("send", f"127.0.0.1:{port}", src, "--timeout", "0.5", timeout=30)
@@ -392,14 +390,6 @@ def test_serve_stops_cleanly_on_sigint(tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # the command line as a user expects it
-def free_udp_port():
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("command", ["send", "serve"])
 def test_trust_takes_one_value_per_use(command, tmp_path):
     """--trust before the positionals does not swallow them; it repeats, and takes a

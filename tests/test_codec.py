@@ -309,14 +309,16 @@ def test_buffer_write_and_data():
         buf.data_slice(3, 100)
 
 
-def test_buffer_push_range_checks():
-    buf = Buffer(capacity=8)
-    with pytest.raises(ValueError):
-        buf.push_uint8(256)
-    with pytest.raises(ValueError):
-        buf.push_uint16(65536)
-    with pytest.raises(ValueError):
-        buf.push_uint32(2**32)
+@pytest.mark.parametrize("bits", [8, 16, 32, 64])
+def test_fixed_width_integers_round_trip_and_refuse_what_does_not_fit(bits):
+    buf = Buffer(capacity=16)
+    top = (1 << bits) - 1
+    getattr(buf, f"push_uint{bits}")(top)
+    assert buf.tell() == bits // 8
+    with pytest.raises(ValueError if bits < 64 else OverflowError):
+        getattr(buf, f"push_uint{bits}")(top + 1)
+    assert buf.tell() == bits // 8  # nothing written
+    assert getattr(Buffer(bytes(buf.data[:buf.tell()])), f"pull_uint{bits}")() == top
 
 
 def test_buffer_readonly_wrapped_bytes():
@@ -876,7 +878,7 @@ def test_push_stream_frame_header_limits():
 def test_decode_stream_frame_header_errors():
     with pytest.raises(ProtocolError, match="not a STREAM frame"):
         decode_stream_frame_header(b"\x06\x00\x00")
-    with pytest.raises(ProtocolError, match="offset outside"):
+    with pytest.raises(ProtocolError, match="offset 0 outside data of 0 bytes"):
         decode_stream_frame_header(b"")
     with pytest.raises(ProtocolError, match="truncated in stream id"):
         decode_stream_frame_header(b"\x08")
@@ -967,3 +969,4 @@ def test_frame_equality_semantics():
     assert PingFrame() != HandshakeDoneFrame()
     assert PingFrame() == PingFrame()
     assert (PingFrame() == 1) is False
+

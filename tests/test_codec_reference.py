@@ -46,20 +46,33 @@ def ref_ack_body(ranges, delay, ecn):
     return b"".join(out)
 
 
+# frames that are a type byte and then varints, one per attribute (RFC 9000 §19)
+_VARINT_FIELDS = {
+    "PingFrame": (0x01, ()),
+    "ResetStreamFrame": (0x04, ("stream_id", "error_code", "final_size")),
+    "StopSendingFrame": (0x05, ("stream_id", "error_code")),
+    "MaxDataFrame": (0x10, ("maximum",)),
+    "MaxStreamDataFrame": (0x11, ("stream_id", "maximum")),
+    "MaxStreamsFrame": (0x12, ("maximum",)),
+    "DataBlockedFrame": (0x14, ("limit",)),
+    "StreamDataBlockedFrame": (0x15, ("stream_id", "limit")),
+    "StreamsBlockedFrame": (0x16, ("limit",)),
+    "RetireConnectionIdFrame": (0x19, ("sequence",)),
+    "HandshakeDoneFrame": (0x1E, ()),
+}
+
+
 def ref_frame(frame) -> bytes:
     """Encode a frame object by reading its attributes."""
     name = type(frame).__name__
     v = ref_varint
     if name == "PaddingFrame":
         return b"\x00" * frame.length
-    if name == "PingFrame":
-        return b"\x01"
+    if name in _VARINT_FIELDS:
+        type_byte, fields = _VARINT_FIELDS[name]
+        return bytes([type_byte]) + b"".join(v(getattr(frame, field)) for field in fields)
     if name == "AckFrame":
         return (b"\x03" if frame.ecn is not None else b"\x02") + ref_ack_body(frame.ranges, frame.ack_delay, frame.ecn)
-    if name == "ResetStreamFrame":
-        return b"\x04" + v(frame.stream_id) + v(frame.error_code) + v(frame.final_size)
-    if name == "StopSendingFrame":
-        return b"\x05" + v(frame.stream_id) + v(frame.error_code)
     if name == "CryptoFrame":
         data = bytes(frame.data)
         return b"\x06" + v(frame.offset) + v(len(data)) + data
@@ -75,24 +88,10 @@ def ref_frame(frame) -> bytes:
         if frame.has_length:
             out += v(len(data))
         return out + data
-    if name == "MaxDataFrame":
-        return b"\x10" + v(frame.maximum)
-    if name == "MaxStreamDataFrame":
-        return b"\x11" + v(frame.stream_id) + v(frame.maximum)
-    if name == "MaxStreamsFrame":
-        return b"\x12" + v(frame.maximum)
-    if name == "DataBlockedFrame":
-        return b"\x14" + v(frame.limit)
-    if name == "StreamDataBlockedFrame":
-        return b"\x15" + v(frame.stream_id) + v(frame.limit)
-    if name == "StreamsBlockedFrame":
-        return b"\x16" + v(frame.limit)
     if name == "NewConnectionIdFrame":
         cid = bytes(frame.connection_id)
         return (b"\x18" + v(frame.sequence) + v(frame.retire_prior_to) + bytes([len(cid)]) + cid
                 + bytes(frame.stateless_reset_token))
-    if name == "RetireConnectionIdFrame":
-        return b"\x19" + v(frame.sequence)
     if name == "PathChallengeFrame":
         return b"\x1a" + bytes(frame.data)
     if name == "PathResponseFrame":
@@ -102,8 +101,6 @@ def ref_frame(frame) -> bytes:
         if frame.application:
             return b"\x1d" + v(frame.error_code) + v(len(reason)) + reason
         return b"\x1c" + v(frame.error_code) + v(frame.frame_type or 0) + v(len(reason)) + reason
-    if name == "HandshakeDoneFrame":
-        return b"\x1e"
     if name == "DatagramFrame":
         data = bytes(frame.data)
         if frame.has_length:

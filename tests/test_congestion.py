@@ -126,11 +126,16 @@ def test_cubic_beta_reduction_and_k():
 
 def _drive_rounds(cc, start, rtt, rounds, record=None):
     """Acknowledge one full window per RTT, acked in 10 pieces."""
+    return _ack_rounds(cc, [rtt] * rounds, start, record)
+
+
+def _ack_rounds(cc, rtts, start=0.0, record=None):
+    """Each round: the window's worth of packets is acked in 10 ACKs with that round's RTT
+    (``record`` collects (time, window) after each round)."""
     now = start
-    for _ in range(rounds):
-        w = cc.congestion_window
-        piece = max(w // 10, 1)
-        for j in range(10):
+    for rtt in rtts:
+        piece = max(cc.congestion_window // 10, 1)
+        for _ in range(10):
             cc.on_packet_sent(piece, now)
             ack(cc, piece, now, now + rtt, rtt, rtt, rtt)
         now += rtt
@@ -194,57 +199,45 @@ def test_cubic_minimum_window_and_persistent_congestion():
 
 
 # ---------------------------------------------------------------- HyStart++ (RFC 9406)
-def _hystart_rounds(cc, rtts, start=0.0):
-    """Each round: the window's worth of packets is acked in 10 ACKs with the given RTT."""
-    now = start
-    for rtt in rtts:
-        w = cc.congestion_window
-        piece = max(w // 10, 1)
-        for j in range(10):
-            cc.on_packet_sent(piece, now)
-            ack(cc, piece, now, now + rtt, rtt, rtt, rtt)
-        now += rtt
-    return now
-
 
 def test_hystart_enters_css_on_rtt_increase_and_exits_slow_start():
     cc = Cubic()
-    t = _hystart_rounds(cc, [0.1] * 3)
+    t = _ack_rounds(cc, [0.1] * 3)
     assert not cc.in_css and cc.ssthresh == INF
     w = cc.congestion_window
-    t = _hystart_rounds(cc, [0.13], t)   # +30 ms > max(4 ms, min(16 ms, 100/8 ms))
+    t = _ack_rounds(cc, [0.13], t)   # +30 ms > max(4 ms, min(16 ms, 100/8 ms))
     assert cc.in_css
     grew = cc.congestion_window - w
     assert grew < 0.9 * w                # growth slowed (divided by 4 once in CSS)
     w = cc.congestion_window
-    t = _hystart_rounds(cc, [0.13], t)
+    t = _ack_rounds(cc, [0.13], t)
     assert cc.in_css and cc.congestion_window - w == pytest.approx(w / 4, rel=0.05)
-    _hystart_rounds(cc, [0.13] * 5, t)
+    _ack_rounds(cc, [0.13] * 5, t)
     assert not cc.in_css and cc.ssthresh != INF and cc.hystart_exits == 1
     assert not cc.in_slow_start()
 
 
 def test_hystart_spurious_css_returns_to_slow_start():
     cc = Cubic()
-    t = _hystart_rounds(cc, [0.1] * 3)
-    t = _hystart_rounds(cc, [0.13], t)
+    t = _ack_rounds(cc, [0.1] * 3)
+    t = _ack_rounds(cc, [0.13], t)
     assert cc.in_css
-    t = _hystart_rounds(cc, [0.1], t)    # RTT fell below the CSS baseline
+    t = _ack_rounds(cc, [0.1], t)    # RTT fell below the CSS baseline
     assert not cc.in_css and cc.ssthresh == INF
     w = cc.congestion_window
-    _hystart_rounds(cc, [0.1], t)
+    _ack_rounds(cc, [0.1], t)
     assert cc.congestion_window >= 1.9 * w
 
 
 def test_hystart_disabled_keeps_slow_start():
     cc = Cubic(hystart=False)
-    _hystart_rounds(cc, [0.1, 0.1, 0.1, 0.2, 0.2])
+    _ack_rounds(cc, [0.1, 0.1, 0.1, 0.2, 0.2])
     assert not cc.in_css and cc.ssthresh == INF and cc.congestion_window == 10 * MDS * 32
 
 
 def test_small_rtt_increase_does_not_trigger_css():
     cc = Cubic()
-    _hystart_rounds(cc, [0.1, 0.1, 0.1, 0.103, 0.105])     # below the 12.5 ms threshold
+    _ack_rounds(cc, [0.1, 0.1, 0.1, 0.103, 0.105])     # below the 12.5 ms threshold
     assert not cc.in_css
 
 

@@ -11,25 +11,11 @@ import pytest
 
 from dquic import _codec as codec
 from dquic import _frames as framing
-from dquic.config import Configuration
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
-from _sansio import inject
+from _sansio import inject, injectable_pair
 from dquic.testing import LinkConfig
 from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
-
-
-def _established(**server_kw):
-    scfg = Configuration(is_client=False, encryption=False, **server_kw)
-    net, client, server, conn = make_pair(LinkConfig(delay=0.005), encryption=False,
-                                          server_config=scfg, seed=1)
-    conn.send_message(0, b"hello")
-    net.run(until=lambda: server.count(0) == 1, max_time=5)
-    # let what the client still has in flight (acknowledgements) arrive: an injected packet
-    # must follow the client's last real one, or the server acknowledges it out of order at
-    # once and the client, which never sent that packet number, closes first
-    net.run_for(0.05)
-    return net, client, server, conn
 
 
 def _inject(net, conn, server, frames, pn_bump=0):
@@ -50,38 +36,35 @@ def _peer_told(net, client, code):
     assert t.by_peer and t.error_code == code
 
 
-def test_overlapping_stream_data_with_different_bytes():
-    net, client, server, conn = _established()
+# (server configuration, the frames of each injected packet, the error the server closes with)
+_ONE_BAD_FRAME = {
+    "overlapping-stream-data-with-different-bytes": (
+        {}, [[framing.StreamFrame(7, 0, b"\x05abcde", False)], [framing.StreamFrame(7, 2, b"XXXX", False)]],
+        ErrorCode.PROTOCOL_VIOLATION),
+    "ack-for-packets-never-sent": (
+        {}, [[framing.AckFrame([(0, 1), (1000, 1001)], 0)]], ErrorCode.PROTOCOL_VIOLATION),
+    "data-beyond-stream-window": (
+        {"initial_max_stream_data": 10_000}, [[framing.StreamFrame(3, 50_000, b"x" * 100, False)]],
+        ErrorCode.FLOW_CONTROL_ERROR),
+    "huge-offset": (
+        {}, [[framing.StreamFrame(3, (1 << 62) - 10, b"x", False)]], ErrorCode.FLOW_CONTROL_ERROR),
+}
+
+
+@pytest.mark.parametrize("case", list(_ONE_BAD_FRAME))
+def test_a_bad_frame_closes_the_connection(case):
+    server_kw, packets, code = _ONE_BAD_FRAME[case]
+    net, client, server, conn = injectable_pair(**server_kw)
     server.reading = False
-    _inject(net, conn, server, [framing.StreamFrame(7, 0, b"\x05abcde", False)])
-    _inject(net, conn, server, [framing.StreamFrame(7, 2, b"XXXX", False)])
-    assert _server_close_code(server) == ErrorCode.PROTOCOL_VIOLATION
-    _peer_told(net, client, ErrorCode.PROTOCOL_VIOLATION)
-
-
-def test_ack_for_packets_never_sent():
-    net, client, server, conn = _established()
-    _inject(net, conn, server, [framing.AckFrame([(0, 1), (1000, 1001)], 0)])
-    assert _server_close_code(server) == ErrorCode.PROTOCOL_VIOLATION
-    _peer_told(net, client, ErrorCode.PROTOCOL_VIOLATION)
-
-
-def test_data_beyond_stream_window():
-    net, client, server, conn = _established(initial_max_stream_data=10_000)
-    _inject(net, conn, server, [framing.StreamFrame(3, 50_000, b"x" * 100, False)])
-    assert _server_close_code(server) == ErrorCode.FLOW_CONTROL_ERROR
-    _peer_told(net, client, ErrorCode.FLOW_CONTROL_ERROR)
-
-
-def test_huge_offset():
-    net, client, server, conn = _established()
-    _inject(net, conn, server, [framing.StreamFrame(3, (1 << 62) - 10, b"x", False)])
-    assert _server_close_code(server) == ErrorCode.FLOW_CONTROL_ERROR
+    for frames in packets:
+        _inject(net, conn, server, frames)
+    assert _server_close_code(server) == code
+    _peer_told(net, client, code)
 
 
 def test_data_beyond_connection_window():
-    net, client, server, conn = _established(initial_max_data=30_000, max_data_window=30_000,
-                                            initial_max_stream_data=20_000)
+    net, client, server, conn = injectable_pair(initial_max_data=30_000, max_data_window=30_000,
+                                                initial_max_stream_data=20_000)
     server.reading = False
     frames = [framing.StreamFrame(s, 0, b"y" * 1000, False) for s in range(1, 4)]
     for off in range(0, 20_000, 1000):
@@ -93,7 +76,7 @@ def test_data_beyond_connection_window():
 
 
 def test_stream_ids_beyond_the_limit():
-    net, client, server, conn = _established(max_streams=4)
+    net, client, server, conn = injectable_pair(max_streams=4)
     for sid in range(10, 20):
         _inject(net, conn, server, [framing.StreamFrame(sid, 0, b"\x00", False)])
         if server.terminated():
@@ -105,7 +88,7 @@ def test_stream_ids_beyond_the_limit():
 
 
 def test_final_size_change():
-    net, client, server, conn = _established()
+    net, client, server, conn = injectable_pair()
     server.reading = False
     # (the half is incomplete: byte 0 is missing. Once every byte and the FIN arrived, a frame
     # in a later packet may start the next incarnation of the id, PROTOCOL.md §16.7)
@@ -117,7 +100,7 @@ def test_final_size_change():
 def test_final_size_change_in_the_packet_that_completed_the_half():
     """Frames in the packet that completed a half (or in earlier ones) are of that incarnation:
     the final-size rules apply to them."""
-    net, client, server, conn = _established()
+    net, client, server, conn = injectable_pair()
     server.reading = False
     _inject(net, conn, server, [framing.StreamFrame(5, 0, b"\x02ab", True),
                                 framing.StreamFrame(5, 3, b"\x01c", True)])
@@ -125,7 +108,7 @@ def test_final_size_change_in_the_packet_that_completed_the_half():
 
 
 def test_reset_with_final_size_below_received():
-    net, client, server, conn = _established()
+    net, client, server, conn = injectable_pair()
     server.reading = False
     _inject(net, conn, server, [framing.StreamFrame(5, 0, b"\x05abcde", False)])
     _inject(net, conn, server, [framing.ResetStreamFrame(5, 1, 3)])
@@ -133,13 +116,13 @@ def test_reset_with_final_size_below_received():
 
 
 def test_handshake_done_from_client():
-    net, client, server, conn = _established()
+    net, client, server, conn = injectable_pair()
     _inject(net, conn, server, [framing.HandshakeDoneFrame()])
     assert _server_close_code(server) == ErrorCode.PROTOCOL_VIOLATION
 
 
 def test_unknown_frame_type():
-    net, client, server, conn = _established()
+    net, client, server, conn = injectable_pair()
     sp = conn._spaces[1]
     pn = sp.next_pn
     sp.next_pn += 1
@@ -153,7 +136,7 @@ def test_unknown_frame_type():
 
 
 def test_too_many_connection_ids():
-    net, client, server, conn = _established()
+    net, client, server, conn = injectable_pair()
     frames = [framing.NewConnectionIdFrame(seq, 0, os.urandom(8), os.urandom(16)) for seq in range(10, 18)]
     _inject(net, conn, server, frames)
     assert _server_close_code(server) == ErrorCode.CONNECTION_ID_LIMIT_ERROR
@@ -163,7 +146,7 @@ def test_retirements_faster_than_acknowledged_are_bounded():
     # each NEW_CONNECTION_ID retires the one before it (retire_prior_to = its own sequence),
     # and nothing the server sends is ever acknowledged (the network does not run): the server
     # owes one RETIRE_CONNECTION_ID per frame, so without a bound the list only grows
-    net, client, server, conn = _established()
+    net, client, server, conn = injectable_pair()
     sconn = server.endpoint.connections[0]
     for seq in range(10, 110):
         _inject(net, conn, server, [framing.NewConnectionIdFrame(seq, seq, os.urandom(8), os.urandom(16))])
@@ -176,7 +159,7 @@ def test_retirements_faster_than_acknowledged_are_bounded():
 def test_acknowledged_retirements_do_not_count():
     # the same rotation at the pace of the acknowledgements: the peer acknowledges the server's
     # RETIRE_CONNECTION_ID frames before it sends the next ID, so any number of rotations is fine
-    net, client, server, conn = _established()
+    net, client, server, conn = injectable_pair()
     sconn = server.endpoint.connections[0]
     from dquic._frames import AckFrame
     for seq in range(10, 60):
@@ -226,8 +209,8 @@ def test_duplicated_datagrams_change_nothing(encryption):
 def test_memory_bounded_by_windows_whatever_the_peer_sends():
     """A peer spraying out-of-order data over many streams cannot make the server buffer more
     than its connection window."""
-    net, client, server, conn = _established(initial_max_data=200_000, max_data_window=200_000,
-                                            initial_max_stream_data=50_000, max_streams=64)
+    net, client, server, conn = injectable_pair(initial_max_data=200_000, max_data_window=200_000,
+                                                initial_max_stream_data=50_000, max_streams=64)
     server.reading = False
     sconn = server.endpoint.connections[0]
     for sid in range(1, 40):
@@ -248,7 +231,7 @@ def _established_for_flood(**server_kw):
     """``_established``, then nothing the server sends reaches the client any more: the server
     acknowledges the injected packets, which the real client never sent and would take for a
     protocol violation; what matters here is what the server does."""
-    net, client, server, conn = _established(**server_kw)
+    net, client, server, conn = injectable_pair(**server_kw)
     net.link(CLIENT_ADDR, SERVER_ADDR, LinkConfig(delay=0.005), LinkConfig(delay=0.005, loss=1.0))
     return net, client, server, conn
 

@@ -11,21 +11,20 @@ import pytest
 from dquic import _codec as codec
 from dquic._connection import _Sent
 from dquic.config import Configuration
-from dquic.connection import CoreConnection
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
 from dquic.testing import LinkConfig
 from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
+from dquic.testing.pairs import core_pair
 
 C_ADDR = ("192.0.2.1", 4433)
 S_ADDR = ("198.51.100.7", 4433)
 
 
 def _pair(**kw):
-    client = CoreConnection(Configuration(encryption=False, pacing=False, **kw), S_ADDR)
-    server = CoreConnection(Configuration(is_client=False, encryption=False, pacing=False, **kw),
-                            C_ADDR, peer_cid=client.host_cid, original_dcid=client.original_dcid)
-    client.connect(0.0)
+    client, server = core_pair(Configuration(encryption=False, pacing=False, **kw),
+                               Configuration(is_client=False, encryption=False, pacing=False, **kw),
+                               C_ADDR, S_ADDR)
     for _ in range(10):
         _pump(client, server, 0.0)
     assert client.is_established and server.is_established
@@ -53,6 +52,18 @@ def _read_all(conn, out):
             out[sid][-1] += piece[0]
             if piece[1]:
                 out[sid].append(b"")
+
+
+def _deliver_all(client, server, got, now):
+    """Pump 1 ms steps (at most 500) until the client holds nothing unacknowledged, reading all
+    the server receives into ``got``; returns the time reached."""
+    for _ in range(500):
+        now += 0.001
+        _pump(client, server, now)
+        _read_all(server, got)
+        if client.send_buffered == 0:
+            break
+    return now
 
 
 def _messages(out):
@@ -116,12 +127,7 @@ def test_sent_records_are_recycled_and_never_aliased():
     client.send_message(1, payload)
     got = {}
     now = 0.0
-    for _ in range(500):
-        now += 0.001
-        _pump(client, server, now)
-        _read_all(server, got)
-        if client.send_buffered == 0:
-            break
+    now = _deliver_all(client, server, got, now)
     assert _messages(got)[1] == [payload]
     free = client._free_sent
     assert free and all(type(p) is _Sent for p in free)
@@ -132,12 +138,7 @@ def test_sent_records_are_recycled_and_never_aliased():
     # reuse: more data does not grow the pool without bound
     before = len(free)
     client.send_message(1, payload)
-    for _ in range(500):
-        now += 0.001
-        _pump(client, server, now)
-        _read_all(server, got)
-        if client.send_buffered == 0:
-            break
+    now = _deliver_all(client, server, got, now)
     assert _messages(got)[1] == [payload, payload]
     assert len(client._free_sent) <= max(before, 64) * 2
 

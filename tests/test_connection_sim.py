@@ -120,14 +120,20 @@ def test_large_transfer_64mib_one_percent_loss():
     assert server.digest(9) == messages_digest([data])
 
 
-def test_receiver_that_does_not_read_stops_sender_at_window():
-    ccfg = Configuration(encryption=False)
-    scfg = Configuration(is_client=False, encryption=False, initial_max_data=200_000,
-                         max_data_window=400_000, initial_max_stream_data=100_000,
-                         max_stream_data_window=200_000)
-    net, client, server, conn = make_pair(LinkConfig(delay=0.005), client_config=ccfg,
-                                          server_config=scfg, seed=5)
+def _pair_with_a_stalled_reader(data, data_window, stream, stream_window, seed):
+    """An unencrypted pair over a 5 ms link whose server reads nothing, with these flow-control
+    limits (initial and window, for the connection and per stream)."""
+    scfg = Configuration(is_client=False, encryption=False, initial_max_data=data,
+                         max_data_window=data_window, initial_max_stream_data=stream,
+                         max_stream_data_window=stream_window)
+    net, client, server, conn = make_pair(LinkConfig(delay=0.005), encryption=False,
+                                          server_config=scfg, seed=seed)
     server.reading = False
+    return net, client, server, conn
+
+
+def test_receiver_that_does_not_read_stops_sender_at_window():
+    net, client, server, conn = _pair_with_a_stalled_reader(200_000, 400_000, 100_000, 200_000, 5)
     data = _payload(5, 3 << 20)
     conn.send_message(1, data)
     net.run_for(2.0)
@@ -301,12 +307,7 @@ def test_stream_end_is_visible_on_both_sides():
 
 def test_reset_stream_returns_connection_credit():
     """Bytes a reset stream will never deliver give their connection credit back (MAX_DATA)."""
-    scfg = Configuration(is_client=False, encryption=False, initial_max_data=200_000,
-                         max_data_window=200_000, initial_max_stream_data=180_000,
-                         max_stream_data_window=180_000)
-    net, client, server, conn = make_pair(LinkConfig(delay=0.005), encryption=False,
-                                          server_config=scfg, seed=19)
-    server.reading = False
+    net, client, server, conn = _pair_with_a_stalled_reader(200_000, 200_000, 180_000, 180_000, 19)
     conn.send_message(1, bytes(150_000))
     net.run(until=lambda: server.bytes_received == 0 and _server_conn(server)._data_received >= 150_000
             if server.endpoint.connections else False, max_time=10)

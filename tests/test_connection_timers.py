@@ -1,5 +1,5 @@
 """The connection's timer table: every armed deadline by kind, and get_timer its minimum."""
-from _sansio import exchange
+from dquic.testing.pairs import exchange
 from dquic.config import Configuration
 from dquic.endpoint import Endpoint
 from dquic.keys import KeyPair

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dquic.endpoint as endpoint_module
-from _sansio import exchange
+from dquic.testing.pairs import exchange
 from dquic.config import Configuration
 from dquic.connection import CoreConnection
 from dquic.endpoint import Endpoint

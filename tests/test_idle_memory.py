@@ -6,7 +6,6 @@ workload, unlike RSS); ``bench/idle_memory.py`` reports RSS and the C heap as we
 from __future__ import annotations
 
 import gc
-import heapq
 import random
 import sys
 import tracemalloc
@@ -23,6 +22,7 @@ from dquic.events import HandshakeCompleted, MessageReceived
 from dquic.testing import EVENT_SEND, LinkConfig
 from dquic.testing.apps import make_pair
 from dquic.testing.apps import shared_identity as _identity
+from dquic.testing.pairs import Wire
 
 SERVER = ("192.0.2.1", 4433)
 CLIENT = ("198.51.100.7", 50000)
@@ -38,20 +38,12 @@ def _exchange(server: Endpoint, client: Endpoint, count: int, now: float):
     """``count`` client connections to ``server``: each completes the handshake, sends one
     message and reads the server's answer; then everything is left to go quiet. Only the
     public endpoint API is used. Returns (server connections, the time when all is quiet)."""
-    wire = []          # (arrival, seq, to_server, data)
-    seq = 0
+    wire = Wire(client, CLIENT, server, SERVER, ONE_WAY)
     sconns = []
     replies = 0
-
-    def post(items, to_server, t):
-        nonlocal seq
-        for data, _addr in items:
-            seq += 1
-            heapq.heappush(wire, (t + ONE_WAY, seq, to_server, data))
-
     for _ in range(count):
         client.connect(SERVER, now)
-    post(client.datagrams_to_send(now), True, now)
+    wire.collect(now)
     settle_until = None
     for _ in range(1_000_000):
         for conn, ev in client.take_events():
@@ -66,28 +58,15 @@ def _exchange(server: Endpoint, client: Endpoint, count: int, now: float):
             elif isinstance(ev, MessageReceived):
                 while conn.read_message(ev.stream_id, 1 << 16) is not None:
                     conn.send_message(ev.stream_id, b"answer" * 8)
-        post(client.datagrams_to_send(now), True, now)
-        post(server.datagrams_to_send(now), False, now)
+        wire.collect(now)
         if settle_until is None and replies == count:
             # past ACK delays and the point where quiet connections release memory
             settle_until = now + IDLE_RELEASE_AFTER + 1.0
-        times = [t for t in (client.get_timer(), server.get_timer()) if t is not None]
-        if wire:
-            times.append(wire[0][0])
-        nxt = min(times)
+        nxt = wire.next_time()
         if settle_until is not None and nxt > settle_until:
             return sconns, settle_until
         now = max(now, nxt)
-        while wire and wire[0][0] <= now:
-            _t, _s, to_server, data = heapq.heappop(wire)
-            if to_server:
-                server.receive_datagram(data, CLIENT, now)
-            else:
-                client.receive_datagram(data, SERVER, now)
-        for ep in (client, server):
-            t = ep.get_timer()
-            if t is not None and t <= now:
-                ep.handle_timer(now)
+        wire.advance(now)
     raise AssertionError("the exchanges did not complete")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from _sansio import exchange
+from dquic.testing.pairs import exchange
 from dquic.config import Configuration
 from dquic.endpoint import Endpoint
 from dquic.keys import KeyPair

@@ -128,6 +128,12 @@ def test_loading_twice_by_module_name_is_harmless(pytester, run):
     run("--dquic-seed=3").assert_outcomes(passed=1)
 
 
+def _refused(result, message):
+    """pytest stopped with a usage error that says ``message``."""
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
 # ------------------------------------------------------------------------------------------
 # seed
 
@@ -147,9 +153,7 @@ def test_seed_sources(pytester, run):
     run("test_ini.py").assert_outcomes(passed=1)
     run("test_ini.py", "--dquic-seed=17").assert_outcomes(failed=1)  # the option wins
     pytester.makeini("[pytest]\ndquic_seed = many\n")
-    result = run("test_ini.py")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*dquic_seed ini value must be an integer*"])
+    _refused(run("test_ini.py"), "dquic_seed ini value must be an integer")
 
 
 def test_failure_report_names_the_seed(pytester, run):
@@ -398,9 +402,7 @@ def test_missing_module_gives_a_clear_failure(pytester, run, monkeypatch):
 
 def test_bad_timeout_option(pytester, run):
     pytester.makepyfile("def test_t():\n    pass\n")
-    result = run("--dquic-timeout=0")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--dquic-timeout must be > 0*"])
+    _refused(run("--dquic-timeout=0"), "--dquic-timeout must be > 0")
 
 
 def test_link_settings_helper(pytester, run):

@@ -13,6 +13,7 @@ nothing; elsewhere they run on the machine's loopback and are skipped only if th
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional
 
 import pytest
+
+from _net import udp_port_bound
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -124,19 +127,6 @@ def _netns_prefix() -> Optional[List[str]]:
     return prefix if probe.returncode == 0 else None
 
 
-def _udp_port_bound(port: int) -> bool:
-    hexport = "%04X" % port
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                if any(line.split()[1].rsplit(":", 1)[1] == hexport for line in f):
-                    return True
-        except OSError:
-            continue
-    return False
-
-
 def _isolated(argv: List[str], ports: List[int]) -> List[str]:
     """``argv`` in a network namespace of its own, or as it is when none can be made (then the
     fixed ``ports`` it uses must be free here)."""
@@ -146,7 +136,7 @@ def _isolated(argv: List[str], ports: List[int]) -> List[str]:
     if not os.path.exists("/proc/net/udp"):
         pytest.skip("cannot isolate fixed ports here (no network namespace, no /proc/net/udp)")
     for port in ports:
-        if _udp_port_bound(port):
+        if udp_port_bound(port):
             pytest.skip(f"UDP port {port} (used as written by the example) is busy")
     return argv
 
@@ -172,25 +162,15 @@ def test_python_example_runs_and_prints_what_the_readme_says(name, tmp_path):
         assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600
 
 
-_PAIR_HARNESS = textwrap.dedent("""
+# (the harness runs in a temporary directory: it carries its own copy of udp_port_bound)
+_PAIR_HARNESS = inspect.getsource(udp_port_bound) + textwrap.dedent("""
     # the seed server, then the seed client once the server's port is bound; JSON out
     import json, subprocess, sys, time
-    def bound(port):
-        hexport = "%04X" % port
-        for table in ("/proc/net/udp", "/proc/net/udp6"):
-            try:
-                with open(table) as f:
-                    next(f)
-                    if any(l.split()[1].rsplit(":", 1)[1] == hexport for l in f):
-                        return True
-            except OSError:
-                pass
-        return False
     server = subprocess.Popen([sys.executable, "seed_server.py"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not bound(9999) and server.poll() is None and time.monotonic() < deadline:
+        while not udp_port_bound(9999) and server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         client = subprocess.run([sys.executable, "seed_client.py"], capture_output=True, text=True,
                                 timeout=60)

@@ -105,22 +105,17 @@ def test_rtt_matches_reference(samples, confirmed):
 
 
 # ---------------------------------------------------------------- ACK processing
-def test_ack_of_unsent_packet_raises_protocol_violation():
+@pytest.mark.parametrize("space, ranges, code", [
+    (APPLICATION, [(0, 2)], ErrorCode.PROTOCOL_VIOLATION),   # acknowledges unsent packet 1
+    (HANDSHAKE, [(0, 1)], ErrorCode.PROTOCOL_VIOLATION),     # nothing sent in that space
+    (APPLICATION, [(1, 1)], ErrorCode.FRAME_ENCODING_ERROR),  # an empty range
+], ids=["unsent-packet", "unsent-space", "malformed-range"])
+def test_bad_ack_raises(space, ranges, code):
     rec, _ = make()
     send(rec, 0, 0.0)
     with pytest.raises(ProtocolError) as ei:
-        rec.on_ack_received(APPLICATION, [(0, 2)], 0.0, 0.1)
-    assert ei.value.error_code == ErrorCode.PROTOCOL_VIOLATION
-    with pytest.raises(ProtocolError):
-        rec.on_ack_received(HANDSHAKE, [(0, 1)], 0.0, 0.1)   # nothing sent in that space
-
-
-def test_malformed_range_raises():
-    rec, _ = make()
-    send(rec, 0, 0.0)
-    with pytest.raises(ProtocolError) as ei:
-        rec.on_ack_received(APPLICATION, [(1, 1)], 0.0, 0.1)
-    assert ei.value.error_code == ErrorCode.FRAME_ENCODING_ERROR
+        rec.on_ack_received(space, ranges, 0.0, 0.1)
+    assert ei.value.error_code == code
 
 
 def test_ack_returns_newly_acked_and_duplicates_are_harmless():
@@ -264,14 +259,21 @@ def _establish_rtt(rec, t=0.0):
     return t + 0.1
 
 
-def test_persistent_congestion_collapses_window():
+def _spread_over_two_durations():
+    """An RTT sample, then packets 1..8 sent across more than the persistent-congestion
+    duration and 9 at twice the duration: ``(rec, cc, t, duration)``, t the time of the sample."""
     rec, cc = make()
     t = _establish_rtt(rec)
     duration = (rec.rtt.pto_base(0.001) + 0.025) * 3
-    # packets 1..8 spread over more than the duration, all lost; 9 acked later
     for i in range(1, 9):
         send(rec, i, t + i * duration / 6)
     send(rec, 9, t + 2 * duration)
+    return rec, cc, t, duration
+
+
+def test_persistent_congestion_collapses_window():
+    # packets 1..8 spread over more than the duration, all lost; 9 acked later
+    rec, cc, t, duration = _spread_over_two_durations()
     acked, lost = rec.on_ack_received(APPLICATION, [(9, 10)], 0.0, t + 2 * duration + 0.1)
     assert pns(lost) == list(range(1, 9))
     assert rec.persistent_congestions == 1
@@ -280,12 +282,7 @@ def test_persistent_congestion_collapses_window():
 
 
 def test_no_persistent_congestion_when_packet_between_acked():
-    rec, cc = make()
-    t = _establish_rtt(rec)
-    duration = (rec.rtt.pto_base(0.001) + 0.025) * 3
-    for i in range(1, 9):
-        send(rec, i, t + i * duration / 6)
-    send(rec, 9, t + 2 * duration)
+    rec, cc, t, duration = _spread_over_two_durations()
     rec.on_ack_received(APPLICATION, [(4, 5)], 0.0, t + 4 * duration / 6 + 0.01)
     acked, lost = rec.on_ack_received(APPLICATION, [(4, 5), (9, 10)], 0.0, t + 2 * duration + 0.1)
     assert rec.persistent_congestions == 0

@@ -3,17 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dquic._codec import (
-    DQUIC_VERSION_1,
-    PACKET_HANDSHAKE,
-    PACKET_INITIAL,
-    PACKET_RETRY,
-    PACKET_SHORT,
-    PACKET_VERSION_NEGOTIATION,
-    PACKET_ZERO_RTT,
-    Buffer,
-    pull_header,
-)
+from dquic import _codec as codec
 from dquic._frames import decode_stream_frame_header
 from dquic._seed import DQUICFrame, DQUICHeader
 from dquic.errors import ProtocolError
@@ -21,10 +11,10 @@ from test_codec_reference import ref_long_header, ref_short_header, ref_stream_h
 
 
 # -- DQUICHeader ----------------------------------------------------------------------------
-@pytest.mark.parametrize("ptype", [PACKET_INITIAL, PACKET_HANDSHAKE, PACKET_SHORT])
+@pytest.mark.parametrize("ptype", [codec.PACKET_INITIAL, codec.PACKET_HANDSHAKE, codec.PACKET_SHORT])
 @pytest.mark.parametrize("pn", [0, 1, 127, 128, 40000, 2**24, 2**31 - 2])
 def test_header_round_trip(ptype, pn):
-    hdr = DQUICHeader(ptype, pn, dcid=b"\x01\x02\x03\x04", scid=b"\x05" if ptype != PACKET_SHORT else b"")
+    hdr = DQUICHeader(ptype, pn, dcid=b"\x01\x02\x03\x04", scid=b"\x05" if ptype != codec.PACKET_SHORT else b"")
     data = hdr.to_bytes()
     back = DQUICHeader.from_bytes(data)
     assert back == hdr
@@ -32,23 +22,23 @@ def test_header_round_trip(ptype, pn):
 
 
 def test_header_attributes_and_defaults():
-    hdr = DQUICHeader(PACKET_INITIAL, 5)
-    assert hdr.packet_type == PACKET_INITIAL and hdr.packet_number == 5
-    assert hdr.dcid == b"" and hdr.scid == b"" and hdr.version == DQUIC_VERSION_1
+    hdr = DQUICHeader(codec.PACKET_INITIAL, 5)
+    assert hdr.packet_type == codec.PACKET_INITIAL and hdr.packet_number == 5
+    assert hdr.dcid == b"" and hdr.scid == b"" and hdr.version == codec.DQUIC_VERSION_1
     assert hdr.largest_acked is None and hdr.token == b""
     assert "DQUICHeader" in repr(hdr)
 
 
 def test_header_bytes_match_reference():
-    hdr = DQUICHeader(PACKET_INITIAL, 0x1234, dcid=b"d" * 8, scid=b"s" * 3, token=b"tok")
-    assert hdr.to_bytes() == ref_long_header(PACKET_INITIAL, DQUIC_VERSION_1, b"d" * 8, b"s" * 3, b"tok",
+    hdr = DQUICHeader(codec.PACKET_INITIAL, 0x1234, dcid=b"d" * 8, scid=b"s" * 3, token=b"tok")
+    assert hdr.to_bytes() == ref_long_header(codec.PACKET_INITIAL, codec.DQUIC_VERSION_1, b"d" * 8, b"s" * 3, b"tok",
                                              0x1234, 2, 2)
-    short = DQUICHeader(PACKET_SHORT, 7, dcid=b"c" * 5, key_phase=1, spin=1)
+    short = DQUICHeader(codec.PACKET_SHORT, 7, dcid=b"c" * 5, key_phase=1, spin=1)
     assert short.to_bytes() == ref_short_header(b"c" * 5, 7, 1, 1, 1)
 
 
 def test_header_truncation_uses_largest_acked():
-    hdr = DQUICHeader(PACKET_SHORT, 0xAC5C02, largest_acked=0xABE8B3)
+    hdr = DQUICHeader(codec.PACKET_SHORT, 0xAC5C02, largest_acked=0xABE8B3)
     data = hdr.to_bytes()
     assert len(data) == 1 + 2 and data[1:] == b"\x5c\x02"
     assert DQUICHeader.from_bytes(data, largest_pn=0xABE8B3).packet_number == 0xAC5C02
@@ -57,18 +47,18 @@ def test_header_truncation_uses_largest_acked():
 
 
 def test_header_from_bytes_short_with_payload_needs_dcid_len():
-    hdr = DQUICHeader(PACKET_SHORT, 9, dcid=b"abcd")
+    hdr = DQUICHeader(codec.PACKET_SHORT, 9, dcid=b"abcd")
     data = hdr.to_bytes() + b"payload"
     assert DQUICHeader.from_bytes(data, dcid_len=4) == hdr
 
 
 def test_header_token_and_version_preserved():
-    hdr = DQUICHeader(PACKET_INITIAL, 3, dcid=b"x", token=b"t" * 70)
+    hdr = DQUICHeader(codec.PACKET_INITIAL, 3, dcid=b"x", token=b"t" * 70)
     back = DQUICHeader.from_bytes(hdr.to_bytes())
-    assert back.token == b"t" * 70 and back.version == DQUIC_VERSION_1
+    assert back.token == b"t" * 70 and back.version == codec.DQUIC_VERSION_1
 
 
-@pytest.mark.parametrize("ptype", [PACKET_ZERO_RTT, PACKET_RETRY, PACKET_VERSION_NEGOTIATION, 6, -1])
+@pytest.mark.parametrize("ptype", [codec.PACKET_ZERO_RTT, codec.PACKET_RETRY, codec.PACKET_VERSION_NEGOTIATION, 6, -1])
 def test_header_rejects_packet_types_without_packet_number(ptype):
     with pytest.raises(ValueError):
         DQUICHeader(ptype, 0)
@@ -77,9 +67,9 @@ def test_header_rejects_packet_types_without_packet_number(ptype):
 @pytest.mark.parametrize("kwargs", [dict(packet_number=-1), dict(packet_number=2**62),
                                     dict(dcid=b"x" * 21), dict(version=0), dict(version=2**32),
                                     dict(largest_acked=10, packet_number=10),
-                                    dict(key_phase=2), dict(packet_type=PACKET_HANDSHAKE, token=b"t")])
+                                    dict(key_phase=2), dict(packet_type=codec.PACKET_HANDSHAKE, token=b"t")])
 def test_header_value_errors(kwargs):
-    args = dict(packet_type=PACKET_INITIAL, packet_number=1)
+    args = dict(packet_type=codec.PACKET_INITIAL, packet_number=1)
     args.update(kwargs)
     with pytest.raises(ValueError):
         DQUICHeader(**args)
@@ -90,7 +80,7 @@ def test_header_value_errors(kwargs):
                                     dict(packet_type=None), dict(dcid="abc"), dict(version=1.5),
                                     dict(largest_acked="3")])
 def test_header_type_errors(kwargs):
-    args = dict(packet_type=PACKET_INITIAL, packet_number=5)
+    args = dict(packet_type=codec.PACKET_INITIAL, packet_number=5)
     args.update(kwargs)
     with pytest.raises(TypeError):
         DQUICHeader(**args)
@@ -102,14 +92,14 @@ def test_header_refuses_packet_numbers_beyond_four_bytes():
     # the constructor refuses what to_bytes could not write
     for pn, acked in [(2**40, None), (2**31 - 1, None), (2**31 + 5, 5), (2**40, 2**40 - 2**31)]:
         with pytest.raises(ValueError, match="2\\*\\*31"):
-            DQUICHeader(PACKET_SHORT, pn, largest_acked=acked)
-    assert len(DQUICHeader(PACKET_SHORT, 2**31 - 2).to_bytes()) == 1 + 4
-    assert len(DQUICHeader(PACKET_SHORT, 2**40, largest_acked=2**40 - 2**31 + 1).to_bytes()) == 1 + 4
-    assert DQUICHeader(PACKET_SHORT, 2**40, largest_acked=2**40 - 5).to_bytes()
+            DQUICHeader(codec.PACKET_SHORT, pn, largest_acked=acked)
+    assert len(DQUICHeader(codec.PACKET_SHORT, 2**31 - 2).to_bytes()) == 1 + 4
+    assert len(DQUICHeader(codec.PACKET_SHORT, 2**40, largest_acked=2**40 - 2**31 + 1).to_bytes()) == 1 + 4
+    assert DQUICHeader(codec.PACKET_SHORT, 2**40, largest_acked=2**40 - 5).to_bytes()
 
 
 @pytest.mark.parametrize("kwargs", [dict(key_phase=1), dict(spin=1)])
-@pytest.mark.parametrize("ptype", [PACKET_INITIAL, PACKET_HANDSHAKE])
+@pytest.mark.parametrize("ptype", [codec.PACKET_INITIAL, codec.PACKET_HANDSHAKE])
 def test_header_long_forms_have_no_short_header_bits(ptype, kwargs):
     with pytest.raises(ValueError, match="short headers only"):
         DQUICHeader(ptype, 1, **kwargs)
@@ -117,24 +107,24 @@ def test_header_long_forms_have_no_short_header_bits(ptype, kwargs):
 
 def test_header_short_form_has_no_scid_or_version():
     with pytest.raises(ValueError, match="scid"):
-        DQUICHeader(PACKET_SHORT, 1, scid=b"s")
+        DQUICHeader(codec.PACKET_SHORT, 1, scid=b"s")
     with pytest.raises(ValueError, match="version"):
-        DQUICHeader(PACKET_SHORT, 1, version=1)
+        DQUICHeader(codec.PACKET_SHORT, 1, version=1)
 
 
 def test_header_other_versions_read_back():
-    hdr = DQUICHeader(PACKET_HANDSHAKE, 9, dcid=b"d", scid=b"s", version=0x00000001)
+    hdr = DQUICHeader(codec.PACKET_HANDSHAKE, 9, dcid=b"d", scid=b"s", version=0x00000001)
     back = DQUICHeader.from_bytes(hdr.to_bytes())
     assert back == hdr and back.version == 1
 
 
 def test_header_from_bytes_largest_acked():
-    hdr = DQUICHeader(PACKET_SHORT, 0xAC5C02, largest_acked=0xABE8B3)
+    hdr = DQUICHeader(codec.PACKET_SHORT, 0xAC5C02, largest_acked=0xABE8B3)
     # newer than largest_pn: the reference it was decoded against
     assert DQUICHeader.from_bytes(hdr.to_bytes(), largest_pn=0xABE8B3).largest_acked == 0xABE8B3
-    assert DQUICHeader.from_bytes(DQUICHeader(PACKET_SHORT, 7).to_bytes()).largest_acked is None
+    assert DQUICHeader.from_bytes(DQUICHeader(codec.PACKET_SHORT, 7).to_bytes()).largest_acked is None
     # an older, reordered packet: the farthest reference that still encodes it
-    old = DQUICHeader.from_bytes(DQUICHeader(PACKET_SHORT, 2**40, largest_acked=2**40 - 1).to_bytes(),
+    old = DQUICHeader.from_bytes(DQUICHeader(codec.PACKET_SHORT, 2**40, largest_acked=2**40 - 1).to_bytes(),
                                  largest_pn=2**40 + 3)
     assert old.packet_number == 2**40 and old.largest_acked == 2**40 - 2**31 + 1 and old.to_bytes()
     assert DQUICHeader.from_bytes(b"\x40\x05", largest_pn=9).largest_acked is None
@@ -144,7 +134,7 @@ def test_header_from_bytes_largest_acked():
 
 
 def test_header_from_bytes_malformed():
-    good = DQUICHeader(PACKET_HANDSHAKE, 77, dcid=b"abc", scid=b"de").to_bytes()
+    good = DQUICHeader(codec.PACKET_HANDSHAKE, 77, dcid=b"abc", scid=b"de").to_bytes()
     for cut in range(len(good)):
         with pytest.raises(ProtocolError):
             DQUICHeader.from_bytes(good[:cut])
@@ -160,8 +150,8 @@ def test_header_from_bytes_malformed():
 
 
 def test_header_seed_bytes_parse_with_pull_header():
-    data = DQUICHeader(PACKET_INITIAL, 300, dcid=b"q" * 20, scid=b"r" * 20).to_bytes()
-    hdr = pull_header(Buffer(data), 0)
+    data = DQUICHeader(codec.PACKET_INITIAL, 300, dcid=b"q" * 20, scid=b"r" * 20).to_bytes()
+    hdr = codec.pull_header(codec.Buffer(data), 0)
     assert hdr.dcid == b"q" * 20 and hdr.payload_end == len(data)
 
 
@@ -302,8 +292,8 @@ def _accepted(cls, *args, **kwargs):
 def _header_arguments(draw):
     """Arguments the constructor should take (every field over its range and boundaries),
     now and then with one of them pushed off its domain."""
-    ptype = draw(st.sampled_from([PACKET_INITIAL, PACKET_HANDSHAKE, PACKET_SHORT]))
-    short = ptype == PACKET_SHORT
+    ptype = draw(st.sampled_from([codec.PACKET_INITIAL, codec.PACKET_HANDSHAKE, codec.PACKET_SHORT]))
+    short = ptype == codec.PACKET_SHORT
     pn = draw(_u62)
     distance = draw(st.one_of(st.none(), st.integers(1, 300), _near(2**7, 2**15, 2**23, 2**31 - 2)))
     largest_acked = None if distance is None or distance > pn else pn - distance
@@ -312,9 +302,9 @@ def _header_arguments(draw):
     kwargs = dict(
         packet_type=ptype, packet_number=pn, largest_acked=largest_acked, dcid=draw(st.binary(max_size=20)),
         scid=b"" if short else draw(st.binary(max_size=20)),
-        version=DQUIC_VERSION_1 if short else draw(st.one_of(st.just(DQUIC_VERSION_1), st.just(1),
+        version=codec.DQUIC_VERSION_1 if short else draw(st.one_of(st.just(codec.DQUIC_VERSION_1), st.just(1),
                                                              st.integers(1, 2**32 - 1))),
-        token=draw(_bytes) if ptype == PACKET_INITIAL else b"",
+        token=draw(_bytes) if ptype == codec.PACKET_INITIAL else b"",
         key_phase=draw(st.sampled_from([0, 1])) if short else 0, spin=draw(st.sampled_from([0, 1])) if short else 0)
     if draw(st.integers(0, 3)) == 0:
         name = draw(st.sampled_from(sorted(kwargs)))
@@ -329,16 +319,16 @@ def _header_arguments(draw):
     return kwargs
 
 
-_short_2_31 = dict(packet_type=PACKET_SHORT, packet_number=2**31 - 1, largest_acked=None, dcid=b"", scid=b"",
-                   version=DQUIC_VERSION_1, token=b"", key_phase=0, spin=0, wrap=bytes)
+_short_2_31 = dict(packet_type=codec.PACKET_SHORT, packet_number=2**31 - 1, largest_acked=None, dcid=b"", scid=b"",
+                   version=codec.DQUIC_VERSION_1, token=b"", key_phase=0, spin=0, wrap=bytes)
 
 
 @PROPERTY
 @given(_header_arguments())
 @example(_short_2_31)
-@example(dict(_short_2_31, packet_type=PACKET_INITIAL, packet_number=5, key_phase=1))
+@example(dict(_short_2_31, packet_type=codec.PACKET_INITIAL, packet_number=5, key_phase=1))
 @example(dict(_short_2_31, packet_number=5, scid=b"s"))
-@example(dict(_short_2_31, packet_type=PACKET_HANDSHAKE, packet_number=5, version=0x12345678))
+@example(dict(_short_2_31, packet_type=codec.PACKET_HANDSHAKE, packet_number=5, version=0x12345678))
 def test_header_everything_accepted_round_trips(args):
     args = dict(args)
     wrap = args.pop("wrap")
@@ -354,7 +344,7 @@ def test_header_everything_accepted_round_trips(args):
     assert _public_attributes(back) == _public_attributes(hdr)
     assert back.to_bytes() == data
     # a short header followed by its payload, with the DCID length given as a receiver knows it
-    if hdr.packet_type == PACKET_SHORT:
+    if hdr.packet_type == codec.PACKET_SHORT:
         back = DQUICHeader.from_bytes(data + b"payload", largest_pn=largest_pn, dcid_len=len(hdr.dcid))
         assert _public_attributes(back) == _public_attributes(hdr)
 

@@ -9,7 +9,7 @@ import pytest
 from dquic import _frames as framing
 from dquic.config import Configuration
 from dquic.events import ConnectionTerminated
-from _sansio import inject
+from _sansio import inject, injectable_pair
 from dquic.testing import LinkConfig
 from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
 
@@ -173,12 +173,7 @@ def test_message_after_explicit_end_opens_a_new_incarnation():
 # a peer driving the protocol by hand (frames injected into packets)
 
 def _established(**server_kw):
-    scfg = Configuration(is_client=False, encryption=False, **server_kw)
-    net, client, server, conn = make_pair(LinkConfig(delay=0.005), encryption=False,
-                                          server_config=scfg, seed=1)
-    conn.send_message(0, b"hello")
-    net.run(until=lambda: server.count(0) == 1, max_time=5)
-    net.run_for(0.05)
+    net, client, server, conn = injectable_pair(**server_kw)
     # from now on the client hears nothing: the test plays its part
     net.link(CLIENT_ADDR, SERVER_ADDR, LinkConfig(delay=0.005), LinkConfig(delay=0.005, loss=1.0))
     return net, client, server, conn
@@ -317,7 +312,8 @@ def test_late_acknowledgement_of_a_forgotten_lost_packet_prevents_a_second_deliv
 def test_a_quiet_connection_forgets_its_finished_resolved_halves():
     # an id used once and finished: once resolved and the connection quiet (the idle release,
     # after 1 s), the receiver keeps neither the half nor a list of finished halves
-    from _sansio import C_ADDR as c_addr, S_ADDR as s_addr, exchange, plain_pair
+    from _sansio import C_ADDR as c_addr, S_ADDR as s_addr, plain_pair
+    from dquic.testing.pairs import exchange
 
     client, server, now = plain_pair()
     client.send_message(4, b"once")

@@ -18,6 +18,7 @@ import pytest
 from dquic.config import Configuration
 from dquic.endpoint import Endpoint
 from dquic.events import ConnectionTerminated, HandshakeCompleted, MessageReceived
+from dquic.testing.udp import SocketEndpoint, drive
 from dquic.workers import WorkerPool, attach_steering, steering_program
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -128,21 +129,18 @@ async def _echo(conn):
         await conn.send_message(stream_id, data)
 
 
-class _Client:
+class _Client(SocketEndpoint):
     """A sans-IO client endpoint with its own UDP socket, holding several connections; it can
     rebind (a new socket, so a new source port) mid-transfer, as a NAT rebinding would."""
 
     def __init__(self, server, count, messages, sel):
-        self.server = server
         # keep_alive: a client whose address changed while it had nothing to send is heard
         # from again (its PING moves the server to the new address), as behind a real NAT
-        self.ep = Endpoint(Configuration(idle_timeout=20.0, handshake_timeout=20.0,
-                                         keep_alive=0.2))
-        self.sel = sel
-        self.sock = None
+        super().__init__(Endpoint(Configuration(idle_timeout=20.0, handshake_timeout=20.0,
+                                                keep_alive=0.2)), sel)
+        self.server = server
         self.rebinds = 0
         self.rebound_at = 0.0
-        self._bind()
         now = time.monotonic()
         self.conns = {}
         for _ in range(count):
@@ -152,76 +150,28 @@ class _Client:
                                 "queued": False}
         self.flush(now)
 
-    def _bind(self):
-        if self.sock is not None:
-            self.sel.unregister(self.sock)
-            self.sock.close()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
-        self.sel.register(self.sock, selectors.EVENT_READ, self)
-
     def rebind(self):
-        self._bind()
+        self.bind()
         self.rebinds += 1
         self.rebound_at = time.monotonic()
 
-    def flush(self, now):
-        for data, addr in self.ep.datagrams_to_send(now):
-            try:
-                self.sock.sendto(data, addr)
-            except BlockingIOError:
-                pass
-
-    def read(self, now):
-        for _ in range(64):
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except BlockingIOError:
-                break
-            self.ep.receive_datagram(data, addr, now)
-
-    def events(self):
-        while (item := self.ep.next_event()) is not None:
-            conn, ev = item
-            st = self.conns.get(conn)
-            if st is None:
-                continue
-            if isinstance(ev, HandshakeCompleted) and not st["queued"]:
-                for m in st["sent"]:
-                    conn.send_message(0, m)
-                st["queued"] = True
-            elif isinstance(ev, MessageReceived):
-                while (r := conn.read_message(ev.stream_id, 1 << 20)) is not None:
-                    st["got"] += r[0]
-            elif isinstance(ev, ConnectionTerminated):
-                st["ended"] = ev
+    def on_event(self, conn, ev):
+        st = self.conns.get(conn)
+        if st is None:
+            return
+        if isinstance(ev, HandshakeCompleted) and not st["queued"]:
+            for m in st["sent"]:
+                conn.send_message(0, m)
+            st["queued"] = True
+        elif isinstance(ev, MessageReceived):
+            while (r := conn.read_message(ev.stream_id, 1 << 20)) is not None:
+                st["got"] += r[0]
+        elif isinstance(ev, ConnectionTerminated):
+            st["ended"] = ev
 
     def done(self, conn):
         st = self.conns[conn]
         return st["ended"] is not None or len(st["got"]) == MESSAGE * len(st["sent"])
-
-
-def _drive(clients, sel, until, max_time, on_tick=None):
-    deadline = time.monotonic() + max_time
-    while not until():
-        now = time.monotonic()
-        if now > deadline:
-            return False
-        timers = [t for c in clients if (t := c.ep.get_timer()) is not None]
-        wait = min([0.01] + [max(0.0, t - now) for t in timers])
-        for key, _ in sel.select(wait):
-            key.data.read(time.monotonic())
-        now = time.monotonic()
-        for c in clients:
-            t = c.ep.get_timer()
-            if t is not None and t <= now:
-                c.ep.handle_timer(now)
-            c.events()
-            c.flush(now)
-        if on_tick is not None:
-            on_tick()
-    return True
 
 
 def _close_all(clients, sel):
@@ -232,11 +182,11 @@ def _close_all(clients, sel):
             if st["ended"] is None:
                 conn.close()
         c.flush(now)
-    _drive(clients, sel, lambda: all(st["ended"] is not None for c in clients
+    drive(clients, sel, lambda: all(st["ended"] is not None for c in clients
                                      for st in c.conns.values()), 5)
-    sel.close()
     for c in clients:
-        c.sock.close()
+        c.close()
+    sel.close()
 
 
 def _owner(conn, pool):
@@ -278,7 +228,7 @@ def _run_many(n_conns, n_clients, messages, max_time, sync=False, **options):
                     c.rebind()
 
         every = lambda: all(c.done(conn) for c in clients for conn in c.conns)  # noqa: E731
-        assert _drive(clients, sel, every, max_time, tick), "transfers did not finish"
+        assert drive(clients, sel, every, max_time, tick), "transfers did not finish"
         elapsed = time.monotonic() - t0
         time.sleep(0.3)  # the workers publish their counters every 0.1 s
         stats = pool.stats()
@@ -339,7 +289,7 @@ def test_fallback_to_one_worker_where_the_kernel_refuses(monkeypatch):
         assert pool.workers == 1 and not pool.steering and len(pool.pids()) == 1
         sel = selectors.DefaultSelector()
         c = _Client(pool.address, 4, 1, sel)
-        assert _drive([c], sel, lambda: all(c.done(k) for k in c.conns), 30)
+        assert drive([c], sel, lambda: all(c.done(k) for k in c.conns), 30)
         assert all(st["ended"] is None for st in c.conns.values())
         _close_all([c], sel)
     finally:
@@ -352,7 +302,7 @@ def test_sigkill_loses_only_that_workers_connections():
         sel = selectors.DefaultSelector()
         clients = [_Client(pool.address, 8, 1, sel) for _ in range(5)]
         conns = [(c, conn) for c in clients for conn in c.conns]
-        assert _drive(clients, sel, lambda: all(c.done(k) for c, k in conns), 30)
+        assert drive(clients, sel, lambda: all(c.done(k) for c, k in conns), 30)
         victim = _owner(conns[0][1], pool)
         old_pid = pool.pids()[victim]
         os.kill(old_pid, signal.SIGKILL)
@@ -363,7 +313,7 @@ def test_sigkill_loses_only_that_workers_connections():
             st["sent"].append(os.urandom(MESSAGE))
             conn.send_message(0, st["sent"][-1])
             c.rebind() if conn is next(iter(c.conns)) else None
-        assert _drive(clients, sel, lambda: all(c.done(k) for c, k in conns), 30)
+        assert drive(clients, sel, lambda: all(c.done(k) for c, k in conns), 30)
         lost = [conn for c, conn in conns if _owner(conn, pool) == victim]
         kept = [(c, conn) for c, conn in conns if _owner(conn, pool) != victim]
         assert lost and kept
@@ -380,7 +330,7 @@ def test_sigkill_loses_only_that_workers_connections():
         assert sum(s["misrouted"] for s in stats) == 0
         # the restarted worker accepts new connections again
         fresh = _Client(pool.address, 12, 1, sel)
-        assert _drive([fresh], sel, lambda: all(fresh.done(k) for k in fresh.conns), 30)
+        assert drive([fresh], sel, lambda: all(fresh.done(k) for k in fresh.conns), 30)
         assert all(st["ended"] is None for st in fresh.conns.values())
         _close_all(clients + [fresh], sel)
 
@@ -389,7 +339,7 @@ def test_sigterm_drains_a_worker():
     with WorkerPool(("127.0.0.1", 0), 4, _echo, drain_timeout=10.0, linger=1.0) as pool:
         sel = selectors.DefaultSelector()
         first = _Client(pool.address, 16, 1, sel)
-        assert _drive([first], sel, lambda: all(first.done(k) for k in first.conns), 30)
+        assert drive([first], sel, lambda: all(first.done(k) for k in first.conns), 30)
         victim = _owner(next(iter(first.conns)), pool)
         pool.stop_worker(victim)
         deadline = time.monotonic() + 5
@@ -402,7 +352,7 @@ def test_sigterm_drains_a_worker():
             st["sent"].append(os.urandom(MESSAGE))
             conn.send_message(0, st["sent"][-1])
         both = [first, fresh]
-        assert _drive(both, sel, lambda: all(c.done(k) for c in both for k in c.conns), 30)
+        assert drive(both, sel, lambda: all(c.done(k) for c in both for k in c.conns), 30)
         assert all(_owner(k, pool) != victim for k in fresh.conns)
         for c in both:
             for st in c.conns.values():
@@ -411,7 +361,7 @@ def test_sigterm_drains_a_worker():
         for conn in first.conns:
             if _owner(conn, pool) == victim:
                 conn.close()
-        assert _drive(both, sel, lambda: pool.wait_worker(victim, 0) is not None, 15)
+        assert drive(both, sel, lambda: pool.wait_worker(victim, 0) is not None, 15)
         assert pool.wait_worker(victim, 0) == 0
         time.sleep(0.3)
         assert pool.pids()[victim] is None and pool.restarts == 0

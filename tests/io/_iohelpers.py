@@ -1,22 +1,11 @@
 """Helpers shared by the real-socket tests (importable as a plain module from this directory)."""
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any, Dict, List, Tuple
 
 from dquic.sync import DQUIC  # noqa: F401 - the type Receiver drives
 
-
-def ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 

@@ -17,8 +17,23 @@ from dquic.connection import CoreConnection
 from dquic.endpoint import Endpoint
 from dquic.events import MessageReceived
 from dquic.keys import KeyPair
+from dquic.testing.pairs import exchange
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO are Linux features")
+
+
+@pytest.fixture
+def closing():
+    """``closing(sock)`` returns ``sock``, closed when the test ends, whatever happens."""
+    made = []
+
+    def keep(sock):
+        made.append(sock)
+        return sock
+
+    yield keep
+    for sock in reversed(made):
+        sock.close()
 
 
 def _plain_receiver():
@@ -54,76 +69,59 @@ def _recv_all(udp: UDPSocket, want_bytes: int, limit: float = 2.0):
 
 
 @linux_only
-def test_offload_is_on_by_default_here_and_can_be_turned_off():
-    a = UDPSocket()
-    b = UDPSocket(offload=False)
-    try:
-        assert a.gso and a.gro
-        assert not b.gso and not b.gro
-    finally:
-        a.close()
-        b.close()
+def test_offload_is_on_by_default_here_and_can_be_turned_off(closing):
+    a = closing(UDPSocket())
+    b = closing(UDPSocket(offload=False))
+    assert a.gso and a.gro
+    assert not b.gso and not b.gro
 
 
 @linux_only
-def test_gso_send_arrives_as_separate_datagrams():
-    r = _plain_receiver()
-    s = UDPSocket()
-    try:
-        dest = r.getsockname()
-        items = [(bytes([i]) * 1200, dest) for i in range(100)] + [(b"tail", dest)]
-        # two trains as a connection builds them (at most GSO_MAX_BYTES each): 54 datagrams,
-        # then 46 and the short tail
-        trains = [(b"".join(d for d, _ in items[:54]), 1200, dest),
-                  (b"".join(d for d, _ in items[54:]), 1200, dest)]
-        assert s.send_trains(trains) == (2, 0)
-        assert s.datagrams_sent == len(items)
-        assert s.gso_sends == 2
-        got = _drain_plain(r, len(items))
-        assert got == [d for d, _ in items]
-    finally:
-        r.close()
-        s.close()
+def test_gso_send_arrives_as_separate_datagrams(closing):
+    r = closing(_plain_receiver())
+    s = closing(UDPSocket())
+    dest = r.getsockname()
+    items = [(bytes([i]) * 1200, dest) for i in range(100)] + [(b"tail", dest)]
+    # two trains as a connection builds them (at most GSO_MAX_BYTES each): 54 datagrams,
+    # then 46 and the short tail
+    trains = [(b"".join(d for d, _ in items[:54]), 1200, dest),
+              (b"".join(d for d, _ in items[54:]), 1200, dest)]
+    assert s.send_trains(trains) == (2, 0)
+    assert s.datagrams_sent == len(items)
+    assert s.gso_sends == 2
+    got = _drain_plain(r, len(items))
+    assert got == [d for d, _ in items]
 
 
 @linux_only
-def test_trains_to_several_addresses_with_short_last_segments():
-    r1, r2 = _plain_receiver(), _plain_receiver()
-    s = UDPSocket()
-    try:
-        a1, a2 = r1.getsockname(), r2.getsockname()
-        first = [b"a%03d" % i + b"." * 1000 for i in range(30)] + [b"short"]
-        second = [b"b%03d" % i + b"-" * 500 for i in range(5)]
-        third = [b"c%03d" % i + b"." * 1000 for i in range(3)]
-        trains = [(b"".join(first), 1004, a1), (b"".join(second), 504, a2),
-                  (b"".join(third), 1004, a1), (b"x" * 1200, 1200, a1)]
-        assert s.send_trains(trains) == (4, 0)
-        assert _drain_plain(r1, 35) == first + third + [b"x" * 1200]
-        assert _drain_plain(r2, 5) == second
-    finally:
-        r1.close()
-        r2.close()
-        s.close()
+def test_trains_to_several_addresses_with_short_last_segments(closing):
+    r1, r2 = closing(_plain_receiver()), closing(_plain_receiver())
+    s = closing(UDPSocket())
+    a1, a2 = r1.getsockname(), r2.getsockname()
+    first = [b"a%03d" % i + b"." * 1000 for i in range(30)] + [b"short"]
+    second = [b"b%03d" % i + b"-" * 500 for i in range(5)]
+    third = [b"c%03d" % i + b"." * 1000 for i in range(3)]
+    trains = [(b"".join(first), 1004, a1), (b"".join(second), 504, a2),
+              (b"".join(third), 1004, a1), (b"x" * 1200, 1200, a1)]
+    assert s.send_trains(trains) == (4, 0)
+    assert _drain_plain(r1, 35) == first + third + [b"x" * 1200]
+    assert _drain_plain(r2, 5) == second
 
 
 @linux_only
-def test_gro_receive_coalesces_and_splits_exactly():
-    rx = UDPSocket()
-    tx = UDPSocket()
-    try:
-        rx.bind(("127.0.0.1", 0))
-        dest = rx.local_address
-        count = GSO_MAX_BYTES // 1200
-        items = [(os.urandom(1200), dest) for _ in range(count)] + [(os.urandom(700), dest)]
-        trains = [(b"".join(d for d, _ in items[:count]), 1200, dest), (items[-1][0], 700, dest)]
-        assert tx.send_trains(trains) == (2, 0)
-        got, reads = _recv_all(rx, sum(len(d) for d, _ in items))
-        assert got == [d for d, _ in items]
-        assert any(seg == 1200 for _, seg in reads)  # at least one coalesced read
-        assert rx.datagrams_received == len(items)
-    finally:
-        rx.close()
-        tx.close()
+def test_gro_receive_coalesces_and_splits_exactly(closing):
+    rx = closing(UDPSocket())
+    tx = closing(UDPSocket())
+    rx.bind(("127.0.0.1", 0))
+    dest = rx.local_address
+    count = GSO_MAX_BYTES // 1200
+    items = [(os.urandom(1200), dest) for _ in range(count)] + [(os.urandom(700), dest)]
+    trains = [(b"".join(d for d, _ in items[:count]), 1200, dest), (items[-1][0], 700, dest)]
+    assert tx.send_trains(trains) == (2, 0)
+    got, reads = _recv_all(rx, sum(len(d) for d, _ in items))
+    assert got == [d for d, _ in items]
+    assert any(seg == 1200 for _, seg in reads)  # at least one coalesced read
+    assert rx.datagrams_received == len(items)
 
 
 class _RefusingSock:
@@ -141,22 +139,17 @@ class _RefusingSock:
         return getattr(self._sock, name)
 
 
-def test_gso_falls_back_to_one_datagram_per_call():
-    r = _plain_receiver()
-    s = UDPSocket()
+def test_gso_falls_back_to_one_datagram_per_call(closing):
+    r = closing(_plain_receiver())
+    s = closing(UDPSocket())
     real = s.sock
-    try:
-        s.gso = True
-        s.sock = _RefusingSock(real)
-        dest = r.getsockname()
-        items = [(bytes([i]) * 1000, dest) for i in range(20)]
-        assert s.send_trains([(b"".join(d for d, _ in items), 1000, dest)]) == (1, 0)
-        assert not s.gso and s.sock.sendmsg_calls == 1
-        assert _drain_plain(r, len(items)) == [d for d, _ in items]
-    finally:
-        s.sock = real
-        r.close()
-        s.close()
+    s.gso = True
+    s.sock = _RefusingSock(real)
+    dest = r.getsockname()
+    items = [(bytes([i]) * 1000, dest) for i in range(20)]
+    assert s.send_trains([(b"".join(d for d, _ in items), 1000, dest)]) == (1, 0)
+    assert not s.gso and s.sock.sendmsg_calls == 1
+    assert _drain_plain(r, len(items)) == [d for d, _ in items]
 
 
 # ---------------------------------------------------------------------- the core side of GRO
@@ -167,16 +160,9 @@ S_ADDR = ("127.0.0.1", 4433)
 def _established_pair():
     client = CoreConnection(Configuration(), S_ADDR)
     server_ep = Endpoint(Configuration(is_client=False, identity=KeyPair.generate()), accept=True)
-    now = 0.0
-    client.connect(now)
-    for _ in range(10):
-        for d, _ in client.datagrams_to_send(now):
-            server_ep.receive_datagram(d, C_ADDR, now)
-        for d, _ in server_ep.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        if client.handshake_confirmed:
-            break
-        now += 0.001
+    client.connect(0.0)
+    now = exchange(server_ep, client, C_ADDR, S_ADDR, 0.0, rounds=10,
+                   until=lambda: client.handshake_confirmed)
     assert client.handshake_confirmed
     while server_ep.next_event() is not None:
         pass
@@ -281,23 +267,17 @@ def test_datagram_trains_carry_what_datagrams_to_send_would():
     assert got == [(8, payload)]
 
 
-def test_send_trains_with_and_without_offload():
-    r = _plain_receiver()
-    try:
-        dest = r.getsockname()
-        grams = [bytes([i]) * 1000 for i in range(10)] + [b"end"]
-        trains = [(b"".join(grams[:5]), 1000, dest), (b"solo", 4, dest), (b"".join(grams[5:]), 1000, dest)]
-        want = grams[:5] + [b"solo"] + grams[5:]
-        for offload in (True, False):
-            s = UDPSocket(offload=offload)
-            try:
-                assert s.send_trains(trains) == (3, 0)
-                assert s.datagrams_sent == len(want)
-                assert _drain_plain(r, len(want)) == want
-            finally:
-                s.close()
-    finally:
-        r.close()
+def test_send_trains_with_and_without_offload(closing):
+    r = closing(_plain_receiver())
+    dest = r.getsockname()
+    grams = [bytes([i]) * 1000 for i in range(10)] + [b"end"]
+    trains = [(b"".join(grams[:5]), 1000, dest), (b"solo", 4, dest), (b"".join(grams[5:]), 1000, dest)]
+    want = grams[:5] + [b"solo"] + grams[5:]
+    for offload in (True, False):
+        s = closing(UDPSocket(offload=offload))
+        assert s.send_trains(trains) == (3, 0)
+        assert s.datagrams_sent == len(want)
+        assert _drain_plain(r, len(want)) == want
 
 
 class _FullAfter:
@@ -316,42 +296,34 @@ class _FullAfter:
         return getattr(self._sock, name)
 
 
-def test_send_trains_resumes_inside_a_train_without_offload():
-    r = _plain_receiver()
-    s = UDPSocket(offload=False)
+def _sender_filling_after(closing, n):
+    """A plain receiver and a UDPSocket without offload whose socket buffer is full after ``n``
+    datagrams: ``(receiver, sender, its real socket, the receiver's address)``."""
+    r = closing(_plain_receiver())
+    s = closing(UDPSocket(offload=False))
     real = s.sock
-    try:
-        dest = r.getsockname()
-        grams = [bytes([i]) * 500 for i in range(6)]
-        trains = [(b"".join(grams), 500, dest)]
-        s.sock = _FullAfter(real, 4)
-        assert s.send_trains(trains) == (0, 2000)  # four went out, the fifth waits
-        s.sock = real
-        assert s.send_trains(trains, 0, 2000) == (1, 0)
-        assert _drain_plain(r, 6) == grams
-    finally:
-        s.sock = real
-        r.close()
-        s.close()
+    s.sock = _FullAfter(real, n)
+    return r, s, real, r.getsockname()
 
 
-def test_queued_trains_wait_for_the_kernel_in_order():
-    r = _plain_receiver()
-    s = UDPSocket(offload=False)
-    real = s.sock
-    try:
-        dest = r.getsockname()
-        grams = [bytes([i]) * 300 for i in range(8)]
-        s.sock = _FullAfter(real, 3)
-        s.queue_trains([(b"".join(grams[:4]), 300, dest)])
-        assert s.flush() == 3 and s.pending
-        s.queue_trains([(b"".join(grams[4:]), 300, dest)])  # behind the rest of the first
-        assert s.flush() == 0 and s.pending  # still full
-        s.sock = real
-        assert s.flush() == 5 and not s.pending
-        assert s.flush() == 0
-        assert _drain_plain(r, 8) == grams
-    finally:
-        s.sock = real
-        r.close()
-        s.close()
+def test_send_trains_resumes_inside_a_train_without_offload(closing):
+    r, s, real, dest = _sender_filling_after(closing, 4)
+    grams = [bytes([i]) * 500 for i in range(6)]
+    trains = [(b"".join(grams), 500, dest)]
+    assert s.send_trains(trains) == (0, 2000)  # four went out, the fifth waits
+    s.sock = real
+    assert s.send_trains(trains, 0, 2000) == (1, 0)
+    assert _drain_plain(r, 6) == grams
+
+
+def test_queued_trains_wait_for_the_kernel_in_order(closing):
+    r, s, real, dest = _sender_filling_after(closing, 3)
+    grams = [bytes([i]) * 300 for i in range(8)]
+    s.queue_trains([(b"".join(grams[:4]), 300, dest)])
+    assert s.flush() == 3 and s.pending
+    s.queue_trains([(b"".join(grams[4:]), 300, dest)])  # behind the rest of the first
+    assert s.flush() == 0 and s.pending  # still full
+    s.sock = real
+    assert s.flush() == 5 and not s.pending
+    assert s.flush() == 0
+    assert _drain_plain(r, 8) == grams

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from dquic import ConnectionClosed
 from dquic.endpoint import Endpoint, reset_key_for
 from dquic.config import Configuration
 from dquic.keys import KeyPair
+
+from _net import free_udp_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,12 +37,6 @@ while True:
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(key_path: Path, port: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(key_path), str(port)], env=env,
@@ -58,7 +53,7 @@ def _time_to_failure(key_after: Path, tmp_path: Path, limit: float) -> float:
     key = KeyPair.generate()
     key_path = tmp_path / "server.key"
     key.save(key_path)
-    port = _free_port()
+    port = free_udp_port()
     server = _start(key_path, port)
     client = dquic.DQUIC(server_key=key.public, linger=0.2)
     client.settimeout(5.0)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from _net import udp_port_bound
+
 pytestmark = pytest.mark.timeout(90)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,26 +19,10 @@ EXAMPLES = ROOT / "examples"
 PORT = 9999
 
 
-def _udp_port_bound(port: int) -> bool:
-    """True if some socket is bound to UDP ``port`` on 127.0.0.1 or the wildcard (Linux /proc)."""
-    hexport = "%04X" % port
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    local = line.split()[1]
-                    if local.rsplit(":", 1)[1] == hexport:
-                        return True
-        except OSError:
-            continue
-    return False
-
-
 @pytest.mark.skipif(not EXAMPLES.is_dir(), reason="examples/ is not shipped with the package")
 @pytest.mark.skipif(not os.path.exists("/proc/net/udp"), reason="needs /proc/net/udp to see the port")
 def test_seed_readme_examples_verbatim():
-    if _udp_port_bound(PORT):
+    if udp_port_bound(PORT):
         pytest.skip(f"UDP port {PORT} (used verbatim by the seed examples) is busy")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     server = subprocess.Popen([sys.executable, str(EXAMPLES / "seed_server.py")], cwd=EXAMPLES, env=env,
@@ -44,7 +30,7 @@ def test_seed_readme_examples_verbatim():
     try:
         # the client must not start before the server is bound (it would be refused)
         deadline = time.monotonic() + 30
-        while not _udp_port_bound(PORT):
+        while not udp_port_bound(PORT):
             if server.poll() is not None:
                 err = server.communicate()[1]
                 if "Address already in use" in err:

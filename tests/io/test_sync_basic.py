@@ -17,7 +17,8 @@ from dquic import AuthenticationError, ConnectionClosed, ConnectionTimeout, DQUI
 from dquic.keys import KeyPair
 from dquic.sync import DQUIC, Connection, ConnectionRefused, EndpointClosed
 
-from _iohelpers import EchoThread, Receiver, ipv6_available
+from _iohelpers import EchoThread, Receiver
+from _net import free_udp_port, ipv6_available
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,6 +31,17 @@ def round_trip(client, server, address, request, reply, max_bytes=65536):
     src, back = client.receive_from(max_bytes)
     assert back == reply
     return peer, src
+
+
+def _serve_until_no_connections(server, within=5.0):
+    """Let ``server`` process what arrives (its receive_from times out, nothing is read) until
+    it holds no connection; fails after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while server.connections:
+        assert time.monotonic() < deadline
+        server.settimeout(0.05)
+        with pytest.raises(TimeoutError):
+            server.receive_from(10)
 
 
 def test_compat_module_reexports():
@@ -258,10 +270,7 @@ def test_unreachable_peer_raises_connection_timeout_in_time(make_dquic):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ICMP errors reach UDP sockets on Linux")
 def test_closed_port_is_refused_fast(make_dquic):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
+    port = free_udp_port()  # nothing listens there now
     client = make_dquic(bind=None, handshake_timeout=5.0)
     t0 = time.monotonic()
     with pytest.raises(ConnectionRefusedError) as info:
@@ -377,12 +386,7 @@ def test_close_right_after_send_delivers(make_dquic):
     assert not closer.is_alive()
     assert rx.messages[(peer, 1)] == [data]
     # the client closed its connection after delivery: the server learns it
-    deadline = time.monotonic() + 5
-    while server.connections:
-        assert time.monotonic() < deadline
-        server.settimeout(0.05)
-        with pytest.raises(TimeoutError):
-            server.receive_from(10)
+    _serve_until_no_connections(server)
 
 
 def test_unknown_option_and_option_validation():
@@ -455,12 +459,7 @@ def test_server_reaches_a_new_peer_on_an_address_whose_connection_ended(make_dqu
     port = first.local_address[1]
     round_trip(first, server, server.local_address, {1: b"hi"}, {1: b"bye"})
     first.close()
-    deadline = time.monotonic() + 5
-    while server.connections:
-        assert time.monotonic() < deadline
-        server.settimeout(0.05)
-        with pytest.raises(TimeoutError):
-            server.receive_from(10)
+    _serve_until_no_connections(server)
     server.settimeout(10)
     # a connection the peer opened and closed leaves nothing behind: the server now opens a
     # connection itself, to whoever listens on that address (every DQUIC also accepts)

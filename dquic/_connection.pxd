@@ -10,6 +10,7 @@ from dquic._congestion cimport CongestionController, Pacer
 from dquic._ranges cimport RangeSet
 from dquic._paths cimport PathState
 from dquic._recovery cimport Recovery, SentPacket
+from dquic._sender cimport Sender
 from dquic._spaces cimport FrameRecord, Pending, _Sent, _Space
 from dquic._streams cimport FlowWindow, RecvStream, SendStream
 from dquic._streamset cimport StreamSet, _Stream
@@ -37,13 +38,9 @@ cdef class CoreConnection:
     cdef public list _events
     # connection IDs
     cdef public CidState _cids
-    cdef Pending _pending                # control frames owed to the peer
     # spaces, recovery
     cdef public _Space _hs
     cdef public _Space _app
-    cdef public Pacer _pacer
-    cdef public double _pacing_deadline        # < 0: none
-    cdef int _probes[2]
     # transport parameters
     cdef public object _local_params
     cdef public object _peer_params
@@ -57,27 +54,23 @@ cdef class CoreConnection:
     cdef public list _open
     cdef public object _app_seal
     cdef public object _app_open
-    cdef public bint _app_seal_null
     cdef public bint _app_open_null
-    cdef public int _app_tag
     cdef public bint _handshake_confirmed
     # streams and flow control
     cdef public StreamSet _sset
+    cdef public Sender _tx
+    cdef public Pacer _pacer
     # datagrams
-    cdef public object _datagrams
     cdef public long long _datagram_seq
     # paths
     cdef public PathState _paths
     cdef public object _old_keys_deadline        # when to drop pre-key-update keys, or None
-    cdef public bint _eliciting_since_receive
     cdef public object _retry_scid
-    cdef public object _retry_token
     cdef public object _qlog
     # timers
     cdef public bint _started
     cdef public double _created
     cdef public double _last_activity
-    cdef public double _last_eliciting_sent
     cdef public double _idle_timeout
     cdef public object _close_deadline
     cdef public object _close_frame
@@ -94,7 +87,6 @@ cdef class CoreConnection:
     cdef public int _ack_delay_exponent
     cdef public double _max_ack_delay
     # scratch buffers and recycled records, shared by all connections (see _connection.pyx)
-    cdef public Buffer _sbuf                 # borrowed while packets are built, else None
     cdef public Buffer _rbuf
     cdef public list _free_sent
 
@@ -109,9 +101,6 @@ cdef class CoreConnection:
     cdef double _idle_release_time(self)
     cdef int _release_idle(self) except -1
     cdef int64_t _amplification_room(self)
-    cdef int _check_app_limited(self, Py_ssize_t mds) except -1
-    cdef int _count_sent(self, Py_ssize_t total) except -1
-    cdef void _return_scratch(self)
     cdef int _set_app_protection(self, object seal, object open_) except -1
     cdef bint _short_dcid_ok(self, const uint8_t* dcid)
     cdef bint _awaits_validation(self)
@@ -138,14 +127,3 @@ cdef class CoreConnection:
     cdef list _transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
                         bint trains)
     cdef object _send_close(self, double now)
-    cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn, int* pn_len,
-                           Py_ssize_t* length_off) except -1
-    cdef int _pad_handshake(self) except -1
-    cdef int _record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
-                          bint eliciting, double now) except -1
-    cdef object _build_handshake_datagram(self, double now, Py_ssize_t mds)
-    cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=*)
-    cdef bint _has_control_frames(self)
-    cdef int _write_control_frames(self, Py_ssize_t end, _Sent rec) except -1
-    cdef int _write_path_frames(self, Py_ssize_t end, _Sent rec) except -1
-    cdef int _write_datagrams(self, Py_ssize_t end, _Sent rec) except -1

@@ -10,6 +10,7 @@ from dquic._ranges import RangeSet
 from dquic._recovery import Recovery
 from dquic._spaces import _Space
 from dquic._streams import FlowWindow, RecvStream, SendStream
+from dquic._sender import Sender
 from dquic._streamset import StreamSet, _Stream
 from dquic.config import Configuration
 from dquic.events import ConnectionTerminated, Event
@@ -72,6 +73,11 @@ class CoreConnection:
     # internals kept visible for tests and tools
     _spaces: List[_Space]
     _sset: StreamSet
+    _tx: Sender
+    @property
+    def _sbuf(self) -> Any: ...
+    @property
+    def _datagrams(self) -> Any: ...
     @property
     def stream_bytes_received(self) -> int: ...
     @property

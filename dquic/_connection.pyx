@@ -29,6 +29,9 @@ all; none of them cimports the connection:
   ``FrameRecord``), recycled through a free list; ``Pending``, the control frames owed once;
 * ``_packet``: building and sealing packets (scratch send buffers, headers, padding, sealing
   into bytes or straight into a train) and the frame writer ``put_frame``/``pay``;
+* ``_sender``: what goes into each packet and the sending of it (``Sender``: the handshake
+  datagrams, the 1-RTT packets in their frame order, trains, the record handed to recovery;
+  the control frames owed once, probes, pacing deadline, unreliable datagrams waiting);
 * ``_cids``: connection IDs both ways (``CidState``: NEW/RETIRE_CONNECTION_ID, reset tokens);
 * ``_paths``: the peer's address, anti-amplification and path validation (``PathState``);
 * ``_streamset``: the stream table (``StreamSet``): stream lifecycle, stream and connection
@@ -36,10 +39,10 @@ all; none of them cimports the connection:
 * ``_timers.pxd``: the timer table (one deadline per kind; the next is one minimum);
 * ``_recovery``/``_congestion``: RFC 9002 loss detection, congestion control and pacing.
 
-What stays here: the handshake and its keys, receiving (opening packets, the frame loop, the
-ACK bookkeeping call, migration), the replay of a sent packet's records when recovery declares
-it acknowledged or lost (each record goes to the object it concerns), what goes into each packet
-(``_build_app_packet``), closing and draining, and the timer table's filling and dispatch.
+What stays here: the handshake and its keys, receiving (opening packets, the frame loop and
+its dispatch to the objects above, migration), the replay of a sent packet's records when
+recovery declares it acknowledged or lost (each record goes to the object it concerns),
+closing and draining, the timer table's filling and dispatch, and the Python API.
 
 Per-packet path
 ---------------
@@ -59,50 +62,37 @@ Stream bytes carry length-prefixed messages (PROTOCOL.md §8): ``send_message`` 
 ``read_message`` returns the next message (or the next piece of a large one).
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_Resize
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
-cimport cython
 from libc.math cimport ldexp
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy, memmove, memset
 
 from dquic._cids cimport CidState
-from dquic._codec cimport Buffer, c_varint_size
-from dquic._frames cimport (c_push_stream_frame_header, parse_ack_ranges, parse_ecn,
-                            pull_stream_frame_header)
-from dquic._congestion cimport CongestionController, Pacer
-from dquic._ranges cimport RangeSet
-from dquic._packet cimport (finish_packet, give_scratch, pad_to, pay, put_frame, start_packet,
-                            take_scratch)
+from dquic._codec cimport Buffer
+from dquic._frames cimport parse_ack_ranges, parse_ecn, pull_stream_frame_header
+from dquic._congestion cimport Pacer
+from dquic._packet cimport finish_packet
 from dquic._paths cimport PathState
 from dquic._protection cimport PacketProtection
-from dquic._recovery cimport Recovery, RttEstimator, SentPacket
-from dquic._spaces cimport (FR_CRYPTO, FR_DATA_BLOCKED, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
+from dquic._recovery cimport Recovery, RttEstimator
+from dquic._sender cimport Sender, trace_keys
+from dquic._spaces cimport (F_ACK, FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
                             FR_MAX_STREAM_DATA, FR_MAX_STREAMS, FR_NEW_CONNECTION_ID,
-                            FR_PATH_CHALLENGE, FR_PATH_RESPONSE, FR_PING, FR_RESET_STREAM,
-                            FR_RETIRE_CONNECTION_ID, FR_STOP_SENDING, FR_STREAM,
-                            FR_STREAM_DATA_BLOCKED, FR_STREAMS_BLOCKED, FR_UNRECORDED,
-                            FRAME_WIRE_FIELDS, FRAME_WIRE_TYPE, OWE_CONTROL, OWE_HANDSHAKE_DONE,
-                            OWE_MAX_DATA, OWE_MAX_STREAM_DATA, OWE_MAX_STREAMS,
-                            OWE_PATH_CHALLENGE, OWE_PING, OWE_RESET_STREAM, OWE_STOP_SENDING,
-                            F_ACK, SP_APP, SP_HS, FrameRecord, Pending, U64Queue, _Sent, _Space,
-                            add_record, new_sent, q_clear, q_list, q_pop, q_push, record_at,
-                            recycle, write_ack)
-from dquic._streams cimport FlowWindow, RecvStream, SendStream
-from dquic._streamset cimport StreamSet, _Stream, data_complete, held, message_ready1
+                            FR_PATH_CHALLENGE, FR_PING, FR_RESET_STREAM, FR_RETIRE_CONNECTION_ID,
+                            FR_STOP_SENDING, FR_STREAM, OWE_HANDSHAKE_DONE, OWE_PING,
+                            OWE_RESET_STREAM, OWE_STOP_SENDING, SP_APP, SP_HS, FrameRecord,
+                            Pending, _Sent, _Space, q_list, record_at, recycle)
+from dquic._streams cimport RecvStream, SendStream
+from dquic._streamset cimport StreamSet, _Stream, held
 from dquic._timers cimport (TIMER_ACK, TIMER_ACK_HANDSHAKE, TIMER_CLOSE, TIMER_HANDSHAKE,
                             TIMER_IDLE, TIMER_IDLE_RELEASE, TIMER_KEEP_ALIVE, TIMER_KINDS,
                             TIMER_LOSS, TIMER_OLD_KEYS, TIMER_PACING, TIMER_PATH_VALIDATION,
                             TIMER_STREAM_IDLE, earliest, timer_names)
-from dquic._wire cimport (be_read, be_write, pn_decode as _decode_pn, pn_length as _pn_length,
-                         varint_len as _varint_len, varint_prefixed_payload_len as _payload_len,
-                         varint_write)
+from dquic._wire cimport pn_decode as _decode_pn
 
 import hmac
 import os
-from bisect import bisect_left, insort
+from bisect import insort
 from collections import deque
 
 from dquic import _codec as codec
@@ -162,14 +152,9 @@ cdef enum:
     ACK_RANGES_LIMIT = 256
 
 
-cdef uint64_t VARINT_MAX = ((<uint64_t>1) << 62) - 1
-# smallest ack-eliciting 1-RTT packet sent (endpoint.MIN_RESET_TRIGGER)
-cdef Py_ssize_t MIN_ELICITING_PACKET = 42
 cdef int64_t PN_MAX = ((<int64_t>1) << 62) - 1
-cdef uint64_t DQUIC_VERSION_1 = codec.DQUIC_VERSION_1
 
 cdef object _PROTOCOL_VIOLATION = ErrorCode.PROTOCOL_VIOLATION
-cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
 # handshake packets are not encrypted (the Noise messages they carry are): one stateless
 # NullProtection serves every connection
 cdef object _NULL_PROTECTION = NullProtection()
@@ -300,7 +285,6 @@ cdef class CoreConnection:
         if host_cid is None:
             host_cid = config.new_connection_id(random_bytes)
         self._retry_scid = retry_source_cid  # server: the Retry we sent; client: the one we got
-        self._retry_token = b""
         if self.is_client:
             self.original_dcid = original_dcid or random_bytes(max(8, cid_len))
             peer_cid = self.original_dcid
@@ -316,9 +300,6 @@ cdef class CoreConnection:
         self._cc = _make_controller(config)
         self._recovery = Recovery(self._cc, max_ack_delay=0.0, initial_rtt=config.initial_rtt)
         self._pacer = Pacer(config.max_datagram_size) if config.pacing else None
-        self._pacing_deadline = -1.0
-        self._probes[0] = 0
-        self._probes[1] = 0
 
         # transport parameters
         self._local_params = self._make_transport_params()
@@ -339,16 +320,14 @@ cdef class CoreConnection:
         self._open = [_NULL_PROTECTION, None]
         self._app_seal = None
         self._app_open = None
-        self._app_tag = 0
         self._handshake_confirmed = False
         self.peer_key = None
 
         # streams and flow control
         self._sset = StreamSet(config, self._events, self._app, self._recovery.rtt)
-
-        # unreliable datagrams (RFC 9221)
-        self._datagrams = None  # (id, data) waiting to be sent (a deque; None while empty)
-        self._datagram_seq = 0
+        # building packets (and unreliable datagrams waiting to go, RFC 9221)
+        self._tx = Sender(config, self.is_client, self._seal, self._hs, self._app, self._cids,
+                          self._paths, self._sset, self._recovery, self._pacer, self._reset_token)
 
         self._old_keys_deadline = None  # when to drop pre-key-update keys
 
@@ -356,8 +335,6 @@ cdef class CoreConnection:
         self._started = False
         self._created = 0.0
         self._last_activity = 0.0
-        self._last_eliciting_sent = 0.0
-        self._eliciting_since_receive = False
         self._idle_timeout = config.idle_timeout
         self._close_deadline = None
         self._close_frame = None
@@ -374,12 +351,10 @@ cdef class CoreConnection:
         self.bytes_sent = 0
         self.bytes_received = 0
 
-        # packet scratch buffers and recycled sent-packet records, shared by all connections
-        # (see _packet.take_scratch): the send buffer is borrowed while packets are being built
-        self._sbuf = None
+        # scratch state shared by all connections: the receive buffer and the free list of
+        # sent-packet records (the send buffer is borrowed while packets are built: Sender)
         self._rbuf = _RECV_SCRATCH
         self._free_sent = FREE_SENT
-        # (self._pending, the control frames owed to the peer, starts zeroed: nothing owed)
 
     # ----------------------------------------------------------------------------------------
     # construction helpers
@@ -435,9 +410,10 @@ cdef class CoreConnection:
         self._open[SP_APP] = open_
         self._app_seal = seal
         self._app_open = open_
-        self._app_seal_null = isinstance(seal, NullProtection)
+        self._tx.app_seal = seal
+        self._tx.app_seal_null = isinstance(seal, NullProtection)
         self._app_open_null = isinstance(open_, NullProtection)
-        self._app_tag = seal.tag_size
+        self._tx.app_tag = seal.tag_size
         return 0
 
     # ----------------------------------------------------------------------------------------
@@ -506,6 +482,14 @@ cdef class CoreConnection:
     @property
     def _data_received(self):
         return self._sset.data_received
+
+    @property
+    def _sbuf(self):
+        return self._tx.sbuf
+
+    @property
+    def _datagrams(self):
+        return self._tx.datagrams
 
     @property
     def cid_changes(self):
@@ -597,7 +581,7 @@ cdef class CoreConnection:
         cdef int kind
         out = {}
         for kind in (FR_HANDSHAKE_DONE, FR_MAX_DATA, FR_MAX_STREAMS, FR_PING, FR_PATH_CHALLENGE):
-            if (self._pending.once | self._paths.owed | self._sset.owed) & ((<uint32_t>1) << kind):
+            if (self._tx.pending.once | self._paths.owed | self._sset.owed) & ((<uint32_t>1) << kind):
                 out[TRACE_NAMES[kind]] = True
         if self._cids.new_cids.n:
             out["new_connection_id"] = q_list(&self._cids.new_cids)
@@ -718,15 +702,15 @@ cdef class CoreConnection:
             raise ValueError(f"datagram of {len(data)} bytes exceeds the peer's limit")
         if len(data) > self.config.max_datagram_size - 64:
             raise ValueError("datagram does not fit in one packet")
-        self._datagram_seq += 1
-        if self._datagrams is None:
-            self._datagrams = deque()
-        self._datagrams.append((self._datagram_seq, data))
+        self._tx.datagram_seq += 1
+        if self._tx.datagrams is None:
+            self._tx.datagrams = deque()
+        self._tx.datagrams.append((self._tx.datagram_seq, data))
         _note_work(self)
-        while len(self._datagrams) > self.config.max_datagram_queue:
-            dropped, _ = self._datagrams.popleft()
+        while len(self._tx.datagrams) > self.config.max_datagram_queue:
+            dropped, _ = self._tx.datagrams.popleft()
             self._events.append(DatagramLost(dropped))
-        return self._datagram_seq
+        return self._tx.datagram_seq
 
     def close(self, error_code=0, reason="", application=True):
         """Close the connection: CONNECTION_CLOSE goes out, then the closing period (3 PTO).
@@ -755,7 +739,7 @@ cdef class CoreConnection:
         completes, once closing, or with nothing unacknowledged."""
         if self._state != _ESTABLISHED or self._app_seal is None or not self._sset.send_buffered:
             return
-        self._pending.once |= OWE_PING
+        self._tx.pending.once |= OWE_PING
         _note_work(self)
 
     def request_key_update(self):
@@ -846,8 +830,8 @@ cdef class CoreConnection:
             t[TIMER_ACK_HANDSHAKE] = self._hs.ack_deadline
         if not self._app.discarded and self._app.ack_deadline >= 0.0:
             t[TIMER_ACK] = self._app.ack_deadline
-        if self._pacing_deadline >= 0.0:
-            t[TIMER_PACING] = self._pacing_deadline
+        if self._tx.pacing_deadline >= 0.0:
+            t[TIMER_PACING] = self._tx.pacing_deadline
         if self._started:
             if self._handshake_pending():
                 t[TIMER_HANDSHAKE] = self._created + self.config.handshake_timeout
@@ -856,7 +840,7 @@ cdef class CoreConnection:
                 t[TIMER_IDLE] = self._last_activity + idle
             ka = self.config.keep_alive
             if ka and self._state == _ESTABLISHED:
-                t[TIMER_KEEP_ALIVE] = self._last_eliciting_sent + ka
+                t[TIMER_KEEP_ALIVE] = self._tx.last_eliciting_sent + ka
         if self._paths.challenge is not None:
             t[TIMER_PATH_VALIDATION] = self._paths.deadline()
         if self._old_keys_deadline is not None:
@@ -974,10 +958,10 @@ cdef class CoreConnection:
             for pkt in lost:
                 self._on_packet_lost(pkt)
             if probe_space >= 0:
-                self._probes[probe_space] = max(self._probes[probe_space], self._recovery.probes_needed)
+                self._tx.probes[probe_space] = max(self._tx.probes[probe_space], self._recovery.probes_needed)
                 self._requeue_for_probe(probe_space)
         if 0.0 <= t[TIMER_KEEP_ALIVE] <= now:
-            self._pending.once |= OWE_PING
+            self._tx.pending.once |= OWE_PING
         if 0.0 <= t[TIMER_IDLE_RELEASE] <= now:
             self._release_idle()
         self._noted()
@@ -995,11 +979,7 @@ cdef class CoreConnection:
                                          application=ev.application, timeout=ev.timeout)
 
     def _trace_keys(self, now, trigger):
-        """Tell the trace when the 1-RTT keys are new: installed by the handshake (generation
-        0) or updated (RFC 9001 §6); the trace writes only a generation it has not seen."""
-        keys = getattr(self._app_seal, "keys", None)
-        if keys is not None:
-            self._qlog.keys_updated(now, keys.generation, trigger)
+        trace_keys(self._qlog, self._app_seal, now, trigger)
 
     def _trace_drop(self, now, size, trigger, packet_type=None, pn=None, reason=None):
         """Tell the trace about a packet this connection discarded (qlog packet_dropped)."""
@@ -1008,6 +988,7 @@ cdef class CoreConnection:
     def attach_qlog(self, trace, now):
         """Trace this connection to ``trace`` (a ``dquic.qlog.QlogTrace``) from now on."""
         self._qlog = trace
+        self._tx.qlog = trace
         trace.connection_started(now, None, self._paths.peer_addr)
 
     def _terminate_timeout(self, reason):
@@ -1301,7 +1282,7 @@ cdef class CoreConnection:
                 and getattr(opener.keys, "has_old_keys", False)):
             self._old_keys_deadline = now + 3 * self._pto()
         self._last_activity = now
-        self._eliciting_since_receive = False
+        self._tx.eliciting_since_receive = False
         if is_long and self.is_client and not self._cids.peer_cid_set_by_server:
             # RFC 9000 §7.2: the client switches to the server's chosen connection ID
             self._cids.peer_cid_set_by_server = True
@@ -1641,7 +1622,7 @@ cdef class CoreConnection:
         self._handshake_confirmed = True
         self._recovery.handshake_confirmed = True
         if not self.is_client:
-            self._pending.once |= OWE_HANDSHAKE_DONE
+            self._tx.pending.once |= OWE_HANDSHAKE_DONE
         self._discard_space(SP_HS)
         # the handshake's state (its Noise objects are gone already, the 1-RTT keys live on
         # in _seal/_open) and both sides' transport parameters (what is needed of the
@@ -1658,7 +1639,7 @@ cdef class CoreConnection:
         space.ack_deadline = -1.0
         space.ack_pending = False
         self._recovery.discard_space(space_id)
-        self._probes[space_id] = 0
+        self._tx.probes[space_id] = 0
         space.release()
         self._seal[space_id] = None
         self._open[space_id] = None
@@ -1710,7 +1691,7 @@ cdef class CoreConnection:
             self.packets_dropped += 1
             return
         self._retry_scid = bytes(hdr.scid)
-        self._retry_token = bytes(hdr.token)
+        self._tx.retry_token = bytes(hdr.token)
         self._cids.server_chose(self._retry_scid)
         # the server kept nothing: send the first handshake message again, same offsets
         cs = self._hs.crypto_send
@@ -1833,7 +1814,7 @@ cdef class CoreConnection:
                 and self._sset.tomb_wait[0][0] <= <uint64_t>pkt.packet_number):
             # halves waiting to be resolved by that ACK: another one must reach the peer
             self._app.ack_pending = True
-            self._pending.once |= OWE_PING
+            self._tx.pending.once |= OWE_PING
             _note_work(self)
         return 0
 
@@ -1848,7 +1829,7 @@ cdef class CoreConnection:
             if not sp.discarded:
                 sp.crypto_send.on_lost_c(r.a, r.b, False)
         elif kind == FR_HANDSHAKE_DONE:
-            self._pending.once |= OWE_HANDSHAKE_DONE
+            self._tx.pending.once |= OWE_HANDSHAKE_DONE
         elif kind == FR_MAX_DATA or kind == FR_MAX_STREAMS:
             self._sset.owed |= (<uint32_t>1) << kind
         elif kind == FR_MAX_STREAM_DATA or kind == FR_RESET_STREAM or kind == FR_STOP_SENDING:
@@ -1899,7 +1880,7 @@ cdef class CoreConnection:
         self._state = state
         self._close_deadline = None if now is None else now + 3 * self._pto()
         self._sset.send_queue = None
-        self._pacing_deadline = -1.0
+        self._tx.pacing_deadline = -1.0
         self._hs.ack_deadline = -1.0
         self._app.ack_deadline = -1.0
 
@@ -1950,122 +1931,33 @@ cdef class CoreConnection:
     cdef list _transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
                         bint trains):
         """The one implementation of both: transmits ``(data, segment_size, address)`` when
-        ``trains``, else ``(datagram, address)``; 1-RTT packets go into trains of up to
-        ``max_segments`` once the handshake space is gone, else one ``bytes`` each."""
-        cdef Py_ssize_t mds = self._mds, total = 0, off = 0, seg = 0, count = 0, n, room
-        cdef unsigned char* base = NULL
-        cdef int i
-        cdef bint close_train
+        ``trains``, else ``(datagram, address)`` (the packets: Sender.transmit)."""
+        cdef Sender tx = self._tx
+        cdef Py_ssize_t total
         out = []
         self._now_hint = now
         self._sset.now = now
         if self._state == _TERMINATED or not self._started:
             return out
-        addr = self._paths.peer_addr
         if self._state >= _CLOSING:
             d = self._send_close(now)
             if d is not None:
+                addr = self._paths.peer_addr
                 out.append((d, len(d), addr) if trains else (d, addr))
-            self._return_scratch()
+            tx.return_scratch()
             return out
-        self._pacing_deadline = -1.0
-        # handshake space first: it is small and unblocks everything else
-        if not self._hs.discarded:
-            for i in range(8):
-                d = self._build_handshake_datagram(now, mds)
-                if d is None:
-                    break
-                out.append((d, len(d), addr) if trains else (d, addr))
-                total += len(d)
-            else:
-                _note_work(self)  # more than one call's worth: ask to be polled again
-        if self._app_seal is None:
-            pass
-        elif not trains or max_segments <= 1 or not self._hs.discarded:
-            for i in range(256):
-                d = self._build_app_packet(now, mds)
-                if d is None:
-                    break
-                out.append((d, len(d), addr) if trains else (d, addr))
-                total += len(d)
-            else:
-                _note_work(self)
-            self._check_app_limited(mds)
-        else:
-            room = mds + self._app_tag + 64  # a packet never exceeds mds; slack for safety
-            if max_bytes < room:
-                max_bytes = room
-            train = None
-            for i in range(256):
-                if train is None:
-                    train = PyByteArray_FromStringAndSize(NULL, max_bytes)
-                    base = <unsigned char*>PyByteArray_AS_STRING(train)
-                    off = 0
-                    count = 0
-                d = self._build_app_packet(now, mds, base + off)
-                if d is None:
-                    break
-                n = <Py_ssize_t>d
-                total += n
-                close_train = False
-                if count == 0 or n == seg:
-                    if count == 0:
-                        seg = n
-                    off += n
-                    count += 1
-                elif n < seg:
-                    off += n  # a shorter datagram ends a train
-                    count += 1
-                    close_train = True
-                else:
-                    # longer than the train's size: it starts the next train
-                    PyByteArray_Resize(train, off)
-                    out.append((train, seg, addr))
-                    new = PyByteArray_FromStringAndSize(<const char*>(base + off), max_bytes)
-                    train = new
-                    base = <unsigned char*>PyByteArray_AS_STRING(train)
-                    off = n
-                    seg = n
-                    count = 1
-                if close_train or count >= max_segments or off + room > max_bytes:
-                    PyByteArray_Resize(train, off)
-                    out.append((train, seg, addr))
-                    train = None
-            else:
-                _note_work(self)
-            if train is not None and count:
-                PyByteArray_Resize(train, off)
-                out.append((train, seg, addr))
-            self._check_app_limited(mds)
-        self._count_sent(total)
-        self._return_scratch()
-        self._noted()  # halves ended while packets were built have a FIN to send
-        return out
-
-    cdef void _return_scratch(self):
-        if self._sbuf is not None:
-            give_scratch(self._sbuf)
-            self._sbuf = None
-
-    cdef int _check_app_limited(self, Py_ssize_t mds) except -1:
-        # nothing left to send while the window has room: the application, not the network,
-        # limits the rate (delivery-rate estimation)
-        if not self._sset.send_queue and not self._datagrams and self._cc.can_send(mds):
-            self._recovery.on_app_limited()
-        # queues emptied by what was just built go back to None (a deque holds ~600 bytes
-        # even when empty; most connections are idle most of the time)
-        if self._sset.send_queue is not None and not self._sset.send_queue:
-            self._sset.send_queue = None
-        if self._datagrams is not None and not self._datagrams:
-            self._datagrams = None
-        return 0
-
-    cdef int _count_sent(self, Py_ssize_t total) except -1:
-        # (bytes sent on the current path are counted packet by packet in _record_sent: the
-        # anti-amplification room must shrink within one batch)
+        total = tx.transmit(now, max_bytes, max_segments, trains, out)
         if total:
             self.bytes_sent += total
-        return 0
+        if tx.idle_restart >= 0.0:
+            # RFC 9000 §10.1: the first ack-eliciting packet after a receipt restarts idle
+            self._last_activity = tx.idle_restart
+            tx.idle_restart = -1.0
+        if tx.noted:
+            tx.noted = False  # more than one call's worth: ask to be polled again
+            _note_work(self)
+        self._noted()  # halves ended while packets were built have a FIN to send
+        return out
 
     cdef int64_t _amplification_room(self):
         return self._paths.amplification_room()
@@ -2088,264 +1980,20 @@ cdef class CoreConnection:
             app = False
             code = ErrorCode.APPLICATION_ERROR
         frame = frames.ConnectionCloseFrame(code, None if app else ftype, reason, app)
-        self._start_packet(space_id, self._mds, &pn, &pn_len, &length_off)
-        hdr_end = self._sbuf._pos
-        frames.push_frame(self._sbuf, frame)
+        self._tx.begin_packet(space_id, self._mds, &pn, &pn_len, &length_off)
+        hdr_end = self._tx.sbuf._pos
+        frames.push_frame(self._tx.sbuf, frame)
         if space_id == SP_HS and self.is_client:
-            self._pad_handshake()
-        data = finish_packet(self._sbuf, self._seal[space_id], space_id == SP_APP and self._app_seal_null,
-                             hdr_end, length_off, pn, pn_len, NULL)
+            self._tx.pad_handshake()
+        data = finish_packet(self._tx.sbuf, self._seal[space_id],
+                             space_id == SP_APP and self._tx.app_seal_null, hdr_end, length_off,
+                             pn, pn_len, NULL)
         if len(data) > self._amplification_room():
             return None
         self.bytes_sent += len(data)
         self._paths.bytes_sent += len(data)
         return data
 
-    cdef int _start_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,
-                           Py_ssize_t* length_off) except -1:
-        """Write a packet header into the send buffer (borrowed until the end of this
-        datagrams_to_send / datagram_trains); the payload follows."""
-        cdef Buffer buf = self._sbuf
-        cdef int ptype = -1
-        if buf is None:
-            buf = self._sbuf = take_scratch(self._mds)
-        if space_id == SP_APP:
-            return start_packet(buf, self._app, -1, self._cids.peer_cid, None, None, pn_out,
-                                pn_len_out, length_off)
-        # the client's packets are INITIAL until the server's first packet arrives
-        ptype = (codec.PACKET_INITIAL if self.is_client and not self._cids.peer_cid_set_by_server
-                 else codec.PACKET_HANDSHAKE)
-        return start_packet(buf, self._hs, ptype, self._cids.peer_cid, self._cids.host_cid,
-                            self._retry_token if ptype == codec.PACKET_INITIAL else b"", pn_out,
-                            pn_len_out, length_off)
-
-    cdef int _pad_handshake(self) except -1:
-        # a client's handshake datagrams are at least 1200 bytes (RFC 9000 §14.1)
-        return pad_to(self._sbuf, 1200 - self._seal[SP_HS].tag_size)
-
-    cdef int _record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
-                          bint eliciting, double now) except -1:
-        rec.packet_number = pn
-        rec.space = space_id
-        rec.time_sent = now
-        rec.sent_bytes = size
-        self._paths.bytes_sent += size
-        rec.ack_eliciting = eliciting
-        rec.in_flight = eliciting
-        rec.is_probe = False
-        # recovery's own per-packet state starts fresh on a recycled record
-        rec.declared_lost = False
-        rec.delivered = 0
-        rec.delivered_time = 0.0
-        rec.first_sent_time = 0.0
-        rec.is_app_limited = False
-        rec._episode = 0
-        self._recovery.on_packet_sent(rec)
-        if (self._sset.tomb_new is not None and space_id == SP_APP and rec.ack_space == SP_APP
-                and rec.ack_lo <= <uint64_t>self._sset.tomb_lo):
-            # this ACK lists every packet that carried a frame of the peer's halves complete
-            # so far: they are resolved once it is acknowledged
-            if self._sset.tomb_wait is None:
-                self._sset.tomb_wait = deque()
-            self._sset.tomb_wait.append((<uint64_t>pn, <uint64_t>self._sset.tomb_lo, self._sset.tomb_new))
-            self._sset.tomb_new = None
-            if not eliciting:
-                self._pending.once |= OWE_PING  # so that the peer acknowledges it soon
-        if self._qlog is not None:
-            ptype = codec.PACKET_SHORT if space_id == SP_APP else (
-                codec.PACKET_INITIAL if self.is_client and not self._cids.peer_cid_set_by_server
-                else codec.PACKET_HANDSHAKE)
-            self._qlog.packet_sent(now, ptype, pn, size, rec.frames_for_trace())
-            if space_id == SP_APP:
-                self._trace_keys(now, "local_update")
-        rec.frames = None
-        if eliciting:
-            self._last_eliciting_sent = now
-            if not self._eliciting_since_receive:
-                # RFC 9000 §10.1: the first ack-eliciting packet after a receipt restarts idle
-                self._eliciting_since_receive = True
-                self._last_activity = now
-            if self._pacer is not None:
-                self._pacer.on_sent(size, now)
-        return 0
-
-    cdef object _build_handshake_datagram(self, double now, Py_ssize_t mds):
-        cdef _Space space = self._hs
-        cdef SendStream crypto = space.crypto_send
-        cdef bint ack_due, probe, eliciting = False
-        cdef int64_t room, pn
-        cdef Py_ssize_t limit, hdr_end, length_off, avail, tag
-        cdef int pn_len
-        cdef _Sent rec
-        ack_due = space.ack_pending and space.ack_deadline >= 0.0 and space.ack_deadline <= now
-        probe = self._probes[SP_HS] > 0
-        if not (ack_due or crypto.has_pending_c() or probe):
-            return None
-        room = self._amplification_room()
-        if room <= 64:
-            return None  # anti-amplification: wait for more bytes from the unvalidated client
-        limit = mds if mds < room else <Py_ssize_t>room
-        self._start_packet(SP_HS, limit, &pn, &pn_len, &length_off)
-        hdr_end = self._sbuf._pos
-        tag = self._seal[SP_HS].tag_size
-        rec = new_sent()
-        if space.ack_pending:
-            write_ack(self._sbuf, space, SP_HS, now, rec, self._ack_ranges_per_frame,
-                      self._ack_delay_exponent, self._qlog is not None)
-        while crypto.has_pending_c():
-            avail = limit - tag - self._sbuf._pos - 1 - 8 - 2
-            if avail < 16:
-                break
-            chunk = crypto.next_chunk(avail, 1 << 62)
-            if chunk is None:
-                break
-            off, data, _fin = chunk
-            # (always fits: avail leaves room for the frame's type, offset and length)
-            put_frame(self._sbuf, limit - tag, rec, FR_CRYPTO, off, len(data), SP_HS,
-                            <const unsigned char*>PyBytes_AS_STRING(data), len(data))
-            eliciting = True
-        if self._probes[SP_HS] > 0:
-            self._probes[SP_HS] -= 1
-            if not eliciting:
-                eliciting = put_frame(self._sbuf, limit - tag, rec, FR_PING)
-        if self.is_client and eliciting:
-            self._pad_handshake()  # anti-amplification (RFC 9000 §14.1)
-        data = finish_packet(self._sbuf, self._seal[SP_HS], False, hdr_end, length_off, pn, pn_len,
-                             NULL)
-        self._record_sent(rec, SP_HS, pn, len(data), eliciting, now)
-        return data
-
-    cdef object _build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=NULL):
-        cdef _Space space = self._app
-        cdef bint ack_due, probe, control, path_frames, have_data, cc_ok, eliciting
-        cdef Py_ssize_t limit = mds, hdr_end, length_off, end, acked_end, pad
-        cdef int64_t room, pn
-        cdef int pn_len
-        cdef double t
-        cdef _Sent rec
-        ack_due = space.ack_pending and space.ack_deadline >= 0.0 and space.ack_deadline <= now
-        probe = self._probes[SP_APP] > 0
-        control = self._has_control_frames()
-        # path validation frames are small and not held back by congestion control: the
-        # window may still be full of packets sent on the previous path (RFC 9000 §9.4)
-        path_frames = self._paths.has_frames()
-        have_data = ((self._sset.send_queue is not None and len(self._sset.send_queue) > 0)
-                     or (self._datagrams is not None and len(self._datagrams) > 0))
-        if not (ack_due or probe or control or have_data or self._pending.once & OWE_PING):
-            return None
-        room = self._amplification_room()
-        if room < limit:
-            if room < 64:
-                return None
-            limit = <Py_ssize_t>room
-        # congestion control and pacing gate ack-eliciting packets (probes bypass: RFC 9002 §7.5)
-        cc_ok = probe or self._cc.can_send(limit)
-        if cc_ok and not probe and self._pacer is not None:
-            self._pacer.update(self._cc.congestion_window, self._recovery.rtt.smoothed_rtt,
-                               self._cc.in_slow_start(), self._cc.pacing_rate())
-            t = self._pacer.next_send_time(now)
-            if t > now:
-                cc_ok = False
-                if control or have_data:
-                    self._pacing_deadline = t
-        if not cc_ok and not ack_due and not path_frames:
-            return None
-        self._start_packet(SP_APP, limit, &pn, &pn_len, &length_off)
-        hdr_end = self._sbuf._pos
-        end = limit - self._app_tag
-        rec = new_sent()
-        if space.ack_pending:
-            write_ack(self._sbuf, space, SP_APP, now, rec, self._ack_ranges_per_frame,
-                      self._ack_delay_exponent, self._qlog is not None)
-        acked_end = self._sbuf._pos  # every frame after the ACK elicits one
-        if cc_ok:
-            if control:
-                self._write_control_frames(end, rec)
-            if self._datagrams is not None and len(self._datagrams):
-                self._write_datagrams(end, rec)
-            if self._sset.send_queue is not None and len(self._sset.send_queue):
-                self._sset.write_frames(self._sbuf, end, rec)
-            if probe:
-                self._probes[SP_APP] -= 1
-            if (probe or self._pending.once & OWE_PING) and self._sbuf._pos == acked_end:
-                put_frame(self._sbuf, end, rec, FR_PING)
-            self._pending.once &= ~OWE_PING
-        elif path_frames:
-            self._write_path_frames(end, rec)
-        eliciting = self._sbuf._pos > acked_end
-        if eliciting and self._sbuf._pos + self._app_tag < MIN_ELICITING_PACKET:
-            # long enough for a peer that lost the connection to answer with a stateless reset
-            # (RFC 9000 §10.3; endpoint.MIN_RESET_TRIGGER): small packets (a lone FIN, a PING)
-            # are common once message streams end by themselves
-            pad = MIN_ELICITING_PACKET - self._app_tag - self._sbuf._pos
-            memset(self._sbuf.c_push_ptr(pad), 0, pad)
-        if self._sbuf._pos == hdr_end:
-            # nothing fitted: undo the packet number
-            space.next_pn -= 1
-            recycle(rec)
-            return None
-        data = finish_packet(self._sbuf, self._app_seal, self._app_seal_null, hdr_end, -1, pn, pn_len,
-                             dst)
-        self._record_sent(rec, SP_APP, pn, len(data) if dst == NULL else <Py_ssize_t>data, eliciting, now)
-        return data
-
-    # --- frame writers ---
-    # Every frame but STREAM, ACK and CONNECTION_CLOSE goes into a packet through put_frame;
-    # the frames owed (Pending, _Stream.owed, CidState, PathState) through pay (_packet.pyx).
-    cdef bint _has_control_frames(self):
-        return ((self._pending.once & OWE_CONTROL) != 0 or self._sset.owed != 0 or self._cids.has_frames()
-                or self._paths.has_frames())
-
-    cdef int _write_control_frames(self, Py_ssize_t end, _Sent rec) except -1:
-        cdef uint32_t* owed = &self._pending.once
-        cdef CidState cids = self._cids
-        cdef U64Queue* q = &cids.new_cids
-        pay(self._sbuf, owed, FR_HANDSHAKE_DONE, end, rec)
-        pay(self._sbuf, &self._sset.owed, FR_MAX_DATA, end, rec, self._sset.recv_window._limit)
-        pay(self._sbuf, &self._sset.owed, FR_MAX_STREAMS, end, rec, self._sset.max_streams_local)
-        self._write_path_frames(end, rec)
-        while q.n:
-            seq = q.items[0]
-            cid = cids.host_cids.get(seq)
-            if cid is not None:
-                tail = bytes(cid) + bytes(self._reset_token(cid))
-                if not (1 <= len(cid) <= 20 and len(tail) == len(cid) + 16):
-                    raise ValueError("a connection ID is 1..20 bytes, a reset token 16")
-                if not put_frame(self._sbuf, end, rec, FR_NEW_CONNECTION_ID, seq, 0, len(cid),
-                                       <const unsigned char*>PyBytes_AS_STRING(tail), len(tail)):
-                    break
-            q_pop(q)
-        q = &cids.retire_cids
-        while q.n and put_frame(self._sbuf, end, rec, FR_RETIRE_CONNECTION_ID, q.items[0]):
-            q_pop(q)
-        return 0
-
-    cdef int _write_path_frames(self, Py_ssize_t end, _Sent rec) except -1:
-        """PATH_RESPONSE for challenges received, PATH_CHALLENGE for a new path."""
-        cdef PathState paths = self._paths
-        cdef U64Queue* q = &paths.responses
-        cdef unsigned char data[8]
-        while q.n:
-            be_write(data, q.items[0], 8)
-            if not put_frame(self._sbuf, end, rec, FR_PATH_RESPONSE, 0, 0, 0, data, 8):
-                break
-            q_pop(q)
-        if paths.owed & OWE_PATH_CHALLENGE:
-            challenge = paths.challenge[0]
-            pay(self._sbuf, &paths.owed, FR_PATH_CHALLENGE, end, rec, 0, 0, 0,
-                      <const unsigned char*>PyBytes_AS_STRING(challenge), 8)
-        return 0
-
-    cdef int _write_datagrams(self, Py_ssize_t end, _Sent rec) except -1:
-        cdef Py_ssize_t n
-        while self._datagrams:
-            dg_id, data = self._datagrams[0]
-            n = PyBytes_GET_SIZE(data)
-            if not put_frame(self._sbuf, end, rec, FR_DATAGRAM, <uint64_t>n, dg_id, 0,
-                                   <const unsigned char*>PyBytes_AS_STRING(data), n):
-                break
-            self._datagrams.popleft()
-        return 0
 
 _FRAME_HANDLERS = {
     frames.FRAME_PADDING: CoreConnection._on_ignore,

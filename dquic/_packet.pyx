@@ -5,8 +5,8 @@ Theory of operation
 -------------------
 A packet is built in a send buffer from its header to its sealing within one call of the
 connection's ``datagram_trains``: ``start_packet`` takes the space's next packet number and
-writes the header (long for the handshake space, short for 1-RTT; RFC 9000 §17), the connection
-writes the frames, ``finish_packet`` pads for the header-protection sample (RFC 9001 §5.4.2),
+writes the header (long for the handshake space, short for 1-RTT; RFC 9000 §17), the
+connection's ``Sender`` (_sender.pyx) writes the frames, ``finish_packet`` pads for the header-protection sample (RFC 9001 §5.4.2),
 patches a long header's Length, and seals: into a new ``bytes``, or straight into the caller's
 memory (a train of datagrams for segmentation offload). ``pad_to`` pads a handshake datagram to
 1200 bytes.

@@ -119,10 +119,6 @@ cdef class CoreConnection:
                              bint* non_probing) except -1
     cdef int _dispatch_frame(self, int space_id, object frame, double now) except -1
     cdef int _on_ack_c(self, int space_id, list ranges, uint64_t ack_delay, double now) except -1
-    cdef int _on_packet_acked(self, _Sent pkt) except -1
-    cdef int _on_packet_lost(self, _Sent pkt) except -1
-    cdef int _record_acked(self, FrameRecord* r, bint declared_lost) except -1
-    cdef int _record_lost(self, FrameRecord* r) except -1
     # sending
     cdef list _transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
                         bint trains)

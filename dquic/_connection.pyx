@@ -76,14 +76,11 @@ from dquic._paths cimport PathState
 from dquic._protection cimport PacketProtection
 from dquic._recovery cimport Recovery, RttEstimator
 from dquic._sender cimport Sender, trace_keys
-from dquic._spaces cimport (F_ACK, FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
-                            FR_MAX_STREAM_DATA, FR_MAX_STREAMS, FR_NEW_CONNECTION_ID,
-                            FR_PATH_CHALLENGE, FR_PING, FR_RESET_STREAM, FR_RETIRE_CONNECTION_ID,
-                            FR_STOP_SENDING, FR_STREAM, OWE_HANDSHAKE_DONE, OWE_PING,
-                            OWE_RESET_STREAM, OWE_STOP_SENDING, SP_APP, SP_HS, FrameRecord,
-                            Pending, _Sent, _Space, q_list, record_at, recycle)
-from dquic._streams cimport RecvStream, SendStream
-from dquic._streamset cimport StreamSet, _Stream, held
+from dquic._spaces cimport (F_ACK, FR_HANDSHAKE_DONE, FR_MAX_DATA, FR_MAX_STREAMS,
+                            FR_PATH_CHALLENGE, FR_PING, OWE_HANDSHAKE_DONE, OWE_PING,
+                            OWE_RESET_STREAM, OWE_STOP_SENDING, SP_APP, SP_HS, _Space, q_list)
+from dquic._streams cimport RecvStream
+from dquic._streamset cimport StreamSet, _Stream
 from dquic._timers cimport (TIMER_ACK, TIMER_ACK_HANDSHAKE, TIMER_CLOSE, TIMER_HANDSHAKE,
                             TIMER_IDLE, TIMER_IDLE_RELEASE, TIMER_KEEP_ALIVE, TIMER_KINDS,
                             TIMER_LOSS, TIMER_OLD_KEYS, TIMER_PACING, TIMER_PATH_VALIDATION,
@@ -92,7 +89,6 @@ from dquic._wire cimport pn_decode as _decode_pn
 
 import hmac
 import os
-from bisect import insort
 from collections import deque
 
 from dquic import _codec as codec
@@ -123,9 +119,6 @@ __all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLIC
 SPACE_HANDSHAKE = 0
 SPACE_APPLICATION = 1
 
-#: 1-RTT packets declared lost whose stream data is remembered for a late acknowledgement
-#: (_late_acks); beyond it the oldest are forgotten
-MAX_LOST_STREAM_PACKETS = 1024
 #: An established connection with nothing received for this long (at least 3 PTO) gives back
 #: the memory only moving data needs (see CoreConnection._release_idle).
 IDLE_RELEASE_AFTER = 1.0
@@ -327,7 +320,8 @@ cdef class CoreConnection:
         self._sset = StreamSet(config, self._events, self._app, self._recovery.rtt)
         # building packets (and unreliable datagrams waiting to go, RFC 9221)
         self._tx = Sender(config, self.is_client, self._seal, self._hs, self._app, self._cids,
-                          self._paths, self._sset, self._recovery, self._pacer, self._reset_token)
+                          self._paths, self._sset, self._recovery, self._pacer, self._reset_token,
+                          self._events)
 
         self._old_keys_deadline = None  # when to drop pre-key-update keys
 
@@ -400,9 +394,11 @@ cdef class CoreConnection:
                                transport_params=params, prologue=self._prologue())
 
     cdef void _noted(self):
-        # the stream table scheduled a stream: ask the driving endpoint to build output
-        if self._sset.noted:
+        # the stream table scheduled a stream, or the sender has more to send than it built:
+        # ask the driving endpoint to build output
+        if self._sset.noted or self._tx.noted:
             self._sset.noted = False
+            self._tx.noted = False
             _note_work(self)
 
     cdef int _set_app_protection(self, object seal, object open_) except -1:
@@ -764,7 +760,7 @@ cdef class CoreConnection:
         out = self._events
         if not out:
             return []
-        self._events = self._sset.events = []
+        self._events = self._sset.events = self._tx.events = []
         return out
 
     def readable_streams(self):
@@ -927,10 +923,8 @@ cdef class CoreConnection:
         """Call when ``get_timer()``'s deadline has passed; then ``datagrams_to_send(now)``.
 
         Runs each expired timer of the table by kind. The ACK and pacing timers need nothing
-        here: ``datagrams_to_send`` sends what they were waiting for."""
+        here: ``datagram_trains`` sends what they were waiting for."""
         cdef double t[TIMER_KINDS]
-        cdef _Sent pkt
-        cdef int probe_space
         self._now_hint = now
         self._sset.now = now
         self._fill_timers(t)
@@ -952,14 +946,7 @@ cdef class CoreConnection:
         if 0.0 <= t[TIMER_STREAM_IDLE] <= now:
             self._sset.end_idle_halves(now, 3 * self._pto())
         if 0.0 <= t[TIMER_LOSS] <= now:
-            lost, probe_space = self._recovery.on_loss_detection_timeout(now)
-            if self._qlog is not None:  # (a PTO changes pto_count even when nothing was lost)
-                self._trace_recovery(now, lost[0].space if lost else SP_APP, lost)
-            for pkt in lost:
-                self._on_packet_lost(pkt)
-            if probe_space >= 0:
-                self._tx.probes[probe_space] = max(self._tx.probes[probe_space], self._recovery.probes_needed)
-                self._requeue_for_probe(probe_space)
+            self._tx.on_loss_timeout(now)
         if 0.0 <= t[TIMER_KEEP_ALIVE] <= now:
             self._tx.pending.once |= OWE_PING
         if 0.0 <= t[TIMER_IDLE_RELEASE] <= now:
@@ -1471,44 +1458,9 @@ cdef class CoreConnection:
 
     cdef int _on_ack_c(self, int space_id, list ranges, uint64_t ack_delay, double now) except -1:
         cdef double delay = 0.0
-        cdef _Space space
-        cdef _Sent pkt
         if space_id == SP_APP:
             delay = ldexp(<double>ack_delay, self._peer_ack_delay_exponent) / 1e6
-        acked, lost = self._recovery.on_ack_received(space_id, ranges, delay, now)
-        if self._qlog is not None:
-            self._trace_recovery(now, space_id, lost)
-        space = self._app if space_id == SP_APP else self._hs
-        for pkt in acked:
-            if pkt.packet_number > space.largest_acked:
-                space.largest_acked = pkt.packet_number
-            self._on_packet_acked(pkt)
-            # recovery holds no reference to an acknowledged packet any more: reuse it (a lost
-            # one stays tracked by recovery, which may still report it acknowledged later)
-            recycle(pkt)
-        for pkt in lost:
-            self._on_packet_lost(pkt)
-        if space_id == SP_APP and self._sset.lost_streams:
-            self._sset.late_acks(ranges)
-        return 0
-
-    def _trace_recovery(self, now, space_id, lost):
-        """Losses, then the recovery metrics and congestion state (the trace writes only what
-        changed): after each ACK and loss-detection timeout, while tracing."""
-        ptype = codec.PACKET_SHORT if space_id == SP_APP else codec.PACKET_HANDSHAKE
-        for pkt in lost:
-            self._qlog.packet_lost(now, ptype, pkt.packet_number)
-        recovery = self._recovery
-        rtt = recovery.rtt
-        cc = self._cc
-        self._qlog.metrics_updated(now, cwnd=cc.congestion_window,
-                                   bytes_in_flight=cc.bytes_in_flight,
-                                   smoothed_rtt=rtt.smoothed_rtt, min_rtt=rtt.min_rtt,
-                                   latest_rtt=rtt.latest_rtt, rttvar=rtt.rttvar,
-                                   ssthresh=cc.ssthresh, pto_count=recovery.pto_count)
-        self._qlog.congestion_state_updated(
-            now, cc.congestion_state(recovery.app_limited_until != 0),
-            persistent_congestion_events=cc.persistent_congestion_events)
+        return self._tx.on_ack(space_id, ranges, delay, now)
 
     def _on_stream(self, space_id, frame, now):
         data = bytes(frame.data)
@@ -1731,141 +1683,6 @@ cdef class CoreConnection:
         self._emit_terminated(ConnectionTerminated(ErrorCode.CONNECTION_REFUSED,
                                                    "no common protocol version", by_peer=True))
 
-    # --- acknowledgement and loss of what we sent ---
-    # A packet's records are replayed in packet order: STREAM records here (the per-packet
-    # path), the others by _record_acked / _record_lost, one branch per kind.
-    cdef int _on_packet_acked(self, _Sent pkt) except -1:
-        cdef int i
-        cdef FrameRecord* r
-        cdef _Stream s
-        cdef _Space sp
-        if pkt.ack_space >= 0:
-            # RFC 9000 §13.2.4: the peer has our ACK; stop acknowledging below its smallest
-            sp = self._app if pkt.ack_space == SP_APP else self._hs
-            sp.on_ack_acked(pkt.ack_floor)
-        cdef uint64_t h0
-        if pkt.declared_lost and pkt.space == SP_APP and self._sset.lost_streams is not None:
-            # a loss recovery took back in time: its stream data is acknowledged here
-            if self._sset.lost_streams.pop(pkt.packet_number, None) is not None:
-                self._sset.lost_streams_pns.remove(pkt.packet_number)
-                if not self._sset.lost_streams_pns:
-                    self._sset.lost_streams = self._sset.lost_streams_pns = None
-        for i in range(pkt.nrec):
-            r = record_at(pkt, i)
-            if r.kind == FR_STREAM:
-                s = self._sset.lookup(r.a)
-                if s is not None and s.send_gen == r.gen:
-                    h0 = held(s.send)
-                    s.send.on_acked_c(r.b, r.c, r.fin)
-                    self._sset.send_buffered -= h0 - held(s.send)
-                    self._sset.after_ack(s)
-            else:
-                self._record_acked(r, pkt.declared_lost)
-        if pkt.ack_space == SP_APP and self._sset.tomb_wait:
-            self._sset.resolve(<uint64_t>pkt.packet_number, pkt.ack_lo)
-        return 0
-
-    cdef int _record_acked(self, FrameRecord* r, bint declared_lost) except -1:
-        """A frame other than STREAM arrived: CRYPTO data is delivered, a datagram reported, a
-        retirement done (the other kinds need nothing)."""
-        cdef _Space sp
-        cdef _Stream s
-        if r.kind == FR_CRYPTO:
-            sp = self._spaces[r.c]
-            sp.crypto_send.on_acked_c(r.a, r.b, False)
-        elif r.kind == FR_RESET_STREAM:
-            s = self._sset.lookup(r.a)
-            if s is not None and s.send_gen == r.gen and s.send_opened and s.send._reset:
-                self._sset.send_complete(s)
-        elif r.kind == FR_DATAGRAM and not declared_lost:
-            # a datagram declared lost was already reported as such; one verdict per datagram
-            self._events.append(DatagramAcknowledged(r.b))
-        elif r.kind == FR_RETIRE_CONNECTION_ID:
-            self._cids.on_retire_acked(r.a)
-        return 0
-
-    cdef int _on_packet_lost(self, _Sent pkt) except -1:
-        cdef int i
-        cdef FrameRecord* r
-        cdef _Stream s
-        cdef list streams = None
-        for i in range(pkt.nrec):
-            r = record_at(pkt, i)
-            if r.kind == FR_STREAM:
-                s = self._sset.lookup(r.a)
-                if s is not None and s.send_gen == r.gen and not s.send._reset:
-                    s.send.on_lost_c(r.b, r.c, r.fin)
-                    self._sset.schedule(s)
-                    if streams is None:
-                        streams = []
-                    streams.append((r.a, r.gen, r.b, r.c, r.fin))
-            else:
-                self._record_lost(r)
-        if streams is not None and pkt.space == SP_APP:
-            # kept until acknowledged late (_late_acks) or pushed out by newer ones
-            if self._sset.lost_streams is None:
-                self._sset.lost_streams = {}
-                self._sset.lost_streams_pns = []
-            self._sset.lost_streams[pkt.packet_number] = tuple(streams)
-            insort(self._sset.lost_streams_pns, pkt.packet_number)
-            if len(self._sset.lost_streams_pns) > MAX_LOST_STREAM_PACKETS:
-                del self._sset.lost_streams[self._sset.lost_streams_pns.pop(0)]
-        if (pkt.ack_space == SP_APP and self._sset.tomb_wait
-                and self._sset.tomb_wait[0][0] <= <uint64_t>pkt.packet_number):
-            # halves waiting to be resolved by that ACK: another one must reach the peer
-            self._app.ack_pending = True
-            self._tx.pending.once |= OWE_PING
-            _note_work(self)
-        return 0
-
-    cdef int _record_lost(self, FrameRecord* r) except -1:
-        """A frame other than STREAM was lost: what it carried is owed again, unless that no
-        longer applies (a frame announcing a limit is sent anew with the limit then current)."""
-        cdef _Stream s
-        cdef _Space sp
-        cdef int kind = r.kind
-        if kind == FR_CRYPTO:
-            sp = self._spaces[r.c]
-            if not sp.discarded:
-                sp.crypto_send.on_lost_c(r.a, r.b, False)
-        elif kind == FR_HANDSHAKE_DONE:
-            self._tx.pending.once |= OWE_HANDSHAKE_DONE
-        elif kind == FR_MAX_DATA or kind == FR_MAX_STREAMS:
-            self._sset.owed |= (<uint32_t>1) << kind
-        elif kind == FR_MAX_STREAM_DATA or kind == FR_RESET_STREAM or kind == FR_STOP_SENDING:
-            s = self._sset.lookup(r.a)
-            if s is None:
-                return 0
-            if kind == FR_MAX_STREAM_DATA:
-                # no more credit is needed once the final size is known
-                if s.recv_gen != r.gen or not s.recv_opened or s.recv._final_size >= 0:
-                    return 0
-            elif kind == FR_RESET_STREAM:
-                if s.send_gen != r.gen or not s.send_opened or not s.send._reset:
-                    return 0
-                s.reset_code = r.b
-            else:
-                if s.recv_gen != r.gen or not s.recv_opened or s.recv_done:
-                    return 0
-                s.stop_code = r.b
-            s.owed |= (<uint32_t>1) << kind
-            self._sset.schedule(s)
-        elif kind == FR_NEW_CONNECTION_ID:
-            self._cids.on_new_cid_lost(r.a)
-        elif kind == FR_RETIRE_CONNECTION_ID:
-            self._cids.on_retire_lost(r.a)
-        elif kind == FR_DATAGRAM:
-            self._events.append(DatagramLost(r.b))
-        return 0
-
-    def _requeue_for_probe(self, space_id):
-        """PTO (RFC 9002 §6.2.4): make the probe carry data still unacknowledged if there is any."""
-        cdef SendStream cs
-        if space_id == SP_HS and not self._hs.discarded:
-            cs = self._hs.crypto_send
-            if cs._offset_sent:
-                cs.on_lost_c(0, cs._offset_sent, False)  # re-send whatever is not acknowledged
-
     # ----------------------------------------------------------------------------------------
     # closing
     def _protocol_error(self, exc, auth=False):
@@ -1953,10 +1770,9 @@ cdef class CoreConnection:
             # RFC 9000 §10.1: the first ack-eliciting packet after a receipt restarts idle
             self._last_activity = tx.idle_restart
             tx.idle_restart = -1.0
-        if tx.noted:
-            tx.noted = False  # more than one call's worth: ask to be polled again
-            _note_work(self)
-        self._noted()  # halves ended while packets were built have a FIN to send
+        # more than one call's worth, or halves ended while packets were built (their FIN): ask
+        # to be polled again
+        self._noted()
         return out
 
     cdef int64_t _amplification_room(self):

@@ -6,7 +6,7 @@ from dquic._codec cimport Buffer
 from dquic._congestion cimport Pacer
 from dquic._paths cimport PathState
 from dquic._recovery cimport Recovery
-from dquic._spaces cimport Pending, _Sent, _Space
+from dquic._spaces cimport FrameRecord, Pending, _Sent, _Space
 from dquic._streamset cimport StreamSet
 
 
@@ -22,6 +22,7 @@ cdef class Sender:
     cdef readonly Recovery recovery              # and its congestion controller
     cdef readonly Pacer pacer                    # None without pacing
     cdef object reset_token                      # cid -> its stateless reset token
+    cdef public list events                      # the connection's event list (shared)
     cdef Py_ssize_t mds
     cdef Py_ssize_t ack_ranges_per_frame
     cdef int ack_delay_exponent
@@ -58,6 +59,15 @@ cdef class Sender:
     cdef int write_control_frames(self, Py_ssize_t end, _Sent rec) except -1
     cdef int write_path_frames(self, Py_ssize_t end, _Sent rec) except -1
     cdef int write_datagrams(self, Py_ssize_t end, _Sent rec) except -1
+    # what was sent: acknowledged or lost
+    cdef int on_ack(self, int space_id, list ranges, double delay, double now) except -1
+    cdef int on_loss_timeout(self, double now) except -1
+    cdef int trace_recovery(self, double now, int space_id, list lost) except -1
+    cdef int requeue_for_probe(self, int space_id) except -1
+    cdef int on_packet_acked(self, _Sent pkt) except -1
+    cdef int record_acked(self, FrameRecord* r, bint declared_lost) except -1
+    cdef int on_packet_lost(self, _Sent pkt) except -1
+    cdef int record_lost(self, FrameRecord* r) except -1
 
 
 cdef int trace_keys(object qlog, object seal, double now, object trigger) except -1

@@ -11,9 +11,10 @@ from dquic._recovery import Recovery
 from dquic._spaces import _Space
 from dquic._streamset import StreamSet
 
-__all__ = ["Sender", "MIN_ELICITING_PACKET"]
+__all__ = ["Sender", "MIN_ELICITING_PACKET", "MAX_LOST_STREAM_PACKETS"]
 
 MIN_ELICITING_PACKET: int
+MAX_LOST_STREAM_PACKETS: int
 
 @disjoint_base
 class Sender:
@@ -35,6 +36,7 @@ class Sender:
     def recovery(self) -> Recovery: ...
     @property
     def pacer(self) -> Optional[Pacer]: ...
+    events: List[Any]
     sbuf: Optional[Buffer]
     app_seal: Any
     app_seal_null: bool
@@ -50,4 +52,4 @@ class Sender:
     noted: bool
     def __init__(self, config: Any, is_client: bool, seal: List[Any], hs: _Space, app: _Space,
                  cids: CidState, paths: PathState, sset: StreamSet, recovery: Recovery,
-                 pacer: Optional[Pacer], reset_token: Any) -> None: ...
+                 pacer: Optional[Pacer], reset_token: Any, events: List[Any]) -> None: ...

@@ -35,24 +35,31 @@ from dquic._packet cimport (finish_packet, give_scratch, pad_to, pay, put_frame,
                             take_scratch)
 from dquic._paths cimport PathState
 from dquic._recovery cimport Recovery
-from dquic._spaces cimport (FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA, FR_MAX_STREAMS,
-                            FR_NEW_CONNECTION_ID, FR_PATH_CHALLENGE, FR_PATH_RESPONSE, FR_PING,
-                            FR_RETIRE_CONNECTION_ID, OWE_CONTROL, OWE_PATH_CHALLENGE, OWE_PING,
-                            SP_APP, SP_HS, U64Queue, _Sent, _Space, new_sent, q_pop, recycle,
-                            write_ack)
+from dquic._spaces cimport (FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
+                            FR_MAX_STREAM_DATA, FR_MAX_STREAMS, FR_NEW_CONNECTION_ID,
+                            FR_PATH_CHALLENGE, FR_PATH_RESPONSE, FR_PING, FR_RESET_STREAM,
+                            FR_RETIRE_CONNECTION_ID, FR_STOP_SENDING, FR_STREAM, OWE_CONTROL,
+                            OWE_HANDSHAKE_DONE, OWE_PATH_CHALLENGE, OWE_PING, SP_APP, SP_HS,
+                            FrameRecord, U64Queue, _Sent, _Space, new_sent, q_pop, record_at,
+                            recycle, write_ack)
 from dquic._streams cimport SendStream
-from dquic._streamset cimport StreamSet
+from dquic._streamset cimport StreamSet, _Stream, held
 from dquic._wire cimport be_write
 
+from bisect import insort
 from collections import deque
 
 from dquic import _codec as codec
+from dquic.events import DatagramAcknowledged, DatagramLost
 
-__all__ = ["Sender", "MIN_ELICITING_PACKET"]
+__all__ = ["Sender", "MIN_ELICITING_PACKET", "MAX_LOST_STREAM_PACKETS"]
 
 #: smallest ack-eliciting 1-RTT packet sent (endpoint.MIN_RESET_TRIGGER)
 MIN_ELICITING_PACKET = 42
 cdef Py_ssize_t _MIN_ELICITING = MIN_ELICITING_PACKET
+#: 1-RTT packets declared lost whose stream data is remembered for a late acknowledgement
+#: (StreamSet.late_acks); beyond it the oldest are forgotten
+MAX_LOST_STREAM_PACKETS = 1024
 
 
 cdef int trace_keys(object qlog, object seal, double now, object trigger) except -1:
@@ -68,7 +75,9 @@ cdef class Sender:
     """Builds one connection's packets (see the module docstring)."""
 
     def __init__(self, config, bint is_client, list seal, _Space hs, _Space app, CidState cids,
-                 PathState paths, StreamSet sset, Recovery recovery, Pacer pacer, reset_token):
+                 PathState paths, StreamSet sset, Recovery recovery, Pacer pacer, reset_token,
+                 list events):
+        self.events = events
         self.is_client = is_client
         self.seal = seal
         self.hs = hs
@@ -441,4 +450,197 @@ cdef class Sender:
                                    <const unsigned char*>PyBytes_AS_STRING(data), n):
                 break
             self.datagrams.popleft()
+        return 0
+
+    # --- what was sent: acknowledged or lost ---
+    cdef int on_ack(self, int space_id, list ranges, double delay, double now) except -1:
+        """An ACK frame of the peer (``delay``: its ACK delay in seconds): what recovery declares
+        acknowledged or lost is replayed record by record."""
+        cdef _Space space
+        cdef _Sent pkt
+        acked, lost = self.recovery.on_ack_received(space_id, ranges, delay, now)
+        if self.qlog is not None:
+            self.trace_recovery(now, space_id, lost)
+        space = self.app if space_id == SP_APP else self.hs
+        for pkt in acked:
+            if pkt.packet_number > space.largest_acked:
+                space.largest_acked = pkt.packet_number
+            self.on_packet_acked(pkt)
+            # recovery holds no reference to an acknowledged packet any more: reuse it (a lost
+            # one stays tracked by recovery, which may still report it acknowledged later)
+            recycle(pkt)
+        for pkt in lost:
+            self.on_packet_lost(pkt)
+        if space_id == SP_APP and self.sset.lost_streams:
+            self.sset.late_acks(ranges)
+        return 0
+
+    cdef int on_loss_timeout(self, double now) except -1:
+        """The loss-detection timer expired (RFC 9002 §6): packets declared lost are replayed,
+        and a PTO asks for probes."""
+        cdef _Sent pkt
+        cdef int probe_space
+        lost, probe_space = self.recovery.on_loss_detection_timeout(now)
+        if self.qlog is not None:  # (a PTO changes pto_count even when nothing was lost)
+            self.trace_recovery(now, lost[0].space if lost else SP_APP, lost)
+        for pkt in lost:
+            self.on_packet_lost(pkt)
+        if probe_space >= 0:
+            self.probes[probe_space] = max(self.probes[probe_space], self.recovery.probes_needed)
+            self.requeue_for_probe(probe_space)
+        return 0
+
+    cdef int trace_recovery(self, double now, int space_id, list lost) except -1:
+        """Losses, then the recovery metrics and congestion state (the trace writes only what
+        changed): after each ACK and loss-detection timeout, while tracing."""
+        ptype = codec.PACKET_SHORT if space_id == SP_APP else codec.PACKET_HANDSHAKE
+        for pkt in lost:
+            self.qlog.packet_lost(now, ptype, pkt.packet_number)
+        recovery = self.recovery
+        rtt = recovery.rtt
+        cc = self.recovery.congestion
+        self.qlog.metrics_updated(now, cwnd=cc.congestion_window,
+                                   bytes_in_flight=cc.bytes_in_flight,
+                                   smoothed_rtt=rtt.smoothed_rtt, min_rtt=rtt.min_rtt,
+                                   latest_rtt=rtt.latest_rtt, rttvar=rtt.rttvar,
+                                   ssthresh=cc.ssthresh, pto_count=recovery.pto_count)
+        self.qlog.congestion_state_updated(
+            now, cc.congestion_state(recovery.app_limited_until != 0),
+            persistent_congestion_events=cc.persistent_congestion_events)
+        return 0
+
+    cdef int requeue_for_probe(self, int space_id) except -1:
+        """PTO (RFC 9002 §6.2.4): make the probe carry data still unacknowledged if there is any."""
+        cdef SendStream cs
+        if space_id == SP_HS and not self.hs.discarded:
+            cs = self.hs.crypto_send
+            if cs._offset_sent:
+                cs.on_lost_c(0, cs._offset_sent, False)  # re-send whatever is not acknowledged
+        return 0
+
+    # A packet's records are replayed in packet order: STREAM records in on_packet_acked /
+    # on_packet_lost (the per-packet path), the others by record_acked / record_lost, one branch
+    # per kind, each to the object the frame concerns.
+    cdef int on_packet_acked(self, _Sent pkt) except -1:
+        cdef int i
+        cdef FrameRecord* r
+        cdef _Stream s
+        cdef _Space sp
+        if pkt.ack_space >= 0:
+            # RFC 9000 §13.2.4: the peer has our ACK; stop acknowledging below its smallest
+            sp = self.app if pkt.ack_space == SP_APP else self.hs
+            sp.on_ack_acked(pkt.ack_floor)
+        cdef uint64_t h0
+        if pkt.declared_lost and pkt.space == SP_APP and self.sset.lost_streams is not None:
+            # a loss recovery took back in time: its stream data is acknowledged here
+            if self.sset.lost_streams.pop(pkt.packet_number, None) is not None:
+                self.sset.lost_streams_pns.remove(pkt.packet_number)
+                if not self.sset.lost_streams_pns:
+                    self.sset.lost_streams = self.sset.lost_streams_pns = None
+        for i in range(pkt.nrec):
+            r = record_at(pkt, i)
+            if r.kind == FR_STREAM:
+                s = self.sset.lookup(r.a)
+                if s is not None and s.send_gen == r.gen:
+                    h0 = held(s.send)
+                    s.send.on_acked_c(r.b, r.c, r.fin)
+                    self.sset.send_buffered -= h0 - held(s.send)
+                    self.sset.after_ack(s)
+            else:
+                self.record_acked(r, pkt.declared_lost)
+        if pkt.ack_space == SP_APP and self.sset.tomb_wait:
+            self.sset.resolve(<uint64_t>pkt.packet_number, pkt.ack_lo)
+        return 0
+
+    cdef int record_acked(self, FrameRecord* r, bint declared_lost) except -1:
+        """A frame other than STREAM arrived: CRYPTO data is delivered, a datagram reported, a
+        retirement done (the other kinds need nothing)."""
+        cdef _Space sp
+        cdef _Stream s
+        if r.kind == FR_CRYPTO:
+            sp = (self.hs if r.c == SP_HS else self.app)
+            sp.crypto_send.on_acked_c(r.a, r.b, False)
+        elif r.kind == FR_RESET_STREAM:
+            s = self.sset.lookup(r.a)
+            if s is not None and s.send_gen == r.gen and s.send_opened and s.send._reset:
+                self.sset.send_complete(s)
+        elif r.kind == FR_DATAGRAM and not declared_lost:
+            # a datagram declared lost was already reported as such; one verdict per datagram
+            self.events.append(DatagramAcknowledged(r.b))
+        elif r.kind == FR_RETIRE_CONNECTION_ID:
+            self.cids.on_retire_acked(r.a)
+        return 0
+
+    cdef int on_packet_lost(self, _Sent pkt) except -1:
+        cdef int i
+        cdef FrameRecord* r
+        cdef _Stream s
+        cdef list streams = None
+        for i in range(pkt.nrec):
+            r = record_at(pkt, i)
+            if r.kind == FR_STREAM:
+                s = self.sset.lookup(r.a)
+                if s is not None and s.send_gen == r.gen and not s.send._reset:
+                    s.send.on_lost_c(r.b, r.c, r.fin)
+                    self.sset.schedule(s)
+                    if streams is None:
+                        streams = []
+                    streams.append((r.a, r.gen, r.b, r.c, r.fin))
+            else:
+                self.record_lost(r)
+        if streams is not None and pkt.space == SP_APP:
+            # kept until acknowledged late (_late_acks) or pushed out by newer ones
+            if self.sset.lost_streams is None:
+                self.sset.lost_streams = {}
+                self.sset.lost_streams_pns = []
+            self.sset.lost_streams[pkt.packet_number] = tuple(streams)
+            insort(self.sset.lost_streams_pns, pkt.packet_number)
+            if len(self.sset.lost_streams_pns) > MAX_LOST_STREAM_PACKETS:
+                del self.sset.lost_streams[self.sset.lost_streams_pns.pop(0)]
+        if (pkt.ack_space == SP_APP and self.sset.tomb_wait
+                and self.sset.tomb_wait[0][0] <= <uint64_t>pkt.packet_number):
+            # halves waiting to be resolved by that ACK: another one must reach the peer
+            self.app.ack_pending = True
+            self.pending.once |= OWE_PING
+            self.noted = True
+        return 0
+
+    cdef int record_lost(self, FrameRecord* r) except -1:
+        """A frame other than STREAM was lost: what it carried is owed again, unless that no
+        longer applies (a frame announcing a limit is sent anew with the limit then current)."""
+        cdef _Stream s
+        cdef _Space sp
+        cdef int kind = r.kind
+        if kind == FR_CRYPTO:
+            sp = (self.hs if r.c == SP_HS else self.app)
+            if not sp.discarded:
+                sp.crypto_send.on_lost_c(r.a, r.b, False)
+        elif kind == FR_HANDSHAKE_DONE:
+            self.pending.once |= OWE_HANDSHAKE_DONE
+        elif kind == FR_MAX_DATA or kind == FR_MAX_STREAMS:
+            self.sset.owed |= (<uint32_t>1) << kind
+        elif kind == FR_MAX_STREAM_DATA or kind == FR_RESET_STREAM or kind == FR_STOP_SENDING:
+            s = self.sset.lookup(r.a)
+            if s is None:
+                return 0
+            if kind == FR_MAX_STREAM_DATA:
+                # no more credit is needed once the final size is known
+                if s.recv_gen != r.gen or not s.recv_opened or s.recv._final_size >= 0:
+                    return 0
+            elif kind == FR_RESET_STREAM:
+                if s.send_gen != r.gen or not s.send_opened or not s.send._reset:
+                    return 0
+                s.reset_code = r.b
+            else:
+                if s.recv_gen != r.gen or not s.recv_opened or s.recv_done:
+                    return 0
+                s.stop_code = r.b
+            s.owed |= (<uint32_t>1) << kind
+            self.sset.schedule(s)
+        elif kind == FR_NEW_CONNECTION_ID:
+            self.cids.on_new_cid_lost(r.a)
+        elif kind == FR_RETIRE_CONNECTION_ID:
+            self.cids.on_retire_lost(r.a)
+        elif kind == FR_DATAGRAM:
+            self.events.append(DatagramLost(r.b))
         return 0

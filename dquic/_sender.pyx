@@ -26,7 +26,7 @@ since a receipt restarts the idle timer, RFC 9000 §10.1).
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from dquic._cids cimport CidState
 from dquic._codec cimport Buffer
@@ -169,10 +169,13 @@ cdef class Sender:
                     count += 1
                     close_train = True
                 else:
-                    # longer than the train's size: it starts the next train
+                    # longer than the train's size: it starts the next train. It is copied out
+                    # before the old train is cut to size (that may move or free what lies
+                    # past ``off``), and only its own ``n`` bytes are read
+                    new = PyByteArray_FromStringAndSize(NULL, max_bytes)
+                    memcpy(PyByteArray_AS_STRING(new), base + off, n)
                     PyByteArray_Resize(train, off)
                     out.append((train, seg, addr))
-                    new = PyByteArray_FromStringAndSize(<const char*>(base + off), max_bytes)
                     train = new
                     base = <unsigned char*>PyByteArray_AS_STRING(train)
                     off = n

@@ -592,7 +592,7 @@ cdef class Sender:
             else:
                 self.record_lost(r)
         if streams is not None and pkt.space == SP_APP:
-            # kept until acknowledged late (_late_acks) or pushed out by newer ones
+            # kept until acknowledged late (StreamSet.late_acks) or pushed out by newer ones
             if self.sset.lost_streams is None:
                 self.sset.lost_streams = {}
                 self.sset.lost_streams_pns = []

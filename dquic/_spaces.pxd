@@ -64,7 +64,7 @@ cdef enum:
     OWE_PING = 1 << FR_PING
     OWE_PATH_CHALLENGE = 1 << FR_PATH_CHALLENGE
     # what makes a packet worth building by itself (a PING waits for a packet, see
-    # CoreConnection._build_app_packet)
+    # Sender.build_app_packet)
     OWE_CONTROL = OWE_HANDSHAKE_DONE | OWE_MAX_DATA | OWE_MAX_STREAMS | OWE_PATH_CHALLENGE
 
 cdef enum:

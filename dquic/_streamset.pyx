@@ -172,7 +172,7 @@ cdef class StreamSet:
         cdef uint64_t h0 = held(half)
         n = half.write_message(data)
         self.send_buffered += held(half) - h0
-        stream.idle_since = -1.0  # its entry in _idle_halves, if any, no longer applies
+        stream.idle_since = -1.0  # its entry in idle_halves, if any, no longer applies
         if half is stream.send:
             self.schedule(stream)
         return _payload_len(n)
@@ -401,7 +401,7 @@ cdef class StreamSet:
         elif (x._base == x._write_offset and x._write_offset != 0 and x._msg_remaining == 0
                 and not s.pinned):
             # every message acknowledged: the half may end. It does at once if its credit is
-            # wanted, else when it is (_end_idle_halves) or after a quiet period; until then a
+            # wanted, else when it is (end_idle_halves) or after a quiet period; until then a
             # new message continues it without a round trip
             if self.pressure():
                 x.finish()
@@ -648,7 +648,7 @@ cdef class StreamSet:
 
     cdef _Stream route(self, uint64_t stream_id, uint64_t end, bint* nxt):
         """The stream whose receive half a peer STREAM or RESET_STREAM frame (in the 1-RTT
-        packet ``_rx_pn``, reaching offset ``end``) belongs to, opening a half if it starts one;
+        packet ``rx_pn``, reaching offset ``end``) belongs to, opening a half if it starts one;
         ``nxt[0]`` is set when the frame is for the incarnation after the one still being read.
         Raises _DropPacket when the frame may be a late copy of an earlier incarnation; None
         when it must be one: it would start a new incarnation beyond the stream credit a new
@@ -702,7 +702,7 @@ cdef class StreamSet:
 
     cdef int forget_resolved(self) except -1:
         """A quiet connection forgets every finished peer half already resolved (raising the
-        watermark as _trim_finished does for the oldest): any frame the peer sends from now on
+        watermark as trim_finished does for the oldest): any frame the peer sends from now on
         is in a packet numbered above them all, so nothing can be taken for a late copy that is
         not one, and an idle connection keeps no list of finished streams."""
         cdef _Stream s
@@ -721,7 +721,7 @@ cdef class StreamSet:
 
     cdef bint ambiguous(self, uint64_t stream_id) except -1:
         """Would a STREAM or RESET_STREAM frame for ``stream_id`` in the packet being processed
-        (``_rx_pn``) be one whose incarnation cannot be told yet? (The tests of _route, without
+        (``rx_pn``) be one whose incarnation cannot be told yet? (The tests of route, without
         its effects.)"""
         cdef _Stream s = self.lookup(stream_id)
         cdef int64_t pn = self.rx_pn
@@ -948,7 +948,7 @@ cdef class StreamSet:
                         if self.idle_halves:
                             self.end_idle_halves()
                         if not s.credit_wait:
-                            # woken by MAX_STREAMS (_on_max_streams), oldest first
+                            # woken by MAX_STREAMS (on_max_streams), oldest first
                             s.credit_wait = True
                             if self.credit_waiters is None:
                                 self.credit_waiters = deque()

@@ -1,5 +1,7 @@
 # C-level layout of dquic._cids: one connection's connection IDs (see _cids.pyx).
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memcmp
 
 from dquic._spaces cimport U64Queue
 
@@ -24,9 +26,7 @@ cdef class CidState:
     cdef Py_ssize_t _cid_len
 
     cdef void change(self, object item)
-    cdef bint is_current(self, const uint8_t* dcid) noexcept
     cdef bint knows(self, object cid)
-    cdef bint has_frames(self) noexcept
     cdef int issue(self) except -1
     cdef int issue_spares(self, Py_ssize_t limit) except -1
     cdef bint switch_peer_cid(self) except -1
@@ -38,3 +38,16 @@ cdef class CidState:
     cdef int on_retire_acked(self, uint64_t seq) except -1
     cdef int on_new_cid_lost(self, uint64_t seq) except -1
     cdef int on_retire_lost(self, uint64_t seq) except -1
+
+
+# inline: asked for every packet received / built
+cdef inline bint cid_is_current(CidState c, const uint8_t* dcid) noexcept:
+    """``dcid`` (``cid_len`` bytes) is ``c.host_cid``: the common case, without an object."""
+    hc = c.host_cid
+    return (PyBytes_CheckExact(hc) and PyBytes_GET_SIZE(hc) == c._cid_len
+            and memcmp(dcid, PyBytes_AS_STRING(hc), c._cid_len) == 0)
+
+
+cdef inline bint cid_frames_owed(CidState c) noexcept:
+    """NEW_CONNECTION_ID or RETIRE_CONNECTION_ID frames are owed."""
+    return c.new_cids.n > 0 or c.retire_cids.n > 0

@@ -23,9 +23,6 @@ The connection writes the frames (it builds the packets) and forwards the peer's
 errors are raised as ``ProtocolError`` for it to turn into CONNECTION_CLOSE. Nothing here knows
 the connection.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memcmp
-
 from dquic._spaces cimport q_clear, q_push
 
 from dquic.errors import ErrorCode, ProtocolError
@@ -63,18 +60,9 @@ cdef class CidState:
             self.changes = []
         self.changes.append(item)
 
-    cdef bint is_current(self, const uint8_t* dcid) noexcept:
-        """``dcid`` (``cid_len`` bytes) is ``host_cid``: the common case, without an object."""
-        hc = self.host_cid
-        return (PyBytes_CheckExact(hc) and PyBytes_GET_SIZE(hc) == self._cid_len
-                and memcmp(dcid, PyBytes_AS_STRING(hc), self._cid_len) == 0)
-
     cdef bint knows(self, object cid):
         """``cid`` is one of the connection IDs we issued and did not retire."""
         return cid in self.host_cids.values()
-
-    cdef bint has_frames(self) noexcept:
-        return self.new_cids.n > 0 or self.retire_cids.n > 0
 
     def peer_reset_tokens(self):
         """Stateless reset tokens the peer gave us (one per connection ID of the peer)."""

@@ -91,7 +91,6 @@ cdef class CoreConnection:
     cdef public list _free_sent
 
     # --- internal C API ---
-    cdef void _noted(self)
     cdef int _stream_frame_at(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t pos) except -1
     cdef double _pto(self)
     cdef int _fill_timers(self, double* t) except -1

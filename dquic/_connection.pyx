@@ -67,18 +67,19 @@ from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromS
 from libc.math cimport ldexp
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
-from dquic._cids cimport CidState
+from dquic._cids cimport CidState, cid_is_current
 from dquic._codec cimport Buffer
 from dquic._frames cimport parse_ack_ranges, parse_ecn, pull_stream_frame_header
 from dquic._congestion cimport Pacer
 from dquic._packet cimport finish_packet
-from dquic._paths cimport PathState
+from dquic._paths cimport PathState, amplification_room
 from dquic._protection cimport PacketProtection
 from dquic._recovery cimport Recovery, RttEstimator
 from dquic._sender cimport Sender, trace_keys
 from dquic._spaces cimport (F_ACK, FR_HANDSHAKE_DONE, FR_MAX_DATA, FR_MAX_STREAMS,
                             FR_PATH_CHALLENGE, FR_PING, OWE_HANDSHAKE_DONE, OWE_PING,
-                            OWE_RESET_STREAM, OWE_STOP_SENDING, SP_APP, SP_HS, _Space, q_list)
+                            OWE_RESET_STREAM, OWE_STOP_SENDING, SP_APP, SP_HS, _Space, q_list,
+                            space_received)
 from dquic._streams cimport RecvStream
 from dquic._streamset cimport StreamSet, _Stream
 from dquic._timers cimport (TIMER_ACK, TIMER_ACK_HANDSHAKE, TIMER_CLOSE, TIMER_HANDSHAKE,
@@ -170,6 +171,16 @@ cdef inline void _note_work(CoreConnection conn):
     cdef dict work = conn._work
     if work is not None:
         work[conn] = None
+
+
+cdef inline void _flush_noted(CoreConnection conn):
+    # the stream table scheduled a stream, or the sender has more to send than it built: ask
+    # the driving endpoint to build output
+    if conn._sset.noted or conn._tx.noted:
+        conn._sset.noted = False
+        conn._tx.noted = False
+        _note_work(conn)
+
 
 
 # --- scratch state shared by every connection -----------------------------------------------
@@ -393,13 +404,6 @@ cdef class CoreConnection:
         return ServerHandshake(identity=c.identity, trusted_peers=c.trusted_peers, psk=c.psk,
                                transport_params=params, prologue=self._prologue())
 
-    cdef void _noted(self):
-        # the stream table scheduled a stream, or the sender has more to send than it built:
-        # ask the driving endpoint to build output
-        if self._sset.noted or self._tx.noted:
-            self._sset.noted = False
-            self._tx.noted = False
-            _note_work(self)
 
     cdef int _set_app_protection(self, object seal, object open_) except -1:
         self._seal[SP_APP] = seal
@@ -625,7 +629,7 @@ cdef class CoreConnection:
         Drivers block (back-pressure) while this holds (PROTOCOL.md §16.7); asking ends our
         halves that only wait for more messages, so that their credit comes back."""
         blocked = self._sset.stream_open_blocked(stream_id)
-        self._noted()
+        _flush_noted(self)
         return blocked
 
     # ----------------------------------------------------------------------------------------
@@ -652,7 +656,7 @@ cdef class CoreConnection:
         if self._state >= _CLOSING:
             raise RuntimeError("connection is closing")
         n = self._sset.send_message(stream_id, data)
-        self._noted()
+        _flush_noted(self)
         return n
 
     def send_stream_data(self, stream_id, data, end_stream=False):
@@ -667,7 +671,7 @@ cdef class CoreConnection:
         if self._state >= _CLOSING:
             raise RuntimeError("connection is closing")
         self._sset.end_stream(stream_id)
-        self._noted()
+        _flush_noted(self)
 
     def reset_stream(self, stream_id, error_code=0):
         """Abandon our half of a stream: queued data is dropped, the peer gets RESET_STREAM.
@@ -677,12 +681,12 @@ cdef class CoreConnection:
         if self._state >= _CLOSING:
             raise RuntimeError("connection is closing")
         self._sset.reset_stream(stream_id, error_code)
-        self._noted()
+        _flush_noted(self)
 
     def stop_sending(self, stream_id, error_code=0):
         """Ask the peer to stop sending on a stream (STOP_SENDING); data still arriving is dropped."""
         self._sset.stop_sending(stream_id, error_code)
-        self._noted()
+        _flush_noted(self)
 
     def send_datagram(self, data):
         """Queue an unreliable datagram (RFC 9221); returns its id for the ack/loss events.
@@ -771,7 +775,7 @@ cdef class CoreConnection:
         """Read up to ``max_bytes`` of the next message on a stream: ``(data, end_of_message)``,
         or None if nothing is readable. Reading opens flow-control window for the peer."""
         result = self._sset.read_message(stream_id, max_bytes)
-        self._noted()
+        _flush_noted(self)
         return result
 
     def read_messages(self, list order, Py_ssize_t budget, dict out):
@@ -782,7 +786,7 @@ cdef class CoreConnection:
         when the budget is spent. Returns ``(index in order where it stopped, budget left,
         last stream id read or -1)``."""
         result = self._sset.read_messages(order, budget, out)
-        self._noted()
+        _flush_noted(self)
         return result
 
     def stream_finished(self, stream_id):
@@ -951,7 +955,7 @@ cdef class CoreConnection:
             self._tx.pending.once |= OWE_PING
         if 0.0 <= t[TIMER_IDLE_RELEASE] <= now:
             self._release_idle()
-        self._noted()
+        _flush_noted(self)
 
     def _emit_terminated(self, ev):
         if self._app_seal is None:
@@ -1065,7 +1069,7 @@ cdef class CoreConnection:
                 paths.bytes_received += size
             if have_view:
                 PyBuffer_Release(&view)
-            self._noted()
+            _flush_noted(self)
 
     def receive_segments(self, data, Py_ssize_t segment_size, addr, double now):
         """Process datagrams of ``segment_size`` bytes packed back to back in ``data`` (the
@@ -1112,7 +1116,7 @@ cdef class CoreConnection:
             return size
         finally:
             PyBuffer_Release(&view)
-            self._noted()
+            _flush_noted(self)
 
     cdef bint _awaits_validation(self):
         """Server whose client address is not validated and no path validation runs: an
@@ -1128,7 +1132,7 @@ cdef class CoreConnection:
         return self._cids.knows(cid)
 
     cdef bint _short_dcid_ok(self, const uint8_t* dcid):
-        if self._cids.is_current(dcid):
+        if cid_is_current(self._cids, dcid):
             return True
         cid = PyBytes_FromStringAndSize(<const char*>dcid, self._cid_len)
         return self._cids.knows(cid) or (
@@ -1312,7 +1316,7 @@ cdef class CoreConnection:
         if self._state >= _DRAINING:
             return 0
         # ACK bookkeeping (RFC 9000 §13.2)
-        space.on_received(pn, eliciting, space_id == SP_HS, now, self._max_ack_ranges,
+        space_received(space, pn, eliciting, space_id == SP_HS, now, self._max_ack_ranges,
                           self._ack_eliciting_threshold, self._max_ack_delay)
         # migration (RFC 9000 §9.3): only the highest-numbered non-probing packet moves the path
         if (space_id == SP_APP and non_probing and pn == space.largest_rx
@@ -1772,11 +1776,11 @@ cdef class CoreConnection:
             tx.idle_restart = -1.0
         # more than one call's worth, or halves ended while packets were built (their FIN): ask
         # to be polled again
-        self._noted()
+        _flush_noted(self)
         return out
 
     cdef int64_t _amplification_room(self):
-        return self._paths.amplification_room()
+        return amplification_room(self._paths)
 
     cdef object _send_close(self, double now):
         """The CONNECTION_CLOSE datagram due now (at most one per PTO while closing), or None."""

@@ -3,6 +3,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from dquic._codec cimport Buffer
 from dquic._spaces cimport _Sent, _Space
+from dquic._wire cimport pn_length
 
 
 cdef enum:
@@ -23,3 +24,19 @@ cdef int put_frame(Buffer buf, Py_ssize_t end, _Sent rec, int kind, uint64_t a=*
 cdef int pay(Buffer buf, uint32_t* owed, int kind, Py_ssize_t end, _Sent rec, uint64_t a=*,
              uint64_t b=*, uint64_t c=*, const unsigned char* tail=*,
              Py_ssize_t tail_len=*) except -1
+
+
+cdef inline int start_short_packet(Buffer buf, _Space space, object dcid, int64_t* pn_out,
+                                   int* pn_len_out) except -1:
+    """``start_packet`` for a 1-RTT packet (short header, RFC 9000 §17.3.1; the sealer sets the
+    key-phase bit), inline: run for every packet built."""
+    cdef int64_t pn = space.next_pn
+    cdef int pn_len = pn_length(pn, space.largest_acked)
+    space.next_pn += 1
+    buf._pos = 0
+    buf.c_push_uint(0x40 | (pn_len - 1), 1)
+    buf.c_push_object(dcid)
+    buf.c_push_uint((<uint64_t>pn) & ((((<uint64_t>1) << (8 * pn_len))) - 1), pn_len)
+    pn_out[0] = pn
+    pn_len_out[0] = pn_len
+    return 0

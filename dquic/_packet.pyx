@@ -76,7 +76,6 @@ cdef int start_packet(Buffer buf, _Space space, int ptype, object dcid, object s
         length_off[0] = codec.push_long_header(buf, ptype, DQUIC_VERSION_1, dcid, scid, token,
                                                trunc, pn_len)
     else:
-        # short header (RFC 9000 §17.3.1); the sealer sets the key-phase bit
         buf.c_push_uint(0x40 | (pn_len - 1), 1)
         buf.c_push_object(dcid)
         buf.c_push_uint(trunc, pn_len)

@@ -1,7 +1,7 @@
 # C-level layout of dquic._paths: the network path of one connection (see _paths.pyx).
 from libc.stdint cimport int64_t, uint32_t
 
-from dquic._spaces cimport U64Queue
+from dquic._spaces cimport OWE_PATH_CHALLENGE, U64Queue
 
 
 cdef class PathState:
@@ -14,11 +14,22 @@ cdef class PathState:
     cdef uint32_t owed                   # OWE_PATH_CHALLENGE until the challenge is sent
     cdef U64Queue responses              # PATH_CHALLENGE data to echo, as big-endian integers
 
-    cdef int64_t amplification_room(self) noexcept
     cdef bint awaits_validation(self, bint is_client) noexcept
-    cdef bint has_frames(self) noexcept
     cdef double deadline(self) except? -2.0
     cdef int on_challenge(self, const unsigned char* data) except -1
     cdef object on_response(self, object data)
     cdef int move(self, object addr, object challenge, double deadline) except -1
     cdef int validation_failed(self) except -1
+
+
+# inline: asked for every packet built
+cdef inline int64_t amplification_room(PathState p) noexcept:
+    """Bytes we may still send to the peer's address (unbounded once it is validated)."""
+    if p.validated:
+        return (<int64_t>1) << 62
+    return 3 * p.bytes_received - p.bytes_sent
+
+
+cdef inline bint path_frames_owed(PathState p) noexcept:
+    """PATH_RESPONSE or PATH_CHALLENGE frames are owed."""
+    return p.responses.n > 0 or (p.owed & OWE_PATH_CHALLENGE) != 0

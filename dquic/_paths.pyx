@@ -44,18 +44,9 @@ cdef class PathState:
     def __dealloc__(self):
         q_clear(&self.responses)
 
-    cdef int64_t amplification_room(self) noexcept:
-        """Bytes we may still send to the peer's address (unbounded once it is validated)."""
-        if self.validated:
-            return (<int64_t>1) << 62
-        return 3 * self.bytes_received - self.bytes_sent
-
     cdef bint awaits_validation(self, bint is_client) noexcept:
         """Server whose client address is not validated and no path validation runs."""
         return not self.validated and not is_client and self.challenge is None
-
-    cdef bint has_frames(self) noexcept:
-        return self.responses.n > 0 or (self.owed & OWE_PATH_CHALLENGE) != 0
 
     cdef double deadline(self) except? -2.0:
         """When the PATH_CHALLENGE out is given up, or -1."""

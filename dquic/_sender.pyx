@@ -28,12 +28,12 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from dquic._cids cimport CidState
+from dquic._cids cimport CidState, cid_frames_owed
 from dquic._codec cimport Buffer
 from dquic._congestion cimport Pacer
 from dquic._packet cimport (finish_packet, give_scratch, pad_to, pay, put_frame, start_packet,
-                            take_scratch)
-from dquic._paths cimport PathState
+                            start_short_packet, take_scratch)
+from dquic._paths cimport PathState, amplification_room, path_frames_owed
 from dquic._recovery cimport Recovery
 from dquic._spaces cimport (FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
                             FR_MAX_STREAM_DATA, FR_MAX_STREAMS, FR_NEW_CONNECTION_ID,
@@ -41,7 +41,7 @@ from dquic._spaces cimport (FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DA
                             FR_RETIRE_CONNECTION_ID, FR_STOP_SENDING, FR_STREAM, OWE_CONTROL,
                             OWE_HANDSHAKE_DONE, OWE_PATH_CHALLENGE, OWE_PING, SP_APP, SP_HS,
                             FrameRecord, U64Queue, _Sent, _Space, new_sent, q_pop, record_at,
-                            recycle, write_ack)
+                            recycle, space_ack_acked, write_ack)
 from dquic._streams cimport SendStream
 from dquic._streamset cimport StreamSet, _Stream, held
 from dquic._wire cimport be_write
@@ -221,8 +221,8 @@ cdef class Sender:
         if buf is None:
             buf = self.sbuf = take_scratch(self.mds)
         if space_id == SP_APP:
-            return start_packet(buf, self.app, -1, self.cids.peer_cid, None, None, pn_out,
-                                pn_len_out, length_off)
+            length_off[0] = -1
+            return start_short_packet(buf, self.app, self.cids.peer_cid, pn_out, pn_len_out)
         # the client's packets are INITIAL until the server's first packet arrives
         ptype = (codec.PACKET_INITIAL if self.is_client and not self.cids.peer_cid_set_by_server
                  else codec.PACKET_HANDSHAKE)
@@ -292,7 +292,7 @@ cdef class Sender:
         probe = self.probes[SP_HS] > 0
         if not (ack_due or crypto.has_pending_c() or probe):
             return None
-        room = self.paths.amplification_room()
+        room = amplification_room(self.paths)
         if room <= 64:
             return None  # anti-amplification: wait for more bytes from the unvalidated client
         limit = mds if mds < room else <Py_ssize_t>room
@@ -339,12 +339,12 @@ cdef class Sender:
         control = self.has_control_frames()
         # path validation frames are small and not held back by congestion control: the
         # window may still be full of packets sent on the previous path (RFC 9000 §9.4)
-        path_frames = self.paths.has_frames()
+        path_frames = path_frames_owed(self.paths)
         have_data = ((self.sset.send_queue is not None and len(self.sset.send_queue) > 0)
                      or (self.datagrams is not None and len(self.datagrams) > 0))
         if not (ack_due or probe or control or have_data or self.pending.once & OWE_PING):
             return None
-        room = self.paths.amplification_room()
+        room = amplification_room(self.paths)
         if room < limit:
             if room < 64:
                 return None
@@ -401,8 +401,8 @@ cdef class Sender:
         return data
 
     cdef bint has_control_frames(self):
-        return ((self.pending.once & OWE_CONTROL) != 0 or self.sset.owed != 0 or self.cids.has_frames()
-                or self.paths.has_frames())
+        return ((self.pending.once & OWE_CONTROL) != 0 or self.sset.owed != 0
+                or cid_frames_owed(self.cids) or path_frames_owed(self.paths))
 
     cdef int write_control_frames(self, Py_ssize_t end, _Sent rec) except -1:
         cdef uint32_t* owed = &self.pending.once
@@ -532,7 +532,7 @@ cdef class Sender:
         if pkt.ack_space >= 0:
             # RFC 9000 §13.2.4: the peer has our ACK; stop acknowledging below its smallest
             sp = self.app if pkt.ack_space == SP_APP else self.hs
-            sp.on_ack_acked(pkt.ack_floor)
+            space_ack_acked(sp, pkt.ack_floor)
         cdef uint64_t h0
         if pkt.declared_lost and pkt.space == SP_APP and self.sset.lost_streams is not None:
             # a loss recovery took back in time: its stream data is acknowledged here

@@ -80,38 +80,6 @@ cdef class _Space:
         self.crypto_send = None
         self.crypto_recv = None
 
-    cdef int on_received(self, int64_t pn, bint eliciting, bint immediate, double now,
-                         Py_ssize_t max_ranges, int threshold, double max_ack_delay) except -1:
-        """ACK bookkeeping for a packet processed (RFC 9000 §13.2): ``pn`` is remembered for
-        our ACK frames, and an ack-eliciting one arms the ACK deadline: at once when
-        ``immediate`` (the handshake space), out of order, or after ``threshold`` of them; else
-        after ``max_ack_delay``."""
-        cdef RangeSet rx = self.rx
-        cdef bint out_of_order = pn != self.largest_rx + 1
-        rx.add_range(<uint64_t>pn, <uint64_t>pn + 1)
-        if rx.count() >= max_ranges:
-            if <int64_t>rx.start_at(0) > self.rx_floor:
-                self.rx_floor = <int64_t>rx.start_at(0)
-        if pn > self.largest_rx:
-            self.largest_rx = pn
-            self.largest_rx_time = now
-        if eliciting:
-            self.ack_pending = True
-            self.unacked_eliciting += 1
-            if immediate or out_of_order or self.unacked_eliciting >= threshold:
-                self.ack_deadline = now
-            elif self.ack_deadline < 0.0:
-                self.ack_deadline = now + max_ack_delay
-        return 0
-
-    cdef int on_ack_acked(self, uint64_t floor) except -1:
-        """The peer has an ACK frame of ours whose smallest packet number was ``floor``: stop
-        acknowledging below it (RFC 9000 §13.2.4)."""
-        if <int64_t>floor > self.rx_floor:
-            self.rx.subtract_range(0, floor)
-            self.rx_floor = <int64_t>floor
-        return 0
-
 
 cdef int write_ack(Buffer buf, _Space space, int space_id, double now, _Sent rec,
                    Py_ssize_t ranges_per_frame, int ack_delay_exponent, bint trace) except -1:

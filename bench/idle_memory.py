@@ -213,7 +213,7 @@ def _reachable(root, stop=frozenset()):
 _ORDER = ("_hs", "_app", "_spaces", "_streams", "_last_stream", "_send_queue", "_cc", "_pacer",
           "_recovery", "_recv_window", "_sbuf", "_rbuf", "_free_sent", "_seal", "_open",
           "_app_seal", "_app_open", "_handshake", "_local_params", "_peer_params", "_events",
-          "_datagrams", "_host_cids", "_peer_cids", "cid_changes", "config")
+          "_datagrams", "_cids", "config")
 
 
 def breakdown(conn, other) -> "list[tuple[str, int, int]]":

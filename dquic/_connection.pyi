@@ -1,12 +1,17 @@
 """Type stub of dquic._connection (the compiled sans-IO connection, re-exported by
 dquic.connection)."""
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
+from dquic._cids import CidState
 from dquic._congestion import CongestionController
+from dquic._paths import PathState
 from dquic._ranges import RangeSet
-from dquic._recovery import Recovery, SentPacket
+from dquic._recovery import Recovery
+from dquic._spaces import _Space
 from dquic._streams import FlowWindow, RecvStream, SendStream
+from dquic._sender import Sender
+from dquic._streamset import StreamSet, _Stream
 from dquic.config import Configuration
 from dquic.events import ConnectionTerminated, Event
 
@@ -27,62 +32,6 @@ class _PlainHandshake:
     def start(self) -> bytes: ...
     def receive(self, message: bytes) -> Optional[bytes]: ...
     def protections(self, **_: Any) -> Tuple[Any, Any]: ...
-
-@disjoint_base
-class _Space:
-    rx: Optional[RangeSet]  # None once the space is discarded
-    rx_floor: int
-    largest_rx: int
-    largest_rx_time: float
-    ack_pending: bool
-    unacked_eliciting: int
-    ack_deadline: float  # < 0: none
-    next_pn: int
-    crypto_send: Optional[SendStream]  # the handshake space's, until it is discarded
-    crypto_recv: Optional[RecvStream]
-    discarded: bool
-    largest_acked: int
-    def __init__(self, max_ranges: int, crypto: bool = ...) -> None: ...
-    def release(self) -> None: ...
-
-@disjoint_base
-class _Stream:
-    stream_id: int
-    send: SendStream
-    recv: RecvStream
-    send_limit: int
-    readable_signalled: bool
-    send_opened: bool
-    recv_opened: bool
-    owed: int  # frames owed to the peer: a bit (1 << kind) each for RESET_STREAM, STOP_SENDING, MAX_STREAM_DATA
-    reset_code: int  # the error code of the RESET_STREAM owed
-    stop_code: int  # the error code of the STOP_SENDING owed
-    blocked_reported: int
-    queued: bool
-    closed_counted: bool
-    counted: bool
-    # lifecycle (PROTOCOL.md §16.7)
-    pinned: bool
-    credit_wait: bool
-    idle_since: float
-    idle_gen: int
-    send_gen: int
-    send_next: Optional[SendStream]
-    send_min_pn: int
-    recv_gen: int
-    recv_done: bool
-    recv_w: int
-    recv_c: int
-    recv_lo: int
-    recv_min_pn: int
-    recv_next: Optional[RecvStream]
-    recv_next_lo: int
-    def __init__(self, stream_id: int, window_max: int, window_initial: int,
-                 send_limit: int) -> None: ...
-
-@disjoint_base
-class _Sent(SentPacket):
-    def frames_for_trace(self) -> List[Dict[str, Any]]: ...
 
 class ConnectionStats:
     smoothed_rtt: float
@@ -114,22 +63,41 @@ class ConnectionStats:
 class CoreConnection:
     config: Configuration
     is_client: bool
-    peer_addr: Tuple[Any, ...]
-    host_cid: bytes
-    peer_cid: bytes
     original_dcid: Optional[bytes]
-    cid_changes: Optional[List[Tuple[str, bytes]]]  # None while there is nothing to report
     peer_key: Optional[bytes]
     packets_received: int
     packets_dropped: int
     duplicate_packets: int
     bytes_sent: int
     bytes_received: int
-    stream_bytes_received: int
     # internals kept visible for tests and tools
     _spaces: List[_Space]
-    _streams: Dict[int, _Stream]
-    _recv_window: FlowWindow
+    _sset: StreamSet
+    _tx: Sender
+    @property
+    def _sbuf(self) -> Any: ...
+    @property
+    def _datagrams(self) -> Any: ...
+    @property
+    def stream_bytes_received(self) -> int: ...
+    @property
+    def _streams(self) -> Dict[int, _Stream]: ...
+    @property
+    def _recv_window(self) -> FlowWindow: ...
+    @property
+    def _send_queue(self) -> Any: ...
+    @property
+    def _peer_opened(self) -> int: ...
+    @property
+    def _finished(self) -> Any: ...
+    @property
+    def _tomb_wait(self) -> Any: ...
+    @property
+    def _peer_max_data(self) -> int: ...
+    @property
+    def _max_streams_local(self) -> int: ...
+    @property
+    def _data_received(self) -> int: ...
     _recovery: Recovery
     _cc: CongestionController
     _seal: List[Any]
@@ -137,7 +105,18 @@ class CoreConnection:
     _retry_scid: Optional[bytes]
     _qlog: Any
     _work: Optional[Dict[Any, Any]]  # the driving endpoint's connections with output to build
-    _host_cids: Dict[int, bytes]  # sequence number -> our connection ID
+    _cids: CidState
+    _paths: PathState
+    @property
+    def _path_challenge(self) -> Optional[Tuple[bytes, Tuple[Any, ...], float]]: ...
+    @property
+    def _bytes_received_on_path(self) -> int: ...
+    @property
+    def _host_cids(self) -> Dict[int, bytes]: ...  # sequence number -> our connection ID
+    @property
+    def _peer_cids(self) -> Dict[int, Tuple[bytes, Optional[bytes]]]: ...
+    @property
+    def _retiring(self) -> Optional[Set[int]]: ...
     @property
     def _owed(self) -> Dict[str, Any]: ...  # control frames owed to the peer, by qlog name
 
@@ -148,6 +127,16 @@ class CoreConnection:
                  reset_token: Optional[Callable[[bytes], bytes]] = ...,
                  handshake: Any = ...) -> None: ...
     # state
+    @property
+    def peer_addr(self) -> Tuple[Any, ...]: ...
+    @property
+    def host_cid(self) -> bytes: ...
+    @property
+    def peer_cid(self) -> bytes: ...
+    @property
+    def cid_changes(self) -> Optional[List[Tuple[str, bytes]]]: ...  # None while there is nothing to report
+    @cid_changes.setter
+    def cid_changes(self, value: Optional[List[Tuple[str, bytes]]]) -> None: ...
     @property
     def is_established(self) -> bool: ...
     @property

@@ -512,24 +512,27 @@ class Endpoint:
         return None
 
     # ------------------------------------------------------------------------------------
-    def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple]]:
-        """What the connections with work want to send now, as ``(datagram, address)``."""
-        out: List[Any] = self._stateless_out
-        self._stateless_out = []
-        for conn in self._poll(now):
-            out.extend(conn.datagrams_to_send(now))
-            self._after(conn, True)
-        return out
-
     def trains_to_send(self, now: float, max_bytes: int = 65000,
                        max_segments: int = 64) -> List[Tuple[Any, int, Tuple]]:
-        """``datagrams_to_send`` as trains for segmentation offload: ``(data, segment_size,
-        address)``, ``data`` holding datagrams of ``segment_size`` bytes back to back (the last
-        may be shorter); see ``CoreConnection.datagram_trains``."""
-        out: List[Any] = [(d, len(d), a) for d, a in self._stateless_out]
+        """What the connections with work want to send now: the transmit API, ``(data,
+        segment_size, address)``, ``data`` holding datagrams of ``segment_size`` bytes back to
+        back (the last may be shorter; see ``CoreConnection.datagram_trains``), stateless
+        replies (version negotiation, Retry, stateless reset) one per transmit."""
+        return self._transmits(now, max_bytes, max_segments, True)
+
+    def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple]]:
+        """``trains_to_send`` one datagram at a time, as ``(datagram, address)``: for drivers
+        that send datagram by datagram."""
+        return self._transmits(now, 0, 1, False)
+
+    def _transmits(self, now: float, max_bytes: int, max_segments: int, trains: bool) -> List[Any]:
+        out: List[Any] = self._stateless_out
         self._stateless_out = []
+        if trains and out:
+            out = [(d, len(d), a) for d, a in out]
         for conn in self._poll(now):
-            out.extend(conn.datagram_trains(now, max_bytes, max_segments))
+            out.extend(conn.datagram_trains(now, max_bytes, max_segments) if trains
+                       else conn.datagrams_to_send(now))
             self._after(conn, True)
         return out
 

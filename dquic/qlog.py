@@ -27,7 +27,7 @@ draft's trigger: "clean", "error", "application", "idle_timeout", "handshake_tim
 "stateless_reset".
 
 Sent frames come from the connection's records of what a packet carried, already as qlog
-frames (``_Sent.frames_for_trace`` in dquic/_connection.pyx; an ACK's ranges and delay are
+frames (``_Sent.frames_for_trace`` in dquic/_spaces.pyx; an ACK's ranges and delay are
 kept only while tracing); received frames are decoded here. A connection without a trace
 makes none of these calls (each is behind a ``_qlog is not None`` test).
 """

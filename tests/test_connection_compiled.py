@@ -9,7 +9,7 @@ import random
 import pytest
 
 from dquic import _codec as codec
-from dquic._connection import _Sent
+from dquic._spaces import _Sent
 from dquic.config import Configuration
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated

@@ -1,0 +1,73 @@
+# C-level layout of dquic._sender: building one connection's packets (see _sender.pyx).
+from libc.stdint cimport int64_t
+
+from dquic._cids cimport CidState
+from dquic._codec cimport Buffer
+from dquic._congestion cimport Pacer
+from dquic._paths cimport PathState
+from dquic._recovery cimport Recovery
+from dquic._spaces cimport FrameRecord, Pending, _Sent, _Space
+from dquic._streamset cimport StreamSet
+
+
+cdef class Sender:
+    # what it writes from (the connection's sub-objects)
+    cdef readonly bint is_client
+    cdef readonly list seal                      # [handshake sealer, 1-RTT sealer] (the connection's list)
+    cdef readonly _Space hs
+    cdef readonly _Space app
+    cdef readonly CidState cids
+    cdef readonly PathState paths
+    cdef readonly StreamSet sset
+    cdef readonly Recovery recovery              # and its congestion controller
+    cdef readonly Pacer pacer                    # None without pacing
+    cdef object reset_token                      # cid -> its stateless reset token
+    cdef public list events                      # the connection's event list (shared)
+    cdef Py_ssize_t mds
+    cdef Py_ssize_t ack_ranges_per_frame
+    cdef int ack_delay_exponent
+    # its own state
+    cdef public Buffer sbuf                      # borrowed while packets are built, else None
+    cdef public object app_seal                  # the 1-RTT sealer (None before the handshake)
+    cdef public bint app_seal_null
+    cdef public int app_tag
+    cdef public object retry_token               # a client's Retry token (INITIAL packets)
+    cdef public object qlog
+    cdef Pending pending                         # control frames owed once (HANDSHAKE_DONE, PING)
+    cdef int probes[2]                           # probe packets a PTO asks for, by space
+    cdef public double pacing_deadline           # < 0: none
+    cdef public object datagrams                 # deque of (id, data) to send; None while empty
+    cdef public long long datagram_seq
+    cdef public double last_eliciting_sent
+    cdef public bint eliciting_since_receive
+    # for the connection, after transmit
+    cdef public double idle_restart              # restart the idle timer from here (< 0: no)
+    cdef public bint noted                       # more to send than one call built
+
+    cdef Py_ssize_t transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
+                             bint trains, list out) except -1
+    cdef void return_scratch(self)
+    cdef int check_app_limited(self, Py_ssize_t mds) except -1
+    cdef int begin_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,
+                          Py_ssize_t* length_off) except -1
+    cdef int pad_handshake(self) except -1
+    cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
+                         bint eliciting, double now) except -1
+    cdef object build_handshake_datagram(self, double now, Py_ssize_t mds)
+    cdef object build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=*)
+    cdef bint has_control_frames(self)
+    cdef int write_control_frames(self, Py_ssize_t end, _Sent rec) except -1
+    cdef int write_path_frames(self, Py_ssize_t end, _Sent rec) except -1
+    cdef int write_datagrams(self, Py_ssize_t end, _Sent rec) except -1
+    # what was sent: acknowledged or lost
+    cdef int on_ack(self, int space_id, list ranges, double delay, double now) except -1
+    cdef int on_loss_timeout(self, double now) except -1
+    cdef int trace_recovery(self, double now, int space_id, list lost) except -1
+    cdef int requeue_for_probe(self, int space_id) except -1
+    cdef int on_packet_acked(self, _Sent pkt) except -1
+    cdef int record_acked(self, FrameRecord* r, bint declared_lost) except -1
+    cdef int on_packet_lost(self, _Sent pkt) except -1
+    cdef int record_lost(self, FrameRecord* r) except -1
+
+
+cdef int trace_keys(object qlog, object seal, double now, object trigger) except -1

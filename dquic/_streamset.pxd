@@ -1,0 +1,169 @@
+# C-level layout of dquic._streamset: one connection's streams (see _streamset.pyx).
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+from dquic._codec cimport Buffer
+from dquic._recovery cimport RttEstimator
+from dquic._spaces cimport OWE_RESET_STREAM, _Sent, _Space
+from dquic._streams cimport FlowWindow, RecvStream, SendStream
+
+
+cdef class _Stream:
+    cdef public uint64_t stream_id
+    cdef public SendStream send
+    cdef public RecvStream recv
+    cdef public uint64_t send_limit
+    cdef public bint readable_signalled
+    cdef public bint send_opened
+    cdef public bint recv_opened
+    cdef public uint32_t owed            # 1 << FR_x for each frame owed: RESET_STREAM,
+                                         # STOP_SENDING, MAX_STREAM_DATA
+    cdef public uint64_t reset_code      # the error code of the RESET_STREAM owed
+    cdef public uint64_t stop_code       # the error code of the STOP_SENDING owed
+    cdef public int64_t blocked_reported
+    cdef public bint queued
+    cdef public bint closed_counted      # the peer's half was read to its end (credit given)
+    cdef public bint counted             # our half consumed one of the peer's MAX_STREAMS credits
+    # lifecycle (PROTOCOL.md §16.7): each half has incarnations, numbered by *_gen
+    cdef public bint pinned              # a byte stream: never finished automatically
+    cdef public bint credit_wait         # in StreamSet.credit_waiters
+    cdef public double idle_since        # when it was listed in StreamSet.idle_halves, or -1
+    cdef public uint32_t idle_gen        # its send_gen then
+    cdef public uint32_t send_gen
+    cdef public SendStream send_next     # messages written after our half was closed
+    cdef public int64_t send_min_pn      # peer control frames for our half below this are old
+    cdef public uint32_t recv_gen
+    cdef public bint recv_done           # the peer's half is complete (all bytes and FIN, or reset)
+    cdef public int64_t recv_w           # its watermark once resolved, else -1
+    cdef public int64_t recv_c           # the largest packet number received when it completed
+    cdef public int64_t recv_lo          # the smallest packet number that carried a frame of it
+    cdef public int64_t recv_min_pn      # peer frames for this half below this may be older
+    cdef public RecvStream recv_next     # the next incarnation, while this one is still read
+    cdef public int64_t recv_next_lo     # recv_lo of recv_next
+
+
+# The stream table of one connection and everything about its streams: their lifecycle
+# (PROTOCOL.md §16.7), stream and connection flow control, stream credit, the round robin of
+# streams with something to send, and the STREAM-related frames both ways.
+cdef class StreamSet:
+    cdef public dict streams                     # stream id -> _Stream
+    cdef public _Stream last_stream              # one-entry cache in front of streams
+    cdef public object send_queue                # deque of streams with something to send (None: empty)
+    cdef public list events                      # the connection's event list (shared)
+    cdef public _Space app                       # the application space (largest_rx)
+    cdef public RttEstimator rtt                 # the connection's (flow-control window tuning)
+    cdef public double now                       # the time of the call being processed
+    cdef public bint noted                       # something was scheduled: the driver should build output
+    cdef public uint32_t owed                    # OWE_MAX_DATA / OWE_MAX_STREAMS owed to the peer
+    # connection flow control (RFC 9000 §4)
+    cdef public FlowWindow recv_window
+    cdef public uint64_t data_received           # sum of highest offsets received
+    cdef public uint64_t peer_max_data
+    cdef public uint64_t data_sent               # sum of highest offsets sent (connection credit used)
+    cdef public int64_t data_blocked_reported
+    cdef public uint64_t send_buffered           # bytes written to our halves, not yet acknowledged
+    cdef public long long stream_bytes_received
+    cdef public uint64_t window_max              # a new receive half's window: up to this ...
+    cdef public uint64_t window_initial          # ... starting here
+    cdef public uint64_t peer_stream_limit       # the peer's initial MAX_STREAM_DATA for our halves
+    # stream credit (MAX_STREAMS)
+    cdef public uint64_t peer_stream_credit
+    cdef public uint64_t peer_opened
+    cdef public uint64_t max_streams_local
+    cdef public int64_t streams_blocked_reported
+    cdef public uint64_t streams_counted
+    cdef public int64_t streams_waiting          # our live halves not yet opened (no credit yet)
+    cdef public object credit_waiters            # deque of streams waiting for stream credit
+    # lifecycle (PROTOCOL.md §16.7)
+    cdef public object idle_halves               # deque of _Stream: our halves all acknowledged, oldest first
+    cdef public object idle_times                # deque of floats: when each was listed (no tuple per listing)
+    cdef public object finished                  # deque of (_Stream, gen): peer halves read to their end
+    cdef public Py_ssize_t finished_max          # how many of them are always remembered
+    cdef public int64_t credit_owed              # stream credits held back until one resolves
+    cdef public int64_t unresolved               # finished peer halves not yet resolved
+    cdef public list tomb_new                    # complete peer halves awaiting an ACK covering them
+    cdef public int64_t tomb_lo                  # the smallest recv_lo among them
+    cdef public object tomb_wait                 # deque of (packet number, ack_lo, list of (_Stream, gen))
+    cdef public int64_t stale_below              # frames for halves without state below: old
+    cdef public int64_t rx_pn                    # packet number of the 1-RTT packet being processed
+    cdef public uint32_t gen_seq                 # last incarnation number given to a stream half
+    cdef public dict lost_streams                # pn -> ((sid, gen, offset, length, fin), ...) of 1-RTT packets declared lost
+    cdef public list lost_streams_pns            # their packet numbers, ascending
+
+    cdef bint stream_open_blocked(self, object stream_id) except -1
+    cdef object send_message(self, object stream_id, object data)
+    cdef int end_stream(self, object stream_id) except -1
+    cdef int reset_stream(self, object stream_id, object error_code) except -1
+    cdef int stop_sending(self, object stream_id, object error_code) except -1
+    cdef list readable_streams(self)
+    cdef object read_message(self, object stream_id, Py_ssize_t max_bytes)
+    cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out)
+    cdef int on_consumed(self, _Stream s, uint64_t consumed) except -1
+    cdef _Stream lookup(self, uint64_t stream_id)
+    cdef _Stream new_stream(self, uint64_t stream_id, bint local=*)
+    cdef _Stream local_stream(self, object stream_id)
+    cdef SendStream writable_half(self, _Stream s)
+    cdef int send_complete(self, _Stream s) except -1
+    cdef int after_ack(self, _Stream s) except -1
+    cdef bint pressure(self)
+    cdef int drop_stale_idle(self) except -1
+    cdef int end_idle_halves(self, double now=*, double span=*) except -1
+    cdef int maybe_release(self, _Stream s) except -1
+    cdef void schedule(self, _Stream s)
+    cdef int check_recv_closed(self, _Stream s) except -1
+    cdef int give_credit(self, uint64_t n) except -1
+    cdef int drop_unread(self, _Stream s, uint64_t code) except -1
+    cdef int trim_finished(self) except -1
+    cdef int forget_recv(self, _Stream s) except -1
+    cdef int recv_complete(self, _Stream s) except -1
+    cdef int resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1
+    cdef int open_recv(self, _Stream s, int64_t min_pn) except -1
+    cdef _Stream route(self, uint64_t stream_id, uint64_t end, bint* nxt)
+    cdef int forget_resolved(self) except -1
+    cdef bint ambiguous(self, uint64_t stream_id) except -1
+    cdef int late_acks(self, list ranges) except -1
+    cdef int on_stream(self, uint64_t stream_id, uint64_t offset, const uint8_t* data,
+                    Py_ssize_t length, bint fin, int frame_type) except -1
+    cdef int on_reset_stream(self, object frame, double now) except -1
+    cdef int on_stop_sending(self, object frame) except -1
+    cdef int on_max_data(self, object frame) except -1
+    cdef int on_max_stream_data(self, object frame) except -1
+    cdef int on_max_streams(self, object frame) except -1
+    cdef int requeue_blocked(self) except -1
+    cdef int on_data_blocked(self, object frame) except -1
+    cdef int on_stream_data_blocked(self, object frame) except -1
+    cdef int write_frames(self, Buffer buf, Py_ssize_t end, _Sent rec) except -1
+
+
+cdef inline bint message_ready1(RecvStream r) noexcept:
+    """``RecvStream.message_ready(1)``: a message, its end or at least one byte is readable."""
+    cdef uint64_t length, avail, want
+    cdef int size
+    if r._reset or r._stopped:
+        return False
+    avail = r._contiguous_end() - r._read_offset
+    if r._msg_total >= 0:
+        want = r._msg_remaining
+    else:
+        if not r._peek_prefix(&length, &size):
+            return False
+        avail -= <uint64_t>size
+        want = length
+    if want > 1:
+        want = 1
+    return avail >= want
+
+
+cdef inline uint64_t held(SendStream x) noexcept:
+    """Bytes a send half holds: written and not yet acknowledged as a prefix."""
+    return 0 if x._reset else x._write_offset - x._base
+
+
+cdef inline bint data_complete(RecvStream r) noexcept:
+    """Every byte of the peer's half and its end arrived (or it was reset)."""
+    return r._reset or (r._final_size >= 0 and r._contiguous_end() >= <uint64_t>r._final_size)
+
+
+cdef inline bint recv_closed(RecvStream r) noexcept:
+    """The peer's half is over: reset, or FIN received and everything read."""
+    return r._reset or (r._final_size >= 0 and r._read_offset == <uint64_t>r._final_size)
+

@@ -1,0 +1,92 @@
+"""Type stub of dquic._streamset (the streams of one connection; compiled)."""
+from typing import Any, Dict, List, Optional
+from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
+
+from dquic._recovery import RttEstimator
+from dquic._spaces import _Space
+from dquic._streams import FlowWindow, RecvStream, SendStream
+
+__all__ = ["StreamSet", "MAX_STREAM_ID"]
+
+MAX_STREAM_ID: int
+
+class _DropPacket(Exception): ...
+
+@disjoint_base
+class _Stream:
+    stream_id: int
+    send: SendStream
+    recv: RecvStream
+    send_limit: int
+    readable_signalled: bool
+    send_opened: bool
+    recv_opened: bool
+    owed: int  # frames owed to the peer: a bit (1 << kind) each for RESET_STREAM, STOP_SENDING, MAX_STREAM_DATA
+    reset_code: int  # the error code of the RESET_STREAM owed
+    stop_code: int  # the error code of the STOP_SENDING owed
+    blocked_reported: int
+    queued: bool
+    closed_counted: bool
+    counted: bool
+    # lifecycle (PROTOCOL.md §16.7)
+    pinned: bool
+    credit_wait: bool
+    idle_since: float
+    idle_gen: int
+    send_gen: int
+    send_next: Optional[SendStream]
+    send_min_pn: int
+    recv_gen: int
+    recv_done: bool
+    recv_w: int
+    recv_c: int
+    recv_lo: int
+    recv_min_pn: int
+    recv_next: Optional[RecvStream]
+    recv_next_lo: int
+    def __init__(self, stream_id: int, window_max: int, window_initial: int,
+                 send_limit: int) -> None: ...
+
+@disjoint_base
+class StreamSet:
+    streams: Dict[int, _Stream]
+    last_stream: Optional[_Stream]
+    send_queue: Any  # a deque of _Stream, None while empty
+    events: List[Any]
+    app: _Space
+    rtt: RttEstimator
+    now: float
+    noted: bool
+    owed: int
+    recv_window: FlowWindow
+    data_received: int
+    peer_max_data: int
+    data_sent: int
+    data_blocked_reported: int
+    send_buffered: int
+    stream_bytes_received: int
+    window_max: int
+    window_initial: int
+    peer_stream_limit: int
+    peer_stream_credit: int
+    peer_opened: int
+    max_streams_local: int
+    streams_blocked_reported: int
+    streams_counted: int
+    streams_waiting: int
+    credit_waiters: Any
+    idle_halves: Any
+    idle_times: Any
+    finished: Any
+    finished_max: int
+    credit_owed: int
+    unresolved: int
+    tomb_new: Optional[List[Any]]
+    tomb_lo: int
+    tomb_wait: Any
+    stale_below: int
+    rx_pn: int
+    gen_seq: int
+    lost_streams: Optional[Dict[int, Any]]
+    lost_streams_pns: Optional[List[int]]
+    def __init__(self, config: Any, events: List[Any], app: _Space, rtt: RttEstimator) -> None: ...

@@ -1,0 +1,1007 @@
+# cython: language_level=3
+"""The streams of one connection (compiled).
+
+Theory of operation
+-------------------
+A ``StreamSet`` is a connection's stream table (``streams``: stream id -> ``_Stream``, both halves
+of one id with their flow-control state) and everything that concerns streams: the round robin
+of streams with something to send (``send_queue``, ``write_frames`` fills a packet from it),
+connection-level flow control (``recv_window``, the peer's MAX_DATA), stream credit
+(MAX_STREAMS both ways: ``peer_stream_credit`` for our halves, ``max_streams_local`` for the
+peer's), and the lifecycle of halves (PROTOCOL.md §16.7).
+
+Stream ids are never "closed" for good: each half has incarnations, numbered across the
+connection (``gen_seq``), and a half whose messages were all acknowledged ends by itself (a FIN)
+once its credit is wanted or after a quiet period (``idle_halves``), so an application may use
+any id at any time. A peer half read to its end gives its credit back; it is remembered among
+the newest ``max_streams`` finished ones until it is resolved (``resolve``: the peer acknowledged
+an ACK of ours that covered every packet carrying its frames), after which a frame for that id
+in a later packet is the next incarnation's, and one in an earlier packet a late copy
+(``route``, ``ambiguous``; ``_DropPacket`` when a frame cannot be told yet).
+
+The connection forwards what concerns streams: the application's commands (``send_message``,
+``read_messages``, ...), STREAM, RESET_STREAM, STOP_SENDING, MAX_DATA, MAX_STREAM_DATA,
+MAX_STREAMS and the BLOCKED frames, and the acknowledgement or loss of the stream frames it
+sent. What the stream table needs of the connection is given at construction: the event list
+(shared), the application space (its largest packet number received) and the RTT estimator
+(window auto-tuning). It never calls the connection: ``noted`` tells it that a stream was
+scheduled (the connection then asks its driver to build output), ``owed`` which of MAX_DATA and
+MAX_STREAMS the connection's packets must carry.
+"""
+cimport cython
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+from dquic._codec cimport Buffer
+from dquic._frames cimport c_push_stream_frame_header
+from dquic._packet cimport pay, put_frame
+from dquic._recovery cimport RttEstimator
+from dquic._spaces cimport (FR_DATA_BLOCKED, FR_MAX_STREAM_DATA, FR_RESET_STREAM, FR_STOP_SENDING,
+                            FR_STREAM, FR_STREAM_DATA_BLOCKED, FR_STREAMS_BLOCKED, OWE_MAX_DATA,
+                            OWE_MAX_STREAM_DATA, OWE_MAX_STREAMS, OWE_RESET_STREAM,
+                            OWE_STOP_SENDING, _Sent, _Space, add_record, record_at)
+from dquic._streams cimport FlowWindow, RecvStream, SendStream
+from dquic._wire cimport varint_len as _varint_len, varint_prefixed_payload_len as _payload_len
+
+from bisect import bisect_left
+from collections import deque
+
+from dquic.errors import ErrorCode, ProtocolError
+from dquic.events import MessageReceived, StopSendingReceived, StreamReset
+
+__all__ = ["StreamSet", "MAX_STREAM_ID"]
+
+MAX_STREAM_ID = (1 << 62) - 1
+
+cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
+# The half of a stream id not in use (the peer's half of an id only we send on, and ours of an
+# id only the peer sends on): one shared empty placeholder, never written to; the half's first
+# use replaces it (writable_half, open_recv)
+cdef SendStream _NO_SEND = SendStream(0, 0)
+cdef RecvStream _NO_RECV = RecvStream(0, 0)
+
+
+class _DropPacket(Exception):
+    """A frame whose stream incarnation cannot be told yet (PROTOCOL.md §16.7): the packet is
+    treated as never received, so its sender sends its frames again."""
+
+
+@cython.no_gc  # holds only leaf objects (keys, buffers): no cycle can pass through it
+cdef class _Stream:
+    """Both halves of one stream id plus their flow-control state."""
+
+    def __init__(self, uint64_t stream_id, uint64_t window_max, uint64_t window_initial,
+                 uint64_t send_limit):
+        self.stream_id = stream_id
+        self.send = SendStream(stream_id, 0)  # unbounded here: drivers apply back-pressure
+        # the receive half owns its auto-tuned flow-control window (MAX_STREAM_DATA)
+        self.recv = RecvStream(stream_id, window_max, window_initial)
+        self.send_limit = send_limit  # peer's MAX_STREAM_DATA for our half
+        self.readable_signalled = False
+        self.send_opened = False
+        self.recv_opened = False
+        self.owed = 0  # frames owed to the peer (OWE_RESET_STREAM, ...), with their codes:
+        self.reset_code = 0
+        self.stop_code = 0
+        self.blocked_reported = -1
+        self.queued = False
+        self.closed_counted = False
+        self.counted = False  # our half consumed one of the peer's MAX_STREAMS credits
+        self.pinned = False
+        self.credit_wait = False
+        self.send_gen = 0
+        self.send_next = None
+        self.send_min_pn = 0
+        self.recv_gen = 0
+        self.recv_done = False
+        self.recv_w = -1
+        self.recv_c = -1
+        self.recv_lo = 0
+        self.recv_next_lo = 0
+        self.idle_since = -1.0
+        self.recv_min_pn = 0
+        self.recv_next = None
+
+
+cdef class StreamSet:
+    """The streams of one connection (see the module docstring)."""
+
+    def __init__(self, config, list events, _Space app, RttEstimator rtt):
+        self.events = events
+        self.app = app
+        self.rtt = rtt
+        self.now = 0.0
+        self.noted = False
+        self.owed = 0
+        self.window_max = config.max_stream_data_window
+        self.window_initial = config.initial_max_stream_data
+        self.stream_bytes_received = 0
+        self.lost_streams = None  # made on the first lost 1-RTT packet with stream data
+        self.lost_streams_pns = None
+        self.streams = {}
+        self.last_stream = None
+        # streams with something to send, round robin (a deque; None while empty)
+        self.send_queue = None
+        self.peer_max_data = 0
+        self.peer_stream_limit = 0  # initial MAX_STREAM_DATA for our halves
+        self.data_sent = 0  # sum of highest offsets sent, all streams (connection credit used)
+        self.data_blocked_reported = -1
+        self.recv_window = FlowWindow(config.initial_max_data, config.max_data_window)
+        self.data_received = 0  # sum of highest offsets received
+        self.peer_stream_credit = 0  # MAX_STREAMS from the peer
+        self.peer_opened = 0  # stream ids the peer started sending on
+        self.max_streams_local = config.max_streams  # what we allow the peer (cumulative)
+        self.streams_blocked_reported = -1
+        self.streams_counted = 0
+        self.streams_waiting = 0
+        self.credit_waiters = None
+        self.idle_halves = None
+        self.idle_times = None
+        self.send_buffered = 0
+        # the peer's halves read to their end, oldest first: the newest max_streams stay known,
+        # older resolved ones are forgotten (PROTOCOL.md §16.7; a deque, None while empty)
+        self.finished = None
+        self.finished_max = config.max_streams
+        self.credit_owed = 0
+        self.unresolved = 0
+        self.tomb_new = None
+        self.tomb_wait = None
+        self.tomb_lo = 0
+        self.stale_below = 0
+        self.rx_pn = 0
+        self.gen_seq = 0
+
+
+    cdef bint stream_open_blocked(self, object stream_id) except -1:
+        """``CoreConnection.stream_open_blocked`` (its docstring)."""
+        cdef _Stream s
+        obj = self.streams.get(stream_id)
+        if obj is not None:
+            s = <_Stream>obj
+            if s.send_next is not None or (s.send_opened and not (s.send._finished or s.send._reset)):
+                return False
+        if self.pressure():
+            # credit is wanted: halves that only wait for more messages end now
+            self.end_idle_halves()
+            return True
+        return False
+
+    cdef object send_message(self, object stream_id, object data):
+        """``CoreConnection.send_message`` (its docstring)."""
+        cdef _Stream stream = self.local_stream(stream_id)
+        cdef SendStream half = self.writable_half(stream)
+        cdef uint64_t h0 = held(half)
+        n = half.write_message(data)
+        self.send_buffered += held(half) - h0
+        stream.idle_since = -1.0  # its entry in idle_halves, if any, no longer applies
+        if half is stream.send:
+            self.schedule(stream)
+        return _payload_len(n)
+
+    cdef int end_stream(self, object stream_id) except -1:
+        """``CoreConnection.end_stream`` (its docstring)."""
+        cdef _Stream stream = self.local_stream(stream_id)
+        cdef SendStream half = self.writable_half(stream)
+        half.finish()
+        if half is stream.send:
+            self.schedule(stream)
+        return 0
+
+    cdef int reset_stream(self, object stream_id, object error_code) except -1:
+        """``CoreConnection.reset_stream`` (its docstring)."""
+        cdef _Stream stream = self.local_stream(stream_id)
+        cdef SendStream send = stream.send
+        if stream.send_next is not None:
+            # messages queued behind an ending incarnation: that one never opened
+            self.send_buffered -= held(stream.send_next)
+            stream.send_next = None
+            self.streams_waiting -= 1
+        elif stream.send_opened and not send._reset and not send.is_finished:
+            self.send_buffered -= held(send)
+            send.reset(error_code)
+            if stream.counted:
+                stream.owed |= OWE_RESET_STREAM
+                stream.reset_code = error_code
+                self.schedule(stream)
+            else:
+                self.streams_waiting -= 1
+                self.send_complete(stream)
+        self.maybe_release(stream)
+        return 0
+
+    cdef int stop_sending(self, object stream_id, object error_code) except -1:
+        """``CoreConnection.stop_sending`` (its docstring)."""
+        cdef _Stream stream = self.local_stream(stream_id)
+        cdef RecvStream r = stream.recv
+        if stream.recv_opened and not stream.closed_counted and not r._reset:
+            r.stop()
+            if data_complete(r):
+                # every byte arrived: the peer's half may be complete on its side (then it
+                # sends no RESET_STREAM); what is unread is dropped here, no frame is needed
+                self.drop_unread(stream, error_code)
+                return 0
+        stream.stop_code = error_code
+        stream.owed |= OWE_STOP_SENDING
+        self.schedule(stream)
+        return 0
+
+    cdef list readable_streams(self):
+        """``CoreConnection.readable_streams`` (its docstring)."""
+        cdef _Stream s
+        out = []
+        for sid, s in self.streams.items():
+            if message_ready1(s.recv):
+                out.append(sid)
+        return out
+
+    cdef object read_message(self, object stream_id, Py_ssize_t max_bytes):
+        """``CoreConnection.read_message`` (its docstring)."""
+        cdef _Stream s
+        cdef uint64_t before
+        obj = self.streams.get(stream_id)
+        if obj is None:
+            return None
+        s = <_Stream>obj
+        before = s.recv._read_offset
+        result = s.recv.read_message(max_bytes)
+        if s.recv._read_offset != before:
+            self.on_consumed(s, s.recv._read_offset - before)
+        if result is not None and not message_ready1(s.recv):
+            s.readable_signalled = False
+        return result
+
+    cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out):
+        """``CoreConnection.read_messages`` (its docstring)."""
+        cdef Py_ssize_t i, n = len(order)
+        cdef _Stream s
+        cdef uint64_t before
+        cdef object last = -1
+        for i in range(n):
+            if budget <= 0:
+                return i, budget, last
+            sid = order[i]
+            obj = self.streams.get(sid)
+            if obj is None:
+                return i, budget, last
+            s = <_Stream>obj
+            if not s.recv.message_ready(budget):
+                return i, budget, last
+            before = s.recv._read_offset
+            result = s.recv.read_message(budget)
+            if s.recv._read_offset != before:
+                self.on_consumed(s, s.recv._read_offset - before)
+            if result is None:
+                return i, budget, last
+            if not message_ready1(s.recv):
+                s.readable_signalled = False
+            data = (<tuple>result)[0]
+            out[sid] = data
+            budget -= len(data)
+            last = sid
+        return n, budget, last
+
+    cdef int on_consumed(self, _Stream s, uint64_t consumed) except -1:
+        cdef double rtt = self.rtt.smoothed_rtt
+        cdef RecvStream r = s.recv
+        # RecvStream.should_update_window(): no credit once the final size is known
+        if not (r._reset or r._stopped or r._final_size >= 0) and r._fw.should_update_c():
+            r._fw.update_c(self.now, rtt)
+            s.owed |= OWE_MAX_STREAM_DATA
+            self.schedule(s)
+        self.recv_window.consumed_c(consumed)
+        if self.recv_window.should_update_c():
+            self.recv_window.update_c(self.now, rtt)
+            self.owed |= OWE_MAX_DATA
+            self.noted = True
+        self.check_recv_closed(s)
+        return 0
+
+    cdef _Stream lookup(self, uint64_t stream_id):
+        cdef _Stream s = self.last_stream
+        if s is not None and s.stream_id == stream_id:
+            return s
+        obj = self.streams.get(stream_id)
+        if obj is None:
+            return None
+        s = <_Stream>obj
+        self.last_stream = s
+        return s
+
+    cdef _Stream new_stream(self, uint64_t stream_id, bint local=True):
+        """State for a new id: made by us (``local``: our half is the one about to be used)
+        or by a peer frame (its half). The other half is a shared empty placeholder until used."""
+        cdef _Stream s = _Stream.__new__(_Stream)
+        s.stream_id = stream_id
+        if local:
+            s.send = SendStream(stream_id, 0)  # unbounded here: drivers apply back-pressure
+            s.recv = _NO_RECV
+        else:
+            s.send = _NO_SEND
+            s.recv = RecvStream(stream_id, self.window_max, self.window_initial)
+        s.send_limit = self.peer_stream_limit
+        s.blocked_reported = -1
+        s.recv_w = -1
+        s.recv_c = -1
+        s.idle_since = -1.0
+        self.streams[stream_id] = s
+        self.last_stream = s
+        return s
+
+    cdef _Stream local_stream(self, object stream_id):
+        obj = self.streams.get(stream_id)
+        if obj is not None:
+            return <_Stream>obj
+        if not isinstance(stream_id, int) or isinstance(stream_id, bool):
+            raise TypeError("stream id must be an int")
+        if not 0 <= stream_id <= MAX_STREAM_ID:
+            raise ValueError("stream id must be 0 <= id < 2**62")
+        return self.new_stream(stream_id)
+
+    cdef SendStream writable_half(self, _Stream s):
+        """The send half a new message of ``s`` goes to: the live incarnation, a new one if
+        none is live, or the next one while the live one is ending (PROTOCOL.md §16.7)."""
+        cdef SendStream x = s.send
+        if not s.send_opened:
+            if x is _NO_SEND or x._write_offset or x._finished or x._reset:
+                x = SendStream(s.stream_id, 0)
+                s.send = x
+                s.blocked_reported = -1
+                s.send_limit = self.peer_stream_limit
+            # incarnations are numbered across the connection: records of one whose stream
+            # object was released never match a later one
+            self.gen_seq += 1
+            s.send_gen = self.gen_seq
+            s.send_opened = True
+            s.counted = False
+            self.streams_waiting += 1
+            if self.idle_halves and self.pressure():
+                self.end_idle_halves()
+            return x
+        if x._finished or x._reset:
+            if s.send_next is None:
+                s.send_next = SendStream(s.stream_id, 0)
+                self.streams_waiting += 1
+            return s.send_next
+        return x
+
+    cdef int send_complete(self, _Stream s) except -1:
+        """Our live half needs nothing more (its bytes and FIN, or its RESET_STREAM, were
+        acknowledged; or it ended before the peer saw it): the next incarnation goes live, or
+        the half goes idle. Control frames of the peer in packets numbered below
+        ``send_min_pn`` concern an earlier incarnation."""
+        cdef SendStream nxt = s.send_next
+        cdef int64_t floor = self.app.largest_rx
+        if self.rx_pn > floor:
+            floor = self.rx_pn
+        s.send_min_pn = floor + 1
+        s.owed &= ~OWE_RESET_STREAM
+        if nxt is not None:
+            s.send_next = None
+            s.send = nxt
+            self.gen_seq += 1
+            s.send_gen = self.gen_seq
+            s.counted = False  # already among the waiting halves since send_next was made
+            s.blocked_reported = -1
+            s.send_limit = self.peer_stream_limit
+            self.schedule(s)
+        else:
+            s.send_opened = False
+            self.maybe_release(s)
+        return 0
+
+    cdef int after_ack(self, _Stream s) except -1:
+        """After an acknowledgement for our live half: a message half with every byte
+        acknowledged and nothing queued ends (FIN); a half whose FIN and bytes are all
+        acknowledged is complete."""
+        cdef SendStream x = s.send
+        if x._reset or not s.send_opened:
+            return 0
+        if x._finished:
+            if x._fin_acked and x._base == x._write_offset:
+                self.send_complete(s)
+        elif (x._base == x._write_offset and x._write_offset != 0 and x._msg_remaining == 0
+                and not s.pinned):
+            # every message acknowledged: the half may end. It does at once if its credit is
+            # wanted, else when it is (end_idle_halves) or after a quiet period; until then a
+            # new message continues it without a round trip
+            if self.pressure():
+                x.finish()
+                self.schedule(s)
+            elif s.idle_since < 0.0:
+                s.idle_since = self.now
+                s.idle_gen = s.send_gen
+                if self.idle_halves is None:
+                    self.idle_halves = deque()
+                    self.idle_times = deque()
+                self.idle_halves.append(s)
+                self.idle_times.append(self.now)
+        return 0
+
+    cdef bint pressure(self):
+        """Every stream credit the peer gave is taken by our halves, open or waiting."""
+        return (<int64_t>self.streams_counted + self.streams_waiting
+                >= <int64_t>self.peer_stream_credit)
+
+    cdef int drop_stale_idle(self) except -1:
+        """Forget the oldest listings of halves that took messages since (a half in use is
+        listed again each time its messages are all acknowledged): the idle timer then waits
+        for a half really idle, not for a stale listing."""
+        cdef _Stream s
+        q = self.idle_halves
+        times = self.idle_times
+        while q:
+            s = <_Stream>q[0]
+            if s.idle_since == <double>times[0]:
+                return 0
+            q.popleft()
+            times.popleft()
+        self.idle_halves = self.idle_times = None
+        return 0
+
+    cdef int end_idle_halves(self, double now=-1.0, double span=0.0) except -1:
+        """End (FIN) our halves whose messages were all acknowledged (all of them, or with
+        ``now`` those idle for 3 PTO: the deadline of TIMER_STREAM_IDLE) and that took nothing
+        since: their credit comes back once the
+        peer has the FIN. Ending them only after 3 PTO of quiet (or at once when their credit
+        is wanted) lets a stream used back and forth keep one incarnation."""
+        cdef _Stream s
+        cdef SendStream x
+        cdef double since
+        q = self.idle_halves
+        times = self.idle_times
+        while q:
+            since = times[0]
+            if now >= 0.0 and since + span > now:
+                return 0
+            s = q.popleft()
+            times.popleft()
+            x = s.send
+            if s.idle_since != since:
+                continue  # it took messages since (and may be listed again, later)
+            s.idle_since = -1.0
+            if (s.send_gen == s.idle_gen and s.send_opened and not x._finished and not x._reset
+                    and x._base == x._write_offset and x._msg_remaining == 0):
+                x.finish()
+                self.schedule(s)
+        # an empty deque costs more than the connection's streams
+        self.idle_halves = self.idle_times = None
+        return 0
+
+    cdef int maybe_release(self, _Stream s) except -1:
+        """Drop the state of a stream both of whose halves are idle."""
+        if (not s.send_opened and s.send_next is None and not s.recv_opened and not s.owed
+                and not s.queued and not s.pinned and not s.credit_wait
+                and self.streams.get(s.stream_id) is s):
+            del self.streams[s.stream_id]
+            if self.last_stream is s:
+                self.last_stream = None
+        return 0
+
+    cdef void schedule(self, _Stream s):
+        if not s.queued:
+            s.queued = True
+            if self.send_queue is None:
+                self.send_queue = deque()
+            self.send_queue.append(s)
+        self.noted = True
+
+    cdef int check_recv_closed(self, _Stream s) except -1:
+        """Once the peer's half of ``s`` was read to its end (or reset): its credit goes back
+        and the next incarnation, if one arrived meanwhile, takes its place; else the half is
+        remembered among the newest ``max_streams`` finished ones (PROTOCOL.md §16.7). The
+        credit of a half finished while more than ``max_streams`` finished halves are still
+        unresolved is held back until one resolves: what a peer opens and finishes costs
+        bounded memory even if it never acknowledges anything."""
+        cdef int64_t w
+        if not s.recv_opened or s.closed_counted or not recv_closed(s.recv):
+            return 0
+        s.closed_counted = True
+        if s.recv_next is not None:
+            # the next incarnation opened (and was counted) once this one was resolved
+            w = s.recv_w
+            s.recv = s.recv_next
+            s.recv_next = None
+            self.gen_seq += 1
+            s.recv_gen = self.gen_seq
+            s.recv_done = False
+            s.recv_w = -1
+            s.recv_min_pn = w
+            s.recv_lo = s.recv_next_lo
+            s.closed_counted = False
+            s.readable_signalled = False
+            self.give_credit(1)
+            if data_complete(s.recv):
+                self.recv_complete(s)
+            if message_ready1(s.recv):
+                s.readable_signalled = True
+                self.events.append(MessageReceived(s.stream_id))
+            return self.check_recv_closed(s)
+        if self.finished is None:
+            self.finished = deque()
+        self.finished.append((s, s.recv_gen))
+        if s.recv_w < 0:
+            self.unresolved += 1
+            if self.unresolved > self.finished_max:
+                self.credit_owed += 1
+            else:
+                self.give_credit(1)
+        else:
+            self.give_credit(1)
+        self.trim_finished()
+        return 0
+
+    cdef int give_credit(self, uint64_t n) except -1:
+        self.max_streams_local += n
+        self.owed |= OWE_MAX_STREAMS
+        self.noted = True
+        return 0
+
+    cdef int drop_unread(self, _Stream s, uint64_t code) except -1:
+        """The application stopped reading a half whose bytes all arrived: it ends here as if
+        reset; its unread bytes count as consumed for connection flow control."""
+        cdef RecvStream r = s.recv
+        cdef uint64_t unread = <uint64_t>r._final_size - r._read_offset
+        r.reset(code, r._final_size)
+        s.owed &= ~OWE_STOP_SENDING
+        if unread:
+            self.recv_window.consumed_c(unread)
+            if self.recv_window.should_update_c():
+                self.recv_window.update_c(self.now, self.rtt.smoothed_rtt)
+                self.owed |= OWE_MAX_DATA
+                self.noted = True
+        if not s.recv_done:
+            self.recv_complete(s)
+        self.check_recv_closed(s)
+        return 0
+
+    cdef int trim_finished(self) except -1:
+        """Forget the oldest finished peer halves beyond the newest ``max_streams``, as far as
+        they are resolved (an unresolved one stops the walk: its credit may be held back)."""
+        cdef _Stream s
+        while self.finished is not None and len(self.finished) > self.finished_max:
+            s, gen = self.finished[0]
+            if (s.recv_gen == gen and s.recv_opened and s.closed_counted
+                    and self.streams.get(s.stream_id) is s):
+                if s.recv_w < 0:
+                    break
+                self.finished.popleft()
+                if not s.pinned:
+                    self.forget_recv(s)
+            else:
+                self.finished.popleft()  # reopened or released since
+        if self.finished is not None and not self.finished:
+            self.finished = None
+        return 0
+
+    cdef int forget_recv(self, _Stream s) except -1:
+        """Drop a finished and resolved peer half. Frames for an id without a live half in
+        packets numbered below ``_stale_below`` may be late ones of a forgotten incarnation."""
+        if s.recv_w > self.stale_below:
+            self.stale_below = s.recv_w
+        s.recv_opened = False
+        s.closed_counted = False
+        s.recv_done = False
+        s.recv_w = -1
+        s.readable_signalled = False
+        s.recv = _NO_RECV  # the next incarnation gets a new one
+        self.maybe_release(s)
+        return 0
+
+    cdef int recv_complete(self, _Stream s) except -1:
+        """Every byte of the peer's half and its end arrived: from now on a frame for this id
+        is a late copy or the next incarnation's, told apart once the half is resolved (the
+        peer acknowledged a packet of ours whose ACK frame covered all we received)."""
+        s.recv_done = True
+        s.recv_c = self.app.largest_rx if self.app.largest_rx > self.rx_pn else self.rx_pn
+        if self.tomb_new is None:
+            self.tomb_new = []
+            self.tomb_lo = s.recv_lo
+        elif s.recv_lo < self.tomb_lo:
+            self.tomb_lo = s.recv_lo
+        self.tomb_new.append((s, s.recv_gen))
+        return 0
+
+    cdef int resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1:
+        """The peer acknowledged our packet ``acked_pn``, whose ACK frame listed every packet
+        we had received from ``ack_lo`` up: halves complete before it was sent, all of whose
+        frames came in packets from ``ack_lo`` up, are resolved. Every frame of
+        theirs the peer sent was in a packet numbered below the one being processed (it had
+        all of them acknowledged before it sent this one); frames in this packet and later
+        ones belong to a new incarnation (PROTOCOL.md §16.7)."""
+        cdef _Stream s
+        cdef int64_t w = self.rx_pn
+        while (self.tomb_wait and self.tomb_wait[0][0] <= acked_pn
+                and self.tomb_wait[0][1] >= ack_lo):
+            _, _, batch = self.tomb_wait.popleft()
+            for s, gen in batch:
+                if (s.recv_gen != gen or not s.recv_done or s.recv_w >= 0
+                        or self.streams.get(s.stream_id) is not s):
+                    continue
+                s.recv_w = w
+                if s.closed_counted:
+                    self.unresolved -= 1
+                    if self.credit_owed > 0:
+                        self.credit_owed -= 1
+                        self.give_credit(1)
+        if not self.tomb_wait:
+            self.tomb_wait = None
+        self.trim_finished()
+        return 0
+
+    cdef int open_recv(self, _Stream s, int64_t min_pn) except -1:
+        """A new incarnation of the peer's half of ``s`` (counts against our MAX_STREAMS)."""
+        if self.peer_opened >= self.max_streams_local:
+            raise ProtocolError(f"stream {s.stream_id} exceeds the stream limit",
+                                ErrorCode.STREAM_LIMIT_ERROR)
+        self.peer_opened += 1
+        if s.recv_gen != 0 or s.recv is _NO_RECV:
+            s.recv = RecvStream(s.stream_id, self.window_max, self.window_initial)
+        self.gen_seq += 1
+        s.recv_gen = self.gen_seq
+        s.recv_opened = True
+        s.recv_done = False
+        s.recv_w = -1
+        s.closed_counted = False
+        s.readable_signalled = False
+        s.recv_min_pn = min_pn
+        s.recv_lo = self.rx_pn
+        return 0
+
+    cdef _Stream route(self, uint64_t stream_id, uint64_t end, bint* nxt):
+        """The stream whose receive half a peer STREAM or RESET_STREAM frame (in the 1-RTT
+        packet ``rx_pn``, reaching offset ``end``) belongs to, opening a half if it starts one;
+        ``nxt[0]`` is set when the frame is for the incarnation after the one still being read.
+        Raises _DropPacket when the frame may be a late copy of an earlier incarnation; None
+        when it must be one: it would start a new incarnation beyond the stream credit a new
+        half has (PROTOCOL.md §16.7)."""
+        cdef _Stream s = self.lookup(stream_id)
+        cdef int64_t pn = self.rx_pn
+        cdef int64_t w
+        nxt[0] = False
+        if s is None or not s.recv_opened:
+            if pn < self.stale_below:
+                raise _DropPacket()
+            if end > self.window_initial and self.stale_below > 0:
+                return None
+            if s is None:
+                s = self.new_stream(stream_id, False)
+            self.open_recv(s, self.stale_below)
+            return s
+        if not s.recv_done:
+            if pn < s.recv_min_pn:
+                raise _DropPacket()
+            if pn < s.recv_lo:
+                s.recv_lo = pn
+            return s
+        if pn <= s.recv_c:
+            # the peer reopens an id only once we acknowledged the complete half, in a
+            # packet numbered above every one we had then: this frame is of this incarnation
+            return s
+        w = s.recv_w
+        if w < 0 or pn < w:
+            raise _DropPacket()
+        # the next incarnation
+        if end > self.window_initial:
+            return None
+        if s.closed_counted:
+            # the finished one is only remembered: the new one replaces it
+            self.open_recv(s, w)
+            return s
+        if s.recv_next is None:
+            if self.peer_opened >= self.max_streams_local:
+                raise ProtocolError(f"stream {stream_id} exceeds the stream limit",
+                                    ErrorCode.STREAM_LIMIT_ERROR)
+            self.peer_opened += 1
+            s.recv_next = RecvStream(stream_id, self.window_max, self.window_initial)
+            s.recv_next_lo = pn
+        elif data_complete(s.recv_next):
+            raise _DropPacket()  # a third incarnation waits until the second one is read
+        elif pn < s.recv_next_lo:
+            s.recv_next_lo = pn
+        nxt[0] = True
+        return s
+
+    cdef int forget_resolved(self) except -1:
+        """A quiet connection forgets every finished peer half already resolved (raising the
+        watermark as trim_finished does for the oldest): any frame the peer sends from now on
+        is in a packet numbered above them all, so nothing can be taken for a late copy that is
+        not one, and an idle connection keeps no list of finished streams."""
+        cdef _Stream s
+        kept = None
+        for s, gen in self.finished:
+            if (s.recv_gen == gen and s.recv_opened and s.closed_counted
+                    and self.streams.get(s.stream_id) is s):
+                if s.recv_w < 0:
+                    if kept is None:
+                        kept = deque()
+                    kept.append((s, gen))  # unresolved: its credit may be held back
+                elif not s.pinned:
+                    self.forget_recv(s)
+        self.finished = kept
+        return 0
+
+    cdef bint ambiguous(self, uint64_t stream_id) except -1:
+        """Would a STREAM or RESET_STREAM frame for ``stream_id`` in the packet being processed
+        (``rx_pn``) be one whose incarnation cannot be told yet? (The tests of route, without
+        its effects.)"""
+        cdef _Stream s = self.lookup(stream_id)
+        cdef int64_t pn = self.rx_pn
+        if s is None or not s.recv_opened:
+            return pn < self.stale_below
+        if not s.recv_done:
+            return pn < s.recv_min_pn
+        if pn <= s.recv_c:
+            return False
+        if s.recv_w < 0 or pn < s.recv_w:
+            return True
+        return (not s.closed_counted and s.recv_next is not None
+                and data_complete(s.recv_next))
+
+    cdef int late_acks(self, list ranges) except -1:
+        """Stream data of 1-RTT packets declared lost and since forgotten by recovery, that
+        this ACK shows arrived after all: acknowledged now, so it is not sent again. Recovery
+        recognises an acknowledgement of a lost packet only for about four PTOs; past that, data
+        resent after the peer completed and resolved its half would be read as the next
+        incarnation's (PROTOCOL.md §16.7)."""
+        cdef list pns = self.lost_streams_pns
+        cdef dict recs = self.lost_streams
+        cdef Py_ssize_t i, j
+        cdef _Stream s
+        cdef uint64_t h0
+        for r in ranges:
+            i = bisect_left(pns, r[0])
+            j = bisect_left(pns, r[1], i)
+            if i == j:
+                continue
+            for pn in pns[i:j]:
+                for sid, gen, off, length, fin in recs.pop(pn):
+                    s = self.lookup(sid)
+                    if s is not None and s.send_gen == gen and not s.send._reset:
+                        h0 = held(s.send)
+                        s.send.on_acked_c(off, length, fin)
+                        self.send_buffered -= h0 - held(s.send)
+                        self.after_ack(s)
+            del pns[i:j]
+        if not pns:
+            self.lost_streams = self.lost_streams_pns = None
+        return 0
+
+    cdef int on_stream(self, uint64_t stream_id, uint64_t offset, const uint8_t* data,
+                          Py_ssize_t length, bint fin, int frame_type) except -1:
+        cdef bint nxt
+        cdef _Stream s = self.route(stream_id, offset + <uint64_t>length, &nxt)
+        cdef RecvStream r
+        cdef int64_t new
+        if s is None:
+            return 0
+        r = s.recv_next if nxt else s.recv
+        if r._reset:
+            return 0
+        new = r.insert_c(offset, data, length, fin)
+        if new:
+            self.data_received += <uint64_t>new
+            if self.data_received > self.recv_window._limit:
+                raise ProtocolError("connection flow control limit exceeded",
+                                    _FLOW_CONTROL_ERROR, frame_type)
+        self.stream_bytes_received += length
+        if nxt:
+            return 0  # read once the current incarnation is
+        if r._stopped:
+            if data_complete(r):
+                self.drop_unread(s, s.stop_code)
+            return 0
+        if not s.readable_signalled and message_ready1(r):
+            s.readable_signalled = True
+            self.events.append(MessageReceived(s.stream_id))
+        if not s.recv_done and data_complete(r):
+            self.recv_complete(s)
+        self.check_recv_closed(s)
+        return 0
+
+    cdef int on_reset_stream(self, object frame, double now) except -1:
+        cdef bint nxt
+        cdef _Stream s = self.route(frame.stream_id, frame.final_size, &nxt)
+        cdef RecvStream r
+        if s is None:
+            return 0
+        r = s.recv_next if nxt else s.recv
+        if r._reset:
+            return 0
+        before = r._highest
+        r.reset(frame.error_code, frame.final_size)
+        grown = max(0, frame.final_size - before)
+        self.data_received += grown
+        if self.data_received > self.recv_window._limit:
+            raise ProtocolError("connection flow control limit exceeded", ErrorCode.FLOW_CONTROL_ERROR)
+        # the bytes the peer will never send count as consumed for connection flow control
+        unread = frame.final_size - r._read_offset
+        if unread > 0:
+            self.recv_window.on_consumed(unread)
+            if self.recv_window.should_update():
+                # the credit those bytes held must go back to the peer, or it may stall
+                self.recv_window.update(now, self.rtt.smoothed_rtt)
+                self.owed |= OWE_MAX_DATA
+        self.events.append(StreamReset(frame.stream_id, frame.error_code))
+        if not nxt:
+            if not s.recv_done:
+                self.recv_complete(s)
+            self.check_recv_closed(s)
+        return 0
+
+    cdef int on_stop_sending(self, object frame) except -1:
+        cdef _Stream s = self.lookup(frame.stream_id)
+        if s is None or not s.send_opened or not s.counted or self.rx_pn < s.send_min_pn:
+            # our sending half of that stream was never opened toward the peer (only we open
+            # it), or the frame is about an earlier incarnation: nothing to stop, no state to
+            # create, no RESET_STREAM to send (PROTOCOL.md §16.6, §16.7)
+            return 0
+        self.events.append(StopSendingReceived(frame.stream_id, frame.error_code))
+        if not s.send._reset and not s.send.is_finished:
+            self.send_buffered -= held(s.send)
+            s.send.reset(frame.error_code)
+            s.owed |= OWE_RESET_STREAM
+            s.reset_code = frame.error_code
+            self.schedule(s)
+        return 0
+
+    cdef int on_max_data(self, object frame) except -1:
+        if frame.maximum > self.peer_max_data:
+            self.peer_max_data = frame.maximum
+            self.requeue_blocked()
+        return 0
+
+    cdef int on_max_stream_data(self, object frame) except -1:
+        cdef _Stream s = self.lookup(frame.stream_id)
+        if s is None or not s.send_opened or self.rx_pn < s.send_min_pn:
+            return 0  # credit for a sending half we never opened: ignored (PROTOCOL.md §16.6)
+        if frame.maximum > s.send_limit:
+            s.send_limit = frame.maximum
+            if s.send.has_pending_c():
+                self.schedule(s)
+        return 0
+
+    cdef int on_max_streams(self, object frame) except -1:
+        cdef _Stream s
+        cdef int64_t room
+        if frame.maximum <= self.peer_stream_credit:
+            return 0
+        self.peer_stream_credit = frame.maximum
+        # wake as many halves waiting for credit as the new credit lets open, oldest first
+        room = <int64_t>self.peer_stream_credit - <int64_t>self.streams_counted
+        q = self.credit_waiters
+        while q and room > 0:
+            s = <_Stream>q.popleft()
+            s.credit_wait = False
+            if s.send_opened and not s.counted and self.streams.get(s.stream_id) is s:
+                self.schedule(s)
+                room -= 1
+            else:
+                self.maybe_release(s)
+        if not q:
+            self.credit_waiters = None
+        return 0
+
+    cdef int requeue_blocked(self) except -1:
+        cdef _Stream s
+        for s in self.streams.values():
+            if s.send.has_pending_c():
+                self.schedule(s)
+        return 0
+
+    cdef int on_data_blocked(self, object frame) except -1:
+        if self.recv_window._limit > frame.limit:
+            self.owed |= OWE_MAX_DATA  # our update was lost: repeat it
+        return 0
+
+    cdef int on_stream_data_blocked(self, object frame) except -1:
+        cdef _Stream s = self.lookup(frame.stream_id)
+        if (s is not None and s.recv_opened and s.recv.max_offset > frame.limit
+                and not s.recv.is_finished):
+            s.owed |= OWE_MAX_STREAM_DATA
+            self.schedule(s)
+        return 0
+
+    cdef int write_frames(self, Buffer buf, Py_ssize_t end, _Sent rec) except -1:
+        """Fill the packet from the streams with something to send, round robin."""
+        cdef bint fin
+        cdef Py_ssize_t rounds, header, avail, length
+        cdef int64_t conn_credit
+        cdef uint64_t sid, flow_limit, before, off
+        cdef _Stream s
+        cdef SendStream send
+        cdef int n0
+        queue = self.send_queue
+        rounds = len(queue)
+        while rounds > 0 and end - buf._pos > 24 and len(queue) > 0:
+            rounds -= 1
+            s = <_Stream>queue[0]
+            sid = s.stream_id
+            send = s.send
+            # control frames of this stream (one that does not fit keeps the stream first);
+            # each record carries the incarnation of the half it concerns
+            if s.owed:
+                n0 = rec.nrec
+                if pay(buf, &s.owed, FR_RESET_STREAM, end, rec, sid, s.reset_code,
+                             send._final_size):
+                    break
+                if rec.nrec != n0:
+                    record_at(rec, rec.nrec - 1).gen = s.send_gen
+                    n0 = rec.nrec
+                if pay(buf, &s.owed, FR_STOP_SENDING, end, rec, sid, s.stop_code):
+                    break
+                if rec.nrec != n0:
+                    record_at(rec, rec.nrec - 1).gen = s.recv_gen
+                    n0 = rec.nrec
+                if pay(buf, &s.owed, FR_MAX_STREAM_DATA, end, rec, sid, s.recv._fw._limit):
+                    break
+                if rec.nrec != n0:
+                    record_at(rec, rec.nrec - 1).gen = s.recv_gen
+            if send.has_pending_c():
+                # stream credit (MAX_STREAMS): the first frame of an incarnation consumes one
+                if send._offset_sent == 0 and not send._fin_sent and not s.counted:
+                    if self.streams_counted >= self.peer_stream_credit:
+                        if (self.streams_blocked_reported != <int64_t>self.peer_stream_credit
+                                and put_frame(buf, end, rec, FR_STREAMS_BLOCKED,
+                                                    self.peer_stream_credit)):
+                            self.streams_blocked_reported = self.peer_stream_credit
+                        queue.popleft()
+                        s.queued = False
+                        if self.idle_halves:
+                            self.end_idle_halves()
+                        if not s.credit_wait:
+                            # woken by MAX_STREAMS (on_max_streams), oldest first
+                            s.credit_wait = True
+                            if self.credit_waiters is None:
+                                self.credit_waiters = deque()
+                            self.credit_waiters.append(s)
+                        continue
+                conn_credit = <int64_t>self.peer_max_data - <int64_t>self.data_sent
+                if conn_credit < 0:
+                    conn_credit = 0
+                flow_limit = send._offset_sent + <uint64_t>conn_credit
+                if s.send_limit < flow_limit:
+                    flow_limit = s.send_limit
+                if (not send._finished and not s.pinned and send._msg_remaining == 0
+                        and self.pressure()):
+                    # credit is wanted: the half ends with the messages it has (FIN with
+                    # the last of them), not a round trip later
+                    send.finish()
+                header = 1 + _varint_len(sid) + _varint_len(send._offset_sent) + 2
+                avail = end - buf._pos - header
+                if avail > 0:
+                    if avail > 16383:
+                        avail -= 2  # a 4-byte Length field
+                    before = send._offset_sent
+                    if send.next_chunk_c(avail, flow_limit, &off, &length, &fin):
+                        if not s.counted:
+                            s.counted = True
+                            self.streams_counted += 1
+                            self.streams_waiting -= 1
+                        c_push_stream_frame_header(buf, sid, off, length, fin)
+                        if length:
+                            buf.c_push_raw(send.data_at(off), length)
+                        add_record(rec, FR_STREAM, sid, off, length, fin, s.send_gen)
+                        self.data_sent += send._offset_sent - before
+                if send.has_pending_c() and end - buf._pos <= header + 1:
+                    break  # packet full: keep this stream first for the next packet
+                if (send.has_pending_c() and send._retx.count() == 0
+                        and send._offset_sent >= flow_limit):
+                    # flow-control blocked: tell the peer once per limit (RFC 9000 §4.1)
+                    if (send._offset_sent >= s.send_limit
+                            and s.blocked_reported != <int64_t>s.send_limit):
+                        if put_frame(buf, end, rec, FR_STREAM_DATA_BLOCKED, sid, s.send_limit):
+                            s.blocked_reported = s.send_limit
+                    elif (self.data_blocked_reported != <int64_t>self.peer_max_data
+                            and self.data_sent >= self.peer_max_data
+                            and put_frame(buf, end, rec, FR_DATA_BLOCKED, self.peer_max_data)):
+                        self.data_blocked_reported = self.peer_max_data
+                    queue.popleft()
+                    s.queued = False
+                    continue
+            queue.popleft()
+            if send.has_pending_c():
+                queue.append(s)  # round robin
+            else:
+                s.queued = False
+                if not s.send_opened:
+                    self.maybe_release(s)
+        return 0

@@ -530,13 +530,22 @@ cdef class CoreConnection:
 
     @property
     def close_sent(self):
-        """True once the connection owes its peer nothing more: the peer closed first
-        (draining), it terminated, or our CONNECTION_CLOSE went out and, after a graceful
-        ``close()`` of an established connection, the peer's CONNECTION_CLOSE answered it (or
-        the closing period ended without one; PROTOCOL.md §11). Until then a lost
-        CONNECTION_CLOSE, and the acknowledgement it carries, can still be sent again; after
-        it the closing or draining period only answers stray packets and an application
-        need not wait for it."""
+        """True once the connection owes its peer nothing more on this endpoint's part: our
+        CONNECTION_CLOSE went out (closing), the peer closed first (draining), or it
+        terminated. The closing period that follows answers stray packets, so an endpoint
+        that keeps its socket open may forget the application's side now; one that closes its
+        socket waits for ``close_settled``."""
+        if self._state == _CLOSING:
+            return self._close_frame is None or self._close_sent_at >= 0
+        return self._state > _CLOSING
+
+    @property
+    def close_settled(self):
+        """``close_sent``, and after a graceful ``close()`` of an established connection the
+        peer's CONNECTION_CLOSE answered ours (or the closing period ended without one;
+        PROTOCOL.md §19). Until then a lost CONNECTION_CLOSE, and the acknowledgement it
+        carries, is sent again when the peer's next packet arrives: a driver about to close
+        its socket waits for this (within its linger time)."""
         if self._state == _CLOSING:
             return self._close_frame is None or (self._close_sent_at >= 0
                                                  and not self._await_close_reply)
@@ -734,7 +743,7 @@ cdef class CoreConnection:
             if error_code == 0:
                 error_code = ErrorCode.APPLICATION_ERROR if reason else ErrorCode.NO_ERROR
         self._local_close = True
-        # a graceful close of an established connection waits for the peer's answer (close_sent)
+        # a graceful close of an established connection waits for the peer's answer (close_settled)
         self._await_close_reply = self._state == _ESTABLISHED and error_code == 0
         self._close_frame = (int(error_code), 0, reason.encode("utf-8", "replace")[:512], application)
         self._enter_closing(_CLOSING, None)

@@ -721,13 +721,13 @@ class DQUIC:
                         p.conn.close(0, "")
                         closed.append(p.conn)
                 if closed:
-                    # within linger, until each peer answered our CONNECTION_CLOSE (close_sent):
+                    # within linger, until each peer answered our CONNECTION_CLOSE (close_settled):
                     # while we wait, a lost one (and the acknowledgement it carries) goes out
                     # again when the peer's next packet arrives
                     drive.wake()
                     drive.send_waiters += 1  # woken as datagrams arrive
                     try:
-                        while drive.error is None and not all(c.close_sent for c in closed):
+                        while drive.error is None and not all(c.close_settled for c in closed):
                             remaining = deadline - _monotonic()
                             if remaining <= 0:
                                 break

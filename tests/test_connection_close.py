@@ -22,7 +22,7 @@ def test_lost_close_is_sent_again_with_its_ack_and_answered():
     client.close()
     lost = client.datagrams_to_send(now)
     assert len(lost) == 1
-    assert not client.close_sent  # the close is not answered yet
+    assert client.close_sent and not client.close_settled  # not answered yet
     assert server.send_buffered > 0
     # the server probes for its unacknowledged reply; the closing client answers it
     t = server.get_timer()
@@ -37,7 +37,7 @@ def test_lost_close_is_sent_again_with_its_ack_and_answered():
     assert len(ended) == 1 and ended[0].by_peer and ended[0].error_code == 0
     # its one answer ends the client's wait; the client reports no second termination
     assert _deliver(server, client, S_ADDR, t)
-    assert client.close_sent
+    assert client.close_settled
     assert not server.datagrams_to_send(t + 1.0)  # draining: nothing more
     ended = [e for e in client.take_events() if isinstance(e, ConnectionTerminated)]
     assert len(ended) == 1 and not ended[0].by_peer
@@ -62,7 +62,7 @@ def test_close_with_an_error_does_not_wait_for_an_answer():
     client, server, now = plain_pair()
     client.close(error_code=3, reason="bad request")
     assert len(client.datagrams_to_send(now)) == 1
-    assert client.close_sent
+    assert client.close_settled
 
 
 def test_both_closing_at_once_end_without_answers():
@@ -75,5 +75,5 @@ def test_both_closing_at_once_end_without_answers():
         server.receive_datagram(data, C_ADDR, now)
     for data, _ in s:
         client.receive_datagram(data, S_ADDR, now)
-    assert client.close_sent and server.close_sent
+    assert client.close_settled and server.close_settled
     assert not client.datagrams_to_send(now) and not server.datagrams_to_send(now)

@@ -503,10 +503,11 @@ class AsyncConnection:
             self._send_waiters = keep
         if self._progress_waiters:
             _wake(self._progress_waiters)
-        if self._terminated and core.close_sent:
+        if self._terminated and (core.close_settled if self._owns_driver else core.close_sent):
             # nothing is owed to the peer any more: the application is done with this
-            # connection. A server's endpoint keeps the core through its closing period (it
-            # answers stray packets); a client that owns its socket releases it now.
+            # connection. An endpoint that keeps its socket keeps the core through its closing
+            # period (it answers stray packets, a lost close included); a client that owns its
+            # socket releases it once the peer answered the close (close_settled).
             self._finish()
 
     # receiving messages ------------------------------------------------------------------------

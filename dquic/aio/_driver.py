@@ -36,6 +36,10 @@ _DRIVER_OPTIONS = ("send_buffer_limit", "receive_buffer", "max_message_size", "r
                    "linger", "socket_buffer", "offload")
 #: Socket reads per readiness callback of the offload transport.
 RECV_BATCH = 64
+#: Before the socket is released, how long at most, and how often, to look whether the peers
+#: answered the closes (the closing period ends it sooner: three PTOs)
+SETTLE_MAX = 2.0
+SETTLE_POLL = 0.002
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,10 +351,16 @@ class _Driver(asyncio.DatagramProtocol):
         return [c for c in self.conns.values() if not c._terminated]
 
     async def wait_connections(self) -> None:
-        """Until every connection on this socket has ended."""
+        """Until every connection on this socket has ended, and the peers answered the
+        connections' graceful closes (``close_settled``: a lost close is sent again while the
+        socket is open; the closing period bounds the wait)."""
         conns = list(self.conns.values())
         if conns:
             await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+        deadline = self.loop.time() + SETTLE_MAX
+        while (self.loop.time() < deadline
+               and not all(c.close_settled or not c.is_closed for c in self.endpoint.connections)):
+            await asyncio.sleep(SETTLE_POLL)
 
     async def release(self) -> None:
         """Close the socket and wait until the loop let it go."""

@@ -361,6 +361,13 @@ def test_bench_prints_table():
     assert "dquic round trip" in out and "round trips/s" in out
 
 
+def test_bench_with_a_tiny_time_still_reports_a_round_trip():
+    # the round-trip test measures at least one round trip, however short --seconds is
+    rc, out = run_main("bench", "--seconds", "0.000001")
+    assert rc == 0, out
+    assert "dquic round trip" in out and "median" in out
+
+
 def test_refused_file_names():
     for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "x\x00y", 5, None, "a" * 300]:
         with pytest.raises(ValueError):

@@ -162,7 +162,7 @@ def _bench_rtt(seconds: float, size: int, encryption: bool) -> Dict[str, float]:
         end = t0 + seconds
         while True:
             a = time.perf_counter()
-            if a >= end:
+            if a >= end and samples:  # at least one round trip, however short the time
                 break
             client.send_to(target, request)
             got = 0

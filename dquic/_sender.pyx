@@ -620,7 +620,7 @@ cdef class Sender:
                 return 0
             if kind == FR_MAX_STREAM_DATA:
                 # no more credit is needed once the final size is known
-                if s.recv_gen != r.gen or not s.recv_opened or s.recv._final_size >= 0:
+                if s.recv_gen != r.gen or not s.recv_opened or s.recv.final_size >= 0:
                     return 0
             elif kind == FR_RESET_STREAM:
                 if s.send_gen != r.gen or not s.send_opened or not s.send._reset:

@@ -138,6 +138,7 @@ cdef inline RecvStream live_half(_Stream s, bint nxt):
     """The receive half a peer frame ``StreamSet.route`` found ``s`` for is about (the next
     incarnation's when ``nxt``), or None when there is none or it was reset: the frame then
     changes nothing."""
+    cdef RecvStream r
     if s is None:
         return None
     r = s.recv_next if nxt else s.recv

@@ -306,19 +306,25 @@ class CipherState:
             aead = self._aead = self._aead_cls(self._k)
         return aead
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
-        """ENCRYPT(k, n++, ad, plaintext); plaintext unchanged when there is no key."""
-        aead = self._aead
+    def _cipher_and_nonce(self):
+        """The AEAD object and the nonce ``n`` in its wire form, or (None, None) without a
+        key; raises NonceExhausted once ``n`` reached the reserved maximum."""
+        aead = self._cipher()
         if aead is None:
-            if self._k is None:
-                return bytes(plaintext)
-            aead = self._aead = self._aead_cls(self._k)
+            return None, None
         n = self.n
         if n >= MAX_NONCE:
             raise NonceExhausted("nonce space exhausted; rekey or start a new session")
         # Handshake keys are mostly used once: nonce 0 is 12 zero bytes in both formats.
-        out = aead.encrypt(self._nonce(n) if n else _NONCE_ZERO, bytes(plaintext), ad)
-        self.n = n + 1
+        return aead, (self._nonce(n) if n else _NONCE_ZERO)
+
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+        """ENCRYPT(k, n++, ad, plaintext); plaintext unchanged when there is no key."""
+        aead, nonce = self._cipher_and_nonce()
+        if aead is None:
+            return bytes(plaintext)
+        out = aead.encrypt(nonce, bytes(plaintext), ad)
+        self.n += 1
         return out
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
@@ -326,19 +332,14 @@ class CipherState:
 
         On failure ``n`` is not incremented (Noise §5.1).
         """
-        aead = self._aead
+        aead, nonce = self._cipher_and_nonce()
         if aead is None:
-            if self._k is None:
-                return bytes(ciphertext)
-            aead = self._aead = self._aead_cls(self._k)
-        n = self.n
-        if n >= MAX_NONCE:
-            raise NonceExhausted("nonce space exhausted; rekey or start a new session")
+            return bytes(ciphertext)
         try:
-            out = aead.decrypt(self._nonce(n) if n else _NONCE_ZERO, bytes(ciphertext), ad)
+            out = aead.decrypt(nonce, bytes(ciphertext), ad)
         except InvalidTag:
             raise NoiseError("handshake message failed authentication") from None
-        self.n = n + 1
+        self.n += 1
         return out
 
     def rekey(self) -> None:

@@ -153,10 +153,13 @@ cdef extern from * nogil:
     { (void)c; (void)o; (void)ol; (void)i; (void)il; return 0; }
     static int dquic_no_final(EVP_CIPHER_CTX *c, unsigned char *o, int *ol)
     { (void)c; (void)o; (void)ol; return 0; }
+    static int EVP_CipherInit_ex(EVP_CIPHER_CTX *c, const EVP_CIPHER *t, ENGINE *e,
+                                 const unsigned char *k, const unsigned char *iv, int enc)
+    { (void)c; (void)t; (void)e; (void)k; (void)iv; (void)enc; return 0; }
+    #define EVP_CipherUpdate dquic_no_update
     #define EVP_EncryptInit_ex dquic_no_init
     #define EVP_DecryptInit_ex dquic_no_init
     #define EVP_EncryptUpdate dquic_no_update
-    #define EVP_DecryptUpdate dquic_no_update
     #define EVP_EncryptFinal_ex dquic_no_final
     #define EVP_DecryptFinal_ex dquic_no_final
     static int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *c, int t, int a, void *p)
@@ -194,9 +197,11 @@ cdef extern from * nogil:
     int EVP_EncryptFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl)
     int EVP_DecryptInit_ex(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher, ENGINE* impl,
                            const unsigned char* key, const unsigned char* iv)
-    int EVP_DecryptUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
-                          const unsigned char* inp, int inl)
     int EVP_DecryptFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl)
+    int EVP_CipherInit_ex(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher, ENGINE* impl,
+                          const unsigned char* key, const unsigned char* iv, int enc)
+    int EVP_CipherUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
+                         const unsigned char* inp, int inl)
     int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX* ctx, int type, int arg, void* ptr)
     int EVP_CIPHER_CTX_set_padding(EVP_CIPHER_CTX* ctx, int pad)
     void OPENSSL_cleanse(void* ptr, size_t len)
@@ -649,15 +654,24 @@ cdef class _Keys:
         return out if _aead_open(ctx, nonce, ad, <int>adlen, src, <int>n, o) else None
 
 
+cdef inline int _aead_update(EVP_CIPHER_CTX* ctx, const unsigned char* nonce,
+                             const unsigned char* ad, int adlen, const unsigned char* src, int n,
+                             unsigned char* dst, int* outl) noexcept nogil:
+    # what sealing and opening share, in the direction the context was made for (enc -1
+    # keeps it): the packet's nonce, the associated data, then the n bytes of src into dst
+    outl[0] = 0
+    if EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, -1) != 1:
+        return 0
+    if EVP_CipherUpdate(ctx, NULL, outl, ad, adlen) != 1:
+        return 0
+    outl[0] = 0
+    return n <= 0 or EVP_CipherUpdate(ctx, dst, outl, src, n) == 1
+
+
 cdef int _aead_seal(EVP_CIPHER_CTX* ctx, const unsigned char* nonce, const unsigned char* ad, int adlen,
                     const unsigned char* src, int n, unsigned char* dst) noexcept nogil:
     cdef int outl = 0, fin = 0
-    if EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1:
-        return 0
-    if EVP_EncryptUpdate(ctx, NULL, &outl, ad, adlen) != 1:
-        return 0
-    outl = 0
-    if n > 0 and EVP_EncryptUpdate(ctx, dst, &outl, src, n) != 1:
+    if not _aead_update(ctx, nonce, ad, adlen, src, n, dst, &outl):
         return 0
     if EVP_EncryptFinal_ex(ctx, dst + outl, &fin) != 1 or outl + fin != n:
         return 0
@@ -669,12 +683,7 @@ cdef int _aead_open(EVP_CIPHER_CTX* ctx, const unsigned char* nonce, const unsig
     # n includes the tag (n >= 16 checked by the caller)
     cdef int outl = 0, fin = 0
     cdef int clen = n - _TAG
-    if EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1:
-        return 0
-    if EVP_DecryptUpdate(ctx, NULL, &outl, ad, adlen) != 1:
-        return 0
-    outl = 0
-    if clen > 0 and EVP_DecryptUpdate(ctx, dst, &outl, src, clen) != 1:
+    if not _aead_update(ctx, nonce, ad, adlen, src, clen, dst, &outl):
         return 0
     # OpenSSL copies the expected tag; the cast only satisfies the generic ctrl signature.
     if EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, _TAG, <void*>(src + clen)) != 1:

@@ -25,6 +25,26 @@ cdef class SentPacket:
     cdef long long _episode       # congestion episode this packet's loss belongs to (0: none)
 
 
+cdef inline void start_sent(SentPacket pkt, long long packet_number, int space, double time_sent,
+                            Py_ssize_t sent_bytes, bint ack_eliciting, bint in_flight,
+                            bint is_probe) noexcept:
+    """Fill in a packet's record as it is sent (a new record or a recycled one): what the
+    sender knows, and recovery's own per-packet state fresh (``frames`` is left alone)."""
+    pkt.packet_number = packet_number
+    pkt.space = space
+    pkt.time_sent = time_sent
+    pkt.sent_bytes = sent_bytes
+    pkt.ack_eliciting = ack_eliciting
+    pkt.in_flight = in_flight
+    pkt.is_probe = is_probe
+    pkt.declared_lost = False
+    pkt.delivered = 0
+    pkt.delivered_time = 0.0
+    pkt.first_sent_time = 0.0
+    pkt.is_app_limited = False
+    pkt._episode = 0
+
+
 cdef class RttEstimator:
     cdef public double latest_rtt
     cdef public double smoothed_rtt

@@ -55,20 +55,9 @@ cdef class SentPacket:
                  bint ack_eliciting=True, in_flight=None, object frames=None, bint is_probe=False):
         if packet_number < 0 or sent_bytes < 0:
             raise ValueError("packet_number and sent_bytes must be non-negative")
-        self.packet_number = packet_number
-        self.space = space
-        self.time_sent = time_sent
-        self.sent_bytes = sent_bytes
-        self.ack_eliciting = ack_eliciting
-        self.in_flight = ack_eliciting if in_flight is None else bool(in_flight)
+        start_sent(self, packet_number, space, time_sent, sent_bytes, ack_eliciting,
+                   ack_eliciting if in_flight is None else bool(in_flight), is_probe)
         self.frames = frames
-        self.is_probe = is_probe
-        self.declared_lost = False
-        self.delivered = 0
-        self.delivered_time = 0.0
-        self.first_sent_time = 0.0
-        self.is_app_limited = False
-        self._episode = 0
 
     def __repr__(self):
         return (f"SentPacket(pn={self.packet_number}, space={self.space}, t={self.time_sent:.6f}, "

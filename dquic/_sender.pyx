@@ -34,7 +34,7 @@ from dquic._congestion cimport Pacer
 from dquic._packet cimport (finish_packet, give_scratch, pad_to, pay, put_frame, start_packet,
                             start_short_packet, take_scratch)
 from dquic._paths cimport PathState, amplification_room, path_frames_owed
-from dquic._recovery cimport Recovery
+from dquic._recovery cimport Recovery, start_sent
 from dquic._spaces cimport (FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
                             FR_MAX_STREAM_DATA, FR_MAX_STREAMS, FR_NEW_CONNECTION_ID,
                             FR_PATH_CHALLENGE, FR_PATH_RESPONSE, FR_PING, FR_RESET_STREAM,
@@ -122,25 +122,11 @@ cdef class Sender:
         self.pacing_deadline = -1.0
         # handshake space first: it is small and unblocks everything else
         if not self.hs.discarded:
-            for i in range(8):
-                d = self.build_handshake_datagram(now, mds)
-                if d is None:
-                    break
-                out.append((d, len(d), addr) if trains else (d, addr))
-                total += len(d)
-            else:
-                self.noted = True  # more than one call's worth: ask to be polled again
+            total += self.datagram_each(False, 8, now, trains, out)
         if self.app_seal is None:
             pass
         elif not trains or max_segments <= 1 or not self.hs.discarded:
-            for i in range(256):
-                d = self.build_app_packet(now, mds)
-                if d is None:
-                    break
-                out.append((d, len(d), addr) if trains else (d, addr))
-                total += len(d)
-            else:
-                self.noted = True
+            total += self.datagram_each(True, 256, now, trains, out)
             self.check_app_limited(mds)
         else:
             room = mds + self.app_tag + 64  # a packet never exceeds mds; slack for safety
@@ -194,6 +180,25 @@ cdef class Sender:
         self.return_scratch()
         return total
 
+    cdef Py_ssize_t datagram_each(self, bint app, int most, double now, bint trains,
+                                  list out) except -1:
+        """Build up to ``most`` datagrams into ``out``, each its own ``bytes`` (1-RTT packets
+        when ``app``, else the handshake space's); returns their bytes."""
+        cdef Py_ssize_t total = 0
+        cdef int i
+        addr = self.paths.peer_addr
+        for i in range(most):
+            if app:
+                d = self.build_app_packet(now, self.mds)
+            else:
+                d = self.build_handshake_datagram(now, self.mds)
+            if d is None:
+                return total
+            out.append((d, len(d), addr) if trains else (d, addr))
+            total += len(d)
+        self.noted = True  # more than one call's worth: ask to be polled again
+        return total
+
     cdef void return_scratch(self):
         if self.sbuf is not None:
             give_scratch(self.sbuf)
@@ -236,21 +241,8 @@ cdef class Sender:
 
     cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                           bint eliciting, double now) except -1:
-        rec.packet_number = pn
-        rec.space = space_id
-        rec.time_sent = now
-        rec.sent_bytes = size
+        start_sent(rec, pn, space_id, now, size, eliciting, eliciting, False)
         self.paths.bytes_sent += size
-        rec.ack_eliciting = eliciting
-        rec.in_flight = eliciting
-        rec.is_probe = False
-        # recovery's own per-packet state starts fresh on a recycled record
-        rec.declared_lost = False
-        rec.delivered = 0
-        rec.delivered_time = 0.0
-        rec.first_sent_time = 0.0
-        rec.is_app_limited = False
-        rec._episode = 0
         self.recovery.on_packet_sent(rec)
         if (self.sset.tomb_new is not None and space_id == SP_APP and rec.ack_space == SP_APP
                 and rec.ack_lo <= <uint64_t>self.sset.tomb_lo):
@@ -628,7 +620,7 @@ cdef class Sender:
                 return 0
             if kind == FR_MAX_STREAM_DATA:
                 # no more credit is needed once the final size is known
-                if s.recv_gen != r.gen or not s.recv_opened or s.recv._final_size >= 0:
+                if s.recv_gen != r.gen or not s.recv_opened or s.recv.final_size >= 0:
                     return 0
             elif kind == FR_RESET_STREAM:
                 if s.send_gen != r.gen or not s.send_opened or not s.send._reset:

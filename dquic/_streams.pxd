@@ -11,9 +11,9 @@ from dquic._ranges cimport RangeSet
 
 cdef class FlowWindow:
     cdef uint64_t _limit              # advertised limit (absolute offset)
-    cdef uint64_t _window             # current window size
-    cdef uint64_t _maximum            # the window never grows beyond this
-    cdef uint64_t _consumed           # bytes consumed by the application
+    cdef readonly uint64_t window     # current window size (grows by auto-tuning up to maximum)
+    cdef readonly uint64_t maximum    # the window never grows beyond this
+    cdef readonly uint64_t consumed   # total bytes consumed by the application so far
     cdef uint64_t _consumed_at_update
     cdef double _last_update          # time of the last update(); < 0 before the first
 
@@ -22,28 +22,32 @@ cdef class FlowWindow:
     cdef uint64_t update_c(self, double now, double rtt) noexcept
 
 
-cdef class SendStream:
+cdef class _StreamHalf:
     cdef readonly uint64_t stream_id
-    cdef uint8_t* _buf                # ring: unacknowledged [_base, _write_offset) from _buf[_head]
+    cdef uint8_t* _buf                # the half's bytes (PyMem), _cap allocated, a ring from _head
     cdef Py_ssize_t _cap
     cdef Py_ssize_t _head
-    cdef uint64_t _base               # absolute offset of _buf[_head] (== acknowledged prefix)
-    cdef uint64_t _write_offset
-    cdef uint64_t _offset_sent
-    cdef uint64_t _inflight_bytes
-    cdef uint64_t _bytes_retransmitted
-    cdef uint64_t _max_buffer         # 0 = unlimited
-    cdef uint64_t _msg_remaining      # bytes still owed to a message opened with begin_message()
     cdef uint64_t _reset_code
+    cdef bint _reset
+
+
+cdef class SendStream(_StreamHalf):
+    # _buf: unacknowledged [_base, write_offset) from _buf[_head]
+    cdef uint64_t _base               # absolute offset of _buf[_head] (== acknowledged prefix)
+    cdef readonly uint64_t write_offset     # total bytes written (prefixes included)
+    cdef uint64_t _offset_sent
+    cdef readonly uint64_t bytes_in_flight  # sent and neither acknowledged nor declared lost
+    cdef uint64_t _bytes_retransmitted
+    cdef readonly uint64_t max_buffer       # 0 = unlimited
+    cdef uint64_t _msg_remaining      # bytes still owed to a message opened with begin_message()
     cdef uint64_t _final_size
     cdef RangeSet _acked              # acknowledged byte ranges (including the prefix)
     cdef RangeSet _retx               # lost byte ranges to send again
     cdef RangeSet _inflight           # sent byte ranges neither acknowledged nor lost
     cdef bint _finished
     cdef bint _fin_pending
-    cdef bint _fin_sent
-    cdef bint _fin_acked
-    cdef bint _reset
+    cdef readonly bint fin_sent
+    cdef readonly bint fin_acked
 
     cdef int _append(self, const uint8_t* data, Py_ssize_t n) except -1
     cdef int _check_writable(self, uint64_t n) except -1
@@ -59,20 +63,15 @@ cdef class SendStream:
     cdef void release_idle_c(self) noexcept
 
 
-cdef class RecvStream:
-    cdef readonly uint64_t stream_id
-    cdef uint8_t* _buf                # byte at absolute offset x is _buf[_head + x - _read_offset]
-    cdef Py_ssize_t _cap
-    cdef Py_ssize_t _head
-    cdef uint64_t _read_offset
-    cdef uint64_t _highest
-    cdef int64_t _final_size          # -1 while unknown
-    cdef uint64_t _reset_code
+cdef class RecvStream(_StreamHalf):
+    # _buf: the byte at absolute offset x is _buf[_head + x - read_offset]
+    cdef readonly uint64_t read_offset     # bytes consumed by the application, prefixes included
+    cdef readonly uint64_t highest_offset  # largest offset + len received (or RESET_STREAM's final size)
+    cdef readonly int64_t final_size  # from FIN or RESET_STREAM; -1 while unknown
     cdef int64_t _msg_total           # length of the message being read, -1 at a boundary
     cdef uint64_t _msg_remaining      # body bytes of that message not yet read
     cdef RangeSet _recv               # byte ranges received (read ones included)
-    cdef FlowWindow _fw
-    cdef bint _reset
+    cdef readonly FlowWindow window   # behind max_offset
     cdef bint _stopped
 
     cdef int _ensure(self, uint64_t end) except -1
@@ -83,3 +82,23 @@ cdef class RecvStream:
 
     cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1
     cdef void release_idle_c(self) noexcept
+
+
+cdef inline bint message_ready_c(RecvStream r, Py_ssize_t max_bytes) noexcept:
+    """``RecvStream.message_ready``: a whole message, a message's end or ``max_bytes`` bytes
+    of one are readable."""
+    cdef uint64_t length, avail, want
+    cdef int size
+    if r._reset or r._stopped or max_bytes <= 0:
+        return False
+    avail = r._contiguous_end() - r.read_offset
+    if r._msg_total >= 0:
+        want = r._msg_remaining
+    else:
+        if not r._peek_prefix(&length, &size):
+            return False
+        avail -= <uint64_t>size
+        want = length
+    if want > <uint64_t>max_bytes:
+        want = <uint64_t>max_bytes
+    return avail >= want

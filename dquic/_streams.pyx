@@ -60,30 +60,30 @@ cdef class FlowWindow:
         if maximum < initial:
             maximum = initial
         self._limit = initial
-        self._window = initial
-        self._maximum = maximum
-        self._consumed = 0
+        self.window = initial
+        self.maximum = maximum
+        self.consumed = 0
         self._consumed_at_update = 0
         self._last_update = -1.0
 
     cdef void consumed_c(self, uint64_t n) noexcept:
-        self._consumed += n
+        self.consumed += n
 
     cdef bint should_update_c(self) noexcept:
         # Half the window consumed since the last update (RFC 9000 §4.2 suggests updating
         # before the peer becomes blocked, without sending an update per packet).
-        return (self._consumed - self._consumed_at_update) * 2 >= self._window and self._window > 0
+        return (self.consumed - self._consumed_at_update) * 2 >= self.window and self.window > 0
 
     cdef uint64_t update_c(self, double now, double rtt) noexcept:
         cdef uint64_t new_limit
         if self._last_update >= 0.0 and rtt > 0.0 and now - self._last_update < 2.0 * rtt:
-            if self._window < self._maximum:
-                self._window = self._window * 2 if self._window else 1
-                if self._window > self._maximum:
-                    self._window = self._maximum
+            if self.window < self.maximum:
+                self.window = self.window * 2 if self.window else 1
+                if self.window > self.maximum:
+                    self.window = self.maximum
         self._last_update = now
-        self._consumed_at_update = self._consumed
-        new_limit = self._consumed + self._window
+        self._consumed_at_update = self.consumed
+        new_limit = self.consumed + self.window
         if new_limit > self._limit:
             self._limit = new_limit
         return self._limit
@@ -115,29 +115,46 @@ cdef class FlowWindow:
             raise ValueError("a flow-control limit can only grow (RFC 9000 §4.1)")
         self._limit = value
 
-    @property
-    def window(self):
-        """Current window size (grows by auto-tuning up to ``maximum``)."""
-        return self._window
-
-    @property
-    def maximum(self):
-        return self._maximum
-
-    @property
-    def consumed(self):
-        """Total bytes consumed so far."""
-        return self._consumed
-
     def __repr__(self):
         return "FlowWindow(limit=%d, window=%d, maximum=%d, consumed=%d)" % (
-            self._limit, self._window, self._maximum, self._consumed)
+            self._limit, self.window, self.maximum, self.consumed)
+
+
+# ---------------------------------------------------------------------- both halves
+
+cdef class _StreamHalf:
+    """What the two halves of a stream share: the stream id, a C buffer of the half's bytes
+    (``_buf``, ``_cap`` bytes allocated, a ring from ``_head``) freed with the half, and the
+    reset state (``reset()`` of a send half, RESET_STREAM for a receive half)."""
+
+    def __cinit__(self, *args, **kwargs):
+        self._buf = NULL
+        self._cap = 0
+        self._head = 0
+
+    def __dealloc__(self):
+        if self._buf is not NULL:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+
+    def __sizeof__(self):
+        # the object plus its C buffer (what sys.getsizeof reports)
+        return type(self).__basicsize__ + self._cap
+
+    @property
+    def is_reset(self):
+        return self._reset
+
+    @property
+    def reset_code(self):
+        """The error code of the reset, or None."""
+        return self._reset_code if self._reset else None
 
 
 # ---------------------------------------------------------------------- send side
 
 @cython.no_gc  # holds only leaf objects (range sets): no cycle can pass through it
-cdef class SendStream:
+cdef class SendStream(_StreamHalf):
     """Our half of a stream: message framing, send buffer, retransmission and FIN state.
 
     ``SendStream(stream_id, max_buffer=16 MiB)``; ``max_buffer`` bounds the bytes held (written
@@ -149,30 +166,16 @@ cdef class SendStream:
     FIN; ``reset()`` abandons it (the connection then sends RESET_STREAM).
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self._buf = NULL
-        self._cap = 0
-        self._head = 0
-
     def __init__(self, uint64_t stream_id, max_buffer=DEFAULT_SEND_BUFFER):
         if stream_id > VARINT_MAX:
             raise ValueError("stream id out of range")
         if max_buffer < 0:
             raise ValueError("max_buffer must be >= 0")
         self.stream_id = stream_id
-        self._max_buffer = max_buffer
+        self.max_buffer = max_buffer
         self._acked = RangeSet()
         self._retx = RangeSet()
         self._inflight = RangeSet()
-
-    def __dealloc__(self):
-        if self._buf is not NULL:
-            PyMem_Free(self._buf)
-            self._buf = NULL
-
-    def __sizeof__(self):
-        # the object plus its C send buffer (what sys.getsizeof reports)
-        return type(self).__basicsize__ + self._cap
 
     # ------------------------------------------------------------------ buffer management
 
@@ -181,11 +184,11 @@ cdef class SendStream:
             raise ValueError("stream was reset")
         if self._finished:
             raise ValueError("stream was finished")
-        if self._write_offset + n > VARINT_MAX:
+        if self.write_offset + n > VARINT_MAX:
             raise ValueError("stream offset would exceed 2**62-1")
-        if self._max_buffer and (self._write_offset - self._base) + n > self._max_buffer:
+        if self.max_buffer and (self.write_offset - self._base) + n > self.max_buffer:
             raise BufferError("send buffer full (%d of %d bytes held)" % (
-                self._write_offset - self._base, self._max_buffer))
+                self.write_offset - self._base, self.max_buffer))
         return 0
 
     cdef int _append(self, const uint8_t* data, Py_ssize_t n) except -1:
@@ -195,7 +198,7 @@ cdef class SendStream:
         ``_buf[(_head + x - _base) % _cap]``, so acknowledged bytes are released without moving
         the rest; it only grows (one copy, straightened out) when the data does not fit.
         """
-        cdef Py_ssize_t used = <Py_ssize_t>(self._write_offset - self._base)
+        cdef Py_ssize_t used = <Py_ssize_t>(self.write_offset - self._base)
         cdef Py_ssize_t need = used + n, cap, tail, first
         cdef uint8_t* mem
         if n <= 0:
@@ -230,7 +233,7 @@ cdef class SendStream:
         else:
             memcpy(self._buf + tail, data, <size_t>first)
             memcpy(self._buf, data + first, <size_t>(n - first))
-        self._write_offset += <uint64_t>n
+        self.write_offset += <uint64_t>n
         return 0
 
     cdef void _drop_acked_prefix(self) noexcept:
@@ -245,7 +248,7 @@ cdef class SendStream:
         if self._head >= self._cap:
             self._head -= self._cap
         self._base = prefix
-        if self._base == self._write_offset:
+        if self._base == self.write_offset:
             self._head = 0
             if self._cap > KEEP_IDLE_BUFFER:
                 PyMem_Free(self._buf)
@@ -310,7 +313,7 @@ cdef class SendStream:
             raise ValueError("message length out of range")
         size = _varint_size(length)
         self._check_writable(size)
-        if self._write_offset + size + length > VARINT_MAX:
+        if self.write_offset + size + length > VARINT_MAX:
             raise ValueError("stream offset would exceed 2**62-1")
         _varint_put(prefix, length, size)
         self._append(prefix, size)
@@ -347,7 +350,7 @@ cdef class SendStream:
             raise ValueError("the current message is incomplete (%d bytes owed)" % self._msg_remaining)
         self._finished = True
         self._fin_pending = True
-        self._final_size = self._write_offset
+        self._final_size = self.write_offset
 
     def reset(self, uint64_t error_code):
         """Abandon the stream: drop all buffered data and return the final size.
@@ -363,7 +366,7 @@ cdef class SendStream:
         self._fin_pending = False
         self._retx.clear_c()
         self._inflight.clear_c()
-        self._inflight_bytes = 0
+        self.bytes_in_flight = 0
         self._msg_remaining = 0
         if self._buf is not NULL:
             PyMem_Free(self._buf)
@@ -393,19 +396,13 @@ cdef class SendStream:
             if n > <uint64_t>self.contiguous_at(start):
                 n = <uint64_t>self.contiguous_at(start)  # the rest follows the ring's wrap
             self._retx.subtract_range(start, start + n)
-            self._inflight_bytes += n - self._inflight.overlap(start, start + n)
+            self.bytes_in_flight += n - self._inflight.overlap(start, start + n)
             self._inflight.add_range(start, start + n)
             self._bytes_retransmitted += n
-            offset[0] = start
-            length[0] = <Py_ssize_t>n
-            fin[0] = self._finished and start + n == self._write_offset and not self._fin_acked
-            if fin[0]:
-                self._fin_pending = False
-                self._fin_sent = True
-            return 1
-        if max_len > 0 and self._write_offset > self._offset_sent and flow_limit > self._offset_sent:
+            return _chunk_out(self, start, n, offset, length, fin)
+        if max_len > 0 and self.write_offset > self._offset_sent and flow_limit > self._offset_sent:
             start = self._offset_sent
-            n = self._write_offset - start
+            n = self.write_offset - start
             if n > <uint64_t>max_len:
                 n = <uint64_t>max_len
             if n > flow_limit - start:
@@ -413,21 +410,15 @@ cdef class SendStream:
             if n > <uint64_t>self.contiguous_at(start):
                 n = <uint64_t>self.contiguous_at(start)  # the rest follows the ring's wrap
             self._offset_sent = start + n
-            self._inflight_bytes += n
+            self.bytes_in_flight += n
             self._inflight.add_range(start, start + n)
-            offset[0] = start
-            length[0] = <Py_ssize_t>n
-            fin[0] = self._finished and start + n == self._write_offset and not self._fin_acked
-            if fin[0]:
-                self._fin_pending = False
-                self._fin_sent = True
-            return 1
-        if self._fin_pending and self._offset_sent == self._write_offset:
-            offset[0] = self._write_offset
+            return _chunk_out(self, start, n, offset, length, fin)
+        if self._fin_pending and self._offset_sent == self.write_offset:
+            offset[0] = self.write_offset
             length[0] = 0
             fin[0] = True
             self._fin_pending = False
-            self._fin_sent = True
+            self.fin_sent = True
             return 1
         return 0
 
@@ -458,16 +449,13 @@ cdef class SendStream:
         cdef uint64_t stop = offset + length
         if self._reset:
             return 0
-        if stop > self._offset_sent or stop < offset:
-            raise ValueError("acknowledged range [%d, %d) was never sent" % (offset, stop))
+        _out_of_flight(self, offset, stop, "acknowledged")
         if length:
-            self._inflight_bytes -= self._inflight.overlap(offset, stop)
-            self._inflight.subtract_range(offset, stop)
             self._retx.subtract_range(offset, stop)
             self._acked.add_range(offset, stop)
             self._drop_acked_prefix()
         if fin and self._finished:
-            self._fin_acked = True
+            self.fin_acked = True
             self._fin_pending = False
         return 0
 
@@ -476,11 +464,8 @@ cdef class SendStream:
         cdef Py_ssize_t i, n
         if self._reset:
             return 0
-        if stop > self._offset_sent or stop < offset:
-            raise ValueError("lost range [%d, %d) was never sent" % (offset, stop))
+        _out_of_flight(self, offset, stop, "lost")
         if length:
-            self._inflight_bytes -= self._inflight.overlap(offset, stop)
-            self._inflight.subtract_range(offset, stop)
             # Queue the parts not acknowledged meanwhile (RFC 9000 §13.3: data acknowledged in
             # any packet is never sent again).
             pos = offset
@@ -499,7 +484,7 @@ cdef class SendStream:
                 pos = b
             if pos < stop:
                 self._retx.add_range(pos, stop)
-        if fin and self._finished and not self._fin_acked:
+        if fin and self._finished and not self.fin_acked:
             self._fin_pending = True
         return 0
 
@@ -515,7 +500,7 @@ cdef class SendStream:
         self.on_lost_c(offset, length, fin)
 
     cdef bint has_pending_c(self) noexcept:
-        return not self._reset and (self._retx.count() != 0 or self._write_offset > self._offset_sent
+        return not self._reset and (self._retx.count() != 0 or self.write_offset > self._offset_sent
                                     or self._fin_pending)
 
     def has_pending(self):
@@ -523,7 +508,7 @@ cdef class SendStream:
         return self.has_pending_c()
 
     cdef void release_idle_c(self) noexcept:
-        if self._buf is not NULL and self._base == self._write_offset:
+        if self._buf is not NULL and self._base == self.write_offset:
             PyMem_Free(self._buf)
             self._buf = NULL
             self._cap = 0
@@ -540,7 +525,7 @@ cdef class SendStream:
 
     def blocked_at(self, uint64_t flow_limit):
         """True when new data waits but ``flow_limit`` is exhausted (send STREAM_DATA_BLOCKED)."""
-        return (not self._reset and self._write_offset > self._offset_sent
+        return (not self._reset and self.write_offset > self._offset_sent
                 and self._offset_sent >= flow_limit)
 
     # ------------------------------------------------------------------ state
@@ -551,11 +536,6 @@ cdef class SendStream:
         return self._offset_sent
 
     @property
-    def write_offset(self):
-        """Total bytes written (prefixes included)."""
-        return self._write_offset
-
-    @property
     def acked_offset(self):
         """End of the contiguous acknowledged prefix."""
         return self._base
@@ -563,31 +543,22 @@ cdef class SendStream:
     @property
     def buffered(self):
         """Bytes held in memory: written minus the acknowledged prefix (0 after reset)."""
-        return 0 if self._reset else self._write_offset - self._base
+        return 0 if self._reset else self.write_offset - self._base
 
     @property
     def writable(self):
         """Bytes ``write_message()`` may append now (prefix included); -1 if unlimited."""
         if self._reset or self._finished:
             return 0
-        if not self._max_buffer:
+        if not self.max_buffer:
             return -1
-        held = self._write_offset - self._base
-        return self._max_buffer - held if held < self._max_buffer else 0
-
-    @property
-    def max_buffer(self):
-        return self._max_buffer
-
-    @property
-    def bytes_in_flight(self):
-        """Bytes sent and neither acknowledged nor declared lost."""
-        return self._inflight_bytes
+        held = self.write_offset - self._base
+        return self.max_buffer - held if held < self.max_buffer else 0
 
     @property
     def pending_new_bytes(self):
         """Written bytes never sent yet."""
-        return 0 if self._reset else self._write_offset - self._offset_sent
+        return 0 if self._reset else self.write_offset - self._offset_sent
 
     @property
     def pending_retransmit_bytes(self):
@@ -597,30 +568,13 @@ cdef class SendStream:
     @property
     def is_finished(self):
         """True once the FIN and every byte were acknowledged."""
-        return (self._finished and self._fin_acked and not self._reset
-                and self._base == self._write_offset)
-
-    @property
-    def fin_sent(self):
-        return self._fin_sent
-
-    @property
-    def fin_acked(self):
-        return self._fin_acked
+        return (self._finished and self.fin_acked and not self._reset
+                and self._base == self.write_offset)
 
     @property
     def is_closed_for_writing(self):
         """True after ``finish()`` or ``reset()``."""
         return self._finished or self._reset
-
-    @property
-    def is_reset(self):
-        return self._reset
-
-    @property
-    def reset_code(self):
-        """The error code given to ``reset()``, or None."""
-        return self._reset_code if self._reset else None
 
     @property
     def final_size(self):
@@ -633,14 +587,37 @@ cdef class SendStream:
 
     def __repr__(self):
         return ("SendStream(id=%d, written=%d, sent=%d, acked=%d, in_flight=%d, fin=%s, reset=%s)"
-                % (self.stream_id, self._write_offset, self._offset_sent, self._base,
-                   self._inflight_bytes, self._finished, self._reset))
+                % (self.stream_id, self.write_offset, self._offset_sent, self._base,
+                   self.bytes_in_flight, self._finished, self._reset))
+
+
+cdef inline int _chunk_out(SendStream x, uint64_t start, uint64_t n, uint64_t* offset,
+                           Py_ssize_t* length, bint* fin) noexcept:
+    # next_chunk_c hands out [start, start + n): with the FIN when it ends a finished stream
+    # whose FIN was not acknowledged yet
+    offset[0] = start
+    length[0] = <Py_ssize_t>n
+    fin[0] = x._finished and start + n == x.write_offset and not x.fin_acked
+    if fin[0]:
+        x._fin_pending = False
+        x.fin_sent = True
+    return 1
+
+
+cdef inline int _out_of_flight(SendStream x, uint64_t offset, uint64_t stop, str fate) except -1:
+    # the acknowledged or lost (``fate``) range [offset, stop) no longer counts as in flight
+    if stop > x._offset_sent or stop < offset:
+        raise ValueError("%s range [%d, %d) was never sent" % (fate, offset, stop))
+    if stop > offset:
+        x.bytes_in_flight -= x._inflight.overlap(offset, stop)
+        x._inflight.subtract_range(offset, stop)
+    return 0
 
 
 # ---------------------------------------------------------------------- receive side
 
 @cython.no_gc  # holds only leaf objects (a range set, a flow window): no cycle can pass through it
-cdef class RecvStream:
+cdef class RecvStream(_StreamHalf):
     """The peer's half of a stream: reassembly, message delivery, flow control, final size.
 
     ``RecvStream(stream_id, max_buffer, initial_window=0)``: the peer may send up to
@@ -653,30 +630,16 @@ cdef class RecvStream:
     ``next_window(now, rtt)``.
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self._buf = NULL
-        self._cap = 0
-        self._head = 0
-
     def __init__(self, uint64_t stream_id, uint64_t max_buffer, uint64_t initial_window=0):
         if stream_id > VARINT_MAX:
             raise ValueError("stream id out of range")
         if initial_window == 0:
             initial_window = max_buffer
         self.stream_id = stream_id
-        self._final_size = -1
+        self.final_size = -1
         self._msg_total = -1
         self._recv = RangeSet()
-        self._fw = FlowWindow(initial_window, max_buffer)
-
-    def __dealloc__(self):
-        if self._buf is not NULL:
-            PyMem_Free(self._buf)
-            self._buf = NULL
-
-    def __sizeof__(self):
-        # the object plus its C reassembly buffer (what sys.getsizeof reports)
-        return type(self).__basicsize__ + self._cap
+        self.window = FlowWindow(initial_window, max_buffer)
 
     # ------------------------------------------------------------------ internals
 
@@ -687,7 +650,7 @@ cdef class RecvStream:
 
     cdef int _ensure(self, uint64_t end) except -1:
         """Make ``_buf`` cover absolute offsets up to ``end`` (``end <= max_offset``)."""
-        cdef Py_ssize_t need = <Py_ssize_t>(end - self._read_offset)
+        cdef Py_ssize_t need = <Py_ssize_t>(end - self.read_offset)
         cdef Py_ssize_t span, cap, limit
         cdef uint8_t* mem
         if self._head + need <= self._cap:
@@ -695,14 +658,14 @@ cdef class RecvStream:
         if self._head:
             # Compact: move everything stored above the read head to the front.
             span = 0
-            if self._recv.count() and self._recv.stop_at(self._recv.count() - 1) > self._read_offset:
-                span = <Py_ssize_t>(self._recv.stop_at(self._recv.count() - 1) - self._read_offset)
+            if self._recv.count() and self._recv.stop_at(self._recv.count() - 1) > self.read_offset:
+                span = <Py_ssize_t>(self._recv.stop_at(self._recv.count() - 1) - self.read_offset)
             if span:
                 memmove(self._buf, self._buf + self._head, <size_t>span)
             self._head = 0
             if need <= self._cap:
                 return 0
-        limit = <Py_ssize_t>(self._fw._limit - self._read_offset)
+        limit = <Py_ssize_t>(self.window._limit - self.read_offset)
         cap = self._cap * 2
         if cap < 1024:
             cap = 1024
@@ -719,18 +682,18 @@ cdef class RecvStream:
 
     cdef void _consume(self, uint64_t n) noexcept:
         """Advance the read head by ``n`` contiguous bytes."""
-        self._read_offset += n
+        self.read_offset += n
         self._head += <Py_ssize_t>n
-        self._fw.consumed_c(n)
-        if self._recv.stop_at(self._recv.count() - 1) <= self._read_offset:
+        self.window.consumed_c(n)
+        if self._recv.stop_at(self._recv.count() - 1) <= self.read_offset:
             # Nothing stored above the read head: restart at the front of the buffer.
             self._head = 0
 
     cdef int _peek_prefix(self, uint64_t* length, int* size) noexcept:
         """Parse the length prefix at the read head; returns 0 if it is not complete yet."""
-        cdef uint64_t avail = self._contiguous_end() - self._read_offset
+        cdef uint64_t avail = self._contiguous_end() - self.read_offset
         cdef int s
-        if self._contiguous_end() <= self._read_offset or self._buf is NULL:
+        if self._contiguous_end() <= self.read_offset or self._buf is NULL:
             return 0
         s = 1 << (self._buf[self._head] >> 6)
         if avail < <uint64_t>s:
@@ -744,23 +707,23 @@ cdef class RecvStream:
     cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1:
         """C version of ``insert``; returns the increase of the highest received offset."""
         cdef uint64_t end = offset + <uint64_t>n
-        cdef uint64_t s, a, b, old_highest = self._highest
+        cdef uint64_t s, a, b, old_highest = self.highest_offset
         cdef Py_ssize_t i, cnt
         if offset > VARINT_MAX or end > VARINT_MAX:
             raise ProtocolError("stream offset beyond 2**62-1", ErrorCode.FRAME_ENCODING_ERROR)
         # Final size rules (RFC 9000 §4.5).
-        if self._final_size >= 0:
-            if end > <uint64_t>self._final_size:
+        if self.final_size >= 0:
+            if end > <uint64_t>self.final_size:
                 raise ProtocolError("data beyond the final size", ErrorCode.FINAL_SIZE_ERROR)
-            if fin and end != <uint64_t>self._final_size:
+            if fin and end != <uint64_t>self.final_size:
                 raise ProtocolError("final size changed", ErrorCode.FINAL_SIZE_ERROR)
-        elif fin and end < self._highest:
+        elif fin and end < self.highest_offset:
             raise ProtocolError("final size below data already received", ErrorCode.FINAL_SIZE_ERROR)
         # Flow control (RFC 9000 §4.1).
-        if end > self._fw._limit:
+        if end > self.window._limit:
             raise ProtocolError("stream data beyond the flow-control limit",
                                 ErrorCode.FLOW_CONTROL_ERROR)
-        s = offset if offset > self._read_offset else self._read_offset
+        s = offset if offset > self.read_offset else self.read_offset
         if not (self._reset or self._stopped) and end > s:
             # Bytes already received and still buffered must match (RFC 9000 §2.2); bytes
             # already read were released and cannot be compared.
@@ -778,22 +741,22 @@ cdef class RecvStream:
                     a = s
                 if b > end:
                     b = end
-                if memcmp(self._buf + self._head + <Py_ssize_t>(a - self._read_offset),
+                if memcmp(self._buf + self._head + <Py_ssize_t>(a - self.read_offset),
                           data + <Py_ssize_t>(a - offset), <size_t>(b - a)) != 0:
                     raise ProtocolError("retransmitted stream data differs from the original",
                                         ErrorCode.PROTOCOL_VIOLATION)
             self._ensure(end)
-            memcpy(self._buf + self._head + <Py_ssize_t>(s - self._read_offset),
+            memcpy(self._buf + self._head + <Py_ssize_t>(s - self.read_offset),
                    data + <Py_ssize_t>(s - offset), <size_t>(end - s))
             self._recv.add_range(s, end)
         elif self._stopped and not self._reset and end > s:
             # not stored, but which bytes arrived is still known (``data_complete``)
             self._recv.add_range(s, end)
         if fin:
-            self._final_size = <int64_t>end
-        if end > self._highest:
-            self._highest = end
-        return <int64_t>(self._highest - old_highest)
+            self.final_size = <int64_t>end
+        if end > self.highest_offset:
+            self.highest_offset = end
+        return <int64_t>(self.highest_offset - old_highest)
 
     def insert(self, uint64_t offset, data, bint fin=False):
         """Add the bytes of a STREAM frame at absolute ``offset``; returns the new-bytes count.
@@ -821,21 +784,21 @@ cdef class RecvStream:
         ``ProtocolError`` FINAL_SIZE_ERROR on a contradiction, FLOW_CONTROL_ERROR if
         ``final_size`` exceeds ``max_offset``.
         """
-        cdef uint64_t old = self._highest
-        if self._final_size >= 0 and final_size != <uint64_t>self._final_size:
+        cdef uint64_t old = self.highest_offset
+        if self.final_size >= 0 and final_size != <uint64_t>self.final_size:
             raise ProtocolError("final size changed", ErrorCode.FINAL_SIZE_ERROR)
-        if final_size < self._highest:
+        if final_size < self.highest_offset:
             raise ProtocolError("final size below data already received", ErrorCode.FINAL_SIZE_ERROR)
-        if final_size > self._fw._limit:
+        if final_size > self.window._limit:
             raise ProtocolError("final size beyond the flow-control limit",
                                 ErrorCode.FLOW_CONTROL_ERROR)
-        self._final_size = <int64_t>final_size
-        self._highest = final_size
+        self.final_size = <int64_t>final_size
+        self.highest_offset = final_size
         if not self._reset:
             self._reset = True
             self._reset_code = error_code
             self._release()
-        return self._highest - old
+        return self.highest_offset - old
 
     def stop(self):
         """The application stops reading (STOP_SENDING): release buffers, discard future data.
@@ -855,7 +818,7 @@ cdef class RecvStream:
 
     cdef void release_idle_c(self) noexcept:
         cdef Py_ssize_t n = self._recv.count()
-        if self._buf is not NULL and (n == 0 or self._recv.stop_at(n - 1) <= self._read_offset):
+        if self._buf is not NULL and (n == 0 or self._recv.stop_at(n - 1) <= self.read_offset):
             self._release()  # nothing is stored above the read head
         self._recv.shrink_c()
 
@@ -877,7 +840,7 @@ cdef class RecvStream:
         cdef int size
         if self._reset or self._stopped:
             return (-1, 0)
-        avail = self._contiguous_end() - self._read_offset
+        avail = self._contiguous_end() - self.read_offset
         if self._msg_total >= 0:
             return (self._msg_total, min(avail, self._msg_remaining))
         if not self._peek_prefix(&length, &size):
@@ -900,7 +863,7 @@ cdef class RecvStream:
         if self._msg_total < 0:
             if not self._peek_prefix(&length, &size):
                 return None
-            avail = self._contiguous_end() - self._read_offset - <uint64_t>size
+            avail = self._contiguous_end() - self.read_offset - <uint64_t>size
             if length == 0:
                 self._consume(size)
                 return (b"", True)
@@ -909,7 +872,7 @@ cdef class RecvStream:
             self._consume(size)
             self._msg_total = <int64_t>length
             self._msg_remaining = length
-        avail = self._contiguous_end() - self._read_offset
+        avail = self._contiguous_end() - self.read_offset
         if avail > self._msg_remaining:
             avail = self._msg_remaining
         if avail == 0:
@@ -927,21 +890,7 @@ cdef class RecvStream:
         """True when ``read_message(max_bytes)`` would return a whole message, a message's end,
         or exactly ``max_bytes`` bytes (so partial deliveries come in full-size pieces).
         """
-        cdef uint64_t length, avail, want
-        cdef int size
-        if self._reset or self._stopped or max_bytes <= 0:
-            return False
-        avail = self._contiguous_end() - self._read_offset
-        if self._msg_total >= 0:
-            want = self._msg_remaining
-        else:
-            if not self._peek_prefix(&length, &size):
-                return False
-            avail -= <uint64_t>size
-            want = length
-        if want > <uint64_t>max_bytes:
-            want = <uint64_t>max_bytes
-        return avail >= want
+        return message_ready_c(self, max_bytes)
 
     def read(self, Py_ssize_t max_bytes):
         """Raw contiguous bytes at the read head, ignoring message framing (tests, debugging).
@@ -951,7 +900,7 @@ cdef class RecvStream:
         cdef uint64_t avail
         if max_bytes <= 0 or self._reset or self._stopped:
             return b""
-        avail = self._contiguous_end() - self._read_offset
+        avail = self._contiguous_end() - self.read_offset
         if avail > <uint64_t>max_bytes:
             avail = <uint64_t>max_bytes
         if avail == 0:
@@ -964,52 +913,37 @@ cdef class RecvStream:
 
     def should_update_window(self):
         """True when the application consumed half the window since the last MAX_STREAM_DATA."""
-        if self._reset or self._stopped or self._final_size >= 0:
+        if self._reset or self._stopped or self.final_size >= 0:
             # No credit is needed once the final size is known.
             return False
-        return self._fw.should_update_c()
+        return self.window.should_update_c()
 
     def next_window(self, double now, double rtt):
         """Raise ``max_offset`` (auto-tuned, see FlowWindow) and return it for MAX_STREAM_DATA."""
-        return self._fw.update_c(now, rtt)
+        return self.window.update_c(now, rtt)
 
     @property
     def max_offset(self):
         """Flow-control limit: the peer may send up to this offset.  Can only be raised."""
-        return self._fw._limit
+        return self.window._limit
 
     @max_offset.setter
     def max_offset(self, uint64_t value):
-        self._fw.limit = value
-
-    @property
-    def window(self):
-        """The FlowWindow object behind ``max_offset``."""
-        return self._fw
-
-    @property
-    def highest_offset(self):
-        """Largest ``offset + len`` received (or the final size from RESET_STREAM)."""
-        return self._highest
-
-    @property
-    def read_offset(self):
-        """Bytes consumed by the application, message prefixes included."""
-        return self._read_offset
+        self.window.limit = value
 
     @property
     def readable(self):
         """Contiguous bytes available at the read head (raw, prefixes included)."""
         if self._reset or self._stopped:
             return 0
-        return self._contiguous_end() - self._read_offset
+        return self._contiguous_end() - self.read_offset
 
     @property
     def buffered(self):
         """Received bytes held in memory (beyond the read head)."""
         if self._reset or self._stopped:
             return 0
-        return self._recv.overlap(self._read_offset, self._highest)
+        return self._recv.overlap(self.read_offset, self.highest_offset)
 
     @property
     def allocated(self):
@@ -1017,20 +951,15 @@ cdef class RecvStream:
         return self._cap
 
     @property
-    def final_size(self):
-        """Final size (from FIN or RESET_STREAM), or -1 while unknown."""
-        return self._final_size
-
-    @property
     def data_complete(self):
         """True when every byte up to the final size was received."""
-        return self._final_size >= 0 and self._contiguous_end() >= <uint64_t>self._final_size
+        return self.final_size >= 0 and self._contiguous_end() >= <uint64_t>self.final_size
 
     @property
     def is_finished(self):
         """True when the FIN was received and all data was read."""
-        return (not self._reset and self._final_size >= 0
-                and self._read_offset == <uint64_t>self._final_size)
+        return (not self._reset and self.final_size >= 0
+                and self.read_offset == <uint64_t>self.final_size)
 
     @property
     def at_message_boundary(self):
@@ -1048,25 +977,16 @@ cdef class RecvStream:
         cdef int size
         if self._reset or self._stopped or not self.data_complete:
             return False
-        final = <uint64_t>self._final_size
+        final = <uint64_t>self.final_size
         if self._msg_total >= 0:
-            return self._read_offset + self._msg_remaining > final
-        if self._read_offset == final:
+            return self.read_offset + self._msg_remaining > final
+        if self.read_offset == final:
             return False
         if not self._peek_prefix(&length, &size):
             return True
-        return self._read_offset + <uint64_t>size + length > final
-
-    @property
-    def is_reset(self):
-        return self._reset
-
-    @property
-    def reset_code(self):
-        """Error code from RESET_STREAM, or None."""
-        return self._reset_code if self._reset else None
+        return self.read_offset + <uint64_t>size + length > final
 
     def __repr__(self):
         return ("RecvStream(id=%d, read=%d, highest=%d, max_offset=%d, final=%d, reset=%s)"
-                % (self.stream_id, self._read_offset, self._highest, self._fw._limit,
-                   self._final_size, self._reset))
+                % (self.stream_id, self.read_offset, self.highest_offset, self.window._limit,
+                   self.final_size, self._reset))

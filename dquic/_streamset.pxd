@@ -134,36 +134,28 @@ cdef class StreamSet:
     cdef int write_frames(self, Buffer buf, Py_ssize_t end, _Sent rec) except -1
 
 
-cdef inline bint message_ready1(RecvStream r) noexcept:
-    """``RecvStream.message_ready(1)``: a message, its end or at least one byte is readable."""
-    cdef uint64_t length, avail, want
-    cdef int size
-    if r._reset or r._stopped:
-        return False
-    avail = r._contiguous_end() - r._read_offset
-    if r._msg_total >= 0:
-        want = r._msg_remaining
-    else:
-        if not r._peek_prefix(&length, &size):
-            return False
-        avail -= <uint64_t>size
-        want = length
-    if want > 1:
-        want = 1
-    return avail >= want
+cdef inline RecvStream live_half(_Stream s, bint nxt):
+    """The receive half a peer frame ``StreamSet.route`` found ``s`` for is about (the next
+    incarnation's when ``nxt``), or None when there is none or it was reset: the frame then
+    changes nothing."""
+    cdef RecvStream r
+    if s is None:
+        return None
+    r = s.recv_next if nxt else s.recv
+    return None if r._reset else r
 
 
 cdef inline uint64_t held(SendStream x) noexcept:
     """Bytes a send half holds: written and not yet acknowledged as a prefix."""
-    return 0 if x._reset else x._write_offset - x._base
+    return 0 if x._reset else x.write_offset - x._base
 
 
 cdef inline bint data_complete(RecvStream r) noexcept:
     """Every byte of the peer's half and its end arrived (or it was reset)."""
-    return r._reset or (r._final_size >= 0 and r._contiguous_end() >= <uint64_t>r._final_size)
+    return r._reset or (r.final_size >= 0 and r._contiguous_end() >= <uint64_t>r.final_size)
 
 
 cdef inline bint recv_closed(RecvStream r) noexcept:
     """The peer's half is over: reset, or FIN received and everything read."""
-    return r._reset or (r._final_size >= 0 and r._read_offset == <uint64_t>r._final_size)
+    return r._reset or (r.final_size >= 0 and r.read_offset == <uint64_t>r.final_size)
 

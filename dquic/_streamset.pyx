@@ -39,7 +39,7 @@ from dquic._spaces cimport (FR_DATA_BLOCKED, FR_MAX_STREAM_DATA, FR_RESET_STREAM
                             FR_STREAM, FR_STREAM_DATA_BLOCKED, FR_STREAMS_BLOCKED, OWE_MAX_DATA,
                             OWE_MAX_STREAM_DATA, OWE_MAX_STREAMS, OWE_RESET_STREAM,
                             OWE_STOP_SENDING, _Sent, _Space, add_record, record_at)
-from dquic._streams cimport FlowWindow, RecvStream, SendStream
+from dquic._streams cimport FlowWindow, RecvStream, SendStream, message_ready_c
 from dquic._wire cimport varint_len as _varint_len, varint_prefixed_payload_len as _payload_len
 
 from bisect import bisect_left
@@ -229,7 +229,7 @@ cdef class StreamSet:
         cdef _Stream s
         out = []
         for sid, s in self.streams.items():
-            if message_ready1(s.recv):
+            if message_ready_c(s.recv, 1):
                 out.append(sid)
         return out
 
@@ -241,11 +241,11 @@ cdef class StreamSet:
         if obj is None:
             return None
         s = <_Stream>obj
-        before = s.recv._read_offset
+        before = s.recv.read_offset
         result = s.recv.read_message(max_bytes)
-        if s.recv._read_offset != before:
-            self.on_consumed(s, s.recv._read_offset - before)
-        if result is not None and not message_ready1(s.recv):
+        if s.recv.read_offset != before:
+            self.on_consumed(s, s.recv.read_offset - before)
+        if result is not None and not message_ready_c(s.recv, 1):
             s.readable_signalled = False
         return result
 
@@ -263,15 +263,15 @@ cdef class StreamSet:
             if obj is None:
                 return i, budget, last
             s = <_Stream>obj
-            if not s.recv.message_ready(budget):
+            if not message_ready_c(s.recv, budget):
                 return i, budget, last
-            before = s.recv._read_offset
+            before = s.recv.read_offset
             result = s.recv.read_message(budget)
-            if s.recv._read_offset != before:
-                self.on_consumed(s, s.recv._read_offset - before)
+            if s.recv.read_offset != before:
+                self.on_consumed(s, s.recv.read_offset - before)
             if result is None:
                 return i, budget, last
-            if not message_ready1(s.recv):
+            if not message_ready_c(s.recv, 1):
                 s.readable_signalled = False
             data = (<tuple>result)[0]
             out[sid] = data
@@ -283,8 +283,8 @@ cdef class StreamSet:
         cdef double rtt = self.rtt.smoothed_rtt
         cdef RecvStream r = s.recv
         # RecvStream.should_update_window(): no credit once the final size is known
-        if not (r._reset or r._stopped or r._final_size >= 0) and r._fw.should_update_c():
-            r._fw.update_c(self.now, rtt)
+        if not (r._reset or r._stopped or r.final_size >= 0) and r.window.should_update_c():
+            r.window.update_c(self.now, rtt)
             s.owed |= OWE_MAX_STREAM_DATA
             self.schedule(s)
         self.recv_window.consumed_c(consumed)
@@ -341,7 +341,7 @@ cdef class StreamSet:
         none is live, or the next one while the live one is ending (PROTOCOL.md §16.7)."""
         cdef SendStream x = s.send
         if not s.send_opened:
-            if x is _NO_SEND or x._write_offset or x._finished or x._reset:
+            if x is _NO_SEND or x.write_offset or x._finished or x._reset:
                 x = SendStream(s.stream_id, 0)
                 s.send = x
                 s.blocked_reported = -1
@@ -396,9 +396,9 @@ cdef class StreamSet:
         if x._reset or not s.send_opened:
             return 0
         if x._finished:
-            if x._fin_acked and x._base == x._write_offset:
+            if x.fin_acked and x._base == x.write_offset:
                 self.send_complete(s)
-        elif (x._base == x._write_offset and x._write_offset != 0 and x._msg_remaining == 0
+        elif (x._base == x.write_offset and x.write_offset != 0 and x._msg_remaining == 0
                 and not s.pinned):
             # every message acknowledged: the half may end. It does at once if its credit is
             # wanted, else when it is (end_idle_halves) or after a quiet period; until then a
@@ -459,7 +459,7 @@ cdef class StreamSet:
                 continue  # it took messages since (and may be listed again, later)
             s.idle_since = -1.0
             if (s.send_gen == s.idle_gen and s.send_opened and not x._finished and not x._reset
-                    and x._base == x._write_offset and x._msg_remaining == 0):
+                    and x._base == x.write_offset and x._msg_remaining == 0):
                 x.finish()
                 self.schedule(s)
         # an empty deque costs more than the connection's streams
@@ -511,7 +511,7 @@ cdef class StreamSet:
             self.give_credit(1)
             if data_complete(s.recv):
                 self.recv_complete(s)
-            if message_ready1(s.recv):
+            if message_ready_c(s.recv, 1):
                 s.readable_signalled = True
                 self.events.append(MessageReceived(s.stream_id))
             return self.check_recv_closed(s)
@@ -539,8 +539,8 @@ cdef class StreamSet:
         """The application stopped reading a half whose bytes all arrived: it ends here as if
         reset; its unread bytes count as consumed for connection flow control."""
         cdef RecvStream r = s.recv
-        cdef uint64_t unread = <uint64_t>r._final_size - r._read_offset
-        r.reset(code, r._final_size)
+        cdef uint64_t unread = <uint64_t>r.final_size - r.read_offset
+        r.reset(code, r.final_size)
         s.owed &= ~OWE_STOP_SENDING
         if unread:
             self.recv_window.consumed_c(unread)
@@ -769,12 +769,9 @@ cdef class StreamSet:
                           Py_ssize_t length, bint fin, int frame_type) except -1:
         cdef bint nxt
         cdef _Stream s = self.route(stream_id, offset + <uint64_t>length, &nxt)
-        cdef RecvStream r
+        cdef RecvStream r = live_half(s, nxt)
         cdef int64_t new
-        if s is None:
-            return 0
-        r = s.recv_next if nxt else s.recv
-        if r._reset:
+        if r is None:
             return 0
         new = r.insert_c(offset, data, length, fin)
         if new:
@@ -789,7 +786,7 @@ cdef class StreamSet:
             if data_complete(r):
                 self.drop_unread(s, s.stop_code)
             return 0
-        if not s.readable_signalled and message_ready1(r):
+        if not s.readable_signalled and message_ready_c(r, 1):
             s.readable_signalled = True
             self.events.append(MessageReceived(s.stream_id))
         if not s.recv_done and data_complete(r):
@@ -800,20 +797,17 @@ cdef class StreamSet:
     cdef int on_reset_stream(self, object frame, double now) except -1:
         cdef bint nxt
         cdef _Stream s = self.route(frame.stream_id, frame.final_size, &nxt)
-        cdef RecvStream r
-        if s is None:
+        cdef RecvStream r = live_half(s, nxt)
+        if r is None:
             return 0
-        r = s.recv_next if nxt else s.recv
-        if r._reset:
-            return 0
-        before = r._highest
+        before = r.highest_offset
         r.reset(frame.error_code, frame.final_size)
         grown = max(0, frame.final_size - before)
         self.data_received += grown
         if self.data_received > self.recv_window._limit:
             raise ProtocolError("connection flow control limit exceeded", ErrorCode.FLOW_CONTROL_ERROR)
         # the bytes the peer will never send count as consumed for connection flow control
-        unread = frame.final_size - r._read_offset
+        unread = frame.final_size - r.read_offset
         if unread > 0:
             self.recv_window.on_consumed(unread)
             if self.recv_window.should_update():
@@ -931,13 +925,13 @@ cdef class StreamSet:
                 if rec.nrec != n0:
                     record_at(rec, rec.nrec - 1).gen = s.recv_gen
                     n0 = rec.nrec
-                if pay(buf, &s.owed, FR_MAX_STREAM_DATA, end, rec, sid, s.recv._fw._limit):
+                if pay(buf, &s.owed, FR_MAX_STREAM_DATA, end, rec, sid, s.recv.window._limit):
                     break
                 if rec.nrec != n0:
                     record_at(rec, rec.nrec - 1).gen = s.recv_gen
             if send.has_pending_c():
                 # stream credit (MAX_STREAMS): the first frame of an incarnation consumes one
-                if send._offset_sent == 0 and not send._fin_sent and not s.counted:
+                if send._offset_sent == 0 and not send.fin_sent and not s.counted:
                     if self.streams_counted >= self.peer_stream_credit:
                         if (self.streams_blocked_reported != <int64_t>self.peer_stream_credit
                                 and put_frame(buf, end, rec, FR_STREAMS_BLOCKED,

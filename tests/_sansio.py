@@ -58,3 +58,19 @@ def plain_pair(step: float = 0.01):
                                Configuration(is_client=False, encryption=False), C_ADDR, S_ADDR)
     now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=50, step=step)
     return client, server, now
+
+
+def rebind_mid_transfer(net, receiver, stream_id, data, progress, new_addr):
+    """A NAT rebinding in the middle of a transfer between a pair on a 10 ms, 50 Mbit/s link:
+    once ``receiver`` got ``progress`` bytes the client moves to ``new_addr`` (a link like the
+    old one), then the run goes on until the message ``data`` arrived whole on ``stream_id``."""
+    from dquic.testing import LinkConfig
+    from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR
+
+    net.run(until=lambda: receiver.bytes_received > progress, max_time=30)
+    net.rebind(CLIENT_ADDR, new_addr)
+    net.link(new_addr, SERVER_ADDR, LinkConfig(delay=0.01, bandwidth=50e6))
+    # when the server sends, the client must send something for the server to learn the new
+    # address: its ACKs do
+    net.run(until=lambda: receiver.count(stream_id) == 1, max_time=120)
+    assert receiver.stream_messages(stream_id) == [data]

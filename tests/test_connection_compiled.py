@@ -15,7 +15,7 @@ from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated
 from dquic.testing import LinkConfig
 from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
-from dquic.testing.pairs import core_pair
+from dquic.testing.pairs import core_pair, run_due_timers
 
 C_ADDR = ("192.0.2.1", 4433)
 S_ADDR = ("198.51.100.7", 4433)
@@ -107,12 +107,7 @@ def test_many_small_streams_share_packets_and_survive_loss():
     for _ in range(3000):
         now += 0.002
         _pump(client, server, now, drop=drop)
-        t = client.get_timer()
-        if t is not None and t <= now:
-            client.handle_timer(now)
-        t = server.get_timer()
-        if t is not None and t <= now:
-            server.handle_timer(now)
+        run_due_timers(now, client, server)
         _read_all(server, got)
         if len(_messages(got)) == len(msgs) and client.send_buffered == 0:
             break
@@ -288,11 +283,8 @@ def test_lost_control_frames_are_owed_again():
             if "max_data" in frames:
                 resent.append(frames)
             client.receive_datagram(d, S_ADDR, now)
-        for conn in (client, server):
-            t = conn.get_timer()
-            if t is not None and t <= now:
-                conn.handle_timer(now)
-                owed_again |= conn is server and dropped is not None and "max_data" in server._owed
+        for conn in run_due_timers(now, client, server):
+            owed_again |= conn is server and dropped is not None and "max_data" in server._owed
         if resent:
             break
     assert dropped is not None and "max_stream_data" in dropped

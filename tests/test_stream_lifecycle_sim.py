@@ -12,6 +12,7 @@ from dquic.events import ConnectionTerminated
 from _sansio import inject, injectable_pair
 from dquic.testing import LinkConfig
 from dquic.testing.apps import CLIENT_ADDR, SERVER_ADDR, make_pair
+from dquic.testing.pairs import run_due_timers
 
 
 def _server_conn(server):
@@ -277,10 +278,7 @@ def test_late_acknowledgement_of_a_forgotten_lost_packet_prevents_a_second_deliv
         nonlocal now
         for i in range(rounds):
             now += 0.01
-            for c in (client, server):
-                t = c.get_timer()
-                if t is not None and t <= now:
-                    c.handle_timer(now)
+            run_due_timers(now, client, server)
             if i % 10 == 0:
                 client.send_message(8, keep_alive % i)
             for d, _ in client.datagrams_to_send(now):
@@ -322,15 +320,9 @@ def test_a_quiet_connection_forgets_its_finished_resolved_halves():
         now = exchange(server, client, c_addr, s_addr, now, rounds=5, step=0.01)
         while server.read_message(4, 100) is not None:
             pass
-        for c in (client, server):
-            t = c.get_timer()
-            if t is not None and t <= now:
-                c.handle_timer(now)
+        run_due_timers(now, client, server)
     assert server._finished is not None  # remembered while the connection is busy
     now += 2.0
-    for c in (client, server):
-        t = c.get_timer()
-        if t is not None and t <= now:
-            c.handle_timer(now)
+    run_due_timers(now, client, server)
     assert server._finished is None
     assert 4 not in server._streams

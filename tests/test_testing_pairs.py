@@ -1,11 +1,11 @@
-"""dquic.testing.pairs: two sans-IO endpoints back to back (core_pair, exchange) and over a
-fixed-delay wire (Wire)."""
+"""dquic.testing.pairs: two sans-IO endpoints back to back (core_pair, exchange), their expired
+timers (run_due_timers) and a fixed-delay wire (Wire)."""
 from __future__ import annotations
 
 import pytest
 
 from dquic.config import Configuration
-from dquic.testing.pairs import Wire, core_pair, exchange
+from dquic.testing.pairs import Wire, core_pair, exchange, run_due_timers
 
 C_ADDR = ("192.0.2.1", 1000)
 S_ADDR = ("198.51.100.1", 2000)
@@ -64,6 +64,15 @@ def test_exchange_gives_up_after_its_rounds():
     a, b = _Chatty(), _Recorder()
     assert exchange(b, a, C_ADDR, S_ADDR, 0.0, rounds=3, step=1.0, until=lambda: False) == 3.0
     assert len(b.received) == 3
+
+
+def test_run_due_timers_runs_only_the_expired_ones_in_order():
+    due, later, none, exact = (_Recorder(timer=1.0), _Recorder(timer=2.5), _Recorder(),
+                               _Recorder(timer=2.0))
+    assert run_due_timers(2.0, due, later, none, exact) == [due, exact]
+    assert due.timer_runs == [2.0] and exact.timer_runs == [2.0]
+    assert later.timer_runs == [] and none.timer_runs == []
+    assert run_due_timers(2.0) == []
 
 
 def test_wire_delivers_after_the_one_way_delay_then_runs_due_timers():

@@ -11,6 +11,7 @@ import pytest
 from dquic.config import Configuration
 from dquic.connection import CoreConnection
 from dquic.endpoint import Endpoint
+from dquic.testing.pairs import run_due_timers
 
 C_ADDR = ("192.0.2.1", 4433)
 S_ADDR = ("198.51.100.7", 4433)
@@ -59,10 +60,7 @@ def _run(trains, max_segments):
                 if step == 40 and i == 1:
                     continue  # one datagram lost: recovery runs on both sides alike
                 peer.receive_datagram(d, src, now)
-        for conn in (client, server):
-            t = conn.get_timer()
-            if t is not None and t <= now:
-                conn.handle_timer(now)
+        run_due_timers(now, client, server)
         now += STEP
     assert sum(len(m) for m in _read(server)) == 4 * 30_000
     return wire
@@ -123,10 +121,7 @@ def test_endpoint_forms_agree():
                 for d, _ in out:
                     wire.append(d)
                     peer.receive_datagram(d, src, now)
-            for ep in (client, server):
-                t = ep.get_timer()
-                if t is not None and t <= now:
-                    ep.handle_timer(now)
+            run_due_timers(now, client, server)
             now += STEP
         return wire
     one_by_one = drive(False)

@@ -4,8 +4,9 @@ caller's clock.
 ``core_pair`` makes a client and a server ``CoreConnection`` that know each other's connection
 IDs (what an ``Endpoint`` would arrange for the server), the client already connecting;
 ``exchange`` moves datagrams between any two sans-IO endpoints (connections or ``Endpoint``\\ s)
-until a condition holds or neither has anything to send. Tests and benchmarks of the core use
-them to reach an established connection in a few lines. ``Wire`` joins two endpoints by a
+until a condition holds or neither has anything to send; ``run_due_timers`` runs the timers
+that expired. Tests and benchmarks of the core use them to reach an established connection
+in a few lines. ``Wire`` joins two endpoints by a
 lossless path with a fixed one-way delay and tells the caller when the next thing happens (an
 arrival or a timer), for event-driven runs over virtual time.
 """
@@ -17,7 +18,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from ..config import Configuration
 from ..connection import CoreConnection
 
-__all__ = ["Wire", "core_pair", "exchange"]
+__all__ = ["Wire", "core_pair", "exchange", "run_due_timers"]
 
 
 def core_pair(client_config: Configuration, server_config: Configuration, client_addr: Tuple,
@@ -56,6 +57,18 @@ def exchange(server: Any, client: Any, client_addr: Tuple, server_addr: Tuple, n
         if not moved:
             break
     return now
+
+
+def run_due_timers(now: float, *endpoints: Any) -> List[Any]:
+    """Call ``handle_timer(now)`` on each of the sans-IO ``endpoints`` (connections or
+    ``Endpoint``\\ s) whose timer expired by ``now``, in order; returns those it ran."""
+    ran = []
+    for ep in endpoints:
+        t = ep.get_timer()
+        if t is not None and t <= now:
+            ep.handle_timer(now)
+            ran.append(ep)
+    return ran
 
 
 class Wire:
@@ -99,7 +112,4 @@ class Wire:
                 self.server.receive_datagram(data, self.client_addr, now)
             else:
                 self.client.receive_datagram(data, self.server_addr, now)
-        for ep in (self.client, self.server):
-            t = ep.get_timer()
-            if t is not None and t <= now:
-                ep.handle_timer(now)
+        run_due_timers(now, self.client, self.server)

@@ -157,7 +157,7 @@ def _bench_rtt(seconds: float, size: int, encryption: bool) -> Dict[str, float]:
         request = {1: os.urandom(size)}
         client.send_to(target, request)  # handshake outside the measurement
         client.receive_from(1 << 20)
-        samples = []
+        samples: List[float] = []
         t0 = time.perf_counter()
         end = t0 + seconds
         while True:

@@ -758,7 +758,7 @@ cdef class CoreConnection(PacketReceiver):
             self._release_idle()
         flush_noted(self)
 
-    def _emit_terminated(self, ev):
+    cdef int _emit_terminated(self, object ev) except -1:
         if self._app_seal is None:
             # it ended before its handshake completed: say so, with the key the peer presented
             # (a refused client's key is kept by the handshake: dquic.handshake presented_key)
@@ -769,7 +769,7 @@ cdef class CoreConnection(PacketReceiver):
         if self._qlog is not None:
             self._qlog.connection_closed(self._now_hint, ev.error_code, ev.reason, ev.by_peer,
                                          application=ev.application, timeout=ev.timeout)
-
+        return 0
 
     def attach_qlog(self, trace, now):
         """Trace this connection to ``trace`` (a ``dquic.qlog.QlogTrace``) from now on."""
@@ -785,25 +785,27 @@ cdef class CoreConnection(PacketReceiver):
 
     # ----------------------------------------------------------------------------------------
     # closing
-    def _protocol_error(self, exc, auth=False):
+    cdef int _protocol_error(self, object exc, bint auth=False) except -1:
         if self._state >= _CLOSING:
-            return
+            return 0
         code = exc.error_code
         self._close_frame = (code, exc.frame_type or 0, str(exc).encode()[:256], False)
         self._enter_closing(_CLOSING, None)
         self._emit_terminated(ConnectionTerminated(code, str(exc), by_peer=False))
+        return 0
 
-    def _enter_closing(self, int state, now):
+    cdef int _enter_closing(self, int state, object now) except -1:
         self._state = state
         self._close_deadline = None if now is None else now + 3 * self._pto()
         self._sset.send_queue = None
         self._tx.pacing_deadline = -1.0
         self._hs.ack_deadline = -1.0
         self._app.ack_deadline = -1.0
+        return 0
 
     # ----------------------------------------------------------------------------------------
     # path management
-    def _on_peer_address_change(self, addr, now):
+    cdef int _on_peer_address_change(self, object addr, double now) except -1:
         old = self._paths.peer_addr
         challenge = bytes(self._random(8))
         if len(challenge) != 8:
@@ -813,6 +815,7 @@ cdef class CoreConnection(PacketReceiver):
             # a new network path: congestion state does not carry over (RFC 9000 §9.4)
             self._reset_congestion()
         self._cids.switch_peer_cid()
+        return 0
 
     def _path_validation_failed(self):
         self._paths.validation_failed()

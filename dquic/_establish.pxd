@@ -99,7 +99,16 @@ cdef class ConnectionSetup:
     cdef public Buffer _rbuf
     cdef public list _free_sent
 
+    # the establishment (_establish.pyx)
     cdef int _set_app_protection(self, object seal, object open_) except -1
+    cdef int _confirm_handshake(self) except -1
+    cdef int _on_retry(self, object hdr, object packet) except -1
+    cdef int _on_version_negotiation(self, object hdr) except -1
+    # closing, which the establishment and the receive path call: CoreConnection's
+    # (_connection.pyx, the top of the chain)
+    cdef int _protocol_error(self, object exc, bint auth=*) except -1
+    cdef int _enter_closing(self, int state, object now) except -1
+    cdef int _emit_terminated(self, object ev) except -1
 
 
 cdef inline void note_work(ConnectionSetup conn):

@@ -14,8 +14,9 @@ establishment (compiled).
 * the handshake's confirmation (RFC 9001 §4.1.2) and the discarding of the handshake space;
 * Retry (client) and Version Negotiation.
 
-A protocol error found here goes to the connection's ``_protocol_error``, an ending to its
-``_emit_terminated`` (``CoreConnection``, the top of the chain: closing).
+A protocol error found here goes to ``_protocol_error``, an ending to ``_emit_terminated``: cdef
+methods of closing, declared in ``_establish.pxd`` and overridden by ``CoreConnection`` (the top
+of the chain); the versions here only raise ``NotImplementedError``.
 """
 from dquic._protection cimport PacketProtection
 from dquic._sender cimport trace_keys
@@ -199,11 +200,11 @@ cdef class ConnectionSetup:
             if s.send.has_pending_c() or s.owed & (OWE_RESET_STREAM | OWE_STOP_SENDING):
                 self._sset.schedule(s)
 
-    def _confirm_handshake(self):
+    cdef int _confirm_handshake(self) except -1:
         """RFC 9001 §4.1.2: the server confirms on its first 1-RTT packet from the client; the
         client on HANDSHAKE_DONE. The handshake space is then discarded."""
         if self._handshake_confirmed or self._state < _ESTABLISHED:
-            return
+            return 0
         self._handshake_confirmed = True
         self._recovery.handshake_confirmed = True
         if not self.is_client:
@@ -215,6 +216,7 @@ cdef class ConnectionSetup:
         self._handshake = None
         self._local_params = None
         self._peer_params = None
+        return 0
 
     def _discard_space(self, int space_id):
         cdef _Space space = self._spaces[space_id]
@@ -234,27 +236,39 @@ cdef class ConnectionSetup:
             raise ProtocolError("HANDSHAKE_DONE from a client", ErrorCode.PROTOCOL_VIOLATION)
         self._confirm_handshake()
 
-    def _on_retry(self, hdr, packet):
+    cdef int _on_retry(self, object hdr, object packet) except -1:
         """Client: the server asks us to prove our address (RFC 9000 §17.2.5.2)."""
         if (not self.is_client or self._state != _HANDSHAKING or self._retry_scid is not None
                 or self.packets_received or hdr.dcid != self._cids.host_cid or not hdr.token):
             self.packets_dropped += 1
-            return
+            return 0
         if retry_integrity_tag(self.original_dcid, packet[:-16]) != bytes(hdr.integrity_tag):
             self.packets_dropped += 1
-            return
+            return 0
         self._retry_scid = bytes(hdr.scid)
         self._tx.retry_token = bytes(hdr.token)
         self._cids.server_chose(self._retry_scid)
         # the server kept nothing: send the first handshake message again, same offsets
         cs = self._hs.crypto_send
         cs.on_lost(0, cs.offset_sent, False)
+        return 0
 
-    def _on_version_negotiation(self, hdr):
+    cdef int _on_version_negotiation(self, object hdr) except -1:
         if not self.is_client or self._state != _HANDSHAKING or self.packets_received:
-            return
+            return 0
         if codec.DQUIC_VERSION_1 in hdr.supported_versions:
-            return  # RFC 9000 §6.2: ignore a VN that lists our version
+            return 0  # RFC 9000 §6.2: ignore a VN that lists our version
         self._state = _TERMINATED
         self._emit_terminated(ConnectionTerminated(ErrorCode.CONNECTION_REFUSED,
                                                    "no common protocol version", by_peer=True))
+        return 0
+
+    # closing: CoreConnection's (_connection.pyx), the top of the chain
+    cdef int _protocol_error(self, object exc, bint auth=False) except -1:
+        raise NotImplementedError
+
+    cdef int _enter_closing(self, int state, object now) except -1:
+        raise NotImplementedError
+
+    cdef int _emit_terminated(self, object ev) except -1:
+        raise NotImplementedError

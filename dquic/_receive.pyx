@@ -19,9 +19,10 @@ are decoded without frame objects and go to the sender; every other frame is a `
 object handed to its handler by ``FRAME_HANDLERS``, most of which hand it on to the object that
 owns the concept (the stream table, the connection IDs, the paths).
 
-What the receive path asks of the class at the top of the chain (``CoreConnection``): closing
-(``_protocol_error``, ``_enter_closing``, ``_emit_terminated``) and migration
-(``_on_peer_address_change``).
+What the receive path asks of the class at the top of the chain (``CoreConnection``), as cdef
+methods declared in the chain's ``.pxd`` files and overridden there (vtable calls, like every
+cdef call): closing (``_protocol_error``, ``_enter_closing``, ``_emit_terminated``, declared in
+``_establish.pxd``) and migration (``_on_peer_address_change``, declared in ``_receive.pxd``).
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
@@ -676,6 +677,9 @@ cdef class PacketReceiver(ConnectionSetup):
     cdef double _pto(self):
         cdef RttEstimator rtt = self._recovery.rtt
         return rtt.smoothed_rtt + max(4 * rtt.rttvar, 0.001) + self._peer_max_ack_delay
+
+    cdef int _on_peer_address_change(self, object addr, double now) except -1:
+        raise NotImplementedError  # migration: CoreConnection's (_connection.pyx)
 
     def _trace_drop(self, now, size, trigger, packet_type=None, pn=None, reason=None):
         """Tell the trace about a packet this connection discarded (qlog packet_dropped)."""

@@ -1,19 +1,12 @@
 """Type stub of dquic._connection (the compiled sans-IO connection, re-exported by
 dquic.connection)."""
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
-from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from dquic._cids import CidState
-from dquic._congestion import CongestionController
-from dquic._paths import PathState
-from dquic._ranges import RangeSet
-from dquic._recovery import Recovery
-from dquic._spaces import _Space
-from dquic._streams import FlowWindow, RecvStream, SendStream
-from dquic._sender import Sender
-from dquic._streamset import StreamSet, _Stream
+from dquic._establish import _PlainHandshake as _PlainHandshake
+from dquic._receive import PacketReceiver
+from dquic._streamset import _Stream
 from dquic.config import Configuration
-from dquic.events import ConnectionTerminated, Event
+from dquic.events import Event
 
 __all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
 
@@ -23,15 +16,6 @@ MAX_STREAM_ID: int
 MAX_CRYPTO_BUFFER: int
 MAX_PENDING_PATH_RESPONSES: int
 IDLE_RELEASE_AFTER: float
-
-class _PlainHandshake:
-    complete: bool
-    peer_static: Optional[bytes]
-    peer_transport_params: Optional[bytes]
-    def __init__(self, is_client: bool, transport_params: bytes) -> None: ...
-    def start(self) -> bytes: ...
-    def receive(self, message: bytes) -> Optional[bytes]: ...
-    def protections(self, **_: Any) -> Tuple[Any, Any]: ...
 
 class ConnectionStats:
     smoothed_rtt: float
@@ -59,67 +43,15 @@ class ConnectionStats:
     def __init__(self, **values: Any) -> None: ...
     def as_dict(self) -> Dict[str, Any]: ...
 
-@disjoint_base
-class CoreConnection:
-    config: Configuration
-    is_client: bool
-    original_dcid: Optional[bytes]
-    peer_key: Optional[bytes]
-    packets_received: int
-    packets_dropped: int
-    duplicate_packets: int
-    bytes_sent: int
-    bytes_received: int
-    # internals kept visible for tests and tools
-    _spaces: List[_Space]
-    _sset: StreamSet
-    _tx: Sender
-    @property
-    def _sbuf(self) -> Any: ...
-    @property
-    def _datagrams(self) -> Any: ...
+class CoreConnection(PacketReceiver):  # adds no C fields: not a disjoint base
     @property
     def stream_bytes_received(self) -> int: ...
     @property
     def _streams(self) -> Dict[int, _Stream]: ...
     @property
-    def _recv_window(self) -> FlowWindow: ...
-    @property
-    def _send_queue(self) -> Any: ...
-    @property
-    def _peer_opened(self) -> int: ...
-    @property
-    def _finished(self) -> Any: ...
-    @property
-    def _tomb_wait(self) -> Any: ...
-    @property
-    def _peer_max_data(self) -> int: ...
-    @property
-    def _max_streams_local(self) -> int: ...
-    @property
-    def _data_received(self) -> int: ...
-    _recovery: Recovery
-    _cc: CongestionController
-    _seal: List[Any]
-    _open: List[Any]
-    _retry_scid: Optional[bytes]
-    _qlog: Any
-    _work: Optional[Dict[Any, Any]]  # the driving endpoint's connections with output to build
-    _cids: CidState
-    _paths: PathState
-    @property
-    def _path_challenge(self) -> Optional[Tuple[bytes, Tuple[Any, ...], float]]: ...
-    @property
-    def _bytes_received_on_path(self) -> int: ...
-    @property
     def _host_cids(self) -> Dict[int, bytes]: ...  # sequence number -> our connection ID
     @property
-    def _peer_cids(self) -> Dict[int, Tuple[bytes, Optional[bytes]]]: ...
-    @property
-    def _retiring(self) -> Optional[Set[int]]: ...
-    @property
     def _owed(self) -> Dict[str, Any]: ...  # control frames owed to the peer, by qlog name
-
     def __init__(self, config: Configuration, peer_addr: Tuple[Any, ...], *,
                  host_cid: Optional[bytes] = ..., peer_cid: Optional[bytes] = ...,
                  original_dcid: Optional[bytes] = ..., retry_source_cid: Optional[bytes] = ...,
@@ -186,8 +118,6 @@ class CoreConnection:
         self, order: List[int], budget: int, out: Dict[int, bytes]
     ) -> Tuple[int, int, int]: ...
     # driving
-    def receive_datagram(self, data: Any, addr: Tuple[Any, ...], now: float) -> None: ...
-    def receive_segments(self, data: Any, segment_size: int, addr: Tuple[Any, ...], now: float) -> int: ...
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple[Any, ...]]]: ...
     def datagram_trains(
         self, now: float, max_bytes: int = 65000, max_segments: int = 64
@@ -196,9 +126,3 @@ class CoreConnection:
     @property
     def timers(self) -> Dict[str, float]: ...
     def handle_timer(self, now: float) -> None: ...
-    # stateless reset (RFC 9000 §10.3)
-    def peer_reset_tokens(self) -> List[bytes]: ...
-    @property
-    def reset_token(self) -> Optional[bytes]: ...
-    def is_stateless_reset(self, datagram: Any) -> bool: ...
-    def on_stateless_reset(self, now: float) -> None: ...

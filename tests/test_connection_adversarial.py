@@ -168,7 +168,7 @@ def test_acknowledged_retirements_do_not_count():
         sent = sconn._spaces[1].next_pn
         _inject(net, conn, server, [AckFrame([(0, sent)], 0)])
         assert not sconn.is_closed, seq
-    assert not sconn._retiring
+    assert not sconn._cids.retiring
 
 
 def test_garbage_is_dropped_and_connection_survives():
@@ -260,8 +260,8 @@ def test_frames_for_stream_halves_we_never_opened_create_nothing():
            range(200_000, 210_000))
     assert not server.terminated()
     assert len(sconn._streams) == before
-    assert not sconn._send_queue  # no RESET_STREAM (nor anything else) queued in reply
-    assert sconn._peer_opened == 1  # stream 0, opened by the client's real data
+    assert not sconn._sset.send_queue  # no RESET_STREAM (nor anything else) queued in reply
+    assert sconn._sset.peer_opened == 1  # stream 0, opened by the client's real data
     assert not [e for _, e in server.events if type(e).__name__ == "StopSendingReceived"]
     # the connection still works
     _inject(net, conn, server, [framing.StreamFrame(0, 6, b"\x05after", False)])
@@ -277,7 +277,7 @@ def test_stop_sending_for_a_stream_the_peer_opened_and_we_never_sent_on():
            range(1, 40), per_packet=10)
     _flood(net, conn, server, lambda sid: framing.StopSendingFrame(sid, 3), range(1, 40))
     assert not server.terminated()
-    assert not sconn._send_queue
+    assert not sconn._sset.send_queue
     assert all(not sconn._streams[sid].send.is_reset for sid in range(1, 40))
     # once we have sent on a stream, STOP_SENDING applies: RESET_STREAM goes back
     sconn.send_message(5, b"reply")
@@ -309,7 +309,7 @@ def test_streams_opened_and_finished_without_end_keep_memory_bounded(acks):
     opened = 0
     largest = 0
     for rnd in range(400):
-        room = sconn._max_streams_local - sconn._peer_opened
+        room = sconn._sset.max_streams_local - sconn._sset.peer_opened
         if room <= 0:
             net.run_for(0.05)  # wait for credit, as a peer that obeys MAX_STREAMS does
             if acks:
@@ -338,12 +338,12 @@ def test_streams_opened_and_finished_without_end_keep_memory_bounded(acks):
     sp.next_pn += 3
     _inject(net, conn, server, [_ack_all(sconn)] if acks else [framing.PingFrame()])
     after = sp.next_pn
-    opened_before = sconn._peer_opened
+    opened_before = sconn._sset.peer_opened
     dropped_before = sconn.packets_dropped
     sp.next_pn = late
     _inject(net, conn, server, [framing.StreamFrame(sid, 0, b"", True),
                                 framing.ResetStreamFrame(sid - 1, 1, 0)])
     sp.next_pn = after
-    assert sconn._peer_opened == opened_before and not server.terminated()
+    assert sconn._sset.peer_opened == opened_before and not server.terminated()
     assert sconn.packets_dropped == dropped_before + 1
     assert sconn._app.rx.count_in(late, late + 1) == 0

@@ -149,7 +149,7 @@ def test_receiver_that_does_not_read_stops_sender_at_window():
     net.run(until=lambda: server.count(1) == 1, max_time=120)
     assert server.stream_messages(1) == [data]
     # auto-tuning never exceeded the configured maxima
-    assert sconn._recv_window.window <= 400_000
+    assert sconn._sset.recv_window.window <= 400_000
     assert s.recv.window.window <= 200_000
 
 
@@ -301,14 +301,14 @@ def test_reset_stream_returns_connection_credit():
     """Bytes a reset stream will never deliver give their connection credit back (MAX_DATA)."""
     net, client, server, conn = _pair_with_a_stalled_reader(200_000, 200_000, 180_000, 180_000, 19)
     conn.send_message(1, bytes(150_000))
-    net.run(until=lambda: server.bytes_received == 0 and _server_conn(server)._data_received >= 150_000
+    net.run(until=lambda: server.bytes_received == 0 and _server_conn(server)._sset.data_received >= 150_000
             if server.endpoint.connections else False, max_time=10)
     sconn = _server_conn(server)
     sconn.stop_sending(1, 5)  # the peer answers with RESET_STREAM
     net.poll()
     net.run(until=lambda: any(isinstance(e, StreamReset) for _, e in server.events), max_time=10)
     # without any read by the application, the sender gets the credit back
-    net.run(until=lambda: conn._peer_max_data > 200_000, max_time=net.now + 2)
+    net.run(until=lambda: conn._sset.peer_max_data > 200_000, max_time=net.now + 2)
     server.reading = True
     data = _payload(19, 150_000)
     conn.send_message(2, data)
@@ -337,8 +337,8 @@ def test_rebinding_of_a_client_with_nothing_to_send_is_followed(keep_alive, seed
     net.link(new_addr, SERVER_ADDR, LinkConfig(delay=0.01, bandwidth=50e6))
     # the first datagram from the new address starts the path validation, and its bytes are
     # the new path's budget (3x) for the PATH_CHALLENGE
-    net.run(until=lambda: sconn._path_challenge is not None, max_time=net.now + 2 * keep_alive)
-    assert sconn.peer_addr == new_addr and sconn._bytes_received_on_path > 0
+    net.run(until=lambda: sconn._paths.challenge is not None, max_time=net.now + 2 * keep_alive)
+    assert sconn.peer_addr == new_addr and sconn._paths.bytes_received > 0
     net.run(until=lambda: client.count(2) == 1, max_time=10)
     assert client.stream_messages(2) == [data]
     assert sconn.peer_addr == new_addr

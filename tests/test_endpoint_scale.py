@@ -316,7 +316,7 @@ def test_reset_tokens_of_unused_connection_ids_do_not_count(monkeypatch):
     net = _open(monkeypatch, 3)
     addr, ep = next(iter(net.clients.items()))
     conn = ep.connections[0]
-    spares = [tok for seq, (cid, tok) in conn._peer_cids.items() if cid != conn.peer_cid and tok]
+    spares = [tok for seq, (cid, tok) in conn._cids.peer_cids.items() if cid != conn.peer_cid and tok]
     assert spares, "the server issued a spare connection ID"
     ep.receive_datagram(bytes([0x47]) + bytes(30) + spares[0], SERVER, net.now)
     assert not conn.is_closed

@@ -107,8 +107,8 @@ def _idle_state(conn):
     assert hs.discarded and hs.rx is None and hs.crypto_send is None and hs.crypto_recv is None
     assert conn._seal[0] is None and conn._open[0] is None
     assert conn._local_params is None and conn._peer_params is None
-    assert conn._sbuf is None  # the send buffer is only borrowed while packets are built
-    assert conn._send_queue is None and conn._datagrams is None and not conn._owed
+    assert conn._tx.sbuf is None  # the send buffer is only borrowed while packets are built
+    assert conn._sset.send_queue is None and conn._tx.datagrams is None and not conn._owed
     for sid in conn.streams():
         s = conn._streams[sid]
         # emptied stream buffers were given back
@@ -228,7 +228,7 @@ def test_shared_send_buffers_respect_each_connections_datagram_size():
     for _ in range(2000):
         for net, client, server, conn in pairs:
             net.run_for(0.002)
-            assert conn._sbuf is None
+            assert conn._tx.sbuf is None
         if all(p[2].count(0) for p in pairs):
             break
     assert all(p[2].stream_messages(0) == [payload] for p in pairs)

@@ -84,7 +84,7 @@ def test_many_more_ids_than_max_streams_each_delivered_once():
     net.run_for(3.0)
     assert _state(conn) == 0
     assert _state(sconn) <= limit
-    assert sconn._peer_opened == n
+    assert sconn._sset.peer_opened == n
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -117,7 +117,7 @@ def test_ids_reused_at_random_under_loss_and_reordering(seed):
         assert server.stream_messages(sid) == sent[sid], sid
     assert not server.terminated() and not client.terminated()
     # ids were really reopened many times (each opening counts against the limit)
-    assert sconn._peer_opened > 3 * len(ids)
+    assert sconn._sset.peer_opened > 3 * len(ids)
     assert peak <= 2 * len(ids) + 8 + 2
 
 
@@ -136,10 +136,10 @@ def test_an_id_reused_back_to_back_keeps_order_and_state_flat():
             # and sometimes right after the end of the previous incarnation
             net.run(until=lambda: not conn._streams or conn._streams[7].send.is_closed_for_writing,
                     max_time=net.now + 30)
-        peak = max(peak, _state(sconn), _state(conn), len(sconn._finished or ()))
+        peak = max(peak, _state(sconn), _state(conn), len(sconn._sset.finished or ()))
     net.run_for(1.0)
     assert server.stream_messages(7) == msgs
-    assert sconn._peer_opened > 500  # the id was reopened over and over
+    assert sconn._sset.peer_opened > 500  # the id was reopened over and over
     assert peak <= 4  # max_streams: the newest finished halves remembered
     assert not server.terminated() and not client.terminated()
 
@@ -225,7 +225,7 @@ def test_aggressive_peer_reopening_ids_keeps_state_bounded():
             expected[sid].append(data)
         _inject(net, conn, server, frames)
         net.run_for(0.001)
-        peak = max(peak, _state(sconn), len(sconn._finished or ()), len(sconn._tomb_wait or ()))
+        peak = max(peak, _state(sconn), len(sconn._sset.finished or ()), len(sconn._sset.tomb_wait or ()))
         assert not server.terminated()
     got = {sid: server.stream_messages(sid + 100) for sid in range(4)}
     # every message delivered at most once and in order; those of packets that came before
@@ -252,12 +252,12 @@ def test_late_old_frame_after_the_id_was_forgotten_is_dropped():
         net.run_for(0.01)
     _inject(net, conn, server, [_ack_all(sconn)])
     assert 10 not in sconn._streams  # forgotten (beyond the newest max_streams finished)
-    opened = sconn._peer_opened
+    opened = sconn._sset.peer_opened
     after = sp.next_pn
     sp.next_pn = late
     _inject(net, conn, server, [framing.StreamFrame(10, 0, b"\x01x", True)])
     sp.next_pn = after
-    assert sconn._peer_opened == opened
+    assert sconn._sset.peer_opened == opened
     assert server.stream_messages(10) == [b"x"]
     assert not [e for _, e in server.events if isinstance(e, ConnectionTerminated)]
 
@@ -321,8 +321,8 @@ def test_a_quiet_connection_forgets_its_finished_resolved_halves():
         while server.read_message(4, 100) is not None:
             pass
         run_due_timers(now, client, server)
-    assert server._finished is not None  # remembered while the connection is busy
+    assert server._sset.finished is not None  # remembered while the connection is busy
     now += 2.0
     run_due_timers(now, client, server)
-    assert server._finished is None
+    assert server._sset.finished is None
     assert 4 not in server._streams

@@ -23,6 +23,7 @@ cdef class PacketReceiver(ConnectionSetup):
                              bint* non_probing) except -1
     cdef int _stream_frame_at(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t pos) except -1
     cdef int _dispatch_frame(self, int space_id, object frame, double now) except -1
+    cdef int _undecryptable(self, object packet, double now) except -1
     cdef int _on_ack_c(self, int space_id, list ranges, uint64_t ack_delay, double now) except -1
     # migration: CoreConnection's (_connection.pyx)
     cdef int _on_peer_address_change(self, object addr, double now) except -1

@@ -271,12 +271,7 @@ cdef class PacketReceiver(ConnectionSetup):
                 pn = _decode_pn(truncated, pn_len * 8, space.largest_rx + 1)
             if pn > PN_MAX:
                 # what NullProtection.decrypt_packet rejects as DecryptionFailed
-                self.packets_dropped += 1
-                if self._qlog is not None:
-                    self._trace_drop(now, plen, "decryption_failure", codec.PACKET_SHORT)
-                if self.is_stateless_reset(memoryview(data)[start:end]):
-                    self.on_stateless_reset(now)
-                return 0
+                return self._undecryptable(memoryview(data)[start:end], now)
             hlen = rel + pn_len
             return self._after_open(SP_APP, space, opener, pn, first, p + start + hlen,
                                     plen - hlen, data, start + hlen, False, None, plen, addr, now,
@@ -285,12 +280,7 @@ cdef class PacketReceiver(ConnectionSetup):
             try:
                 payload = (<PacketProtection>opener).c_open(p + start, plen, rel, space.largest_rx + 1, &pn, &first)
             except DecryptionFailed:
-                self.packets_dropped += 1
-                if self._qlog is not None:
-                    self._trace_drop(now, plen, "decryption_failure", codec.PACKET_SHORT)
-                if self.is_stateless_reset(memoryview(data)[start:end]):
-                    self.on_stateless_reset(now)
-                return 0
+                return self._undecryptable(memoryview(data)[start:end], now)
             except ProtocolError as exc:
                 self._protocol_error(exc)
                 return 0
@@ -305,12 +295,7 @@ cdef class PacketReceiver(ConnectionSetup):
         try:
             plain_header, payload, pn = opener.decrypt_packet(packet, rel, space.largest_rx + 1)
         except DecryptionFailed:
-            self.packets_dropped += 1  # forged, corrupted or for keys we no longer have: drop
-            if self._qlog is not None:
-                self._trace_drop(now, plen, "decryption_failure", codec.PACKET_SHORT)
-            if self.is_stateless_reset(packet):
-                self.on_stateless_reset(now)
-            return 0
+            return self._undecryptable(packet, now)
         except ProtocolError as exc:
             self._protocol_error(exc)  # e.g. AEAD_LIMIT_REACHED (RFC 9001 §6.6)
             return 0
@@ -320,6 +305,16 @@ cdef class PacketReceiver(ConnectionSetup):
                                 <const uint8_t*>PyBytes_AS_STRING(payload),
                                 PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr, now,
                                 to_our_cid)
+
+    cdef int _undecryptable(self, object packet, double now) except -1:
+        """A 1-RTT packet that does not open (forged, corrupted, or for keys we no longer
+        have): dropped, unless it is the peer's stateless reset."""
+        self.packets_dropped += 1
+        if self._qlog is not None:
+            self._trace_drop(now, len(packet), "decryption_failure", codec.PACKET_SHORT)
+        if self.is_stateless_reset(packet):
+            self.on_stateless_reset(now)
+        return 0
 
     cdef int _receive_long(self, object hdr, object data, Py_ssize_t start, Py_ssize_t end,
                            object addr, double now) except -1:
@@ -584,27 +579,10 @@ cdef class PacketReceiver(ConnectionSetup):
                              <const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
                              frame.fin, frame.frame_type)
 
-    # the frames about streams and flow control are the stream table's (_streamset.pyx)
-    def _on_reset_stream(self, space_id, frame, now):
-        self._sset.on_reset_stream(frame, now)
-
-    def _on_stop_sending(self, space_id, frame, now):
-        self._sset.on_stop_sending(frame)
-
-    def _on_max_data(self, space_id, frame, now):
-        self._sset.on_max_data(frame)
-
-    def _on_max_stream_data(self, space_id, frame, now):
-        self._sset.on_max_stream_data(frame)
-
-    def _on_max_streams(self, space_id, frame, now):
-        self._sset.on_max_streams(frame)
-
-    def _on_data_blocked(self, space_id, frame, now):
-        self._sset.on_data_blocked(frame)
-
-    def _on_stream_data_blocked(self, space_id, frame, now):
-        self._sset.on_stream_data_blocked(frame)
+    def _on_stream_control(self, space_id, frame, now):
+        """RESET_STREAM, STOP_SENDING, MAX_DATA, MAX_STREAM_DATA, MAX_STREAMS and the BLOCKED
+        frames about streams: the stream table's (_streamset.pyx)."""
+        self._sset.on_control_frame(frame, now)
 
     def _on_ignore(self, space_id, frame, now):
         """PADDING, PING and the BLOCKED frames need no action beyond acknowledgement."""
@@ -691,15 +669,15 @@ FRAME_HANDLERS = {
     frames.FRAME_PING: PacketReceiver._on_ignore,
     frames.FRAME_ACK: PacketReceiver._on_ack,
     frames.FRAME_ACK_ECN: PacketReceiver._on_ack,
-    frames.FRAME_RESET_STREAM: PacketReceiver._on_reset_stream,
-    frames.FRAME_STOP_SENDING: PacketReceiver._on_stop_sending,
+    frames.FRAME_RESET_STREAM: PacketReceiver._on_stream_control,
+    frames.FRAME_STOP_SENDING: PacketReceiver._on_stream_control,
     frames.FRAME_CRYPTO: PacketReceiver._on_crypto,
     frames.FRAME_NEW_TOKEN: PacketReceiver._on_ignore,
-    frames.FRAME_MAX_DATA: PacketReceiver._on_max_data,
-    frames.FRAME_MAX_STREAM_DATA: PacketReceiver._on_max_stream_data,
-    frames.FRAME_MAX_STREAMS: PacketReceiver._on_max_streams,
-    frames.FRAME_DATA_BLOCKED: PacketReceiver._on_data_blocked,
-    frames.FRAME_STREAM_DATA_BLOCKED: PacketReceiver._on_stream_data_blocked,
+    frames.FRAME_MAX_DATA: PacketReceiver._on_stream_control,
+    frames.FRAME_MAX_STREAM_DATA: PacketReceiver._on_stream_control,
+    frames.FRAME_MAX_STREAMS: PacketReceiver._on_stream_control,
+    frames.FRAME_DATA_BLOCKED: PacketReceiver._on_stream_control,
+    frames.FRAME_STREAM_DATA_BLOCKED: PacketReceiver._on_stream_control,
     frames.FRAME_STREAMS_BLOCKED: PacketReceiver._on_ignore,
     frames.FRAME_NEW_CONNECTION_ID: PacketReceiver._on_new_connection_id,
     frames.FRAME_RETIRE_CONNECTION_ID: PacketReceiver._on_retire_connection_id,

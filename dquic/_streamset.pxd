@@ -123,6 +123,7 @@ cdef class StreamSet:
     cdef int late_acks(self, list ranges) except -1
     cdef int on_stream(self, uint64_t stream_id, uint64_t offset, const uint8_t* data,
                     Py_ssize_t length, bint fin, int frame_type) except -1
+    cdef int on_control_frame(self, object frame, double now) except -1
     cdef int on_reset_stream(self, object frame, double now) except -1
     cdef int on_stop_sending(self, object frame) except -1
     cdef int on_max_data(self, object frame) except -1

@@ -794,6 +794,26 @@ cdef class StreamSet:
         self.check_recv_closed(s)
         return 0
 
+    cdef int on_control_frame(self, object frame, double now) except -1:
+        """The frames about streams and flow control other than STREAM (RFC 9000 §19.4-19.13)
+        the receive path hands over by wire type."""
+        cdef int t = frame.wire_type
+        if t == 0x04:
+            return self.on_reset_stream(frame, now)
+        if t == 0x05:
+            return self.on_stop_sending(frame)
+        if t == 0x10:
+            return self.on_max_data(frame)
+        if t == 0x11:
+            return self.on_max_stream_data(frame)
+        if t == 0x12 or t == 0x13:
+            return self.on_max_streams(frame)
+        if t == 0x14:
+            return self.on_data_blocked(frame)
+        if t == 0x15:
+            return self.on_stream_data_blocked(frame)
+        return 0
+
     cdef int on_reset_stream(self, object frame, double now) except -1:
         cdef bint nxt
         cdef _Stream s = self.route(frame.stream_id, frame.final_size, &nxt)

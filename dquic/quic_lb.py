@@ -162,26 +162,29 @@ class LoadBalancerConfig:
             return left[:-1] + bytes((left[-1] | right[0],)) + right[1:]
         return left + right
 
+    # the four passes: (pass number, whether it changes the right half); decryption runs them
+    # backwards (each pass XORs, so it undoes itself)
+    _PASSES = ((1, True), (2, False), (3, True), (4, False))
+
+    def _four_pass(self, data: bytes, passes: Tuple[Tuple[int, bool], ...]) -> bytes:
+        left, right = self._split(data)
+        for n, on_right in passes:
+            if on_right:
+                right = self._round(right, left, n, True)
+            else:
+                left = self._round(left, right, n, False)
+        return self._join(left, right)
+
     def _encrypt(self, plain: bytes) -> bytes:
         if self.plaintext_length == 16:  # single pass: the whole block at once
             return self._aes(plain)
-        left0, right0 = self._split(plain)
-        right1 = self._round(right0, left0, 1, True)
-        left1 = self._round(left0, right1, 2, False)
-        right2 = self._round(right1, left1, 3, True)
-        left2 = self._round(left1, right2, 4, False)
-        return self._join(left2, right2)
+        return self._four_pass(plain, self._PASSES)
 
     def _decrypt(self, cipher: bytes) -> bytes:
         if self.plaintext_length == 16:
             with self._lock:
                 return self._dec.update(cipher)  # type: ignore[union-attr]
-        left2, right2 = self._split(cipher)
-        left1 = self._round(left2, right2, 4, False)
-        right1 = self._round(right2, left1, 3, True)
-        left0 = self._round(left1, right1, 2, False)
-        right0 = self._round(right1, left0, 1, True)
-        return self._join(left0, right0)
+        return self._four_pass(cipher, self._PASSES[::-1])
 
 
 class ConnectionIdGenerator:

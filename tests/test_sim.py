@@ -593,21 +593,6 @@ class StuckTimer:
         self.calls += 1
 
 
-def test_livelock_timer_never_advances():
-    net = Network(livelock_threshold=1000)
-    node = net.add_node(StuckTimer(), A)
-    with pytest.raises(Livelock):
-        net.run(until=lambda: False)
-    assert node.calls == 1000
-
-
-def test_livelock_default_threshold_also_catches_run_for():
-    net = Network()
-    net.add_node(StuckTimer(), A)
-    with pytest.raises(Livelock):
-        net.run_for(1.0)
-
-
 class Ticker(TimerNode):
     def __init__(self, period):
         super().__init__([period])
@@ -638,20 +623,31 @@ def test_timeout_raises_and_leaves_clock_at_max_time():
     assert net.now == pytest.approx(1.2)
 
 
-def test_default_max_time_bounds_an_endless_run():
-    net = Network()
-    net.default_max_duration = 10.0
-    net.add_node(Ticker(1.0), A)
-    with pytest.raises(SimulationTimeout):
-        net.run(until=lambda: False)
-    assert net.now == 10.0
+# runs that can never end, and what stops each: (node, network options, run, error, check)
+_ENDLESS = {
+    "timer that never advances": (lambda: StuckTimer(), {"livelock_threshold": 1000},
+                                  lambda net: net.run(until=lambda: False), Livelock,
+                                  lambda net, node: node.calls == 1000),
+    "run_for with the default livelock threshold": (
+        lambda: StuckTimer(), {}, lambda net: net.run_for(1.0), Livelock, lambda net, node: True),
+    "default max duration": (lambda: Ticker(1.0), {"default_max_duration": 10.0},
+                             lambda net: net.run(until=lambda: False), SimulationTimeout,
+                             lambda net, node: net.now == 10.0),
+    "nothing can happen": (lambda: SinkNode(), {}, lambda net: net.run(until=lambda: False),
+                           Deadlock, lambda net, node: True),
+}
 
 
-def test_deadlock_when_nothing_can_happen():
-    net = Network()
-    net.add_node(SinkNode(), A)
-    with pytest.raises(Deadlock):
-        net.run(until=lambda: False)
+@pytest.mark.parametrize("case", sorted(_ENDLESS))
+def test_an_endless_run_is_stopped(case):
+    make_node, options, run, error, check = _ENDLESS[case]
+    net = Network(**{k: v for k, v in options.items() if k != "default_max_duration"})
+    if "default_max_duration" in options:
+        net.default_max_duration = options["default_max_duration"]
+    node = net.add_node(make_node(), A)
+    with pytest.raises(error):
+        run(net)
+    assert check(net, node)
 
 
 def test_until_checked_before_first_event_and_after_each():
@@ -818,18 +814,23 @@ def test_blast_node_payload_format():
         BlastNode(B, 1, size=4)
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_shared_bottleneck(shared):
-    cfg = LinkConfig(delay=0.0, bandwidth=12e6)  # 1 ms per 1500-byte datagram
+def _two_senders(cfg, shared):
+    """A and C each send ten 1500-byte datagrams to a sink at B over ``cfg`` links; run."""
     net = Network(seed=1)
     sink = net.add_node(SinkNode(), B)
-    net.add_node(BlastNode(B, 10, size=1500), A)
-    net.add_node(BlastNode(B, 10, size=1500), C)
-    net.link(A, B, cfg)
-    net.link(C, B, cfg)
+    for src in (A, C):
+        net.add_node(BlastNode(B, 10, size=1500), src)
+        net.link(src, B, cfg)
     if shared:
         net.share_bottleneck((A, B), (C, B))
     net.run()
+    return net, sink
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_shared_bottleneck(shared):
+    # 1 ms per 1500-byte datagram
+    net, sink = _two_senders(LinkConfig(delay=0.0, bandwidth=12e6), shared)
     times = [t for t, _, _ in sink.received]
     assert max(times) == pytest.approx(0.020 if shared else 0.010)
     per_sender = [sum(1 for _, addr, _ in sink.received if addr == x) for x in (A, C)]
@@ -840,15 +841,7 @@ def test_shared_bottleneck(shared):
 
 
 def test_shared_bottleneck_queue_limit_counts_both_flows():
-    cfg = LinkConfig(delay=0.0, bandwidth=12e6, queue_limit=4 * 1500)
-    net = Network(seed=1)
-    sink = net.add_node(SinkNode(), B)
-    net.add_node(BlastNode(B, 10, size=1500), A)
-    net.add_node(BlastNode(B, 10, size=1500), C)
-    net.link(A, B, cfg)
-    net.link(C, B, cfg)
-    net.share_bottleneck((A, B), (C, B))
-    net.run()
+    net, sink = _two_senders(LinkConfig(delay=0.0, bandwidth=12e6, queue_limit=4 * 1500), True)
     assert sink.count == 4
     assert net.link_stats(A, B).dropped_queue + net.link_stats(C, B).dropped_queue == 16
 

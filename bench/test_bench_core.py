@@ -20,7 +20,7 @@ import pytest
 
 from dquic.config import Configuration
 from dquic.keys import KeyPair
-from dquic.testing.pairs import core_pair, exchange
+from dquic.testing.pairs import core_pair, exchange, run_due_timers
 
 PAYLOAD = 1200                   # stream bytes per packet the transfer is sized in
 MDS = 1252                       # datagram size that fits 1200 stream bytes in a dquic packet
@@ -73,6 +73,7 @@ def _dquic_transfer(client, server, now, total):
             client.send_message(1, block)
             sent += CHUNK
         now += STEP
+        run_due_timers(now, client, server)  # the same timer handling as the aioquic loop
         for d, _ in client.datagrams_to_send(now):
             server.receive_datagram(d, C_ADDR, now)
             packets += 1
@@ -180,10 +181,7 @@ def _aioquic_transfer(client, server, now, total):
             client.send_stream_data(sid, block)
             sent += CHUNK
         now += STEP
-        for conn in (client, server):
-            t = conn.get_timer()
-            if t is not None and t <= now:
-                conn.handle_timer(now)
+        run_due_timers(now, client, server)  # as the dquic loop does
         for d, _ in client.datagrams_to_send(now=now):
             server.receive_datagram(d, C_ADDR, now=now)
             packets += 1

@@ -48,10 +48,11 @@ migration, the timer table's filling and dispatch, sending's entry points and th
 
 Per-packet path
 ---------------
-Short-header packets are built in one reusable buffer: header, ACK and STREAM frame headers are
-written with C calls and stream bytes are copied straight from the stream's send buffer. What a
-sent packet carried is recorded in the packet object itself; when ``Recovery`` declares it
-acknowledged or lost, the connection replays the records in packet order: STREAM byte ranges
+Short-header packets are built in one reusable buffer (``_sender``, ``_packet``): header, ACK
+and STREAM frame headers are written with C calls and stream bytes are copied straight from the
+stream's send buffer. What a sent packet carried is recorded in the packet object itself
+(``_spaces``); when ``Recovery`` declares it acknowledged or lost, the sender replays the records
+in packet order: STREAM byte ranges
 are marked delivered or re-queued (lost data is always re-sent as byte ranges of its stream in
 new packets, never by replaying a packet), a lost control frame is owed again, and the object is
 recycled.

@@ -161,7 +161,9 @@ class Endpoint:
     ``max_connections`` are dropped. Datagrams for unknown connection IDs are answered with a
     stateless reset (at most ``max_resets_per_second``), under ``reset_key``: by default one
     derived from ``config.identity`` (``reset_key_for``), so the tokens survive a restart with
-    the same key; a random one when there is no identity.
+    the same key; a random one when there is no identity. ``make_identity`` (a callable
+    returning a ``KeyPair``) gives an encrypted endpoint without an identity one when it first
+    accepts a connection.
     """
 
     def __init__(
@@ -177,8 +179,12 @@ class Endpoint:
         random_bytes: Callable[[int], bytes] = os.urandom,
         token_key: Optional[bytes] = None,
         reset_key: Optional[bytes] = None,
+        make_identity: Optional[Callable[[], Any]] = None,
     ) -> None:
         self.config = config or Configuration()
+        # an encrypted endpoint without an identity gets one from make_identity when it first
+        # accepts a connection (a client-only endpoint never pays for a key it does not use)
+        self._make_identity = make_identity
         self.accept = accept
         self.max_connections = max_connections
         self.max_handshakes = max_handshakes
@@ -357,6 +363,9 @@ class Endpoint:
         """The configuration of accepted connections: ``config`` as a server's, one copy shared
         by all of them (a copy holds ~1.6 KB), made again when ``config`` was replaced or
         changed since."""
+        if (self._make_identity is not None and self.config.identity is None
+                and self.config.encryption):
+            self.config.identity = self._make_identity()
         cfg = self._accept_config
         if cfg is None or self._accept_config_of != self.config:
             self._accept_config_of = self.config.copy()

@@ -62,6 +62,7 @@ from .errors import (
 )
 from .events import (ConnectionTerminated, HandshakeCompleted, HandshakeFailed, MessageReceived,
                      PathChanged)
+from .keys import KeyPair
 
 #: Raised (``DQUICError``, errno ``ENOBUFS``) by a send when the peer allows no stream at all.
 _NO_STREAMS = "the peer allows no streams (its max_streams is 0): no message can be sent"
@@ -260,7 +261,8 @@ class DQUIC:
 
     Every instance accepts connections and opens them: ``send_to`` an address it has no
     connection with starts a handshake. A server without an ``identity`` gets a fresh key pair
-    (encrypted but unauthenticated, like opportunistic TLS); pin keys with ``server_key`` or
+    when a peer first connects to it (encrypted but unauthenticated, like opportunistic TLS; an
+    instance that only connects out makes none); pin keys with ``server_key`` or
     ``trusted_peers`` to authenticate.
 
     Call ``bind()`` (servers) or just ``send_to()``; ``receive_from()`` returns what peers sent;
@@ -283,14 +285,14 @@ class DQUIC:
         self.handshake_failures = 0
         cfg = Configuration(is_client=False, **fields)
         self._client_identity = cfg.identity
-        if cfg.encryption and cfg.identity is None:
-            from .keys import KeyPair
-
-            cfg.identity = KeyPair.generate()
         cfg.validate()
         self._config = cfg
         self._client_config = cfg.copy(is_client=True, identity=self._client_identity)
-        self._endpoint = Endpoint(cfg, accept=True, max_connections=max_connections)
+        # without an identity, a key pair is made when a peer first connects to this instance
+        # (or the identity property is read): an instance that only connects out never pays
+        # for one
+        self._endpoint = Endpoint(cfg, accept=True, max_connections=max_connections,
+                                  make_identity=KeyPair.generate)
         self._peers: Dict[Any, _Peer] = {}  # core connection -> peer state
         self._by_addr: Dict[Tuple, _Peer] = {}  # peer address -> the peer state send_to uses
         # connections a peer opened from an address that already has a live connection: they
@@ -317,8 +319,14 @@ class DQUIC:
     # socket-like surface
     @property
     def identity(self):
-        """This instance's static key pair (generated if none was given)."""
-        return self._config.identity
+        """This instance's static key pair (generated if none was given; None without
+        encryption)."""
+        cfg = self._config
+        if cfg.identity is None and cfg.encryption:
+            with self._cond:
+                if cfg.identity is None:
+                    cfg.identity = KeyPair.generate()
+        return cfg.identity
 
     @property
     def sock(self) -> Optional[socket.socket]:

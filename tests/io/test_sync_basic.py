@@ -538,3 +538,17 @@ def test_disconnect_reports_what_linger_could_not_deliver(make_dquic):
     assert not client.connections
     client.send_to(dest, {4: b"x"})  # abandon: no report
     client.disconnect(dest, abandon=True)
+
+
+def test_identity_is_made_only_when_needed(make_dquic):
+    # a key pair costs an X25519 key generation: an instance that only connects out makes
+    # none; one that accepts a connection (or is asked for its identity) makes one, once
+    client = make_dquic()
+    server = make_dquic()
+    assert client._config.identity is None and server._config.identity is None
+    round_trip(client, server, server.local_address, {1: b"q"}, {1: b"a"})
+    assert client._config.identity is None
+    made = server._config.identity
+    assert made is not None and server.identity is made
+    asked = make_dquic()
+    assert asked.identity is asked.identity is not None

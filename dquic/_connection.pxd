@@ -19,7 +19,7 @@ cdef class CoreConnection(PacketReceiver):
     cdef int _release_idle(self) except -1
     cdef int64_t _amplification_room(self)
     # closing and migration (the chain's lower links call them)
-    cdef int _protocol_error(self, object exc, bint auth=*) except -1
+    cdef int _protocol_error(self, object exc) except -1
     cdef int _enter_closing(self, int state, object now) except -1
     cdef int _emit_terminated(self, object ev) except -1
     cdef int _on_peer_address_change(self, object addr, double now) except -1

@@ -86,6 +86,7 @@ from dquic._timers cimport (TIMER_ACK, TIMER_ACK_HANDSHAKE, TIMER_CLOSE, TIMER_H
                             TIMER_LOSS, TIMER_OLD_KEYS, TIMER_PACING, TIMER_PATH_VALIDATION,
                             TIMER_STREAM_IDLE, earliest, timer_names)
 
+import hmac
 import os
 from collections import deque
 
@@ -152,6 +153,11 @@ def _make_controller(config):
 
 
 # ------------------------------------------------------------------------------ connection
+def _reset_tokens_under(key):
+    """Stateless reset tokens (16 bytes) of connection IDs, derived from ``key``."""
+    return lambda cid: hmac.new(key, bytes(cid), "sha256").digest()[:16]
+
+
 cdef class CoreConnection(PacketReceiver):
     """One dquic connection, sans-IO (see the module docstring for the calling protocol).
 
@@ -167,7 +173,11 @@ cdef class CoreConnection(PacketReceiver):
         self.config = config
         self.is_client = config.is_client
         self._random = random_bytes
-        self._reset_token = reset_token or (lambda cid: random_bytes(16))
+        if reset_token is None:
+            # a connection on its own (no endpoint): one random key, so the token of each of
+            # its IDs stays the same however often its NEW_CONNECTION_ID is sent
+            reset_token = _reset_tokens_under(bytes(random_bytes(32)))
+        self._reset_token = reset_token
         self._state = _HANDSHAKING
         self._events = []
         # the path (RFC 9000 §8.2, §9); a server that sent a Retry has validated the address
@@ -795,7 +805,7 @@ cdef class CoreConnection(PacketReceiver):
 
     # ----------------------------------------------------------------------------------------
     # closing
-    cdef int _protocol_error(self, object exc, bint auth=False) except -1:
+    cdef int _protocol_error(self, object exc) except -1:
         if self._state >= _CLOSING:
             return 0
         code = exc.error_code

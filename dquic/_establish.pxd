@@ -66,7 +66,6 @@ cdef class ConnectionSetup:
     cdef public Sender _tx
     cdef public Pacer _pacer
     # datagrams
-    cdef public long long _datagram_seq
     # paths
     cdef public PathState _paths
     cdef public object _old_keys_deadline        # when to drop pre-key-update keys, or None
@@ -106,7 +105,7 @@ cdef class ConnectionSetup:
     cdef int _on_version_negotiation(self, object hdr) except -1
     # closing, which the establishment and the receive path call: CoreConnection's
     # (_connection.pyx, the top of the chain)
-    cdef int _protocol_error(self, object exc, bint auth=*) except -1
+    cdef int _protocol_error(self, object exc) except -1
     cdef int _enter_closing(self, int state, object now) except -1
     cdef int _emit_terminated(self, object ev) except -1
 

@@ -152,7 +152,7 @@ cdef class ConnectionSetup:
         try:
             reply = hs.receive(message)
         except AuthenticationError as exc:
-            self._protocol_error(ProtocolError(str(exc), ErrorCode.AUTHENTICATION_FAILED), auth=True)
+            self._protocol_error(ProtocolError(str(exc), ErrorCode.AUTHENTICATION_FAILED))
             return
         except ProtocolError as exc:
             raise ProtocolError(str(exc), ErrorCode.HANDSHAKE_FAILED) from None
@@ -264,7 +264,7 @@ cdef class ConnectionSetup:
         return 0
 
     # closing: CoreConnection's (_connection.pyx), the top of the chain
-    cdef int _protocol_error(self, object exc, bint auth=False) except -1:
+    cdef int _protocol_error(self, object exc) except -1:
         raise NotImplementedError
 
     cdef int _enter_closing(self, int state, object now) except -1:

@@ -825,7 +825,8 @@ cdef class StreamSet:
         grown = max(0, frame.final_size - before)
         self.data_received += grown
         if self.data_received > self.recv_window._limit:
-            raise ProtocolError("connection flow control limit exceeded", ErrorCode.FLOW_CONTROL_ERROR)
+            raise ProtocolError("connection flow control limit exceeded", _FLOW_CONTROL_ERROR,
+                                0x04)  # RESET_STREAM
         # the bytes the peer will never send count as consumed for connection flow control
         unread = frame.final_size - r.read_offset
         if unread > 0:

@@ -62,6 +62,17 @@ def test_a_bad_frame_closes_the_connection(case):
     _peer_told(net, client, code)
 
 
+def test_reset_stream_beyond_connection_window_names_its_frame():
+    # a final size past the connection's window is a FLOW_CONTROL_ERROR raised while
+    # processing RESET_STREAM: the CONNECTION_CLOSE names that frame type (0x04)
+    net, client, server, conn = injectable_pair(initial_max_data=30_000, max_data_window=30_000,
+                                                initial_max_stream_data=40_000)
+    _inject(net, conn, server, [framing.ResetStreamFrame(1, 0, 35_000)])
+    assert _server_close_code(server) == ErrorCode.FLOW_CONTROL_ERROR
+    core = [c for c in server.endpoint.connections][0]
+    assert core._close_frame[1] == 0x04
+
+
 def test_data_beyond_connection_window():
     net, client, server, conn = injectable_pair(initial_max_data=30_000, max_data_window=30_000,
                                                 initial_max_stream_data=20_000)

@@ -353,3 +353,18 @@ def test_sent_records_match_what_the_peer_received(tmp_path):
     assert kinds >= {"stream", "ack", "crypto", "datagram", "handshake_done", "max_data",
                      "max_stream_data", "max_streams", "reset_stream", "stop_sending",
                      "new_connection_id", "retire_connection_id"}, kinds
+
+
+def test_a_connection_without_an_endpoint_keeps_each_ids_reset_token():
+    # a NEW_CONNECTION_ID sent again must carry the same token (RFC 9000 §10.3): a bare
+    # connection derives its tokens from one random key instead of drawing one per write
+    from dquic.config import Configuration
+    from dquic.connection import CoreConnection
+
+    conn = CoreConnection(Configuration(encryption=False), ("192.0.2.1", 1))
+    other = CoreConnection(Configuration(encryption=False), ("192.0.2.1", 1))
+    cid = bytes(8)
+    assert conn._reset_token(cid) == conn._reset_token(cid)
+    assert len(conn._reset_token(cid)) == 16
+    assert conn._reset_token(cid) != conn._reset_token(bytes([1]) * 8)
+    assert conn._reset_token(cid) != other._reset_token(cid)

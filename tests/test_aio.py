@@ -280,6 +280,36 @@ def test_datagram_round_trip(run):
     run(main)
 
 
+def test_wait_closed_waits_for_the_peers_answer_where_the_socket_goes(run):
+    # a connect() connection owns its socket: wait_closed returns once the server answered the
+    # close (a lost close is sent again until then); a Client's connections return when
+    # their close is out, and the Client waits for the answers before releasing its socket
+    async def handler(conn):
+        await conn.send_message(1, await conn.receive_message(1))
+        try:
+            await conn.receive_message()
+        except ConnectionClosed:
+            pass
+
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, handler) as server:
+            conn = await aio.connect(*server.address)
+            await conn.send_message(1, b"ping")
+            assert await conn.receive_message(1) == b"ping"
+            conn.close()
+            await conn.wait_closed()
+            assert conn._core.close_settled
+            client = await aio.open_client("127.0.0.1")
+            shared = await client.connect(*server.address)
+            await shared.send_message(1, b"ping")
+            assert await shared.receive_message(1) == b"ping"
+            client.close()
+            await client.wait_closed()
+            assert shared._core.close_settled
+
+    run(main)
+
+
 def test_close_delivers_queued_data_and_wait_closed(run):
     blob = os.urandom(2 << 20)
     got = []

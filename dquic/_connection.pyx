@@ -348,10 +348,7 @@ cdef class CoreConnection(PacketReceiver):
         PROTOCOL.md §19). Until then a lost CONNECTION_CLOSE, and the acknowledgement it
         carries, is sent again when the peer's next packet arrives: a driver about to close
         its socket waits for this (within its linger time)."""
-        if self._state == _CLOSING:
-            return self._close_frame is None or (self._close_sent_at >= 0
-                                                 and not self._await_close_reply)
-        return self._state > _CLOSING
+        return self.close_sent and not (self._state == _CLOSING and self._await_close_reply)
 
     @property
     def is_terminated(self):
@@ -902,7 +899,9 @@ cdef class CoreConnection(PacketReceiver):
         return amplification_room(self._paths)
 
     cdef object _send_close(self, double now):
-        """The CONNECTION_CLOSE datagram due now (at most one per PTO while closing), or None."""
+        """The CONNECTION_CLOSE datagram due now, or None: the first, again when the receive
+        path asked (``_close_resend``: the 1st, 2nd, 4th... packet received while closing), or
+        the one answer to the peer's (``_close_reply_owed``)."""
         cdef int64_t pn
         cdef int pn_len
         cdef Py_ssize_t length_off, hdr_end
@@ -945,9 +944,7 @@ cdef class CoreConnection(PacketReceiver):
                              space_id == SP_APP and self._tx.app_seal_null, hdr_end, length_off,
                              pn, pn_len, NULL)
         if self._qlog is not None:
-            self._qlog.packet_sent(now, codec.PACKET_SHORT if space_id == SP_APP else (
-                codec.PACKET_INITIAL if self.is_client and not self._cids.peer_cid_set_by_server
-                else codec.PACKET_HANDSHAKE), pn, len(data), traced)
+            self._qlog.packet_sent(now, self._tx.packet_type(space_id), pn, len(data), traced)
         if len(data) > self._amplification_room():
             return None
         self.bytes_sent += len(data)

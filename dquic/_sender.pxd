@@ -52,6 +52,7 @@ cdef class Sender:
     cdef int check_app_limited(self, Py_ssize_t mds) except -1
     cdef int begin_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,
                           Py_ssize_t* length_off) except -1
+    cdef int packet_type(self, int space_id) except -1
     cdef int pad_handshake(self) except -1
     cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                          bint eliciting, double now) except -1

@@ -228,12 +228,19 @@ cdef class Sender:
         if space_id == SP_APP:
             length_off[0] = -1
             return start_short_packet(buf, self.app, self.cids.peer_cid, pn_out, pn_len_out)
-        # the client's packets are INITIAL until the server's first packet arrives
-        ptype = (codec.PACKET_INITIAL if self.is_client and not self.cids.peer_cid_set_by_server
-                 else codec.PACKET_HANDSHAKE)
+        ptype = self.packet_type(space_id)
         return start_packet(buf, self.hs, ptype, self.cids.peer_cid, self.cids.host_cid,
                             self.retry_token if ptype == codec.PACKET_INITIAL else b"", pn_out,
                             pn_len_out, length_off)
+
+    cdef int packet_type(self, int space_id) except -1:
+        """The header type of this space's packets; the client's handshake packets are
+        INITIAL until the server's first packet arrives."""
+        if space_id == SP_APP:
+            return codec.PACKET_SHORT
+        if self.is_client and not self.cids.peer_cid_set_by_server:
+            return codec.PACKET_INITIAL
+        return codec.PACKET_HANDSHAKE
 
     cdef int pad_handshake(self) except -1:
         # a client's handshake datagrams are at least 1200 bytes (RFC 9000 §14.1)
@@ -255,10 +262,8 @@ cdef class Sender:
             if not eliciting:
                 self.pending.once |= OWE_PING  # so that the peer acknowledges it soon
         if self.qlog is not None:
-            ptype = codec.PACKET_SHORT if space_id == SP_APP else (
-                codec.PACKET_INITIAL if self.is_client and not self.cids.peer_cid_set_by_server
-                else codec.PACKET_HANDSHAKE)
-            self.qlog.packet_sent(now, ptype, pn, size, rec.frames_for_trace())
+            self.qlog.packet_sent(now, self.packet_type(space_id), pn, size,
+                                  rec.frames_for_trace())
             if space_id == SP_APP:
                 trace_keys(self.qlog, self.app_seal, now, "local_update")
         rec.frames = None

@@ -291,18 +291,19 @@ def test_wait_closed_waits_for_the_peers_answer_where_the_socket_goes(run):
         except ConnectionClosed:
             pass
 
+    async def echoed(conn):
+        await conn.send_message(1, b"ping")
+        assert await conn.receive_message(1) == b"ping"
+        return conn
+
     async def main():
         async with await aio.serve("127.0.0.1", 0, handler) as server:
-            conn = await aio.connect(*server.address)
-            await conn.send_message(1, b"ping")
-            assert await conn.receive_message(1) == b"ping"
+            conn = await echoed(await aio.connect(*server.address))
             conn.close()
             await conn.wait_closed()
             assert conn._core.close_settled
             client = await aio.open_client("127.0.0.1")
-            shared = await client.connect(*server.address)
-            await shared.send_message(1, b"ping")
-            assert await shared.receive_message(1) == b"ping"
+            shared = await echoed(await client.connect(*server.address))
             client.close()
             await client.wait_closed()
             assert shared._core.close_settled

@@ -371,7 +371,7 @@ cdef class CoreConnection(PacketReceiver):
         rtt = r.rtt
         cdef _Stream s
         retx = 0
-        for s in self._sset.streams.values():
+        for s in self._sset.stream_list():
             retx += s.send._bytes_retransmitted
         return ConnectionStats(
             smoothed_rtt=rtt.smoothed_rtt, min_rtt=rtt.min_rtt, latest_rtt=rtt.latest_rtt,
@@ -411,11 +411,11 @@ cdef class CoreConnection(PacketReceiver):
 
     def streams(self):
         """Ids of the streams this connection has state for."""
-        return list(self._sset.streams)
+        return [s.stream_id for s in self._sset.stream_list()]
 
     def stream_bytes(self, stream_id):
         """``(bytes_sent, bytes_acked)`` of our half of a stream (message prefixes included)."""
-        s = self._sset.streams.get(stream_id)
+        s = self._sset.find_key(stream_id)
         if s is None:
             return (0, 0)
         return ((<_Stream>s).send._offset_sent, (<_Stream>s).send._base)
@@ -611,19 +611,19 @@ cdef class CoreConnection(PacketReceiver):
     def stream_finished(self, stream_id):
         """True once the peer's half of ``stream_id`` ended: its FIN arrived and every message
         was read, or the peer reset it."""
-        s = self._sset.streams.get(stream_id)
+        s = self._sset.find_key(stream_id)
         return s is not None and ((<_Stream>s).recv.is_finished or (<_Stream>s).recv._reset)
 
     def stream_send_complete(self, stream_id):
         """True once our half of ``stream_id`` needs nothing more: everything we sent, its FIN
         included, was acknowledged, or we reset it (or we never sent on it)."""
-        s = self._sset.streams.get(stream_id)
+        s = self._sset.find_key(stream_id)
         return s is None or (<_Stream>s).send.is_finished or (<_Stream>s).send._reset
 
     def message_ready(self, stream_id, Py_ssize_t max_bytes):
         """True if ``read_message(stream_id, max_bytes)`` would return a whole message, the end of
         one, or exactly ``max_bytes`` of one."""
-        s = self._sset.streams.get(stream_id)
+        s = self._sset.find_key(stream_id)
         return s is not None and (<_Stream>s).recv.message_ready(max_bytes)
 
     # ----------------------------------------------------------------------------------------
@@ -716,7 +716,7 @@ cdef class CoreConnection(PacketReceiver):
         self._idle_released_at = self._last_activity
         if self._sset.idle_halves:
             self._sset.end_idle_halves()
-        for s in self._sset.streams.values():
+        for s in self._sset.stream_list():
             s.send.release_idle_c()
             s.recv.release_idle_c()
         if self._app.rx is not None:
@@ -728,6 +728,7 @@ cdef class CoreConnection(PacketReceiver):
         self._sset.lost_streams = self._sset.lost_streams_pns = None
         if self._sset.finished is not None:
             self._sset.forget_resolved()
+        self._sset.drop_pools()
         return 0
 
     cdef double _effective_idle_timeout(self):

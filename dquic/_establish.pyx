@@ -185,7 +185,7 @@ cdef class ConnectionSetup:
         self._recovery.max_ack_delay = self._peer_max_ack_delay
         self._peer_ack_delay_exponent = params.ack_delay_exponent
         self._peer_max_datagram_frame = params.max_datagram_frame_size
-        for s in self._sset.streams.values():
+        for s in self._sset.stream_list():
             s.send_limit = max(s.send_limit, self._sset.peer_stream_limit)
         seal, open_ = hs.protections(key_update_interval=self.config.key_update_interval)
         self._set_app_protection(seal, open_)
@@ -196,7 +196,7 @@ cdef class ConnectionSetup:
         self._events.append(HandshakeCompleted(hs.peer_static))
         if self._qlog is not None:
             self._trace_keys(now, "tls")
-        for s in list(self._sset.streams.values()):
+        for s in self._sset.stream_list():
             if s.send.has_pending_c() or s.owed & (OWE_RESET_STREAM | OWE_STOP_SENDING):
                 self._sset.schedule(s)
 

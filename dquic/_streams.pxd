@@ -17,6 +17,7 @@ cdef class FlowWindow:
     cdef uint64_t _consumed_at_update
     cdef double _last_update          # time of the last update(); < 0 before the first
 
+    cdef void reset_c(self, uint64_t initial, uint64_t maximum) noexcept
     cdef void consumed_c(self, uint64_t n) noexcept
     cdef bint should_update_c(self) noexcept
     cdef uint64_t update_c(self, double now, double rtt) noexcept
@@ -29,6 +30,8 @@ cdef class _StreamHalf:
     cdef Py_ssize_t _head
     cdef uint64_t _reset_code
     cdef bint _reset
+
+    cdef void _renew_half(self, uint64_t stream_id) noexcept
 
 
 cdef class SendStream(_StreamHalf):
@@ -61,6 +64,8 @@ cdef class SendStream(_StreamHalf):
     cdef int on_lost_c(self, uint64_t offset, uint64_t length, bint fin) except -1
     cdef bint has_pending_c(self) noexcept
     cdef void release_idle_c(self) noexcept
+    cdef void renew_c(self, uint64_t stream_id) noexcept
+    cdef void shed_c(self) noexcept
 
 
 cdef class RecvStream(_StreamHalf):
@@ -82,6 +87,8 @@ cdef class RecvStream(_StreamHalf):
 
     cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1
     cdef void release_idle_c(self) noexcept
+    cdef void renew_c(self, uint64_t stream_id, uint64_t max_buffer, uint64_t initial_window) noexcept
+    cdef void shed_c(self) noexcept
 
 
 cdef inline bint message_ready_c(RecvStream r, Py_ssize_t max_bytes) noexcept:

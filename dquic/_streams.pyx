@@ -25,6 +25,8 @@ from dquic.errors import ErrorCode, ProtocolError
 cdef uint64_t VARINT_MAX = (<uint64_t>1 << 62) - 1
 # Above this capacity an emptied send buffer is released instead of kept for reuse.
 cdef Py_ssize_t KEEP_IDLE_BUFFER = 1 << 16
+# A half reused for another stream (renew_c) keeps a buffer up to this size.
+cdef Py_ssize_t KEEP_REUSED_BUFFER = 4096
 
 DEFAULT_SEND_BUFFER = 1 << 24
 
@@ -57,6 +59,17 @@ cdef class FlowWindow:
     """
 
     def __init__(self, uint64_t initial, uint64_t maximum=0):
+        if maximum < initial:
+            maximum = initial
+        self._limit = initial
+        self.window = initial
+        self.maximum = maximum
+        self.consumed = 0
+        self._consumed_at_update = 0
+        self._last_update = -1.0
+
+    cdef void reset_c(self, uint64_t initial, uint64_t maximum) noexcept:
+        """Start over as ``FlowWindow(initial, maximum)`` (a reused receive half)."""
         if maximum < initial:
             maximum = initial
         self._limit = initial
@@ -137,6 +150,18 @@ cdef class _StreamHalf:
             PyMem_Free(self._buf)
             self._buf = NULL
 
+    cdef void _renew_half(self, uint64_t stream_id) noexcept:
+        """The shared part of a half's reuse for another stream id or incarnation: a small
+        buffer is kept (emptied), a large one given back."""
+        if self._cap > KEEP_REUSED_BUFFER:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._cap = 0
+        self._head = 0
+        self.stream_id = stream_id
+        self._reset_code = 0
+        self._reset = False
+
     def __sizeof__(self):
         # the object plus its C buffer (what sys.getsizeof reports)
         return type(self).__basicsize__ + self._cap
@@ -176,6 +201,25 @@ cdef class SendStream(_StreamHalf):
         self._acked = RangeSet()
         self._retx = RangeSet()
         self._inflight = RangeSet()
+
+    cdef void renew_c(self, uint64_t stream_id) noexcept:
+        """Become a new, empty half of ``stream_id`` with the same ``max_buffer``, as if just
+        made (the connection reuses halves whose stream state it released)."""
+        self._renew_half(stream_id)
+        self._base = 0
+        self.write_offset = 0
+        self._offset_sent = 0
+        self.bytes_in_flight = 0
+        self._bytes_retransmitted = 0
+        self._msg_remaining = 0
+        self._final_size = 0
+        self._acked.clear_c()
+        self._retx.clear_c()
+        self._inflight.clear_c()
+        self._finished = False
+        self._fin_pending = False
+        self.fin_sent = False
+        self.fin_acked = False
 
     # ------------------------------------------------------------------ buffer management
 
@@ -523,6 +567,15 @@ cdef class SendStream(_StreamHalf):
         allocate again."""
         self.release_idle_c()
 
+    cdef void shed_c(self) noexcept:
+        """Before the half waits for reuse: a buffer too large to keep is given back (when
+        every byte written was acknowledged)."""
+        if self._cap > KEEP_REUSED_BUFFER and self._base == self.write_offset:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._cap = 0
+            self._head = 0
+
     def blocked_at(self, uint64_t flow_limit):
         """True when new data waits but ``flow_limit`` is exhausted (send STREAM_DATA_BLOCKED)."""
         return (not self._reset and self.write_offset > self._offset_sent
@@ -640,6 +693,22 @@ cdef class RecvStream(_StreamHalf):
         self._msg_total = -1
         self._recv = RangeSet()
         self.window = FlowWindow(initial_window, max_buffer)
+
+    cdef void renew_c(self, uint64_t stream_id, uint64_t max_buffer,
+                      uint64_t initial_window) noexcept:
+        """Become ``RecvStream(stream_id, max_buffer, initial_window)`` as if just made (the
+        connection reuses halves whose stream state it released)."""
+        if initial_window == 0:
+            initial_window = max_buffer
+        self._renew_half(stream_id)
+        self.read_offset = 0
+        self.highest_offset = 0
+        self.final_size = -1
+        self._msg_total = -1
+        self._msg_remaining = 0
+        self._recv.clear_c()
+        self.window.reset_c(initial_window, max_buffer)
+        self._stopped = False
 
     # ------------------------------------------------------------------ internals
 
@@ -827,6 +896,13 @@ cdef class RecvStream(_StreamHalf):
         buffer when every byte received was read, unused range capacity. Later data
         allocates again."""
         self.release_idle_c()
+
+    cdef void shed_c(self) noexcept:
+        """Before the half waits for reuse: a buffer too large to keep is given back (when
+        nothing is stored above the read head)."""
+        cdef Py_ssize_t n = self._recv.count()
+        if self._cap > KEEP_REUSED_BUFFER and (n == 0 or self._recv.stop_at(n - 1) <= self.read_offset):
+            self._release()
 
     # ------------------------------------------------------------------ reading
 

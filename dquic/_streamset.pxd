@@ -1,5 +1,6 @@
 # C-level layout of dquic._streamset: one connection's streams (see _streamset.pyx).
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from cpython.ref cimport PyObject
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from dquic._codec cimport Buffer
 from dquic._recovery cimport RttEstimator
@@ -41,11 +42,24 @@ cdef class _Stream:
     cdef public int64_t recv_next_lo     # recv_lo of recv_next
 
 
+# One entry of a connection's stream table, in the order the ids were added
+cdef struct StreamEntry:
+    uint64_t sid
+    PyObject* obj                                # a _Stream (owned), NULL once removed
+
+
 # The stream table of one connection and everything about its streams: their lifecycle
 # (PROTOCOL.md §16.7), stream and connection flow control, stream credit, the round robin of
 # streams with something to send, and the STREAM-related frames both ways.
 cdef class StreamSet:
-    cdef public dict streams                     # stream id -> _Stream
+    # the stream table: stream id -> _Stream (``streams`` is a read-only mapping view of it),
+    # a hash index (open addressing, linear probing) into entries kept in insertion order
+    cdef StreamEntry* tab_entries
+    cdef int32_t* tab_index                      # TAB_EMPTY, TAB_DUMMY or an entry's position
+    cdef Py_ssize_t tab_used                     # entries taken, removed ones included
+    cdef Py_ssize_t tab_live                     # entries not removed
+    cdef Py_ssize_t tab_usable                   # entries allocated
+    cdef uint64_t tab_mask                       # index slots - 1 (a power of two minus one)
     cdef public _Stream last_stream              # one-entry cache in front of streams
     cdef public object send_queue                # deque of streams with something to send (None: empty)
     cdef public list events                      # the connection's event list (shared)
@@ -86,6 +100,11 @@ cdef class StreamSet:
     cdef public int64_t stale_below              # frames for halves without state below: old
     cdef public int64_t rx_pn                    # packet number of the 1-RTT packet being processed
     cdef public uint32_t gen_seq                 # last incarnation number given to a stream half
+    # released stream state kept for reuse (bounded; emptied when the connection goes quiet):
+    # an entry is taken only when nothing else refers to it
+    cdef list stream_pool                        # _Stream
+    cdef list send_pool                          # SendStream
+    cdef list recv_pool                          # RecvStream
     cdef public dict lost_streams                # pn -> ((sid, gen, offset, length, fin), ...) of 1-RTT packets declared lost
     cdef public list lost_streams_pns            # their packet numbers, ascending
 
@@ -99,7 +118,18 @@ cdef class StreamSet:
     cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out)
     cdef int on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef _Stream lookup(self, uint64_t stream_id)
+    cdef _Stream find(self, uint64_t stream_id)
+    cdef _Stream find_key(self, object key)
+    cdef int tab_put(self, uint64_t stream_id, _Stream s) except -1
+    cdef int tab_del(self, uint64_t stream_id) except -1
+    cdef int tab_resize(self, Py_ssize_t live) except -1
+    cdef list stream_list(self)
     cdef _Stream new_stream(self, uint64_t stream_id, bint local=*)
+    cdef SendStream new_send(self, uint64_t stream_id)
+    cdef RecvStream new_recv(self, uint64_t stream_id)
+    cdef int pool_send(self, SendStream x) except -1
+    cdef int pool_recv(self, RecvStream r) except -1
+    cdef int drop_pools(self) except -1
     cdef _Stream local_stream(self, object stream_id)
     cdef SendStream writable_half(self, _Stream s)
     cdef int send_complete(self, _Stream s) except -1

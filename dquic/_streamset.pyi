@@ -1,5 +1,5 @@
 """Type stub of dquic._streamset (the streams of one connection; compiled)."""
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
 from dquic._recovery import RttEstimator
@@ -49,7 +49,9 @@ class _Stream:
 
 @disjoint_base
 class StreamSet:
-    streams: Dict[int, _Stream]
+    @property
+    def streams(self) -> StreamView: ...
+    def _table_state(self) -> Tuple[int, int, int, int]: ...
     last_stream: Optional[_Stream]
     send_queue: Any  # a deque of _Stream, None while empty
     events: List[Any]
@@ -90,3 +92,15 @@ class StreamSet:
     lost_streams: Optional[Dict[int, Any]]
     lost_streams_pns: Optional[List[int]]
     def __init__(self, config: Any, events: List[Any], app: _Space, rtt: RttEstimator) -> None: ...
+
+
+@disjoint_base
+class StreamView(Mapping[int, _Stream]):
+    """A read-only mapping view of a connection's stream table."""
+    def __new__(cls, sset: StreamSet) -> StreamView: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: int, /) -> _Stream: ...
+    def __iter__(self) -> Iterator[int]: ...
+    def keys(self) -> List[int]: ...  # type: ignore[override]
+    def values(self) -> List[_Stream]: ...  # type: ignore[override]
+    def items(self) -> List[Tuple[int, _Stream]]: ...  # type: ignore[override]

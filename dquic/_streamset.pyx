@@ -29,9 +29,13 @@ scheduled (the connection then asks its driver to build output), ``owed`` which 
 MAX_STREAMS the connection's packets must carry.
 """
 cimport cython
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_REFCNT, PyObject
+from libc.string cimport memset
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from dquic._codec cimport Buffer
+from dquic._events cimport message_received
 from dquic._frames cimport c_push_stream_frame_header
 from dquic._packet cimport pay, put_frame
 from dquic._recovery cimport RttEstimator
@@ -42,15 +46,35 @@ from dquic._spaces cimport (FR_DATA_BLOCKED, FR_MAX_STREAM_DATA, FR_RESET_STREAM
 from dquic._streams cimport FlowWindow, RecvStream, SendStream, message_ready_c
 from dquic._wire cimport varint_len as _varint_len, varint_prefixed_payload_len as _payload_len
 
+import os
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Mapping
 
 from dquic.errors import ErrorCode, ProtocolError
-from dquic.events import MessageReceived, StopSendingReceived, StreamReset
+from dquic.events import StopSendingReceived, StreamReset
 
 __all__ = ["StreamSet", "MAX_STREAM_ID"]
 
 MAX_STREAM_ID = (1 << 62) - 1
+
+# The stream table's index: an empty slot, a slot whose entry was removed, else the entry's
+# position. Peers choose stream ids: the hash is keyed per process, so they cannot aim at slots.
+cdef enum:
+    TAB_EMPTY = -1
+    TAB_DUMMY = -2
+cdef uint64_t _TAB_KEY = int.from_bytes(os.urandom(8), "little")
+
+
+cdef inline uint64_t _tab_hash(uint64_t x) noexcept:
+    # a 64-bit finalizer (every input bit moves every output bit) over the keyed id
+    x ^= _TAB_KEY
+    x ^= x >> 30
+    x *= <uint64_t>0xbf58476d1ce4e5b9
+    x ^= x >> 27
+    x *= <uint64_t>0x94d049bb133111eb
+    x ^= x >> 31
+    return x
 
 cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
 # The half of a stream id not in use (the peer's half of an id only we send on, and ours of an
@@ -58,6 +82,9 @@ cdef object _FLOW_CONTROL_ERROR = ErrorCode.FLOW_CONTROL_ERROR
 # use replaces it (writable_half, open_recv)
 cdef SendStream _NO_SEND = SendStream(0, 0)
 cdef RecvStream _NO_RECV = RecvStream(0, 0)
+# Released streams and halves kept for reuse per connection, at most (each pool): a connection
+# that opens and releases one stream per message reuses them instead of allocating anew
+cdef Py_ssize_t POOL_MAX = 1024
 
 
 class _DropPacket(Exception):
@@ -117,7 +144,6 @@ cdef class StreamSet:
         self.stream_bytes_received = 0
         self.lost_streams = None  # made on the first lost 1-RTT packet with stream data
         self.lost_streams_pns = None
-        self.streams = {}
         self.last_stream = None
         # streams with something to send, round robin (a deque; None while empty)
         self.send_queue = None
@@ -149,14 +175,166 @@ cdef class StreamSet:
         self.stale_below = 0
         self.rx_pn = 0
         self.gen_seq = 0
+        self.stream_pool = []
+        self.send_pool = []
+        self.recv_pool = []
 
 
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.tab_entries is not NULL:
+            for i in range(self.tab_used):
+                if self.tab_entries[i].obj is not NULL:
+                    Py_DECREF(<object>self.tab_entries[i].obj)
+            PyMem_Free(self.tab_entries)
+        PyMem_Free(self.tab_index)
+
+    @property
+    def streams(self):
+        """The stream table as a read-only mapping (stream id -> its state), for tests, tools
+        and the connection's rare walks over all streams."""
+        return StreamView(self)
+
+    # ------------------------------------------------------------------ the stream table
+    cdef _Stream find(self, uint64_t stream_id):
+        """The state of ``stream_id``, or None."""
+        cdef uint64_t i
+        cdef int32_t ix
+        if self.tab_index is NULL:
+            return None
+        i = _tab_hash(stream_id) & self.tab_mask
+        while True:
+            ix = self.tab_index[i]
+            if ix == TAB_EMPTY:
+                return None
+            if ix >= 0 and self.tab_entries[ix].sid == stream_id:
+                return <_Stream>self.tab_entries[ix].obj
+            i = (i + 1) & self.tab_mask
+
+    cdef _Stream find_key(self, object key):
+        """``find`` for a key given by the application (anything: not an id is not found)."""
+        if not isinstance(key, int) or key < 0 or key > MAX_STREAM_ID:
+            return None
+        return self.find(<uint64_t>key)
+
+    cdef int tab_put(self, uint64_t stream_id, _Stream s) except -1:
+        """Add ``stream_id`` (not in the table) with its state."""
+        cdef uint64_t i
+        cdef Py_ssize_t ix
+        if self.tab_used >= self.tab_usable:
+            self.tab_resize(self.tab_live + 1)
+        i = _tab_hash(stream_id) & self.tab_mask
+        while self.tab_index[i] >= 0:
+            i = (i + 1) & self.tab_mask
+        ix = self.tab_used
+        self.tab_index[i] = <int32_t>ix
+        self.tab_entries[ix].sid = stream_id
+        Py_INCREF(s)
+        self.tab_entries[ix].obj = <PyObject*>s
+        self.tab_used += 1
+        self.tab_live += 1
+        return 0
+
+    cdef int tab_del(self, uint64_t stream_id) except -1:
+        """Remove ``stream_id`` (if present)."""
+        cdef uint64_t i
+        cdef int32_t ix
+        cdef PyObject* obj
+        if self.tab_index is NULL:
+            return 0
+        i = _tab_hash(stream_id) & self.tab_mask
+        while True:
+            ix = self.tab_index[i]
+            if ix == TAB_EMPTY:
+                return 0
+            if ix >= 0 and self.tab_entries[ix].sid == stream_id:
+                break
+            i = (i + 1) & self.tab_mask
+        self.tab_index[i] = TAB_DUMMY
+        obj = self.tab_entries[ix].obj
+        self.tab_entries[ix].obj = NULL
+        self.tab_live -= 1
+        # (the entry's place is not taken again before a rebuild: index slots of removed
+        # entries are never more than the entries taken, so probing always meets an empty one)
+        Py_DECREF(<object>obj)
+        return 0
+
+    cdef int tab_resize(self, Py_ssize_t live) except -1:
+        """Rebuild the table for ``live`` entries and as many more (removed ones dropped,
+        order kept): it grows with the streams and shrinks after them."""
+        cdef Py_ssize_t size = 8, usable, i, n = 0
+        cdef uint64_t j, mask
+        cdef StreamEntry* entries
+        cdef int32_t* index
+        while size * 2 < live * 6:  # usable = 2/3 of the slots >= 2 * live
+            size *= 2
+        usable = size * 2 // 3
+        mask = <uint64_t>(size - 1)
+        entries = <StreamEntry*>PyMem_Malloc(usable * sizeof(StreamEntry))
+        index = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
+        if entries is NULL or index is NULL:
+            PyMem_Free(entries)
+            PyMem_Free(index)
+            raise MemoryError()
+        memset(index, 0xff, size * sizeof(int32_t))  # TAB_EMPTY everywhere
+        for i in range(self.tab_used):
+            if self.tab_entries[i].obj is NULL:
+                continue
+            entries[n] = self.tab_entries[i]
+            j = _tab_hash(entries[n].sid) & mask
+            while index[j] >= 0:
+                j = (j + 1) & mask
+            index[j] = <int32_t>n
+            n += 1
+        PyMem_Free(self.tab_entries)
+        PyMem_Free(self.tab_index)
+        self.tab_entries = entries
+        self.tab_index = index
+        self.tab_used = n
+        self.tab_usable = usable
+        self.tab_mask = mask
+        return 0
+
+    def _table_state(self):
+        """Check the stream table's invariants (AssertionError if one fails) and return its
+        sizes: ``(live, used, usable, slots)`` (tests)."""
+        cdef Py_ssize_t i, live = 0, dummies = 0, filled = 0
+        cdef uint64_t j
+        for i in range(self.tab_used):
+            if self.tab_entries[i].obj is not NULL:
+                live += 1
+                sid = self.tab_entries[i].sid
+                assert (<_Stream>self.tab_entries[i].obj).stream_id == sid, sid
+                assert self.find(sid) is <object>self.tab_entries[i].obj, sid
+        assert live == self.tab_live, (live, self.tab_live)
+        if self.tab_index is not NULL:
+            for j in range(self.tab_mask + 1):
+                if self.tab_index[j] == TAB_DUMMY:
+                    dummies += 1
+                elif self.tab_index[j] >= 0:
+                    filled += 1
+                    assert self.tab_index[j] < self.tab_used
+                    assert self.tab_entries[self.tab_index[j]].obj is not NULL
+            assert filled == live, (filled, live)
+            assert filled + dummies <= self.tab_used <= self.tab_usable < self.tab_mask + 1
+        return (self.tab_live, self.tab_used, self.tab_usable,
+                0 if self.tab_index is NULL else self.tab_mask + 1)
+
+    cdef list stream_list(self):
+        """The streams' states, in the order their ids were added (a copy: the table may
+        change while it is walked)."""
+        cdef Py_ssize_t i
+        out = []
+        for i in range(self.tab_used):
+            if self.tab_entries[i].obj is not NULL:
+                out.append(<object>self.tab_entries[i].obj)
+        return out
+
+    # ------------------------------------------------------------------ application commands
     cdef bint stream_open_blocked(self, object stream_id) except -1:
         """``CoreConnection.stream_open_blocked`` (its docstring)."""
-        cdef _Stream s
-        obj = self.streams.get(stream_id)
-        if obj is not None:
-            s = <_Stream>obj
+        cdef _Stream s = self.find_key(stream_id)
+        if s is not None:
             if s.send_next is not None or (s.send_opened and not (s.send._finished or s.send._reset)):
                 return False
         if self.pressure():
@@ -226,21 +404,21 @@ cdef class StreamSet:
 
     cdef list readable_streams(self):
         """``CoreConnection.readable_streams`` (its docstring)."""
-        cdef _Stream s
+        cdef Py_ssize_t i
+        cdef StreamEntry* e
         out = []
-        for sid, s in self.streams.items():
-            if message_ready_c(s.recv, 1):
-                out.append(sid)
+        for i in range(self.tab_used):
+            e = &self.tab_entries[i]
+            if e.obj is not NULL and message_ready_c((<_Stream>e.obj).recv, 1):
+                out.append(e.sid)
         return out
 
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes):
         """``CoreConnection.read_message`` (its docstring)."""
-        cdef _Stream s
+        cdef _Stream s = self.find_key(stream_id)
         cdef uint64_t before
-        obj = self.streams.get(stream_id)
-        if obj is None:
+        if s is None:
             return None
-        s = <_Stream>obj
         before = s.recv.read_offset
         result = s.recv.read_message(max_bytes)
         if s.recv.read_offset != before:
@@ -259,10 +437,9 @@ cdef class StreamSet:
             if budget <= 0:
                 return i, budget, last
             sid = order[i]
-            obj = self.streams.get(sid)
-            if obj is None:
+            s = self.find_key(sid)
+            if s is None:
                 return i, budget, last
-            s = <_Stream>obj
             if not message_ready_c(s.recv, budget):
                 return i, budget, last
             before = s.recv.read_offset
@@ -299,37 +476,110 @@ cdef class StreamSet:
         cdef _Stream s = self.last_stream
         if s is not None and s.stream_id == stream_id:
             return s
-        obj = self.streams.get(stream_id)
-        if obj is None:
-            return None
-        s = <_Stream>obj
-        self.last_stream = s
+        s = self.find(stream_id)
+        if s is not None:
+            self.last_stream = s
         return s
 
     cdef _Stream new_stream(self, uint64_t stream_id, bint local=True):
         """State for a new id: made by us (``local``: our half is the one about to be used)
-        or by a peer frame (its half). The other half is a shared empty placeholder until used."""
-        cdef _Stream s = _Stream.__new__(_Stream)
+        or by a peer frame (its half). The other half is a shared empty placeholder until used.
+        A released stream object nothing else refers to is reused (``stream_pool``)."""
+        cdef _Stream s = None
+        cdef list pool = self.stream_pool
+        while pool:
+            obj = pool.pop()
+            if Py_REFCNT(obj) == 1:  # only this reference: nobody can see the reuse
+                s = <_Stream>obj
+                # its halves are complete: they wait for reuse in their own pools
+                # (no local refers to a pooled half: it could not be taken again at once)
+                self.pool_send(s.send)
+                s.send = _NO_SEND
+                self.pool_recv(s.recv)
+                s.recv = _NO_RECV
+                s.readable_signalled = s.send_opened = s.recv_opened = False
+                s.owed = 0
+                s.reset_code = s.stop_code = 0
+                s.queued = s.closed_counted = s.counted = s.pinned = s.credit_wait = False
+                s.idle_gen = s.send_gen = s.recv_gen = 0
+                s.send_next = s.recv_next = None
+                s.send_min_pn = s.recv_lo = s.recv_min_pn = s.recv_next_lo = 0
+                s.recv_done = False
+                break
+        if s is None:
+            s = _Stream.__new__(_Stream)
         s.stream_id = stream_id
         if local:
-            s.send = SendStream(stream_id, 0)  # unbounded here: drivers apply back-pressure
+            s.send = self.new_send(stream_id)
             s.recv = _NO_RECV
         else:
             s.send = _NO_SEND
-            s.recv = RecvStream(stream_id, self.window_max, self.window_initial)
+            s.recv = self.new_recv(stream_id)
         s.send_limit = self.peer_stream_limit
         s.blocked_reported = -1
         s.recv_w = -1
         s.recv_c = -1
         s.idle_since = -1.0
-        self.streams[stream_id] = s
+        self.tab_put(stream_id, s)
         self.last_stream = s
         return s
 
+    cdef SendStream new_send(self, uint64_t stream_id):
+        """A new, empty send half (unbounded here: drivers apply back-pressure), reused from
+        ``send_pool`` when one there is referred to by nothing else."""
+        cdef SendStream x
+        cdef list pool = self.send_pool
+        while pool:
+            obj = pool.pop()
+            if Py_REFCNT(obj) == 1:
+                x = <SendStream>obj
+                x.renew_c(stream_id)
+                return x
+        return SendStream(stream_id, 0)
+
+    cdef RecvStream new_recv(self, uint64_t stream_id):
+        """A new receive half with this connection's window, reused like ``new_send``."""
+        cdef RecvStream r
+        cdef list pool = self.recv_pool
+        while pool:
+            obj = pool.pop()
+            if Py_REFCNT(obj) == 1:
+                r = <RecvStream>obj
+                r.renew_c(stream_id, self.window_max, self.window_initial)
+                return r
+        return RecvStream(stream_id, self.window_max, self.window_initial)
+
+    cdef int pool_send(self, SendStream x) except -1:
+        """A send half that is complete (everything acknowledged, or reset) and replaced."""
+        if x is not _NO_SEND and len(self.send_pool) < POOL_MAX:
+            x.shed_c()
+            self.send_pool.append(x)
+        return 0
+
+    cdef int pool_recv(self, RecvStream r) except -1:
+        """A receive half read to its end (or reset) and replaced."""
+        if r is not _NO_RECV and len(self.recv_pool) < POOL_MAX:
+            r.shed_c()
+            self.recv_pool.append(r)
+        return 0
+
+    cdef int drop_pools(self) except -1:
+        """The connection went quiet: what waits for reuse is given back, and the stream table
+        shrinks to what it holds."""
+        if self.stream_pool:
+            self.stream_pool = []
+        if self.send_pool:
+            self.send_pool = []
+        if self.recv_pool:
+            self.recv_pool = []
+        if self.tab_usable > 8 and self.tab_live * 4 < self.tab_usable:
+            self.tab_resize(self.tab_live)
+        return 0
+
     cdef _Stream local_stream(self, object stream_id):
-        obj = self.streams.get(stream_id)
-        if obj is not None:
-            return <_Stream>obj
+        cdef _Stream s = self.find_key(stream_id)
+        if s is not None:
+            return s
         if not isinstance(stream_id, int) or isinstance(stream_id, bool):
             raise TypeError("stream id must be an int")
         if not 0 <= stream_id <= MAX_STREAM_ID:
@@ -342,7 +592,10 @@ cdef class StreamSet:
         cdef SendStream x = s.send
         if not s.send_opened:
             if x is _NO_SEND or x.write_offset or x._finished or x._reset:
-                x = SendStream(s.stream_id, 0)
+                x = None  # the old half may be reused at once: nothing may refer to it
+                self.pool_send(s.send)
+                s.send = _NO_SEND
+                x = self.new_send(s.stream_id)
                 s.send = x
                 s.blocked_reported = -1
                 s.send_limit = self.peer_stream_limit
@@ -358,7 +611,7 @@ cdef class StreamSet:
             return x
         if x._finished or x._reset:
             if s.send_next is None:
-                s.send_next = SendStream(s.stream_id, 0)
+                s.send_next = self.new_send(s.stream_id)
                 self.streams_waiting += 1
             return s.send_next
         return x
@@ -376,6 +629,7 @@ cdef class StreamSet:
         s.owed &= ~OWE_RESET_STREAM
         if nxt is not None:
             s.send_next = None
+            self.pool_send(s.send)
             s.send = nxt
             self.gen_seq += 1
             s.send_gen = self.gen_seq
@@ -470,10 +724,13 @@ cdef class StreamSet:
         """Drop the state of a stream both of whose halves are idle."""
         if (not s.send_opened and s.send_next is None and not s.recv_opened and not s.owed
                 and not s.queued and not s.pinned and not s.credit_wait
-                and self.streams.get(s.stream_id) is s):
-            del self.streams[s.stream_id]
+                and self.find(s.stream_id) is s):
+            self.tab_del(s.stream_id)
             if self.last_stream is s:
                 self.last_stream = None
+            if len(self.stream_pool) < POOL_MAX:
+                s.send.shed_c()
+                self.stream_pool.append(s)
         return 0
 
     cdef void schedule(self, _Stream s):
@@ -498,6 +755,7 @@ cdef class StreamSet:
         if s.recv_next is not None:
             # the next incarnation opened (and was counted) once this one was resolved
             w = s.recv_w
+            self.pool_recv(s.recv)
             s.recv = s.recv_next
             s.recv_next = None
             self.gen_seq += 1
@@ -513,7 +771,7 @@ cdef class StreamSet:
                 self.recv_complete(s)
             if message_ready_c(s.recv, 1):
                 s.readable_signalled = True
-                self.events.append(MessageReceived(s.stream_id))
+                self.events.append(message_received(s.stream_id))
             return self.check_recv_closed(s)
         if self.finished is None:
             self.finished = deque()
@@ -560,7 +818,7 @@ cdef class StreamSet:
         while self.finished is not None and len(self.finished) > self.finished_max:
             s, gen = self.finished[0]
             if (s.recv_gen == gen and s.recv_opened and s.closed_counted
-                    and self.streams.get(s.stream_id) is s):
+                    and self.find(s.stream_id) is s):
                 if s.recv_w < 0:
                     break
                 self.finished.popleft()
@@ -582,6 +840,7 @@ cdef class StreamSet:
         s.recv_done = False
         s.recv_w = -1
         s.readable_signalled = False
+        self.pool_recv(s.recv)
         s.recv = _NO_RECV  # the next incarnation gets a new one
         self.maybe_release(s)
         return 0
@@ -614,7 +873,7 @@ cdef class StreamSet:
             _, _, batch = self.tomb_wait.popleft()
             for s, gen in batch:
                 if (s.recv_gen != gen or not s.recv_done or s.recv_w >= 0
-                        or self.streams.get(s.stream_id) is not s):
+                        or self.find(s.stream_id) is not s):
                     continue
                 s.recv_w = w
                 if s.closed_counted:
@@ -634,7 +893,9 @@ cdef class StreamSet:
                                 ErrorCode.STREAM_LIMIT_ERROR)
         self.peer_opened += 1
         if s.recv_gen != 0 or s.recv is _NO_RECV:
-            s.recv = RecvStream(s.stream_id, self.window_max, self.window_initial)
+            self.pool_recv(s.recv)
+            s.recv = _NO_RECV
+            s.recv = self.new_recv(s.stream_id)
         self.gen_seq += 1
         s.recv_gen = self.gen_seq
         s.recv_opened = True
@@ -691,7 +952,7 @@ cdef class StreamSet:
                 raise ProtocolError(f"stream {stream_id} exceeds the stream limit",
                                     ErrorCode.STREAM_LIMIT_ERROR)
             self.peer_opened += 1
-            s.recv_next = RecvStream(stream_id, self.window_max, self.window_initial)
+            s.recv_next = self.new_recv(stream_id)
             s.recv_next_lo = pn
         elif data_complete(s.recv_next):
             raise _DropPacket()  # a third incarnation waits until the second one is read
@@ -709,7 +970,7 @@ cdef class StreamSet:
         kept = None
         for s, gen in self.finished:
             if (s.recv_gen == gen and s.recv_opened and s.closed_counted
-                    and self.streams.get(s.stream_id) is s):
+                    and self.find(s.stream_id) is s):
                 if s.recv_w < 0:
                     if kept is None:
                         kept = deque()
@@ -788,7 +1049,7 @@ cdef class StreamSet:
             return 0
         if not s.readable_signalled and message_ready_c(r, 1):
             s.readable_signalled = True
-            self.events.append(MessageReceived(s.stream_id))
+            self.events.append(message_received(s.stream_id))
         if not s.recv_done and data_complete(r):
             self.recv_complete(s)
         self.check_recv_closed(s)
@@ -886,7 +1147,7 @@ cdef class StreamSet:
         while q and room > 0:
             s = <_Stream>q.popleft()
             s.credit_wait = False
-            if s.send_opened and not s.counted and self.streams.get(s.stream_id) is s:
+            if s.send_opened and not s.counted and self.find(s.stream_id) is s:
                 self.schedule(s)
                 room -= 1
             else:
@@ -897,7 +1158,7 @@ cdef class StreamSet:
 
     cdef int requeue_blocked(self) except -1:
         cdef _Stream s
-        for s in self.streams.values():
+        for s in self.stream_list():
             if s.send.has_pending_c():
                 self.schedule(s)
         return 0
@@ -1020,3 +1281,44 @@ cdef class StreamSet:
                 if not s.send_opened:
                     self.maybe_release(s)
         return 0
+
+
+cdef class StreamView:
+    """A read-only mapping view of a connection's stream table (``StreamSet.streams``):
+    stream id -> its state, in the order the ids were added."""
+
+    cdef StreamSet sset
+
+    def __cinit__(self, StreamSet sset):
+        self.sset = sset
+
+    def __len__(self):
+        return self.sset.tab_live
+
+    def __getitem__(self, key):
+        s = self.sset.find_key(key)
+        if s is None:
+            raise KeyError(key)
+        return s
+
+    def __contains__(self, key):
+        return self.sset.find_key(key) is not None
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def get(self, key, default=None):
+        s = self.sset.find_key(key)
+        return default if s is None else s
+
+    def keys(self):
+        return [s.stream_id for s in self.sset.stream_list()]
+
+    def values(self):
+        return self.sset.stream_list()
+
+    def items(self):
+        return [(s.stream_id, s) for s in self.sset.stream_list()]
+
+
+Mapping.register(StreamView)

@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+# the base and the most frequent event are compiled (made once per newly readable stream)
+from ._events import Event, MessageReceived
+
 __all__ = [
     "Event",
     "HandshakeCompleted",
@@ -17,12 +20,6 @@ __all__ = [
     "PathChanged",
     "ConnectionTerminated",
 ]
-
-
-class Event:
-    """Base class of connection events."""
-
-    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -51,14 +48,6 @@ class HandshakeFailed(Event):
     application: bool = False
     timeout: bool = False
     peer_key: Optional[bytes] = None
-
-
-@dataclass(frozen=True)
-class MessageReceived(Event):
-    """Stream ``stream_id`` has readable message data (``CoreConnection.read_message``). Reported once
-    per transition from nothing-readable to readable."""
-
-    stream_id: int
 
 
 @dataclass(frozen=True)

@@ -664,10 +664,10 @@ cdef class CoreConnection(PacketReceiver):
             t[TIMER_PATH_VALIDATION] = self._paths.deadline()
         if self._old_keys_deadline is not None:
             t[TIMER_OLD_KEYS] = self._old_keys_deadline
-        if self._sset.idle_halves:
+        if self._sset.idle_halves is not None:
             self._sset.drop_stale_idle()
-            if self._sset.idle_halves:
-                t[TIMER_STREAM_IDLE] = self._sset.idle_times[0] + 3 * self._pto()
+            if self._sset.idle_halves is not None:
+                t[TIMER_STREAM_IDLE] = self._sset.idle_halves.first().t + 3 * self._pto()
         if self._idle_release_pending():
             t[TIMER_IDLE_RELEASE] = self._idle_release_time()
         return 0
@@ -714,7 +714,7 @@ cdef class CoreConnection(PacketReceiver):
         is made again on demand; this runs once per quiet period."""
         cdef _Stream s
         self._idle_released_at = self._last_activity
-        if self._sset.idle_halves:
+        if self._sset.idle_halves is not None:
             self._sset.end_idle_halves()
         for s in self._sset.stream_list():
             s.send.release_idle_c()

@@ -207,11 +207,12 @@ cdef class Sender:
     cdef int check_app_limited(self, Py_ssize_t mds) except -1:
         # nothing left to send while the window has room: the application, not the network,
         # limits the rate (delivery-rate estimation)
-        if not self.sset.send_queue and not self.datagrams and self.recovery.congestion.can_send(mds):
+        if ((self.sset.send_queue is None or self.sset.send_queue.n == 0) and not self.datagrams
+                and self.recovery.congestion.can_send(mds)):
             self.recovery.on_app_limited()
-        # queues emptied by what was just built go back to None (a deque holds ~600 bytes
-        # even when empty; most connections are idle most of the time)
-        if self.sset.send_queue is not None and not self.sset.send_queue:
+        # queues emptied by what was just built go back to None (most connections are idle
+        # most of the time)
+        if self.sset.send_queue is not None and self.sset.send_queue.n == 0:
             self.sset.send_queue = None
         if self.datagrams is not None and not self.datagrams:
             self.datagrams = None
@@ -255,10 +256,7 @@ cdef class Sender:
                 and rec.ack_lo <= <uint64_t>self.sset.tomb_lo):
             # this ACK lists every packet that carried a frame of the peer's halves complete
             # so far: they are resolved once it is acknowledged
-            if self.sset.tomb_wait is None:
-                self.sset.tomb_wait = deque()
-            self.sset.tomb_wait.append((<uint64_t>pn, <uint64_t>self.sset.tomb_lo, self.sset.tomb_new))
-            self.sset.tomb_new = None
+            self.sset.tomb_sent(<uint64_t>pn)
             if not eliciting:
                 self.pending.once |= OWE_PING  # so that the peer acknowledges it soon
         if self.qlog is not None:
@@ -337,7 +335,7 @@ cdef class Sender:
         # path validation frames are small and not held back by congestion control: the
         # window may still be full of packets sent on the previous path (RFC 9000 §9.4)
         path_frames = path_frames_owed(self.paths)
-        have_data = ((self.sset.send_queue is not None and len(self.sset.send_queue) > 0)
+        have_data = ((self.sset.send_queue is not None and self.sset.send_queue.n > 0)
                      or (self.datagrams is not None and len(self.datagrams) > 0))
         if not (ack_due or probe or control or have_data or self.pending.once & OWE_PING):
             return None
@@ -371,7 +369,7 @@ cdef class Sender:
                 self.write_control_frames(end, rec)
             if self.datagrams is not None and len(self.datagrams):
                 self.write_datagrams(end, rec)
-            if self.sset.send_queue is not None and len(self.sset.send_queue):
+            if self.sset.send_queue is not None and self.sset.send_queue.n:
                 self.sset.write_frames(self.sbuf, end, rec)
             if probe:
                 self.probes[SP_APP] -= 1
@@ -548,7 +546,7 @@ cdef class Sender:
                     self.sset.after_ack(s)
             else:
                 self.record_acked(r, pkt.declared_lost)
-        if pkt.ack_space == SP_APP and self.sset.tomb_wait:
+        if pkt.ack_space == SP_APP and self.sset.tomb_wait is not None:
             self.sset.resolve(<uint64_t>pkt.packet_number, pkt.ack_lo)
         return 0
 
@@ -597,8 +595,8 @@ cdef class Sender:
             insort(self.sset.lost_streams_pns, pkt.packet_number)
             if len(self.sset.lost_streams_pns) > MAX_LOST_STREAM_PACKETS:
                 del self.sset.lost_streams[self.sset.lost_streams_pns.pop(0)]
-        if (pkt.ack_space == SP_APP and self.sset.tomb_wait
-                and self.sset.tomb_wait[0][0] <= <uint64_t>pkt.packet_number):
+        if (pkt.ack_space == SP_APP and self.sset.tomb_wait is not None
+                and self.sset.tomb_wait.first().b <= <uint64_t>pkt.packet_number):
             # halves waiting to be resolved by that ACK: another one must reach the peer
             self.app.ack_pending = True
             self.pending.once |= OWE_PING

@@ -14,6 +14,7 @@ cdef class _Stream:
     cdef public RecvStream recv
     cdef public uint64_t send_limit
     cdef public bint readable_signalled
+    cdef public bint readable_listed     # in StreamSet.readable
     cdef public bint send_opened
     cdef public bint recv_opened
     cdef public uint32_t owed            # 1 << FR_x for each frame owed: RESET_STREAM,
@@ -48,6 +49,33 @@ cdef struct StreamEntry:
     PyObject* obj                                # a _Stream (owned), NULL once removed
 
 
+# One item of a Ring: an object (owned) and what it is listed with
+cdef struct RingItem:
+    PyObject* obj
+    uint64_t a
+    uint64_t b
+    uint64_t c
+    double t
+
+
+# A first-in first-out queue of objects with C fields, no tuple per item and no Python call per
+# operation: the stream set's lists of streams (send round robin, finished halves, ...).
+cdef class Ring:
+    cdef RingItem* items
+    cdef Py_ssize_t head
+    cdef readonly Py_ssize_t n
+    cdef Py_ssize_t cap                          # a power of two (0 before the first push)
+
+    cdef int push(self, object obj, uint64_t a=*, uint64_t b=*, uint64_t c=*, double t=*) except -1
+    cdef void drop(self) noexcept                # remove the first item
+
+    cdef inline RingItem* first(self) noexcept:
+        return &self.items[self.head]
+
+    cdef inline RingItem* at(self, Py_ssize_t i) noexcept:
+        return &self.items[(self.head + i) & (self.cap - 1)]
+
+
 # The stream table of one connection and everything about its streams: their lifecycle
 # (PROTOCOL.md §16.7), stream and connection flow control, stream credit, the round robin of
 # streams with something to send, and the STREAM-related frames both ways.
@@ -61,7 +89,7 @@ cdef class StreamSet:
     cdef Py_ssize_t tab_usable                   # entries allocated
     cdef uint64_t tab_mask                       # index slots - 1 (a power of two minus one)
     cdef public _Stream last_stream              # one-entry cache in front of streams
-    cdef public object send_queue                # deque of streams with something to send (None: empty)
+    cdef public Ring send_queue                  # streams with something to send (None: empty)
     cdef public list events                      # the connection's event list (shared)
     cdef public _Space app                       # the application space (largest_rx)
     cdef public RttEstimator rtt                 # the connection's (flow-control window tuning)
@@ -86,17 +114,16 @@ cdef class StreamSet:
     cdef public int64_t streams_blocked_reported
     cdef public uint64_t streams_counted
     cdef public int64_t streams_waiting          # our live halves not yet opened (no credit yet)
-    cdef public object credit_waiters            # deque of streams waiting for stream credit
+    cdef public Ring credit_waiters              # streams waiting for stream credit
     # lifecycle (PROTOCOL.md §16.7)
-    cdef public object idle_halves               # deque of _Stream: our halves all acknowledged, oldest first
-    cdef public object idle_times                # deque of floats: when each was listed (no tuple per listing)
-    cdef public object finished                  # deque of (_Stream, gen): peer halves read to their end
+    cdef public Ring idle_halves                 # _Stream, t when listed: our halves all acknowledged, oldest first
+    cdef public Ring finished                    # _Stream, a = recv_gen: peer halves read to their end
     cdef public Py_ssize_t finished_max          # how many of them are always remembered
     cdef public int64_t credit_owed              # stream credits held back until one resolves
     cdef public int64_t unresolved               # finished peer halves not yet resolved
-    cdef public list tomb_new                    # complete peer halves awaiting an ACK covering them
+    cdef public Ring tomb_new                    # _Stream, a = recv_gen: complete peer halves awaiting an ACK covering them
     cdef public int64_t tomb_lo                  # the smallest recv_lo among them
-    cdef public object tomb_wait                 # deque of (packet number, ack_lo, list of (_Stream, gen))
+    cdef public Ring tomb_wait                   # _Stream, a = recv_gen, b = packet number of our ACK, c = its ack_lo
     cdef public int64_t stale_below              # frames for halves without state below: old
     cdef public int64_t rx_pn                    # packet number of the 1-RTT packet being processed
     cdef public uint32_t gen_seq                 # last incarnation number given to a stream half
@@ -105,6 +132,8 @@ cdef class StreamSet:
     cdef list stream_pool                        # _Stream
     cdef list send_pool                          # SendStream
     cdef list recv_pool                          # RecvStream
+    cdef list readable                           # streams that became readable (a superset of
+                                                 # the readable ones: readable_streams prunes it)
     cdef public dict lost_streams                # pn -> ((sid, gen, offset, length, fin), ...) of 1-RTT packets declared lost
     cdef public list lost_streams_pns            # their packet numbers, ascending
 
@@ -114,6 +143,7 @@ cdef class StreamSet:
     cdef int reset_stream(self, object stream_id, object error_code) except -1
     cdef int stop_sending(self, object stream_id, object error_code) except -1
     cdef list readable_streams(self)
+    cdef int signal_readable(self, _Stream s) except -1
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes)
     cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out)
     cdef int on_consumed(self, _Stream s, uint64_t consumed) except -1
@@ -146,6 +176,7 @@ cdef class StreamSet:
     cdef int forget_recv(self, _Stream s) except -1
     cdef int recv_complete(self, _Stream s) except -1
     cdef int resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1
+    cdef int tomb_sent(self, uint64_t pn) except -1
     cdef int open_recv(self, _Stream s, int64_t min_pn) except -1
     cdef _Stream route(self, uint64_t stream_id, uint64_t end, bint* nxt)
     cdef int forget_resolved(self) except -1

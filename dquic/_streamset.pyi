@@ -32,6 +32,7 @@ class _Stream:
     pinned: bool
     credit_wait: bool
     idle_since: float
+    readable_listed: bool
     idle_gen: int
     send_gen: int
     send_next: Optional[SendStream]
@@ -48,12 +49,21 @@ class _Stream:
                  send_limit: int) -> None: ...
 
 @disjoint_base
+class Ring:
+    """A first-in first-out queue of objects with C fields (the stream set's lists)."""
+    @property
+    def n(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Tuple[Any, int, int, int, float]]: ...
+
+
+@disjoint_base
 class StreamSet:
     @property
     def streams(self) -> StreamView: ...
     def _table_state(self) -> Tuple[int, int, int, int]: ...
     last_stream: Optional[_Stream]
-    send_queue: Any  # a deque of _Stream, None while empty
+    send_queue: Optional[Ring]  # None while empty
     events: List[Any]
     app: _Space
     rtt: RttEstimator
@@ -76,16 +86,15 @@ class StreamSet:
     streams_blocked_reported: int
     streams_counted: int
     streams_waiting: int
-    credit_waiters: Any
-    idle_halves: Any
-    idle_times: Any
-    finished: Any
+    credit_waiters: Optional[Ring]
+    idle_halves: Optional[Ring]
+    finished: Optional[Ring]
     finished_max: int
     credit_owed: int
     unresolved: int
-    tomb_new: Optional[List[Any]]
+    tomb_new: Optional[Ring]
     tomb_lo: int
-    tomb_wait: Any
+    tomb_wait: Optional[Ring]
     stale_below: int
     rx_pn: int
     gen_seq: int

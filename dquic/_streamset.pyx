@@ -48,7 +48,6 @@ from dquic._wire cimport varint_len as _varint_len, varint_prefixed_payload_len 
 
 import os
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Mapping
 
 from dquic.errors import ErrorCode, ProtocolError
@@ -129,6 +128,60 @@ cdef class _Stream:
         self.recv_next = None
 
 
+cdef class Ring:
+    """A first-in first-out queue of objects, each with C fields (``a``, ``b``, ``c``, ``t``):
+    the stream set's lists of streams. Iterating gives ``(obj, a, b, c, t)`` (tests)."""
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            Py_DECREF(<object>self.at(i).obj)
+        PyMem_Free(self.items)
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        cdef RingItem* it
+        out = []
+        for i in range(self.n):
+            it = self.at(i)
+            out.append((<object>it.obj, it.a, it.b, it.c, it.t))
+        return iter(out)
+
+    cdef int push(self, object obj, uint64_t a=0, uint64_t b=0, uint64_t c=0,
+                  double t=0.0) except -1:
+        cdef Py_ssize_t cap, i
+        cdef RingItem* items
+        cdef RingItem* it
+        if self.n == self.cap:
+            cap = 8 if self.cap == 0 else self.cap * 2
+            items = <RingItem*>PyMem_Malloc(cap * sizeof(RingItem))
+            if items is NULL:
+                raise MemoryError()
+            for i in range(self.n):
+                items[i] = self.at(i)[0]
+            PyMem_Free(self.items)
+            self.items = items
+            self.head = 0
+            self.cap = cap
+        it = self.at(self.n)
+        Py_INCREF(obj)
+        it.obj = <PyObject*>obj
+        it.a = a
+        it.b = b
+        it.c = c
+        it.t = t
+        self.n += 1
+        return 0
+
+    cdef void drop(self) noexcept:
+        cdef PyObject* obj = self.items[self.head].obj
+        self.head = (self.head + 1) & (self.cap - 1)
+        self.n -= 1
+        Py_DECREF(<object>obj)
+
+
 cdef class StreamSet:
     """The streams of one connection (see the module docstring)."""
 
@@ -145,7 +198,7 @@ cdef class StreamSet:
         self.lost_streams = None  # made on the first lost 1-RTT packet with stream data
         self.lost_streams_pns = None
         self.last_stream = None
-        # streams with something to send, round robin (a deque; None while empty)
+        # streams with something to send, round robin (a Ring; None while empty)
         self.send_queue = None
         self.peer_max_data = 0
         self.peer_stream_limit = 0  # initial MAX_STREAM_DATA for our halves
@@ -161,10 +214,9 @@ cdef class StreamSet:
         self.streams_waiting = 0
         self.credit_waiters = None
         self.idle_halves = None
-        self.idle_times = None
         self.send_buffered = 0
         # the peer's halves read to their end, oldest first: the newest max_streams stay known,
-        # older resolved ones are forgotten (PROTOCOL.md §16.7; a deque, None while empty)
+        # older resolved ones are forgotten (PROTOCOL.md §16.7; a Ring, None while empty)
         self.finished = None
         self.finished_max = config.max_streams
         self.credit_owed = 0
@@ -178,6 +230,7 @@ cdef class StreamSet:
         self.stream_pool = []
         self.send_pool = []
         self.recv_pool = []
+        self.readable = []
 
 
     def __dealloc__(self):
@@ -266,9 +319,9 @@ cdef class StreamSet:
         cdef uint64_t j, mask
         cdef StreamEntry* entries
         cdef int32_t* index
-        while size * 2 < live * 6:  # usable = 2/3 of the slots >= 2 * live
+        while size < live * 4:  # usable = half the slots >= 2 * live
             size *= 2
-        usable = size * 2 // 3
+        usable = size // 2
         mask = <uint64_t>(size - 1)
         entries = <StreamEntry*>PyMem_Malloc(usable * sizeof(StreamEntry))
         index = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
@@ -404,14 +457,33 @@ cdef class StreamSet:
 
     cdef list readable_streams(self):
         """``CoreConnection.readable_streams`` (its docstring)."""
-        cdef Py_ssize_t i
-        cdef StreamEntry* e
+        cdef list listed = self.readable
+        cdef list kept
+        cdef Py_ssize_t i, n = len(listed)
+        cdef _Stream s
         out = []
-        for i in range(self.tab_used):
-            e = &self.tab_entries[i]
-            if e.obj is not NULL and message_ready_c((<_Stream>e.obj).recv, 1):
-                out.append(e.sid)
+        if n == 0:
+            return out
+        kept = []
+        for i in range(n):
+            s = <_Stream>listed[i]
+            if message_ready_c(s.recv, 1):  # (a released stream has no receive half)
+                out.append(s.stream_id)
+                kept.append(s)
+            else:
+                s.readable_listed = False
+        self.readable = kept
         return out
+
+    cdef int signal_readable(self, _Stream s) except -1:
+        """The peer's half of ``s`` became readable: MessageReceived, and ``s`` is listed for
+        ``readable_streams`` (which walks only the streams listed, not the whole table)."""
+        s.readable_signalled = True
+        self.events.append(message_received(s.stream_id))
+        if not s.readable_listed:
+            s.readable_listed = True
+            self.readable.append(s)
+        return 0
 
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes):
         """``CoreConnection.read_message`` (its docstring)."""
@@ -497,7 +569,8 @@ cdef class StreamSet:
                 s.send = _NO_SEND
                 self.pool_recv(s.recv)
                 s.recv = _NO_RECV
-                s.readable_signalled = s.send_opened = s.recv_opened = False
+                s.readable_signalled = s.readable_listed = False
+                s.send_opened = s.recv_opened = False
                 s.owed = 0
                 s.reset_code = s.stop_code = 0
                 s.queued = s.closed_counted = s.counted = s.pinned = s.credit_wait = False
@@ -606,7 +679,7 @@ cdef class StreamSet:
             s.send_opened = True
             s.counted = False
             self.streams_waiting += 1
-            if self.idle_halves and self.pressure():
+            if self.idle_halves is not None and self.pressure():
                 self.end_idle_halves()
             return x
         if x._finished or x._reset:
@@ -664,10 +737,8 @@ cdef class StreamSet:
                 s.idle_since = self.now
                 s.idle_gen = s.send_gen
                 if self.idle_halves is None:
-                    self.idle_halves = deque()
-                    self.idle_times = deque()
-                self.idle_halves.append(s)
-                self.idle_times.append(self.now)
+                    self.idle_halves = Ring()
+                self.idle_halves.push(s, 0, 0, 0, self.now)
         return 0
 
     cdef bint pressure(self):
@@ -679,16 +750,14 @@ cdef class StreamSet:
         """Forget the oldest listings of halves that took messages since (a half in use is
         listed again each time its messages are all acknowledged): the idle timer then waits
         for a half really idle, not for a stale listing."""
-        cdef _Stream s
-        q = self.idle_halves
-        times = self.idle_times
-        while q:
-            s = <_Stream>q[0]
-            if s.idle_since == <double>times[0]:
+        cdef Ring q = self.idle_halves
+        cdef RingItem* it
+        while q is not None and q.n:
+            it = q.first()
+            if (<_Stream>it.obj).idle_since == it.t:
                 return 0
-            q.popleft()
-            times.popleft()
-        self.idle_halves = self.idle_times = None
+            q.drop()
+        self.idle_halves = None
         return 0
 
     cdef int end_idle_halves(self, double now=-1.0, double span=0.0) except -1:
@@ -700,14 +769,13 @@ cdef class StreamSet:
         cdef _Stream s
         cdef SendStream x
         cdef double since
-        q = self.idle_halves
-        times = self.idle_times
-        while q:
-            since = times[0]
+        cdef Ring q = self.idle_halves
+        while q is not None and q.n:
+            since = q.first().t
             if now >= 0.0 and since + span > now:
                 return 0
-            s = q.popleft()
-            times.popleft()
+            s = <_Stream>q.first().obj
+            q.drop()
             x = s.send
             if s.idle_since != since:
                 continue  # it took messages since (and may be listed again, later)
@@ -716,8 +784,7 @@ cdef class StreamSet:
                     and x._base == x.write_offset and x._msg_remaining == 0):
                 x.finish()
                 self.schedule(s)
-        # an empty deque costs more than the connection's streams
-        self.idle_halves = self.idle_times = None
+        self.idle_halves = None
         return 0
 
     cdef int maybe_release(self, _Stream s) except -1:
@@ -737,8 +804,8 @@ cdef class StreamSet:
         if not s.queued:
             s.queued = True
             if self.send_queue is None:
-                self.send_queue = deque()
-            self.send_queue.append(s)
+                self.send_queue = Ring()
+            self.send_queue.push(s)
         self.noted = True
 
     cdef int check_recv_closed(self, _Stream s) except -1:
@@ -770,12 +837,11 @@ cdef class StreamSet:
             if data_complete(s.recv):
                 self.recv_complete(s)
             if message_ready_c(s.recv, 1):
-                s.readable_signalled = True
-                self.events.append(message_received(s.stream_id))
+                self.signal_readable(s)
             return self.check_recv_closed(s)
         if self.finished is None:
-            self.finished = deque()
-        self.finished.append((s, s.recv_gen))
+            self.finished = Ring()
+        self.finished.push(s, s.recv_gen)
         if s.recv_w < 0:
             self.unresolved += 1
             if self.unresolved > self.finished_max:
@@ -815,18 +881,19 @@ cdef class StreamSet:
         """Forget the oldest finished peer halves beyond the newest ``max_streams``, as far as
         they are resolved (an unresolved one stops the walk: its credit may be held back)."""
         cdef _Stream s
-        while self.finished is not None and len(self.finished) > self.finished_max:
-            s, gen = self.finished[0]
-            if (s.recv_gen == gen and s.recv_opened and s.closed_counted
+        cdef Ring q = self.finished
+        while q is not None and q.n > self.finished_max:
+            s = <_Stream>q.first().obj
+            if (s.recv_gen == q.first().a and s.recv_opened and s.closed_counted
                     and self.find(s.stream_id) is s):
                 if s.recv_w < 0:
                     break
-                self.finished.popleft()
+                q.drop()
                 if not s.pinned:
                     self.forget_recv(s)
             else:
-                self.finished.popleft()  # reopened or released since
-        if self.finished is not None and not self.finished:
+                q.drop()  # reopened or released since
+        if q is not None and q.n == 0:
             self.finished = None
         return 0
 
@@ -852,11 +919,26 @@ cdef class StreamSet:
         s.recv_done = True
         s.recv_c = self.app.largest_rx if self.app.largest_rx > self.rx_pn else self.rx_pn
         if self.tomb_new is None:
-            self.tomb_new = []
+            self.tomb_new = Ring()
             self.tomb_lo = s.recv_lo
         elif s.recv_lo < self.tomb_lo:
             self.tomb_lo = s.recv_lo
-        self.tomb_new.append((s, s.recv_gen))
+        self.tomb_new.push(s, s.recv_gen)
+        return 0
+
+    cdef int tomb_sent(self, uint64_t pn) except -1:
+        """Our packet ``pn`` carries an ACK listing every packet that carried a frame of the
+        complete peer halves waiting (``tomb_new``): they are resolved once it is
+        acknowledged."""
+        cdef Ring q = self.tomb_new
+        cdef RingItem* it
+        if self.tomb_wait is None:
+            self.tomb_wait = Ring()
+        while q.n:
+            it = q.first()
+            self.tomb_wait.push(<object>it.obj, it.a, pn, <uint64_t>self.tomb_lo)
+            q.drop()
+        self.tomb_new = None
         return 0
 
     cdef int resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1:
@@ -868,20 +950,22 @@ cdef class StreamSet:
         ones belong to a new incarnation (PROTOCOL.md §16.7)."""
         cdef _Stream s
         cdef int64_t w = self.rx_pn
-        while (self.tomb_wait and self.tomb_wait[0][0] <= acked_pn
-                and self.tomb_wait[0][1] >= ack_lo):
-            _, _, batch = self.tomb_wait.popleft()
-            for s, gen in batch:
-                if (s.recv_gen != gen or not s.recv_done or s.recv_w >= 0
-                        or self.find(s.stream_id) is not s):
-                    continue
+        cdef Ring q = self.tomb_wait
+        cdef RingItem* it
+        # (the halves listed with one ACK of ours share its packet number and ack_lo)
+        while q is not None and q.n and q.first().b <= acked_pn and q.first().c >= ack_lo:
+            it = q.first()
+            s = <_Stream>it.obj
+            if (s.recv_gen == it.a and s.recv_done and s.recv_w < 0
+                    and self.find(s.stream_id) is s):
                 s.recv_w = w
                 if s.closed_counted:
                     self.unresolved -= 1
                     if self.credit_owed > 0:
                         self.credit_owed -= 1
                         self.give_credit(1)
-        if not self.tomb_wait:
+            q.drop()
+        if q is not None and q.n == 0:
             self.tomb_wait = None
         self.trim_finished()
         return 0
@@ -967,14 +1051,20 @@ cdef class StreamSet:
         is in a packet numbered above them all, so nothing can be taken for a late copy that is
         not one, and an idle connection keeps no list of finished streams."""
         cdef _Stream s
-        kept = None
-        for s, gen in self.finished:
+        cdef Ring q = self.finished
+        cdef Ring kept = None
+        cdef uint64_t gen
+        self.finished = None
+        while q.n:
+            s = <_Stream>q.first().obj
+            gen = q.first().a
+            q.drop()
             if (s.recv_gen == gen and s.recv_opened and s.closed_counted
                     and self.find(s.stream_id) is s):
                 if s.recv_w < 0:
                     if kept is None:
-                        kept = deque()
-                    kept.append((s, gen))  # unresolved: its credit may be held back
+                        kept = Ring()
+                    kept.push(s, gen)  # unresolved: its credit may be held back
                 elif not s.pinned:
                     self.forget_recv(s)
         self.finished = kept
@@ -1048,8 +1138,7 @@ cdef class StreamSet:
                 self.drop_unread(s, s.stop_code)
             return 0
         if not s.readable_signalled and message_ready_c(r, 1):
-            s.readable_signalled = True
-            self.events.append(message_received(s.stream_id))
+            self.signal_readable(s)
         if not s.recv_done and data_complete(r):
             self.recv_complete(s)
         self.check_recv_closed(s)
@@ -1143,16 +1232,17 @@ cdef class StreamSet:
         self.peer_stream_credit = frame.maximum
         # wake as many halves waiting for credit as the new credit lets open, oldest first
         room = <int64_t>self.peer_stream_credit - <int64_t>self.streams_counted
-        q = self.credit_waiters
-        while q and room > 0:
-            s = <_Stream>q.popleft()
+        cdef Ring q = self.credit_waiters
+        while q is not None and q.n and room > 0:
+            s = <_Stream>q.first().obj
+            q.drop()
             s.credit_wait = False
             if s.send_opened and not s.counted and self.find(s.stream_id) is s:
                 self.schedule(s)
                 room -= 1
             else:
                 self.maybe_release(s)
-        if not q:
+        if q is not None and q.n == 0:
             self.credit_waiters = None
         return 0
 
@@ -1185,11 +1275,11 @@ cdef class StreamSet:
         cdef _Stream s
         cdef SendStream send
         cdef int n0
-        queue = self.send_queue
-        rounds = len(queue)
-        while rounds > 0 and end - buf._pos > 24 and len(queue) > 0:
+        cdef Ring queue = self.send_queue
+        rounds = queue.n
+        while rounds > 0 and end - buf._pos > 24 and queue.n > 0:
             rounds -= 1
-            s = <_Stream>queue[0]
+            s = <_Stream>queue.first().obj
             sid = s.stream_id
             send = s.send
             # control frames of this stream (one that does not fit keeps the stream first);
@@ -1219,16 +1309,16 @@ cdef class StreamSet:
                                 and put_frame(buf, end, rec, FR_STREAMS_BLOCKED,
                                                     self.peer_stream_credit)):
                             self.streams_blocked_reported = self.peer_stream_credit
-                        queue.popleft()
+                        queue.drop()
                         s.queued = False
-                        if self.idle_halves:
+                        if self.idle_halves is not None:
                             self.end_idle_halves()
                         if not s.credit_wait:
                             # woken by MAX_STREAMS (on_max_streams), oldest first
                             s.credit_wait = True
                             if self.credit_waiters is None:
-                                self.credit_waiters = deque()
-                            self.credit_waiters.append(s)
+                                self.credit_waiters = Ring()
+                            self.credit_waiters.push(s)
                         continue
                 conn_credit = <int64_t>self.peer_max_data - <int64_t>self.data_sent
                 if conn_credit < 0:
@@ -1270,12 +1360,12 @@ cdef class StreamSet:
                             and self.data_sent >= self.peer_max_data
                             and put_frame(buf, end, rec, FR_DATA_BLOCKED, self.peer_max_data)):
                         self.data_blocked_reported = self.peer_max_data
-                    queue.popleft()
+                    queue.drop()
                     s.queued = False
                     continue
-            queue.popleft()
+            queue.drop()
             if send.has_pending_c():
-                queue.append(s)  # round robin
+                queue.push(s)  # round robin
             else:
                 s.queued = False
                 if not s.send_opened:

@@ -55,6 +55,7 @@ cdef class SendStream(_StreamHalf):
     cdef int _append(self, const uint8_t* data, Py_ssize_t n) except -1
     cdef int _check_writable(self, uint64_t n) except -1
     cdef void _drop_acked_prefix(self) noexcept
+    cpdef finish(self)
 
     cdef int next_chunk_c(self, Py_ssize_t max_len, uint64_t flow_limit, uint64_t* offset,
                           Py_ssize_t* length, bint* fin) except -1

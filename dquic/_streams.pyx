@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, autotestdict=False
 """Compiled stream state: send buffers, receive reassembly, message framing, flow windows.
 
 Every stream id (``0 <= id < 2**62``) has two independent halves: a :class:`SendStream` for
@@ -381,7 +381,7 @@ cdef class SendStream(_StreamHalf):
         finally:
             PyBuffer_Release(&view)
 
-    def finish(self):
+    cpdef finish(self):
         """Mark the end of the stream (FIN after the last written byte); no more writes.
 
         Idempotent.  Raises ``ValueError`` after ``reset()`` or inside an incomplete message.

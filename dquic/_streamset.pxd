@@ -15,6 +15,7 @@ cdef class _Stream:
     cdef public uint64_t send_limit
     cdef public bint readable_signalled
     cdef public bint readable_listed     # in StreamSet.readable
+    cdef public bint in_table            # the stream table's entry for stream_id
     cdef public bint send_opened
     cdef public bint recv_opened
     cdef public uint32_t owed            # 1 << FR_x for each frame owed: RESET_STREAM,
@@ -87,6 +88,8 @@ cdef class StreamSet:
     cdef Py_ssize_t tab_used                     # entries taken, removed ones included
     cdef Py_ssize_t tab_live                     # entries not removed
     cdef Py_ssize_t tab_usable                   # entries allocated
+    cdef uint64_t tab_missed                     # an id just looked up and not found ...
+    cdef bint tab_miss_valid                     # ... while this holds (a put ends it)
     cdef uint64_t tab_mask                       # index slots - 1 (a power of two minus one)
     cdef public _Stream last_stream              # one-entry cache in front of streams
     cdef public Ring send_queue                  # streams with something to send (None: empty)

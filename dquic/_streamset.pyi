@@ -33,6 +33,7 @@ class _Stream:
     credit_wait: bool
     idle_since: float
     readable_listed: bool
+    in_table: bool
     idle_gen: int
     send_gen: int
     send_next: Optional[SendStream]

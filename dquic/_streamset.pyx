@@ -29,9 +29,14 @@ scheduled (the connection then asks its driver to build output), ``owed`` which 
 MAX_STREAMS the connection's packets must carry.
 """
 cimport cython
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_REFCNT, PyObject
 from libc.string cimport memset
+
+cdef extern from "Python.h":
+    # declared here without an error check: find_key looks at the error itself
+    unsigned long long PyLong_AsUnsignedLongLong(object) noexcept
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from dquic._codec cimport Buffer
@@ -62,6 +67,7 @@ MAX_STREAM_ID = (1 << 62) - 1
 cdef enum:
     TAB_EMPTY = -1
     TAB_DUMMY = -2
+cdef uint64_t MAX_ID = MAX_STREAM_ID
 cdef uint64_t _TAB_KEY = int.from_bytes(os.urandom(8), "little")
 
 
@@ -253,12 +259,19 @@ cdef class StreamSet:
         """The state of ``stream_id``, or None."""
         cdef uint64_t i
         cdef int32_t ix
-        if self.tab_index is NULL:
+        cdef _Stream last = self.last_stream
+        if last is not None and last.stream_id == stream_id:
+            return last
+        if self.tab_index is NULL or (self.tab_miss_valid and self.tab_missed == stream_id):
             return None
         i = _tab_hash(stream_id) & self.tab_mask
         while True:
             ix = self.tab_index[i]
             if ix == TAB_EMPTY:
+                # an id is often looked up twice in a row before it is added (a new stream:
+                # the check before a frame is processed and the frame's own lookup)
+                self.tab_missed = stream_id
+                self.tab_miss_valid = True
                 return None
             if ix >= 0 and self.tab_entries[ix].sid == stream_id:
                 return <_Stream>self.tab_entries[ix].obj
@@ -266,6 +279,13 @@ cdef class StreamSet:
 
     cdef _Stream find_key(self, object key):
         """``find`` for a key given by the application (anything: not an id is not found)."""
+        cdef unsigned long long v
+        if type(key) is int:
+            v = PyLong_AsUnsignedLongLong(key)
+            if v == <unsigned long long>-1 and PyErr_Occurred():
+                PyErr_Clear()  # negative or beyond 64 bits
+                return None
+            return None if v > <unsigned long long>MAX_ID else self.find(<uint64_t>v)
         if not isinstance(key, int) or key < 0 or key > MAX_STREAM_ID:
             return None
         return self.find(<uint64_t>key)
@@ -282,6 +302,8 @@ cdef class StreamSet:
         ix = self.tab_used
         self.tab_index[i] = <int32_t>ix
         self.tab_entries[ix].sid = stream_id
+        self.tab_miss_valid = False
+        s.in_table = True
         Py_INCREF(s)
         self.tab_entries[ix].obj = <PyObject*>s
         self.tab_used += 1
@@ -306,6 +328,9 @@ cdef class StreamSet:
         self.tab_index[i] = TAB_DUMMY
         obj = self.tab_entries[ix].obj
         self.tab_entries[ix].obj = NULL
+        (<_Stream>obj).in_table = False
+        if self.last_stream is <_Stream>obj:
+            self.last_stream = None
         self.tab_live -= 1
         # (the entry's place is not taken again before a rebuild: index slots of removed
         # entries are never more than the entries taken, so probing always meets an empty one)
@@ -545,10 +570,7 @@ cdef class StreamSet:
         return 0
 
     cdef _Stream lookup(self, uint64_t stream_id):
-        cdef _Stream s = self.last_stream
-        if s is not None and s.stream_id == stream_id:
-            return s
-        s = self.find(stream_id)
+        cdef _Stream s = self.find(stream_id)
         if s is not None:
             self.last_stream = s
         return s
@@ -791,7 +813,7 @@ cdef class StreamSet:
         """Drop the state of a stream both of whose halves are idle."""
         if (not s.send_opened and s.send_next is None and not s.recv_opened and not s.owed
                 and not s.queued and not s.pinned and not s.credit_wait
-                and self.find(s.stream_id) is s):
+                and s.in_table):
             self.tab_del(s.stream_id)
             if self.last_stream is s:
                 self.last_stream = None
@@ -885,7 +907,7 @@ cdef class StreamSet:
         while q is not None and q.n > self.finished_max:
             s = <_Stream>q.first().obj
             if (s.recv_gen == q.first().a and s.recv_opened and s.closed_counted
-                    and self.find(s.stream_id) is s):
+                    and s.in_table):
                 if s.recv_w < 0:
                     break
                 q.drop()
@@ -957,7 +979,7 @@ cdef class StreamSet:
             it = q.first()
             s = <_Stream>it.obj
             if (s.recv_gen == it.a and s.recv_done and s.recv_w < 0
-                    and self.find(s.stream_id) is s):
+                    and s.in_table):
                 s.recv_w = w
                 if s.closed_counted:
                     self.unresolved -= 1
@@ -1060,7 +1082,7 @@ cdef class StreamSet:
             gen = q.first().a
             q.drop()
             if (s.recv_gen == gen and s.recv_opened and s.closed_counted
-                    and self.find(s.stream_id) is s):
+                    and s.in_table):
                 if s.recv_w < 0:
                     if kept is None:
                         kept = Ring()
@@ -1237,7 +1259,7 @@ cdef class StreamSet:
             s = <_Stream>q.first().obj
             q.drop()
             s.credit_wait = False
-            if s.send_opened and not s.counted and self.find(s.stream_id) is s:
+            if s.send_opened and not s.counted and s.in_table:
                 self.schedule(s)
                 room -= 1
             else:

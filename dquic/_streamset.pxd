@@ -135,7 +135,7 @@ cdef class StreamSet:
     cdef list stream_pool                        # _Stream
     cdef list send_pool                          # SendStream
     cdef list recv_pool                          # RecvStream
-    cdef list readable                           # streams that became readable (a superset of
+    cdef readonly list readable                  # streams that became readable (a superset of
                                                  # the readable ones: readable_streams prunes it)
     cdef public dict lost_streams                # pn -> ((sid, gen, offset, length, fin), ...) of 1-RTT packets declared lost
     cdef public list lost_streams_pns            # their packet numbers, ascending
@@ -147,6 +147,7 @@ cdef class StreamSet:
     cdef int stop_sending(self, object stream_id, object error_code) except -1
     cdef list readable_streams(self)
     cdef int signal_readable(self, _Stream s) except -1
+    cdef int prune_readable(self) except -1
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes)
     cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out)
     cdef int on_consumed(self, _Stream s, uint64_t consumed) except -1

@@ -65,6 +65,8 @@ class StreamSet:
     def _table_state(self) -> Tuple[int, int, int, int]: ...
     last_stream: Optional[_Stream]
     send_queue: Optional[Ring]  # None while empty
+    @property
+    def readable(self) -> Optional[List[_Stream]]: ...
     events: List[Any]
     app: _Space
     rtt: RttEstimator

@@ -233,10 +233,9 @@ cdef class StreamSet:
         self.stale_below = 0
         self.rx_pn = 0
         self.gen_seq = 0
-        self.stream_pool = []
-        self.send_pool = []
-        self.recv_pool = []
-        self.readable = []
+        # (lists made on first use: an idle connection keeps none)
+        self.stream_pool = self.send_pool = self.recv_pool = None
+        self.readable = None
 
 
     def __dealloc__(self):
@@ -484,11 +483,12 @@ cdef class StreamSet:
         """``CoreConnection.readable_streams`` (its docstring)."""
         cdef list listed = self.readable
         cdef list kept
-        cdef Py_ssize_t i, n = len(listed)
+        cdef Py_ssize_t i, n
         cdef _Stream s
         out = []
-        if n == 0:
+        if listed is None:
             return out
+        n = len(listed)
         kept = []
         for i in range(n):
             s = <_Stream>listed[i]
@@ -497,7 +497,7 @@ cdef class StreamSet:
                 kept.append(s)
             else:
                 s.readable_listed = False
-        self.readable = kept
+        self.readable = kept if kept else None
         return out
 
     cdef int signal_readable(self, _Stream s) except -1:
@@ -507,7 +507,28 @@ cdef class StreamSet:
         self.events.append(message_received(s.stream_id))
         if not s.readable_listed:
             s.readable_listed = True
+            if self.readable is None:
+                self.readable = []
+            elif len(self.readable) > 2 * self.tab_live + 16:
+                # a driver that reads on MessageReceived may never call readable_streams:
+                # the list is pruned here too, so it stays within the streams' number
+                self.prune_readable()
+                if self.readable is None:
+                    self.readable = []
             self.readable.append(s)
+        return 0
+
+    cdef int prune_readable(self) except -1:
+        """Unlist the streams no longer readable (or no longer in the table)."""
+        cdef list kept = []
+        cdef _Stream s
+        for obj in self.readable:
+            s = <_Stream>obj
+            if s.in_table and message_ready_c(s.recv, 1):
+                kept.append(s)
+            else:
+                s.readable_listed = False
+        self.readable = kept if kept else None
         return 0
 
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes):
@@ -581,7 +602,7 @@ cdef class StreamSet:
         A released stream object nothing else refers to is reused (``stream_pool``)."""
         cdef _Stream s = None
         cdef list pool = self.stream_pool
-        while pool:
+        while pool is not None and len(pool):
             obj = pool.pop()
             if Py_REFCNT(obj) == 1:  # only this reference: nobody can see the reuse
                 s = <_Stream>obj
@@ -624,7 +645,7 @@ cdef class StreamSet:
         ``send_pool`` when one there is referred to by nothing else."""
         cdef SendStream x
         cdef list pool = self.send_pool
-        while pool:
+        while pool is not None and len(pool):
             obj = pool.pop()
             if Py_REFCNT(obj) == 1:
                 x = <SendStream>obj
@@ -636,7 +657,7 @@ cdef class StreamSet:
         """A new receive half with this connection's window, reused like ``new_send``."""
         cdef RecvStream r
         cdef list pool = self.recv_pool
-        while pool:
+        while pool is not None and len(pool):
             obj = pool.pop()
             if Py_REFCNT(obj) == 1:
                 r = <RecvStream>obj
@@ -646,14 +667,22 @@ cdef class StreamSet:
 
     cdef int pool_send(self, SendStream x) except -1:
         """A send half that is complete (everything acknowledged, or reset) and replaced."""
-        if x is not _NO_SEND and len(self.send_pool) < POOL_MAX:
+        if x is _NO_SEND:
+            return 0
+        if self.send_pool is None:
+            self.send_pool = []
+        if len(self.send_pool) < POOL_MAX:
             x.shed_c()
             self.send_pool.append(x)
         return 0
 
     cdef int pool_recv(self, RecvStream r) except -1:
         """A receive half read to its end (or reset) and replaced."""
-        if r is not _NO_RECV and len(self.recv_pool) < POOL_MAX:
+        if r is _NO_RECV:
+            return 0
+        if self.recv_pool is None:
+            self.recv_pool = []
+        if len(self.recv_pool) < POOL_MAX:
             r.shed_c()
             self.recv_pool.append(r)
         return 0
@@ -661,13 +690,18 @@ cdef class StreamSet:
     cdef int drop_pools(self) except -1:
         """The connection went quiet: what waits for reuse is given back, and the stream table
         shrinks to what it holds."""
-        if self.stream_pool:
-            self.stream_pool = []
-        if self.send_pool:
-            self.send_pool = []
-        if self.recv_pool:
-            self.recv_pool = []
-        if self.tab_usable > 8 and self.tab_live * 4 < self.tab_usable:
+        self.stream_pool = self.send_pool = self.recv_pool = None
+        if self.readable is not None:
+            self.prune_readable()
+        if self.tab_live == 0:
+            # no stream: no table
+            PyMem_Free(self.tab_entries)
+            PyMem_Free(self.tab_index)
+            self.tab_entries = NULL
+            self.tab_index = NULL
+            self.tab_used = self.tab_usable = 0
+            self.tab_mask = 0
+        elif self.tab_usable > 8 and self.tab_live * 4 < self.tab_usable:
             self.tab_resize(self.tab_live)
         return 0
 
@@ -817,6 +851,8 @@ cdef class StreamSet:
             self.tab_del(s.stream_id)
             if self.last_stream is s:
                 self.last_stream = None
+            if self.stream_pool is None:
+                self.stream_pool = []
             if len(self.stream_pool) < POOL_MAX:
                 s.send.shed_c()
                 self.stream_pool.append(s)

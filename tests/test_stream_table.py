@@ -126,3 +126,42 @@ def test_released_state_still_referred_to_is_never_reused():
     assert [h.stream_id for h in kept] == [5, 5]
     assert kept[0].write_offset == 6  # the one message, its length prefix included
     assert kept[1].read_offset == 6
+
+
+def test_readable_list_stays_bounded_for_a_driver_reading_on_events():
+    """A driver that reads on MessageReceived and never calls ``readable_streams``: the list of
+    streams that became readable stays within the streams' number, and is gone once quiet."""
+    from dquic.events import MessageReceived
+
+    client, server, now = _pair(max_streams=64)
+    sset = server._sset
+    got = [0]
+    peak = [0]
+
+    def step(now):
+        now = exchange(server, client, C_ADDR, S_ADDR, now, rounds=1, step=0.002)
+        for ev in server.take_events():
+            if type(ev) is MessageReceived:
+                while server.read_message(ev.stream_id, 1 << 16) is not None:
+                    got[0] += 1
+        run_due_timers(now, client, server)
+        peak[0] = max(peak[0], len(sset.readable or ()))
+        return now
+
+    for sid in range(5000):
+        for _ in range(100):
+            if not client.stream_open_blocked(sid):
+                break
+            now = step(now)
+        client.send_message(sid, b"x")
+    for _ in range(100):
+        now = step(now)
+        if got[0] == 5000:
+            break
+    assert got[0] == 5000
+    # twice the table at most, which holds at most the live halves and the newest finished
+    # ones (max_streams each)
+    assert peak[0] <= 2 * (2 * 64) + 17, peak[0]
+    for _ in range(3):
+        now = step(now + 10.0)  # quiet: the connection gives back what it kept
+    assert sset.readable is None

@@ -59,14 +59,7 @@ cdef class FlowWindow:
     """
 
     def __init__(self, uint64_t initial, uint64_t maximum=0):
-        if maximum < initial:
-            maximum = initial
-        self._limit = initial
-        self.window = initial
-        self.maximum = maximum
-        self.consumed = 0
-        self._consumed_at_update = 0
-        self._last_update = -1.0
+        self.reset_c(initial, maximum)
 
     cdef void reset_c(self, uint64_t initial, uint64_t maximum) noexcept:
         """Start over as ``FlowWindow(initial, maximum)`` (a reused receive half)."""

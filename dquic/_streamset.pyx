@@ -27,6 +27,19 @@ sent. What the stream table needs of the connection is given at construction: th
 (window auto-tuning). It never calls the connection: ``noted`` tells it that a stream was
 scheduled (the connection then asks its driver to build output), ``owed`` which of MAX_DATA and
 MAX_STREAMS the connection's packets must carry.
+
+What a stream costs
+-------------------
+With one message on each of many ids, every message opens and releases stream state on both
+sides, so that state is made without Python containers on the way: the stream table is a hash
+index (open addressing, a per-process keyed hash: peers choose the ids) over entries kept in the
+order the ids were added (the order every walk over the streams takes, as with a dict); the
+lists of streams (send round robin, finished and idle halves, halves awaiting resolution,
+credit waiters) are ``Ring`` queues of objects with C fields; a released ``_Stream`` and its
+halves wait in bounded pools and are renewed for the next id when nothing else refers to them
+(``Py_REFCNT``), so a stale entry in a list can never see its object change identity; and
+``readable_streams`` walks the streams that became readable, not the table. All of it is given
+back when the connection goes quiet (``drop_pools``).
 """
 cimport cython
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred

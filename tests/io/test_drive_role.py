@@ -17,7 +17,12 @@ from dquic._socket import UDPSocket, Waker
 class _IdleEndpoint:
     """An endpoint with no timer, nothing to send and no events."""
 
+    events = ()
+
     def get_timer(self):
+        return None
+
+    def next_deadline(self):
         return None
 
     def trains_to_send(self, now):

@@ -37,12 +37,13 @@ import logging
 import os
 from collections import deque
 from heapq import heapify, heappop, heappush, heapreplace
+from itertools import islice
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _codec as codec
 from .config import Configuration
-from .connection import CoreConnection
+from .connection import MOVED_CID_CHANGES, MOVED_CONFIRMED, MOVED_EVENTS, MOVED_TERMINATED, CoreConnection
 from .errors import ErrorCode, ProtocolError
 from .events import (ConnectionTerminated, Event, HandshakeCompleted, HandshakeFailed,
                      MessageReceived, PathChanged)
@@ -451,22 +452,23 @@ class Endpoint:
         deadline once, after sending (which moves it again anyway)."""
         if self._touched is not None:
             self._touched[conn] = None
-        if conn.cid_changes:
-            self._sync_cids(conn)
-        evs = conn.take_events()
-        if evs:
-            self.events.extend([(conn, ev) for ev in evs])
-            # (data arriving, the common case, is nothing to log)
-            if ((len(evs) > 1 or type(evs[0]) is not MessageReceived)
-                    and logger.isEnabledFor(logging.INFO)):
-                _log_events(conn, evs)
-        if conn.is_terminated:
-            self._forget(conn)
-            return
-        if self._half_open and conn in self._half_open and conn.handshake_confirmed:
-            dcid = self._half_open.pop(conn)
-            if dcid is not None and self._by_cid.get(dcid) is conn:
-                del self._by_cid[dcid]  # the client uses our connection IDs now
+        events = self.events
+        n = len(events)
+        flags = conn.move_events(events)  # its events, as (conn, event) pairs, and what changed
+        if (flags & MOVED_EVENTS and (len(events) - n > 1 or type(events[n][1]) is not MessageReceived)
+                and logger.isEnabledFor(logging.INFO)):  # (data arriving is nothing to log)
+            _log_events(conn, [ev for _, ev in islice(events, n, None)])
+        if flags & ~MOVED_EVENTS != MOVED_CONFIRMED or self._half_open:
+            # (not just data on a confirmed connection while no handshake is in progress)
+            if flags & MOVED_CID_CHANGES:
+                self._sync_cids(conn)
+            if flags & MOVED_TERMINATED:
+                self._forget(conn)
+                return
+            if flags & MOVED_CONFIRMED and conn in self._half_open:
+                dcid = self._half_open.pop(conn)
+                if dcid is not None and self._by_cid.get(dcid) is conn:
+                    del self._by_cid[dcid]  # the client uses our connection IDs now
         if polled:
             due = conn.get_timer()
             entry = self._entry.get(conn)

@@ -896,12 +896,16 @@ class DQUIC:
                 del ready[peer]
                 self._maybe_forget(peer)
                 continue
-            streams.sort()
-            last = peer.last_sid
-            i = 0
-            while i < len(streams) and streams[i] <= last:
-                i += 1
-            order = streams[i:] + streams[:i] if i else streams
+            if len(streams) > 1:
+                # in turn: from the stream after the last one served
+                streams.sort()
+                last = peer.last_sid
+                i = 0
+                while i < len(streams) and streams[i] <= last:
+                    i += 1
+                order = streams[i:] + streams[:i] if i else streams
+            else:
+                order = streams
             out: Dict[int, bytes] = {}
             budget = max_bytes
             if not stage:

@@ -261,7 +261,7 @@ class Drive:
             self.flush_needed = False
             if not sock.pending:
                 out = ep.trains_to_send(_monotonic())
-                if self._on_events():
+                if ep.events and self._on_events():
                     self.notify()
                 if not out:
                     return
@@ -318,10 +318,8 @@ class Drive:
             if sock.unreachable_reports:
                 for addr, err in sock.unreachable():
                     notify |= self._on_unreachable(addr, err)
-            t = ep.next_deadline()
-            if t is not None and t <= now:
-                ep.handle_timer(now)
-            if self._on_events():
+            ep.handle_timer(now)  # (returns at once when no deadline has passed)
+            if ep.events and self._on_events():
                 notify = True
             # A few datagrams that completed messages for a receive_from driving this step:
             # its caller is about to get them and typically answers at once, so the
@@ -334,7 +332,7 @@ class Drive:
             elif not sock.pending:
                 self.deferred_flush = False
                 out = ep.trains_to_send(now)
-                if self._on_events():
+                if ep.events and self._on_events():
                     notify = True
             if notify or (batch and self._ready):
                 self.notify()

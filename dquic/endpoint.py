@@ -584,17 +584,14 @@ class Endpoint:
         entry = self._top()
         return None if entry is None else entry[0]
 
-    def next_deadline(self) -> Optional[float]:
-        """The earliest connection deadline (``handle_timer`` is due then), or None; unlike
-        ``get_timer`` it does not answer "now" for connections with output to build."""
-        entry = self._top()
-        return None if entry is None else entry[0]
-
     def handle_timer(self, now: float) -> None:
-        """Run the timers of the connections whose deadline has passed (only those)."""
+        """Run the timers of the connections whose deadline has passed (only those); returns
+        at once when none has (a driver may call it after every batch of input)."""
         self._now = now
-        due = []
         heap = self._heap
+        if not heap or heap[0][0] > now:
+            return  # every key is at most its entry's deadline: nothing is due
+        due = []
         while True:
             entry = self._top()
             if entry is None or entry[0] > now:

@@ -225,7 +225,9 @@ class _Driver(asyncio.DatagramProtocol):
 
     def segments_received(self, batch: List[Tuple[bytes, Tuple, int]]) -> None:
         """A batch of reads from ``_OffloadTransport``: ``(data, addr, segment_size)`` with
-        ``segment_size`` 0 for a lone datagram (addresses already normalised)."""
+        ``segment_size`` 0 for a lone datagram (addresses already normalised). The batch is
+        all the socket had, so its pass runs now rather than one loop iteration later: a
+        reply's waiter wakes in the next iteration, and what the pass sends leaves at once."""
         ep = self.endpoint
         now = self.loop.time()
         for data, addr, seg in batch:
@@ -235,7 +237,9 @@ class _Driver(asyncio.DatagramProtocol):
             else:
                 ep.receive_datagram(data, addr, now)
                 self.datagrams_in += 1
-        self.schedule()
+        if self._scheduled:
+            return  # a pass is due in this iteration anyway
+        self._run(now)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors on an unconnected socket: the handshake / idle timers decide
@@ -283,9 +287,7 @@ class _Driver(asyncio.DatagramProtocol):
         if transport is None:
             return
         ep = self.endpoint
-        t = ep.get_timer()
-        if t is not None and t <= now:
-            ep.handle_timer(now)
+        ep.handle_timer(now)  # (returns at once when no deadline has passed)
         if not self._paused:
             send_trains = getattr(transport, "send_trains", None)
             if send_trains is not None:
@@ -312,11 +314,15 @@ class _Driver(asyncio.DatagramProtocol):
         t = ep.get_timer()
         if t is not None and self._paused and t <= now:
             t = now + 0.001  # nothing can be sent until resume_writing: do not spin
-        if t != self._timer_at:
+        at = self._timer_at
+        # A deadline that moved later keeps the armed timer: it fires early, and its pass
+        # arms the one due then (a request/response exchange moves the deadlines with every
+        # packet; cancelling and arming a loop timer each time would cost more than that).
+        if t is not None and (at is None or t < at):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = t
-            self._timer = None if t is None else self.loop.call_at(t, self._on_timer)
+            self._timer = self.loop.call_at(t, self._on_timer)
 
     def _dispatch(self) -> None:
         ep = self.endpoint

@@ -111,10 +111,10 @@ class _OffloadTransport:
         if self._closing or not trains:
             return
         sock = self._sock
-        waiting = sock.pending
-        sock.queue_trains(trains)  # behind anything the kernel has not taken yet
-        if not waiting:
-            sock.flush()
+        if sock.pending:
+            sock.queue_trains(trains)  # behind what the kernel has not taken yet
+        else:
+            sock.send_now(trains)
             if sock.pending:
                 self._want_write()
 
@@ -135,9 +135,8 @@ class _OffloadTransport:
         batch = self._sock.recv_batch(RECV_BATCH)
         if batch:
             self._protocol.segments_received(batch)
-        bad = self._sock.unreachable()
-        if bad:
-            self._protocol.unreachable(bad)
+        if self._sock.unreachable_reports:
+            self._protocol.unreachable(self._sock.unreachable())
 
     def _want_write(self) -> None:
         if not self._writing:
@@ -190,6 +189,7 @@ class _Driver(asyncio.DatagramProtocol):
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at: Optional[float] = None
         self._paused = False
+        self._send_trains: Any = None  # the transport's send_trains, if it has one
         self.lost: "asyncio.Future[None]" = loop.create_future()
         self.datagrams_in = 0
         self.datagrams_out = 0
@@ -197,6 +197,8 @@ class _Driver(asyncio.DatagramProtocol):
     # protocol callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # the offload transport takes the core's trains as they are; others, datagrams
+        self._send_trains = getattr(transport, "send_trains", None)
         sock = transport.get_extra_info("socket")
         size = self.options.get("socket_buffer", SOCKET_BUFFER)
         if sock is not None:
@@ -289,7 +291,7 @@ class _Driver(asyncio.DatagramProtocol):
         ep = self.endpoint
         ep.handle_timer(now)  # (returns at once when no deadline has passed)
         if not self._paused:
-            send_trains = getattr(transport, "send_trains", None)
+            send_trains = self._send_trains
             if send_trains is not None:
                 trains = ep.trains_to_send(now)
                 if trains:
@@ -326,11 +328,9 @@ class _Driver(asyncio.DatagramProtocol):
 
     def _dispatch(self) -> None:
         ep = self.endpoint
-        while True:
-            item = ep.next_event()
-            if item is None:
-                return
-            core, ev = item
+        events = ep.events  # taken one at a time, as next_event does: handling one may add more
+        while events:
+            core, ev = events.popleft()
             conn = self.conns.get(core)
             if type(ev) is HandshakeFailed:
                 if self.server is not None:

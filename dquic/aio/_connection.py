@@ -567,7 +567,8 @@ class AsyncConnection:
         self._held_back = held
         if moved:
             _wake(self._msg_waiters)
-            self._driver.schedule()  # reading opened flow-control window
+            if not self._driver._in_run:  # (a pass sees the window update it owes, if any)
+                self._driver.schedule()  # reading opened flow-control window
         return moved
 
     def _drop_partial(self, sid: int) -> None:
@@ -649,7 +650,7 @@ class AsyncConnection:
             self._core.send_message(stream_id, view)
         except RuntimeError:
             raise ConnectionClosed("connection is closing") from None
-        self._driver.schedule()
+        self._driver.send_now()
 
     async def _wait_send_room(self, nbytes: int) -> None:
         """Wait until ``nbytes`` more fit under ``send_buffer_limit`` (or nothing is buffered)."""

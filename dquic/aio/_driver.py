@@ -186,6 +186,8 @@ class _Driver(asyncio.DatagramProtocol):
         self.transport: Optional[asyncio.DatagramTransport] = None
         self.conns: Dict[Any, "AsyncConnection"] = {}
         self._scheduled = False
+        self._in_run = False  # a pass is running
+        self._sent_now = False  # send_now ran a pass since the last pass the loop ran
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at: Optional[float] = None
         self._paused = False
@@ -272,6 +274,18 @@ class _Driver(asyncio.DatagramProtocol):
             self._scheduled = True
             self.loop.call_soon(self._pass)
 
+    def send_now(self) -> None:
+        """The application queued a message: run a pass now, so that it leaves before the
+        caller's next ``await`` (a request does not wait for the next loop iteration), unless
+        a pass is running or due in this iteration. Further sends before the loop's next pass
+        are coalesced into that pass, as ``schedule`` does."""
+        if (self._in_run or self._scheduled or self._sent_now or self._paused
+                or self.transport is None):
+            self.schedule()
+            return
+        self._run(self.loop.time())
+        self._sent_now = True
+
     def _on_timer(self) -> None:
         at = self._timer_at
         self._timer = None
@@ -288,7 +302,16 @@ class _Driver(asyncio.DatagramProtocol):
         transport = self.transport
         if transport is None:
             return
+        self._in_run = True
+        try:
+            self._run_pass(now)
+        finally:
+            self._in_run = False
+
+    def _run_pass(self, now: float) -> None:
+        self._sent_now = False
         ep = self.endpoint
+        transport = self.transport
         ep.handle_timer(now)  # (returns at once when no deadline has passed)
         if not self._paused:
             send_trains = self._send_trains
@@ -314,7 +337,12 @@ class _Driver(asyncio.DatagramProtocol):
         if self.transport is None:
             return
         t = ep.get_timer()
-        if t is not None and self._paused and t <= now:
+        if t is not None and t <= now:
+            if not self._paused:
+                # output waits already (reading a message opened flow-control window): one
+                # more pass soon, in this loop's next iteration
+                self.schedule()
+                return
             t = now + 0.001  # nothing can be sent until resume_writing: do not spin
         at = self._timer_at
         # A deadline that moved later keeps the armed timer: it fires early, and its pass

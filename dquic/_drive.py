@@ -284,13 +284,13 @@ class Drive:
         """One driving step (lock NOT held; the caller holds the driver's role): wait up to
         ``timeout`` for the socket or the wake-up descriptor, read, process, send."""
         sock = self.sock
-        if self._rlist is None:
-            self.adopt()
+        rlist = self._rlist
+        if rlist is None:
+            rlist = self.adopt()
         self.last_step = _monotonic()
         if timeout is not None and timeout <= 0.0 and self.idle_spins >= 3:
             timeout = 0.001  # a due timer that changes nothing: do not spin
-        readable = select.select(self._rlist, [self._fd] if sock.pending else [], [],
-                                 timeout)[0]
+        readable = select.select(rlist, [self._fd] if sock.pending else [], [], timeout)[0]
         if readable:
             woke = self._wake_fd in readable
             if woke:
@@ -353,12 +353,13 @@ class Drive:
         sock = self.sock
         return sock is not None and sock.pending
 
-    def adopt(self) -> None:
+    def adopt(self) -> list:
         """Note the descriptors of ``sock`` and ``waker`` (set by ``start``) that each step
-        selects on."""
+        selects on; returns that list."""
         self._fd = self.sock.fileno()
         self._wake_fd = self.waker.fileno()
-        self._rlist = [self._fd, self._wake_fd]
+        rlist = self._rlist = [self._fd, self._wake_fd]
+        return rlist
 
     def send_pending(self) -> int:
         """Hand the queued trains to the kernel (driver only, lock not needed); returns how

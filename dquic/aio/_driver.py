@@ -312,6 +312,7 @@ class _Driver(asyncio.DatagramProtocol):
         self._sent_now = False
         ep = self.endpoint
         transport = self.transport
+        assert transport is not None  # (_run looked)
         ep.handle_timer(now)  # (returns at once when no deadline has passed)
         if not self._paused:
             send_trains = self._send_trains

@@ -1010,10 +1010,10 @@ class DQUIC:
 
     def _process_events(self) -> bool:
         """Turn core events into peer state (lock held). True if waiters should wake."""
-        if not self._endpoint.events:
-            return False
+        events = self._endpoint.events
         notify = False
-        for conn, ev in self._endpoint.take_events():
+        while events:
+            conn, ev = events.popleft()
             peer = self._peers.get(conn)
             if type(ev) is MessageReceived:
                 if peer is not None:

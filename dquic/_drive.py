@@ -260,17 +260,20 @@ class Drive:
         for _ in range(16):
             self.flush_needed = False
             if not sock.pending:
-                out = ep.trains_to_send(_monotonic())
+                # (the polled connections' bookkeeping waits until the trains are out)
+                out = ep.trains_to_send(_monotonic(), settle=False)
+                if out:
+                    self.cond.release()
+                    try:
+                        sock.send_now(out)  # what the kernel refuses stays queued (pending)
+                        self.datagrams_out = sock.datagrams_sent
+                    finally:
+                        self.cond.acquire()
+                ep.settle()
                 if ep.events and self._on_events():
                     self.notify()
                 if not out:
                     return
-                self.cond.release()
-                try:
-                    sock.send_now(out)  # what the kernel refuses stays queued (pending)
-                    self.datagrams_out = sock.datagrams_sent
-                finally:
-                    self.cond.acquire()
             else:
                 self.cond.release()
                 try:
@@ -331,9 +334,8 @@ class Drive:
                 self.deferred_flush = True
             elif not sock.pending:
                 self.deferred_flush = False
-                out = ep.trains_to_send(now)
-                if ep.events and self._on_events():
-                    notify = True
+                # (the polled connections' bookkeeping waits until the trains are out)
+                out = ep.trains_to_send(now, settle=False)
             if notify or (batch and self._ready):
                 self.notify()
         if out:
@@ -343,6 +345,11 @@ class Drive:
             sent = self.send_pending()
         else:
             sent = 0
+        if out is not None:
+            with self.lock:
+                ep.settle()
+                if ep.events and self._on_events():
+                    self.notify()
         self.idle_spins = 0 if (batch or sent or readable) else self.idle_spins + 1
         if self._after_step is not None:
             self._after_step()

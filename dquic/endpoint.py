@@ -211,6 +211,8 @@ class Endpoint:
         #: ``next_event`` consume; a driver may test it for emptiness without a call.
         self.events: Deque[Tuple[CoreConnection, Event]] = deque()
         self._stateless_out: List[Tuple[bytes, Tuple]] = []
+        # connections polled by trains_to_send(settle=False), their bookkeeping still to do
+        self._unsettled: List[CoreConnection] = []
         self.require_retry = require_retry
         self.retry_threshold = max_handshakes // 2 if retry_threshold is None else retry_threshold
         self._retry_tokens = RetryTokens(token_key)
@@ -538,12 +540,20 @@ class Endpoint:
         return None
 
     # ------------------------------------------------------------------------------------
-    def trains_to_send(self, now: float, max_bytes: int = 65000,
-                       max_segments: int = 64) -> List[Tuple[Any, int, Tuple]]:
+    def trains_to_send(self, now: float, max_bytes: int = 65000, max_segments: int = 64,
+                       settle: bool = True) -> List[Tuple[Any, int, Tuple]]:
         """What the connections with work want to send now: the transmit API, ``(data,
         segment_size, address)``, ``data`` holding datagrams of ``segment_size`` bytes back to
         back (the last may be shorter; see ``CoreConnection.datagram_trains``), stateless
-        replies (version negotiation, Retry, stateless reset) one per transmit."""
+        replies (version negotiation, Retry, stateless reset) one per transmit.
+
+        With ``settle`` False the bookkeeping of the connections it polled (their events and
+        deadlines) waits for ``settle()``, which the driver calls as soon as it has handed
+        the trains to the socket: a request or a reply then leaves before that work. Until
+        then the driver must not read ``events`` (``get_timer``, ``handle_timer``,
+        ``take_events`` and this method settle first themselves)."""
+        if self._unsettled:
+            self.settle()
         self._now = now
         out: List[Any] = []
         if self._stateless_out:
@@ -557,12 +567,26 @@ class Endpoint:
             work.clear()
             for conn in conns:
                 out.extend(conn.datagram_trains(now, max_bytes, max_segments))
-                self._after(conn, True)
+                if settle:
+                    self._after(conn, True)
+            if not settle:
+                self._unsettled = conns
         return out
+
+    def settle(self) -> None:
+        """The bookkeeping ``trains_to_send(settle=False)`` left for later: the polled
+        connections' events, routing changes and deadlines."""
+        conns = self._unsettled
+        if conns:
+            self._unsettled = []
+            for conn in conns:
+                self._after(conn, True)
 
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple]]:
         """``trains_to_send`` one datagram at a time, as ``(datagram, address)``: for drivers
         that send datagram by datagram."""
+        if self._unsettled:
+            self.settle()
         self._now = now
         out: List[Any] = self._stateless_out
         self._stateless_out = []
@@ -579,6 +603,8 @@ class Endpoint:
         """When ``handle_timer`` (then ``datagrams_to_send``) must next be called: the earliest
         connection deadline, or at once (the latest time given) while connections have output
         to build."""
+        if self._unsettled:
+            self.settle()
         if self._work or self._stateless_out:
             return self._now
         entry = self._top()
@@ -588,6 +614,8 @@ class Endpoint:
         """Run the timers of the connections whose deadline has passed (only those); returns
         at once when none has (a driver may call it after every batch of input)."""
         self._now = now
+        if self._unsettled:
+            self.settle()
         heap = self._heap
         if not heap or heap[0][0] > now:
             return  # every key is at most its entry's deadline: nothing is due
@@ -620,10 +648,14 @@ class Endpoint:
 
     def next_event(self) -> Optional[Tuple[CoreConnection, Event]]:
         """Pop the next ``(connection, event)``, or None."""
+        if self._unsettled:
+            self.settle()
         return self.events.popleft() if self.events else None
 
     def take_events(self) -> List[Tuple[CoreConnection, Event]]:
         """All pending ``(connection, event)`` pairs at once, oldest first (empty if none)."""
+        if self._unsettled:
+            self.settle()
         events = self.events
         if not events:
             return []

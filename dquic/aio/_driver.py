@@ -317,11 +317,13 @@ class _Driver(asyncio.DatagramProtocol):
         if not self._paused:
             send_trains = self._send_trains
             if send_trains is not None:
-                trains = ep.trains_to_send(now)
+                # (the polled connections' bookkeeping waits until the trains are out)
+                trains = ep.trains_to_send(now, settle=False)
                 if trains:
                     send_trains(trains)
                     for data, seg, _ in trains:
                         self.datagrams_out += -(-len(data) // seg)
+                ep.settle()
             else:
                 out = ep.datagrams_to_send(now)
                 if out:

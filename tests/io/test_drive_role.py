@@ -26,8 +26,11 @@ class _IdleEndpoint:
     def handle_timer(self, now):
         pass
 
-    def trains_to_send(self, now):
+    def trains_to_send(self, now, settle=True):
         return []
+
+    def settle(self):
+        pass
 
 
 @pytest.fixture

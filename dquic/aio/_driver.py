@@ -4,12 +4,15 @@ Each ``connect`` (one client connection), each ``open_client`` (a ``Client``: an
 outgoing connections) and each ``serve`` (all of a server's connections) owns one UDP socket, an ``asyncio.DatagramProtocol`` (``_Driver``) and a sans-IO
 ``dquic.endpoint.Endpoint``. The driver feeds received datagrams to the endpoint with the loop's
 clock (``loop.time()``) as ``now``, and after every batch of input (received datagrams, a fired
-timer, an application call) runs one *pass*: due timers, ``datagrams_to_send`` ->
-``transport.sendto``, events -> connection state, waking the coroutines waiting on it, then
-re-arms its single ``loop.call_at`` timer from ``get_timer()``. Passes are coalesced with
-``loop.call_soon``, so a burst of datagrams costs one pass. The transport's ``pause_writing``
-stops pulling datagrams from the core until ``resume_writing``. It runs on any asyncio loop
-(the default one and uvloop).
+timer, an application call) runs one *pass*: due timers, ``trains_to_send`` /
+``datagrams_to_send`` -> the transport, events -> connection state, waking the coroutines
+waiting on it, then arms its single ``loop.call_at`` timer from ``get_timer()`` when that is
+earlier than the armed one (a timer that fires early only runs a pass). A batch read by the
+offload transport and a ``send_message`` (when no pass is running or due) run their pass at
+once, so a request leaves before its caller's next ``await`` and a reply's waiter wakes in the
+next loop iteration; other passes are coalesced with ``loop.call_soon``, so a burst costs one
+pass. The transport's ``pause_writing`` stops pulling datagrams from the core until
+``resume_writing``. It runs on any asyncio loop (the default one and uvloop).
 
 """
 from __future__ import annotations

@@ -14,9 +14,10 @@ Run: ``python -m pytest bench/test_bench_loopback_peers.py --benchmark-only -s``
 * 32-byte request / echo round trips per second on 1 stream (``round_trips_s``: dquic's
   client is the blocking ``DQUIC``, ``send_to`` then ``receive_from``; ``round_trips_aio_s``:
   a ``dquic.aio.connect`` client, ``await send_message`` then ``await receive_message`` on
-  one stream, against the same ``dquic-echo`` peer), and with 32 requests in flight
-  (``requests_s_32``: 32 streams, one outstanding request each, every reply sends the next
-  request on its stream; completed requests per second);
+  one stream, against the same ``dquic-echo`` peer; ``RTTS`` = 2,000 of them, environment
+  ``DQUIC_BENCH_RTTS`` changes it, and the raw ping-pong makes at least as many), and with
+  32 requests in flight (``requests_s_32``: 32 streams, one outstanding request each, every
+  reply sends the next request on its stream; completed requests per second);
 * new connections per second (``connections_s``) against one long-lived server process: each
   iteration a fresh client that connects, does one 32-byte echo and closes (the QUIC stacks'
   clients send their CONNECTION_CLOSE and do not wait out the closing period; dquic's ``close``
@@ -57,12 +58,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_PEER = os.path.join(HERE, "quic_lib_peer.py")
 BULK = int(os.environ.get("DQUIC_BENCH_BULK", 512 << 20))
 LIB_BULK = min(BULK, 64 << 20)
-RTTS = 2000  # sequential round trips
+RTTS = int(os.environ.get("DQUIC_BENCH_RTTS", 2000))  # sequential round trips
 REQUESTS = 30_000  # completed requests with 32 in flight
 IN_FLIGHT = 32
 CONNECTIONS = 200
 UDP_DATAGRAMS = BULK // 1200  # the raw loop moves as many bytes as the bulk cases
-UDP_PINGS = 5000
+UDP_PINGS = max(5000, RTTS)
 MSG = b"x" * 32
 TABLE: dict = {}
 COLUMNS = (("Mbit_s_1", "bulk 1 stream Mbit/s", "{:.0f}"), ("Mbit_s_8", "bulk 8 streams", "{:.0f}"),

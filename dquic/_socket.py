@@ -296,25 +296,46 @@ class UDPSocket:
         are recorded for ``unreachable()``; other errors stop the batch (the socket stays
         usable).
         """
+        gro = self.gro
+        first = None
+        if gro:
+            # the first read, lean: a lone small datagram (interactive traffic, a request or a
+            # reply) is the whole batch, and the caller wants it as soon as possible
+            try:
+                first = self.sock.recvmsg(MAX_DATAGRAM, _GRO_ANC_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return []
+            except OSError as exc:
+                if exc.errno not in _UNREACHABLE_ERRNOS:
+                    return []
+                self._drain_error_queue(exc.errno)
+            else:
+                if not first[1] and len(first[0]) < _SMALL_READ:
+                    self.datagrams_received += 1
+                    addr = first[3]
+                    return [(first[0], addr if self._v4 else normalize_address(addr), 0)]
         out: List[Tuple[bytes, Tuple, int]] = []
         v6 = self.family == socket.AF_INET6
-        gro = self.gro
         recvmsg: Any = self.sock.recvmsg if gro else None  # no recvmsg on Windows
         recvfrom = self.sock.recvfrom
         count = 0
         for _ in range(max_count):
-            try:
-                if gro:
-                    data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_ANC_SIZE)
-                else:
-                    data, addr = recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                if exc.errno in _UNREACHABLE_ERRNOS:
-                    self._drain_error_queue(exc.errno)
-                    continue
-                break
+            if first is not None:
+                data, ancdata, _flags, addr = first  # (read above)
+                first = None
+            else:
+                try:
+                    if gro:
+                        data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_ANC_SIZE)
+                    else:
+                        data, addr = recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in _UNREACHABLE_ERRNOS:
+                        self._drain_error_queue(exc.errno)
+                        continue
+                    break
             seg = 0
             if gro and ancdata:
                 for level, ctype, cdata in ancdata:

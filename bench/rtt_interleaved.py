@@ -6,8 +6,10 @@ cases one after the other, seconds apart, and a busy neighbour can slow one and 
 ``python bench/rtt_interleaved.py [--rounds 15] [--block 1000]`` starts a ``udp-echo`` and a
 ``dquic-echo`` peer (``loopback_peer.py``) pinned to the second CPU, pins itself to the first
 (on a machine with two or more), then runs ``rounds`` times a block of each kind and prints
-the median rate of each kind and the ratio of the dquic medians to the ping-pong's. The peers
-are ended (or killed) whatever happens; every wait has a timeout.
+the median rate of each kind and the ratio of the dquic medians to the ping-pong's, and the
+median CPU time per round trip of the client process and (on Linux, from ``/proc``) of the
+peer that answered. The peers are ended (or killed) whatever happens; every wait has a
+timeout.
 """
 from __future__ import annotations
 
@@ -28,6 +30,16 @@ MSG = b"x" * 32
 def _pin(cpu: int) -> None:
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[cpu]})
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far, from ``/proc`` (Linux), or 0."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _peer(*args: str):
@@ -94,16 +106,24 @@ def main(argv=None) -> None:
                 return loop.run_until_complete(asyncio.wait_for(asyncio_block(), 60))
 
             run_aio()  # the asyncio connection's first exchange
-            rates = {"ping-pong": [], "sync": [], "asyncio": []}
+            kinds = (("ping-pong", ping_pong, udp), ("sync", sync, echo), ("asyncio", run_aio, echo))
+            rates: dict = {k: [] for k, _, _ in kinds}
+            cpu: dict = {k: ([], []) for k, _, _ in kinds}  # us per round trip: client, peer
             for _ in range(args.rounds):
-                rates["ping-pong"].append(ping_pong())
-                rates["sync"].append(sync())
-                rates["asyncio"].append(run_aio())
+                for kind, block, peer in kinds:
+                    c0, p0 = time.process_time(), _cpu(peer.pid)
+                    rates[kind].append(block())
+                    cpu[kind][0].append((time.process_time() - c0) * 1e6 / args.block)
+                    cpu[kind][1].append((_cpu(peer.pid) - p0) * 1e6 / args.block)
             med = {k: statistics.median(v) for k, v in rates.items()}
+            us = {k: (statistics.median(c), statistics.median(p)) for k, (c, p) in cpu.items()}
             print(f"round trips/s, medians of {args.rounds} interleaved blocks of {args.block}: "
                   f"ping-pong {med['ping-pong']:.0f}, DQUIC {med['sync']:.0f} "
                   f"({med['sync'] / med['ping-pong']:.3f}), dquic.aio {med['asyncio']:.0f} "
                   f"({med['asyncio'] / med['ping-pong']:.3f})")
+            print("CPU per round trip, client / peer (us): " + ", ".join(
+                f"{name} {us[k][0]:.0f} / {us[k][1]:.0f}"
+                for k, name in (("ping-pong", "ping-pong"), ("sync", "DQUIC"), ("asyncio", "dquic.aio"))))
             loop.run_until_complete(asyncio.wait_for(conn.send_message(0, b"bye"), 10))
             loop.run_until_complete(asyncio.wait_for(conn.receive_message(0), 10))
             conn.close()

@@ -11,9 +11,13 @@ Run: ``python -m pytest bench/test_bench_loopback_peers.py --benchmark-only -s``
   still) on 1 stream (``Mbit_s_1``) and spread over 8 streams
   (``Mbit_s_8``; dquic: 1 MiB messages round-robin over stream ids 0..7, the QUIC stacks: 64 KiB
   writes round-robin over 8 streams);
-* 32-byte request / echo round trips per second on 1 stream (``round_trips_s``), and with 32
-  requests in flight (``requests_s_32``: 32 streams, one outstanding request each, every reply
-  sends the next request on its stream; completed requests per second);
+* 32-byte request / echo round trips per second on 1 stream (``round_trips_s``: dquic's
+  client is the blocking ``DQUIC``, ``send_to`` then ``receive_from``; ``round_trips_aio_s``:
+  a ``dquic.aio.connect`` client, ``await send_message`` then ``await receive_message`` on
+  one stream, against the same ``dquic-echo`` peer; ``RTTS`` = 2,000 of them, environment
+  ``DQUIC_BENCH_RTTS`` changes it, and the raw ping-pong makes at least as many), and with
+  32 requests in flight (``requests_s_32``: 32 streams, one outstanding request each, every
+  reply sends the next request on its stream; completed requests per second);
 * new connections per second (``connections_s``) against one long-lived server process: each
   iteration a fresh client that connects, does one 32-byte echo and closes (the QUIC stacks'
   clients send their CONNECTION_CLOSE and do not wait out the closing period; dquic's ``close``
@@ -54,16 +58,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_PEER = os.path.join(HERE, "quic_lib_peer.py")
 BULK = int(os.environ.get("DQUIC_BENCH_BULK", 512 << 20))
 LIB_BULK = min(BULK, 64 << 20)
-RTTS = 2000  # sequential round trips
+RTTS = int(os.environ.get("DQUIC_BENCH_RTTS", 2000))  # sequential round trips
 REQUESTS = 30_000  # completed requests with 32 in flight
 IN_FLIGHT = 32
 CONNECTIONS = 200
 UDP_DATAGRAMS = BULK // 1200  # the raw loop moves as many bytes as the bulk cases
-UDP_PINGS = 5000
+UDP_PINGS = max(5000, RTTS)
 MSG = b"x" * 32
 TABLE: dict = {}
 COLUMNS = (("Mbit_s_1", "bulk 1 stream Mbit/s", "{:.0f}"), ("Mbit_s_8", "bulk 8 streams", "{:.0f}"),
-           ("round_trips_s", "round trips/s", "{:.0f}"), ("requests_s_32", "32 in flight req/s", "{:.0f}"),
+           ("round_trips_s", "round trips/s", "{:.0f}"),
+           ("round_trips_aio_s", "round trips/s asyncio", "{:.0f}"),
+           ("requests_s_32", "32 in flight req/s", "{:.0f}"),
            ("connections_s", "connections/s", "{:.0f}"),
            ("connections_reused_s", "conns/s one socket", "{:.0f}"))
 
@@ -159,6 +165,30 @@ def test_dquic_rtt(benchmark, in_flight):
 
     rate = _once_against(benchmark, "dquic-echo", body)
     _note(benchmark, "dquic", "round_trips_s" if in_flight == 1 else "requests_s_32", rate)
+
+
+def test_dquic_aio_rtt(benchmark):
+    """Sequential round trips from a ``dquic.aio`` client, written as its users would: one
+    connection, ``await send_message`` then ``await receive_message`` on one stream."""
+    import dquic.aio as aio
+
+    async def loop(dest):
+        async with await aio.connect(*dest) as conn:
+            await conn.send_message(0, MSG)  # handshake outside the timed region
+            await conn.receive_message(0)
+            t0 = time.perf_counter()
+            for _ in range(RTTS):
+                await conn.send_message(0, MSG)
+                back = await conn.receive_message(0)
+                assert back == MSG, back
+            rate = RTTS / (time.perf_counter() - t0)
+            await conn.send_message(0, b"bye")
+            await conn.receive_message(0)
+            return rate
+
+    rate = _once_against(benchmark, "dquic-echo",
+                         lambda peer: asyncio.run(asyncio.wait_for(loop(("127.0.0.1", peer.port)), 120)))
+    _note(benchmark, "dquic", "round_trips_aio_s", rate)
 
 
 def test_dquic_connections(benchmark):

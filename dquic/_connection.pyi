@@ -8,10 +8,15 @@ from dquic._streamset import _Stream
 from dquic.config import Configuration
 from dquic.events import Event
 
-__all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
+__all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION",
+           "MOVED_EVENTS", "MOVED_CID_CHANGES", "MOVED_TERMINATED", "MOVED_CONFIRMED"]
 
 SPACE_HANDSHAKE: int
 SPACE_APPLICATION: int
+MOVED_EVENTS: int
+MOVED_CID_CHANGES: int
+MOVED_TERMINATED: int
+MOVED_CONFIRMED: int
 MAX_STREAM_ID: int
 MAX_CRYPTO_BUFFER: int
 MAX_PENDING_PATH_RESPONSES: int
@@ -109,6 +114,7 @@ class CoreConnection(PacketReceiver):  # adds no C fields: not a disjoint base
     # reading
     def next_event(self) -> Optional[Event]: ...
     def take_events(self) -> List[Event]: ...
+    def move_events(self, events: Any) -> int: ...
     def readable_streams(self) -> List[int]: ...
     def stream_finished(self, stream_id: int) -> bool: ...
     def stream_send_complete(self, stream_id: int) -> bool: ...

@@ -102,10 +102,22 @@ from dquic.congestion import create_controller
 from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated, DatagramLost, HandshakeFailed
 
-__all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION"]
+__all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION",
+           "MOVED_EVENTS", "MOVED_CID_CHANGES", "MOVED_TERMINATED", "MOVED_CONFIRMED"]
 
 SPACE_HANDSHAKE = 0
 SPACE_APPLICATION = 1
+
+# what CoreConnection.move_events reports (bit flags)
+cdef enum:
+    MOVED_EVENTS_C = 1
+    MOVED_CID_CHANGES_C = 2
+    MOVED_TERMINATED_C = 4
+    MOVED_CONFIRMED_C = 8
+MOVED_EVENTS = MOVED_EVENTS_C
+MOVED_CID_CHANGES = MOVED_CID_CHANGES_C
+MOVED_TERMINATED = MOVED_TERMINATED_C
+MOVED_CONFIRMED = MOVED_CONFIRMED_C
 
 #: An established connection with nothing received for this long (at least 3 PTO) gives back
 #: the memory only moving data needs (see CoreConnection._release_idle).
@@ -585,6 +597,28 @@ cdef class CoreConnection(PacketReceiver):
             return []
         self._events = self._sset.events = self._tx.events = []
         return out
+
+    def move_events(self, events):
+        """For an endpoint, after each call that moved this connection: append the pending
+        events to ``events`` (a deque or list) as ``(connection, event)`` pairs (as
+        ``take_events`` would hand them out) and say in one int what else needs a look:
+        ``MOVED_EVENTS`` (1) events were moved, ``MOVED_CID_CHANGES`` (2) ``cid_changes`` has
+        routing changes, ``MOVED_TERMINATED`` (4) the connection terminated,
+        ``MOVED_CONFIRMED`` (8) the handshake is confirmed. One call instead of five
+        attribute reads and a list on the endpoint's per-datagram path."""
+        cdef int flags = 0
+        cdef list evs = self._events
+        if evs:
+            self._events = self._sset.events = self._tx.events = []
+            events.extend([(self, ev) for ev in evs])
+            flags |= MOVED_EVENTS_C
+        if self._cids.changes:
+            flags |= MOVED_CID_CHANGES_C
+        if self._state == _TERMINATED:
+            flags |= MOVED_TERMINATED_C
+        if self._handshake_confirmed:
+            flags |= MOVED_CONFIRMED_C
+        return flags
 
     def readable_streams(self):
         """Streams whose next message (or a piece of it) can be read now."""

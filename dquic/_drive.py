@@ -57,14 +57,18 @@ class Drive:
     that filled it wakes the API threads) and four hooks, each called with the lock held
     unless noted: ``on_events()`` turns the core's events into connection state (True if
     waiting threads should look again), ``on_unreachable(addr, errno)`` handles an ICMP
-    report (True likewise), ``after_step()`` runs after each step without the lock, and
+    report (True likewise), ``after_step()`` (or None) runs after each step without the lock, and
     ``on_failure(exc)`` is told that the I/O thread died of ``exc``.
     """
 
     def __init__(self, ready: Dict[Any, None], on_events: Callable[[], bool],
-                 on_unreachable: Callable[[Tuple, int], bool], after_step: Callable[[], None],
+                 on_unreachable: Callable[[Tuple, int], bool],
+                 after_step: Optional[Callable[[], None]],
                  on_failure: Callable[[BaseException], None]) -> None:
         lock = threading.Lock()
+        #: the instance lock itself (``with drive.lock`` is ``with drive.cond`` without the
+        #: Python-level ``Condition.__enter__``/``__exit__``: the hot paths take it so)
+        self.lock = lock
         self.cond = threading.Condition(lock)  # API threads wait on this one
         self.io_cond = threading.Condition(lock)  # the I/O thread waits on this one
         self._ready = ready
@@ -75,6 +79,8 @@ class Drive:
         self.endpoint: Any = None
         self.sock: Optional[UDPSocket] = None
         self.waker: Optional[Waker] = None
+        self._rlist: Optional[list] = None  # what a step selects on for reading (adopt)
+        self._fd = self._wake_fd = -1
         self.thread: Optional[threading.Thread] = None
         # the role
         self.holder: Optional[int] = None  # ident of the thread driving the core, or None
@@ -191,7 +197,7 @@ class Drive:
         self.active -= 1
         if self.holder == threading.get_ident():
             try:
-                if flush or self.flush_needed or self.pending:
+                if flush or self.flush_needed or self.sock.pending:
                     self.flush()
             finally:
                 self.release()
@@ -201,8 +207,9 @@ class Drive:
         thread is told if work waits or it sleeps until this moment."""
         self.holder = None
         self.last_exit = _monotonic()
-        self.notify()
-        if self.pending or self.flush_needed or self.io_asleep:
+        if self.waiters:
+            self.cond.notify_all()
+        if self.flush_needed or self.io_asleep or self.sock.pending:
             self.io_cond.notify()
 
     def kick(self) -> None:
@@ -248,43 +255,57 @@ class Drive:
         """Send what the core has for the network now (lock held by the driver; released
         around the socket calls)."""
         ep = self.endpoint
+        sock = self.sock
         self.deferred_flush = False
         for _ in range(16):
             self.flush_needed = False
-            if not self.pending:
-                out = ep.trains_to_send(_monotonic())
+            if not sock.pending:
+                # (the polled connections' bookkeeping waits until the trains are out)
+                out = ep.trains_to_send(_monotonic(), settle=False)
                 if out:
-                    self.sock.queue_trains(out)
-                if self._on_events():
+                    self.cond.release()
+                    try:
+                        sock.send_now(out)  # what the kernel refuses stays queued (pending)
+                        self.datagrams_out = sock.datagrams_sent
+                    finally:
+                        self.cond.acquire()
+                ep.settle()
+                if ep.events and self._on_events():
                     self.notify()
-            if not self.pending:
-                return
-            self.cond.release()
-            try:
-                self.send_pending()
-            finally:
-                self.cond.acquire()
-            if self.pending or not self.flush_needed:
+                if not out:
+                    return
+            else:
+                self.cond.release()
+                try:
+                    self.send_pending()
+                finally:
+                    self.cond.acquire()
+            if sock.pending or not self.flush_needed:
                 return  # the kernel is full (a driver waits for it to drain) or all is out
 
     def step(self, timeout: Optional[float]) -> None:
         """One driving step (lock NOT held; the caller holds the driver's role): wait up to
         ``timeout`` for the socket or the wake-up descriptor, read, process, send."""
         sock = self.sock
-        fd = sock.fileno()
-        wake_fd = self.waker.fileno()
+        rlist = self._rlist
+        if rlist is None:
+            rlist = self.adopt()
         self.last_step = _monotonic()
         if timeout is not None and timeout <= 0.0 and self.idle_spins >= 3:
             timeout = 0.001  # a due timer that changes nothing: do not spin
-        wlist = [fd] if self.pending else []
-        readable, _, _ = select.select([fd, wake_fd], wlist, [], timeout)
-        woke = wake_fd in readable
-        if woke:
-            self.waker.drain()
-        batch = sock.recv_batch(RECV_BATCH) if fd in readable else []
+        readable = select.select(rlist, [self._fd] if sock.pending else [], [], timeout)[0]
+        if readable:
+            woke = self._wake_fd in readable
+            if woke:
+                self.waker.drain()
+            batch = sock.recv_batch(RECV_BATCH) if self._fd in readable else []
+        else:
+            woke = False
+            batch = []
         now = _monotonic()
         ep = self.endpoint
-        with self.cond:
+        out = None
+        with self.lock:
             if woke:
                 self.wake_pending = False
             notify = False
@@ -296,13 +317,13 @@ class Drive:
             if batch:
                 self.datagrams_in = sock.datagrams_received
                 # new data to hand out, or acknowledgements a blocked send_to waits for
-                notify = bool(self._ready) or self.send_waiters > 0
-            for addr, err in sock.unreachable():
-                notify |= self._on_unreachable(addr, err)
-            t = ep.get_timer()
-            if t is not None and t <= now:
-                ep.handle_timer(now)
-            notify |= self._on_events()
+                notify = self.send_waiters > 0
+            if sock.unreachable_reports:
+                for addr, err in sock.unreachable():
+                    notify |= self._on_unreachable(addr, err)
+            ep.handle_timer(now)  # (returns at once when no deadline has passed)
+            if ep.events and self._on_events():
+                notify = True
             # A few datagrams that completed messages for a receive_from driving this step:
             # its caller is about to get them and typically answers at once, so the
             # acknowledgement waits to go out with that answer (see end_call).
@@ -311,23 +332,41 @@ class Drive:
             self.flush_needed = False
             if defer:
                 self.deferred_flush = True
-            elif not self.pending:
+            elif not sock.pending:
                 self.deferred_flush = False
-                out = ep.trains_to_send(now)
-                if out:
-                    sock.queue_trains(out)
-            notify |= self._on_events()
-            if notify:
+                # (the polled connections' bookkeeping waits until the trains are out)
+                out = ep.trains_to_send(now, settle=False)
+            if notify or (batch and self._ready):
                 self.notify()
-        sent = self.send_pending()
+        if out:
+            sent = sock.send_now(out)
+            self.datagrams_out = sock.datagrams_sent
+        elif sock.pending:
+            sent = self.send_pending()
+        else:
+            sent = 0
+        if out is not None:
+            with self.lock:
+                ep.settle()
+                if ep.events and self._on_events():
+                    self.notify()
         self.idle_spins = 0 if (batch or sent or readable) else self.idle_spins + 1
-        self._after_step()
+        if self._after_step is not None:
+            self._after_step()
 
     @property
     def pending(self) -> bool:
         """Trains wait for the kernel (the socket was full)."""
         sock = self.sock
         return sock is not None and sock.pending
+
+    def adopt(self) -> list:
+        """Note the descriptors of ``sock`` and ``waker`` (set by ``start``) that each step
+        selects on; returns that list."""
+        self._fd = self.sock.fileno()
+        self._wake_fd = self.waker.fileno()
+        rlist = self._rlist = [self._fd, self._wake_fd]
+        return rlist
 
     def send_pending(self) -> int:
         """Hand the queued trains to the kernel (driver only, lock not needed); returns how
@@ -343,6 +382,7 @@ class Drive:
         self.sock = sock
         self.endpoint = endpoint
         self.waker = Waker()
+        self.adopt()
         self.thread = threading.Thread(target=self._run, name="dquic-io", daemon=True)
         self.thread.start()
 
@@ -434,4 +474,5 @@ class Drive:
         if self.waker is not None:
             self.waker.close()
             self.waker = None
+            self._rlist = None
 

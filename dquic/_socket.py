@@ -186,6 +186,7 @@ class UDPSocket:
                  dual_stack: bool = False, offload: bool = True,
                  sock: Optional[socket.socket] = None) -> None:
         self.family = socket.AddressFamily(family)  # an enum: its .name goes into messages
+        self._v4 = self.family == socket.AF_INET
         # ``sock``: adopt a socket made elsewhere (already bound: workers on one port)
         self.sock = sock if sock is not None else socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -240,7 +241,8 @@ class UDPSocket:
         except BaseException:
             self.sock.close()
             raise
-        self._unreachable: List[Tuple[Tuple, int]] = []
+        #: ICMP reports not yet taken by ``unreachable()`` (a driver tests it before calling)
+        self.unreachable_reports: List[Tuple[Tuple, int]] = []
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.send_retries = 0
@@ -248,6 +250,10 @@ class UDPSocket:
         self._queue: List[Tuple[BytesLike, int, Tuple]] = []
         self._queue_i = 0
         self._queue_off = 0
+        #: Whether queued trains wait for the kernel (the socket was full): kept by
+        #: ``queue_trains``/``flush``/``send_now`` (a plain attribute: the driver reads it
+        #: several times per step).
+        self.pending = False
         self.closed = False
 
     # ----------------------------------------------------------------------------------------
@@ -290,25 +296,46 @@ class UDPSocket:
         are recorded for ``unreachable()``; other errors stop the batch (the socket stays
         usable).
         """
+        gro = self.gro
+        first = None
+        if gro:
+            # the first read, lean: a lone small datagram (interactive traffic, a request or a
+            # reply) is the whole batch, and the caller wants it as soon as possible
+            try:
+                first = self.sock.recvmsg(MAX_DATAGRAM, _GRO_ANC_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return []
+            except OSError as exc:
+                if exc.errno not in _UNREACHABLE_ERRNOS:
+                    return []
+                self._drain_error_queue(exc.errno)
+            else:
+                if not first[1] and len(first[0]) < _SMALL_READ:
+                    self.datagrams_received += 1
+                    addr = first[3]
+                    return [(first[0], addr if self._v4 else normalize_address(addr), 0)]
         out: List[Tuple[bytes, Tuple, int]] = []
         v6 = self.family == socket.AF_INET6
-        gro = self.gro
         recvmsg: Any = self.sock.recvmsg if gro else None  # no recvmsg on Windows
         recvfrom = self.sock.recvfrom
         count = 0
         for _ in range(max_count):
-            try:
-                if gro:
-                    data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_ANC_SIZE)
-                else:
-                    data, addr = recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                if exc.errno in _UNREACHABLE_ERRNOS:
-                    self._drain_error_queue(exc.errno)
-                    continue
-                break
+            if first is not None:
+                data, ancdata, _flags, addr = first  # (read above)
+                first = None
+            else:
+                try:
+                    if gro:
+                        data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_ANC_SIZE)
+                    else:
+                        data, addr = recvfrom(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in _UNREACHABLE_ERRNOS:
+                        self._drain_error_queue(exc.errno)
+                        continue
+                    break
             seg = 0
             if gro and ancdata:
                 for level, ctype, cdata in ancdata:
@@ -326,7 +353,7 @@ class UDPSocket:
         return out
 
     def _drain_error_queue(self, default_errno: int) -> None:
-        """Move queued ICMP errors (Linux error queue) into ``_unreachable``."""
+        """Move queued ICMP errors (Linux error queue) into ``unreachable_reports``."""
         if not self._recverr:
             return
         for _ in range(64):
@@ -342,11 +369,11 @@ class UDPSocket:
                         (_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)):
                     err = _SOCK_EE.unpack_from(cdata)[0]
             if addr and err in _UNREACHABLE_ERRNOS:
-                self._unreachable.append((normalize_address(addr), err))
+                self.unreachable_reports.append((normalize_address(addr), err))
 
     def unreachable(self) -> List[Tuple[Tuple, int]]:
         """Destinations reported unreachable since the last call: ``[(addr, errno)]``."""
-        out, self._unreachable = self._unreachable, []
+        out, self.unreachable_reports = self.unreachable_reports, []
         return out
 
     # ----------------------------------------------------------------------------------------
@@ -371,7 +398,7 @@ class UDPSocket:
             # an earlier ICMP error surfaced here; record it, the datagram is dropped
             self._drain_error_queue(code)
             if not self._recverr:
-                self._unreachable.append((addr, code))
+                self.unreachable_reports.append((addr, code))
             return True
         if gso and code in _GSO_UNSUPPORTED:
             self.gso = False
@@ -426,19 +453,15 @@ class UDPSocket:
         return n, 0
 
     # ----------------------------------------------------------------------------------------
-    # trains the kernel has not taken yet, kept in order for the next flush()
-    @property
-    def pending(self) -> bool:
-        """Whether queued trains wait for the kernel (the socket was full)."""
-        return self._queue_i < len(self._queue)
-
+    # trains the kernel has not taken yet (``pending``), kept in order for the next flush()
     def queue_trains(self, trains: List[Tuple[BytesLike, int, Tuple]]) -> None:
         """Queue trains ``(data, segment_size, addr)`` behind any still waiting; ``flush()``
         sends them."""
         if self.pending:
             self._queue.extend(trains)
-        else:
+        elif trains:
             self._queue, self._queue_i, self._queue_off = trains, 0, 0
+            self.pending = True
 
     def flush(self) -> int:
         """Send queued trains until they are all out or the kernel is full (then call again
@@ -449,9 +472,31 @@ class UDPSocket:
         i, off = self.send_trains(self._queue, self._queue_i, self._queue_off)
         if i >= len(self._queue):
             self._queue, self._queue_i, self._queue_off = [], 0, 0
+            self.pending = False
         else:
             self._queue_i, self._queue_off = i, off
         return self.datagrams_sent - before
+
+    def send_now(self, trains: List[Tuple[BytesLike, int, Tuple]]) -> int:
+        """``queue_trains`` then ``flush``, in one call when nothing waits already: a lone
+        datagram (a request, a reply, an ACK) goes straight to ``sendto``; what the kernel
+        refuses stays queued (``pending``). Returns how many datagrams went out."""
+        if not self.pending and len(trains) == 1:
+            data, seg, addr = trains[0]
+            if len(data) <= seg:
+                try:
+                    self.sock.sendto(data, addr if self._v4 and ":" not in addr[0]
+                                     else self.to_wire(addr))
+                except OSError as exc:
+                    if not self._send_failed(exc, addr, False):
+                        self._queue, self._queue_i, self._queue_off = trains, 0, 0
+                        self.pending = True
+                        return 0
+                    return 0  # dropped for good (loss recovery copes)
+                self.datagrams_sent += 1
+                return 1
+        self.queue_trains(trains)
+        return self.flush()
 
     def close(self) -> None:
         """Close the socket (idempotent)."""

@@ -37,14 +37,16 @@ import logging
 import os
 from collections import deque
 from heapq import heapify, heappop, heappush, heapreplace
+from itertools import islice
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _codec as codec
 from .config import Configuration
-from .connection import CoreConnection
+from .connection import MOVED_CID_CHANGES, MOVED_CONFIRMED, MOVED_EVENTS, MOVED_TERMINATED, CoreConnection
 from .errors import ErrorCode, ProtocolError
-from .events import ConnectionTerminated, Event, HandshakeCompleted, HandshakeFailed, PathChanged
+from .events import (ConnectionTerminated, Event, HandshakeCompleted, HandshakeFailed,
+                     MessageReceived, PathChanged)
 from .tokens import ResetTokens, RetryTokens, retry_integrity_tag
 
 __all__ = ["Endpoint", "ConnectionAccepted", "reset_key_for", "connection_log"]
@@ -205,8 +207,12 @@ class Endpoint:
         self._now = 0.0  # the latest time any call was given
         # connections touched since the last take_active() (None until a driver asks)
         self._touched: Optional[Dict[CoreConnection, None]] = None
-        self._events: Deque[Tuple[CoreConnection, Event]] = deque()
+        #: Pending ``(connection, event)`` pairs, oldest first, which ``take_events`` /
+        #: ``next_event`` consume; a driver may test it for emptiness without a call.
+        self.events: Deque[Tuple[CoreConnection, Event]] = deque()
         self._stateless_out: List[Tuple[bytes, Tuple]] = []
+        # connections polled by trains_to_send(settle=False), their bookkeeping still to do
+        self._unsettled: List[CoreConnection] = []
         self.require_retry = require_retry
         self.retry_threshold = max_handshakes // 2 if retry_threshold is None else retry_threshold
         self._retry_tokens = RetryTokens(token_key)
@@ -285,51 +291,56 @@ class Endpoint:
     def receive_datagram(self, data: bytes, addr: Tuple, now: float) -> None:
         """Route one datagram; unknown or malformed ones are dropped (counted)."""
         self._now = now
-        if not data:
-            self.datagrams_dropped += 1
-            return
-        cid_len = self.config.connection_id_length
-        first = data[0]
-        if first & 0x80:
-            try:
-                hdr = codec.pull_header(codec.Buffer(data), cid_len)
-            except ProtocolError:
-                self.datagrams_dropped += 1
-                return
-            dcid = hdr.dcid
-            conn = self._by_cid.get(dcid)
-            if conn is None:
-                if hdr.version != codec.DQUIC_VERSION_1:
-                    if hdr.version != 0 and self.accept and len(data) >= MIN_INITIAL_DATAGRAM:
-                        self._stateless_out.append((codec.encode_version_negotiation(
-                            hdr.scid, hdr.dcid, [codec.DQUIC_VERSION_1]), addr))
-                    else:
-                        self.datagrams_dropped += 1
-                    return
-                if (not self.accept or hdr.packet_type != codec.PACKET_INITIAL
-                        or len(data) < MIN_INITIAL_DATAGRAM or len(dcid) < 8
-                        or len(self._connections) >= self.max_connections):
-                    self.datagrams_dropped += 1
-                    return
-                retry = None
-                if hdr.token:
-                    retry = self._retry_tokens.validate(hdr.token, addr, now)
-                    if retry is None:
-                        self.datagrams_dropped += 1  # forged, expired or for another address
-                        return
-                elif self.require_retry or len(self._half_open) >= self.retry_threshold:
-                    self._send_retry(hdr, addr, now)
-                    return
-                if len(self._half_open) >= self.max_handshakes:
-                    self.datagrams_dropped += 1
-                    return
-                conn = self._accept(hdr, addr, now, retry)
-        else:
-            dcid = bytes(data[1:1 + cid_len])
+        if data and not data[0] & 0x80:
+            # a short header (after the handshake, nearly every datagram): the DCID routes it
+            cid_len = self.config.connection_id_length
+            dcid = data[1:1 + cid_len]
+            if type(dcid) is not bytes:
+                dcid = bytes(dcid)
             conn = self._by_cid.get(dcid)
             if conn is None:
                 self._on_unknown_short(data, dcid, addr, now)
                 return
+            conn.receive_datagram(data, addr, now)
+            self._after(conn)
+            return
+        if not data:
+            self.datagrams_dropped += 1
+            return
+        cid_len = self.config.connection_id_length
+        try:
+            hdr = codec.pull_header(codec.Buffer(data), cid_len)
+        except ProtocolError:
+            self.datagrams_dropped += 1
+            return
+        dcid = hdr.dcid
+        conn = self._by_cid.get(dcid)
+        if conn is None:
+            if hdr.version != codec.DQUIC_VERSION_1:
+                if hdr.version != 0 and self.accept and len(data) >= MIN_INITIAL_DATAGRAM:
+                    self._stateless_out.append((codec.encode_version_negotiation(
+                        hdr.scid, hdr.dcid, [codec.DQUIC_VERSION_1]), addr))
+                else:
+                    self.datagrams_dropped += 1
+                return
+            if (not self.accept or hdr.packet_type != codec.PACKET_INITIAL
+                    or len(data) < MIN_INITIAL_DATAGRAM or len(dcid) < 8
+                    or len(self._connections) >= self.max_connections):
+                self.datagrams_dropped += 1
+                return
+            retry = None
+            if hdr.token:
+                retry = self._retry_tokens.validate(hdr.token, addr, now)
+                if retry is None:
+                    self.datagrams_dropped += 1  # forged, expired or for another address
+                    return
+            elif self.require_retry or len(self._half_open) >= self.retry_threshold:
+                self._send_retry(hdr, addr, now)
+                return
+            if len(self._half_open) >= self.max_handshakes:
+                self.datagrams_dropped += 1
+                return
+            conn = self._accept(hdr, addr, now, retry)
         conn.receive_datagram(data, addr, now)
         self._after(conn)
 
@@ -386,7 +397,7 @@ class Endpoint:
                               reset_token=self._reset_tokens)
         self._trace(conn, now)
         self._add(conn, None if rscid is not None else bytes(hdr.dcid))
-        self._events.append((conn, ConnectionAccepted(addr)))
+        self.events.append((conn, ConnectionAccepted(addr)))
         if logger.isEnabledFor(logging.DEBUG):
             connection_log(conn).debug("accepted%s", " (address validated by Retry)" if retry else "")
         return conn
@@ -443,22 +454,30 @@ class Endpoint:
         deadline once, after sending (which moves it again anyway)."""
         if self._touched is not None:
             self._touched[conn] = None
-        if conn.cid_changes:
-            self._sync_cids(conn)
-        evs = conn.take_events()
-        if evs:
-            self._events.extend([(conn, ev) for ev in evs])
-            if logger.isEnabledFor(logging.INFO):
-                _log_events(conn, evs)
-        if conn.is_terminated:
-            self._forget(conn)
-            return
-        if conn in self._half_open and conn.handshake_confirmed:
-            dcid = self._half_open.pop(conn)
-            if dcid is not None and self._by_cid.get(dcid) is conn:
-                del self._by_cid[dcid]  # the client uses our connection IDs now
+        events = self.events
+        n = len(events)
+        flags = conn.move_events(events)  # its events, as (conn, event) pairs, and what changed
+        if (flags & MOVED_EVENTS and (len(events) - n > 1 or type(events[n][1]) is not MessageReceived)
+                and logger.isEnabledFor(logging.INFO)):  # (data arriving is nothing to log)
+            _log_events(conn, [ev for _, ev in islice(events, n, None)])
+        if flags & ~MOVED_EVENTS != MOVED_CONFIRMED or self._half_open:
+            # (not just data on a confirmed connection while no handshake is in progress)
+            if flags & MOVED_CID_CHANGES:
+                self._sync_cids(conn)
+            if flags & MOVED_TERMINATED:
+                self._forget(conn)
+                return
+            if flags & MOVED_CONFIRMED and conn in self._half_open:
+                dcid = self._half_open.pop(conn)
+                if dcid is not None and self._by_cid.get(dcid) is conn:
+                    del self._by_cid[dcid]  # the client uses our connection IDs now
         if polled:
-            self._set_deadline(conn, conn.get_timer())
+            due = conn.get_timer()
+            entry = self._entry.get(conn)
+            if entry is not None and due is not None and due >= entry[0]:
+                entry[3] = due  # later (or the same): the common case of _set_deadline
+            else:
+                self._set_deadline(conn, due)
         else:
             self._work[conn] = None
 
@@ -521,55 +540,86 @@ class Endpoint:
         return None
 
     # ------------------------------------------------------------------------------------
-    def trains_to_send(self, now: float, max_bytes: int = 65000,
-                       max_segments: int = 64) -> List[Tuple[Any, int, Tuple]]:
+    def trains_to_send(self, now: float, max_bytes: int = 65000, max_segments: int = 64,
+                       settle: bool = True) -> List[Tuple[Any, int, Tuple]]:
         """What the connections with work want to send now: the transmit API, ``(data,
         segment_size, address)``, ``data`` holding datagrams of ``segment_size`` bytes back to
         back (the last may be shorter; see ``CoreConnection.datagram_trains``), stateless
-        replies (version negotiation, Retry, stateless reset) one per transmit."""
-        return self._transmits(now, max_bytes, max_segments, True)
+        replies (version negotiation, Retry, stateless reset) one per transmit.
+
+        With ``settle`` False the bookkeeping of the connections it polled (their events and
+        deadlines) waits for ``settle()``, which the driver calls as soon as it has handed
+        the trains to the socket: a request or a reply then leaves before that work. Until
+        then the driver must not read ``events`` (``get_timer``, ``handle_timer``,
+        ``take_events`` and this method settle first themselves)."""
+        if self._unsettled:
+            self.settle()
+        self._now = now
+        out: List[Any] = []
+        if self._stateless_out:
+            out = [(d, len(d), a) for d, a in self._stateless_out]
+            self._stateless_out = []
+        work = self._work
+        if work:
+            # the connections with output to build, taken out of the work set (one that
+            # cannot send everything in one call adds itself back)
+            conns = list(work)
+            work.clear()
+            for conn in conns:
+                out.extend(conn.datagram_trains(now, max_bytes, max_segments))
+                if settle:
+                    self._after(conn, True)
+            if not settle:
+                self._unsettled = conns
+        return out
+
+    def settle(self) -> None:
+        """The bookkeeping ``trains_to_send(settle=False)`` left for later: the polled
+        connections' events, routing changes and deadlines."""
+        conns = self._unsettled
+        if conns:
+            self._unsettled = []
+            for conn in conns:
+                self._after(conn, True)
 
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple]]:
         """``trains_to_send`` one datagram at a time, as ``(datagram, address)``: for drivers
         that send datagram by datagram."""
-        return self._transmits(now, 0, 1, False)
-
-    def _transmits(self, now: float, max_bytes: int, max_segments: int, trains: bool) -> List[Any]:
+        if self._unsettled:
+            self.settle()
+        self._now = now
         out: List[Any] = self._stateless_out
         self._stateless_out = []
-        if trains and out:
-            out = [(d, len(d), a) for d, a in out]
-        for conn in self._poll(now):
-            out.extend(conn.datagram_trains(now, max_bytes, max_segments) if trains
-                       else conn.datagrams_to_send(now))
-            self._after(conn, True)
-        return out
-
-    def _poll(self, now: float) -> List[CoreConnection]:
-        """The connections with output to build, taken out of the work set (one that cannot
-        send everything in one call adds itself back)."""
-        self._now = now
         work = self._work
-        if not work:
-            return []
-        conns = list(work)
-        work.clear()
-        return conns
+        if work:
+            conns = list(work)
+            work.clear()
+            for conn in conns:
+                out.extend(conn.datagrams_to_send(now))
+                self._after(conn, True)
+        return out
 
     def get_timer(self) -> Optional[float]:
         """When ``handle_timer`` (then ``datagrams_to_send``) must next be called: the earliest
         connection deadline, or at once (the latest time given) while connections have output
         to build."""
+        if self._unsettled:
+            self.settle()
         if self._work or self._stateless_out:
             return self._now
         entry = self._top()
         return None if entry is None else entry[0]
 
     def handle_timer(self, now: float) -> None:
-        """Run the timers of the connections whose deadline has passed (only those)."""
+        """Run the timers of the connections whose deadline has passed (only those); returns
+        at once when none has (a driver may call it after every batch of input)."""
         self._now = now
-        due = []
+        if self._unsettled:
+            self.settle()
         heap = self._heap
+        if not heap or heap[0][0] > now:
+            return  # every key is at most its entry's deadline: nothing is due
+        due = []
         while True:
             entry = self._top()
             if entry is None or entry[0] > now:
@@ -598,12 +648,17 @@ class Endpoint:
 
     def next_event(self) -> Optional[Tuple[CoreConnection, Event]]:
         """Pop the next ``(connection, event)``, or None."""
-        return self._events.popleft() if self._events else None
+        if self._unsettled:
+            self.settle()
+        return self.events.popleft() if self.events else None
 
     def take_events(self) -> List[Tuple[CoreConnection, Event]]:
         """All pending ``(connection, event)`` pairs at once, oldest first (empty if none)."""
-        if not self._events:
+        if self._unsettled:
+            self.settle()
+        events = self.events
+        if not events:
             return []
-        out = list(self._events)
-        self._events.clear()
+        out = list(events)
+        events.clear()
         return out

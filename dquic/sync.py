@@ -300,8 +300,10 @@ class DQUIC:
         self._contenders: Dict[_Peer, None] = {}
         self._ready: "collections.OrderedDict[_Peer, None]" = collections.OrderedDict()
         # who drives the core (an API call or the I/O thread), the hand-over and the steps
+        # (without an on_handshake_failed callback there is nothing to do after a step)
         self._drive = Drive(self._ready, self._process_events, self._on_unreachable,
-                            self._report_failed_handshakes, self._io_failed)
+                            None if self._on_handshake_failed is None
+                            else self._report_failed_handshakes, self._io_failed)
         self._cond = self._drive.cond  # the instance lock (API threads wait on it)
         self._addr_cache: Dict[Tuple, Tuple[int, Tuple]] = {}
         self._consumed = False
@@ -468,13 +470,15 @@ class DQUIC:
         (``ENOBUFS``) if the peer allows no stream at all (its ``max_streams`` is 0).
         """
         items, total = validate_messages(ser_obj_dict)
-        self._check_open()
+        drive = self._drive
+        if drive.closing or self._closed or drive.error is not None:
+            self._check_open()
         family, addr = self._resolve(address)
         timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
-        drive = self._drive
-        with self._cond:
-            self._check_open()
+        with drive.lock:
+            if drive.closing or self._closed or drive.error is not None:
+                self._check_open()
             sock = drive.sock
             if sock is None:
                 self._start(UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
@@ -483,12 +487,16 @@ class DQUIC:
                 raise DQUICError(errno.EAFNOSUPPORT,
                                  f"this DQUIC socket is {sock.family.name}; cannot reach {addr}")
             drive.active += 1
+            peer = None
             try:
-                peer = self._peer_for(addr)
-                self._wait_established(peer, deadline)
+                peer = self._by_addr.get(addr)
+                if peer is None or not peer.established or peer.terminated:
+                    # (an established connection, the common case, needs none of this)
+                    peer = self._peer_for(addr)
+                    self._wait_established(peer, deadline)
+                    self._raise_if_failed(peer)
                 limit = self._config.max_send_buffer
                 conn = peer.conn
-                self._raise_if_failed(peer)
                 buffered = conn.send_buffered
                 for sid, view, n in items:
                     while buffered and buffered + n > limit:
@@ -512,7 +520,7 @@ class DQUIC:
             except TimeoutError as exc:
                 if timeout == 0.0 and type(exc) is TimeoutError:
                     # non-blocking (settimeout(0) / setblocking(False)), as for a socket
-                    if not peer.established:
+                    if peer is None or not peer.established:
                         raise BlockingIOError(errno.EINPROGRESS, "handshake in progress: send "
                                                                  "again once it completes") from None
                     raise BlockingIOError(errno.EAGAIN, "the send buffer is full") from None
@@ -545,15 +553,17 @@ class DQUIC:
         ``AuthenticationError``, ``ConnectionTimeout``, ``ConnectionRefused``) once, instead
         of waiting for data that cannot come.
         """
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
+        if type(max_bytes) is not int and (not isinstance(max_bytes, int)
+                                           or isinstance(max_bytes, bool)):
             raise TypeError("max_bytes must be an int")
         if max_bytes <= 0:
             raise ValueError("max_bytes must be > 0")
         timeout = self._timeout
         deadline = None if timeout is None else _monotonic() + timeout
         drive = self._drive
-        with self._cond:
-            self._check_open()
+        with drive.lock:
+            if drive.closing or self._closed or drive.error is not None:
+                self._check_open()
             drive.active += 1
             drive.receiving += 1
             try:
@@ -568,7 +578,7 @@ class DQUIC:
                         # with the next packet (the reply the application is about to send, or
                         # the next step), or within IDLE_HANDOVER
                         self._consumed = False
-                        drive.defer_flush()
+                        drive.deferred_flush = True  # (drive.defer_flush())
                     if result is not None:
                         return result
                     if self._unreported and not self._live_peers():
@@ -579,7 +589,8 @@ class DQUIC:
                         if timeout == 0.0:
                             raise BlockingIOError(errno.EAGAIN, "no message is ready") from None
                         raise
-                    self._check_open()
+                    if drive.closing or self._closed or drive.error is not None:
+                        self._check_open()
             finally:
                 drive.receiving -= 1
                 drive.end_call(flush=False)
@@ -885,12 +896,16 @@ class DQUIC:
                 del ready[peer]
                 self._maybe_forget(peer)
                 continue
-            streams.sort()
-            last = peer.last_sid
-            i = 0
-            while i < len(streams) and streams[i] <= last:
-                i += 1
-            order = streams[i:] + streams[:i] if i else streams
+            if len(streams) > 1:
+                # in turn: from the stream after the last one served
+                streams.sort()
+                last = peer.last_sid
+                i = 0
+                while i < len(streams) and streams[i] <= last:
+                    i += 1
+                order = streams[i:] + streams[:i] if i else streams
+            else:
+                order = streams
             out: Dict[int, bytes] = {}
             budget = max_bytes
             if not stage:
@@ -940,6 +955,11 @@ class DQUIC:
             if stage is not None and not stage:
                 peer.stage = None
             if out:
+                if not peer.stage and not conn.readable_streams():
+                    # all it had was read: the next call need not look at it again
+                    del ready[peer]
+                    if peer.terminated:
+                        self._maybe_forget(peer)
                 return peer.addr, out
         return None
 
@@ -990,8 +1010,10 @@ class DQUIC:
 
     def _process_events(self) -> bool:
         """Turn core events into peer state (lock held). True if waiters should wake."""
+        events = self._endpoint.events
         notify = False
-        for conn, ev in self._endpoint.take_events():
+        while events:
+            conn, ev = events.popleft()
             peer = self._peers.get(conn)
             if type(ev) is MessageReceived:
                 if peer is not None:

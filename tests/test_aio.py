@@ -116,6 +116,29 @@ def test_receive_message_per_stream_and_any(run):
     run(main)
 
 
+@pytest.mark.parametrize("offload", [True, False])
+def test_a_request_leaves_inside_send_message_and_later_sends_share_a_pass(run, offload):
+    """A request/response client: ``send_message`` hands the request to the socket before it
+    returns (no loop iteration later); sends made before the loop runs again go together in
+    its next pass."""
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, _echo) as server:
+            async with await aio.connect(*server.address, offload=offload) as conn:
+                await conn.send_message(1, b"warm-up")
+                assert await conn.receive_message(1) == b"warm-up"
+                driver = conn._driver
+                sent = driver.datagrams_out
+                await conn.send_message(1, b"request")  # (nothing in it suspends)
+                assert driver.datagrams_out == sent + 1
+                await conn.send_message(1, b"two")
+                await conn.send_message(1, b"three")
+                assert driver.datagrams_out == sent + 1  # not yet: with the next pass
+                assert [await conn.receive_message(1) for _ in range(3)] == [
+                    b"request", b"two", b"three"]
+
+    run(main)
+
+
 def test_server_with_several_clients(run, make_relay):
     keys = [KeyPair.generate() for _ in range(4)]
 

@@ -234,6 +234,40 @@ def test_take_events_returns_what_next_event_would_in_order():
     assert server.take_events() == [] and server.next_event() is None
 
 
+def test_move_events_hands_over_what_take_events_would_and_says_what_changed():
+    from collections import deque
+
+    from dquic.connection import (MOVED_CID_CHANGES, MOVED_CONFIRMED, MOVED_EVENTS,
+                                  MOVED_TERMINATED)
+    from dquic.events import MessageReceived
+
+    client, server = _pair()
+    server.cid_changes = None  # (no endpoint applied the handshake's routing changes)
+    server.take_events()  # the handshake's
+    client.send_message(0, b"a")
+    client.send_message(4, b"b")
+    _pump(client, server, 0.0)
+    out = deque([("older", "pair")])  # appended after what the queue already holds
+    flags = server.move_events(out)
+    assert flags & MOVED_EVENTS and flags & MOVED_CONFIRMED
+    assert not flags & (MOVED_TERMINATED | MOVED_CID_CHANGES)
+    assert out[0] == ("older", "pair")
+    assert [(c is server, type(e), e.stream_id) for c, e in list(out)[1:]] == [
+        (True, MessageReceived, 0), (True, MessageReceived, 4)]
+    # moved: nothing is left for take_events, and a second call moves nothing
+    assert server.take_events() == [] and server.move_events(out) == MOVED_CONFIRMED
+    assert len(out) == 3
+    # routing changes are reported, not taken (the endpoint applies and clears them)
+    server.cid_changes = [("add", b"\x01" * 8)]
+    assert server.move_events(out) & MOVED_CID_CHANGES
+    server.cid_changes = None
+    server.close(0, "")
+    for _ in range(3):
+        _pump(client, server, 0.0)
+    server.handle_timer(60.0)  # the closing period ends
+    assert server.move_events(out) & MOVED_TERMINATED
+
+
 def _new_packets(conn, before):
     """The application-space packets ``conn`` sent since ``before`` (packet numbers it had)."""
     return [p for p in conn._recovery.outstanding(1) if p.packet_number not in before]

@@ -322,3 +322,25 @@ def test_reset_tokens_of_unused_connection_ids_do_not_count(monkeypatch):
     assert not conn.is_closed
     ep.receive_datagram(bytes([0x47]) + bytes(30) + conn.reset_token, SERVER, net.now)
     assert conn.is_closed
+
+
+def test_trains_sent_before_their_bookkeeping_settles(monkeypatch):
+    """``trains_to_send(settle=False)`` builds the trains but leaves the polled connections'
+    bookkeeping (deadline, events) for ``settle()``, or for the next call that needs it."""
+    net = _open(monkeypatch, 2)
+    addr, ep = next(iter(net.clients.items()))
+    conn = ep.connections[0]
+    conn.send_message(7, b"x" * 64)
+    CountingConnection.calls.clear()
+    trains = ep.trains_to_send(net.now, settle=False)
+    assert len(trains) == 1 and trains[0][2] == SERVER
+    assert CountingConnection.calls == {"datagram_trains": 1}  # no deadline read yet
+    ep.settle()
+    assert CountingConnection.calls == {"datagram_trains": 1, "get_timer": 1}
+    ep.settle()  # nothing left
+    assert CountingConnection.calls["get_timer"] == 1
+    # a call that needs the bookkeeping settles first by itself
+    conn.send_message(7, b"y" * 64)
+    ep.trains_to_send(net.now, settle=False)
+    timer = ep.get_timer()
+    assert CountingConnection.calls["get_timer"] == 2 and timer == conn.get_timer()

@@ -307,7 +307,7 @@ class AsyncConnection:
     # a server holds one per connection: slots instead of a per-instance dict (33 attributes
     # are past what a key-sharing dict holds, so each dict was ~1.2 KB)
     __slots__ = ("_close_task", "_closed", "_closing", "_core", "_datagram_futures",
-                 "_datagram_waiters", "_datagrams", "_driver", "_error", "_established",
+                 "_datagram_waiters", "_datagrams", "_driver", "_error", "_established", "_held_back",
                  "_linger", "_loop", "_max_message", "_messages", "_msg_waiters", "_need_pull",
                  "_owns_driver", "_partial", "_progress_waiters", "_queued_bytes",
                  "_reader_limit", "_readers", "_receive_buffer", "_send_limit", "_send_waiters",
@@ -343,6 +343,9 @@ class AsyncConnection:
         self._msg_waiters: List["asyncio.Future[None]"] = []
         self._wanted: Dict[int, int] = {}  # stream id -> receive_message(stream_id) calls waiting
         self._need_pull = False
+        # the last _pull left whole messages in the core because receive_buffer was full: a
+        # take that makes room, or a receive_message for one stream, pulls again
+        self._held_back = False
         # byte streams
         self._readers: Dict[int, StreamReader] = {}
         self._writers: Dict[int, StreamWriter] = {}
@@ -516,14 +519,18 @@ class AsyncConnection:
         (or while nothing whole waits, so a large message can complete)."""
         core = self._core
         moved = False
+        held = False
         for sid in core.readable_streams():
             reader = self._readers.get(sid)
             if reader is not None:
                 moved |= reader._fill(core)
                 continue
             wanted = sid in self._wanted
-            while (wanted or not self._messages
-                   or self._queued_bytes + self._staged_bytes < self._receive_buffer):
+            while True:
+                if not (wanted or not self._messages
+                        or self._queued_bytes + self._staged_bytes < self._receive_buffer):
+                    held = True  # receive_buffer is full: the rest waits in the core
+                    break
                 buf = self._partial.get(sid)
                 piece = core.read_message(sid, _PIECE)
                 if piece is None:
@@ -557,9 +564,11 @@ class AsyncConnection:
                         self._messages = collections.deque()
                     self._messages.append((sid, bytes(buf)))
                     self._queued_bytes += len(buf)
+        self._held_back = held
         if moved:
             _wake(self._msg_waiters)
-            self._driver.schedule()  # reading opened flow-control window
+            if not self._driver._in_run:  # (a pass sees the window update it owes, if any)
+                self._driver.schedule()  # reading opened flow-control window
         return moved
 
     def _drop_partial(self, sid: int) -> None:
@@ -581,8 +590,8 @@ class AsyncConnection:
             else:
                 return None
         self._queued_bytes -= len(item[1])
-        if self._queued_bytes < self._receive_buffer:
-            self._pull()
+        if self._held_back and self._queued_bytes < self._receive_buffer:
+            self._pull()  # room again for what the last pull left in the core
         return item
 
     async def receive_message(self, stream_id: Optional[int] = None) -> Any:
@@ -613,7 +622,8 @@ class AsyncConnection:
             if stream_id is not None:
                 # the stream's messages are pulled even when others fill receive_buffer
                 self._wanted[stream_id] = self._wanted.get(stream_id, 0) + 1
-                self._pull()
+                if self._held_back:
+                    self._pull()
             try:
                 if not fut.done():
                     await fut
@@ -640,7 +650,7 @@ class AsyncConnection:
             self._core.send_message(stream_id, view)
         except RuntimeError:
             raise ConnectionClosed("connection is closing") from None
-        self._driver.schedule()
+        self._driver.send_now()
 
     async def _wait_send_room(self, nbytes: int) -> None:
         """Wait until ``nbytes`` more fit under ``send_buffer_limit`` (or nothing is buffered)."""
@@ -669,8 +679,12 @@ class AsyncConnection:
         check_stream_id(stream_id)
         view, n = as_buffer(data)
         self._check_usable()
-        await self._wait_send_room(n)
-        await self._wait_stream_credit(stream_id)
+        core = self._core
+        # (the waits are entered only when they may have to wait: most sends need neither)
+        if core.send_buffered > max(0, self._send_limit - n):
+            await self._wait_send_room(n)
+        if core.stream_open_blocked(stream_id):
+            await self._wait_stream_credit(stream_id)
         self._queue(stream_id, view)
         return n
 

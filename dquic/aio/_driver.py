@@ -4,12 +4,15 @@ Each ``connect`` (one client connection), each ``open_client`` (a ``Client``: an
 outgoing connections) and each ``serve`` (all of a server's connections) owns one UDP socket, an ``asyncio.DatagramProtocol`` (``_Driver``) and a sans-IO
 ``dquic.endpoint.Endpoint``. The driver feeds received datagrams to the endpoint with the loop's
 clock (``loop.time()``) as ``now``, and after every batch of input (received datagrams, a fired
-timer, an application call) runs one *pass*: due timers, ``datagrams_to_send`` ->
-``transport.sendto``, events -> connection state, waking the coroutines waiting on it, then
-re-arms its single ``loop.call_at`` timer from ``get_timer()``. Passes are coalesced with
-``loop.call_soon``, so a burst of datagrams costs one pass. The transport's ``pause_writing``
-stops pulling datagrams from the core until ``resume_writing``. It runs on any asyncio loop
-(the default one and uvloop).
+timer, an application call) runs one *pass*: due timers, ``trains_to_send`` /
+``datagrams_to_send`` -> the transport, events -> connection state, waking the coroutines
+waiting on it, then arms its single ``loop.call_at`` timer from ``get_timer()`` when that is
+earlier than the armed one (a timer that fires early only runs a pass). A batch read by the
+offload transport and a ``send_message`` (when no pass is running or due) run their pass at
+once, so a request leaves before its caller's next ``await`` and a reply's waiter wakes in the
+next loop iteration; other passes are coalesced with ``loop.call_soon``, so a burst costs one
+pass. The transport's ``pause_writing`` stops pulling datagrams from the core until
+``resume_writing``. It runs on any asyncio loop (the default one and uvloop).
 
 """
 from __future__ import annotations
@@ -111,10 +114,10 @@ class _OffloadTransport:
         if self._closing or not trains:
             return
         sock = self._sock
-        waiting = sock.pending
-        sock.queue_trains(trains)  # behind anything the kernel has not taken yet
-        if not waiting:
-            sock.flush()
+        if sock.pending:
+            sock.queue_trains(trains)  # behind what the kernel has not taken yet
+        else:
+            sock.send_now(trains)
             if sock.pending:
                 self._want_write()
 
@@ -135,9 +138,8 @@ class _OffloadTransport:
         batch = self._sock.recv_batch(RECV_BATCH)
         if batch:
             self._protocol.segments_received(batch)
-        bad = self._sock.unreachable()
-        if bad:
-            self._protocol.unreachable(bad)
+        if self._sock.unreachable_reports:
+            self._protocol.unreachable(self._sock.unreachable())
 
     def _want_write(self) -> None:
         if not self._writing:
@@ -187,9 +189,12 @@ class _Driver(asyncio.DatagramProtocol):
         self.transport: Optional[asyncio.DatagramTransport] = None
         self.conns: Dict[Any, "AsyncConnection"] = {}
         self._scheduled = False
+        self._in_run = False  # a pass is running
+        self._sent_now = False  # send_now ran a pass since the last pass the loop ran
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at: Optional[float] = None
         self._paused = False
+        self._send_trains: Any = None  # the transport's send_trains, if it has one
         self.lost: "asyncio.Future[None]" = loop.create_future()
         self.datagrams_in = 0
         self.datagrams_out = 0
@@ -197,6 +202,8 @@ class _Driver(asyncio.DatagramProtocol):
     # protocol callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # the offload transport takes the core's trains as they are; others, datagrams
+        self._send_trains = getattr(transport, "send_trains", None)
         sock = transport.get_extra_info("socket")
         size = self.options.get("socket_buffer", SOCKET_BUFFER)
         if sock is not None:
@@ -225,7 +232,9 @@ class _Driver(asyncio.DatagramProtocol):
 
     def segments_received(self, batch: List[Tuple[bytes, Tuple, int]]) -> None:
         """A batch of reads from ``_OffloadTransport``: ``(data, addr, segment_size)`` with
-        ``segment_size`` 0 for a lone datagram (addresses already normalised)."""
+        ``segment_size`` 0 for a lone datagram (addresses already normalised). The batch is
+        all the socket had, so its pass runs now rather than one loop iteration later: a
+        reply's waiter wakes in the next iteration, and what the pass sends leaves at once."""
         ep = self.endpoint
         now = self.loop.time()
         for data, addr, seg in batch:
@@ -235,7 +244,9 @@ class _Driver(asyncio.DatagramProtocol):
             else:
                 ep.receive_datagram(data, addr, now)
                 self.datagrams_in += 1
-        self.schedule()
+        if self._scheduled:
+            return  # a pass is due in this iteration anyway
+        self._run(now)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors on an unconnected socket: the handshake / idle timers decide
@@ -266,6 +277,18 @@ class _Driver(asyncio.DatagramProtocol):
             self._scheduled = True
             self.loop.call_soon(self._pass)
 
+    def send_now(self) -> None:
+        """The application queued a message: run a pass now, so that it leaves before the
+        caller's next ``await`` (a request does not wait for the next loop iteration), unless
+        a pass is running or due in this iteration. Further sends before the loop's next pass
+        are coalesced into that pass, as ``schedule`` does."""
+        if (self._in_run or self._scheduled or self._sent_now or self._paused
+                or self.transport is None):
+            self.schedule()
+            return
+        self._run(self.loop.time())
+        self._sent_now = True
+
     def _on_timer(self) -> None:
         at = self._timer_at
         self._timer = None
@@ -282,18 +305,28 @@ class _Driver(asyncio.DatagramProtocol):
         transport = self.transport
         if transport is None:
             return
+        self._in_run = True
+        try:
+            self._run_pass(now)
+        finally:
+            self._in_run = False
+
+    def _run_pass(self, now: float) -> None:
+        self._sent_now = False
         ep = self.endpoint
-        t = ep.get_timer()
-        if t is not None and t <= now:
-            ep.handle_timer(now)
+        transport = self.transport
+        assert transport is not None  # (_run looked)
+        ep.handle_timer(now)  # (returns at once when no deadline has passed)
         if not self._paused:
-            send_trains = getattr(transport, "send_trains", None)
+            send_trains = self._send_trains
             if send_trains is not None:
-                trains = ep.trains_to_send(now)
+                # (the polled connections' bookkeeping waits until the trains are out)
+                trains = ep.trains_to_send(now, settle=False)
                 if trains:
                     send_trains(trains)
                     for data, seg, _ in trains:
                         self.datagrams_out += -(-len(data) // seg)
+                ep.settle()
             else:
                 out = ep.datagrams_to_send(now)
                 if out:
@@ -310,21 +343,28 @@ class _Driver(asyncio.DatagramProtocol):
         if self.transport is None:
             return
         t = ep.get_timer()
-        if t is not None and self._paused and t <= now:
+        if t is not None and t <= now:
+            if not self._paused:
+                # output waits already (reading a message opened flow-control window): one
+                # more pass soon, in this loop's next iteration
+                self.schedule()
+                return
             t = now + 0.001  # nothing can be sent until resume_writing: do not spin
-        if t != self._timer_at:
+        at = self._timer_at
+        # A deadline that moved later keeps the armed timer: it fires early, and its pass
+        # arms the one due then (a request/response exchange moves the deadlines with every
+        # packet; cancelling and arming a loop timer each time would cost more than that).
+        if t is not None and (at is None or t < at):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = t
-            self._timer = None if t is None else self.loop.call_at(t, self._on_timer)
+            self._timer = self.loop.call_at(t, self._on_timer)
 
     def _dispatch(self) -> None:
         ep = self.endpoint
-        while True:
-            item = ep.next_event()
-            if item is None:
-                return
-            core, ev = item
+        events = ep.events  # taken one at a time, as next_event does: handling one may add more
+        while events:
+            core, ev = events.popleft()
             conn = self.conns.get(core)
             if type(ev) is HandshakeFailed:
                 if self.server is not None:

@@ -15,13 +15,22 @@ from dquic._socket import UDPSocket, Waker
 
 
 class _IdleEndpoint:
-    """An endpoint with no timer, nothing to send and no events."""
+    """An endpoint with no timer and nothing to send; its one event stays pending (nothing
+    takes it), so every step and flush hands it to the driver's ``on_events``."""
+
+    events = [("connection", "event")]
 
     def get_timer(self):
         return None
 
-    def trains_to_send(self, now):
+    def handle_timer(self, now):
+        pass
+
+    def trains_to_send(self, now, settle=True):
         return []
+
+    def settle(self):
+        pass
 
 
 @pytest.fixture

@@ -327,3 +327,16 @@ def test_queued_trains_wait_for_the_kernel_in_order(closing):
     assert s.flush() == 5 and not s.pending
     assert s.flush() == 0
     assert _drain_plain(r, 8) == grams
+
+
+def test_send_now_sends_a_lone_datagram_at_once_and_queues_what_the_kernel_refuses(closing):
+    r, s, real, dest = _sender_filling_after(closing, 1)
+    assert s.send_now([(b"first", 5, dest)]) == 1 and not s.pending
+    assert s.send_now([(b"second", 6, dest)]) == 0 and s.pending  # the buffer is full: kept
+    # what comes next waits behind it, in order, even a lone datagram
+    assert s.send_now([(b"third", 5, dest)]) == 0 and s.pending
+    s.sock = real
+    assert s.flush() == 2 and not s.pending
+    assert s.send_now([(b"".join([b"4" * 300, b"5" * 300]), 300, dest)]) == 2  # a train
+    assert _drain_plain(r, 5) == [b"first", b"second", b"third", b"4" * 300, b"5" * 300]
+    assert s.datagrams_sent == 5

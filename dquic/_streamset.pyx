@@ -548,8 +548,8 @@ cdef class StreamSet:
         """``CoreConnection.read_message`` (its docstring)."""
         cdef _Stream s = self.find_key(stream_id)
         cdef uint64_t before
-        if s is None:
-            return None
+        if s is None or (max_bytes > 0 and not message_ready_c(s.recv, 1)):
+            return None  # (what RecvStream.read_message would answer, without calling it)
         before = s.recv.read_offset
         result = s.recv.read_message(max_bytes)
         if s.recv.read_offset != before:

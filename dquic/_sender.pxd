@@ -1,5 +1,5 @@
 # C-level layout of dquic._sender: building one connection's packets (see _sender.pyx).
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from dquic._cids cimport CidState
 from dquic._codec cimport Buffer
@@ -54,6 +54,7 @@ cdef class Sender:
                           Py_ssize_t* length_off) except -1
     cdef int packet_type(self, int space_id) except -1
     cdef int pad_handshake(self) except -1
+    cdef uint64_t resolution_reach(self) noexcept
     cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                          bint eliciting, double now) except -1
     cdef object build_handshake_datagram(self, double now, Py_ssize_t mds)

@@ -247,6 +247,19 @@ cdef class Sender:
         # a client's handshake datagrams are at least 1200 bytes (RFC 9000 §14.1)
         return pad_to(self.sbuf, 1200 - self.seal[SP_HS].tag_size)
 
+    cdef uint64_t resolution_reach(self) noexcept:
+        """The smallest packet number an ACK must list so that the peer halves waiting for
+        resolution can be resolved by it (PROTOCOL.md §16.7), or the largest value when none
+        waits: an ACK then lists more than ``ack_ranges_per_frame`` ranges if that is what it
+        takes (a loss pattern with many gaps would otherwise keep it from ever reaching them,
+        and the credit they hold back)."""
+        cdef uint64_t reach = 0xFFFFFFFFFFFFFFFF
+        if self.sset.tomb_new is not None:
+            reach = <uint64_t>self.sset.tomb_lo
+        if self.sset.tomb_wait is not None and self.sset.tomb_wait.first().c < reach:
+            reach = self.sset.tomb_wait.first().c
+        return reach
+
     cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                           bint eliciting, double now) except -1:
         start_sent(rec, pn, space_id, now, size, eliciting, eliciting, False)
@@ -362,7 +375,7 @@ cdef class Sender:
         rec = new_sent()
         if space.ack_pending:
             write_ack(self.sbuf, space, SP_APP, now, rec, self.ack_ranges_per_frame,
-                      self.ack_delay_exponent, self.qlog is not None)
+                      self.ack_delay_exponent, self.qlog is not None, self.resolution_reach())
         acked_end = self.sbuf._pos  # every frame after the ACK elicits one
         if cc_ok:
             if control:

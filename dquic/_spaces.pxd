@@ -137,7 +137,8 @@ cdef FrameRecord* more_record(_Sent rec) except NULL
 cdef _Sent new_sent()
 cdef void recycle(_Sent pkt)
 cdef int write_ack(Buffer buf, _Space space, int space_id, double now, _Sent rec,
-                   Py_ssize_t ranges_per_frame, int ack_delay_exponent, bint trace) except -1
+                   Py_ssize_t ranges_per_frame, int ack_delay_exponent, bint trace,
+                   uint64_t reach=*) except -1
 
 cdef int q_push(U64Queue* q, uint64_t v) except -1
 cdef void q_pop(U64Queue* q) noexcept

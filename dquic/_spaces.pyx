@@ -37,6 +37,9 @@ __all__ = ["MAX_CRYPTO_BUFFER", "TRACE_NAMES", "FREE_SENT"]
 MAX_CRYPTO_BUFFER = 16 * 1024
 
 cdef uint64_t UINT64_NONE = 0xFFFFFFFFFFFFFFFF
+# An ACK frame lists at most this many ranges when it must reach down to a given packet
+# (write_ack's ``reach``): about 512 bytes with the 2-byte gaps and lengths of a busy path
+cdef Py_ssize_t MAX_REACH_RANGES = 128
 
 #: Each frame kind's name in qlog traces, by FrameKind (wire types: FRAME_WIRE_TYPE in the .pxd)
 TRACE_NAMES = ("stream", "crypto", "datagram", "handshake_done", "max_data", "max_streams",
@@ -82,10 +85,12 @@ cdef class _Space:
 
 
 cdef int write_ack(Buffer buf, _Space space, int space_id, double now, _Sent rec,
-                   Py_ssize_t ranges_per_frame, int ack_delay_exponent, bint trace) except -1:
+                   Py_ssize_t ranges_per_frame, int ack_delay_exponent, bint trace,
+                   uint64_t reach=0xFFFFFFFFFFFFFFFF) except -1:
     """ACK frame of ``space`` from the received ranges, newest first (RFC 9000 §19.3), at most
-    ``ranges_per_frame`` of them (0: all); noted in ``rec`` (with the ranges for a trace when
-    ``trace``). The space owes no ACK afterwards."""
+    ``ranges_per_frame`` of them (0: all), or as many as it takes to list the packets received
+    from ``reach`` up (all the space keeps at most); noted in ``rec`` (with the ranges for a
+    trace when ``trace``). The space owes no ACK afterwards."""
     cdef RangeSet rx = space.rx
     cdef Py_ssize_t n = rx.count(), lowest, i
     cdef uint64_t prev_start
@@ -95,6 +100,12 @@ cdef int write_ack(Buffer buf, _Space space, int space_id, double now, _Sent rec
     lowest = 0
     if 0 < ranges_per_frame < n:
         lowest = n - ranges_per_frame
+        if reach < rx.start_at(lowest):
+            i = rx._first_stop_ge(reach + 1)  # the lowest range with a packet from reach up
+            if i < n - MAX_REACH_RANGES:
+                i = n - MAX_REACH_RANGES  # (an ACK frame stays well within a packet)
+            if i < lowest:
+                lowest = i
     delay = now - space.largest_rx_time
     if delay < 0.0:
         delay = 0.0

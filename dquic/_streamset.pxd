@@ -43,6 +43,8 @@ cdef class _Stream:
     cdef public RecvStream recv_next     # the next incarnation, while this one is still read
     cdef public int64_t recv_next_lo     # recv_lo of recv_next
 
+    cdef void start(self, uint64_t stream_id, uint64_t send_limit) noexcept
+
 
 # One entry of a connection's stream table, in the order the ids were added
 cdef struct StreamEntry:

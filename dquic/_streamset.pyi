@@ -46,8 +46,6 @@ class _Stream:
     recv_min_pn: int
     recv_next: Optional[RecvStream]
     recv_next_lo: int
-    def __init__(self, stream_id: int, window_max: int, window_initial: int,
-                 send_limit: int) -> None: ...
 
 @disjoint_base
 class Ring:

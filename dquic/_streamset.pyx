@@ -114,37 +114,24 @@ class _DropPacket(Exception):
 cdef class _Stream:
     """Both halves of one stream id plus their flow-control state."""
 
-    def __init__(self, uint64_t stream_id, uint64_t window_max, uint64_t window_initial,
-                 uint64_t send_limit):
+    cdef void start(self, uint64_t stream_id, uint64_t send_limit) noexcept:
+        """Every field but the halves as for a stream id just seen (a new object or a
+        released one taken again, StreamSet.new_stream)."""
         self.stream_id = stream_id
-        self.send = SendStream(stream_id, 0)  # unbounded here: drivers apply back-pressure
-        # the receive half owns its auto-tuned flow-control window (MAX_STREAM_DATA)
-        self.recv = RecvStream(stream_id, window_max, window_initial)
         self.send_limit = send_limit  # peer's MAX_STREAM_DATA for our half
-        self.readable_signalled = False
-        self.send_opened = False
-        self.recv_opened = False
+        self.readable_signalled = self.readable_listed = False
+        self.send_opened = self.recv_opened = False
         self.owed = 0  # frames owed to the peer (OWE_RESET_STREAM, ...), with their codes:
-        self.reset_code = 0
-        self.stop_code = 0
+        self.reset_code = self.stop_code = 0
         self.blocked_reported = -1
-        self.queued = False
-        self.closed_counted = False
+        self.queued = self.closed_counted = self.pinned = self.credit_wait = False
         self.counted = False  # our half consumed one of the peer's MAX_STREAMS credits
-        self.pinned = False
-        self.credit_wait = False
-        self.send_gen = 0
-        self.send_next = None
-        self.send_min_pn = 0
-        self.recv_gen = 0
+        self.idle_gen = self.send_gen = self.recv_gen = 0
+        self.send_next = self.recv_next = None
+        self.send_min_pn = self.recv_lo = self.recv_min_pn = self.recv_next_lo = 0
         self.recv_done = False
-        self.recv_w = -1
-        self.recv_c = -1
-        self.recv_lo = 0
-        self.recv_next_lo = 0
+        self.recv_w = self.recv_c = -1
         self.idle_since = -1.0
-        self.recv_min_pn = 0
-        self.recv_next = None
 
 
 cdef class Ring:
@@ -625,30 +612,16 @@ cdef class StreamSet:
                 s.send = _NO_SEND
                 self.pool_recv(s.recv)
                 s.recv = _NO_RECV
-                s.readable_signalled = s.readable_listed = False
-                s.send_opened = s.recv_opened = False
-                s.owed = 0
-                s.reset_code = s.stop_code = 0
-                s.queued = s.closed_counted = s.counted = s.pinned = s.credit_wait = False
-                s.idle_gen = s.send_gen = s.recv_gen = 0
-                s.send_next = s.recv_next = None
-                s.send_min_pn = s.recv_lo = s.recv_min_pn = s.recv_next_lo = 0
-                s.recv_done = False
                 break
         if s is None:
             s = _Stream.__new__(_Stream)
-        s.stream_id = stream_id
+        s.start(stream_id, self.peer_stream_limit)
         if local:
             s.send = self.new_send(stream_id)
             s.recv = _NO_RECV
         else:
             s.send = _NO_SEND
             s.recv = self.new_recv(stream_id)
-        s.send_limit = self.peer_stream_limit
-        s.blocked_reported = -1
-        s.recv_w = -1
-        s.recv_c = -1
-        s.idle_since = -1.0
         self.tab_put(stream_id, s)
         self.last_stream = s
         return s
@@ -1049,7 +1022,7 @@ cdef class StreamSet:
         self.peer_opened += 1
         if s.recv_gen != 0 or s.recv is _NO_RECV:
             self.pool_recv(s.recv)
-            s.recv = _NO_RECV
+            s.recv = _NO_RECV  # (first: new_recv may take that very half again)
             s.recv = self.new_recv(s.stream_id)
         self.gen_seq += 1
         s.recv_gen = self.gen_seq

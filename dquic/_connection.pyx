@@ -962,10 +962,10 @@ cdef class CoreConnection(PacketReceiver):
         traced = [frame]
         if space_id == SP_APP and self._state == _CLOSING and self._await_close_reply:
             # a graceful close acknowledges what we received: a peer that waits for its last
-            # data to be acknowledged learns it from this packet (at most 32 ranges)
+            # data to be acknowledged learns it from this packet (at most 256 bytes of ranges)
             ack_rec = new_sent()
             try:
-                write_ack(self._tx.sbuf, self._app, SP_APP, now, ack_rec, 32,
+                write_ack(self._tx.sbuf, self._app, SP_APP, now, ack_rec, 256,
                           self._ack_delay_exponent, self._qlog is not None)
                 if self._qlog is not None and ack_rec.ack_space >= 0:
                     traced.insert(0, ack_rec.frames)

@@ -38,7 +38,7 @@ from dquic._frames cimport parse_ack_ranges, parse_ecn, pull_stream_frame_header
 from dquic._paths cimport PathState
 from dquic._protection cimport PacketProtection
 from dquic._recovery cimport RttEstimator
-from dquic._spaces cimport F_ACK, SP_APP, SP_HS, _Space, space_received
+from dquic._spaces cimport F_ACK, SP_APP, SP_HS, _Space, space_can_record, space_received
 from dquic._wire cimport pn_decode as _decode_pn
 
 import hmac
@@ -357,7 +357,7 @@ cdef class PacketReceiver(ConnectionSetup):
 
         ``to_our_cid``: the packet was addressed to a connection ID we chose while the client's
         address awaited validation (see ``_awaits_validation``)."""
-        cdef bint eliciting = False, non_probing = False
+        cdef bint eliciting = False, non_probing = False, record
         if pn < space.rx_floor or space.rx.contains(<uint64_t>pn):
             self.duplicate_packets += 1
             if self._qlog is not None:
@@ -402,8 +402,10 @@ cdef class PacketReceiver(ConnectionSetup):
                 decoded = []
             self._qlog.packet_received(now, hdr.packet_type if is_long else codec.PACKET_SHORT,
                                        pn, packet_len, decoded)
+        record = space_can_record(space, pn)
         if space_id == SP_APP:
             self._sset.rx_pn = pn
+            self._sset.refuse = not record
         try:
             self._process_frames(space_id, payload, plen, pobj, poff, now, is_long,
                                  &eliciting, &non_probing)
@@ -415,15 +417,24 @@ cdef class PacketReceiver(ConnectionSetup):
             # received (no ACK), its sender sends the frames again (PROTOCOL.md §16.7). The
             # ACK that resolves the halves waiting goes out now
             self.packets_dropped += 1
-            if self._sset.tomb_new is not None and not space.ack_pending:
+            if (self._sset.tomb is not None or not record) and not space.ack_pending:
                 space.ack_pending = True
                 space.ack_deadline = now
                 note_work(self)
             return 0
         if self._state >= _DRAINING:
             return 0
+        if not record:
+            # beyond what the space may keep above its floor: not acknowledged, its sender
+            # sends it again; an ACK goes out now (it asks for the floor to rise)
+            self.packets_dropped += 1
+            if not space.ack_pending:
+                space.ack_pending = True
+                space.ack_deadline = now
+                note_work(self)
+            return 0
         # ACK bookkeeping (RFC 9000 §13.2)
-        space_received(space, pn, eliciting, space_id == SP_HS, now, self._max_ack_ranges,
+        space_received(space, pn, eliciting, space_id == SP_HS, now,
                           self._ack_eliciting_threshold, self._max_ack_delay)
         # migration (RFC 9000 §9.3): only the highest-numbered non-probing packet moves the path
         if (space_id == SP_APP and non_probing and pn == space.largest_rx
@@ -528,20 +539,31 @@ cdef class PacketReceiver(ConnectionSetup):
                     dlist.append(start)
             if self._state >= _DRAINING:
                 return 0
-        if dlist is None:
-            for i in range(nd):
-                if self._state >= _DRAINING:
-                    break
-                self._sset.on_stream(dfr[i].sid, dfr[i].off, p + dfr[i].data,
-                                  <Py_ssize_t>dfr[i].length, dfr[i].fin, dfr[i].ftype)
-        else:
-            for item in dlist:
-                if self._state >= _DRAINING:
-                    break
-                if type(item) is int:
-                    self._stream_frame_at(p, n, <Py_ssize_t>item)
-                else:
-                    self._sset.on_reset_stream(item, now)
+        if nd == 0 and dlist is None:
+            return 0
+        # every stream frame of the packet passed the checks above: none may be dropped now, so
+        # nothing the first of them does may change how a later one is classified (forgetting
+        # finished halves raises the watermark: it waits until the packet is done)
+        self._sset.applying = True
+        try:
+            if dlist is None:
+                for i in range(nd):
+                    if self._state >= _DRAINING:
+                        break
+                    self._sset.on_stream(dfr[i].sid, dfr[i].off, p + dfr[i].data,
+                                      <Py_ssize_t>dfr[i].length, dfr[i].fin, dfr[i].ftype)
+            else:
+                for item in dlist:
+                    if self._state >= _DRAINING:
+                        break
+                    if type(item) is int:
+                        self._stream_frame_at(p, n, <Py_ssize_t>item)
+                    else:
+                        self._sset.on_reset_stream(item, now)
+        finally:
+            self._sset.applying = False
+        if self._sset.trim_due:
+            self._sset.trim_finished()
         return 0
 
     cdef int _stream_frame_at(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t pos) except -1:

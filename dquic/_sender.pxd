@@ -24,7 +24,7 @@ cdef class Sender:
     cdef object reset_token                      # cid -> its stateless reset token
     cdef public list events                      # the connection's event list (shared)
     cdef Py_ssize_t mds
-    cdef Py_ssize_t ack_ranges_per_frame
+    cdef Py_ssize_t ack_ranges_per_frame         # ranges above the floor before an ACK asks
     cdef int ack_delay_exponent
     # its own state
     cdef public Buffer sbuf                      # borrowed while packets are built, else None
@@ -43,6 +43,10 @@ cdef class Sender:
     # for the connection, after transmit
     cdef public double idle_restart              # restart the idle timer from here (< 0: no)
     cdef public bint noted                       # more to send than one call built
+    # our latest ack-eliciting packet with a full application ACK (the floor rises when it is
+    # acknowledged; see _spaces.pyx): its number (-1: none in flight) and that ACK's largest
+    cdef public int64_t ask_pn
+    cdef public int64_t asked_hi
 
     cdef Py_ssize_t transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
                              bint trains, list out) except -1
@@ -54,7 +58,8 @@ cdef class Sender:
                           Py_ssize_t* length_off) except -1
     cdef int packet_type(self, int space_id) except -1
     cdef int pad_handshake(self) except -1
-    cdef uint64_t resolution_reach(self) noexcept
+    cdef bint floor_wanted(self) noexcept
+    cdef int ask_settled(self, _Sent pkt) except -1
     cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                          bint eliciting, double now) except -1
     cdef object build_handshake_datagram(self, double now, Py_ssize_t mds)

@@ -89,7 +89,8 @@ cdef class Sender:
         self.pacer = pacer
         self.reset_token = reset_token
         self.mds = config.max_datagram_size
-        self.ack_ranges_per_frame = config.ack_ranges_per_frame
+        # (at most half the ranges a space keeps: asking must start well before the bound)
+        self.ack_ranges_per_frame = max(1, min(config.ack_ranges_per_frame, app.max_ranges // 2))
         self.ack_delay_exponent = config.ack_delay_exponent
         self.sbuf = None
         self.app_seal = None
@@ -106,6 +107,8 @@ cdef class Sender:
         self.eliciting_since_receive = False
         self.idle_restart = -1.0
         self.noted = False
+        self.ask_pn = -1
+        self.asked_hi = -1
         # (self.pending, the control frames owed to the peer, starts zeroed: nothing owed)
 
     cdef Py_ssize_t transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
@@ -247,31 +250,35 @@ cdef class Sender:
         # a client's handshake datagrams are at least 1200 bytes (RFC 9000 §14.1)
         return pad_to(self.sbuf, 1200 - self.seal[SP_HS].tag_size)
 
-    cdef uint64_t resolution_reach(self) noexcept:
-        """The smallest packet number an ACK must list so that the peer halves waiting for
-        resolution can be resolved by it (PROTOCOL.md §16.7), or the largest value when none
-        waits: an ACK then lists more than ``ack_ranges_per_frame`` ranges if that is what it
-        takes (a loss pattern with many gaps would otherwise keep it from ever reaching them,
-        and the credit they hold back)."""
-        cdef uint64_t reach = 0xFFFFFFFFFFFFFFFF
-        if self.sset.tomb_new is not None:
-            reach = <uint64_t>self.sset.tomb_lo
-        if self.sset.tomb_wait is not None and self.sset.tomb_wait.first().c < reach:
-            reach = self.sset.tomb_wait.first().c
-        return reach
+    cdef bint floor_wanted(self) noexcept:
+        """Should the application ACK being sent ask to be acknowledged (a PING with it if
+        nothing else elicits one), so that the floor rises (_spaces.pyx)? When peer halves
+        completed above what the ACK in flight can resolve (PROTOCOL.md §16.7), and, with none
+        in flight, when more than ``ack_ranges_per_frame`` ranges or any number of fills are
+        kept above the floor (so the space forgets them and its ACK frames stay short)."""
+        if self.sset.tomb is not None and self.sset.tomb_hi > self.asked_hi:
+            return True
+        return self.ask_pn < 0 and (self.app.rx.count() > self.ack_ranges_per_frame
+                                    or self.app.nfills > 0)
+
+    cdef int ask_settled(self, _Sent pkt) except -1:
+        """The packet that asked for the floor to rise was acknowledged or lost: ask again with
+        the next ACK if that is still wanted (at once: the halves waiting hold their credit)."""
+        self.ask_pn = -1
+        self.asked_hi = -1
+        if self.sset.tomb is not None and not self.app.discarded and not self.app.ack_pending:
+            # (an ACK may go out when congestion control holds back everything else; the PING
+            # goes with it when it may)
+            self.app.ack_pending = True
+            self.app.ack_deadline = self.sset.now
+            self.noted = True
+        return 0
 
     cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                           bint eliciting, double now) except -1:
         start_sent(rec, pn, space_id, now, size, eliciting, eliciting, False)
         self.paths.bytes_sent += size
         self.recovery.on_packet_sent(rec)
-        if (self.sset.tomb_new is not None and space_id == SP_APP and rec.ack_space == SP_APP
-                and rec.ack_lo <= <uint64_t>self.sset.tomb_lo):
-            # this ACK lists every packet that carried a frame of the peer's halves complete
-            # so far: they are resolved once it is acknowledged
-            self.sset.tomb_sent(<uint64_t>pn)
-            if not eliciting:
-                self.pending.once |= OWE_PING  # so that the peer acknowledges it soon
         if self.qlog is not None:
             self.qlog.packet_sent(now, self.packet_type(space_id), pn, size,
                                   rec.frames_for_trace())
@@ -309,7 +316,7 @@ cdef class Sender:
         tag = self.seal[SP_HS].tag_size
         rec = new_sent()
         if space.ack_pending:
-            write_ack(self.sbuf, space, SP_HS, now, rec, self.ack_ranges_per_frame,
+            write_ack(self.sbuf, space, SP_HS, now, rec, limit - tag - self.sbuf._pos - 1,
                       self.ack_delay_exponent, self.qlog is not None)
         while crypto.has_pending_c():
             avail = limit - tag - self.sbuf._pos - 1 - 8 - 2
@@ -336,7 +343,7 @@ cdef class Sender:
 
     cdef object build_app_packet(self, double now, Py_ssize_t mds, unsigned char* dst=NULL):
         cdef _Space space = self.app
-        cdef bint ack_due, probe, control, path_frames, have_data, cc_ok, eliciting
+        cdef bint ack_due, probe, control, path_frames, have_data, cc_ok, eliciting, ask
         cdef Py_ssize_t limit = mds, hdr_end, length_off, end, acked_end, pad
         cdef int64_t room, pn
         cdef int pn_len
@@ -373,9 +380,11 @@ cdef class Sender:
         hdr_end = self.sbuf._pos
         end = limit - self.app_tag
         rec = new_sent()
+        ask = False
         if space.ack_pending:
-            write_ack(self.sbuf, space, SP_APP, now, rec, self.ack_ranges_per_frame,
-                      self.ack_delay_exponent, self.qlog is not None, self.resolution_reach())
+            write_ack(self.sbuf, space, SP_APP, now, rec, end - self.sbuf._pos - 1,
+                      self.ack_delay_exponent, self.qlog is not None)
+            ask = rec.ack_full and self.floor_wanted()
         acked_end = self.sbuf._pos  # every frame after the ACK elicits one
         if cc_ok:
             if control:
@@ -386,12 +395,16 @@ cdef class Sender:
                 self.sset.write_frames(self.sbuf, end, rec)
             if probe:
                 self.probes[SP_APP] -= 1
-            if (probe or self.pending.once & OWE_PING) and self.sbuf._pos == acked_end:
+            if (probe or ask or self.pending.once & OWE_PING) and self.sbuf._pos == acked_end:
                 put_frame(self.sbuf, end, rec, FR_PING)
             self.pending.once &= ~OWE_PING
         elif path_frames:
             self.write_path_frames(end, rec)
         eliciting = self.sbuf._pos > acked_end
+        if eliciting and rec.ack_full:
+            # acknowledged, it raises the floor (_spaces.pyx); the newest such packet is watched
+            self.ask_pn = pn
+            self.asked_hi = rec.ack_hi
         if eliciting and self.sbuf._pos + self.app_tag < _MIN_ELICITING:
             # long enough for a peer that lost the connection to answer with a stateless reset
             # (RFC 9000 §10.3; endpoint.MIN_RESET_TRIGGER): small packets (a lone FIN, a PING)
@@ -537,10 +550,16 @@ cdef class Sender:
         cdef FrameRecord* r
         cdef _Stream s
         cdef _Space sp
+        cdef int64_t floor
         if pkt.ack_space >= 0:
-            # RFC 9000 §13.2.4: the peer has our ACK; stop acknowledging below its smallest
+            # RFC 9000 §13.2.4: the peer has our ACK; the floor may rise (_spaces.pyx), and
+            # with it the peer's halves complete below it are resolved (PROTOCOL.md §16.7)
             sp = self.app if pkt.ack_space == SP_APP else self.hs
-            space_ack_acked(sp, pkt.ack_floor)
+            floor = space_ack_acked(sp, pkt)
+            if floor >= 0 and pkt.ack_space == SP_APP and self.sset.tomb is not None:
+                self.sset.floor_moved(floor)
+            if pkt.packet_number == self.ask_pn and pkt.space == SP_APP:
+                self.ask_settled(pkt)
         cdef uint64_t h0
         if pkt.declared_lost and pkt.space == SP_APP and self.sset.lost_streams is not None:
             # a loss recovery took back in time: its stream data is acknowledged here
@@ -559,8 +578,6 @@ cdef class Sender:
                     self.sset.after_ack(s)
             else:
                 self.record_acked(r, pkt.declared_lost)
-        if pkt.ack_space == SP_APP and self.sset.tomb_wait is not None:
-            self.sset.resolve(<uint64_t>pkt.packet_number, pkt.ack_lo)
         return 0
 
     cdef int record_acked(self, FrameRecord* r, bint declared_lost) except -1:
@@ -608,12 +625,8 @@ cdef class Sender:
             insort(self.sset.lost_streams_pns, pkt.packet_number)
             if len(self.sset.lost_streams_pns) > MAX_LOST_STREAM_PACKETS:
                 del self.sset.lost_streams[self.sset.lost_streams_pns.pop(0)]
-        if (pkt.ack_space == SP_APP and self.sset.tomb_wait is not None
-                and self.sset.tomb_wait.first().b <= <uint64_t>pkt.packet_number):
-            # halves waiting to be resolved by that ACK: another one must reach the peer
-            self.app.ack_pending = True
-            self.pending.once |= OWE_PING
-            self.noted = True
+        if pkt.packet_number == self.ask_pn and pkt.space == SP_APP:
+            self.ask_settled(pkt)
         return 0
 
     cdef int record_lost(self, FrameRecord* r) except -1:

@@ -105,8 +105,9 @@ cdef struct Pending:
 
 
 cdef class _Space:
-    cdef public RangeSet rx
-    cdef public int64_t rx_floor
+    cdef public RangeSet rx              # packet numbers received from rx_floor up
+    cdef public int64_t rx_floor         # the floor: see _spaces.pyx
+    cdef public Py_ssize_t max_ranges    # the most ranges rx keeps (a packet needing more waits)
     cdef public int64_t largest_rx
     cdef public double largest_rx_time
     cdef public bint ack_pending
@@ -117,7 +118,14 @@ cdef class _Space:
     cdef public RecvStream crypto_recv
     cdef public bint discarded
     cdef public int64_t largest_acked
+    cdef public int64_t ack_hi_max       # the largest packet number listed by an ACK written
+    cdef public uint64_t acks_written    # ACK frames written (their sequence numbers)
+    cdef uint64_t* fills                 # late packets: pairs (acks_written at arrival, number)
+    cdef public int nfills
+    cdef int fills_cap
 
+    cdef int add_fill(self, int64_t pn) except -1
+    cdef int64_t raise_floor(self, _Sent rec) except -2
 
 
 # A sent packet with its frame records: the first ones in a small C array, any more in a
@@ -129,16 +137,19 @@ cdef class _Sent(SentPacket):
     cdef FrameRecord* more               # the rest (made on first need, kept for reuse)
     cdef int more_cap
     cdef int ack_space                   # -1: no ACK frame
-    cdef uint64_t ack_lo                 # the ACK frame listed every packet received from here up
-    cdef uint64_t ack_floor
+    cdef int64_t ack_hi                  # the largest packet number it listed
+    cdef uint64_t ack_seq                # its sequence number in its space (acks_written)
+    cdef bint ack_full                   # it listed every range its space kept
 
 
 cdef FrameRecord* more_record(_Sent rec) except NULL
 cdef _Sent new_sent()
 cdef void recycle(_Sent pkt)
+
+cdef enum:
+    FILLS_MAX = 64                 # late packets a space remembers (see _spaces.pyx)
 cdef int write_ack(Buffer buf, _Space space, int space_id, double now, _Sent rec,
-                   Py_ssize_t ranges_per_frame, int ack_delay_exponent, bint trace,
-                   uint64_t reach=*) except -1
+                   Py_ssize_t budget, int ack_delay_exponent, bint trace) except -1
 
 cdef int q_push(U64Queue* q, uint64_t v) except -1
 cdef void q_pop(U64Queue* q) noexcept
@@ -170,18 +181,31 @@ cdef inline FrameRecord* record_at(_Sent pkt, int i) noexcept:
 
 
 # ACK bookkeeping of a space, inline: run for every packet received
-cdef inline int space_received(_Space self, int64_t pn, bint eliciting, bint immediate, double now,
-                           Py_ssize_t max_ranges, int threshold, double max_ack_delay) except -1:
-    """ACK bookkeeping for a packet processed (RFC 9000 §13.2): ``pn`` is remembered for
-    our ACK frames, and an ack-eliciting one arms the ACK deadline: at once when
-    ``immediate`` (the handshake space), out of order, or after ``threshold`` of them; else
-    after ``max_ack_delay``."""
+cdef inline bint space_can_record(_Space self, int64_t pn) noexcept:
+    """May packet ``pn`` (at or above the floor, not received before) be recorded? Not when it
+    would take the space past its bounds (``max_ranges`` ranges, FILLS_MAX late packets): it is
+    then processed as one whose stream frames cannot be accepted yet, and not acknowledged."""
     cdef RangeSet rx = self.rx
+    cdef Py_ssize_t n = rx.count()
+    if pn <= self.ack_hi_max and self.nfills >= FILLS_MAX:
+        return False
+    if n < self.max_ranges:
+        return True
+    # a packet next to a range kept extends it (or joins two) and adds none
+    return (<uint64_t>pn == rx.stop_at(n - 1) or (pn > 0 and rx.contains(<uint64_t>pn - 1))
+            or rx.contains(<uint64_t>pn + 1))
+
+
+cdef inline int space_received(_Space self, int64_t pn, bint eliciting, bint immediate, double now,
+                               int threshold, double max_ack_delay) except -1:
+    """ACK bookkeeping for a packet processed (RFC 9000 §13.2): ``pn`` is remembered for
+    our ACK frames (a late one, below what an ACK already listed, also as a fill), and an
+    ack-eliciting one arms the ACK deadline: at once when ``immediate`` (the handshake space),
+    out of order, or after ``threshold`` of them; else after ``max_ack_delay``."""
     cdef bint out_of_order = pn != self.largest_rx + 1
-    rx.add_range(<uint64_t>pn, <uint64_t>pn + 1)
-    if rx.count() >= max_ranges:
-        if <int64_t>rx.start_at(0) > self.rx_floor:
-            self.rx_floor = <int64_t>rx.start_at(0)
+    self.rx.add_range(<uint64_t>pn, <uint64_t>pn + 1)
+    if pn <= self.ack_hi_max:
+        self.add_fill(pn)
     if pn > self.largest_rx:
         self.largest_rx = pn
         self.largest_rx_time = now
@@ -195,10 +219,9 @@ cdef inline int space_received(_Space self, int64_t pn, bint eliciting, bint imm
     return 0
 
 
-cdef inline int space_ack_acked(_Space self, uint64_t floor) except -1:
-    """The peer has an ACK frame of ours whose smallest packet number was ``floor``: stop
-    acknowledging below it (RFC 9000 §13.2.4)."""
-    if <int64_t>floor > self.rx_floor:
-        self.rx.subtract_range(0, floor)
-        self.rx_floor = <int64_t>floor
-    return 0
+cdef inline int64_t space_ack_acked(_Space self, _Sent rec) except -2:
+    """The peer acknowledged a packet of ours carrying an ACK frame of this space: the floor
+    may rise (RFC 9000 §13.2.4; see _spaces.pyx). The new floor, or -1 if it stays."""
+    if not rec.ack_full or rec.ack_hi < self.rx_floor:
+        return -1
+    return self.raise_floor(rec)

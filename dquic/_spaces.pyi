@@ -15,7 +15,8 @@ FREE_SENT: List["_Sent"]
 @disjoint_base
 class _Space:
     rx: Optional[RangeSet]  # None once the space is discarded
-    rx_floor: int
+    rx_floor: int  # packet numbers below it are duplicates (see the module)
+    max_ranges: int
     largest_rx: int
     largest_rx_time: float
     ack_pending: bool
@@ -26,6 +27,9 @@ class _Space:
     crypto_recv: Optional[RecvStream]
     discarded: bool
     largest_acked: int
+    ack_hi_max: int
+    acks_written: int
+    nfills: int
     def __init__(self, max_ranges: int, crypto: bool = ...) -> None: ...
     def release(self) -> None: ...
 

@@ -17,6 +17,19 @@ or lost the connection replays its records in packet order (``record_at``), then
 object back (``recycle``) to a free list shared by every connection (``new_sent`` takes from
 it). ``_Sent.frames_for_trace`` is the one place records are read for a qlog trace.
 
+The floor (RFC 9000 §13.2.4, PROTOCOL.md §13). A space remembers the packet numbers it
+received from its floor F up, and treats every packet numbered below F as a duplicate. F only
+rises, and every packet received below it was listed in an ACK frame of ours that the peer has
+acknowledged, so the peer processed that ACK before it sent the acknowledgement: stream halves of
+the peer that completed below F are resolved by it (PROTOCOL.md §16.7). An ACK frame lists every
+range kept when it can (``ack_full``); when the peer acknowledges one, F rises to the largest
+packet number it listed + 1, but no higher than a packet that arrived after that ACK was written
+with a number it spanned (a *fill*, late: the ACK could not list it). Fills are kept, with the
+sequence number of the next ACK at their arrival, until F passes them. Bounds: ``max_ranges``
+ranges and FILLS_MAX fills; a packet that would exceed them is processed as if its stream
+frames could not be accepted yet and is not acknowledged (its sender sends it again), so a peer
+that never acknowledges our ACKs cannot grow this state.
+
 Control frames owed to the peer are a ``Pending`` (a bit per frame owed once, small queues of
 64-bit values: ``q_push``/``q_pop``); the frame writer that pays them off is
 ``dquic._packet``.
@@ -24,7 +37,7 @@ Control frames owed to the peer are a ``Pending`` (a bit per frame owed once, sm
 Nothing here knows the connection: it cimports this module, never the reverse.
 """
 cimport cython
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.string cimport memmove
 
 from dquic._codec cimport Buffer
@@ -36,10 +49,8 @@ __all__ = ["MAX_CRYPTO_BUFFER", "TRACE_NAMES", "FREE_SENT"]
 
 MAX_CRYPTO_BUFFER = 16 * 1024
 
-cdef uint64_t UINT64_NONE = 0xFFFFFFFFFFFFFFFF
-# An ACK frame lists at most this many ranges when it must reach down to a given packet
-# (write_ack's ``reach``): about 512 bytes with the 2-byte gaps and lengths of a busy path
-cdef Py_ssize_t MAX_REACH_RANGES = 128
+# An ACK frame lists at most this many ranges: the most a receiver decodes (ACK_RANGES_LIMIT)
+cdef Py_ssize_t MAX_FRAME_RANGES = 256
 
 #: Each frame kind's name in qlog traces, by FrameKind (wire types: FRAME_WIRE_TYPE in the .pxd)
 TRACE_NAMES = ("stream", "crypto", "datagram", "handshake_done", "max_data", "max_streams",
@@ -63,8 +74,11 @@ cdef class _Space:
     bookkeeping is released (``release``)."""
 
     def __init__(self, Py_ssize_t max_ranges, bint crypto=True):
-        self.rx = RangeSet(max_ranges=max_ranges)
+        if max_ranges < 1:
+            raise ValueError("max_ranges must be >= 1")
+        self.rx = RangeSet()
         self.rx_floor = 0  # packet numbers below this are treated as duplicates
+        self.max_ranges = max_ranges if max_ranges < MAX_FRAME_RANGES else MAX_FRAME_RANGES
         self.largest_rx = -1
         self.largest_rx_time = 0.0
         self.ack_pending = False  # something to acknowledge
@@ -75,6 +89,14 @@ cdef class _Space:
         self.crypto_recv = RecvStream(0, MAX_CRYPTO_BUFFER) if crypto else None
         self.discarded = False
         self.largest_acked = -1  # largest of our packet numbers the peer acknowledged
+        self.ack_hi_max = -1
+        self.acks_written = 0
+        self.fills = NULL
+        self.nfills = 0
+        self.fills_cap = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.fills)
 
     def release(self):
         """Drop what only a live space needs (after ``discarded`` is set): its received
@@ -82,38 +104,97 @@ cdef class _Space:
         self.rx = None
         self.crypto_send = None
         self.crypto_recv = None
+        PyMem_Free(self.fills)
+        self.fills = NULL
+        self.nfills = self.fills_cap = 0
+
+    cdef int add_fill(self, int64_t pn) except -1:
+        """Packet ``pn`` arrived after an ACK spanning its number was written (the caller
+        checked there is room: space_can_record)."""
+        cdef int cap
+        cdef uint64_t* f
+        if self.nfills == self.fills_cap:
+            cap = 2 * self.fills_cap if self.fills_cap else 8
+            f = <uint64_t*>PyMem_Realloc(self.fills, 2 * cap * sizeof(uint64_t))
+            if f is NULL:
+                raise MemoryError()
+            self.fills = f
+            self.fills_cap = cap
+        self.fills[2 * self.nfills] = self.acks_written
+        self.fills[2 * self.nfills + 1] = <uint64_t>pn
+        self.nfills += 1
+        return 0
+
+    cdef int64_t raise_floor(self, _Sent rec) except -2:
+        """The peer has the ACK of ``rec``, which listed every range we kept when it was
+        written: every packet received from the floor to its largest was in it, except fills
+        that arrived after it was written. The floor rises to the lowest of those, or past the
+        ACK's largest; ranges and fills below it are forgotten. The new floor, or -1."""
+        cdef int64_t floor = rec.ack_hi + 1, pn
+        cdef int i, j
+        for i in range(self.nfills):
+            pn = <int64_t>self.fills[2 * i + 1]
+            if self.fills[2 * i] > rec.ack_seq and pn < floor:
+                floor = pn
+        if floor <= self.rx_floor:
+            return -1
+        self.rx_floor = floor
+        self.rx.subtract_range(0, <uint64_t>floor)
+        j = 0
+        for i in range(self.nfills):
+            if <int64_t>self.fills[2 * i + 1] >= floor:
+                self.fills[2 * j] = self.fills[2 * i]
+                self.fills[2 * j + 1] = self.fills[2 * i + 1]
+                j += 1
+        self.nfills = j
+        if j == 0 and self.fills_cap:
+            PyMem_Free(self.fills)
+            self.fills = NULL
+            self.fills_cap = 0
+        return floor
+
+
+cdef inline int _vsize(uint64_t v) noexcept:
+    return 1 if v < 64 else 2 if v < 16384 else 4 if v < 1073741824 else 8
 
 
 cdef int write_ack(Buffer buf, _Space space, int space_id, double now, _Sent rec,
-                   Py_ssize_t ranges_per_frame, int ack_delay_exponent, bint trace,
-                   uint64_t reach=0xFFFFFFFFFFFFFFFF) except -1:
-    """ACK frame of ``space`` from the received ranges, newest first (RFC 9000 §19.3), at most
-    ``ranges_per_frame`` of them (0: all), or as many as it takes to list the packets received
-    from ``reach`` up (all the space keeps at most); noted in ``rec`` (with the ranges for a
-    trace when ``trace``). The space owes no ACK afterwards."""
+                   Py_ssize_t budget, int ack_delay_exponent, bint trace) except -1:
+    """ACK frame of ``space`` from the received ranges, newest first (RFC 9000 §19.3): every
+    range kept if they fit in ``budget`` bytes (and MAX_FRAME_RANGES), else as many of the newest
+    as do; noted in ``rec`` (with the ranges for a trace when ``trace``). The space owes no ACK
+    afterwards."""
     cdef RangeSet rx = space.rx
-    cdef Py_ssize_t n = rx.count(), lowest, i
-    cdef uint64_t prev_start
+    cdef Py_ssize_t n = rx.count(), lowest, i, size
+    cdef uint64_t prev_start, largest, delay_field, gap, length
     cdef double delay
     if n == 0:
+        space.ack_pending = False  # (everything received is below the floor: nothing to list)
+        space.ack_deadline = -1.0
         return 0
-    lowest = 0
-    if 0 < ranges_per_frame < n:
-        lowest = n - ranges_per_frame
-        if reach < rx.start_at(lowest):
-            i = rx._first_stop_ge(reach + 1)  # the lowest range with a packet from reach up
-            if i < n - MAX_REACH_RANGES:
-                i = n - MAX_REACH_RANGES  # (an ACK frame stays well within a packet)
-            if i < lowest:
-                lowest = i
     delay = now - space.largest_rx_time
     if delay < 0.0:
         delay = 0.0
+    largest = rx.stop_at(n - 1) - 1
+    delay_field = (<uint64_t>(delay * 1e6)) >> ack_delay_exponent
+    size = (1 + _vsize(largest) + _vsize(delay_field) + 2
+            + _vsize(largest - rx.start_at(n - 1)))  # (a 2-byte range count at most)
+    lowest = n - 1
+    prev_start = rx.start_at(n - 1)
+    i = n - 2
+    while i >= 0 and n - i <= MAX_FRAME_RANGES:
+        size += (_vsize(prev_start - rx.stop_at(i) - 1)
+                 + _vsize(rx.stop_at(i) - 1 - rx.start_at(i)))
+        if size > budget:
+            break
+        lowest = i
+        prev_start = rx.start_at(i)
+        i -= 1
     buf.c_push_uint(F_ACK, 1)
-    buf.c_push_varint(rx.stop_at(n - 1) - 1)
-    buf.c_push_varint((<uint64_t>(delay * 1e6)) >> ack_delay_exponent)
+    buf.c_push_varint(largest)
+    buf.c_push_varint(delay_field)
     buf.c_push_varint(<uint64_t>(n - 1 - lowest))
-    buf.c_push_varint(rx.stop_at(n - 1) - 1 - rx.start_at(n - 1))
+    buf.c_push_varint(largest - rx.start_at(n - 1))
     prev_start = rx.start_at(n - 1)
     i = n - 2
     while i >= lowest:
@@ -122,14 +203,18 @@ cdef int write_ack(Buffer buf, _Space space, int space_id, double now, _Sent rec
         prev_start = rx.start_at(i)
         i -= 1
     rec.ack_space = space_id
-    rec.ack_floor = rx.start_at(0)
+    rec.ack_hi = <int64_t>largest
+    rec.ack_seq = space.acks_written
+    rec.ack_full = lowest == 0
+    space.acks_written += 1
+    if <int64_t>largest > space.ack_hi_max:
+        space.ack_hi_max = <int64_t>largest
     if trace:
         # the ranges only a trace needs: kept on the record until the packet is reported
         rec.frames = {"frame_type": "ack", "ack_delay": round(delay * 1000.0, 3),
                       "acked_ranges": [[rx.start_at(i), rx.stop_at(i) - 1]
                                        if rx.stop_at(i) - 1 > rx.start_at(i)
                                        else [rx.start_at(i)] for i in range(lowest, n)]}
-    rec.ack_lo = rx.start_at(lowest)
     space.ack_pending = False
     space.unacked_eliciting = 0
     space.ack_deadline = -1.0
@@ -215,7 +300,7 @@ cdef _Sent new_sent():
     rec = _Sent.__new__(_Sent)
     rec.nrec = 0
     rec.ack_space = -1
-    rec.ack_lo = UINT64_NONE
+    rec.ack_full = False
     return rec
 
 
@@ -223,7 +308,7 @@ cdef void recycle(_Sent pkt):
     """Give a record back (recovery is done with it, or it was never sent)."""
     pkt.nrec = 0
     pkt.ack_space = -1
-    pkt.ack_lo = UINT64_NONE
+    pkt.ack_full = False
     if pkt.more_cap > MORE_RECORDS_KEPT:
         PyMem_Free(pkt.more)
         pkt.more = NULL

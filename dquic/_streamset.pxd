@@ -38,10 +38,9 @@ cdef class _Stream:
     cdef public bint recv_done           # the peer's half is complete (all bytes and FIN, or reset)
     cdef public int64_t recv_w           # its watermark once resolved, else -1
     cdef public int64_t recv_c           # the largest packet number received when it completed
-    cdef public int64_t recv_lo          # the smallest packet number that carried a frame of it
     cdef public int64_t recv_min_pn      # peer frames for this half below this may be older
     cdef public RecvStream recv_next     # the next incarnation, while this one is still read
-    cdef public int64_t recv_next_lo     # recv_lo of recv_next
+    cdef public int64_t recv_next_hi     # the largest packet number that carried a frame of it
 
     cdef void start(self, uint64_t stream_id, uint64_t send_limit) noexcept
 
@@ -126,11 +125,14 @@ cdef class StreamSet:
     cdef public Py_ssize_t finished_max          # how many of them are always remembered
     cdef public int64_t credit_owed              # stream credits held back until one resolves
     cdef public int64_t unresolved               # finished peer halves not yet resolved
-    cdef public Ring tomb_new                    # _Stream, a = recv_gen: complete peer halves awaiting an ACK covering them
-    cdef public int64_t tomb_lo                  # the smallest recv_lo among them
-    cdef public Ring tomb_wait                   # _Stream, a = recv_gen, b = packet number of our ACK, c = its ack_lo
+    cdef public Ring tomb                        # _Stream, a = recv_gen, b = recv_c: complete peer halves
+                                                 # awaiting resolution, in completion order (None: none)
+    cdef public int64_t tomb_hi                  # the largest recv_c pushed on it
     cdef public int64_t stale_below              # frames for halves without state below: old
     cdef public int64_t rx_pn                    # packet number of the 1-RTT packet being processed
+    cdef public bint refuse                      # ... which cannot be recorded: no stream frame may act
+    cdef public bint applying                    # its stream frames are being applied ...
+    cdef public bint trim_due                    # ... and trim_finished waits for the end of it
     cdef public uint32_t gen_seq                 # last incarnation number given to a stream half
     # released stream state kept for reuse (bounded; emptied when the connection goes quiet):
     # an entry is taken only when nothing else refers to it
@@ -181,8 +183,7 @@ cdef class StreamSet:
     cdef int trim_finished(self) except -1
     cdef int forget_recv(self, _Stream s) except -1
     cdef int recv_complete(self, _Stream s) except -1
-    cdef int resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1
-    cdef int tomb_sent(self, uint64_t pn) except -1
+    cdef int floor_moved(self, int64_t floor) except -1
     cdef int open_recv(self, _Stream s, int64_t min_pn) except -1
     cdef _Stream route(self, uint64_t stream_id, uint64_t end, bint* nxt)
     cdef int forget_resolved(self) except -1

@@ -42,10 +42,9 @@ class _Stream:
     recv_done: bool
     recv_w: int
     recv_c: int
-    recv_lo: int
     recv_min_pn: int
     recv_next: Optional[RecvStream]
-    recv_next_lo: int
+    recv_next_hi: int
 
 @disjoint_base
 class Ring:
@@ -93,11 +92,13 @@ class StreamSet:
     finished_max: int
     credit_owed: int
     unresolved: int
-    tomb_new: Optional[Ring]
-    tomb_lo: int
-    tomb_wait: Optional[Ring]
+    tomb: Optional[Ring]  # complete peer halves awaiting resolution
+    tomb_hi: int
     stale_below: int
     rx_pn: int
+    refuse: bool
+    applying: bool
+    trim_due: bool
     gen_seq: int
     lost_streams: Optional[Dict[int, Any]]
     lost_streams_pns: Optional[List[int]]

@@ -128,7 +128,7 @@ cdef class _Stream:
         self.counted = False  # our half consumed one of the peer's MAX_STREAMS credits
         self.idle_gen = self.send_gen = self.recv_gen = 0
         self.send_next = self.recv_next = None
-        self.send_min_pn = self.recv_lo = self.recv_min_pn = self.recv_next_lo = 0
+        self.send_min_pn = self.recv_min_pn = self.recv_next_hi = 0
         self.recv_done = False
         self.recv_w = self.recv_c = -1
         self.idle_since = -1.0
@@ -227,11 +227,11 @@ cdef class StreamSet:
         self.finished_max = config.max_streams
         self.credit_owed = 0
         self.unresolved = 0
-        self.tomb_new = None
-        self.tomb_wait = None
-        self.tomb_lo = 0
+        self.tomb = None
+        self.tomb_hi = -1
         self.stale_below = 0
         self.rx_pn = 0
+        self.refuse = self.applying = self.trim_due = False
         self.gen_seq = 0
         # (lists made on first use: an idle connection keeps none)
         self.stream_pool = self.send_pool = self.recv_pool = None
@@ -874,7 +874,6 @@ cdef class StreamSet:
             s.recv_done = False
             s.recv_w = -1
             s.recv_min_pn = w
-            s.recv_lo = s.recv_next_lo
             s.closed_counted = False
             s.readable_signalled = False
             self.give_credit(1)
@@ -926,6 +925,10 @@ cdef class StreamSet:
         they are resolved (an unresolved one stops the walk: its credit may be held back)."""
         cdef _Stream s
         cdef Ring q = self.finished
+        if self.applying:
+            self.trim_due = True  # (after the packet's stream frames: see _receive)
+            return 0
+        self.trim_due = False
         while q is not None and q.n > self.finished_max:
             s = <_Stream>q.first().obj
             if (s.recv_gen == q.first().a and s.recv_opened and s.closed_counted
@@ -958,46 +961,37 @@ cdef class StreamSet:
 
     cdef int recv_complete(self, _Stream s) except -1:
         """Every byte of the peer's half and its end arrived: from now on a frame for this id
-        is a late copy or the next incarnation's, told apart once the half is resolved (the
-        peer acknowledged a packet of ours whose ACK frame covered all we received)."""
+        is a late copy or the next incarnation's, told apart once the half is resolved (once
+        the floor of our application space passes ``recv_c``: every packet that carried a frame
+        of it was listed in an ACK of ours the peer has acknowledged)."""
         s.recv_done = True
         s.recv_c = self.app.largest_rx if self.app.largest_rx > self.rx_pn else self.rx_pn
-        if self.tomb_new is None:
-            self.tomb_new = Ring()
-            self.tomb_lo = s.recv_lo
-        elif s.recv_lo < self.tomb_lo:
-            self.tomb_lo = s.recv_lo
-        self.tomb_new.push(s, s.recv_gen)
+        if s.recv_c < self.app.rx_floor:
+            # completed outside a packet (the application stopped reading) with every packet
+            # received already below the floor: resolved at once (the peer's packets numbered
+            # from recv_c up were sent after it had all of them acknowledged)
+            s.recv_w = s.recv_c
+            return 0
+        if self.tomb is None:
+            self.tomb = Ring()
+        self.tomb.push(s, s.recv_gen, <uint64_t>s.recv_c)
+        if s.recv_c > self.tomb_hi:
+            self.tomb_hi = s.recv_c
         return 0
 
-    cdef int tomb_sent(self, uint64_t pn) except -1:
-        """Our packet ``pn`` carries an ACK listing every packet that carried a frame of the
-        complete peer halves waiting (``tomb_new``): they are resolved once it is
-        acknowledged."""
-        cdef Ring q = self.tomb_new
-        cdef RingItem* it
-        if self.tomb_wait is None:
-            self.tomb_wait = Ring()
-        while q.n:
-            it = q.first()
-            self.tomb_wait.push(<object>it.obj, it.a, pn, <uint64_t>self.tomb_lo)
-            q.drop()
-        self.tomb_new = None
-        return 0
-
-    cdef int resolve(self, uint64_t acked_pn, uint64_t ack_lo) except -1:
-        """The peer acknowledged our packet ``acked_pn``, whose ACK frame listed every packet
-        we had received from ``ack_lo`` up: halves complete before it was sent, all of whose
-        frames came in packets from ``ack_lo`` up, are resolved. Every frame of
-        theirs the peer sent was in a packet numbered below the one being processed (it had
-        all of them acknowledged before it sent this one); frames in this packet and later
-        ones belong to a new incarnation (PROTOCOL.md §16.7)."""
+    cdef int floor_moved(self, int64_t floor) except -1:
+        """The floor of our application space rose to ``floor`` while the packet ``rx_pn`` was
+        processed (it acknowledged an ACK of ours): the complete halves below it are resolved.
+        The peer had every frame of theirs acknowledged before it sent the acknowledgements
+        that raised the floor, all in packets numbered at most the largest received so far
+        (``w``), and sent none of them after: a frame for their ids in a packet numbered ``w`` or
+        above belongs to a new incarnation (PROTOCOL.md §16.7)."""
         cdef _Stream s
-        cdef int64_t w = self.rx_pn
-        cdef Ring q = self.tomb_wait
+        cdef int64_t w = self.app.largest_rx if self.app.largest_rx > self.rx_pn else self.rx_pn
+        cdef Ring q = self.tomb
         cdef RingItem* it
-        # (the halves listed with one ACK of ours share its packet number and ack_lo)
-        while q is not None and q.n and q.first().b <= acked_pn and q.first().c >= ack_lo:
+        # (recv_c only grows in completion order)
+        while q.n and <int64_t>q.first().b < floor:
             it = q.first()
             s = <_Stream>it.obj
             if (s.recv_gen == it.a and s.recv_done and s.recv_w < 0
@@ -1009,8 +1003,9 @@ cdef class StreamSet:
                         self.credit_owed -= 1
                         self.give_credit(1)
             q.drop()
-        if q is not None and q.n == 0:
-            self.tomb_wait = None
+        if q.n == 0:
+            self.tomb = None
+            self.tomb_hi = -1
         self.trim_finished()
         return 0
 
@@ -1032,7 +1027,6 @@ cdef class StreamSet:
         s.closed_counted = False
         s.readable_signalled = False
         s.recv_min_pn = min_pn
-        s.recv_lo = self.rx_pn
         return 0
 
     cdef _Stream route(self, uint64_t stream_id, uint64_t end, bint* nxt):
@@ -1058,8 +1052,6 @@ cdef class StreamSet:
         if not s.recv_done:
             if pn < s.recv_min_pn:
                 raise _DropPacket()
-            if pn < s.recv_lo:
-                s.recv_lo = pn
             return s
         if pn <= s.recv_c:
             # the peer reopens an id only once we acknowledged the complete half, in a
@@ -1081,11 +1073,14 @@ cdef class StreamSet:
                                     ErrorCode.STREAM_LIMIT_ERROR)
             self.peer_opened += 1
             s.recv_next = self.new_recv(stream_id)
-            s.recv_next_lo = pn
-        elif data_complete(s.recv_next):
-            raise _DropPacket()  # a third incarnation waits until the second one is read
-        elif pn < s.recv_next_lo:
-            s.recv_next_lo = pn
+            s.recv_next_hi = pn
+        elif data_complete(s.recv_next) and pn > s.recv_next_hi:
+            # a third incarnation waits until the second one is read (a frame in a packet not
+            # above every one that carried the second's frames is the second's: the peer sends
+            # a third only after an ACK written once the second was complete)
+            raise _DropPacket()
+        elif pn > s.recv_next_hi:
+            s.recv_next_hi = pn
         nxt[0] = True
         return s
 
@@ -1117,7 +1112,10 @@ cdef class StreamSet:
     cdef bint ambiguous(self, uint64_t stream_id) except -1:
         """Would a STREAM or RESET_STREAM frame for ``stream_id`` in the packet being processed
         (``rx_pn``) be one whose incarnation cannot be told yet? (The tests of route, without
-        its effects.)"""
+        its effects.) Every one is while ``refuse`` is set: the packet cannot be recorded as
+        received (_spaces.space_can_record), so its stream frames must not act."""
+        if self.refuse:
+            return True
         cdef _Stream s = self.lookup(stream_id)
         cdef int64_t pn = self.rx_pn
         if s is None or not s.recv_opened:
@@ -1129,7 +1127,7 @@ cdef class StreamSet:
         if s.recv_w < 0 or pn < s.recv_w:
             return True
         return (not s.closed_counted and s.recv_next is not None
-                and data_complete(s.recv_next))
+                and data_complete(s.recv_next) and pn > s.recv_next_hi)
 
     cdef int late_acks(self, list ranges) except -1:
         """Stream data of 1-RTT packets declared lost and since forgotten by recovery, that

@@ -45,7 +45,10 @@ class Configuration:
     max_stream_data_window: int = 16 << 20
     #: Stream ids the peer may open (cumulative; raised as streams close).
     max_streams: int = 1024
-    #: Bounds on ACK bookkeeping: ranges remembered, ranges sent per ACK frame.
+    #: ACK bookkeeping (PROTOCOL.md §15.10): the most ranges of received packet numbers kept above
+    #: the floor (at most 256; a packet that would need more is not acknowledged, its sender sends
+    #: it again), and how many may lie there before an ACK asks to be acknowledged (a PING with
+    #: it) so that the floor rises (at most half of max_ack_ranges).
     max_ack_ranges: int = 64
     ack_ranges_per_frame: int = 32
     #: Send an ACK after this many ack-eliciting packets (or max_ack_delay).
@@ -117,6 +120,10 @@ class Configuration:
             raise ValueError("max_ack_delay out of range")
         if not 0 <= self.ack_delay_exponent <= 20:
             raise ValueError("ack_delay_exponent must be 0..20")
+        if not 2 <= self.max_ack_ranges <= 256:
+            raise ValueError("max_ack_ranges must be 2..256")
+        if self.ack_ranges_per_frame < 1:
+            raise ValueError("ack_ranges_per_frame must be >= 1")
         for name in ("initial_max_data", "initial_max_stream_data", "max_streams"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

@@ -225,7 +225,7 @@ def test_aggressive_peer_reopening_ids_keeps_state_bounded():
             expected[sid].append(data)
         _inject(net, conn, server, frames)
         net.run_for(0.001)
-        peak = max(peak, _state(sconn), len(sconn._sset.finished or ()), len(sconn._sset.tomb_wait or ()))
+        peak = max(peak, _state(sconn), len(sconn._sset.finished or ()), len(sconn._sset.tomb or ()))
         assert not server.terminated()
     got = {sid: server.stream_messages(sid + 100) for sid in range(4)}
     # every message delivered at most once and in order; those of packets that came before

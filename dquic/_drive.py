@@ -100,6 +100,7 @@ class Drive:
         # the API calls in progress
         self.active = 0  # API calls in progress
         self.receiving = 0  # receive_from calls in progress
+        self.establishing = 0  # send_to calls waiting for their connection's handshake
         self.send_waiters = 0  # sends, flushes and closes waiting for acknowledgements
         # lifecycle
         self.closing = False
@@ -327,8 +328,13 @@ class Drive:
             # A few datagrams that completed messages for a receive_from driving this step:
             # its caller is about to get them and typically answers at once, so the
             # acknowledgement waits to go out with that answer (see end_call).
-            defer = (not self.flush_needed and len(batch) <= 2 and self.receiving
-                     and self._ready and self.holder != self.io_ident)
+            # Likewise when a send_to waits for its handshake: the step that completes it
+            # leaves its acknowledgement and first 1-RTT frames to go with the message the
+            # caller queues next, in one datagram (a step that does not complete it costs
+            # nothing: the next drive_or_wait flushes first thing).
+            defer = (not self.flush_needed and len(batch) <= 2
+                     and ((self.receiving and self._ready) or (self.establishing and batch))
+                     and self.holder != self.io_ident)
             self.flush_needed = False
             if defer:
                 self.deferred_flush = True

@@ -52,6 +52,7 @@ cdef class Sender:
                              bint trains, list out) except -1
     cdef Py_ssize_t datagram_each(self, bint app, int most, double now, bint trains,
                                   list out) except -1
+    cdef Py_ssize_t coalesce_app(self, double now, list out, bint trains) except -1
     cdef void return_scratch(self)
     cdef int check_app_limited(self, Py_ssize_t mds) except -1
     cdef int begin_packet(self, int space_id, Py_ssize_t limit, int64_t* pn_out, int* pn_len_out,

@@ -125,7 +125,10 @@ cdef class Sender:
         self.pacing_deadline = -1.0
         # handshake space first: it is small and unblocks everything else
         if not self.hs.discarded:
+            n = len(out)
             total += self.datagram_each(False, 8, now, trains, out)
+            if self.app_seal is not None and len(out) > n:
+                total += self.coalesce_app(now, out, trains)
         if self.app_seal is None:
             pass
         elif not trains or max_segments <= 1 or not self.hs.discarded:
@@ -201,6 +204,22 @@ cdef class Sender:
             total += len(d)
         self.noted = True  # more than one call's worth: ask to be polled again
         return total
+
+    cdef Py_ssize_t coalesce_app(self, double now, list out, bint trains) except -1:
+        """The first 1-RTT packet goes in the same datagram as the handshake space's last one
+        when it fits (PROTOCOL.md §6): the acknowledgement that ends a handshake, the first
+        1-RTT frames and the application's first message then take one datagram, not three."""
+        cdef tuple last = <tuple>out[len(out) - 1]
+        cdef bytes d = <bytes>last[0]
+        cdef Py_ssize_t room = self.mds - len(d)
+        if room < 64:
+            return 0
+        a = self.build_app_packet(now, room)
+        if a is None:
+            return 0
+        d = d + <bytes>a
+        out[len(out) - 1] = (d, len(d), last[len(last) - 1]) if trains else (d, last[1])
+        return len(<bytes>a)
 
     cdef void return_scratch(self):
         if self.sbuf is not None:

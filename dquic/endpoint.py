@@ -215,7 +215,8 @@ class Endpoint:
         self._unsettled: List[CoreConnection] = []
         self.require_retry = require_retry
         self.retry_threshold = max_handshakes // 2 if retry_threshold is None else retry_threshold
-        self._retry_tokens = RetryTokens(token_key)
+        self._token_key = token_key
+        self._retry_tokens_made: Optional[RetryTokens] = None  # made when first needed
         if reset_key is None and self.config.identity is not None:
             reset_key = reset_key_for(self.config.identity)
         self._reset_tokens = ResetTokens(reset_key)
@@ -252,7 +253,10 @@ class Endpoint:
 
     def connect(self, addr: Tuple, now: float, config: Optional[Configuration] = None) -> CoreConnection:
         """Open a client connection to ``addr``; call ``datagrams_to_send(now)`` next."""
-        cfg = (config or self.config).copy(is_client=True)
+        if config is not None and config.is_client:
+            cfg = config  # (a client configuration the caller keeps for its connections)
+        else:
+            cfg = (config or self.config).copy(is_client=True)
         conn = CoreConnection(cfg, addr, random_bytes=self._random, reset_token=self._reset_tokens)
         self._now = now
         self._trace(conn, now)
@@ -330,7 +334,7 @@ class Endpoint:
                 return
             retry = None
             if hdr.token:
-                retry = self._retry_tokens.validate(hdr.token, addr, now)
+                retry = self._retry_tokens().validate(hdr.token, addr, now)
                 if retry is None:
                     self.datagrams_dropped += 1  # forged, expired or for another address
                     return
@@ -409,10 +413,17 @@ class Endpoint:
             conn.attach_qlog(QlogTrace.for_connection(conn.config.qlog_dir, conn.original_dcid,
                                                       conn.is_client), now)
 
+    def _retry_tokens(self) -> RetryTokens:
+        """The Retry token issuer (its key is made on first use: most endpoints never need it)."""
+        tokens = self._retry_tokens_made
+        if tokens is None:
+            tokens = self._retry_tokens_made = RetryTokens(self._token_key)
+        return tokens
+
     def _send_retry(self, hdr, addr: Tuple, now: float) -> None:
         """Stateless Retry (RFC 9000 §8.1.2): the client must come back with the token."""
         rscid = self.config.new_connection_id(self._random)  # the connection keeps it: routable
-        token = self._retry_tokens.issue(addr, bytes(hdr.dcid), rscid, now)
+        token = self._retry_tokens().issue(addr, bytes(hdr.dcid), rscid, now)
         body = codec.encode_retry(codec.DQUIC_VERSION_1, bytes(hdr.scid), rscid, token)
         self._stateless_out.append((body + retry_integrity_tag(bytes(hdr.dcid), body), addr))
         self.retries_sent += 1

@@ -829,6 +829,15 @@ class DQUIC:
         self._check_open()
 
     def _wait_established(self, peer: _Peer, deadline: Optional[float]) -> None:
+        if peer.established:
+            return
+        self._drive.establishing += 1
+        try:
+            self._await_handshake(peer, deadline)
+        finally:
+            self._drive.establishing -= 1
+
+    def _await_handshake(self, peer: _Peer, deadline: Optional[float]) -> None:
         hs_deadline = peer.created + self._config.handshake_timeout + 0.5
         while not peer.established:
             self._raise_if_failed(peer)

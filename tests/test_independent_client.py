@@ -245,6 +245,8 @@ class Client:
             if d[i] & 0x80:
                 i = self._long(d, i)
                 continue
+            if getattr(self, "recv_keys", None) is None:
+                break  # no 1-RTT keys yet (a 0.5-RTT packet coalesced with message 2): dropped (§6)
             pn, payload, _ = open_short(self.recv_keys, d[i:], len(self.scid), self.largest_app)
             self.largest_app = max(self.largest_app, pn)
             for f in parse_frames(payload):

@@ -80,11 +80,12 @@ def test_qlog_trace_structure(lossy_traces):
         assert "recovery:metrics_updated" in names
         assert names[0] == "connectivity:connection_started"
         # the close is traced once; after it only the closing period's packets (the
-        # CONNECTION_CLOSE with its ACK, the peer's answer)
+        # CONNECTION_CLOSE with its ACK, the peer's answer) and what the ACK in the answer
+        # does to recovery
         assert names.count("connectivity:connection_closed") == 1
         tail = names[names.index("connectivity:connection_closed") + 1:]
         assert set(tail) <= {"transport:packet_sent", "transport:packet_received",
-                             "recovery:metrics_updated"}
+                             "recovery:metrics_updated", "recovery:congestion_state_updated"}
         closes = [f for e in events if e["name"] in ("transport:packet_sent",
                                                      "transport:packet_received")
                   for f in e["data"]["frames"] if f["frame_type"] == "connection_close"]

@@ -110,7 +110,7 @@ def test_plaintext_never_on_the_wire():
     sconn.send_message(2, marker * 50)
     net.poll()
     net.run(until=lambda: client.count(2) == 1, max_time=10)
-    assert len(seen) > 10
+    assert len(seen) >= 8  # (the handshake, both messages and their acknowledgements)
     assert not any(marker[:16] in d for d in seen)
 
 

@@ -199,8 +199,6 @@ cdef class CoreConnection(PacketReceiver):
         # configuration read on the per-packet paths
         self._cid_len = config.connection_id_length
         self._mds = config.max_datagram_size
-        self._max_ack_ranges = config.max_ack_ranges
-        self._ack_ranges_per_frame = config.ack_ranges_per_frame
         self._ack_eliciting_threshold = config.ack_eliciting_threshold
         self._ack_delay_exponent = config.ack_delay_exponent
         self._max_ack_delay = config.max_ack_delay

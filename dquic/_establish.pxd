@@ -89,8 +89,6 @@ cdef class ConnectionSetup:
     # configuration copied at construction (hot path)
     cdef public int _cid_len
     cdef public Py_ssize_t _mds
-    cdef public Py_ssize_t _max_ack_ranges
-    cdef public Py_ssize_t _ack_ranges_per_frame
     cdef public int _ack_eliciting_threshold
     cdef public int _ack_delay_exponent
     cdef public double _max_ack_delay

@@ -25,14 +25,22 @@ def _pair(**server_options):
     now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=20,
                    until=lambda: client.is_established and server.is_established)
     assert client.is_established and server.is_established
-    for _ in range(5):  # settle the handshake's acknowledgements
-        now += 0.05
+    return client, server, _run(client, server, now, 5, 0.05)  # (the handshake's ACKs settle)
+
+
+def _run(client, server, now, rounds, dt, got=None):
+    """``rounds`` times: advance ``dt``, run due timers, move datagrams both ways losslessly
+    (and read the server's messages into ``got``); returns the time reached."""
+    for _ in range(rounds):
+        now += dt
         run_due_timers(now, client, server)
         for d, _ in client.datagrams_to_send(now):
             server.receive_datagram(d, C_ADDR, now)
         for d, _ in server.datagrams_to_send(now):
             client.receive_datagram(d, S_ADDR, now)
-    return client, server, now
+        if got is not None:
+            _read_all(server, got)
+    return now
 
 
 def _read_all(conn, got, partial={}):
@@ -83,13 +91,7 @@ def test_a_late_packet_holds_the_floor_below_it():
     assert space.rx_floor == pns[3]  # not past the late packet
     assert pns[3] in space.rx
     # the next ACK lists it; acknowledged, the floor passes everything the client sent
-    for _ in range(10):
-        now += 0.03
-        run_due_timers(now, client, server)
-        for d, _ in server.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        for d, _ in client.datagrams_to_send(now):
-            server.receive_datagram(d, C_ADDR, now)
+    now = _run(client, server, now, 10, 0.03)
     assert space.rx_floor > pns[5]
     assert space.nfills == 0
     got = {}
@@ -122,14 +124,7 @@ def test_a_packet_below_the_floor_is_dropped_and_its_data_sent_again():
     assert server.duplicate_packets == dups + 1
     assert pns[2] not in server._app.rx
     got = {}
-    for _ in range(40):
-        now += 0.02
-        run_due_timers(now, client, server)
-        for d, _ in client.datagrams_to_send(now):
-            server.receive_datagram(d, C_ADDR, now)
-        for d, _ in server.datagrams_to_send(now):
-            client.receive_datagram(d, S_ADDR, now)
-        _read_all(server, got)
+    _run(client, server, now, 40, 0.02, got)
     assert got[8] == [b"n0", b"n1", b"n2", b"n3"]
 
 

@@ -203,6 +203,12 @@ class Drive:
             finally:
                 self.release()
 
+    def let_go(self) -> None:
+        """A call that drove through ``drive_or_wait`` outside ``end_call`` (``close``) gives
+        the role back if it holds it."""
+        if self.holder == threading.get_ident():
+            self.release()
+
     def release(self) -> None:
         """An API thread stops driving: a waiting API thread may take over, and the I/O
         thread is told if work waits or it sleeps until this moment."""

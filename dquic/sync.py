@@ -743,16 +743,21 @@ class DQUIC:
                     # within linger, until each peer answered our CONNECTION_CLOSE (close_settled):
                     # while we wait, a lost one (and the acknowledgement it carries) goes out
                     # again when the peer's next packet arrives
-                    drive.wake()
+                    # (this thread drives while it waits, if nobody else does: the close goes
+                    # out and its answer is read here, without a hand-over to the I/O thread)
                     drive.send_waiters += 1  # woken as datagrams arrive
                     try:
                         while drive.error is None and not all(c.close_settled for c in closed):
                             remaining = deadline - _monotonic()
                             if remaining <= 0:
                                 break
-                            drive.wait(min(remaining, 0.02))
+                            try:
+                                drive.drive_or_wait(_monotonic() + min(remaining, 0.02), "")
+                            except TimeoutError:
+                                pass
                     finally:
                         drive.send_waiters -= 1
+                        drive.let_go()  # the I/O thread sends what is left and ends
                 drive.stop_io()
         if thread is not None:
             thread.join(5.0)

@@ -47,6 +47,7 @@ cdef class Sender:
     # acknowledged; see _spaces.pyx): its number (-1: none in flight) and that ACK's largest
     cdef public int64_t ask_pn
     cdef public int64_t asked_hi
+    cdef public double ask_time                  # when it was sent
 
     cdef Py_ssize_t transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
                              bint trains, list out) except -1
@@ -59,7 +60,7 @@ cdef class Sender:
                           Py_ssize_t* length_off) except -1
     cdef int packet_type(self, int space_id) except -1
     cdef int pad_handshake(self) except -1
-    cdef bint floor_wanted(self) noexcept
+    cdef bint floor_wanted(self, double now) noexcept
     cdef int ask_settled(self, _Sent pkt) except -1
     cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                          bint eliciting, double now) except -1

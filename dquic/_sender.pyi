@@ -52,6 +52,7 @@ class Sender:
     noted: bool
     ask_pn: int  # our newest ack-eliciting packet with a full ACK, -1: none in flight
     asked_hi: int
+    ask_time: float
     def __init__(self, config: Any, is_client: bool, seal: List[Any], hs: _Space, app: _Space,
                  cids: CidState, paths: PathState, sset: StreamSet, recovery: Recovery,
                  pacer: Optional[Pacer], reset_token: Any, events: List[Any]) -> None: ...

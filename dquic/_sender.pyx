@@ -109,6 +109,7 @@ cdef class Sender:
         self.noted = False
         self.ask_pn = -1
         self.asked_hi = -1
+        self.ask_time = 0.0
         # (self.pending, the control frames owed to the peer, starts zeroed: nothing owed)
 
     cdef Py_ssize_t transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
@@ -269,16 +270,18 @@ cdef class Sender:
         # a client's handshake datagrams are at least 1200 bytes (RFC 9000 §14.1)
         return pad_to(self.sbuf, 1200 - self.seal[SP_HS].tag_size)
 
-    cdef bint floor_wanted(self) noexcept:
+    cdef bint floor_wanted(self, double now) noexcept:
         """Should the application ACK being sent ask to be acknowledged (a PING with it if
         nothing else elicits one), so that the floor rises (_spaces.pyx)? When peer halves
-        completed above what the ACK in flight can resolve (PROTOCOL.md §16.7), and, with none
-        in flight, when more than ``ack_ranges_per_frame`` ranges or any number of fills are
-        kept above the floor (so the space forgets them and its ACK frames stay short)."""
+        completed above what the ACK in flight can resolve (PROTOCOL.md §16.7); and when more
+        than ``ack_ranges_per_frame`` ranges, or any late packet, lie above the floor, with no
+        ask in flight or the one in flight sent a smoothed RTT ago or more (so the floor follows
+        the packets about a round trip behind, and the ranges kept stay few)."""
         if self.sset.tomb is not None and self.sset.tomb_hi > self.asked_hi:
             return True
-        return self.ask_pn < 0 and (self.app.rx.count() > self.ack_ranges_per_frame
-                                    or self.app.nfills > 0)
+        if self.app.rx.count() <= self.ack_ranges_per_frame and self.app.nfills == 0:
+            return False
+        return self.ask_pn < 0 or now - self.ask_time >= self.recovery.rtt.smoothed_rtt
 
     cdef int ask_settled(self, _Sent pkt) except -1:
         """The packet that asked for the floor to rise was acknowledged or lost: ask again with
@@ -403,7 +406,7 @@ cdef class Sender:
         if space.ack_pending:
             write_ack(self.sbuf, space, SP_APP, now, rec, end - self.sbuf._pos - 1,
                       self.ack_delay_exponent, self.qlog is not None)
-            ask = rec.ack_full and self.floor_wanted()
+            ask = rec.ack_full and self.floor_wanted(now)
         acked_end = self.sbuf._pos  # every frame after the ACK elicits one
         if cc_ok:
             if control:
@@ -424,6 +427,7 @@ cdef class Sender:
             # acknowledged, it raises the floor (_spaces.pyx); the newest such packet is watched
             self.ask_pn = pn
             self.asked_hi = rec.ack_hi
+            self.ask_time = now
         if eliciting and self.sbuf._pos + self.app_tag < _MIN_ELICITING:
             # long enough for a peer that lost the connection to answer with a stateless reset
             # (RFC 9000 §10.3; endpoint.MIN_RESET_TRIGGER): small packets (a lone FIN, a PING)

@@ -46,11 +46,12 @@ class Configuration:
     #: Stream ids the peer may open (cumulative; raised as streams close).
     max_streams: int = 1024
     #: ACK bookkeeping (PROTOCOL.md §15.10): the most ranges of received packet numbers kept above
-    #: the floor (at most 256; a packet that would need more is not acknowledged, its sender sends
-    #: it again), and how many may lie there before an ACK asks to be acknowledged (a PING with
-    #: it) so that the floor rises (at most half of max_ack_ranges).
-    max_ack_ranges: int = 64
-    ack_ranges_per_frame: int = 32
+    #: the floor (at most 256, what one ACK frame may list; 16 bytes each while kept; a packet
+    #: that would need more is not acknowledged, its sender sends it again), and how many may lie
+    #: there before an ACK asks to be acknowledged (a PING with it, at most one a round trip) so
+    #: that the floor rises (at most half of max_ack_ranges; 1: as soon as a packet is missing).
+    max_ack_ranges: int = 256
+    ack_ranges_per_frame: int = 1
     #: Send an ACK after this many ack-eliciting packets (or max_ack_delay).
     ack_eliciting_threshold: int = 2
     #: Congestion controller name ("cubic", "newreno") or a CongestionController factory.

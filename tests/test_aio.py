@@ -139,6 +139,31 @@ def test_a_request_leaves_inside_send_message_and_later_sends_share_a_pass(run, 
     run(main)
 
 
+@pytest.mark.parametrize("offload", [True, False])
+def test_a_first_message_leaves_with_the_acknowledgement_that_ends_the_handshake(run, offload):
+    """When ``connect()`` returns only the Initial has left (the driver holds the
+    acknowledgement of the server's handshake message for one loop iteration, in which the
+    caller resumes); the first message then goes in the same datagram as that acknowledgement
+    (PROTOCOL.md §6). Without the hold it left first, alone, and the message came after."""
+    async def main():
+        async with await aio.serve("127.0.0.1", 0, _echo) as server:
+            async with await aio.open_client(offload=offload) as client:
+                for _ in range(2):  # a fresh connection each time on the one socket
+                    driver = client._driver
+                    before = driver.datagrams_out
+                    conn = await client.connect(*server.address)
+                    assert driver.datagrams_out == before + 1  # the Initial
+                    await conn.send_message(1, b"first")  # (goes with the pass held)
+                    assert await conn.receive_message(1) == b"first"
+                    # the Initial, acknowledgement + first 1-RTT frames + message, and at most
+                    # the acknowledgement of the reply (it was one more without the hold)
+                    assert driver.datagrams_out <= before + 3
+                    conn.close()
+                    await conn.wait_closed()
+
+    run(main)
+
+
 def test_server_with_several_clients(run, make_relay):
     keys = [KeyPair.generate() for _ in range(4)]
 

@@ -70,9 +70,14 @@ async def _handshake(driver: _Driver, endpoint: Endpoint, addr: Tuple, cfg: Conf
     conn = AsyncConnection(driver, core, driver_opts, owns_driver=owns_driver)
     driver.conns[core] = conn
     driver.schedule()
+    # the core's handshake timer normally decides; this only bounds a stuck loop. (The future
+    # is awaited directly, not through wait_for and shield: the caller resumes in the loop
+    # iteration after the handshake completes, so its first message leaves with the
+    # acknowledgement that ends the handshake, which the driver holds for that iteration.)
+    fut = conn._established
+    bound = driver.loop.call_later(cfg.handshake_timeout + 2.0, _expire, fut)
     try:
-        # the core's handshake timer normally decides; this only bounds a stuck loop
-        await asyncio.wait_for(asyncio.shield(conn._established), cfg.handshake_timeout + 2.0)
+        await fut
     except asyncio.TimeoutError:
         conn.abort()
         if owns_driver:
@@ -83,7 +88,14 @@ async def _handshake(driver: _Driver, endpoint: Endpoint, addr: Tuple, cfg: Conf
         if owns_driver:
             driver.close_transport()
         raise
+    finally:
+        bound.cancel()
     return conn
+
+
+def _expire(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
 
 
 async def connect(host: str, port: int, **options: Any) -> AsyncConnection:

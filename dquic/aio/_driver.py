@@ -27,7 +27,7 @@ from .._socket import UDPSocket, normalize_address, numeric_address, pick_addres
 from ..config import Configuration
 from ..endpoint import ConnectionAccepted, Endpoint
 from ..errors import ConnectionClosed, ConnectionRefused, ErrorCode
-from ..events import HandshakeFailed
+from ..events import HandshakeCompleted, HandshakeFailed
 from ._connection import AsyncConnection, logger
 
 if TYPE_CHECKING:
@@ -191,6 +191,7 @@ class _Driver(asyncio.DatagramProtocol):
         self._scheduled = False
         self._in_run = False  # a pass is running
         self._sent_now = False  # send_now ran a pass since the last pass the loop ran
+        self._held = False  # the previous pass held its output for a connect() that completed
         self._timer: Optional[asyncio.TimerHandle] = None
         self._timer_at: Optional[float] = None
         self._paused = False
@@ -317,6 +318,16 @@ class _Driver(asyncio.DatagramProtocol):
         transport = self.transport
         assert transport is not None  # (_run looked)
         ep.handle_timer(now)  # (returns at once when no deadline has passed)
+        if (self.server is None and ep.events and not self._held
+                and any(type(ev) is HandshakeCompleted for _, ev in ep.events)):
+            # a connection this side opened completed its handshake: the coroutine waiting in
+            # connect() usually sends at once, so what this pass would send (the acknowledgement
+            # that ends the handshake) waits one loop iteration to leave in the same datagram
+            self._held = True
+            self._dispatch()
+            self.schedule()
+            return
+        self._held = False
         if not self._paused:
             send_trains = self._send_trains
             if send_trains is not None:

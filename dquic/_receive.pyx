@@ -357,7 +357,7 @@ cdef class PacketReceiver(ConnectionSetup):
 
         ``to_our_cid``: the packet was addressed to a connection ID we chose while the client's
         address awaited validation (see ``_awaits_validation``)."""
-        cdef bint eliciting = False, non_probing = False, record
+        cdef bint eliciting = False, non_probing = False, record, dropped = False
         if pn < space.rx_floor or space.rx.contains(<uint64_t>pn):
             self.duplicate_packets += 1
             if self._qlog is not None:
@@ -413,22 +413,16 @@ cdef class PacketReceiver(ConnectionSetup):
             self._protocol_error(exc)
             return 0
         except _DropPacket:
-            # a frame's stream incarnation cannot be told yet: the packet counts as not
-            # received (no ACK), its sender sends the frames again (PROTOCOL.md §16.7). The
-            # ACK that resolves the halves waiting goes out now
-            self.packets_dropped += 1
-            if (self._sset.tomb is not None or not record) and not space.ack_pending:
-                space.ack_pending = True
-                space.ack_deadline = now
-                note_work(self)
-            return 0
+            # a frame's stream incarnation cannot be told yet (PROTOCOL.md §16.7)
+            dropped = True
         if self._state >= _DRAINING:
             return 0
-        if not record:
-            # beyond what the space may keep above its floor: not acknowledged, its sender
-            # sends it again; an ACK goes out now (it asks for the floor to rise)
+        if dropped or not record:
+            # the packet counts as not received (no ACK), its sender sends its frames again.
+            # An ACK goes out now when it resolves halves waiting, or asks for the floor to
+            # rise so that the space can record packets again
             self.packets_dropped += 1
-            if not space.ack_pending:
+            if (not record or self._sset.tomb is not None) and not space.ack_pending:
                 space.ack_pending = True
                 space.ack_deadline = now
                 note_work(self)

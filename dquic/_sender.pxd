@@ -61,7 +61,7 @@ cdef class Sender:
     cdef int packet_type(self, int space_id) except -1
     cdef int pad_handshake(self) except -1
     cdef bint floor_wanted(self, double now) noexcept
-    cdef int ask_settled(self, _Sent pkt) except -1
+    cdef int ask_settled(self) except -1
     cdef int record_sent(self, _Sent rec, int space_id, int64_t pn, Py_ssize_t size,
                          bint eliciting, double now) except -1
     cdef object build_handshake_datagram(self, double now, Py_ssize_t mds)

@@ -283,7 +283,7 @@ cdef class Sender:
             return False
         return self.ask_pn < 0 or now - self.ask_time >= self.recovery.rtt.smoothed_rtt
 
-    cdef int ask_settled(self, _Sent pkt) except -1:
+    cdef int ask_settled(self) except -1:
         """The packet that asked for the floor to rise was acknowledged or lost: ask again with
         the next ACK if that is still wanted (at once: the halves waiting hold their credit)."""
         self.ask_pn = -1
@@ -582,7 +582,7 @@ cdef class Sender:
             if floor >= 0 and pkt.ack_space == SP_APP and self.sset.tomb is not None:
                 self.sset.floor_moved(floor)
             if pkt.packet_number == self.ask_pn and pkt.space == SP_APP:
-                self.ask_settled(pkt)
+                self.ask_settled()
         cdef uint64_t h0
         if pkt.declared_lost and pkt.space == SP_APP and self.sset.lost_streams is not None:
             # a loss recovery took back in time: its stream data is acknowledged here
@@ -649,7 +649,7 @@ cdef class Sender:
             if len(self.sset.lost_streams_pns) > MAX_LOST_STREAM_PACKETS:
                 del self.sset.lost_streams[self.sset.lost_streams_pns.pop(0)]
         if pkt.packet_number == self.ask_pn and pkt.space == SP_APP:
-            self.ask_settled(pkt)
+            self.ask_settled()
         return 0
 
     cdef int record_lost(self, FrameRecord* r) except -1:

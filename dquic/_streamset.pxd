@@ -184,6 +184,10 @@ cdef class StreamSet:
     cdef int forget_recv(self, _Stream s) except -1
     cdef int recv_complete(self, _Stream s) except -1
     cdef int floor_moved(self, int64_t floor) except -1
+
+    cdef inline int64_t largest_seen(self) noexcept:
+        # the largest 1-RTT packet number received, the one being processed included
+        return self.app.largest_rx if self.app.largest_rx > self.rx_pn else self.rx_pn
     cdef int open_recv(self, _Stream s, int64_t min_pn) except -1
     cdef _Stream route(self, uint64_t stream_id, uint64_t end, bint* nxt)
     cdef int forget_resolved(self) except -1

@@ -737,10 +737,7 @@ cdef class StreamSet:
         the half goes idle. Control frames of the peer in packets numbered below
         ``send_min_pn`` concern an earlier incarnation."""
         cdef SendStream nxt = s.send_next
-        cdef int64_t floor = self.app.largest_rx
-        if self.rx_pn > floor:
-            floor = self.rx_pn
-        s.send_min_pn = floor + 1
+        s.send_min_pn = self.largest_seen() + 1
         s.owed &= ~OWE_RESET_STREAM
         if nxt is not None:
             s.send_next = None
@@ -965,7 +962,7 @@ cdef class StreamSet:
         the floor of our application space passes ``recv_c``: every packet that carried a frame
         of it was listed in an ACK of ours the peer has acknowledged)."""
         s.recv_done = True
-        s.recv_c = self.app.largest_rx if self.app.largest_rx > self.rx_pn else self.rx_pn
+        s.recv_c = self.largest_seen()
         if s.recv_c < self.app.rx_floor:
             # completed outside a packet (the application stopped reading) with every packet
             # received already below the floor: resolved at once (the peer's packets numbered
@@ -987,7 +984,7 @@ cdef class StreamSet:
         (``w``), and sent none of them after: a frame for their ids in a packet numbered ``w`` or
         above belongs to a new incarnation (PROTOCOL.md §16.7)."""
         cdef _Stream s
-        cdef int64_t w = self.app.largest_rx if self.app.largest_rx > self.rx_pn else self.rx_pn
+        cdef int64_t w = self.largest_seen()
         cdef Ring q = self.tomb
         cdef RingItem* it
         # (recv_c only grows in completion order)

@@ -229,7 +229,7 @@ class Drive:
                     # a sender that never waits still reads acknowledgements now and then
                     self.cond.release()
                     try:
-                        self.step(0.0)
+                        self.step(0.0, poll=True)
                     finally:
                         self.cond.acquire()
                     if self.deferred_flush or self.flush_needed:
@@ -290,15 +290,18 @@ class Drive:
             if sock.pending or not self.flush_needed:
                 return  # the kernel is full (a driver waits for it to drain) or all is out
 
-    def step(self, timeout: Optional[float]) -> None:
+    def step(self, timeout: Optional[float], poll: bool = False) -> None:
         """One driving step (lock NOT held; the caller holds the driver's role): wait up to
-        ``timeout`` for the socket or the wake-up descriptor, read, process, send."""
+        ``timeout`` for the socket or the wake-up descriptor, read, process, send. A ``poll``
+        (``kick``'s look at the socket between an application's calls) never waits: the
+        pause that keeps a due timer which changes nothing from spinning is for steps that
+        wait for that timer, not for calls that find the socket quiet."""
         sock = self.sock
         rlist = self._rlist
         if rlist is None:
             rlist = self.adopt()
         self.last_step = _monotonic()
-        if timeout is not None and timeout <= 0.0 and self.idle_spins >= 3:
+        if not poll and timeout is not None and timeout <= 0.0 and self.idle_spins >= 3:
             timeout = 0.001  # a due timer that changes nothing: do not spin
         readable = select.select(rlist, [self._fd] if sock.pending else [], [], timeout)[0]
         if readable:
@@ -362,7 +365,10 @@ class Drive:
                 ep.settle()
                 if ep.events and self._on_events():
                     self.notify()
-        self.idle_spins = 0 if (batch or sent or readable) else self.idle_spins + 1
+        if batch or sent or readable:
+            self.idle_spins = 0
+        elif not poll:
+            self.idle_spins += 1
         if self._after_step is not None:
             self._after_step()
 

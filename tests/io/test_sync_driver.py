@@ -170,3 +170,44 @@ def test_an_idle_endpoint_does_not_spin(make_dquic):
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert cpu < 0.2  # a driver or I/O thread spinning instead of sleeping would use ~1 s
+
+
+
+def test_reading_a_backlog_on_one_stream_never_waits(make_dquic, monkeypatch):
+    # A receive_from loop that drives the endpoint itself (it was waiting when the messages
+    # came) takes messages already in the core one call each (at most one per stream and
+    # call) without pausing: a quiet socket between the calls is not a due timer that spins.
+    # (Each call paused 1 ms once the socket had been quiet three times: such a loop read
+    # about 900 messages a second.)
+    import dquic._drive as drive_module
+
+    server = make_dquic()
+    client = make_dquic()
+    client.send_to(server.local_address, {0: b"warm-up"})
+    assert server.receive_from(100)[1] == {0: b"warm-up"}
+    n = 3000
+    me = threading.get_ident()
+    waits = []
+    real_select = drive_module.select.select
+
+    def select(r, w, x, timeout=None):
+        if (threading.get_ident() == me and (timeout is None or timeout > 0)
+                and any(p.conn.readable_streams() for p in server._ready)):
+            waits.append(timeout)  # this thread waited while a message was ready for it
+        return real_select(r, w, x, timeout)
+
+    def send():
+        time.sleep(0.1)  # the server application is waiting in receive_from by then
+        for i in range(n):
+            client.send_to(server.local_address, {1: i.to_bytes(4, "big") * 16})
+
+    monkeypatch.setattr(drive_module.select, "select", select)
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        for i in range(n):
+            _, got = server.receive_from(1 << 16)
+            assert got == {1: i.to_bytes(4, "big") * 16}
+    finally:
+        sender.join(10)
+    assert waits == []

@@ -1,6 +1,6 @@
 """Type stub of dquic._connection (the compiled sans-IO connection, re-exported by
 dquic.connection)."""
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Container, Dict, List, Optional, Tuple
 
 from dquic._establish import _PlainHandshake as _PlainHandshake
 from dquic._receive import PacketReceiver
@@ -123,6 +123,14 @@ class CoreConnection(PacketReceiver):  # adds no C fields: not a disjoint base
     def read_messages(
         self, order: List[int], budget: int, out: Dict[int, bytes]
     ) -> Tuple[int, int, int]: ...
+    def pull_messages(
+        self,
+        out: List[Tuple[int, bytes]],
+        budget: int,
+        piece: int,
+        wanted: Optional[Container[int]] = None,
+        first_free: bool = True,
+    ) -> Tuple[int, Optional[List[int]], bool]: ...
     # driving
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple[Any, ...]]]: ...
     def datagram_trains(

@@ -640,6 +640,23 @@ cdef class CoreConnection(PacketReceiver):
         flush_noted(self)
         return result
 
+    def pull_messages(self, list out, Py_ssize_t budget, Py_ssize_t piece, wanted=None,
+                      bint first_free=True):
+        """Move the whole messages of every readable stream, each at most ``piece`` bytes,
+        into ``out`` as ``(stream_id, bytes)``, stream by stream in the order
+        ``readable_streams`` gives, each stream's in order, while ``budget`` (bytes) lasts:
+        past it a stream goes on only if it is in ``wanted`` (a container of stream ids);
+        with ``first_free`` one message may come even over the budget. One call instead of
+        ``read_message`` per message (``dquic.aio`` takes arriving messages so).
+
+        Returns ``(bytes moved, ids, held)``: ``ids`` (a list, or None) are the streams whose
+        next message could not come so (incomplete with a piece readable, or longer than
+        ``piece``) and that the caller reads with ``read_message``; ``held`` is True when the
+        budget left messages behind."""
+        result = self._sset.pull_messages(out, budget, piece, wanted, first_free)
+        flush_noted(self)
+        return result
+
     def stream_finished(self, stream_id):
         """True once the peer's half of ``stream_id`` ended: its FIN arrived and every message
         was read, or the peer reset it."""

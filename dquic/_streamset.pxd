@@ -154,6 +154,8 @@ cdef class StreamSet:
     cdef int prune_readable(self) except -1
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes)
     cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out)
+    cdef tuple pull_messages(self, list out, Py_ssize_t budget, Py_ssize_t piece, object wanted,
+                             bint first_free)
     cdef int on_consumed(self, _Stream s, uint64_t consumed) except -1
     cdef _Stream lookup(self, uint64_t stream_id)
     cdef _Stream find(self, uint64_t stream_id)

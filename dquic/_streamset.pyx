@@ -574,6 +574,61 @@ cdef class StreamSet:
             last = sid
         return n, budget, last
 
+    cdef tuple pull_messages(self, list out, Py_ssize_t budget, Py_ssize_t piece,
+                             object wanted, bint first_free):
+        """``CoreConnection.pull_messages`` (its docstring)."""
+        cdef list listed = self.readable
+        cdef list rest = None
+        cdef Py_ssize_t i, n, moved = 0
+        cdef _Stream s
+        cdef RecvStream r
+        cdef uint64_t before, length, avail
+        cdef int size
+        cdef bint held = False, want
+        if listed is None:
+            return 0, None, False
+        self.readable = None  # streams still readable are listed again below, in order
+        n = len(listed)
+        for i in range(n):
+            s = <_Stream>listed[i]
+            r = s.recv
+            s.readable_listed = False
+            if not message_ready_c(r, 1):
+                continue  # (as readable_streams: no longer readable, or released)
+            want = wanted is not None and s.stream_id in wanted
+            while True:
+                # the next message, whole and at most ``piece`` long? (the read head is at a
+                # message boundary: the caller stages no piece of this stream)
+                if r._msg_total >= 0 or not r._peek_prefix(&length, &size):
+                    break
+                avail = r._contiguous_end() - r.read_offset - <uint64_t>size
+                if length > <uint64_t>piece or avail < length:
+                    break
+                if budget <= 0 and not want and (out or not first_free):
+                    held = True
+                    break
+                before = r.read_offset
+                result = r.read_message(piece)
+                self.on_consumed(s, r.read_offset - before)
+                data = (<tuple>result)[0]
+                out.append((s.stream_id, data))
+                moved += len(data)
+                budget -= len(data)
+            if message_ready_c(r, 1):
+                # a piece to stage, or held back by the budget: left listed (the caller takes
+                # the pieces of the streams in ``rest``)
+                if not held or want:
+                    if rest is None:
+                        rest = []
+                    rest.append(s.stream_id)
+                s.readable_listed = True
+                if self.readable is None:
+                    self.readable = []
+                self.readable.append(s)
+            else:
+                s.readable_signalled = False
+        return moved, rest, held
+
     cdef int on_consumed(self, _Stream s, uint64_t consumed) except -1:
         cdef double rtt = self.rtt.smoothed_rtt
         cdef RecvStream r = s.recv

@@ -221,6 +221,72 @@ def test_read_messages_takes_whole_messages_in_order_within_the_budget():
     assert out == {8: b"c" * 4930}
 
 
+def test_pull_messages_moves_whole_messages_of_every_readable_stream():
+    client, server = _pair()
+    for i in range(3):
+        client.send_message(0, b"a%d" % i)
+    client.send_message(4, b"b" * 20)
+    client.send_message(8, b"c" * 5000)  # longer than the piece: left to the caller
+    client.send_message(12, b"d" * 7)
+    for _ in range(20):
+        _pump(client, server, 0.0)
+    out = []
+    moved, rest, held = server.pull_messages(out, 1 << 20, 1000)
+    assert out == [(0, b"a0"), (0, b"a1"), (0, b"a2"), (4, b"b" * 20), (12, b"d" * 7)]
+    assert (moved, rest, held) == (6 + 20 + 7, [8], False)
+    assert server.readable_streams() == [8]  # the others were read to their ends
+    assert server.read_message(8, 1 << 20) == (b"c" * 5000, True)
+    # an incomplete message with bytes readable is left to the caller too
+    client.send_message(16, b"e" * 3000)
+    dgrams = client.datagrams_to_send(0.0)
+    server.receive_datagram(dgrams[0][0], C_ADDR, 0.0)  # the rest is lost
+    out = []
+    assert server.pull_messages(out, 1 << 20, 1 << 20) == (0, [16], False)
+    assert out == []
+
+
+def test_pull_messages_stops_at_the_budget_except_for_wanted_streams():
+    client, server = _pair()
+    for sid in (0, 4):
+        for i in range(4):
+            client.send_message(sid, b"%d-%d" % (sid, i) * 10)  # 30 bytes each
+    for _ in range(20):
+        _pump(client, server, 0.0)
+    out = []
+    # a budget of 50 bytes: two messages of stream 0 (the second one crosses it), none of 4
+    moved, rest, held = server.pull_messages(out, 50, 1 << 20, None, True)
+    assert [sid for sid, _ in out] == [0, 0] and (moved, rest, held) == (60, None, True)
+    assert server.readable_streams() == [0, 4]  # both still have messages, in the same order
+    # nothing is queued by the caller (first_free): one message even without budget
+    out = []
+    assert server.pull_messages(out, 0, 1 << 20, None, True)[0] == 30 and len(out) == 1
+    # a stream somebody waits for goes on past the budget, the others stay
+    out = []
+    moved, rest, held = server.pull_messages(out, 0, 1 << 20, {4}, False)
+    assert out == [(4, b"4-%d" % i * 10) for i in range(4)] and held
+    assert server.readable_streams() == [0]
+    out = []
+    assert server.pull_messages(out, 1 << 20, 1 << 20, None, False) == (30, None, False)
+    assert out == [(0, b"0-3" * 10)] and server.readable_streams() == []
+
+
+def test_pull_messages_opens_flow_control_window_as_reading_does():
+    client, server = _pair(initial_max_stream_data=16384, initial_max_data=32768)
+    sent = 0
+    while sent < 200_000:
+        client.send_message(0, b"z" * 1000)
+        sent += 1000
+    got = 0
+    for _ in range(2000):
+        _pump(client, server, 0.0)
+        out = []
+        got += server.pull_messages(out, 1 << 30, 1 << 20)[0]
+        if got >= 200 * 1000:
+            break
+    # many times the stream and connection windows: credit went back as messages left
+    assert got == 200 * 1000
+
+
 def test_take_events_returns_what_next_event_would_in_order():
     from dquic.events import MessageReceived
 

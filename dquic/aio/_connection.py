@@ -518,58 +518,84 @@ class AsyncConnection:
         """Move whole messages out of the core while fewer than ``receive_buffer`` bytes wait
         (or while nothing whole waits, so a large message can complete)."""
         core = self._core
-        moved = False
         held = False
-        for sid in core.readable_streams():
-            reader = self._readers.get(sid)
-            if reader is not None:
-                moved |= reader._fill(core)
-                continue
-            wanted = sid in self._wanted
-            while True:
-                if not (wanted or not self._messages
-                        or self._queued_bytes + self._staged_bytes < self._receive_buffer):
-                    held = True  # receive_buffer is full: the rest waits in the core
-                    break
-                buf = self._partial.get(sid)
-                piece = core.read_message(sid, _PIECE)
-                if piece is None:
-                    break
-                data, end = piece
-                moved = True
-                if sid in self._stream_errors:
-                    continue  # a stream we stopped: drop what still arrives
-                if buf is None and end:
-                    if not self._messages:
-                        self._messages = collections.deque()
-                    self._messages.append((sid, data))
-                    self._queued_bytes += len(data)
-                    continue
-                if buf is None:
-                    buf = self._partial[sid] = bytearray()
-                buf += data
-                self._staged_bytes += len(data)
-                if len(buf) > self._max_message:
-                    self._drop_partial(sid)
-                    self._stream_errors[sid] = MessageTooLarge(sid, self._max_message)
-                    try:
-                        core.stop_sending(sid, ErrorCode.APPLICATION_ERROR)
-                    except (RuntimeError, ValueError):
-                        pass
-                    continue
-                if end:
-                    del self._partial[sid]
-                    self._staged_bytes -= len(buf)
-                    if not self._messages:
-                        self._messages = collections.deque()
-                    self._messages.append((sid, bytes(buf)))
-                    self._queued_bytes += len(buf)
+        if self._readers or self._partial or self._stream_errors:
+            moved = False
+            for sid in core.readable_streams():
+                m, h = self._pull_stream(core, sid)
+                moved |= m
+                held |= h
+        else:
+            # the common case in one call: whole messages, stream by stream
+            out: List[Tuple[int, bytes]] = []
+            n, rest, held = core.pull_messages(
+                out, self._receive_buffer - self._queued_bytes - self._staged_bytes, _PIECE,
+                self._wanted or None, not self._messages)
+            moved = bool(out)
+            if out:
+                if not self._messages:
+                    self._messages = collections.deque(out)
+                else:
+                    self._messages.extend(out)
+                self._queued_bytes += n
+            if rest:
+                for sid in rest:  # pieces of longer or unfinished messages
+                    m, h = self._pull_stream(core, sid)
+                    moved |= m
+                    held |= h
         self._held_back = held
         if moved:
             _wake(self._msg_waiters)
             if not self._driver._in_run:  # (a pass sees the window update it owes, if any)
                 self._driver.schedule()  # reading opened flow-control window
         return moved
+
+    def _pull_stream(self, core: Any, sid: int) -> Tuple[bool, bool]:
+        """``_pull`` for one stream: ``(moved, held)``."""
+        moved = held = False
+        reader = self._readers.get(sid)
+        if reader is not None:
+            return reader._fill(core), False
+        wanted = sid in self._wanted
+        while True:
+            if not (wanted or not self._messages
+                    or self._queued_bytes + self._staged_bytes < self._receive_buffer):
+                held = True  # receive_buffer is full: the rest waits in the core
+                break
+            buf = self._partial.get(sid)
+            piece = core.read_message(sid, _PIECE)
+            if piece is None:
+                break
+            data, end = piece
+            moved = True
+            if sid in self._stream_errors:
+                continue  # a stream we stopped: drop what still arrives
+            if buf is None and end:
+                if not self._messages:
+                    self._messages = collections.deque()
+                self._messages.append((sid, data))
+                self._queued_bytes += len(data)
+                continue
+            if buf is None:
+                buf = self._partial[sid] = bytearray()
+            buf += data
+            self._staged_bytes += len(data)
+            if len(buf) > self._max_message:
+                self._drop_partial(sid)
+                self._stream_errors[sid] = MessageTooLarge(sid, self._max_message)
+                try:
+                    core.stop_sending(sid, ErrorCode.APPLICATION_ERROR)
+                except (RuntimeError, ValueError):
+                    pass
+                continue
+            if end:
+                del self._partial[sid]
+                self._staged_bytes -= len(buf)
+                if not self._messages:
+                    self._messages = collections.deque()
+                self._messages.append((sid, bytes(buf)))
+                self._queued_bytes += len(buf)
+        return moved, held
 
     def _drop_partial(self, sid: int) -> None:
         buf = self._partial.pop(sid, None)

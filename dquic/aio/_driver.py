@@ -27,7 +27,7 @@ from .._socket import UDPSocket, normalize_address, numeric_address, pick_addres
 from ..config import Configuration
 from ..endpoint import ConnectionAccepted, Endpoint
 from ..errors import ConnectionClosed, ConnectionRefused, ErrorCode
-from ..events import HandshakeCompleted, HandshakeFailed
+from ..events import HandshakeCompleted, HandshakeFailed, MessageReceived
 from ._connection import AsyncConnection, logger
 
 if TYPE_CHECKING:
@@ -377,6 +377,10 @@ class _Driver(asyncio.DatagramProtocol):
         while events:
             core, ev = events.popleft()
             conn = self.conns.get(core)
+            if type(ev) is MessageReceived:
+                if conn is not None:
+                    conn._need_pull = True  # (what _on_event does with it, without the walk)
+                continue
             if type(ev) is HandshakeFailed:
                 if self.server is not None:
                     self.server._handshake_failed(ev)

@@ -81,6 +81,15 @@ cdef class Ring:
 # The stream table of one connection and everything about its streams: their lifecycle
 # (PROTOCOL.md §16.7), stream and connection flow control, stream credit, the round robin of
 # streams with something to send, and the STREAM-related frames both ways.
+cdef class Pool:
+    cdef PyObject** items                         # owned references, the last one taken first
+    cdef readonly Py_ssize_t n
+    cdef Py_ssize_t cap
+
+    cdef int put(self, object obj) except -1
+    cdef object take(self)                        # an object nothing else refers to, or None
+
+
 cdef class StreamSet:
     # the stream table: stream id -> _Stream (``streams`` is a read-only mapping view of it),
     # a hash index (open addressing, linear probing) into entries kept in insertion order
@@ -136,9 +145,9 @@ cdef class StreamSet:
     cdef public uint32_t gen_seq                 # last incarnation number given to a stream half
     # released stream state kept for reuse (bounded; emptied when the connection goes quiet):
     # an entry is taken only when nothing else refers to it
-    cdef list stream_pool                        # _Stream
-    cdef list send_pool                          # SendStream
-    cdef list recv_pool                          # RecvStream
+    cdef Pool stream_pool                        # _Stream
+    cdef Pool send_pool                          # SendStream
+    cdef Pool recv_pool                          # RecvStream
     cdef readonly list readable                  # streams that became readable (a superset of
                                                  # the readable ones: readable_streams prunes it)
     cdef public dict lost_streams                # pn -> ((sid, gen, offset, length, fin), ...) of 1-RTT packets declared lost

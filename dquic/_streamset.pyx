@@ -43,7 +43,7 @@ back when the connection goes quiet (``drop_pools``).
 """
 cimport cython
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_REFCNT, PyObject
 from libc.string cimport memset
 
@@ -186,6 +186,52 @@ cdef class Ring:
         self.head = (self.head + 1) & (self.cap - 1)
         self.n -= 1
         Py_DECREF(<object>obj)
+
+
+cdef class Pool:
+    """Released objects kept for reuse, last in first out (the most recently used comes back
+    first, while it is likely still in the cache), in a C array that grows by doubling and
+    does not shrink: a pool that a busy connection fills and empties by hundreds per step
+    does no reallocation (a list did, each time it crossed half its allocation). Bounded
+    by the caller (``POOL_MAX``)."""
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            Py_DECREF(<object>self.items[i])
+        PyMem_Free(self.items)
+
+    def __len__(self):
+        return self.n
+
+    cdef int put(self, object obj) except -1:
+        cdef Py_ssize_t cap
+        cdef PyObject** items
+        if self.n == self.cap:
+            cap = 16 if self.cap == 0 else self.cap * 2
+            items = <PyObject**>PyMem_Realloc(self.items, cap * sizeof(PyObject*))
+            if items is NULL:
+                raise MemoryError()
+            self.items = items
+            self.cap = cap
+        Py_INCREF(obj)
+        self.items[self.n] = <PyObject*>obj
+        self.n += 1
+        return 0
+
+    cdef object take(self):
+        """The most recent entry that nothing else refers to (so nobody can see it reused),
+        or None; entries taken out on the way, referred to elsewhere, are let go."""
+        cdef PyObject* p
+        while self.n:
+            self.n -= 1
+            p = self.items[self.n]
+            if Py_REFCNT(<object>p) == 1:
+                obj = <object>p  # (a new reference; the pool's is given up below)
+                Py_DECREF(obj)
+                return obj
+            Py_DECREF(<object>p)
+        return None
 
 
 cdef class StreamSet:
@@ -656,10 +702,9 @@ cdef class StreamSet:
         or by a peer frame (its half). The other half is a shared empty placeholder until used.
         A released stream object nothing else refers to is reused (``stream_pool``)."""
         cdef _Stream s = None
-        cdef list pool = self.stream_pool
-        while pool is not None and len(pool):
-            obj = pool.pop()
-            if Py_REFCNT(obj) == 1:  # only this reference: nobody can see the reuse
+        if self.stream_pool is not None:
+            obj = self.stream_pool.take()
+            if obj is not None:
                 s = <_Stream>obj
                 # its halves are complete: they wait for reuse in their own pools
                 # (no local refers to a pooled half: it could not be taken again at once)
@@ -667,7 +712,6 @@ cdef class StreamSet:
                 s.send = _NO_SEND
                 self.pool_recv(s.recv)
                 s.recv = _NO_RECV
-                break
         if s is None:
             s = _Stream.__new__(_Stream)
         s.start(stream_id, self.peer_stream_limit)
@@ -685,10 +729,9 @@ cdef class StreamSet:
         """A new, empty send half (unbounded here: drivers apply back-pressure), reused from
         ``send_pool`` when one there is referred to by nothing else."""
         cdef SendStream x
-        cdef list pool = self.send_pool
-        while pool is not None and len(pool):
-            obj = pool.pop()
-            if Py_REFCNT(obj) == 1:
+        if self.send_pool is not None:
+            obj = self.send_pool.take()
+            if obj is not None:
                 x = <SendStream>obj
                 x.renew_c(stream_id)
                 return x
@@ -697,10 +740,9 @@ cdef class StreamSet:
     cdef RecvStream new_recv(self, uint64_t stream_id):
         """A new receive half with this connection's window, reused like ``new_send``."""
         cdef RecvStream r
-        cdef list pool = self.recv_pool
-        while pool is not None and len(pool):
-            obj = pool.pop()
-            if Py_REFCNT(obj) == 1:
+        if self.recv_pool is not None:
+            obj = self.recv_pool.take()
+            if obj is not None:
                 r = <RecvStream>obj
                 r.renew_c(stream_id, self.window_max, self.window_initial)
                 return r
@@ -711,10 +753,10 @@ cdef class StreamSet:
         if x is _NO_SEND:
             return 0
         if self.send_pool is None:
-            self.send_pool = []
-        if len(self.send_pool) < POOL_MAX:
+            self.send_pool = Pool()
+        if self.send_pool.n < POOL_MAX:
             x.shed_c()
-            self.send_pool.append(x)
+            self.send_pool.put(x)
         return 0
 
     cdef int pool_recv(self, RecvStream r) except -1:
@@ -722,10 +764,10 @@ cdef class StreamSet:
         if r is _NO_RECV:
             return 0
         if self.recv_pool is None:
-            self.recv_pool = []
-        if len(self.recv_pool) < POOL_MAX:
+            self.recv_pool = Pool()
+        if self.recv_pool.n < POOL_MAX:
             r.shed_c()
-            self.recv_pool.append(r)
+            self.recv_pool.put(r)
         return 0
 
     cdef int drop_pools(self) except -1:
@@ -890,10 +932,10 @@ cdef class StreamSet:
             if self.last_stream is s:
                 self.last_stream = None
             if self.stream_pool is None:
-                self.stream_pool = []
-            if len(self.stream_pool) < POOL_MAX:
+                self.stream_pool = Pool()
+            if self.stream_pool.n < POOL_MAX:
                 s.send.shed_c()
-                self.stream_pool.append(s)
+                self.stream_pool.put(s)
         return 0
 
     cdef void schedule(self, _Stream s):

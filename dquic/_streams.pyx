@@ -705,11 +705,6 @@ cdef class RecvStream(_StreamHalf):
 
     # ------------------------------------------------------------------ internals
 
-    cdef uint64_t _contiguous_end(self) noexcept:
-        if self._recv.count() and self._recv.start_at(0) == 0:
-            return self._recv.stop_at(0)
-        return 0
-
     cdef int _ensure(self, uint64_t end) except -1:
         """Make ``_buf`` cover absolute offsets up to ``end`` (``end <= max_offset``)."""
         cdef Py_ssize_t need = <Py_ssize_t>(end - self.read_offset)
@@ -753,9 +748,10 @@ cdef class RecvStream(_StreamHalf):
 
     cdef int _peek_prefix(self, uint64_t* length, int* size) noexcept:
         """Parse the length prefix at the read head; returns 0 if it is not complete yet."""
-        cdef uint64_t avail = self._contiguous_end() - self.read_offset
+        cdef uint64_t end = contiguous_end_c(self)
+        cdef uint64_t avail = end - self.read_offset
         cdef int s
-        if self._contiguous_end() <= self.read_offset or self._buf is NULL:
+        if end <= self.read_offset or self._buf is NULL:
             return 0
         s = 1 << (self._buf[self._head] >> 6)
         if avail < <uint64_t>s:
@@ -909,7 +905,7 @@ cdef class RecvStream(_StreamHalf):
         cdef int size
         if self._reset or self._stopped:
             return (-1, 0)
-        avail = self._contiguous_end() - self.read_offset
+        avail = contiguous_end_c(self) - self.read_offset
         if self._msg_total >= 0:
             return (self._msg_total, min(avail, self._msg_remaining))
         if not self._peek_prefix(&length, &size):
@@ -932,7 +928,7 @@ cdef class RecvStream(_StreamHalf):
         if self._msg_total < 0:
             if not self._peek_prefix(&length, &size):
                 return None
-            avail = self._contiguous_end() - self.read_offset - <uint64_t>size
+            avail = contiguous_end_c(self) - self.read_offset - <uint64_t>size
             if length == 0:
                 self._consume(size)
                 return (b"", True)
@@ -941,7 +937,7 @@ cdef class RecvStream(_StreamHalf):
             self._consume(size)
             self._msg_total = <int64_t>length
             self._msg_remaining = length
-        avail = self._contiguous_end() - self.read_offset
+        avail = contiguous_end_c(self) - self.read_offset
         if avail > self._msg_remaining:
             avail = self._msg_remaining
         if avail == 0:
@@ -969,7 +965,7 @@ cdef class RecvStream(_StreamHalf):
         cdef uint64_t avail
         if max_bytes <= 0 or self._reset or self._stopped:
             return b""
-        avail = self._contiguous_end() - self.read_offset
+        avail = contiguous_end_c(self) - self.read_offset
         if avail > <uint64_t>max_bytes:
             avail = <uint64_t>max_bytes
         if avail == 0:
@@ -1005,7 +1001,7 @@ cdef class RecvStream(_StreamHalf):
         """Contiguous bytes available at the read head (raw, prefixes included)."""
         if self._reset or self._stopped:
             return 0
-        return self._contiguous_end() - self.read_offset
+        return contiguous_end_c(self) - self.read_offset
 
     @property
     def buffered(self):
@@ -1022,7 +1018,7 @@ cdef class RecvStream(_StreamHalf):
     @property
     def data_complete(self):
         """True when every byte up to the final size was received."""
-        return self.final_size >= 0 and self._contiguous_end() >= <uint64_t>self.final_size
+        return self.final_size >= 0 and contiguous_end_c(self) >= <uint64_t>self.final_size
 
     @property
     def is_finished(self):

@@ -5,7 +5,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from dquic._codec cimport Buffer
 from dquic._recovery cimport RttEstimator
 from dquic._spaces cimport OWE_RESET_STREAM, _Sent, _Space
-from dquic._streams cimport FlowWindow, RecvStream, SendStream
+from dquic._streams cimport FlowWindow, RecvStream, SendStream, contiguous_end_c
 
 
 cdef class _Stream:
@@ -236,7 +236,7 @@ cdef inline uint64_t held(SendStream x) noexcept:
 
 cdef inline bint data_complete(RecvStream r) noexcept:
     """Every byte of the peer's half and its end arrived (or it was reset)."""
-    return r._reset or (r.final_size >= 0 and r._contiguous_end() >= <uint64_t>r.final_size)
+    return r._reset or (r.final_size >= 0 and contiguous_end_c(r) >= <uint64_t>r.final_size)
 
 
 cdef inline bint recv_closed(RecvStream r) noexcept:

@@ -61,7 +61,7 @@ from dquic._spaces cimport (FR_DATA_BLOCKED, FR_MAX_STREAM_DATA, FR_RESET_STREAM
                             FR_STREAM, FR_STREAM_DATA_BLOCKED, FR_STREAMS_BLOCKED, OWE_MAX_DATA,
                             OWE_MAX_STREAM_DATA, OWE_MAX_STREAMS, OWE_RESET_STREAM,
                             OWE_STOP_SENDING, _Sent, _Space, add_record, record_at)
-from dquic._streams cimport FlowWindow, RecvStream, SendStream, message_ready_c
+from dquic._streams cimport FlowWindow, RecvStream, SendStream, contiguous_end_c, message_ready_c
 from dquic._wire cimport varint_len as _varint_len, varint_prefixed_payload_len as _payload_len
 
 import os
@@ -647,7 +647,7 @@ cdef class StreamSet:
                 # message boundary: the caller stages no piece of this stream)
                 if r._msg_total >= 0 or not r._peek_prefix(&length, &size):
                     break
-                avail = r._contiguous_end() - r.read_offset - <uint64_t>size
+                avail = contiguous_end_c(r) - r.read_offset - <uint64_t>size
                 if length > <uint64_t>piece or avail < length:
                     break
                 if budget <= 0 and not want and (out or not first_free):

@@ -11,10 +11,11 @@ from libc.stdint cimport uint64_t
 cdef class RangeSet:
     # Sorted, non-overlapping, non-adjacent half-open ranges stored as pairs:
     # _r[2*i] = start, _r[2*i+1] = stop, for 0 <= i < _n.  Capacity is _cap pairs.
-    cdef uint64_t* _r
+    cdef uint64_t* _r         # _one while one pair is room enough, else a PyMem array
     cdef Py_ssize_t _n
     cdef Py_ssize_t _cap
     cdef Py_ssize_t _max      # 0 = unlimited; otherwise lowest ranges are dropped beyond it
+    cdef uint64_t _one[2]     # room for one pair inside the object (most sets hold one range)
 
     cdef int _reserve(self, Py_ssize_t pairs) except -1
     cdef int _replace(self, Py_ssize_t i, Py_ssize_t j, Py_ssize_t k) except -1

@@ -11,7 +11,7 @@ Additions at or above the highest range (the common case: packet numbers and str
 mostly grow) are O(1) amortised; elsewhere a binary search finds the place and the tail is
 moved with ``memmove`` (sets hold a few to a few hundred ranges).
 """
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy, memmove
 
@@ -28,9 +28,9 @@ cdef class RangeSet:
     """
 
     def __cinit__(self, *args, **kwargs):
-        self._r = NULL
+        self._r = &self._one[0]
         self._n = 0
-        self._cap = 0
+        self._cap = 1
         self._max = 0
 
     def __init__(self, ranges=(), Py_ssize_t max_ranges=0):
@@ -42,12 +42,14 @@ cdef class RangeSet:
             self.add(start, stop)
 
     def __dealloc__(self):
-        if self._r is not NULL:
+        if self._r != &self._one[0]:
             PyMem_Free(self._r)
-            self._r = NULL
+        self._r = NULL
 
     def __sizeof__(self):
-        # the object plus its C array of pairs (what sys.getsizeof reports)
+        # the object plus its C array of pairs, if any (what sys.getsizeof reports)
+        if self._r == &self._one[0]:
+            return type(self).__basicsize__
         return type(self).__basicsize__ + self._cap * 2 * sizeof(uint64_t)
 
     # ------------------------------------------------------------------ internals
@@ -58,12 +60,18 @@ cdef class RangeSet:
         cdef uint64_t* mem
         if pairs <= self._cap:
             return 0
-        cap = self._cap * 2 if self._cap else 4
+        cap = self._cap * 2 if self._cap > 1 else 4
         if cap < pairs:
             cap = pairs
-        mem = <uint64_t*>PyMem_Realloc(self._r, <size_t>cap * 2 * sizeof(uint64_t))
-        if mem is NULL:
-            raise MemoryError()
+        if self._r == &self._one[0]:
+            mem = <uint64_t*>PyMem_Malloc(<size_t>cap * 2 * sizeof(uint64_t))
+            if mem is NULL:
+                raise MemoryError()
+            memcpy(mem, self._one, <size_t>self._n * 2 * sizeof(uint64_t))
+        else:
+            mem = <uint64_t*>PyMem_Realloc(self._r, <size_t>cap * 2 * sizeof(uint64_t))
+            if mem is NULL:
+                raise MemoryError()
         self._r = mem
         self._cap = cap
         return 0
@@ -232,12 +240,16 @@ cdef class RangeSet:
 
     cdef void shrink_c(self) noexcept:
         cdef uint64_t* mem
-        if self._cap == self._n:
+        if self._r == &self._one[0] or self._cap == self._n:
             return
-        if self._n == 0:
+        if self._n <= 1:
+            # back to the room inside the object
+            if self._n:
+                self._one[0] = self._r[0]
+                self._one[1] = self._r[1]
             PyMem_Free(self._r)
-            self._r = NULL
-            self._cap = 0
+            self._r = &self._one[0]
+            self._cap = 1
             return
         mem = <uint64_t*>PyMem_Realloc(self._r, <size_t>self._n * 2 * sizeof(uint64_t))
         if mem is not NULL:  # else keep the larger block

@@ -649,10 +649,13 @@ cdef class CoreConnection(PacketReceiver):
         with ``first_free`` one message may come even over the budget. One call instead of
         ``read_message`` per message (``dquic.aio`` takes arriving messages so).
 
-        Returns ``(bytes moved, ids, held)``: ``ids`` (a list, or None) are the streams whose
-        next message could not come so (incomplete with a piece readable, or longer than
-        ``piece``) and that the caller reads with ``read_message``; ``held`` is True when the
-        budget left messages behind."""
+        Returns ``(bytes moved, ids, held, pending)``: ``ids`` (a list, or None) are the
+        streams whose next message could not come so and cannot complete in the core (longer
+        than ``piece``, or than the stream's flow-control window lets arrive before some of it
+        is read): the caller reads their pieces with ``read_message``; ``held`` is True when
+        the budget left messages behind; ``pending`` when a shorter message stays to complete
+        as its other packets arrive (no new ``MessageReceived`` says when: the stream was
+        readable all along, so the caller looks again after the next input)."""
         result = self._sset.pull_messages(out, budget, piece, wanted, first_free)
         flush_noted(self)
         return result

@@ -630,9 +630,9 @@ cdef class StreamSet:
         cdef RecvStream r
         cdef uint64_t before, length, avail
         cdef int size
-        cdef bint held = False, want
+        cdef bint held = False, want, pending = False
         if listed is None:
-            return 0, None, False
+            return 0, None, False, False
         self.readable = None  # streams still readable are listed again below, in order
         n = len(listed)
         for i in range(n):
@@ -661,19 +661,26 @@ cdef class StreamSet:
                 moved += len(data)
                 budget -= len(data)
             if message_ready_c(r, 1):
-                # a piece to stage, or held back by the budget: left listed (the caller takes
-                # the pieces of the streams in ``rest``)
+                # held back by the budget, or the start of a message: left listed. The caller
+                # takes pieces (``rest``) only of a message that cannot complete here: longer
+                # than ``piece``, or than the stream's flow-control window lets arrive before
+                # some of it is read (a shorter one just waits for its other packets)
                 if not held or want:
-                    if rest is None:
-                        rest = []
-                    rest.append(s.stream_id)
+                    if (r._msg_total < 0 and r._peek_prefix(&length, &size)
+                            and length <= <uint64_t>piece
+                            and r.window._limit >= r.read_offset + <uint64_t>size + length):
+                        pending = True
+                    else:
+                        if rest is None:
+                            rest = []
+                        rest.append(s.stream_id)
                 s.readable_listed = True
                 if self.readable is None:
                     self.readable = []
                 self.readable.append(s)
             else:
                 s.readable_signalled = False
-        return moved, rest, held
+        return moved, rest, held, pending
 
     cdef int on_consumed(self, _Stream s, uint64_t consumed) except -1:
         cdef double rtt = self.rtt.smoothed_rtt

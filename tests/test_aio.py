@@ -275,7 +275,7 @@ def test_messages_before_open_stream_become_reader_bytes(run):
             async with await aio.connect(*server.address) as conn:
                 await conn.send_message(1, b"ping")  # something to wait on: the reply arrives
                 # wait until both messages are here, then switch the stream to byte mode
-                while sum(1 for s, _ in conn._messages if s == 2) < 2:
+                while sum(1 for s, _ in (conn._messages or ()) if s == 2) < 2:
                     await conn._wait_progress()
                 reader, _ = conn.open_stream(2)
                 assert await reader.readline() == b"abcdef\n"
@@ -748,3 +748,55 @@ def test_ipv6_and_ipv4_clients_on_a_wildcard_ipv6_server(run, offload):
             return out
 
     assert run(main) == ([b"::1", b"127.0.0.1"] if offload else [b"::1"])
+
+
+def test_inbox_hands_out_messages_as_one_arrival_ordered_queue_would():
+    # every operation against the obvious model: a list in arrival order, searched in full
+
+    from dquic.aio._connection import _Inbox
+
+    rng = random.Random(7)
+    inbox, model = _Inbox(), []
+    for step in range(20_000):
+        op = rng.random()
+        if op < 0.45:
+            items = [(rng.randrange(6), b"%d" % step) for _ in range(rng.choice((1, 1, 3)))]
+            inbox.extend(items) if len(items) > 1 else inbox.append(*items[0])
+            model.extend(items)
+        elif op < 0.65:
+            got = inbox.take_any()
+            assert got == (model.pop(0) if model else None)
+        elif op < 0.97:
+            sid = rng.randrange(6)
+            i = next((k for k, item in enumerate(model) if item[0] == sid), None)
+            assert inbox.take_stream(sid) == (None if i is None else model.pop(i))
+        else:
+            sid = rng.randrange(6)
+            assert inbox.take_all(sid) == [d for s, d in model if s == sid]
+            model = [item for item in model if item[0] != sid]
+        assert len(inbox) == len(model) and list(inbox) == model
+        # taken entries left behind in arrival order never outnumber the waiting ones much
+        assert len(inbox.order) <= 2 * len(model) + 34
+
+
+def test_inbox_takes_one_streams_message_without_walking_the_others():
+    import collections
+
+    from dquic.aio._connection import _Inbox
+
+    class Counting(collections.deque):
+        walked = 0
+
+        def __iter__(self):
+            for item in super().__iter__():
+                Counting.walked += 1
+                yield item
+
+    inbox = _Inbox()
+    inbox.order = Counting()
+    inbox.extend([(1, b"x")] * 10_000 + [(2, b"%d" % i) for i in range(100)])
+    for i in range(100):
+        assert inbox.take_stream(2) == (2, b"%d" % i)
+    # one walk to find the first and index them all; before, each call walked the 10,000
+    assert Counting.walked < 2 * 10_100
+    assert len(inbox) == 10_000 and inbox.take_any() == (1, b"x")

@@ -231,18 +231,41 @@ def test_pull_messages_moves_whole_messages_of_every_readable_stream():
     for _ in range(20):
         _pump(client, server, 0.0)
     out = []
-    moved, rest, held = server.pull_messages(out, 1 << 20, 1000)
+    moved, rest, held, pending = server.pull_messages(out, 1 << 20, 1000)
     assert out == [(0, b"a0"), (0, b"a1"), (0, b"a2"), (4, b"b" * 20), (12, b"d" * 7)]
-    assert (moved, rest, held) == (6 + 20 + 7, [8], False)
+    assert (moved, rest, held, pending) == (6 + 20 + 7, [8], False, False)
     assert server.readable_streams() == [8]  # the others were read to their ends
     assert server.read_message(8, 1 << 20) == (b"c" * 5000, True)
-    # an incomplete message with bytes readable is left to the caller too
+    # an incomplete message that can complete in the core stays there ("pending")
     client.send_message(16, b"e" * 3000)
-    dgrams = client.datagrams_to_send(0.0)
-    server.receive_datagram(dgrams[0][0], C_ADDR, 0.0)  # the rest is lost
+    dgrams = [d for d, _ in client.datagrams_to_send(0.0)]
+    assert len(dgrams) > 1
+    server.receive_datagram(dgrams[0], C_ADDR, 0.0)
     out = []
-    assert server.pull_messages(out, 1 << 20, 1 << 20) == (0, [16], False)
-    assert out == []
+    assert server.pull_messages(out, 1 << 20, 1 << 20) == (0, None, False, True)
+    assert out == [] and server.readable_streams() == [16]
+    for d in dgrams[1:]:
+        server.receive_datagram(d, C_ADDR, 0.0)
+    assert server.pull_messages(out, 1 << 20, 1 << 20) == (3000, None, False, False)
+    assert out == [(16, b"e" * 3000)]
+
+
+def test_pull_messages_leaves_pieces_of_a_message_longer_than_the_window_to_the_caller():
+    client, server = _pair(initial_max_stream_data=4096)
+    client.send_message(0, b"w" * 10_000)  # cannot arrive whole before some of it is read
+    for _ in range(5):
+        _pump(client, server, 0.0)
+    out = []
+    assert server.pull_messages(out, 1 << 20, 1 << 20) == (0, [0], False, False)
+    got = b""
+    for _ in range(50):
+        piece = server.read_message(0, 1 << 20)
+        if piece is not None:
+            got += piece[0]
+            if piece[1]:
+                break
+        _pump(client, server, 0.0)
+    assert got == b"w" * 10_000
 
 
 def test_pull_messages_stops_at_the_budget_except_for_wanted_streams():
@@ -254,19 +277,19 @@ def test_pull_messages_stops_at_the_budget_except_for_wanted_streams():
         _pump(client, server, 0.0)
     out = []
     # a budget of 50 bytes: two messages of stream 0 (the second one crosses it), none of 4
-    moved, rest, held = server.pull_messages(out, 50, 1 << 20, None, True)
-    assert [sid for sid, _ in out] == [0, 0] and (moved, rest, held) == (60, None, True)
+    moved, rest, held, pending = server.pull_messages(out, 50, 1 << 20, None, True)
+    assert [sid for sid, _ in out] == [0, 0] and (moved, rest, held, pending) == (60, None, True, False)
     assert server.readable_streams() == [0, 4]  # both still have messages, in the same order
     # nothing is queued by the caller (first_free): one message even without budget
     out = []
     assert server.pull_messages(out, 0, 1 << 20, None, True)[0] == 30 and len(out) == 1
     # a stream somebody waits for goes on past the budget, the others stay
     out = []
-    moved, rest, held = server.pull_messages(out, 0, 1 << 20, {4}, False)
+    moved, rest, held, pending = server.pull_messages(out, 0, 1 << 20, {4}, False)
     assert out == [(4, b"4-%d" % i * 10) for i in range(4)] and held
     assert server.readable_streams() == [0]
     out = []
-    assert server.pull_messages(out, 1 << 20, 1 << 20, None, False) == (30, None, False)
+    assert server.pull_messages(out, 1 << 20, 1 << 20, None, False) == (30, None, False, False)
     assert out == [(0, b"0-3" * 10)] and server.readable_streams() == []
 
 

@@ -11,7 +11,7 @@ import asyncio
 import collections
 import errno
 import logging
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .._app import as_buffer, check_stream_id, termination_error
 from .._socket import normalize_address
@@ -75,6 +75,170 @@ def _wake(waiters: List["asyncio.Future[Any]"]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+class _Inbox:
+    """Whole messages received and not yet taken, in arrival order, for ``receive_message()``
+    and ``receive_message(stream_id)``: taking the next message of one stream costs the same
+    however many messages of other streams wait (a scan of one queue made each such call cost
+    the number of messages queued before it).
+
+    ``order`` holds ``(stream_id, data)`` in arrival order. While the next message of a stream
+    is found near the front, that is all. Once a search goes deeper, the inbox keeps an index
+    as well (until it is empty): ``by_stream`` maps a stream id to its waiting messages (a
+    list of one, or a deque). A message taken by stream then stays in ``order`` until
+    ``take_any`` meets it (``stale`` counts such entries per stream: always that stream's
+    oldest in ``order``), and ``order`` is rebuilt without them once they are more than half
+    of it."""
+
+    __slots__ = ("order", "by_stream", "stale", "nstale", "n")
+
+    #: How far ``take_stream`` looks for a stream's message before it builds the index.
+    SCAN = 16
+
+    def __init__(self) -> None:
+        self.order: Deque[Tuple[int, bytes]] = collections.deque()
+        self.by_stream: Optional[Dict[int, Any]] = None  # the index, once built
+        self.stale: Dict[int, int] = {}
+        self.nstale = 0
+        self.n = 0  # messages waiting, counted while the index exists (else len(order))
+
+    def __len__(self) -> int:
+        return len(self.order) if self.by_stream is None else self.n
+
+    def __iter__(self) -> Iterator[Tuple[int, bytes]]:
+        """The waiting messages, ``(stream_id, data)`` in arrival order."""
+        stale = dict(self.stale)
+        for item in list(self.order):
+            k = stale.get(item[0])
+            if k:
+                stale[item[0]] = k - 1
+                continue
+            yield item
+
+    def append(self, sid: int, data: bytes) -> None:
+        self.order.append((sid, data))
+        if self.by_stream is not None:
+            self.n += 1
+            self._index(sid, data)
+
+    def extend(self, items: List[Tuple[int, bytes]]) -> None:
+        self.order.extend(items)
+        if self.by_stream is not None:
+            self.n += len(items)
+            for sid, data in items:
+                self._index(sid, data)
+
+    def _index(self, sid: int, data: bytes) -> None:
+        by_stream = self.by_stream
+        assert by_stream is not None
+        q = by_stream.get(sid)
+        if q is None:
+            by_stream[sid] = [data]  # (one waiting message: a list is cheaper than a deque)
+        elif type(q) is list:
+            by_stream[sid] = collections.deque((q[0], data))
+        else:
+            q.append(data)
+
+    def _unindex(self, sid: int) -> bytes:
+        """The oldest waiting message of ``sid`` out of the index (one waits)."""
+        by_stream = self.by_stream
+        assert by_stream is not None
+        q = by_stream[sid]
+        if type(q) is list:
+            del by_stream[sid]
+            return q[0]
+        data = q.popleft()
+        if not q:
+            del by_stream[sid]
+        return data
+
+    def take_any(self) -> Optional[Tuple[int, bytes]]:
+        order = self.order
+        if self.by_stream is None:
+            return order.popleft() if order else None
+        if not self.n:
+            return None
+        self.n -= 1
+        stale = self.stale
+        while order:
+            item = order.popleft()
+            sid = item[0]
+            n = stale.get(sid) if stale else None
+            if n:
+                if n == 1:
+                    del stale[sid]
+                else:
+                    stale[sid] = n - 1
+                self.nstale -= 1
+                continue
+            self._unindex(sid)
+            if not self.n:
+                self._mark_stale(sid, 0)  # (empty: back to a plain queue)
+            return item
+        return None
+
+    def take_stream(self, sid: int) -> Optional[Tuple[int, bytes]]:
+        if self.by_stream is None:
+            order = self.order
+            for i, item in enumerate(order):
+                if item[0] == sid:
+                    del order[i]
+                    return item
+                if i >= self.SCAN:
+                    break
+            else:
+                return None
+            self.by_stream = {}
+            self.n = len(order)
+            for s, data in order:
+                self._index(s, data)
+        if sid not in self.by_stream:
+            return None
+        data = self._unindex(sid)
+        self.n -= 1
+        self._mark_stale(sid, 1)
+        return sid, data
+
+    def take_all(self, sid: int) -> List[bytes]:
+        """Every waiting message of ``sid``, oldest first, out of the inbox."""
+        if self.by_stream is None:
+            out = [data for s, data in self.order if s == sid]
+            if out:
+                self.order = collections.deque(item for item in self.order if item[0] != sid)
+            return out
+        q = self.by_stream.pop(sid, None)
+        if q is None:
+            return []
+        out = list(q)
+        self.n -= len(out)
+        self._mark_stale(sid, len(out))
+        return out
+
+    def _mark_stale(self, sid: int, n: int) -> None:
+        if not self.n:
+            # empty: back to a plain queue
+            self.order.clear()
+            self.by_stream = None
+            self.stale.clear()
+            self.nstale = 0
+            return
+        self.stale[sid] = self.stale.get(sid, 0) + n
+        self.nstale += n
+        if self.nstale > 32 and 2 * self.nstale > len(self.order):
+            keep: Deque[Tuple[int, bytes]] = collections.deque()
+            stale = self.stale
+            for item in self.order:
+                k = stale.get(item[0])
+                if k:
+                    if k == 1:
+                        del stale[item[0]]
+                    else:
+                        stale[item[0]] = k - 1
+                    continue
+                keep.append(item)
+            self.order = keep
+            self.nstale = 0
+
+
 class StreamReader:
     """Byte-stream reading of one stream (``AsyncConnection.open_stream``): the payloads of the
     peer's messages on that stream, concatenated; EOF when the peer closed its half."""
@@ -333,9 +497,9 @@ class AsyncConnection:
         self._undelivered = 0  # bytes a graceful close gave up on (reported by wait_closed)
         self._was_established = False
         # received messages
-        # the two queues are made on first use: an empty deque costs ~760 bytes, and most of
-        # a server's connections are idle with nothing queued
-        self._messages: Any = ()
+        # the inbox is made on first use: an empty one costs about a kilobyte, and most of a
+        # server's connections are idle with nothing queued
+        self._messages: Optional[_Inbox] = None
         self._queued_bytes = 0
         self._partial: Dict[int, bytearray] = {}
         self._staged_bytes = 0
@@ -528,18 +692,24 @@ class AsyncConnection:
         else:
             # the common case in one call: whole messages, stream by stream
             out: List[Tuple[int, bytes]] = []
-            n, rest, held = core.pull_messages(
+            msgs = self._messages
+            n, rest, held, pending = core.pull_messages(
                 out, self._receive_buffer - self._queued_bytes - self._staged_bytes, _PIECE,
-                self._wanted or None, not self._messages)
+                self._wanted or None, not msgs)
             moved = bool(out)
             if out:
-                if not self._messages:
-                    self._messages = collections.deque(out)
+                if msgs is None:
+                    msgs = self._messages = _Inbox()
+                if msgs.by_stream is None:
+                    msgs.order.extend(out)  # (_Inbox.extend, without the call)
                 else:
-                    self._messages.extend(out)
+                    msgs.extend(out)
                 self._queued_bytes += n
+            if pending:
+                # a message waits for its other packets: look again after the next input
+                self._need_pull = True
             if rest:
-                for sid in rest:  # pieces of longer or unfinished messages
+                for sid in rest:  # pieces of messages that cannot complete in the core
                     m, h = self._pull_stream(core, sid)
                     moved |= m
                     held |= h
@@ -558,8 +728,8 @@ class AsyncConnection:
             return reader._fill(core), False
         wanted = sid in self._wanted
         while True:
-            if not (wanted or not self._messages
-                    or self._queued_bytes + self._staged_bytes < self._receive_buffer):
+            if not (wanted or self._queued_bytes + self._staged_bytes < self._receive_buffer
+                    or not self._messages):
                 held = True  # receive_buffer is full: the rest waits in the core
                 break
             buf = self._partial.get(sid)
@@ -571,9 +741,13 @@ class AsyncConnection:
             if sid in self._stream_errors:
                 continue  # a stream we stopped: drop what still arrives
             if buf is None and end:
-                if not self._messages:
-                    self._messages = collections.deque()
-                self._messages.append((sid, data))
+                msgs = self._messages
+                if msgs is None:
+                    msgs = self._messages = _Inbox()
+                if msgs.by_stream is None:
+                    msgs.order.append((sid, data))  # (_Inbox.append, without the call)
+                else:
+                    msgs.append(sid, data)
                 self._queued_bytes += len(data)
                 continue
             if buf is None:
@@ -591,9 +765,9 @@ class AsyncConnection:
             if end:
                 del self._partial[sid]
                 self._staged_bytes -= len(buf)
-                if not self._messages:
-                    self._messages = collections.deque()
-                self._messages.append((sid, bytes(buf)))
+                if self._messages is None:
+                    self._messages = _Inbox()
+                self._messages.append(sid, bytes(buf))
                 self._queued_bytes += len(buf)
         return moved, held
 
@@ -604,16 +778,16 @@ class AsyncConnection:
 
     def _take(self, stream_id: Optional[int]) -> Optional[Tuple[int, bytes]]:
         msgs = self._messages
-        if not msgs:
+        if msgs is None:
             return None
-        if stream_id is None:
-            item = msgs.popleft()
+        if stream_id is None and msgs.by_stream is None:
+            order = msgs.order  # (take_any, without the call)
+            if not order:
+                return None
+            item = order.popleft()
         else:
-            for i, item in enumerate(msgs):
-                if item[0] == stream_id:
-                    del msgs[i]
-                    break
-            else:
+            item = msgs.take_any() if stream_id is None else msgs.take_stream(stream_id)
+            if item is None:
                 return None
         self._queued_bytes -= len(item[1])
         if self._held_back and self._queued_bytes < self._receive_buffer:
@@ -737,14 +911,10 @@ class AsyncConnection:
         reader = StreamReader(self, stream_id, self._reader_limit)
         # a byte stream: its end is the writer's close(), not the moment its data is acknowledged
         self._core.pin_stream(stream_id)
-        keep: Deque[Tuple[int, bytes]] = collections.deque()
-        for sid, data in self._messages:
-            if sid == stream_id:
+        if self._messages is not None:
+            for data in self._messages.take_all(stream_id):
                 reader._feed(data)
                 self._queued_bytes -= len(data)
-            else:
-                keep.append((sid, data))
-        self._messages = keep
         buf = self._partial.get(stream_id)
         if buf is not None:
             reader._feed(bytes(buf))

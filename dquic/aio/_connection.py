@@ -780,6 +780,7 @@ class AsyncConnection:
         msgs = self._messages
         if msgs is None:
             return None
+        item: Optional[Tuple[int, bytes]]
         if stream_id is None and msgs.by_stream is None:
             order = msgs.order  # (take_any, without the call)
             if not order:

@@ -216,7 +216,11 @@ class Drive:
         self.last_exit = _monotonic()
         if self.waiters:
             self.cond.notify_all()
-        if self.flush_needed or self.io_asleep or self.sock.pending:
+        if self.io_asleep:
+            # told once: until it has woken and looked, later releases need not wake it again
+            self.io_asleep = False
+            self.io_cond.notify()
+        elif self.flush_needed or self.sock.pending:
             self.io_cond.notify()
 
     def kick(self) -> None:
@@ -224,6 +228,10 @@ class Drive:
         holder = self.holder
         if holder is None:
             self.holder = threading.get_ident()
+            # a new holding of the role (the I/O thread, seeing the epoch move, does not take
+            # back-to-back short calls for one long one and sleep until each ends, to be
+            # woken by every release)
+            self.epoch += 1
             try:
                 if _monotonic() - self.last_step >= STEP_INTERVAL:
                     # a sender that never waits still reads acknowledgements now and then

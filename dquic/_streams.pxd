@@ -83,7 +83,6 @@ cdef class RecvStream(_StreamHalf):
 
     cdef int _ensure(self, uint64_t end) except -1
     cdef void _consume(self, uint64_t n) noexcept
-    cdef int _peek_prefix(self, uint64_t* length, int* size) noexcept
     cdef void _release(self) noexcept
 
     cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1
@@ -100,6 +99,20 @@ cdef inline uint64_t contiguous_end_c(RecvStream r) noexcept:
     return 0
 
 
+cdef inline bint peek_prefix_c(RecvStream r, uint64_t* length, int* size) noexcept:
+    """The length prefix of the message at the read head, if it has arrived whole."""
+    cdef uint64_t end = contiguous_end_c(r)
+    cdef int s
+    if end <= r.read_offset or r._buf is NULL:
+        return False
+    s = 1 << (r._buf[r._head] >> 6)
+    if end - r.read_offset < <uint64_t>s:
+        return False
+    length[0] = varint_get(r._buf + r._head, s)
+    size[0] = s
+    return True
+
+
 cdef inline bint message_ready_c(RecvStream r, Py_ssize_t max_bytes) noexcept:
     """``RecvStream.message_ready``: a whole message, a message's end or ``max_bytes`` bytes
     of one are readable. (Inline, with no method call: it runs several times per message.)"""
@@ -114,13 +127,8 @@ cdef inline bint message_ready_c(RecvStream r, Py_ssize_t max_bytes) noexcept:
     if r._msg_total >= 0:
         want = r._msg_remaining
     else:
-        # the length prefix at the read head (RecvStream._peek_prefix)
-        if r._buf is NULL:
+        if not peek_prefix_c(r, &want, &size):
             return False
-        size = 1 << (r._buf[r._head] >> 6)
-        if avail < <uint64_t>size:
-            return False
-        want = varint_get(r._buf + r._head, size)
         avail -= <uint64_t>size
     if want > <uint64_t>max_bytes:
         want = <uint64_t>max_bytes

@@ -18,7 +18,7 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove
 
 from dquic._ranges cimport RangeSet
-from dquic._wire cimport varint_get as _varint_get, varint_len as _varint_size, varint_write as _varint_put
+from dquic._wire cimport varint_len as _varint_size, varint_write as _varint_put
 
 from dquic.errors import ErrorCode, ProtocolError
 
@@ -746,20 +746,6 @@ cdef class RecvStream(_StreamHalf):
             # Nothing stored above the read head: restart at the front of the buffer.
             self._head = 0
 
-    cdef int _peek_prefix(self, uint64_t* length, int* size) noexcept:
-        """Parse the length prefix at the read head; returns 0 if it is not complete yet."""
-        cdef uint64_t end = contiguous_end_c(self)
-        cdef uint64_t avail = end - self.read_offset
-        cdef int s
-        if end <= self.read_offset or self._buf is NULL:
-            return 0
-        s = 1 << (self._buf[self._head] >> 6)
-        if avail < <uint64_t>s:
-            return 0
-        length[0] = _varint_get(self._buf + self._head, s)
-        size[0] = s
-        return 1
-
     # ------------------------------------------------------------------ input
 
     cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1:
@@ -908,7 +894,7 @@ cdef class RecvStream(_StreamHalf):
         avail = contiguous_end_c(self) - self.read_offset
         if self._msg_total >= 0:
             return (self._msg_total, min(avail, self._msg_remaining))
-        if not self._peek_prefix(&length, &size):
+        if not peek_prefix_c(self, &length, &size):
             return (-1, 0)
         return (length, min(avail - <uint64_t>size, length))
 
@@ -926,7 +912,7 @@ cdef class RecvStream(_StreamHalf):
         if self._reset or self._stopped:
             return None
         if self._msg_total < 0:
-            if not self._peek_prefix(&length, &size):
+            if not peek_prefix_c(self, &length, &size):
                 return None
             avail = contiguous_end_c(self) - self.read_offset - <uint64_t>size
             if length == 0:
@@ -1047,7 +1033,7 @@ cdef class RecvStream(_StreamHalf):
             return self.read_offset + self._msg_remaining > final
         if self.read_offset == final:
             return False
-        if not self._peek_prefix(&length, &size):
+        if not peek_prefix_c(self, &length, &size):
             return True
         return self.read_offset + <uint64_t>size + length > final
 

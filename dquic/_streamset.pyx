@@ -61,7 +61,8 @@ from dquic._spaces cimport (FR_DATA_BLOCKED, FR_MAX_STREAM_DATA, FR_RESET_STREAM
                             FR_STREAM, FR_STREAM_DATA_BLOCKED, FR_STREAMS_BLOCKED, OWE_MAX_DATA,
                             OWE_MAX_STREAM_DATA, OWE_MAX_STREAMS, OWE_RESET_STREAM,
                             OWE_STOP_SENDING, _Sent, _Space, add_record, record_at)
-from dquic._streams cimport FlowWindow, RecvStream, SendStream, contiguous_end_c, message_ready_c
+from dquic._streams cimport (FlowWindow, RecvStream, SendStream, contiguous_end_c, message_ready_c,
+                             peek_prefix_c)
 from dquic._wire cimport varint_len as _varint_len, varint_prefixed_payload_len as _payload_len
 
 import os
@@ -645,7 +646,7 @@ cdef class StreamSet:
             while True:
                 # the next message, whole and at most ``piece`` long? (the read head is at a
                 # message boundary: the caller stages no piece of this stream)
-                if r._msg_total >= 0 or not r._peek_prefix(&length, &size):
+                if r._msg_total >= 0 or not peek_prefix_c(r, &length, &size):
                     break
                 avail = contiguous_end_c(r) - r.read_offset - <uint64_t>size
                 if length > <uint64_t>piece or avail < length:
@@ -666,7 +667,7 @@ cdef class StreamSet:
                 # than ``piece``, or than the stream's flow-control window lets arrive before
                 # some of it is read (a shorter one just waits for its other packets)
                 if not held or want:
-                    if (r._msg_total < 0 and r._peek_prefix(&length, &size)
+                    if (r._msg_total < 0 and peek_prefix_c(r, &length, &size)
                             and length <= <uint64_t>piece
                             and r.window._limit >= r.read_offset + <uint64_t>size + length):
                         pending = True

@@ -106,13 +106,7 @@ class _Inbox:
 
     def __iter__(self) -> Iterator[Tuple[int, bytes]]:
         """The waiting messages, ``(stream_id, data)`` in arrival order."""
-        stale = dict(self.stale)
-        for item in list(self.order):
-            k = stale.get(item[0])
-            if k:
-                stale[item[0]] = k - 1
-                continue
-            yield item
+        return _skip_stale(list(self.order), dict(self.stale))
 
     def append(self, sid: int, data: bytes) -> None:
         self.order.append((sid, data))
@@ -172,7 +166,7 @@ class _Inbox:
                 continue
             self._unindex(sid)
             if not self.n:
-                self._mark_stale(sid, 0)  # (empty: back to a plain queue)
+                self._plain()
             return item
         return None
 
@@ -215,28 +209,34 @@ class _Inbox:
 
     def _mark_stale(self, sid: int, n: int) -> None:
         if not self.n:
-            # empty: back to a plain queue
-            self.order.clear()
-            self.by_stream = None
-            self.stale.clear()
-            self.nstale = 0
+            self._plain()
             return
         self.stale[sid] = self.stale.get(sid, 0) + n
         self.nstale += n
         if self.nstale > 32 and 2 * self.nstale > len(self.order):
-            keep: Deque[Tuple[int, bytes]] = collections.deque()
-            stale = self.stale
-            for item in self.order:
-                k = stale.get(item[0])
-                if k:
-                    if k == 1:
-                        del stale[item[0]]
-                    else:
-                        stale[item[0]] = k - 1
-                    continue
-                keep.append(item)
-            self.order = keep
+            self.order = collections.deque(_skip_stale(self.order, self.stale))
             self.nstale = 0
+
+    def _plain(self) -> None:
+        """Empty: back to a plain queue, without the index."""
+        self.order.clear()
+        self.by_stream = None
+        self.stale.clear()
+        self.nstale = 0
+
+
+def _skip_stale(items: Any, stale: Dict[int, int]) -> Iterator[Tuple[int, bytes]]:
+    """``items`` (arrival order) without the entries ``stale`` counts, per stream the oldest
+    ones (``stale`` is used up on the way)."""
+    for item in items:
+        k = stale.get(item[0])
+        if k:
+            if k == 1:
+                del stale[item[0]]
+            else:
+                stale[item[0]] = k - 1
+            continue
+        yield item
 
 
 class StreamReader:
@@ -700,10 +700,7 @@ class AsyncConnection:
             if out:
                 if msgs is None:
                     msgs = self._messages = _Inbox()
-                if msgs.by_stream is None:
-                    msgs.order.extend(out)  # (_Inbox.extend, without the call)
-                else:
-                    msgs.extend(out)
+                msgs.extend(out)
                 self._queued_bytes += n
             if pending:
                 # a message waits for its other packets: look again after the next input
@@ -741,13 +738,9 @@ class AsyncConnection:
             if sid in self._stream_errors:
                 continue  # a stream we stopped: drop what still arrives
             if buf is None and end:
-                msgs = self._messages
-                if msgs is None:
-                    msgs = self._messages = _Inbox()
-                if msgs.by_stream is None:
-                    msgs.order.append((sid, data))  # (_Inbox.append, without the call)
-                else:
-                    msgs.append(sid, data)
+                if self._messages is None:
+                    self._messages = _Inbox()
+                self._messages.append(sid, data)
                 self._queued_bytes += len(data)
                 continue
             if buf is None:

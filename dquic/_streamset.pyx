@@ -516,6 +516,7 @@ cdef class StreamSet:
         cdef RecvStream r = stream.recv
         if stream.recv_opened and not stream.closed_counted and not r._reset:
             r.stop()
+            stream.readable_signalled = False
             if data_complete(r):
                 # every byte arrived: the peer's half may be complete on its side (then it
                 # sends no RESET_STREAM); what is unread is dropped here, no frame is needed
@@ -539,7 +540,10 @@ cdef class StreamSet:
         kept = []
         for i in range(n):
             s = <_Stream>listed[i]
-            if message_ready_c(s.recv, 1):  # (a released stream has no receive half)
+            # readable_signalled is cleared by every way a half stops being readable (the
+            # reads, a reset, stop_sending, its release), so the flag alone tells, without
+            # touching the half, its ranges and its buffer (cold by now: a stream a message)
+            if s.readable_signalled:
                 out.append(s.stream_id)
                 kept.append(s)
             else:
@@ -1010,6 +1014,7 @@ cdef class StreamSet:
         cdef RecvStream r = s.recv
         cdef uint64_t unread = <uint64_t>r.final_size - r.read_offset
         r.reset(code, r.final_size)
+        s.readable_signalled = False
         s.owed &= ~OWE_STOP_SENDING
         if unread:
             self.recv_window.consumed_c(unread)
@@ -1316,6 +1321,8 @@ cdef class StreamSet:
             return 0
         before = r.highest_offset
         r.reset(frame.error_code, frame.final_size)
+        if not nxt:
+            s.readable_signalled = False
         grown = max(0, frame.final_size - before)
         self.data_received += grown
         if self.data_received > self.recv_window._limit:

@@ -165,3 +165,48 @@ def test_readable_list_stays_bounded_for_a_driver_reading_on_events():
     for _ in range(3):
         now = step(now + 10.0)  # quiet: the connection gives back what it kept
     assert sset.readable is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["send", "big", "read", "piece", "many", "pull",
+                                               "stop", "reset", "run"]),
+                              st.integers(0, 5)), min_size=1, max_size=80))
+def test_readable_streams_lists_exactly_the_readable_ones(ops):
+    """``readable_streams`` answers from a flag each stream keeps (it does not look at the
+    halves): after any mix of whole, partial and batched reads, stop_sending and resets from
+    the peer, it lists exactly the streams whose next message (or a piece of one) is readable."""
+    window = dict(initial_max_stream_data=2048, max_stream_data_window=2048)
+    client, server = core_pair(
+        Configuration(encryption=False, max_streams=16, **window),
+        Configuration(is_client=False, encryption=False, max_streams=16, **window),
+        C_ADDR, S_ADDR)
+    now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=20,
+                   until=lambda: client.is_established and server.is_established)
+    seq = 0
+    for op, k in ops:
+        sid = 4 * k
+        if op == "send" and not client.stream_open_blocked(sid):
+            client.send_message(sid, b"m%d" % seq)
+        elif op == "big" and not client.stream_open_blocked(sid):
+            client.send_message(sid, bytes(5000 + seq))  # longer than the stream window
+        elif op == "read":
+            server.read_message(sid, 1 << 16)
+        elif op == "piece":
+            server.read_message(sid, 1 + k)
+        elif op == "many":
+            server.read_messages([4 * j for j in range(6)], 1 << 16, {})
+        elif op == "pull":
+            server.pull_messages([], 1 << 16, 1 << 16)
+        elif op == "stop":
+            server.stop_sending(sid, 1)
+        elif op == "reset":
+            client.reset_stream(sid, 2)
+        else:
+            now = exchange(server, client, C_ADDR, S_ADDR, now, rounds=1 + k, step=0.002)
+            run_due_timers(now, client, server)
+        seq += 1
+        listed = server.readable_streams()
+        assert len(listed) == len(set(listed))
+        ready = {s for s in server._streams if server.message_ready(s, 1)}
+        assert set(listed) == ready, (op, listed, ready)
+        server.take_events()

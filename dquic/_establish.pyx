@@ -181,6 +181,7 @@ cdef class ConnectionSetup:
         self._sset.peer_max_data = params.initial_max_data
         self._sset.peer_stream_limit = params.initial_max_stream_data
         self._sset.peer_stream_credit = params.initial_max_streams
+        self._sset.peer_streams_window = params.initial_max_streams
         self._peer_max_ack_delay = params.max_ack_delay / 1000.0
         self._recovery.max_ack_delay = self._peer_max_ack_delay
         self._peer_ack_delay_exponent = params.ack_delay_exponent

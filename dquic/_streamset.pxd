@@ -29,6 +29,7 @@ cdef class _Stream:
     # lifecycle (PROTOCOL.md §16.7): each half has incarnations, numbered by *_gen
     cdef public bint pinned              # a byte stream: never finished automatically
     cdef public bint credit_wait         # in StreamSet.credit_waiters
+    cdef public bint busy                # a message came while our half was ending (see end_now)
     cdef public double idle_since        # when it was listed in StreamSet.idle_halves, or -1
     cdef public uint32_t idle_gen        # its send_gen then
     cdef public uint32_t send_gen
@@ -122,6 +123,7 @@ cdef class StreamSet:
     cdef public uint64_t peer_stream_limit       # the peer's initial MAX_STREAM_DATA for our halves
     # stream credit (MAX_STREAMS)
     cdef public uint64_t peer_stream_credit
+    cdef public uint64_t peer_streams_window     # the peer's initial MAX_STREAMS
     cdef public uint64_t peer_opened
     cdef public uint64_t max_streams_local
     cdef public int64_t streams_blocked_reported
@@ -184,6 +186,7 @@ cdef class StreamSet:
     cdef int send_complete(self, _Stream s) except -1
     cdef int after_ack(self, _Stream s) except -1
     cdef bint pressure(self)
+    cdef bint end_now(self, _Stream s)
     cdef int drop_stale_idle(self) except -1
     cdef int end_idle_halves(self, double now=*, double span=*) except -1
     cdef int maybe_release(self, _Stream s) except -1

@@ -31,6 +31,7 @@ class _Stream:
     # lifecycle (PROTOCOL.md §16.7)
     pinned: bool
     credit_wait: bool
+    busy: bool
     idle_since: float
     readable_listed: bool
     in_table: bool
@@ -81,6 +82,7 @@ class StreamSet:
     window_initial: int
     peer_stream_limit: int
     peer_stream_credit: int
+    peer_streams_window: int
     peer_opened: int
     max_streams_local: int
     streams_blocked_reported: int

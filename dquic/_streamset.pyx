@@ -126,6 +126,7 @@ cdef class _Stream:
         self.reset_code = self.stop_code = 0
         self.blocked_reported = -1
         self.queued = self.closed_counted = self.pinned = self.credit_wait = False
+        self.busy = False
         self.counted = False  # our half consumed one of the peer's MAX_STREAMS credits
         self.idle_gen = self.send_gen = self.recv_gen = 0
         self.send_next = self.recv_next = None
@@ -260,6 +261,7 @@ cdef class StreamSet:
         self.recv_window = FlowWindow(config.initial_max_data, config.max_data_window)
         self.data_received = 0  # sum of highest offsets received
         self.peer_stream_credit = 0  # MAX_STREAMS from the peer
+        self.peer_streams_window = 0
         self.peer_opened = 0  # stream ids the peer started sending on
         self.max_streams_local = config.max_streams  # what we allow the peer (cumulative)
         self.streams_blocked_reported = -1
@@ -835,6 +837,7 @@ cdef class StreamSet:
             return x
         if x._finished or x._reset:
             if s.send_next is None:
+                s.busy = True  # its next halves end only when credit is wanted
                 s.send_next = self.new_send(s.stream_id)
                 self.streams_waiting += 1
             return s.send_next
@@ -878,7 +881,7 @@ cdef class StreamSet:
             # every message acknowledged: the half may end. It does at once if its credit is
             # wanted, else when it is (end_idle_halves) or after a quiet period; until then a
             # new message continues it without a round trip
-            if self.pressure():
+            if self.end_now(s):
                 x.finish()
                 self.schedule(s)
             elif s.idle_since < 0.0:
@@ -893,6 +896,19 @@ cdef class StreamSet:
         """Every stream credit the peer gave is taken by our halves, open or waiting."""
         return (<int64_t>self.streams_counted + self.streams_waiting
                 >= <int64_t>self.peer_stream_credit)
+
+    cdef bint end_now(self, _Stream s):
+        """Does our half of ``s``, whose messages are all written, end now (PROTOCOL.md §16.7)?
+        Yes when every stream credit of the peer is taken by our halves, open or waiting; and
+        already when half of the peer's window (its initial MAX_STREAMS) is, unless a message
+        for this id came while one of its halves was ending (the id is in use: ending each
+        half would make every message wait a round trip for the one before): a half that
+        ends with its messages needs no frame of its own and gives its credit back a round
+        trip sooner."""
+        cdef int64_t taken = <int64_t>self.streams_counted + self.streams_waiting
+        if not s.busy:
+            taken += <int64_t>(self.peer_streams_window // 2)
+        return taken >= <int64_t>self.peer_stream_credit
 
     cdef int drop_stale_idle(self) except -1:
         """Forget the oldest listings of halves that took messages since (a half in use is
@@ -1478,9 +1494,9 @@ cdef class StreamSet:
                 if s.send_limit < flow_limit:
                     flow_limit = s.send_limit
                 if (not send._finished and not s.pinned and send._msg_remaining == 0
-                        and self.pressure()):
-                    # credit is wanted: the half ends with the messages it has (FIN with
-                    # the last of them), not a round trip later
+                        and self.end_now(s)):
+                    # credit is scarce: the half ends with the messages it has (FIN with
+                    # the last of them), not a round trip later in a frame of its own
                     send.finish()
                 header = 1 + _varint_len(sid) + _varint_len(send._offset_sent) + 2
                 avail = end - buf._pos - header

@@ -436,7 +436,13 @@ def test_sent_records_match_what_the_peer_received(tmp_path):
         if i % 7 == 0:
             conn.send_datagram(rng.randbytes(200))
     net.run_for(1.0)
-    conn.reset_stream(16, 5)
+    # a message still in flight (longer than the stream window) is reset: RESET_STREAM
+    conn.send_message(1000, rng.randbytes(30000))
+    for _ in range(200):  # (it may wait for stream credit first)
+        net.run_for(0.005)
+        if conn._streams[1000].send.bytes_in_flight:
+            break
+    conn.reset_stream(1000, 5)
     conn.stop_sending(20, 6)
     new_addr = ("198.51.100.30", 40000)
     net.rebind(CLIENT_ADDR, new_addr)

@@ -170,6 +170,31 @@ def test_message_after_explicit_end_opens_a_new_incarnation():
     assert server.stream_messages(3) == [b"one", b"two"]
 
 
+def test_halves_end_with_their_message_once_half_the_credit_is_taken_unless_the_id_is_busy():
+    """The sender's ending rule (PROTOCOL.md §16.7). Few halves open: a half whose message was
+    acknowledged stays open, so the next message on its id continues it. Half of the peer's
+    window taken: a half's FIN rides with its message (no frame of its own later). An id that
+    got a message while its half was ending is busy: its next half stays open again."""
+    net, client, server, conn = _pair(16)
+    conn.send_message(1, b"a")
+    net.run(until=lambda: server.count(1) == 1, max_time=5)
+    net.run_for(0.05)
+    assert not conn._streams[1].send.fin_sent  # 1 of 16: kept for the next message
+    for sid in range(100, 108):  # 9 of 16 halves taken when these are written
+        conn.send_message(sid, b"b")
+    net.run(until=lambda: conn._streams[107].send.bytes_in_flight, max_time=5)
+    assert all(conn._streams[sid].send.fin_sent for sid in range(100, 108))
+    conn.send_message(100, b"c")  # while 100's half is ending: queued for the next one
+    assert conn._streams[100].busy
+    net.run(until=lambda: server.count(100) == 2, max_time=5)
+    net.run_for(0.05)
+    assert not conn._streams[100].send.fin_sent  # busy: the new half stays open
+    conn.send_message(100, b"d")  # and continues it at once
+    net.run(until=lambda: server.count(100) == 3, max_time=5)
+    assert server.stream_messages(100) == [b"b", b"c", b"d"]
+    assert conn._streams[100].send.write_offset == 4  # "c" and "d" in one half
+
+
 # ---------------------------------------------------------------------------------------------
 # a peer driving the protocol by hand (frames injected into packets)
 

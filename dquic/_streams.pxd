@@ -86,6 +86,7 @@ cdef class RecvStream(_StreamHalf):
     cdef void _release(self) noexcept
 
     cdef int64_t insert_c(self, uint64_t offset, const uint8_t* data, Py_ssize_t n, bint fin) except -1
+    cdef object read_piece_c(self, Py_ssize_t max_bytes, bint* end)
     cdef void release_idle_c(self) noexcept
     cdef void renew_c(self, uint64_t stream_id, uint64_t max_buffer, uint64_t initial_window) noexcept
     cdef void shed_c(self) noexcept

@@ -905,6 +905,13 @@ cdef class RecvStream(_StreamHalf):
         rest.  An empty message yields ``(b"", True)``.  ``None`` when nothing of the current
         message is available yet.  Call ``should_update_window()`` after reading.
         """
+        cdef bint end
+        data = self.read_piece_c(max_bytes, &end)
+        return None if data is None else (data, end)
+
+    cdef object read_piece_c(self, Py_ssize_t max_bytes, bint* end):
+        """``read_message`` without the tuple: the piece (bytes), ``end[0]`` set when it
+        completes the message; None when nothing of the current message is available."""
         cdef uint64_t length, avail, n
         cdef int size
         if max_bytes <= 0:
@@ -917,7 +924,8 @@ cdef class RecvStream(_StreamHalf):
             avail = contiguous_end_c(self) - self.read_offset - <uint64_t>size
             if length == 0:
                 self._consume(size)
-                return (b"", True)
+                end[0] = True
+                return b""
             if avail == 0:
                 return None
             self._consume(size)
@@ -932,10 +940,10 @@ cdef class RecvStream(_StreamHalf):
         data = PyBytes_FromStringAndSize(<const char*>(self._buf + self._head), <Py_ssize_t>n)
         self._consume(n)
         self._msg_remaining -= n
-        if self._msg_remaining == 0:
+        end[0] = self._msg_remaining == 0
+        if end[0]:
             self._msg_total = -1
-            return (data, True)
-        return (data, False)
+        return data
 
     def message_ready(self, Py_ssize_t max_bytes):
         """True when ``read_message(max_bytes)`` would return a whole message, a message's end,

@@ -587,22 +587,29 @@ cdef class StreamSet:
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes):
         """``CoreConnection.read_message`` (its docstring)."""
         cdef _Stream s = self.find_key(stream_id)
+        cdef RecvStream r
         cdef uint64_t before
+        cdef bint end = False
         if s is None or (max_bytes > 0 and not message_ready_c(s.recv, 1)):
             return None  # (what RecvStream.read_message would answer, without calling it)
-        before = s.recv.read_offset
-        result = s.recv.read_message(max_bytes)
-        if s.recv.read_offset != before:
-            self.on_consumed(s, s.recv.read_offset - before)
-        if result is not None and not message_ready_c(s.recv, 1):
+        r = s.recv
+        before = r.read_offset
+        data = r.read_piece_c(max_bytes, &end)
+        if r.read_offset != before:
+            self.on_consumed(s, r.read_offset - before)
+        if data is None:
+            return None
+        if not message_ready_c(s.recv, 1):
             s.readable_signalled = False
-        return result
+        return (data, end)
 
     cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out):
         """``CoreConnection.read_messages`` (its docstring)."""
         cdef Py_ssize_t i, n = len(order)
         cdef _Stream s
+        cdef RecvStream r
         cdef uint64_t before
+        cdef bint end
         cdef object last = -1
         for i in range(n):
             if budget <= 0:
@@ -613,15 +620,15 @@ cdef class StreamSet:
                 return i, budget, last
             if not message_ready_c(s.recv, budget):
                 return i, budget, last
-            before = s.recv.read_offset
-            result = s.recv.read_message(budget)
-            if s.recv.read_offset != before:
-                self.on_consumed(s, s.recv.read_offset - before)
-            if result is None:
+            r = s.recv
+            before = r.read_offset
+            data = r.read_piece_c(budget, &end)
+            if r.read_offset != before:
+                self.on_consumed(s, r.read_offset - before)
+            if data is None:
                 return i, budget, last
             if not message_ready_c(s.recv, 1):
                 s.readable_signalled = False
-            data = (<tuple>result)[0]
             out[sid] = data
             budget -= len(data)
             last = sid
@@ -637,7 +644,7 @@ cdef class StreamSet:
         cdef RecvStream r
         cdef uint64_t before, length, avail
         cdef int size
-        cdef bint held = False, want, pending = False
+        cdef bint held = False, want, pending = False, end
         if listed is None:
             return 0, None, False, False
         self.readable = None  # streams still readable are listed again below, in order
@@ -661,9 +668,8 @@ cdef class StreamSet:
                     held = True
                     break
                 before = r.read_offset
-                result = r.read_message(piece)
+                data = r.read_piece_c(piece, &end)
                 self.on_consumed(s, r.read_offset - before)
-                data = (<tuple>result)[0]
                 out.append((s.stream_id, data))
                 moved += len(data)
                 budget -= len(data)

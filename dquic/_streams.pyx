@@ -484,7 +484,34 @@ cdef class SendStream(_StreamHalf):
 
     cdef int on_acked_c(self, uint64_t offset, uint64_t length, bint fin) except -1:
         cdef uint64_t stop = offset + length
+        cdef RangeSet fl = self._inflight, ak = self._acked
         if self._reset:
+            return 0
+        if (length and offset == self._base and stop <= self._offset_sent and not self._retx._n
+                and fl._n and fl._r[0] == offset and fl._r[1] >= stop
+                and ((ak._n == 0 and offset == 0)
+                     or (ak._n == 1 and ak._r[0] == 0 and ak._r[1] == offset))):
+            # the usual case: the bytes just above the acknowledged prefix, sent once, all of
+            # them in flight and the first of what is: the ranges move by their ends
+            self.bytes_in_flight -= length
+            if fl._r[1] > stop:
+                fl._r[0] = stop
+            elif fl._n == 1:
+                fl._n = 0
+            else:
+                fl.subtract_range(offset, stop)
+            if ak._n:
+                ak._r[1] = stop
+            elif ak._cap:
+                ak._r[0] = 0
+                ak._r[1] = stop
+                ak._n = 1
+            else:
+                ak.add_range(0, stop)
+            self._drop_acked_prefix()
+            if fin and self._finished:
+                self.fin_acked = True
+                self._fin_pending = False
             return 0
         _out_of_flight(self, offset, stop, "acknowledged")
         if length:

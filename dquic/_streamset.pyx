@@ -322,7 +322,11 @@ cdef class StreamSet:
                 self.tab_miss_valid = True
                 return None
             if ix >= 0 and self.tab_entries[ix].sid == stream_id:
-                return <_Stream>self.tab_entries[ix].obj
+                # an id is mostly looked up several times in a row (a frame's check and its
+                # action, a read and the next one): the next lookup needs no probe
+                last = <_Stream>self.tab_entries[ix].obj
+                self.last_stream = last
+                return last
             i = (i + 1) & self.tab_mask
 
     cdef _Stream find_key(self, object key):
@@ -722,25 +726,42 @@ cdef class StreamSet:
         or by a peer frame (its half). The other half is a shared empty placeholder until used.
         A released stream object nothing else refers to is reused (``stream_pool``)."""
         cdef _Stream s = None
+        cdef SendStream x
+        cdef RecvStream r
         if self.stream_pool is not None:
             obj = self.stream_pool.take()
             if obj is not None:
                 s = <_Stream>obj
-                # its halves are complete: they wait for reuse in their own pools
-                # (no local refers to a pooled half: it could not be taken again at once)
-                self.pool_send(s.send)
-                s.send = _NO_SEND
-                self.pool_recv(s.recv)
-                s.recv = _NO_RECV
         if s is None:
             s = _Stream.__new__(_Stream)
+            s.send = _NO_SEND
+            s.recv = _NO_RECV
         s.start(stream_id, self.peer_stream_limit)
+        # a reused stream's halves are complete: the one this id needs is renewed in place
+        # when nothing else refers to it (else taken from its pool), the other goes to its
+        # pool (no local refers to a pooled half: it could not be taken again at once)
         if local:
-            s.send = self.new_send(stream_id)
+            x = s.send
+            if x is not _NO_SEND and Py_REFCNT(x) == 2:  # (s and x)
+                x.renew_c(stream_id)
+            else:
+                x = None
+                self.pool_send(s.send)
+                s.send = _NO_SEND
+                s.send = self.new_send(stream_id)
+            self.pool_recv(s.recv)
             s.recv = _NO_RECV
         else:
+            r = s.recv
+            if r is not _NO_RECV and Py_REFCNT(r) == 2:
+                r.renew_c(stream_id, self.window_max, self.window_initial)
+            else:
+                r = None
+                self.pool_recv(s.recv)
+                s.recv = _NO_RECV
+                s.recv = self.new_recv(stream_id)
+            self.pool_send(s.send)
             s.send = _NO_SEND
-            s.recv = self.new_recv(stream_id)
         self.tab_put(stream_id, s)
         self.last_stream = s
         return s

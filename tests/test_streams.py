@@ -715,6 +715,8 @@ def test_property_writes_interleaved_with_acks_and_losses(messages, rnd, max_len
             s.finish()
         else:
             raise AssertionError("stalled")
+        # what is in flight is what was sent and neither acknowledged nor lost
+        assert s.bytes_in_flight == sum(len(c[1]) for c in in_flight)
     assert s.is_finished
     assert s.buffered == 0
     assert read_all(r)[0] == messages

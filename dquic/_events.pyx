@@ -18,6 +18,7 @@ cdef class Event:
     __slots__ = ()
 
 
+@cython.no_gc  # holds an int: no cycle can pass through it (and made once per message on new ids)
 @cython.dataclasses.dataclass(frozen=True)
 cdef class MessageReceived(Event):
     """Stream ``stream_id`` has readable message data (``CoreConnection.read_message``). Reported once

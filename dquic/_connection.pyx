@@ -622,6 +622,10 @@ cdef class CoreConnection(PacketReceiver):
         """Streams whose next message (or a piece of it) can be read now."""
         return self._sset.readable_streams()
 
+    def any_readable(self):
+        """True if ``readable_streams()`` would list a stream (without making the list)."""
+        return self._sset.any_readable()
+
     def read_message(self, stream_id, Py_ssize_t max_bytes):
         """Read up to ``max_bytes`` of the next message on a stream: ``(data, end_of_message)``,
         or None if nothing is readable. Reading opens flow-control window for the peer."""

@@ -161,6 +161,7 @@ cdef class StreamSet:
     cdef int reset_stream(self, object stream_id, object error_code) except -1
     cdef int stop_sending(self, object stream_id, object error_code) except -1
     cdef list readable_streams(self)
+    cdef bint any_readable(self)
     cdef int signal_readable(self, _Stream s) except -1
     cdef int prune_readable(self) except -1
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes)

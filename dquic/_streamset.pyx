@@ -557,6 +557,17 @@ cdef class StreamSet:
         self.readable = kept if kept else None
         return out
 
+    cdef bint any_readable(self):
+        """``CoreConnection.any_readable`` (its docstring)."""
+        cdef list listed = self.readable
+        cdef Py_ssize_t i
+        if listed is None:
+            return False
+        for i in range(len(listed)):
+            if (<_Stream>listed[i]).readable_signalled:  # (see readable_streams)
+                return True
+        return False
+
     cdef int signal_readable(self, _Stream s) except -1:
         """The peer's half of ``s`` became readable: MessageReceived, and ``s`` is listed for
         ``readable_streams`` (which walks only the streams listed, not the whole table)."""

@@ -42,6 +42,7 @@ import logging
 import os
 import socket
 import time
+from bisect import bisect_right
 from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from ._app import split_options, termination_error, validate_messages
@@ -408,7 +409,7 @@ class DQUIC:
         ready_peers = self._ready
         while ready_peers:
             peer = next(iter(ready_peers))
-            if peer.stage or peer.conn.readable_streams():
+            if peer.stage or peer.conn.any_readable():
                 break
             del ready_peers[peer]  # everything it had was read
             self._maybe_forget(peer)
@@ -913,10 +914,7 @@ class DQUIC:
             if len(streams) > 1:
                 # in turn: from the stream after the last one served
                 streams.sort()
-                last = peer.last_sid
-                i = 0
-                while i < len(streams) and streams[i] <= last:
-                    i += 1
+                i = bisect_right(streams, peer.last_sid)  # (a walk in Python cost 30-80 us here)
                 order = streams[i:] + streams[:i] if i else streams
             else:
                 order = streams
@@ -969,7 +967,7 @@ class DQUIC:
             if stage is not None and not stage:
                 peer.stage = None
             if out:
-                if not peer.stage and not conn.readable_streams():
+                if not peer.stage and not conn.any_readable():
                     # all it had was read: the next call need not look at it again
                     del ready[peer]
                     if peer.terminated:
@@ -1119,7 +1117,7 @@ class DQUIC:
                     self._tombstones = 1
         if peer not in self._ready:
             # keep the state while undelivered data remains readable
-            if not peer.conn.readable_streams() and not peer.stage:
+            if not peer.conn.any_readable() and not peer.stage:
                 if self._by_addr.get(peer.addr) is not peer:
                     self._peers.pop(peer.conn, None)
             else:

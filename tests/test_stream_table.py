@@ -209,4 +209,5 @@ def test_readable_streams_lists_exactly_the_readable_ones(ops):
         assert len(listed) == len(set(listed))
         ready = {s for s in server._streams if server.message_ready(s, 1)}
         assert set(listed) == ready, (op, listed, ready)
+        assert server.any_readable() == bool(ready)
         server.take_events()

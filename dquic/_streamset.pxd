@@ -9,39 +9,41 @@ from dquic._streams cimport FlowWindow, RecvStream, SendStream, contiguous_end_c
 
 
 cdef class _Stream:
+    # Laid out by use (a stream a message means each step finds its stream cold in the cache):
+    # what nearly every step reads first, the flags as bytes, then the lifecycle numbers.
     cdef public uint64_t stream_id
     cdef public SendStream send
     cdef public RecvStream recv
-    cdef public uint64_t send_limit
-    cdef public bint readable_signalled
-    cdef public bint readable_listed     # in StreamSet.readable
-    cdef public bint in_table            # the stream table's entry for stream_id
-    cdef public bint send_opened
-    cdef public bint recv_opened
+    cdef public uint8_t readable_signalled
+    cdef public uint8_t readable_listed  # in StreamSet.readable
+    cdef public uint8_t in_table         # the stream table's entry for stream_id
+    cdef public uint8_t send_opened
+    cdef public uint8_t recv_opened
+    cdef public uint8_t queued
+    cdef public uint8_t closed_counted   # the peer's half was read to its end (credit given)
+    cdef public uint8_t counted          # our half consumed one of the peer's MAX_STREAMS credits
+    # lifecycle (PROTOCOL.md §16.7): each half has incarnations, numbered by *_gen
+    cdef public uint8_t pinned           # a byte stream: never finished automatically
+    cdef public uint8_t credit_wait      # in StreamSet.credit_waiters
+    cdef public uint8_t busy             # a message came while our half was ending (see end_now)
+    cdef public uint8_t recv_done        # the peer's half is complete (all bytes and FIN, or reset)
     cdef public uint32_t owed            # 1 << FR_x for each frame owed: RESET_STREAM,
                                          # STOP_SENDING, MAX_STREAM_DATA
+    cdef public uint32_t send_gen
+    cdef public uint32_t recv_gen
+    cdef public uint32_t idle_gen        # its send_gen when listed in idle_halves
+    cdef public uint64_t send_limit
+    cdef public int64_t recv_c           # the largest packet number received when it completed
+    cdef public int64_t recv_w           # its watermark once resolved, else -1
+    cdef public int64_t recv_min_pn      # peer frames for this half below this may be older
+    cdef public int64_t send_min_pn      # peer control frames for our half below this are old
+    cdef public int64_t recv_next_hi     # the largest packet number that carried a frame of it
+    cdef public int64_t blocked_reported
+    cdef public double idle_since        # when it was listed in StreamSet.idle_halves, or -1
+    cdef public SendStream send_next     # messages written after our half was closed
+    cdef public RecvStream recv_next     # the next incarnation, while this one is still read
     cdef public uint64_t reset_code      # the error code of the RESET_STREAM owed
     cdef public uint64_t stop_code       # the error code of the STOP_SENDING owed
-    cdef public int64_t blocked_reported
-    cdef public bint queued
-    cdef public bint closed_counted      # the peer's half was read to its end (credit given)
-    cdef public bint counted             # our half consumed one of the peer's MAX_STREAMS credits
-    # lifecycle (PROTOCOL.md §16.7): each half has incarnations, numbered by *_gen
-    cdef public bint pinned              # a byte stream: never finished automatically
-    cdef public bint credit_wait         # in StreamSet.credit_waiters
-    cdef public bint busy                # a message came while our half was ending (see end_now)
-    cdef public double idle_since        # when it was listed in StreamSet.idle_halves, or -1
-    cdef public uint32_t idle_gen        # its send_gen then
-    cdef public uint32_t send_gen
-    cdef public SendStream send_next     # messages written after our half was closed
-    cdef public int64_t send_min_pn      # peer control frames for our half below this are old
-    cdef public uint32_t recv_gen
-    cdef public bint recv_done           # the peer's half is complete (all bytes and FIN, or reset)
-    cdef public int64_t recv_w           # its watermark once resolved, else -1
-    cdef public int64_t recv_c           # the largest packet number received when it completed
-    cdef public int64_t recv_min_pn      # peer frames for this half below this may be older
-    cdef public RecvStream recv_next     # the next incarnation, while this one is still read
-    cdef public int64_t recv_next_hi     # the largest packet number that carried a frame of it
 
     cdef void start(self, uint64_t stream_id, uint64_t send_limit) noexcept
 

@@ -18,29 +18,29 @@ class _Stream:
     send: SendStream
     recv: RecvStream
     send_limit: int
-    readable_signalled: bool
-    send_opened: bool
-    recv_opened: bool
+    readable_signalled: int  # 0 or 1
+    send_opened: int  # 0 or 1
+    recv_opened: int  # 0 or 1
     owed: int  # frames owed to the peer: a bit (1 << kind) each for RESET_STREAM, STOP_SENDING, MAX_STREAM_DATA
     reset_code: int  # the error code of the RESET_STREAM owed
     stop_code: int  # the error code of the STOP_SENDING owed
     blocked_reported: int
-    queued: bool
-    closed_counted: bool
-    counted: bool
+    queued: int  # 0 or 1
+    closed_counted: int  # 0 or 1
+    counted: int  # 0 or 1
     # lifecycle (PROTOCOL.md §16.7)
-    pinned: bool
-    credit_wait: bool
-    busy: bool
+    pinned: int  # 0 or 1
+    credit_wait: int  # 0 or 1
+    busy: int  # 0 or 1
     idle_since: float
-    readable_listed: bool
-    in_table: bool
+    readable_listed: int  # 0 or 1
+    in_table: int  # 0 or 1
     idle_gen: int
     send_gen: int
     send_next: Optional[SendStream]
     send_min_pn: int
     recv_gen: int
-    recv_done: bool
+    recv_done: int  # 0 or 1
     recv_w: int
     recv_c: int
     recv_min_pn: int

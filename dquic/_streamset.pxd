@@ -167,6 +167,7 @@ cdef class StreamSet:
     cdef int signal_readable(self, _Stream s) except -1
     cdef int prune_readable(self) except -1
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes)
+    cdef object take_piece(self, _Stream s, Py_ssize_t max_bytes, bint* end)
     cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out)
     cdef tuple pull_messages(self, list out, Py_ssize_t budget, Py_ssize_t piece, object wanted,
                              bint first_free)

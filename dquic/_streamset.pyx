@@ -602,28 +602,29 @@ cdef class StreamSet:
     cdef object read_message(self, object stream_id, Py_ssize_t max_bytes):
         """``CoreConnection.read_message`` (its docstring)."""
         cdef _Stream s = self.find_key(stream_id)
-        cdef RecvStream r
-        cdef uint64_t before
         cdef bint end = False
         if s is None or (max_bytes > 0 and not message_ready_c(s.recv, 1)):
             return None  # (what RecvStream.read_message would answer, without calling it)
-        r = s.recv
-        before = r.read_offset
-        data = r.read_piece_c(max_bytes, &end)
+        data = self.take_piece(s, max_bytes, &end)
+        return None if data is None else (data, end)
+
+    cdef object take_piece(self, _Stream s, Py_ssize_t max_bytes, bint* end):
+        """Read a piece of the peer's half of ``s`` (``RecvStream.read_piece_c``), then give
+        back what it consumed (flow control, and the half's end) and clear the readable flag
+        once nothing more is readable; the piece, or None."""
+        cdef RecvStream r = s.recv
+        cdef uint64_t before = r.read_offset
+        data = r.read_piece_c(max_bytes, end)
         if r.read_offset != before:
             self.on_consumed(s, r.read_offset - before)
-        if data is None:
-            return None
-        if not message_ready_c(s.recv, 1):
+        if data is not None and not message_ready_c(s.recv, 1):
             s.readable_signalled = False
-        return (data, end)
+        return data
 
     cdef tuple read_messages(self, list order, Py_ssize_t budget, dict out):
         """``CoreConnection.read_messages`` (its docstring)."""
         cdef Py_ssize_t i, n = len(order)
         cdef _Stream s
-        cdef RecvStream r
-        cdef uint64_t before
         cdef bint end
         cdef object last = -1
         for i in range(n):
@@ -635,15 +636,9 @@ cdef class StreamSet:
                 return i, budget, last
             if not message_ready_c(s.recv, budget):
                 return i, budget, last
-            r = s.recv
-            before = r.read_offset
-            data = r.read_piece_c(budget, &end)
-            if r.read_offset != before:
-                self.on_consumed(s, r.read_offset - before)
+            data = self.take_piece(s, budget, &end)
             if data is None:
                 return i, budget, last
-            if not message_ready_c(s.recv, 1):
-                s.readable_signalled = False
             out[sid] = data
             budget -= len(data)
             last = sid

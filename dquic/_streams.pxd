@@ -50,6 +50,7 @@ cdef class SendStream(_StreamHalf):
     cdef RangeSet _inflight           # sent byte ranges neither acknowledged nor lost
     cdef bint _finished
     cdef bint _fin_pending
+    cdef bint _lost                   # _retx is not empty (read without touching the set)
     cdef readonly bint fin_sent
     cdef readonly bint fin_acked
 

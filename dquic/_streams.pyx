@@ -199,6 +199,12 @@ cdef class SendStream(_StreamHalf):
         """Become a new, empty half of ``stream_id`` with the same ``max_buffer``, as if just
         made (the connection reuses halves whose stream state it released)."""
         self._renew_half(stream_id)
+        if self.bytes_in_flight:  # (the total of _inflight: it is empty without)
+            self._inflight.clear_c()
+        if self._lost:
+            self._retx.clear_c()
+            self._lost = False
+        self._acked.clear_c()
         self._base = 0
         self.write_offset = 0
         self._offset_sent = 0
@@ -206,9 +212,6 @@ cdef class SendStream(_StreamHalf):
         self._bytes_retransmitted = 0
         self._msg_remaining = 0
         self._final_size = 0
-        self._acked.clear_c()
-        self._retx.clear_c()
-        self._inflight.clear_c()
         self._finished = False
         self._fin_pending = False
         self.fin_sent = False
@@ -402,6 +405,7 @@ cdef class SendStream(_StreamHalf):
         self._final_size = self._offset_sent
         self._fin_pending = False
         self._retx.clear_c()
+        self._lost = False
         self._inflight.clear_c()
         self.bytes_in_flight = 0
         self._msg_remaining = 0
@@ -423,7 +427,7 @@ cdef class SendStream(_StreamHalf):
         cdef uint64_t start, stop, n
         if self._reset:
             return 0
-        if max_len > 0 and self._retx.count():
+        if max_len > 0 and self._lost:
             # Retransmissions first, lowest offset first (RFC 9000 §13.3).
             start = self._retx.start_at(0)
             stop = self._retx.stop_at(0)
@@ -433,6 +437,7 @@ cdef class SendStream(_StreamHalf):
             if n > <uint64_t>self.contiguous_at(start):
                 n = <uint64_t>self.contiguous_at(start)  # the rest follows the ring's wrap
             self._retx.subtract_range(start, start + n)
+            self._lost = self._retx._n != 0
             self.bytes_in_flight += n - self._inflight.overlap(start, start + n)
             self._inflight.add_range(start, start + n)
             self._bytes_retransmitted += n
@@ -487,7 +492,7 @@ cdef class SendStream(_StreamHalf):
         cdef RangeSet fl = self._inflight, ak = self._acked
         if self._reset:
             return 0
-        if (length and offset == self._base and stop <= self._offset_sent and not self._retx._n
+        if (length and offset == self._base and stop <= self._offset_sent and not self._lost
                 and fl._n and fl._r[0] == offset and fl._r[1] >= stop
                 and ((ak._n == 0 and offset == 0)
                      or (ak._n == 1 and ak._r[0] == 0 and ak._r[1] == offset))):
@@ -515,7 +520,9 @@ cdef class SendStream(_StreamHalf):
             return 0
         _out_of_flight(self, offset, stop, "acknowledged")
         if length:
-            self._retx.subtract_range(offset, stop)
+            if self._lost:
+                self._retx.subtract_range(offset, stop)
+                self._lost = self._retx._n != 0
             self._acked.add_range(offset, stop)
             self._drop_acked_prefix()
         if fin and self._finished:
@@ -548,6 +555,7 @@ cdef class SendStream(_StreamHalf):
                 pos = b
             if pos < stop:
                 self._retx.add_range(pos, stop)
+            self._lost = self._retx._n != 0
         if fin and self._finished and not self.fin_acked:
             self._fin_pending = True
         return 0
@@ -564,8 +572,8 @@ cdef class SendStream(_StreamHalf):
         self.on_lost_c(offset, length, fin)
 
     cdef bint has_pending_c(self) noexcept:
-        return not self._reset and (self._retx.count() != 0 or self.write_offset > self._offset_sent
-                                    or self._fin_pending)
+        return not self._reset and (self.write_offset > self._offset_sent or self._fin_pending
+                                    or self._lost)
 
     def has_pending(self):
         """True when ``next_chunk()`` has something to send, ignoring flow control."""

@@ -1549,7 +1549,7 @@ cdef class StreamSet:
                         self.data_sent += send._offset_sent - before
                 if send.has_pending_c() and end - buf._pos <= header + 1:
                     break  # packet full: keep this stream first for the next packet
-                if (send.has_pending_c() and send._retx.count() == 0
+                if (send.has_pending_c() and not send._lost
                         and send._offset_sent >= flow_limit):
                     # flow-control blocked: tell the peer once per limit (RFC 9000 §4.1)
                     if (send._offset_sent >= s.send_limit

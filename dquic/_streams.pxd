@@ -79,6 +79,8 @@ cdef class RecvStream(_StreamHalf):
     cdef int64_t _msg_total           # length of the message being read, -1 at a boundary
     cdef uint64_t _msg_remaining      # body bytes of that message not yet read
     cdef RangeSet _recv               # byte ranges received (read ones included)
+    cdef uint64_t _contig             # the end of those received without a gap from offset 0
+                                      # (kept here: the readiness checks need not touch _recv)
     cdef readonly FlowWindow window   # behind max_offset
     cdef bint _stopped
 
@@ -95,10 +97,7 @@ cdef class RecvStream(_StreamHalf):
 
 cdef inline uint64_t contiguous_end_c(RecvStream r) noexcept:
     """The end of the bytes received without a gap from offset 0 (read ones included)."""
-    cdef RangeSet rs = r._recv
-    if rs._n and rs._r[0] == 0:
-        return rs._r[1]
-    return 0
+    return r._contig
 
 
 cdef inline bint peek_prefix_c(RecvStream r, uint64_t* length, int* size) noexcept:

@@ -735,6 +735,7 @@ cdef class RecvStream(_StreamHalf):
         self._msg_total = -1
         self._msg_remaining = 0
         self._recv.clear_c()
+        self._contig = 0
         self.window.reset_c(initial_window, max_buffer)
         self._stopped = False
 
@@ -828,9 +829,13 @@ cdef class RecvStream(_StreamHalf):
             memcpy(self._buf + self._head + <Py_ssize_t>(s - self.read_offset),
                    data + <Py_ssize_t>(s - offset), <size_t>(end - s))
             self._recv.add_range(s, end)
+            if self._recv._r[0] == 0:
+                self._contig = self._recv._r[1]
         elif self._stopped and not self._reset and end > s:
             # not stored, but which bytes arrived is still known (``data_complete``)
             self._recv.add_range(s, end)
+            if self._recv._r[0] == 0:
+                self._contig = self._recv._r[1]
         if fin:
             self.final_size = <int64_t>end
         if end > self.highest_offset:

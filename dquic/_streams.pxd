@@ -55,6 +55,7 @@ cdef class SendStream(_StreamHalf):
     cdef readonly bint fin_acked
 
     cdef int _append(self, const uint8_t* data, Py_ssize_t n) except -1
+    cdef Py_ssize_t write_message_c(self, object data) except -1
     cdef int _check_writable(self, uint64_t n) except -1
     cdef void _drop_acked_prefix(self) noexcept
     cpdef finish(self)

@@ -323,6 +323,10 @@ cdef class SendStream(_StreamHalf):
         ``begin_message()`` is incomplete, and ``BufferError`` when the message does not fit in
         ``max_buffer`` (see ``writable``).  Call ``next_chunk()`` afterwards to send it.
         """
+        return self.write_message_c(data)
+
+    cdef Py_ssize_t write_message_c(self, object data) except -1:
+        """``write_message`` as a C call (the connection's send path)."""
         cdef Py_buffer view
         cdef uint8_t prefix[8]
         cdef int size

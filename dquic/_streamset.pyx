@@ -478,7 +478,7 @@ cdef class StreamSet:
         cdef _Stream stream = self.local_stream(stream_id)
         cdef SendStream half = self.writable_half(stream)
         cdef uint64_t h0 = held(half)
-        n = half.write_message(data)
+        cdef Py_ssize_t n = half.write_message_c(data)
         self.send_buffered += held(half) - h0
         stream.idle_since = -1.0  # its entry in idle_halves, if any, no longer applies
         if half is stream.send:

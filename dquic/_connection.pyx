@@ -64,7 +64,7 @@ frame objects. Rare frames go through the ``dquic._frames`` frame classes.
 Stream bytes carry length-prefixed messages (PROTOCOL.md §8): ``send_message`` appends one,
 ``read_message`` returns the next message (or the next piece of a large one).
 """
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from dquic._cids cimport CidState
 from dquic._codec cimport Buffer
@@ -472,6 +472,30 @@ cdef class CoreConnection(PacketReceiver):
         self._last_activity = now
         self._hs.crypto_send.write_message(self._handshake.start())
         note_work(self)
+
+    def send_messages(self, list items, Py_ssize_t start, uint64_t limit):
+        """``send_message`` for ``items[start:]``, a list of ``(stream_id, data, nbytes)`` (as
+        a driver's checks made them), in one call, stopping before the first item that must
+        wait: one that would take the bytes written and not yet acknowledged past ``limit``
+        (unless none are), or whose stream must wait for stream credit
+        (``stream_open_blocked``). Returns the index of that item, or ``len(items)``."""
+        cdef Py_ssize_t i, n = len(items)
+        cdef uint64_t nbytes
+        cdef tuple item
+        if self._state >= _CLOSING:
+            raise RuntimeError("connection is closing")
+        try:
+            for i in range(start, n):
+                item = <tuple>items[i]
+                nbytes = item[2]
+                if self._sset.send_buffered and self._sset.send_buffered + nbytes > limit:
+                    return i
+                if self._sset.stream_open_blocked(item[0]):
+                    return i
+                self._sset.send_message(item[0], item[1])
+            return n
+        finally:
+            flush_noted(self)
 
     def send_message(self, stream_id, data):
         """Queue ``data`` (any bytes-like object) as one message on ``stream_id``.

@@ -498,25 +498,28 @@ class DQUIC:
                     self._raise_if_failed(peer)
                 limit = self._config.max_send_buffer
                 conn = peer.conn
-                buffered = conn.send_buffered
-                for sid, view, n in items:
-                    while buffered and buffered + n > limit:
+                i = 0
+                while True:
+                    # as many as may go now in one call; then wait for what stopped it
+                    try:
+                        i = conn.send_messages(items, i, limit)
+                    except RuntimeError:
+                        self._raise_if_failed(peer)
+                        raise ConnectionClosed("connection is closing") from None
+                    if i == len(items):
+                        break
+                    sid, _, n = items[i]
+                    buffered = conn.send_buffered
+                    if buffered and buffered + n > limit:
                         self._await_send(peer, deadline, "send_to timed out waiting for the peer "
                                                          "to acknowledge data")
-                        buffered = conn.send_buffered
-                    while conn.stream_open_blocked(sid):
+                    elif conn.stream_open_blocked(sid):
                         # a new stream half needs one of the peer's stream credits (max_streams):
                         # wait for one to come back, as for room in the send buffer
                         if conn.peer_allows_no_streams:
                             raise DQUICError(errno.ENOBUFS, _NO_STREAMS)
                         self._await_send(peer, deadline, "send_to timed out waiting for the peer "
                                                          "to allow another stream (max_streams)")
-                    try:
-                        conn.send_message(sid, view)
-                    except RuntimeError:
-                        self._raise_if_failed(peer)
-                        raise ConnectionClosed("connection is closing") from None
-                    buffered += n
                 drive.kick()
             except TimeoutError as exc:
                 if timeout == 0.0 and type(exc) is TimeoutError:

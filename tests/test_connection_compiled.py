@@ -497,3 +497,36 @@ def test_a_connection_without_an_endpoint_keeps_each_ids_reset_token():
     assert len(conn._reset_token(cid)) == 16
     assert conn._reset_token(cid) != conn._reset_token(bytes([1]) * 8)
     assert conn._reset_token(cid) != other._reset_token(cid)
+
+
+def test_send_messages_stops_before_what_must_wait():
+    """``send_messages`` queues a batch in one call and stops before the first message that
+    would overflow the send-buffer limit (unless nothing is buffered) or needs stream credit
+    the peer has not given; what it queued arrives once, in order."""
+    from dquic.testing.pairs import exchange
+    C, S = ("192.0.2.1", 4433), ("198.51.100.7", 4433)
+    client, server = core_pair(Configuration(encryption=False, max_streams=4),
+                               Configuration(is_client=False, encryption=False, max_streams=4), C, S)
+    now = exchange(server, client, C, S, 0.0, rounds=20,
+                   until=lambda: client.is_established and server.is_established)
+    items = [(sid, b"m%d" % sid, 2) for sid in range(10)]
+    # the peer allows 4 halves: the fifth id must wait for credit
+    assert client.send_messages(items, 0, 1 << 20) == 4
+    assert client.stream_open_blocked(4)
+    # a limit already reached stops it before anything when something is buffered
+    assert client.send_messages([(0, b"more", 4)], 0, client.send_buffered) == 0
+    got = {}
+    now = exchange(server, client, C, S, now, rounds=20)
+    for sid in server.readable_streams():
+        while (piece := server.read_message(sid, 1 << 16)) is not None:
+            got.setdefault(sid, []).append(piece[0])
+    assert got == {sid: [b"m%d" % sid] for sid in range(4)}
+    now = exchange(server, client, C, S, now, rounds=20)
+    assert client.send_buffered == 0
+    # with nothing buffered, one message goes even over the limit; the next one waits
+    assert client.send_messages([(0, bytes(100), 100), (1, b"x", 1)], 0, 10) == 1
+    now = exchange(server, client, C, S, now, rounds=20)
+    assert client.send_messages(items, 4, 1 << 20) == 7  # credit came back for three more
+    client.close()
+    with pytest.raises(RuntimeError):
+        client.send_messages(items, 8, 1 << 20)

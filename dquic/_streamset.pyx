@@ -652,7 +652,7 @@ cdef class StreamSet:
         cdef Py_ssize_t i, n, moved = 0
         cdef _Stream s
         cdef RecvStream r
-        cdef uint64_t before, length, avail
+        cdef uint64_t length, avail
         cdef int size
         cdef bint held = False, want, pending = False, end
         if listed is None:
@@ -677,12 +677,12 @@ cdef class StreamSet:
                 if budget <= 0 and not want and (out or not first_free):
                     held = True
                     break
-                before = r.read_offset
-                data = r.read_piece_c(piece, &end)
-                self.on_consumed(s, r.read_offset - before)
+                data = self.take_piece(s, piece, &end)
                 out.append((s.stream_id, data))
                 moved += len(data)
                 budget -= len(data)
+                # (reading a half to its end brings in the next incarnation, if one arrived)
+                r = s.recv
             if message_ready_c(r, 1):
                 # held back by the budget, or the start of a message: left listed. The caller
                 # takes pieces (``rest``) only of a message that cannot complete here: longer
@@ -697,10 +697,11 @@ cdef class StreamSet:
                         if rest is None:
                             rest = []
                         rest.append(s.stream_id)
-                s.readable_listed = True
-                if self.readable is None:
-                    self.readable = []
-                self.readable.append(s)
+                if not s.readable_listed:  # (the next incarnation may have listed it already)
+                    s.readable_listed = True
+                    if self.readable is None:
+                        self.readable = []
+                    self.readable.append(s)
             else:
                 s.readable_signalled = False
         return moved, rest, held, pending

@@ -530,3 +530,41 @@ def test_send_messages_stops_before_what_must_wait():
     client.close()
     with pytest.raises(RuntimeError):
         client.send_messages(items, 8, 1 << 20)
+
+
+def test_pull_messages_goes_on_into_the_next_incarnation_buffered_behind():
+    """An id's next incarnation that arrived while the previous one was unread comes after it:
+    ``pull_messages`` takes both in order, and when its budget stops it after the first, the
+    id stays listed once as readable (the flag followed the current half, not the one read
+    to its end)."""
+    from dquic.testing.pairs import exchange
+
+    C, S = ("192.0.2.1", 4433), ("198.51.100.7", 4433)
+
+    def pair_with_two_incarnations_waiting():
+        client, server = core_pair(Configuration(encryption=False),
+                                   Configuration(is_client=False, encryption=False), C, S)
+        now = exchange(server, client, C, S, 0.0, rounds=20,
+                       until=lambda: client.is_established and server.is_established)
+        client.send_message(7, b"one")
+        client.end_stream(7)
+        client.send_message(7, b"two")  # the next incarnation: sent once the first is complete
+        for _ in range(50):
+            now = exchange(server, client, C, S, now, rounds=1, step=0.01)
+            run_due_timers(now, client, server)
+        assert server._streams[7].recv_next is not None
+        return server
+
+    server = pair_with_two_incarnations_waiting()
+    out = []
+    server.pull_messages(out, 1 << 20, 1 << 16)
+    assert out == [(7, b"one"), (7, b"two")]
+    assert server.readable_streams() == []
+
+    server = pair_with_two_incarnations_waiting()
+    out = []
+    assert server.pull_messages(out, 1, 1 << 16)[2]  # held back by the budget after "one"
+    assert out == [(7, b"one")]
+    assert server.readable_streams() == [7]
+    server.pull_messages(out, 1 << 20, 1 << 16)
+    assert out == [(7, b"one"), (7, b"two")]

@@ -509,14 +509,10 @@ cdef class SendStream(_StreamHalf):
                 fl._n = 0
             else:
                 fl.subtract_range(offset, stop)
-            if ak._n:
-                ak._r[1] = stop
-            elif ak._cap:
+            if ak._n == 0:  # (a range set always has room for one pair)
                 ak._r[0] = 0
-                ak._r[1] = stop
                 ak._n = 1
-            else:
-                ak.add_range(0, stop)
+            ak._r[1] = stop
             self._drop_acked_prefix()
             if fin and self._finished:
                 self.fin_acked = True
@@ -833,13 +829,11 @@ cdef class RecvStream(_StreamHalf):
             memcpy(self._buf + self._head + <Py_ssize_t>(s - self.read_offset),
                    data + <Py_ssize_t>(s - offset), <size_t>(end - s))
             self._recv.add_range(s, end)
-            if self._recv._r[0] == 0:
-                self._contig = self._recv._r[1]
         elif self._stopped and not self._reset and end > s:
             # not stored, but which bytes arrived is still known (``data_complete``)
             self._recv.add_range(s, end)
-            if self._recv._r[0] == 0:
-                self._contig = self._recv._r[1]
+        if self._recv._n and self._recv._r[0] == 0:
+            self._contig = self._recv._r[1]
         if fin:
             self.final_size = <int64_t>end
         if end > self.highest_offset:

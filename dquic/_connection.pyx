@@ -143,7 +143,8 @@ class ConnectionStats:
                  "packets_sent", "packets_received", "packets_lost", "spurious_losses",
                  "bytes_sent", "bytes_received", "stream_bytes_sent", "stream_bytes_received",
                  "bytes_retransmitted", "bytes_lost", "packets_dropped", "duplicate_packets",
-                 "send_window_used", "recv_window_used", "recv_window", "pto_count")
+                 "send_window_used", "recv_window_used", "recv_window", "pto_count",
+                 "datagram_size", "pmtu_probes_lost")
 
     def __init__(self, **values):
         for k in self.__slots__:
@@ -398,6 +399,7 @@ cdef class CoreConnection(PacketReceiver):
             recv_window_used=(self._sset.data_received / self._sset.recv_window._limit)
             if self._sset.recv_window._limit else 0.0,
             recv_window=self._sset.recv_window._limit, pto_count=r.pto_count,
+            datagram_size=self._tx.mds, pmtu_probes_lost=r.pmtu_probes_lost,
         )
 
     @property
@@ -448,6 +450,20 @@ cdef class CoreConnection(PacketReceiver):
         peer's half is the end of the data."""
         cdef _Stream s = self._sset.local_stream(stream_id)
         s.pinned = True
+
+    def set_route_mtu(self, payload):
+        """The largest UDP payload the local route to the peer takes (the interface MTU less
+        the IP and UDP headers), as a driver learns it from its socket. Path MTU discovery
+        then searches up to it (at most ``config.mtu_discovery_max``) instead of stopping at
+        1452 bytes (PROTOCOL.md §14.7). None (unknown) changes nothing."""
+        if payload is not None:
+            self._tx.pmtu_route(int(payload))
+
+    @property
+    def datagram_size(self):
+        """The size of the datagrams this connection sends now (path MTU discovery raises it
+        from ``config.max_datagram_size``)."""
+        return self._tx.mds
 
     def stream_open_blocked(self, stream_id):
         """True when a message on ``stream_id`` written now would wait for stream credit: no
@@ -910,8 +926,10 @@ cdef class CoreConnection(PacketReceiver):
             raise ValueError("random_bytes(8) must return 8 bytes")
         self._paths.move(addr, challenge, now + max(3 * self._pto(), 0.1))
         if old[0] != addr[0]:
-            # a new network path: congestion state does not carry over (RFC 9000 §9.4)
+            # a new network path: congestion state does not carry over (RFC 9000 §9.4), nor
+            # its datagram size (path MTU discovery starts again there)
             self._reset_congestion()
+            self._tx.pmtu_restart()
         self._cids.switch_peer_cid()
         return 0
 

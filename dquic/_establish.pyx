@@ -72,7 +72,7 @@ cdef class ConnectionSetup:
         c = self.config
         p = TransportParameters(
             max_idle_timeout=int(c.idle_timeout * 1000),
-            max_udp_payload_size=max(1200, c.max_datagram_size),
+            max_udp_payload_size=65527,  # any size: no receive-side limit
             initial_max_data=c.initial_max_data,
             initial_max_stream_data=c.initial_max_stream_data,
             initial_max_streams=c.max_streams,
@@ -186,6 +186,7 @@ cdef class ConnectionSetup:
         self._recovery.max_ack_delay = self._peer_max_ack_delay
         self._peer_ack_delay_exponent = params.ack_delay_exponent
         self._peer_max_datagram_frame = params.max_datagram_frame_size
+        self._tx.pmtu_limit(params.max_udp_payload_size)
         for s in self._sset.stream_list():
             s.send_limit = max(s.send_limit, self._sset.peer_stream_limit)
         seal, open_ = hs.protections(key_update_interval=self.config.key_update_interval)

@@ -15,6 +15,7 @@ cdef class SentPacket:
     cdef public bint ack_eliciting
     cdef public bint in_flight
     cdef public bint is_probe
+    cdef public bint pmtu_probe   # a path MTU probe (PING + PADDING): its loss is no congestion signal
     cdef public object frames     # opaque to recovery: what the connection must retransmit/confirm
     cdef public bint declared_lost  # declared lost earlier; reported in ``acked`` if acked later
     # delivery-rate sampling state at send time (draft-cheng-iccrg-delivery-rate-estimation)
@@ -37,6 +38,7 @@ cdef inline void start_sent(SentPacket pkt, long long packet_number, int space, 
     pkt.ack_eliciting = ack_eliciting
     pkt.in_flight = in_flight
     pkt.is_probe = is_probe
+    pkt.pmtu_probe = False
     pkt.declared_lost = False
     pkt.delivered = 0
     pkt.delivered_time = 0.0
@@ -93,6 +95,7 @@ cdef class Recovery:
     cdef public long long packets_sent
     cdef public long long packets_acked
     cdef public long long packets_lost
+    cdef public long long pmtu_probes_lost     # path MTU probes lost (not in packets_lost)
     cdef public long long bytes_lost
     cdef public long long spurious_losses
     cdef public long long persistent_congestions

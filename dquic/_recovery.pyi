@@ -18,6 +18,7 @@ class SentPacket:
     ack_eliciting: bool
     in_flight: bool
     is_probe: bool
+    pmtu_probe: bool
     frames: Any
     declared_lost: bool
     delivered: int
@@ -69,6 +70,7 @@ class Recovery:
     packets_sent: int
     packets_acked: int
     packets_lost: int
+    pmtu_probes_lost: int
     bytes_lost: int
     spurious_losses: int
     persistent_congestions: int

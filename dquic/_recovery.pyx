@@ -219,6 +219,7 @@ cdef class Recovery:
         self.packets_sent = 0
         self.packets_acked = 0
         self.packets_lost = 0
+        self.pmtu_probes_lost = 0
         self.bytes_lost = 0
         self.spurious_losses = 0
         self.persistent_congestions = 0
@@ -692,15 +693,24 @@ cdef class Recovery:
         cdef bint any_in_flight = False
         cdef double latest = -INFINITY
         cdef long long events_before = self.congestion.congestion_events
-        self.packets_lost += len(lost)
+        cdef Py_ssize_t probes = 0
         for pkt in lost:
             pkt.declared_lost = True
+            if pkt.pmtu_probe:
+                # a path MTU probe larger than the path carries is lost by design: its bytes
+                # leave the flight without a congestion signal (RFC 9000 §14.4)
+                probes += 1
+                self.pmtu_probes_lost += 1
+                if pkt.in_flight:
+                    self.congestion.on_packet_discarded(pkt.sent_bytes)
+                continue
             if not pkt.in_flight:
                 continue
             any_in_flight = True
             lost_bytes += pkt.sent_bytes
             if pkt.time_sent > latest:
                 latest = pkt.time_sent
+        self.packets_lost += len(lost) - probes
         if not any_in_flight:
             return
         self.bytes_lost += lost_bytes
@@ -713,7 +723,7 @@ cdef class Recovery:
             self._episode_left = 0
             self._episode_undoable = True
         for pkt in lost:
-            if not pkt.in_flight:
+            if not pkt.in_flight or pkt.pmtu_probe:
                 continue
             if self.max_lost_tracked and pkt.ack_eliciting:
                 if self._episode_undoable:
@@ -742,7 +752,8 @@ cdef class Recovery:
         duration = ((self.rtt.pto_base(self.granularity) + self.max_ack_delay)
                     * self.persistent_congestion_threshold)
         for pkt in lost:
-            if not pkt.ack_eliciting or pkt.time_sent < self.first_rtt_sample_time:
+            if (not pkt.ack_eliciting or pkt.pmtu_probe
+                    or pkt.time_sent < self.first_rtt_sample_time):
                 continue
             if in_run:
                 for i in range(<Py_ssize_t>(prev + 1 - sp.base), <Py_ssize_t>(pkt.packet_number - sp.base)):

@@ -23,7 +23,7 @@ cdef class Sender:
     cdef readonly Pacer pacer                    # None without pacing
     cdef object reset_token                      # cid -> its stateless reset token
     cdef public list events                      # the connection's event list (shared)
-    cdef Py_ssize_t mds
+    cdef readonly Py_ssize_t mds                 # the datagram size used now (path MTU discovery raises it)
     cdef Py_ssize_t ack_ranges_per_frame         # ranges above the floor before an ACK asks
     cdef int ack_delay_exponent
     # its own state
@@ -48,6 +48,18 @@ cdef class Sender:
     cdef public int64_t ask_pn
     cdef public int64_t asked_hi
     cdef public double ask_time                  # when it was sent
+    # path MTU discovery (RFC 9000 §14.3, RFC 8899; PROTOCOL.md §14.7): a binary search for
+    # the largest datagram the path carries, between mds (known to pass) and pmtu_hi
+    cdef readonly Py_ssize_t base_mds            # the size every path carries (config)
+    cdef readonly Py_ssize_t pmtu_max            # the search's ceiling (config, peer, local route)
+    cdef readonly Py_ssize_t pmtu_hi             # the largest size not yet known to fail
+    cdef readonly Py_ssize_t pmtu_probe_size     # the probe in flight (0: none)
+    cdef int64_t pmtu_probe_pn
+    cdef readonly int pmtu_fails                 # probes of the size being tried lost in a row
+    cdef readonly int pmtu_failed_sizes          # sizes found too large in this search
+    cdef readonly long long pmtu_probes_sent
+    cdef public bint pmtud                       # discovery allowed (config.mtu_discovery)
+    cdef int64_t pmtu_start                      # paths.bytes_sent when the search (re)started
 
     cdef Py_ssize_t transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
                              bint trains, list out) except -1
@@ -79,6 +91,15 @@ cdef class Sender:
     cdef int record_acked(self, FrameRecord* r, bint declared_lost) except -1
     cdef int on_packet_lost(self, _Sent pkt) except -1
     cdef int record_lost(self, FrameRecord* r) except -1
+    # path MTU discovery
+    cdef int pmtu_limit(self, Py_ssize_t ceiling) except -1
+    cdef int pmtu_restart(self) except -1
+    cdef int pmtu_route(self, Py_ssize_t payload) except -1
+    cdef int set_datagram_size(self, Py_ssize_t size) except -1
+    cdef Py_ssize_t pmtu_next(self) noexcept
+    cdef int maybe_probe_pmtu(self, double now, bint trains, list out) except -1
+    cdef int pmtu_acked(self) except -1
+    cdef int pmtu_lost(self) except -1
 
 
 cdef int trace_keys(object qlog, object seal, double now, object trigger) except -1

@@ -31,8 +31,8 @@ from libc.string cimport memcpy, memset
 from dquic._cids cimport CidState, cid_frames_owed
 from dquic._codec cimport Buffer
 from dquic._congestion cimport Pacer
-from dquic._packet cimport (finish_packet, give_scratch, pad_to, pay, put_frame, start_packet,
-                            start_short_packet, take_scratch)
+from dquic._packet cimport (SEND_SCRATCH_SIZE, finish_packet, give_scratch, pad_to, pay, put_frame,
+                            start_packet, start_short_packet, take_scratch)
 from dquic._paths cimport PathState, amplification_room, path_frames_owed
 from dquic._recovery cimport Recovery, start_sent
 from dquic._spaces cimport (FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
@@ -57,6 +57,22 @@ __all__ = ["Sender", "MIN_ELICITING_PACKET", "MAX_LOST_STREAM_PACKETS"]
 #: smallest ack-eliciting 1-RTT packet sent (endpoint.MIN_RESET_TRIGGER)
 MIN_ELICITING_PACKET = 42
 cdef Py_ssize_t _MIN_ELICITING = MIN_ELICITING_PACKET
+
+# Path MTU discovery (PROTOCOL.md §14.7)
+#: Without the local route's MTU (a driver tells it: CoreConnection.set_route_mtu) the search
+#: stops here: a 1500-byte Ethernet MTU less the IPv6 and UDP headers.
+PMTU_DEFAULT_CEILING = 1452
+#: The search ends when the size known to pass is within this many bytes of the smallest known
+#: to fail (or of the ceiling).
+PMTU_STEP = 16
+#: Probes of one size lost in a row before that size counts as too large (RFC 8899 MAX_PROBES).
+PMTU_MAX_PROBES = 3
+#: Bytes a connection sends on a path before it probes there: short exchanges (a request and
+#: its reply, a handshake) never pay for probes they would not profit from.
+PMTU_START_BYTES = 24000
+#: Probe timeouts in a row after which a connection sending larger datagrams than the base
+#: size falls back to it (the path may have stopped carrying them).
+PMTU_BLACK_HOLE_PTOS = 3
 #: 1-RTT packets declared lost whose stream data is remembered for a late acknowledgement
 #: (StreamSet.late_acks); beyond it the oldest are forgotten
 MAX_LOST_STREAM_PACKETS = 1024
@@ -110,6 +126,11 @@ cdef class Sender:
         self.ask_pn = -1
         self.asked_hi = -1
         self.ask_time = 0.0
+        self.base_mds = self.mds
+        self.pmtud = bool(config.mtu_discovery)
+        self.pmtu_max = max(self.mds, config.mtu_discovery_max)
+        self.pmtu_probes_sent = 0
+        self.pmtu_restart()
         # (self.pending, the control frames owed to the peer, starts zeroed: nothing owed)
 
     cdef Py_ssize_t transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
@@ -184,6 +205,8 @@ cdef class Sender:
                 PyByteArray_Resize(train, off)
                 out.append((train, seg, addr))
             self.check_app_limited(mds)
+        if total and self.pmtud and self.pmtu_probe_pn < 0 and self.pmtu_hi - self.mds >= PMTU_STEP:
+            total += self.maybe_probe_pmtu(now, trains, out)
         self.return_scratch()
         return total
 
@@ -535,6 +558,12 @@ cdef class Sender:
         if probe_space >= 0:
             self.probes[probe_space] = max(self.probes[probe_space], self.recovery.probes_needed)
             self.requeue_for_probe(probe_space)
+            if (self.recovery.pto_count >= PMTU_BLACK_HOLE_PTOS and self.mds > self.base_mds
+                    and probe_space == SP_APP):
+                # nothing of ours arrives any more: perhaps the path now drops datagrams of
+                # the size found (a black hole, RFC 8899 §4.3); back to the size every path
+                # carries, and the search starts again once the connection is busy
+                self.pmtu_restart()
         return 0
 
     cdef int trace_recovery(self, double now, int space_id, list lost) except -1:
@@ -574,6 +603,10 @@ cdef class Sender:
         cdef _Stream s
         cdef _Space sp
         cdef int64_t floor
+        if pkt.pmtu_probe:
+            if pkt.packet_number == self.pmtu_probe_pn:
+                self.pmtu_acked()
+            return 0
         if pkt.ack_space >= 0:
             # RFC 9000 §13.2.4: the peer has our ACK; the floor may rise (_spaces.pyx), and
             # with it the peer's halves complete below it are resolved (PROTOCOL.md §16.7)
@@ -627,6 +660,10 @@ cdef class Sender:
         cdef FrameRecord* r
         cdef _Stream s
         cdef list streams = None
+        if pkt.pmtu_probe:
+            if pkt.packet_number == self.pmtu_probe_pn:
+                self.pmtu_lost()
+            return 0
         for i in range(pkt.nrec):
             r = record_at(pkt, i)
             if r.kind == FR_STREAM:
@@ -690,4 +727,138 @@ cdef class Sender:
             self.cids.on_retire_lost(r.a)
         elif kind == FR_DATAGRAM:
             self.events.append(DatagramLost(r.b))
+        return 0
+
+
+    # ------------------------------------------------------------------ path MTU discovery
+    # (RFC 9000 §14.3 with RFC 8899's packetization-layer search; PROTOCOL.md §14.7) A probe is
+    # a 1-RTT packet of PING and PADDING of the size being tried, alone in its datagram, sent
+    # while the connection is busy and one at a time. Acknowledged, the size becomes the one
+    # every packet uses; lost PMTU_MAX_PROBES times in a row, it counts as too large. Its
+    # loss is no congestion signal (_recovery.pyx). The first size tried is the ceiling (the
+    # local route's MTU is usually the path's), then a binary search.
+
+    cdef int pmtu_limit(self, Py_ssize_t ceiling) except -1:
+        """A bound on the search (the peer's max_udp_payload_size): never above it."""
+        if ceiling < self.base_mds:
+            ceiling = self.base_mds
+        if ceiling < self.pmtu_max:
+            self.pmtu_max = ceiling
+        if self.pmtu_hi > self.pmtu_max:
+            self.pmtu_hi = self.pmtu_max
+        return 0
+
+    cdef int pmtu_restart(self) except -1:
+        """A new path (or the start): back to the base size, the search from the default
+        ceiling (a driver tells the new route's MTU again, if it knows it)."""
+        self.set_datagram_size(self.base_mds)
+        self.pmtu_hi = min(self.pmtu_max, max(self.base_mds, PMTU_DEFAULT_CEILING))
+        self.pmtu_probe_size = 0
+        self.pmtu_probe_pn = -1
+        self.pmtu_fails = 0
+        self.pmtu_failed_sizes = 0
+        self.pmtu_start = self.paths.bytes_sent
+        return 0
+
+    cdef int pmtu_route(self, Py_ssize_t payload) except -1:
+        """The local route takes UDP payloads up to ``payload`` bytes (a driver asked the
+        socket): the search's ceiling, at most ``pmtu_max``, in place of the default one."""
+        if payload < self.base_mds:
+            payload = self.base_mds
+        if payload > self.pmtu_max:
+            payload = self.pmtu_max
+        if self.mds > payload:
+            self.set_datagram_size(payload)
+        self.pmtu_hi = payload
+        self.pmtu_failed_sizes = 0
+        if self.pmtu_probe_pn < 0:
+            self.pmtu_probe_size = 0
+            self.pmtu_fails = 0
+        return 0
+
+    cdef int set_datagram_size(self, Py_ssize_t size) except -1:
+        """Use ``size`` for every packet from now on (congestion control and pacing count in
+        datagrams of it)."""
+        self.mds = size
+        cc = self.recovery.congestion
+        try:
+            cc.max_datagram_size = size
+        except AttributeError:  # (a controller of the application's without the attribute)
+            pass
+        if self.pacer is not None:
+            self.pacer.max_datagram_size = size
+        return 0
+
+    cdef Py_ssize_t pmtu_next(self) noexcept:
+        """The size to try: the one tried last while it has not failed PMTU_MAX_PROBES times,
+        else the ceiling while nothing failed in this search, else (after the ceiling failed)
+        1452, else the middle."""
+        if self.pmtu_probe_size:
+            return self.pmtu_probe_size
+        if self.pmtu_failed_sizes == 0:
+            return self.pmtu_hi
+        if self.pmtu_failed_sizes == 1 and self.mds < PMTU_DEFAULT_CEILING < self.pmtu_hi:
+            return PMTU_DEFAULT_CEILING  # the route's MTU was not the path's: most likely 1500
+        return (self.mds + self.pmtu_hi + 1) // 2
+
+    cdef int maybe_probe_pmtu(self, double now, bint trains, list out) except -1:
+        """Send the next probe if the search goes on and one may go now (returns its bytes)."""
+        cdef Py_ssize_t size, hdr_end, length_off, end
+        cdef int64_t pn
+        cdef int pn_len
+        cdef _Sent rec
+        if not self.hs.discarded or self.app_seal is None or self.app.discarded:
+            return 0
+        if self.paths.bytes_sent < self.pmtu_start:
+            self.pmtu_start = 0  # (the path's count started again: a new address)
+        if self.paths.bytes_sent - self.pmtu_start < PMTU_START_BYTES:
+            return 0
+        size = self.pmtu_next()
+        if size > SEND_SCRATCH_SIZE - 64 or amplification_room(self.paths) < size:
+            return 0
+        if not self.recovery.congestion.can_send(size):
+            return 0
+        self.pmtu_probe_size = size
+        if self.sbuf is None:
+            self.sbuf = take_scratch(size)
+        self.sbuf._size = size
+        start_short_packet(self.sbuf, self.app, self.cids.peer_cid, &pn, &pn_len)
+        hdr_end = self.sbuf._pos
+        end = size - self.app_tag
+        rec = new_sent()
+        put_frame(self.sbuf, end, rec, FR_PING)
+        pad_to(self.sbuf, end)
+        data = finish_packet(self.sbuf, self.app_seal, self.app_seal_null, hdr_end, -1, pn, pn_len,
+                             NULL)
+        self.sbuf._size = self.mds
+        self.record_sent(rec, SP_APP, pn, len(data), True, now)
+        rec.pmtu_probe = True
+        self.pmtu_probe_pn = pn
+        self.pmtu_probes_sent += 1
+        addr = self.paths.peer_addr
+        out.append((data, len(data), addr) if trains else (data, addr))
+        return len(data)
+
+    cdef int pmtu_acked(self) except -1:
+        self.pmtu_probe_pn = -1
+        cdef Py_ssize_t old = self.mds
+        if self.pmtu_probe_size > old:
+            self.set_datagram_size(self.pmtu_probe_size)
+            if self.qlog is not None:
+                self.qlog.mtu_updated(self.sset.now, old, self.mds,
+                                      self.pmtu_hi - self.mds < PMTU_STEP)
+        self.pmtu_probe_size = 0
+        self.pmtu_fails = 0
+        self.noted = True  # (the next probe, if the search goes on, with the next packets)
+        return 0
+
+    cdef int pmtu_lost(self) except -1:
+        self.pmtu_probe_pn = -1
+        self.pmtu_fails += 1
+        if self.pmtu_fails >= PMTU_MAX_PROBES:
+            # too large: the search goes on below it
+            self.pmtu_hi = self.pmtu_probe_size - 1
+            self.pmtu_failed_sizes += 1
+            self.pmtu_probe_size = 0
+            self.pmtu_fails = 0
         return 0

@@ -17,6 +17,11 @@ Addresses are normalised by ``normalize_address`` so the same peer always has th
 (link-local), then ``(host, port, 0, scope_id)``. IPv4 peers reaching a dual-stack IPv6 socket
 (``::ffff:a.b.c.d``) are reported as plain IPv4 tuples.
 
+Datagrams never fragment: the socket sets the IP don't-fragment bit (RFC 9000 §14; Linux
+``IP_PMTUDISC_PROBE``), so a datagram larger than the route takes is refused or dropped, not cut
+into IP fragments; path MTU discovery (PROTOCOL.md §14.7) finds the size that passes, starting
+from the local route's MTU (``route_mtu``).
+
 Segmentation offload (Linux): with ``offload=True`` (the default) the socket asks for UDP generic
 receive offload (``UDP_GRO``: the kernel hands over runs of equal-size datagrams from one sender
 in a single read, reported as ``(data, addr, segment_size)``) and sends runs of equal-size
@@ -37,7 +42,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
-__all__ = ["UDPSocket", "normalize_address", "resolve_address", "DEFAULT_BUFFER_SIZE"]
+__all__ = ["UDPSocket", "normalize_address", "resolve_address", "route_mtu", "DEFAULT_BUFFER_SIZE"]
 
 #: Kernel socket buffer size asked for. Without CAP_NET_ADMIN the kernel caps it at
 #: ``net.core.rmem_max`` / ``wmem_max``; raise those for multi-gigabit rates.
@@ -54,6 +59,12 @@ _IP_RECVERR = 11
 _SOL_IPV6 = 41
 _IPV6_RECVERR = 25
 _MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_IP_MTU_DISCOVER = 10
+_IP_PMTUDISC_PROBE = 3      # set DF, never fragment, ignore the kernel's own path MTU guess
+_IP_MTU = 14
+_IPV6_MTU_DISCOVER = 23
+_IPV6_PMTUDISC_PROBE = 3
+_IPV6_MTU = 24
 _SOCK_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
 _UNREACHABLE_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
                                  errno.EHOSTDOWN if hasattr(errno, "EHOSTDOWN") else errno.EHOSTUNREACH))
@@ -175,6 +186,43 @@ def resolve_address(address: Tuple, family: Optional[int] = None, passive: bool 
     return pick_address(infos, host, family)
 
 
+_route_mtus: dict = {}
+_ROUTE_MTUS_KEPT = 1024
+
+
+def route_mtu(addr: Tuple) -> Optional[int]:
+    """The largest UDP payload the local route to ``addr`` takes: the outgoing interface's MTU
+    less the IP and UDP headers (65507 on loopback, 1472 over IPv4 Ethernet), as the kernel
+    reports it for a socket connected there (Linux); None where it cannot tell. Kept per host
+    (a socket and three system calls the first time only). Path MTU discovery searches up to
+    it (``CoreConnection.set_route_mtu``)."""
+    host = addr[0]
+    mtu = _route_mtus.get(host, 0)
+    if mtu != 0:
+        return mtu
+    mtu = None
+    if sys.platform.startswith("linux"):
+        v6 = ":" in host
+        try:
+            s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.connect(addr)
+                if v6:
+                    mtu = s.getsockopt(_SOL_IPV6, _IPV6_MTU) - 48
+                else:
+                    mtu = s.getsockopt(_SOL_IP, _IP_MTU) - 28
+            finally:
+                s.close()
+        except OSError:
+            mtu = None
+        if mtu is not None and mtu < 1200:
+            mtu = None
+    if len(_route_mtus) >= _ROUTE_MTUS_KEPT:
+        _route_mtus.clear()
+    _route_mtus[host] = mtu
+    return mtu
+
+
 class UDPSocket:
     """One non-blocking UDP socket (see the module docstring).
 
@@ -215,6 +263,17 @@ class UDPSocket:
                     pass
             self._recverr = False
             if sys.platform.startswith("linux"):
+                # don't fragment (RFC 9000 §14): IPv4, and IPv6 (dual-stack: both)
+                opts = [] if family == socket.AF_INET6 else [(_SOL_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE)]
+                if family == socket.AF_INET6:
+                    opts.append((_SOL_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_PROBE))
+                    if self.dual_stack:
+                        opts.append((_SOL_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE))
+                for level, opt, value in opts:
+                    try:
+                        self.sock.setsockopt(level, opt, value)
+                    except OSError:
+                        pass
                 level, opt = (_SOL_IPV6, _IPV6_RECVERR) if family == socket.AF_INET6 else (_SOL_IP, _IP_RECVERR)
                 try:
                     self.sock.setsockopt(level, opt, 1)

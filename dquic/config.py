@@ -23,8 +23,13 @@ class Configuration:
     is_client: bool = True
     #: Length of the connection IDs this side issues (the peer puts them in short headers).
     connection_id_length: int = 8
-    #: Largest UDP payload this side sends (and announces it can receive).
+    #: UDP payload size a connection starts with, which every path must carry (QUIC's minimum
+    #: is 1200). Path MTU discovery raises it for a busy connection (PROTOCOL.md §14.7): up to
+    #: ``mtu_discovery_max``, and no further than the local route's MTU allows when the driver
+    #: knows it (the sockets of ``DQUIC`` and ``dquic.aio`` ask the kernel), else 1452.
     max_datagram_size: int = 1200
+    mtu_discovery: bool = True
+    mtu_discovery_max: int = 8952
     #: Idle timeout; the effective value is the smaller of both sides' (0 disables on this side).
     idle_timeout: float = 30.0
     #: The handshake must complete within this time or the connection fails.
@@ -117,6 +122,8 @@ class Configuration:
             raise ValueError("a server needs connection IDs of at least 4 bytes to route packets")
         if not 1200 <= self.max_datagram_size <= 65527:
             raise ValueError("max_datagram_size must be 1200..65527")
+        if not 1200 <= self.mtu_discovery_max <= 65527:
+            raise ValueError("mtu_discovery_max must be 1200..65527")
         if self.max_ack_delay < 0 or self.max_ack_delay >= 2 ** 14 / 1000:
             raise ValueError("max_ack_delay out of range")
         if not 0 <= self.ack_delay_exponent <= 20:

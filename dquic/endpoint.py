@@ -165,7 +165,9 @@ class Endpoint:
     derived from ``config.identity`` (``reset_key_for``), so the tokens survive a restart with
     the same key; a random one when there is no identity. ``make_identity`` (a callable
     returning a ``KeyPair``) gives an encrypted endpoint without an identity one when it first
-    accepts a connection.
+    accepts a connection. ``route_mtu`` (a callable: peer address -> the largest UDP payload
+    the local route takes, or None; drivers pass ``dquic._socket.route_mtu``) bounds each new
+    connection's path MTU discovery by the local route instead of 1452 bytes.
     """
 
     def __init__(
@@ -182,11 +184,15 @@ class Endpoint:
         token_key: Optional[bytes] = None,
         reset_key: Optional[bytes] = None,
         make_identity: Optional[Callable[[], Any]] = None,
+        route_mtu: Optional[Callable[[Tuple], Optional[int]]] = None,
     ) -> None:
         self.config = config or Configuration()
         # an encrypted endpoint without an identity gets one from make_identity when it first
         # accepts a connection (a client-only endpoint never pays for a key it does not use)
         self._make_identity = make_identity
+        # the driver's look-up of the local route's MTU (its socket's ``route_mtu``): each new
+        # connection's path MTU discovery searches up to it (PROTOCOL.md §14.7)
+        self.route_mtu = route_mtu
         self.accept = accept
         self.max_connections = max_connections
         self.max_handshakes = max_handshakes
@@ -258,6 +264,8 @@ class Endpoint:
         else:
             cfg = (config or self.config).copy(is_client=True)
         conn = CoreConnection(cfg, addr, random_bytes=self._random, reset_token=self._reset_tokens)
+        if self.route_mtu is not None:
+            conn.set_route_mtu(self.route_mtu(addr))
         self._now = now
         self._trace(conn, now)
         self._add(conn, None)
@@ -399,6 +407,8 @@ class Endpoint:
         conn = CoreConnection(cfg, addr, host_cid=rscid, peer_cid=bytes(hdr.scid),
                               original_dcid=odcid, retry_source_cid=rscid, random_bytes=self._random,
                               reset_token=self._reset_tokens)
+        if self.route_mtu is not None:
+            conn.set_route_mtu(self.route_mtu(addr))
         self._trace(conn, now)
         self._add(conn, None if rscid is not None else bytes(hdr.dcid))
         self.events.append((conn, ConnectionAccepted(addr)))

@@ -341,6 +341,12 @@ class QlogTrace:
             last.update(changed)
             self._event(now, "recovery:metrics_updated", changed)
 
+    def mtu_updated(self, now: float, old: int, new: int, done: bool) -> None:
+        """Path MTU discovery raised the datagram size from ``old`` to ``new`` bytes (``done``:
+        the search ended): the draft's ``connectivity:mtu_updated``."""
+        self._event(now, "connectivity:mtu_updated", {"old": int(old), "new": int(new),
+                                                      "done": bool(done)})
+
     def congestion_state_updated(self, now: float, new: str, *, trigger: Optional[str] = None,
                                  persistent_congestion_events: Optional[int] = None) -> None:
         """The congestion controller's state (``CongestionController.congestion_state()``:

@@ -212,7 +212,7 @@ def test_shared_send_buffers_respect_each_connections_datagram_size():
     pairs = []
     largest = [0, 0]
     for i, mds in enumerate(sizes):
-        cfg = dict(max_datagram_size=mds)
+        cfg = dict(max_datagram_size=mds, mtu_discovery=False)  # (each its size throughout)
         net, client, server, conn = make_pair(
             LinkConfig(delay=0.005, mtu=65535), seed=10 + i, client_config=Configuration(**cfg),
             server_config=Configuration(is_client=False, **cfg))

@@ -23,7 +23,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .._app import split_options
-from .._socket import UDPSocket, normalize_address, numeric_address, pick_address
+from .._socket import UDPSocket, normalize_address, numeric_address, pick_address, route_mtu
 from ..config import Configuration
 from ..endpoint import ConnectionAccepted, Endpoint
 from ..errors import ConnectionClosed, ConnectionRefused, ErrorCode
@@ -203,6 +203,7 @@ class _Driver(asyncio.DatagramProtocol):
     # protocol callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.endpoint.route_mtu = route_mtu  # (path MTU discovery up to the local route's)
         # the offload transport takes the core's trains as they are; others, datagrams
         self._send_trains = getattr(transport, "send_trains", None)
         sock = transport.get_extra_info("socket")

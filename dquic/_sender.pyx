@@ -151,6 +151,10 @@ cdef class Sender:
             total += self.datagram_each(False, 8, now, trains, out)
             if self.app_seal is not None and len(out) > n:
                 total += self.coalesce_app(now, out, trains)
+        if (self.pmtud and self.pmtu_probe_pn < 0 and self.pmtu_hi - self.mds >= PMTU_STEP
+                and self.sset.send_queue is not None and self.sset.send_queue.n > 0):
+            # a busy connection's probe goes before its data: data would fill the window first
+            total += self.maybe_probe_pmtu(now, trains, out)
         if self.app_seal is None:
             pass
         elif not trains or max_segments <= 1 or not self.hs.discarded:
@@ -206,7 +210,7 @@ cdef class Sender:
                 out.append((train, seg, addr))
             self.check_app_limited(mds)
         if total and self.pmtud and self.pmtu_probe_pn < 0 and self.pmtu_hi - self.mds >= PMTU_STEP:
-            total += self.maybe_probe_pmtu(now, trains, out)
+            total += self.maybe_probe_pmtu(now, trains, out)  # (a connection sending little)
         self.return_scratch()
         return total
 
@@ -729,7 +733,6 @@ cdef class Sender:
             self.events.append(DatagramLost(r.b))
         return 0
 
-
     # ------------------------------------------------------------------ path MTU discovery
     # (RFC 9000 §14.3 with RFC 8899's packetization-layer search; PROTOCOL.md §14.7) A probe is
     # a 1-RTT packet of PING and PADDING of the size being tried, alone in its datagram, sent
@@ -779,11 +782,18 @@ cdef class Sender:
     cdef int set_datagram_size(self, Py_ssize_t size) except -1:
         """Use ``size`` for every packet from now on (congestion control and pacing count in
         datagrams of it)."""
+        cdef Py_ssize_t old = self.mds
         self.mds = size
         cc = self.recovery.congestion
         try:
             cc.max_datagram_size = size
-        except AttributeError:  # (a controller of the application's without the attribute)
+            if old > 0 and size != old:
+                # the minimum window is counted in datagrams (RFC 9002 §7.2: 2 of them): a
+                # window below one datagram could never send again
+                cc.minimum_window = max(1, cc.minimum_window * size // old)
+                if cc.congestion_window < cc.minimum_window:
+                    cc.congestion_window = cc.minimum_window
+        except AttributeError:  # (a controller of the application's without the attributes)
             pass
         if self.pacer is not None:
             self.pacer.max_datagram_size = size
@@ -803,7 +813,7 @@ cdef class Sender:
 
     cdef int maybe_probe_pmtu(self, double now, bint trains, list out) except -1:
         """Send the next probe if the search goes on and one may go now (returns its bytes)."""
-        cdef Py_ssize_t size, hdr_end, length_off, end
+        cdef Py_ssize_t size, hdr_end, end
         cdef int64_t pn
         cdef int pn_len
         cdef _Sent rec
@@ -840,8 +850,8 @@ cdef class Sender:
         return len(data)
 
     cdef int pmtu_acked(self) except -1:
-        self.pmtu_probe_pn = -1
         cdef Py_ssize_t old = self.mds
+        self.pmtu_probe_pn = -1
         if self.pmtu_probe_size > old:
             self.set_datagram_size(self.pmtu_probe_size)
             if self.qlog is not None:

@@ -154,3 +154,28 @@ def test_a_path_that_stops_carrying_the_size_found_falls_back_to_the_base_size()
     net.run(until=lambda: server.count(0) == 2, max_time=net.now + 60)
     assert server.stream_messages(0) == [PAYLOAD, PAYLOAD]
     assert 1200 <= conn.datagram_size <= 1400
+
+
+def test_a_window_limited_transfer_over_a_bottleneck_finds_the_size():
+    # the data fills the congestion window whenever it opens; the probe goes before the data
+    # of a send, so the search still ends (here at the bottleneck link's 1400 bytes)
+    net, client, server, conn = make_pair(
+        LinkConfig(delay=0.010, bandwidth=20e6, queue_limit=60_000, mtu=1400), seed=4)
+    conn.send_message(0, PAYLOAD * 4)
+    net.run(until=lambda: server.count(0) == 1, max_time=60)
+    assert server.stream_messages(0) == [PAYLOAD * 4]
+    assert 1400 - 16 < conn.datagram_size <= 1400
+
+
+def test_the_minimum_window_follows_the_datagram_size():
+    # RFC 9002 §7.2: two datagrams. Left at two of the base size, a window reduced by losses
+    # could end below one datagram of the size found, and then nothing could be sent again
+    net, client, server, conn = make_pair(LinkConfig(delay=0.005, loss=0.05), seed=5)
+    conn.set_route_mtu(8952)
+    payload = PAYLOAD * 4
+    conn.send_message(0, payload)
+    net.run(until=lambda: server.count(0) == 1, max_time=120)
+    assert server.stream_messages(0) == [payload]
+    assert conn.datagram_size == 8952
+    assert conn._cc.minimum_window == 2 * 8952
+    assert conn._cc.congestion_events > 0 and conn._cc.congestion_window >= 2 * 8952

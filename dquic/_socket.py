@@ -42,7 +42,8 @@ from typing import Any, List, Optional, Tuple, Union
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
-__all__ = ["UDPSocket", "normalize_address", "resolve_address", "route_mtu", "DEFAULT_BUFFER_SIZE"]
+__all__ = ["UDPSocket", "normalize_address", "resolve_address", "route_mtu", "set_dont_fragment",
+           "DEFAULT_BUFFER_SIZE"]
 
 #: Kernel socket buffer size asked for. Without CAP_NET_ADMIN the kernel caps it at
 #: ``net.core.rmem_max`` / ``wmem_max``; raise those for multi-gigabit rates.
@@ -186,6 +187,32 @@ def resolve_address(address: Tuple, family: Optional[int] = None, passive: bool 
     return pick_address(infos, host, family)
 
 
+def set_dont_fragment(sock: socket.socket, dual_stack: bool = False) -> bool:
+    """Set the don't-fragment bit on ``sock``'s datagrams (RFC 9000 §14): IPv4, IPv6, both
+    for a dual-stack socket (Linux ``IP_PMTUDISC_PROBE``: never fragment, and ignore the
+    kernel's own path MTU guess). True if that is done; elsewhere False, and a driver then
+    keeps connections at their base datagram size (no larger datagram may be fragmented)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    if sock.family == socket.AF_INET6:
+        opts = [(_SOL_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_PROBE)]
+        if dual_stack:
+            opts.append((_SOL_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE))
+    else:
+        opts = [(_SOL_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE)]
+    try:
+        for level, opt, value in opts:
+            sock.setsockopt(level, opt, value)
+    except OSError:
+        return False
+    return True
+
+
+def no_larger_route(addr: Tuple) -> int:
+    """``route_mtu`` for a socket that may fragment: no path MTU discovery (1200)."""
+    return 1200
+
+
 _route_mtus: dict = {}
 _ROUTE_MTUS_KEPT = 1024
 
@@ -262,18 +289,9 @@ class UDPSocket:
                 except OSError:
                     pass
             self._recverr = False
+            #: datagrams leave with the don't-fragment bit (else path MTU discovery is off)
+            self.dont_fragment = set_dont_fragment(self.sock, self.dual_stack)
             if sys.platform.startswith("linux"):
-                # don't fragment (RFC 9000 §14): IPv4, and IPv6 (dual-stack: both)
-                opts = [] if family == socket.AF_INET6 else [(_SOL_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE)]
-                if family == socket.AF_INET6:
-                    opts.append((_SOL_IPV6, _IPV6_MTU_DISCOVER, _IPV6_PMTUDISC_PROBE))
-                    if self.dual_stack:
-                        opts.append((_SOL_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_PROBE))
-                for level, opt, value in opts:
-                    try:
-                        self.sock.setsockopt(level, opt, value)
-                    except OSError:
-                        pass
                 level, opt = (_SOL_IPV6, _IPV6_RECVERR) if family == socket.AF_INET6 else (_SOL_IP, _IP_RECVERR)
                 try:
                     self.sock.setsockopt(level, opt, 1)

@@ -48,8 +48,8 @@ from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 from ._app import split_options, termination_error, validate_messages
 # (the driving steps' tunables stay importable from here)
 from ._drive import IDLE_HANDOVER, RECV_BATCH, STEP_INTERVAL, Drive  # noqa: F401
-from ._socket import (UDPSocket, Waker, check_address, normalize_address, numeric_address, route_mtu,
-                      resolve_address)
+from ._socket import (UDPSocket, Waker, check_address, no_larger_route, normalize_address,
+                      numeric_address, resolve_address, route_mtu)
 from .config import Configuration
 from .endpoint import ConnectionAccepted, Endpoint
 from .errors import (
@@ -986,7 +986,8 @@ class DQUIC:
     # what the driver tells this instance (dquic._drive.Drive's hooks)
     def _start(self, sock: UDPSocket) -> None:
         """Adopt ``sock`` and start the I/O thread (lock held)."""
-        self._endpoint.route_mtu = route_mtu  # (path MTU discovery up to the local route's)
+        # path MTU discovery up to the local route's MTU, where datagrams cannot fragment
+        self._endpoint.route_mtu = route_mtu if sock.dont_fragment else no_larger_route
         self._drive.start(sock, self._endpoint)
 
     def _io_failed(self, exc: BaseException) -> None:

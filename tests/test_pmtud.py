@@ -179,3 +179,31 @@ def test_the_minimum_window_follows_the_datagram_size():
     assert conn.datagram_size == 8952
     assert conn._cc.minimum_window == 2 * 8952
     assert conn._cc.congestion_events > 0 and conn._cc.congestion_window >= 2 * 8952
+
+
+def test_a_route_that_takes_only_the_base_size_stops_the_search():
+    conn, _, sizes = _transfer(hint=1200)
+    assert conn._tx.pmtu_probes_sent == 0 and max(sizes) == 1200
+
+
+def test_a_socket_that_may_fragment_keeps_the_base_size(monkeypatch):
+    # where the don't-fragment bit cannot be set, a larger probe could pass as IP fragments:
+    # the drivers then search for nothing
+    import dquic._socket as sockmod
+    from dquic.sync import DQUIC
+
+    monkeypatch.setattr(sockmod, "set_dont_fragment", lambda sock, dual_stack=False: False)
+    assert sockmod.no_larger_route(("192.0.2.1", 443)) == 1200
+    with DQUIC() as server, DQUIC() as client:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(30)
+        client.settimeout(30)
+        dest = ("127.0.0.1", server.local_address[1])
+        data = bytes(range(256)) * 2048
+        client.send_to(dest, {0: data})
+        got = bytearray()
+        while len(got) < len(data):
+            _, msgs = server.receive_from(1 << 20)
+            got += msgs.get(0, b"")
+        client.flush(timeout=30)
+        assert client.connections[0].stats.datagram_size == 1200

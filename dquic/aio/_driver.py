@@ -23,7 +23,8 @@ import socket
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .._app import split_options
-from .._socket import UDPSocket, normalize_address, numeric_address, pick_address, route_mtu
+from .._socket import (UDPSocket, no_larger_route, normalize_address, numeric_address, pick_address,
+                       route_mtu, set_dont_fragment)
 from ..config import Configuration
 from ..endpoint import ConnectionAccepted, Endpoint
 from ..errors import ConnectionClosed, ConnectionRefused, ErrorCode
@@ -203,10 +204,18 @@ class _Driver(asyncio.DatagramProtocol):
     # protocol callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.endpoint.route_mtu = route_mtu  # (path MTU discovery up to the local route's)
         # the offload transport takes the core's trains as they are; others, datagrams
         self._send_trains = getattr(transport, "send_trains", None)
         sock = transport.get_extra_info("socket")
+        # path MTU discovery up to the local route's MTU, where datagrams cannot fragment
+        udp = getattr(transport, "_sock", None)
+        if isinstance(udp, UDPSocket):
+            df = udp.dont_fragment
+        else:
+            df = sock is not None and set_dont_fragment(
+                sock, sock.family == socket.AF_INET6 and not sock.getsockopt(
+                    socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+        self.endpoint.route_mtu = route_mtu if df else no_larger_route
         size = self.options.get("socket_buffer", SOCKET_BUFFER)
         if sock is not None:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):

@@ -8,9 +8,11 @@ import socket
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dquic.config import Configuration
-from dquic.testing.apps import make_pair
+from dquic.testing.apps import CLIENT_ADDR, make_pair
 from dquic.testing.sim import EVENT_SEND, LinkConfig
 
 PAYLOAD = bytes(range(256)) * 2000  # 512 KB: well past the bytes a connection sends before probing
@@ -207,3 +209,19 @@ def test_a_socket_that_may_fragment_keeps_the_base_size(monkeypatch):
             got += msgs.get(0, b"")
         client.flush(timeout=30)
         assert client.connections[0].stats.datagram_size == 1200
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mtu=st.integers(1200, 9100), hint=st.sampled_from([None, 1472, 8952, 65507]),
+       loss=st.sampled_from([0.0, 0.02]), seed=st.integers(0, 1000))
+def test_any_path_delivers_and_only_probes_meet_its_mtu(mtu, hint, loss, seed):
+    net, client, server, conn = make_pair(LinkConfig(delay=0.005, mtu=mtu, loss=loss), seed=seed)
+    if hint is not None:
+        conn.set_route_mtu(hint)
+    payload = PAYLOAD[: 300_000]
+    conn.send_message(0, payload)
+    net.run(until=lambda: server.count(0) == 1, max_time=120)
+    assert server.stream_messages(0) == [payload]
+    assert 1200 <= conn.datagram_size <= max(1200, mtu)
+    # what the path's MTU dropped were probes, never data
+    assert net.link_stats(CLIENT_ADDR, conn.peer_addr).dropped_mtu <= conn._tx.pmtu_probes_sent

@@ -52,7 +52,8 @@ def _dquic_pair(encryption):
     window = dict(initial_max_data=64 << 20, max_data_window=64 << 20,
                   initial_max_stream_data=64 << 20, max_stream_data_window=64 << 20)
     client, server = core_pair(
-        Configuration(encryption=encryption, pacing=False, max_datagram_size=MDS, **window),
+        Configuration(encryption=encryption, pacing=False, max_datagram_size=MDS, mtu_discovery=False,
+                      **window),
         Configuration(is_client=False, encryption=encryption, identity=KeyPair.generate(),
                       pacing=False, max_datagram_size=MDS, **window), C_ADDR, S_ADDR)
     now = exchange(server, client, C_ADDR, S_ADDR, 0.0, rounds=20, step=0.0,

@@ -1,5 +1,5 @@
 # C-level layout of dquic._sender: building one connection's packets (see _sender.pyx).
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from dquic._cids cimport CidState
 from dquic._codec cimport Buffer
@@ -50,16 +50,17 @@ cdef class Sender:
     cdef public double ask_time                  # when it was sent
     # path MTU discovery (RFC 9000 §14.3, RFC 8899; PROTOCOL.md §14.7): a binary search for
     # the largest datagram the path carries, between mds (known to pass) and pmtu_hi
-    cdef readonly Py_ssize_t base_mds            # the size every path carries (config)
-    cdef readonly Py_ssize_t pmtu_max            # the search's ceiling (config, peer, local route)
-    cdef readonly Py_ssize_t pmtu_hi             # the largest size not yet known to fail
-    cdef readonly Py_ssize_t pmtu_probe_size     # the probe in flight (0: none)
+    # (sizes fit 32 bits: an idle connection's state is counted in bytes)
     cdef int64_t pmtu_probe_pn
-    cdef readonly int pmtu_fails                 # probes of the size being tried lost in a row
-    cdef readonly int pmtu_failed_sizes          # sizes found too large in this search
-    cdef readonly long long pmtu_probes_sent
-    cdef public bint pmtud                       # discovery allowed (config.mtu_discovery)
     cdef int64_t pmtu_start                      # paths.bytes_sent when the search (re)started
+    cdef readonly int32_t base_mds               # the size every path carries (config)
+    cdef readonly int32_t pmtu_max               # the search's ceiling (config, peer, local route)
+    cdef readonly int32_t pmtu_hi                # the largest size not yet known to fail
+    cdef readonly int32_t pmtu_probe_size        # the size being tried (0: none)
+    cdef readonly uint32_t pmtu_probes_sent
+    cdef public bint pmtud                       # discovery allowed (config.mtu_discovery)
+    cdef readonly uint8_t pmtu_fails             # probes of the size being tried lost in a row
+    cdef readonly uint8_t pmtu_failed_sizes      # sizes found too large in this search
 
     cdef Py_ssize_t transmit(self, double now, Py_ssize_t max_bytes, Py_ssize_t max_segments,
                              bint trains, list out) except -1

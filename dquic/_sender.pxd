@@ -10,6 +10,25 @@ from dquic._spaces cimport FrameRecord, Pending, _Sent, _Space
 from dquic._streamset cimport StreamSet
 
 
+# Path MTU discovery (PROTOCOL.md §14.7)
+cdef enum:
+    # Without the local route's MTU (a driver tells it: CoreConnection.set_route_mtu) the
+    # search stops here: a 1500-byte Ethernet MTU less the IPv6 and UDP headers.
+    PMTU_DEFAULT_CEILING = 1452
+    # The search ends when the size known to pass is within this many bytes of the smallest
+    # known to fail (or of the ceiling).
+    PMTU_STEP = 16
+    # Probes of one size lost in a row before that size counts as too large (RFC 8899
+    # MAX_PROBES).
+    PMTU_MAX_PROBES = 3
+    # Bytes a connection sends on a path before it probes there: short exchanges (a request
+    # and its reply, a handshake) never pay for probes they would not profit from.
+    PMTU_START_BYTES = 24000
+    # Probe timeouts in a row after which a connection sending larger datagrams than the base
+    # size falls back to it (the path may have stopped carrying them).
+    PMTU_BLACK_HOLE_PTOS = 3
+
+
 cdef class Sender:
     # what it writes from (the connection's sub-objects)
     cdef readonly bint is_client
@@ -93,6 +112,9 @@ cdef class Sender:
     cdef int on_packet_lost(self, _Sent pkt) except -1
     cdef int record_lost(self, FrameRecord* r) except -1
     # path MTU discovery
+    cdef inline bint pmtu_due(self) noexcept:
+        # the search goes on and no probe is in flight
+        return self.pmtud and self.pmtu_probe_pn < 0 and self.pmtu_hi - self.mds >= PMTU_STEP
     cdef int pmtu_limit(self, Py_ssize_t ceiling) except -1
     cdef int pmtu_restart(self) except -1
     cdef int pmtu_route(self, Py_ssize_t payload) except -1

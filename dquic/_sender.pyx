@@ -30,7 +30,7 @@ from libc.string cimport memcpy, memset
 
 from dquic._cids cimport CidState, cid_frames_owed
 from dquic._codec cimport Buffer
-from dquic._congestion cimport Pacer
+from dquic._congestion cimport CongestionController, Pacer
 from dquic._packet cimport (SEND_SCRATCH_SIZE, finish_packet, give_scratch, pad_to, pay, put_frame,
                             start_packet, start_short_packet, take_scratch)
 from dquic._paths cimport PathState, amplification_room, path_frames_owed
@@ -58,21 +58,6 @@ __all__ = ["Sender", "MIN_ELICITING_PACKET", "MAX_LOST_STREAM_PACKETS"]
 MIN_ELICITING_PACKET = 42
 cdef Py_ssize_t _MIN_ELICITING = MIN_ELICITING_PACKET
 
-# Path MTU discovery (PROTOCOL.md §14.7)
-#: Without the local route's MTU (a driver tells it: CoreConnection.set_route_mtu) the search
-#: stops here: a 1500-byte Ethernet MTU less the IPv6 and UDP headers.
-PMTU_DEFAULT_CEILING = 1452
-#: The search ends when the size known to pass is within this many bytes of the smallest known
-#: to fail (or of the ceiling).
-PMTU_STEP = 16
-#: Probes of one size lost in a row before that size counts as too large (RFC 8899 MAX_PROBES).
-PMTU_MAX_PROBES = 3
-#: Bytes a connection sends on a path before it probes there: short exchanges (a request and
-#: its reply, a handshake) never pay for probes they would not profit from.
-PMTU_START_BYTES = 24000
-#: Probe timeouts in a row after which a connection sending larger datagrams than the base
-#: size falls back to it (the path may have stopped carrying them).
-PMTU_BLACK_HOLE_PTOS = 3
 #: 1-RTT packets declared lost whose stream data is remembered for a late acknowledgement
 #: (StreamSet.late_acks); beyond it the oldest are forgotten
 MAX_LOST_STREAM_PACKETS = 1024
@@ -151,8 +136,8 @@ cdef class Sender:
             total += self.datagram_each(False, 8, now, trains, out)
             if self.app_seal is not None and len(out) > n:
                 total += self.coalesce_app(now, out, trains)
-        if (self.pmtud and self.pmtu_probe_pn < 0 and self.pmtu_hi - self.mds >= PMTU_STEP
-                and self.sset.send_queue is not None and self.sset.send_queue.n > 0):
+        if (self.pmtu_due() and self.sset.send_queue is not None
+                and self.sset.send_queue.n > 0):
             # a busy connection's probe goes before its data: data would fill the window first
             total += self.maybe_probe_pmtu(now, trains, out)
         if self.app_seal is None:
@@ -209,7 +194,7 @@ cdef class Sender:
                 PyByteArray_Resize(train, off)
                 out.append((train, seg, addr))
             self.check_app_limited(mds)
-        if total and self.pmtud and self.pmtu_probe_pn < 0 and self.pmtu_hi - self.mds >= PMTU_STEP:
+        if total and self.pmtu_due():
             total += self.maybe_probe_pmtu(now, trains, out)  # (a connection sending little)
         self.return_scratch()
         return total
@@ -783,18 +768,15 @@ cdef class Sender:
         """Use ``size`` for every packet from now on (congestion control and pacing count in
         datagrams of it)."""
         cdef Py_ssize_t old = self.mds
+        cdef CongestionController cc = self.recovery.congestion
         self.mds = size
-        cc = self.recovery.congestion
-        try:
-            cc.max_datagram_size = size
-            if old > 0 and size != old:
-                # the minimum window is counted in datagrams (RFC 9002 §7.2: 2 of them): a
-                # window below one datagram could never send again
-                cc.minimum_window = max(1, cc.minimum_window * size // old)
-                if cc.congestion_window < cc.minimum_window:
-                    cc.congestion_window = cc.minimum_window
-        except AttributeError:  # (a controller of the application's without the attributes)
-            pass
+        cc.max_datagram_size = size
+        if size != old:
+            # the minimum window is counted in datagrams (RFC 9002 §7.2: 2 of them): a window
+            # below one datagram could never send again
+            cc.minimum_window = max(1, cc.minimum_window * size // old)
+            if cc.congestion_window < cc.minimum_window:
+                cc.congestion_window = cc.minimum_window
         if self.pacer is not None:
             self.pacer.max_datagram_size = size
         return 0
@@ -859,7 +841,6 @@ cdef class Sender:
                                       self.pmtu_hi - self.mds < PMTU_STEP)
         self.pmtu_probe_size = 0
         self.pmtu_fails = 0
-        self.noted = True  # (the next probe, if the search goes on, with the next packets)
         return 0
 
     cdef int pmtu_lost(self) except -1:

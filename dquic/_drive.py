@@ -5,7 +5,10 @@ The sans-IO core is driven by one thread at a time, the *driver*: it waits in ``
 UDP socket and a wake-up file descriptor (with the core's next timer as timeout), reads what
 arrived (``RECV_BATCH`` reads at most), feeds it to the endpoint, runs due timers, sends what
 the endpoint produced (keeping what the kernel refused for later) and lets the ``DQUIC`` turn
-the core's events into the state its API calls wait on.
+the core's events into the state its API calls wait on. An API call that waits first polls the
+socket for the busy-poll budget (``dquic._busypoll``: up to ``busy_poll`` seconds, learnt from
+how recent waits ended) before it sleeps in ``select``, when something was sent since the last
+such wait (an answer may come); the I/O thread never polls.
 
 The role (``Drive.holder``, the ident of the thread that drives, or None) is in one of three
 states, and every change of state is one of the methods below:
@@ -32,11 +35,13 @@ driver's socket calls run without the lock and release the GIL.
 """
 from __future__ import annotations
 
+import os
 import select
 import threading
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from ._busypoll import BusyPoll, can_poll
 from ._socket import UDPSocket, Waker
 
 __all__ = ["Drive", "RECV_BATCH", "IDLE_HANDOVER", "STEP_INTERVAL"]
@@ -48,6 +53,7 @@ IDLE_HANDOVER = 0.002
 #: A call that only queues work also reads the socket if nobody has for this long.
 STEP_INTERVAL = 0.0005
 _monotonic = time.monotonic
+_sched_yield = getattr(os, "sched_yield", lambda: None)
 
 
 class Drive:
@@ -64,7 +70,7 @@ class Drive:
     def __init__(self, ready: Dict[Any, None], on_events: Callable[[], bool],
                  on_unreachable: Callable[[Tuple, int], bool],
                  after_step: Optional[Callable[[], None]],
-                 on_failure: Callable[[BaseException], None]) -> None:
+                 on_failure: Callable[[BaseException], None], busy_poll: float = 0.0) -> None:
         lock = threading.Lock()
         #: the instance lock itself (``with drive.lock`` is ``with drive.cond`` without the
         #: Python-level ``Condition.__enter__``/``__exit__``: the hot paths take it so)
@@ -94,6 +100,10 @@ class Drive:
         self.deferred_flush = False  # acknowledgements wait for the application's next call
         self.last_step = 0.0  # when a driver last read the socket
         self.idle_spins = 0
+        # how long a waiting API call polls the socket before it sleeps (_busypoll), when
+        # something was sent since the last such wait (sock.datagrams_sent then)
+        self.busy = BusyPoll(busy_poll, can_poll())
+        self.sent_at_wait = 0
         # wake-ups
         self.waiters = 0  # API threads waiting on cond
         self.wake_pending = False
@@ -177,7 +187,7 @@ class Drive:
                 timeout = max(0.0, remaining) if timeout is None else min(timeout, max(0.0, remaining))
             self.cond.release()
             try:
-                self.step(timeout)
+                self.step(timeout, busy=True)
             finally:
                 self.cond.acquire()
             if remaining is not None and remaining <= 0:
@@ -298,12 +308,41 @@ class Drive:
             if sock.pending or not self.flush_needed:
                 return  # the kernel is full (a driver waits for it to drain) or all is out
 
-    def step(self, timeout: Optional[float], poll: bool = False) -> None:
+    def _busy_wait(self, rlist: list, wlist: list, timeout: Optional[float]) -> list:
+        """``select`` for a waiting API call: poll for the busy-poll budget (yielding the CPU
+        between looks), then sleep for the rest of ``timeout``; the budget learns from how the
+        wait ended (``_busypoll``)."""
+        bp = self.busy
+        budget = bp.budget
+        start = _monotonic()
+        if budget > 0.0:
+            if timeout is not None and timeout < budget:
+                budget = timeout
+            end = start + budget
+            sel = select.select
+            yield_cpu = _sched_yield
+            while True:
+                readable, writable, _ = sel(rlist, wlist, [], 0.0)
+                if readable or writable:  # (writable: the kernel takes trains again)
+                    bp.caught()
+                    return readable
+                if _monotonic() >= end:
+                    break
+                yield_cpu()
+            if timeout is not None:
+                timeout = max(0.0, timeout - budget)
+        readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        bp.slept(_monotonic() - start if readable or writable else None)
+        return readable
+
+    def step(self, timeout: Optional[float], poll: bool = False, busy: bool = False) -> None:
         """One driving step (lock NOT held; the caller holds the driver's role): wait up to
         ``timeout`` for the socket or the wake-up descriptor, read, process, send. A ``poll``
         (``kick``'s look at the socket between an application's calls) never waits: the
         pause that keeps a due timer which changes nothing from spinning is for steps that
-        wait for that timer, not for calls that find the socket quiet."""
+        wait for that timer, not for calls that find the socket quiet. A ``busy`` step (an
+        API call waiting) polls the socket for the busy-poll budget before it sleeps, if
+        datagrams were sent since the last step that did."""
         sock = self.sock
         rlist = self._rlist
         if rlist is None:
@@ -311,7 +350,14 @@ class Drive:
         self.last_step = _monotonic()
         if not poll and timeout is not None and timeout <= 0.0 and self.idle_spins >= 3:
             timeout = 0.001  # a due timer that changes nothing: do not spin
-        readable = select.select(rlist, [self._fd] if sock.pending else [], [], timeout)[0]
+        wlist = [self._fd] if sock.pending else []
+        if (busy and self.busy.limit and (timeout is None or timeout > 0.0)
+                and sock.datagrams_sent != self.sent_at_wait):
+            # an API call waits, and this side sent since the last wait: an answer may come
+            self.sent_at_wait = sock.datagrams_sent
+            readable = self._busy_wait(rlist, wlist, timeout)
+        else:
+            readable = select.select(rlist, wlist, [], timeout)[0]
         if readable:
             woke = self._wake_fd in readable
             if woke:

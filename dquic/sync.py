@@ -46,6 +46,7 @@ from bisect import bisect_right
 from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from ._app import split_options, termination_error, validate_messages
+from ._busypoll import DEFAULT_LIMIT as DEFAULT_BUSY_POLL, check_limit
 # (the driving steps' tunables stay importable from here)
 from ._drive import IDLE_HANDOVER, RECV_BATCH, STEP_INTERVAL, Drive  # noqa: F401
 from ._socket import (UDPSocket, Waker, check_address, no_larger_route, normalize_address,
@@ -236,7 +237,7 @@ class _Peer:
 
 #: Options of ``DQUIC`` itself; every other option is a ``Configuration`` field.
 _OWN_OPTIONS = ("linger", "max_connections", "socket_buffer", "dual_stack", "offload",
-                "on_handshake_failed")
+                "on_handshake_failed", "busy_poll")
 
 
 class DQUIC:
@@ -252,6 +253,11 @@ class DQUIC:
     * ``dual_stack`` (default False): an IPv6 socket also reaches IPv4 peers;
     * ``offload`` (default True): UDP segmentation offload on Linux (GSO sends, GRO receives),
       falling back by itself where the kernel or device refuses it;
+    * ``busy_poll`` (default ``dquic._busypoll.DEFAULT_LIMIT``, 0.2 ms; 0 or None: off): a
+      call that waits (``receive_from``, a ``send_to`` under back-pressure) first polls the
+      socket for up to this long before it sleeps, while recent waits show that answers come
+      that soon (an answer that comes before the CPU sleeps costs no wake-up; see
+      ``dquic._busypoll``); never on a machine with one CPU;
     * ``on_handshake_failed`` (default None): called with a ``dquic.events.HandshakeFailed``
       for each connection a peer opened whose handshake failed (a client refused by
       ``trusted_peers``, with the key it presented in ``peer_key``; a client that refused this
@@ -279,6 +285,7 @@ class DQUIC:
         self._socket_buffer = int(own.get("socket_buffer", 8 << 20))
         self._dual_stack = bool(own.get("dual_stack", False))
         self._offload = bool(own.get("offload", True))
+        busy_poll = check_limit(own.get("busy_poll", DEFAULT_BUSY_POLL))
         self._on_handshake_failed: Optional[Callable[[HandshakeFailed], Any]] = own.get("on_handshake_failed")
         if self._on_handshake_failed is not None and not callable(self._on_handshake_failed):
             raise TypeError("on_handshake_failed must be callable")
@@ -304,7 +311,7 @@ class DQUIC:
         # (without an on_handshake_failed callback there is nothing to do after a step)
         self._drive = Drive(self._ready, self._process_events, self._on_unreachable,
                             None if self._on_handshake_failed is None
-                            else self._report_failed_handshakes, self._io_failed)
+                            else self._report_failed_handshakes, self._io_failed, busy_poll)
         self._cond = self._drive.cond  # the instance lock (API threads wait on it)
         self._addr_cache: Dict[Tuple, Tuple[int, Tuple]] = {}
         self._consumed = False

@@ -14,15 +14,22 @@ next loop iteration; other passes are coalesced with ``loop.call_soon``, so a bu
 pass. The transport's ``pause_writing`` stops pulling datagrams from the core until
 ``resume_writing``. It runs on any asyncio loop (the default one and uvloop).
 
+After the offload transport sends, it polls for an answer for the busy-poll budget
+(``dquic._busypoll``: up to the ``busy_poll`` option, learnt from how recent waits ended): a
+callback that the loop runs in each iteration keeps the loop's ``select`` from sleeping, so the
+answer is read as soon as it arrives, while every other task and callback runs as usual.
+
 """
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .._app import split_options
+from .._busypoll import DEFAULT_LIMIT as DEFAULT_BUSY_POLL, BusyPoll, can_poll, check_limit
 from .._socket import (UDPSocket, no_larger_route, normalize_address, numeric_address, pick_address,
                        route_mtu, set_dont_fragment)
 from ..config import Configuration
@@ -37,13 +44,14 @@ if TYPE_CHECKING:
 #: SO_SNDBUF / SO_RCVBUF asked of the kernel.
 SOCKET_BUFFER = 8 << 20
 _DRIVER_OPTIONS = ("send_buffer_limit", "receive_buffer", "max_message_size", "reader_limit",
-                   "linger", "socket_buffer", "offload")
+                   "linger", "socket_buffer", "offload", "busy_poll")
 #: Socket reads per readiness callback of the offload transport.
 RECV_BATCH = 64
 #: Before the socket is released, how long at most, and how often, to look whether the peers
 #: answered the closes (the closing period ends it sooner: three PTOs)
 SETTLE_MAX = 2.0
 SETTLE_POLL = 0.002
+_sched_yield = getattr(os, "sched_yield", lambda: None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,6 +70,7 @@ def _split_options(options: Dict[str, Any], is_client: bool) -> Tuple[Configurat
             raise ValueError(f"{name} must be a positive int")
     if driver.get("linger", 0) < 0:
         raise ValueError("linger must be >= 0")
+    driver["busy_poll"] = check_limit(driver.get("busy_poll", DEFAULT_BUSY_POLL))
     return cfg, driver
 
 
@@ -94,6 +103,12 @@ class _OffloadTransport:
         self._protocol = protocol
         self._writing = False
         self._closing = False
+        # busy polling (dquic._busypoll): after sending, the loop keeps looking at the socket
+        # (a callback it runs each iteration keeps it from sleeping) for the budget
+        self._busy = BusyPoll(protocol.options.get("busy_poll", DEFAULT_BUSY_POLL), can_poll())
+        self._polling = False
+        self._poll_start = self._poll_end = 0.0
+        self._waiting_since: Optional[float] = None  # a wait for an answer slept from then
         loop.add_reader(sock.fileno(), self._on_readable)
         protocol.connection_made(self)  # type: ignore[arg-type]
 
@@ -121,6 +136,50 @@ class _OffloadTransport:
             sock.send_now(trains)
             if sock.pending:
                 self._want_write()
+        if self._busy.limit and not self._polling:
+            self._begin_wait()
+
+    # busy polling
+    def _begin_wait(self) -> None:
+        """Something was sent: an answer may come soon. Poll for the budget (the loop runs
+        ``_poll`` each iteration meanwhile, so it looks at the socket without sleeping)."""
+        now = self._loop.time()
+        busy = self._busy
+        since = self._waiting_since
+        if since is not None and now - since > busy.limit:
+            busy.slept(None)  # the last wait saw nothing within the limit
+        budget = busy.budget
+        if budget > 0.0:
+            self._polling = True
+            self._waiting_since = None
+            self._poll_start = now
+            self._poll_end = now + budget
+            self._loop.call_soon(self._poll)
+        else:
+            self._waiting_since = now
+
+    def _poll(self) -> None:
+        if not self._polling or self._closing:
+            return
+        if self._loop.time() >= self._poll_end:
+            # nothing came: sleep in the loop's select from now on; the wait's end tells the
+            # budget whether polling longer would have paid
+            self._polling = False
+            self._waiting_since = self._poll_start
+            return
+        _sched_yield()
+        self._loop.call_soon(self._poll)
+
+    def _answered(self) -> None:
+        """Something arrived: the wait (polling or sleeping) ended."""
+        if self._polling:
+            self._polling = False
+            self._busy.caught()
+        else:
+            since = self._waiting_since
+            if since is not None:
+                self._waiting_since = None
+                self._busy.slept(self._loop.time() - since)
 
     def close(self) -> None:
         if self._closing:
@@ -138,6 +197,8 @@ class _OffloadTransport:
     def _on_readable(self) -> None:
         batch = self._sock.recv_batch(RECV_BATCH)
         if batch:
+            if self._polling or self._waiting_since is not None:
+                self._answered()
             self._protocol.segments_received(batch)
         if self._sock.unreachable_reports:
             self._protocol.unreachable(self._sock.unreachable())

@@ -20,7 +20,10 @@ few waits and sleeps at once again: polling wastes at most ``limit`` per wait, a
 waits keep ending within ``limit``.
 
 The drivers yield the CPU between looks (``sched_yield``), so a process sharing the CPU (the
-peer, on the same machine) runs at once, and on a machine with one CPU they never poll.
+peer, on the same machine) runs at once, and on a machine with one CPU they never poll. The
+blocking driver polls in C with the GIL released (``dquic._pollwait``), so the other threads of
+the process (a second endpoint, the application's) run meanwhile; the asyncio driver keeps the
+loop from sleeping instead, and yields the GIL with the CPU between iterations.
 """
 from __future__ import annotations
 
@@ -33,8 +36,11 @@ DEFAULT_LIMIT = 0.0002
 
 
 def can_poll() -> bool:
-    """True if the machine has more than one CPU (polling could then pay)."""
-    return (os.cpu_count() or 1) > 1
+    """True if the machine has more than one CPU (polling could then pay) and the compiled
+    wait exists here (``_pollwait``: not on Windows)."""
+    from ._pollwait import AVAILABLE
+
+    return AVAILABLE and (os.cpu_count() or 1) > 1
 
 
 def check_limit(value: object) -> float:

@@ -35,13 +35,13 @@ driver's socket calls run without the lock and release the GIL.
 """
 from __future__ import annotations
 
-import os
 import select
 import threading
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._busypoll import BusyPoll, can_poll
+from ._pollwait import poll_ready
 from ._socket import UDPSocket, Waker
 
 __all__ = ["Drive", "RECV_BATCH", "IDLE_HANDOVER", "STEP_INTERVAL"]
@@ -53,7 +53,6 @@ IDLE_HANDOVER = 0.002
 #: A call that only queues work also reads the socket if nobody has for this long.
 STEP_INTERVAL = 0.0005
 _monotonic = time.monotonic
-_sched_yield = getattr(os, "sched_yield", lambda: None)
 
 
 class Drive:
@@ -309,26 +308,18 @@ class Drive:
                 return  # the kernel is full (a driver waits for it to drain) or all is out
 
     def _busy_wait(self, rlist: list, wlist: list, timeout: Optional[float]) -> list:
-        """``select`` for a waiting API call: poll for the busy-poll budget (yielding the CPU
-        between looks), then sleep for the rest of ``timeout``; the budget learns from how the
-        wait ended (``_busypoll``)."""
+        """``select`` for a waiting API call: poll for the busy-poll budget (in C, the GIL
+        released, yielding the CPU between looks: ``_pollwait``), then sleep for the rest of
+        ``timeout``; the budget learns from how the wait ended (``_busypoll``)."""
         bp = self.busy
         budget = bp.budget
         start = _monotonic()
         if budget > 0.0:
             if timeout is not None and timeout < budget:
                 budget = timeout
-            end = start + budget
-            sel = select.select
-            yield_cpu = _sched_yield
-            while True:
-                readable, writable, _ = sel(rlist, wlist, [], 0.0)
-                if readable or writable:  # (writable: the kernel takes trains again)
-                    bp.caught()
-                    return readable
-                if _monotonic() >= end:
-                    break
-                yield_cpu()
+            if poll_ready(self._fd, self._wake_fd, self._fd if wlist else -1, budget) == 1:
+                bp.caught()
+                return select.select(rlist, wlist, [], 0.0)[0]
             if timeout is not None:
                 timeout = max(0.0, timeout - budget)
         readable, writable, _ = select.select(rlist, wlist, [], timeout)

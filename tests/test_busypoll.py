@@ -86,3 +86,27 @@ def test_option_checks():
 
 def test_can_poll_answers():
     assert isinstance(can_poll(), bool)
+
+
+def test_poll_ready_waits_without_sleeping_until_ready_or_time():
+    import socket
+    import time
+
+    from dquic._pollwait import AVAILABLE, poll_ready
+
+    if not AVAILABLE:
+        assert poll_ready(-1, -1, -1, 0.001) == -1
+        return
+    a, b = socket.socketpair()
+    try:
+        t0 = time.monotonic()
+        assert poll_ready(a.fileno(), -1, -1, 0.002) == 0  # nothing to read: the time runs out
+        assert time.monotonic() - t0 >= 0.002
+        b.send(b"x")
+        assert poll_ready(-1, a.fileno(), -1, 1.0) == 1  # readable (either read slot)
+        a.recv(1)
+        assert poll_ready(a.fileno(), -1, b.fileno(), 1.0) == 1  # b is writable
+        assert poll_ready(a.fileno(), -1, -1, 0.0) == 0
+    finally:
+        a.close()
+        b.close()

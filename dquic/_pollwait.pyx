@@ -1,0 +1,63 @@
+# cython: language_level=3
+"""The busy-poll wait of ``dquic._busypoll``, in C with the GIL released: look at up to three
+descriptors without sleeping until one is ready or the time is up, yielding the CPU between
+looks. Other Python threads (a second endpoint in the same process, the application's own) run
+meanwhile; a Python loop of ``select`` calls would hold the GIL between them."""
+
+__all__ = ["AVAILABLE", "poll_ready"]
+
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #define DQUIC_POLL_AVAILABLE 0
+    static int dquic_poll_ready(int a, int b, int w, double seconds) {
+        (void)a; (void)b; (void)w; (void)seconds;
+        return -1;
+    }
+    #else
+    #define DQUIC_POLL_AVAILABLE 1
+    #include <errno.h>
+    #include <poll.h>
+    #include <sched.h>
+    #include <time.h>
+    static double dquic_monotonic(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    }
+    /* 1: a descriptor is ready, 0: the time is up, -1: poll failed */
+    static int dquic_poll_ready(int a, int b, int w, double seconds) {
+        struct pollfd fds[3];
+        int n = 0, r;
+        double end = dquic_monotonic() + seconds;
+        if (a >= 0) { fds[n].fd = a; fds[n].events = POLLIN; fds[n].revents = 0; n++; }
+        if (b >= 0) { fds[n].fd = b; fds[n].events = POLLIN; fds[n].revents = 0; n++; }
+        if (w >= 0) { fds[n].fd = w; fds[n].events = POLLOUT; fds[n].revents = 0; n++; }
+        for (;;) {
+            r = poll(fds, (nfds_t)n, 0);
+            if (r > 0)
+                return 1;
+            if (r < 0 && errno != EINTR)
+                return -1;
+            if (dquic_monotonic() >= end)
+                return 0;
+            sched_yield();
+        }
+    }
+    #endif
+    """
+    int DQUIC_POLL_AVAILABLE
+    int dquic_poll_ready(int a, int b, int w, double seconds) nogil
+
+#: False where the wait is not built (Windows): the drivers then never poll.
+AVAILABLE = bool(DQUIC_POLL_AVAILABLE)
+
+
+def poll_ready(int a, int b, int w, double seconds):
+    """Poll descriptors ``a`` and ``b`` for reading and ``w`` for writing (-1: none) without
+    sleeping, for up to ``seconds``, the GIL released: 1 if one is ready, 0 if the time ran out,
+    -1 if polling failed (or is not available here)."""
+    cdef int r
+    with nogil:
+        r = dquic_poll_ready(a, b, w, seconds)
+    return r

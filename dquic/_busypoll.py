@@ -20,7 +20,10 @@ few waits and sleeps at once again: polling wastes at most ``limit`` per wait, a
 waits keep ending within ``limit``.
 
 The drivers yield the CPU between looks (``sched_yield``), so a process sharing the CPU (the
-peer, on the same machine) runs at once, and on a machine with one CPU they never poll. The
+peer, on the same machine) runs at once; a yield that let another task run (it took more than
+20 us) ends the polling and sets the budget to 0, so an endpoint on a machine whose CPUs are all
+wanted (more busy processes than CPUs) gives its CPU away instead of polling on it. On a machine
+with one CPU they never poll. The
 blocking driver polls in C with the GIL released (``dquic._pollwait``), so the other threads of
 the process (a second endpoint, the application's) run meanwhile; the asyncio driver keeps the
 loop from sleeping instead, and yields the GIL with the CPU between iterations.
@@ -60,8 +63,9 @@ def check_limit(value: object) -> float:
 class BusyPoll:
     """The polling budget of one driver (module docstring). ``budget`` is how long the next
     wait polls; the driver reports how each wait ended with ``caught`` (polling found
-    something) or ``slept(waited)`` (it slept after polling ``budget``, or at once; ``waited``
-    is the time from the start of the wait until something arrived, None if nothing did)."""
+    something), ``contended`` (polling gave the CPU to another task) or ``slept(waited)`` (it
+    slept after polling ``budget``, or at once; ``waited`` is the time from the start of the
+    wait until something arrived, None if nothing did)."""
 
     __slots__ = ("limit", "budget")
 
@@ -71,6 +75,11 @@ class BusyPoll:
 
     def caught(self) -> None:
         """Polling found something: keep the budget."""
+
+    def contended(self) -> None:
+        """Polling gave way: another task wanted the CPU (a yield let it run). Stop polling;
+        waits answered within the limit grow the budget again."""
+        self.budget = 0.0
 
     def slept(self, waited) -> None:
         """The wait slept; ``waited`` seconds after its start something arrived (None: nothing

@@ -317,9 +317,13 @@ class Drive:
         if budget > 0.0:
             if timeout is not None and timeout < budget:
                 budget = timeout
-            if poll_ready(self._fd, self._wake_fd, self._fd if wlist else -1, budget) == 1:
+            got = poll_ready(self._fd, self._wake_fd, self._fd if wlist else -1, budget)
+            if got == 1:
                 bp.caught()
                 return select.select(rlist, wlist, [], 0.0)[0]
+            if got == 2:
+                bp.contended()  # the CPU is wanted: sleep in select, the wait not counted
+                return select.select(rlist, wlist, [], timeout)[0]
             if timeout is not None:
                 timeout = max(0.0, timeout - budget)
         readable, writable, _ = select.select(rlist, wlist, [], timeout)

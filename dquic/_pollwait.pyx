@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The busy-poll wait of ``dquic._busypoll``, in C with the GIL released: look at up to three
 descriptors without sleeping until one is ready or the time is up, yielding the CPU between
-looks. Other Python threads (a second endpoint in the same process, the application's own) run
+looks, and give up as soon as a yield shows that another task wants the CPU. Other Python threads (a second endpoint in the same process, the application's own) run
 meanwhile; a Python loop of ``select`` calls would hold the GIL between them."""
 
 __all__ = ["AVAILABLE", "poll_ready"]
@@ -25,11 +25,13 @@ cdef extern from *:
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     }
-    /* 1: a descriptor is ready, 0: the time is up, -1: poll failed */
+    /* 1: a descriptor is ready, 0: the time is up, 2: the CPU is wanted (a yield let another
+       task run for longer than DQUIC_YIELD_CONTENDED seconds), -1: poll failed */
+    #define DQUIC_YIELD_CONTENDED 20e-6
     static int dquic_poll_ready(int a, int b, int w, double seconds) {
         struct pollfd fds[3];
         int n = 0, r;
-        double end = dquic_monotonic() + seconds;
+        double now, end = dquic_monotonic() + seconds;
         if (a >= 0) { fds[n].fd = a; fds[n].events = POLLIN; fds[n].revents = 0; n++; }
         if (b >= 0) { fds[n].fd = b; fds[n].events = POLLIN; fds[n].revents = 0; n++; }
         if (w >= 0) { fds[n].fd = w; fds[n].events = POLLOUT; fds[n].revents = 0; n++; }
@@ -39,9 +41,12 @@ cdef extern from *:
                 return 1;
             if (r < 0 && errno != EINTR)
                 return -1;
-            if (dquic_monotonic() >= end)
+            now = dquic_monotonic();
+            if (now >= end)
                 return 0;
             sched_yield();
+            if (dquic_monotonic() - now > DQUIC_YIELD_CONTENDED)
+                return 2;
         }
     }
     #endif
@@ -55,8 +60,10 @@ AVAILABLE = bool(DQUIC_POLL_AVAILABLE)
 
 def poll_ready(int a, int b, int w, double seconds):
     """Poll descriptors ``a`` and ``b`` for reading and ``w`` for writing (-1: none) without
-    sleeping, for up to ``seconds``, the GIL released: 1 if one is ready, 0 if the time ran out,
-    -1 if polling failed (or is not available here)."""
+    sleeping, for up to ``seconds``, the GIL released, yielding the CPU between looks: 1 if one
+    is ready, 0 if the time ran out, 2 if the CPU is wanted elsewhere (a yield let another task
+    run for more than 20 us: polling would take the CPU from it), -1 if polling failed (or is
+    not available here)."""
     cdef int r
     with nogil:
         r = dquic_poll_ready(a, b, w, seconds)

@@ -65,6 +65,10 @@ logger = logging.getLogger("dquic.workers")
 
 #: Worker indices are one byte of the connection ID; the steering table is a chain of jumps.
 MAX_WORKERS = 64
+#: ``busy_poll`` of a worker unless the pool's options set it: off. A pool is meant to keep
+#: every core busy with its workers; a worker polling for an answer would take CPU its
+#: siblings (or the load) need (dquic._busypoll).
+WORKER_BUSY_POLL = 0.0
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 
 # classic BPF opcodes (<linux/filter.h>)
@@ -183,7 +187,8 @@ class WorkerPool:
 
     ``handler`` is what ``dquic.aio.serve`` takes: ``async def handler(conn)``, run in the
     worker that holds the connection. ``options`` are those of ``dquic.aio.serve``
-    (``Configuration`` fields and driver options, ``max_connections``). With ``sync=True``,
+    (``Configuration`` fields and driver options, ``max_connections``; ``busy_poll`` is off in
+    workers unless given: ``WORKER_BUSY_POLL``). With ``sync=True``,
     ``handler(server)`` is called once in each worker with a bound ``dquic.DQUIC`` (options
     those of ``DQUIC``) and serves it, typically a ``receive_from`` loop; once the worker has
     drained, ``server`` is closed, so ``receive_from`` raises ``EndpointClosed`` (which ends
@@ -472,6 +477,7 @@ def _sync_worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
 
     options = dict(pool.options)
     options["server_id"] = pool._base_sid + bytes([index])
+    options.setdefault("busy_poll", WORKER_BUSY_POLL)
     server = DQUIC(max_connections=pool.max_connections, **options)
     endpoint = server._endpoint = _WorkerEndpoint(
         server._config, accept=True, max_connections=pool.max_connections,
@@ -531,6 +537,7 @@ async def _worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     options = dict(pool.options)
     options["server_id"] = pool._base_sid + bytes([index])
+    options.setdefault("busy_poll", WORKER_BUSY_POLL)
     cfg, driver_opts = _split_options(options, is_client=False)
     endpoint = _WorkerEndpoint(cfg, accept=True, max_connections=pool.max_connections,
                                token_key=pool.token_key, worker=index,

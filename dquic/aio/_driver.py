@@ -52,6 +52,8 @@ RECV_BATCH = 64
 SETTLE_MAX = 2.0
 SETTLE_POLL = 0.002
 _sched_yield = getattr(os, "sched_yield", lambda: None)
+#: A yield longer than this (seconds) let another task run: polling gives way (dquic._busypoll).
+YIELD_CONTENDED = 20e-6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,13 +163,19 @@ class _OffloadTransport:
     def _poll(self) -> None:
         if not self._polling or self._closing:
             return
-        if self._loop.time() >= self._poll_end:
+        now = self._loop.time()
+        if now >= self._poll_end:
             # nothing came: sleep in the loop's select from now on; the wait's end tells the
             # budget whether polling longer would have paid
             self._polling = False
             self._waiting_since = self._poll_start
             return
         _sched_yield()
+        if self._loop.time() - now > YIELD_CONTENDED:
+            # the yield let another task run: the CPU is wanted, stop polling
+            self._polling = False
+            self._busy.contended()
+            return
         self._loop.call_soon(self._poll)
 
     def _answered(self) -> None:

@@ -122,7 +122,25 @@ def test_busy_poll_option_is_checked():
     asyncio.run(main())
 
 
-def test_aio_waits_poll_and_learn():
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - optional
+    uvloop = None
+
+LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None,
+                                                                    reason="uvloop not installed"))]
+
+
+def _run_on(kind, coroutine):
+    loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coroutine, 30))
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_aio_waits_poll_and_learn(kind):
     async def echo(conn):
         while True:
             sid, data = await conn.receive_message()
@@ -142,7 +160,7 @@ def test_aio_waits_poll_and_learn():
                 polled = bp.log.count("caught") + bp.log.count("contended")
                 assert polled >= ROUND_TRIPS // 4, bp.log
 
-    asyncio.run(asyncio.wait_for(main(), 30))
+    _run_on(kind, main())
 
 
 class _Quiet:
@@ -165,7 +183,8 @@ class _Quiet:
         pass
 
 
-def test_aio_polling_stops_when_nothing_answers():
+@pytest.mark.parametrize("kind", LOOPS)
+def test_aio_polling_stops_when_nothing_answers(kind):
     import socket
 
     from dquic._socket import UDPSocket
@@ -199,4 +218,4 @@ def test_aio_polling_stops_when_nothing_answers():
             transport.close()
             await asyncio.sleep(0)
 
-    asyncio.run(asyncio.wait_for(main(), 30))
+    _run_on(kind, main())

@@ -110,6 +110,7 @@ class _OffloadTransport:
         self._busy = BusyPoll(protocol.options.get("busy_poll", DEFAULT_BUSY_POLL), can_poll())
         self._polling = False
         self._poll_start = self._poll_end = 0.0
+        self._poll_turns = 0
         self._waiting_since: Optional[float] = None  # a wait for an answer slept from then
         loop.add_reader(sock.fileno(), self._on_readable)
         protocol.connection_made(self)  # type: ignore[arg-type]
@@ -170,12 +171,14 @@ class _OffloadTransport:
             self._polling = False
             self._waiting_since = self._poll_start
             return
-        _sched_yield()
-        if self._loop.time() - now > YIELD_CONTENDED:
-            # the yield let another task run: the CPU is wanted, stop polling
-            self._polling = False
-            self._busy.contended()
-            return
+        self._poll_turns += 1
+        if not self._poll_turns & 3:  # every fourth turn: a loop turn costs little already
+            _sched_yield()
+            if self._loop.time() - now > YIELD_CONTENDED:
+                # the yield let another task run: the CPU is wanted, stop polling
+                self._polling = False
+                self._busy.contended()
+                return
         self._loop.call_soon(self._poll)
 
     def _answered(self) -> None:

@@ -19,14 +19,14 @@ peer answers late, or an endpoint waiting for traffic that comes seldom, stops p
 few waits and sleeps at once again: polling wastes at most ``limit`` per wait, and only while
 waits keep ending within ``limit``.
 
-The drivers yield the CPU between looks (``sched_yield``), so a process sharing the CPU (the
+The drivers yield the CPU as they poll (``sched_yield``), so a process sharing the CPU (the
 peer, on the same machine) runs at once; a yield that let another task run (it took more than
 20 us) ends the polling and sets the budget to 0, so an endpoint on a machine whose CPUs are all
 wanted (more busy processes than CPUs) gives its CPU away instead of polling on it. On a machine
 with one CPU they never poll. The
 blocking driver polls in C with the GIL released (``dquic._pollwait``), so the other threads of
 the process (a second endpoint, the application's) run meanwhile; the asyncio driver keeps the
-loop from sleeping instead, and yields the GIL with the CPU between iterations.
+loop from sleeping instead, and yields the CPU (and the GIL) every fourth loop iteration.
 """
 from __future__ import annotations
 

@@ -254,10 +254,11 @@ class DQUIC:
     * ``offload`` (default True): UDP segmentation offload on Linux (GSO sends, GRO receives),
       falling back by itself where the kernel or device refuses it;
     * ``busy_poll`` (default ``dquic._busypoll.DEFAULT_LIMIT``, 0.2 ms; 0 or None: off): a
-      call that waits (``receive_from``, a ``send_to`` under back-pressure) first polls the
-      socket for up to this long before it sleeps, while recent waits show that answers come
-      that soon (an answer that comes before the CPU sleeps costs no wake-up; see
-      ``dquic._busypoll``); never on a machine with one CPU;
+      call that waits (``receive_from``, a ``send_to`` under back-pressure) after this
+      endpoint sent something first polls the socket for up to this long before it sleeps,
+      while recent waits show that answers come that soon and no other task wants the CPU
+      (an answer that comes before the CPU sleeps costs no wake-up; see
+      ``dquic._busypoll``); never on a machine with one CPU, nor on Windows;
     * ``on_handshake_failed`` (default None): called with a ``dquic.events.HandshakeFailed``
       for each connection a peer opened whose handshake failed (a client refused by
       ``trusted_peers``, with the key it presented in ``peer_key``; a client that refused this

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import os
 
+from ._pollwait import AVAILABLE
+
 __all__ = ["BusyPoll", "DEFAULT_LIMIT", "can_poll", "check_limit"]
 
 #: Default longest polling per wait, seconds (``busy_poll`` of ``DQUIC`` and ``dquic.aio``).
@@ -41,8 +43,6 @@ DEFAULT_LIMIT = 0.0002
 def can_poll() -> bool:
     """True if the machine has more than one CPU (polling could then pay) and the compiled
     wait exists here (``_pollwait``: not on Windows)."""
-    from ._pollwait import AVAILABLE
-
     return AVAILABLE and (os.cpu_count() or 1) > 1
 
 

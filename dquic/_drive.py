@@ -41,7 +41,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._busypoll import BusyPoll, can_poll
-from ._pollwait import poll_ready
+from ._pollwait import CONTENDED, READY_A, READY_B, poll_ready
 from ._socket import UDPSocket, Waker
 
 __all__ = ["Drive", "RECV_BATCH", "IDLE_HANDOVER", "STEP_INTERVAL"]
@@ -318,10 +318,12 @@ class Drive:
             if timeout is not None and timeout < budget:
                 budget = timeout
             got = poll_ready(self._fd, self._wake_fd, self._fd if wlist else -1, budget)
-            if got == 1:
+            if got > 0:
                 bp.caught()
-                return select.select(rlist, wlist, [], 0.0)[0]
-            if got == 2:
+                if got & READY_A:
+                    return [self._fd, self._wake_fd] if got & READY_B else [self._fd]
+                return [self._wake_fd] if got & READY_B else []  # ([]: writable only)
+            if got == CONTENDED:
                 bp.contended()  # the CPU is wanted: sleep in select, the wait not counted
                 return select.select(rlist, wlist, [], timeout)[0]
             if timeout is not None:

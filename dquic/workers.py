@@ -440,6 +440,14 @@ class WorkerPool:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def worker_options(self, index: int) -> Dict[str, Any]:
+        """The options worker ``index`` runs with: the pool's, with its QUIC-LB server ID and,
+        unless given, busy polling off (``WORKER_BUSY_POLL``)."""
+        options = dict(self.options)
+        options["server_id"] = self._base_sid + bytes([index])
+        options.setdefault("busy_poll", WORKER_BUSY_POLL)
+        return options
+
 
 def serve_workers(address: Tuple, workers: int, handler: Callable[[Any], Any],
                   **options: Any) -> None:
@@ -475,9 +483,7 @@ def _sync_worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
     from .errors import EndpointClosed
     from .sync import DQUIC
 
-    options = dict(pool.options)
-    options["server_id"] = pool._base_sid + bytes([index])
-    options.setdefault("busy_poll", WORKER_BUSY_POLL)
+    options = pool.worker_options(index)
     server = DQUIC(max_connections=pool.max_connections, **options)
     endpoint = server._endpoint = _WorkerEndpoint(
         server._config, accept=True, max_connections=pool.max_connections,
@@ -535,9 +541,7 @@ async def _worker(pool: WorkerPool, index: int, sock: socket.socket) -> None:
     from .aio._driver import SOCKET_BUFFER, _Driver, _OffloadTransport, _split_options
 
     loop = asyncio.get_running_loop()
-    options = dict(pool.options)
-    options["server_id"] = pool._base_sid + bytes([index])
-    options.setdefault("busy_poll", WORKER_BUSY_POLL)
+    options = pool.worker_options(index)
     cfg, driver_opts = _split_options(options, is_client=False)
     endpoint = _WorkerEndpoint(cfg, accept=True, max_connections=pool.max_connections,
                                token_key=pool.token_key, worker=index,

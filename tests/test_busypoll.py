@@ -92,7 +92,7 @@ def test_poll_ready_waits_without_sleeping_until_ready_or_time():
     import socket
     import time
 
-    from dquic._pollwait import AVAILABLE, poll_ready
+    from dquic._pollwait import AVAILABLE, CONTENDED, READY_A, READY_B, READY_W, poll_ready
 
     if not AVAILABLE:
         assert poll_ready(-1, -1, -1, 0.001) == -1
@@ -104,12 +104,15 @@ def test_poll_ready_waits_without_sleeping_until_ready_or_time():
         if got == 0:
             assert time.monotonic() - t0 >= 0.002
         else:  # (on a busy machine a yield may let another task run first)
-            assert got == 2
+            assert got == CONTENDED
         b.send(b"x")
-        assert poll_ready(-1, a.fileno(), -1, 1.0) == 1  # readable (either read slot)
+        assert poll_ready(-1, a.fileno(), -1, 1.0) == READY_B  # readable, in the second slot
         a.recv(1)
-        assert poll_ready(a.fileno(), -1, b.fileno(), 1.0) == 1  # b is writable
-        assert poll_ready(a.fileno(), -1, -1, 0.0) in (0, 2)
+        assert poll_ready(a.fileno(), -1, b.fileno(), 1.0) == READY_W  # b is writable
+        b.send(b"y")
+        assert poll_ready(a.fileno(), -1, -1, 1.0) == READY_A
+        a.recv(1)
+        assert poll_ready(a.fileno(), -1, -1, 0.0) in (0, CONTENDED)
     finally:
         a.close()
         b.close()
@@ -125,7 +128,7 @@ def test_contended_stops_polling():
 
 def test_poll_ready_gives_way_to_a_task_that_wants_the_cpu():
     """Pinned to one CPU beside a process that spins on it, the poll's first yields let that
-    process run: ``poll_ready`` reports the CPU wanted (2) instead of polling on."""
+    process run: ``poll_ready`` reports the CPU wanted (``CONTENDED``) instead of polling on."""
     import os
     import subprocess
     import sys
@@ -144,10 +147,10 @@ try:
     time.sleep(0.3)
     from dquic._pollwait import poll_ready
     a, b = socket.socketpair()
-    print(poll_ready(a.fileno(), -1, -1, 1.0))
+    print(poll_ready(a.fileno(), -1, -1, 1.0))  # CONTENDED
 finally:
     busy.kill()
     busy.wait()
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "2", out.stdout + out.stderr
+    assert out.stdout.strip() == "-2", out.stdout + out.stderr

@@ -245,10 +245,9 @@ cdef class Sender:
         if ((self.sset.send_queue is None or self.sset.send_queue.n == 0) and not self.datagrams
                 and self.recovery.congestion.can_send(mds)):
             self.recovery.on_app_limited()
-        # queues emptied by what was just built go back to None (most connections are idle
-        # most of the time)
-        if self.sset.send_queue is not None and self.sset.send_queue.n == 0:
-            self.sset.send_queue = None
+        # (an emptied send queue is kept while the connection is busy, a ring grown to the
+        # streams of a step instead of one grown anew each step; StreamSet.drop_pools lets it
+        # go once the connection is quiet)
         if self.datagrams is not None and not self.datagrams:
             self.datagrams = None
         return 0

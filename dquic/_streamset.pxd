@@ -27,6 +27,7 @@ cdef class _Stream:
     cdef public uint8_t credit_wait      # in StreamSet.credit_waiters
     cdef public uint8_t busy             # a message came while our half was ending (see end_now)
     cdef public uint8_t recv_done        # the peer's half is complete (all bytes and FIN, or reset)
+    cdef int32_t tab_slot                # the stream table's index slot of its entry (in_table)
     cdef public uint32_t owed            # 1 << FR_x for each frame owed: RESET_STREAM,
                                          # STOP_SENDING, MAX_STREAM_DATA
     cdef public uint32_t send_gen
@@ -103,8 +104,10 @@ cdef class StreamSet:
     cdef Py_ssize_t tab_usable                   # entries allocated
     cdef uint64_t tab_missed                     # an id just looked up and not found ...
     cdef bint tab_miss_valid                     # ... while this holds (a put ends it)
+    cdef int64_t tab_miss_slot                   # ... and a free slot on its probe path (-1: unknown)
     cdef uint64_t tab_mask                       # index slots - 1 (a power of two minus one)
-    cdef public _Stream last_stream              # one-entry cache in front of streams
+    cdef PyObject* last                          # one-entry cache in front of the table: a _Stream
+                                                 # in it (borrowed: tab_del clears it), or NULL
     cdef public Ring send_queue                  # streams with something to send (None: empty)
     cdef public list events                      # the connection's event list (shared)
     cdef public _Space app                       # the application space (largest_rx)
@@ -176,7 +179,7 @@ cdef class StreamSet:
     cdef _Stream find(self, uint64_t stream_id)
     cdef _Stream find_key(self, object key)
     cdef int tab_put(self, uint64_t stream_id, _Stream s) except -1
-    cdef int tab_del(self, uint64_t stream_id) except -1
+    cdef int tab_del(self, _Stream s) except -1
     cdef int tab_resize(self, Py_ssize_t live) except -1
     cdef list stream_list(self)
     cdef _Stream new_stream(self, uint64_t stream_id, bint local=*)

@@ -251,7 +251,8 @@ cdef class StreamSet:
         self.stream_bytes_received = 0
         self.lost_streams = None  # made on the first lost 1-RTT packet with stream data
         self.lost_streams_pns = None
-        self.last_stream = None
+        self.last = NULL
+        self.tab_miss_slot = -1
         # streams with something to send, round robin (a Ring; None while empty)
         self.send_queue = None
         self.peer_max_data = 0
@@ -297,6 +298,11 @@ cdef class StreamSet:
         PyMem_Free(self.tab_index)
 
     @property
+    def last_stream(self):
+        """The stream the last lookup found (the cache in front of the table), or None."""
+        return None if self.last is NULL else <_Stream>self.last
+
+    @property
     def streams(self):
         """The stream table as a read-only mapping (stream id -> its state), for tests, tools
         and the connection's rare walks over all streams."""
@@ -307,9 +313,10 @@ cdef class StreamSet:
         """The state of ``stream_id``, or None."""
         cdef uint64_t i
         cdef int32_t ix
-        cdef _Stream last = self.last_stream
-        if last is not None and last.stream_id == stream_id:
-            return last
+        cdef int64_t free = -1
+        cdef PyObject* last = self.last
+        if last is not NULL and (<_Stream>last).stream_id == stream_id:
+            return <_Stream>last
         if self.tab_index is NULL or (self.tab_miss_valid and self.tab_missed == stream_id):
             return None
         i = _tab_hash(stream_id) & self.tab_mask
@@ -317,16 +324,21 @@ cdef class StreamSet:
             ix = self.tab_index[i]
             if ix == TAB_EMPTY:
                 # an id is often looked up twice in a row before it is added (a new stream:
-                # the check before a frame is processed and the frame's own lookup)
+                # the check before a frame is processed and the frame's own lookup), and then
+                # added where the probe found room (tab_put)
                 self.tab_missed = stream_id
                 self.tab_miss_valid = True
+                self.tab_miss_slot = <int64_t>i if free < 0 else free
                 return None
-            if ix >= 0 and self.tab_entries[ix].sid == stream_id:
-                # an id is mostly looked up several times in a row (a frame's check and its
-                # action, a read and the next one): the next lookup needs no probe
-                last = <_Stream>self.tab_entries[ix].obj
-                self.last_stream = last
-                return last
+            if ix >= 0:
+                if self.tab_entries[ix].sid == stream_id:
+                    # an id is mostly looked up several times in a row (a frame's check and
+                    # its action, a read and the next one): the next lookup needs no probe
+                    last = self.tab_entries[ix].obj
+                    self.last = last
+                    return <_Stream>last
+            elif free < 0:
+                free = <int64_t>i  # (a removed entry's slot)
             i = (i + 1) & self.tab_mask
 
     cdef _Stream find_key(self, object key):
@@ -348,41 +360,38 @@ cdef class StreamSet:
         cdef Py_ssize_t ix
         if self.tab_used >= self.tab_usable:
             self.tab_resize(self.tab_live + 1)
-        i = _tab_hash(stream_id) & self.tab_mask
-        while self.tab_index[i] >= 0:
-            i = (i + 1) & self.tab_mask
+        if self.tab_miss_valid and self.tab_missed == stream_id and self.tab_miss_slot >= 0:
+            i = <uint64_t>self.tab_miss_slot  # (the lookup that missed it found room)
+        else:
+            i = _tab_hash(stream_id) & self.tab_mask
+            while self.tab_index[i] >= 0:
+                i = (i + 1) & self.tab_mask
         ix = self.tab_used
         self.tab_index[i] = <int32_t>ix
         self.tab_entries[ix].sid = stream_id
         self.tab_miss_valid = False
         s.in_table = True
+        s.tab_slot = <int32_t>i
         Py_INCREF(s)
         self.tab_entries[ix].obj = <PyObject*>s
         self.tab_used += 1
         self.tab_live += 1
         return 0
 
-    cdef int tab_del(self, uint64_t stream_id) except -1:
-        """Remove ``stream_id`` (if present)."""
-        cdef uint64_t i
-        cdef int32_t ix
-        cdef PyObject* obj
-        if self.tab_index is NULL:
-            return 0
-        i = _tab_hash(stream_id) & self.tab_mask
-        while True:
-            ix = self.tab_index[i]
-            if ix == TAB_EMPTY:
-                return 0
-            if ix >= 0 and self.tab_entries[ix].sid == stream_id:
-                break
-            i = (i + 1) & self.tab_mask
+    cdef int tab_del(self, _Stream s) except -1:
+        """Remove ``s`` (in the table) by the index slot it was put in (no probe)."""
+        cdef int32_t i = s.tab_slot
+        cdef int32_t ix = self.tab_index[i]
+        cdef PyObject* obj = self.tab_entries[ix].obj
         self.tab_index[i] = TAB_DUMMY
-        obj = self.tab_entries[ix].obj
         self.tab_entries[ix].obj = NULL
-        (<_Stream>obj).in_table = False
-        if self.last_stream is <_Stream>obj:
-            self.last_stream = None
+        s.in_table = False
+        if self.last is obj:
+            self.last = NULL
+        # the id is not in the table now, and its old slot on its probe path is free
+        self.tab_missed = s.stream_id
+        self.tab_miss_valid = True
+        self.tab_miss_slot = i
         self.tab_live -= 1
         # (the entry's place is not taken again before a rebuild: index slots of removed
         # entries are never more than the entries taken, so probing always meets an empty one)
@@ -415,6 +424,7 @@ cdef class StreamSet:
             while index[j] >= 0:
                 j = (j + 1) & mask
             index[j] = <int32_t>n
+            (<_Stream>entries[n].obj).tab_slot = <int32_t>j
             n += 1
         PyMem_Free(self.tab_entries)
         PyMem_Free(self.tab_index)
@@ -423,6 +433,7 @@ cdef class StreamSet:
         self.tab_used = n
         self.tab_usable = usable
         self.tab_mask = mask
+        self.tab_miss_slot = -1  # (the slots moved)
         return 0
 
     def _table_state(self):
@@ -435,8 +446,17 @@ cdef class StreamSet:
                 live += 1
                 sid = self.tab_entries[i].sid
                 assert (<_Stream>self.tab_entries[i].obj).stream_id == sid, sid
+                assert self.tab_index[(<_Stream>self.tab_entries[i].obj).tab_slot] == i, sid
                 assert self.find(sid) is <object>self.tab_entries[i].obj, sid
         assert live == self.tab_live, (live, self.tab_live)
+        # the caches in front of the table: a stream in it; an id not in it, with a free slot
+        assert self.last is NULL or (<_Stream>self.last).in_table
+        if self.tab_miss_valid and self.tab_index is not NULL:
+            for i in range(self.tab_used):
+                assert (self.tab_entries[i].obj is NULL
+                        or self.tab_entries[i].sid != self.tab_missed), self.tab_missed
+            if self.tab_miss_slot >= 0:
+                assert self.tab_index[self.tab_miss_slot] < 0, self.tab_miss_slot
         if self.tab_index is not NULL:
             for j in range(self.tab_mask + 1):
                 if self.tab_index[j] == TAB_DUMMY:
@@ -723,10 +743,7 @@ cdef class StreamSet:
         return 0
 
     cdef _Stream lookup(self, uint64_t stream_id):
-        cdef _Stream s = self.find(stream_id)
-        if s is not None:
-            self.last_stream = s
-        return s
+        return self.find(stream_id)  # (which keeps what it found for the next lookup)
 
     cdef _Stream new_stream(self, uint64_t stream_id, bint local=True):
         """State for a new id: made by us (``local``: our half is the one about to be used)
@@ -770,7 +787,7 @@ cdef class StreamSet:
             self.pool_send(s.send)
             s.send = _NO_SEND
         self.tab_put(stream_id, s)
-        self.last_stream = s
+        self.last = <PyObject*>s
         return s
 
     cdef SendStream new_send(self, uint64_t stream_id):
@@ -822,6 +839,8 @@ cdef class StreamSet:
         """The connection went quiet: what waits for reuse is given back, and the stream table
         shrinks to what it holds."""
         self.stream_pool = self.send_pool = self.recv_pool = None
+        if self.send_queue is not None and self.send_queue.n == 0:
+            self.send_queue = None
         if self.readable is not None:
             self.prune_readable()
         if self.tab_live == 0:
@@ -838,8 +857,15 @@ cdef class StreamSet:
 
     cdef _Stream local_stream(self, object stream_id):
         cdef _Stream s = self.find_key(stream_id)
+        cdef unsigned long long v
         if s is not None:
             return s
+        if type(stream_id) is int:
+            # (find_key converted it already; the common case, without Python comparisons)
+            v = PyLong_AsUnsignedLongLong(stream_id)
+            if not (v == <unsigned long long>-1 and PyErr_Occurred()) and v <= MAX_ID:
+                return self.new_stream(<uint64_t>v)
+            PyErr_Clear()
         if not isinstance(stream_id, int) or isinstance(stream_id, bool):
             raise TypeError("stream id must be an int")
         if not 0 <= stream_id <= MAX_STREAM_ID:
@@ -990,9 +1016,7 @@ cdef class StreamSet:
         if (not s.send_opened and s.send_next is None and not s.recv_opened and not s.owed
                 and not s.queued and not s.pinned and not s.credit_wait
                 and s.in_table):
-            self.tab_del(s.stream_id)
-            if self.last_stream is s:
-                self.last_stream = None
+            self.tab_del(s)
             if self.stream_pool is None:
                 self.stream_pool = Pool()
             if self.stream_pool.n < POOL_MAX:

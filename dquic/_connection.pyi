@@ -9,7 +9,8 @@ from dquic.config import Configuration
 from dquic.events import Event
 
 __all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION",
-           "MOVED_EVENTS", "MOVED_CID_CHANGES", "MOVED_TERMINATED", "MOVED_CONFIRMED"]
+           "MOVED_EVENTS", "MOVED_CID_CHANGES", "MOVED_TERMINATED", "MOVED_CONFIRMED",
+           "MOVED_READABLE"]
 
 SPACE_HANDSHAKE: int
 SPACE_APPLICATION: int
@@ -17,6 +18,7 @@ MOVED_EVENTS: int
 MOVED_CID_CHANGES: int
 MOVED_TERMINATED: int
 MOVED_CONFIRMED: int
+MOVED_READABLE: int
 MAX_STREAM_ID: int
 MAX_CRYPTO_BUFFER: int
 MAX_PENDING_PATH_RESPONSES: int
@@ -121,6 +123,7 @@ class CoreConnection(PacketReceiver):  # adds no C fields: not a disjoint base
     def next_event(self) -> Optional[Event]: ...
     def take_events(self) -> List[Event]: ...
     def move_events(self, events: Any) -> int: ...
+    message_events: bool
     def readable_streams(self) -> List[int]: ...
     def any_readable(self) -> bool: ...
     def stream_finished(self, stream_id: int) -> bool: ...

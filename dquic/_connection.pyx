@@ -103,7 +103,8 @@ from dquic.errors import ErrorCode
 from dquic.events import ConnectionTerminated, DatagramLost, HandshakeFailed
 
 __all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION",
-           "MOVED_EVENTS", "MOVED_CID_CHANGES", "MOVED_TERMINATED", "MOVED_CONFIRMED"]
+           "MOVED_EVENTS", "MOVED_CID_CHANGES", "MOVED_TERMINATED", "MOVED_CONFIRMED",
+           "MOVED_READABLE"]
 
 SPACE_HANDSHAKE = 0
 SPACE_APPLICATION = 1
@@ -114,10 +115,12 @@ cdef enum:
     MOVED_CID_CHANGES_C = 2
     MOVED_TERMINATED_C = 4
     MOVED_CONFIRMED_C = 8
+    MOVED_READABLE_C = 16
 MOVED_EVENTS = MOVED_EVENTS_C
 MOVED_CID_CHANGES = MOVED_CID_CHANGES_C
 MOVED_TERMINATED = MOVED_TERMINATED_C
 MOVED_CONFIRMED = MOVED_CONFIRMED_C
+MOVED_READABLE = MOVED_READABLE_C
 
 #: An established connection with nothing received for this long (at least 3 PTO) gives back
 #: the memory only moving data needs (see CoreConnection._release_idle).
@@ -642,14 +645,18 @@ cdef class CoreConnection(PacketReceiver):
         ``take_events`` would hand them out) and say in one int what else needs a look:
         ``MOVED_EVENTS`` (1) events were moved, ``MOVED_CID_CHANGES`` (2) ``cid_changes`` has
         routing changes, ``MOVED_TERMINATED`` (4) the connection terminated,
-        ``MOVED_CONFIRMED`` (8) the handshake is confirmed. One call instead of five
-        attribute reads and a list on the endpoint's per-datagram path."""
+        ``MOVED_CONFIRMED`` (8) the handshake is confirmed, ``MOVED_READABLE`` (16) a stream
+        became readable while ``message_events`` is off. One call instead of five attribute
+        reads and a list on the endpoint's per-datagram path."""
         cdef int flags = 0
         cdef list evs = self._events
         if evs:
             self._events = self._sset.events = self._tx.events = []
             events.extend([(self, ev) for ev in evs])
             flags |= MOVED_EVENTS_C
+        if self._sset.readable_noted:
+            self._sset.readable_noted = False
+            flags |= MOVED_READABLE_C
         if self._cids.changes:
             flags |= MOVED_CID_CHANGES_C
         if self._state == _TERMINATED:
@@ -657,6 +664,19 @@ cdef class CoreConnection(PacketReceiver):
         if self._handshake_confirmed:
             flags |= MOVED_CONFIRMED_C
         return flags
+
+    @property
+    def message_events(self):
+        """Whether a stream that becomes readable makes a ``MessageReceived`` event (the
+        default). A driver that reads with ``read_messages``/``pull_messages`` and needs only
+        to know *which connections* have something to read turns it off: ``move_events``
+        then reports ``MOVED_READABLE`` instead (``Endpoint(message_events=False)``), with
+        no event object per stream."""
+        return self._sset.message_events
+
+    @message_events.setter
+    def message_events(self, bint on):
+        self._sset.message_events = on
 
     def readable_streams(self):
         """Streams whose next message (or a piece of it) can be read now."""

@@ -294,7 +294,7 @@ class Drive:
                     finally:
                         self.cond.acquire()
                 ep.settle()
-                if ep.events and self._on_events():
+                if (ep.events or ep.readable) and self._on_events():
                     self.notify()
                 if not out:
                     return
@@ -383,7 +383,7 @@ class Drive:
                 for addr, err in sock.unreachable():
                     notify |= self._on_unreachable(addr, err)
             ep.handle_timer(now)  # (returns at once when no deadline has passed)
-            if ep.events and self._on_events():
+            if (ep.events or ep.readable) and self._on_events():
                 notify = True
             # A few datagrams that completed messages for a receive_from driving this step:
             # its caller is about to get them and typically answers at once, so the
@@ -414,7 +414,7 @@ class Drive:
         if out is not None:
             with self.lock:
                 ep.settle()
-                if ep.events and self._on_events():
+                if (ep.events or ep.readable) and self._on_events():
                     self.notify()
         if batch or sent or readable:
             self.idle_spins = 0

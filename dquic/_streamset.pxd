@@ -147,6 +147,8 @@ cdef class StreamSet:
     cdef public int64_t stale_below              # frames for halves without state below: old
     cdef public int64_t rx_pn                    # packet number of the 1-RTT packet being processed
     cdef public bint refuse                      # ... which cannot be recorded: no stream frame may act
+    cdef public bint message_events              # a MessageReceived per stream that becomes readable;
+    cdef public bint readable_noted              # ... else only this flag (CoreConnection.move_events)
     cdef public bint applying                    # its stream frames are being applied ...
     cdef public bint trim_due                    # ... and trim_finished waits for the end of it
     cdef public uint32_t gen_seq                 # last incarnation number given to a stream half

@@ -61,7 +61,8 @@ class StreamSet:
     @property
     def streams(self) -> StreamView: ...
     def _table_state(self) -> Tuple[int, int, int, int]: ...
-    last_stream: Optional[_Stream]
+    @property
+    def last_stream(self) -> Optional[_Stream]: ...
     send_queue: Optional[Ring]  # None while empty
     @property
     def readable(self) -> Optional[List[_Stream]]: ...
@@ -99,6 +100,8 @@ class StreamSet:
     stale_below: int
     rx_pn: int
     refuse: bool
+    message_events: bool
+    readable_noted: bool
     applying: bool
     trim_due: bool
     gen_seq: int

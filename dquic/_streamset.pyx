@@ -286,6 +286,8 @@ cdef class StreamSet:
         # (lists made on first use: an idle connection keeps none)
         self.stream_pool = self.send_pool = self.recv_pool = None
         self.readable = None
+        self.message_events = True
+        self.readable_noted = False
 
 
     def __dealloc__(self):
@@ -589,10 +591,14 @@ cdef class StreamSet:
         return False
 
     cdef int signal_readable(self, _Stream s) except -1:
-        """The peer's half of ``s`` became readable: MessageReceived, and ``s`` is listed for
+        """The peer's half of ``s`` became readable: MessageReceived (or ``readable_noted``
+        where the connection's ``message_events`` is off), and ``s`` is listed for
         ``readable_streams`` (which walks only the streams listed, not the whole table)."""
         s.readable_signalled = True
-        self.events.append(message_received(s.stream_id))
+        if self.message_events:
+            self.events.append(message_received(s.stream_id))
+        else:
+            self.readable_noted = True  # (a driver's endpoint: one flag, however many streams)
         if not s.readable_listed:
             s.readable_listed = True
             if self.readable is None:

@@ -43,7 +43,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _codec as codec
 from .config import Configuration
-from .connection import MOVED_CID_CHANGES, MOVED_CONFIRMED, MOVED_EVENTS, MOVED_TERMINATED, CoreConnection
+from .connection import (MOVED_CID_CHANGES, MOVED_CONFIRMED, MOVED_EVENTS, MOVED_READABLE,
+                         MOVED_TERMINATED, CoreConnection)
 from .errors import ErrorCode, ProtocolError
 from .events import (ConnectionTerminated, Event, HandshakeCompleted, HandshakeFailed,
                      MessageReceived, PathChanged)
@@ -168,6 +169,10 @@ class Endpoint:
     accepts a connection. ``route_mtu`` (a callable: peer address -> the largest UDP payload
     the local route takes, or None; drivers pass ``dquic._socket.route_mtu``) bounds each new
     connection's path MTU discovery by the local route instead of 1452 bytes.
+    ``message_events=False`` (what the drivers use) makes no ``MessageReceived`` event per
+    stream: the connections with something new to read are listed in ``readable`` instead
+    (a dict used as an ordered set, ``take_readable()`` empties it), one entry however many
+    streams; every other event is as usual.
     """
 
     def __init__(
@@ -185,8 +190,13 @@ class Endpoint:
         reset_key: Optional[bytes] = None,
         make_identity: Optional[Callable[[], Any]] = None,
         route_mtu: Optional[Callable[[Tuple], Optional[int]]] = None,
+        message_events: bool = True,
     ) -> None:
         self.config = config or Configuration()
+        self.message_events = message_events
+        #: Connections with something new to read (``message_events`` off), in the order
+        #: they became readable; the driver empties it (``take_readable``).
+        self.readable: Dict[CoreConnection, None] = {}
         # an encrypted endpoint without an identity gets one from make_identity when it first
         # accepts a connection (a client-only endpoint never pays for a key it does not use)
         self._make_identity = make_identity
@@ -275,6 +285,8 @@ class Endpoint:
 
     def _add(self, conn: CoreConnection, initial_dcid: Optional[bytes]) -> None:
         self._connections[conn] = None
+        if not self.message_events:
+            conn.message_events = False
         conn._work = self._work
         self._half_open[conn] = initial_dcid
         if initial_dcid is not None:
@@ -478,10 +490,12 @@ class Endpoint:
         events = self.events
         n = len(events)
         flags = conn.move_events(events)  # its events, as (conn, event) pairs, and what changed
+        if flags & MOVED_READABLE:
+            self.readable[conn] = None
         if (flags & MOVED_EVENTS and (len(events) - n > 1 or type(events[n][1]) is not MessageReceived)
                 and logger.isEnabledFor(logging.INFO)):  # (data arriving is nothing to log)
             _log_events(conn, [ev for _, ev in islice(events, n, None)])
-        if flags & ~MOVED_EVENTS != MOVED_CONFIRMED or self._half_open:
+        if flags & ~(MOVED_EVENTS | MOVED_READABLE) != MOVED_CONFIRMED or self._half_open:
             # (not just data on a confirmed connection while no handshake is in progress)
             if flags & MOVED_CID_CHANGES:
                 self._sync_cids(conn)
@@ -672,6 +686,18 @@ class Endpoint:
         if self._unsettled:
             self.settle()
         return self.events.popleft() if self.events else None
+
+    def take_readable(self) -> List[CoreConnection]:
+        """The connections listed in ``readable`` (``message_events`` off), oldest first, and
+        empty it."""
+        if self._unsettled:
+            self.settle()
+        readable = self.readable
+        if not readable:
+            return []
+        out = list(readable)
+        readable.clear()
+        return out
 
     def take_events(self) -> List[Tuple[CoreConnection, Event]]:
         """All pending ``(connection, event)`` pairs at once, oldest first (empty if none)."""

@@ -996,6 +996,9 @@ class DQUIC:
         """Adopt ``sock`` and start the I/O thread (lock held)."""
         # path MTU discovery up to the local route's MTU, where datagrams cannot fragment
         self._endpoint.route_mtu = route_mtu if sock.dont_fragment else no_larger_route
+        # which connections have something to read is all _process_events needs: no event
+        # per stream (MessageReceived), one entry per connection in endpoint.readable
+        self._endpoint.message_events = False
         self._drive.start(sock, self._endpoint)
 
     def _io_failed(self, exc: BaseException) -> None:
@@ -1035,7 +1038,8 @@ class DQUIC:
 
     def _process_events(self) -> bool:
         """Turn core events into peer state (lock held). True if waiters should wake."""
-        events = self._endpoint.events
+        ep = self._endpoint
+        events = ep.events
         notify = False
         while events:
             conn, ev = events.popleft()
@@ -1077,6 +1081,15 @@ class DQUIC:
                     self._contenders.pop(peer, None)
                     peer.addr = new
                     self._by_addr[new] = peer
+        if ep.readable:
+            # the connections with something new to read (after the events: an accepted
+            # connection's peer state is made by its ConnectionAccepted)
+            for conn in ep.readable:
+                peer = self._peers.get(conn)
+                if peer is not None:
+                    self._ready[peer] = None
+                    notify = True
+            ep.readable.clear()
         if self._contenders:
             self._settle_contenders()
         if notify and self._readable is not None:

@@ -256,6 +256,9 @@ class _Driver(asyncio.DatagramProtocol):
     def __init__(self, endpoint: Endpoint, loop: asyncio.AbstractEventLoop,
                  options: Dict[str, Any], server: Optional["Server"] = None) -> None:
         self.endpoint = endpoint
+        # which connections have something to read is all _dispatch needs: no event per
+        # stream (MessageReceived), one entry per connection in endpoint.readable
+        endpoint.message_events = False
         self.loop = loop
         self.options = options
         self.server = server
@@ -474,6 +477,16 @@ class _Driver(asyncio.DatagramProtocol):
                 continue
             if conn is not None:
                 conn._on_event(ev)
+        readable = ep.readable
+        if readable:
+            # the connections with something new to read (after the events: a connection
+            # accepted in this pass gets its AsyncConnection from its ConnectionAccepted)
+            conns = self.conns
+            for core in readable:
+                conn = conns.get(core)
+                if conn is not None:
+                    conn._need_pull = True
+            readable.clear()
 
     def close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-from typing import Any, Dict, Iterable, List, Tuple, Union
+from typing import Any, Dict, Iterable, Tuple, Union
 
 from .config import Configuration
 from .errors import AuthenticationError, ConnectionClosed, ConnectionTimeout, ErrorCode
@@ -53,23 +53,10 @@ def as_buffer(data: Any, what: str = "") -> Tuple[Union[bytes, memoryview], int]
     return view, n
 
 
-def validate_messages(messages: Any) -> Tuple[List[Tuple[int, Any, int]], int]:
-    """Check a ``{stream_id: bytes-like}`` dict completely before anything is sent:
-    ``([(stream_id, buffer, nbytes)], total bytes)``."""
-    if not isinstance(messages, dict):
-        raise TypeError("send_to needs a dict {stream_id: bytes-like}")
-    items: List[Tuple[int, Any, int]] = []
-    total = 0
-    for sid, value in messages.items():
-        if type(sid) is int and 0 <= sid <= MAX_STREAM_ID and type(value) is bytes:
-            n = len(value)  # the common case, checked inline (a request path runs this per message)
-            items.append((sid, value, n))
-        else:
-            check_stream_id(sid)
-            value, n = as_buffer(value, f"stream {sid}: ")
-            items.append((sid, value, n))
-        total += n
-    return items, total
+# ``validate_messages(messages)``: the compiled check of a ``{stream_id: bytes-like}`` dict
+# before anything is sent, ``([(stream_id, buffer, nbytes)], total)`` (with check_stream_id and
+# as_buffer above for anything but int ids with bytes values)
+from ._connection import validate_messages  # noqa: E402
 
 
 def split_options(options: Dict[str, Any], driver_options: Iterable[str]) -> Tuple[Dict[str, Any], Dict[str, Any]]:

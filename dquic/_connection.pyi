@@ -10,7 +10,7 @@ from dquic.events import Event
 
 __all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION",
            "MOVED_EVENTS", "MOVED_CID_CHANGES", "MOVED_TERMINATED", "MOVED_CONFIRMED",
-           "MOVED_READABLE"]
+           "MOVED_READABLE", "validate_messages"]
 
 SPACE_HANDSHAKE: int
 SPACE_APPLICATION: int
@@ -19,6 +19,8 @@ MOVED_CID_CHANGES: int
 MOVED_TERMINATED: int
 MOVED_CONFIRMED: int
 MOVED_READABLE: int
+
+def validate_messages(messages: Any) -> Tuple[List[Tuple[int, Any, int]], int]: ...
 MAX_STREAM_ID: int
 MAX_CRYPTO_BUFFER: int
 MAX_PENDING_PATH_RESPONSES: int

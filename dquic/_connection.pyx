@@ -64,6 +64,7 @@ frame objects. Rare frames go through the ``dquic._frames`` frame classes.
 Stream bytes carry length-prefixed messages (PROTOCOL.md §8): ``send_message`` appends one,
 ``read_message`` returns the next message (or the next piece of a large one).
 """
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from dquic._cids cimport CidState
@@ -104,7 +105,7 @@ from dquic.events import ConnectionTerminated, DatagramLost, HandshakeFailed
 
 __all__ = ["CoreConnection", "ConnectionStats", "SPACE_HANDSHAKE", "SPACE_APPLICATION",
            "MOVED_EVENTS", "MOVED_CID_CHANGES", "MOVED_TERMINATED", "MOVED_CONFIRMED",
-           "MOVED_READABLE"]
+           "MOVED_READABLE", "validate_messages"]
 
 SPACE_HANDSHAKE = 0
 SPACE_APPLICATION = 1
@@ -159,6 +160,41 @@ class ConnectionStats:
     def __repr__(self):
         inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
         return f"ConnectionStats({inner})"
+
+
+cdef extern from "Python.h":
+    # declared without an error check: validate_messages looks at the error itself
+    unsigned long long _as_u64 "PyLong_AsUnsignedLongLong"(object) noexcept
+
+cdef unsigned long long _MAX_ID = MAX_STREAM_ID
+
+
+def validate_messages(messages):
+    """Check a ``{stream_id: bytes-like}`` dict completely before anything is sent (what
+    ``send_messages`` takes): ``([(stream_id, buffer, nbytes)], total bytes)``. TypeError /
+    ValueError name the first bad id or value (``dquic._app``'s checks, the drivers' own)."""
+    cdef list items = []
+    cdef Py_ssize_t total = 0, n
+    cdef unsigned long long v
+    if type(messages) is not dict and not isinstance(messages, dict):
+        raise TypeError("send_to needs a dict {stream_id: bytes-like}")
+    for sid, value in (<dict>messages).items():
+        if type(sid) is int and type(value) is bytes:
+            # the common case, checked here without a Python call (a request path runs this
+            # for every message)
+            v = _as_u64(sid)
+            if not (v == <unsigned long long>-1 and PyErr_Occurred()) and v <= _MAX_ID:
+                n = len(<bytes>value)
+                items.append((sid, value, n))
+                total += n
+                continue
+            PyErr_Clear()
+        from dquic._app import as_buffer, check_stream_id
+        check_stream_id(sid)
+        value, n = as_buffer(value, f"stream {sid}: ")
+        items.append((sid, value, n))
+        total += n
+    return items, total
 
 
 def _make_controller(config):

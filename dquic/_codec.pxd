@@ -11,6 +11,17 @@ from cpython.buffer cimport Py_buffer, PyBUF_SIMPLE, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint64_t
 
+# Bytes of a packet under construction that are not copied into its buffer before it is sealed
+# (``Buffer.c_push_ref``): ``n`` bytes at ``src`` belong at offset ``pos`` of the buffer.
+cdef struct Gather:
+    Py_ssize_t pos
+    const unsigned char* src
+    Py_ssize_t n
+
+cdef enum:
+    MAX_GATHER = 4          # referenced pieces per packet at most (more are copied)
+    GATHER_MIN = 1024       # shorter pieces are copied (cheaper than one more cipher call)
+
 cdef class Buffer:
     cdef Py_buffer _view        # the exporter's buffer, held for the Buffer's lifetime
     cdef bint _has_view
@@ -22,6 +33,8 @@ cdef class Buffer:
     cdef bint _writable
     cdef unsigned char* _owned  # storage allocated by Buffer(capacity=...), freed on dealloc
     cdef int _exports           # memoryviews currently exported from this Buffer
+    cdef Gather* _gather        # a send buffer's referenced pieces (enable_gather), or NULL
+    cdef int _ngather           # ... how many the packet being built has
     # Compiled callers may retarget _base/_size/_pos at borrowed memory to parse it in
     # place; the Buffer only ever frees _owned. pull_view is refused on a retargeted buffer.
 
@@ -35,6 +48,12 @@ cdef class Buffer:
     cdef int c_push_varint(self, uint64_t value) except -1
     cdef int c_push_varint_fixed(self, uint64_t value, int nbytes) except -1
     cdef int c_push_raw(self, const unsigned char* src, Py_ssize_t n) except -1
+    # c_push_raw that may leave the bytes where they are (a send buffer whose sealer reads
+    # them from ``src``: they must stay there, unchanged, until the packet is sealed);
+    # c_gather copies them in (for any other reader of the packet)
+    cdef int enable_gather(self) except -1
+    cdef int c_push_ref(self, const unsigned char* src, Py_ssize_t n) except -1
+    cdef void c_gather(self) noexcept
     cdef int c_push_object(self, object data) except -1
     cdef bytes c_pull_bytes(self, Py_ssize_t n)
     cdef object c_pull_view(self, Py_ssize_t n)

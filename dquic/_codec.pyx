@@ -15,7 +15,7 @@ in PROTOCOL.md.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from cpython.bytearray cimport PyByteArray_CheckExact
@@ -164,6 +164,8 @@ cdef class Buffer:
             PyMem_Free(self._owned)
             self._owned = NULL
             self._base = NULL
+        PyMem_Free(self._gather)
+        self._gather = NULL
 
     def __sizeof__(self):
         # the object plus the storage it allocated (what sys.getsizeof reports)
@@ -251,6 +253,32 @@ cdef class Buffer:
         if n:
             memcpy(p, src, n)
         return 0
+
+    cdef int enable_gather(self) except -1:
+        if self._gather == NULL:
+            self._gather = <Gather*>PyMem_Malloc(MAX_GATHER * sizeof(Gather))
+            if self._gather == NULL:
+                raise MemoryError()
+        self._ngather = 0
+        return 0
+
+    cdef int c_push_ref(self, const unsigned char* src, Py_ssize_t n) except -1:
+        cdef Gather* g
+        if self._gather == NULL or self._ngather >= MAX_GATHER or n < GATHER_MIN:
+            return self.c_push_raw(src, n)
+        g = &self._gather[self._ngather]
+        g.pos = self._pos
+        g.src = src
+        g.n = n
+        self.c_push_ptr(n)  # (the room, and the position past it)
+        self._ngather += 1
+        return 0
+
+    cdef void c_gather(self) noexcept:
+        cdef int i
+        for i in range(self._ngather):
+            memcpy(self._base + self._gather[i].pos, self._gather[i].src, <size_t>self._gather[i].n)
+        self._ngather = 0
 
     cdef int c_push_object(self, object data) except -1:
         cdef Py_buffer view

@@ -34,6 +34,7 @@ cdef inline int start_short_packet(Buffer buf, _Space space, object dcid, int64_
     cdef int pn_len = pn_length(pn, space.largest_acked)
     space.next_pn += 1
     buf._pos = 0
+    buf._ngather = 0
     buf.c_push_uint(0x40 | (pn_len - 1), 1)
     buf.c_push_object(dcid)
     buf.c_push_uint((<uint64_t>pn) & ((((<uint64_t>1) << (8 * pn_len))) - 1), pn_len)

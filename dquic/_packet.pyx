@@ -49,12 +49,14 @@ cdef Buffer take_scratch(Py_ssize_t size):
         b = <Buffer>_SEND_SCRATCH.pop()
     else:
         b = Buffer(capacity=SEND_SCRATCH_SIZE)
+        b.enable_gather()  # (STREAM data is sealed from the send buffers: finish_packet)
     b._size = size if size < SEND_SCRATCH_SIZE else SEND_SCRATCH_SIZE  # never past the storage
     return b
 
 
 cdef void give_scratch(Buffer b):
     b._size = SEND_SCRATCH_SIZE
+    b._ngather = 0
     if len(_SEND_SCRATCH) < SEND_SCRATCH_MAX:
         _SEND_SCRATCH.append(b)
 
@@ -72,6 +74,7 @@ cdef int start_packet(Buffer buf, _Space space, int ptype, object dcid, object s
     pn_len = pn_length(pn, space.largest_acked)
     trunc = (<uint64_t>pn) & ((((<uint64_t>1) << (8 * pn_len))) - 1)
     buf._pos = 0
+    buf._ngather = 0
     if ptype >= 0:
         length_off[0] = codec.push_long_header(buf, ptype, DQUIC_VERSION_1, dcid, scid, token,
                                                trunc, pn_len)
@@ -98,14 +101,20 @@ cdef object finish_packet(Buffer buf, object sealer, bint null_seal, Py_ssize_t 
     """Pad for the header-protection sample, seal with ``sealer`` (``null_seal``: it is a
     NullProtection of a short header, nothing to do) and return the packet's bytes; with
     ``dst`` (room for the packet plus the AEAD tag), write the packet there instead and return
-    its length."""
+    its length. Bytes the packet references (``Buffer.c_push_ref``: STREAM data left in the
+    send buffers) are sealed from where they are when sealing into ``dst``, else copied in
+    first."""
     cdef Py_ssize_t payload_len = buf._pos - hdr_end, pad, n
+    cdef int i, ng = buf._ngather
     cdef unsigned char* p
     # header protection samples 16 bytes starting 4 after the packet number (RFC 9001 §5.4.2)
     if payload_len + pn_len < 4:
         pad = 4 - payload_len - pn_len
         p = buf.c_push_ptr(pad)
         memset(p, 0, pad)
+    if ng and (dst == NULL or type(sealer) is not PacketProtection):
+        buf.c_gather()
+        ng = 0
     if null_seal:
         if dst != NULL:
             memcpy(dst, buf._base, buf._pos)
@@ -115,8 +124,12 @@ cdef object finish_packet(Buffer buf, object sealer, bint null_seal, Py_ssize_t 
         codec.patch_length(buf, length_off, pn_len + buf._pos - hdr_end + sealer.tag_size)
     if type(sealer) is PacketProtection:
         if dst != NULL:
+            for i in range(ng):
+                buf._gather[i].pos -= hdr_end  # (from the payload's start)
+            buf._ngather = 0
             return (<PacketProtection>sealer).c_seal_into(
-                buf._base, hdr_end, buf._base + hdr_end, buf._pos - hdr_end, pn, dst)
+                buf._base, hdr_end, buf._base + hdr_end, buf._pos - hdr_end, pn, dst,
+                buf._gather, ng)
         return (<PacketProtection>sealer).c_seal(buf._base, hdr_end, buf._base + hdr_end,
                                                  buf._pos - hdr_end, pn)
     header = PyBytes_FromStringAndSize(<const char*>buf._base, hdr_end)

@@ -3,6 +3,8 @@
 # OpenSSL headers.
 from libc.stdint cimport int64_t, uint64_t
 
+from dquic._codec cimport Gather
+
 
 cdef class OneRttKeys
 
@@ -37,7 +39,8 @@ cdef class _Keys:
     cdef void c_nonce(self, uint64_t pn, unsigned char* n) noexcept nogil
     cdef bytes nonce(self, uint64_t pn)
     cdef int c_seal(self, uint64_t pn, const unsigned char* ad, Py_ssize_t adlen,
-                    const unsigned char* src, Py_ssize_t n, unsigned char* dst) except -1
+                    const unsigned char* src, Py_ssize_t n, unsigned char* dst,
+                    const Gather* g=*, int ng=*) except -1
     cdef object c_open(self, uint64_t pn, const unsigned char* ad, Py_ssize_t adlen,
                        const unsigned char* src, Py_ssize_t n)
 
@@ -50,7 +53,8 @@ cdef class PacketProtection:
                       const unsigned char* payload, Py_ssize_t plen, int64_t packet_number)
     cdef Py_ssize_t c_seal_into(self, const unsigned char* header, Py_ssize_t hlen,
                                 const unsigned char* payload, Py_ssize_t plen,
-                                int64_t packet_number, unsigned char* dst) except -1
+                                int64_t packet_number, unsigned char* dst,
+                                const Gather* g=*, int ng=*) except -1
     cdef object c_open(self, const unsigned char* packet, Py_ssize_t n, Py_ssize_t pn_offset,
                        int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte)
 
@@ -84,7 +88,8 @@ cdef class OneRttKeys:
                        Py_ssize_t plen, object payload_obj, int64_t packet_number)
     cdef Py_ssize_t _seal_into(self, const unsigned char* h, Py_ssize_t hlen,
                                const unsigned char* payload, Py_ssize_t plen, object payload_obj,
-                               int64_t packet_number, unsigned char* dst) except -1
+                               int64_t packet_number, unsigned char* dst,
+                               const Gather* g=*, int ng=*) except -1
     cdef _fail(self)
     cdef tuple _open(self, packet, pn_offset_obj, expected_obj)
     cdef object _open_c(self, const unsigned char* d, Py_ssize_t dlen, Py_ssize_t pn_offset,

@@ -1575,7 +1575,7 @@ cdef class StreamSet:
                             self.streams_waiting -= 1
                         c_push_stream_frame_header(buf, sid, off, length, fin)
                         if length:
-                            buf.c_push_raw(send.data_at(off), length)
+                            buf.c_push_ref(send.data_at(off), length)  # (sealed from there)
                         add_record(rec, FR_STREAM, sid, off, length, fin, s.send_gen)
                         self.data_sent += send._offset_sent - before
                 if send.has_pending_c() and end - buf._pos <= header + 1:

@@ -42,7 +42,7 @@ cdef class _Keys:
                     const unsigned char* src, Py_ssize_t n, unsigned char* dst,
                     const Gather* g=*, int ng=*) except -1
     cdef object c_open(self, uint64_t pn, const unsigned char* ad, Py_ssize_t adlen,
-                       const unsigned char* src, Py_ssize_t n)
+                       const unsigned char* src, Py_ssize_t n, unsigned char* into=*)
 
 
 cdef class PacketProtection:
@@ -56,7 +56,8 @@ cdef class PacketProtection:
                                 int64_t packet_number, unsigned char* dst,
                                 const Gather* g=*, int ng=*) except -1
     cdef object c_open(self, const unsigned char* packet, Py_ssize_t n, Py_ssize_t pn_offset,
-                       int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte)
+                       int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte,
+                       unsigned char* into=*)
 
 
 cdef class OneRttKeys:
@@ -93,4 +94,5 @@ cdef class OneRttKeys:
     cdef _fail(self)
     cdef tuple _open(self, packet, pn_offset_obj, expected_obj)
     cdef object _open_c(self, const unsigned char* d, Py_ssize_t dlen, Py_ssize_t pn_offset,
-                        int64_t expected, int64_t* pn_out, unsigned char* first_out)
+                        int64_t expected, int64_t* pn_out, unsigned char* first_out,
+                        unsigned char* into=*)

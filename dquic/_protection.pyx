@@ -642,9 +642,11 @@ cdef class _Keys:
         return 0
 
     cdef object c_open(self, uint64_t pn, const unsigned char* ad, Py_ssize_t adlen,
-                       const unsigned char* src, Py_ssize_t n):
+                       const unsigned char* src, Py_ssize_t n, unsigned char* into=NULL):
         """openssl backend: authenticate and decrypt ``n`` bytes of ciphertext+tag.
-        Returns the plaintext ``bytes`` or None when it does not authenticate."""
+        Returns the plaintext ``bytes`` or None when it does not authenticate; with ``into``
+        (room for ``n - 16`` bytes) the plaintext goes there and the result is True or
+        None."""
         cdef EVP_CIPHER_CTX* ctx = <EVP_CIPHER_CTX*>self._dctx
         if ctx == NULL:
             ctx = <EVP_CIPHER_CTX*>self._context(False)
@@ -652,6 +654,8 @@ cdef class _Keys:
             return None
         cdef unsigned char nonce[12]
         self.c_nonce(pn, nonce)
+        if into != NULL:
+            return True if _aead_open(ctx, nonce, ad, <int>adlen, src, <int>n, into) else None
         cdef bytes out = PyBytes_FromStringAndSize(NULL, n - _TAG)
         cdef unsigned char* o = <unsigned char*>PyBytes_AS_STRING(out)
         return out if _aead_open(ctx, nonce, ad, <int>adlen, src, <int>n, o) else None
@@ -769,15 +773,19 @@ cdef class PacketProtection:
         return self.keys._seal_into(header, hlen, payload, plen, None, packet_number, dst, g, ng)
 
     cdef object c_open(self, const unsigned char* packet, Py_ssize_t n, Py_ssize_t pn_offset,
-                       int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte):
+                       int64_t expected_packet_number, int64_t* packet_number, unsigned char* first_byte,
+                       unsigned char* into=NULL):
         """``decrypt_packet`` for compiled callers: ``packet`` is C memory (``n`` bytes, one
         packet). Returns the payload (``bytes``) and stores the full packet number and the
         unprotected first byte (the header is the input's first ``pn_offset + pn_len`` bytes
         with that first byte and the truncated packet number). Raises like
-        ``decrypt_packet``."""
+        ``decrypt_packet``. With ``into`` (room for ``n`` bytes) the openssl backend writes the
+        payload there instead and returns its length (an int); the other backend still
+        returns ``bytes``."""
         if self.sending:
             raise TypeError("this is the sending half; use keys.receiver")
-        return self.keys._open_c(packet, n, pn_offset, expected_packet_number, packet_number, first_byte)
+        return self.keys._open_c(packet, n, pn_offset, expected_packet_number, packet_number,
+                                 first_byte, into)
 
     def decrypt_packet(self, packet, pn_offset, expected_packet_number):
         """Remove protection from one packet.
@@ -1049,7 +1057,8 @@ cdef class OneRttKeys:
         return hdr, payload, pn
 
     cdef object _open_c(self, const unsigned char* d, Py_ssize_t dlen, Py_ssize_t pn_offset,
-                        int64_t expected, int64_t* pn_out, unsigned char* first_out):
+                        int64_t expected, int64_t* pn_out, unsigned char* first_out,
+                        unsigned char* into=NULL):
         # The core of decrypt_packet on C memory: returns the payload (bytes), stores the
         # full packet number and the unprotected first byte. Raises DecryptionFailed or,
         # past the integrity limit, ProtocolError(AEAD_LIMIT_REACHED).
@@ -1094,9 +1103,11 @@ cdef class OneRttKeys:
             else:
                 keys, which = self._next_recv, 1
         if keys._openssl:
-            payload = keys.c_open(<uint64_t>pn, hp, pn_end, d + pn_end, dlen - pn_end)
+            payload = keys.c_open(<uint64_t>pn, hp, pn_end, d + pn_end, dlen - pn_end, into)
             if payload is None:
                 raise self._fail()
+            if into != NULL:
+                payload = dlen - pn_end - _TAG  # (the length of what went to ``into``)
         else:
             try:
                 payload = keys.aead.decrypt(keys.nonce(<uint64_t>pn),

@@ -27,6 +27,7 @@ cdef call): closing (``_protocol_error``, ``_enter_closing``, ``_emit_terminated
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport ldexp
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
@@ -84,6 +85,38 @@ cdef struct _DeferredStream:
 
 # STREAM frame headers are parsed with this Buffer pointed at the packet for the length of one
 # C call (no Python code runs in between): one serves every connection
+# Plaintext buffers for 1-RTT packets (the openssl backend decrypts into one: no bytes object
+# per packet), lent under the GIL for one packet each, so any number of threads may be
+# receiving at once; a frame that needs a Python object of the payload gets a copy
+# (_process_frames)
+cdef enum:
+    PLAIN_SCRATCH_SIZE = 65536       # the largest UDP payload, so the largest packet
+    PLAIN_SCRATCH_MAX = 16
+cdef unsigned char* _plain_free[16]
+cdef int _plain_n = 0
+
+
+cdef unsigned char* take_plain() except NULL:
+    global _plain_n
+    cdef unsigned char* b
+    if _plain_n:
+        _plain_n -= 1
+        return _plain_free[_plain_n]
+    b = <unsigned char*>PyMem_Malloc(PLAIN_SCRATCH_SIZE)
+    if b == NULL:
+        raise MemoryError()
+    return b
+
+
+cdef void give_plain(unsigned char* b) noexcept:
+    global _plain_n
+    if _plain_n < PLAIN_SCRATCH_MAX:
+        _plain_free[_plain_n] = b
+        _plain_n += 1
+    else:
+        PyMem_Free(b)
+
+
 cdef Buffer _RECV_SCRATCH = Buffer(capacity=0)
 _RECV_SCRATCH._writable = False
 RECV_SCRATCH = _RECV_SCRATCH  # CoreConnection._rbuf
@@ -251,6 +284,7 @@ cdef class PacketReceiver(ConnectionSetup):
         cdef int64_t truncated, pn
         cdef uint8_t first
         cdef bint to_our_cid = False
+        cdef unsigned char* plain
         opener = self._app_open
         if space.discarded or opener is None:
             self.packets_dropped += 1
@@ -277,17 +311,27 @@ cdef class PacketReceiver(ConnectionSetup):
                                     plen - hlen, data, start + hlen, False, None, plen, addr, now,
                                     to_our_cid)
         if type(opener) is PacketProtection:
+            plain = take_plain()
             try:
-                payload = (<PacketProtection>opener).c_open(p + start, plen, rel, space.largest_rx + 1, &pn, &first)
-            except DecryptionFailed:
-                return self._undecryptable(memoryview(data)[start:end], now)
-            except ProtocolError as exc:
-                self._protocol_error(exc)
-                return 0
-            return self._after_open(SP_APP, space, opener, pn, first,
-                                    <const uint8_t*>PyBytes_AS_STRING(payload),
-                                    PyBytes_GET_SIZE(payload), payload, 0, False, None, plen, addr,
-                                    now, to_our_cid)
+                try:
+                    payload = (<PacketProtection>opener).c_open(p + start, plen, rel,
+                                                                 space.largest_rx + 1, &pn, &first,
+                                                                 plain)
+                except DecryptionFailed:
+                    return self._undecryptable(memoryview(data)[start:end], now)
+                except ProtocolError as exc:
+                    self._protocol_error(exc)
+                    return 0
+                if type(payload) is int:  # (decrypted into ``plain``)
+                    return self._after_open(SP_APP, space, opener, pn, first, plain,
+                                            <Py_ssize_t>payload, None, 0, False, None, plen,
+                                            addr, now, to_our_cid)
+                return self._after_open(SP_APP, space, opener, pn, first,
+                                        <const uint8_t*>PyBytes_AS_STRING(payload),
+                                        PyBytes_GET_SIZE(payload), payload, 0, False, None, plen,
+                                        addr, now, to_our_cid)
+            finally:
+                give_plain(plain)
         if start == 0 and PyBytes_CheckExact(data) and end == PyBytes_GET_SIZE(data):
             packet = data
         else:
@@ -377,7 +421,9 @@ cdef class PacketReceiver(ConnectionSetup):
                 self._close_resend = True
                 note_work(self)
         if (space_id == SP_APP and self._old_keys_deadline is None and not self._app_open_null
-                and getattr(opener.keys, "has_old_keys", False)):
+                and (((<PacketProtection>opener).keys._prev_recv is not None)
+                     if type(opener) is PacketProtection
+                     else getattr(opener.keys, "has_old_keys", False))):
             self._old_keys_deadline = now + 3 * self._pto()
         self._last_activity = now
         self._tx.eliciting_since_receive = False
@@ -397,7 +443,9 @@ cdef class PacketReceiver(ConnectionSetup):
             if space_id == SP_APP:
                 self._trace_keys(now, "remote_update")
             try:
-                decoded = frames.decode_frames(pobj[poff:poff + plen])
+                decoded = frames.decode_frames(
+                    pobj[poff:poff + plen] if pobj is not None
+                    else PyBytes_FromStringAndSize(<const char*>payload, plen))
             except ProtocolError:
                 decoded = []
             self._qlog.packet_received(now, hdr.packet_type if is_long else codec.PACKET_SHORT,
@@ -487,6 +535,10 @@ cdef class PacketReceiver(ConnectionSetup):
                         ranges = None  # the codec below raises it again with the frame named
                 if ranges is None:
                     # everything else (and any malformed frame) through the codec
+                    if pobj is None:
+                        # (the payload is in a lent buffer: frames may keep views of it)
+                        pobj = PyBytes_FromStringAndSize(<const char*>p, n)
+                        poff = 0
                     fb = Buffer(pobj)
                     fb._pos = poff + pos
                     frame = frames.pull_frame(fb)

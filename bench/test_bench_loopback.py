@@ -10,6 +10,9 @@ benchmark's ``extra_info``:
 * ``dquic_bulk`` / ``dquic_bulk_plain``: 1 MiB messages client -> server, encrypted / without
   packet protection, handshake done beforehand, timed from the first bulk ``send_to`` until
   the server's reply that it received everything;
+* ``dquic_bulk_cpu_per_packet``: the CPU each process spends per 1200-byte packet (path MTU
+  discovery off), over ``CPU_PACKET_BYTES`` (256 MiB; ``DQUIC_BENCH_CPU_BYTES``): the
+  sender's process time and the sink's (``/proc``) over the packets sent;
 * ``dquic_rtt``: 32-byte request / echo round trips on one connection.
 
 Where the two processes run decides much of a loopback figure (on one CPU a round trip is a
@@ -32,6 +35,7 @@ from dquic.sync import DQUIC
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "loopback_peer.py")
 BULK_BYTES = int(os.environ.get("DQUIC_BENCH_BULK", 32 << 20))
+CPU_PACKET_BYTES = int(os.environ.get("DQUIC_BENCH_CPU_BYTES", 256 << 20))
 UDP_DATAGRAMS = 50_000
 ROUND_TRIPS = 2000
 MB = 1e6
@@ -149,9 +153,18 @@ def test_raw_udp_sendto_1200(benchmark):
     _report(benchmark, "raw UDP sendto loop (1200 B)", **results)
 
 
-def _bulk(plain: bool, streams: int = 1, total: int = 0) -> dict:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _bulk(plain: bool, streams: int = 1, total: int = 0, **options) -> dict:
     """Send ``total`` bytes (default ``BULK_BYTES``) to a ``dquic-sink`` peer as 1 MiB messages
-    round-robin over stream ids ``0 .. streams-1``; return goodput and connection stats.
+    round-robin over stream ids ``0 .. streams-1``; return goodput, connection stats and the
+    CPU each process spent (``sender_cpu``/``receiver_cpu`` seconds; the receiver's only on
+    Linux, else None). ``options`` go to the sending ``DQUIC``.
 
     The handshake and one round trip (a warm-up message the sink answers) come before the
     timed region, which runs from the first bulk ``send_to`` until the sink's reply that it
@@ -159,8 +172,9 @@ def _bulk(plain: bool, streams: int = 1, total: int = 0) -> dict:
     """
     total = total or BULK_BYTES
     peer = Peer("dquic-sink", str(total), *(["--plain"] if plain else []))
+    proc_stat = os.path.exists(f"/proc/{peer.proc.pid}/stat")
     try:
-        with DQUIC(encryption=not plain, linger=10.0) as d:
+        with DQUIC(encryption=not plain, linger=10.0, **options) as d:
             d.settimeout(120)
             dest = ("127.0.0.1", peer.port)
             d.send_to(dest, {0: b"warm-up"})
@@ -168,6 +182,8 @@ def _bulk(plain: bool, streams: int = 1, total: int = 0) -> dict:
             assert ready == {0: b"ready"}, ready
             chunk = memoryview(os.urandom(1 << 20))
             sent = i = 0
+            rx0 = _cpu_seconds(peer.proc.pid) if proc_stat else 0.0
+            c0 = time.process_time()
             t0 = time.perf_counter()
             while sent < total:
                 n = min(len(chunk), total - sent)
@@ -175,12 +191,15 @@ def _bulk(plain: bool, streams: int = 1, total: int = 0) -> dict:
                 i += 1
             _, reply = d.receive_from(100)
             elapsed = time.perf_counter() - t0
+            tx_cpu = time.process_time() - c0
+            rx_cpu = _cpu_seconds(peer.proc.pid) - rx0 if proc_stat else None
             stats = d.connections[0].stats
         _, rx_time, got = reply[0].split()
         assert int(got) == total, (got, total)
         peer.finish()
         return dict(goodput_MBps=total / elapsed / MB, seconds=elapsed,
-                    packets_lost=stats.packets_lost, cwnd=stats.cwnd)
+                    packets_lost=stats.packets_lost, cwnd=stats.cwnd, packets=stats.packets_sent,
+                    sender_cpu=tx_cpu, receiver_cpu=rx_cpu)
     finally:
         peer.kill()
 
@@ -190,6 +209,22 @@ def test_dquic_bulk_goodput(benchmark, plain):
     results = {}
     benchmark.pedantic(lambda: results.update(_bulk(plain)), rounds=3, iterations=1)
     _report(benchmark, f"dquic bulk {'plain' if plain else 'encrypted'} ({BULK_BYTES >> 20} MiB)", **results)
+
+
+def test_dquic_bulk_cpu_per_packet(benchmark):
+    """CPU per 1200-byte packet, each side: a bulk transfer with path MTU discovery off (every
+    packet 1200 bytes), the sender's and the sink's process CPU over the packets sent. Both
+    processes include their system calls (GSO/GRO) and I/O threads."""
+    results = {}
+    benchmark.pedantic(lambda: results.update(_bulk(False, 1, CPU_PACKET_BYTES, mtu_discovery=False)),
+                       rounds=1, iterations=1)
+    info = dict(goodput_Mbps=round(results["goodput_MBps"] * 8), packets=results["packets"],
+                sender_us_per_packet=round(results["sender_cpu"] / results["packets"] * 1e6, 3))
+    if results["receiver_cpu"] is not None:
+        info["receiver_us_per_packet"] = round(results["receiver_cpu"] / results["packets"] * 1e6, 3)
+    benchmark.extra_info.update(info)
+    print(f"\ndquic bulk, 1200-byte packets ({CPU_PACKET_BYTES >> 20} MiB): "
+          + ", ".join(f"{k}={v}" for k, v in info.items()))
 
 
 def test_dquic_round_trips(benchmark):

@@ -73,7 +73,7 @@ cdef class SendStream(_StreamHalf):
 
 
 cdef class RecvStream(_StreamHalf):
-    # _buf: the byte at absolute offset x is _buf[_head + x - read_offset]
+    # _buf: a ring; the byte at absolute offset x is _buf[(_head + x - read_offset) % _cap]
     cdef readonly uint64_t read_offset     # bytes consumed by the application, prefixes included
     cdef readonly uint64_t highest_offset  # largest offset + len received (or RESET_STREAM's final size)
     cdef readonly int64_t final_size  # from FIN or RESET_STREAM; -1 while unknown
@@ -86,6 +86,10 @@ cdef class RecvStream(_StreamHalf):
     cdef bint _stopped
 
     cdef int _ensure(self, uint64_t end) except -1
+    cdef Py_ssize_t _at(self, uint64_t x) noexcept
+    cdef void _ring_write(self, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept
+    cdef bint _ring_differs(self, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept
+    cdef object _take_bytes(self, Py_ssize_t n)
     cdef void _consume(self, uint64_t n) noexcept
     cdef void _release(self) noexcept
 
@@ -104,13 +108,20 @@ cdef inline uint64_t contiguous_end_c(RecvStream r) noexcept:
 cdef inline bint peek_prefix_c(RecvStream r, uint64_t* length, int* size) noexcept:
     """The length prefix of the message at the read head, if it has arrived whole."""
     cdef uint64_t end = contiguous_end_c(r)
-    cdef int s
+    cdef int s, i
+    cdef uint8_t tmp[8]
     if end <= r.read_offset or r._buf is NULL:
         return False
     s = 1 << (r._buf[r._head] >> 6)
     if end - r.read_offset < <uint64_t>s:
         return False
-    length[0] = varint_get(r._buf + r._head, s)
+    if r._head + s <= r._cap:
+        length[0] = varint_get(r._buf + r._head, s)
+    else:
+        # (the prefix wraps around the end of the ring)
+        for i in range(s):
+            tmp[i] = r._buf[(r._head + i) % r._cap]
+        length[0] = varint_get(tmp, s)
     size[0] = s
     return True
 

@@ -12,7 +12,7 @@ bounds before any access), which is why bounds checking is disabled in this modu
 """
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove
@@ -742,41 +742,79 @@ cdef class RecvStream(_StreamHalf):
     # ------------------------------------------------------------------ internals
 
     cdef int _ensure(self, uint64_t end) except -1:
-        """Make ``_buf`` cover absolute offsets up to ``end`` (``end <= max_offset``)."""
+        """Make ``_buf`` cover absolute offsets up to ``end`` (``end <= max_offset``).
+
+        The buffer is a ring from the read head (``_head``, the byte at ``read_offset``): what
+        is read is released without moving the rest, so a reader that leaves part of a large
+        message behind each time never has it moved again; it only grows (one copy,
+        straightened out) when ``end`` lies beyond a whole buffer from the read head."""
         cdef Py_ssize_t need = <Py_ssize_t>(end - self.read_offset)
-        cdef Py_ssize_t span, cap, limit
+        cdef Py_ssize_t span = 0, cap, limit, first
         cdef uint8_t* mem
-        if self._head + need <= self._cap:
+        if need <= self._cap:
             return 0
-        if self._head:
-            # Compact: move everything stored above the read head to the front.
-            span = 0
-            if self._recv.count() and self._recv.stop_at(self._recv.count() - 1) > self.read_offset:
-                span = <Py_ssize_t>(self._recv.stop_at(self._recv.count() - 1) - self.read_offset)
-            if span:
-                memmove(self._buf, self._buf + self._head, <size_t>span)
-            self._head = 0
-            if need <= self._cap:
-                return 0
+        if self._recv.count() and self._recv.stop_at(self._recv.count() - 1) > self.read_offset:
+            span = <Py_ssize_t>(self._recv.stop_at(self._recv.count() - 1) - self.read_offset)
         limit = <Py_ssize_t>(self.window._limit - self.read_offset)
         cap = self._cap * 2
         if cap < 1024:
             cap = 1024
-        if cap < need:
-            cap = need
         if cap > limit:
             cap = limit
-        mem = <uint8_t*>PyMem_Realloc(self._buf, <size_t>cap)
+        if cap < need:
+            cap = need
+        mem = <uint8_t*>PyMem_Malloc(<size_t>cap)
         if mem is NULL:
             raise MemoryError()
+        if span:
+            first = self._cap - self._head
+            if first >= span:
+                memcpy(mem, self._buf + self._head, <size_t>span)
+            else:
+                memcpy(mem, self._buf + self._head, <size_t>first)
+                memcpy(mem + first, self._buf, <size_t>(span - first))
+        PyMem_Free(self._buf)
         self._buf = mem
         self._cap = cap
+        self._head = 0
         return 0
+
+    cdef Py_ssize_t _at(self, uint64_t x) noexcept:
+        """Where the byte at absolute offset ``x`` (in the buffer's reach) lives in ``_buf``."""
+        cdef Py_ssize_t p = self._head + <Py_ssize_t>(x - self.read_offset)
+        return p - self._cap if p >= self._cap else p
+
+    cdef void _ring_write(self, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept:
+        cdef Py_ssize_t p = self._at(x), first = self._cap - p
+        if first >= n:
+            memcpy(self._buf + p, src, <size_t>n)
+        else:
+            memcpy(self._buf + p, src, <size_t>first)
+            memcpy(self._buf, src + first, <size_t>(n - first))
+
+    cdef bint _ring_differs(self, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept:
+        cdef Py_ssize_t p = self._at(x), first = self._cap - p
+        if first >= n:
+            return memcmp(self._buf + p, src, <size_t>n) != 0
+        return (memcmp(self._buf + p, src, <size_t>first) != 0
+                or memcmp(self._buf, src + first, <size_t>(n - first)) != 0)
+
+    cdef object _take_bytes(self, Py_ssize_t n):
+        """The ``n`` bytes at the read head as ``bytes`` (the head does not move)."""
+        cdef Py_ssize_t first = self._cap - self._head
+        if first >= n:
+            return PyBytes_FromStringAndSize(<const char*>(self._buf + self._head), n)
+        data = PyBytes_FromStringAndSize(NULL, n)
+        memcpy(PyBytes_AS_STRING(data), self._buf + self._head, <size_t>first)
+        memcpy(PyBytes_AS_STRING(data) + first, self._buf, <size_t>(n - first))
+        return data
 
     cdef void _consume(self, uint64_t n) noexcept:
         """Advance the read head by ``n`` contiguous bytes."""
         self.read_offset += n
         self._head += <Py_ssize_t>n
+        if self._head >= self._cap:
+            self._head -= self._cap
         self.window.consumed_c(n)
         if self._recv.stop_at(self._recv.count() - 1) <= self.read_offset:
             # Nothing stored above the read head: restart at the front of the buffer.
@@ -821,13 +859,11 @@ cdef class RecvStream(_StreamHalf):
                     a = s
                 if b > end:
                     b = end
-                if memcmp(self._buf + self._head + <Py_ssize_t>(a - self.read_offset),
-                          data + <Py_ssize_t>(a - offset), <size_t>(b - a)) != 0:
+                if self._ring_differs(a, data + <Py_ssize_t>(a - offset), <Py_ssize_t>(b - a)):
                     raise ProtocolError("retransmitted stream data differs from the original",
                                         ErrorCode.PROTOCOL_VIOLATION)
             self._ensure(end)
-            memcpy(self._buf + self._head + <Py_ssize_t>(s - self.read_offset),
-                   data + <Py_ssize_t>(s - offset), <size_t>(end - s))
+            self._ring_write(s, data + <Py_ssize_t>(s - offset), <Py_ssize_t>(end - s))
             self._recv.add_range(s, end)
         elif self._stopped and not self._reset and end > s:
             # not stored, but which bytes arrived is still known (``data_complete``)
@@ -975,7 +1011,7 @@ cdef class RecvStream(_StreamHalf):
         if avail == 0:
             return None
         n = avail if avail < <uint64_t>max_bytes else <uint64_t>max_bytes
-        data = PyBytes_FromStringAndSize(<const char*>(self._buf + self._head), <Py_ssize_t>n)
+        data = self._take_bytes(<Py_ssize_t>n)
         self._consume(n)
         self._msg_remaining -= n
         end[0] = self._msg_remaining == 0
@@ -1002,7 +1038,7 @@ cdef class RecvStream(_StreamHalf):
             avail = <uint64_t>max_bytes
         if avail == 0:
             return b""
-        data = PyBytes_FromStringAndSize(<const char*>(self._buf + self._head), <Py_ssize_t>avail)
+        data = self._take_bytes(<Py_ssize_t>avail)
         self._consume(avail)
         return data
 

@@ -752,3 +752,60 @@ def test_property_steady_streaming_wraps_the_ring(sizes, max_len, rnd):
     for off, n in pending:
         s.on_acked(off, n, False)
     assert s.buffered == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 700), min_size=1, max_size=30),
+       st.randoms(use_true_random=False), st.integers(1, 300), st.integers(1, 900),
+       st.integers(600, 2000))
+def test_property_ring_buffer_under_a_small_window(sizes, rnd, max_piece, read_size, window):
+    """The receive buffer is a ring from the read head: with a window of a few hundred bytes
+    to 2 KB, a sender that stays within it, pieces arriving out of order (with duplicates)
+    and a reader that takes a few pieces at a time (so unread bytes stay behind when the
+    window opens), the read head goes round the buffer many times, pieces and length prefixes
+    cross its end, and every message still comes out whole and in order, the buffer never
+    larger than the window."""
+    # (every byte tells where it belongs: a piece read or written at the wrong place shows)
+    messages = [bytes((7 * i + j) % 251 for j in range(n)) for i, n in enumerate(sizes)]
+    wire = frame(*messages)
+    r = RecvStream(3, window)
+    pieces_read = []
+    sent = 0  # every byte below this was delivered (some twice)
+    laps = 0
+    for _ in range(100_000):
+        if r.read_offset >= len(wire):
+            break
+        limit = min(len(wire), r.max_offset)
+        pieces = []
+        pos = sent
+        while pos < limit:
+            n = min(rnd.randint(1, max_piece), limit - pos)
+            pieces.append((pos, wire[pos:pos + n]))
+            pos += n
+        sent = pos
+        pieces += rnd.sample(pieces, min(len(pieces), rnd.randint(0, 2)))
+        rnd.shuffle(pieces)
+        for off, data in pieces:
+            r.insert(off, data, fin=off + len(data) == len(wire))
+            assert r.allocated <= window
+        # a few pieces, or everything when nothing more can arrive
+        for _ in range(rnd.randint(1, 3) if sent < len(wire) else 1 << 30):
+            before = r.read_offset
+            piece = r.read_message(read_size)
+            if piece is None:
+                break
+            pieces_read.append(piece)
+            if r.allocated and before // r.allocated != r.read_offset // r.allocated:
+                laps += 1
+        if r.should_update_window():
+            r.next_window(0.0, 0.01)
+    got, cur = [], b""
+    for data, end in pieces_read:
+        cur += data
+        if end:
+            got.append(cur)
+            cur = b""
+    assert got == messages
+    assert r.is_finished
+    if len(wire) > 4 * window:
+        assert laps  # (the read head did go round)

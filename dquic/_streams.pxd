@@ -86,10 +86,6 @@ cdef class RecvStream(_StreamHalf):
     cdef bint _stopped
 
     cdef int _ensure(self, uint64_t end) except -1
-    cdef Py_ssize_t _at(self, uint64_t x) noexcept
-    cdef void _ring_write(self, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept
-    cdef bint _ring_differs(self, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept
-    cdef object _take_bytes(self, Py_ssize_t n)
     cdef void _consume(self, uint64_t n) noexcept
     cdef void _release(self) noexcept
 

@@ -697,6 +697,42 @@ cdef inline int _out_of_flight(SendStream x, uint64_t offset, uint64_t stop, str
 
 # ---------------------------------------------------------------------- receive side
 
+# The receive buffer is a ring from the read head (RecvStream._ensure): where an absolute
+# offset lives in it, and the copies in and out that may wrap around its end (inline: they
+# run for every piece received and every message read)
+cdef inline Py_ssize_t _ring_at(RecvStream r, uint64_t x) noexcept:
+    cdef Py_ssize_t p = r._head + <Py_ssize_t>(x - r.read_offset)
+    return p - r._cap if p >= r._cap else p
+
+
+cdef inline void _ring_write(RecvStream r, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t p = _ring_at(r, x), first = r._cap - p
+    if first >= n:
+        memcpy(r._buf + p, src, <size_t>n)
+    else:
+        memcpy(r._buf + p, src, <size_t>first)
+        memcpy(r._buf, src + first, <size_t>(n - first))
+
+
+cdef inline bint _ring_differs(RecvStream r, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t p = _ring_at(r, x), first = r._cap - p
+    if first >= n:
+        return memcmp(r._buf + p, src, <size_t>n) != 0
+    return (memcmp(r._buf + p, src, <size_t>first) != 0
+            or memcmp(r._buf, src + first, <size_t>(n - first)) != 0)
+
+
+cdef inline object _ring_bytes(RecvStream r, Py_ssize_t n):
+    """The ``n`` bytes at the read head as ``bytes`` (the head does not move)."""
+    cdef Py_ssize_t first = r._cap - r._head
+    if first >= n:
+        return PyBytes_FromStringAndSize(<const char*>(r._buf + r._head), n)
+    data = PyBytes_FromStringAndSize(NULL, n)
+    memcpy(PyBytes_AS_STRING(data), r._buf + r._head, <size_t>first)
+    memcpy(PyBytes_AS_STRING(data) + first, r._buf, <size_t>(n - first))
+    return data
+
+
 @cython.no_gc  # holds only leaf objects (a range set, a flow window): no cycle can pass through it
 cdef class RecvStream(_StreamHalf):
     """The peer's half of a stream: reassembly, message delivery, flow control, final size.
@@ -779,36 +815,6 @@ cdef class RecvStream(_StreamHalf):
         self._head = 0
         return 0
 
-    cdef Py_ssize_t _at(self, uint64_t x) noexcept:
-        """Where the byte at absolute offset ``x`` (in the buffer's reach) lives in ``_buf``."""
-        cdef Py_ssize_t p = self._head + <Py_ssize_t>(x - self.read_offset)
-        return p - self._cap if p >= self._cap else p
-
-    cdef void _ring_write(self, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept:
-        cdef Py_ssize_t p = self._at(x), first = self._cap - p
-        if first >= n:
-            memcpy(self._buf + p, src, <size_t>n)
-        else:
-            memcpy(self._buf + p, src, <size_t>first)
-            memcpy(self._buf, src + first, <size_t>(n - first))
-
-    cdef bint _ring_differs(self, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept:
-        cdef Py_ssize_t p = self._at(x), first = self._cap - p
-        if first >= n:
-            return memcmp(self._buf + p, src, <size_t>n) != 0
-        return (memcmp(self._buf + p, src, <size_t>first) != 0
-                or memcmp(self._buf, src + first, <size_t>(n - first)) != 0)
-
-    cdef object _take_bytes(self, Py_ssize_t n):
-        """The ``n`` bytes at the read head as ``bytes`` (the head does not move)."""
-        cdef Py_ssize_t first = self._cap - self._head
-        if first >= n:
-            return PyBytes_FromStringAndSize(<const char*>(self._buf + self._head), n)
-        data = PyBytes_FromStringAndSize(NULL, n)
-        memcpy(PyBytes_AS_STRING(data), self._buf + self._head, <size_t>first)
-        memcpy(PyBytes_AS_STRING(data) + first, self._buf, <size_t>(n - first))
-        return data
-
     cdef void _consume(self, uint64_t n) noexcept:
         """Advance the read head by ``n`` contiguous bytes."""
         self.read_offset += n
@@ -859,11 +865,11 @@ cdef class RecvStream(_StreamHalf):
                     a = s
                 if b > end:
                     b = end
-                if self._ring_differs(a, data + <Py_ssize_t>(a - offset), <Py_ssize_t>(b - a)):
+                if _ring_differs(self, a, data + <Py_ssize_t>(a - offset), <Py_ssize_t>(b - a)):
                     raise ProtocolError("retransmitted stream data differs from the original",
                                         ErrorCode.PROTOCOL_VIOLATION)
             self._ensure(end)
-            self._ring_write(s, data + <Py_ssize_t>(s - offset), <Py_ssize_t>(end - s))
+            _ring_write(self, s, data + <Py_ssize_t>(s - offset), <Py_ssize_t>(end - s))
             self._recv.add_range(s, end)
         elif self._stopped and not self._reset and end > s:
             # not stored, but which bytes arrived is still known (``data_complete``)
@@ -1011,7 +1017,7 @@ cdef class RecvStream(_StreamHalf):
         if avail == 0:
             return None
         n = avail if avail < <uint64_t>max_bytes else <uint64_t>max_bytes
-        data = self._take_bytes(<Py_ssize_t>n)
+        data = _ring_bytes(self, <Py_ssize_t>n)
         self._consume(n)
         self._msg_remaining -= n
         end[0] = self._msg_remaining == 0
@@ -1038,7 +1044,7 @@ cdef class RecvStream(_StreamHalf):
             avail = <uint64_t>max_bytes
         if avail == 0:
             return b""
-        data = self._take_bytes(<Py_ssize_t>avail)
+        data = _ring_bytes(self, <Py_ssize_t>avail)
         self._consume(avail)
         return data
 

@@ -64,7 +64,6 @@ frame objects. Rare frames go through the ``dquic._frames`` frame classes.
 Stream bytes carry length-prefixed messages (PROTOCOL.md §8): ``send_message`` appends one,
 ``read_message`` returns the next message (or the next piece of a large one).
 """
-from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from dquic._cids cimport CidState
@@ -81,7 +80,7 @@ from dquic._sender cimport Sender
 from dquic._spaces cimport (FR_HANDSHAKE_DONE, FR_MAX_DATA, FR_MAX_STREAMS, FR_PATH_CHALLENGE,
                             FR_PING, OWE_PING, SP_APP, SP_HS, _Sent, _Space, new_sent, q_list,
                             recycle, write_ack)
-from dquic._streamset cimport StreamSet, _Stream
+from dquic._streamset cimport StreamSet, _Stream, exact_id
 from dquic._timers cimport (TIMER_ACK, TIMER_ACK_HANDSHAKE, TIMER_CLOSE, TIMER_HANDSHAKE,
                             TIMER_IDLE, TIMER_IDLE_RELEASE, TIMER_KEEP_ALIVE, TIMER_KINDS,
                             TIMER_LOSS, TIMER_OLD_KEYS, TIMER_PACING, TIMER_PATH_VALIDATION,
@@ -162,33 +161,23 @@ class ConnectionStats:
         return f"ConnectionStats({inner})"
 
 
-cdef extern from "Python.h":
-    # declared without an error check: validate_messages looks at the error itself
-    unsigned long long _as_u64 "PyLong_AsUnsignedLongLong"(object) noexcept
-
-cdef unsigned long long _MAX_ID = MAX_STREAM_ID
-
-
 def validate_messages(messages):
     """Check a ``{stream_id: bytes-like}`` dict completely before anything is sent (what
     ``send_messages`` takes): ``([(stream_id, buffer, nbytes)], total bytes)``. TypeError /
     ValueError name the first bad id or value (``dquic._app``'s checks, the drivers' own)."""
     cdef list items = []
     cdef Py_ssize_t total = 0, n
-    cdef unsigned long long v
+    cdef uint64_t v
     if type(messages) is not dict and not isinstance(messages, dict):
         raise TypeError("send_to needs a dict {stream_id: bytes-like}")
     for sid, value in (<dict>messages).items():
-        if type(sid) is int and type(value) is bytes:
+        if type(value) is bytes and exact_id(sid, &v):
             # the common case, checked here without a Python call (a request path runs this
             # for every message)
-            v = _as_u64(sid)
-            if not (v == <unsigned long long>-1 and PyErr_Occurred()) and v <= _MAX_ID:
-                n = len(<bytes>value)
-                items.append((sid, value, n))
-                total += n
-                continue
-            PyErr_Clear()
+            n = len(<bytes>value)
+            items.append((sid, value, n))
+            total += n
+            continue
         from dquic._app import as_buffer, check_stream_id
         check_stream_id(sid)
         value, n = as_buffer(value, f"stream {sid}: ")

@@ -15,7 +15,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.string cimport memcmp, memcpy, memmove
+from libc.string cimport memcmp, memcpy
 
 from dquic._ranges cimport RangeSet
 from dquic._wire cimport varint_len as _varint_size, varint_write as _varint_put
@@ -27,6 +27,28 @@ cdef uint64_t VARINT_MAX = (<uint64_t>1 << 62) - 1
 cdef Py_ssize_t KEEP_IDLE_BUFFER = 1 << 16
 # A half reused for another stream (renew_c) keeps a buffer up to this size.
 cdef Py_ssize_t KEEP_REUSED_BUFFER = 4096
+
+
+# Both halves keep their bytes in a ring (``_buf``, ``_cap`` bytes): copying ``n`` bytes into
+# it, or out of it, at position ``p``, wrapping around its end
+cdef inline void ring_put(uint8_t* buf, Py_ssize_t cap, Py_ssize_t p, const uint8_t* src,
+                          Py_ssize_t n) noexcept:
+    cdef Py_ssize_t first = cap - p
+    if first >= n:
+        memcpy(buf + p, src, <size_t>n)
+    else:
+        memcpy(buf + p, src, <size_t>first)
+        memcpy(buf, src + first, <size_t>(n - first))
+
+
+cdef inline void ring_get(uint8_t* dst, const uint8_t* buf, Py_ssize_t cap, Py_ssize_t p,
+                          Py_ssize_t n) noexcept:
+    cdef Py_ssize_t first = cap - p
+    if first >= n:
+        memcpy(dst, buf + p, <size_t>n)
+    else:
+        memcpy(dst, buf + p, <size_t>first)
+        memcpy(dst + first, buf, <size_t>(n - first))
 
 DEFAULT_SEND_BUFFER = 1 << 24
 
@@ -239,7 +261,7 @@ cdef class SendStream(_StreamHalf):
         the rest; it only grows (one copy, straightened out) when the data does not fit.
         """
         cdef Py_ssize_t used = <Py_ssize_t>(self.write_offset - self._base)
-        cdef Py_ssize_t need = used + n, cap, tail, first
+        cdef Py_ssize_t need = used + n, cap, tail
         cdef uint8_t* mem
         if n <= 0:
             return 0
@@ -253,12 +275,7 @@ cdef class SendStream(_StreamHalf):
             if mem is NULL:
                 raise MemoryError()
             if used:
-                first = self._cap - self._head
-                if first >= used:
-                    memcpy(mem, self._buf + self._head, <size_t>used)
-                else:
-                    memcpy(mem, self._buf + self._head, <size_t>first)
-                    memcpy(mem + first, self._buf, <size_t>(used - first))
+                ring_get(mem, self._buf, self._cap, self._head, used)
             if self._buf is not NULL:
                 PyMem_Free(self._buf)
             self._buf = mem
@@ -267,12 +284,7 @@ cdef class SendStream(_StreamHalf):
         tail = self._head + used
         if tail >= self._cap:
             tail -= self._cap
-        first = self._cap - tail
-        if first >= n:
-            memcpy(self._buf + tail, data, <size_t>n)
-        else:
-            memcpy(self._buf + tail, data, <size_t>first)
-            memcpy(self._buf, data + first, <size_t>(n - first))
+        ring_put(self._buf, self._cap, tail, data, n)
         self.write_offset += <uint64_t>n
         return 0
 
@@ -698,20 +710,11 @@ cdef inline int _out_of_flight(SendStream x, uint64_t offset, uint64_t stop, str
 # ---------------------------------------------------------------------- receive side
 
 # The receive buffer is a ring from the read head (RecvStream._ensure): where an absolute
-# offset lives in it, and the copies in and out that may wrap around its end (inline: they
+# offset lives in it, a comparison and a copy out that may wrap around its end (inline: they
 # run for every piece received and every message read)
 cdef inline Py_ssize_t _ring_at(RecvStream r, uint64_t x) noexcept:
     cdef Py_ssize_t p = r._head + <Py_ssize_t>(x - r.read_offset)
     return p - r._cap if p >= r._cap else p
-
-
-cdef inline void _ring_write(RecvStream r, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t p = _ring_at(r, x), first = r._cap - p
-    if first >= n:
-        memcpy(r._buf + p, src, <size_t>n)
-    else:
-        memcpy(r._buf + p, src, <size_t>first)
-        memcpy(r._buf, src + first, <size_t>(n - first))
 
 
 cdef inline bint _ring_differs(RecvStream r, uint64_t x, const uint8_t* src, Py_ssize_t n) noexcept:
@@ -728,8 +731,7 @@ cdef inline object _ring_bytes(RecvStream r, Py_ssize_t n):
     if first >= n:
         return PyBytes_FromStringAndSize(<const char*>(r._buf + r._head), n)
     data = PyBytes_FromStringAndSize(NULL, n)
-    memcpy(PyBytes_AS_STRING(data), r._buf + r._head, <size_t>first)
-    memcpy(PyBytes_AS_STRING(data) + first, r._buf, <size_t>(n - first))
+    ring_get(<uint8_t*>PyBytes_AS_STRING(data), r._buf, r._cap, r._head, n)
     return data
 
 
@@ -785,7 +787,7 @@ cdef class RecvStream(_StreamHalf):
         message behind each time never has it moved again; it only grows (one copy,
         straightened out) when ``end`` lies beyond a whole buffer from the read head."""
         cdef Py_ssize_t need = <Py_ssize_t>(end - self.read_offset)
-        cdef Py_ssize_t span = 0, cap, limit, first
+        cdef Py_ssize_t span = 0, cap, limit
         cdef uint8_t* mem
         if need <= self._cap:
             return 0
@@ -803,12 +805,7 @@ cdef class RecvStream(_StreamHalf):
         if mem is NULL:
             raise MemoryError()
         if span:
-            first = self._cap - self._head
-            if first >= span:
-                memcpy(mem, self._buf + self._head, <size_t>span)
-            else:
-                memcpy(mem, self._buf + self._head, <size_t>first)
-                memcpy(mem + first, self._buf, <size_t>(span - first))
+            ring_get(mem, self._buf, self._cap, self._head, span)
         PyMem_Free(self._buf)
         self._buf = mem
         self._cap = cap
@@ -869,7 +866,8 @@ cdef class RecvStream(_StreamHalf):
                     raise ProtocolError("retransmitted stream data differs from the original",
                                         ErrorCode.PROTOCOL_VIOLATION)
             self._ensure(end)
-            _ring_write(self, s, data + <Py_ssize_t>(s - offset), <Py_ssize_t>(end - s))
+            ring_put(self._buf, self._cap, _ring_at(self, s), data + <Py_ssize_t>(s - offset),
+                     <Py_ssize_t>(end - s))
             self._recv.add_range(s, end)
         elif self._stopped and not self._reset and end > s:
             # not stored, but which bytes arrived is still known (``data_complete``)

@@ -1,4 +1,5 @@
 # C-level layout of dquic._streamset: one connection's streams (see _streamset.pyx).
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -255,3 +256,23 @@ cdef inline bint recv_closed(RecvStream r) noexcept:
     """The peer's half is over: reset, or FIN received and everything read."""
     return r._reset or (r.final_size >= 0 and r.read_offset == <uint64_t>r.final_size)
 
+
+cdef extern from "Python.h":
+    # declared without an error check: exact_id looks at the error itself
+    unsigned long long _long_as_u64 "PyLong_AsUnsignedLongLong"(object) noexcept
+
+
+cdef inline bint exact_id(object key, uint64_t* out) noexcept:
+    """``key`` is an ``int`` (not a subclass) in 0..2**62-1: its value in ``out``. The check
+    an application's stream id takes on every call, without a Python comparison."""
+    cdef unsigned long long v
+    if type(key) is not int:
+        return False
+    v = _long_as_u64(key)
+    if v == <unsigned long long>-1 and PyErr_Occurred():
+        PyErr_Clear()  # negative or beyond 64 bits
+        return False
+    if v > ((<unsigned long long>1) << 62) - 1:
+        return False
+    out[0] = <uint64_t>v
+    return True

@@ -42,14 +42,9 @@ halves wait in bounded pools and are renewed for the next id when nothing else r
 back when the connection goes quiet (``drop_pools``).
 """
 cimport cython
-from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_REFCNT, PyObject
 from libc.string cimport memset
-
-cdef extern from "Python.h":
-    # declared here without an error check: find_key looks at the error itself
-    unsigned long long PyLong_AsUnsignedLongLong(object) noexcept
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from dquic._codec cimport Buffer
@@ -345,14 +340,10 @@ cdef class StreamSet:
 
     cdef _Stream find_key(self, object key):
         """``find`` for a key given by the application (anything: not an id is not found)."""
-        cdef unsigned long long v
-        if type(key) is int:
-            v = PyLong_AsUnsignedLongLong(key)
-            if v == <unsigned long long>-1 and PyErr_Occurred():
-                PyErr_Clear()  # negative or beyond 64 bits
-                return None
-            return None if v > <unsigned long long>MAX_ID else self.find(<uint64_t>v)
-        if not isinstance(key, int) or key < 0 or key > MAX_STREAM_ID:
+        cdef uint64_t v
+        if exact_id(key, &v):
+            return self.find(v)
+        if type(key) is int or not isinstance(key, int) or key < 0 or key > MAX_STREAM_ID:
             return None
         return self.find(<uint64_t>key)
 
@@ -862,16 +853,14 @@ cdef class StreamSet:
         return 0
 
     cdef _Stream local_stream(self, object stream_id):
-        cdef _Stream s = self.find_key(stream_id)
-        cdef unsigned long long v
+        cdef uint64_t v
+        cdef _Stream s
+        if exact_id(stream_id, &v):  # (the common case: one conversion, no Python comparison)
+            s = self.find(v)
+            return s if s is not None else self.new_stream(v)
+        s = self.find_key(stream_id)
         if s is not None:
             return s
-        if type(stream_id) is int:
-            # (find_key converted it already; the common case, without Python comparisons)
-            v = PyLong_AsUnsignedLongLong(stream_id)
-            if not (v == <unsigned long long>-1 and PyErr_Occurred()) and v <= MAX_ID:
-                return self.new_stream(<uint64_t>v)
-            PyErr_Clear()
         if not isinstance(stream_id, int) or isinstance(stream_id, bool):
             raise TypeError("stream id must be an int")
         if not 0 <= stream_id <= MAX_STREAM_ID:

@@ -690,22 +690,18 @@ class Endpoint:
     def take_readable(self) -> List[CoreConnection]:
         """The connections listed in ``readable`` (``message_events`` off), oldest first, and
         empty it."""
-        if self._unsettled:
-            self.settle()
-        readable = self.readable
-        if not readable:
-            return []
-        out = list(readable)
-        readable.clear()
-        return out
+        return self._take(self.readable)
 
     def take_events(self) -> List[Tuple[CoreConnection, Event]]:
         """All pending ``(connection, event)`` pairs at once, oldest first (empty if none)."""
+        return self._take(self.events)
+
+    def _take(self, pending: Any) -> list:
+        # the items of ``events`` or ``readable``, settled first, and the container emptied
         if self._unsettled:
             self.settle()
-        events = self.events
-        if not events:
+        if not pending:
             return []
-        out = list(events)
-        events.clear()
+        out = list(pending)
+        pending.clear()
         return out

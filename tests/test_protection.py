@@ -30,14 +30,9 @@ SUITES = ["ChaChaPoly", "AESGCM"]
 DCID = bytes(range(8))
 
 
-@pytest.fixture(autouse=True, params=AVAILABLE_BACKENDS)
-def backend(request):
-    """Run the test with ``request.param`` as the default backend for new keys."""
-    previous = _protection.use_backend(request.param)
-    try:
-        yield request.param
-    finally:
-        _protection.use_backend(previous)
+@pytest.fixture(autouse=True)
+def _every_backend(backend):
+    """Every test here runs once per backend (the ``backend`` fixture of conftest.py)."""
 
 
 def _secret(label: str) -> bytes:

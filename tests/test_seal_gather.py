@@ -9,23 +9,12 @@ import os
 
 import pytest
 
-from dquic import _protection
-from dquic._protection import AVAILABLE_BACKENDS
 from dquic.config import Configuration
 from dquic.keys import KeyPair
 from dquic.endpoint import Endpoint
 
 C_ADDR = ("192.0.2.1", 4433)
 S_ADDR = ("198.51.100.7", 4433)
-
-
-@pytest.fixture(params=AVAILABLE_BACKENDS)
-def backend(request):
-    previous = _protection.use_backend(request.param)
-    try:
-        yield request.param
-    finally:
-        _protection.use_backend(previous)
 
 
 def _move(src, dst, addr, now, trains):

@@ -5,9 +5,11 @@ Compiled modules ``cimport`` this to use a range set without Python objects on t
 ``add_range``/``subtract_range``/``contains`` take C integers, and ``count``/``start_at``/
 ``stop_at`` read the sorted pairs directly.
 """
+cimport cython
 from libc.stdint cimport uint64_t
 
 
+@cython.final
 cdef class RangeSet:
     # Sorted, non-overlapping, non-adjacent half-open ranges stored as pairs:
     # _r[2*i] = start, _r[2*i+1] = stop, for 0 <= i < _n.  Capacity is _cap pairs.

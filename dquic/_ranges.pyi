@@ -1,7 +1,6 @@
-from typing import Iterable, Iterator, List, Optional, Tuple
-from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
+from typing import Iterable, Iterator, List, Optional, Tuple, final
 
-@disjoint_base
+@final
 class RangeSet:
     """Sorted, merged half-open ranges of non-negative integers (unsigned 64-bit)."""
 

@@ -4,12 +4,14 @@
 Compiled modules ``cimport`` these classes and call the ``*_c`` methods with C integers and
 pointers; the Python methods of the same names wrap them.
 """
+cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from dquic._ranges cimport RangeSet
 from dquic._wire cimport varint_get
 
 
+@cython.final
 cdef class FlowWindow:
     cdef uint64_t _limit              # advertised limit (absolute offset)
     cdef readonly uint64_t window     # current window size (grows by auto-tuning up to maximum)
@@ -35,6 +37,7 @@ cdef class _StreamHalf:
     cdef void _renew_half(self, uint64_t stream_id) noexcept
 
 
+@cython.final
 cdef class SendStream(_StreamHalf):
     # _buf: unacknowledged [_base, write_offset) from _buf[_head]
     cdef uint64_t _base               # absolute offset of _buf[_head] (== acknowledged prefix)
@@ -72,6 +75,7 @@ cdef class SendStream(_StreamHalf):
     cdef void shed_c(self) noexcept
 
 
+@cython.final
 cdef class RecvStream(_StreamHalf):
     # _buf: a ring; the byte at absolute offset x is _buf[(_head + x - read_offset) % _cap]
     cdef readonly uint64_t read_offset     # bytes consumed by the application, prefixes included

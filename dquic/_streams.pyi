@@ -1,11 +1,11 @@
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, final
 from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
 DEFAULT_SEND_BUFFER: int
 
 def message_prefix(length: int) -> bytes: ...
 
-@disjoint_base
+@final
 class FlowWindow:
     def __init__(self, initial: int, maximum: int = 0) -> None: ...
     def on_consumed(self, n: int) -> None: ...
@@ -27,7 +27,7 @@ class _StreamHalf:
     @property
     def reset_code(self) -> Optional[int]: ...
 
-@disjoint_base
+@final
 class SendStream(_StreamHalf):
     def __init__(self, stream_id: int, max_buffer: int = ...) -> None: ...
     def write_message(self, data: Any) -> int: ...
@@ -72,7 +72,7 @@ class SendStream(_StreamHalf):
     @property
     def bytes_retransmitted(self) -> int: ...
 
-@disjoint_base
+@final
 class RecvStream(_StreamHalf):
     def __init__(self, stream_id: int, max_buffer: int, initial_window: int = 0) -> None: ...
     def insert(self, offset: int, data: Any, fin: bool = False) -> int: ...

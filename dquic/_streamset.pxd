@@ -1,4 +1,5 @@
 # C-level layout of dquic._streamset: one connection's streams (see _streamset.pyx).
+cimport cython
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -9,6 +10,7 @@ from dquic._spaces cimport OWE_RESET_STREAM, _Sent, _Space
 from dquic._streams cimport FlowWindow, RecvStream, SendStream, contiguous_end_c
 
 
+@cython.final
 cdef class _Stream:
     # Laid out by use (a stream a message means each step finds its stream cold in the cache):
     # what nearly every step reads first, the flags as bytes, then the lifecycle numbers.
@@ -67,6 +69,7 @@ cdef struct RingItem:
 
 # A first-in first-out queue of objects with C fields, no tuple per item and no Python call per
 # operation: the stream set's lists of streams (send round robin, finished halves, ...).
+@cython.final
 cdef class Ring:
     cdef RingItem* items
     cdef Py_ssize_t head
@@ -86,6 +89,7 @@ cdef class Ring:
 # The stream table of one connection and everything about its streams: their lifecycle
 # (PROTOCOL.md §16.7), stream and connection flow control, stream credit, the round robin of
 # streams with something to send, and the STREAM-related frames both ways.
+@cython.final
 cdef class Pool:
     cdef PyObject** items                         # owned references, the last one taken first
     cdef readonly Py_ssize_t n
@@ -95,6 +99,7 @@ cdef class Pool:
     cdef object take(self)                        # an object nothing else refers to, or None
 
 
+@cython.final
 cdef class StreamSet:
     # the stream table: stream id -> _Stream (``streams`` is a read-only mapping view of it),
     # a hash index (open addressing, linear probing) into entries kept in insertion order

@@ -1,5 +1,5 @@
 """Type stub of dquic._streamset (the streams of one connection; compiled)."""
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, final
 from typing_extensions import disjoint_base  # cdef classes: no multiple inheritance
 
 from dquic._recovery import RttEstimator
@@ -12,7 +12,7 @@ MAX_STREAM_ID: int
 
 class _DropPacket(Exception): ...
 
-@disjoint_base
+@final
 class _Stream:
     stream_id: int
     send: SendStream
@@ -47,7 +47,7 @@ class _Stream:
     recv_next: Optional[RecvStream]
     recv_next_hi: int
 
-@disjoint_base
+@final
 class Ring:
     """A first-in first-out queue of objects with C fields (the stream set's lists)."""
     @property
@@ -56,7 +56,7 @@ class Ring:
     def __iter__(self) -> Iterator[Tuple[Any, int, int, int, float]]: ...
 
 
-@disjoint_base
+@final
 class StreamSet:
     @property
     def streams(self) -> StreamView: ...

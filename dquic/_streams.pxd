@@ -51,6 +51,9 @@ cdef class SendStream(_StreamHalf):
     cdef RangeSet _acked              # acknowledged byte ranges (including the prefix)
     cdef RangeSet _retx               # lost byte ranges to send again
     cdef RangeSet _inflight           # sent byte ranges neither acknowledged nor lost
+    cdef bint _plain                  # the usual case, kept without the two sets above (left
+                                      # empty): acknowledged is [0, _base), in flight
+                                      # [_base, _offset_sent), nothing lost (_materialize)
     cdef bint _finished
     cdef bint _fin_pending
     cdef bint _lost                   # _retx is not empty (read without touching the set)
@@ -61,6 +64,8 @@ cdef class SendStream(_StreamHalf):
     cdef Py_ssize_t write_message_c(self, object data) except -1
     cdef int _check_writable(self, uint64_t n) except -1
     cdef void _drop_acked_prefix(self) noexcept
+    cdef void _release_to(self, uint64_t prefix) noexcept
+    cdef int _materialize(self) except -1
     cpdef finish(self)
 
     cdef int next_chunk_c(self, Py_ssize_t max_len, uint64_t flow_limit, uint64_t* offset,
@@ -83,7 +88,9 @@ cdef class RecvStream(_StreamHalf):
     cdef readonly int64_t final_size  # from FIN or RESET_STREAM; -1 while unknown
     cdef int64_t _msg_total           # length of the message being read, -1 at a boundary
     cdef uint64_t _msg_remaining      # body bytes of that message not yet read
-    cdef RangeSet _recv               # byte ranges received (read ones included)
+    cdef RangeSet _recv               # byte ranges received (read ones included), while _gaps;
+    cdef bint _gaps                   # else left empty: what arrived is [0, _contig) (the usual
+                                      # case, kept without touching the set)
     cdef uint64_t _contig             # the end of those received without a gap from offset 0
                                       # (kept here: the readiness checks need not touch _recv)
     cdef readonly FlowWindow window   # behind max_offset
@@ -98,6 +105,13 @@ cdef class RecvStream(_StreamHalf):
     cdef void release_idle_c(self) noexcept
     cdef void renew_c(self, uint64_t stream_id, uint64_t max_buffer, uint64_t initial_window) noexcept
     cdef void shed_c(self) noexcept
+
+
+cdef inline uint64_t received_top(RecvStream r) noexcept:
+    """The end of the highest byte range received (0 before any)."""
+    if not r._gaps:
+        return r._contig
+    return r._recv._r[2 * r._recv._n - 1] if r._recv._n else 0
 
 
 cdef inline uint64_t contiguous_end_c(RecvStream r) noexcept:

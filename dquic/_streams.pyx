@@ -216,17 +216,19 @@ cdef class SendStream(_StreamHalf):
         self._acked = RangeSet()
         self._retx = RangeSet()
         self._inflight = RangeSet()
+        self._plain = True
 
     cdef void renew_c(self, uint64_t stream_id) noexcept:
         """Become a new, empty half of ``stream_id`` with the same ``max_buffer``, as if just
         made (the connection reuses halves whose stream state it released)."""
         self._renew_half(stream_id)
-        if self.bytes_in_flight:  # (the total of _inflight: it is empty without)
+        if not self._plain:
+            # (a plain half left its sets empty: a reused one mostly needs no touch of them)
             self._inflight.clear_c()
-        if self._lost:
             self._retx.clear_c()
+            self._acked.clear_c()
             self._lost = False
-        self._acked.clear_c()
+            self._plain = True
         self._base = 0
         self.write_offset = 0
         self._offset_sent = 0
@@ -290,10 +292,12 @@ cdef class SendStream(_StreamHalf):
 
     cdef void _drop_acked_prefix(self) noexcept:
         """Advance ``_base`` to the acknowledged prefix, releasing the bytes below it."""
-        cdef uint64_t prefix
         if self._acked.count() == 0 or self._acked.start_at(0) != 0:
             return
-        prefix = self._acked.stop_at(0)
+        self._release_to(self._acked.stop_at(0))
+
+    cdef void _release_to(self, uint64_t prefix) noexcept:
+        """Advance ``_base`` to ``prefix`` (every byte below it acknowledged), releasing them."""
         if prefix <= self._base:
             return
         self._head += <Py_ssize_t>(prefix - self._base)
@@ -306,6 +310,19 @@ cdef class SendStream(_StreamHalf):
                 PyMem_Free(self._buf)
                 self._buf = NULL
                 self._cap = 0
+
+    cdef int _materialize(self) except -1:
+        """Leave the plain state (``_plain``): the acknowledged and in-flight ranges it implied
+        go into their sets, which from now on say what was acknowledged, is in flight or lost
+        (until every byte sent is acknowledged in order again: ``_settle``)."""
+        if not self._plain:
+            return 0
+        if self._base:
+            self._acked.add_range(0, self._base)
+        if self._offset_sent > self._base:
+            self._inflight.add_range(self._base, self._offset_sent)
+        self._plain = False
+        return 0
 
     cdef const uint8_t* data_at(self, uint64_t offset) noexcept:
         """Pointer to the buffered byte at absolute ``offset`` (``acked_offset <= offset``);
@@ -416,6 +433,7 @@ cdef class SendStream(_StreamHalf):
         """
         if self._reset:
             return self._final_size
+        self._materialize()
         self._reset = True
         self._reset_code = error_code
         self._final_size = self._offset_sent
@@ -469,7 +487,8 @@ cdef class SendStream(_StreamHalf):
                 n = <uint64_t>self.contiguous_at(start)  # the rest follows the ring's wrap
             self._offset_sent = start + n
             self.bytes_in_flight += n
-            self._inflight.add_range(start, start + n)
+            if not self._plain:  # (plain: in flight is [_base, _offset_sent) as it stands)
+                self._inflight.add_range(start, start + n)
             return _chunk_out(self, start, n, offset, length, fin)
         if self._fin_pending and self._offset_sent == self.write_offset:
             offset[0] = self.write_offset
@@ -505,9 +524,28 @@ cdef class SendStream(_StreamHalf):
 
     cdef int on_acked_c(self, uint64_t offset, uint64_t length, bint fin) except -1:
         cdef uint64_t stop = offset + length
-        cdef RangeSet fl = self._inflight, ak = self._acked
+        cdef RangeSet fl, ak
         if self._reset:
             return 0
+        if self._plain:
+            if offset == self._base and stop <= self._offset_sent:
+                # in order: the in-flight bytes just above the acknowledged prefix (a FIN-only
+                # frame acknowledges none); neither set is touched
+                self.bytes_in_flight -= length
+                self._release_to(stop)
+                if fin and self._finished:
+                    self.fin_acked = True
+                    self._fin_pending = False
+                return 0
+            if length == 0 and offset <= self._offset_sent:
+                # a FIN-only frame ahead of the data's acknowledgements: no byte moves
+                if fin and self._finished:
+                    self.fin_acked = True
+                    self._fin_pending = False
+                return 0
+            self._materialize()
+        fl = self._inflight
+        ak = self._acked
         if (length and offset == self._base and stop <= self._offset_sent and not self._lost
                 and fl._n and fl._r[0] == offset and fl._r[1] >= stop
                 and ((ak._n == 0 and offset == 0)
@@ -526,6 +564,7 @@ cdef class SendStream(_StreamHalf):
                 ak._n = 1
             ak._r[1] = stop
             self._drop_acked_prefix()
+            _settle(self)
             if fin and self._finished:
                 self.fin_acked = True
                 self._fin_pending = False
@@ -537,6 +576,7 @@ cdef class SendStream(_StreamHalf):
                 self._lost = self._retx._n != 0
             self._acked.add_range(offset, stop)
             self._drop_acked_prefix()
+            _settle(self)
         if fin and self._finished:
             self.fin_acked = True
             self._fin_pending = False
@@ -547,6 +587,7 @@ cdef class SendStream(_StreamHalf):
         cdef Py_ssize_t i, n
         if self._reset:
             return 0
+        self._materialize()
         _out_of_flight(self, offset, stop, "lost")
         if length:
             # Queue the parts not acknowledged meanwhile (RFC 9000 §13.3: data acknowledged in
@@ -697,6 +738,22 @@ cdef inline int _chunk_out(SendStream x, uint64_t start, uint64_t n, uint64_t* o
     return 1
 
 
+cdef inline void _settle(SendStream x) noexcept:
+    # back to the plain state once the sets say what it implies: nothing lost, acknowledged
+    # [0, _base) (the prefix was just released), in flight [_base, _offset_sent)
+    cdef RangeSet fl = x._inflight, ak = x._acked
+    if x._lost or ak._n > 1 or (ak._n == 1 and (ak._r[0] != 0 or ak._r[1] != x._base)):
+        return
+    if fl._n == 0:
+        if x._offset_sent != x._base:
+            return
+    elif fl._n != 1 or fl._r[0] != x._base or fl._r[1] != x._offset_sent:
+        return
+    fl.clear_c()
+    ak.clear_c()
+    x._plain = True
+
+
 cdef inline int _out_of_flight(SendStream x, uint64_t offset, uint64_t stop, str fate) except -1:
     # the acknowledged or lost (``fate``) range [offset, stop) no longer counts as in flight
     if stop > x._offset_sent or stop < offset:
@@ -772,7 +829,9 @@ cdef class RecvStream(_StreamHalf):
         self.final_size = -1
         self._msg_total = -1
         self._msg_remaining = 0
-        self._recv.clear_c()
+        if self._gaps:
+            self._recv.clear_c()
+            self._gaps = False
         self._contig = 0
         self.window.reset_c(initial_window, max_buffer)
         self._stopped = False
@@ -791,8 +850,8 @@ cdef class RecvStream(_StreamHalf):
         cdef uint8_t* mem
         if need <= self._cap:
             return 0
-        if self._recv.count() and self._recv.stop_at(self._recv.count() - 1) > self.read_offset:
-            span = <Py_ssize_t>(self._recv.stop_at(self._recv.count() - 1) - self.read_offset)
+        if received_top(self) > self.read_offset:
+            span = <Py_ssize_t>(received_top(self) - self.read_offset)
         limit = <Py_ssize_t>(self.window._limit - self.read_offset)
         cap = self._cap * 2
         if cap < 1024:
@@ -819,7 +878,7 @@ cdef class RecvStream(_StreamHalf):
         if self._head >= self._cap:
             self._head -= self._cap
         self.window.consumed_c(n)
-        if self._recv.stop_at(self._recv.count() - 1) <= self.read_offset:
+        if received_top(self) <= self.read_offset:
             # Nothing stored above the read head: restart at the front of the buffer.
             self._head = 0
 
@@ -845,6 +904,29 @@ cdef class RecvStream(_StreamHalf):
             raise ProtocolError("stream data beyond the flow-control limit",
                                 ErrorCode.FLOW_CONTROL_ERROR)
         s = offset if offset > self.read_offset else self.read_offset
+        if not self._gaps and end > s and not self._reset:
+            if offset <= self._contig:
+                # the usual case: no gap before or after it, no range set to keep
+                if not self._stopped:
+                    b = end if end < self._contig else self._contig
+                    if b > s and _ring_differs(self, s, data + <Py_ssize_t>(s - offset),
+                                               <Py_ssize_t>(b - s)):
+                        raise ProtocolError("retransmitted stream data differs from the original",
+                                            ErrorCode.PROTOCOL_VIOLATION)
+                    self._ensure(end)
+                    ring_put(self._buf, self._cap, _ring_at(self, s),
+                             data + <Py_ssize_t>(s - offset), <Py_ssize_t>(end - s))
+                if end > self._contig:
+                    self._contig = end
+                if fin:
+                    self.final_size = <int64_t>end
+                if end > self.highest_offset:
+                    self.highest_offset = end
+                return <int64_t>(self.highest_offset - old_highest)
+            # a gap: from now on the ranges are kept in the set
+            if self._contig:
+                self._recv.add_range(0, self._contig)
+            self._gaps = True
         if not (self._reset or self._stopped) and end > s:
             # Bytes already received and still buffered must match (RFC 9000 §2.2); bytes
             # already read were released and cannot be compared.
@@ -874,6 +956,10 @@ cdef class RecvStream(_StreamHalf):
             self._recv.add_range(s, end)
         if self._recv._n and self._recv._r[0] == 0:
             self._contig = self._recv._r[1]
+            if self._recv._n == 1 and self._gaps:
+                # the gaps are filled: back to [0, _contig) without the set
+                self._recv.clear_c()
+                self._gaps = False
         if fin:
             self.final_size = <int64_t>end
         if end > self.highest_offset:
@@ -939,8 +1025,7 @@ cdef class RecvStream(_StreamHalf):
         self._head = 0
 
     cdef void release_idle_c(self) noexcept:
-        cdef Py_ssize_t n = self._recv.count()
-        if self._buf is not NULL and (n == 0 or self._recv.stop_at(n - 1) <= self.read_offset):
+        if self._buf is not NULL and received_top(self) <= self.read_offset:
             self._release()  # nothing is stored above the read head
         self._recv.shrink_c()
 
@@ -953,8 +1038,7 @@ cdef class RecvStream(_StreamHalf):
     cdef void shed_c(self) noexcept:
         """Before the half waits for reuse: a buffer too large to keep is given back (when
         nothing is stored above the read head)."""
-        cdef Py_ssize_t n = self._recv.count()
-        if self._cap > KEEP_REUSED_BUFFER and (n == 0 or self._recv.stop_at(n - 1) <= self.read_offset):
+        if self._cap > KEEP_REUSED_BUFFER and received_top(self) <= self.read_offset:
             self._release()
 
     # ------------------------------------------------------------------ reading
@@ -1080,6 +1164,8 @@ cdef class RecvStream(_StreamHalf):
         """Received bytes held in memory (beyond the read head)."""
         if self._reset or self._stopped:
             return 0
+        if not self._gaps:
+            return self._contig - self.read_offset if self._contig > self.read_offset else 0
         return self._recv.overlap(self.read_offset, self.highest_offset)
 
     @property

@@ -809,3 +809,61 @@ def test_property_ring_buffer_under_a_small_window(sizes, rnd, max_piece, read_s
     assert r.is_finished
     if len(wire) > 4 * window:
         assert laps  # (the read head did go round)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=120), min_size=1, max_size=30), st.integers(0, 2**32),
+       st.integers(1, 90))
+def test_property_send_half_fates_match_a_model(messages, seed, max_len):
+    """Every fate a sent chunk can have, in any order: acknowledged, lost, lost and then
+    acknowledged after all (a spurious loss), acknowledged twice. A model of which bytes were
+    acknowledged says what may be sent again, and what is in flight; the half passes in and
+    out of its plain state (in-order acknowledgements without range sets) along the way."""
+    rnd = random.Random(seed)  # (the schedule: many draws, a seed keeps hypothesis's input small)
+    s = SendStream(0)
+    for m in messages:
+        s.write_message(m)
+    s.finish()
+    total = s.write_offset
+    acked = bytearray(total)           # the model: 1 where a byte was acknowledged
+    lost = []                          # chunks declared lost, maybe acknowledged later
+    flight = []                        # chunks sent and neither acknowledged nor lost
+    done = []                          # chunks acknowledged (may be acknowledged again)
+    for _ in range(20000):
+        if s.is_finished:
+            break
+        x = rnd.random()
+        if s.has_pending() and (not flight or x < 0.45):
+            off, data, fin = s.next_chunk(max_len, 2**62)
+            # what is sent again was lost and not acknowledged since
+            assert not any(acked[off:off + len(data)])
+            flight.append((off, data, fin))
+        elif flight and x < 0.8:
+            c = flight.pop(rnd.randrange(len(flight)))
+            if rnd.random() < 0.25:
+                s.on_lost(c[0], len(c[1]), c[2])
+                lost.append(c)
+            else:
+                s.on_acked(c[0], len(c[1]), c[2])
+                acked[c[0]:c[0] + len(c[1])] = b"\x01" * len(c[1])
+                done.append(c)
+        elif lost and x < 0.9:
+            c = lost.pop(rnd.randrange(len(lost)))      # a late acknowledgement of a lost one
+            s.on_acked(c[0], len(c[1]), c[2])
+            acked[c[0]:c[0] + len(c[1])] = b"\x01" * len(c[1])
+        elif done:
+            c = done[rnd.randrange(len(done))]          # a duplicate acknowledgement
+            s.on_acked(c[0], len(c[1]), c[2])
+        elif not flight and not s.has_pending():
+            raise AssertionError("stalled")
+        # in flight: the bytes of the chunks sent and neither acknowledged nor lost since
+        # (a byte acknowledged through another chunk no longer counts)
+        held = set()
+        for off, data, _ in flight:
+            held.update(i for i in range(off, off + len(data)) if not acked[i])
+        assert s.bytes_in_flight == len(held)
+        prefix = acked.find(0)
+        assert s.acked_offset == (total if prefix < 0 else prefix)
+    assert s.is_finished
+    assert all(acked)
+    assert s.buffered == 0

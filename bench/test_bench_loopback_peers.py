@@ -24,6 +24,12 @@ Run: ``python -m pytest bench/test_bench_loopback_peers.py --benchmark-only -s``
   does not either, but waits for the server's CONNECTION_CLOSE in answer, one round trip, so
   that a lost close is sent again: PROTOCOL.md §19); dquic also from one reused client socket (``connections_reused_s``,
   ``dquic.aio.open_client``: a connection, an echo and a close per iteration);
+* new connections per second with ``CONCURRENT`` (32) at once (``connections_concurrent_s``,
+  dquic only): 32 ``dquic.aio.open_client`` sockets in this process, each making connection,
+  32-byte echo and close in a loop, ``CONCURRENT_CONNECTIONS`` (2,000) in all, against the same
+  server process (the handshake rate a server sees from many clients; one socket each, as
+  ``DQUIC`` keeps one connection per peer address); ``server_cpu_us`` in its ``extra_info`` is
+  the server process's CPU per connection;
 * raw UDP, the kernel floor: a ``sendto`` loop of 1200-byte datagrams (sender rate, as
   ``Mbit_s_1``) and a blocking 32-byte ping-pong between two processes (``round_trips_s``).
   The ping-pong's rate depends mostly on where the scheduler puts the two processes: on one
@@ -62,6 +68,8 @@ RTTS = int(os.environ.get("DQUIC_BENCH_RTTS", 2000))  # sequential round trips
 REQUESTS = 30_000  # completed requests with 32 in flight
 IN_FLIGHT = 32
 CONNECTIONS = 200
+CONCURRENT = 32  # client sockets making connections at once (connections_concurrent_s)
+CONCURRENT_CONNECTIONS = 2000
 UDP_DATAGRAMS = BULK // 1200  # the raw loop moves as many bytes as the bulk cases
 UDP_PINGS = max(5000, RTTS)
 MSG = b"x" * 32
@@ -71,7 +79,8 @@ COLUMNS = (("Mbit_s_1", "bulk 1 stream Mbit/s", "{:.0f}"), ("Mbit_s_8", "bulk 8 
            ("round_trips_aio_s", "round trips/s asyncio", "{:.0f}"),
            ("requests_s_32", "32 in flight req/s", "{:.0f}"),
            ("connections_s", "connections/s", "{:.0f}"),
-           ("connections_reused_s", "conns/s one socket", "{:.0f}"))
+           ("connections_reused_s", "conns/s one socket", "{:.0f}"),
+           ("connections_concurrent_s", f"conns/s {CONCURRENT} at once", "{:.0f}"))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -240,6 +249,52 @@ def test_dquic_connections_reused(benchmark):
     rate = _once_against(benchmark, "dquic-echo",
                          lambda peer: asyncio.run(asyncio.wait_for(loop(("127.0.0.1", peer.port)), 120)))
     _note(benchmark, "dquic", "connections_reused_s", rate)
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's CPU from /proc")
+def test_dquic_connections_concurrent(benchmark):
+    """New connections per second with ``CONCURRENT`` client sockets at once, each making a
+    connection, an echo and a close in turn; the server process's CPU per connection too."""
+    import dquic.aio as aio
+
+    async def loop(peer):
+        dest = ("127.0.0.1", peer.port)
+        made = 0
+
+        async def client_loop():
+            nonlocal made
+            async with await aio.open_client() as client:
+                while made < CONCURRENT_CONNECTIONS:
+                    made += 1
+                    conn = await client.connect(*dest)
+                    await conn.send_message(0, MSG)
+                    assert await conn.receive_message(0) == MSG
+                    conn.close()
+                    await conn.wait_closed()
+
+        cpu0 = _process_cpu(peer.proc.pid)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client_loop() for _ in range(CONCURRENT)))
+        rate = made / (time.perf_counter() - t0)
+        benchmark.extra_info["server_cpu_us"] = round((_process_cpu(peer.proc.pid) - cpu0) / made * 1e6)
+        print(f"\ndquic server CPU per connection, {CONCURRENT} at once: "
+              f"{benchmark.extra_info['server_cpu_us']} us")
+        async with await aio.open_client() as client:
+            conn = await client.connect(*dest)
+            await conn.send_message(0, b"bye")
+            await conn.receive_message(0)
+        return rate
+
+    rate = _once_against(benchmark, "dquic-echo",
+                         lambda peer: asyncio.run(asyncio.wait_for(loop(peer), 120)))
+    _note(benchmark, "dquic", "connections_concurrent_s", rate)
 
 
 # ----------------------------------------------------------------------------------------------

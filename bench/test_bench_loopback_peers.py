@@ -251,13 +251,6 @@ def test_dquic_connections_reused(benchmark):
     _note(benchmark, "dquic", "connections_reused_s", rate)
 
 
-def _process_cpu(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's CPU from /proc")
 def test_dquic_connections_concurrent(benchmark):
     """New connections per second with ``CONCURRENT`` client sockets at once, each making a
@@ -279,11 +272,11 @@ def test_dquic_connections_concurrent(benchmark):
                     conn.close()
                     await conn.wait_closed()
 
-        cpu0 = _process_cpu(peer.proc.pid)
+        cpu0 = base._cpu_seconds(peer.proc.pid)
         t0 = time.perf_counter()
         await asyncio.gather(*(client_loop() for _ in range(CONCURRENT)))
         rate = made / (time.perf_counter() - t0)
-        benchmark.extra_info["server_cpu_us"] = round((_process_cpu(peer.proc.pid) - cpu0) / made * 1e6)
+        benchmark.extra_info["server_cpu_us"] = round((base._cpu_seconds(peer.proc.pid) - cpu0) / made * 1e6)
         print(f"\ndquic server CPU per connection, {CONCURRENT} at once: "
               f"{benchmark.extra_info['server_cpu_us']} us")
         async with await aio.open_client() as client:

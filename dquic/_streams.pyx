@@ -528,17 +528,12 @@ cdef class SendStream(_StreamHalf):
         if self._reset:
             return 0
         if self._plain:
-            if offset == self._base and stop <= self._offset_sent:
-                # in order: the in-flight bytes just above the acknowledged prefix (a FIN-only
-                # frame acknowledges none); neither set is touched
-                self.bytes_in_flight -= length
-                self._release_to(stop)
-                if fin and self._finished:
-                    self.fin_acked = True
-                    self._fin_pending = False
-                return 0
-            if length == 0 and offset <= self._offset_sent:
-                # a FIN-only frame ahead of the data's acknowledgements: no byte moves
+            if stop <= self._offset_sent and (offset == self._base or length == 0):
+                # in order: the in-flight bytes just above the acknowledged prefix, or a
+                # FIN-only frame (no byte moves); neither set is touched
+                if length:
+                    self.bytes_in_flight -= length
+                    self._release_to(stop)
                 if fin and self._finished:
                     self.fin_acked = True
                     self._fin_pending = False
@@ -888,6 +883,8 @@ cdef class RecvStream(_StreamHalf):
         """C version of ``insert``; returns the increase of the highest received offset."""
         cdef uint64_t end = offset + <uint64_t>n
         cdef uint64_t s, a, b, old_highest = self.highest_offset
+        cdef uint64_t one[2]
+        cdef uint64_t* rr
         cdef Py_ssize_t i, cnt
         if offset > VARINT_MAX or end > VARINT_MAX:
             raise ProtocolError("stream offset beyond 2**62-1", ErrorCode.FRAME_ENCODING_ERROR)
@@ -904,37 +901,27 @@ cdef class RecvStream(_StreamHalf):
             raise ProtocolError("stream data beyond the flow-control limit",
                                 ErrorCode.FLOW_CONTROL_ERROR)
         s = offset if offset > self.read_offset else self.read_offset
-        if not self._gaps and end > s and not self._reset:
-            if offset <= self._contig:
-                # the usual case: no gap before or after it, no range set to keep
-                if not self._stopped:
-                    b = end if end < self._contig else self._contig
-                    if b > s and _ring_differs(self, s, data + <Py_ssize_t>(s - offset),
-                                               <Py_ssize_t>(b - s)):
-                        raise ProtocolError("retransmitted stream data differs from the original",
-                                            ErrorCode.PROTOCOL_VIOLATION)
-                    self._ensure(end)
-                    ring_put(self._buf, self._cap, _ring_at(self, s),
-                             data + <Py_ssize_t>(s - offset), <Py_ssize_t>(end - s))
-                if end > self._contig:
-                    self._contig = end
-                if fin:
-                    self.final_size = <int64_t>end
-                if end > self.highest_offset:
-                    self.highest_offset = end
-                return <int64_t>(self.highest_offset - old_highest)
-            # a gap: from now on the ranges are kept in the set
+        if not self._gaps and offset > self._contig and end > s and not self._reset:
+            # a gap: from now on the ranges are kept in the set (without one, what arrived is
+            # [0, _contig), the usual case, kept without touching the set)
             if self._contig:
                 self._recv.add_range(0, self._contig)
             self._gaps = True
+        if self._gaps:
+            rr = self._recv._r
+            cnt = self._recv._n
+        else:
+            one[0] = 0
+            one[1] = self._contig
+            rr = one
+            cnt = 1
         if not (self._reset or self._stopped) and end > s:
             # Bytes already received and still buffered must match (RFC 9000 §2.2); bytes
             # already read were released and cannot be compared.
-            cnt = self._recv.count()
             i = 0
             while i < cnt:
-                a = self._recv.start_at(i)
-                b = self._recv.stop_at(i)
+                a = rr[2 * i]
+                b = rr[2 * i + 1]
                 i += 1
                 if b <= s:
                     continue
@@ -950,16 +937,19 @@ cdef class RecvStream(_StreamHalf):
             self._ensure(end)
             ring_put(self._buf, self._cap, _ring_at(self, s), data + <Py_ssize_t>(s - offset),
                      <Py_ssize_t>(end - s))
-            self._recv.add_range(s, end)
-        elif self._stopped and not self._reset and end > s:
-            # not stored, but which bytes arrived is still known (``data_complete``)
-            self._recv.add_range(s, end)
-        if self._recv._n and self._recv._r[0] == 0:
-            self._contig = self._recv._r[1]
-            if self._recv._n == 1 and self._gaps:
-                # the gaps are filled: back to [0, _contig) without the set
-                self._recv.clear_c()
-                self._gaps = False
+        if not self._reset and end > s:
+            # (stopped: not stored, but which bytes arrived is still known: ``data_complete``)
+            if not self._gaps:
+                if end > self._contig:
+                    self._contig = end
+            else:
+                self._recv.add_range(s, end)
+                if self._recv._r[0] == 0:
+                    self._contig = self._recv._r[1]
+                    if self._recv._n == 1:
+                        # the gaps are filled: back to [0, _contig) without the set
+                        self._recv.clear_c()
+                        self._gaps = False
         if fin:
             self.final_size = <int64_t>end
         if end > self.highest_offset:

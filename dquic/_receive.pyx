@@ -649,11 +649,11 @@ cdef class PacketReceiver(ConnectionSetup):
 
     def _on_stream_control(self, space_id, frame, now):
         """RESET_STREAM, STOP_SENDING, MAX_DATA, MAX_STREAM_DATA, MAX_STREAMS and the BLOCKED
-        frames about streams: the stream table's (_streamset.pyx)."""
+        frames: the stream table's (_streamset.pyx)."""
         self._sset.on_control_frame(frame, now)
 
     def _on_ignore(self, space_id, frame, now):
-        """PADDING, PING and the BLOCKED frames need no action beyond acknowledgement."""
+        """PADDING, PING and NEW_TOKEN need no action beyond acknowledgement."""
 
     def _on_new_connection_id(self, space_id, frame, now):
         self._cids.on_new_connection_id(frame.sequence, bytes(frame.connection_id),
@@ -746,7 +746,7 @@ FRAME_HANDLERS = {
     frames.FRAME_MAX_STREAMS: PacketReceiver._on_stream_control,
     frames.FRAME_DATA_BLOCKED: PacketReceiver._on_stream_control,
     frames.FRAME_STREAM_DATA_BLOCKED: PacketReceiver._on_stream_control,
-    frames.FRAME_STREAMS_BLOCKED: PacketReceiver._on_ignore,
+    frames.FRAME_STREAMS_BLOCKED: PacketReceiver._on_stream_control,
     frames.FRAME_NEW_CONNECTION_ID: PacketReceiver._on_new_connection_id,
     frames.FRAME_RETIRE_CONNECTION_ID: PacketReceiver._on_retire_connection_id,
     frames.FRAME_PATH_CHALLENGE: PacketReceiver._on_path_challenge,

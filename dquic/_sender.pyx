@@ -38,7 +38,7 @@ from dquic._recovery cimport Recovery, start_sent
 from dquic._spaces cimport (FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
                             FR_MAX_STREAM_DATA, FR_MAX_STREAMS, FR_NEW_CONNECTION_ID,
                             FR_PATH_CHALLENGE, FR_PATH_RESPONSE, FR_PING, FR_RESET_STREAM,
-                            FR_RETIRE_CONNECTION_ID, FR_STOP_SENDING, FR_STREAM, OWE_CONTROL,
+                            FR_RETIRE_CONNECTION_ID, FR_STOP_SENDING, FR_STREAM, OWE_CONTROL, OWE_MAX_STREAMS,
                             OWE_HANDSHAKE_DONE, OWE_PATH_CHALLENGE, OWE_PING, SP_APP, SP_HS,
                             FrameRecord, U64Queue, _Sent, _Space, new_sent, q_pop, record_at,
                             recycle, space_ack_acked, write_ack)
@@ -420,7 +420,7 @@ cdef class Sender:
             ask = rec.ack_full and self.floor_wanted(now)
         acked_end = self.sbuf._pos  # every frame after the ACK elicits one
         if cc_ok:
-            if control:
+            if control or self.sset.credit_lazy:
                 self.write_control_frames(end, rec)
             if self.datagrams is not None and len(self.datagrams):
                 self.write_datagrams(end, rec)
@@ -465,7 +465,11 @@ cdef class Sender:
         cdef U64Queue* q = &cids.new_cids
         pay(self.sbuf, owed, FR_HANDSHAKE_DONE, end, rec)
         pay(self.sbuf, &self.sset.owed, FR_MAX_DATA, end, rec, self.sset.recv_window._limit)
+        if self.sset.credit_lazy:
+            self.sset.owed |= OWE_MAX_STREAMS
         pay(self.sbuf, &self.sset.owed, FR_MAX_STREAMS, end, rec, self.sset.max_streams_local)
+        if not self.sset.owed & OWE_MAX_STREAMS:
+            self.sset.credit_announced()
         self.write_path_frames(end, rec)
         while q.n:
             seq = q.items[0]

@@ -137,6 +137,10 @@ cdef class StreamSet:
     cdef public uint64_t peer_streams_window     # the peer's initial MAX_STREAMS
     cdef public uint64_t peer_opened
     cdef public uint64_t max_streams_local
+    cdef uint64_t streams_announced              # the MAX_STREAMS value last written
+    cdef uint64_t credit_batch                   # credit this far above it is announced at once
+    cdef bint credit_lazy                        # credit not announced yet: it goes with the next
+                                                 # packet sent (give_credit)
     cdef public int64_t streams_blocked_reported
     cdef public uint64_t streams_counted
     cdef public int64_t streams_waiting          # our live halves not yet opened (no credit yet)
@@ -214,6 +218,11 @@ cdef class StreamSet:
     cdef int recv_complete(self, _Stream s) except -1
     cdef int floor_moved(self, int64_t floor) except -1
 
+    cdef inline void credit_announced(self) noexcept:
+        # a MAX_STREAMS frame with the current limit was written (the packet builder)
+        self.credit_lazy = False
+        self.streams_announced = self.max_streams_local
+
     cdef inline int64_t largest_seen(self) noexcept:
         # the largest 1-RTT packet number received, the one being processed included
         return self.app.largest_rx if self.app.largest_rx > self.rx_pn else self.rx_pn
@@ -230,6 +239,7 @@ cdef class StreamSet:
     cdef int on_max_data(self, object frame) except -1
     cdef int on_max_stream_data(self, object frame) except -1
     cdef int on_max_streams(self, object frame) except -1
+    cdef int on_streams_blocked(self, object frame) except -1
     cdef int requeue_blocked(self) except -1
     cdef int on_data_blocked(self, object frame) except -1
     cdef int on_stream_data_blocked(self, object frame) except -1

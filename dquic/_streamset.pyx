@@ -260,6 +260,9 @@ cdef class StreamSet:
         self.peer_streams_window = 0
         self.peer_opened = 0  # stream ids the peer started sending on
         self.max_streams_local = config.max_streams  # what we allow the peer (cumulative)
+        self.streams_announced = config.max_streams
+        self.credit_batch = max(1, config.max_streams // 8)
+        self.credit_lazy = False
         self.streams_blocked_reported = -1
         self.streams_counted = 0
         self.streams_waiting = 0
@@ -1072,9 +1075,18 @@ cdef class StreamSet:
         return 0
 
     cdef int give_credit(self, uint64_t n) except -1:
+        """Raise the peer's stream limit by ``n``. MAX_STREAMS goes out at once when the peer
+        has opened every half the limit it knows allows (it may be waiting), or when an eighth
+        of ``max_streams`` has come back since the last one; else the new limit goes with the
+        next packet this side sends (an ACK at the latest), so that credit given back a message
+        at a time comes back in batches, not in a packet for each (PROTOCOL.md §16.7)."""
         self.max_streams_local += n
-        self.owed |= OWE_MAX_STREAMS
-        self.noted = True
+        if (self.max_streams_local - self.streams_announced >= self.credit_batch
+                or self.peer_opened >= self.streams_announced):
+            self.owed |= OWE_MAX_STREAMS
+            self.noted = True
+        else:
+            self.credit_lazy = True
         return 0
 
     cdef int drop_unread(self, _Stream s, uint64_t code) except -1:
@@ -1380,6 +1392,17 @@ cdef class StreamSet:
             return self.on_data_blocked(frame)
         if t == 0x15:
             return self.on_stream_data_blocked(frame)
+        if t == 0x16:
+            return self.on_streams_blocked(frame)
+        return 0
+
+    cdef int on_streams_blocked(self, object frame) except -1:
+        """The peer cannot open a half beyond ``frame.limit``: if that is the limit last
+        announced, credit not announced yet goes now, not with the next packet (about an older
+        limit, the frame crossed the MAX_STREAMS that raised it)."""
+        if self.credit_lazy and frame.limit >= self.streams_announced:
+            self.owed |= OWE_MAX_STREAMS
+            self.noted = True
         return 0
 
     cdef int on_reset_stream(self, object frame, double now) except -1:

@@ -24,9 +24,10 @@ def injectable_pair(**server_kw):
     return net, client, server, conn
 
 
-def inject(net, conn, server, frames, client_addr, pn_bump: int = 0) -> int:
+def inject(net, conn, server, frames, client_addr, pn_bump: int = 0, now: float = 0.0) -> int:
     """Send a short-header packet with ``frames`` to ``server`` as if the client connection
-    ``conn`` had sent it (no packet protection); returns its packet number."""
+    ``conn`` had sent it (no packet protection); returns its packet number. ``net`` None: the
+    two are connected by hand (``core_pair``), and the packet arrives at ``now``."""
     from dquic import _codec as codec
     from dquic import _frames as framing
 
@@ -40,6 +41,9 @@ def inject(net, conn, server, frames, client_addr, pn_bump: int = 0) -> int:
         framing.push_frame(buf, f)
     while buf.tell() < 24:
         buf.push_uint8(0)
+    if net is None:
+        server.receive_datagram(buf.data, client_addr, now)
+        return pn
     server.receive_datagram(buf.data, client_addr, net.now)
     net.poll()
     return pn

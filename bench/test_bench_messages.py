@@ -6,11 +6,10 @@ Run: ``python -m pytest bench/test_bench_messages.py --benchmark-only -s``. The 
 * ``sync``: a blocking ``DQUIC`` client sends ``SYNC_MESSAGES`` messages with one ``send_to``
   each to a ``dquic-sink`` peer in another process (``loopback_peer.py``, which reads with
   ``receive_from(1 << 20)``: at most one message per stream per call); the rate is messages per
-  second from the first ``send_to`` until the sink's reply that every byte arrived. A message
-  on a new id leaves at once in its own datagram (the id has fresh stream credit), while on
-  one stream the peer's flow-control window soon holds messages back, and they then leave
-  many to a datagram: the two shapes differ in how they are packed as much as in the cost of
-  an id. (An application with many messages at hand gives ``send_to`` one dict of them.)
+  second from the first ``send_to`` until the sink's reply that every byte arrived. The calls
+  come in a burst, so their messages leave packed many to a datagram (``DQUIC``'s ``nodelay``
+  is off), on a new id each as on one stream; the sink gives stream credit back in batches
+  (PROTOCOL.md §16.7, *Credit*).
 * ``asyncio``: a ``dquic.aio`` client and server on one event loop in this process; the client
   awaits ``send_message`` for each of ``AIO_MESSAGES`` messages, the server's handler awaits
   ``receive_message()`` for each; the rate is messages per second until the last one was read.

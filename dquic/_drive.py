@@ -29,7 +29,9 @@ states, and every change of state is one of the methods below:
 Two flags carry work across the hand-over: ``flush_needed`` (work was queued while another
 thread drove: the driver sends it at its next step) and ``deferred_flush`` (acknowledgements of
 a step whose data a ``receive_from`` is about to hand out wait for the application's reply, for
-one step at most). API threads wait on ``cond`` (counted in ``waiters``, so notifications go
+one step at most; the messages of a burst of ``send_to`` calls wait to fill a datagram, see
+``DQUIC``'s ``nodelay``). Whatever waits goes with the next API call or when the I/O thread
+takes the role. API threads wait on ``cond`` (counted in ``waiters``, so notifications go
 only where somebody waits), the I/O thread on ``io_cond``; both share the ``DQUIC``'s lock. The
 driver's socket calls run without the lock and release the GIL.
 """
@@ -97,6 +99,8 @@ class Drive:
         # work carried across the hand-over
         self.flush_needed = False  # work was queued while another thread was driving
         self.deferred_flush = False  # acknowledgements wait for the application's next call
+        self.corked = 0  # bytes of messages a burst of send_to calls holds back (deferred_flush)
+        self.last_send = 0.0  # when the last send_to returned (DQUIC's ``nodelay``)
         self.last_step = 0.0  # when a driver last read the socket
         self.idle_spins = 0
         # how long a waiting API call polls the socket before it sleeps (_busypoll), when
@@ -281,6 +285,7 @@ class Drive:
         ep = self.endpoint
         sock = self.sock
         self.deferred_flush = False
+        self.corked = 0
         for _ in range(16):
             self.flush_needed = False
             if not sock.pending:
@@ -400,6 +405,7 @@ class Drive:
                 self.deferred_flush = True
             elif not sock.pending:
                 self.deferred_flush = False
+                self.corked = 0
                 # (the polled connections' bookkeeping waits until the trains are out)
                 out = ep.trains_to_send(now, settle=False)
             if notify or (batch and self._ready):
@@ -502,7 +508,7 @@ class Drive:
                         io_cond.wait(IDLE_HANDOVER)
                 self.holder = me
                 self.want_handover = False
-                if self.flush_needed:
+                if self.flush_needed or self.deferred_flush:
                     self.flush()
                 stop = self.stop
                 timer = ep.get_timer()

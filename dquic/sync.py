@@ -41,6 +41,7 @@ import errno
 import logging
 import os
 import socket
+import threading
 import time
 from bisect import bisect_right
 from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
@@ -76,6 +77,11 @@ logger = logging.getLogger("dquic")
 #: Ended outgoing connections remembered to report their error to the next send_to.
 MAX_TOMBSTONES = 1024
 _monotonic = time.monotonic
+_get_ident = threading.get_ident
+#: A ``send_to`` this soon after the previous one returned is part of a burst (``nodelay``).
+CORK_GAP = 20e-6
+_FRAME_OVERHEAD = 8  # a message's STREAM frame header and length prefix, about
+_CORK_OVERHEAD = 48  # a 1-RTT packet's header, ACK and AEAD tag, about
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,7 +243,7 @@ class _Peer:
 
 #: Options of ``DQUIC`` itself; every other option is a ``Configuration`` field.
 _OWN_OPTIONS = ("linger", "max_connections", "socket_buffer", "dual_stack", "offload",
-                "on_handshake_failed", "busy_poll")
+                "on_handshake_failed", "busy_poll", "nodelay")
 
 
 class DQUIC:
@@ -259,6 +265,14 @@ class DQUIC:
       while recent waits show that answers come that soon and no other task wants the CPU
       (an answer that comes before the CPU sleeps costs no wake-up; see
       ``dquic._busypoll``); never on a machine with one CPU, nor on Windows;
+    * ``nodelay`` (default False): send what each ``send_to`` queued at once. By default a
+      ``send_to`` that follows the previous one within ``CORK_GAP`` (20 us: the application
+      writes in a burst) leaves its messages to go with the next call's, packed into one
+      datagram, until they would fill one; they go at the latest with the next call of any kind
+      (a ``receive_from`` sends them before it waits) or from the I/O thread within
+      ``IDLE_HANDOVER`` (2 ms). A burst of small messages on many stream ids then costs a
+      datagram per packet's worth instead of one each (as TCP coalesces small writes; this is
+      TCP_NODELAY's counterpart);
     * ``on_handshake_failed`` (default None): called with a ``dquic.events.HandshakeFailed``
       for each connection a peer opened whose handshake failed (a client refused by
       ``trusted_peers``, with the key it presented in ``peer_key``; a client that refused this
@@ -287,6 +301,7 @@ class DQUIC:
         self._dual_stack = bool(own.get("dual_stack", False))
         self._offload = bool(own.get("offload", True))
         busy_poll = check_limit(own.get("busy_poll", DEFAULT_BUSY_POLL))
+        self._cork_gap = 0.0 if own.get("nodelay", False) else CORK_GAP
         self._on_handshake_failed: Optional[Callable[[HandshakeFailed], Any]] = own.get("on_handshake_failed")
         if self._on_handshake_failed is not None and not callable(self._on_handshake_failed):
             raise TypeError("on_handshake_failed must be callable")
@@ -296,6 +311,8 @@ class DQUIC:
         self._client_identity = cfg.identity
         cfg.validate()
         self._config = cfg
+        # what a burst of send_to calls packs before it sends (a datagram's payload, about)
+        self._cork_bytes = cfg.max_datagram_size - _CORK_OVERHEAD
         self._client_config = cfg.copy(is_client=True, identity=self._client_identity)
         # without an identity, a key pair is made when a peer first connects to this instance
         # (or the identity property is read): an instance that only connects out never pays
@@ -484,7 +501,9 @@ class DQUIC:
             self._check_open()
         family, addr = self._resolve(address)
         timeout = self._timeout
-        deadline = None if timeout is None else _monotonic() + timeout
+        start = _monotonic()
+        deadline = None if timeout is None else start + timeout
+        corked = False
         with drive.lock:
             if drive.closing or self._closed or drive.error is not None:
                 self._check_open()
@@ -528,7 +547,18 @@ class DQUIC:
                             raise DQUICError(errno.ENOBUFS, _NO_STREAMS)
                         self._await_send(peer, deadline, "send_to timed out waiting for the peer "
                                                          "to allow another stream (max_streams)")
-                drive.kick()
+                size = total + _FRAME_OVERHEAD * len(items)
+                if (start - drive.last_send < self._cork_gap
+                        and drive.corked + size < self._cork_bytes
+                        and (drive.holder is None or drive.holder == _get_ident())):
+                    # a burst (``nodelay`` in the class docstring): this call's messages go
+                    # with the next call's, or from the I/O thread (a thread driving meanwhile,
+                    # which may wait in select, is told as before: kick)
+                    drive.corked += size
+                    drive.deferred_flush = True
+                    corked = True
+                else:
+                    drive.kick()
             except TimeoutError as exc:
                 if timeout == 0.0 and type(exc) is TimeoutError:
                     # non-blocking (settimeout(0) / setblocking(False)), as for a socket
@@ -538,7 +568,8 @@ class DQUIC:
                     raise BlockingIOError(errno.EAGAIN, "the send buffer is full") from None
                 raise
             finally:
-                drive.end_call()
+                drive.end_call(flush=not corked)
+                drive.last_send = _monotonic()
         return total
 
     def _await_send(self, peer: "_Peer", deadline: Optional[float], message: str) -> None:

@@ -30,7 +30,7 @@ import test_bench_loopback as base
 from test_bench_loopback import _record_placement, pinned  # noqa: F401 (autouse fixtures)
 
 SIZE = 64
-SYNC_MESSAGES = int(os.environ.get("DQUIC_BENCH_SYNC_MESSAGES", "20000"))
+SYNC_MESSAGES = int(os.environ.get("DQUIC_BENCH_SYNC_MESSAGES", "100000"))
 AIO_MESSAGES = int(os.environ.get("DQUIC_BENCH_AIO_MESSAGES", "100000"))
 ROUNDS = 2
 

@@ -38,10 +38,10 @@ from dquic._recovery cimport Recovery, start_sent
 from dquic._spaces cimport (FR_CRYPTO, FR_DATAGRAM, FR_HANDSHAKE_DONE, FR_MAX_DATA,
                             FR_MAX_STREAM_DATA, FR_MAX_STREAMS, FR_NEW_CONNECTION_ID,
                             FR_PATH_CHALLENGE, FR_PATH_RESPONSE, FR_PING, FR_RESET_STREAM,
-                            FR_RETIRE_CONNECTION_ID, FR_STOP_SENDING, FR_STREAM, OWE_CONTROL, OWE_MAX_STREAMS,
-                            OWE_HANDSHAKE_DONE, OWE_PATH_CHALLENGE, OWE_PING, SP_APP, SP_HS,
-                            FrameRecord, U64Queue, _Sent, _Space, new_sent, q_pop, record_at,
-                            recycle, space_ack_acked, write_ack)
+                            FR_RETIRE_CONNECTION_ID, FR_STOP_SENDING, FR_STREAM, OWE_CONTROL,
+                            OWE_HANDSHAKE_DONE, OWE_MAX_STREAMS, OWE_PATH_CHALLENGE, OWE_PING,
+                            SP_APP, SP_HS, FrameRecord, U64Queue, _Sent, _Space, new_sent, q_pop,
+                            record_at, recycle, space_ack_acked, write_ack)
 from dquic._streams cimport SendStream
 from dquic._streamset cimport StreamSet, _Stream, held
 from dquic._wire cimport be_write

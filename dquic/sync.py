@@ -270,9 +270,10 @@ class DQUIC:
       writes in a burst) leaves its messages to go with the next call's, packed into one
       datagram, until they would fill one; they go at the latest with the next call of any kind
       (a ``receive_from`` sends them before it waits) or from the I/O thread within
-      ``IDLE_HANDOVER`` (2 ms). A burst of small messages on many stream ids then costs a
-      datagram per packet's worth instead of one each (as TCP coalesces small writes; this is
-      TCP_NODELAY's counterpart);
+      ``IDLE_HANDOVER`` (2 ms, or once it gets the interpreter while the application computes
+      in Python). A burst of small messages on many stream ids then costs a datagram per
+      packet's worth instead of one each (as TCP coalesces small writes; this is
+      TCP_NODELAY's counterpart: set it when the last message of a burst must not wait);
     * ``on_handshake_failed`` (default None): called with a ``dquic.events.HandshakeFailed``
       for each connection a peer opened whose handshake failed (a client refused by
       ``trusted_peers``, with the key it presented in ``peer_key``; a client that refused this

@@ -266,6 +266,21 @@ class Drive:
             if holder != threading.get_ident():
                 self.wake()
 
+    def hold_or_kick(self, start: float, size: int, gap: float, limit: int) -> bool:
+        """A ``send_to`` that began at ``start`` queued ``size`` bytes of messages: hold them
+        back to go with the next call's (``deferred_flush``) when it follows the previous
+        ``send_to`` within ``gap`` and less than ``limit`` bytes would then wait, unless another
+        thread drives (it may wait in select: it is woken as for any work); else get them sent
+        (``kick``). True if held."""
+        holder = self.holder
+        if (start - self.last_send < gap and self.corked + size < limit
+                and (holder is None or holder == threading.get_ident())):
+            self.corked += size
+            self.deferred_flush = True
+            return True
+        self.kick()
+        return False
+
     def queue_flush(self) -> None:
         """Work was queued in the core while turning events into state (lock held, by the
         driver): it goes out with this step, or the driver's next flush."""

@@ -41,7 +41,6 @@ import errno
 import logging
 import os
 import socket
-import threading
 import time
 from bisect import bisect_right
 from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
@@ -77,7 +76,6 @@ logger = logging.getLogger("dquic")
 #: Ended outgoing connections remembered to report their error to the next send_to.
 MAX_TOMBSTONES = 1024
 _monotonic = time.monotonic
-_get_ident = threading.get_ident
 #: A ``send_to`` this soon after the previous one returned is part of a burst (``nodelay``).
 CORK_GAP = 20e-6
 _FRAME_OVERHEAD = 8  # a message's STREAM frame header and length prefix, about
@@ -548,18 +546,9 @@ class DQUIC:
                             raise DQUICError(errno.ENOBUFS, _NO_STREAMS)
                         self._await_send(peer, deadline, "send_to timed out waiting for the peer "
                                                          "to allow another stream (max_streams)")
-                size = total + _FRAME_OVERHEAD * len(items)
-                if (start - drive.last_send < self._cork_gap
-                        and drive.corked + size < self._cork_bytes
-                        and (drive.holder is None or drive.holder == _get_ident())):
-                    # a burst (``nodelay`` in the class docstring): this call's messages go
-                    # with the next call's, or from the I/O thread (a thread driving meanwhile,
-                    # which may wait in select, is told as before: kick)
-                    drive.corked += size
-                    drive.deferred_flush = True
-                    corked = True
-                else:
-                    drive.kick()
+                # (``nodelay`` in the class docstring)
+                corked = drive.hold_or_kick(start, total + _FRAME_OVERHEAD * len(items),
+                                            self._cork_gap, self._cork_bytes)
             except TimeoutError as exc:
                 if timeout == 0.0 and type(exc) is TimeoutError:
                     # non-blocking (settimeout(0) / setblocking(False)), as for a socket

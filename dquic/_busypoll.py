@@ -40,10 +40,15 @@ __all__ = ["BusyPoll", "DEFAULT_LIMIT", "can_poll", "check_limit"]
 DEFAULT_LIMIT = 0.0002
 
 
+#: Whether polling could pay at all (read once: ``os.cpu_count`` reads a sysfs file per call,
+#: which a process making a ``DQUIC`` per connection would pay each time).
+_CAN_POLL = AVAILABLE and (os.cpu_count() or 1) > 1
+
+
 def can_poll() -> bool:
     """True if the machine has more than one CPU (polling could then pay) and the compiled
     wait exists here (``_pollwait``: not on Windows)."""
-    return AVAILABLE and (os.cpu_count() or 1) > 1
+    return _CAN_POLL
 
 
 def check_limit(value: object) -> float:

@@ -118,6 +118,9 @@ class Drive:
         # lifecycle
         self.closing = False
         self.stop = False
+        self.io_wanted = False  # the I/O thread is to start at the next release (start)
+        self.io_parked = False  # the I/O thread waits on io_cond (no socket call under way)
+        self.detached = False  # the I/O thread is to end at once, touching nothing (detach_io)
         self.error: Optional[BaseException] = None  # what the I/O thread died of
         self.datagrams_in = 0
         self.datagrams_out = 0
@@ -227,6 +230,8 @@ class Drive:
         thread is told if work waits or it sleeps until this moment."""
         self.holder = None
         self.last_exit = _monotonic()
+        if self.io_wanted:
+            self.ensure_io()  # (started lazily: see start)
         if self.waiters:
             self.cond.notify_all()
         if self.io_asleep:
@@ -467,14 +472,48 @@ class Drive:
 
     # ------------------------------------------------------------------------------------
     # the I/O thread
-    def start(self, sock: UDPSocket, endpoint: Any) -> None:
-        """Drive ``endpoint`` over ``sock`` and start the I/O thread (lock held)."""
+    def start(self, sock: UDPSocket, endpoint: Any, lazy: bool = False) -> None:
+        """Drive ``endpoint`` over ``sock`` and start the I/O thread (lock held); with
+        ``lazy``, once the calling API thread first gives up the role (``release``): the
+        call that made the socket drives until then, and starting a thread is then no longer
+        between its first datagram and the application's call (a client that sends first
+        waits for the peer's answer while the thread starts)."""
         self.sock = sock
         self.endpoint = endpoint
         self.waker = Waker()
         self.adopt()
-        self.thread = threading.Thread(target=self._run, name="dquic-io", daemon=True)
-        self.thread.start()
+        if lazy:
+            self.io_wanted = True
+        else:
+            self.ensure_io()
+
+    def ensure_io(self) -> None:
+        """Start the I/O thread if it was not (lock held)."""
+        self.io_wanted = False
+        if self.thread is None and self.sock is not None:
+            self.thread = threading.Thread(target=self._run, name="dquic-io", daemon=True)
+            self.thread.start()
+
+    def detach_io(self) -> bool:
+        """``close()``, its connections closed: end the I/O thread without waiting for it when
+        it is parked between steps (not in a socket call): the calling thread sends what is
+        left, then the I/O thread is told to end without touching the socket or the wake-up
+        descriptor again, so both may be closed at once. False when it is not parked (or
+        something could not be sent): then ``stop_io`` and a join. Lock held, role free."""
+        if self.thread is None:
+            return True
+        if not self.io_parked or self.holder is not None or self.error is not None:
+            return False
+        self.holder = threading.get_ident()
+        try:
+            self.flush()
+        finally:
+            self.holder = None
+        if self.pending or not self.io_parked:
+            return False
+        self.detached = True
+        self.io_cond.notify()
+        return True
 
     def _run(self) -> None:
         self.io_ident = threading.get_ident()
@@ -511,16 +550,22 @@ class Drive:
                         idle = _monotonic() - self.last_exit
                         if idle >= IDLE_HANDOVER:
                             break
+                        self.io_parked = True
                         io_cond.wait(max(IDLE_HANDOVER - idle, 0.0002))
+                        self.io_parked = False
                     elif self.epoch == seen_epoch:
                         # the same call has been driving for a while (a receive_from waiting
                         # for data): sleep until it ends instead of looking every 2 ms
-                        self.io_asleep = True
+                        self.io_asleep = self.io_parked = True
                         io_cond.wait(1.0)
-                        self.io_asleep = False
+                        self.io_asleep = self.io_parked = False
                     else:
                         seen_epoch = self.epoch
+                        self.io_parked = True
                         io_cond.wait(IDLE_HANDOVER)
+                        self.io_parked = False
+                    if self.detached:
+                        return  # close() took over (detach_io)
                 self.holder = me
                 self.want_handover = False
                 if self.flush_needed or self.deferred_flush:

@@ -135,6 +135,10 @@ def check_address(address: object) -> Tuple[str, int]:
     return host, port
 
 
+_inet_pton = socket.inet_pton
+_inet_ntop = socket.inet_ntop
+
+
 def numeric_address(address: Tuple, family: Optional[int] = None,
                     passive: bool = False) -> Optional[Tuple[int, Tuple]]:
     """``(family, normalized address)`` for addresses that need no name lookup, else None.
@@ -148,6 +152,13 @@ def numeric_address(address: Tuple, family: Optional[int] = None,
         return socket.AF_INET, ("0.0.0.0", port)
     if host == "<broadcast>":
         return socket.AF_INET, ("255.255.255.255", port)
+    try:
+        # an IPv4 address already in canonical form (what peers' addresses are): a tenth of
+        # the cost of parsing it with ipaddress (a server answers a new address per client)
+        if _inet_ntop(socket.AF_INET, _inet_pton(socket.AF_INET, host)) == host:
+            return socket.AF_INET, (host, port)
+    except (OSError, ValueError):
+        pass
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:

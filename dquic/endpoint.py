@@ -402,7 +402,8 @@ class Endpoint:
                 and self.config.encryption):
             self.config.identity = self._make_identity()
         cfg = self._accept_config
-        if cfg is None or self._accept_config_of != self.config:
+        # (the fields' dicts compared: what the dataclass's __eq__ does, without its tuples)
+        if cfg is None or self._accept_config_of.__dict__ != self.config.__dict__:
             self._accept_config_of = self.config.copy()
             cfg = self._accept_config = self.config.copy(is_client=False)
         return cfg

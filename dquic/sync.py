@@ -509,7 +509,7 @@ class DQUIC:
             sock = drive.sock
             if sock is None:
                 self._start(UDPSocket(family, self._socket_buffer, dual_stack=self._dual_stack,
-                                      offload=self._offload))
+                                      offload=self._offload), lazy=True)
             elif sock.family != family and not (sock.dual_stack and family == socket.AF_INET):
                 raise DQUICError(errno.EAFNOSUPPORT,
                                  f"this DQUIC socket is {sock.family.name}; cannot reach {addr}")
@@ -742,6 +742,8 @@ class DQUIC:
                     drive.wait(0.05)
                 return
             drive.begin_close()  # a thread driving inside an API call returns (EndpointClosed)
+            if drive.sock is not None:
+                drive.ensure_io()  # (started lazily: a call that made the socket failed early)
             thread = drive.thread
             if thread is not None and thread.is_alive():
                 deadline = _monotonic() + self.linger
@@ -791,7 +793,10 @@ class DQUIC:
                     finally:
                         drive.send_waiters -= 1
                         drive.let_go()  # the I/O thread sends what is left and ends
-                drive.stop_io()
+                if drive.detach_io():
+                    thread = None  # it ends on its own, touching nothing: no need to wait
+                else:
+                    drive.stop_io()
         if thread is not None:
             thread.join(5.0)
         with self._cond:
@@ -1013,14 +1018,15 @@ class DQUIC:
 
     # ------------------------------------------------------------------------------------
     # what the driver tells this instance (dquic._drive.Drive's hooks)
-    def _start(self, sock: UDPSocket) -> None:
-        """Adopt ``sock`` and start the I/O thread (lock held)."""
+    def _start(self, sock: UDPSocket, lazy: bool = False) -> None:
+        """Adopt ``sock`` and start the I/O thread (lock held): with ``lazy`` (a ``send_to``
+        made the socket), once that call first gives up the driver's role (``Drive.start``)."""
         # path MTU discovery up to the local route's MTU, where datagrams cannot fragment
         self._endpoint.route_mtu = route_mtu if sock.dont_fragment else no_larger_route
         # which connections have something to read is all _process_events needs: no event
         # per stream (MessageReceived), one entry per connection in endpoint.readable
         self._endpoint.message_events = False
-        self._drive.start(sock, self._endpoint)
+        self._drive.start(sock, self._endpoint, lazy)
 
     def _io_failed(self, exc: BaseException) -> None:
         """The I/O thread died of ``exc`` (lock held): every open connection ends with it."""

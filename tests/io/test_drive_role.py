@@ -85,3 +85,97 @@ def test_a_kick_with_the_role_free_sends_at_once_and_releases_it(drive):
         drive.kick()
         assert drive.holder is None and not drive.flush_needed and not drive.wake_pending
         assert drive.last_step > 0  # nobody had read the socket for STEP_INTERVAL: one step
+
+
+def test_a_lazy_start_waits_for_the_first_release_to_start_the_io_thread(drive):
+    """``start(lazy=True)`` (a send_to made the socket) leaves the thread for the moment the
+    call gives the role up; a plain start (bind) starts it at once."""
+    d = Drive({}, lambda: False, lambda addr, err: False, None, lambda exc: None)
+    sock = UDPSocket()
+    sock.bind(("127.0.0.1", 0))
+    with d.cond:
+        d.start(sock, _IdleEndpoint(), lazy=True)
+        assert d.thread is None
+        d.kick()  # takes the free role, flushes, releases: the thread starts now
+        assert d.thread is not None and d.thread.is_alive() and not d.io_wanted
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # it parks: an API call drove less than IDLE_HANDOVER ago
+        with d.cond:
+            if d.io_parked and d.holder is None:
+                assert d.detach_io()
+                break
+        time.sleep(0.0002)
+    d.thread.join(2.0)
+    assert not d.thread.is_alive()
+    with d.cond:
+        d.close()
+
+
+def test_detach_io_ends_a_parked_io_thread_without_it_touching_the_socket_again():
+    """close() does not wait for an I/O thread parked between steps: detach_io sends what is
+    left itself, and the thread ends on its own, with no socket call after it was told."""
+    calls = []
+
+    class _Sock:
+        """A UDPSocket's driver-facing side that records each call the I/O thread makes."""
+
+        pending = False
+        datagrams_sent = datagrams_received = 0
+        unreachable_reports = 0
+
+        def __init__(self):
+            self._real = UDPSocket()
+            self._real.bind(("127.0.0.1", 0))
+
+        def fileno(self):
+            calls.append(("fileno", threading.get_ident()))
+            return self._real.fileno()
+
+        def recv_batch(self, n):
+            calls.append(("recv", threading.get_ident()))
+            return []
+
+        def send_now(self, out):
+            calls.append(("send", threading.get_ident()))
+            return 0
+
+        def close(self):
+            self._real.close()
+
+    d = Drive({}, lambda: False, lambda addr, err: False, None, lambda exc: None)
+    sock = _Sock()
+    me = threading.get_ident()
+    with d.cond:
+        d.start(sock, _IdleEndpoint())  # the I/O thread takes the idle role, waits in select
+        deadline = time.monotonic() + 2.0
+        while d.holder is None and time.monotonic() < deadline:
+            d.cond.wait(0.001)
+        d.want_handover = True  # as an API call that must drive asks for it
+        d.wake()
+        while d.holder is not None and time.monotonic() < deadline:
+            d.cond.wait(0.001)
+        d.holder = me  # the call drives now: the I/O thread parks until it ends
+        d.epoch += 1
+    while time.monotonic() < deadline:
+        with d.cond:
+            if d.io_parked:
+                break
+        time.sleep(0.0002)
+    with d.cond:
+        d.holder = None
+        assert d.detach_io()
+        told = len([c for c in calls if c[1] != me])
+    d.close()
+    d.thread.join(2.0)
+    assert not d.thread.is_alive()
+    assert len([c for c in calls if c[1] != me]) == told  # nothing after it was told
+
+
+def test_detach_io_declines_while_the_io_thread_may_be_in_a_socket_call(drive):
+    drive.thread = threading.Thread(target=lambda: None)  # started or not: never parked here
+    with drive.cond:
+        assert not drive.io_parked and not drive.detach_io()
+        drive.io_parked = True
+        drive.holder = threading.get_ident() + 1  # somebody drives
+        assert not drive.detach_io()
+    drive.holder = None

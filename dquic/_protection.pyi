@@ -3,7 +3,7 @@ from typing_extensions import disjoint_base  # cdef classes: no multiple inherit
 
 from dquic.errors import ProtocolError
 
-__all__ = ["DecryptionFailed", "PacketProtection", "NullProtection", "OneRttKeys", "derive_packet_keys", "next_secret", "decode_packet_number", "use_backend", "BACKEND", "AVAILABLE_BACKENDS", "OPENSSL_VERSION", "OPENSSL_LIBRARY", "TAG_SIZE", "SAMPLE_SIZE", "KEY_PHASE_BIT", "CONFIDENTIALITY_LIMITS", "INTEGRITY_LIMITS", "DEFAULT_KEY_UPDATE_INTERVAL"]
+__all__ = ["DecryptionFailed", "PacketProtection", "NullProtection", "OneRttKeys", "derive_packet_keys", "hmac_sha256", "next_secret", "decode_packet_number", "use_backend", "BACKEND", "AVAILABLE_BACKENDS", "OPENSSL_VERSION", "OPENSSL_LIBRARY", "TAG_SIZE", "SAMPLE_SIZE", "KEY_PHASE_BIT", "CONFIDENTIALITY_LIMITS", "INTEGRITY_LIMITS", "DEFAULT_KEY_UPDATE_INTERVAL"]
 
 TAG_SIZE: int
 SAMPLE_SIZE: int
@@ -28,6 +28,7 @@ class DecryptionFailed(ProtocolError):
 
 def derive_packet_keys(secret: bytes) -> Tuple[bytes, bytes, bytes]: ...
 def next_secret(secret: bytes) -> bytes: ...
+def hmac_sha256(key: _Buffer, data: _Buffer) -> bytes: ...
 def decode_packet_number(truncated: int, pn_nbits: int, expected: int) -> int: ...
 def use_backend(name: str) -> str: ...
 

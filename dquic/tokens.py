@@ -23,6 +23,8 @@ from typing import Optional, Tuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ._protection import hmac_sha256
+
 __all__ = ["RetryTokens", "ResetTokens", "retry_integrity_tag", "RETRY_INTEGRITY_KEY"]
 
 RETRY_INTEGRITY_KEY = b"dquic/1 retry integrity"
@@ -87,4 +89,4 @@ class ResetTokens:
         self._key = key or os.urandom(32)
 
     def __call__(self, cid: bytes) -> bytes:
-        return hmac.new(self._key, bytes(cid), "sha256").digest()[:16]
+        return hmac_sha256(self._key, cid)[:16]

@@ -565,3 +565,15 @@ def test_key_derivation_matches_cryptography_hkdf_expand():
         assert derive_packet_keys(secret) == want
         for n in (1, 16, 31, 32, 33, 64):
             assert _expand(secret, b"label", n) == HKDFExpand(_hashes.SHA256(), n, b"label").derive(secret)
+
+
+@given(st.binary(min_size=0, max_size=150), st.binary(min_size=0, max_size=300))
+def test_hmac_sha256_is_the_standard_hmac(key, data):
+    """The key schedules' HMAC (one libcrypto context for the process when the module has
+    libcrypto) gives what the standard library gives, for any key and input length (keys
+    over a hash block are hashed first; an empty key takes the standard path)."""
+    import hmac
+
+    want = hmac.digest(key, data, "sha256")
+    assert _protection.hmac_sha256(key, data) == want
+    assert _protection.hmac_sha256(bytearray(key), memoryview(data)) == want

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from cryptography.exceptions import InvalidTag
@@ -241,6 +242,35 @@ def _public_key(raw: bytes) -> X25519PublicKey:
         return _load_public(raw)
     except ValueError:  # pragma: no cover - any 32 bytes parse as an X25519 public key
         raise NoiseError("invalid peer public key") from None
+
+
+# Ephemeral keys made ahead of the handshake that uses them (``prepare_ephemeral``), so that
+# writing a handshake's first message does not wait for a key generation (an X25519 scalar
+# multiplication): each is taken once (``list.pop`` is atomic, so two threads never take the
+# same one) and a forked child forgets what its parent made (the parent may use it).
+_SPARES_MAX = 1
+_spares: list = []
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_spares.clear)
+
+
+def prepare_ephemeral() -> bool:
+    """Make the ephemeral key of a coming handshake now, unless one waits already; True if
+    one was made. The drivers call it after sending, when waiting costs nothing."""
+    if len(_spares) >= _SPARES_MAX:
+        return False
+    key = _generate_private()
+    _spares.append((key, key.public_key().public_bytes_raw()))
+    return True
+
+
+def _new_ephemeral() -> Tuple[X25519PrivateKey, bytes]:
+    # a waiting key made ahead (never twice), else a new one
+    try:
+        return _spares.pop()
+    except IndexError:
+        key = _generate_private()
+        return key, key.public_key().public_bytes_raw()
 
 
 def _public_bytes(private: X25519PrivateKey) -> bytes:
@@ -709,8 +739,11 @@ class HandshakeState:
             if token == "e":
                 e = self._e
                 if e is None:
-                    e = self._e = _generate_private()
-                pub = self._e_pub = e.public_key().public_bytes_raw()
+                    e, pub = _new_ephemeral()
+                    self._e = e
+                else:  # (a fixed key given for test vectors)
+                    pub = e.public_key().public_bytes_raw()
+                self._e_pub = pub
                 out.append(pub)
                 ss.mix_hash(pub)
                 if self._is_psk:  # §9.2: psk handshakes also MixKey(e.public_key)

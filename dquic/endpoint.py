@@ -229,6 +229,8 @@ class Endpoint:
         self._stateless_out: List[Tuple[bytes, Tuple]] = []
         # connections polled by trains_to_send(settle=False), their bookkeeping still to do
         self._unsettled: List[CoreConnection] = []
+        # a handshake began since the last settle(): it makes the next one's ephemeral key
+        self._prepare_key = False
         self.require_retry = require_retry
         self.retry_threshold = max_handshakes // 2 if retry_threshold is None else retry_threshold
         self._token_key = token_key
@@ -279,6 +281,7 @@ class Endpoint:
         self._now = now
         self._trace(conn, now)
         self._add(conn, None)
+        self._prepare_key = cfg.encryption
         conn.connect(now)
         self._after(conn)
         return conn
@@ -424,6 +427,7 @@ class Endpoint:
             conn.set_route_mtu(self.route_mtu(addr))
         self._trace(conn, now)
         self._add(conn, None if rscid is not None else bytes(hdr.dcid))
+        self._prepare_key = cfg.encryption
         self.events.append((conn, ConnectionAccepted(addr)))
         if logger.isEnabledFor(logging.DEBUG):
             connection_log(conn).debug("accepted%s", " (address validated by Retry)" if retry else "")
@@ -611,12 +615,20 @@ class Endpoint:
 
     def settle(self) -> None:
         """The bookkeeping ``trains_to_send(settle=False)`` left for later: the polled
-        connections' events, routing changes and deadlines."""
+        connections' events, routing changes and deadlines; and, once this endpoint has begun
+        a handshake since the last call, the ephemeral key of the next one (a driver calls
+        this after sending, so that key is made while the peers work, not while one waits
+        for the first message of its handshake)."""
         conns = self._unsettled
         if conns:
             self._unsettled = []
             for conn in conns:
                 self._after(conn, True)
+        if self._prepare_key:
+            self._prepare_key = False
+            from ._noise import prepare_ephemeral  # (loaded already: a handshake began)
+
+            prepare_ephemeral()
 
     def datagrams_to_send(self, now: float) -> List[Tuple[bytes, Tuple]]:
         """``trains_to_send`` one datagram at a time, as ``(datagram, address)``: for drivers

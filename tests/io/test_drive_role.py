@@ -98,17 +98,22 @@ def test_a_lazy_start_waits_for_the_first_release_to_start_the_io_thread(drive):
         assert d.thread is None
         d.kick()  # takes the free role, flushes, releases: the thread starts now
         assert d.thread is not None and d.thread.is_alive() and not d.io_wanted
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:  # it parks: an API call drove less than IDLE_HANDOVER ago
-        with d.cond:
-            if d.io_parked and d.holder is None:
-                assert d.detach_io()
-                break
-        time.sleep(0.0002)
+        d.stop_io()
     d.thread.join(2.0)
     assert not d.thread.is_alive()
     with d.cond:
         d.close()
+
+
+def _poll(d: Drive, predicate, timeout: float = 10.0) -> bool:
+    # (lock held) wait for ``predicate``, looking every millisecond: the driver notifies only
+    # the waiters it counts
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        d.cond.wait(0.001)
+    return True
 
 
 def test_detach_io_ends_a_parked_io_thread_without_it_touching_the_socket_again():
@@ -147,15 +152,13 @@ def test_detach_io_ends_a_parked_io_thread_without_it_touching_the_socket_again(
     me = threading.get_ident()
     with d.cond:
         d.start(sock, _IdleEndpoint())  # the I/O thread takes the idle role, waits in select
-        deadline = time.monotonic() + 2.0
-        while d.holder is None and time.monotonic() < deadline:
-            d.cond.wait(0.001)
+        assert _poll(d, lambda: d.holder is not None)
         d.want_handover = True  # as an API call that must drive asks for it
         d.wake()
-        while d.holder is not None and time.monotonic() < deadline:
-            d.cond.wait(0.001)
+        assert _poll(d, lambda: d.holder is None)
         d.holder = me  # the call drives now: the I/O thread parks until it ends
         d.epoch += 1
+    deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
         with d.cond:
             if d.io_parked:
@@ -163,7 +166,8 @@ def test_detach_io_ends_a_parked_io_thread_without_it_touching_the_socket_again(
         time.sleep(0.0002)
     with d.cond:
         d.holder = None
-        assert d.detach_io()
+        state = (d.io_parked, d.holder, d.error, d.pending, time.monotonic() - deadline)
+        assert d.detach_io(), state
         told = len([c for c in calls if c[1] != me])
     d.close()
     d.thread.join(2.0)

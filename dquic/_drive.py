@@ -15,7 +15,9 @@ states, and every change of state is one of the methods below:
 
 * free (``holder`` None): nobody drives. The I/O thread takes the role once no API call has
   held it for ``IDLE_HANDOVER`` seconds, or at once when work waits (trains the kernel refused,
-  work queued while another thread drove, closing).
+  work queued while another thread drove, closing). (A socket made by a ``send_to`` gets its
+  I/O thread when that call first gives the role up, so that starting a thread is not between
+  the call and its first datagram; ``bind`` starts it at once.)
 * held by an API call: a call that has to wait takes the free role (``drive_or_wait``: the
   ``epoch`` counts these takings) and drives itself, so a reply is read, processed and handed
   over in the thread that asked for it; a call that only queues work takes it for one step or
@@ -25,6 +27,11 @@ states, and every change of state is one of the methods below:
   (``want_handover``, through the wake-up descriptor) and the I/O thread lets go after its
   current step. While the same API call keeps the role for long (a ``receive_from`` waiting
   for data), the I/O thread sleeps (``io_asleep``) until that call ends.
+
+``close()`` does not wait for an I/O thread parked between steps (``io_parked``: waiting on
+``io_cond``, in no socket call): it sends what is left itself and tells the thread to end
+without touching the socket or the wake-up descriptor again (``detach_io``); otherwise it
+stops the thread and joins it.
 
 Two flags carry work across the hand-over: ``flush_needed`` (work was queued while another
 thread drove: the driver sends it at its next step) and ``deferred_flush`` (acknowledgements of

@@ -5,7 +5,9 @@ sides consider the handshake confirmed (dquic) or complete (aioquic). The aioqui
 ECDSA P-256 certificate) runs in the same session as the reference; it is skipped with a reason
 when aioquic (the ``bench`` extra) is not installed.
 
-Two breakdowns (group "handshake-parts") say where a handshake's time goes: the Noise messages
+``test_bench_connection_lifecycle`` makes a whole connection with sans-IO endpoints (handshake,
+one echoed message, close) over and over, both sides' work. Two breakdowns (group
+"handshake-parts") say where a handshake's time goes: the Noise messages
 alone for each pattern (no connection, packets or packet keys), and the X25519 work of one NX/NK
 handshake (two key generations, four DH operations), which no implementation detail can remove.
 
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from dquic._noise import HandshakeState
 from dquic.config import Configuration
+from dquic.endpoint import Endpoint
 from dquic.testing.pairs import core_pair, exchange
 from dquic.handshake import PATTERN_IDS
 from dquic.keys import KeyPair
@@ -99,6 +102,77 @@ def test_bench_handshake_x25519_floor(benchmark):
     benchmark.group = "handshake-parts"
     benchmark(_x25519_of_nx)
     _rate(benchmark)
+
+
+class _Lifecycle:
+    """A server endpoint and one reused client endpoint (sans-IO, as the drivers use them:
+    output taken with ``settle=False``, then ``settle()``); ``one()`` makes a whole
+    connection: handshake, one 32-byte message echoed, close, until both sides forgot it."""
+
+    def __init__(self):
+        self.server = Endpoint(Configuration(is_client=False, identity=SERVER_KEY), accept=True,
+                               message_events=False)
+        self.client = Endpoint(Configuration(), message_events=False)
+        self.now = 0.0
+
+    def _pump(self, done):
+        client, server = self.client, self.server
+        for _ in range(50):
+            self.now += 1e-4
+            out = client.trains_to_send(self.now, settle=False)
+            client.settle()
+            for data, _, _ in out:
+                server.receive_datagram(bytes(data), C_ADDR, self.now)
+            for conn in server.take_readable():
+                for sid in conn.readable_streams():
+                    piece = conn.read_message(sid, 1 << 16)
+                    if piece is not None:
+                        conn.send_message(sid, piece[0])
+            server.take_events()
+            back = server.trains_to_send(self.now, settle=False)
+            server.settle()
+            for data, _, _ in back:
+                client.receive_datagram(bytes(data), S_ADDR, self.now)
+            client.take_events()
+            if done() and not out and not back:
+                return
+        raise AssertionError("connection did not make progress")
+
+    def one(self):
+        conn = self.client.connect(S_ADDR, self.now)
+        self._pump(lambda: conn.is_established)
+        conn.send_message(0, b"x" * 32)
+        got = []
+
+        def echoed():
+            for c in self.client.take_readable():
+                piece = c.read_message(0, 1 << 16)
+                if piece is not None:
+                    got.append(piece[0])
+            return bool(got)
+
+        self._pump(echoed)
+        assert got == [b"x" * 32]
+        conn.close()
+        self._pump(lambda: conn.close_settled or conn.is_terminated)
+        self.now += 5.0  # past the closing and draining periods
+        self.client.handle_timer(self.now)
+        self.server.handle_timer(self.now)
+        self.client.take_events()
+        self.server.take_events()
+
+
+def test_bench_connection_lifecycle(benchmark):
+    """A whole connection in the sans-IO core, both sides' work: handshake (NX), one echoed
+    message, close, both endpoints back to no connection. The drivers add their sockets and
+    wake-ups; this is what is left to the core (compare the X25519 floor above)."""
+    benchmark.group = "handshake"
+    pair = _Lifecycle()
+    for _ in range(20):
+        pair.one()
+    benchmark(pair.one)
+    _rate(benchmark)
+    assert pair.client.connection_count == 0 and pair.server.connection_count == 0
 
 
 def test_bench_handshake_aioquic(benchmark):

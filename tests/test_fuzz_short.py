@@ -26,7 +26,7 @@ def test_fuzz_codec_short_run(tmp_path):
     # is above any such inherited peak; a single allocation is still capped at 2 GiB.
     proc = subprocess.run(
         [sys.executable, FUZZ_TARGET, "-atheris_runs=5000", "-seed=1", "-rss_limit_mb=8192",
-         "-malloc_limit_mb=2048", str(corpus)],
+         "-malloc_limit_mb=2048", f"-artifact_prefix={tmp_path}/", str(corpus)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -6,11 +6,10 @@ Both drivers call these, so a check or a message reads the same whichever API a 
 """
 from __future__ import annotations
 
-import dataclasses
 import errno
 from typing import Any, Dict, Iterable, Tuple, Union
 
-from .config import Configuration
+from .config import FIELD_NAMES
 from .errors import AuthenticationError, ConnectionClosed, ConnectionTimeout, ErrorCode
 from .events import ConnectionTerminated
 
@@ -20,7 +19,7 @@ __all__ = ["MAX_STREAM_ID", "CONFIG_FIELDS", "check_stream_id", "as_buffer", "va
 #: The largest stream id (ids are varints: 0 <= id < 2**62).
 MAX_STREAM_ID = (1 << 62) - 1
 #: ``Configuration`` fields an application may pass as options (``is_client`` is the driver's).
-CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Configuration)) - {"is_client"}
+CONFIG_FIELDS = FIELD_NAMES - {"is_client"}
 
 
 def check_stream_id(stream_id: Any, what: str = "stream id") -> int:

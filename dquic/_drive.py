@@ -507,8 +507,6 @@ class Drive:
         left, then the I/O thread is told to end without touching the socket or the wake-up
         descriptor again, so both may be closed at once. False when it is not parked (or
         something could not be sent): then ``stop_io`` and a join. Lock held, role free."""
-        if self.thread is None:
-            return True
         if not self.io_parked or self.holder is not None or self.error is not None:
             return False
         self.holder = threading.get_ident()
@@ -535,11 +533,18 @@ class Drive:
                 self.cond.notify_all()
             raise
 
+    def _park(self, timeout: float) -> None:
+        # the I/O thread waits between steps, in no socket call (lock held; see detach_io)
+        self.io_parked = True
+        try:
+            self.io_cond.wait(timeout)
+        finally:
+            self.io_parked = False
+
     def io_loop(self) -> None:
         """The I/O thread: drive the core whenever no API call does."""
         me = threading.get_ident()
         cond = self.cond
-        io_cond = self.io_cond
         ep = self.endpoint
         seen_epoch = -1
         while True:
@@ -557,20 +562,16 @@ class Drive:
                         idle = _monotonic() - self.last_exit
                         if idle >= IDLE_HANDOVER:
                             break
-                        self.io_parked = True
-                        io_cond.wait(max(IDLE_HANDOVER - idle, 0.0002))
-                        self.io_parked = False
+                        self._park(max(IDLE_HANDOVER - idle, 0.0002))
                     elif self.epoch == seen_epoch:
                         # the same call has been driving for a while (a receive_from waiting
                         # for data): sleep until it ends instead of looking every 2 ms
-                        self.io_asleep = self.io_parked = True
-                        io_cond.wait(1.0)
-                        self.io_asleep = self.io_parked = False
+                        self.io_asleep = True
+                        self._park(1.0)
+                        self.io_asleep = False
                     else:
                         seen_epoch = self.epoch
-                        self.io_parked = True
-                        io_cond.wait(IDLE_HANDOVER)
-                        self.io_parked = False
+                        self._park(IDLE_HANDOVER)
                     if self.detached:
                         return  # close() took over (detach_io)
                 self.holder = me

@@ -102,11 +102,6 @@ CIPHERS: Dict[str, Tuple[Callable[[bytes], _Aead], Callable[[int], bytes]]] = {
     "AESGCM": (AESGCM, _aesgcm_nonce),
 }
 
-# HMAC-SHA256 through one libcrypto context kept for the process (the one-shot
-# hmac.digest looks the algorithms up on every call: three quarters of its cost here)
-_hmac_sha256 = hmac_sha256
-
-
 def _hmac_blake2s(key, data: bytes) -> bytes:
     # The standard library's HMAC over its built-in BLAKE2s (faster here than OpenSSL's
     # BLAKE2S-256 HMAC, which pays an algorithm lookup per call).
@@ -116,7 +111,8 @@ def _hmac_blake2s(key, data: bytes) -> bytes:
 #: hash name -> (one-shot hash ``data -> digest``, one-shot HMAC ``(key, data) -> digest``,
 #: HASHLEN). Both have HASHLEN 32 (BLAKE2s's default digest size is 32).
 HASHES: Dict[str, Tuple[Callable[[bytes], bytes], Callable[[Any, bytes], bytes], int]] = {
-    "SHA256": (lambda data: hashlib.sha256(data).digest(), _hmac_sha256, 32),
+    # (HMAC-SHA256 through one libcrypto context kept for the process: _protection)
+    "SHA256": (lambda data: hashlib.sha256(data).digest(), hmac_sha256, 32),
     "BLAKE2s": (lambda data: hashlib.blake2s(data).digest(), _hmac_blake2s, 32),
 }
 #: hash name -> the hashlib constructor behind HASHES' one-shot hash (the hot paths call

@@ -107,7 +107,7 @@ class Configuration:
         """A copy with some fields changed (shallow, as ``dataclasses.replace`` makes it:
         without its call of ``__init__`` with every field, a tenth of the cost); TypeError
         naming a field that does not exist."""
-        unknown = changes.keys() - _FIELD_NAMES
+        unknown = changes.keys() - FIELD_NAMES
         if unknown:
             raise TypeError(f"Configuration has no field(s) {', '.join(sorted(unknown))}")
         new = object.__new__(type(self))
@@ -166,4 +166,5 @@ class Configuration:
             raise ValueError("lb_config_id must be 0..6 (7 marks unroutable connection IDs)")
 
 
-_FIELD_NAMES = frozenset(f.name for f in fields(Configuration))
+#: The names of ``Configuration``'s fields.
+FIELD_NAMES = frozenset(f.name for f in fields(Configuration))

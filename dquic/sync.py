@@ -742,8 +742,7 @@ class DQUIC:
                     drive.wait(0.05)
                 return
             drive.begin_close()  # a thread driving inside an API call returns (EndpointClosed)
-            if drive.sock is not None:
-                drive.ensure_io()  # (started lazily: a call that made the socket failed early)
+            drive.ensure_io()  # (started lazily: a call that made the socket failed early)
             thread = drive.thread
             if thread is not None and thread.is_alive():
                 deadline = _monotonic() + self.linger

@@ -14,7 +14,13 @@ stdout, then serves until done:
 * ``udp-sink``: count raw UDP datagrams until a 1-byte end marker, then print
   ``RESULT <datagrams> <bytes> <seconds from first to last>``;
 * ``udp-echo``: send every raw UDP datagram back to its sender until a 1-byte end marker, then
-  print ``RESULT <datagrams echoed>``.
+  print ``RESULT <datagrams echoed>``;
+* ``udp-handshake-echo [--poll]``: as ``udp-echo``, but a datagram of 33 bytes starting with
+  ``I`` (a 32-byte X25519 public key after it) is answered only after the two X25519 exchanges a
+  dquic server makes for a handshake's first message (its ephemeral and its static key with the
+  client's ephemeral), with 80 bytes. The floor of a sequential connection, without any
+  protocol work (``test_bench_loopback_peers.py``); ``--poll`` spins on a non-blocking socket
+  instead of sleeping in ``recvfrom``.
 
 Options: ``--plain`` turns dquic packet protection off (both sides must agree).
 """
@@ -102,6 +108,37 @@ def udp_echo() -> None:
     print("RESULT", n, flush=True)
 
 
+def udp_handshake_echo(poll: bool) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    static, ephemeral = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(0.0 if poll else 30)
+    print("PORT", s.getsockname()[1], flush=True)
+    recvfrom, sendto = s.recvfrom, s.sendto
+    answer = bytes(80)
+    deadline = time.monotonic() + 300  # (polling: bounded however the client ends)
+    while True:
+        if poll:
+            try:
+                data, addr = recvfrom(65535)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                continue
+        else:
+            data, addr = recvfrom(65535)
+        if len(data) == 1:
+            break
+        if len(data) == 33 and data[0] == 0x49:  # b"I"
+            key = X25519PublicKey.from_public_bytes(data[1:])
+            ephemeral.exchange(key)
+            static.exchange(key)
+            data = answer
+        sendto(data, addr)
+
+
 def main(argv) -> None:
     plain = "--plain" in argv
     args = [a for a in argv if not a.startswith("--")]
@@ -114,6 +151,8 @@ def main(argv) -> None:
         udp_sink()
     elif mode == "udp-echo":
         udp_echo()
+    elif mode == "udp-handshake-echo":
+        udp_handshake_echo("--poll" in argv)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -32,6 +32,13 @@ Run: ``python -m pytest bench/test_bench_loopback_peers.py --benchmark-only -s``
   the server process's CPU per connection;
 * raw UDP, the kernel floor: a ``sendto`` loop of 1200-byte datagrams (sender rate, as
   ``Mbit_s_1``) and a blocking 32-byte ping-pong between two processes (``round_trips_s``).
+* the floor of a connection made after another (``test_connection_floor``, rows "floor,
+  blocking" and "floor, polling"): the three round trips a dquic connection needs one after the
+  other (handshake, request, answered close) and the four X25519 exchanges on that chain, with
+  nothing else: raw UDP, a ``udp-handshake-echo`` peer, a fresh socket per connection
+  (``connections_s``) and one socket (``connections_reused_s``), both sides sleeping in
+  ``recv`` or both spinning on non-blocking sockets. No implementation of this handshake
+  makes sequential connections faster than this on the same machine.
   The ping-pong's rate depends mostly on where the scheduler puts the two processes: on one
   CPU a round trip is a pair of direct context switches (over 100,000/s), on two CPUs each
   wake-up crosses cores (about 15,000/s on a 2-core machine); ``last_cpus`` in its
@@ -88,7 +95,7 @@ def _table():
     yield
     widths = [max(len(title), 8) for _, title, _ in COLUMNS]
     print("\n\n" + f"{'implementation':<16}" + "".join(f"  {t:>{w}}" for (_, t, _), w in zip(COLUMNS, widths)))
-    for name in ("dquic", "raw UDP", "aioquic", "qh3"):
+    for name in ("dquic", "raw UDP", "floor, blocking", "floor, polling", "aioquic", "qh3"):
         row = TABLE.get(name, {})
         cells = ("-" if row.get(k) is None else fmt.format(row[k]) for k, _, fmt in COLUMNS)
         print(f"{name:<16}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)))
@@ -117,7 +124,7 @@ def _once_against(benchmark, kind, body):
     res = {}
 
     def run():
-        peer = base.Peer(kind)
+        peer = base.Peer(*kind.split())
         try:
             res["v"] = body(peer)
             peer.finish(30)
@@ -348,6 +355,75 @@ def test_raw_udp_ping_pong(benchmark):
     benchmark.extra_info["last_cpus"] = res["cpus"]
     print(f"\nraw UDP ping-pong: client and echo process last ran on CPUs {res['cpus']}")
     _note(benchmark, "raw UDP", "round_trips_s", rate)
+
+
+@pytest.mark.parametrize("wait", ["blocking", "polling"])
+def test_connection_floor(benchmark, wait):
+    """The floor of one connection after another, with no protocol work at all: three UDP
+    round trips between the two processes (a handshake, one request, a close that is answered)
+    and the four X25519 exchanges a handshake needs one after the other (the server's two
+    before it answers the first datagram, the client's two before its second; ephemeral keys
+    made ahead, as dquic does). ``connections_s``: a fresh socket per connection;
+    ``connections_reused_s``: one socket. ``blocking`` sleeps in ``recv`` on both sides;
+    ``polling`` spins on non-blocking sockets on both sides (the most a driver that polls can
+    get)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    poll = wait == "polling"
+    name = f"floor, {wait}"
+    ephemeral = X25519PrivateKey.generate()
+    first = b"I" + ephemeral.public_key().public_bytes_raw()
+    server_key = X25519PublicKey.from_public_bytes(X25519PrivateKey.generate().public_key().public_bytes_raw())
+
+    def recv(s):
+        if not poll:
+            return s.recv(2048)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                return s.recv(2048)
+            except BlockingIOError:
+                pass
+        raise TimeoutError("no answer within 5 s")
+
+    def one(s, dest):
+        s.sendto(first, dest)
+        answer = recv(s)
+        ephemeral.exchange(server_key)  # ee and es, as the client's reply handling does
+        ephemeral.exchange(server_key)
+        s.sendto(MSG, dest)
+        recv(s)
+        s.sendto(answer[:30], dest)
+        recv(s)
+
+    def new_socket():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(0.0 if poll else 5.0)
+        return s
+
+    def body(peer):
+        dest = ("127.0.0.1", peer.port)
+        rates = {}
+        for _ in range(50):  # warm-up
+            with new_socket() as s:
+                one(s, dest)
+        t0 = time.perf_counter()
+        for _ in range(CONNECTIONS * 5):
+            with new_socket() as s:
+                one(s, dest)
+        rates["connections_s"] = CONNECTIONS * 5 / (time.perf_counter() - t0)
+        with new_socket() as s:
+            t0 = time.perf_counter()
+            for _ in range(CONNECTIONS * 5):
+                one(s, dest)
+            rates["connections_reused_s"] = CONNECTIONS * 5 / (time.perf_counter() - t0)
+            for _ in range(5):
+                s.sendto(b"E", dest)
+        return rates
+
+    rates = _once_against(benchmark, "udp-handshake-echo" + (" --poll" if poll else ""), body)
+    for key, rate in rates.items():
+        _note(benchmark, name, key, rate)
 
 
 # ----------------------------------------------------------------------------------------------

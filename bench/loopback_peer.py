@@ -126,6 +126,7 @@ def udp_handshake_echo(poll: bool) -> None:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     break
+                os.sched_yield()  # (a process sharing this CPU runs at once)
                 continue
         else:
             data, addr = recvfrom(65535)

@@ -21,8 +21,8 @@ Run: ``python -m pytest bench/test_bench_loopback_peers.py --benchmark-only -s``
 * new connections per second (``connections_s``) against one long-lived server process: each
   iteration a fresh client that connects, does one 32-byte echo and closes (the QUIC stacks'
   clients send their CONNECTION_CLOSE and do not wait out the closing period; dquic's ``close``
-  does not either, but waits for the server's CONNECTION_CLOSE in answer, one round trip, so
-  that a lost close is sent again: PROTOCOL.md §19); dquic also from one reused client socket (``connections_reused_s``,
+  does not either: it returns once its CONNECTION_CLOSE is sent, and its I/O thread waits for
+  the server's answer, so that a lost close is sent again: PROTOCOL.md §19); dquic also from one reused client socket (``connections_reused_s``,
   ``dquic.aio.open_client``: a connection, an echo and a close per iteration);
 * new connections per second with ``CONCURRENT`` (32) at once (``connections_concurrent_s``,
   dquic only): 32 ``dquic.aio.open_client`` sockets in this process, each making connection,

@@ -44,9 +44,11 @@ driver's socket calls run without the lock and release the GIL.
 """
 from __future__ import annotations
 
+import atexit
 import select
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._busypoll import BusyPoll, can_poll
@@ -62,6 +64,20 @@ IDLE_HANDOVER = 0.002
 #: A call that only queues work also reads the socket if nobody has for this long.
 STEP_INTERVAL = 0.0005
 _monotonic = time.monotonic
+
+#: Drives whose I/O thread completes a ``close()`` after it returned (``finish_in_background``).
+_FINISHING: "weakref.WeakSet[Drive]" = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_closes_at_exit() -> None:
+    # The I/O threads are daemon threads: without this, an interpreter that exits right after
+    # close() would stop one before the peer answered its CONNECTION_CLOSE. Each is waited
+    # for until the deadline its close() set (what close() itself waited at most before).
+    for drive in list(_FINISHING):
+        finishing, thread = drive.finishing, drive.thread
+        if finishing is not None and thread is not None:
+            thread.join(max(0.0, finishing[1] - _monotonic()))
 
 
 class Drive:
@@ -128,6 +144,8 @@ class Drive:
         self.io_wanted = False  # the I/O thread is to start at the next release (start)
         self.io_parked = False  # the I/O thread waits on io_cond (no socket call under way)
         self.detached = False  # the I/O thread is to end at once, touching nothing (detach_io)
+        #: (connections, deadline): closes the I/O thread completes (finish_in_background)
+        self.finishing: Optional[Tuple[list, float]] = None
         self.error: Optional[BaseException] = None  # what the I/O thread died of
         self.datagrams_in = 0
         self.datagrams_out = 0
@@ -520,6 +538,24 @@ class Drive:
         self.io_cond.notify()
         return True
 
+    def finish_in_background(self, conns: list, deadline: float) -> bool:
+        """``close()`` of a socket no application bound, every CONNECTION_CLOSE of ``conns``
+        sent: the I/O thread waits for the peers' answers (``close_settled``; a lost close
+        goes out again when the peer's next packet arrives, PROTOCOL.md §19) until
+        ``deadline``, then closes the socket and the wake-up descriptor itself, so that
+        ``close()`` returns without waiting a round trip. False (the caller waits itself)
+        when the thread does not run or another API thread drives. Lock held, the caller not
+        driving."""
+        thread = self.thread
+        if (thread is None or not thread.is_alive() or self.error is not None
+                or self.holder not in (None, self.io_ident)):
+            return False
+        self.finishing = (conns, deadline)
+        _FINISHING.add(self)
+        self.io_cond.notify()
+        self.wake()  # (a step of the I/O thread under way takes the deadline into account)
+        return True
+
     def _run(self) -> None:
         self.io_ident = threading.get_ident()
         try:
@@ -549,6 +585,16 @@ class Drive:
         seen_epoch = -1
         while True:
             with cond:
+                finishing = self.finishing
+                if finishing is not None and (_monotonic() >= finishing[1]
+                                              or all(c.close_settled for c in finishing[0])):
+                    # the closes close() left to this thread are answered (or out of time)
+                    self.finishing = None
+                    _FINISHING.discard(self)
+                    if self.holder == me:
+                        self.holder = None
+                    self.close()
+                    return
                 # wait for the role: free, and no API call has driven for IDLE_HANDOVER
                 while True:
                     holder = self.holder
@@ -586,6 +632,9 @@ class Drive:
                     timeout = None
                 else:
                     timeout = max(0.0, timer - _monotonic())
+                if finishing is not None:
+                    left = max(0.0, finishing[1] - _monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
             try:
                 self.step(timeout)
             finally:
@@ -610,8 +659,8 @@ class Drive:
                 return
 
     def close(self) -> None:
-        """Release the socket and the wake-up descriptor once the I/O thread ended (lock
-        held)."""
+        """Release the socket and the wake-up descriptor (lock held): once the I/O thread
+        ended, or by that thread as it ends (``finish_in_background``)."""
         if self.sock is not None:
             self.sock.close()
         if self.waker is not None:

@@ -341,6 +341,7 @@ class DQUIC:
         self._readable_set = False
         self._timeout: Optional[float] = None
         self._closed = False
+        self._bound = False  # bind() made the socket (close() then waits for every answer)
 
     # ------------------------------------------------------------------------------------
     # socket-like surface
@@ -475,6 +476,7 @@ class DQUIC:
             except BaseException:
                 sock.close()
                 raise
+            self._bound = True
             self._start(sock)
 
     # ------------------------------------------------------------------------------------
@@ -730,12 +732,19 @@ class DQUIC:
         every connection, stop the I/O thread and close the socket. Idempotent; any later call
         raises ``EndpointClosed`` (an ``OSError`` with errno ``EBADF``).
 
+        Each connection's CONNECTION_CLOSE is then answered by its peer before the socket
+        closes (within what is left of ``linger``; a lost one goes out again). A socket that
+        ``bind()`` made is closed when ``close()`` returns; one that ``send_to`` made is left
+        to the I/O thread once the closes are sent: it closes the socket when the answers came
+        (an exiting interpreter waits for it, within ``linger``).
+
         If data was still unacknowledged when the wait ended (``linger`` ran out, or is 0),
         the socket is closed all the same and ``UndeliveredData`` is raised, listing the
         bytes each peer had not acknowledged, unless ``abandon`` is true (then it is only
         logged at WARNING on the ``dquic`` logger)."""
         undelivered: Dict[Tuple, int] = {}
         drive = self._drive
+        background = False  # the I/O thread finishes the closes and closes the socket
         with self._cond:
             if drive.closing:
                 while not self._closed and drive.thread is not None and drive.thread.is_alive():
@@ -778,11 +787,26 @@ class DQUIC:
                     # while we wait, a lost one (and the acknowledgement it carries) goes out
                     # again when the peer's next packet arrives
                     # (this thread drives while it waits, if nobody else does: the close goes
-                    # out and its answer is read here, without a hand-over to the I/O thread)
+                    # out and its answer is read here, without a hand-over to the I/O thread).
+                    # A socket no application bound (send_to made it) waits only until the
+                    # closes are sent and leaves the answers to the I/O thread, which then
+                    # closes the socket: nobody can want its port back.
+                    early = not self._bound
                     drive.send_waiters += 1  # woken as datagrams arrive
                     try:
-                        while drive.error is None and not all(c.close_settled for c in closed):
+                        while drive.error is None:
                             remaining = deadline - _monotonic()
+                            if early and all(c.close_sent for c in closed):
+                                unsettled = [c for c in closed if not c.close_settled]
+                                if not unsettled:
+                                    break
+                                drive.let_go()
+                                if remaining > 0 and drive.finish_in_background(unsettled, deadline):
+                                    background = True
+                                    break
+                                early = False  # (the thread cannot: wait for the answers here)
+                            elif not early and all(c.close_settled for c in closed):
+                                break
                             if remaining <= 0:
                                 break
                             try:
@@ -792,14 +816,17 @@ class DQUIC:
                     finally:
                         drive.send_waiters -= 1
                         drive.let_go()  # the I/O thread sends what is left and ends
-                if drive.detach_io():
+                if background:
+                    thread = None  # it closes the socket when the answers came
+                elif drive.detach_io():
                     thread = None  # it ends on its own, touching nothing: no need to wait
                 else:
                     drive.stop_io()
         if thread is not None:
             thread.join(5.0)
         with self._cond:
-            drive.close()
+            if not background:
+                drive.close()
             if self._readable is not None:
                 self._readable.close()
                 self._readable = None

@@ -1,0 +1,121 @@
+"""``close()`` of a ``DQUIC`` whose socket ``send_to`` made returns once its CONNECTION_CLOSE is
+sent; the I/O thread waits for the peer's answer (sending the close again when the peer's next
+packet arrives) and then closes the socket. A socket the application bound is released before
+``close()`` returns, after the answer, as before."""
+from __future__ import annotations
+
+import socket
+import time
+
+from _iohelpers import EchoThread
+
+RTT = 0.2  # the relay delays each direction by half of it
+
+
+def _poll(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return cond()
+
+
+def _echo_once(client, relay) -> None:
+    client.send_to(relay.address, {0: b"ping"})
+    _, back = client.receive_from(100)
+    assert back == {0: b"ping"}
+
+
+def test_close_returns_before_the_answer_and_the_io_thread_waits_for_it(make_relay, make_dquic):
+    server = make_dquic()
+    relay = make_relay(server.local_address, delay=RTT / 2)
+    echo = EchoThread(server)
+    try:
+        client = make_dquic(bind=None, linger=5.0)
+        _echo_once(client, relay)
+        thread = client._drive.thread
+        assert len(server.connections) == 1
+        t0 = time.monotonic()
+        client.close()
+        took = time.monotonic() - t0
+        # the close is on its way; its answer is a round trip away
+        assert took < RTT / 2, took
+        assert thread.is_alive() and not client._drive.sock.closed
+        # the I/O thread reads the answer, then closes the socket and ends
+        thread.join(5 * RTT + 2.0)
+        assert not thread.is_alive()
+        assert client._drive.sock.closed and client._drive.waker is None
+        assert _poll(lambda: not server.connections, 2.0)  # the server has the close
+    finally:
+        assert echo.stop()
+    assert not echo.errors
+
+
+def test_a_lost_close_goes_out_again_from_the_io_thread(make_relay, make_dquic):
+    """The close is lost; when the server's next packet reaches the client after ``close()``
+    returned, the I/O thread answers it with the close again and the server learns of it
+    (with ``close()`` closing the socket at once it would not, until its idle timeout)."""
+    server = make_dquic()
+    relay = make_relay(server.local_address, delay=RTT / 2)
+    client = make_dquic(bind=None, linger=5.0)
+    client.send_to(relay.address, {0: b"hello"})
+    addr, got = server.receive_from(100)
+    assert got == {0: b"hello"}
+    server.send_to(addr, {0: b"back"})  # also acknowledges the client's message
+    assert client.receive_from(100)[1] == {0: b"back"}
+    time.sleep(RTT)  # the client's acknowledgement of "back" reaches the server
+    relay.blackhole = True
+    thread = client._drive.thread
+    client.close()  # its CONNECTION_CLOSE is lost
+    time.sleep(RTT)
+    assert thread.is_alive(), "the closing period (3 PTO) is longer than a round trip here"
+    assert len(server.connections) == 1
+    relay.blackhole = False
+    server.send_to(addr, {0: b"late"})  # reaches the closing client, which closes again
+    assert _poll(lambda: not server.connections, 3.0)
+    thread.join(5.0)
+    assert not thread.is_alive() and client._drive.sock.closed
+
+
+def test_a_bound_socket_is_released_before_close_returns(make_relay, make_dquic):
+    server = make_dquic()
+    relay = make_relay(server.local_address, delay=RTT / 2)
+    echo = EchoThread(server)
+    try:
+        client = make_dquic(linger=5.0)  # bound by the application
+        port = client.local_address[1]
+        _echo_once(client, relay)
+        t0 = time.monotonic()
+        client.close()
+        took = time.monotonic() - t0
+        assert took >= RTT * 0.9, took  # it waited for the server's answer
+        assert client._drive.sock.closed
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+            again.bind(("127.0.0.1", port))  # the port is free again
+    finally:
+        assert echo.stop()
+    assert not echo.errors
+
+
+def test_at_exit_the_interpreter_waits_for_a_close_the_io_thread_finishes(make_relay, make_dquic):
+    """The I/O threads are daemon threads: the exit hook joins one that still waits for the
+    answer to a close (here lost for good: until the closing period ends, well within
+    ``linger``)."""
+    from dquic._drive import _FINISHING, _finish_closes_at_exit
+
+    server = make_dquic()
+    relay = make_relay(server.local_address, delay=RTT / 2)
+    client = make_dquic(bind=None, linger=20.0)
+    client.send_to(relay.address, {0: b"hello"})
+    assert server.receive_from(100)[1] == {0: b"hello"}
+    time.sleep(RTT)  # acknowledged
+    relay.blackhole = True
+    thread = client._drive.thread
+    client.close()
+    assert thread.is_alive() and client._drive in _FINISHING
+    t0 = time.monotonic()
+    _finish_closes_at_exit()
+    assert not thread.is_alive() and client._drive.sock.closed
+    assert time.monotonic() - t0 < 10.0
+    assert client._drive not in _FINISHING

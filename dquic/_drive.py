@@ -566,6 +566,10 @@ class Drive:
                 if self.holder == self.io_ident:
                     self.holder = None
                 self._on_failure(exc)
+                if self.finishing is not None:  # close() left the socket to this thread
+                    self.finishing = None
+                    _FINISHING.discard(self)
+                    self.close()
                 self.cond.notify_all()
             raise
 

@@ -119,3 +119,33 @@ def test_at_exit_the_interpreter_waits_for_a_close_the_io_thread_finishes(make_r
     assert not thread.is_alive() and client._drive.sock.closed
     assert time.monotonic() - t0 < 10.0
     assert client._drive not in _FINISHING
+
+
+def test_a_failure_of_the_io_thread_while_it_finishes_still_closes_the_socket(make_relay, make_dquic,
+                                                                                monkeypatch):
+    import threading
+
+    server = make_dquic()
+    relay = make_relay(server.local_address, delay=RTT / 2)
+    client = make_dquic(bind=None, linger=5.0)
+    client.send_to(relay.address, {0: b"hello"})
+    addr, _ = server.receive_from(100)
+    time.sleep(RTT)
+    relay.blackhole = True
+    drive = client._drive
+    thread = drive.thread
+    client.close()
+    assert thread.is_alive() and not drive.sock.closed
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("endpoint failed")
+
+    monkeypatch.setattr(drive.endpoint, "receive_datagram", broken)
+    relay.blackhole = False
+    server.send_to(addr, {0: b"late"})  # the closing client's endpoint fails on it
+    thread.join(5.0)
+    assert not thread.is_alive()
+    assert [str(e) for e in failures] == ["endpoint failed"]
+    assert drive.sock.closed and drive.waker is None and drive.finishing is None

@@ -68,8 +68,8 @@ def test_a_lost_close_goes_out_again_from_the_io_thread(make_relay, make_dquic):
     relay.blackhole = True
     thread = client._drive.thread
     client.close()  # its CONNECTION_CLOSE is lost
-    time.sleep(RTT)
-    assert thread.is_alive(), "the closing period (3 PTO) is longer than a round trip here"
+    time.sleep(0.05)  # (the relay drops it as it comes)
+    assert thread.is_alive(), "the closing period (3 PTO) is several round trips here"
     assert len(server.connections) == 1
     relay.blackhole = False
     server.send_to(addr, {0: b"late"})  # reaches the closing client, which closes again

@@ -149,3 +149,39 @@ def test_a_failure_of_the_io_thread_while_it_finishes_still_closes_the_socket(ma
     assert not thread.is_alive()
     assert [str(e) for e in failures] == ["endpoint failed"]
     assert drive.sock.closed and drive.waker is None and drive.finishing is None
+
+
+def test_many_fresh_clients_leave_no_socket_or_thread_behind(make_dquic):
+    """A client per request, closed at once each time: every socket the I/O threads were left
+    to close is closed once the answers came (descriptors back to where they were)."""
+    import os
+    import sys
+    import threading
+
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("counts descriptors in /proc/self/fd")
+    from dquic.sync import DQUIC
+
+    server = make_dquic()
+    echo = EchoThread(server)
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        threads = []
+        for i in range(40):
+            with DQUIC(linger=5.0) as client:
+                client.settimeout(10)
+                client.send_to(server.local_address, {0: b"%d" % i})
+                assert client.receive_from(100)[1] == {0: b"%d" % i}
+                threads.append(client._drive.thread)
+        for t in threads:
+            t.join(5.0)
+        assert not any(t.is_alive() for t in threads)
+        assert not [t for t in threading.enumerate() if t in threads]
+        assert _poll(lambda: len(os.listdir("/proc/self/fd")) <= before, 2.0), (
+            len(os.listdir("/proc/self/fd")), before)
+        assert _poll(lambda: not server.connections, 2.0)
+    finally:
+        assert echo.stop()
+    assert not echo.errors

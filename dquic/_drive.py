@@ -65,8 +65,15 @@ IDLE_HANDOVER = 0.002
 STEP_INTERVAL = 0.0005
 _monotonic = time.monotonic
 
-#: Drives whose I/O thread completes a ``close()`` after it returned (``finish_in_background``).
+#: Drives whose I/O thread completes a ``close()`` after it returned (``finish_in_background``;
+#: changed and read under ``_FINISHING_LOCK``: the I/O threads leave it as they end).
 _FINISHING: "weakref.WeakSet[Drive]" = weakref.WeakSet()
+_FINISHING_LOCK = threading.Lock()
+
+
+def _finishing_done(drive: "Drive") -> None:
+    with _FINISHING_LOCK:
+        _FINISHING.discard(drive)
 
 
 @atexit.register
@@ -74,7 +81,9 @@ def _finish_closes_at_exit() -> None:
     # The I/O threads are daemon threads: without this, an interpreter that exits right after
     # close() would stop one before the peer answered its CONNECTION_CLOSE. Each is waited
     # for until the deadline its close() set (what close() itself waited at most before).
-    for drive in list(_FINISHING):
+    with _FINISHING_LOCK:
+        drives = list(_FINISHING)
+    for drive in drives:
         finishing, thread = drive.finishing, drive.thread
         if finishing is not None and thread is not None:
             thread.join(max(0.0, finishing[1] - _monotonic()))
@@ -551,7 +560,8 @@ class Drive:
                 or self.holder not in (None, self.io_ident)):
             return False
         self.finishing = (conns, deadline)
-        _FINISHING.add(self)
+        with _FINISHING_LOCK:
+            _FINISHING.add(self)
         self.io_cond.notify()
         self.wake()  # (a step of the I/O thread under way takes the deadline into account)
         return True
@@ -568,7 +578,7 @@ class Drive:
                 self._on_failure(exc)
                 if self.finishing is not None:  # close() left the socket to this thread
                     self.finishing = None
-                    _FINISHING.discard(self)
+                    _finishing_done(self)
                     self.close()
                 self.cond.notify_all()
             raise
@@ -594,7 +604,7 @@ class Drive:
                                               or all(c.close_settled for c in finishing[0])):
                     # the closes close() left to this thread are answered (or out of time)
                     self.finishing = None
-                    _FINISHING.discard(self)
+                    _finishing_done(self)
                     if self.holder == me:
                         self.holder = None
                     self.close()

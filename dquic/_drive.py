@@ -45,6 +45,7 @@ driver's socket calls run without the lock and release the GIL.
 from __future__ import annotations
 
 import atexit
+import os
 import select
 import threading
 import time
@@ -74,6 +75,17 @@ _FINISHING_LOCK = threading.Lock()
 def _finishing_done(drive: "Drive") -> None:
     with _FINISHING_LOCK:
         _FINISHING.discard(drive)
+
+
+def _forget_finishing_in_child() -> None:
+    # a forked child has none of its parent's I/O threads, and the lock may have been held
+    global _FINISHING_LOCK
+    _FINISHING_LOCK = threading.Lock()
+    _FINISHING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_finishing_in_child)
 
 
 @atexit.register

@@ -185,3 +185,43 @@ def test_many_fresh_clients_leave_no_socket_or_thread_behind(make_dquic):
     finally:
         assert echo.stop()
     assert not echo.errors
+
+
+def test_a_forked_child_has_no_close_to_finish(make_relay, make_dquic):
+    """The parent's finishing I/O thread does not exist in a forked child: the child's exit
+    hook has nothing to wait for (and the set's lock is new)."""
+    import os
+    import sys
+
+    import pytest
+
+    if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
+        pytest.skip("needs fork")
+    from dquic import _drive
+
+    server = make_dquic()
+    relay = make_relay(server.local_address, delay=RTT / 2)
+    client = make_dquic(bind=None, linger=5.0)
+    client.send_to(relay.address, {0: b"hello"})
+    assert server.receive_from(100)[1] == {0: b"hello"}
+    time.sleep(RTT)
+    relay.blackhole = True
+    client.close()
+    assert client._drive in _drive._FINISHING
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once, without the parent's exit handlers
+        try:
+            t0 = time.monotonic()
+            _drive._finish_closes_at_exit()
+            ok = not _drive._FINISHING and time.monotonic() - t0 < 0.05
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"1"
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    assert client._drive in _drive._FINISHING  # the parent's is still under way

@@ -31,7 +31,9 @@ states, and every change of state is one of the methods below:
 ``close()`` does not wait for an I/O thread parked between steps (``io_parked``: waiting on
 ``io_cond``, in no socket call): it sends what is left itself and tells the thread to end
 without touching the socket or the wake-up descriptor again (``detach_io``); otherwise it
-stops the thread and joins it.
+stops the thread and joins it. A ``close()`` of a socket no application bound returns once its
+CONNECTION_CLOSEs are sent and leaves the peers' answers, and closing the socket, to the I/O
+thread (``finish_in_background``, ``finishing``).
 
 Two flags carry work across the hand-over: ``flush_needed`` (work was queued while another
 thread drove: the driver sends it at its next step) and ``deferred_flush`` (acknowledgements of
@@ -70,11 +72,6 @@ _monotonic = time.monotonic
 #: changed and read under ``_FINISHING_LOCK``: the I/O threads leave it as they end).
 _FINISHING: "weakref.WeakSet[Drive]" = weakref.WeakSet()
 _FINISHING_LOCK = threading.Lock()
-
-
-def _finishing_done(drive: "Drive") -> None:
-    with _FINISHING_LOCK:
-        _FINISHING.discard(drive)
 
 
 def _forget_finishing_in_child() -> None:
@@ -589,11 +586,16 @@ class Drive:
                     self.holder = None
                 self._on_failure(exc)
                 if self.finishing is not None:  # close() left the socket to this thread
-                    self.finishing = None
-                    _finishing_done(self)
-                    self.close()
+                    self._end_finishing()
                 self.cond.notify_all()
             raise
+
+    def _end_finishing(self) -> None:
+        # the I/O thread ends the close() left to it: it closes the socket (lock held)
+        self.finishing = None
+        with _FINISHING_LOCK:
+            _FINISHING.discard(self)
+        self.close()
 
     def _park(self, timeout: float) -> None:
         # the I/O thread waits between steps, in no socket call (lock held; see detach_io)
@@ -615,11 +617,9 @@ class Drive:
                 if finishing is not None and (_monotonic() >= finishing[1]
                                               or all(c.close_settled for c in finishing[0])):
                     # the closes close() left to this thread are answered (or out of time)
-                    self.finishing = None
-                    _finishing_done(self)
                     if self.holder == me:
                         self.holder = None
-                    self.close()
+                    self._end_finishing()
                     return
                 # wait for the role: free, and no API call has driven for IDLE_HANDOVER
                 while True:
